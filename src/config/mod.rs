@@ -1,0 +1,900 @@
+//! Configuration: the TOML schema (read with figment: defaults, then the file, then
+//! `PUSHPROBE_*` environment variables with `__` between nested keys), and its validation into
+//! the runtime [`Settings`] before any socket opens.
+//!
+//! Every validation error names the key path (`probe[2].interval`) and the file it came from.
+
+pub mod duration;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+pub use duration::{parse_duration, ConfigDuration};
+
+use crate::secret::Secret;
+use crate::series::is_valid_label_name;
+
+/// Environment variable prefix for configuration overrides.
+pub const ENV_PREFIX: &str = "PUSHPROBE_";
+
+/// Default latency histogram buckets (seconds), as the blackbox-style probes use.
+pub const DEFAULT_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Remote-write headers that pushprobe sets itself and a user may not override.
+pub const RESERVED_HEADERS: &[&str] = &[
+    "content-encoding",
+    "content-type",
+    "content-length",
+    "x-prometheus-remote-write-version",
+    "user-agent",
+    "host",
+];
+
+/// A configuration problem, with where it is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or environment could not be read or parsed.
+    #[error("{0}")]
+    Load(String),
+    /// A value is present but wrong.
+    #[error("{key}: {message} (in {source_name})")]
+    Invalid {
+        /// Dotted key path, e.g. `probe[2].interval`.
+        key: String,
+        /// What is wrong and what to do.
+        message: String,
+        /// Where the configuration came from.
+        source_name: String,
+    },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Agent-wide settings.
+    #[serde(default)]
+    pub agent: AgentConfig,
+    /// Remote-write receivers; each gets its own queue and sender.
+    #[serde(default)]
+    pub remote_write: Vec<RemoteWriteConfig>,
+    /// Probes to run.
+    #[serde(default)]
+    pub probe: Vec<ProbeConfig>,
+}
+
+/// Agent-wide settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Labels added to every series sent (a series' own label of the same name wins).
+    pub external_labels: BTreeMap<String, String>,
+    /// How long `run` keeps sending after SIGINT/SIGTERM, and `once` waits for delivery.
+    pub drain_timeout: ConfigDuration,
+    /// How often the agent's own metrics are recorded.
+    pub self_metrics_interval: ConfigDuration,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            external_labels: BTreeMap::new(),
+            drain_timeout: ConfigDuration(Duration::from_secs(15)),
+            self_metrics_interval: ConfigDuration(Duration::from_secs(15)),
+        }
+    }
+}
+
+/// HTTP basic authentication.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuthConfig {
+    /// User name.
+    pub username: String,
+    /// Password, inline (prefer `password_file`).
+    pub password: Option<Secret>,
+    /// File whose contents (trailing newline removed) are the password.
+    pub password_file: Option<PathBuf>,
+}
+
+/// TLS options for a client connection.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of CA certificates to trust instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate, for mutual TLS.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key for `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// Name to verify the server certificate against, if not the URL's host.
+    pub server_name: Option<String>,
+    /// Accept any server certificate. Only for testing.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
+/// One remote-write receiver.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteWriteConfig {
+    /// Name used in the agent's own metrics and logs; defaults to the URL's host and path.
+    pub name: Option<String>,
+    /// The receiver's write endpoint, e.g. `http://127.0.0.1:9090/api/v1/write`.
+    pub url: String,
+    /// Extra request headers (e.g. `X-Scope-OrgID`); reserved remote-write headers are refused.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Basic authentication.
+    pub basic_auth: Option<BasicAuthConfig>,
+    /// Bearer token, inline (prefer `bearer_token_file`).
+    pub bearer_token: Option<Secret>,
+    /// File holding a bearer token.
+    pub bearer_token_file: Option<PathBuf>,
+    /// TLS options.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// Timeout of one write request.
+    #[serde(default = "default_rw_timeout")]
+    pub timeout: ConfigDuration,
+    /// Most samples in one request.
+    #[serde(default = "default_max_samples_per_send")]
+    pub max_samples_per_send: usize,
+    /// Longest a sample waits for a batch to fill before it is sent anyway.
+    #[serde(default = "default_batch_send_deadline")]
+    pub batch_send_deadline: ConfigDuration,
+    /// Most samples held in memory for this receiver; the oldest are dropped beyond it.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+    /// First retry delay.
+    #[serde(default = "default_min_backoff")]
+    pub min_backoff: ConfigDuration,
+    /// Longest retry delay.
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff: ConfigDuration,
+}
+
+fn default_rw_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(30))
+}
+fn default_max_samples_per_send() -> usize {
+    2000
+}
+fn default_batch_send_deadline() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(5))
+}
+fn default_queue_capacity() -> usize {
+    100_000
+}
+fn default_min_backoff() -> ConfigDuration {
+    ConfigDuration(Duration::from_millis(30))
+}
+fn default_max_backoff() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(5))
+}
+fn default_interval() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(30))
+}
+fn default_probe_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(10))
+}
+fn default_method() -> String {
+    "GET".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+/// One probe; `kind` selects what it does.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ProbeConfig {
+    /// An HTTP(S) request checked for status and timed by phase.
+    Http(HttpProbeConfig),
+}
+
+impl ProbeConfig {
+    /// The probe's name.
+    pub fn name(&self) -> &str {
+        match self {
+            ProbeConfig::Http(p) => &p.name,
+        }
+    }
+}
+
+/// An HTTP probe.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpProbeConfig {
+    /// Unique name; the `probe` label of its series.
+    pub name: String,
+    /// Target URL (http or https).
+    pub url: String,
+    /// How often to probe.
+    #[serde(default = "default_interval")]
+    pub interval: ConfigDuration,
+    /// Deadline for one probe, all phases included.
+    #[serde(default = "default_probe_timeout")]
+    pub timeout: ConfigDuration,
+    /// HTTP method.
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Request body.
+    pub body: Option<String>,
+    /// Status codes that count as success; empty means any 2xx.
+    #[serde(default)]
+    pub valid_status_codes: Vec<u16>,
+    /// Follow redirects (up to 10), as the blackbox exporter does.
+    #[serde(default = "default_true")]
+    pub follow_redirects: bool,
+    /// TLS options.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// Latency histogram upper bounds in seconds.
+    #[serde(default)]
+    pub buckets: Option<Vec<f64>>,
+    /// Extra labels on this probe's series.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Loads the configuration from `path` (if it exists or was given explicitly) and the
+/// environment, without validating it.
+pub fn load(path: &Path, explicit: bool) -> Result<ConfigFile, ConfigError> {
+    if explicit && !path.exists() {
+        return Err(ConfigError::Load(format!(
+            "config file {} does not exist (give --config or set PUSHPROBE_CONFIG)",
+            path.display()
+        )));
+    }
+    figment_for(path)
+        .extract()
+        .map_err(|e| ConfigError::Load(describe_figment_error(e)))
+}
+
+/// The figment stack: file, then `PUSHPROBE_*` environment (`__` separates nested keys).
+pub fn figment_for(path: &Path) -> Figment {
+    Figment::new().merge(Toml::file(path)).merge(
+        Env::prefixed(ENV_PREFIX)
+            .ignore(&["config", "log_format", "log_level"])
+            .split("__"),
+    )
+}
+
+fn describe_figment_error(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|e| {
+            let key = if e.path.is_empty() {
+                String::new()
+            } else {
+                format!("{}: ", e.path.join("."))
+            };
+            let source = e
+                .metadata
+                .as_ref()
+                .and_then(|m| m.source.as_ref())
+                .map(|s| format!(" (in {s})"))
+                .unwrap_or_default();
+            format!("{key}{}{source}", e.kind)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Validated, runtime form of the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Agent-wide settings.
+    pub agent: AgentSettings,
+    /// Receivers.
+    pub remote_write: Vec<RemoteWriteSettings>,
+    /// Probes.
+    pub probes: Vec<ProbeSettings>,
+    /// The configuration as read, for `config check` (secrets redacted when printed).
+    pub file: ConfigFile,
+}
+
+/// Validated agent settings.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    /// External labels, validated.
+    pub external_labels: crate::series::Labels,
+    /// Drain deadline.
+    pub drain_timeout: Duration,
+    /// Self-metrics period.
+    pub self_metrics_interval: Duration,
+}
+
+/// Credentials for a request, resolved from files at start.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Auth {
+    /// `Authorization: Basic …`.
+    Basic {
+        /// User name.
+        username: String,
+        /// Password.
+        password: Secret,
+    },
+    /// `Authorization: Bearer …`.
+    Bearer(Secret),
+}
+
+/// Validated remote-write endpoint.
+#[derive(Debug, Clone)]
+pub struct RemoteWriteSettings {
+    /// Name for metrics and logs.
+    pub name: String,
+    /// Write URL.
+    pub url: reqwest::Url,
+    /// Extra headers (names lower-cased).
+    pub headers: Vec<(String, String)>,
+    /// Credentials.
+    pub auth: Option<Auth>,
+    /// TLS options.
+    pub tls: TlsConfig,
+    /// Request timeout.
+    pub timeout: Duration,
+    /// Batch size limit.
+    pub max_samples_per_send: usize,
+    /// Batch age limit.
+    pub batch_send_deadline: Duration,
+    /// Queue bound in samples.
+    pub queue_capacity: usize,
+    /// First retry delay.
+    pub min_backoff: Duration,
+    /// Longest retry delay.
+    pub max_backoff: Duration,
+}
+
+/// A validated probe.
+#[derive(Debug, Clone)]
+pub enum ProbeSettings {
+    /// HTTP probe.
+    Http(HttpProbeSettings),
+}
+
+impl ProbeSettings {
+    /// The probe's name.
+    pub fn name(&self) -> &str {
+        match self {
+            ProbeSettings::Http(p) => &p.name,
+        }
+    }
+
+    /// How often it runs.
+    pub fn interval(&self) -> Duration {
+        match self {
+            ProbeSettings::Http(p) => p.interval,
+        }
+    }
+
+    /// Deadline of one run.
+    pub fn timeout(&self) -> Duration {
+        match self {
+            ProbeSettings::Http(p) => p.timeout,
+        }
+    }
+}
+
+/// A validated HTTP probe.
+#[derive(Debug, Clone)]
+pub struct HttpProbeSettings {
+    /// Name.
+    pub name: String,
+    /// Target.
+    pub url: reqwest::Url,
+    /// Period.
+    pub interval: Duration,
+    /// Deadline.
+    pub timeout: Duration,
+    /// Method.
+    pub method: http::Method,
+    /// Headers (names lower-cased).
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Option<String>,
+    /// Accepted status codes; empty means 2xx.
+    pub valid_status_codes: Vec<u16>,
+    /// Follow redirects.
+    pub follow_redirects: bool,
+    /// TLS options.
+    pub tls: TlsConfig,
+    /// Histogram bounds.
+    pub buckets: Arc<[f64]>,
+    /// Extra labels.
+    pub labels: Vec<(String, String)>,
+}
+
+/// Collects validation errors so that one run reports all of them.
+struct Checker<'a> {
+    source_name: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Checker<'_> {
+    fn fail(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+            source_name: self.source_name.to_string(),
+        });
+    }
+
+    fn positive(&mut self, key: String, d: ConfigDuration) -> Duration {
+        if d.0.is_zero() {
+            self.fail(key, "must be > 0");
+        }
+        d.0
+    }
+
+    fn url(&mut self, key: String, text: &str) -> Option<reqwest::Url> {
+        match reqwest::Url::parse(text) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
+            Ok(u) => {
+                self.fail(
+                    key,
+                    format!(
+                        "scheme must be http or https with a host, got {:?}",
+                        u.scheme()
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                self.fail(key, format!("not a valid URL: {e}"));
+                None
+            }
+        }
+    }
+
+    fn headers(&mut self, key: &str, headers: &BTreeMap<String, String>) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (name, value) in headers {
+            let k = format!("{key}.{name}");
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                self.fail(k, "not a valid HTTP header name");
+            } else if http::HeaderValue::from_str(value).is_err() {
+                self.fail(k, "value has characters not allowed in an HTTP header");
+            } else {
+                out.push((name.to_ascii_lowercase(), value.clone()));
+            }
+        }
+        out
+    }
+
+    fn tls(&mut self, key: &str, tls: &TlsConfig) {
+        for (field, path) in [
+            ("ca_file", &tls.ca_file),
+            ("cert_file", &tls.cert_file),
+            ("key_file", &tls.key_file),
+        ] {
+            if let Some(p) = path {
+                if !p.is_file() {
+                    self.fail(
+                        format!("{key}.{field}"),
+                        format!("{} is not a readable file", p.display()),
+                    );
+                }
+            }
+        }
+        if tls.cert_file.is_some() != tls.key_file.is_some() {
+            self.fail(format!("{key}"), "cert_file and key_file go together");
+        }
+    }
+
+    fn labels(&mut self, key: &str, labels: &BTreeMap<String, String>) -> Vec<(String, String)> {
+        for (name, value) in labels {
+            if !is_valid_label_name(name) || name.starts_with("__") {
+                self.fail(
+                    format!("{key}.{name}"),
+                    "label names must match [a-zA-Z_][a-zA-Z0-9_]* and not start with __",
+                );
+            } else if value.is_empty() {
+                self.fail(format!("{key}.{name}"), "label value must not be empty");
+            }
+        }
+        labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+/// Reads a secret file, stripping one trailing newline (editors add one).
+pub fn read_secret_file(path: &Path) -> Result<Secret, String> {
+    match std::fs::read_to_string(path) {
+        Ok(mut s) => {
+            if s.ends_with('\n') {
+                s.pop();
+                if s.ends_with('\r') {
+                    s.pop();
+                }
+            }
+            Ok(Secret::new(s))
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// Default display name of a remote-write URL: host, port and path, never credentials.
+pub fn endpoint_name(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or("");
+    match url.port() {
+        Some(p) => format!("{host}:{p}{}", url.path()),
+        None => format!("{host}{}", url.path()),
+    }
+}
+
+impl ConfigFile {
+    /// Validates everything and resolves credential files; reports every problem found.
+    pub fn validate(self, source_name: &str) -> Result<Settings, Vec<ConfigError>> {
+        let mut c = Checker {
+            source_name,
+            errors: Vec::new(),
+        };
+        let ext = c.labels("agent.external_labels", &self.agent.external_labels);
+        let external_labels = crate::series::Labels::from_pairs(ext).unwrap_or_default();
+        let agent = AgentSettings {
+            external_labels,
+            drain_timeout: self.agent.drain_timeout.0,
+            self_metrics_interval: c.positive(
+                "agent.self_metrics_interval".into(),
+                self.agent.self_metrics_interval,
+            ),
+        };
+
+        let mut remote_write = Vec::new();
+        let mut rw_names = std::collections::HashSet::new();
+        for (i, rw) in self.remote_write.iter().enumerate() {
+            let key = format!("remote_write[{i}]");
+            let url = c.url(format!("{key}.url"), &rw.url);
+            let headers = c.headers(&format!("{key}.headers"), &rw.headers);
+            for (name, _) in &headers {
+                if RESERVED_HEADERS.contains(&name.as_str()) {
+                    c.fail(
+                        format!("{key}.headers.{name}"),
+                        "is set by pushprobe as the remote-write protocol requires and cannot be overridden",
+                    );
+                }
+            }
+            let mut auth = None;
+            let methods = [
+                rw.basic_auth.is_some(),
+                rw.bearer_token.is_some(),
+                rw.bearer_token_file.is_some(),
+            ];
+            if methods.iter().filter(|m| **m).count() > 1 {
+                c.fail(
+                    key.clone(),
+                    "use only one of basic_auth, bearer_token, bearer_token_file",
+                );
+            }
+            if let Some(b) = &rw.basic_auth {
+                let password = match (&b.password, &b.password_file) {
+                    (Some(p), None) => Some(p.clone()),
+                    (None, Some(f)) => match read_secret_file(f) {
+                        Ok(s) => Some(s),
+                        Err(e) => {
+                            c.fail(format!("{key}.basic_auth.password_file"), e);
+                            None
+                        }
+                    },
+                    _ => {
+                        c.fail(
+                            format!("{key}.basic_auth"),
+                            "give exactly one of password, password_file",
+                        );
+                        None
+                    }
+                };
+                if let Some(password) = password {
+                    auth = Some(Auth::Basic {
+                        username: b.username.clone(),
+                        password,
+                    });
+                }
+            }
+            if let Some(t) = &rw.bearer_token {
+                auth = Some(Auth::Bearer(t.clone()));
+            }
+            if let Some(f) = &rw.bearer_token_file {
+                match read_secret_file(f) {
+                    Ok(s) if s.is_empty() => c.fail(
+                        format!("{key}.bearer_token_file"),
+                        format!("{} is empty", f.display()),
+                    ),
+                    Ok(s) => auth = Some(Auth::Bearer(s)),
+                    Err(e) => c.fail(format!("{key}.bearer_token_file"), e),
+                }
+            }
+            c.tls(&format!("{key}.tls"), &rw.tls);
+            let timeout = c.positive(format!("{key}.timeout"), rw.timeout);
+            let batch_send_deadline =
+                c.positive(format!("{key}.batch_send_deadline"), rw.batch_send_deadline);
+            let min_backoff = c.positive(format!("{key}.min_backoff"), rw.min_backoff);
+            let max_backoff = c.positive(format!("{key}.max_backoff"), rw.max_backoff);
+            if min_backoff > max_backoff {
+                c.fail(format!("{key}.min_backoff"), "must not exceed max_backoff");
+            }
+            if rw.max_samples_per_send == 0 {
+                c.fail(format!("{key}.max_samples_per_send"), "must be > 0");
+            }
+            if rw.queue_capacity < rw.max_samples_per_send {
+                c.fail(
+                    format!("{key}.queue_capacity"),
+                    "must be at least max_samples_per_send",
+                );
+            }
+            let Some(url) = url else { continue };
+            let name = rw.name.clone().unwrap_or_else(|| endpoint_name(&url));
+            if !rw_names.insert(name.clone()) {
+                c.fail(
+                    format!("{key}.name"),
+                    format!("{name:?} is used by another remote_write; give each a distinct name"),
+                );
+            }
+            remote_write.push(RemoteWriteSettings {
+                name,
+                url,
+                headers,
+                auth,
+                tls: rw.tls.clone(),
+                timeout,
+                max_samples_per_send: rw.max_samples_per_send,
+                batch_send_deadline,
+                queue_capacity: rw.queue_capacity,
+                min_backoff,
+                max_backoff,
+            });
+        }
+
+        let mut probes = Vec::new();
+        let mut probe_names = std::collections::HashSet::new();
+        for (i, p) in self.probe.iter().enumerate() {
+            let key = format!("probe[{i}]");
+            if p.name().is_empty() {
+                c.fail(format!("{key}.name"), "must not be empty");
+            } else if !probe_names.insert(p.name().to_string()) {
+                c.fail(
+                    format!("{key}.name"),
+                    format!("{:?} is used by another probe", p.name()),
+                );
+            }
+            match p {
+                ProbeConfig::Http(h) => {
+                    if let Some(s) = validate_http_probe(&mut c, &key, h) {
+                        probes.push(ProbeSettings::Http(s));
+                    }
+                }
+            }
+        }
+
+        if c.errors.is_empty() {
+            Ok(Settings {
+                agent,
+                remote_write,
+                probes,
+                file: self,
+            })
+        } else {
+            Err(c.errors)
+        }
+    }
+}
+
+fn validate_http_probe(
+    c: &mut Checker<'_>,
+    key: &str,
+    h: &HttpProbeConfig,
+) -> Option<HttpProbeSettings> {
+    let url = c.url(format!("{key}.url"), &h.url);
+    let interval = c.positive(format!("{key}.interval"), h.interval);
+    let timeout = c.positive(format!("{key}.timeout"), h.timeout);
+    let method = match http::Method::from_bytes(h.method.to_ascii_uppercase().as_bytes()) {
+        Ok(m) => Some(m),
+        Err(_) => {
+            c.fail(
+                format!("{key}.method"),
+                format!("{:?} is not an HTTP method", h.method),
+            );
+            None
+        }
+    };
+    let headers = c.headers(&format!("{key}.headers"), &h.headers);
+    for code in &h.valid_status_codes {
+        if !(100..=599).contains(code) {
+            c.fail(
+                format!("{key}.valid_status_codes"),
+                format!("{code} is not an HTTP status code"),
+            );
+        }
+    }
+    c.tls(&format!("{key}.tls"), &h.tls);
+    let buckets = validate_buckets(c, &format!("{key}.buckets"), h.buckets.as_deref());
+    let labels = c.labels(&format!("{key}.labels"), &h.labels);
+    for reserved in ["probe", "instance", "phase", "code", "error"] {
+        if h.labels.contains_key(reserved) {
+            c.fail(
+                format!("{key}.labels.{reserved}"),
+                "is set by pushprobe itself",
+            );
+        }
+    }
+    Some(HttpProbeSettings {
+        name: h.name.clone(),
+        url: url?,
+        interval,
+        timeout,
+        method: method?,
+        headers,
+        body: h.body.clone(),
+        valid_status_codes: h.valid_status_codes.clone(),
+        follow_redirects: h.follow_redirects,
+        tls: h.tls.clone(),
+        buckets,
+        labels,
+    })
+}
+
+/// Checks histogram bounds: finite, strictly ascending, not empty.
+fn validate_buckets(c: &mut Checker<'_>, key: &str, buckets: Option<&[f64]>) -> Arc<[f64]> {
+    let Some(b) = buckets else {
+        return Arc::from(DEFAULT_BUCKETS);
+    };
+    if b.is_empty() {
+        c.fail(key, "must list at least one bucket bound");
+    } else if b.iter().any(|v| !v.is_finite()) {
+        c.fail(key, "bounds must be finite numbers (+Inf is implicit)");
+    } else if b.windows(2).any(|w| w[0] >= w[1]) {
+        c.fail(key, "bounds must be strictly ascending");
+    }
+    Arc::from(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml: &str) -> Result<Settings, String> {
+        let mut out = Err(String::new());
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("pushprobe.toml", toml)?;
+            out = load(Path::new("pushprobe.toml"), true)
+                .map_err(|e| e.to_string())
+                .and_then(|f| {
+                    f.validate("pushprobe.toml").map_err(|errs| {
+                        errs.iter()
+                            .map(|e| e.to_string())
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    })
+                });
+            Ok(())
+        });
+        out
+    }
+
+    const GOOD: &str = r#"
+        [agent]
+        external_labels = { cluster = "edge-1" }
+        [[remote_write]]
+        url = "http://127.0.0.1:9090/api/v1/write"
+        headers = { "X-Scope-OrgID" = "team-a" }
+        [[probe]]
+        name = "api"
+        kind = "http"
+        url = "http://127.0.0.1:8080/health"
+        interval = "30s"
+        timeout = "5s"
+    "#;
+
+    #[test]
+    fn good_config_validates_with_defaults() {
+        let s = parse(GOOD).unwrap();
+        assert_eq!(s.remote_write[0].max_samples_per_send, 2000);
+        assert_eq!(s.remote_write[0].name, "127.0.0.1:9090/api/v1/write");
+        assert_eq!(
+            s.remote_write[0].headers,
+            vec![("x-scope-orgid".into(), "team-a".into())]
+        );
+        assert_eq!(s.probes[0].interval(), Duration::from_secs(30));
+        assert_eq!(s.agent.external_labels.get("cluster"), Some("edge-1"));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e = parse(&GOOD.replace("timeout = \"5s\"", "timeout = \"5s\"\nintervall = \"1s\""))
+            .unwrap_err();
+        assert!(e.contains("intervall"), "{e}");
+    }
+
+    #[test]
+    fn errors_name_key_and_file() {
+        let e = parse(&GOOD.replace("interval = \"30s\"", "interval = \"0s\"")).unwrap_err();
+        assert_eq!(e, "probe[0].interval: must be > 0 (in pushprobe.toml)");
+        let e = parse(&GOOD.replace("X-Scope-OrgID", "Content-Type")).unwrap_err();
+        assert!(
+            e.starts_with("remote_write[0].headers.content-type: is set by pushprobe"),
+            "{e}"
+        );
+        let e = parse(&GOOD.replace("interval = \"30s\"", "interval = \"30\"")).unwrap_err();
+        assert!(
+            e.contains("missing unit") && e.contains("pushprobe.toml"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn env_overrides_nested_keys() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("pushprobe.toml", GOOD)?;
+            jail.set_env("PUSHPROBE_AGENT__EXTERNAL_LABELS__CLUSTER", "edge-9");
+            jail.set_env("PUSHPROBE_CONFIG", "ignored.toml");
+            let s = load(Path::new("pushprobe.toml"), true)
+                .unwrap()
+                .validate("pushprobe.toml")
+                .unwrap();
+            assert_eq!(s.agent.external_labels.get("cluster"), Some("edge-9"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secret_files_are_read_and_never_printed() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("token", "s3cr3t-token\n")?;
+            jail.create_file(
+                "pushprobe.toml",
+                r#"
+                [[remote_write]]
+                url = "http://127.0.0.1:9090/api/v1/write"
+                bearer_token_file = "token"
+                basic_auth = { username = "u", password = "pw-inline" }
+            "#,
+            )?;
+            let errs = load(Path::new("pushprobe.toml"), true)
+                .unwrap()
+                .validate("pushprobe.toml")
+                .unwrap_err();
+            assert!(errs[0].to_string().contains("only one of"));
+            jail.create_file(
+                "pushprobe.toml",
+                r#"
+                [[remote_write]]
+                url = "http://127.0.0.1:9090/api/v1/write"
+                bearer_token_file = "token"
+            "#,
+            )?;
+            let s = load(Path::new("pushprobe.toml"), true)
+                .unwrap()
+                .validate("pushprobe.toml")
+                .unwrap();
+            assert_eq!(
+                s.remote_write[0].auth,
+                Some(Auth::Bearer(Secret::new("s3cr3t-token")))
+            );
+            assert!(!format!("{s:?}").contains("s3cr3t"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_buckets_and_labels_are_refused() {
+        let e = parse(&GOOD.replace("timeout = \"5s\"", "timeout = \"5s\"\nbuckets = [1.0, 0.5]"))
+            .unwrap_err();
+        assert!(
+            e.contains("probe[0].buckets: bounds must be strictly ascending"),
+            "{e}"
+        );
+        let e = parse(&GOOD.replace("cluster = ", "\"bad-name\" = ")).unwrap_err();
+        assert!(e.contains("agent.external_labels.bad-name"), "{e}");
+    }
+}

@@ -1,0 +1,22 @@
+//! pushprobe: runs probes on hosts that Prometheus cannot scrape and pushes the results with
+//! Prometheus remote write (and to a Pushgateway).
+//!
+//! The data's path, one module per stage:
+//! - [`config`]: the TOML schema and its validation into runtime settings.
+//! - [`probe`]: one file per probe kind; each run records measurements into a registry.
+//! - [`series`]: label sets, samples, and the registry that turns measurements into samples.
+//! - [`queue`]: the bounded buffer between probes and each receiver.
+//! - [`remote_write`]: encoding (pure), retry decisions (pure) and the HTTP sender.
+//! - [`agent`]: wiring: schedules probes, fans samples out to queues, drains on shutdown.
+//! - [`cli`]: commands, exit codes and logging set-up.
+
+pub mod config;
+pub mod queue;
+pub mod secret;
+pub mod series;
+
+/// Generated remote-write protobuf messages (from `proto/remote.proto`).
+pub mod proto {
+    #![allow(missing_docs, clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
+}

@@ -1,0 +1,115 @@
+//! A bounded in-memory queue that drops the oldest samples when full.
+
+use std::collections::VecDeque;
+
+use super::{AppendOutcome, Batch, Queue, QueueError, Seq};
+use crate::series::Sample;
+
+/// Bounded FIFO in memory; a restart loses what it holds.
+#[derive(Debug)]
+pub struct MemoryQueue {
+    samples: VecDeque<Sample>,
+    /// Sequence number of `samples[0]`.
+    front_seq: Seq,
+    capacity: usize,
+}
+
+impl MemoryQueue {
+    /// Creates a queue holding at most `capacity` samples (at least one).
+    pub fn new(capacity: usize) -> Self {
+        MemoryQueue {
+            samples: VecDeque::new(),
+            front_seq: 0,
+            capacity: capacity.max(1),
+        }
+    }
+}
+
+impl Queue for MemoryQueue {
+    fn append(&mut self, samples: &[Sample]) -> Result<AppendOutcome, QueueError> {
+        let mut dropped = 0;
+        for s in samples {
+            if self.samples.len() == self.capacity {
+                self.samples.pop_front();
+                self.front_seq += 1;
+                dropped += 1;
+            }
+            self.samples.push_back(s.clone());
+        }
+        Ok(AppendOutcome {
+            appended: samples.len(),
+            dropped_oldest: dropped,
+        })
+    }
+
+    fn peek(&mut self, max: usize) -> Result<Option<Batch>, QueueError> {
+        let n = max.min(self.samples.len());
+        if n == 0 {
+            return Ok(None);
+        }
+        Ok(Some(Batch {
+            samples: self.samples.iter().take(n).cloned().collect(),
+            last_seq: self.front_seq + n as Seq - 1,
+        }))
+    }
+
+    fn ack(&mut self, seq: Seq) -> Result<(), QueueError> {
+        // Samples at or below `seq` may already be gone (dropped when full): release only
+        // what is still here.
+        while self.front_seq <= seq && self.samples.pop_front().is_some() {
+            self.front_seq += 1;
+        }
+        Ok(())
+    }
+
+    fn pending(&self) -> usize {
+        self.samples.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::series::Labels;
+
+    fn sample(ts: i64) -> Sample {
+        Sample {
+            labels: Arc::new(Labels::with_name("m", [("a", "b")]).unwrap()),
+            value: ts as f64,
+            timestamp_ms: ts,
+        }
+    }
+
+    #[test]
+    fn peek_does_not_release_until_ack() {
+        let mut q = MemoryQueue::new(10);
+        q.append(&[sample(1), sample(2), sample(3)]).unwrap();
+        let b = q.peek(2).unwrap().unwrap();
+        assert_eq!(b.samples.len(), 2);
+        assert_eq!(q.pending(), 3);
+        q.ack(b.last_seq).unwrap();
+        assert_eq!(q.pending(), 1);
+        assert_eq!(q.peek(10).unwrap().unwrap().samples[0].timestamp_ms, 3);
+    }
+
+    #[test]
+    fn full_queue_drops_oldest_and_late_ack_releases_only_what_it_covered() {
+        let mut q = MemoryQueue::new(3);
+        q.append(&[sample(1), sample(2), sample(3)]).unwrap();
+        let in_flight = q.peek(2).unwrap().unwrap();
+        let out = q.append(&[sample(4), sample(5)]).unwrap();
+        assert_eq!(out.dropped_oldest, 2);
+        q.ack(in_flight.last_seq).unwrap();
+        let left: Vec<i64> = q
+            .peek(10)
+            .unwrap()
+            .unwrap()
+            .samples
+            .iter()
+            .map(|s| s.timestamp_ms)
+            .collect();
+        assert_eq!(left, [3, 4, 5]);
+    }
+}

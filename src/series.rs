@@ -1,0 +1,648 @@
+//! The series model: validated label sets, samples, and the [`Registry`] that turns probe
+//! measurements (counters, gauges, histograms) into timestamped samples.
+//!
+//! Label sets are sorted and validated once, when a series is first created, and then shared
+//! behind an [`Arc`]: every later sample of that series costs one pointer copy, not a re-sort.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+/// The label that carries a series' metric name.
+pub const METRIC_NAME_LABEL: &str = "__name__";
+
+/// Bit pattern of the NaN that Prometheus reads as "this series ended" (a staleness marker).
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+/// Returns the staleness-marker NaN.
+pub fn stale_nan() -> f64 {
+    f64::from_bits(STALE_NAN_BITS)
+}
+
+/// Tells whether `v` is the staleness marker (and not some other NaN).
+pub fn is_stale_nan(v: f64) -> bool {
+    v.to_bits() == STALE_NAN_BITS
+}
+
+/// Why a label set was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LabelError {
+    /// A label name is empty or uses characters outside `[a-zA-Z_][a-zA-Z0-9_]*`.
+    #[error("invalid label name {0:?}: names must match [a-zA-Z_][a-zA-Z0-9_]*")]
+    InvalidName(String),
+    /// A metric name uses characters outside `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+    #[error("invalid metric name {0:?}: names must match [a-zA-Z_:][a-zA-Z0-9_:]*")]
+    InvalidMetricName(String),
+    /// The same label name appears twice.
+    #[error("label {0:?} appears more than once")]
+    Duplicate(String),
+    /// The set has no `__name__` label.
+    #[error("series has no metric name (__name__ label)")]
+    MissingName,
+}
+
+/// Tells whether `name` is a valid label name.
+pub fn is_valid_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_alphabetic() || c == '_' => {}
+        _ => return false,
+    }
+    chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Tells whether `name` is a valid metric name.
+pub fn is_valid_metric_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':' => {}
+        _ => return false,
+    }
+    chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// One label of a series.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Label {
+    /// The label name.
+    pub name: String,
+    /// The label value, never empty.
+    pub value: String,
+}
+
+/// A validated label set: sorted by name, names unique and valid, no empty values.
+///
+/// An empty value means "no such label" in Prometheus, so such pairs are dropped on build.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Labels(Vec<Label>);
+
+impl Labels {
+    /// Builds a series label set from a metric name and labels, validating everything.
+    pub fn with_name<K, V>(
+        metric: &str,
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Self, LabelError>
+    where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        if !is_valid_metric_name(metric) {
+            return Err(LabelError::InvalidMetricName(metric.to_string()));
+        }
+        let mut all: Vec<(String, String)> = pairs
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        all.push((METRIC_NAME_LABEL.to_string(), metric.to_string()));
+        Self::from_pairs(all)
+    }
+
+    /// Builds a label set from arbitrary pairs; a series needs `__name__` among them
+    /// (see [`Labels::require_name`]).
+    pub fn from_pairs<K, V>(pairs: impl IntoIterator<Item = (K, V)>) -> Result<Self, LabelError>
+    where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let mut labels: Vec<Label> = Vec::new();
+        for (k, v) in pairs {
+            let (name, value) = (k.into(), v.into());
+            if name == METRIC_NAME_LABEL {
+                if !is_valid_metric_name(&value) {
+                    return Err(LabelError::InvalidMetricName(value));
+                }
+            } else if !is_valid_label_name(&name) {
+                return Err(LabelError::InvalidName(name));
+            }
+            if value.is_empty() {
+                continue;
+            }
+            labels.push(Label { name, value });
+        }
+        labels.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        if let Some(w) = labels.windows(2).find(|w| w[0].name == w[1].name) {
+            return Err(LabelError::Duplicate(w[0].name.clone()));
+        }
+        Ok(Labels(labels))
+    }
+
+    /// Checks that the set names its metric.
+    pub fn require_name(self) -> Result<Self, LabelError> {
+        if self.get(METRIC_NAME_LABEL).is_some() {
+            Ok(self)
+        } else {
+            Err(LabelError::MissingName)
+        }
+    }
+
+    /// Returns the value of label `name`, if present.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|l| l.name.as_str().cmp(name))
+            .ok()
+            .map(|i| self.0[i].value.as_str())
+    }
+
+    /// Returns the metric name, or "" when there is none.
+    pub fn metric_name(&self) -> &str {
+        self.get(METRIC_NAME_LABEL).unwrap_or("")
+    }
+
+    /// Iterates the labels in name order.
+    pub fn iter(&self) -> std::slice::Iter<'_, Label> {
+        self.0.iter()
+    }
+
+    /// Number of labels.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Tells whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Returns a copy with `name` set to `value` (replaced if present, removed if `value` is
+    /// empty). `name` must already be valid.
+    pub fn with(&self, name: &str, value: &str) -> Labels {
+        let mut labels = self.0.clone();
+        match labels.binary_search_by(|l| l.name.as_str().cmp(name)) {
+            Ok(i) if value.is_empty() => {
+                labels.remove(i);
+            }
+            Ok(i) => labels[i].value = value.to_string(),
+            Err(_) if value.is_empty() => {}
+            Err(i) => labels.insert(
+                i,
+                Label {
+                    name: name.to_string(),
+                    value: value.to_string(),
+                },
+            ),
+        }
+        Labels(labels)
+    }
+
+    /// Returns a copy without label `name`.
+    pub fn without(&self, name: &str) -> Labels {
+        Labels(self.0.iter().filter(|l| l.name != name).cloned().collect())
+    }
+
+    /// Consumes the set and returns its labels in name order.
+    pub fn into_vec(self) -> Vec<Label> {
+        self.0
+    }
+}
+
+impl fmt::Display for Labels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.metric_name())?;
+        f.write_str("{")?;
+        let mut first = true;
+        for l in self.0.iter().filter(|l| l.name != METRIC_NAME_LABEL) {
+            if !first {
+                f.write_str(",")?;
+            }
+            first = false;
+            write!(f, "{}={:?}", l.name, l.value)?;
+        }
+        f.write_str("}")
+    }
+}
+
+/// One measured value of one series, stamped with the time it was measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    /// The series' full label set, including `__name__`.
+    pub labels: Arc<Labels>,
+    /// The value; may be the staleness-marker NaN.
+    pub value: f64,
+    /// Milliseconds since the Unix epoch at which the value was measured.
+    pub timestamp_ms: i64,
+}
+
+/// The kind of a metric family, as Prometheus types it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricType {
+    /// A monotonically increasing total.
+    Counter,
+    /// A value that goes up and down.
+    Gauge,
+    /// Cumulative buckets with `_bucket`, `_sum` and `_count` series.
+    Histogram,
+    /// Quantiles with `_sum` and `_count` series.
+    Summary,
+    /// An info metric (value 1, labels carry the information).
+    Info,
+    /// A set of boolean states.
+    StateSet,
+    /// No type was given.
+    Unknown,
+}
+
+impl MetricType {
+    /// The name used in the text exposition `# TYPE` line.
+    pub fn as_text(self) -> &'static str {
+        match self {
+            MetricType::Counter => "counter",
+            MetricType::Gauge => "gauge",
+            MetricType::Histogram => "histogram",
+            MetricType::Summary => "summary",
+            MetricType::Info => "info",
+            MetricType::StateSet => "stateset",
+            MetricType::Unknown => "untyped",
+        }
+    }
+}
+
+/// Type and help text of a metric family.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FamilyMeta {
+    /// The family name (histograms: without `_bucket`/`_sum`/`_count`).
+    pub name: String,
+    /// The family's type.
+    pub kind: MetricType,
+    /// One line of help.
+    pub help: String,
+}
+
+/// The current value of one series in the registry.
+#[derive(Clone, Debug)]
+pub enum SeriesValue {
+    /// A counter's running total.
+    Counter(f64),
+    /// A gauge's last value.
+    Gauge(f64),
+    /// A histogram's state.
+    Histogram(HistogramState),
+}
+
+/// A cumulative histogram: upper bounds, per-bucket counts (not cumulative), sum and count.
+#[derive(Clone, Debug)]
+pub struct HistogramState {
+    /// Finite upper bounds, ascending; the `+Inf` bucket is implicit.
+    pub bounds: Arc<[f64]>,
+    /// Observations per bucket; one more entry than `bounds` (the last is `+Inf`).
+    pub counts: Vec<u64>,
+    /// Sum of all observations.
+    pub sum: f64,
+    /// Number of observations.
+    pub count: u64,
+}
+
+impl HistogramState {
+    fn new(bounds: Arc<[f64]>) -> Self {
+        let counts = vec![0; bounds.len() + 1];
+        HistogramState {
+            bounds,
+            counts,
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    fn observe(&mut self, v: f64) {
+        let i = self.bounds.partition_point(|b| *b < v);
+        self.counts[i] += 1;
+        self.sum += v;
+        self.count += 1;
+    }
+
+    /// Cumulative counts per bucket, `+Inf` last.
+    pub fn cumulative(&self) -> impl Iterator<Item = u64> + '_ {
+        self.counts.iter().scan(0u64, |acc, c| {
+            *acc += c;
+            Some(*acc)
+        })
+    }
+}
+
+/// Formats a float as Prometheus writes it in `le` labels and the text format.
+pub fn format_float(v: f64) -> String {
+    if v == f64::INFINITY {
+        "+Inf".to_string()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".to_string()
+    } else if v.is_nan() {
+        "NaN".to_string()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// One series of a family: its extra labels (without `__name__`), its value, and the
+/// interned label sets of the samples it produces.
+#[derive(Clone, Debug)]
+pub struct Series {
+    /// Labels other than `__name__`, as given by the caller.
+    pub labels: Labels,
+    /// Current value.
+    pub value: SeriesValue,
+    /// Interned full label sets: one for counters and gauges; for histograms one per bucket
+    /// (`+Inf` last), then `_sum`, then `_count`.
+    interned: Vec<Arc<Labels>>,
+}
+
+/// A metric family: metadata plus its series keyed by their labels.
+#[derive(Clone, Debug)]
+pub struct Family {
+    /// Type and help.
+    pub meta: FamilyMeta,
+    /// Series keyed by their labels (without `__name__`).
+    pub series: BTreeMap<Labels, Series>,
+}
+
+/// A set of metric families whose values probes update and which yields samples on demand.
+#[derive(Clone, Debug, Default)]
+pub struct Registry {
+    families: BTreeMap<String, Family>,
+}
+
+impl Registry {
+    /// Creates an empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Declares a family. Calling it again with the same name keeps the existing series.
+    pub fn describe(&mut self, name: &str, kind: MetricType, help: &str) {
+        self.families
+            .entry(name.to_string())
+            .or_insert_with(|| Family {
+                meta: FamilyMeta {
+                    name: name.to_string(),
+                    kind,
+                    help: help.to_string(),
+                },
+                series: BTreeMap::new(),
+            });
+    }
+
+    fn series_mut(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        init: impl FnOnce() -> SeriesValue,
+    ) -> Result<&mut Series, LabelError> {
+        let family = self
+            .families
+            .entry(name.to_string())
+            .or_insert_with(|| Family {
+                meta: FamilyMeta {
+                    name: name.to_string(),
+                    kind: MetricType::Unknown,
+                    help: String::new(),
+                },
+                series: BTreeMap::new(),
+            });
+        let key = Labels::from_pairs(labels.iter().copied())?;
+        if !family.series.contains_key(&key) {
+            let value = init();
+            let interned = intern(name, &key, &value)?;
+            family.series.insert(
+                key.clone(),
+                Series {
+                    labels: key.clone(),
+                    value,
+                    interned,
+                },
+            );
+        }
+        // The entry was inserted just above if it was missing.
+        family.series.get_mut(&key).ok_or(LabelError::MissingName)
+    }
+
+    /// Adds `delta` to a counter series, creating it at zero first.
+    pub fn counter_add(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        delta: f64,
+    ) -> Result<(), LabelError> {
+        let s = self.series_mut(name, labels, || SeriesValue::Counter(0.0))?;
+        if let SeriesValue::Counter(v) = &mut s.value {
+            *v += delta;
+        }
+        Ok(())
+    }
+
+    /// Creates a counter series at zero if it does not exist yet, so it is reported
+    /// before its first increment.
+    pub fn counter_touch(&mut self, name: &str, labels: &[(&str, &str)]) -> Result<(), LabelError> {
+        self.counter_add(name, labels, 0.0)
+    }
+
+    /// Sets a gauge series.
+    pub fn gauge_set(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        value: f64,
+    ) -> Result<(), LabelError> {
+        let s = self.series_mut(name, labels, || SeriesValue::Gauge(value))?;
+        if let SeriesValue::Gauge(v) = &mut s.value {
+            *v = value;
+        }
+        Ok(())
+    }
+
+    /// Records one observation in a histogram series with the given bucket bounds.
+    pub fn histogram_observe(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        bounds: &Arc<[f64]>,
+        value: f64,
+    ) -> Result<(), LabelError> {
+        let s = self.series_mut(name, labels, || {
+            SeriesValue::Histogram(HistogramState::new(bounds.clone()))
+        })?;
+        if let SeriesValue::Histogram(h) = &mut s.value {
+            h.observe(value);
+        }
+        Ok(())
+    }
+
+    /// Removes one series (its later absence is the caller's to mark stale if needed).
+    pub fn remove(&mut self, name: &str, labels: &[(&str, &str)]) {
+        if let (Some(f), Ok(key)) = (
+            self.families.get_mut(name),
+            Labels::from_pairs(labels.iter().copied()),
+        ) {
+            f.series.remove(&key);
+        }
+    }
+
+    /// Returns the value of a counter or gauge series, if present (for reports and tests).
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let key = Labels::from_pairs(labels.iter().copied()).ok()?;
+        match self.families.get(name)?.series.get(&key)?.value {
+            SeriesValue::Counter(v) | SeriesValue::Gauge(v) => Some(v),
+            SeriesValue::Histogram(_) => None,
+        }
+    }
+
+    /// Iterates the families in name order.
+    pub fn families(&self) -> impl Iterator<Item = &Family> {
+        self.families.values()
+    }
+
+    /// Returns every series' current value as samples stamped `timestamp_ms`.
+    pub fn samples_at(&self, timestamp_ms: i64) -> Vec<Sample> {
+        let mut out = Vec::new();
+        self.append_samples(timestamp_ms, &mut out);
+        out
+    }
+
+    /// Appends every series' current value to `out`, stamped `timestamp_ms`.
+    pub fn append_samples(&self, timestamp_ms: i64, out: &mut Vec<Sample>) {
+        for family in self.families.values() {
+            for s in family.series.values() {
+                let mut push = |labels: &Arc<Labels>, value: f64| {
+                    out.push(Sample {
+                        labels: labels.clone(),
+                        value,
+                        timestamp_ms,
+                    })
+                };
+                match &s.value {
+                    SeriesValue::Counter(v) | SeriesValue::Gauge(v) => push(&s.interned[0], *v),
+                    SeriesValue::Histogram(h) => {
+                        let n = h.counts.len();
+                        for (i, c) in h.cumulative().enumerate() {
+                            push(&s.interned[i], c as f64);
+                        }
+                        push(&s.interned[n], h.sum);
+                        push(&s.interned[n + 1], h.count as f64);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn intern(
+    name: &str,
+    labels: &Labels,
+    value: &SeriesValue,
+) -> Result<Vec<Arc<Labels>>, LabelError> {
+    let named = |metric: &str| -> Result<Labels, LabelError> {
+        if !is_valid_metric_name(metric) {
+            return Err(LabelError::InvalidMetricName(metric.to_string()));
+        }
+        Ok(labels.with(METRIC_NAME_LABEL, metric))
+    };
+    match value {
+        SeriesValue::Counter(_) | SeriesValue::Gauge(_) => Ok(vec![Arc::new(named(name)?)]),
+        SeriesValue::Histogram(h) => {
+            let bucket = named(&format!("{name}_bucket"))?;
+            let mut out: Vec<Arc<Labels>> = h
+                .bounds
+                .iter()
+                .copied()
+                .chain(std::iter::once(f64::INFINITY))
+                .map(|b| Arc::new(bucket.with("le", &format_float(b))))
+                .collect();
+            out.push(Arc::new(named(&format!("{name}_sum"))?));
+            out.push(Arc::new(named(&format!("{name}_count"))?));
+            Ok(out)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_sorted_and_empty_values_dropped() {
+        let l = Labels::with_name("up", [("job", "a"), ("instance", "b"), ("zone", "")]).unwrap();
+        let names: Vec<_> = l.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["__name__", "instance", "job"]);
+        assert_eq!(l.metric_name(), "up");
+        assert_eq!(l.to_string(), r#"up{instance="b",job="a"}"#);
+    }
+
+    #[test]
+    fn invalid_and_duplicate_labels_are_refused() {
+        assert_eq!(
+            Labels::from_pairs([("a", "1"), ("a", "2")]),
+            Err(LabelError::Duplicate("a".into()))
+        );
+        assert!(matches!(
+            Labels::from_pairs([("1a", "x")]),
+            Err(LabelError::InvalidName(_))
+        ));
+        assert!(matches!(
+            Labels::with_name("bad-name", Vec::<(String, String)>::new()),
+            Err(LabelError::InvalidMetricName(_))
+        ));
+        assert_eq!(
+            Labels::from_pairs([("a", "1")]).unwrap().require_name(),
+            Err(LabelError::MissingName)
+        );
+    }
+
+    #[test]
+    fn with_and_without_keep_order() {
+        let l = Labels::from_pairs([("b", "2")]).unwrap();
+        let l = l.with("a", "1").with("c", "3").with("b", "");
+        let names: Vec<_> = l.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["a", "c"]);
+        assert_eq!(l.without("a").get("a"), None);
+    }
+
+    #[test]
+    fn histogram_yields_cumulative_buckets_sum_and_count() {
+        let mut r = Registry::new();
+        let bounds: Arc<[f64]> = Arc::from(vec![0.1, 1.0]);
+        for v in [0.05, 0.5, 0.5, 3.0] {
+            r.histogram_observe("lat_seconds", &[("probe", "p")], &bounds, v)
+                .unwrap();
+        }
+        let samples = r.samples_at(1000);
+        let got: Vec<(String, f64)> = samples
+            .iter()
+            .map(|s| (s.labels.to_string(), s.value))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (r#"lat_seconds_bucket{le="0.1",probe="p"}"#.to_string(), 1.0),
+                (r#"lat_seconds_bucket{le="1",probe="p"}"#.to_string(), 3.0),
+                (
+                    r#"lat_seconds_bucket{le="+Inf",probe="p"}"#.to_string(),
+                    4.0
+                ),
+                (r#"lat_seconds_sum{probe="p"}"#.to_string(), 4.05),
+                (r#"lat_seconds_count{probe="p"}"#.to_string(), 4.0),
+            ]
+        );
+        assert!(samples.iter().all(|s| s.timestamp_ms == 1000));
+    }
+
+    #[test]
+    fn counters_accumulate_and_gauges_replace() {
+        let mut r = Registry::new();
+        r.counter_add("runs_total", &[("outcome", "ok")], 1.0)
+            .unwrap();
+        r.counter_add("runs_total", &[("outcome", "ok")], 2.0)
+            .unwrap();
+        r.gauge_set("up", &[], 1.0).unwrap();
+        r.gauge_set("up", &[], 0.0).unwrap();
+        assert_eq!(r.value("runs_total", &[("outcome", "ok")]), Some(3.0));
+        assert_eq!(r.value("up", &[]), Some(0.0));
+        // Interned label sets are shared between snapshots.
+        let a = r.samples_at(1);
+        let b = r.samples_at(2);
+        assert!(Arc::ptr_eq(&a[0].labels, &b[0].labels));
+    }
+
+    #[test]
+    fn stale_marker_is_a_distinct_nan() {
+        assert!(is_stale_nan(stale_nan()));
+        assert!(!is_stale_nan(f64::NAN));
+    }
+}
