@@ -10,10 +10,15 @@
 //! - [`agent`]: wiring: schedules probes, fans samples out to queues, drains on shutdown.
 //! - [`cli`]: commands, exit codes and logging set-up.
 
+pub mod clock;
 pub mod config;
+pub mod probe;
+pub mod remote_write;
 pub mod queue;
 pub mod secret;
 pub mod series;
+pub mod telemetry;
+pub mod tls;
 
 /// Generated remote-write protobuf messages (from `proto/remote.proto`).
 pub mod proto {

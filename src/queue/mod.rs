@@ -56,3 +56,39 @@ pub trait Queue: Send {
     /// Number of samples not yet acknowledged.
     fn pending(&self) -> usize;
 }
+
+/// A queue shared between the producer (the agent) and one sender, with a wake-up signal.
+pub struct SharedQueue {
+    queue: std::sync::Mutex<Box<dyn Queue>>,
+    /// Signalled after every append, so a waiting sender wakes.
+    pub appended: tokio::sync::Notify,
+}
+
+impl SharedQueue {
+    /// Wraps a queue.
+    pub fn new(queue: Box<dyn Queue>) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(SharedQueue {
+            queue: std::sync::Mutex::new(queue),
+            appended: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Runs `f` with the queue locked. A panic while locked cannot leave a queue half-updated
+    /// in a way later calls would misread, so a poisoned lock is taken over.
+    pub fn with<R>(&self, f: impl FnOnce(&mut dyn Queue) -> R) -> R {
+        let mut guard = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        f(guard.as_mut())
+    }
+
+    /// Appends and wakes the sender.
+    pub fn append(&self, samples: &[Sample]) -> Result<AppendOutcome, QueueError> {
+        let out = self.with(|q| q.append(samples));
+        self.appended.notify_one();
+        out
+    }
+
+    /// Number of samples not yet acknowledged.
+    pub fn pending(&self) -> usize {
+        self.with(|q| q.pending())
+    }
+}

@@ -1,0 +1,69 @@
+//! Probes: one file per kind. A probe run measures its target, records the results into the
+//! probe's own [`Registry`], and returns a [`ProbeReport`] for logs and `check`. The agent then
+//! turns the registry into samples stamped with the time the run started.
+
+pub mod http;
+
+use std::time::Duration;
+
+use crate::config::ProbeSettings;
+use crate::series::Registry;
+
+/// What one probe run found, for logs, `once`'s exit code and `check`'s table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeReport {
+    /// Whether the target met every expectation.
+    pub success: bool,
+    /// Wall time of the run.
+    pub duration: Duration,
+    /// Short status: an HTTP status code, or the failure kind (`timeout`, `connect`, …).
+    pub status: String,
+    /// Why it failed, in words a person can act on; `None` on success.
+    pub reason: Option<String>,
+    /// Extra facts for `check` (e.g. tokens, cost), as name/value pairs.
+    pub details: Vec<(String, String)>,
+}
+
+/// Why a probe could not be built from its settings.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// TLS options could not be turned into a client configuration.
+    #[error("probe {probe}: {source}")]
+    Tls {
+        /// The probe's name.
+        probe: String,
+        /// The TLS problem.
+        #[source]
+        source: crate::tls::TlsError,
+    },
+}
+
+/// A runnable probe of any kind.
+pub enum Probe {
+    /// HTTP(S) probe.
+    Http(http::HttpProbe),
+}
+
+impl Probe {
+    /// Builds a probe from validated settings.
+    pub fn new(settings: &ProbeSettings) -> Result<Probe, ProbeError> {
+        match settings {
+            ProbeSettings::Http(s) => Ok(Probe::Http(http::HttpProbe::new(s.clone())?)),
+        }
+    }
+
+    /// The probe's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Probe::Http(p) => p.name(),
+        }
+    }
+
+    /// Runs once, within the probe's own timeout, recording into `registry`. Never panics on
+    /// anything the target sends.
+    pub async fn run(&mut self, registry: &mut Registry) -> ProbeReport {
+        match self {
+            Probe::Http(p) => p.run(registry).await,
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Encoding samples into a remote-write request body (being written).

@@ -1,0 +1,9 @@
+//! Remote write 1.0: [`encode`] turns samples into a snappy-compressed `WriteRequest` (pure),
+//! [`retry`] decides what a response means and how long to wait (pure), and [`sender`] moves
+//! batches from a queue to one receiver over HTTP.
+
+pub mod encode;
+pub mod retry;
+pub mod sender;
+
+pub use sender::{Sender, SenderError};

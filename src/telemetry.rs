@@ -1,0 +1,143 @@
+//! The agent's own metrics, pushed with everything else.
+//!
+//! Every self-metric name is declared here, in one place, with its help text; the rest of the
+//! code records through [`Telemetry`]. Locking is short (one map update) and never held across
+//! an await.
+
+use std::sync::Mutex;
+
+use crate::series::{MetricType, Registry, Sample};
+
+/// Samples accepted by a receiver (2xx), per `endpoint`.
+pub const RW_SAMPLES_SENT: &str = "pushprobe_remote_write_samples_sent_total";
+/// Samples a receiver refused with a non-retryable status, per `endpoint`.
+pub const RW_SAMPLES_FAILED: &str = "pushprobe_remote_write_samples_failed_total";
+/// Samples sent again after a retryable failure, per `endpoint`.
+pub const RW_SAMPLES_RETRIED: &str = "pushprobe_remote_write_samples_retried_total";
+/// Samples dropped without delivery, per `endpoint` and `reason`.
+pub const RW_SAMPLES_DROPPED: &str = "pushprobe_remote_write_samples_dropped_total";
+/// Compressed request bytes accepted by a receiver, per `endpoint`.
+pub const RW_BYTES_SENT: &str = "pushprobe_remote_write_bytes_sent_total";
+/// Write requests by `endpoint` and `outcome` (success, retryable, rejected, transport).
+pub const RW_REQUESTS: &str = "pushprobe_remote_write_requests_total";
+/// Samples waiting in the queue, per `endpoint`.
+pub const RW_PENDING: &str = "pushprobe_remote_write_pending_samples";
+/// Unix time of the last accepted write, per `endpoint`.
+pub const RW_LAST_SUCCESS: &str = "pushprobe_remote_write_last_success_timestamp_seconds";
+/// Probe runs by `probe` and `outcome` (success, failure).
+pub const PROBE_RUNS: &str = "pushprobe_probe_runs_total";
+/// Always 1, labelled with `version`: the agent's heartbeat series.
+pub const BUILD_INFO: &str = "pushprobe_build_info";
+/// Unix time at which the agent started.
+pub const START_TIME: &str = "pushprobe_start_time_seconds";
+
+const DESCRIPTIONS: &[(&str, MetricType, &str)] = &[
+    (
+        RW_SAMPLES_SENT,
+        MetricType::Counter,
+        "Samples accepted by the receiver.",
+    ),
+    (
+        RW_SAMPLES_FAILED,
+        MetricType::Counter,
+        "Samples refused by the receiver with a non-retryable status.",
+    ),
+    (
+        RW_SAMPLES_RETRIED,
+        MetricType::Counter,
+        "Samples sent again after a retryable failure.",
+    ),
+    (
+        RW_SAMPLES_DROPPED,
+        MetricType::Counter,
+        "Samples dropped without delivery, by reason.",
+    ),
+    (
+        RW_BYTES_SENT,
+        MetricType::Counter,
+        "Compressed bytes accepted by the receiver.",
+    ),
+    (
+        RW_REQUESTS,
+        MetricType::Counter,
+        "Remote-write requests by outcome.",
+    ),
+    (RW_PENDING, MetricType::Gauge, "Samples waiting to be sent."),
+    (
+        RW_LAST_SUCCESS,
+        MetricType::Gauge,
+        "Unix time of the last accepted write.",
+    ),
+    (PROBE_RUNS, MetricType::Counter, "Probe runs by outcome."),
+    (
+        BUILD_INFO,
+        MetricType::Gauge,
+        "Always 1; labelled with the pushprobe version.",
+    ),
+    (
+        START_TIME,
+        MetricType::Gauge,
+        "Unix time at which the agent started.",
+    ),
+];
+
+/// The agent's self-metrics registry.
+pub struct Telemetry {
+    registry: Mutex<Registry>,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Telemetry {
+    /// Creates the registry with every family declared and the build info set.
+    pub fn new() -> Self {
+        let mut r = Registry::new();
+        for (name, kind, help) in DESCRIPTIONS {
+            r.describe(name, *kind, help);
+        }
+        let _ = r.gauge_set(BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION"))], 1.0);
+        let _ = r.gauge_set(START_TIME, &[], crate::clock::now_ms() as f64 / 1000.0);
+        Telemetry {
+            registry: Mutex::new(r),
+        }
+    }
+
+    /// Runs `f` on the registry. A poisoned lock still holds consistent counters (each update
+    /// is a single assignment), so it is taken over rather than propagated.
+    pub fn with<R>(&self, f: impl FnOnce(&mut Registry) -> R) -> R {
+        let mut g = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut g)
+    }
+
+    /// Adds to a counter; label names are static so a failure is a bug, logged not raised.
+    pub fn add(&self, name: &str, labels: &[(&str, &str)], delta: f64) {
+        self.with(|r| {
+            if let Err(e) = r.counter_add(name, labels, delta) {
+                tracing::error!(metric = name, error = %e, "self-metric not recorded");
+            }
+        })
+    }
+
+    /// Sets a gauge.
+    pub fn set(&self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.with(|r| {
+            if let Err(e) = r.gauge_set(name, labels, value) {
+                tracing::error!(metric = name, error = %e, "self-metric not recorded");
+            }
+        })
+    }
+
+    /// Current value of a counter or gauge (for reports and tests).
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.with(|r| r.value(name, labels))
+    }
+
+    /// All self-metrics as samples stamped `timestamp_ms`.
+    pub fn samples_at(&self, timestamp_ms: i64) -> Vec<Sample> {
+        self.with(|r| r.samples_at(timestamp_ms))
+    }
+}
