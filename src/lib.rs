@@ -7,6 +7,8 @@
 //! - [`series`]: label sets, samples, and the registry that turns measurements into samples.
 //! - [`queue`]: the bounded buffer between probes and each receiver.
 //! - [`remote_write`]: encoding (pure), retry decisions (pure) and the HTTP sender.
+//! - [`listener`]: the optional health/metrics HTTP listener of `run` ([`exposition`] renders
+//!   the text format).
 //! - [`agent`]: wiring: schedules probes, fans samples out to queues, drains on shutdown.
 //! - [`cli`]: commands, exit codes and logging set-up.
 
@@ -14,6 +16,8 @@ pub mod agent;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod exposition;
+pub mod listener;
 pub mod probe;
 pub mod queue;
 pub mod remote_write;

@@ -81,6 +81,10 @@ pub struct AgentConfig {
     pub drain_timeout: ConfigDuration,
     /// How often the agent's own metrics are recorded.
     pub self_metrics_interval: ConfigDuration,
+    /// Address of the optional health/metrics listener (`/-/healthy`, `/-/ready`, `/metrics`)
+    /// for `run`, e.g. `0.0.0.0:9465`; unset means no listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
 }
 
 impl Default for AgentConfig {
@@ -89,6 +93,7 @@ impl Default for AgentConfig {
             external_labels: BTreeMap::new(),
             drain_timeout: ConfigDuration(Duration::from_secs(15)),
             self_metrics_interval: ConfigDuration(Duration::from_secs(15)),
+            listen: None,
         }
     }
 }
@@ -314,6 +319,8 @@ pub struct AgentSettings {
     pub drain_timeout: Duration,
     /// Self-metrics period.
     pub self_metrics_interval: Duration,
+    /// Health/metrics listener address, if any.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// Credentials for a request, resolved from files at start.
@@ -549,6 +556,20 @@ impl ConfigFile {
                 "agent.self_metrics_interval".into(),
                 self.agent.self_metrics_interval,
             ),
+            listen: self.agent.listen.as_deref().and_then(|text| {
+                // A socket address, not a host name: the listener binds before any DNS is
+                // consulted, and `localhost` resolving to ::1 only would surprise a probe.
+                match text.parse::<std::net::SocketAddr>() {
+                    Ok(a) => Some(a),
+                    Err(_) => {
+                        c.fail(
+                            "agent.listen",
+                            format!("{text:?} is not an IP:port address, e.g. \"0.0.0.0:9465\""),
+                        );
+                        None
+                    }
+                }
+            }),
         };
 
         let mut remote_write = Vec::new();
@@ -886,6 +907,21 @@ mod tests {
             assert!(!format!("{s:?}").contains("s3cr3t"));
             Ok(())
         });
+    }
+
+    #[test]
+    fn listen_is_an_optional_socket_address() {
+        assert_eq!(parse(GOOD).unwrap().agent.listen, None);
+        let with = |v: &str| GOOD.replace("[agent]", &format!("[agent]\nlisten = {v:?}"));
+        assert_eq!(
+            parse(&with("0.0.0.0:9465")).unwrap().agent.listen,
+            Some("0.0.0.0:9465".parse().unwrap())
+        );
+        let e = parse(&with("localhost:9465")).unwrap_err();
+        assert!(
+            e.starts_with("agent.listen: \"localhost:9465\" is not an IP:port"),
+            "{e}"
+        );
     }
 
     #[test]
