@@ -76,7 +76,10 @@ fn every_alert_has_severity_summary_and_description() {
         for r in g["rules"].as_array().unwrap() {
             let name = r["alert"].as_str().unwrap_or("?");
             assert!(
-                matches!(r["labels"]["severity"].as_str(), Some("critical" | "warning")),
+                matches!(
+                    r["labels"]["severity"].as_str(),
+                    Some("critical" | "warning")
+                ),
                 "{name}: severity must be critical or warning"
             );
             for a in ["summary", "description"] {
