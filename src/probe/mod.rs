@@ -3,6 +3,7 @@
 //! turns the registry into samples stamped with the time the run started.
 
 pub mod cert;
+pub mod client;
 pub mod http;
 
 use std::time::Duration;
