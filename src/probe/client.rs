@@ -330,12 +330,24 @@ fn tls_message(e: &io::Error) -> String {
     let Some(rustls_error) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
         return format!("{e}: the target may not speak TLS on this port");
     };
-    match rustls_error {
-        rustls::Error::InvalidCertificate(cert) => format!(
-            "server certificate refused ({cert:?}): set tls.ca_file to the CA that signed it, or tls.server_name to a name it is issued for"
-        ),
-        other => format!("{other}"),
-    }
+    use rustls::CertificateError as C;
+    let rustls::Error::InvalidCertificate(cert) = rustls_error else {
+        return rustls_error.to_string();
+    };
+    let advice = match cert {
+        C::UnknownIssuer | C::BadSignature => {
+            "set tls.ca_file to the CA that signed the server's certificate"
+        }
+        C::NotValidForName | C::NotValidForNameContext { .. } => {
+            "set tls.server_name to a name the certificate is issued for"
+        }
+        C::Expired | C::ExpiredContext { .. } => "the certificate has expired: renew it",
+        C::NotValidYet | C::NotValidYetContext { .. } => {
+            "the certificate is not valid yet: check its dates and this host's clock"
+        }
+        _ => "check the server's certificate chain",
+    };
+    format!("server certificate refused ({cert:?}): {advice}")
 }
 
 fn hyper_message(e: &hyper::Error) -> String {
