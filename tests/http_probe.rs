@@ -604,6 +604,52 @@ async fn https_with_system_roots_refuses_a_self_signed_certificate() {
 }
 
 #[tokio::test]
+async fn tls_series_disappear_when_a_run_has_no_tls_facts() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let cert = test_cert("pushprobe test server");
+    let config = rustls::ServerConfig::builder_with_provider(pushprobe::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der.clone()], cert.key.clone_key())
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let broken = Arc::new(AtomicBool::new(false));
+    let flag = broken.clone();
+    let addr = serve(move |tcp| {
+        let acceptor = acceptor.clone();
+        let broken = flag.load(Ordering::SeqCst);
+        async move {
+            if broken {
+                return;
+            }
+            if let Ok(tls) = acceptor.accept(tcp).await {
+                canned(tls, OK, None).await;
+            }
+        }
+    })
+    .await;
+    let ca = ca_file(&cert);
+    let mut s = settings(&format!("https://{addr}/"));
+    s.tls.ca_file = Some(ca.path().to_path_buf());
+    let mut probe = HttpProbe::new(s.clone()).unwrap();
+    let mut r = Registry::new();
+    let version = labels(&s, &[("version", "TLS 1.3")]);
+
+    assert!(probe.run(&mut r).await.success);
+    assert!(gauge(&r, &s, "probe_ssl_earliest_cert_expiry").is_some());
+    assert_eq!(r.value("probe_tls_version_info", &version), Some(1.0));
+
+    broken.store(true, Ordering::SeqCst);
+    let report = probe.run(&mut r).await;
+    assert_eq!(report.status, "tls", "{report:?}");
+    assert_eq!(gauge(&r, &s, "probe_ssl_earliest_cert_expiry"), None);
+    assert_eq!(r.value("probe_tls_version_info", &version), None);
+    assert_eq!(requests(&r, &s, "200", "none"), Some(1.0));
+    assert_eq!(requests(&r, &s, "none", "tls"), Some(1.0));
+}
+
+#[tokio::test]
 async fn stalled_handshake_times_out_in_tls() {
     // Accepts TCP but never speaks TLS.
     let addr = serve(|s: TcpStream| async move {

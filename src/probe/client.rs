@@ -10,6 +10,32 @@
 //! out, the error names the phase it ran out in. The body is read by the caller, chunk by chunk
 //! ([`Response::chunk`], for streamed answers such as server-sent events) or at once
 //! ([`Response::read_to_end`], [`Response::discard`]), never beyond [`Request::body_limit`].
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use pushprobe::probe::client::{ProbeClient, Request, Trace};
+//! use std::time::Duration;
+//!
+//! let client = ProbeClient::new(&Default::default())?;
+//! let mut request = Request::new(
+//!     http::Method::POST,
+//!     "https://api.example.com/v1/chat/completions".parse()?,
+//!     Duration::from_secs(30),
+//! );
+//! request.headers.push(("content-type".into(), "application/json".into()));
+//! request.body = Some(r#"{"stream":true}"#.into());
+//! let mut trace = Trace::default();
+//! let mut response = client.send(&request, &mut trace).await?;
+//! while let Some(chunk) = response.chunk(&mut trace).await? {
+//!     // Parse server-sent events from `chunk` here.
+//!     let _ = chunk;
+//! }
+//! let ttfb = trace.time_to_first_byte();
+//! let first_chunk = trace.time_to_first_chunk();
+//! # let _ = (ttfb, first_chunk);
+//! # Ok(())
+//! # }
+//! ```
 
 use std::fmt;
 use std::future::Future;
@@ -665,7 +691,8 @@ impl Response {
     }
 
     /// Reads the next non-empty body chunk as it arrives; `None` at the end of the body.
-    /// Fails once the body passes the limit or the call's deadline passes.
+    /// Fails once the body passes the limit or the call's deadline passes; after an error
+    /// the body is over and later calls return `None` (`trace.finished_at` stays unset).
     pub async fn chunk(&mut self, trace: &mut Trace) -> Result<Option<Bytes>, ClientError> {
         if self.done {
             return Ok(None);
