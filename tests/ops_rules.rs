@@ -108,3 +108,51 @@ fn thresholds_table_lists_every_alert() {
         );
     }
 }
+
+/// Every string literal in src/ (metric names are declared there as constants).
+fn source_literals() -> String {
+    fn walk(dir: &std::path::Path, out: &mut String) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push_str(&std::fs::read_to_string(&p).unwrap());
+            }
+        }
+    }
+    let mut all = String::new();
+    walk(&repo_file("src"), &mut all);
+    all
+}
+
+/// Metric names (`probe_*`, `pushprobe_*`) mentioned in `text`.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let re = regex::Regex::new(r"\b(?:push)?probe_[a-z0-9_]*[a-z0-9]\b").unwrap();
+    re.find_iter(text)
+        .map(|m| m.as_str().to_string())
+        // Histogram series are named after their family.
+        .map(|n| {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| n.strip_suffix(s).map(str::to_string))
+                .unwrap_or(n)
+        })
+        .collect()
+}
+
+#[test]
+fn every_metric_the_alerts_and_dashboard_name_exists_in_the_code() {
+    // A rule or panel on a metric nobody sends is silently empty forever.
+    let code = source_literals();
+    for file in ["ops/alerts.yml", "ops/grafana-dashboard.json"] {
+        let names = metric_names(&read(file));
+        assert!(names.len() >= 5, "{file}: {names:?}");
+        for name in names {
+            assert!(
+                code.contains(&format!("\"{name}\"")),
+                "{file} uses {name}, which no source file declares"
+            );
+        }
+    }
+}
