@@ -3,6 +3,7 @@
 //! turns the registry into samples stamped with the time the run started.
 
 pub mod http;
+pub mod openai;
 
 use std::time::Duration;
 
