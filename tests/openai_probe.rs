@@ -12,8 +12,8 @@ use pushprobe::probe::openai::metrics as m;
 use pushprobe::probe::openai::{Check, OpenAiProbe};
 use pushprobe::probe::ProbeReport;
 use pushprobe::series::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 const KEY: &str = "sk-test-key-0123456789";
 const MODEL: &str = "deepseek-v3.2";
@@ -95,8 +95,8 @@ async fn serve(handler: impl Fn(&Captured) -> Vec<Step> + Send + Sync + 'static)
     }
 }
 
-async fn handle(
-    mut sock: TcpStream,
+async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
+    mut sock: S,
     handler: Handler,
     log: Arc<Mutex<Vec<Captured>>>,
 ) -> std::io::Result<()> {
@@ -161,6 +161,47 @@ async fn handle(
         }
     }
     sock.shutdown().await
+}
+
+/// An HTTPS server with a self-signed certificate for 127.0.0.1 expiring at `not_after`;
+/// returns the server and the certificate's PEM, to trust it through `tls.ca_file`.
+async fn serve_tls(
+    handler: impl Fn(&Captured) -> Vec<Step> + Send + Sync + 'static,
+) -> (Server, String, i64) {
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    params.not_after = rcgen::date_time_ymd(2033, 1, 2);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(pushprobe::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let handler: Handler = Arc::new(handler);
+    let task_log = log.clone();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let (handler, log, acceptor) = (handler.clone(), task_log.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(sock).await {
+                    let _ = handle(tls, handler, log).await;
+                }
+            });
+        }
+    });
+    let server = Server {
+        base: format!("https://{addr}/v1"),
+        log,
+    };
+    (server, cert.pem(), params.not_after.unix_timestamp())
 }
 
 fn reply(status: u16, extra_headers: &str, body: &str) -> Step {
@@ -831,4 +872,31 @@ async fn spend_guard_pauses_paid_checks_until_utc_midnight() {
     assert_eq!(value(&r, m::UP, &at("chat", &[])), Some(1.0));
     let spent = 5.0 * 0.5 / 1e6 + 4.0 * 0.25 / 1e6 + 2.0 * 2.0 / 1e6;
     assert_eq!(probe_value(&r, m::SPEND_TODAY, &[]), Some(spent));
+}
+
+#[tokio::test]
+async fn https_records_tls_phase_and_certificate_expiry() {
+    let (server, pem, not_after) = serve_tls(good_provider(true)).await;
+    let ca = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca.path(), pem).unwrap();
+    let mut s = settings(&server.base, &[Check::Models, Check::ChatStream]);
+    s.tls.ca_file = Some(ca.path().to_path_buf());
+    let (report, r) = run_once(s, Some(KEY)).await;
+    assert!(report.success, "{report:?}");
+    assert_eq!(
+        probe_value(&r, "probe_ssl_earliest_cert_expiry", &[]),
+        Some(not_after as f64)
+    );
+    assert!(probe_value(
+        &r,
+        m::PHASE_DURATION,
+        &[("check", "models"), ("phase", "tls")]
+    )
+    .is_some_and(|t| t > 0.0));
+    // Without the CA the handshake fails, classified as tls.
+    let mut s = settings(&server.base, &[Check::Models]);
+    s.tls.ca_file = None;
+    let (report, r) = run_once(s, Some(KEY)).await;
+    assert_eq!(report.status, "tls");
+    assert_eq!(reason_count(&r, "models", "tls"), Some(1.0));
 }
