@@ -302,10 +302,8 @@ pub fn record_check(r: &mut Registry, cx: &RecordContext<'_>, run: &CheckRun) ->
         1.0,
     ));
     ignore(r.gauge_set(UP, &at(&[]), if run.result.is_ok() { 1.0 } else { 0.0 }));
-    if run.check.is_paid() || matches!(&run.result, Err(f) if f.retry_after.is_some()) {
-        let wait = run.result.as_ref().err().and_then(|f| f.retry_after);
-        ignore(r.gauge_set(RETRY_AFTER, &at(&[]), wait.unwrap_or(0.0)));
-    }
+    let wait = run.result.as_ref().err().and_then(|f| f.retry_after);
+    ignore(r.gauge_set(RETRY_AFTER, &at(&[]), wait.unwrap_or(0.0)));
     let Ok(m) = &run.result else {
         return Accounting::default();
     };
@@ -336,6 +334,15 @@ pub fn record_check(r: &mut Registry, cx: &RecordContext<'_>, run: &CheckRun) ->
     if let Some(ttft) = m.time_to_first_token {
         ignore(r.histogram_observe(TTFT, &at(&[]), cx.buckets, ttft.as_secs_f64()));
     }
+    if run.check == Check::ChatStream {
+        acc.tokens_per_second =
+            output_tokens_per_second(m.reply.usage.as_ref(), m.time_to_first_token, run.duration);
+        match acc.tokens_per_second {
+            Some(tps) => ignore(r.gauge_set(TOKENS_PER_SECOND, &at(&[]), tps)),
+            // A stale rate would mislead; without a new one the series goes away.
+            None => r.remove(TOKENS_PER_SECOND, &at(&[])),
+        }
+    }
     let Some(usage) = m.reply.usage else {
         ignore(r.counter_add(MISSING_USAGE, &at(&[]), 1.0));
         return acc;
@@ -347,15 +354,6 @@ pub fn record_check(r: &mut Registry, cx: &RecordContext<'_>, run: &CheckRun) ->
         ("cached_input", usage.billable_cached_tokens()),
     ] {
         ignore(r.counter_add(TOKENS, &at(&[("kind", kind)]), n as f64));
-    }
-    if run.check == Check::ChatStream {
-        acc.tokens_per_second =
-            output_tokens_per_second(Some(&usage), m.time_to_first_token, run.duration);
-        match acc.tokens_per_second {
-            Some(tps) => ignore(r.gauge_set(TOKENS_PER_SECOND, &at(&[]), tps)),
-            // A stale rate would mislead; without a new one the series goes away.
-            None => r.remove(TOKENS_PER_SECOND, &at(&[])),
-        }
     }
     // The answering model is billed; a different model is never priced in its place.
     match cx.pricing.lookup(served) {
@@ -543,9 +541,12 @@ mod tests {
         other.push(("served_model", OTHER_MODEL));
         assert_eq!(r.value(RESPONSES, &other), Some(1.0));
 
+        assert!(r.value(TOKENS_PER_SECOND, &at).is_some());
         let acc = record_check(&mut r, &cx, &chat_run(None, None));
         assert_eq!(acc, Accounting::default());
         assert_eq!(r.value(MISSING_USAGE, &at), Some(1.0));
+        // No usage, no rate: the previous run's rate is withdrawn, not repeated.
+        assert_eq!(r.value(TOKENS_PER_SECOND, &at), None);
     }
 
     #[test]
