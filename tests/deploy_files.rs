@@ -488,7 +488,7 @@ fn dashboard_uses_current_panels_and_the_datasource_variable() {
     };
     assert_eq!(var("datasource")["type"], "datasource");
     assert_eq!(var("datasource")["query"], "prometheus");
-    for name in ["probe", "instance"] {
+    for name in ["probe", "instance", "model"] {
         let v = var(name);
         assert_eq!(v["type"], "query");
         assert_eq!(v["datasource"]["uid"], "${datasource}");
@@ -506,7 +506,13 @@ fn dashboard_uses_current_panels_and_the_datasource_variable() {
         .filter(|p| p["type"] == "row")
         .map(|p| p["title"].as_str().unwrap())
         .collect();
-    for want in ["Availability", "Latency", "Errors", "Agent health"] {
+    for want in [
+        "Availability",
+        "Latency",
+        "Errors",
+        "Tokens and spend",
+        "Agent health",
+    ] {
         assert!(rows.contains(&want), "no row {want}: {rows:?}");
     }
     let mut ids = std::collections::BTreeSet::new();
