@@ -110,16 +110,23 @@ struct Receiver {
     captured: Arc<Mutex<Vec<Captured>>>,
 }
 
-/// Starts a remote-write receiver on 127.0.0.1 that answers from `script`, then 204s.
-async fn receiver(script: Vec<Reply>, log: Log) -> Receiver {
+/// Starts a remote-write receiver on 127.0.0.1 that answers from `script`, then 204s; it
+/// serves HTTPS when given an acceptor.
+async fn receiver_with_tls(
+    script: Vec<Reply>,
+    log: Log,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> Receiver {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let script = Arc::new(Mutex::new(VecDeque::from(script)));
     let captured = Arc::new(Mutex::new(Vec::new()));
     let shared = (script, captured.clone(), log);
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let shared = shared.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let (script, captured, log) = shared.clone();
@@ -165,14 +172,19 @@ async fn receiver(script: Vec<Reply>, log: Log) -> Receiver {
                         Ok::<_, hyper::Error>(resp.body(Full::new(Bytes::from(body))).unwrap())
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                let http = hyper::server::conn::http1::Builder::new();
+                let _ = match tls {
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(stream) => http.serve_connection(TokioIo::new(stream), svc).await,
+                        Err(_) => return,
+                    },
+                    None => http.serve_connection(TokioIo::new(stream), svc).await,
+                };
             });
         }
     });
     Receiver {
-        url: format!("http://{addr}/api/v1/write").parse().unwrap(),
+        url: format!("{scheme}://{addr}/api/v1/write").parse().unwrap(),
         captured,
     }
 }
@@ -204,11 +216,15 @@ struct Harness {
 
 impl Harness {
     async fn new(script: Vec<Reply>) -> Self {
+        Self::with_tls(script, None).await
+    }
+
+    async fn with_tls(script: Vec<Reply>, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let log = Log::default();
         Harness {
             queue: SharedQueue::new(Box::new(MemoryQueue::new(100))),
             telemetry: Arc::new(Telemetry::new()),
-            receiver: receiver(script, log.clone()).await,
+            receiver: receiver_with_tls(script, log.clone(), tls).await,
             log,
             drain: CancellationToken::new(),
             abort: CancellationToken::new(),
@@ -501,6 +517,59 @@ async fn abort_interrupts_a_retry_wait_even_while_draining() {
     finish(handle).await;
     assert_eq!(h.queue.pending(), 3);
     assert_eq!(h.log.events().len(), 2);
+}
+
+/// A TLS acceptor with a fresh self-signed certificate for 127.0.0.1, and that certificate
+/// in PEM.
+fn self_signed_acceptor() -> (tokio_rustls::TlsAcceptor, String) {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let mut server = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(cert.cert.der().to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der())),
+        )
+        .unwrap();
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    (
+        tokio_rustls::TlsAcceptor::from(Arc::new(server)),
+        cert.cert.pem(),
+    )
+}
+
+#[tokio::test]
+async fn sends_over_tls_trusting_the_configured_ca() {
+    let (acceptor, pem) = self_signed_acceptor();
+    let ca_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca_file.path(), pem).unwrap();
+    let h = Harness::with_tls(vec![], Some(acceptor)).await;
+    assert_eq!(h.receiver.url.scheme(), "https");
+    h.append(1..4);
+    h.drain.cancel();
+    finish(h.start(true, |s| s.tls.ca_file = Some(ca_file.path().to_path_buf()))).await;
+    assert_eq!(h.log.events(), [Event::Request(3)]);
+    assert_eq!(h.metric(RW_SAMPLES_SENT, None), 3.0);
+}
+
+#[tokio::test]
+async fn untrusted_certificate_is_a_transport_error() {
+    let (acceptor, _) = self_signed_acceptor();
+    let h = Harness::with_tls(vec![], Some(acceptor)).await;
+    h.append(1..4);
+    // No ca_file: the system roots do not know this certificate.
+    let handle = h.start(false, |_| {});
+    h.log
+        .until(|e| e.iter().any(|e| matches!(e, Event::Sleep(_))))
+        .await;
+    h.abort.cancel();
+    finish(handle).await;
+    assert_eq!(h.metric(RW_REQUESTS, Some(("outcome", "transport"))), 1.0);
+    assert_eq!(h.queue.pending(), 3);
+    assert!(h.receiver.captured.lock().unwrap().is_empty());
 }
 
 #[tokio::test]
