@@ -137,3 +137,36 @@ fn once_never_listens() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn readiness_drops_to_503_while_draining_and_liveness_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    // A receiver nobody listens on: the queue cannot empty, so the drain lasts its full
+    // deadline and the draining state can be observed.
+    let config = dir.path().join("pushprobe.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nlisten = \"{addr}\"\ndrain_timeout = \"5s\"\nself_metrics_interval = \"1s\"\n\
+             [[remote_write]]\nurl = \"http://127.0.0.1:{}/api/v1/write\"\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(addr, "/-/ready", 200, &mut child);
+
+    terminate(&child);
+    // Not ready from the moment the signal is handled; still alive while samples flush.
+    wait_for(addr, "/-/ready", 503, &mut child);
+    assert_eq!(get(addr, "/-/healthy").map(|r| r.0), Some(200));
+    let status = child.wait().unwrap();
+    assert!(status.success(), "run exited with {status}");
+}
