@@ -540,3 +540,45 @@ fn dashboard_uses_current_panels_and_the_datasource_variable() {
         }
     }
 }
+
+#[test]
+fn cronjob_example_runs_the_job_under_pushprobe_exec() {
+    let rel = "deploy/kubernetes/cronjob-exec.example.yaml";
+    let toml = manifest(rel, "ConfigMap")["data"]["pushprobe.toml"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    config_check(rel, &toml, &[]);
+    let cron = manifest(rel, "CronJob");
+    let pod = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    assert_eq!(pod["restartPolicy"], "Never");
+    let c = &pod["containers"][0];
+    let cmd: Vec<&str> = c["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(cmd[1], "exec");
+    let sep = cmd
+        .iter()
+        .position(|a| *a == "--")
+        .expect("-- before the job");
+    assert!(sep + 1 < cmd.len(), "no command after --");
+    let config = cmd[..sep].windows(2).find(|w| w[0] == "--config").unwrap()[1];
+    assert_eq!(config, CONFIG_PATH);
+    let mount = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "pushprobe-config")
+        .unwrap();
+    assert_eq!(
+        format!("{}/pushprobe.toml", mount["mountPath"].as_str().unwrap()),
+        CONFIG_PATH
+    );
+    assert_eq!(
+        c["securityContext"]["allowPrivilegeEscalation"], false,
+        "job container"
+    );
+}
