@@ -582,3 +582,72 @@ fn cronjob_example_runs_the_job_under_pushprobe_exec() {
         "job container"
     );
 }
+
+/// `major.minor` of a Rust version string, for comparison.
+fn rust_minor(v: &str) -> (u64, u64) {
+    let mut parts = v.split('.').map(|p| p.parse::<u64>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+#[test]
+fn docker_builder_is_new_enough_for_the_locked_dependencies() {
+    // The newest rust-version among the packages a release build compiles (normal and build
+    // dependencies, reached from this crate), read from cargo's own resolution of Cargo.lock.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let packages: std::collections::HashMap<&str, &Value> = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["id"].as_str().unwrap(), p))
+        .collect();
+    let nodes: std::collections::HashMap<&str, &Value> = meta["resolve"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["id"].as_str().unwrap(), n))
+        .collect();
+    let mut stack = vec![meta["resolve"]["root"].as_str().unwrap()];
+    let mut seen = std::collections::HashSet::new();
+    let mut needed = ((0, 0), String::new());
+    while let Some(id) = stack.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        if let Some(v) = packages[id]["rust_version"].as_str() {
+            needed = needed.max((rust_minor(v), packages[id]["name"].to_string()));
+        }
+        for dep in nodes[id]["deps"].as_array().unwrap() {
+            let runtime = dep["dep_kinds"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|k| k["kind"].is_null() || k["kind"] == "build");
+            if runtime {
+                stack.push(dep["pkg"].as_str().unwrap());
+            }
+        }
+    }
+    let dockerfile = read("deploy/Dockerfile");
+    let from = dockerfile
+        .lines()
+        .find(|l| l.starts_with("FROM rust:"))
+        .expect("a rust builder stage");
+    let tag = from["FROM rust:".len()..].split('-').next().unwrap();
+    assert!(
+        rust_minor(tag) >= needed.0,
+        "builder {tag} is older than rust {:?} needed by {}",
+        needed.0,
+        needed.1
+    );
+}
