@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod live;
+
 use std::path::{Path, PathBuf};
 
 /// The repository root (where Cargo.toml is).
