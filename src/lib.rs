@@ -10,11 +10,13 @@
 //! - [`agent`]: wiring: schedules probes, fans samples out to queues, drains on shutdown.
 //! - [`cli`]: commands, exit codes and logging set-up.
 
+pub mod agent;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod probe;
-pub mod remote_write;
 pub mod queue;
+pub mod remote_write;
 pub mod secret;
 pub mod series;
 pub mod telemetry;

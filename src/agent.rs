@@ -1,0 +1,442 @@
+//! Wiring: builds probes, queues and senders from validated settings, schedules the probes,
+//! fans their samples out to every receiver's queue, and shuts down in order.
+//!
+//! Shutdown order, for `run`: the shutdown token stops the probe loops (an in-flight probe run
+//! is abandoned, so nothing half-measured is sent), a last self-metrics snapshot is queued, then
+//! the senders are told to drain and given `drain_timeout` to empty their queues before they are
+//! aborted. Every task lives in a [`TaskTracker`] and is awaited; none is left running.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::now_ms;
+use crate::config::{ProbeSettings, Settings};
+use crate::probe::{Probe, ProbeError, ProbeReport};
+use crate::queue::memory::MemoryQueue;
+use crate::queue::SharedQueue;
+use crate::remote_write::{Sender, SenderError};
+use crate::series::{Registry, Sample};
+use crate::telemetry::{self, Telemetry};
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// A probe could not be built.
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    /// A sender could not be built.
+    #[error(transparent)]
+    Sender(#[from] SenderError),
+}
+
+/// One receiver's queue, by endpoint name.
+struct Output {
+    endpoint: String,
+    queue: Arc<SharedQueue>,
+}
+
+/// The queues of every receiver; publishing appends to each of them.
+pub struct Pipeline {
+    outputs: Vec<Output>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl Pipeline {
+    /// Queues `samples` for every receiver, counting what a full queue pushed out.
+    pub fn publish(&self, samples: &[Sample]) {
+        if samples.is_empty() {
+            return;
+        }
+        for out in &self.outputs {
+            match out.queue.append(samples) {
+                Ok(o) if o.dropped_oldest > 0 => {
+                    self.telemetry.add(
+                        telemetry::RW_SAMPLES_DROPPED,
+                        &[("endpoint", &out.endpoint), ("reason", "queue_full")],
+                        o.dropped_oldest as f64,
+                    );
+                    tracing::warn!(
+                        endpoint = %out.endpoint,
+                        dropped = o.dropped_oldest,
+                        "queue full: dropped the oldest samples; raise queue_capacity or check the receiver"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.telemetry.add(
+                        telemetry::RW_SAMPLES_DROPPED,
+                        &[("endpoint", &out.endpoint), ("reason", "queue_error")],
+                        samples.len() as f64,
+                    );
+                    tracing::error!(endpoint = %out.endpoint, error = %e, "could not queue samples");
+                }
+            }
+        }
+    }
+
+    /// Samples not yet acknowledged, summed over receivers.
+    pub fn pending(&self) -> usize {
+        self.outputs.iter().map(|o| o.queue.pending()).sum()
+    }
+
+    /// Records the queue depth gauges and returns the self-metrics as samples.
+    fn self_metrics(&self, timestamp_ms: i64) -> Vec<Sample> {
+        for out in &self.outputs {
+            self.telemetry.set(
+                telemetry::RW_PENDING,
+                &[("endpoint", &out.endpoint)],
+                out.queue.pending() as f64,
+            );
+        }
+        self.telemetry.samples_at(timestamp_ms)
+    }
+}
+
+/// The probes, pipeline and senders built from one configuration.
+pub struct Agent {
+    settings: Settings,
+    probes: Vec<Probe>,
+    pipeline: Arc<Pipeline>,
+    senders: Vec<Sender>,
+    telemetry: Arc<Telemetry>,
+}
+
+/// What `once` found.
+#[derive(Debug)]
+pub struct OnceSummary {
+    /// Each probe's report, in configuration order.
+    pub reports: Vec<(String, ProbeReport)>,
+    /// Whether every queued sample was accepted by every receiver.
+    pub delivered: bool,
+    /// Samples left undelivered (still queued at the deadline, or refused).
+    pub undelivered: usize,
+}
+
+impl Agent {
+    /// Builds everything from validated settings; opens no socket yet.
+    pub fn new(settings: Settings) -> Result<Agent, AgentError> {
+        let telemetry = Arc::new(Telemetry::new());
+        let probes = settings
+            .probes
+            .iter()
+            .map(Probe::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut outputs = Vec::new();
+        let mut senders = Vec::new();
+        for rw in &settings.remote_write {
+            let queue = SharedQueue::new(Box::new(MemoryQueue::new(rw.queue_capacity)));
+            senders.push(Sender::new(
+                rw.clone(),
+                settings.agent.external_labels.clone(),
+                queue.clone(),
+                telemetry.clone(),
+            )?);
+            outputs.push(Output {
+                endpoint: rw.name.clone(),
+                queue,
+            });
+        }
+        if outputs.is_empty() {
+            tracing::warn!("no [[remote_write]] configured: probe results are not sent anywhere");
+        }
+        let pipeline = Arc::new(Pipeline {
+            outputs,
+            telemetry: telemetry.clone(),
+        });
+        Ok(Agent {
+            settings,
+            probes,
+            pipeline,
+            senders,
+            telemetry,
+        })
+    }
+
+    /// The agent's self-metrics.
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+
+    fn spawn_senders(
+        &mut self,
+        tracker: &TaskTracker,
+        drain: &CancellationToken,
+        abort: &CancellationToken,
+    ) {
+        for sender in self.senders.drain(..) {
+            tracker.spawn(sender.run(drain.clone(), abort.clone()));
+        }
+        tracker.close();
+    }
+
+    /// Drains the senders within the deadline, then aborts them; waits for all of them.
+    async fn drain(
+        &self,
+        tracker: TaskTracker,
+        drain: CancellationToken,
+        abort: CancellationToken,
+    ) {
+        drain.cancel();
+        let deadline = self.settings.agent.drain_timeout;
+        if tokio::time::timeout(deadline, tracker.wait())
+            .await
+            .is_err()
+        {
+            let left = self.pipeline.pending();
+            tracing::warn!(
+                pending = left,
+                deadline = ?deadline,
+                "drain deadline reached: stopping senders with samples still queued"
+            );
+            abort.cancel();
+            tracker.wait().await;
+        }
+    }
+
+    /// Runs every probe on its interval until `shutdown` is cancelled, then drains.
+    /// Cancelling `abort` (e.g. a second signal) stops the senders without waiting.
+    pub async fn run(mut self, shutdown: CancellationToken, abort: CancellationToken) {
+        let senders = TaskTracker::new();
+        let drain = CancellationToken::new();
+        self.spawn_senders(&senders, &drain, &abort);
+
+        let probes = TaskTracker::new();
+        for probe in std::mem::take(&mut self.probes) {
+            let interval = self
+                .settings
+                .probes
+                .iter()
+                .find(|p| p.name() == probe.name())
+                .map(ProbeSettings::interval)
+                .unwrap_or(Duration::from_secs(30));
+            probes.spawn(probe_loop(
+                probe,
+                interval,
+                self.pipeline.clone(),
+                self.telemetry.clone(),
+                shutdown.clone(),
+            ));
+        }
+        probes.spawn(self_metrics_loop(
+            self.pipeline.clone(),
+            self.settings.agent.self_metrics_interval,
+            shutdown.clone(),
+        ));
+        probes.close();
+        tracing::info!(
+            probes = self.settings.probes.len(),
+            receivers = self.settings.remote_write.len(),
+            "pushprobe running"
+        );
+
+        shutdown.cancelled().await;
+        tracing::info!("shutting down: stopping probes, then flushing queued samples");
+        probes.wait().await;
+        self.pipeline.publish(&self.pipeline.self_metrics(now_ms()));
+        self.drain(senders, drain, abort).await;
+        let left = self.pipeline.pending();
+        if left > 0 {
+            tracing::warn!(
+                lost = left,
+                "samples still queued at exit were not delivered"
+            );
+        } else {
+            tracing::info!("all queued samples delivered");
+        }
+    }
+
+    /// Runs every probe once, concurrently, sends everything and waits for delivery up to
+    /// the drain deadline.
+    pub async fn once(mut self, abort: CancellationToken) -> OnceSummary {
+        let senders = TaskTracker::new();
+        let drain = CancellationToken::new();
+        self.spawn_senders(&senders, &drain, &abort);
+
+        let mut set = JoinSet::new();
+        for (i, mut probe) in std::mem::take(&mut self.probes).into_iter().enumerate() {
+            let abort = abort.clone();
+            set.spawn(async move {
+                let mut registry = Registry::new();
+                let started = now_ms();
+                let report = tokio::select! {
+                    r = probe.run(&mut registry) => r,
+                    _ = abort.cancelled() => return None,
+                };
+                Some((
+                    i,
+                    probe.name().to_string(),
+                    report,
+                    registry.samples_at(started),
+                ))
+            });
+        }
+        let mut reports = Vec::new();
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok(Some((i, name, report, samples))) => {
+                    record_run(&self.telemetry, &name, &report);
+                    self.pipeline.publish(&samples);
+                    reports.push((i, name, report));
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "probe task failed"),
+            }
+        }
+        reports.sort_by_key(|(i, _, _)| *i);
+        self.pipeline.publish(&self.pipeline.self_metrics(now_ms()));
+        self.drain(senders, drain, abort).await;
+
+        let undelivered = self.pipeline.pending() + self.refused();
+        OnceSummary {
+            reports: reports.into_iter().map(|(_, n, r)| (n, r)).collect(),
+            delivered: undelivered == 0,
+            undelivered,
+        }
+    }
+
+    /// Samples receivers refused (non-retryable), over all endpoints.
+    fn refused(&self) -> usize {
+        self.pipeline
+            .outputs
+            .iter()
+            .map(|o| {
+                self.telemetry
+                    .value(telemetry::RW_SAMPLES_FAILED, &[("endpoint", &o.endpoint)])
+                    .unwrap_or(0.0) as usize
+            })
+            .sum()
+    }
+}
+
+/// Counts a probe run and logs a failure.
+fn record_run(telemetry: &Telemetry, name: &str, report: &ProbeReport) {
+    let outcome = if report.success { "success" } else { "failure" };
+    telemetry.add(
+        telemetry::PROBE_RUNS,
+        &[("probe", name), ("outcome", outcome)],
+        1.0,
+    );
+    if !report.success {
+        tracing::warn!(
+            probe = name,
+            status = %report.status,
+            reason = report.reason.as_deref().unwrap_or(""),
+            "probe failed"
+        );
+    } else {
+        tracing::debug!(probe = name, status = %report.status, duration = ?report.duration, "probe succeeded");
+    }
+}
+
+/// Runs one probe every `interval` until cancelled. A run that overruns its interval delays
+/// the next one instead of bunching runs up.
+async fn probe_loop(
+    mut probe: Probe,
+    interval: Duration,
+    pipeline: Arc<Pipeline>,
+    telemetry: Arc<Telemetry>,
+    shutdown: CancellationToken,
+) {
+    let mut registry = Registry::new();
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        // The measurement's timestamp is when it started, as a Prometheus scrape's is.
+        let started = now_ms();
+        let report = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = probe.run(&mut registry) => r,
+        };
+        record_run(&telemetry, probe.name(), &report);
+        pipeline.publish(&registry.samples_at(started));
+    }
+}
+
+/// Queues the agent's own metrics every `interval` until cancelled.
+async fn self_metrics_loop(
+    pipeline: Arc<Pipeline>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => pipeline.publish(&pipeline.self_metrics(now_ms())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::series::Labels;
+
+    fn samples(n: usize) -> Vec<Sample> {
+        let labels = Arc::new(Labels::with_name("m", [("probe", "p")]).unwrap());
+        (0..n)
+            .map(|i| Sample {
+                labels: labels.clone(),
+                value: i as f64,
+                timestamp_ms: i as i64,
+            })
+            .collect()
+    }
+
+    fn pipeline(capacities: &[usize]) -> Pipeline {
+        let telemetry = Arc::new(Telemetry::new());
+        Pipeline {
+            outputs: capacities
+                .iter()
+                .enumerate()
+                .map(|(i, c)| Output {
+                    endpoint: format!("rw{i}"),
+                    queue: SharedQueue::new(Box::new(MemoryQueue::new(*c))),
+                })
+                .collect(),
+            telemetry,
+        }
+    }
+
+    #[test]
+    fn publish_fans_out_to_every_queue_and_counts_overflow_per_endpoint() {
+        let p = pipeline(&[10, 3]);
+        p.publish(&samples(5));
+        assert_eq!(p.outputs[0].queue.pending(), 5);
+        assert_eq!(p.outputs[1].queue.pending(), 3);
+        let dropped = |e: &str| {
+            p.telemetry.value(
+                telemetry::RW_SAMPLES_DROPPED,
+                &[("endpoint", e), ("reason", "queue_full")],
+            )
+        };
+        assert_eq!(dropped("rw0"), None);
+        assert_eq!(dropped("rw1"), Some(2.0));
+        assert_eq!(p.pending(), 8);
+    }
+
+    #[test]
+    fn self_metrics_report_queue_depth() {
+        let p = pipeline(&[10]);
+        p.publish(&samples(4));
+        let snapshot = p.self_metrics(1234);
+        let pending = snapshot
+            .iter()
+            .find(|s| s.labels.metric_name() == telemetry::RW_PENDING)
+            .expect("pending gauge present");
+        assert_eq!(pending.value, 4.0);
+        assert_eq!(pending.timestamp_ms, 1234);
+        assert!(snapshot
+            .iter()
+            .any(|s| s.labels.metric_name() == telemetry::BUILD_INFO));
+    }
+}
