@@ -23,6 +23,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use tempfile::TempDir;
 
+// Re-exported so tests need only `use common::*`; not every test binary uses both.
+#[allow(unused_imports)]
 pub use target::{Reply, TargetServer};
 
 /// How long a server gets to become ready; generous because the machine is shared and small.
