@@ -20,6 +20,9 @@ echo "== cargo test --doc"
 cargo test --locked --doc
 
 if [ -f ops/alerts_test.yml ]; then
+    # Also run by tests/ops_rules.rs; here too so a failure shows promtool's own report.
+    echo "== promtool check rules"
+    promtool check rules ops/alerts.yml
     echo "== promtool test rules"
     promtool test rules ops/alerts_test.yml
 fi

@@ -7,6 +7,7 @@
 //! in a week, and an OpenAI-compatible server probed with a good key (priced and unpriced
 //! models), a wrong key, and a daily spend limit so small that the guard engages.
 
+mod common;
 mod ops_common;
 
 use std::collections::BTreeSet;
@@ -14,9 +15,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ops_common::live::{
-    self as common, free_port, toml_labels, toml_string, Prometheus, Reply, TargetServer,
-    DATA_TIMEOUT,
+use common::{
+    free_port, toml_labels, toml_string, Prometheus, QueryApi, Reply, TargetServer, DATA_TIMEOUT,
 };
 use ops_common::{read, yaml_documents};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};

@@ -2,8 +2,6 @@
 
 #![allow(dead_code)]
 
-pub mod live;
-
 use std::path::{Path, PathBuf};
 
 /// The repository root (where Cargo.toml is).
