@@ -995,6 +995,7 @@ impl Inner {
         let mut last_seen: Option<Seq> = None;
         let next = self.consumers[index].next;
         let mut seg_idx = self.segments.partition_point(|s| s.end_seq() <= next);
+        let mut cursor_fixed = false;
         'segments: while seg_idx < self.segments.len() && out.len() < max {
             let base = self.segments[seg_idx].base_seq;
             let limit = self.segments[seg_idx].len;
@@ -1047,17 +1048,23 @@ impl Inner {
                 if h.end_seq() <= next {
                     // Wholly acknowledged: later peeks start after it.
                     offset += h.record_len();
+                    if !cursor_fixed {
+                        c.cursor = Some(Cursor {
+                            base_seq: base,
+                            offset,
+                        });
+                    }
+                    continue;
+                }
+                let decoded = format::decode_checked(&h, rec.payload);
+                if !cursor_fixed {
+                    // The first record not wholly acknowledged: repeated peeks start here.
                     c.cursor = Some(Cursor {
                         base_seq: base,
                         offset,
                     });
-                    continue;
+                    cursor_fixed = true;
                 }
-                let decoded = format::decode_checked(&h, rec.payload);
-                c.cursor = Some(Cursor {
-                    base_seq: base,
-                    offset,
-                });
                 let samples = match decoded {
                     Ok(s) => s,
                     Err(err) => {
