@@ -13,8 +13,8 @@
 pub mod clock;
 pub mod config;
 pub mod probe;
-pub mod remote_write;
 pub mod queue;
+pub mod remote_write;
 pub mod secret;
 pub mod series;
 pub mod telemetry;
