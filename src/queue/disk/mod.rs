@@ -206,7 +206,7 @@ pub struct RecoveryReport {
     pub samples_missing: u64,
     /// Acknowledgement files that did not decode; their consumers restart at the oldest data.
     pub ack_files_reset: u64,
-    /// Consumers with a position on disk that are no longer configured (positions removed).
+    /// Acknowledgement files (file names) of consumers no longer configured, removed.
     pub consumers_forgotten: Vec<String>,
     /// Configured consumers without a position on disk (they start at the oldest data).
     pub consumers_new: Vec<String>,
@@ -472,7 +472,8 @@ impl DiskConsumer {
 }
 
 impl Queue for DiskConsumer {
-    /// Appends to the shared log, for every consumer.
+    /// Appends to the shared log, for every consumer: call it once per batch (on any one
+    /// consumer, or use [`DiskLog::append`]), then wake every endpoint.
     fn append(&mut self, samples: &[Sample]) -> Result<AppendOutcome, QueueError> {
         self.log.append(samples)
     }

@@ -298,14 +298,14 @@ impl ScanOutcome {
 
 /// Scans a whole segment, checking every record, and says which bytes hold valid records.
 /// Never fails on content; only a read error ends it early.
-pub fn scan(reader: &mut SegmentReader, mut meta: SegmentMeta) -> io::Result<ScanOutcome> {
+pub fn scan(reader: &mut SegmentReader, meta: SegmentMeta) -> io::Result<ScanOutcome> {
     let file_len = reader.file_len()?;
     let mut out = ScanOutcome {
         meta: SegmentMeta {
             len: 0,
             holes: Vec::new(),
             runs: Vec::new(),
-            ..meta.clone()
+            ..meta
         },
         file_len,
         records: 0,
@@ -314,7 +314,7 @@ pub fn scan(reader: &mut SegmentReader, mut meta: SegmentMeta) -> io::Result<Sca
         missing_seqs: 0,
     };
     let mut offset = 0u64;
-    let mut min_seq = meta.base_seq;
+    let mut min_seq = out.meta.base_seq;
     while offset < file_len {
         match read_record(reader, offset, file_len, min_seq) {
             Ok(rec) => {
@@ -339,7 +339,6 @@ pub fn scan(reader: &mut SegmentReader, mut meta: SegmentMeta) -> io::Result<Sca
             },
         }
     }
-    meta.len = out.meta.len;
     Ok(out)
 }
 
