@@ -701,3 +701,33 @@ fn dir_layout_is_as_documented() {
         .collect();
     assert_eq!(files, ["00000000000000000000.seg", "prom.ack"]);
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// Whatever bytes the files hold, opening succeeds and the queue works afterwards.
+    #[test]
+    fn open_never_fails_on_random_files(
+        seg in proptest::collection::vec(any::<u8>(), 0..4096),
+        ack in proptest::collection::vec(any::<u8>(), 0..64),
+        keep_valid_prefix in any::<bool>(),
+    ) {
+        let fs = MemFs::new();
+        let mut bytes = Vec::new();
+        if keep_valid_prefix {
+            format::write_record(0, &batch(0, 5), &mut format::EncodeScratch::default(), &mut bytes);
+        }
+        bytes.extend_from_slice(&seg);
+        fs.write(&dir().join(segment::segment_name(0)), &bytes);
+        fs.write(&dir().join("a.ack"), &ack);
+        let (log, mut cs) = open_mem(&fs, opts(FsyncPolicy::Never), &["a"]);
+        let before = cs[0].pending();
+        if keep_valid_prefix {
+            prop_assert!(before >= 5);
+        }
+        log.append(&batch(100, 3)).unwrap();
+        prop_assert_eq!(cs[0].pending(), before + 3);
+        let got = drain_values(&mut cs[0]);
+        prop_assert_eq!(&got[got.len() - 3..], &[100, 101, 102]);
+    }
+}
