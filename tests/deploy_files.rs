@@ -651,3 +651,39 @@ fn docker_builder_is_new_enough_for_the_locked_dependencies() {
         needed.1
     );
 }
+
+/// `agent.data_dir` of a configuration.
+fn data_dir(toml_text: &str) -> String {
+    let v: toml::Value = toml::from_str(toml_text).unwrap();
+    v["agent"]["data_dir"]
+        .as_str()
+        .expect("agent.data_dir is set")
+        .to_string()
+}
+
+#[test]
+fn the_queue_directory_is_where_the_writable_storage_is() {
+    // systemd: StateDirectory=pushprobe is /var/lib/pushprobe, the only writable place
+    // under ProtectSystem=strict.
+    let unit = read("deploy/systemd/pushprobe.service");
+    let state = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("StateDirectory="))
+        .unwrap();
+    assert_eq!(
+        data_dir(&read("deploy/systemd/pushprobe.toml")),
+        format!("/var/lib/{state}")
+    );
+    // Kubernetes: the root filesystem is read-only, so data_dir must be a mounted volume.
+    let deployment = manifest("deploy/kubernetes/deployment.yaml", "Deployment");
+    let mounts = container(&deployment)["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let dir = data_dir(&configmap_toml());
+    let mount = mounts
+        .iter()
+        .find(|m| m["mountPath"] == dir.as_str())
+        .unwrap_or_else(|| panic!("no volume mounted at data_dir {dir}"));
+    assert_ne!(mount["readOnly"], true);
+}
