@@ -202,6 +202,10 @@ fn settings(url: reqwest::Url) -> RemoteWriteSettings {
         queue_capacity: 100,
         min_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(100),
+        min_shards: 1,
+        max_shards: 4,
+        accepts_out_of_order: false,
+        max_catchup_bytes_per_second: None,
     }
 }
 
@@ -737,4 +741,162 @@ fn jitter_draws_are_uniform_in_unit_interval() {
     let low = draws.iter().filter(|d| **d < 0.5).count();
     // Loose: a broken generator (constant, stuck at 0) fails, a fair one never does.
     assert!((4_000..6_000).contains(&low), "{low}");
+}
+
+/// Appends `per_series` samples to each of `series` series, interleaved as probe runs are.
+fn append_series(queue: &SharedQueue, series: usize, per_series: i64) {
+    let labels: Vec<Arc<Labels>> = (0..series)
+        .map(|i| {
+            Arc::new(Labels::with_name("probe_success", [("probe", format!("p{i}"))]).unwrap())
+        })
+        .collect();
+    for ts in 0..per_series {
+        let batch: Vec<Sample> = labels
+            .iter()
+            .map(|l| Sample {
+                labels: l.clone(),
+                value: ts as f64,
+                timestamp_ms: ts,
+            })
+            .collect();
+        queue.append(&batch).unwrap();
+    }
+}
+
+/// `(probe label, timestamp)` of every sample the receiver got, in arrival order.
+fn received(h: &Harness) -> Vec<(String, i64)> {
+    let captured = h.receiver.captured.lock().unwrap();
+    let mut out = Vec::new();
+    for c in captured.iter() {
+        for ts in &c.request.timeseries {
+            let probe = ts
+                .labels
+                .iter()
+                .find(|l| l.name == "probe")
+                .map(|l| l.value.clone())
+                .unwrap();
+            out.extend(ts.samples.iter().map(|s| (probe.clone(), s.timestamp)));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn parallel_shards_send_every_sample_once_and_each_series_in_order() {
+    let h = Harness::new(vec![]).await;
+    append_series(&h.queue, 8, 10);
+    h.drain.cancel();
+    finish(h.start(true, |s| s.max_shards = 4)).await;
+
+    let got = received(&h);
+    assert_eq!(got.len(), 80);
+    let mut per_series: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+    for (probe, ts) in got {
+        per_series.entry(probe).or_default().push(ts);
+    }
+    assert_eq!(per_series.len(), 8);
+    for (probe, stamps) in per_series {
+        assert_eq!(stamps, (0..10).collect::<Vec<_>>(), "series {probe}");
+    }
+    assert_eq!(h.queue.pending(), 0);
+    assert_eq!(h.metric(RW_SAMPLES_SENT, None), 80.0);
+}
+
+#[tokio::test]
+async fn a_rejected_shard_is_dropped_and_the_other_shards_still_deliver() {
+    let h = Harness::new(vec![Reply::Status {
+        status: 400,
+        headers: vec![],
+        body: "out of order sample".into(),
+    }])
+    .await;
+    append_series(&h.queue, 8, 3);
+    h.drain.cancel();
+    finish(h.start(true, |s| s.max_shards = 4)).await;
+
+    let requests = h.receiver.captured.lock().unwrap().len();
+    assert!(requests >= 2, "{requests} requests");
+    assert_eq!(h.metric(RW_REQUESTS, Some(("outcome", "rejected"))), 1.0);
+    let failed = h.metric(RW_SAMPLES_FAILED, None);
+    let sent = h.metric(RW_SAMPLES_SENT, None);
+    assert!(failed > 0.0 && sent > 0.0);
+    assert_eq!(failed + sent, 24.0);
+    assert_eq!(h.queue.pending(), 0);
+}
+
+#[tokio::test]
+async fn catch_up_requests_wait_for_the_byte_budget_but_the_last_window_does_not() {
+    let h = Harness::new(vec![]).await;
+    h.append(1..10);
+    h.drain.cancel();
+    finish(h.start(true, |s| {
+        s.max_shards = 1;
+        s.max_catchup_bytes_per_second = Some(1);
+    }))
+    .await;
+    let events = h.log.events();
+    assert!(
+        matches!(
+            events.as_slice(),
+            [
+                Event::Sleep(_),
+                Event::Request(3),
+                Event::Sleep(_),
+                Event::Request(3),
+                Event::Request(3)
+            ]
+        ),
+        "{events:?}"
+    );
+    assert_eq!(h.metric(RW_SAMPLES_SENT, None), 9.0);
+}
+
+#[tokio::test]
+async fn live_lane_sends_fresh_samples_while_the_backlog_request_is_stuck() {
+    let mut h = Harness::new(vec![Reply::Hang]).await;
+    h.queue = SharedQueue::with_live_lane(
+        Box::new(MemoryQueue::new(100)),
+        Some(crate::queue::live::LiveLane::new(3, 12)),
+    );
+    h.append(1..7);
+    let handle = h.start(true, |s| {
+        s.max_shards = 1;
+        s.accepts_out_of_order = true;
+    });
+    // The oldest window is in flight and never answered.
+    h.log.until(|e| e.contains(&Event::Request(3))).await;
+    // Fresh samples behind a backlog of three take the live lane.
+    h.append(100..102);
+    h.log.until(|e| e.contains(&Event::Request(2))).await;
+    // The answer is processed a moment after the receiver logged the request.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while h.metric(RW_SAMPLES_SENT, None) < 2.0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("live batch accepted");
+    h.abort.cancel();
+    finish(handle).await;
+    assert_eq!(h.timestamps(0), [1, 2, 3]);
+    assert_eq!(h.timestamps(1), [100, 101]);
+    // The live samples stay queued until the in-order reader passes them (then skipped).
+    assert_eq!(h.queue.pending(), 8);
+    assert_eq!(h.metric(RW_SAMPLES_SENT, None), 2.0);
+}
+
+#[tokio::test]
+async fn in_order_reader_skips_what_the_live_lane_delivered() {
+    let mut h = Harness::new(vec![]).await;
+    let lane = crate::queue::live::LiveLane::new(3, 12);
+    h.queue = SharedQueue::with_live_lane(Box::new(MemoryQueue::new(100)), Some(lane));
+    h.append(1..7);
+    // As if the live lane had delivered samples 3 and 4 (sequence numbers 2 and 3).
+    h.queue.live.as_ref().unwrap().mark_delivered(2..4);
+    h.drain.cancel();
+    finish(h.start(true, |s| s.max_shards = 1)).await;
+    let requests = h.receiver.captured.lock().unwrap().len();
+    let all: Vec<i64> = (0..requests).flat_map(|i| h.timestamps(i)).collect();
+    assert_eq!(all, [1, 2, 5, 6]);
+    assert_eq!(h.queue.pending(), 0);
 }
