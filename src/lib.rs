@@ -5,6 +5,7 @@
 //! - [`config`]: the TOML schema and its validation into runtime settings.
 //! - [`probe`]: one file per probe kind; each run records measurements into a registry.
 //! - [`series`]: label sets, samples, and the registry that turns measurements into samples.
+//! - [`scrape`]: exposition-format parsers, a text renderer and metric relabeling (pure).
 //! - [`queue`]: the bounded buffer between probes and each receiver.
 //! - [`remote_write`]: encoding (pure), retry decisions (pure) and the HTTP sender.
 //! - [`agent`]: wiring: schedules probes, fans samples out to queues, drains on shutdown.
@@ -13,8 +14,9 @@
 pub mod clock;
 pub mod config;
 pub mod probe;
-pub mod remote_write;
 pub mod queue;
+pub mod remote_write;
+pub mod scrape;
 pub mod secret;
 pub mod series;
 pub mod telemetry;
