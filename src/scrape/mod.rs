@@ -567,46 +567,48 @@ fn series_labels(
     raw: &[RawLabel<'_>],
     norm: Norm,
 ) -> LineResult<Labels> {
-    let mut pairs: Vec<(String, String)> = Vec::with_capacity(raw.len() + 1);
-    pairs.push((METRIC_NAME_LABEL.to_string(), name.to_string()));
-    push_pairs(&mut pairs, raw, norm)?;
+    check_quoted_names(raw)?;
+    // Feeding the pairs straight into the label model saves a temporary vector per series.
+    let pairs = std::iter::once((METRIC_NAME_LABEL.to_string(), name.to_string()))
+        .chain(raw.iter().map(|l| pair(l, norm)));
     Labels::from_pairs(pairs).map_err(|e| label_error(e, Some(name_pos), raw))
 }
 
 /// Builds an exemplar's label set.
 fn exemplar_labels(raw: &[RawLabel<'_>]) -> LineResult<Labels> {
-    let mut pairs: Vec<(String, String)> = Vec::with_capacity(raw.len());
-    push_pairs(&mut pairs, raw, Norm::None)?;
-    Labels::from_pairs(pairs).map_err(|e| label_error(e, None, raw))
+    check_quoted_names(raw)?;
+    Labels::from_pairs(raw.iter().map(|l| pair(l, Norm::None)))
+        .map_err(|e| label_error(e, None, raw))
 }
 
-fn push_pairs(
-    pairs: &mut Vec<(String, String)>,
-    raw: &[RawLabel<'_>],
-    norm: Norm,
-) -> LineResult<()> {
-    for l in raw {
-        let name = if l.quoted {
-            let n = lex::unescape(l.name, false);
-            if !crate::series::is_valid_label_name(&n) {
-                return Err(LineError {
-                    pos: l.pos,
-                    kind: ParseErrorKind::InvalidName(n.into_owned()),
-                });
-            }
-            n.into_owned()
-        } else {
-            l.name.to_string()
-        };
-        let mut value = lex::unescape(l.value, false);
-        if norm.label() == Some(name.as_str()) {
-            if let Some(v) = lex::canonical_float_label(&value) {
-                value = Cow::Owned(v);
-            }
+/// Quoted label names may hold anything; the label model takes only legacy names.
+fn check_quoted_names(raw: &[RawLabel<'_>]) -> LineResult<()> {
+    for l in raw.iter().filter(|l| l.quoted) {
+        let n = lex::unescape(l.name, false);
+        if !crate::series::is_valid_label_name(&n) {
+            return Err(LineError {
+                pos: l.pos,
+                kind: ParseErrorKind::InvalidName(n.into_owned()),
+            });
         }
-        pairs.push((name, value.into_owned()));
     }
     Ok(())
+}
+
+/// The unescaped name and value of a raw label, `le`/`quantile` made canonical per `norm`.
+fn pair(l: &RawLabel<'_>, norm: Norm) -> (String, String) {
+    let name = if l.quoted {
+        lex::unescape(l.name, false).into_owned()
+    } else {
+        l.name.to_string()
+    };
+    let mut value = lex::unescape(l.value, false);
+    if norm.label() == Some(name.as_str()) {
+        if let Some(v) = lex::canonical_float_label(&value) {
+            value = Cow::Owned(v);
+        }
+    }
+    (name, value.into_owned())
 }
 
 /// Maps a label-model refusal to the position of the offending label.

@@ -115,13 +115,13 @@ pub struct RelabelConfig {
     pub separator: String,
     /// The label to write (`replace`, `hashmod`, `lowercase`, `uppercase`) or compare
     /// (`keepequal`, `dropequal`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_label: Option<String>,
     /// The regex, anchored at both ends when compiled; default `(.*)`.
     #[serde(default = "default_regex")]
     pub regex: String,
     /// Modulus for `hashmod`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modulus: Option<u64>,
     /// Replacement with `$1`, `${1}`, `$name`; default `$1`.
     #[serde(default = "default_replacement")]

@@ -814,3 +814,30 @@ proptest! {
         let _ = parse_cached(&s, OM, &mut cache);
     }
 }
+
+#[test]
+fn family_membership_follows_suffix_rules() {
+    use FamilyType::*;
+    let cases = [
+        (Counter, "foo", "foo_total", true),
+        (Counter, "foo", "foo_created", true),
+        (Counter, "foo_total", "foo_total", true),
+        (Counter, "foo", "foo", true),
+        (Counter, "foo", "foo_count", false),
+        (Histogram, "h", "h_bucket", true),
+        (Histogram, "h", "h_created", true),
+        (Histogram, "h", "h_gsum", false),
+        (GaugeHistogram, "g", "g_gcount", true),
+        (GaugeHistogram, "g", "g_count", false),
+        (Summary, "s", "s_sum", true),
+        (Summary, "s", "s_bucket", false),
+        (Info, "i", "i_info", true),
+        (Info, "i_info", "i_info", true),
+        (Gauge, "g", "g_total", false),
+        (StateSet, "st", "st", true),
+        (Unknown, "u", "u_sum", false),
+    ];
+    for (kind, family, series, want) in cases {
+        assert_eq!(kind.is_member(family, series), want, "{kind:?} {family} {series}");
+    }
+}
