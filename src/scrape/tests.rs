@@ -838,6 +838,10 @@ fn family_membership_follows_suffix_rules() {
         (Unknown, "u", "u_sum", false),
     ];
     for (kind, family, series, want) in cases {
-        assert_eq!(kind.is_member(family, series), want, "{kind:?} {family} {series}");
+        assert_eq!(
+            kind.is_member(family, series),
+            want,
+            "{kind:?} {family} {series}"
+        );
     }
 }
