@@ -6,6 +6,7 @@
 //! - [`probe`]: one file per probe kind; each run records measurements into a registry.
 //! - [`pricing`]: model prices and the cost of a probe's tokens (pure).
 //! - [`series`]: label sets, samples, and the registry that turns measurements into samples.
+//! - [`scrape`]: exposition-format parsers, a text renderer and metric relabeling (pure).
 //! - [`queue`]: the bounded buffer between probes and each receiver.
 //! - [`remote_write`]: encoding (pure), retry decisions (pure) and the HTTP sender.
 //! - [`listener`]: the optional health/metrics HTTP listener of `run` ([`exposition`] renders
@@ -23,6 +24,7 @@ pub mod pricing;
 pub mod probe;
 pub mod queue;
 pub mod remote_write;
+pub mod scrape;
 pub mod secret;
 pub mod series;
 pub mod telemetry;
