@@ -171,6 +171,11 @@ fn run_command(cli: &Cli) -> u8 {
                 return EXIT_CONFIG;
             }
         };
+        if !agent.has_sinks() {
+            tracing::warn!(
+                "no [[remote_write]] or [[pushgateway]] configured: probe results are not sent anywhere"
+            );
+        }
         let shutdown = CancellationToken::new();
         let abort = CancellationToken::new();
         let signals = tokio::spawn(watch_signals(shutdown.clone(), abort.clone()));

@@ -7,6 +7,7 @@
 //! - [`series`]: label sets, samples, and the registry that turns measurements into samples.
 //! - [`queue`]: the bounded buffer between probes and each receiver.
 //! - [`remote_write`]: encoding (pure), retry decisions (pure) and the HTTP sender.
+//! - [`pushgateway`]: text-format rendering (pure) and the Pushgateway sink.
 //! - [`agent`]: wiring: schedules probes, fans samples out to queues, drains on shutdown.
 //! - [`cli`]: commands, exit codes and logging set-up.
 
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod probe;
+pub mod pushgateway;
 pub mod queue;
 pub mod remote_write;
 pub mod secret;
