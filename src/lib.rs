@@ -9,12 +9,16 @@
 //! - [`remote_write`]: encoding (pure), retry decisions (pure) and the HTTP sender.
 //! - [`pushgateway`]: text-format rendering (pure) and the Pushgateway sink.
 //! - [`agent`]: wiring: schedules probes, fans samples out to queues, drains on shutdown.
+//! - [`exec`]: `pushprobe exec`, a command run as a monitored job.
+//! - [`check`]: `pushprobe check`'s table and JSON renderings (pure).
 //! - [`cli`]: commands, exit codes and logging set-up.
 
 pub mod agent;
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod exec;
 pub mod probe;
 pub mod pushgateway;
 pub mod queue;
