@@ -467,3 +467,68 @@ async fn self_metrics_loop(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::series::Labels;
+
+    fn samples(n: usize) -> Vec<Sample> {
+        let labels = Arc::new(Labels::with_name("m", [("probe", "p")]).unwrap());
+        (0..n)
+            .map(|i| Sample {
+                labels: labels.clone(),
+                value: i as f64,
+                timestamp_ms: i as i64,
+            })
+            .collect()
+    }
+
+    fn pipeline(capacities: &[usize]) -> Pipeline {
+        let telemetry = Arc::new(Telemetry::new());
+        Pipeline {
+            outputs: capacities
+                .iter()
+                .enumerate()
+                .map(|(i, c)| Output {
+                    endpoint: format!("rw{i}"),
+                    queue: SharedQueue::new(Box::new(MemoryQueue::new(*c))),
+                })
+                .collect(),
+            telemetry,
+        }
+    }
+
+    #[test]
+    fn publish_fans_out_to_every_queue_and_counts_overflow_per_endpoint() {
+        let p = pipeline(&[10, 3]);
+        p.publish(&samples(5));
+        assert_eq!(p.outputs[0].queue.pending(), 5);
+        assert_eq!(p.outputs[1].queue.pending(), 3);
+        let dropped = |e: &str| {
+            p.telemetry.value(
+                telemetry::RW_SAMPLES_DROPPED,
+                &[("endpoint", e), ("reason", "queue_full")],
+            )
+        };
+        assert_eq!(dropped("rw0"), None);
+        assert_eq!(dropped("rw1"), Some(2.0));
+        assert_eq!(p.pending(), 8);
+    }
+
+    #[test]
+    fn self_metrics_report_queue_depth() {
+        let p = pipeline(&[10]);
+        p.publish(&samples(4));
+        let snapshot = p.self_metrics(1234);
+        let pending = snapshot
+            .iter()
+            .find(|s| s.labels.metric_name() == telemetry::RW_PENDING)
+            .expect("pending gauge present");
+        assert_eq!(pending.value, 4.0);
+        assert_eq!(pending.timestamp_ms, 1234);
+        assert!(snapshot
+            .iter()
+            .any(|s| s.labels.metric_name() == telemetry::BUILD_INFO));
+    }
+}
