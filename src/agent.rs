@@ -495,8 +495,23 @@ mod tests {
                     queue: SharedQueue::new(Box::new(MemoryQueue::new(*c))),
                 })
                 .collect(),
+            feed: None,
             telemetry,
         }
+    }
+
+    #[test]
+    fn publish_run_reaches_the_queues_and_the_pushgateway_feed() {
+        let mut p = pipeline(&[10]);
+        let feed = Feed::new();
+        p.feed = Some(feed.clone());
+        let mut r = Registry::new();
+        r.gauge_set("up", &[("probe", "a")], 1.0).unwrap();
+        p.publish_run("a", &r, 1000);
+        assert_eq!(p.pending(), 1);
+        assert_eq!(feed.generation(), 1);
+        let (_, rendered) = feed.render(&Default::default());
+        assert_eq!(rendered.text, "# TYPE up untyped\nup{probe=\"a\"} 1\n");
     }
 
     #[test]
