@@ -1,0 +1,330 @@
+//! The Pushgateway sink against the real Pushgateway binary: text-format escaping, PUT vs
+//! POST, grouping keys with `/`, and `delete_on_exit` through `pushprobe exec`.
+//!
+//! Needs `/usr/bin/prometheus-pushgateway`. Without it the tests are skipped locally but
+//! fail when `CI` is set, so CI cannot pass by not testing.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pushprobe::config::{PushMethod, PushgatewaySettings, TlsConfig};
+use pushprobe::pushgateway::{Feed, PushgatewaySink};
+use pushprobe::series::{Labels, MetricType, Registry};
+use pushprobe::telemetry::Telemetry;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+const PUSHGATEWAY: &str = "/usr/bin/prometheus-pushgateway";
+
+// --- minimal helpers; to be replaced by tests/common when the shared harness lands ---
+
+/// A running Pushgateway on a free port, killed on drop.
+struct Gateway {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts the gateway, or returns None (skip) when it is not installed outside CI.
+fn start_gateway() -> Option<Gateway> {
+    if !Path::new(PUSHGATEWAY).exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{PUSHGATEWAY} is missing; CI must install prometheus-pushgateway"
+        );
+        eprintln!("skipping: {PUSHGATEWAY} is not installed");
+        return None;
+    }
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Command::new(PUSHGATEWAY)
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!(
+                "--persistence.file={}",
+                dir.path().join("metrics.db").display()
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut gw = Gateway {
+            child,
+            port,
+            _dir: dir,
+        };
+        for _ in 0..200 {
+            if let Ok(Some(_)) = gw.child.try_wait() {
+                break; // the port was taken meanwhile: try another one
+            }
+            if http("GET", port, "/-/ready").is_some_and(|(s, _)| s == 200) {
+                return Some(gw);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    panic!("the Pushgateway did not become ready");
+}
+
+/// One HTTP/1.0 request; returns status and body, or None if the connection failed.
+fn http(method: &str, port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(s, "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let status = raw.split(' ').nth(1)?.parse().ok()?;
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+/// The gateway's groups, from `/api/v1/metrics`.
+fn groups(port: u16) -> Vec<Value> {
+    let (status, body) = http("GET", port, "/api/v1/metrics").expect("query the gateway");
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["data"].as_array().cloned().unwrap_or_default()
+}
+
+/// The group whose labels are exactly `labels`.
+fn group(port: u16, labels: &[(&str, &str)]) -> Option<Value> {
+    groups(port).into_iter().find(|g| {
+        let l = g["labels"].as_object().unwrap();
+        l.len() == labels.len() && labels.iter().all(|(k, v)| l.get(*k) == Some(&(*v).into()))
+    })
+}
+
+// --- end of helpers ---
+
+fn settings(
+    port: u16,
+    job: &str,
+    grouping: &[(&str, &str)],
+    method: PushMethod,
+) -> PushgatewaySettings {
+    PushgatewaySettings {
+        name: "test-gw".into(),
+        url: format!("http://127.0.0.1:{port}").parse().unwrap(),
+        job: job.into(),
+        grouping: grouping
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        method,
+        delete_on_exit: false,
+        auth: None,
+        tls: TlsConfig::default(),
+        timeout: Duration::from_secs(10),
+        min_backoff: Duration::from_millis(30),
+        max_backoff: Duration::from_secs(1),
+    }
+}
+
+/// Pushes `registry` once through a sink (as `once` does) and returns whether it arrived.
+async fn push_once(settings: PushgatewaySettings, external: &Labels, registry: &Registry) -> bool {
+    let feed = Feed::new();
+    feed.set("test", registry);
+    let sink =
+        PushgatewaySink::new(settings, external, feed.clone(), Arc::new(Telemetry::new())).unwrap();
+    let status = sink.status();
+    let drain = CancellationToken::new();
+    drain.cancel();
+    sink.run(drain, CancellationToken::new()).await;
+    status.delivered(&feed)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn escaping_survives_the_real_pushgateway() {
+    let Some(gw) = start_gateway() else { return };
+    let tricky = "say \"hi\" \\ back\nslash ünïcødé ✓";
+    let mut r = Registry::new();
+    r.describe("pp_tricky", MetricType::Gauge, "Help with \\ and\nnewline.");
+    r.gauge_set("pp_tricky", &[("v", tricky), ("job", "inner")], 1.5)
+        .unwrap();
+    r.describe("pp_lat_seconds", MetricType::Histogram, "Latency.");
+    let bounds: Arc<[f64]> = Arc::from(vec![0.1, 1.0]);
+    for v in [0.05, 0.5, 5.0] {
+        r.histogram_observe("pp_lat_seconds", &[("probe", "p")], &bounds, v)
+            .unwrap();
+    }
+    let external = Labels::from_pairs([("cluster", "edge-1")]).unwrap();
+    let ok = push_once(
+        settings(
+            gw.port,
+            "escape",
+            &[("instance", "host-1")],
+            PushMethod::Put,
+        ),
+        &external,
+        &r,
+    )
+    .await;
+    assert!(ok, "push was not accepted");
+
+    let g = group(gw.port, &[("job", "escape"), ("instance", "host-1")]).expect("group exists");
+    let fam = &g["pp_tricky"];
+    assert_eq!(fam["help"], "Help with \\ and\nnewline.");
+    assert_eq!(fam["type"], "GAUGE");
+    let m = &fam["metrics"][0];
+    assert_eq!(m["value"], "1.5");
+    assert_eq!(m["labels"]["v"], tricky);
+    assert_eq!(m["labels"]["cluster"], "edge-1");
+    // The body's own `job` label was left out; the path's wins.
+    assert_eq!(m["labels"]["job"], "escape");
+    assert_eq!(m["labels"]["instance"], "host-1");
+
+    let h = &g["pp_lat_seconds"];
+    assert_eq!(h["type"], "HISTOGRAM");
+    let hm = &h["metrics"][0];
+    assert_eq!(hm["count"], "3");
+    assert_eq!(hm["sum"], "5.55");
+    assert_eq!(hm["buckets"]["0.1"], "1");
+    assert_eq!(hm["buckets"]["1"], "2");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn put_replaces_the_group_and_post_merges() {
+    let Some(gw) = start_gateway() else { return };
+    let none = Labels::default();
+    let mut both = Registry::new();
+    both.gauge_set("pp_a", &[], 1.0).unwrap();
+    both.gauge_set("pp_b", &[], 2.0).unwrap();
+    let mut only_a = Registry::new();
+    only_a.gauge_set("pp_a", &[], 10.0).unwrap();
+
+    for (job, method) in [("put", PushMethod::Put), ("post", PushMethod::Post)] {
+        assert!(push_once(settings(gw.port, job, &[], PushMethod::Put), &none, &both).await);
+        assert!(push_once(settings(gw.port, job, &[], method), &none, &only_a).await);
+    }
+    let put = group(gw.port, &[("job", "put")]).unwrap();
+    assert_eq!(put["pp_a"]["metrics"][0]["value"], "10");
+    assert!(put.get("pp_b").is_none(), "PUT must drop pp_b: {put}");
+    let post = group(gw.port, &[("job", "post")]).unwrap();
+    assert_eq!(post["pp_a"]["metrics"][0]["value"], "10");
+    assert_eq!(
+        post["pp_b"]["metrics"][0]["value"], "2",
+        "POST must keep pp_b"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn grouping_values_with_slashes_and_empty_values_round_trip() {
+    let Some(gw) = start_gateway() else { return };
+    let mut r = Registry::new();
+    r.gauge_set("pp_g", &[], 1.0).unwrap();
+    let grouping = [("path", "/var/tmp/x"), ("space", "a b?c"), ("empty", "")];
+    let ok = push_once(
+        settings(gw.port, "nightly/backup", &grouping, PushMethod::Put),
+        &Labels::default(),
+        &r,
+    )
+    .await;
+    assert!(ok);
+    let g = group(
+        gw.port,
+        &[
+            ("job", "nightly/backup"),
+            ("path", "/var/tmp/x"),
+            ("space", "a b?c"),
+            ("empty", ""),
+        ],
+    );
+    assert!(g.is_some(), "groups: {:?}", groups(gw.port));
+}
+
+fn pushprobe() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pushprobe"))
+}
+
+#[test]
+fn exec_pushes_job_metrics_and_keeps_last_success_after_a_failure() {
+    let Some(gw) = start_gateway() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pushprobe.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\ndrain_timeout = \"20s\"\n[[pushgateway]]\nurl = \"http://127.0.0.1:{}\"\njob = \"from-config\"\ngrouping = {{ instance = \"host-1\" }}\n",
+            gw.port
+        ),
+    )
+    .unwrap();
+    let ok = pushprobe()
+        .args(["-c"])
+        .arg(&config)
+        .args(["exec", "--job", "nightly", "--", "true"])
+        .status()
+        .unwrap();
+    assert_eq!(ok.code(), Some(0));
+    let g = group(gw.port, &[("job", "nightly"), ("instance", "host-1")]).expect("group");
+    let last_success = g["pushprobe_job_last_success_timestamp_seconds"]["metrics"][0]["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(g["pushprobe_job_exit_code"]["metrics"][0]["value"], "0");
+
+    let failed = pushprobe()
+        .args(["-c"])
+        .arg(&config)
+        .args(["exec", "--job", "nightly", "--", "sh", "-c", "exit 4"])
+        .status()
+        .unwrap();
+    assert_eq!(failed.code(), Some(4));
+    let g = group(gw.port, &[("job", "nightly"), ("instance", "host-1")]).expect("group");
+    assert_eq!(g["pushprobe_job_exit_code"]["metrics"][0]["value"], "4");
+    assert_eq!(
+        g["pushprobe_job_last_success_timestamp_seconds"]["metrics"][0]["value"],
+        last_success.as_str(),
+        "a failed run must not erase the last success"
+    );
+}
+
+#[test]
+fn delete_on_exit_removes_the_group_after_pushing_it() {
+    let Some(gw) = start_gateway() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pushprobe.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[pushgateway]]\nurl = \"http://127.0.0.1:{}\"\njob = \"ephemeral\"\ndelete_on_exit = true\n",
+            gw.port
+        ),
+    )
+    .unwrap();
+    let status = pushprobe()
+        .arg("-c")
+        .arg(&config)
+        .args(["exec", "--", "true"])
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(group(gw.port, &[("job", "ephemeral")]).is_none());
+    // It was pushed first, then deleted: the gateway counted both requests.
+    let (_, metrics) = http("GET", gw.port, "/metrics").unwrap();
+    let counted = |needle: &str| {
+        metrics
+            .lines()
+            .any(|l| l.starts_with("pushgateway_http_requests_total") && l.contains(needle))
+    };
+    assert!(counted(r#"handler="push",method="put""#), "{metrics}");
+    assert!(counted(r#"handler="delete",method="delete""#), "{metrics}");
+}
