@@ -1,20 +1,206 @@
-//! HTTP probe (being written): blackbox-exporter-compatible series with phase timings.
+//! HTTP probe: one request per run through the instrumented [`client`](super::client),
+//! recorded as the blackbox exporter's `http` prober records it, so that existing dashboards
+//! and alerts keep working on pushed series.
+//!
+//! Every series carries `probe` (the probe's name), `instance` (the configured URL, password
+//! redacted) and the probe's extra labels. Per run:
+//! - `probe_success`, `probe_duration_seconds`, `probe_http_status_code` (0 without a
+//!   response), `probe_http_duration_seconds{phase}` (all five phases, 0 when a phase did not
+//!   happen), `probe_http_content_length` (-1 when not declared), `probe_http_uncompressed_body_length`,
+//!   `probe_http_redirects`, `probe_http_ssl`, `probe_http_version`, `probe_ip_protocol`;
+//! - with TLS only: `probe_ssl_earliest_cert_expiry` and `probe_tls_version_info{version}`
+//!   (removed from the registry again when a run has no TLS facts);
+//! - cumulative: `pushprobe_probe_latency_seconds` (histogram of run durations, observed for
+//!   every run that received a complete HTTP response, whatever its status: a timeout or a
+//!   refused connection measures the failure, not the service, and would skew the latency)
+//!   and `pushprobe_probe_requests_total{code, error}` (`code` = status or `none`, `error` =
+//!   [`ClientError::kind`] or `none`).
 
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::Version;
+use tokio::time::Instant;
+
+use super::cert::format_unix;
+use super::client::{ClientError, Phase, ProbeClient, Request, Trace, DEFAULT_BODY_LIMIT};
 use super::{ProbeError, ProbeReport};
 use crate::config::HttpProbeSettings;
-use crate::series::Registry;
+use crate::series::{LabelError, MetricType, Registry};
+
+/// Whether the probe succeeded, 1 or 0.
+pub const PROBE_SUCCESS: &str = "probe_success";
+/// Wall time of the run in seconds.
+pub const PROBE_DURATION: &str = "probe_duration_seconds";
+/// Final response status, 0 without a response.
+pub const HTTP_STATUS_CODE: &str = "probe_http_status_code";
+/// Seconds per `phase`, summed over redirects.
+pub const HTTP_DURATION: &str = "probe_http_duration_seconds";
+/// Declared body length, -1 when not declared.
+pub const HTTP_CONTENT_LENGTH: &str = "probe_http_content_length";
+/// Body bytes read.
+pub const HTTP_BODY_LENGTH: &str = "probe_http_uncompressed_body_length";
+/// Redirects followed.
+pub const HTTP_REDIRECTS: &str = "probe_http_redirects";
+/// 1 when the final request used TLS.
+pub const HTTP_SSL: &str = "probe_http_ssl";
+/// HTTP version of the response (1.1, 1.0), 0 without a response.
+pub const HTTP_VERSION: &str = "probe_http_version";
+/// 4 or 6, by the address of the first connection; 0 when resolution failed.
+pub const IP_PROTOCOL: &str = "probe_ip_protocol";
+/// Earliest certificate `notAfter` of the final TLS connection, Unix seconds.
+pub const SSL_EARLIEST_CERT_EXPIRY: &str = "probe_ssl_earliest_cert_expiry";
+/// Always 1, labelled with the TLS `version` of the final connection.
+pub const TLS_VERSION_INFO: &str = "probe_tls_version_info";
+/// Histogram of run durations with complete HTTP responses.
+pub const LATENCY: &str = "pushprobe_probe_latency_seconds";
+/// Runs by `code` and `error`.
+pub const REQUESTS: &str = "pushprobe_probe_requests_total";
+
+const FAMILIES: &[(&str, MetricType, &str)] = &[
+    (
+        PROBE_SUCCESS,
+        MetricType::Gauge,
+        "Displays whether or not the probe was a success",
+    ),
+    (
+        PROBE_DURATION,
+        MetricType::Gauge,
+        "Returns how long the probe took to complete in seconds",
+    ),
+    (
+        HTTP_STATUS_CODE,
+        MetricType::Gauge,
+        "Response HTTP status code",
+    ),
+    (
+        HTTP_DURATION,
+        MetricType::Gauge,
+        "Duration of http request by phase, summed over all redirects",
+    ),
+    (
+        HTTP_CONTENT_LENGTH,
+        MetricType::Gauge,
+        "Length of http content response",
+    ),
+    (
+        HTTP_BODY_LENGTH,
+        MetricType::Gauge,
+        "Length of uncompressed response body",
+    ),
+    (HTTP_REDIRECTS, MetricType::Gauge, "The number of redirects"),
+    (
+        HTTP_SSL,
+        MetricType::Gauge,
+        "Indicates if SSL was used for the final redirect",
+    ),
+    (
+        HTTP_VERSION,
+        MetricType::Gauge,
+        "Returns the version of HTTP of the probe response",
+    ),
+    (
+        IP_PROTOCOL,
+        MetricType::Gauge,
+        "Specifies whether probe ip protocol is IP4 or IP6",
+    ),
+    (
+        SSL_EARLIEST_CERT_EXPIRY,
+        MetricType::Gauge,
+        "Returns earliest SSL cert expiry in unixtime",
+    ),
+    (
+        TLS_VERSION_INFO,
+        MetricType::Gauge,
+        "Returns the TLS version used",
+    ),
+    (
+        LATENCY,
+        MetricType::Histogram,
+        "Duration of probe runs that received a complete HTTP response, in seconds",
+    ),
+    (
+        REQUESTS,
+        MetricType::Counter,
+        "Probe runs by response status code and error kind",
+    ),
+];
 
 /// An HTTP(S) probe.
 pub struct HttpProbe {
     settings: HttpProbeSettings,
+    client: ProbeClient,
+    request: Request,
+    /// `probe`, `instance` and the extra labels, in that order.
+    labels: Vec<(String, String)>,
+    /// The `version` of the `probe_tls_version_info` series last recorded, to remove it when
+    /// the version changes or TLS goes away.
+    tls_version: Option<&'static str>,
+}
+
+impl std::fmt::Debug for HttpProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpProbe")
+            .field("name", &self.settings.name)
+            .field("request", &self.request)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one run found, before it is judged and recorded.
+#[derive(Debug)]
+struct Outcome {
+    duration: Duration,
+    trace: Trace,
+    response: Option<ResponseFacts>,
+    /// The first error, if any; with a response, it happened while reading the body.
+    error: Option<ClientError>,
+}
+
+/// The parts of the final response that are recorded.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ResponseFacts {
+    status: u16,
+    version: Version,
+    content_length: Option<u64>,
+}
+
+/// Whether a run succeeded, and what to say about it.
+#[derive(Debug, Clone, PartialEq)]
+struct Verdict {
+    success: bool,
+    status: String,
+    reason: Option<String>,
 }
 
 impl HttpProbe {
-    /// Builds the probe.
+    /// Builds the probe; fails when its TLS options cannot be loaded.
     pub fn new(settings: HttpProbeSettings) -> Result<Self, ProbeError> {
-        Ok(HttpProbe { settings })
+        let client = ProbeClient::new(&settings.tls).map_err(|source| ProbeError::Tls {
+            probe: settings.name.clone(),
+            source,
+        })?;
+        let mut request = Request::new(
+            settings.method.clone(),
+            settings.url.clone(),
+            settings.timeout,
+        );
+        request.headers = settings.headers.clone();
+        request.body = settings.body.clone().map(Bytes::from);
+        request.follow_redirects = settings.follow_redirects;
+        request.body_limit = DEFAULT_BODY_LIMIT;
+        let mut labels = vec![
+            ("probe".to_string(), settings.name.clone()),
+            ("instance".to_string(), instance_label(&settings.url)),
+        ];
+        labels.extend(settings.labels.iter().cloned());
+        Ok(HttpProbe {
+            settings,
+            client,
+            request,
+            labels,
+            tls_version: None,
+        })
     }
 
     /// The probe's name.
@@ -22,15 +208,366 @@ impl HttpProbe {
         &self.settings.name
     }
 
-    /// Runs once.
+    /// Runs once: one request (plus redirects) within the probe's timeout, recorded into
+    /// `registry`.
     pub async fn run(&mut self, registry: &mut Registry) -> ProbeReport {
-        let _ = registry;
-        ProbeReport {
-            success: false,
-            duration: Duration::ZERO,
-            status: "unimplemented".into(),
-            reason: Some("HTTP probe not built yet".into()),
-            details: vec![],
+        let started = Instant::now();
+        let mut trace = Trace::default();
+        let (response, error) = match self.client.send(&self.request, &mut trace).await {
+            Ok(mut response) => {
+                let facts = ResponseFacts {
+                    status: response.status().as_u16(),
+                    version: response.version(),
+                    content_length: response.content_length(),
+                };
+                // The body is read (and dropped) so that `transfer` and the size limit mean
+                // what they mean in the blackbox exporter.
+                (Some(facts), response.discard(&mut trace).await.err())
+            }
+            Err(e) => (None, Some(e)),
+        };
+        let outcome = Outcome {
+            duration: started.elapsed(),
+            trace,
+            response,
+            error,
+        };
+        let verdict = judge(&outcome, &self.settings.valid_status_codes);
+        if let Err(e) = self.record(registry, &outcome, &verdict) {
+            // Labels were validated with the configuration; this is a programming error,
+            // reported instead of panicking in the middle of a run.
+            tracing::warn!(probe = %self.settings.name, error = %e, "could not record probe series");
         }
+        ProbeReport {
+            success: verdict.success,
+            duration: outcome.duration,
+            status: verdict.status,
+            reason: verdict.reason,
+            details: details(&outcome),
+        }
+    }
+
+    fn record(
+        &mut self,
+        registry: &mut Registry,
+        outcome: &Outcome,
+        verdict: &Verdict,
+    ) -> Result<(), LabelError> {
+        for (name, kind, help) in FAMILIES {
+            registry.describe(name, *kind, help);
+        }
+        let base: Vec<(&str, &str)> = self
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let trace = &outcome.trace;
+        let response = outcome.response.as_ref();
+
+        registry.gauge_set(PROBE_SUCCESS, &base, bool_value(verdict.success))?;
+        registry.gauge_set(PROBE_DURATION, &base, outcome.duration.as_secs_f64())?;
+        registry.gauge_set(
+            HTTP_STATUS_CODE,
+            &base,
+            response.map_or(0.0, |r| f64::from(r.status)),
+        )?;
+        for (phase, d) in trace.phases.iter() {
+            registry.gauge_set(
+                HTTP_DURATION,
+                &with(&base, &[("phase", phase.as_str())]),
+                d.as_secs_f64(),
+            )?;
+        }
+        registry.gauge_set(
+            HTTP_CONTENT_LENGTH,
+            &base,
+            response.map_or(0.0, |r| r.content_length.map_or(-1.0, |n| n as f64)),
+        )?;
+        registry.gauge_set(HTTP_BODY_LENGTH, &base, trace.body_bytes as f64)?;
+        registry.gauge_set(HTTP_REDIRECTS, &base, f64::from(trace.redirects))?;
+        let final_tls = trace.url.as_ref().is_some_and(|u| u.scheme() == "https");
+        registry.gauge_set(HTTP_SSL, &base, bool_value(response.is_some() && final_tls))?;
+        registry.gauge_set(
+            HTTP_VERSION,
+            &base,
+            response.map_or(0.0, |r| version_value(r.version)),
+        )?;
+        registry.gauge_set(
+            IP_PROTOCOL,
+            &base,
+            match trace.first_addr {
+                Some(a) if a.is_ipv4() => 4.0,
+                Some(_) => 6.0,
+                None => 0.0,
+            },
+        )?;
+
+        let tls = trace.tls.as_ref().filter(|_| response.is_some());
+        match tls.and_then(|t| t.earliest_cert_expiry) {
+            Some(expiry) => registry.gauge_set(SSL_EARLIEST_CERT_EXPIRY, &base, expiry as f64)?,
+            None => registry.remove(SSL_EARLIEST_CERT_EXPIRY, &base),
+        }
+        let version = tls.map(|t| t.version);
+        if let Some(old) = self.tls_version.filter(|old| Some(*old) != version) {
+            registry.remove(TLS_VERSION_INFO, &with(&base, &[("version", old)]));
+        }
+        if let Some(v) = version {
+            registry.gauge_set(TLS_VERSION_INFO, &with(&base, &[("version", v)]), 1.0)?;
+        }
+        self.tls_version = version;
+
+        if response.is_some() && outcome.error.is_none() {
+            registry.histogram_observe(
+                LATENCY,
+                &base,
+                &self.settings.buckets,
+                outcome.duration.as_secs_f64(),
+            )?;
+        }
+        let code = response.map_or_else(|| "none".to_string(), |r| r.status.to_string());
+        let error = outcome.error.as_ref().map_or("none", ClientError::kind);
+        registry.counter_add(
+            REQUESTS,
+            &with(&base, &[("code", &code), ("error", error)]),
+            1.0,
+        )?;
+        Ok(())
+    }
+}
+
+/// Decides success: a complete response whose status is accepted.
+fn judge(outcome: &Outcome, valid_status_codes: &[u16]) -> Verdict {
+    if let Some(e) = &outcome.error {
+        return Verdict {
+            success: false,
+            status: e.kind().to_string(),
+            reason: Some(e.to_string()),
+        };
+    }
+    let Some(r) = &outcome.response else {
+        // Unreachable by construction (no response means an error); judged as a failure
+        // rather than trusted.
+        return Verdict {
+            success: false,
+            status: "none".into(),
+            reason: Some("no response received".into()),
+        };
+    };
+    match status_problem(r.status, valid_status_codes) {
+        None => Verdict {
+            success: true,
+            status: r.status.to_string(),
+            reason: None,
+        },
+        Some(problem) => Verdict {
+            success: false,
+            status: r.status.to_string(),
+            reason: Some(problem),
+        },
+    }
+}
+
+/// Why `status` is not accepted, or `None` when it is (empty list: any 2xx).
+fn status_problem(status: u16, valid: &[u16]) -> Option<String> {
+    if valid.is_empty() {
+        if (200..300).contains(&status) {
+            None
+        } else {
+            Some(format!(
+                "status {status} is not 2xx: fix the target, or list the codes to accept in valid_status_codes"
+            ))
+        }
+    } else if valid.contains(&status) {
+        None
+    } else {
+        let list: Vec<String> = valid.iter().map(u16::to_string).collect();
+        Some(format!(
+            "status {status} not in valid_status_codes [{}]",
+            list.join(", ")
+        ))
+    }
+}
+
+/// Facts for `check` and logs.
+fn details(outcome: &Outcome) -> Vec<(String, String)> {
+    let t = &outcome.trace;
+    let mut out = Vec::new();
+    if let Some(phase) = outcome.error.as_ref().and_then(ClientError::phase) {
+        out.push(("failed_phase".into(), phase.to_string()));
+    }
+    if let Some(addr) = t.addr {
+        out.push(("address".into(), addr.to_string()));
+    }
+    if let Some(r) = &outcome.response {
+        out.push(("http_version".into(), format!("{:?}", r.version)));
+    }
+    if let Some(ttfb) = t.time_to_first_byte() {
+        out.push((
+            "time_to_first_byte".into(),
+            format!("{:.3}s", ttfb.as_secs_f64()),
+        ));
+    }
+    for phase in Phase::ALL {
+        let d = t.phases.get(phase);
+        if !d.is_zero() {
+            out.push((phase.to_string(), format!("{:.3}s", d.as_secs_f64())));
+        }
+    }
+    if t.redirects > 0 {
+        out.push(("redirects".into(), t.redirects.to_string()));
+        if let Some(u) = &t.url {
+            out.push(("final_url".into(), redact_url(u)));
+        }
+    }
+    if let Some(tls) = &t.tls {
+        out.push(("tls_version".into(), tls.version.to_string()));
+        if let Some(exp) = tls.earliest_cert_expiry {
+            out.push(("cert_not_after".into(), format_unix(exp)));
+        }
+    }
+    out
+}
+
+/// The `instance` label: the configured URL with any password replaced.
+fn instance_label(url: &reqwest::Url) -> String {
+    redact_url(url)
+}
+
+fn redact_url(url: &reqwest::Url) -> String {
+    if url.password().is_none() {
+        return url.to_string();
+    }
+    let mut u = url.clone();
+    // Setting a password only fails for URLs without a host, which are never probed.
+    let _ = u.set_password(Some("xxxxx"));
+    u.to_string()
+}
+
+/// `base` plus `extra` labels.
+fn with<'a>(base: &[(&'a str, &'a str)], extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut l = base.to_vec();
+    l.extend_from_slice(extra);
+    l
+}
+
+fn bool_value(b: bool) -> f64 {
+    if b {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// The version as the blackbox exporter reports it (major + minor / 10).
+fn version_value(v: Version) -> f64 {
+    match v {
+        Version::HTTP_09 => 0.9,
+        Version::HTTP_10 => 1.0,
+        Version::HTTP_11 => 1.1,
+        Version::HTTP_2 => 2.0,
+        Version::HTTP_3 => 3.0,
+        _ => 0.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(response: Option<u16>, error: Option<ClientError>) -> Outcome {
+        Outcome {
+            duration: Duration::from_millis(5),
+            trace: Trace::default(),
+            response: response.map(|status| ResponseFacts {
+                status,
+                version: Version::HTTP_11,
+                content_length: None,
+            }),
+            error,
+        }
+    }
+
+    #[test]
+    fn empty_valid_codes_accept_any_2xx() {
+        assert_eq!(status_problem(200, &[]), None);
+        assert_eq!(status_problem(204, &[]), None);
+        assert!(status_problem(301, &[]).is_some_and(|p| p.contains("not 2xx")));
+        assert!(status_problem(500, &[]).is_some());
+    }
+
+    #[test]
+    fn listed_codes_are_the_only_ones_accepted() {
+        assert_eq!(status_problem(404, &[200, 404]), None);
+        assert_eq!(
+            status_problem(503, &[200]),
+            Some("status 503 not in valid_status_codes [200]".to_string())
+        );
+        assert!(status_problem(204, &[200]).is_some());
+    }
+
+    #[test]
+    fn verdict_reports_status_or_error_kind() {
+        let ok = judge(&outcome(Some(200), None), &[]);
+        assert_eq!(
+            ok,
+            Verdict {
+                success: true,
+                status: "200".into(),
+                reason: None
+            }
+        );
+        let bad = judge(&outcome(Some(500), None), &[]);
+        assert!(!bad.success);
+        assert_eq!(bad.status, "500");
+        let body = judge(
+            &outcome(Some(200), Some(ClientError::BodyTooLarge { limit: 10 })),
+            &[],
+        );
+        assert!(!body.success);
+        assert_eq!(body.status, "body_too_large");
+        let timeout = judge(
+            &outcome(
+                None,
+                Some(ClientError::Timeout {
+                    phase: Phase::Processing,
+                    timeout: Duration::from_secs(1),
+                }),
+            ),
+            &[],
+        );
+        assert_eq!(timeout.status, "timeout");
+        assert!(timeout
+            .reason
+            .is_some_and(|r| r.contains("waiting for the response headers")));
+        assert!(!judge(&outcome(None, None), &[]).success);
+    }
+
+    #[test]
+    fn failed_phase_is_a_detail() {
+        let o = outcome(
+            None,
+            Some(ClientError::Timeout {
+                phase: Phase::Tls,
+                timeout: Duration::from_secs(1),
+            }),
+        );
+        assert!(details(&o).contains(&("failed_phase".to_string(), "tls".to_string())));
+    }
+
+    #[test]
+    fn instance_label_hides_passwords() {
+        let u = reqwest::Url::parse("https://user:hunter2@example.com/x").unwrap();
+        let label = instance_label(&u);
+        assert!(!label.contains("hunter2"), "{label}");
+        assert!(label.starts_with("https://user:"), "{label}");
+        let plain = reqwest::Url::parse("http://127.0.0.1:8080/health").unwrap();
+        assert_eq!(instance_label(&plain), "http://127.0.0.1:8080/health");
+    }
+
+    #[test]
+    fn versions_are_reported_like_blackbox() {
+        assert_eq!(version_value(Version::HTTP_11), 1.1);
+        assert_eq!(version_value(Version::HTTP_10), 1.0);
+        assert_eq!(version_value(Version::HTTP_2), 2.0);
     }
 }

@@ -2,6 +2,8 @@
 //! probe's own [`Registry`], and returns a [`ProbeReport`] for logs and `check`. The agent then
 //! turns the registry into samples stamped with the time the run started.
 
+pub mod cert;
+pub mod client;
 pub mod http;
 
 use std::time::Duration;

@@ -1,0 +1,857 @@
+//! Loopback tests of the HTTP probe and its client: every target is a server started here on
+//! port 0. Assertions are on outcomes, phases and series, never on elapsed time.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use pushprobe::config::{HttpProbeSettings, TlsConfig, DEFAULT_BUCKETS};
+use pushprobe::probe::client::{ClientError, Phase, ProbeClient, Request, Trace};
+use pushprobe::probe::http::HttpProbe;
+use pushprobe::series::{MetricType, Registry};
+use reqwest::Url;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+// ---------------------------------------------------------------------------------------
+// Test targets
+
+/// Accepts connections on 127.0.0.1 and hands each to `handler`.
+async fn serve<H, F>(handler: H) -> SocketAddr
+where
+    H: Fn(TcpStream) -> F + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(handler(stream));
+        }
+    });
+    addr
+}
+
+/// A received request: its head (request line and headers) and body.
+#[derive(Debug, Clone)]
+struct Received {
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Received {
+    fn request_line(&self) -> &str {
+        self.head.lines().next().unwrap_or("")
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+}
+
+/// Reads one request (head, then a `Content-Length` body if any).
+async fn read_request<S: AsyncRead + Unpin>(s: &mut S) -> Received {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut chunk).await.unwrap_or(0);
+        if n == 0 {
+            break buf.len();
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let mut body = buf[end..].to_vec();
+    let mut received = Received { head, body: vec![] };
+    let len: usize = received
+        .header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    while body.len() < len {
+        let n = s.read(&mut chunk).await.unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    received.body = body;
+    received
+}
+
+/// Reads a request, reports it on `seen`, and writes `response`.
+async fn canned<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    response: &'static [u8],
+    seen: Option<mpsc::UnboundedSender<Received>>,
+) {
+    let r = read_request(&mut s).await;
+    if let Some(tx) = seen {
+        let _ = tx.send(r);
+    }
+    let _ = s.write_all(response).await;
+    let _ = s.shutdown().await;
+}
+
+/// A server answering every request with `response`.
+async fn canned_server(response: &'static [u8]) -> SocketAddr {
+    serve(move |s| canned(s, response, None)).await
+}
+
+/// A server answering every request with `response` and reporting the requests.
+async fn recording_server(
+    response: &'static [u8],
+) -> (SocketAddr, mpsc::UnboundedReceiver<Received>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let addr = serve(move |s| canned(s, response, Some(tx.clone()))).await;
+    (addr, rx)
+}
+
+/// Reads the request and then never answers, holding the connection open.
+async fn silent<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, head: &'static [u8]) {
+    let _ = read_request(&mut s).await;
+    let _ = s.write_all(head).await;
+    let _ = s.flush().await;
+    std::future::pending::<()>().await;
+}
+
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+fn settings(url: &str) -> HttpProbeSettings {
+    HttpProbeSettings {
+        name: "web".into(),
+        url: Url::parse(url).unwrap(),
+        interval: Duration::from_secs(30),
+        timeout: Duration::from_secs(5),
+        method: Method::GET,
+        headers: vec![],
+        body: None,
+        valid_status_codes: vec![],
+        follow_redirects: true,
+        tls: TlsConfig::default(),
+        buckets: Arc::from(DEFAULT_BUCKETS),
+        labels: vec![("team".into(), "core".into())],
+    }
+}
+
+fn url_of(addr: SocketAddr, path: &str) -> String {
+    format!("http://{addr}{path}")
+}
+
+/// The probe's own labels plus `extra`.
+fn labels<'a>(s: &'a HttpProbeSettings, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut l = vec![
+        ("probe", s.name.as_str()),
+        ("instance", s.url.as_str()),
+        ("team", "core"),
+    ];
+    l.extend_from_slice(extra);
+    l
+}
+
+fn gauge(r: &Registry, s: &HttpProbeSettings, name: &str) -> Option<f64> {
+    r.value(name, &labels(s, &[]))
+}
+
+fn phase_gauge(r: &Registry, s: &HttpProbeSettings, phase: &str) -> Option<f64> {
+    r.value(
+        "probe_http_duration_seconds",
+        &labels(s, &[("phase", phase)]),
+    )
+}
+
+fn requests(r: &Registry, s: &HttpProbeSettings, code: &str, error: &str) -> Option<f64> {
+    r.value(
+        "pushprobe_probe_requests_total",
+        &labels(s, &[("code", code), ("error", error)]),
+    )
+}
+
+/// The `_count` of the latency histogram, if the histogram has any series.
+fn latency_count(r: &Registry) -> Option<f64> {
+    r.samples_at(0)
+        .into_iter()
+        .find(|s| s.labels.metric_name() == "pushprobe_probe_latency_seconds_count")
+        .map(|s| s.value)
+}
+
+async fn run(s: &HttpProbeSettings) -> (pushprobe::probe::ProbeReport, Registry) {
+    let mut probe = HttpProbe::new(s.clone()).unwrap();
+    let mut registry = Registry::new();
+    let report = probe.run(&mut registry).await;
+    (report, registry)
+}
+
+fn detail<'a>(report: &'a pushprobe::probe::ProbeReport, key: &str) -> Option<&'a str> {
+    report
+        .details
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP probe
+
+#[tokio::test]
+async fn success_records_every_blackbox_series() {
+    let (addr, mut seen) = recording_server(OK).await;
+    let mut s = settings(&url_of(addr, "/health?x=1"));
+    s.headers = vec![("x-check".into(), "yes".into())];
+    let (report, r) = run(&s).await;
+
+    assert!(report.success, "{report:?}");
+    assert_eq!(report.status, "200");
+    assert_eq!(report.reason, None);
+    assert_eq!(gauge(&r, &s, "probe_success"), Some(1.0));
+    assert_eq!(gauge(&r, &s, "probe_http_status_code"), Some(200.0));
+    for phase in ["resolve", "connect", "tls", "processing", "transfer"] {
+        assert!(
+            phase_gauge(&r, &s, phase).is_some(),
+            "phase {phase} missing"
+        );
+    }
+    assert_eq!(phase_gauge(&r, &s, "tls"), Some(0.0));
+    assert_eq!(gauge(&r, &s, "probe_http_content_length"), Some(5.0));
+    assert_eq!(
+        gauge(&r, &s, "probe_http_uncompressed_body_length"),
+        Some(5.0)
+    );
+    assert_eq!(gauge(&r, &s, "probe_http_redirects"), Some(0.0));
+    assert_eq!(gauge(&r, &s, "probe_http_ssl"), Some(0.0));
+    assert_eq!(gauge(&r, &s, "probe_http_version"), Some(1.1));
+    assert_eq!(gauge(&r, &s, "probe_ip_protocol"), Some(4.0));
+    assert!(gauge(&r, &s, "probe_duration_seconds").is_some());
+    assert_eq!(gauge(&r, &s, "probe_ssl_earliest_cert_expiry"), None);
+    assert_eq!(requests(&r, &s, "200", "none"), Some(1.0));
+    assert_eq!(latency_count(&r), Some(1.0));
+
+    // HELP and TYPE exist for every family recorded.
+    for f in r.families() {
+        assert!(!f.meta.help.is_empty(), "{} has no help", f.meta.name);
+        assert_ne!(f.meta.kind, MetricType::Unknown, "{}", f.meta.name);
+    }
+
+    let req = seen.recv().await.unwrap();
+    assert_eq!(req.request_line(), "GET /health?x=1 HTTP/1.1");
+    assert_eq!(req.header("host"), Some(addr.to_string()));
+    assert_eq!(
+        req.header("user-agent"),
+        Some(format!("pushprobe/{}", env!("CARGO_PKG_VERSION")))
+    );
+    assert_eq!(req.header("connection").as_deref(), Some("close"));
+    assert_eq!(req.header("x-check").as_deref(), Some("yes"));
+}
+
+#[tokio::test]
+async fn server_error_fails_and_counts_its_code() {
+    let addr =
+        canned_server(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n").await;
+    let s = settings(&url_of(addr, "/"));
+    let mut probe = HttpProbe::new(s.clone()).unwrap();
+    let mut r = Registry::new();
+    let report = probe.run(&mut r).await;
+    probe.run(&mut r).await;
+
+    assert!(!report.success);
+    assert_eq!(report.status, "500");
+    assert!(report.reason.as_deref().is_some_and(|m| m.contains("500")));
+    assert_eq!(gauge(&r, &s, "probe_success"), Some(0.0));
+    assert_eq!(gauge(&r, &s, "probe_http_status_code"), Some(500.0));
+    assert_eq!(requests(&r, &s, "500", "none"), Some(2.0));
+    // A complete response, whatever its status, is a latency observation.
+    assert_eq!(latency_count(&r), Some(2.0));
+}
+
+#[tokio::test]
+async fn valid_status_codes_decide_success() {
+    let addr = canned_server(b"HTTP/1.1 503 Unavailable\r\nContent-Length: 0\r\n\r\n").await;
+    let mut s = settings(&url_of(addr, "/"));
+    s.valid_status_codes = vec![200];
+    let (report, _) = run(&s).await;
+    assert_eq!(
+        report.reason.as_deref(),
+        Some("status 503 not in valid_status_codes [200]")
+    );
+    s.valid_status_codes = vec![503];
+    let (report, _) = run(&s).await;
+    assert!(report.success, "{report:?}");
+}
+
+#[tokio::test]
+async fn refused_connection_is_a_connect_error() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let s = settings(&url_of(addr, "/"));
+    let (report, r) = run(&s).await;
+
+    assert!(!report.success);
+    assert_eq!(report.status, "connect");
+    assert_eq!(
+        report.reason,
+        Some(format!(
+            "connect to {addr} refused: is the service listening?"
+        ))
+    );
+    assert_eq!(detail(&report, "failed_phase"), Some("connect"));
+    assert_eq!(gauge(&r, &s, "probe_http_status_code"), Some(0.0));
+    assert_eq!(gauge(&r, &s, "probe_ip_protocol"), Some(4.0));
+    for phase in ["resolve", "connect", "tls", "processing", "transfer"] {
+        assert!(phase_gauge(&r, &s, phase).is_some(), "{phase}");
+    }
+    assert_eq!(phase_gauge(&r, &s, "processing"), Some(0.0));
+    assert_eq!(requests(&r, &s, "none", "connect"), Some(1.0));
+    assert_eq!(latency_count(&r), None);
+}
+
+#[tokio::test]
+async fn slow_first_byte_times_out_in_processing() {
+    let addr = serve(|s| silent(s, b"")).await;
+    let mut s = settings(&url_of(addr, "/slow"));
+    s.timeout = Duration::from_millis(300);
+    let (report, r) = run(&s).await;
+
+    assert_eq!(report.status, "timeout");
+    assert_eq!(detail(&report, "failed_phase"), Some("processing"));
+    assert!(report
+        .reason
+        .as_deref()
+        .is_some_and(|m| m.contains("waiting for the response headers")));
+    assert_eq!(requests(&r, &s, "none", "timeout"), Some(1.0));
+    assert_eq!(phase_gauge(&r, &s, "transfer"), Some(0.0));
+}
+
+#[tokio::test]
+async fn endless_body_is_body_too_large() {
+    let addr = serve(|mut s: TcpStream| async move {
+        let _ = read_request(&mut s).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .await;
+        let chunk = format!("4000\r\n{}\r\n", "x".repeat(0x4000));
+        while s.write_all(chunk.as_bytes()).await.is_ok() {}
+    })
+    .await;
+    let s = settings(&url_of(addr, "/stream"));
+    let (report, r) = run(&s).await;
+
+    assert_eq!(report.status, "body_too_large", "{report:?}");
+    assert_eq!(detail(&report, "failed_phase"), Some("transfer"));
+    assert_eq!(gauge(&r, &s, "probe_http_status_code"), Some(200.0));
+    assert_eq!(gauge(&r, &s, "probe_http_content_length"), Some(-1.0));
+    assert_eq!(requests(&r, &s, "200", "body_too_large"), Some(1.0));
+    assert_eq!(latency_count(&r), None);
+}
+
+#[tokio::test]
+async fn declared_oversized_body_fails_before_reading_it() {
+    // The body never comes: only the declared length can end this run before the timeout.
+    let addr = serve(|s| silent(s, b"HTTP/1.1 200 OK\r\nContent-Length: 2000000000\r\n\r\n")).await;
+    let s = settings(&url_of(addr, "/big"));
+    let (report, r) = run(&s).await;
+    assert_eq!(report.status, "body_too_large", "{report:?}");
+    assert_eq!(
+        gauge(&r, &s, "probe_http_uncompressed_body_length"),
+        Some(0.0)
+    );
+}
+
+#[tokio::test]
+async fn redirect_is_followed_and_counted() {
+    let (tx, mut seen) = mpsc::unbounded_channel();
+    let addr = serve(move |mut s: TcpStream| {
+        let tx = tx.clone();
+        async move {
+            let req = read_request(&mut s).await;
+            let response: &[u8] = if req.request_line().starts_with("GET /start ") {
+                b"HTTP/1.1 302 Found\r\nLocation: final?from=start\r\nContent-Length: 0\r\n\r\n"
+            } else {
+                OK
+            };
+            let _ = tx.send(req);
+            let _ = s.write_all(response).await;
+        }
+    })
+    .await;
+    let s = settings(&url_of(addr, "/start"));
+    let (report, r) = run(&s).await;
+
+    assert!(report.success, "{report:?}");
+    assert_eq!(gauge(&r, &s, "probe_http_redirects"), Some(1.0));
+    assert_eq!(gauge(&r, &s, "probe_http_status_code"), Some(200.0));
+    assert_eq!(
+        detail(&report, "final_url"),
+        Some(url_of(addr, "/final?from=start").as_str())
+    );
+    assert_eq!(
+        seen.recv().await.unwrap().request_line(),
+        "GET /start HTTP/1.1"
+    );
+    assert_eq!(
+        seen.recv().await.unwrap().request_line(),
+        "GET /final?from=start HTTP/1.1"
+    );
+}
+
+#[tokio::test]
+async fn endless_redirects_are_a_redirect_loop() {
+    let addr =
+        canned_server(b"HTTP/1.1 302 Found\r\nLocation: /again\r\nContent-Length: 0\r\n\r\n").await;
+    let s = settings(&url_of(addr, "/"));
+    let (report, r) = run(&s).await;
+    assert_eq!(report.status, "redirect_loop", "{report:?}");
+    assert_eq!(gauge(&r, &s, "probe_http_redirects"), Some(10.0));
+}
+
+#[tokio::test]
+async fn redirects_are_reported_not_followed_when_disabled() {
+    let addr =
+        canned_server(b"HTTP/1.1 302 Found\r\nLocation: /next\r\nContent-Length: 0\r\n\r\n").await;
+    let mut s = settings(&url_of(addr, "/"));
+    s.follow_redirects = false;
+    let (report, r) = run(&s).await;
+    assert_eq!(report.status, "302");
+    assert!(!report.success);
+    assert_eq!(gauge(&r, &s, "probe_http_redirects"), Some(0.0));
+}
+
+#[tokio::test]
+async fn ipv6_target_reports_ip_protocol_6() {
+    let Ok(listener) = TcpListener::bind("[::1]:0").await else {
+        // No IPv6 loopback on this machine: nothing to test.
+        return;
+    };
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(canned(stream, OK, None));
+        }
+    });
+    let s = settings(&format!("http://[::1]:{}/", addr.port()));
+    let (report, r) = run(&s).await;
+    assert!(report.success, "{report:?}");
+    assert_eq!(gauge(&r, &s, "probe_ip_protocol"), Some(6.0));
+}
+
+#[tokio::test]
+async fn garbage_response_is_an_http_error() {
+    let addr = canned_server(b"SSH-2.0-OpenSSH_9.6\r\n\r\n").await;
+    let s = settings(&url_of(addr, "/"));
+    let (report, r) = run(&s).await;
+    assert_eq!(report.status, "http", "{report:?}");
+    assert_eq!(requests(&r, &s, "none", "http"), Some(1.0));
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTPS
+
+struct TestCert {
+    der: CertificateDer<'static>,
+    key: PrivateKeyDer<'static>,
+    pem: String,
+    not_after: i64,
+}
+
+fn test_cert(common_name: &str) -> TestCert {
+    let mut params =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, common_name);
+    params.not_after = rcgen::date_time_ymd(2031, 5, 17);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    TestCert {
+        der: cert.der().clone(),
+        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        pem: cert.pem(),
+        not_after: params.not_after.unix_timestamp(),
+    }
+}
+
+/// A TLS server answering every request with `response`.
+async fn tls_server(cert: &TestCert, response: &'static [u8]) -> SocketAddr {
+    let config = rustls::ServerConfig::builder_with_provider(pushprobe::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der.clone()], cert.key.clone_key())
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    serve(move |tcp| {
+        let acceptor = acceptor.clone();
+        async move {
+            if let Ok(tls) = acceptor.accept(tcp).await {
+                canned(tls, response, None).await;
+            }
+        }
+    })
+    .await
+}
+
+fn ca_file(cert: &TestCert) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut f, cert.pem.as_bytes()).unwrap();
+    f
+}
+
+#[tokio::test]
+async fn https_with_ca_file_records_certificate_expiry() {
+    let cert = test_cert("pushprobe test server");
+    let addr = tls_server(&cert, OK).await;
+    let ca = ca_file(&cert);
+    let mut s = settings(&format!("https://{addr}/"));
+    s.tls.ca_file = Some(ca.path().to_path_buf());
+    let (report, r) = run(&s).await;
+
+    assert!(report.success, "{report:?}");
+    assert_eq!(gauge(&r, &s, "probe_http_ssl"), Some(1.0));
+    assert_eq!(
+        gauge(&r, &s, "probe_ssl_earliest_cert_expiry"),
+        Some(cert.not_after as f64)
+    );
+    assert_eq!(
+        r.value(
+            "probe_tls_version_info",
+            &labels(&s, &[("version", "TLS 1.3")])
+        ),
+        Some(1.0)
+    );
+    assert!(phase_gauge(&r, &s, "tls").is_some());
+    assert_eq!(
+        detail(&report, "cert_not_after"),
+        Some("2031-05-17T00:00:00Z")
+    );
+}
+
+#[tokio::test]
+async fn https_by_name_uses_the_name_for_verification() {
+    let cert = test_cert("pushprobe test server");
+    let addr = tls_server(&cert, OK).await;
+    let ca = ca_file(&cert);
+    let mut s = settings(&format!("https://localhost:{}/", addr.port()));
+    s.tls.ca_file = Some(ca.path().to_path_buf());
+    let (report, r) = run(&s).await;
+    assert!(report.success, "{report:?}");
+    assert_eq!(gauge(&r, &s, "probe_ip_protocol"), Some(4.0));
+}
+
+#[tokio::test]
+async fn https_without_the_ca_is_a_tls_error() {
+    let cert = test_cert("pushprobe test server");
+    let addr = tls_server(&cert, OK).await;
+    let mut s = settings(&format!("https://{addr}/"));
+    // An empty CA file would be refused at start; trust an unrelated CA instead, so the
+    // result does not depend on this machine's system certificates.
+    let other = ca_file(&test_cert("unrelated CA"));
+    s.tls.ca_file = Some(other.path().to_path_buf());
+    let (report, r) = run(&s).await;
+
+    assert!(!report.success);
+    assert_eq!(report.status, "tls", "{report:?}");
+    assert!(
+        report
+            .reason
+            .as_deref()
+            .is_some_and(|m| m.contains("tls.ca_file")),
+        "{report:?}"
+    );
+    assert_eq!(gauge(&r, &s, "probe_http_ssl"), Some(0.0));
+    assert_eq!(gauge(&r, &s, "probe_ssl_earliest_cert_expiry"), None);
+    assert_eq!(requests(&r, &s, "none", "tls"), Some(1.0));
+}
+
+#[tokio::test]
+async fn https_name_mismatch_points_at_server_name() {
+    let cert = test_cert("pushprobe test server");
+    let addr = tls_server(&cert, OK).await;
+    let ca = ca_file(&cert);
+    let mut s = settings(&format!("https://{addr}/"));
+    s.tls.ca_file = Some(ca.path().to_path_buf());
+    s.tls.server_name = Some("other.example".into());
+    let (report, _) = run(&s).await;
+    assert_eq!(report.status, "tls");
+    let reason = report.reason.unwrap_or_default();
+    assert!(
+        reason.starts_with("TLS handshake with other.example:")
+            && reason.contains("tls.server_name"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn https_with_system_roots_refuses_a_self_signed_certificate() {
+    let cert = test_cert("pushprobe test server");
+    let addr = tls_server(&cert, OK).await;
+    let s = settings(&format!("https://{addr}/"));
+    let (report, r) = run(&s).await;
+    assert_eq!(report.status, "tls", "{report:?}");
+    assert_eq!(gauge(&r, &s, "probe_success"), Some(0.0));
+}
+
+#[tokio::test]
+async fn tls_series_disappear_when_a_run_has_no_tls_facts() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let cert = test_cert("pushprobe test server");
+    let config = rustls::ServerConfig::builder_with_provider(pushprobe::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der.clone()], cert.key.clone_key())
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let broken = Arc::new(AtomicBool::new(false));
+    let flag = broken.clone();
+    let addr = serve(move |tcp| {
+        let acceptor = acceptor.clone();
+        let broken = flag.load(Ordering::SeqCst);
+        async move {
+            if broken {
+                return;
+            }
+            if let Ok(tls) = acceptor.accept(tcp).await {
+                canned(tls, OK, None).await;
+            }
+        }
+    })
+    .await;
+    let ca = ca_file(&cert);
+    let mut s = settings(&format!("https://{addr}/"));
+    s.tls.ca_file = Some(ca.path().to_path_buf());
+    let mut probe = HttpProbe::new(s.clone()).unwrap();
+    let mut r = Registry::new();
+    let version = labels(&s, &[("version", "TLS 1.3")]);
+
+    assert!(probe.run(&mut r).await.success);
+    assert!(gauge(&r, &s, "probe_ssl_earliest_cert_expiry").is_some());
+    assert_eq!(r.value("probe_tls_version_info", &version), Some(1.0));
+
+    broken.store(true, Ordering::SeqCst);
+    let report = probe.run(&mut r).await;
+    assert_eq!(report.status, "tls", "{report:?}");
+    assert_eq!(gauge(&r, &s, "probe_ssl_earliest_cert_expiry"), None);
+    assert_eq!(r.value("probe_tls_version_info", &version), None);
+    assert_eq!(requests(&r, &s, "200", "none"), Some(1.0));
+    assert_eq!(requests(&r, &s, "none", "tls"), Some(1.0));
+}
+
+#[tokio::test]
+async fn stalled_handshake_times_out_in_tls() {
+    // Accepts TCP but never speaks TLS.
+    let addr = serve(|s: TcpStream| async move {
+        let _keep = s;
+        std::future::pending::<()>().await;
+    })
+    .await;
+    let mut s = settings(&format!("https://{addr}/"));
+    s.timeout = Duration::from_millis(300);
+    let (report, _) = run(&s).await;
+    assert_eq!(report.status, "timeout");
+    assert_eq!(detail(&report, "failed_phase"), Some("tls"));
+}
+
+// ---------------------------------------------------------------------------------------
+// The client on its own (as the OpenAI probe uses it)
+
+fn client() -> ProbeClient {
+    ProbeClient::new(&TlsConfig::default()).unwrap()
+}
+
+#[tokio::test]
+async fn client_streams_chunks_as_they_arrive() {
+    let (go_tx, go_rx) = mpsc::unbounded_channel::<()>();
+    let go_rx = Arc::new(tokio::sync::Mutex::new(go_rx));
+    let addr = serve(move |mut s: TcpStream| {
+        let go_rx = go_rx.clone();
+        async move {
+            let _ = read_request(&mut s).await;
+            let _ = s
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+                )
+                .await;
+            let _ = s.write_all(b"9\r\ndata: a\n\n\r\n").await;
+            let _ = s.flush().await;
+            // The second event is only sent once the client has read the first.
+            let _ = go_rx.lock().await.recv().await;
+            let _ = s.write_all(b"9\r\ndata: b\n\n\r\n0\r\n\r\n").await;
+        }
+    })
+    .await;
+    let req = Request::new(
+        Method::GET,
+        Url::parse(&url_of(addr, "/events")).unwrap(),
+        Duration::from_secs(5),
+    );
+    let mut trace = Trace::default();
+    let mut resp = client().send(&req, &mut trace).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(trace.time_to_first_byte().is_some());
+    assert!(trace.first_chunk_at.is_none());
+
+    let first = resp.chunk(&mut trace).await.unwrap().unwrap();
+    assert_eq!(&first[..], b"data: a\n\n");
+    let first_chunk_at = trace.first_chunk_at.unwrap();
+    assert!(trace.headers_at.unwrap() <= first_chunk_at);
+    go_tx.send(()).unwrap();
+
+    let rest = resp.read_to_end(&mut trace).await.unwrap();
+    assert_eq!(&rest[..], b"data: b\n\n");
+    assert_eq!(trace.first_chunk_at, Some(first_chunk_at));
+    assert!(trace.finished_at.unwrap() >= first_chunk_at);
+    assert_eq!(trace.body_bytes, 18);
+    assert_eq!(resp.chunk(&mut trace).await.unwrap(), None);
+    assert_eq!(
+        trace.entered,
+        [
+            Phase::Resolve,
+            Phase::Connect,
+            Phase::Processing,
+            Phase::Transfer
+        ]
+    );
+}
+
+#[tokio::test]
+async fn client_posts_a_json_body() {
+    let (tx, mut seen) = mpsc::unbounded_channel();
+    let addr = serve(move |s| canned(s, OK, Some(tx.clone()))).await;
+    let mut req = Request::new(
+        Method::POST,
+        Url::parse(&url_of(addr, "/v1/chat/completions")).unwrap(),
+        Duration::from_secs(5),
+    );
+    req.headers = vec![
+        ("content-type".into(), "application/json".into()),
+        ("authorization".into(), "Bearer sk-test".into()),
+    ];
+    req.body = Some(bytes::Bytes::from_static(br#"{"model":"m"}"#));
+    let mut trace = Trace::default();
+    let mut resp = client().send(&req, &mut trace).await.unwrap();
+    assert_eq!(&resp.read_to_end(&mut trace).await.unwrap()[..], b"hello");
+
+    let got = seen.recv().await.unwrap();
+    assert_eq!(got.request_line(), "POST /v1/chat/completions HTTP/1.1");
+    assert_eq!(got.header("content-length").as_deref(), Some("13"));
+    assert_eq!(
+        got.header("content-type").as_deref(),
+        Some("application/json")
+    );
+    assert_eq!(got.body, br#"{"model":"m"}"#);
+}
+
+#[tokio::test]
+async fn client_body_limit_is_configurable() {
+    let addr = canned_server(OK).await;
+    let mut req = Request::new(
+        Method::GET,
+        Url::parse(&url_of(addr, "/")).unwrap(),
+        Duration::from_secs(5),
+    );
+    req.body_limit = 4;
+    let mut trace = Trace::default();
+    let mut resp = client().send(&req, &mut trace).await.unwrap();
+    let err = resp.discard(&mut trace).await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::BodyTooLarge { limit: 4 }),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn client_stalled_body_times_out_in_transfer() {
+    let addr = serve(|s| silent(s, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")).await;
+    let req = Request::new(
+        Method::GET,
+        Url::parse(&url_of(addr, "/")).unwrap(),
+        Duration::from_millis(300),
+    );
+    let mut trace = Trace::default();
+    let mut resp = client().send(&req, &mut trace).await.unwrap();
+    let err = resp.discard(&mut trace).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Timeout {
+                phase: Phase::Transfer,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(trace.body_bytes, 7);
+}
+
+#[tokio::test]
+async fn redirect_303_turns_post_into_get_and_drops_credentials_across_hosts() {
+    let (tx, mut seen) = mpsc::unbounded_channel();
+    let addr = serve(move |mut s: TcpStream| {
+        let tx = tx.clone();
+        async move {
+            let req = read_request(&mut s).await;
+            let port = s.local_addr().unwrap().port();
+            let response = if req.request_line().starts_with("POST /submit ") {
+                // A different host name for the same server.
+                format!(
+                    "HTTP/1.1 303 See Other\r\nLocation: http://localhost:{port}/result\r\nContent-Length: 0\r\n\r\n"
+                )
+            } else {
+                String::from_utf8_lossy(OK).into_owned()
+            };
+            let _ = tx.send(req);
+            let _ = s.write_all(response.as_bytes()).await;
+        }
+    })
+    .await;
+    let mut req = Request::new(
+        Method::POST,
+        Url::parse(&url_of(addr, "/submit")).unwrap(),
+        Duration::from_secs(5),
+    );
+    req.headers = vec![
+        ("authorization".into(), "Bearer secret".into()),
+        ("x-trace".into(), "1".into()),
+    ];
+    req.body = Some(bytes::Bytes::from_static(b"form"));
+    let mut trace = Trace::default();
+    let resp = client().send(&req, &mut trace).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(trace.redirects, 1);
+    assert_eq!(
+        trace
+            .entered
+            .iter()
+            .filter(|p| **p == Phase::Resolve)
+            .count(),
+        2
+    );
+
+    let first = seen.recv().await.unwrap();
+    assert_eq!(
+        first.header("authorization").as_deref(),
+        Some("Bearer secret")
+    );
+    let second = seen.recv().await.unwrap();
+    assert_eq!(second.request_line(), "GET /result HTTP/1.1");
+    assert_eq!(second.header("authorization"), None);
+    assert_eq!(second.header("content-length"), None);
+    assert_eq!(second.header("x-trace").as_deref(), Some("1"));
+    assert_eq!(
+        second.header("host"),
+        Some(format!("localhost:{}", addr.port()))
+    );
+}
