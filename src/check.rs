@@ -28,14 +28,22 @@ pub fn format_latency(d: std::time::Duration) -> String {
     }
 }
 
-/// The details column: `name=value` pairs (tokens, cost, …) separated by spaces.
+/// Whether a detail belongs in the table: token counts, cost and spend (AI checks). Other
+/// details (phase timings, addresses) would drown the reason; the JSON output has them all.
+pub fn is_table_detail(key: &str) -> bool {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    last == "tokens" || last.starts_with("cost") || last.starts_with("spend")
+}
+
+/// The details column: `name=value` pairs of the table details, separated by `; `.
 fn details(report: &ProbeReport) -> String {
     report
         .details
         .iter()
+        .filter(|(k, _)| is_table_detail(k))
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
-        .join(" ")
+        .join("; ")
 }
 
 fn width(s: &str) -> usize {
@@ -174,8 +182,9 @@ mod tests {
                     status: "200".into(),
                     reason: None,
                     details: vec![
-                        ("tokens".into(), "27".into()),
-                        ("cost_usd".into(), "0.000041".into()),
+                        ("chat.ttft".into(), "0.301s".into()),
+                        ("chat.tokens".into(), "input 20, output 7".into()),
+                        ("chat.cost".into(), "$0.000041".into()),
                     ],
                 },
             ),
@@ -197,8 +206,8 @@ mod tests {
         assert_eq!(
             render_table(&reports(), false),
             "✓ api          200       42 ms\n\
-             ✓ openai-chat  200      813 ms  tokens=27 cost_usd=0.000041\n\
-             ✗ db           connect  3.2 ms                               connection refused\n\
+             ✓ openai-chat  200      813 ms  chat.tokens=input 20, output 7; chat.cost=$0.000041\n\
+             ✗ db           connect  3.2 ms                                                       connection refused\n\
              1 of 3 probes failed\n"
         );
     }
@@ -227,9 +236,22 @@ mod tests {
         assert_eq!(v["delivered"], serde_json::Value::Null);
         assert_eq!(v["probes"][1]["name"], "openai-chat");
         assert_eq!(v["probes"][1]["latency_ms"], 812.6);
-        assert_eq!(v["probes"][1]["details"]["tokens"], "27");
+        assert_eq!(
+            v["probes"][1]["details"]["chat.tokens"],
+            "input 20, output 7"
+        );
+        assert_eq!(v["probes"][1]["details"]["chat.ttft"], "0.301s");
         assert_eq!(v["probes"][2]["reason"], "connection refused");
         assert_eq!(v["probes"][0]["reason"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn only_token_cost_and_spend_details_go_in_the_table() {
+        assert!(is_table_detail("chat.tokens"));
+        assert!(is_table_detail("chat.cost"));
+        assert!(is_table_detail("spend_today"));
+        assert!(!is_table_detail("chat.tokens_per_second"));
+        assert!(!is_table_detail("time_to_first_byte"));
     }
 
     #[test]
