@@ -216,7 +216,7 @@ fn run_command(cli: &Cli) -> u8 {
             return EXIT_INTERNAL;
         }
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         let agent = match Agent::new(settings) {
             Ok(a) => a,
             Err(e) => {
@@ -260,7 +260,15 @@ fn run_command(cli: &Cli) -> u8 {
         signals.abort();
         let _ = signals.await;
         code
-    })
+    });
+    finish(runtime);
+    code
+}
+
+/// Shuts the runtime down without waiting: everything pushprobe started has been awaited by
+/// now, and a DNS lookup stuck in the blocking pool must not hold the exit past the deadline.
+fn finish(runtime: tokio::runtime::Runtime) {
+    runtime.shutdown_background();
 }
 
 /// `once`'s exit code: delivery failure first, then probe failure.
@@ -299,7 +307,7 @@ fn exec_command(mut settings: Settings, job: Option<&str>, command: &[OsString])
             return EXIT_INTERNAL;
         }
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         let mut signals = match exec::Signals::install() {
             Ok(s) => s,
             Err(e) => {
@@ -360,7 +368,9 @@ fn exec_command(mut settings: Settings, job: Option<&str>, command: &[OsString])
             );
         }
         outcome.exit_code
-    })
+    });
+    finish(runtime);
+    code
 }
 
 fn print_effective_config(settings: &Settings) -> u8 {

@@ -58,8 +58,8 @@ pub enum PushError {
         path: String,
         /// The status code.
         status: u16,
-        /// `Retry-After`, when the gateway (or a proxy in front of it) gave one.
-        retry_after: Option<Duration>,
+        /// The `Retry-After` header, when the gateway (or a proxy in front of it) sent one.
+        retry_after: Option<String>,
         /// The start of the response body (the gateway explains refusals there).
         body: String,
     },
@@ -367,8 +367,7 @@ impl PushgatewaySink {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .map(str::to_string);
         let body = response.text().await.unwrap_or_default();
         Err(PushError::Status {
             gateway: self.settings.name.clone(),
