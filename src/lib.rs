@@ -4,6 +4,7 @@
 //! The data's path, one module per stage:
 //! - [`config`]: the TOML schema and its validation into runtime settings.
 //! - [`probe`]: one file per probe kind; each run records measurements into a registry.
+//! - [`pricing`]: model prices and the cost of a probe's tokens (pure).
 //! - [`series`]: label sets, samples, and the registry that turns measurements into samples.
 //! - [`queue`]: the bounded buffer between probes and each receiver.
 //! - [`remote_write`]: encoding (pure), retry decisions (pure) and the HTTP sender.
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod exec;
+pub mod pricing;
 pub mod probe;
 pub mod pushgateway;
 pub mod queue;

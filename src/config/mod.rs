@@ -5,6 +5,7 @@
 //! Every validation error names the key path (`probe[2].interval`) and the file it came from.
 
 pub mod duration;
+pub mod openai;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 pub use duration::{parse_duration, ConfigDuration};
+pub use openai::{ModelPriceConfig, OpenAiProbeConfig, OpenAiProbeSettings};
 
 use crate::secret::Secret;
 use crate::series::is_valid_label_name;
@@ -72,6 +74,9 @@ pub struct ConfigFile {
     /// Pushgateways; each receives the latest results as one group.
     #[serde(default)]
     pub pushgateway: Vec<PushgatewayConfig>,
+    /// Model prices for AI probes, by model name: `[pricing."deepseek-v3.2"]`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pricing: BTreeMap<String, ModelPriceConfig>,
 }
 
 /// Agent-wide settings.
@@ -255,6 +260,8 @@ fn default_true() -> bool {
 pub enum ProbeConfig {
     /// An HTTP(S) request checked for status and timed by phase.
     Http(HttpProbeConfig),
+    /// An OpenAI-compatible API: model list, chat and streamed chat.
+    Openai(OpenAiProbeConfig),
 }
 
 impl ProbeConfig {
@@ -262,6 +269,7 @@ impl ProbeConfig {
     pub fn name(&self) -> &str {
         match self {
             ProbeConfig::Http(p) => &p.name,
+            ProbeConfig::Openai(p) => &p.name,
         }
     }
 }
@@ -447,6 +455,8 @@ pub struct PushgatewaySettings {
 pub enum ProbeSettings {
     /// HTTP probe.
     Http(HttpProbeSettings),
+    /// OpenAI-compatible API probe.
+    Openai(OpenAiProbeSettings),
 }
 
 impl ProbeSettings {
@@ -454,6 +464,7 @@ impl ProbeSettings {
     pub fn name(&self) -> &str {
         match self {
             ProbeSettings::Http(p) => &p.name,
+            ProbeSettings::Openai(p) => &p.name,
         }
     }
 
@@ -461,6 +472,7 @@ impl ProbeSettings {
     pub fn interval(&self) -> Duration {
         match self {
             ProbeSettings::Http(p) => p.interval,
+            ProbeSettings::Openai(p) => p.interval,
         }
     }
 
@@ -468,6 +480,7 @@ impl ProbeSettings {
     pub fn timeout(&self) -> Duration {
         match self {
             ProbeSettings::Http(p) => p.timeout,
+            ProbeSettings::Openai(p) => p.timeout,
         }
     }
 }
@@ -759,6 +772,7 @@ impl ConfigFile {
             });
         }
 
+        let pricing = openai::validate_pricing(&mut c, &self.pricing);
         let mut probes = Vec::new();
         let mut probe_names = std::collections::HashSet::new();
         for (i, p) in self.probe.iter().enumerate() {
@@ -775,6 +789,11 @@ impl ConfigFile {
                 ProbeConfig::Http(h) => {
                     if let Some(s) = validate_http_probe(&mut c, &key, h) {
                         probes.push(ProbeSettings::Http(s));
+                    }
+                }
+                ProbeConfig::Openai(o) => {
+                    if let Some(s) = openai::validate_openai_probe(&mut c, &key, o, &pricing) {
+                        probes.push(ProbeSettings::Openai(s));
                     }
                 }
             }

@@ -5,6 +5,7 @@
 pub mod cert;
 pub mod client;
 pub mod http;
+pub mod openai;
 
 use std::time::Duration;
 
@@ -41,9 +42,14 @@ pub enum ProbeError {
 }
 
 /// A runnable probe of any kind.
+// Probes are built once per configuration and live as long as the agent: variant sizes
+// cost nothing worth boxing for, and would otherwise shift as each kind grows.
+#[allow(clippy::large_enum_variant)]
 pub enum Probe {
     /// HTTP(S) probe.
     Http(http::HttpProbe),
+    /// OpenAI-compatible API probe.
+    Openai(openai::OpenAiProbe),
 }
 
 impl Probe {
@@ -51,6 +57,7 @@ impl Probe {
     pub fn new(settings: &ProbeSettings) -> Result<Probe, ProbeError> {
         match settings {
             ProbeSettings::Http(s) => Ok(Probe::Http(http::HttpProbe::new(s.clone())?)),
+            ProbeSettings::Openai(s) => Ok(Probe::Openai(openai::OpenAiProbe::new(s.clone())?)),
         }
     }
 
@@ -58,6 +65,7 @@ impl Probe {
     pub fn name(&self) -> &str {
         match self {
             Probe::Http(p) => p.name(),
+            Probe::Openai(p) => p.name(),
         }
     }
 
@@ -66,6 +74,7 @@ impl Probe {
     pub async fn run(&mut self, registry: &mut Registry) -> ProbeReport {
         match self {
             Probe::Http(p) => p.run(registry).await,
+            Probe::Openai(p) => p.run(registry).await,
         }
     }
 }

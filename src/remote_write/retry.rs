@@ -1,1 +1,405 @@
-//! Retry decisions and backoff schedule (being written).
+//! What a write response means and how long to wait before trying again: pure functions of
+//! the outcome, the `Retry-After` header, the attempt number, the current time and a jitter
+//! draw, so that every rule is tested without a network or a clock.
+//!
+//! The rules follow the remote-write 1.0 specification and Prometheus: 2xx is delivered;
+//! 5xx, 429 (rate limited), 408 (request timeout) and transport errors are retried with the
+//! same body; every other status is a permanent refusal of the batch, which is dropped —
+//! retrying a request the receiver will always refuse would block the queue forever.
+//!
+//! The backoff schedule is computed here rather than with the `backoff` crate: that crate is
+//! unmaintained (RUSTSEC-2025-0012), draws its jitter from a global RNG that tests cannot
+//! control, and reads the clock itself; the schedule is a few lines of arithmetic.
+
+use std::time::{Duration, SystemTime};
+
+/// Longest `Retry-After` honoured when `max_backoff` is shorter: a receiver asking for more
+/// than five minutes is more likely misconfigured than overloaded, and waiting longer would
+/// let the queue overflow silently.
+pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(5 * 60);
+
+/// Why retry parameters were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RetryError {
+    /// `min_backoff` is zero.
+    #[error("min_backoff must be > 0")]
+    ZeroMinBackoff,
+    /// `min_backoff` exceeds `max_backoff`.
+    #[error("min_backoff ({min:?}) must not exceed max_backoff ({max:?})")]
+    MinAboveMax {
+        /// The minimum given.
+        min: Duration,
+        /// The maximum given.
+        max: Duration,
+    },
+}
+
+/// How one write attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The receiver answered with this HTTP status.
+    Status(u16),
+    /// No answer: connection refused or reset, TLS failure, timeout.
+    Transport,
+}
+
+/// Why a batch is given up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The receiver refused it with a status that retrying cannot change.
+    Rejected {
+        /// The HTTP status.
+        status: u16,
+    },
+}
+
+impl DropReason {
+    /// Value of the `reason` label on the dropped-samples counter.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            DropReason::Rejected { .. } => "rejected",
+        }
+    }
+}
+
+/// What to do with a batch after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Delivered: release it.
+    Done,
+    /// Send the same bytes again after waiting `after`.
+    Retry {
+        /// How long to wait first.
+        after: Duration,
+    },
+    /// Give it up: release it without delivery.
+    Drop {
+        /// Why.
+        reason: DropReason,
+    },
+}
+
+/// Tells whether a status is worth retrying: 5xx, 429 and 408.
+pub fn is_retryable_status(status: u16) -> bool {
+    matches!(status, 408 | 429 | 500..=599)
+}
+
+/// Capped exponential backoff with jitter: attempt `n` waits about `min · 2ⁿ`, at most `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    /// Builds a schedule from `min` to `max`, both > 0 and `min ≤ max`.
+    pub fn new(min: Duration, max: Duration) -> Result<Self, RetryError> {
+        if min.is_zero() {
+            return Err(RetryError::ZeroMinBackoff);
+        }
+        if min > max {
+            return Err(RetryError::MinAboveMax { min, max });
+        }
+        Ok(Backoff { min, max })
+    }
+
+    /// The shortest delay.
+    pub fn min(&self) -> Duration {
+        self.min
+    }
+
+    /// The longest delay.
+    pub fn max(&self) -> Duration {
+        self.max
+    }
+
+    /// Delay before the retry that follows failed attempt `attempt` (0 for the first failure),
+    /// before jitter: `min · 2^attempt`, capped at `max`.
+    pub fn base(&self, attempt: u32) -> Duration {
+        let factor = 1u32.checked_shl(attempt).unwrap_or(u32::MAX);
+        self.min.saturating_mul(factor).min(self.max)
+    }
+
+    /// Delay after failed attempt `attempt`, with `jitter` (a uniform draw in `[0, 1)`)
+    /// spreading it over the upper half of the base delay, never below `min`.
+    ///
+    /// Half-range ("equal") jitter keeps the schedule growing while still spreading senders
+    /// that failed together, so they do not hit a recovering receiver in lock-step.
+    pub fn delay(&self, attempt: u32, jitter: f64) -> Duration {
+        let jitter = if jitter.is_finite() {
+            jitter.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let base = self.base(attempt);
+        let half = base / 2;
+        (half + half.mul_f64(jitter)).max(self.min)
+    }
+}
+
+/// Decides what follows each write attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    backoff: Backoff,
+    retry_after_cap: Duration,
+}
+
+impl RetryPolicy {
+    /// Builds a policy retrying between `min_backoff` and `max_backoff`; `Retry-After` is
+    /// honoured up to the larger of `max_backoff` and [`RETRY_AFTER_CAP`].
+    pub fn new(min_backoff: Duration, max_backoff: Duration) -> Result<Self, RetryError> {
+        let backoff = Backoff::new(min_backoff, max_backoff)?;
+        Ok(RetryPolicy {
+            backoff,
+            retry_after_cap: max_backoff.max(RETRY_AFTER_CAP),
+        })
+    }
+
+    /// The backoff schedule.
+    pub fn backoff(&self) -> Backoff {
+        self.backoff
+    }
+
+    /// The longest `Retry-After` honoured.
+    pub fn retry_after_cap(&self) -> Duration {
+        self.retry_after_cap
+    }
+
+    /// Decides after failed-or-not attempt `attempt` (0 for the first) that ended in
+    /// `outcome`, with the response's `Retry-After` header if any.
+    ///
+    /// A usable `Retry-After` replaces the backoff delay (the receiver knows its load best),
+    /// kept within `[min_backoff, cap]`; an unparsable one is ignored.
+    pub fn decide(
+        &self,
+        outcome: Outcome,
+        retry_after: Option<&str>,
+        attempt: u32,
+        now: SystemTime,
+        jitter: f64,
+    ) -> Decision {
+        match outcome {
+            Outcome::Status(s) if (200..300).contains(&s) => Decision::Done,
+            Outcome::Status(s) if is_retryable_status(s) => {
+                let after = retry_after
+                    .and_then(|v| parse_retry_after(v, now))
+                    .map(|d| d.clamp(self.backoff.min, self.retry_after_cap))
+                    .unwrap_or_else(|| self.backoff.delay(attempt, jitter));
+                Decision::Retry { after }
+            }
+            Outcome::Status(status) => Decision::Drop {
+                reason: DropReason::Rejected { status },
+            },
+            Outcome::Transport => Decision::Retry {
+                after: self.backoff.delay(attempt, jitter),
+            },
+        }
+    }
+}
+
+/// Parses a `Retry-After` value: delta-seconds or an HTTP-date (a date in the past means
+/// "now"). Returns `None` for anything else.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // More digits than fit a u64 is still "a very long time", not garbage.
+        let secs = value.parse::<u64>().unwrap_or(u64::MAX);
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy::new(30 * MS, Duration::from_secs(5)).unwrap()
+    }
+
+    fn now() -> SystemTime {
+        // Sun, 06 Nov 1994 08:49:37 GMT, the RFC 9110 example date.
+        SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777)
+    }
+
+    #[test]
+    fn statuses_map_to_decisions() {
+        let p = policy();
+        let table: &[(u16, &str)] = &[
+            (200, "done"),
+            (204, "done"),
+            (299, "done"),
+            (408, "retry"),
+            (429, "retry"),
+            (500, "retry"),
+            (502, "retry"),
+            (503, "retry"),
+            (599, "retry"),
+            (301, "drop"),
+            (307, "drop"),
+            (400, "drop"),
+            (401, "drop"),
+            (403, "drop"),
+            (404, "drop"),
+            (409, "drop"),
+            (413, "drop"),
+            (422, "drop"),
+            (600, "drop"),
+        ];
+        for &(status, want) in table {
+            let got = match p.decide(Outcome::Status(status), None, 0, now(), 0.5) {
+                Decision::Done => "done",
+                Decision::Retry { .. } => "retry",
+                Decision::Drop { reason } => {
+                    assert_eq!(reason, DropReason::Rejected { status });
+                    assert_eq!(reason.as_label(), "rejected");
+                    "drop"
+                }
+            };
+            assert_eq!(got, want, "status {status}");
+        }
+        assert!(matches!(
+            p.decide(Outcome::Transport, None, 0, now(), 0.5),
+            Decision::Retry { .. }
+        ));
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates_are_parsed() {
+        assert_eq!(parse_retry_after("1", now()), Some(Duration::from_secs(1)));
+        assert_eq!(
+            parse_retry_after(" 120 ", now()),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(parse_retry_after("0", now()), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("99999999999999999999999", now()),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now()),
+            Some(Duration::from_secs(30))
+        );
+        // The obsolete forms recipients must still accept (RFC 9110 §5.6.7).
+        assert_eq!(
+            parse_retry_after("Sunday, 06-Nov-94 08:50:07 GMT", now()),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Sun Nov  6 08:50:07 1994", now()),
+            Some(Duration::from_secs(30))
+        );
+        // A date already past means "retry now".
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now()),
+            Some(Duration::ZERO)
+        );
+        for garbage in [
+            "",
+            "soon",
+            "-1",
+            "1.5",
+            "0x10",
+            "Sun, 32 Nov 1994 08:50:07 GMT",
+        ] {
+            assert_eq!(parse_retry_after(garbage, now()), None, "{garbage:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_replaces_backoff_within_bounds() {
+        let p = policy();
+        let decide = |status, ra| p.decide(Outcome::Status(status), ra, 8, now(), 0.0);
+        assert_eq!(
+            decide(429, Some("1")),
+            Decision::Retry {
+                after: Duration::from_secs(1)
+            }
+        );
+        assert_eq!(
+            decide(503, Some("Sun, 06 Nov 1994 08:50:07 GMT")),
+            Decision::Retry {
+                after: Duration::from_secs(30)
+            }
+        );
+        // Capped, and floored at min_backoff so "0" does not spin.
+        assert_eq!(
+            decide(429, Some("86400")),
+            Decision::Retry {
+                after: RETRY_AFTER_CAP
+            }
+        );
+        assert_eq!(decide(429, Some("0")), Decision::Retry { after: 30 * MS });
+        // Garbage falls back to the schedule: attempt 8 is capped at max_backoff, jitter 0
+        // takes its lower half.
+        assert_eq!(
+            decide(429, Some("later")),
+            Decision::Retry {
+                after: Duration::from_millis(2500)
+            }
+        );
+        // A refusal stays a refusal whatever Retry-After says.
+        assert!(matches!(decide(400, Some("1")), Decision::Drop { .. }));
+    }
+
+    #[test]
+    fn retry_after_cap_follows_a_longer_max_backoff() {
+        let p = RetryPolicy::new(MS, Duration::from_secs(600)).unwrap();
+        assert_eq!(p.retry_after_cap(), Duration::from_secs(600));
+        assert_eq!(policy().retry_after_cap(), RETRY_AFTER_CAP);
+    }
+
+    #[test]
+    fn schedule_doubles_then_caps() {
+        let b = Backoff::new(30 * MS, Duration::from_secs(5)).unwrap();
+        let bases: Vec<u64> = (0..10).map(|n| b.base(n).as_millis() as u64).collect();
+        assert_eq!(bases, [30, 60, 120, 240, 480, 960, 1920, 3840, 5000, 5000]);
+        // Huge attempt numbers neither overflow nor panic.
+        assert_eq!(b.base(u32::MAX), Duration::from_secs(5));
+        assert_eq!(b.delay(u32::MAX, 0.999), b.delay(1000, 0.999));
+    }
+
+    #[test]
+    fn jitter_stays_within_min_and_max() {
+        let b = Backoff::new(30 * MS, Duration::from_secs(5)).unwrap();
+        for attempt in 0..40 {
+            let base = b.base(attempt);
+            for j in [
+                0.0,
+                0.25,
+                0.5,
+                0.999_999,
+                1.0,
+                -3.0,
+                7.0,
+                f64::NAN,
+                f64::INFINITY,
+            ] {
+                let d = b.delay(attempt, j);
+                assert!(d >= b.min() && d <= b.max(), "{attempt} {j}: {d:?}");
+                assert!(d <= base && d >= (base / 2).max(b.min()), "{attempt} {j}");
+            }
+        }
+        // The draw actually spreads the delay.
+        assert!(b.delay(5, 0.0) < b.delay(5, 0.9));
+    }
+
+    #[test]
+    fn bad_parameters_are_refused() {
+        assert_eq!(
+            Backoff::new(Duration::ZERO, Duration::from_secs(1)),
+            Err(RetryError::ZeroMinBackoff)
+        );
+        assert_eq!(
+            RetryPolicy::new(Duration::from_secs(2), Duration::from_secs(1)).map(|_| ()),
+            Err(RetryError::MinAboveMax {
+                min: Duration::from_secs(2),
+                max: Duration::from_secs(1)
+            })
+        );
+        assert!(Backoff::new(MS, MS).is_ok());
+    }
+}

@@ -1,0 +1,535 @@
+//! Schema and validation of `kind = "openai"` probes and of the top-level `[pricing]` table.
+//!
+//! The API key is never in the file: `api_key_env` names a variable, `api_key_file` a file.
+//! Both are checked here, so that `config check` says "api_key_env RELAY_API_KEY is not set",
+//! and again at every probe run, because keys are rotated while the agent runs.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{validate_buckets, Checker, ConfigDuration, TlsConfig};
+use crate::pricing::{Price, PriceTable};
+use crate::probe::openai::classify::{diagnose_key, KeyDiagnosis, KeySource};
+use crate::probe::openai::Check;
+
+/// Default prompt: short, so a probe costs a few tokens.
+pub const DEFAULT_PROMPT: &str = "ping";
+/// Default `max_tokens`: enough to see a first token and a rate, cheap enough to run often.
+pub const DEFAULT_MAX_TOKENS: u32 = 5;
+/// Default response size limit (1 MiB): a model list of thousands of entries fits.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+
+/// Request headers the probe sets itself.
+const RESERVED_AI_HEADERS: &[&str] = &[
+    "authorization",
+    "content-type",
+    "content-length",
+    "host",
+    "accept",
+];
+
+/// Label names the probe's series carry already.
+const RESERVED_AI_LABELS: &[&str] = &[
+    "probe",
+    "provider",
+    "model",
+    "check",
+    "outcome",
+    "reason",
+    "kind",
+    "phase",
+    "served_model",
+    "le",
+    "instance",
+];
+
+fn default_checks() -> Vec<Check> {
+    vec![Check::Models, Check::Chat, Check::ChatStream]
+}
+fn default_prompt() -> String {
+    DEFAULT_PROMPT.into()
+}
+fn default_max_tokens() -> u32 {
+    DEFAULT_MAX_TOKENS
+}
+fn default_ai_interval() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(60))
+}
+fn default_ai_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(30))
+}
+fn default_max_body_bytes() -> u64 {
+    DEFAULT_MAX_BODY_BYTES
+}
+
+/// A probe of an OpenAI-compatible API (OpenAI, relays, vLLM, DeepSeek, local servers).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAiProbeConfig {
+    /// Unique name; the `probe` label of its series.
+    pub name: String,
+    /// The API root, e.g. `https://api.example.com/v1`; `/models` and `/chat/completions`
+    /// are appended to its path.
+    pub base_url: String,
+    /// Name of the environment variable holding the API key.
+    pub api_key_env: Option<String>,
+    /// File holding the API key (one trailing newline removed).
+    pub api_key_file: Option<PathBuf>,
+    /// The model to ask for.
+    pub model: String,
+    /// Which checks to run, in order: `models` (free), `chat`, `chat_stream` (paid).
+    #[serde(default = "default_checks")]
+    pub checks: Vec<Check>,
+    /// The user message sent by the chat checks.
+    #[serde(default = "default_prompt")]
+    pub prompt: String,
+    /// `max_tokens` of the chat checks.
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: u32,
+    /// How often to probe.
+    #[serde(default = "default_ai_interval")]
+    pub interval: ConfigDuration,
+    /// Deadline of each check's request, all phases and the body included.
+    #[serde(default = "default_ai_timeout")]
+    pub timeout: ConfigDuration,
+    /// Dollars this probe may spend per UTC day before its paid checks pause.
+    pub max_probe_spend_per_day: Option<f64>,
+    /// Extra request headers (e.g. for a gateway).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// TLS options.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// Extra labels on this probe's series.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Latency histogram upper bounds in seconds.
+    #[serde(default)]
+    pub buckets: Option<Vec<f64>>,
+    /// Most response bytes read; a larger or endless body fails the check.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+}
+
+/// One `[pricing."MODEL"]` entry: dollars per million tokens.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPriceConfig {
+    /// Input (prompt) tokens.
+    pub input_per_mtok: f64,
+    /// Output (completion) tokens.
+    pub output_per_mtok: f64,
+    /// Cached input tokens; input price if absent.
+    pub cached_input_per_mtok: Option<f64>,
+    /// Other names of this model: literal names or globs (`*`, `?`).
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
+/// A validated OpenAI-compatible probe.
+#[derive(Debug, Clone)]
+pub struct OpenAiProbeSettings {
+    /// Name.
+    pub name: String,
+    /// API root.
+    pub base_url: reqwest::Url,
+    /// The `provider` label: the base URL's host (and port, if given).
+    pub provider: String,
+    /// Where the key comes from; read again at each run.
+    pub key: KeySource,
+    /// Model asked for.
+    pub model: String,
+    /// Checks in order, without duplicates.
+    pub checks: Vec<Check>,
+    /// The chat prompt.
+    pub prompt: String,
+    /// `max_tokens` of chat requests.
+    pub max_tokens: u32,
+    /// Period.
+    pub interval: Duration,
+    /// Deadline of each check.
+    pub timeout: Duration,
+    /// Daily spend limit in dollars.
+    pub max_probe_spend_per_day: Option<f64>,
+    /// Extra headers (names lower-cased).
+    pub headers: Vec<(String, String)>,
+    /// TLS options.
+    pub tls: TlsConfig,
+    /// Extra labels.
+    pub labels: Vec<(String, String)>,
+    /// Histogram bounds.
+    pub buckets: Arc<[f64]>,
+    /// Response size limit.
+    pub max_body_bytes: u64,
+    /// The price table shared by every probe.
+    pub pricing: Arc<PriceTable>,
+}
+
+/// Validates `[pricing]`; errors name the entry.
+pub(super) fn validate_pricing(
+    c: &mut Checker<'_>,
+    pricing: &BTreeMap<String, ModelPriceConfig>,
+) -> Arc<PriceTable> {
+    let entries = pricing.iter().map(|(name, p)| {
+        (
+            name.as_str(),
+            Price {
+                input_per_mtok: p.input_per_mtok,
+                output_per_mtok: p.output_per_mtok,
+                cached_input_per_mtok: p.cached_input_per_mtok,
+            },
+            p.aliases.as_slice(),
+        )
+    });
+    match PriceTable::new(entries) {
+        Ok(t) => Arc::new(t),
+        Err(errors) => {
+            for (entry, e) in errors {
+                c.fail(format!("pricing.{entry:?}"), e.to_string());
+            }
+            Arc::new(PriceTable::default())
+        }
+    }
+}
+
+/// The `provider` label of a base URL: host, plus the port when one is written.
+pub fn provider_label(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or("");
+    match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    }
+}
+
+/// Checks the key source, reading the variable or file as the probe will.
+fn check_key(c: &mut Checker<'_>, key: &str, o: &OpenAiProbeConfig) -> Option<KeySource> {
+    let source = match (&o.api_key_env, &o.api_key_file) {
+        (None, None) => {
+            c.fail(
+                key,
+                "set api_key_env (the name of the environment variable holding the API key) or api_key_file",
+            );
+            return None;
+        }
+        (Some(_), Some(_)) => {
+            c.fail(key, "use only one of api_key_env, api_key_file");
+            return None;
+        }
+        (Some(var), None) => {
+            if var.is_empty() || var.contains(['=', '\0']) {
+                c.fail(
+                    format!("{key}.api_key_env"),
+                    "must be the name of an environment variable",
+                );
+                return None;
+            }
+            KeySource::Env(var.clone())
+        }
+        (None, Some(path)) => KeySource::File(path.clone()),
+    };
+    let diagnosis = match &source {
+        KeySource::Env(var) => diagnose_key(Ok(std::env::var(var).ok().as_deref())),
+        KeySource::File(path) => match super::read_secret_file(path) {
+            Ok(s) => diagnose_key(Ok(Some(s.expose()))),
+            Err(e) => KeyDiagnosis::Unreadable(e),
+        },
+    };
+    if diagnosis != KeyDiagnosis::Fine {
+        let field = match source {
+            KeySource::Env(_) => "api_key_env",
+            KeySource::File(_) => "api_key_file",
+        };
+        let message = match &diagnosis {
+            // read_secret_file's message names the path already.
+            KeyDiagnosis::Unreadable(e) => e.clone(),
+            d => source.explain(d),
+        };
+        c.fail(format!("{key}.{field}"), message);
+    }
+    Some(source)
+}
+
+/// Validates one `kind = "openai"` probe.
+pub(super) fn validate_openai_probe(
+    c: &mut Checker<'_>,
+    key: &str,
+    o: &OpenAiProbeConfig,
+    pricing: &Arc<PriceTable>,
+) -> Option<OpenAiProbeSettings> {
+    let base_url = c.url(format!("{key}.base_url"), &o.base_url);
+    if let Some(u) = &base_url {
+        if !u.username().is_empty() || u.password().is_some() || u.fragment().is_some() {
+            c.fail(
+                format!("{key}.base_url"),
+                "must not hold credentials or a #fragment; the key goes in api_key_env or api_key_file",
+            );
+        }
+    }
+    let key_source = check_key(c, key, o);
+    if o.model.trim().is_empty() {
+        c.fail(format!("{key}.model"), "must name the model to probe");
+    }
+    if o.checks.is_empty() {
+        c.fail(
+            format!("{key}.checks"),
+            "list at least one of \"models\", \"chat\", \"chat_stream\"",
+        );
+    }
+    let mut checks = Vec::new();
+    for check in &o.checks {
+        if checks.contains(check) {
+            c.fail(
+                format!("{key}.checks"),
+                format!("{:?} is listed twice", check.as_str()),
+            );
+        } else {
+            checks.push(*check);
+        }
+    }
+    if o.max_tokens == 0 {
+        c.fail(format!("{key}.max_tokens"), "must be > 0");
+    }
+    if o.prompt.is_empty() && checks.iter().any(|c| c.is_paid()) {
+        c.fail(format!("{key}.prompt"), "must not be empty");
+    }
+    let interval = c.positive(format!("{key}.interval"), o.interval);
+    let timeout = c.positive(format!("{key}.timeout"), o.timeout);
+    if let Some(limit) = o.max_probe_spend_per_day {
+        if !(limit.is_finite() && limit > 0.0) {
+            c.fail(
+                format!("{key}.max_probe_spend_per_day"),
+                "must be a number of dollars > 0 (to run no paid check, set checks = [\"models\"])",
+            );
+        } else if pricing.lookup(&o.model).is_none() && checks.iter().any(|c| c.is_paid()) {
+            c.fail(
+                format!("{key}.max_probe_spend_per_day"),
+                format!(
+                    "model {:?} has no [pricing] entry, so its spend cannot be measured; add one (or an alias)",
+                    o.model
+                ),
+            );
+        }
+    }
+    let headers = c.headers(&format!("{key}.headers"), &o.headers);
+    for (name, _) in &headers {
+        if RESERVED_AI_HEADERS.contains(&name.as_str()) {
+            c.fail(
+                format!("{key}.headers.{name}"),
+                "is set by the probe itself (the key comes from api_key_env or api_key_file)",
+            );
+        }
+    }
+    c.tls(&format!("{key}.tls"), &o.tls);
+    let buckets = validate_buckets(c, &format!("{key}.buckets"), o.buckets.as_deref());
+    let labels = c.labels(&format!("{key}.labels"), &o.labels);
+    for reserved in RESERVED_AI_LABELS {
+        if o.labels.contains_key(*reserved) {
+            c.fail(
+                format!("{key}.labels.{reserved}"),
+                "is set by pushprobe itself",
+            );
+        }
+    }
+    if o.max_body_bytes == 0 {
+        c.fail(format!("{key}.max_body_bytes"), "must be > 0");
+    }
+    let base_url = base_url?;
+    Some(OpenAiProbeSettings {
+        name: o.name.clone(),
+        provider: provider_label(&base_url),
+        base_url,
+        key: key_source?,
+        model: o.model.clone(),
+        checks,
+        prompt: o.prompt.clone(),
+        max_tokens: o.max_tokens,
+        interval,
+        timeout,
+        max_probe_spend_per_day: o.max_probe_spend_per_day,
+        headers,
+        tls: o.tls.clone(),
+        labels,
+        buckets,
+        max_body_bytes: o.max_body_bytes,
+        pricing: pricing.clone(),
+    })
+}
+
+// figment's Jail closures return figment's own (large) error type; that is its API, not ours.
+#[cfg(test)]
+#[allow(clippy::result_large_err)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::{load, ProbeSettings, Settings};
+    use super::*;
+
+    const AI: &str = r#"
+        [pricing."deepseek-v3.2"]
+        input_per_mtok = 0.42
+        output_per_mtok = 1.12
+        cached_input_per_mtok = 0.07
+        aliases = ["deepseek-chat", "deepseek-v3.2-*"]
+
+        [[probe]]
+        name = "relay-deepseek"
+        kind = "openai"
+        base_url = "https://api.example.com/v1"
+        api_key_env = "RELAY_API_KEY"
+        model = "deepseek-v3.2"
+        max_probe_spend_per_day = 0.50
+    "#;
+
+    fn parse_with(toml: &str, key: Option<&str>) -> Result<Settings, String> {
+        let mut out = Err(String::new());
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("pushprobe.toml", toml)?;
+            if let Some(k) = key {
+                jail.set_env("RELAY_API_KEY", k);
+            }
+            out = load(Path::new("pushprobe.toml"), true)
+                .map_err(|e| e.to_string())
+                .and_then(|f| {
+                    f.validate("pushprobe.toml").map_err(|errs| {
+                        errs.iter()
+                            .map(|e| e.to_string())
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    })
+                });
+            Ok(())
+        });
+        out
+    }
+
+    fn openai(s: &Settings) -> &OpenAiProbeSettings {
+        match &s.probes[0] {
+            ProbeSettings::Openai(o) => o,
+            other => panic!("not an openai probe: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn openai_probe_validates_with_defaults() {
+        let s = parse_with(AI, Some("sk-test-123")).unwrap();
+        let o = openai(&s);
+        assert_eq!(o.provider, "api.example.com");
+        assert_eq!(o.checks, [Check::Models, Check::Chat, Check::ChatStream]);
+        assert_eq!((o.prompt.as_str(), o.max_tokens), ("ping", 5));
+        assert_eq!(o.interval, Duration::from_secs(60));
+        assert_eq!(o.timeout, Duration::from_secs(30));
+        assert_eq!(o.max_body_bytes, 1024 * 1024);
+        assert_eq!(o.key, KeySource::Env("RELAY_API_KEY".into()));
+        assert_eq!(
+            o.pricing.lookup("deepseek-chat").unwrap().entry,
+            "deepseek-v3.2"
+        );
+        assert!(!format!("{s:?}").contains("sk-test-123"));
+    }
+
+    #[test]
+    fn key_problems_are_named_without_the_key() {
+        let e = parse_with(AI, None).unwrap_err();
+        assert_eq!(
+            e,
+            "probe[0].api_key_env: api_key_env RELAY_API_KEY is not set (in pushprobe.toml)"
+        );
+        let e = parse_with(AI, Some("sk-secret \n")).unwrap_err();
+        assert!(
+            e.contains("api_key_env RELAY_API_KEY is set but ends with a newline"),
+            "{e}"
+        );
+        assert!(!e.contains("sk-secret"));
+        let e = parse_with(AI, Some(" sk-secret")).unwrap_err();
+        assert!(
+            e.contains("is set but has leading or trailing whitespace"),
+            "{e}"
+        );
+        let e = parse_with(&AI.replace("api_key_env = \"RELAY_API_KEY\"", ""), None).unwrap_err();
+        assert!(e.starts_with("probe[0]: set api_key_env"), "{e}");
+        let e = parse_with(
+            &AI.replace("api_key_env", "api_key_file = \"k\"\napi_key_env"),
+            Some("k"),
+        )
+        .unwrap_err();
+        assert!(e.contains("only one of api_key_env, api_key_file"), "{e}");
+    }
+
+    #[test]
+    fn api_key_file_is_read_and_checked() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("key", "sk-file\n")?;
+            let toml = AI.replace("api_key_env = \"RELAY_API_KEY\"", "api_key_file = \"key\"");
+            jail.create_file("pushprobe.toml", &toml)?;
+            let s = load(Path::new("pushprobe.toml"), true)
+                .unwrap()
+                .validate("pushprobe.toml")
+                .unwrap();
+            assert_eq!(openai(&s).key, KeySource::File("key".into()));
+            jail.create_file("key", "  \n")?;
+            let e = load(Path::new("pushprobe.toml"), true)
+                .unwrap()
+                .validate("pushprobe.toml")
+                .unwrap_err();
+            assert_eq!(
+                e[0].to_string(),
+                "probe[0].api_key_file: api_key_file key has leading or trailing whitespace (in pushprobe.toml)"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let bad = |from: &str, to: &str| parse_with(&AI.replace(from, to), Some("k")).unwrap_err();
+        let e = bad("model = \"deepseek-v3.2\"", "model = \"x\"");
+        assert!(e.contains("has no [pricing] entry"), "{e}");
+        let e = bad("0.50", "0");
+        assert!(
+            e.contains("probe[0].max_probe_spend_per_day: must be a number"),
+            "{e}"
+        );
+        let e = bad("model = ", "checks = [\"chat\", \"chat\"]\nmodel = ");
+        assert!(e.contains("\"chat\" is listed twice"), "{e}");
+        let e = bad("model = ", "checks = [\"embeddings\"]\nmodel = ");
+        assert!(e.contains("embeddings"), "{e}");
+        let e = bad(
+            "model = ",
+            "headers = { Authorization = \"Bearer x\" }\nmodel = ",
+        );
+        assert!(
+            e.contains("probe[0].headers.authorization: is set by the probe"),
+            "{e}"
+        );
+        let e = bad("model = ", "labels = { model = \"x\" }\nmodel = ");
+        assert!(e.contains("probe[0].labels.model"), "{e}");
+        let e = bad("output_per_mtok = 1.12", "output_per_mtok = -1.0");
+        assert!(
+            e.contains("pricing.\"deepseek-v3.2\": output_per_mtok must be a finite number >= 0"),
+            "{e}"
+        );
+        let e = bad("https://api.example.com/v1", "ftp://api.example.com/v1");
+        assert!(e.contains("probe[0].base_url"), "{e}");
+        let e = bad("model = ", "max_tokens = 0\nmodel = ");
+        assert!(e.contains("probe[0].max_tokens: must be > 0"), "{e}");
+    }
+
+    #[test]
+    fn shipped_example_validates() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("RELAY_API_KEY", "sk-example");
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ai-relay.toml");
+            let s = load(&path, true)
+                .unwrap()
+                .validate("examples/ai-relay.toml")
+                .unwrap_or_else(|e| panic!("{e:?}"));
+            assert!(!s.probes.is_empty());
+            assert!(!s.remote_write.is_empty());
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,614 @@
+//! Probe of an OpenAI-compatible API (`kind = "openai"`): is the model up, how fast does it
+//! answer and start streaming, why does it fail, and what do the probes cost.
+//!
+//! The pure core lives in the submodules: [`sse`] (incremental event-stream parser),
+//! [`response`] (reading models, completions and stream chunks), [`classify`] (bounded failure
+//! reasons and key diagnosis), [`spend`] (the daily spend guard) and [`metrics`] (recording).
+//! This module is the thin I/O shell that sends the requests through the shared probe client.
+
+pub mod classify;
+pub mod metrics;
+pub mod response;
+pub mod spend;
+pub mod sse;
+
+use serde::{Deserialize, Serialize};
+
+/// One request a probe run makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Check {
+    /// `GET /models`: free; is the configured model listed?
+    Models,
+    /// `POST /chat/completions`: paid.
+    Chat,
+    /// `POST /chat/completions` with `"stream": true`: paid; time to first token.
+    ChatStream,
+}
+
+impl Check {
+    /// The `check` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Check::Models => "models",
+            Check::Chat => "chat",
+            Check::ChatStream => "chat_stream",
+        }
+    }
+
+    /// Whether the check spends tokens (and so pauses when the spend guard engages).
+    pub fn is_paid(self) -> bool {
+        !matches!(self, Check::Models)
+    }
+}
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use self::classify::{classify_status, diagnose_key, Failure, KeyDiagnosis, KeySource, Reason};
+use self::metrics::{Accounting, BaseLabels, CheckRun, Measured, RecordContext};
+use self::response::{ResponseError, StreamState};
+use self::spend::SpendGuard;
+use self::sse::SseParser;
+use super::client::{ClientError, Phase, ProbeClient, Request, Response, Trace};
+use super::{ProbeError, ProbeReport};
+use crate::config::OpenAiProbeSettings;
+use crate::series::Registry;
+
+/// Looks up an environment variable; injectable so tests need not touch the process env.
+pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// Returns the current Unix time in milliseconds; injectable for the spend guard's day.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// Most distinct unpriced model names warned about, so a server inventing names cannot grow
+/// the set without bound.
+const MAX_WARNED_MODELS: usize = 64;
+
+/// A probe of an OpenAI-compatible API.
+pub struct OpenAiProbe {
+    // Read-only after start; behind an Arc so the probe stays small to move between tasks.
+    settings: Arc<OpenAiProbeSettings>,
+    client: ProbeClient,
+    env: EnvLookup,
+    clock: Clock,
+    labels: BaseLabels,
+    models_url: reqwest::Url,
+    chat_url: reqwest::Url,
+    guard: SpendGuard,
+    guard_was_engaged: bool,
+    last_key_state: Option<KeyDiagnosis>,
+    warned_unpriced: HashSet<String>,
+}
+
+/// `{base_url}/{endpoint}`, keeping the base path and any query string (gateways use
+/// `?api-version=`), whether or not the base ends with `/`.
+pub fn endpoint_url(base: &reqwest::Url, endpoint: &str) -> reqwest::Url {
+    let mut url = base.clone();
+    let path = format!("{}/{endpoint}", base.path().trim_end_matches('/'));
+    url.set_path(&path);
+    url
+}
+
+/// The JSON body of a chat request.
+pub fn chat_body(model: &str, prompt: &str, max_tokens: u32, stream: bool) -> Bytes {
+    let mut body = serde_json::json!({
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+    });
+    if stream {
+        body["stream"] = true.into();
+        body["stream_options"] = serde_json::json!({"include_usage": true});
+    }
+    Bytes::from(body.to_string())
+}
+
+/// Maps a probe-client error to a bounded reason and an actionable message.
+pub fn client_failure(check: Check, e: &ClientError) -> Failure {
+    let reason = match e {
+        ClientError::Resolve { .. } | ClientError::NoAddress { .. } => Reason::Dns,
+        ClientError::Connect { .. } => Reason::Connect,
+        ClientError::Tls { .. } => Reason::Tls,
+        ClientError::Timeout { .. } => Reason::Timeout,
+        ClientError::BodyTooLarge { .. } => Reason::BodyTooLarge,
+        ClientError::Http {
+            phase: Phase::Transfer,
+            ..
+        } if check == Check::ChatStream => Reason::StreamInterrupted,
+        ClientError::Http { .. } => Reason::InvalidResponse,
+        ClientError::InvalidUrl { .. }
+        | ClientError::InvalidHeader { .. }
+        | ClientError::TooManyRedirects { .. }
+        | ClientError::BadRedirect { .. } => Reason::Request,
+    };
+    let message = match (reason, e.phase()) {
+        (Reason::Timeout, Some(p)) => format!("{e} (phase {p})"),
+        (Reason::BodyTooLarge, _) => {
+            format!("{e}; raise max_body_bytes if the answer is legitimate")
+        }
+        (Reason::StreamInterrupted, _) => format!("the stream broke off before data: [DONE]: {e}"),
+        _ => e.to_string(),
+    };
+    Failure::new(reason, message)
+}
+
+fn response_failure(check: Check, e: &ResponseError, events: u64) -> Failure {
+    let reason = match e {
+        ResponseError::NoDone if events > 0 => Reason::StreamInterrupted,
+        ResponseError::StreamError => Reason::ServerError,
+        _ => Reason::InvalidResponse,
+    };
+    let message = match e {
+        ResponseError::NoDone if events == 0 => {
+            "the response has no server-sent events; does the server support \"stream\": true?"
+                .to_string()
+        }
+        ResponseError::StreamError => {
+            "the stream carried an error event instead of a completion".to_string()
+        }
+        e => format!("{}: {e}", check.as_str()),
+    };
+    Failure::new(reason, message)
+}
+
+impl OpenAiProbe {
+    /// Builds the probe, reading keys from the process environment and time from the system.
+    pub fn new(settings: OpenAiProbeSettings) -> Result<Self, ProbeError> {
+        Self::with_env(
+            settings,
+            Arc::new(|name| std::env::var(name).ok()),
+            Arc::new(crate::clock::now_ms),
+        )
+    }
+
+    /// Builds the probe with an injected environment lookup and clock.
+    pub fn with_env(
+        settings: OpenAiProbeSettings,
+        env: EnvLookup,
+        clock: Clock,
+    ) -> Result<Self, ProbeError> {
+        let client = ProbeClient::new(&settings.tls).map_err(|source| ProbeError::Tls {
+            probe: settings.name.clone(),
+            source,
+        })?;
+        let labels = BaseLabels::new(
+            &settings.name,
+            &settings.provider,
+            &settings.model,
+            &settings.labels,
+        );
+        Ok(OpenAiProbe {
+            models_url: endpoint_url(&settings.base_url, "models"),
+            chat_url: endpoint_url(&settings.base_url, "chat/completions"),
+            guard: SpendGuard::new(settings.max_probe_spend_per_day),
+            guard_was_engaged: false,
+            last_key_state: None,
+            warned_unpriced: HashSet::new(),
+            client,
+            env,
+            clock,
+            labels,
+            settings: Arc::new(settings),
+        })
+    }
+
+    /// The probe's name.
+    pub fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    /// Reads the key now (it may have been rotated) and diagnoses it, never logging it.
+    fn read_key(&mut self) -> (Option<String>, KeyDiagnosis) {
+        let (value, diagnosis) = match &self.settings.key {
+            KeySource::Env(var) => {
+                let v = (self.env)(var);
+                let d = diagnose_key(Ok(v.as_deref()));
+                (v, d)
+            }
+            KeySource::File(path) => match crate::config::read_secret_file(path) {
+                Ok(s) => {
+                    let v = s.expose().to_string();
+                    let d = diagnose_key(Ok(Some(&v)));
+                    (Some(v), d)
+                }
+                Err(e) => (None, KeyDiagnosis::Unreadable(e)),
+            },
+        };
+        if self.last_key_state.as_ref() != Some(&diagnosis) {
+            if diagnosis != KeyDiagnosis::Fine {
+                tracing::warn!(
+                    probe = %self.settings.name,
+                    "{}",
+                    self.settings.key.explain(&diagnosis)
+                );
+            }
+            self.last_key_state = Some(diagnosis.clone());
+        }
+        (value, diagnosis)
+    }
+
+    fn request(&self, check: Check, key: Option<&str>) -> Request {
+        let (method, url, body, accept) = match check {
+            Check::Models => (
+                http::Method::GET,
+                &self.models_url,
+                None,
+                "application/json",
+            ),
+            Check::Chat | Check::ChatStream => {
+                let stream = check == Check::ChatStream;
+                let body = chat_body(
+                    &self.settings.model,
+                    &self.settings.prompt,
+                    self.settings.max_tokens,
+                    stream,
+                );
+                let accept = if stream {
+                    "text/event-stream"
+                } else {
+                    "application/json"
+                };
+                (http::Method::POST, &self.chat_url, Some(body), accept)
+            }
+        };
+        let mut req = Request::new(method, url.clone(), self.settings.timeout);
+        req.body_limit = self.settings.max_body_bytes;
+        // An API that redirects would turn POST into GET; report the 3xx instead.
+        req.follow_redirects = false;
+        req.headers = self.settings.headers.clone();
+        req.headers.push(("accept".into(), accept.into()));
+        if body.is_some() {
+            req.headers
+                .push(("content-type".into(), "application/json".into()));
+        }
+        req.body = body;
+        // A key that cannot be a header value (empty, a newline) is left out: the server's
+        // 401 is then reported with the key's defect named.
+        if let Some(k) = key.filter(|k| !k.is_empty()) {
+            let value = format!("Bearer {k}");
+            if http::HeaderValue::from_str(&value).is_ok() {
+                req.headers.push(("authorization".into(), value));
+            }
+        }
+        req
+    }
+
+    async fn exchange(
+        &self,
+        check: Check,
+        request: &Request,
+        key_state: &str,
+        trace: &mut Trace,
+    ) -> Result<Measured, Failure> {
+        let mut response = self
+            .client
+            .send(request, trace)
+            .await
+            .map_err(|e| client_failure(check, &e))?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            let retry_after = response
+                .headers()
+                .get(http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            // The error body only feeds classification hints; a failure to read it changes
+            // nothing about the status.
+            let body = response.read_to_end(trace).await.unwrap_or_default();
+            let mut f = classify_status(
+                check,
+                status,
+                &body,
+                key_state,
+                retry_after.as_deref(),
+                (self.clock)(),
+            );
+            if (300..400).contains(&status) {
+                f.message = format!(
+                    "HTTP {status}: base_url redirects; set it to the final URL of the API"
+                );
+            }
+            return Err(f);
+        }
+        match check {
+            Check::Models => {
+                let body = response
+                    .read_to_end(trace)
+                    .await
+                    .map_err(|e| client_failure(check, &e))?;
+                let list = response::parse_models(&body, &self.settings.model)
+                    .map_err(|e| response_failure(check, &e, 0))?;
+                Ok(Measured {
+                    models: Some(list),
+                    ..Measured::default()
+                })
+            }
+            Check::Chat => {
+                let body = response
+                    .read_to_end(trace)
+                    .await
+                    .map_err(|e| client_failure(check, &e))?;
+                let reply =
+                    response::parse_chat(&body).map_err(|e| response_failure(check, &e, 0))?;
+                Ok(Measured {
+                    reply,
+                    ..Measured::default()
+                })
+            }
+            Check::ChatStream => self.read_stream(&mut response, trace).await,
+        }
+    }
+
+    /// Reads a chat stream chunk by chunk, timing each event as it arrives, up to `[DONE]`.
+    async fn read_stream(
+        &self,
+        response: &mut Response,
+        trace: &mut Trace,
+    ) -> Result<Measured, Failure> {
+        let check = Check::ChatStream;
+        let started = trace.started.unwrap_or_else(Instant::now);
+        let limit = usize::try_from(self.settings.max_body_bytes).unwrap_or(usize::MAX);
+        let mut parser = SseParser::new(limit);
+        let mut state = StreamState::new();
+        let mut events = 0u64;
+        while !state.is_done() {
+            let Some(chunk) = response
+                .chunk(trace)
+                .await
+                .map_err(|e| client_failure(check, &e))?
+            else {
+                break;
+            };
+            let at = started.elapsed();
+            let parsed = parser
+                .feed(&chunk)
+                .map_err(|e| Failure::new(Reason::InvalidResponse, format!("chat_stream: {e}")))?;
+            for event in parsed {
+                events += 1;
+                state
+                    .on_event(&event, at)
+                    .map_err(|e| response_failure(check, &e, events))?;
+            }
+        }
+        let summary = state
+            .finish()
+            .map_err(|e| response_failure(check, &e, events))?;
+        Ok(Measured {
+            models: None,
+            reply: summary.reply,
+            time_to_first_token: summary.time_to_first_token,
+        })
+    }
+
+    async fn run_check(&self, check: Check, key: Option<&str>, key_state: &str) -> CheckRun {
+        let request = self.request(check, key);
+        let mut trace = Trace::default();
+        let began = Instant::now();
+        let result = self.exchange(check, &request, key_state, &mut trace).await;
+        let duration = trace.started.unwrap_or(began).elapsed();
+        CheckRun {
+            check,
+            duration,
+            phases: trace.phases.iter().map(|(p, d)| (p.as_str(), d)).collect(),
+            cert_expiry: trace.tls.as_ref().and_then(|t| t.earliest_cert_expiry),
+            result,
+        }
+    }
+
+    /// Runs every configured check once, recording into `registry`. Never panics on anything
+    /// the server sends; each check's request is bounded by the probe's timeout.
+    pub async fn run(&mut self, registry: &mut Registry) -> ProbeReport {
+        let began = Instant::now();
+        metrics::describe(registry);
+        let (key, diagnosis) = self.read_key();
+        let key_state = self.settings.key.explain(&diagnosis);
+        let mut details: Vec<(String, String)> = Vec::new();
+        let mut failures: Vec<(Check, Failure)> = Vec::new();
+        let mut cert_expiry: Option<i64> = None;
+        let checks = self.settings.checks.clone();
+        for check in checks {
+            let name = check.as_str();
+            if check.is_paid() && self.guard.engaged((self.clock)()) {
+                metrics::record_skipped(registry, &self.labels, check);
+                details.push((
+                    name.into(),
+                    "skipped: daily spend limit reached; resumes at 00:00 UTC".into(),
+                ));
+                continue;
+            }
+            let run = self.run_check(check, key.as_deref(), &key_state).await;
+            if let Some(t) = run.cert_expiry {
+                cert_expiry = Some(cert_expiry.map_or(t, |c| c.min(t)));
+            }
+            let acc = metrics::record_check(
+                registry,
+                &RecordContext {
+                    labels: &self.labels,
+                    model: &self.settings.model,
+                    pricing: &self.settings.pricing,
+                    buckets: &self.settings.buckets,
+                },
+                &run,
+            );
+            if let Some(dollars) = acc.cost {
+                self.guard.record((self.clock)(), dollars);
+            }
+            self.warn_unpriced(&acc);
+            describe_run(&run, &acc, &mut details);
+            if let Err(f) = run.result {
+                failures.push((check, f));
+            }
+        }
+        let now = (self.clock)();
+        let engaged = self.guard.engaged(now);
+        let spent = self.guard.spent_today(now);
+        if engaged && !self.guard_was_engaged {
+            tracing::warn!(
+                probe = %self.settings.name,
+                spent_today = spent,
+                "daily spend limit reached: chat checks pause until 00:00 UTC"
+            );
+        }
+        self.guard_was_engaged = engaged;
+        metrics::record_spend(registry, &self.labels, spent, engaged);
+        if self.settings.max_probe_spend_per_day.is_some() || spent > 0.0 {
+            details.push(("spend_today".into(), format!("${spent}")));
+        }
+        let duration = began.elapsed();
+        metrics::record_run(
+            registry,
+            &self.labels,
+            failures.is_empty(),
+            duration,
+            cert_expiry,
+        );
+        report(failures, duration, engaged, details)
+    }
+
+    fn warn_unpriced(&mut self, acc: &Accounting) {
+        let Some(model) = &acc.unpriced_model else {
+            return;
+        };
+        if self.warned_unpriced.len() < MAX_WARNED_MODELS
+            && self.warned_unpriced.insert(model.clone())
+        {
+            tracing::warn!(
+                probe = %self.settings.name,
+                model = %model,
+                "model has no [pricing] entry: its tokens are counted but not priced; add an entry or an alias"
+            );
+        }
+    }
+}
+
+/// Adds a check's facts to the report details (numbers only; never text from the server).
+fn describe_run(run: &CheckRun, acc: &Accounting, details: &mut Vec<(String, String)>) {
+    let name = run.check.as_str();
+    let m = match &run.result {
+        Ok(m) => m,
+        Err(f) => {
+            details.push((name.into(), format!("{}: {}", f.reason.as_str(), f.message)));
+            return;
+        }
+    };
+    details.push((
+        name.into(),
+        format!("ok in {:.3}s", run.duration.as_secs_f64()),
+    ));
+    if let Some(list) = &m.models {
+        let listed = if list.listed { "listed" } else { "NOT listed" };
+        details.push((
+            format!("{name}.models"),
+            format!("{} available; configured model {listed}", list.count),
+        ));
+    }
+    if let Some(ttft) = m.time_to_first_token {
+        details.push((
+            format!("{name}.ttft"),
+            format!("{:.3}s", ttft.as_secs_f64()),
+        ));
+    }
+    if let Some(tps) = acc.tokens_per_second {
+        details.push((format!("{name}.tokens_per_second"), format!("{tps:.1}")));
+    }
+    if !run.check.is_paid() {
+        return;
+    }
+    match &acc.usage {
+        Some(u) => details.push((
+            format!("{name}.tokens"),
+            format!(
+                "input {} (cached {}), output {}",
+                u.prompt_tokens,
+                u.billable_cached_tokens(),
+                u.completion_tokens
+            ),
+        )),
+        None => details.push((format!("{name}.tokens"), "no usage reported".into())),
+    }
+    match (acc.cost, &acc.unpriced_model) {
+        (Some(c), _) => details.push((format!("{name}.cost"), format!("${c}"))),
+        (None, Some(_)) => details.push((format!("{name}.cost"), "unpriced".into())),
+        (None, None) => {}
+    }
+}
+
+fn report(
+    failures: Vec<(Check, Failure)>,
+    duration: Duration,
+    guard_engaged: bool,
+    details: Vec<(String, String)>,
+) -> ProbeReport {
+    let status = match failures.first() {
+        Some((_, f)) => f
+            .status
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| f.reason.as_str().to_string()),
+        None if guard_engaged => "ok (spend limit reached)".to_string(),
+        None => "ok".to_string(),
+    };
+    let reason = (!failures.is_empty()).then(|| {
+        failures
+            .iter()
+            .map(|(c, f)| format!("{}: {}", c.as_str(), f.message))
+            .collect::<Vec<_>>()
+            .join("; ")
+    });
+    ProbeReport {
+        success: failures.is_empty(),
+        duration,
+        status,
+        reason,
+        details,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_keep_base_path_and_query() {
+        let u = |s: &str| reqwest::Url::parse(s).unwrap();
+        assert_eq!(
+            endpoint_url(&u("https://api.example.com/v1"), "models").as_str(),
+            "https://api.example.com/v1/models"
+        );
+        assert_eq!(
+            endpoint_url(&u("https://api.example.com/v1/"), "chat/completions").as_str(),
+            "https://api.example.com/v1/chat/completions"
+        );
+        assert_eq!(
+            endpoint_url(
+                &u("http://127.0.0.1:8000/openai/v1?api-version=2"),
+                "models"
+            )
+            .as_str(),
+            "http://127.0.0.1:8000/openai/v1/models?api-version=2"
+        );
+    }
+
+    #[test]
+    fn chat_body_has_the_openai_shape() {
+        let v: serde_json::Value =
+            serde_json::from_slice(&chat_body("m", "ping", 5, true)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "model": "m",
+                "messages": [{"role": "user", "content": "ping"}],
+                "max_tokens": 5,
+                "stream": true,
+                "stream_options": {"include_usage": true},
+            })
+        );
+        let v: serde_json::Value =
+            serde_json::from_slice(&chat_body("m", "ping", 5, false)).unwrap();
+        assert!(v.get("stream").is_none());
+    }
+}

@@ -1,0 +1,740 @@
+//! Sender tests against a real loopback HTTP receiver. Delays go through a recording timer,
+//! so the tests assert on the order of requests and waits, never on elapsed time.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Mutex;
+
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use prost::Message;
+
+use super::*;
+use crate::config::TlsConfig;
+use crate::proto;
+use crate::queue::memory::MemoryQueue;
+use crate::series::Sample;
+
+const ENDPOINT: &str = "test-rw";
+const TOKEN: &str = "tok-3f9a-bearer";
+const PASSWORD: &str = "pw-s3cret-basic";
+
+/// Something the sender did, in the order it happened.
+#[derive(Debug, Clone, PartialEq)]
+enum Event {
+    /// The receiver got a request with this many samples.
+    Request(usize),
+    /// The sender asked to wait this long.
+    Sleep(Duration),
+}
+
+/// Shared, awaitable event log.
+#[derive(Clone, Default)]
+struct Log {
+    events: Arc<Mutex<Vec<Event>>>,
+    changed: Arc<tokio::sync::Notify>,
+}
+
+impl Log {
+    fn push(&self, e: Event) {
+        self.events.lock().unwrap().push(e);
+        self.changed.notify_waiters();
+    }
+
+    fn events(&self) -> Vec<Event> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// Waits until `cond` holds for the events so far.
+    async fn until(&self, cond: impl Fn(&[Event]) -> bool) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if cond(&self.events.lock().unwrap()) {
+                return;
+            }
+            changed.await;
+        }
+    }
+}
+
+/// Records every requested delay; completes it at once or never.
+struct TestTimer {
+    log: Log,
+    fire: bool,
+}
+
+impl Timer for TestTimer {
+    fn sleep(&self, d: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        self.log.push(Event::Sleep(d));
+        if self.fire {
+            Box::pin(std::future::ready(()))
+        } else {
+            Box::pin(std::future::pending())
+        }
+    }
+}
+
+/// A scripted answer.
+#[derive(Clone)]
+enum Reply {
+    Status {
+        status: u16,
+        headers: Vec<(&'static str, &'static str)>,
+        body: String,
+    },
+    /// Never answers.
+    Hang,
+    /// Answers with the request's Authorization header in the body, as some proxies do.
+    EchoAuthorization(u16),
+}
+
+fn status(status: u16) -> Reply {
+    Reply::Status {
+        status,
+        headers: Vec::new(),
+        body: String::new(),
+    }
+}
+
+/// One request as the receiver saw it.
+struct Captured {
+    headers: http::HeaderMap,
+    raw: Bytes,
+    request: proto::WriteRequest,
+}
+
+struct Receiver {
+    url: reqwest::Url,
+    captured: Arc<Mutex<Vec<Captured>>>,
+}
+
+/// Starts a remote-write receiver on 127.0.0.1 that answers from `script`, then 204s; it
+/// serves HTTPS when given an acceptor.
+async fn receiver_with_tls(
+    script: Vec<Reply>,
+    log: Log,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> Receiver {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let script = Arc::new(Mutex::new(VecDeque::from(script)));
+    let captured = Arc::new(Mutex::new(Vec::new()));
+    let shared = (script, captured.clone(), log);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let shared = shared.clone();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (script, captured, log) = shared.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let raw = body.collect().await?.to_bytes();
+                        let plain = snap::raw::Decoder::new()
+                            .decompress_vec(&raw)
+                            .expect("body is a snappy block");
+                        let request = proto::WriteRequest::decode(plain.as_slice())
+                            .expect("body is a WriteRequest");
+                        let auth = parts
+                            .headers
+                            .get(AUTHORIZATION)
+                            .map(|v| v.to_str().unwrap().to_string())
+                            .unwrap_or_default();
+                        log.push(Event::Request(
+                            request.timeseries.iter().map(|t| t.samples.len()).sum(),
+                        ));
+                        captured.lock().unwrap().push(Captured {
+                            headers: parts.headers,
+                            raw,
+                            request,
+                        });
+                        let reply = script.lock().unwrap().pop_front().unwrap_or(status(204));
+                        let (code, headers, body) = match reply {
+                            Reply::Status {
+                                status,
+                                headers,
+                                body,
+                            } => (status, headers, body),
+                            Reply::Hang => std::future::pending().await,
+                            Reply::EchoAuthorization(s) => (
+                                s,
+                                Vec::new(),
+                                format!("denied; you sent Authorization: {auth}"),
+                            ),
+                        };
+                        let mut resp = hyper::Response::builder().status(code);
+                        for (k, v) in headers {
+                            resp = resp.header(k, v);
+                        }
+                        Ok::<_, hyper::Error>(resp.body(Full::new(Bytes::from(body))).unwrap())
+                    }
+                });
+                let http = hyper::server::conn::http1::Builder::new();
+                let _ = match tls {
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(stream) => http.serve_connection(TokioIo::new(stream), svc).await,
+                        Err(_) => return,
+                    },
+                    None => http.serve_connection(TokioIo::new(stream), svc).await,
+                };
+            });
+        }
+    });
+    Receiver {
+        url: format!("{scheme}://{addr}/api/v1/write").parse().unwrap(),
+        captured,
+    }
+}
+
+fn settings(url: reqwest::Url) -> RemoteWriteSettings {
+    RemoteWriteSettings {
+        name: ENDPOINT.into(),
+        url,
+        headers: vec![("x-scope-orgid".into(), "tenant-1".into())],
+        auth: Some(Auth::Bearer(Secret::new(TOKEN))),
+        tls: TlsConfig::default(),
+        timeout: Duration::from_secs(30),
+        max_samples_per_send: 3,
+        batch_send_deadline: Duration::from_secs(3600),
+        queue_capacity: 100,
+        min_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(100),
+    }
+}
+
+struct Harness {
+    queue: Arc<SharedQueue>,
+    telemetry: Arc<Telemetry>,
+    receiver: Receiver,
+    log: Log,
+    drain: CancellationToken,
+    abort: CancellationToken,
+}
+
+impl Harness {
+    async fn new(script: Vec<Reply>) -> Self {
+        Self::with_tls(script, None).await
+    }
+
+    async fn with_tls(script: Vec<Reply>, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
+        let log = Log::default();
+        Harness {
+            queue: SharedQueue::new(Box::new(MemoryQueue::new(100))),
+            telemetry: Arc::new(Telemetry::new()),
+            receiver: receiver_with_tls(script, log.clone(), tls).await,
+            log,
+            drain: CancellationToken::new(),
+            abort: CancellationToken::new(),
+        }
+    }
+
+    /// Starts a sender whose timer fires at once (`fire`) or never.
+    fn start(
+        &self,
+        fire: bool,
+        tweak: impl FnOnce(&mut RemoteWriteSettings),
+    ) -> tokio::task::JoinHandle<()> {
+        let mut s = settings(self.receiver.url.clone());
+        tweak(&mut s);
+        let ext = Labels::from_pairs([("cluster", "edge-1")]).unwrap();
+        let sender = Sender::new(s, ext, self.queue.clone(), self.telemetry.clone())
+            .unwrap()
+            .with_timer(Arc::new(TestTimer {
+                log: self.log.clone(),
+                fire,
+            }));
+        tokio::spawn(sender.run(self.drain.clone(), self.abort.clone()))
+    }
+
+    /// Appends samples stamped `timestamps` to one series.
+    fn append(&self, timestamps: std::ops::Range<i64>) {
+        let labels = Arc::new(Labels::with_name("probe_success", [("probe", "p1")]).unwrap());
+        let samples: Vec<Sample> = timestamps
+            .map(|ts| Sample {
+                labels: labels.clone(),
+                value: ts as f64,
+                timestamp_ms: ts,
+            })
+            .collect();
+        self.queue.append(&samples).unwrap();
+    }
+
+    fn metric(&self, name: &str, extra: Option<(&str, &str)>) -> f64 {
+        let mut labels = vec![("endpoint", ENDPOINT)];
+        labels.extend(extra);
+        self.telemetry.value(name, &labels).unwrap_or(-1.0)
+    }
+
+    fn timestamps(&self, request: usize) -> Vec<i64> {
+        self.receiver.captured.lock().unwrap()[request]
+            .request
+            .timeseries[0]
+            .samples
+            .iter()
+            .map(|s| s.timestamp)
+            .collect()
+    }
+}
+
+/// Guards against a hung sender failing the suite by timeout instead of by assertion.
+async fn finish(handle: tokio::task::JoinHandle<()>) {
+    tokio::time::timeout(Duration::from_secs(60), handle)
+        .await
+        .expect("sender stopped")
+        .expect("sender did not panic");
+}
+
+#[tokio::test]
+async fn sends_protocol_headers_credentials_and_external_labels() {
+    let h = Harness::new(vec![]).await;
+    h.append(1..4);
+    h.drain.cancel();
+    finish(h.start(true, |_| {})).await;
+
+    let captured = h.receiver.captured.lock().unwrap();
+    assert_eq!(captured.len(), 1);
+    let headers = &captured[0].headers;
+    let get = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(get("content-encoding").as_deref(), Some("snappy"));
+    assert_eq!(
+        get("content-type").as_deref(),
+        Some("application/x-protobuf")
+    );
+    assert_eq!(
+        get("x-prometheus-remote-write-version").as_deref(),
+        Some("0.1.0")
+    );
+    assert_eq!(
+        get("user-agent"),
+        Some(format!("pushprobe/{}", env!("CARGO_PKG_VERSION")))
+    );
+    assert_eq!(get("x-scope-orgid").as_deref(), Some("tenant-1"));
+    assert_eq!(get("authorization"), Some(format!("Bearer {TOKEN}")));
+    assert_eq!(
+        get("content-length"),
+        Some(captured[0].raw.len().to_string())
+    );
+    let names: BTreeSet<&str> = headers.keys().map(|k| k.as_str()).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from([
+            "accept",
+            "authorization",
+            "content-encoding",
+            "content-length",
+            "content-type",
+            "host",
+            "user-agent",
+            "x-prometheus-remote-write-version",
+            "x-scope-orgid",
+        ])
+    );
+
+    let labels: Vec<(&str, &str)> = captured[0].request.timeseries[0]
+        .labels
+        .iter()
+        .map(|l| (l.name.as_str(), l.value.as_str()))
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            ("__name__", "probe_success"),
+            ("cluster", "edge-1"),
+            ("probe", "p1")
+        ]
+    );
+    drop(captured);
+    assert_eq!(h.metric(RW_SAMPLES_SENT, None), 3.0);
+    assert_eq!(h.metric(RW_REQUESTS, Some(("outcome", "success"))), 1.0);
+    assert_eq!(
+        h.metric(RW_BYTES_SENT, None),
+        h.receiver.captured.lock().unwrap()[0].raw.len() as f64
+    );
+    assert!(h.metric(RW_LAST_SUCCESS, None) > 0.0);
+    assert_eq!(h.metric(RW_PENDING, None), 0.0);
+}
+
+#[tokio::test]
+async fn server_error_is_retried_with_identical_bytes_and_delivered_once() {
+    let h = Harness::new(vec![status(500)]).await;
+    h.append(1..4);
+    h.drain.cancel();
+    finish(h.start(true, |_| {})).await;
+
+    let events = h.log.events();
+    assert!(
+        matches!(
+            events.as_slice(),
+            [Event::Request(3), Event::Sleep(_), Event::Request(3)]
+        ),
+        "{events:?}"
+    );
+    let captured = h.receiver.captured.lock().unwrap();
+    assert_eq!(captured[0].raw, captured[1].raw);
+    drop(captured);
+    assert_eq!(h.timestamps(1), [1, 2, 3]);
+    assert_eq!(h.queue.pending(), 0);
+    assert_eq!(h.metric(RW_SAMPLES_SENT, None), 3.0);
+    assert_eq!(h.metric(RW_SAMPLES_RETRIED, None), 3.0);
+    assert_eq!(h.metric(RW_SAMPLES_FAILED, None), 0.0);
+    assert_eq!(h.metric(RW_REQUESTS, Some(("outcome", "retryable"))), 1.0);
+    assert_eq!(h.metric(RW_REQUESTS, Some(("outcome", "success"))), 1.0);
+}
+
+#[tokio::test]
+async fn retry_after_is_waited_before_the_retry() {
+    let h = Harness::new(vec![Reply::Status {
+        status: 429,
+        headers: vec![("retry-after", "1")],
+        body: "slow down".into(),
+    }])
+    .await;
+    h.append(1..4);
+    h.drain.cancel();
+    finish(h.start(true, |_| {})).await;
+
+    assert_eq!(
+        h.log.events(),
+        [
+            Event::Request(3),
+            Event::Sleep(Duration::from_secs(1)),
+            Event::Request(3)
+        ]
+    );
+    assert_eq!(h.metric(RW_SAMPLES_SENT, None), 3.0);
+}
+
+#[tokio::test]
+async fn transport_errors_are_retried() {
+    // Nothing listens on the port once the listener is dropped: connection refused.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let h = Harness::new(vec![]).await;
+    h.append(1..4);
+    let handle = h.start(false, |s| {
+        s.url = format!("http://{closed}/api/v1/write").parse().unwrap();
+    });
+    h.log
+        .until(|e| e.iter().any(|e| matches!(e, Event::Sleep(_))))
+        .await;
+    h.abort.cancel();
+    finish(handle).await;
+    assert_eq!(h.metric(RW_REQUESTS, Some(("outcome", "transport"))), 1.0);
+    assert_eq!(h.metric(RW_SAMPLES_RETRIED, None), 3.0);
+    assert_eq!(h.queue.pending(), 3);
+}
+
+#[tokio::test]
+async fn rejected_batch_is_dropped_not_retried_and_the_next_batch_still_goes() {
+    let h = Harness::new(vec![Reply::Status {
+        status: 400,
+        headers: vec![],
+        body: "out of order sample".into(),
+    }])
+    .await;
+    h.append(1..7);
+    h.drain.cancel();
+    finish(h.start(true, |_| {})).await;
+
+    assert_eq!(h.log.events(), [Event::Request(3), Event::Request(3)]);
+    assert_eq!(h.timestamps(0), [1, 2, 3]);
+    assert_eq!(h.timestamps(1), [4, 5, 6]);
+    assert_eq!(h.queue.pending(), 0);
+    assert_eq!(h.metric(RW_SAMPLES_FAILED, None), 3.0);
+    assert_eq!(
+        h.metric(RW_SAMPLES_DROPPED, Some(("reason", "rejected"))),
+        3.0
+    );
+    assert_eq!(h.metric(RW_SAMPLES_RETRIED, None), 0.0);
+    assert_eq!(h.metric(RW_SAMPLES_SENT, None), 3.0);
+    assert_eq!(h.metric(RW_REQUESTS, Some(("outcome", "rejected"))), 1.0);
+}
+
+#[tokio::test]
+async fn deadline_sends_a_partial_batch() {
+    let h = Harness::new(vec![]).await;
+    let handle = h.start(true, |_| {});
+    h.append(1..3);
+    h.log.until(|e| e.contains(&Event::Request(2))).await;
+    // The sender waited for the batch deadline (which the test timer completes at once; a
+    // wake-up by the append may start the wait twice), then sent the two samples although a
+    // batch holds three.
+    let events = h.log.events();
+    let (last, waits) = events.split_last().unwrap();
+    assert_eq!(*last, Event::Request(2));
+    assert!(
+        !waits.is_empty() && waits.iter().all(|e| matches!(e, Event::Sleep(_))),
+        "{events:?}"
+    );
+    h.drain.cancel();
+    finish(handle).await;
+    assert_eq!(h.queue.pending(), 0);
+}
+
+#[tokio::test]
+async fn drain_flushes_a_partial_batch_before_the_deadline() {
+    let h = Harness::new(vec![]).await;
+    // The timer never fires: only draining can send a batch that is not full.
+    let handle = h.start(false, |_| {});
+    h.append(1..3);
+    h.log
+        .until(|e| e.iter().any(|e| matches!(e, Event::Sleep(_))))
+        .await;
+    assert!(h.receiver.captured.lock().unwrap().is_empty());
+    h.drain.cancel();
+    finish(handle).await;
+    assert_eq!(h.timestamps(0), [1, 2]);
+    assert_eq!(h.queue.pending(), 0);
+}
+
+#[tokio::test]
+async fn abort_leaves_the_in_flight_batch_in_the_queue() {
+    let h = Harness::new(vec![Reply::Hang]).await;
+    h.append(1..4);
+    let handle = h.start(true, |_| {});
+    h.log.until(|e| e.contains(&Event::Request(3))).await;
+    h.abort.cancel();
+    finish(handle).await;
+    assert_eq!(h.queue.pending(), 3);
+    assert_eq!(h.metric(RW_SAMPLES_SENT, None), 0.0);
+}
+
+#[tokio::test]
+async fn abort_interrupts_a_retry_wait_even_while_draining() {
+    let h = Harness::new(vec![status(503)]).await;
+    h.append(1..4);
+    h.drain.cancel();
+    let handle = h.start(false, |_| {});
+    h.log
+        .until(|e| e.iter().any(|e| matches!(e, Event::Sleep(_))))
+        .await;
+    h.abort.cancel();
+    finish(handle).await;
+    assert_eq!(h.queue.pending(), 3);
+    assert_eq!(h.log.events().len(), 2);
+}
+
+/// A TLS acceptor with a fresh self-signed certificate for 127.0.0.1, and that certificate
+/// in PEM.
+fn self_signed_acceptor() -> (tokio_rustls::TlsAcceptor, String) {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let mut server = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(cert.cert.der().to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der())),
+        )
+        .unwrap();
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    (
+        tokio_rustls::TlsAcceptor::from(Arc::new(server)),
+        cert.cert.pem(),
+    )
+}
+
+#[tokio::test]
+async fn sends_over_tls_trusting_the_configured_ca() {
+    let (acceptor, pem) = self_signed_acceptor();
+    let ca_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca_file.path(), pem).unwrap();
+    let h = Harness::with_tls(vec![], Some(acceptor)).await;
+    assert_eq!(h.receiver.url.scheme(), "https");
+    h.append(1..4);
+    h.drain.cancel();
+    finish(h.start(true, |s| s.tls.ca_file = Some(ca_file.path().to_path_buf()))).await;
+    assert_eq!(h.log.events(), [Event::Request(3)]);
+    assert_eq!(h.metric(RW_SAMPLES_SENT, None), 3.0);
+}
+
+#[tokio::test]
+async fn untrusted_certificate_is_a_transport_error() {
+    let (acceptor, _) = self_signed_acceptor();
+    let h = Harness::with_tls(vec![], Some(acceptor)).await;
+    h.append(1..4);
+    // No ca_file: the system roots do not know this certificate.
+    let handle = h.start(false, |_| {});
+    h.log
+        .until(|e| e.iter().any(|e| matches!(e, Event::Sleep(_))))
+        .await;
+    h.abort.cancel();
+    finish(handle).await;
+    assert_eq!(h.metric(RW_REQUESTS, Some(("outcome", "transport"))), 1.0);
+    assert_eq!(h.queue.pending(), 3);
+    assert!(h.receiver.captured.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn credentials_never_reach_the_logs() {
+    let buf = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let writer = {
+        let buf = buf.clone();
+        move || LogBuf(buf.clone())
+    };
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(writer)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let h = Harness::new(vec![
+        Reply::EchoAuthorization(500),
+        Reply::EchoAuthorization(401),
+        Reply::EchoAuthorization(401),
+    ])
+    .await;
+    h.append(1..7);
+    h.drain.cancel();
+    let handle = h.start(true, |s| {
+        s.auth = Some(Auth::Basic {
+            username: "user".into(),
+            password: Secret::new(PASSWORD),
+        });
+        s.headers.push(("x-api-key".into(), TOKEN.into()));
+    });
+    finish(handle).await;
+
+    let logs = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("user:{PASSWORD}"));
+    // The receiver did get the credentials, and the logs did record its messages.
+    let captured = h.receiver.captured.lock().unwrap();
+    assert_eq!(
+        captured[0].headers.get(AUTHORIZATION).unwrap(),
+        &format!("Basic {basic}")
+    );
+    assert!(logs.contains("rejected"), "{logs}");
+    assert!(
+        logs.contains("you sent Authorization: Basic <redacted>"),
+        "{logs}"
+    );
+    for secret in [PASSWORD, TOKEN, basic.as_str()] {
+        assert!(!logs.contains(secret), "{secret} leaked into:\n{logs}");
+    }
+}
+
+/// A `tracing` writer into a shared buffer.
+struct LogBuf(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn basic_auth_header_is_encoded_and_sensitive() {
+    let mut s = settings("http://127.0.0.1:9/w".parse().unwrap());
+    s.auth = Some(Auth::Basic {
+        username: "u".into(),
+        password: Secret::new("pw"),
+    });
+    s.headers.push(("x-api-key".into(), "k-1".into()));
+    let (headers, secrets) = request_headers(&s).unwrap();
+    let auth = headers.get(AUTHORIZATION).unwrap();
+    assert_eq!(auth, "Basic dTpwdw==");
+    assert!(auth.is_sensitive());
+    assert!(headers.get("x-api-key").unwrap().is_sensitive());
+    assert!(!headers.get("x-scope-orgid").unwrap().is_sensitive());
+    assert!(!format!("{headers:?}").contains("dTpwdw=="));
+    let texts: BTreeSet<&str> = secrets.iter().map(|s| s.expose()).collect();
+    assert_eq!(texts, BTreeSet::from(["dTpwdw==", "k-1", "pw"]));
+}
+
+#[test]
+fn reserved_headers_and_bad_backoff_are_refused() {
+    let mut s = settings("http://127.0.0.1:9/w".parse().unwrap());
+    s.headers.push(("Content-Type".into(), "text/plain".into()));
+    assert!(request_headers(&s).is_err());
+
+    let mut s = settings("http://127.0.0.1:9/w".parse().unwrap());
+    s.min_backoff = Duration::from_secs(10);
+    let queue = SharedQueue::new(Box::new(MemoryQueue::new(10)));
+    let err = Sender::new(s, Labels::default(), queue, Arc::new(Telemetry::new())).unwrap_err();
+    assert!(err.to_string().contains("min_backoff"), "{err}");
+}
+
+#[test]
+fn receiver_messages_are_one_short_redacted_line() {
+    let secrets = [Secret::new("hunter2")];
+    assert_eq!(
+        receiver_message(b"  bad\nthing hunter2\r\n", &secrets),
+        "bad thing <redacted>"
+    );
+    let long = "x".repeat(MAX_MESSAGE_CHARS + 10);
+    let msg = receiver_message(long.as_bytes(), &[]);
+    assert_eq!(msg.chars().count(), MAX_MESSAGE_CHARS + 1);
+    assert!(msg.ends_with('…'));
+    assert_eq!(receiver_message(&[0xff, b'o', b'k'], &[]), "\u{fffd}ok");
+}
+
+#[test]
+fn rejections_are_logged_once_then_summarised() {
+    let t0 = Instant::now();
+    let mut log = RejectionLog::default();
+    assert_eq!(log.rejected(t0, 10, 400, "a"), RejectionReport::First);
+    for i in 1..=3 {
+        assert_eq!(
+            log.rejected(t0 + Duration::from_secs(i), 10, 400, "b"),
+            RejectionReport::Quiet
+        );
+    }
+    let summary = RejectionSummary {
+        requests: 4,
+        samples: 40,
+        last_status: 422,
+        last_message: "c".into(),
+    };
+    assert_eq!(
+        log.rejected(t0 + REJECTION_SUMMARY_EVERY, 10, 422, "c"),
+        RejectionReport::Summary(summary)
+    );
+    assert_eq!(
+        log.rejected(
+            t0 + REJECTION_SUMMARY_EVERY * 2 - Duration::from_secs(1),
+            5,
+            400,
+            "d"
+        ),
+        RejectionReport::Quiet
+    );
+    // Success ends the burst, reporting what was not yet logged; the next one starts afresh.
+    assert_eq!(
+        log.end(),
+        Some(RejectionSummary {
+            requests: 1,
+            samples: 5,
+            last_status: 400,
+            last_message: "d".into()
+        })
+    );
+    assert_eq!(log.end(), None);
+    assert_eq!(
+        log.rejected(t0 + REJECTION_SUMMARY_EVERY * 3, 1, 400, "e"),
+        RejectionReport::First
+    );
+    assert_eq!(log.end(), None);
+}
+
+#[test]
+fn jitter_draws_are_uniform_in_unit_interval() {
+    let mut j = Jitter::new();
+    let draws: Vec<f64> = (0..10_000).map(|_| j.next()).collect();
+    assert!(draws.iter().all(|d| (0.0..1.0).contains(d)));
+    let low = draws.iter().filter(|d| **d < 0.5).count();
+    // Loose: a broken generator (constant, stuck at 0) fails, a fair one never does.
+    assert!((4_000..6_000).contains(&low), "{low}");
+}
