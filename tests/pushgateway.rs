@@ -250,6 +250,92 @@ async fn grouping_values_with_slashes_and_empty_values_round_trip() {
     assert!(g.is_some(), "groups: {:?}", groups(gw.port));
 }
 
+/// A scripted HTTP server: answers each request with the next status in `script` (then 200)
+/// and records each request's method and path.
+fn scripted_server(script: Vec<u16>) -> (u16, std::sync::mpsc::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut script = script.into_iter();
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // Read the head, then as much body as Content-Length says.
+            let head_end = loop {
+                let n = conn.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break Some(i + 4);
+                }
+            };
+            let Some(head_end) = head_end else { continue };
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            while buf.len() < head_end + length {
+                let n = conn.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let status = script.next().unwrap_or(200);
+            let _ = tx.send(head.lines().next().unwrap_or("").to_string());
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status} X\r\nRetry-After: 0\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope"
+            );
+        }
+    });
+    (port, rx)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn retryable_failures_are_retried_and_refusals_are_not() {
+    let mut r = Registry::new();
+    r.gauge_set("pp_r", &[], 1.0).unwrap();
+
+    let (port, requests) = scripted_server(vec![503, 429]);
+    assert!(
+        push_once(
+            settings(port, "j", &[], PushMethod::Put),
+            &Labels::default(),
+            &r
+        )
+        .await
+    );
+    let seen: Vec<String> = requests.try_iter().collect();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(
+        seen.iter().all(|l| l.starts_with("PUT /metrics/job/j ")),
+        "{seen:?}"
+    );
+
+    let (port, requests) = scripted_server(vec![400]);
+    assert!(
+        !push_once(
+            settings(port, "j", &[], PushMethod::Post),
+            &Labels::default(),
+            &r
+        )
+        .await
+    );
+    let seen: Vec<String> = requests.try_iter().collect();
+    assert_eq!(seen.len(), 1, "a 400 must not be retried: {seen:?}");
+    assert!(seen[0].starts_with("POST "), "{seen:?}");
+}
+
 fn pushprobe() -> Command {
     Command::new(env!("CARGO_BIN_EXE_pushprobe"))
 }

@@ -6,18 +6,24 @@
 //! pushes the whole current state whenever it changes, so a push never sends half a picture
 //! even with `PUT`. On drain the sink pushes once more if anything is unsent, then deletes the
 //! group if `delete_on_exit` is set; it stops as soon as `abort` is cancelled.
+//!
+//! Failed requests are retried by the remote-write [`RetryPolicy`]: transport errors, 5xx,
+//! 408 and 429 (honouring `Retry-After`) with capped, jittered backoff; any other status is a
+//! refusal that retrying cannot change (a 400 for an inconsistent push, say).
 
 pub mod render;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use base64::Engine as _;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Auth, PushMethod, PushgatewaySettings};
+use crate::remote_write::retry::{Decision, Outcome, RetryPolicy};
 use crate::series::{Labels, Registry};
 use crate::telemetry::{self, Telemetry};
 
@@ -26,7 +32,7 @@ pub use render::{render, RenderOptions, Rendered};
 /// Why a sink could not be built or a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
-    /// The HTTP client could not be built.
+    /// The HTTP client or the retry policy could not be built.
     #[error("pushgateway {gateway}: {message}")]
     Client {
         /// Gateway name.
@@ -182,6 +188,7 @@ impl SinkStatus {
 pub struct PushgatewaySink {
     settings: PushgatewaySettings,
     client: reqwest::Client,
+    policy: RetryPolicy,
     url: reqwest::Url,
     path: String,
     method: PushMethod,
@@ -200,6 +207,12 @@ impl PushgatewaySink {
         telemetry: Arc<Telemetry>,
     ) -> Result<Self, PushError> {
         let client = build_client(&settings)?;
+        let policy = RetryPolicy::new(settings.min_backoff, settings.max_backoff).map_err(|e| {
+            PushError::Client {
+                gateway: settings.name.clone(),
+                message: e.to_string(),
+            }
+        })?;
         let url = group_url(&settings.url, &settings.job, &settings.grouping);
         let path = group_path(&settings.job, &settings.grouping);
         let mut strip_labels = vec!["job".to_string()];
@@ -215,6 +228,7 @@ impl PushgatewaySink {
             method: settings.method,
             settings,
             client,
+            policy,
             url,
             path,
             render_opts,
@@ -263,33 +277,12 @@ impl PushgatewaySink {
         }
     }
 
-    /// Pushes the current state once. Returns false if `abort` stopped it.
+    /// Pushes the current state, retrying as the remote-write sender does. Returns false if
+    /// `abort` stopped it.
     async fn push_latest(&self, abort: &CancellationToken) -> bool {
-        let (generation, rendered) = self.feed.render(&self.render_opts);
-        if rendered.duplicates > 0 {
-            tracing::warn!(
-                gateway = %self.settings.name,
-                duplicates = rendered.duplicates,
-                "series that differ only in job or grouping labels were left out of the push"
-            );
-        }
-        self.status
-            .unsent_series
-            .store(rendered.series, Ordering::SeqCst);
-        let (method, name) = match self.method {
-            PushMethod::Put => (reqwest::Method::PUT, "PUT"),
-            PushMethod::Post => (reqwest::Method::POST, "POST"),
-        };
-        let request = self
-            .request(method)
-            .header(reqwest::header::CONTENT_TYPE, render::CONTENT_TYPE)
-            .body(rendered.text);
-        let result = tokio::select! {
-            _ = abort.cancelled() => return false,
-            r = self.send(request, name) => r,
-        };
-        match result {
-            Ok(()) => {
+        match self.deliver(Op::Push, abort).await {
+            None => false,
+            Some(Ok(generation)) => {
                 self.status
                     .pushed_generation
                     .store(generation, Ordering::SeqCst);
@@ -300,33 +293,100 @@ impl PushgatewaySink {
                     &[("gateway", &self.settings.name)],
                     crate::clock::now_ms() as f64 / 1000.0,
                 );
-                tracing::debug!(gateway = %self.settings.name, path = %self.path, series = rendered.series, "pushed");
+                tracing::debug!(gateway = %self.settings.name, path = %self.path, "pushed");
+                true
             }
-            Err(e) => {
-                self.record(outcome(&e));
-                tracing::error!(error = %e, "push to the Pushgateway failed");
+            Some(Err(e)) => {
+                self.record("rejected");
+                tracing::error!(error = %e, "the Pushgateway refused the push; not retrying");
+                true
             }
         }
-        true
     }
 
-    /// Deletes the group.
+    /// Deletes the group, retrying like a push.
     async fn delete(&self, abort: &CancellationToken) {
-        let request = self.request(reqwest::Method::DELETE);
-        let result = tokio::select! {
-            _ = abort.cancelled() => Err(None),
-            r = self.send(request, "DELETE") => r.map_err(Some),
-        };
-        match result {
-            Ok(()) => {
+        match self.deliver(Op::Delete, abort).await {
+            Some(Ok(_)) => {
                 self.record("deleted");
                 tracing::debug!(gateway = %self.settings.name, path = %self.path, "group deleted");
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 self.status.delete_failed.store(true, Ordering::SeqCst);
-                if let Some(e) = e {
-                    self.record(outcome(&e));
-                    tracing::error!(error = %e, "deleting the Pushgateway group failed");
+                self.record("rejected");
+                tracing::error!(error = %e, "the Pushgateway refused to delete the group");
+            }
+            None => self.status.delete_failed.store(true, Ordering::SeqCst),
+        }
+    }
+
+    /// Sends `op` until it is accepted (`Ok` with the generation pushed), refused for good
+    /// (`Err`), or `abort` is cancelled (`None`). Each push attempt renders the feed afresh,
+    /// so a retry after an outage carries the newest results, not the ones that failed.
+    async fn deliver(&self, op: Op, abort: &CancellationToken) -> Option<Result<u64, PushError>> {
+        let mut attempt = 0u32;
+        loop {
+            let (generation, request, method) = match op {
+                Op::Push => {
+                    let (generation, rendered) = self.feed.render(&self.render_opts);
+                    if rendered.duplicates > 0 && attempt == 0 {
+                        tracing::warn!(
+                            gateway = %self.settings.name,
+                            duplicates = rendered.duplicates,
+                            "series that differ only in job or grouping labels were left out of the push"
+                        );
+                    }
+                    self.status
+                        .unsent_series
+                        .store(rendered.series, Ordering::SeqCst);
+                    let (method, name) = match self.method {
+                        PushMethod::Put => (reqwest::Method::PUT, "PUT"),
+                        PushMethod::Post => (reqwest::Method::POST, "POST"),
+                    };
+                    let request = self
+                        .request(method)
+                        .header(reqwest::header::CONTENT_TYPE, render::CONTENT_TYPE)
+                        .body(rendered.text);
+                    (generation, request, name)
+                }
+                Op::Delete => (0, self.request(reqwest::Method::DELETE), "DELETE"),
+            };
+            let result = tokio::select! {
+                _ = abort.cancelled() => return None,
+                r = self.send(request, method) => r,
+            };
+            let (outcome, retry_after) = match &result {
+                Ok(()) => return Some(Ok(generation)),
+                Err(PushError::Status {
+                    status,
+                    retry_after,
+                    ..
+                }) => (Outcome::Status(*status), retry_after.clone()),
+                Err(_) => (Outcome::Transport, None),
+            };
+            let decision = self.policy.decide(
+                outcome,
+                retry_after.as_deref(),
+                attempt,
+                SystemTime::now(),
+                jitter(),
+            );
+            match decision {
+                Decision::Done => return Some(Ok(generation)),
+                Decision::Drop { .. } => return Some(result.map(|()| generation)),
+                Decision::Retry { after } => {
+                    self.record(match outcome {
+                        Outcome::Status(_) => "retryable",
+                        Outcome::Transport => "transport",
+                    });
+                    if let Err(e) = &result {
+                        tracing::warn!(error = %e, retry_in = ?after, attempt, "Pushgateway request failed; retrying");
+                    }
+                    tokio::select! {
+                        _ = abort.cancelled() => return None,
+                        _ = tokio::time::sleep(after) => {}
+                    }
+                    attempt = attempt.saturating_add(1);
                 }
             }
         }
@@ -387,12 +447,22 @@ impl PushgatewaySink {
     }
 }
 
-/// The `outcome` label of a failed request.
-fn outcome(e: &PushError) -> &'static str {
-    match e {
-        PushError::Status { .. } => "rejected",
-        _ => "transport",
-    }
+/// What a request does to the group.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    /// `PUT` or `POST` the rendered feed.
+    Push,
+    /// `DELETE` the group.
+    Delete,
+}
+
+/// A uniform draw in `[0, 1)` for backoff jitter. Each `RandomState` gets fresh keys, so
+/// hashing a constant with it is a cheap source of spread (not of cryptographic quality).
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x9e37_79b9_7f4a_7c15);
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 fn truncate(text: &str, max: usize) -> String {
@@ -503,6 +573,14 @@ mod tests {
             r.text,
             "# TYPE x untyped\nx{probe=\"a\"} 1\nx{probe=\"b\"} 2\n"
         );
+    }
+
+    #[test]
+    fn jitter_stays_in_the_unit_interval() {
+        for _ in 0..1000 {
+            let j = jitter();
+            assert!((0.0..1.0).contains(&j), "{j}");
+        }
     }
 
     #[test]
