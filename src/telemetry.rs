@@ -24,7 +24,8 @@ pub const RW_REQUESTS: &str = "pushprobe_remote_write_requests_total";
 pub const RW_PENDING: &str = "pushprobe_remote_write_pending_samples";
 /// Unix time of the last accepted write, per `endpoint`.
 pub const RW_LAST_SUCCESS: &str = "pushprobe_remote_write_last_success_timestamp_seconds";
-/// Pushgateway requests by `gateway` and `outcome` (success, deleted, rejected, transport).
+/// Pushgateway requests by `gateway` and `outcome` (success, deleted, retryable, rejected,
+/// transport).
 pub const PG_REQUESTS: &str = "pushprobe_pushgateway_requests_total";
 /// Unix time of the last accepted push, per `gateway`.
 pub const PG_LAST_SUCCESS: &str = "pushprobe_pushgateway_last_success_timestamp_seconds";
