@@ -36,6 +36,9 @@ pub enum AgentError {
     /// A Pushgateway sink could not be built.
     #[error(transparent)]
     Pushgateway(#[from] PushError),
+    /// The health listener could not bind its address.
+    #[error(transparent)]
+    Listen(#[from] crate::listener::ListenError),
 }
 
 /// One receiver's queue, by endpoint name.
@@ -267,7 +270,29 @@ impl Agent {
 
     /// Runs every probe on its interval until `shutdown` is cancelled, then drains.
     /// Cancelling `abort` (e.g. a second signal) stops the senders without waiting.
-    pub async fn run(mut self, shutdown: CancellationToken, abort: CancellationToken) {
+    /// Fails only if the health listener (`agent.listen`) cannot bind, before anything starts.
+    pub async fn run(
+        mut self,
+        shutdown: CancellationToken,
+        abort: CancellationToken,
+    ) -> Result<(), AgentError> {
+        // The listener outlives the probes and the drain, so liveness holds and readiness
+        // reads 503 while queued samples are flushed; it stops last.
+        let health = crate::listener::Health::new();
+        let listener_stop = CancellationToken::new();
+        let listener_task = match self.settings.agent.listen {
+            Some(addr) => {
+                let listener = crate::listener::Listener::bind(addr).await?;
+                tracing::info!(address = %listener.local_addr().unwrap_or(addr), "health listener serving /-/healthy, /-/ready, /metrics");
+                Some(tokio::spawn(listener.serve(
+                    health.clone(),
+                    self.telemetry.clone(),
+                    listener_stop.clone(),
+                )))
+            }
+            None => None,
+        };
+
         let senders = TaskTracker::new();
         let drain = CancellationToken::new();
         self.spawn_senders(&senders, &drain, &abort);
@@ -303,7 +328,10 @@ impl Agent {
             "pushprobe running"
         );
 
+        health.set_ready(true);
+
         shutdown.cancelled().await;
+        health.set_ready(false);
         tracing::info!("shutting down: stopping probes, then flushing queued samples");
         probes.wait().await;
         self.pipeline.publish(&self.pipeline.self_metrics(now_ms()));
@@ -317,6 +345,13 @@ impl Agent {
         } else {
             tracing::info!("all queued samples delivered");
         }
+        listener_stop.cancel();
+        if let Some(task) = listener_task {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "health listener task failed");
+            }
+        }
+        Ok(())
     }
 
     /// Runs every probe once, concurrently, sends everything and waits for delivery up to

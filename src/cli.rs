@@ -233,10 +233,15 @@ fn run_command(cli: &Cli) -> u8 {
         let abort = CancellationToken::new();
         let signals = tokio::spawn(watch_signals(shutdown.clone(), abort.clone()));
         let code = match cli.command {
-            Command::Run => {
-                agent.run(shutdown.clone(), abort.clone()).await;
-                EXIT_OK
-            }
+            Command::Run => match agent.run(shutdown.clone(), abort.clone()).await {
+                Ok(()) => EXIT_OK,
+                Err(e) => {
+                    // Only the listener's bind fails here: the configuration names an
+                    // address this host cannot use.
+                    eprintln!("pushprobe: {e}");
+                    EXIT_CONFIG
+                }
+            },
             Command::Once => once_exit_code(&agent.once(abort.clone()).await),
             Command::Check { push, output } => {
                 let summary = agent.once(abort.clone()).await;

@@ -9,6 +9,8 @@
 //! - [`queue`]: the bounded buffer between probes and each receiver.
 //! - [`remote_write`]: encoding (pure), retry decisions (pure) and the HTTP sender.
 //! - [`pushgateway`]: text-format rendering (pure) and the Pushgateway sink.
+//! - [`listener`]: the optional health/metrics HTTP listener of `run` ([`exposition`] renders
+//!   the text format).
 //! - [`agent`]: wiring: schedules probes, fans samples out to queues, drains on shutdown.
 //! - [`exec`]: `pushprobe exec`, a command run as a monitored job.
 //! - [`check`]: `pushprobe check`'s table and JSON renderings (pure).
@@ -20,6 +22,8 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod exec;
+pub mod exposition;
+pub mod listener;
 pub mod pricing;
 pub mod probe;
 pub mod pushgateway;

@@ -4,6 +4,7 @@
 //!
 //! Every validation error names the key path (`probe[2].interval`) and the file it came from.
 
+pub mod bytesize;
 pub mod duration;
 pub mod openai;
 
@@ -16,9 +17,11 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+pub use bytesize::{parse_bytes, ByteSize};
 pub use duration::{parse_duration, ConfigDuration};
 pub use openai::{ModelPriceConfig, OpenAiProbeConfig, OpenAiProbeSettings};
 
+use crate::queue::disk::{DiskQueueOptions, FsyncPolicy};
 use crate::secret::Secret;
 use crate::series::is_valid_label_name;
 
@@ -89,6 +92,15 @@ pub struct AgentConfig {
     pub drain_timeout: ConfigDuration,
     /// How often the agent's own metrics are recorded.
     pub self_metrics_interval: ConfigDuration,
+    /// Address of the optional health/metrics listener (`/-/healthy`, `/-/ready`, `/metrics`)
+    /// for `run`, e.g. `0.0.0.0:9465`; unset means no listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// Directory for durable state; samples are queued on disk in `<data_dir>/queue` and
+    /// survive restarts. Unset: in-memory queues, lost on restart.
+    pub data_dir: Option<PathBuf>,
+    /// The disk queue (`[agent.queue]`), used when `data_dir` is set.
+    pub queue: QueueConfig,
 }
 
 impl Default for AgentConfig {
@@ -97,6 +109,47 @@ impl Default for AgentConfig {
             external_labels: BTreeMap::new(),
             drain_timeout: ConfigDuration(Duration::from_secs(15)),
             self_metrics_interval: ConfigDuration(Duration::from_secs(15)),
+            listen: None,
+            data_dir: None,
+            queue: QueueConfig::default(),
+        }
+    }
+}
+
+/// When the disk queue forces data to stable storage (see `queue::disk`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncMode {
+    /// After every append: a power loss loses nothing; one fsync per append.
+    Always,
+    /// Every `fsync_interval`: a power loss loses up to one interval.
+    Interval,
+    /// Left to the kernel: a power loss loses what the page cache held.
+    Never,
+}
+
+/// Disk queue settings (`[agent.queue]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Most bytes the queue may use, as bytes or e.g. "1GiB"; the oldest data goes first.
+    pub max_disk_bytes: ByteSize,
+    /// Sync policy.
+    pub fsync: FsyncMode,
+    /// Period of `fsync = "interval"`.
+    pub fsync_interval: ConfigDuration,
+    /// Samples older than this when sent are dropped (receivers refuse too old samples).
+    pub max_sample_age: Option<ConfigDuration>,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        let d = DiskQueueOptions::default();
+        QueueConfig {
+            max_disk_bytes: ByteSize(d.max_disk_bytes),
+            fsync: FsyncMode::Interval,
+            fsync_interval: ConfigDuration(Duration::from_secs(1)),
+            max_sample_age: None,
         }
     }
 }
@@ -380,6 +433,12 @@ pub struct AgentSettings {
     pub drain_timeout: Duration,
     /// Self-metrics period.
     pub self_metrics_interval: Duration,
+    /// Health/metrics listener address, if any.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Directory for durable state; `None` means in-memory queues.
+    pub data_dir: Option<PathBuf>,
+    /// Disk queue settings, validated (used when `data_dir` is set).
+    pub disk_queue: DiskQueueOptions,
 }
 
 /// Credentials for a request, resolved from files at start.
@@ -702,6 +761,17 @@ impl ConfigFile {
         };
         let ext = c.labels("agent.external_labels", &self.agent.external_labels);
         let external_labels = crate::series::Labels::from_pairs(ext).unwrap_or_default();
+        if self
+            .agent
+            .data_dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            c.fail(
+                "agent.data_dir",
+                "must not be empty (leave it out for memory queues)",
+            );
+        }
         let agent = AgentSettings {
             external_labels,
             drain_timeout: self.agent.drain_timeout.0,
@@ -709,6 +779,22 @@ impl ConfigFile {
                 "agent.self_metrics_interval".into(),
                 self.agent.self_metrics_interval,
             ),
+            listen: self.agent.listen.as_deref().and_then(|text| {
+                // A socket address, not a host name: the listener binds before any DNS is
+                // consulted, and `localhost` resolving to ::1 only would surprise a probe.
+                match text.parse::<std::net::SocketAddr>() {
+                    Ok(a) => Some(a),
+                    Err(_) => {
+                        c.fail(
+                            "agent.listen",
+                            format!("{text:?} is not an IP:port address, e.g. \"0.0.0.0:9465\""),
+                        );
+                        None
+                    }
+                }
+            }),
+            data_dir: self.agent.data_dir.clone(),
+            disk_queue: validate_queue(&mut c, &self.agent.queue),
         };
 
         let mut remote_write = Vec::new();
@@ -829,6 +915,32 @@ impl ConfigFile {
             Err(c.errors)
         }
     }
+}
+
+/// Turns `[agent.queue]` into disk queue options; errors name `agent.queue.<key>`.
+fn validate_queue(c: &mut Checker<'_>, q: &QueueConfig) -> DiskQueueOptions {
+    let fsync = match q.fsync {
+        FsyncMode::Always => FsyncPolicy::Always,
+        FsyncMode::Never => FsyncPolicy::Never,
+        FsyncMode::Interval => {
+            FsyncPolicy::Interval(c.positive("agent.queue.fsync_interval".into(), q.fsync_interval))
+        }
+    };
+    let opts = DiskQueueOptions {
+        max_disk_bytes: q.max_disk_bytes.0,
+        fsync,
+        max_sample_age: q
+            .max_sample_age
+            .map(|a| c.positive("agent.queue.max_sample_age".into(), a)),
+        ..DiskQueueOptions::default()
+    };
+    if let Err(crate::queue::QueueError::InvalidOptions { field, message }) = opts.validate() {
+        // Zero durations were reported above, under their own keys.
+        if field == "max_disk_bytes" {
+            c.fail(format!("agent.queue.{field}"), message);
+        }
+    }
+    opts
 }
 
 fn validate_http_probe(
@@ -1012,6 +1124,66 @@ mod tests {
     }
 
     #[test]
+    fn disk_queue_keys_validate_and_default() {
+        let s = parse(GOOD).unwrap();
+        assert_eq!(s.agent.data_dir, None);
+        assert_eq!(s.agent.disk_queue, DiskQueueOptions::default());
+
+        let toml = format!(
+            "{}\n[agent.queue]\nmax_disk_bytes = \"256MiB\"\nfsync = \"always\"\nmax_sample_age = \"2h\"\n",
+            GOOD.replace("[agent]", "[agent]\n        data_dir = \"/var/lib/pushprobe\"")
+        );
+        let s = parse(&toml).unwrap();
+        assert_eq!(
+            s.agent.data_dir.as_deref(),
+            Some(Path::new("/var/lib/pushprobe"))
+        );
+        assert_eq!(s.agent.disk_queue.max_disk_bytes, 256 << 20);
+        assert_eq!(s.agent.disk_queue.fsync, FsyncPolicy::Always);
+        assert_eq!(
+            s.agent.disk_queue.max_sample_age,
+            Some(Duration::from_secs(7200))
+        );
+
+        let toml = format!(
+            "{GOOD}\n[agent.queue]\nmax_disk_bytes = 1048576\nfsync_interval = \"250ms\"\n"
+        );
+        let s = parse(&toml).unwrap();
+        assert_eq!(s.agent.disk_queue.max_disk_bytes, 1 << 20);
+        assert_eq!(
+            s.agent.disk_queue.fsync,
+            FsyncPolicy::Interval(Duration::from_millis(250))
+        );
+    }
+
+    #[test]
+    fn disk_queue_errors_name_the_key() {
+        let e = parse(&format!(
+            "{GOOD}\n[agent.queue]\nmax_disk_bytes = \"10KiB\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.starts_with("agent.queue.max_disk_bytes: "), "{e}");
+        let e = parse(&format!("{GOOD}\n[agent.queue]\nfsync_interval = \"0s\"\n")).unwrap_err();
+        assert_eq!(
+            e,
+            "agent.queue.fsync_interval: must be > 0 (in pushprobe.toml)"
+        );
+        let e = parse(&format!("{GOOD}\n[agent.queue]\nfsync = \"sometimes\"\n")).unwrap_err();
+        assert!(
+            e.contains("agent.queue.fsync") && e.contains("sometimes"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "{GOOD}\n[agent.queue]\nmax_disk_bytes = \"1.5GiB\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("agent.queue.max_disk_bytes") && e.contains("unknown unit"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_errors() {
         let e = parse(&GOOD.replace("timeout = \"5s\"", "timeout = \"5s\"\nintervall = \"1s\""))
             .unwrap_err();
@@ -1128,6 +1300,21 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.starts_with("pushgateway[0]: use only one of"), "{e}");
+    }
+
+    #[test]
+    fn listen_is_an_optional_socket_address() {
+        assert_eq!(parse(GOOD).unwrap().agent.listen, None);
+        let with = |v: &str| GOOD.replace("[agent]", &format!("[agent]\nlisten = {v:?}"));
+        assert_eq!(
+            parse(&with("0.0.0.0:9465")).unwrap().agent.listen,
+            Some("0.0.0.0:9465".parse().unwrap())
+        );
+        let e = parse(&with("localhost:9465")).unwrap_err();
+        assert!(
+            e.starts_with("agent.listen: \"localhost:9465\" is not an IP:port"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! handed to the sender oldest first with [`Queue::peek`], and released with [`Queue::ack`] only
 //! once the receiver answered. Every sample gets a sequence number when appended; an ack names
 //! the last number it releases, so dropping the oldest samples while a batch is in flight never
-//! releases the wrong ones. [`memory::MemoryQueue`] is the bounded in-memory implementation.
+//! releases the wrong ones. [`memory::MemoryQueue`] is the bounded in-memory implementation;
+//! [`disk::DiskLog`] the durable one, shared by all endpoints.
 
+pub mod disk;
 pub mod memory;
 
 use crate::series::Sample;
@@ -42,6 +44,22 @@ pub enum QueueError {
         /// The underlying error.
         #[source]
         source: std::io::Error,
+    },
+    /// A single sample encodes to more than a record may hold.
+    #[error("a sample encodes to {len} bytes, more than the record limit {limit}")]
+    RecordTooLarge {
+        /// Encoded size of the record.
+        len: u64,
+        /// The limit (the segment size, at most 64 MiB).
+        limit: u64,
+    },
+    /// Queue settings are out of range.
+    #[error("queue setting {field}: {message}")]
+    InvalidOptions {
+        /// The setting.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
     },
 }
 

@@ -1,0 +1,296 @@
+#!/usr/bin/env bash
+# Side-by-side resource benchmark, in one run on the same targets:
+#   - pushprobe probing N local HTTP targets every second, remote-writing to VictoriaMetrics;
+#   - the usual stack for that job: prometheus-blackbox-exporter (http_2xx) scraped every
+#     second by Prometheus in agent mode, remote-writing to the same VictoriaMetrics.
+# It reports CPU seconds (utime+stime from /proc/PID/stat) and peak RSS (VmHWM) of pushprobe
+# against blackbox exporter + Prometheus summed, their ratios, and pushprobe's idle RSS
+# (one probe, after settling). The HTTP target and VictoriaMetrics are not measured.
+#
+# Usage: scripts/bench-probes.sh [N] [SECONDS]     (defaults: 200 60)
+# Needs: cargo, python3, curl, and the Debian packages prometheus, victoria-metrics,
+# prometheus-blackbox-exporter (scripts/install-deps.sh installs them).
+# Exit status: 0 when both sides delivered probe results (whatever the figures), 1 otherwise.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+N="${1:-${N:-200}}"
+# Not SECONDS: bash uses that name for its own elapsed-time counter.
+DURATION="${2:-60}"
+WARMUP=10
+IDLE_SETTLE=15
+
+for tool in cargo python3 curl prometheus victoria-metrics prometheus-blackbox-exporter; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        echo "bench: $tool is required; see scripts/install-deps.sh" >&2
+        exit 1
+    fi
+done
+
+echo "== Building release binaries"
+cargo build --release --locked --bin pushprobe --example bench_target
+PUSHPROBE="$PWD/target/release/pushprobe"
+TARGET_BIN="$PWD/target/release/examples/bench_target"
+
+work="$(mktemp -d -t pushprobe-bench.XXXXXX)"
+pids=()
+cleanup() {
+    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+        kill "${pids[i]}" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_http() {
+    local url="$1" name="$2"
+    for _ in $(seq 1 600); do
+        if curl -fsS -o /dev/null "$url" 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "bench: $name did not come up at $url; its log:" >&2
+    tail -n 50 "$work/$name.log" >&2 || true
+    exit 1
+}
+
+# CPU seconds (user + system) a process has used so far.
+CLK_TCK="$(getconf CLK_TCK)"
+cpu_seconds() {
+    # Fields after the command name, which is in parentheses and may contain spaces:
+    # utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    sed 's/^.*) //' "/proc/$1/stat" | awk -v hz="$CLK_TCK" '{ printf "%.2f", ($12 + $13) / hz }'
+}
+# A /proc/PID/status memory field (VmHWM, VmRSS) in KiB.
+status_kib() {
+    awk -v key="$2:" '$1 == key { print $2 }' "/proc/$1/status"
+}
+
+# --- Unmeasured infrastructure: the targets and the receiver -------------------------------
+target_ports=4
+"$TARGET_BIN" "$target_ports" >"$work/target.ports" 2>"$work/target.log" &
+pids+=("$!")
+for _ in $(seq 1 100); do
+    [ "$(wc -l <"$work/target.ports")" -ge "$target_ports" ] && break
+    sleep 0.1
+done
+mapfile -t ports <"$work/target.ports"
+if [ "${#ports[@]}" -lt "$target_ports" ]; then
+    echo "bench: target server did not start" >&2
+    exit 1
+fi
+# Target i is a distinct path on one of the ports, so each is its own series on both sides.
+targets=()
+for ((i = 0; i < N; i++)); do
+    targets+=("http://127.0.0.1:${ports[i % target_ports]}/t/$i")
+done
+
+vm_port="$(free_port)"
+victoria-metrics \
+    -storageDataPath="$work/vm-data" \
+    -httpListenAddr="127.0.0.1:$vm_port" \
+    -retentionPeriod=1 \
+    -search.latencyOffset=0s \
+    -search.disableCache \
+    -loggerLevel=WARN \
+    >"$work/victoria-metrics.log" 2>&1 &
+pids+=("$!")
+wait_http "http://127.0.0.1:$vm_port/health" victoria-metrics
+write_url="http://127.0.0.1:$vm_port/api/v1/write"
+
+# --- pushprobe --------------------------------------------------------------------------------
+{
+    cat <<TOML
+[agent]
+external_labels = { prober = "pushprobe" }
+
+[[remote_write]]
+url = "$write_url"
+TOML
+    for ((i = 0; i < N; i++)); do
+        printf '\n[[probe]]\nname = "t%d"\nkind = "http"\nurl = "%s"\ninterval = "1s"\ntimeout = "1s"\n' \
+            "$i" "${targets[i]}"
+    done
+} >"$work/pushprobe.toml"
+"$PUSHPROBE" config check --config "$work/pushprobe.toml" >/dev/null
+"$PUSHPROBE" run --config "$work/pushprobe.toml" >"$work/pushprobe.log" 2>&1 &
+pp_pid="$!"
+pids+=("$pp_pid")
+
+# --- blackbox exporter + Prometheus agent -----------------------------------------------------
+bb_port="$(free_port)"
+cat >"$work/blackbox.yml" <<'YAML'
+modules:
+  http_2xx:
+    prober: http
+    timeout: 1s
+    http:
+      preferred_ip_protocol: ip4
+YAML
+prometheus-blackbox-exporter \
+    --config.file="$work/blackbox.yml" \
+    --web.listen-address="127.0.0.1:$bb_port" \
+    >"$work/blackbox.log" 2>&1 &
+bb_pid="$!"
+pids+=("$bb_pid")
+wait_http "http://127.0.0.1:$bb_port/metrics" blackbox
+
+prom_port="$(free_port)"
+{
+    cat <<YAML
+global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+  external_labels:
+    prober: blackbox
+scrape_configs:
+  - job_name: blackbox
+    metrics_path: /probe
+    params:
+      module: [http_2xx]
+    relabel_configs:
+      - source_labels: [__address__]
+        target_label: __param_target
+      - source_labels: [__param_target]
+        target_label: instance
+      - target_label: __address__
+        replacement: 127.0.0.1:$bb_port
+    static_configs:
+      - targets:
+YAML
+    for t in "${targets[@]}"; do
+        echo "          - $t"
+    done
+    cat <<YAML
+remote_write:
+  - url: $write_url
+YAML
+} >"$work/prometheus.yml"
+prometheus \
+    --enable-feature=agent \
+    --config.file="$work/prometheus.yml" \
+    --storage.agent.path="$work/prom-agent" \
+    --web.listen-address="127.0.0.1:$prom_port" \
+    >"$work/prometheus.log" 2>&1 &
+prom_pid="$!"
+pids+=("$prom_pid")
+wait_http "http://127.0.0.1:$prom_port/-/ready" prometheus
+
+echo "== Running: N=$N targets every 1s for ${DURATION}s (warm-up ${WARMUP}s not in the window)"
+sleep "$WARMUP"
+declare -A cpu0
+for p in "$pp_pid" "$bb_pid" "$prom_pid"; do
+    cpu0[$p]="$(cpu_seconds "$p")"
+done
+sleep "$DURATION"
+declare -A cpu1 hwm rss
+for p in "$pp_pid" "$bb_pid" "$prom_pid"; do
+    if [ ! -d "/proc/$p" ]; then
+        echo "bench: process $p exited during the run; logs in $work" >&2
+        tail -n 30 "$work"/*.log >&2
+        exit 1
+    fi
+    cpu1[$p]="$(cpu_seconds "$p")"
+    hwm[$p]="$(status_kib "$p" VmHWM)"
+    rss[$p]="$(status_kib "$p" VmRSS)"
+done
+
+# Both sides must actually have probed successfully, or the comparison means nothing.
+curl -fsS -o /dev/null "http://127.0.0.1:$vm_port/internal/force_flush" || true
+sleep 2
+results="$(curl -fsS --get \
+    --data-urlencode "query=sum by (prober) (count_over_time(probe_success[${DURATION}s]))" \
+    "http://127.0.0.1:$vm_port/api/v1/query")"
+ok_now="$(curl -fsS --get \
+    --data-urlencode "query=sum by (prober) (probe_success)" \
+    "http://127.0.0.1:$vm_port/api/v1/query")"
+
+kill -TERM "$pp_pid" "$bb_pid" "$prom_pid" 2>/dev/null || true
+wait "$pp_pid" "$bb_pid" "$prom_pid" 2>/dev/null || true
+
+# --- Idle footprint: one probe, after settling ------------------------------------------------
+cat >"$work/idle.toml" <<TOML
+[agent]
+external_labels = { prober = "pushprobe-idle" }
+
+[[remote_write]]
+url = "$write_url"
+
+[[probe]]
+name = "idle"
+kind = "http"
+url = "${targets[0]}"
+interval = "1s"
+timeout = "1s"
+TOML
+"$PUSHPROBE" run --config "$work/idle.toml" >"$work/idle.log" 2>&1 &
+idle_pid="$!"
+pids+=("$idle_pid")
+echo "== Idle footprint: pushprobe with 1 probe, settling ${IDLE_SETTLE}s"
+sleep "$IDLE_SETTLE"
+idle_rss="$(status_kib "$idle_pid" VmRSS)"
+idle_hwm="$(status_kib "$idle_pid" VmHWM)"
+kill -TERM "$idle_pid" 2>/dev/null || true
+wait "$idle_pid" 2>/dev/null || true
+
+python3 - "$N" "$DURATION" \
+    "${cpu0[$pp_pid]}" "${cpu1[$pp_pid]}" "${hwm[$pp_pid]}" "${rss[$pp_pid]}" \
+    "${cpu0[$bb_pid]}" "${cpu1[$bb_pid]}" "${hwm[$bb_pid]}" "${rss[$bb_pid]}" \
+    "${cpu0[$prom_pid]}" "${cpu1[$prom_pid]}" "${hwm[$prom_pid]}" "${rss[$prom_pid]}" \
+    "$idle_rss" "$idle_hwm" "$results" "$ok_now" <<'PY'
+import json
+import sys
+
+a = sys.argv[1:]
+n, duration = int(a[0]), int(a[1])
+def proc(i):
+    c0, c1, hwm, rss = float(a[i]), float(a[i + 1]), int(a[i + 2]), int(a[i + 3])
+    return {"window": c1 - c0, "total": c1, "hwm": hwm / 1024, "rss": rss / 1024}
+pp, bb, pr = proc(2), proc(6), proc(10)
+pair = {k: bb[k] + pr[k] for k in pp}
+idle_rss, idle_hwm = int(a[14]) / 1024, int(a[15]) / 1024
+
+def by_prober(text):
+    out = {}
+    for r in json.loads(text)["data"]["result"]:
+        out[r["metric"].get("prober", "?")] = float(r["value"][1])
+    return out
+samples, ok_now = by_prober(a[16]), by_prober(a[17])
+
+print()
+print(f"N={n} targets, 1s interval, {duration}s measured window")
+print(f"{'process':<28}{'CPU s (window)':>16}{'CPU s (life)':>14}{'peak RSS MiB':>14}{'RSS MiB':>10}")
+for name, p in [("pushprobe", pp), ("blackbox_exporter", bb), ("prometheus --agent", pr),
+                ("blackbox + prometheus", pair)]:
+    print(f"{name:<28}{p['window']:>16.2f}{p['total']:>14.2f}{p['hwm']:>14.1f}{p['rss']:>10.1f}")
+def ratio(x, y):
+    return x / y if y else float("nan")
+cpu_ratio = ratio(pp["window"], pair["window"])
+mem_ratio = ratio(pp["hwm"], pair["hwm"])
+print()
+print(f"CPU ratio pushprobe / pair (window): {cpu_ratio:.3f}   (target <= 0.25)  "
+      f"{'OK' if cpu_ratio <= 0.25 else 'MISSED'}")
+print(f"CPU ratio pushprobe / pair (life):   {ratio(pp['total'], pair['total']):.3f}")
+print(f"peak RSS ratio pushprobe / pair:     {mem_ratio:.3f}   (target <= 0.20)  "
+      f"{'OK' if mem_ratio <= 0.20 else 'MISSED'}")
+print(f"pushprobe idle RSS (1 probe):        {idle_rss:.1f} MiB (peak {idle_hwm:.1f})  "
+      f"(target <= 8 MiB)  {'OK' if idle_rss <= 8 else 'MISSED'}")
+print()
+print(f"probe results stored in the window, by prober: {samples}")
+print(f"targets currently up, by prober:             {ok_now}  (of {n})")
+expected = n * duration * 0.5
+bad = [p for p in ("pushprobe", "blackbox") if samples.get(p, 0) < expected]
+if bad:
+    print(f"bench: too few results from {bad} (expected at least {expected:.0f}); "
+          "the comparison is not valid", file=sys.stderr)
+    sys.exit(1)
+PY

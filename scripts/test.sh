@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The project's full check, the same locally and in CI: formatting, lints, all tests (unit,
+# integration against real receivers, doc tests), and the alerting-rule tests when present.
+#
+# Integration tests need the Debian packages prometheus, victoria-metrics and
+# prometheus-pushgateway; without them they are skipped locally, and fail under CI=true.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo fmt --check"
+cargo fmt --check
+
+echo "== cargo clippy"
+cargo clippy --locked --all-targets -- -D warnings
+
+echo "== cargo test (unit, integration, examples, benches in test mode)"
+cargo test --locked --all-targets --no-fail-fast
+
+echo "== cargo test --doc"
+cargo test --locked --doc
+
+if [ -f ops/alerts_test.yml ]; then
+    # Also run by tests/ops_rules.rs; here too so a failure shows promtool's own report.
+    echo "== promtool check rules"
+    promtool check rules ops/alerts.yml
+    echo "== promtool test rules"
+    promtool test rules ops/alerts_test.yml
+fi
+
+echo "== all checks passed"

@@ -1,0 +1,153 @@
+//! A local HTTP target for probes: answers on 127.0.0.1 with a scripted reply and counts hits.
+//!
+//! It runs on the test's tokio runtime and stops when the [`TargetServer`] is dropped.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// What the target answers with.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// HTTP status code.
+    pub status: u16,
+    /// Delay before the response headers are sent.
+    pub delay: Duration,
+    /// Response body.
+    pub body: String,
+}
+
+impl Default for Reply {
+    fn default() -> Self {
+        Reply {
+            status: 200,
+            delay: Duration::ZERO,
+            body: "ok\n".to_string(),
+        }
+    }
+}
+
+struct State {
+    reply: Mutex<Reply>,
+    hits: AtomicU64,
+    // Wall-clock arrival time (ms) of every request, to order events against sample stamps.
+    hit_times: Mutex<Vec<i64>>,
+}
+
+/// A scriptable HTTP/1.1 server on 127.0.0.1 with an ephemeral port.
+pub struct TargetServer {
+    addr: SocketAddr,
+    state: Arc<State>,
+    task: JoinHandle<()>,
+}
+
+impl TargetServer {
+    /// Starts a target that answers `200 ok` to every request.
+    pub async fn start() -> TargetServer {
+        TargetServer::start_with(Reply::default()).await
+    }
+
+    /// Starts a target that answers with `reply` to every request.
+    pub async fn start_with(reply: Reply) -> TargetServer {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind target on 127.0.0.1");
+        let addr = listener.local_addr().expect("target address");
+        let state = Arc::new(State {
+            reply: Mutex::new(reply),
+            hits: AtomicU64::new(0),
+            hit_times: Mutex::new(Vec::new()),
+        });
+        let accept_state = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let conn_state = accept_state.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| respond(conn_state.clone(), req));
+                    // A probe closing its connection mid-response is not a test failure.
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        TargetServer { addr, state, task }
+    }
+
+    /// `http://127.0.0.1:PORT{path}`; `path` should start with `/`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Replaces the reply for all following requests.
+    pub fn set_reply(&self, reply: Reply) {
+        *self.state.reply.lock().expect("reply lock") = reply;
+    }
+
+    /// Changes only the status code of following replies.
+    pub fn set_status(&self, status: u16) {
+        self.state.reply.lock().expect("reply lock").status = status;
+    }
+
+    /// Changes only the delay of following replies.
+    pub fn set_delay(&self, delay: Duration) {
+        self.state.reply.lock().expect("reply lock").delay = delay;
+    }
+
+    /// Requests answered (or being answered) so far.
+    pub fn hits(&self) -> u64 {
+        self.state.hits.load(Ordering::SeqCst)
+    }
+
+    /// Wall-clock arrival times (ms since the epoch) of all requests so far, in order.
+    pub fn hit_times_ms(&self) -> Vec<i64> {
+        self.state.hit_times.lock().expect("hit times lock").clone()
+    }
+}
+
+impl Drop for TargetServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn respond(
+    state: Arc<State>,
+    _req: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    state.hits.fetch_add(1, Ordering::SeqCst);
+    state
+        .hit_times
+        .lock()
+        .expect("hit times lock")
+        .push(super::now_ms());
+    let reply = state.reply.lock().expect("reply lock").clone();
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    Ok(Response::builder()
+        .status(status)
+        .header("content-type", "text/plain")
+        .body(Full::new(Bytes::from(reply.body)))
+        .expect("build response"))
+}

@@ -1,0 +1,204 @@
+//! End to end against a real Prometheus (remote-write receiver): the `pushprobe` binary probes a
+//! local HTTP target and what Prometheus stores is checked through its query API.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_delivers_a_successful_probe_with_its_measurement_time() {
+    let Some(prom) = Prometheus::start().await else {
+        return;
+    };
+    let target = TargetServer::start().await;
+    let url = target.url("/");
+    let agent = Pushprobe::with_config(&basic_config(&prom.write_url(), &[("local", &url)], "1s"));
+
+    let run = agent.once().await;
+    run.assert_code(0);
+    assert!(target.hits() >= 1, "the target was never probed");
+
+    // `once` exits only after delivery, so the data must be there; the poll only covers the
+    // receiver making it queryable.
+    let success = prom.wait_for_any(r#"probe_success{probe="local"}"#).await;
+    let s = only(&success, &[("probe", "local"), ("instance", &url)]);
+    assert_eq!(s.value, 1.0);
+    assert_eq!(s.labels["cluster"], "edge-1", "external label missing");
+
+    let code = prom
+        .wait_for_any(r#"probe_http_status_code{probe="local"}"#)
+        .await;
+    assert_eq!(only(&code, &[("cluster", "edge-1")]).value, 200.0);
+
+    // The stored timestamp is when the probe started: inside the command's lifetime, and no
+    // later than the request reaching the target (a send-time stamp would come after it).
+    let raw = prom
+        .raw_samples(r#"probe_success{probe="local"}"#, "10m")
+        .await;
+    assert_eq!(raw.len(), 1, "{raw:?}");
+    assert_eq!(raw[0].samples.len(), 1, "once probes once: {raw:?}");
+    let (ts, value) = raw[0].samples[0];
+    assert_eq!(value, 1.0);
+    assert!(
+        ts >= run.started_ms && ts <= run.finished_ms,
+        "sample timestamp {ts} outside the run [{}, {}]",
+        run.started_ms,
+        run.finished_ms
+    );
+    let first_hit = target.hit_times_ms()[0];
+    assert!(
+        ts <= first_hit,
+        "sample timestamp {ts} is after the request reached the target at {first_hit}"
+    );
+
+    for metric in [
+        "probe_duration_seconds",
+        "probe_http_duration_seconds",
+        "pushprobe_probe_latency_seconds_count",
+        "pushprobe_probe_requests_total",
+    ] {
+        let got = prom
+            .wait_for_any(&format!(r#"{metric}{{probe="local"}}"#))
+            .await;
+        assert!(
+            got.iter().all(|r| r.labels["cluster"] == "edge-1"),
+            "{metric} lacks the external label: {got:?}"
+        );
+    }
+    let phases = prom
+        .query(r#"probe_http_duration_seconds{probe="local"}"#)
+        .await;
+    assert!(
+        phases.iter().all(|r| r.labels.contains_key("phase")),
+        "phase label missing: {phases:?}"
+    );
+    let requests = prom
+        .query(r#"pushprobe_probe_requests_total{probe="local"}"#)
+        .await;
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.labels.get("code").map(String::as_str) == Some("200") && r.value >= 1.0),
+        "no request counted with code 200: {requests:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_reports_a_failing_target_with_exit_1_and_still_delivers() {
+    let Some(prom) = Prometheus::start().await else {
+        return;
+    };
+    let target = TargetServer::start_with(Reply {
+        status: 500,
+        ..Reply::default()
+    })
+    .await;
+    let agent = Pushprobe::with_config(&basic_config(
+        &prom.write_url(),
+        &[("broken", &target.url("/"))],
+        "1s",
+    ));
+
+    let run = agent.once().await;
+    run.assert_code(1);
+
+    let success = prom.wait_for_any(r#"probe_success{probe="broken"}"#).await;
+    assert_eq!(only(&success, &[("cluster", "edge-1")]).value, 0.0);
+    let code = prom
+        .wait_for_any(r#"probe_http_status_code{probe="broken"}"#)
+        .await;
+    assert_eq!(code[0].value, 500.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_overrides_an_external_label() {
+    let Some(prom) = Prometheus::start().await else {
+        return;
+    };
+    let target = TargetServer::start().await;
+    let agent = Pushprobe::with_config(&basic_config(
+        &prom.write_url(),
+        &[("local", &target.url("/"))],
+        "1s",
+    ))
+    .env("PUSHPROBE_AGENT__EXTERNAL_LABELS__CLUSTER", "edge-2");
+
+    agent.once().await.assert_code(0);
+    let success = prom.wait_for_any(r#"probe_success{probe="local"}"#).await;
+    assert_eq!(success[0].labels["cluster"], "edge-2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_pushes_continuously_and_drains_on_sigterm() {
+    let Some(prom) = Prometheus::start().await else {
+        return;
+    };
+    let target = TargetServer::start().await;
+    let url = target.url("/");
+    let agent = Pushprobe::with_config(&basic_config(&prom.write_url(), &[("local", &url)], "1s"));
+    let mut running = agent.spawn_run(&[]);
+
+    // Wait for behaviour, not for a fixed time: several probe results must have arrived.
+    prom.wait_for(
+        r#"count_over_time(probe_success{probe="local"}[10m])"#,
+        |r| r.len() == 1 && r[0].value >= 4.0,
+        DATA_TIMEOUT,
+    )
+    .await;
+    prom.wait_for_any(r#"pushprobe_remote_write_samples_sent_total"#)
+        .await;
+    running.assert_running();
+
+    let stopped = running.terminate(Duration::from_secs(30)).await;
+    stopped.assert_code(0);
+
+    // Every probe's samples share the probe's start time, and probes run in order.
+    let raw = prom
+        .raw_samples(r#"probe_success{probe="local"}"#, "10m")
+        .await;
+    assert_eq!(raw.len(), 1, "{raw:?}");
+    let stamps: Vec<i64> = raw[0].samples.iter().map(|s| s.0).collect();
+    assert!(stamps.len() >= 4, "too few samples: {stamps:?}");
+    assert!(
+        stamps.windows(2).all(|w| w[0] < w[1]),
+        "timestamps not increasing: {stamps:?}"
+    );
+    assert!(raw[0].samples.iter().all(|s| s.1 == 1.0));
+    assert!(stamps
+        .iter()
+        .all(|&t| t >= stopped.started_ms && t <= stopped.finished_ms));
+
+    // Counters never go down within one process's life.
+    for selector in [
+        r#"pushprobe_probe_latency_seconds_count{probe="local"}"#,
+        r#"pushprobe_probe_requests_total{probe="local",code="200"}"#,
+        r#"pushprobe_remote_write_samples_sent_total"#,
+    ] {
+        let series = prom.raw_samples(selector, "10m").await;
+        assert!(!series.is_empty(), "{selector}: no series");
+        for s in &series {
+            assert!(
+                s.samples.windows(2).all(|w| w[0].1 <= w[1].1),
+                "{selector} decreased: {:?}",
+                s.samples
+            );
+        }
+    }
+    let sent = prom
+        .query("max(pushprobe_remote_write_samples_sent_total)")
+        .await;
+    assert!(sent[0].value > 0.0, "{sent:?}");
+
+    let build = prom.wait_for_any("pushprobe_build_info").await;
+    assert!(build[0].labels.contains_key("version"), "{build:?}");
+
+    // One stored probe result per request the target saw at most: nothing is invented, and
+    // each result is stamped no later than its request arrived.
+    let hits = target.hit_times_ms();
+    assert!(stamps.len() <= hits.len(), "{stamps:?} vs hits {hits:?}");
+    for (stamp, hit) in stamps.iter().zip(&hits) {
+        assert!(stamp <= hit, "sample at {stamp} after its request at {hit}");
+    }
+}
