@@ -1,16 +1,17 @@
 //! The Pushgateway sink against the real Pushgateway binary: text-format escaping, PUT vs
 //! POST, grouping keys with `/`, and `delete_on_exit` through `pushprobe exec`.
 //!
-//! Needs `/usr/bin/prometheus-pushgateway`. Without it the tests are skipped locally but
-//! fail when `CI` is set, so CI cannot pass by not testing.
+//! The gateway comes from the shared harness (`tests/common`): without the binary the tests
+//! are skipped locally but fail when `CI` is set, so CI cannot pass by not testing.
+
+mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{Pushgateway, Pushprobe};
 use pushprobe::config::{PushMethod, PushgatewaySettings, TlsConfig};
 use pushprobe::pushgateway::{Feed, PushgatewaySink};
 use pushprobe::series::{Labels, MetricType, Registry};
@@ -18,111 +19,32 @@ use pushprobe::telemetry::Telemetry;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-const PUSHGATEWAY: &str = "/usr/bin/prometheus-pushgateway";
-
-// --- minimal helpers; to be replaced by tests/common when the shared harness lands ---
-
-/// A running Pushgateway on a free port, killed on drop.
-struct Gateway {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts the gateway, or returns None (skip) when it is not installed outside CI.
-fn start_gateway() -> Option<Gateway> {
-    if !Path::new(PUSHGATEWAY).exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{PUSHGATEWAY} is missing; CI must install prometheus-pushgateway"
-        );
-        eprintln!("skipping: {PUSHGATEWAY} is not installed");
-        return None;
-    }
-    for _ in 0..5 {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let child = Command::new(PUSHGATEWAY)
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg(format!(
-                "--persistence.file={}",
-                dir.path().join("metrics.db").display()
-            ))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut gw = Gateway {
-            child,
-            port,
-            _dir: dir,
-        };
-        for _ in 0..200 {
-            if let Ok(Some(_)) = gw.child.try_wait() {
-                break; // the port was taken meanwhile: try another one
-            }
-            if http("GET", port, "/-/ready").is_some_and(|(s, _)| s == 200) {
-                return Some(gw);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    panic!("the Pushgateway did not become ready");
-}
-
-/// One HTTP/1.0 request; returns status and body, or None if the connection failed.
-fn http(method: &str, port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(s, "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let status = raw.split(' ').nth(1)?.parse().ok()?;
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((status, body))
-}
-
 /// The gateway's groups, from `/api/v1/metrics`.
-fn groups(port: u16) -> Vec<Value> {
-    let (status, body) = http("GET", port, "/api/v1/metrics").expect("query the gateway");
-    assert_eq!(status, 200, "{body}");
-    let v: Value = serde_json::from_str(&body).unwrap();
-    v["data"].as_array().cloned().unwrap_or_default()
+async fn groups(gw: &Pushgateway) -> Vec<Value> {
+    gw.metrics_json()
+        .await
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// The group whose labels are exactly `labels`.
-fn group(port: u16, labels: &[(&str, &str)]) -> Option<Value> {
-    groups(port).into_iter().find(|g| {
+async fn group(gw: &Pushgateway, labels: &[(&str, &str)]) -> Option<Value> {
+    groups(gw).await.into_iter().find(|g| {
         let l = g["labels"].as_object().unwrap();
         l.len() == labels.len() && labels.iter().all(|(k, v)| l.get(*k) == Some(&(*v).into()))
     })
 }
 
-// --- end of helpers ---
-
 fn settings(
-    port: u16,
+    url: &str,
     job: &str,
     grouping: &[(&str, &str)],
     method: PushMethod,
 ) -> PushgatewaySettings {
     PushgatewaySettings {
         name: "test-gw".into(),
-        url: format!("http://127.0.0.1:{port}").parse().unwrap(),
+        url: url.parse().unwrap(),
         job: job.into(),
         grouping: grouping
             .iter()
@@ -153,7 +75,9 @@ async fn push_once(settings: PushgatewaySettings, external: &Labels, registry: &
 
 #[tokio::test(flavor = "current_thread")]
 async fn escaping_survives_the_real_pushgateway() {
-    let Some(gw) = start_gateway() else { return };
+    let Some(gw) = Pushgateway::start().await else {
+        return;
+    };
     let tricky = "say \"hi\" \\ back\nslash ünïcødé ✓";
     let mut r = Registry::new();
     r.describe("pp_tricky", MetricType::Gauge, "Help with \\ and\nnewline.");
@@ -168,7 +92,7 @@ async fn escaping_survives_the_real_pushgateway() {
     let external = Labels::from_pairs([("cluster", "edge-1")]).unwrap();
     let ok = push_once(
         settings(
-            gw.port,
+            &gw.base_url(),
             "escape",
             &[("instance", "host-1")],
             PushMethod::Put,
@@ -179,7 +103,9 @@ async fn escaping_survives_the_real_pushgateway() {
     .await;
     assert!(ok, "push was not accepted");
 
-    let g = group(gw.port, &[("job", "escape"), ("instance", "host-1")]).expect("group exists");
+    let g = group(&gw, &[("job", "escape"), ("instance", "host-1")])
+        .await
+        .expect("group exists");
     let fam = &g["pp_tricky"];
     assert_eq!(fam["help"], "Help with \\ and\nnewline.");
     assert_eq!(fam["type"], "GAUGE");
@@ -202,7 +128,9 @@ async fn escaping_survives_the_real_pushgateway() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn put_replaces_the_group_and_post_merges() {
-    let Some(gw) = start_gateway() else { return };
+    let Some(gw) = Pushgateway::start().await else {
+        return;
+    };
     let none = Labels::default();
     let mut both = Registry::new();
     both.gauge_set("pp_a", &[], 1.0).unwrap();
@@ -211,13 +139,20 @@ async fn put_replaces_the_group_and_post_merges() {
     only_a.gauge_set("pp_a", &[], 10.0).unwrap();
 
     for (job, method) in [("put", PushMethod::Put), ("post", PushMethod::Post)] {
-        assert!(push_once(settings(gw.port, job, &[], PushMethod::Put), &none, &both).await);
-        assert!(push_once(settings(gw.port, job, &[], method), &none, &only_a).await);
+        assert!(
+            push_once(
+                settings(&gw.base_url(), job, &[], PushMethod::Put),
+                &none,
+                &both
+            )
+            .await
+        );
+        assert!(push_once(settings(&gw.base_url(), job, &[], method), &none, &only_a).await);
     }
-    let put = group(gw.port, &[("job", "put")]).unwrap();
+    let put = group(&gw, &[("job", "put")]).await.unwrap();
     assert_eq!(put["pp_a"]["metrics"][0]["value"], "10");
     assert!(put.get("pp_b").is_none(), "PUT must drop pp_b: {put}");
-    let post = group(gw.port, &[("job", "post")]).unwrap();
+    let post = group(&gw, &[("job", "post")]).await.unwrap();
     assert_eq!(post["pp_a"]["metrics"][0]["value"], "10");
     assert_eq!(
         post["pp_b"]["metrics"][0]["value"], "2",
@@ -227,27 +162,30 @@ async fn put_replaces_the_group_and_post_merges() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn grouping_values_with_slashes_and_empty_values_round_trip() {
-    let Some(gw) = start_gateway() else { return };
+    let Some(gw) = Pushgateway::start().await else {
+        return;
+    };
     let mut r = Registry::new();
     r.gauge_set("pp_g", &[], 1.0).unwrap();
     let grouping = [("path", "/var/tmp/x"), ("space", "a b?c"), ("empty", "")];
     let ok = push_once(
-        settings(gw.port, "nightly/backup", &grouping, PushMethod::Put),
+        settings(&gw.base_url(), "nightly/backup", &grouping, PushMethod::Put),
         &Labels::default(),
         &r,
     )
     .await;
     assert!(ok);
     let g = group(
-        gw.port,
+        &gw,
         &[
             ("job", "nightly/backup"),
             ("path", "/var/tmp/x"),
             ("space", "a b?c"),
             ("empty", ""),
         ],
-    );
-    assert!(g.is_some(), "groups: {:?}", groups(gw.port));
+    )
+    .await;
+    assert!(g.is_some(), "groups: {:?}", groups(&gw).await);
 }
 
 /// A scripted HTTP server: answers each request with the next status in `script` (then 200)
@@ -309,7 +247,12 @@ async fn retryable_failures_are_retried_and_refusals_are_not() {
     let (port, requests) = scripted_server(vec![503, 429]);
     assert!(
         push_once(
-            settings(port, "j", &[], PushMethod::Put),
+            settings(
+                &format!("http://127.0.0.1:{port}"),
+                "j",
+                &[],
+                PushMethod::Put
+            ),
             &Labels::default(),
             &r
         )
@@ -325,7 +268,12 @@ async fn retryable_failures_are_retried_and_refusals_are_not() {
     let (port, requests) = scripted_server(vec![400]);
     assert!(
         !push_once(
-            settings(port, "j", &[], PushMethod::Post),
+            settings(
+                &format!("http://127.0.0.1:{port}"),
+                "j",
+                &[],
+                PushMethod::Post
+            ),
             &Labels::default(),
             &r
         )
@@ -336,45 +284,41 @@ async fn retryable_failures_are_retried_and_refusals_are_not() {
     assert!(seen[0].starts_with("POST "), "{seen:?}");
 }
 
-fn pushprobe() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pushprobe"))
+/// Runs `pushprobe --config FILE exec ARGS...` to completion.
+async fn exec(pp: &Pushprobe, args: &[&str]) -> common::Finished {
+    let config = pp.config_path().to_string_lossy().into_owned();
+    let mut all = vec!["--config", config.as_str(), "exec"];
+    all.extend_from_slice(args);
+    pp.run_to_end("exec", &all, Duration::from_secs(120)).await
 }
 
-#[test]
-fn exec_pushes_job_metrics_and_keeps_last_success_after_a_failure() {
-    let Some(gw) = start_gateway() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("pushprobe.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[agent]\ndrain_timeout = \"20s\"\n[[pushgateway]]\nurl = \"http://127.0.0.1:{}\"\njob = \"from-config\"\ngrouping = {{ instance = \"host-1\" }}\n",
-            gw.port
-        ),
-    )
-    .unwrap();
-    let ok = pushprobe()
-        .args(["-c"])
-        .arg(&config)
-        .args(["exec", "--job", "nightly", "--", "true"])
-        .status()
-        .unwrap();
-    assert_eq!(ok.code(), Some(0));
-    let g = group(gw.port, &[("job", "nightly"), ("instance", "host-1")]).expect("group");
+#[tokio::test(flavor = "current_thread")]
+async fn exec_pushes_job_metrics_and_keeps_last_success_after_a_failure() {
+    let Some(gw) = Pushgateway::start().await else {
+        return;
+    };
+    let pp = Pushprobe::with_config(&format!(
+        "[agent]\ndrain_timeout = \"20s\"\n[[pushgateway]]\nurl = \"{}\"\njob = \"from-config\"\ngrouping = {{ instance = \"host-1\" }}\n",
+        gw.base_url()
+    ));
+    exec(&pp, &["--job", "nightly", "--", "true"])
+        .await
+        .assert_code(0);
+    let g = group(&gw, &[("job", "nightly"), ("instance", "host-1")])
+        .await
+        .expect("group");
     let last_success = g["pushprobe_job_last_success_timestamp_seconds"]["metrics"][0]["value"]
         .as_str()
         .unwrap()
         .to_string();
     assert_eq!(g["pushprobe_job_exit_code"]["metrics"][0]["value"], "0");
 
-    let failed = pushprobe()
-        .args(["-c"])
-        .arg(&config)
-        .args(["exec", "--job", "nightly", "--", "sh", "-c", "exit 4"])
-        .status()
-        .unwrap();
-    assert_eq!(failed.code(), Some(4));
-    let g = group(gw.port, &[("job", "nightly"), ("instance", "host-1")]).expect("group");
+    exec(&pp, &["--job", "nightly", "--", "sh", "-c", "exit 4"])
+        .await
+        .assert_code(4);
+    let g = group(&gw, &[("job", "nightly"), ("instance", "host-1")])
+        .await
+        .expect("group");
     assert_eq!(g["pushprobe_job_exit_code"]["metrics"][0]["value"], "4");
     assert_eq!(
         g["pushprobe_job_last_success_timestamp_seconds"]["metrics"][0]["value"],
@@ -383,29 +327,24 @@ fn exec_pushes_job_metrics_and_keeps_last_success_after_a_failure() {
     );
 }
 
-#[test]
-fn delete_on_exit_removes_the_group_after_pushing_it() {
-    let Some(gw) = start_gateway() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("pushprobe.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[pushgateway]]\nurl = \"http://127.0.0.1:{}\"\njob = \"ephemeral\"\ndelete_on_exit = true\n",
-            gw.port
-        ),
-    )
-    .unwrap();
-    let status = pushprobe()
-        .arg("-c")
-        .arg(&config)
-        .args(["exec", "--", "true"])
-        .status()
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
-    assert!(group(gw.port, &[("job", "ephemeral")]).is_none());
+#[tokio::test(flavor = "current_thread")]
+async fn delete_on_exit_removes_the_group_after_pushing_it() {
+    let Some(gw) = Pushgateway::start().await else {
+        return;
+    };
+    let pp = Pushprobe::with_config(&format!(
+        "[[pushgateway]]\nurl = \"{}\"\njob = \"ephemeral\"\ndelete_on_exit = true\n",
+        gw.base_url()
+    ));
+    exec(&pp, &["--", "true"]).await.assert_code(0);
+    assert!(group(&gw, &[("job", "ephemeral")]).await.is_none());
     // It was pushed first, then deleted: the gateway counted both requests.
-    let (_, metrics) = http("GET", gw.port, "/metrics").unwrap();
+    let metrics = common::http_get_text(
+        &common::http_client(),
+        &format!("{}/metrics", gw.base_url()),
+    )
+    .await
+    .unwrap();
     let counted = |needle: &str| {
         metrics
             .lines()
