@@ -148,7 +148,6 @@ async fn bad_config_exits_78_naming_the_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "config: a probe field that fails to parse is reported as `probe.0`, without the field name"]
 async fn unparsable_probe_field_is_named() {
     let config = basic_config(
         "http://127.0.0.1:9/api/v1/write",

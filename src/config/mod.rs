@@ -308,13 +308,52 @@ fn default_true() -> bool {
 }
 
 /// One probe; `kind` selects what it does.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum ProbeConfig {
     /// An HTTP(S) request checked for status and timed by phase.
     Http(HttpProbeConfig),
     /// An OpenAI-compatible API: model list, chat and streamed chat.
     Openai(OpenAiProbeConfig),
+}
+
+/// The probe kinds `kind` accepts.
+const PROBE_KINDS: &[&str] = &["http", "openai"];
+
+// serde's derived `tag = "kind"` buffers the table before picking a variant, and an error
+// inside the variant then loses its field name ("probe.0: not a duration"). Reading the table
+// as a figment value first and deserializing the variant from it keeps the field in the
+// message ("probe.0: interval: not a duration").
+impl<'de> Deserialize<'de> for ProbeConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let value = <figment::value::Value as Deserialize>::deserialize(d)?;
+        let Some(mut table) = value.into_dict() else {
+            return Err(D::Error::custom("each [[probe]] must be a table"));
+        };
+        let kind = match table.remove("kind") {
+            Some(figment::value::Value::String(_, kind)) => kind,
+            Some(_) => {
+                return Err(D::Error::custom(
+                    "kind: must be a string (\"http\" or \"openai\")",
+                ))
+            }
+            None => return Err(D::Error::missing_field("kind")),
+        };
+        let body = figment::value::Value::from(table);
+        let field_error = |e: figment::Error| D::Error::custom(describe_figment_error(e));
+        match kind.as_str() {
+            "http" => body
+                .deserialize()
+                .map(ProbeConfig::Http)
+                .map_err(field_error),
+            "openai" => body
+                .deserialize()
+                .map(ProbeConfig::Openai)
+                .map_err(field_error),
+            other => Err(D::Error::unknown_variant(other, PROBE_KINDS)),
+        }
+    }
 }
 
 impl ProbeConfig {
@@ -1181,6 +1220,18 @@ mod tests {
             e.contains("agent.queue.max_disk_bytes") && e.contains("unknown unit"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn errors_inside_a_probe_name_the_field() {
+        let e = parse(&GOOD.replace("interval = \"30s\"", "interval = \"soon\"")).unwrap_err();
+        assert!(e.starts_with("probe.0: interval: "), "{e}");
+        assert!(
+            e.contains("not a duration") && e.contains("pushprobe.toml"),
+            "{e}"
+        );
+        let e = parse(&GOOD.replace("kind = \"http\"", "kind = \"htp\"")).unwrap_err();
+        assert!(e.contains("htp") && e.contains("http"), "{e}");
     }
 
     #[test]
