@@ -24,6 +24,11 @@ pub const RW_REQUESTS: &str = "pushprobe_remote_write_requests_total";
 pub const RW_PENDING: &str = "pushprobe_remote_write_pending_samples";
 /// Unix time of the last accepted write, per `endpoint`.
 pub const RW_LAST_SUCCESS: &str = "pushprobe_remote_write_last_success_timestamp_seconds";
+/// Pushgateway requests by `gateway` and `outcome` (success, deleted, retryable, rejected,
+/// transport).
+pub const PG_REQUESTS: &str = "pushprobe_pushgateway_requests_total";
+/// Unix time of the last accepted push, per `gateway`.
+pub const PG_LAST_SUCCESS: &str = "pushprobe_pushgateway_last_success_timestamp_seconds";
 /// Probe runs by `probe` and `outcome` (success, failure).
 pub const PROBE_RUNS: &str = "pushprobe_probe_runs_total";
 /// Always 1, labelled with `version`: the agent's heartbeat series.
@@ -67,6 +72,16 @@ const DESCRIPTIONS: &[(&str, MetricType, &str)] = &[
         RW_LAST_SUCCESS,
         MetricType::Gauge,
         "Unix time of the last accepted write.",
+    ),
+    (
+        PG_REQUESTS,
+        MetricType::Counter,
+        "Pushgateway requests by outcome.",
+    ),
+    (
+        PG_LAST_SUCCESS,
+        MetricType::Gauge,
+        "Unix time of the last accepted Pushgateway push.",
     ),
     (PROBE_RUNS, MetricType::Counter, "Probe runs by outcome."),
     (
