@@ -284,6 +284,9 @@ print(f"peak RSS ratio pushprobe / pair:     {mem_ratio:.3f}   (target <= 0.20) 
       f"{'OK' if mem_ratio <= 0.20 else 'MISSED'}")
 print(f"pushprobe idle RSS (1 probe):        {idle_rss:.1f} MiB (peak {idle_hwm:.1f})  "
       f"(target <= 8 MiB)  {'OK' if idle_rss <= 8 else 'MISSED'}")
+if n > 1:
+    # How memory grows with the probe count: the cost of one more probe.
+    print(f"pushprobe RSS per extra probe:       {(pp['hwm'] - idle_hwm) * 1024 / (n - 1):.0f} KiB")
 print()
 print(f"probe results stored in the window, by prober: {samples}")
 print(f"targets currently up, by prober:             {ok_now}  (of {n})")
