@@ -751,6 +751,17 @@ impl Checker<'_> {
         auth
     }
 
+    /// The sinks' HTTP client verifies the URL's own host name, so a `server_name` there would
+    /// be silently ignored: refuse it instead.
+    fn no_server_name(&mut self, key: &str, tls: &TlsConfig) {
+        if tls.server_name.is_some() {
+            self.fail(
+                format!("{key}.server_name"),
+                "is supported for probes only; use a url whose host the certificate covers",
+            );
+        }
+    }
+
     fn labels(&mut self, key: &str, labels: &BTreeMap<String, String>) -> Vec<(String, String)> {
         for (name, value) in labels {
             if !is_valid_label_name(name) || name.starts_with("__") {
@@ -857,6 +868,7 @@ impl ConfigFile {
                 &rw.bearer_token_file,
             );
             c.tls(&format!("{key}.tls"), &rw.tls);
+            c.no_server_name(&format!("{key}.tls"), &rw.tls);
             let timeout = c.positive(format!("{key}.timeout"), rw.timeout);
             let batch_send_deadline =
                 c.positive(format!("{key}.batch_send_deadline"), rw.batch_send_deadline);
@@ -1068,6 +1080,7 @@ fn validate_pushgateway(
     }
     let auth = c.auth(key, &pg.basic_auth, &pg.bearer_token, &pg.bearer_token_file);
     c.tls(&format!("{key}.tls"), &pg.tls);
+    c.no_server_name(&format!("{key}.tls"), &pg.tls);
     let timeout = c.positive(format!("{key}.timeout"), pg.timeout);
     let min_backoff = c.positive(format!("{key}.min_backoff"), pg.min_backoff);
     let max_backoff = c.positive(format!("{key}.max_backoff"), pg.max_backoff);
@@ -1232,6 +1245,19 @@ mod tests {
         );
         let e = parse(&GOOD.replace("kind = \"http\"", "kind = \"htp\"")).unwrap_err();
         assert!(e.contains("htp") && e.contains("http"), "{e}");
+    }
+
+    #[test]
+    fn server_name_is_refused_where_it_cannot_apply() {
+        let e = parse(&GOOD.replace(
+            "headers = { \"X-Scope-OrgID\" = \"team-a\" }",
+            "tls = { server_name = \"metrics.internal\" }",
+        ))
+        .unwrap_err();
+        assert!(
+            e.starts_with("remote_write[0].tls.server_name: is supported for probes only"),
+            "{e}"
+        );
     }
 
     #[test]
