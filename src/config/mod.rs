@@ -1126,13 +1126,22 @@ fn validate_buckets(c: &mut Checker<'_>, key: &str, buckets: Option<&[f64]>) -> 
 // figment's Jail closures return figment's own (large) error type; that is its API, not ours.
 #[cfg(test)]
 #[allow(clippy::result_large_err)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn parse(toml: &str) -> Result<Settings, String> {
+        parse_with_env(toml, &[])
+    }
+
+    /// Loads and validates `toml` as `pushprobe.toml` inside a figment jail with the given
+    /// environment, joining every error into one string (for the config modules' tests).
+    pub(crate) fn parse_with_env(toml: &str, env: &[(&str, &str)]) -> Result<Settings, String> {
         let mut out = Err(String::new());
         figment::Jail::expect_with(|jail| {
             jail.create_file("pushprobe.toml", toml)?;
+            for (k, v) in env {
+                jail.set_env(k, v);
+            }
             out = load(Path::new("pushprobe.toml"), true)
                 .map_err(|e| e.to_string())
                 .and_then(|f| {
