@@ -15,8 +15,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::now_ms;
+use crate::config::PushMethod;
 use crate::config::{ProbeSettings, RemoteWriteSettings, Settings};
 use crate::probe::{Probe, ProbeError, ProbeReport};
+use crate::pushgateway::{Feed, PushError, PushgatewaySink, SinkStatus};
 use crate::queue::disk::fs::RealFs;
 use crate::queue::disk::{DiskLog, DiskStats, DropCounts};
 use crate::queue::live::LiveLane;
@@ -38,6 +40,9 @@ pub enum AgentError {
     /// A sender could not be built.
     #[error(transparent)]
     Sender(#[from] SenderError),
+    /// A Pushgateway sink could not be built.
+    #[error(transparent)]
+    Pushgateway(#[from] PushError),
     /// The health listener could not bind its address.
     #[error(transparent)]
     Listen(#[from] crate::listener::ListenError),
@@ -106,10 +111,21 @@ struct Exported {
 pub struct Pipeline {
     outputs: Vec<Output>,
     fanout: Fanout,
+    /// The latest results per source, for the Pushgateway sinks (none configured: `None`).
+    feed: Option<Arc<Feed>>,
     telemetry: Arc<Telemetry>,
 }
 
 impl Pipeline {
+    /// Publishes one run of `source` (a probe, an `exec` job): its samples stamped
+    /// `timestamp_ms` to every remote-write queue, and its registry to the Pushgateway sinks.
+    pub fn publish_run(&self, source: &str, registry: &Registry, timestamp_ms: i64) {
+        self.publish(&registry.samples_at(timestamp_ms));
+        if let Some(feed) = &self.feed {
+            feed.set(source, registry);
+        }
+    }
+
     /// Queues `samples` for every receiver, counting what a full queue pushed out.
     pub fn publish(&self, samples: &[Sample]) {
         if samples.is_empty() {
@@ -366,6 +382,8 @@ pub struct Agent {
     probes: Vec<Probe>,
     pipeline: Arc<Pipeline>,
     senders: Vec<Sender>,
+    gateways: Vec<PushgatewaySink>,
+    gateway_status: Vec<Arc<SinkStatus>>,
     telemetry: Arc<Telemetry>,
 }
 
@@ -422,12 +440,21 @@ impl Agent {
                 queue,
             });
         }
-        if outputs.is_empty() {
-            tracing::warn!("no [[remote_write]] configured: probe results are not sent anywhere");
+        let feed = (!settings.pushgateway.is_empty()).then(Feed::new);
+        let mut gateways = Vec::new();
+        for pg in &settings.pushgateway {
+            gateways.push(PushgatewaySink::new(
+                pg.clone(),
+                &settings.agent.external_labels,
+                feed.clone().unwrap_or_default(),
+                telemetry.clone(),
+            )?);
         }
+        let gateway_status = gateways.iter().map(PushgatewaySink::status).collect();
         let pipeline = Arc::new(Pipeline {
             outputs,
             fanout,
+            feed,
             telemetry: telemetry.clone(),
         });
         Ok(Agent {
@@ -435,8 +462,23 @@ impl Agent {
             probes,
             pipeline,
             senders,
+            gateways,
+            gateway_status,
             telemetry,
         })
+    }
+
+    /// Tells whether any sink (remote write or Pushgateway) is configured.
+    pub fn has_sinks(&self) -> bool {
+        !self.settings.remote_write.is_empty() || !self.settings.pushgateway.is_empty()
+    }
+
+    /// Makes every Pushgateway sink use `method` instead of its configured one (`exec` posts
+    /// after a failure so that a `PUT` does not erase the last success timestamp).
+    pub fn override_push_method(&mut self, method: PushMethod) {
+        for g in &mut self.gateways {
+            g.set_method(method);
+        }
     }
 
     /// The agent's self-metrics.
@@ -454,6 +496,32 @@ impl Agent {
             tracker.spawn(sender.run(drain.clone(), abort.clone()));
         }
         tracker.close();
+    }
+
+    /// Starts the Pushgateway sinks in `tracker` (which may already be closed: a closed
+    /// tracker still accepts tasks, it only lets `wait` finish once they are done).
+    fn spawn_gateways(
+        &mut self,
+        tracker: &TaskTracker,
+        drain: &CancellationToken,
+        abort: &CancellationToken,
+    ) {
+        for gateway in self.gateways.drain(..) {
+            tracker.spawn(gateway.run(drain.clone(), abort.clone()));
+        }
+    }
+
+    /// Whether every sink got everything, and how many samples or series did not arrive.
+    fn delivery(&self) -> (bool, usize) {
+        let mut undelivered = self.pipeline.pending() + self.refused();
+        let mut delivered = undelivered == 0;
+        if let Some(feed) = &self.pipeline.feed {
+            for status in &self.gateway_status {
+                delivered &= status.delivered(feed);
+                undelivered += status.unsent_series(feed);
+            }
+        }
+        (delivered, undelivered)
     }
 
     /// Drains the senders within the deadline, then aborts them; waits for all of them.
@@ -508,6 +576,7 @@ impl Agent {
         let senders = TaskTracker::new();
         let drain = CancellationToken::new();
         self.spawn_senders(&senders, &drain, &abort);
+        self.spawn_gateways(&senders, &drain, &abort);
 
         let probes = TaskTracker::new();
         for probe in std::mem::take(&mut self.probes) {
@@ -535,6 +604,7 @@ impl Agent {
         tracing::info!(
             probes = self.settings.probes.len(),
             receivers = self.settings.remote_write.len(),
+            pushgateways = self.settings.pushgateway.len(),
             "pushprobe running"
         );
 
@@ -587,20 +657,15 @@ impl Agent {
                     r = probe.run(&mut registry) => r,
                     _ = abort.cancelled() => return None,
                 };
-                Some((
-                    i,
-                    probe.name().to_string(),
-                    report,
-                    registry.samples_at(started),
-                ))
+                Some((i, probe.name().to_string(), report, registry, started))
             });
         }
         let mut reports = Vec::new();
         while let Some(joined) = set.join_next().await {
             match joined {
-                Ok(Some((i, name, report, samples))) => {
+                Ok(Some((i, name, report, registry, started))) => {
                     record_run(&self.telemetry, &name, &report);
-                    self.pipeline.publish(&samples);
+                    self.pipeline.publish_run(&name, &registry, started);
                     reports.push((i, name, report));
                 }
                 Ok(None) => {}
@@ -609,13 +674,41 @@ impl Agent {
         }
         reports.sort_by_key(|(i, _, _)| *i);
         self.pipeline.publish(&self.pipeline.self_metrics(now_ms()));
+        // Started only now, so that a `PUT` carries every probe's result at once instead of
+        // replacing the group with a partial picture first.
+        self.spawn_gateways(&senders, &drain, &abort);
         self.drain(senders, drain, abort).await;
         self.pipeline.flush();
 
-        let undelivered = self.pipeline.pending() + self.refused();
+        let (delivered, undelivered) = self.delivery();
         OnceSummary {
             reports: reports.into_iter().map(|(_, n, r)| (n, r)).collect(),
-            delivered: undelivered == 0,
+            delivered,
+            undelivered,
+        }
+    }
+
+    /// Sends one finished run of `source` (an `exec` job) through every sink, stamped
+    /// `timestamp_ms`, and waits for delivery up to the drain deadline. Runs no probe.
+    pub async fn push(
+        mut self,
+        source: &str,
+        registry: &Registry,
+        timestamp_ms: i64,
+        abort: CancellationToken,
+    ) -> OnceSummary {
+        let senders = TaskTracker::new();
+        let drain = CancellationToken::new();
+        self.spawn_senders(&senders, &drain, &abort);
+        self.pipeline.publish_run(source, registry, timestamp_ms);
+        self.pipeline.publish(&self.pipeline.self_metrics(now_ms()));
+        self.spawn_gateways(&senders, &drain, &abort);
+        self.drain(senders, drain, abort).await;
+        self.pipeline.flush();
+        let (delivered, undelivered) = self.delivery();
+        OnceSummary {
+            reports: Vec::new(),
+            delivered,
             undelivered,
         }
     }
@@ -678,7 +771,7 @@ async fn probe_loop(
             r = probe.run(&mut registry) => r,
         };
         record_run(&telemetry, probe.name(), &report);
-        pipeline.publish(&registry.samples_at(started));
+        pipeline.publish_run(probe.name(), &registry, started);
     }
 }
 
@@ -726,8 +819,23 @@ mod tests {
                 })
                 .collect(),
             fanout: Fanout::Memory,
+            feed: None,
             telemetry,
         }
+    }
+
+    #[test]
+    fn publish_run_reaches_the_queues_and_the_pushgateway_feed() {
+        let mut p = pipeline(&[10]);
+        let feed = Feed::new();
+        p.feed = Some(feed.clone());
+        let mut r = Registry::new();
+        r.gauge_set("up", &[("probe", "a")], 1.0).unwrap();
+        p.publish_run("a", &r, 1000);
+        assert_eq!(p.pending(), 1);
+        assert_eq!(feed.generation(), 1);
+        let (_, rendered) = feed.render(&Default::default());
+        assert_eq!(rendered.text, "# TYPE up untyped\nup{probe=\"a\"} 1\n");
     }
 
     #[test]
@@ -787,6 +895,7 @@ mod tests {
                 _lock: lock_data_dir(dir).unwrap(),
                 exported: Mutex::new(Exported::default()),
             }),
+            feed: None,
             telemetry: Arc::new(Telemetry::new()),
         }
     }

@@ -4,14 +4,17 @@
 //! 0 success, 1 a probe failed, 2 usage error, 3 delivery failed, 70 internal error,
 //! 78 bad configuration (EX_CONFIG).
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::Agent;
-use crate::config::{self, ConfigError, Settings};
+use crate::agent::{Agent, OnceSummary};
+use crate::config::{self, ConfigError, PushMethod, Settings};
+use crate::exec;
+use crate::series::Registry;
 
 /// Everything went as it should.
 pub const EXIT_OK: u8 = 0;
@@ -32,6 +35,15 @@ pub enum LogFormat {
     /// Human-readable lines.
     Text,
     /// One JSON object per line.
+    Json,
+}
+
+/// Output format of `check`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// One aligned line per probe.
+    Table,
+    /// One JSON document, for scripts.
     Json,
 }
 
@@ -71,6 +83,32 @@ pub enum Command {
     Run,
     /// Run every probe once, push, and exit: 0 ok, 1 probe failed, 3 delivery failed.
     Once,
+    /// Run a command as a monitored job, push its duration and exit code, and exit with the
+    /// command's exit code (128+N if a signal killed it; 127 not found, 126 not executable).
+    Exec {
+        /// The `job` label and Pushgateway job name (default: the first [[pushgateway]] job,
+        /// else the command's file name).
+        #[arg(long)]
+        job: Option<String>,
+        /// The command and its arguments (put `--` before them).
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CMD"
+        )]
+        command: Vec<OsString>,
+    },
+    /// Run every probe once and print one line per probe; exit 1 if any failed. Pushes
+    /// nothing unless `--push`.
+    Check {
+        /// Also push the results, as `once` does.
+        #[arg(long)]
+        push: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
     /// Configuration tools.
     Config {
         /// Configuration subcommand.
@@ -88,14 +126,24 @@ pub enum ConfigCommand {
 
 /// Parses arguments and runs the command; the binary's whole `main`.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    use clap::{parser::ValueSource, CommandFactory, FromArgMatches};
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
+    let (cli, matches) = match parsed {
+        Ok(p) => p,
         Err(e) => {
             let _ = e.print();
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK });
         }
     };
-    init_logging(cli.log_format, &cli.log_level);
+    // `check` prints every failure in its table; repeating them as warnings on stderr would
+    // only clutter it, unless a level was asked for.
+    let level = match (&cli.command, matches.value_source("log_level")) {
+        (Command::Check { .. }, Some(ValueSource::DefaultValue)) => "error",
+        _ => cli.log_level.as_str(),
+    };
+    init_logging(cli.log_format, level);
     ExitCode::from(run_command(&cli))
 }
 
@@ -136,15 +184,20 @@ fn report_config_errors(errors: &[ConfigError]) {
 }
 
 fn run_command(cli: &Cli) -> u8 {
-    let settings = match load_settings(&cli.config) {
+    let mut settings = match load_settings(&cli.config) {
         Ok(s) => s,
         Err(code) => return code,
     };
-    if let Command::Config {
-        command: ConfigCommand::Check,
-    } = cli.command
-    {
-        return print_effective_config(&settings);
+    match &cli.command {
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => return print_effective_config(&settings),
+        Command::Exec { job, command } => return exec_command(settings, job.as_deref(), command),
+        Command::Check { push: false, .. } => {
+            settings.remote_write.clear();
+            settings.pushgateway.clear();
+        }
+        _ => {}
     }
     // A short-lived command gets a single-threaded runtime: less start-up work and memory.
     let runtime = match cli.command {
@@ -163,7 +216,7 @@ fn run_command(cli: &Cli) -> u8 {
             return EXIT_INTERNAL;
         }
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         let agent = match Agent::new(settings) {
             Ok(a) => a,
             Err(e) => {
@@ -171,6 +224,11 @@ fn run_command(cli: &Cli) -> u8 {
                 return EXIT_CONFIG;
             }
         };
+        if !agent.has_sinks() && !matches!(cli.command, Command::Check { .. }) {
+            tracing::warn!(
+                "no [[remote_write]] or [[pushgateway]] configured: probe results are not sent anywhere"
+            );
+        }
         let shutdown = CancellationToken::new();
         let abort = CancellationToken::new();
         let signals = tokio::spawn(watch_signals(shutdown.clone(), abort.clone()));
@@ -184,26 +242,140 @@ fn run_command(cli: &Cli) -> u8 {
                     EXIT_CONFIG
                 }
             },
-            Command::Once => {
+            Command::Once => once_exit_code(&agent.once(abort.clone()).await),
+            Command::Check { push, output } => {
                 let summary = agent.once(abort.clone()).await;
-                if !summary.delivered {
-                    tracing::error!(
-                        undelivered = summary.undelivered,
-                        "not every sample was delivered"
-                    );
-                    EXIT_DELIVERY_FAILED
-                } else if summary.reports.iter().any(|(_, r)| !r.success) {
-                    EXIT_PROBE_FAILED
-                } else {
-                    EXIT_OK
-                }
+                let text = match output {
+                    OutputFormat::Table => {
+                        let colour = crate::check::use_colour(
+                            std::io::IsTerminal::is_terminal(&std::io::stdout()),
+                            std::env::var_os("NO_COLOR").as_deref(),
+                        );
+                        crate::check::render_table(&summary.reports, colour)
+                    }
+                    OutputFormat::Json => {
+                        crate::check::render_json(&summary.reports, push.then_some(summary.delivered))
+                    }
+                };
+                print!("{text}");
+                once_exit_code(&summary)
             }
-            Command::Config { .. } => EXIT_OK,
+            Command::Config { .. } | Command::Exec { .. } => EXIT_OK,
         };
         signals.abort();
         let _ = signals.await;
         code
-    })
+    });
+    finish(runtime);
+    code
+}
+
+/// Shuts the runtime down without waiting: everything pushprobe started has been awaited by
+/// now, and a DNS lookup stuck in the blocking pool must not hold the exit past the deadline.
+fn finish(runtime: tokio::runtime::Runtime) {
+    runtime.shutdown_background();
+}
+
+/// `once`'s exit code: delivery failure first, then probe failure.
+fn once_exit_code(summary: &OnceSummary) -> u8 {
+    if !summary.delivered {
+        tracing::error!(
+            undelivered = summary.undelivered,
+            "not every sample was delivered"
+        );
+        EXIT_DELIVERY_FAILED
+    } else if summary.reports.iter().any(|(_, r)| !r.success) {
+        EXIT_PROBE_FAILED
+    } else {
+        EXIT_OK
+    }
+}
+
+/// `exec`: runs the command, then delivers its metrics within the drain deadline. Whatever
+/// happens to the delivery, the exit code is the command's.
+fn exec_command(mut settings: Settings, job: Option<&str>, command: &[OsString]) -> u8 {
+    let Some((program, args)) = command.split_first() else {
+        eprintln!("pushprobe: exec needs a command");
+        return EXIT_USAGE;
+    };
+    if job == Some("") {
+        eprintln!("pushprobe: --job must not be empty");
+        return EXIT_USAGE;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pushprobe: cannot start the async runtime: {e}");
+            return EXIT_INTERNAL;
+        }
+    };
+    let code = runtime.block_on(async {
+        let mut signals = match exec::Signals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("pushprobe: cannot install signal handlers: {e}");
+                return EXIT_INTERNAL;
+            }
+        };
+        let outcome = exec::run(program, args, &mut signals).await;
+        if let Some(e) = &outcome.spawn_error {
+            eprintln!("pushprobe: {e}");
+        }
+        let job_name = job
+            .map(str::to_string)
+            .or_else(|| settings.pushgateway.first().map(|p| p.job.clone()))
+            .unwrap_or_else(|| exec::default_job_name(program));
+        if let Some(job) = job {
+            for pg in &mut settings.pushgateway {
+                pg.job = job.to_string();
+            }
+        }
+        // exec measures the command, not the configured probes.
+        settings.probes.clear();
+        if settings.remote_write.is_empty() && settings.pushgateway.is_empty() {
+            tracing::warn!("no [[remote_write]] or [[pushgateway]] configured: the job's metrics are not sent anywhere");
+            return outcome.exit_code;
+        }
+        let mut registry = Registry::new();
+        if let Err(e) = exec::record(&mut registry, &job_name, &outcome) {
+            eprintln!("pushprobe: cannot record the job's metrics: {e}");
+            return outcome.exit_code;
+        }
+        let mut agent = match Agent::new(settings) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("pushprobe: {e}; the job's metrics were not sent");
+                return outcome.exit_code;
+            }
+        };
+        if !outcome.success() {
+            // A PUT without the last-success series would erase the one an earlier
+            // successful run left on the Pushgateway.
+            agent.override_push_method(PushMethod::Post);
+        }
+        let abort = CancellationToken::new();
+        let push = agent.push("exec", &registry, outcome.end_ms, abort.clone());
+        tokio::pin!(push);
+        // A signal after the command ended means: stop waiting for delivery.
+        let summary = loop {
+            tokio::select! {
+                s = &mut push => break s,
+                _ = signals.recv() => abort.cancel(),
+            }
+        };
+        if !summary.delivered {
+            eprintln!(
+                "pushprobe: the job's metrics did not reach every sink ({} undelivered); exiting with the job's exit code {}",
+                summary.undelivered, outcome.exit_code
+            );
+        }
+        outcome.exit_code
+    });
+    finish(runtime);
+    code
 }
 
 fn print_effective_config(settings: &Settings) -> u8 {

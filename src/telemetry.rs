@@ -36,6 +36,11 @@ pub const QUEUE_CORRUPT_RECORDS: &str = "pushprobe_queue_corrupt_records_total";
 pub const QUEUE_SAMPLES_DROPPED: &str = "pushprobe_queue_samples_dropped_total";
 /// Disk-queue appends that failed on a write or sync error.
 pub const QUEUE_WRITE_ERRORS: &str = "pushprobe_queue_write_errors_total";
+/// Pushgateway requests by `gateway` and `outcome` (success, deleted, retryable, rejected,
+/// transport).
+pub const PG_REQUESTS: &str = "pushprobe_pushgateway_requests_total";
+/// Unix time of the last accepted push, per `gateway`.
+pub const PG_LAST_SUCCESS: &str = "pushprobe_pushgateway_last_success_timestamp_seconds";
 /// Probe runs by `probe` and `outcome` (success, failure).
 pub const PROBE_RUNS: &str = "pushprobe_probe_runs_total";
 /// Always 1, labelled with `version`: the agent's heartbeat series.
@@ -104,6 +109,16 @@ const DESCRIPTIONS: &[(&str, MetricType, &str)] = &[
         QUEUE_WRITE_ERRORS,
         MetricType::Counter,
         "Disk-queue appends that failed on a write or sync error.",
+    ),
+    (
+        PG_REQUESTS,
+        MetricType::Counter,
+        "Pushgateway requests by outcome.",
+    ),
+    (
+        PG_LAST_SUCCESS,
+        MetricType::Gauge,
+        "Unix time of the last accepted Pushgateway push.",
     ),
     (PROBE_RUNS, MetricType::Counter, "Probe runs by outcome."),
     (

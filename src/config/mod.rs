@@ -74,6 +74,9 @@ pub struct ConfigFile {
     /// Probes to run.
     #[serde(default)]
     pub probe: Vec<ProbeConfig>,
+    /// Pushgateways; each receives the latest results as one group.
+    #[serde(default)]
+    pub pushgateway: Vec<PushgatewayConfig>,
     /// Model prices for AI probes, by model name: `[pricing."deepseek-v3.2"]`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pricing: BTreeMap<String, ModelPriceConfig>,
@@ -242,6 +245,60 @@ fn default_min_shards() -> usize {
 }
 fn default_max_shards() -> usize {
     4
+}
+
+/// How a push changes the group on the Pushgateway.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PushMethod {
+    /// `PUT`: replace every metric of the group.
+    #[default]
+    Put,
+    /// `POST`: replace only the metrics with the names pushed, keep the others.
+    Post,
+}
+
+/// One Pushgateway group to push to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushgatewayConfig {
+    /// Name used in the agent's own metrics and logs; defaults to the URL's host and port.
+    pub name: Option<String>,
+    /// The Pushgateway's base URL, e.g. `http://127.0.0.1:9091` (a route prefix may follow).
+    pub url: String,
+    /// The group's `job`; `pushprobe exec --job` overrides it.
+    pub job: String,
+    /// Further grouping-key labels, e.g. `{ instance = "host-1" }`.
+    #[serde(default)]
+    pub grouping: BTreeMap<String, String>,
+    /// `put` replaces the group on each push, `post` merges into it.
+    #[serde(default)]
+    pub method: PushMethod,
+    /// Delete the group when `run`, `once` or `exec` ends.
+    #[serde(default)]
+    pub delete_on_exit: bool,
+    /// Basic authentication.
+    pub basic_auth: Option<BasicAuthConfig>,
+    /// Bearer token, inline (prefer `bearer_token_file`).
+    pub bearer_token: Option<Secret>,
+    /// File holding a bearer token.
+    pub bearer_token_file: Option<PathBuf>,
+    /// TLS options.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// Timeout of one request.
+    #[serde(default = "default_pg_timeout")]
+    pub timeout: ConfigDuration,
+    /// First retry delay.
+    #[serde(default = "default_min_backoff")]
+    pub min_backoff: ConfigDuration,
+    /// Longest retry delay.
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff: ConfigDuration,
+}
+
+fn default_pg_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(10))
 }
 fn default_rw_timeout() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(30))
@@ -424,6 +481,8 @@ pub struct Settings {
     pub remote_write: Vec<RemoteWriteSettings>,
     /// Probes.
     pub probes: Vec<ProbeSettings>,
+    /// Pushgateway groups.
+    pub pushgateway: Vec<PushgatewaySettings>,
     /// The configuration as read, for `config check` (secrets redacted when printed).
     pub file: ConfigFile,
 }
@@ -492,6 +551,33 @@ pub struct RemoteWriteSettings {
     pub accepts_out_of_order: bool,
     /// Catch-up byte rate bound, if any.
     pub max_catchup_bytes_per_second: Option<u64>,
+}
+
+/// A validated Pushgateway group.
+#[derive(Debug, Clone)]
+pub struct PushgatewaySettings {
+    /// Name for metrics and logs.
+    pub name: String,
+    /// Base URL.
+    pub url: reqwest::Url,
+    /// The group's job name, never empty.
+    pub job: String,
+    /// Grouping-key labels other than `job`, in name order (values may be empty).
+    pub grouping: Vec<(String, String)>,
+    /// `PUT` or `POST`.
+    pub method: PushMethod,
+    /// Delete the group at exit.
+    pub delete_on_exit: bool,
+    /// Credentials.
+    pub auth: Option<Auth>,
+    /// TLS options.
+    pub tls: TlsConfig,
+    /// Request timeout.
+    pub timeout: Duration,
+    /// First retry delay.
+    pub min_backoff: Duration,
+    /// Longest retry delay.
+    pub max_backoff: Duration,
 }
 
 /// A validated probe.
@@ -635,6 +721,79 @@ impl Checker<'_> {
         }
     }
 
+    /// Resolves credentials (reading their files now, so a bad path fails at start) and
+    /// refuses more than one method.
+    fn auth(
+        &mut self,
+        key: &str,
+        basic_auth: &Option<BasicAuthConfig>,
+        bearer_token: &Option<Secret>,
+        bearer_token_file: &Option<PathBuf>,
+    ) -> Option<Auth> {
+        let mut auth = None;
+        let methods = [
+            basic_auth.is_some(),
+            bearer_token.is_some(),
+            bearer_token_file.is_some(),
+        ];
+        if methods.iter().filter(|m| **m).count() > 1 {
+            self.fail(
+                key,
+                "use only one of basic_auth, bearer_token, bearer_token_file",
+            );
+        }
+        if let Some(b) = basic_auth {
+            let password = match (&b.password, &b.password_file) {
+                (Some(p), None) => Some(p.clone()),
+                (None, Some(f)) => match read_secret_file(f) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        self.fail(format!("{key}.basic_auth.password_file"), e);
+                        None
+                    }
+                },
+                _ => {
+                    self.fail(
+                        format!("{key}.basic_auth"),
+                        "give exactly one of password, password_file",
+                    );
+                    None
+                }
+            };
+            if let Some(password) = password {
+                auth = Some(Auth::Basic {
+                    username: b.username.clone(),
+                    password,
+                });
+            }
+        }
+        if let Some(t) = bearer_token {
+            auth = Some(Auth::Bearer(t.clone()));
+        }
+        if let Some(f) = bearer_token_file {
+            match read_secret_file(f) {
+                Ok(s) if s.is_empty() => self.fail(
+                    format!("{key}.bearer_token_file"),
+                    format!("{} is empty", f.display()),
+                ),
+                Ok(s) => auth = Some(Auth::Bearer(s)),
+                Err(e) => self.fail(format!("{key}.bearer_token_file"), e),
+            }
+        }
+        auth
+    }
+
+    /// The sinks' HTTP client verifies the URL's own host name, so a `server_name` there would
+    /// be silently ignored: refuse it instead.
+    fn no_server_name(&mut self, key: &str, tls: &TlsConfig) {
+        if tls.server_name.is_some() {
+            self.fail(
+                format!("{key}.server_name"),
+                "is supported for probes only; use a url whose host the certificate covers",
+            );
+        }
+    }
+
     fn labels(&mut self, key: &str, labels: &BTreeMap<String, String>) -> Vec<(String, String)> {
         for (name, value) in labels {
             if !is_valid_label_name(name) || name.starts_with("__") {
@@ -734,57 +893,14 @@ impl ConfigFile {
                     );
                 }
             }
-            let mut auth = None;
-            let methods = [
-                rw.basic_auth.is_some(),
-                rw.bearer_token.is_some(),
-                rw.bearer_token_file.is_some(),
-            ];
-            if methods.iter().filter(|m| **m).count() > 1 {
-                c.fail(
-                    key.clone(),
-                    "use only one of basic_auth, bearer_token, bearer_token_file",
-                );
-            }
-            if let Some(b) = &rw.basic_auth {
-                let password = match (&b.password, &b.password_file) {
-                    (Some(p), None) => Some(p.clone()),
-                    (None, Some(f)) => match read_secret_file(f) {
-                        Ok(s) => Some(s),
-                        Err(e) => {
-                            c.fail(format!("{key}.basic_auth.password_file"), e);
-                            None
-                        }
-                    },
-                    _ => {
-                        c.fail(
-                            format!("{key}.basic_auth"),
-                            "give exactly one of password, password_file",
-                        );
-                        None
-                    }
-                };
-                if let Some(password) = password {
-                    auth = Some(Auth::Basic {
-                        username: b.username.clone(),
-                        password,
-                    });
-                }
-            }
-            if let Some(t) = &rw.bearer_token {
-                auth = Some(Auth::Bearer(t.clone()));
-            }
-            if let Some(f) = &rw.bearer_token_file {
-                match read_secret_file(f) {
-                    Ok(s) if s.is_empty() => c.fail(
-                        format!("{key}.bearer_token_file"),
-                        format!("{} is empty", f.display()),
-                    ),
-                    Ok(s) => auth = Some(Auth::Bearer(s)),
-                    Err(e) => c.fail(format!("{key}.bearer_token_file"), e),
-                }
-            }
+            let auth = c.auth(
+                &key,
+                &rw.basic_auth,
+                &rw.bearer_token,
+                &rw.bearer_token_file,
+            );
             c.tls(&format!("{key}.tls"), &rw.tls);
+            c.no_server_name(&format!("{key}.tls"), &rw.tls);
             let timeout = c.positive(format!("{key}.timeout"), rw.timeout);
             let batch_send_deadline =
                 c.positive(format!("{key}.batch_send_deadline"), rw.batch_send_deadline);
@@ -874,11 +990,30 @@ impl ConfigFile {
             }
         }
 
+        let mut pushgateway = Vec::new();
+        let mut pg_names = std::collections::HashSet::new();
+        for (i, pg) in self.pushgateway.iter().enumerate() {
+            let key = format!("pushgateway[{i}]");
+            if let Some(s) = validate_pushgateway(&mut c, &key, pg) {
+                if !pg_names.insert(s.name.clone()) {
+                    c.fail(
+                        format!("{key}.name"),
+                        format!(
+                            "{:?} is used by another pushgateway; give each a distinct name",
+                            s.name
+                        ),
+                    );
+                }
+                pushgateway.push(s);
+            }
+        }
+
         if c.errors.is_empty() {
             Ok(Settings {
                 agent,
                 remote_write,
                 probes,
+                pushgateway,
                 file: self,
             })
         } else {
@@ -967,6 +1102,66 @@ fn validate_http_probe(
     })
 }
 
+fn validate_pushgateway(
+    c: &mut Checker<'_>,
+    key: &str,
+    pg: &PushgatewayConfig,
+) -> Option<PushgatewaySettings> {
+    let url = c.url(format!("{key}.url"), &pg.url);
+    if let Some(u) = &url {
+        if u.query().is_some() || u.fragment().is_some() {
+            c.fail(
+                format!("{key}.url"),
+                "give the base URL only; pushprobe appends /metrics/job/<job>/...",
+            );
+        }
+    }
+    if pg.job.is_empty() {
+        c.fail(format!("{key}.job"), "must not be empty");
+    }
+    for name in pg.grouping.keys() {
+        if name == "job" {
+            c.fail(
+                format!("{key}.grouping.job"),
+                "the job is set with `job`, not in `grouping`",
+            );
+        } else if !is_valid_label_name(name) || name.starts_with("__") {
+            c.fail(
+                format!("{key}.grouping.{name}"),
+                "label names must match [a-zA-Z_][a-zA-Z0-9_]* and not start with __",
+            );
+        }
+    }
+    let auth = c.auth(key, &pg.basic_auth, &pg.bearer_token, &pg.bearer_token_file);
+    c.tls(&format!("{key}.tls"), &pg.tls);
+    c.no_server_name(&format!("{key}.tls"), &pg.tls);
+    let timeout = c.positive(format!("{key}.timeout"), pg.timeout);
+    let min_backoff = c.positive(format!("{key}.min_backoff"), pg.min_backoff);
+    let max_backoff = c.positive(format!("{key}.max_backoff"), pg.max_backoff);
+    if min_backoff > max_backoff {
+        c.fail(format!("{key}.min_backoff"), "must not exceed max_backoff");
+    }
+    let url = url?;
+    let name = pg.name.clone().unwrap_or_else(|| endpoint_name(&url));
+    Some(PushgatewaySettings {
+        name,
+        url,
+        job: pg.job.clone(),
+        grouping: pg
+            .grouping
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        method: pg.method,
+        delete_on_exit: pg.delete_on_exit,
+        auth,
+        tls: pg.tls.clone(),
+        timeout,
+        min_backoff,
+        max_backoff,
+    })
+}
+
 /// Checks histogram bounds: finite, strictly ascending, not empty.
 fn validate_buckets(c: &mut Checker<'_>, key: &str, buckets: Option<&[f64]>) -> Arc<[f64]> {
     let Some(b) = buckets else {
@@ -985,13 +1180,22 @@ fn validate_buckets(c: &mut Checker<'_>, key: &str, buckets: Option<&[f64]>) -> 
 // figment's Jail closures return figment's own (large) error type; that is its API, not ours.
 #[cfg(test)]
 #[allow(clippy::result_large_err)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn parse(toml: &str) -> Result<Settings, String> {
+        parse_with_env(toml, &[])
+    }
+
+    /// Loads and validates `toml` as `pushprobe.toml` inside a figment jail with the given
+    /// environment, joining every error into one string (for the config modules' tests).
+    pub(crate) fn parse_with_env(toml: &str, env: &[(&str, &str)]) -> Result<Settings, String> {
         let mut out = Err(String::new());
         figment::Jail::expect_with(|jail| {
             jail.create_file("pushprobe.toml", toml)?;
+            for (k, v) in env {
+                jail.set_env(k, v);
+            }
             out = load(Path::new("pushprobe.toml"), true)
                 .map_err(|e| e.to_string())
                 .and_then(|f| {
@@ -1141,6 +1345,19 @@ mod tests {
     }
 
     #[test]
+    fn server_name_is_refused_where_it_cannot_apply() {
+        let e = parse(&GOOD.replace(
+            "headers = { \"X-Scope-OrgID\" = \"team-a\" }",
+            "tls = { server_name = \"metrics.internal\" }",
+        ))
+        .unwrap_err();
+        assert!(
+            e.starts_with("remote_write[0].tls.server_name: is supported for probes only"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_errors() {
         let e = parse(&GOOD.replace("timeout = \"5s\"", "timeout = \"5s\"\nintervall = \"1s\""))
             .unwrap_err();
@@ -1215,6 +1432,48 @@ mod tests {
             assert!(!format!("{s:?}").contains("s3cr3t"));
             Ok(())
         });
+    }
+
+    #[test]
+    fn pushgateway_is_validated_with_defaults() {
+        let with_pg = format!(
+            "{GOOD}\n[[pushgateway]]\nurl = \"http://127.0.0.1:9091\"\njob = \"nightly\"\ngrouping = {{ instance = \"host-1\", path = \"/var/tmp\" }}\n"
+        );
+        let s = parse(&with_pg).unwrap();
+        let pg = &s.pushgateway[0];
+        assert_eq!(pg.job, "nightly");
+        assert_eq!(pg.method, PushMethod::Put);
+        assert!(!pg.delete_on_exit);
+        assert_eq!(pg.timeout, Duration::from_secs(10));
+        assert_eq!(pg.name, "127.0.0.1:9091/");
+        assert_eq!(
+            pg.grouping,
+            vec![
+                ("instance".into(), "host-1".into()),
+                ("path".into(), "/var/tmp".into())
+            ]
+        );
+
+        let e = parse(&with_pg.replace("job = \"nightly\"", "job = \"\"\nmethod = \"post\""))
+            .unwrap_err();
+        assert_eq!(
+            e,
+            "pushgateway[0].job: must not be empty (in pushprobe.toml)"
+        );
+        let e = parse(&with_pg.replace("instance =", "job =")).unwrap_err();
+        assert!(e.contains("pushgateway[0].grouping.job"), "{e}");
+        let e = parse(
+            &with_pg
+                .replace("\"put\"", "")
+                .replace("job = \"nightly\"", "job = \"n\"\nmethod = \"patch\""),
+        )
+        .unwrap_err();
+        assert!(e.contains("patch"), "{e}");
+        let e = parse(&format!(
+            "{with_pg}bearer_token = \"t\"\nbasic_auth = {{ username = \"u\", password = \"p\" }}\n"
+        ))
+        .unwrap_err();
+        assert!(e.starts_with("pushgateway[0]: use only one of"), "{e}");
     }
 
     #[test]

@@ -481,7 +481,11 @@ impl fmt::Debug for Response {
 impl ProbeClient {
     /// Builds a client; TLS options are loaded now so that errors show at start.
     pub fn new(tls: &TlsConfig) -> Result<ProbeClient, TlsError> {
-        let config = crate::tls::client_config(tls, &[b"http/1.1"])?;
+        let mut config = crate::tls::client_config(tls, &[b"http/1.1"])?;
+        // Every probe does a full handshake, as the blackbox exporter does: a resumed session
+        // would hide the handshake's real cost from the `tls` phase. It also spares each
+        // probe rustls' default session cache, which pre-allocates room for 256 servers.
+        config.resumption = rustls::client::Resumption::disabled();
         Ok(ProbeClient {
             tls: TlsConnector::from(Arc::new(config)),
             server_name: tls.server_name.clone(),

@@ -9,6 +9,7 @@
 // Each test binary includes this module and uses only part of it.
 #![allow(dead_code)]
 
+pub mod openai;
 pub mod target;
 
 use std::collections::BTreeMap;
@@ -41,6 +42,8 @@ fn debian_package(binary: &str) -> &'static str {
         "prometheus-pushgateway" => "prometheus-pushgateway",
         "prometheus-blackbox-exporter" => "prometheus-blackbox-exporter",
         "prometheus-node-exporter" => "prometheus-node-exporter",
+        "amtool" => "prometheus-alertmanager",
+        "systemd-analyze" => "systemd",
         _ => "(unknown package)",
     }
 }

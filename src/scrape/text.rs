@@ -1,0 +1,165 @@
+//! The Prometheus text format 0.0.4, read as Prometheus' own parser reads it: blanks allowed
+//! between tokens, blank lines and `#` comments skipped, `# HELP` and `# TYPE` lines kept,
+//! integer millisecond timestamps, and a last line that may lack its newline.
+
+use std::borrow::Cow;
+
+use super::lex::{self, expected, label_block, metric_name, scan_while, skip_ws, LabelMode};
+use super::{Builder, FamilyType, LineError, LineResult, ParseError, ParseErrorKind, RawLabel};
+
+/// Parses a whole text-format body into `out`.
+pub(super) fn parse(body: &str, out: &mut Builder<'_>) -> Result<(), ParseError> {
+    let mut labels: Vec<RawLabel<'_>> = Vec::new();
+    for (idx, line) in body.split('\n').enumerate() {
+        line_entry(line, out, &mut labels).map_err(|e| e.at(idx + 1, line))?;
+    }
+    Ok(())
+}
+
+fn line_entry<'a>(
+    line: &'a str,
+    out: &mut Builder<'_>,
+    labels: &mut Vec<RawLabel<'a>>,
+) -> LineResult<()> {
+    let b = line.as_bytes();
+    let start = skip_ws(b, 0);
+    match b.get(start) {
+        None => Ok(()),
+        Some(b'#') => comment(line, start + 1, out),
+        Some(_) => sample(line, start, out, labels),
+    }
+}
+
+/// A `#` line: `# HELP` and `# TYPE` (blank-separated) are metadata, anything else is skipped.
+fn comment(line: &str, after_hash: usize, out: &mut Builder<'_>) -> LineResult<()> {
+    let b = line.as_bytes();
+    if !b.get(after_hash).copied().is_some_and(lex::is_ws) {
+        return Ok(());
+    }
+    let word = skip_ws(b, after_hash);
+    let rest = line.get(word..).unwrap_or("");
+    let help = if rest.starts_with("HELP") {
+        true
+    } else if rest.starts_with("TYPE") {
+        false
+    } else {
+        return Ok(());
+    };
+    // `# HELPFUL note` is a plain comment.
+    if !b.get(word + 4).copied().is_some_and(lex::is_ws) {
+        return Ok(());
+    }
+    let name_at = skip_ws(b, word + 4);
+    let what = if help {
+        "a metric name after HELP"
+    } else {
+        "a metric name after TYPE"
+    };
+    let (name, name_end) = metric_name(line, name_at, what)?;
+    let tail = line.get(name_end..).unwrap_or("");
+    // Prometheus takes the rest of the line minus its first character (the separator).
+    let text = if tail.bytes().all(lex::is_ws) {
+        ""
+    } else {
+        let mut chars = tail.chars();
+        chars.next();
+        chars.as_str()
+    };
+    if help {
+        let help = lex::unescape(text, true).into_owned();
+        if let Some(f) = out.meta(&name) {
+            f.help = Some(help);
+        }
+    } else {
+        let kind = match text {
+            "counter" => FamilyType::Counter,
+            "gauge" => FamilyType::Gauge,
+            "histogram" => FamilyType::Histogram,
+            "summary" => FamilyType::Summary,
+            "untyped" => FamilyType::Unknown,
+            _ => {
+                return Err(LineError {
+                    pos: name_end + 1,
+                    kind: ParseErrorKind::InvalidType(text.to_string()),
+                })
+            }
+        };
+        if let Some(f) = out.meta(&name) {
+            f.kind = kind;
+        }
+    }
+    Ok(())
+}
+
+fn sample<'a>(
+    line: &'a str,
+    start: usize,
+    out: &mut Builder<'_>,
+    labels: &mut Vec<RawLabel<'a>>,
+) -> LineResult<()> {
+    let b = line.as_bytes();
+    labels.clear();
+    let mut name: Option<(Cow<'a, str>, usize)> = None;
+    let mut i;
+    let series_end;
+    match b.get(start) {
+        Some(&c) if lex::is_metric_start(c) => {
+            let end = scan_while(b, start, lex::is_metric_char);
+            name = Some((Cow::Borrowed(line.get(start..end).unwrap_or("")), start));
+            i = skip_ws(b, end);
+            if b.get(i) == Some(&b'{') {
+                i = label_block(line, i + 1, LabelMode::Text, &mut name, labels)?;
+                series_end = i;
+            } else {
+                series_end = end;
+            }
+        }
+        Some(b'{') => {
+            i = label_block(line, start + 1, LabelMode::Text, &mut name, labels)?;
+            series_end = i;
+        }
+        _ => {
+            return Err(expected(
+                line,
+                start,
+                "a metric name, '{', a comment or a blank line",
+            ))
+        }
+    }
+    let Some((name, name_pos)) = name else {
+        return Err(LineError {
+            pos: start,
+            kind: ParseErrorKind::MissingName,
+        });
+    };
+    i = skip_ws(b, i);
+    let value_end = scan_while(b, i, |c| !lex::is_ws(c) && c != b'{');
+    if value_end == i {
+        return Err(expected(line, i, "a value after the series"));
+    }
+    let raw_value = line.get(i..value_end).unwrap_or("");
+    let value = lex::parse_go_float(raw_value).ok_or_else(|| LineError {
+        pos: i,
+        kind: ParseErrorKind::InvalidValue(raw_value.to_string()),
+    })?;
+    i = skip_ws(b, value_end);
+    let timestamp_ms = match b.get(i) {
+        None => None,
+        Some(c) if c.is_ascii_digit() => {
+            let end = scan_while(b, i, |c| c.is_ascii_digit());
+            let raw = line.get(i..end).unwrap_or("");
+            let ts = raw.parse::<i64>().map_err(|_| LineError {
+                pos: i,
+                kind: ParseErrorKind::InvalidTimestamp(raw.to_string()),
+            })?;
+            let after = skip_ws(b, end);
+            if after < b.len() {
+                return Err(expected(line, after, "end of line after the timestamp"));
+            }
+            Some(ts)
+        }
+        Some(_) => return Err(expected(line, i, "a timestamp or end of line")),
+    };
+    let raw = line.get(start..series_end).unwrap_or("");
+    out.sample(raw, &name, name_pos, labels, value, timestamp_ms, None)
+}

@@ -1,0 +1,61 @@
+//! `pushprobe check` as a process: table and JSON output and the exit code. The probe
+//! targets a closed local port, so it fails whatever the HTTP probe's implementation.
+
+use std::net::TcpListener;
+use std::process::Command;
+
+fn config(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let p = dir.path().join("pushprobe.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[[remote_write]]\nurl = \"http://127.0.0.1:{port}/api/v1/write\"\n\
+             [[probe]]\nname = \"closed-port\"\nkind = \"http\"\nurl = \"http://127.0.0.1:{port}/\"\ntimeout = \"5s\"\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn table_lists_each_probe_and_exits_1_on_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pushprobe"))
+        .arg("-c")
+        .arg(config(&dir))
+        .arg("check")
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("✗ closed-port  "), "{text}");
+    assert!(text.contains(" ms"), "{text}");
+    assert!(text.ends_with("1 of 1 probes failed\n"), "{text}");
+    // stdout is a pipe here, not a terminal: no colour.
+    assert!(!text.contains('\x1b'), "{text:?}");
+}
+
+#[test]
+fn json_output_is_parseable_and_pushes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pushprobe"))
+        .arg("-c")
+        .arg(config(&dir))
+        .args(["check", "--output", "json"])
+        .output()
+        .unwrap();
+    // The remote_write receiver is a closed port: without --push that must not matter
+    // (exit 1 for the probe, not 3 for delivery).
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["delivered"], serde_json::Value::Null);
+    assert_eq!(v["probes"][0]["name"], "closed-port");
+    assert_eq!(v["probes"][0]["success"], false);
+    assert!(v["probes"][0]["latency_ms"].is_number());
+}
