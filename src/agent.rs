@@ -428,13 +428,19 @@ impl Agent {
         };
         let mut outputs = Vec::new();
         let mut senders = Vec::new();
+        let durable = matches!(fanout, Fanout::Disk(_));
         for (rw, queue) in settings.remote_write.iter().zip(queues) {
-            senders.push(Sender::new(
+            let sender = Sender::new(
                 rw.clone(),
                 settings.agent.external_labels.clone(),
                 queue.clone(),
                 telemetry.clone(),
-            )?);
+            )?;
+            senders.push(if durable {
+                sender.with_durable_queue()
+            } else {
+                sender
+            });
             outputs.push(Output {
                 endpoint: rw.name.clone(),
                 queue,

@@ -127,6 +127,8 @@ pub struct Sender {
     epoch: Instant,
     /// Rejections not yet logged, shared by the shards and the live lane.
     rejections: std::sync::Mutex<RejectionLog>,
+    /// The queue outlives the process: its first window may repeat delivered samples.
+    durable_queue: bool,
 }
 
 impl std::fmt::Debug for Sender {
@@ -189,16 +191,24 @@ impl Sender {
                 .map(|rate| std::sync::Mutex::new(TokenBucket::new(rate))),
             epoch: Instant::now(),
             rejections: std::sync::Mutex::new(RejectionLog::default()),
+            durable_queue: false,
         };
         sender.touch_metrics();
         Ok(sender)
+    }
+
+    /// Marks the queue as durable (on disk): its first window after start may repeat samples
+    /// a crashed predecessor delivered, and a refusal of it is handled series by series.
+    pub fn with_durable_queue(mut self) -> Self {
+        self.durable_queue = true;
+        self
     }
 
     /// Runs until `drain` is cancelled and the queue is empty, or `abort` is cancelled.
     ///
     /// On `abort` the batch in flight stays in the queue, unacknowledged.
     pub async fn run(self, drain: CancellationToken, abort: CancellationToken) {
-        let mut state = RunState::new(self.max_shards);
+        let mut state = RunState::new(self.max_shards, self.durable_queue);
         let mut live = ShardState::new();
         tokio::select! {
             biased;
@@ -271,8 +281,13 @@ impl Sender {
             if let Some(live) = &self.queue.live {
                 live.filter_delivered(&mut batch);
             }
-            self.deliver_window(&batch.samples, shards, catching_up, st)
-                .await;
+            // The first window after start begins at the last recorded position: whatever a
+            // crashed predecessor had in flight is in it.
+            let flags = SendFlags {
+                catching_up,
+                recovering: std::mem::take(&mut st.first_window),
+            };
+            self.deliver_window(&batch.samples, shards, flags, st).await;
             self.ack(&batch);
             // Whatever is pending now and was not at peek time arrived after `peek_at`; older
             // leftovers (the window was full) keep the earlier start of their wait.
@@ -289,7 +304,7 @@ impl Sender {
         &self,
         samples: &[Sample],
         shards: usize,
-        catching_up: bool,
+        flags: SendFlags,
         st: &mut RunState,
     ) {
         if samples.is_empty() {
@@ -302,7 +317,7 @@ impl Sender {
             .filter(|(part, _)| !part.is_empty())
             .map(|(part, shard)| async move {
                 for chunk in part.chunks(self.max_samples_per_send) {
-                    self.deliver(chunk, shard, catching_up).await;
+                    self.deliver(chunk, shard, flags).await;
                 }
             });
         futures_util::future::join_all(jobs).await;
@@ -427,9 +442,89 @@ impl Sender {
     }
 
     /// Encodes one request and sends it until it is accepted or refused for good.
-    async fn deliver(&self, samples: &[Sample], st: &mut ShardState, catching_up: bool) {
+    ///
+    /// `recovering` marks the first window after start, which may repeat samples a crashed
+    /// predecessor had delivered without recording it: see [`Sender::deliver_suffixes`].
+    async fn deliver(&self, samples: &[Sample], st: &mut ShardState, flags: SendFlags) {
+        match self.send(samples, st, flags.catching_up).await {
+            Sent::Accepted | Sent::Nothing => {}
+            Sent::Refused {
+                stats,
+                reason,
+                answer,
+            } => {
+                let DropReason::Rejected { status } = reason;
+                if flags.recovering && status == 400 && samples.len() > 1 {
+                    self.deliver_suffixes(samples, st, flags.catching_up).await;
+                } else {
+                    self.record_rejection(&stats, reason, &answer);
+                }
+            }
+        }
+    }
+
+    /// Delivers a refused request of the first window after a restart, series by series.
+    ///
+    /// A receiver without an out-of-order window refuses a whole request that holds one
+    /// sample older than its series' newest, and stores nothing of it. After a crash, the
+    /// window that was in flight is sent again and may mix samples stored before the crash
+    /// (always a prefix of each series, since each series is sent in order) with samples that
+    /// never arrived; refusing the lot would lose the latter. So each series is sent again
+    /// from its oldest sample, dropping one more of the oldest after each refusal: a refusal
+    /// stores nothing, and the first accepted suffix stores every sample the receiver lacked.
+    /// Costs at most one request per repeated sample, and only after a restart.
+    async fn deliver_suffixes(&self, samples: &[Sample], st: &mut ShardState, catching_up: bool) {
+        let mut series: Vec<Vec<Sample>> = Vec::new();
+        let mut index: std::collections::HashMap<&Labels, usize> = Default::default();
+        for s in samples {
+            let i = *index.entry(&s.labels).or_insert_with(|| {
+                series.push(Vec::new());
+                series.len() - 1
+            });
+            series[i].push(s.clone());
+        }
+        for one in &series {
+            let mut skipped = 0;
+            let mut last_refusal = None;
+            while skipped < one.len() {
+                match self.send(&one[skipped..], st, catching_up).await {
+                    Sent::Accepted | Sent::Nothing => break,
+                    Sent::Refused {
+                        stats,
+                        reason,
+                        answer,
+                    } => {
+                        last_refusal = Some((stats, reason, answer));
+                        skipped += 1;
+                    }
+                }
+            }
+            if skipped == one.len() {
+                // Refused to the last sample: a real rejection, counted once per sample.
+                if let Some((mut stats, reason, answer)) = last_refusal {
+                    stats.samples = one.len();
+                    self.record_rejection(&stats, reason, &answer);
+                }
+            } else if skipped > 0 {
+                tracing::info!(
+                    endpoint = %self.endpoint,
+                    samples = skipped,
+                    "after the restart, skipped samples the receiver already held"
+                );
+                self.telemetry.add(
+                    RW_SAMPLES_DROPPED,
+                    &self.with_label("reason", "duplicate"),
+                    skipped as f64,
+                );
+            }
+        }
+    }
+
+    /// Encodes `samples` and sends them until the receiver answers for good; records
+    /// successes and retries, and leaves refusals to the caller.
+    async fn send(&self, samples: &[Sample], st: &mut ShardState, catching_up: bool) -> Sent {
         let Some(stats) = self.encode(samples, st) else {
-            return;
+            return Sent::Nothing;
         };
         // The same bytes go out on every attempt: timestamps never change on retry.
         let body = Bytes::copy_from_slice(&st.buf);
@@ -463,11 +558,14 @@ impl Sender {
                     if let Some(summary) = summary {
                         self.log_rejection_summary(&summary, "before this success");
                     }
-                    return;
+                    return Sent::Accepted;
                 }
                 Decision::Drop { reason } => {
-                    self.record_rejection(&stats, reason, &answer);
-                    return;
+                    return Sent::Refused {
+                        stats,
+                        reason,
+                        answer,
+                    }
                 }
                 Decision::Retry { after } => {
                     self.record_retry(&stats, &answer, attempt, after);
@@ -679,6 +777,29 @@ impl Sender {
     }
 }
 
+/// How a request is sent.
+#[derive(Debug, Clone, Copy)]
+struct SendFlags {
+    /// The endpoint is behind: the catch-up byte budget applies.
+    catching_up: bool,
+    /// First window after start: may repeat samples delivered before a crash.
+    recovering: bool,
+}
+
+/// How a request ended.
+enum Sent {
+    /// Accepted (2xx).
+    Accepted,
+    /// Nothing to send (every sample was unencodable, and counted).
+    Nothing,
+    /// Refused for good.
+    Refused {
+        stats: EncodeStats,
+        reason: DropReason,
+        answer: Answer,
+    },
+}
+
 /// What one attempt got back.
 struct Answer {
     outcome: Outcome,
@@ -695,14 +816,17 @@ struct RunState {
     jitter: Jitter,
     /// When the oldest pending sample started waiting (as far as the sender can tell).
     oldest: Option<Instant>,
+    /// No window was sent yet from a durable queue.
+    first_window: bool,
 }
 
 impl RunState {
-    fn new(max_shards: usize) -> Self {
+    fn new(max_shards: usize, durable_queue: bool) -> Self {
         RunState {
             shards: (0..max_shards.max(1)).map(|_| ShardState::new()).collect(),
             jitter: Jitter::new(),
             oldest: None,
+            first_window: durable_queue,
         }
     }
 }

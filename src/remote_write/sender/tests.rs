@@ -241,15 +241,27 @@ impl Harness {
         fire: bool,
         tweak: impl FnOnce(&mut RemoteWriteSettings),
     ) -> tokio::task::JoinHandle<()> {
+        self.start_sender(fire, false, tweak)
+    }
+
+    fn start_sender(
+        &self,
+        fire: bool,
+        durable: bool,
+        tweak: impl FnOnce(&mut RemoteWriteSettings),
+    ) -> tokio::task::JoinHandle<()> {
         let mut s = settings(self.receiver.url.clone());
         tweak(&mut s);
         let ext = Labels::from_pairs([("cluster", "edge-1")]).unwrap();
-        let sender = Sender::new(s, ext, self.queue.clone(), self.telemetry.clone())
+        let mut sender = Sender::new(s, ext, self.queue.clone(), self.telemetry.clone())
             .unwrap()
             .with_timer(Arc::new(TestTimer {
                 log: self.log.clone(),
                 fire,
             }));
+        if durable {
+            sender = sender.with_durable_queue();
+        }
         tokio::spawn(sender.run(self.drain.clone(), self.abort.clone()))
     }
 
@@ -899,4 +911,98 @@ async fn in_order_reader_skips_what_the_live_lane_delivered() {
     let all: Vec<i64> = (0..requests).flat_map(|i| h.timestamps(i)).collect();
     assert_eq!(all, [1, 2, 5, 6]);
     assert_eq!(h.queue.pending(), 0);
+}
+
+/// A receiver that, like Prometheus without an out-of-order window, refuses a whole request
+/// holding a sample older than its series' newest, and stores nothing of it.
+async fn strict_receiver(stored: Vec<i64>) -> (reqwest::Url, Arc<Mutex<Vec<i64>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stored = Arc::new(Mutex::new(stored));
+    let shared = stored.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let stored = shared.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let stored = stored.clone();
+                    async move {
+                        let raw = req.into_body().collect().await?.to_bytes();
+                        let plain = snap::raw::Decoder::new().decompress_vec(&raw).unwrap();
+                        let request = proto::WriteRequest::decode(plain.as_slice()).unwrap();
+                        let mut stored = stored.lock().unwrap();
+                        let mut newest = stored.last().copied().unwrap_or(i64::MIN);
+                        let mut add = Vec::new();
+                        let mut status = 204;
+                        for s in request.timeseries.iter().flat_map(|t| &t.samples) {
+                            if s.timestamp < newest {
+                                status = 400;
+                                break;
+                            }
+                            if s.timestamp > newest {
+                                add.push(s.timestamp);
+                            }
+                            newest = s.timestamp;
+                        }
+                        if status == 204 {
+                            stored.extend(add);
+                        }
+                        Ok::<_, hyper::Error>(
+                            hyper::Response::builder()
+                                .status(status)
+                                .body(Full::new(Bytes::from(if status == 400 {
+                                    "out of order sample"
+                                } else {
+                                    ""
+                                })))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (
+        format!("http://{addr}/api/v1/write").parse().unwrap(),
+        stored,
+    )
+}
+
+#[tokio::test]
+async fn after_a_restart_a_window_mixing_stored_and_new_samples_loses_none() {
+    // Before the crash, samples 1..=4 reached the receiver but were not recorded as sent.
+    let (url, stored) = strict_receiver(vec![1, 2, 3, 4]).await;
+    let h = Harness::new(vec![]).await;
+    h.append(1..10);
+    h.drain.cancel();
+    finish(h.start_sender(true, true, |s| {
+        s.url = url;
+        s.max_samples_per_send = 10;
+    }))
+    .await;
+    assert_eq!(*stored.lock().unwrap(), (1..10).collect::<Vec<_>>());
+    assert_eq!(h.queue.pending(), 0);
+    assert_eq!(
+        h.metric(RW_SAMPLES_DROPPED, Some(("reason", "duplicate"))),
+        3.0
+    );
+    assert_eq!(h.metric(RW_SAMPLES_FAILED, None), 0.0);
+}
+
+#[tokio::test]
+async fn without_a_durable_queue_a_refused_window_is_dropped_whole() {
+    let (url, stored) = strict_receiver(vec![1, 2, 3, 4]).await;
+    let h = Harness::new(vec![]).await;
+    h.append(1..10);
+    h.drain.cancel();
+    finish(h.start(true, |s| {
+        s.url = url;
+        s.max_samples_per_send = 10;
+    }))
+    .await;
+    assert_eq!(*stored.lock().unwrap(), [1, 2, 3, 4]);
+    assert_eq!(h.metric(RW_SAMPLES_FAILED, None), 9.0);
 }
