@@ -593,9 +593,16 @@ impl Agent {
                 .find(|p| p.name() == probe.name())
                 .map(ProbeSettings::interval)
                 .unwrap_or(Duration::from_secs(30));
+            // The agent's external labels are part of the key so that two agents (an HA pair)
+            // running the same probes do not hit the target in the same instant.
+            let offset = crate::clock::spread_offset(
+                &format!("{}{}", probe.name(), self.settings.agent.external_labels),
+                interval,
+            );
             probes.spawn(probe_loop(
                 probe,
                 interval,
+                offset,
                 self.pipeline.clone(),
                 self.telemetry.clone(),
                 shutdown.clone(),
@@ -753,17 +760,18 @@ fn record_run(telemetry: &Telemetry, name: &str, report: &ProbeReport) {
     }
 }
 
-/// Runs one probe every `interval` until cancelled. A run that overruns its interval delays
-/// the next one instead of bunching runs up.
+/// Runs one probe every `interval`, the first run `offset` after start, until cancelled. A run
+/// that overruns its interval delays the next one instead of bunching runs up.
 async fn probe_loop(
     mut probe: Probe,
     interval: Duration,
+    offset: Duration,
     pipeline: Arc<Pipeline>,
     telemetry: Arc<Telemetry>,
     shutdown: CancellationToken,
 ) {
     let mut registry = Registry::new();
-    let mut ticker = tokio::time::interval(interval);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + offset, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
