@@ -197,6 +197,11 @@ async fn samples_queued_on_disk_survive_sigkill_of_the_agent() {
 
     prom.restart().await;
     wait_stored(&prom, first_hits - 1).await;
+    // A few runs of its own, so its last snapshot carries its own run count.
+    wait_until("second agent's runs", DATA_TIMEOUT, || {
+        target.hits() >= first_hits + 3
+    })
+    .await;
     let done = second.terminate(Duration::from_secs(90)).await;
     done.assert_code(0);
     assert!(
@@ -252,16 +257,20 @@ async fn sigkill_during_catch_up_loses_nothing() {
     ));
     let second = pp.spawn_run_as("run-2", &[]);
     wait_stored(&prom, first_hits - 1).await;
-    second
-        .terminate(Duration::from_secs(90))
-        .await
-        .assert_code(0);
+    // A few runs of its own, so its last snapshot carries its own run count.
+    wait_until("second agent's runs", DATA_TIMEOUT, || {
+        target.hits() >= first_hits + 3
+    })
+    .await;
+    let done = second.terminate(Duration::from_secs(90)).await;
+    done.assert_code(0);
 
     let second_runs = published_runs(&prom).await;
     let count = stored(&prom).await;
     assert!(
         count == second_runs + first_hits || count + 1 == second_runs + first_hits,
-        "stored {count}, first agent's runs {first_hits} (hits), second's {second_runs}"
+        "stored {count}, first agent's runs {first_hits} (hits), second's {second_runs}\n{}",
+        done.stderr
     );
 }
 
