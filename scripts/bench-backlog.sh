@@ -60,12 +60,17 @@ pending() {
 
 echo "== draining to VictoriaMetrics with up to $MAX_SHARDS shards"
 start=$(date +%s.%N)
-"$PUSHPROBE_BIN" run --config "$work/pushprobe.toml" --log-level warn >"$work/pushprobe.log" 2>&1 &
+# PUSHPROBE_* variables override configuration keys: keep this script's own out.
+env -u PUSHPROBE_BIN "$PUSHPROBE_BIN" run --config "$work/pushprobe.toml" --log-level warn \
+  >"$work/pushprobe.log" 2>&1 &
 agent=$!
 pids+=("$agent")
 peak_kib=0
 done_at=""
 for _ in $(seq 1 6000); do
+  if ! kill -0 "$agent" 2>/dev/null; then
+    break
+  fi
   hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$agent/status" 2>/dev/null || echo 0)
   ((hwm > peak_kib)) && peak_kib=$hwm
   p=$(pending || true)
@@ -77,7 +82,7 @@ for _ in $(seq 1 6000); do
   sleep 0.05
 done
 if [[ -z "$done_at" ]]; then
-  echo "backlog not drained within 300 s; agent log:" >&2
+  echo "backlog not drained (agent exited, or 300 s passed); agent log:" >&2
   tail -n 30 "$work/pushprobe.log" >&2
   exit 1
 fi
