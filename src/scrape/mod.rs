@@ -8,9 +8,12 @@
 
 mod lex;
 mod md5;
+pub mod metadata;
 mod openmetrics;
 pub mod relabel;
 mod render;
+pub mod scraper;
+pub mod target;
 mod text;
 
 use std::borrow::Cow;
@@ -298,6 +301,15 @@ pub fn parse_cached(
     let out = parse_format(body, format, Some(&mut *cache))?;
     cache.sweep();
     Ok(out)
+}
+
+/// Like [`parse_bytes`], reusing label sets from `cache` for series seen in recent scrapes.
+pub fn parse_bytes_cached(
+    body: &[u8],
+    content_type: Option<&str>,
+    cache: &mut SeriesCache,
+) -> Result<Exposition, ParseError> {
+    parse_cached(utf8(body)?, content_type, cache)
 }
 
 /// Parses raw bytes, refusing invalid UTF-8 with its position.
