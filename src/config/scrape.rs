@@ -103,6 +103,10 @@ pub struct ScrapeConfig {
     /// Extra target labels, like `static_configs` labels (they may override `job`/`instance`).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Rewrite `le` and `quantile` values to canonical floats (`1` → `1.0`) as Prometheus 3
+    /// does; `false` keeps them as exposed, as Prometheus 2 stores them.
+    #[serde(default = "super::default_true")]
+    pub normalize_le_quantile: bool,
 }
 
 /// One validated target of a job.
@@ -141,6 +145,8 @@ pub struct ScrapeSettings {
     pub sample_limit: usize,
     /// Body size limit in bytes.
     pub body_size_limit: u64,
+    /// Canonical `le`/`quantile` values (Prometheus 3) or as exposed (Prometheus 2).
+    pub normalize_le_quantile: bool,
 }
 
 /// Validates the `[[scrape]]` tables; errors name `scrape[i].<key>`.
@@ -260,6 +266,7 @@ fn validate_scrape(c: &mut Checker<'_>, key: &str, s: &ScrapeConfig) -> Option<S
         metric_relabel,
         sample_limit: s.sample_limit,
         body_size_limit: s.body_size_limit.0,
+        normalize_le_quantile: s.normalize_le_quantile,
     })
 }
 
@@ -341,6 +348,7 @@ mod tests {
             r#"{instance="127.0.0.1:9100",job="node"}"#
         );
         assert_eq!(s.agent.metadata_interval, Some(Duration::from_secs(60)));
+        assert!(job.normalize_le_quantile);
     }
 
     #[test]
@@ -365,6 +373,7 @@ sample_limit = 5000
 body_size_limit = "10MiB"
 labels = {{ env = "prod", instance = "app-1" }}
 tls = {{ insecure_skip_verify = true }}
+normalize_le_quantile = false
 
 [[scrape.metric_relabel_configs]]
 source_labels = ["__name__"]
@@ -388,6 +397,7 @@ action = "drop"
         assert_eq!(job.metric_relabel.len(), 1);
         assert!(matches!(&job.auth, Some(Auth::Bearer(t)) if t.expose() == "s3cret"));
         assert!(job.tls.insecure_skip_verify);
+        assert!(!job.normalize_le_quantile);
         // `labels` may override `instance`, as static_configs labels do.
         assert_eq!(
             job.targets[0].labels.to_string(),

@@ -156,6 +156,7 @@ impl Scraper {
             honor_timestamps: job.honor_timestamps,
             sample_limit: job.sample_limit,
             rules: job.metric_relabel.clone(),
+            normalize_le_quantile: job.normalize_le_quantile,
         };
         Scraper {
             job: job.job.clone(),
@@ -260,7 +261,7 @@ impl Scraper {
             if n > 0 {
                 telemetry.add(
                     telemetry::SCRAPE_SAMPLES_REJECTED,
-                    &[("job", job), ("reason", reason)],
+                    &[("scrape_job", job), ("reason", reason)],
                     n as f64,
                 );
             }
@@ -269,7 +270,7 @@ impl Scraper {
             Some(e) => {
                 telemetry.add(
                     telemetry::SCRAPE_FAILURES,
-                    &[("job", job), ("reason", e.reason())],
+                    &[("scrape_job", job), ("reason", e.reason())],
                     1.0,
                 );
                 if !self.down {
@@ -312,7 +313,7 @@ impl Scraper {
         ] {
             telemetry.add(
                 telemetry::SCRAPE_FAILURES,
-                &[("job", &self.job), ("reason", reason)],
+                &[("scrape_job", &self.job), ("reason", reason)],
                 0.0,
             );
         }

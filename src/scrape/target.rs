@@ -31,7 +31,7 @@ pub const REPORT_SERIES: [&str; 5] = [
 ];
 
 /// How a target's samples are treated.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct TargetOptions {
     /// Exposed labels win over target labels (no `exported_` renaming).
     pub honor_labels: bool,
@@ -41,6 +41,22 @@ pub struct TargetOptions {
     pub sample_limit: usize,
     /// Metric relabel rules, applied after the target labels are attached.
     pub rules: Arc<[RelabelRule]>,
+    /// `le`/`quantile` values become canonical floats (`1` → `1.0`), as in Prometheus 3.
+    pub normalize_le_quantile: bool,
+}
+
+impl Default for TargetOptions {
+    /// Prometheus' defaults: target labels win, exposed timestamps are kept, no limit, no
+    /// rules, canonical `le`/`quantile`.
+    fn default() -> Self {
+        TargetOptions {
+            honor_labels: false,
+            honor_timestamps: true,
+            sample_limit: 0,
+            rules: Arc::from(Vec::new()),
+            normalize_le_quantile: true,
+        }
+    }
 }
 
 /// Why a scrape failed (`up` = 0).
@@ -211,7 +227,8 @@ impl TargetState {
     ) -> (ScrapeSummary, Vec<ParsedFamily>) {
         // Prometheus reads an unknown or missing content type as the text format.
         let ct = content_type.filter(|ct| Format::from_content_type(ct).is_some());
-        let exposition = match super::parse_bytes_cached(body, ct, &mut self.cache) {
+        let normalize = self.opts.normalize_le_quantile;
+        let exposition = match super::parse_bytes_cached(body, ct, &mut self.cache, normalize) {
             Ok(e) => e,
             Err(e) => return (self.fail(ScrapeError::Parse(e), scrape_ts, out), Vec::new()),
         };

@@ -468,6 +468,22 @@ fn openmetrics_and_unknown_content_types_parse() {
 }
 
 #[test]
+fn le_and_quantile_are_canonical_unless_turned_off() {
+    let body =
+        "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n";
+    let mut st = state(default_opts());
+    let (_, out) = scrape(&mut st, body, 1000);
+    assert_eq!(out[0].labels.get("le"), Some("1.0"));
+    let mut st = state(TargetOptions {
+        normalize_le_quantile: false,
+        ..default_opts()
+    });
+    let (_, out) = scrape(&mut st, body, 1000);
+    assert_eq!(out[0].labels.get("le"), Some("1"));
+    assert_eq!(out[1].labels.get("le"), Some("+Inf"));
+}
+
+#[test]
 fn nan_values_are_forwarded_as_normal_nan_never_as_staleness() {
     let mut st = state(default_opts());
     let (_, out) = scrape(&mut st, "a NaN\n", 1000);
