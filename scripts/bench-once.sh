@@ -21,58 +21,37 @@ if [[ -z "${PUSHPROBE_BIN:-}" ]]; then
   PUSHPROBE_BIN=$ROOT/target/release/pushprobe
 fi
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_ready() { # url
-  for _ in $(seq 1 200); do
-    if python3 - "$1" <<'EOF' 2>/dev/null; then return 0; fi
-import sys, urllib.request
-urllib.request.urlopen(sys.argv[1], timeout=1).read()
-EOF
-    sleep 0.05
-  done
-  echo "bench-once: $1 did not become ready" >&2
-  exit 1
-}
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
+setup_workdir bench-once
 
 # --- local services -------------------------------------------------------------------
 TARGET_PORT=$(free_port)
-mkdir -p "$WORK/www" && echo ok > "$WORK/www/health"
-python3 -m http.server "$TARGET_PORT" --bind 127.0.0.1 --directory "$WORK/www" \
+mkdir -p "$work/www" && echo ok > "$work/www/health"
+python3 -m http.server "$TARGET_PORT" --bind 127.0.0.1 --directory "$work/www" \
   >/dev/null 2>&1 &
-PIDS+=($!)
+pids+=("$!")
 
 PG_PORT=$(free_port)
 "$PUSHGATEWAY" --web.listen-address="127.0.0.1:$PG_PORT" \
-  --persistence.file="$WORK/pg.db" >/dev/null 2>&1 &
-PIDS+=($!)
+  --persistence.file="$work/pg.db" >/dev/null 2>&1 &
+pids+=("$!")
 
 PROM_PORT=$(free_port)
-printf 'global:\n  scrape_interval: 1h\n' > "$WORK/prometheus.yml"
-"$PROMETHEUS" --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/tsdb" \
+printf 'global:\n  scrape_interval: 1h\n' > "$work/prometheus.yml"
+"$PROMETHEUS" --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb" \
   --web.listen-address="127.0.0.1:$PROM_PORT" --web.enable-remote-write-receiver \
   >/dev/null 2>&1 &
-PIDS+=($!)
+pids+=("$!")
 
-wait_ready "http://127.0.0.1:$TARGET_PORT/health"
-wait_ready "http://127.0.0.1:$PG_PORT/-/ready"
-wait_ready "http://127.0.0.1:$PROM_PORT/-/ready"
+wait_http "http://127.0.0.1:$TARGET_PORT/health" target
+wait_http "http://127.0.0.1:$PG_PORT/-/ready" pushgateway
+wait_http "http://127.0.0.1:$PROM_PORT/-/ready" prometheus
 
 # --- the Python job ---------------------------------------------------------------------
-python3 -m venv "$WORK/venv"
-"$WORK/venv/bin/pip" install --quiet --disable-pip-version-check prometheus_client requests
-cat > "$WORK/job.py" <<EOF
+python3 -m venv "$work/venv"
+"$work/venv/bin/pip" install --quiet --disable-pip-version-check prometheus_client requests
+cat > "$work/job.py" <<EOF
 import time
 import requests
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
@@ -99,13 +78,13 @@ name = \"api\"
 kind = \"http\"
 url = \"http://127.0.0.1:$TARGET_PORT/health\"
 timeout = \"10s\""
-cat > "$WORK/pg.toml" <<EOF
+cat > "$work/pg.toml" <<EOF
 [[pushgateway]]
 url = "http://127.0.0.1:$PG_PORT"
 job = "bench-pushprobe"
 $probe
 EOF
-cat > "$WORK/rw.toml" <<EOF
+cat > "$work/rw.toml" <<EOF
 [agent]
 drain_timeout = "5s"
 [[remote_write]]
@@ -117,9 +96,9 @@ EOF
 # Every variant must succeed once before it is timed: a job that fails fast is no benchmark.
 check_ok() { # name command...
   local name=$1; shift
-  if "$@" >/dev/null 2>"$WORK/err"; then return 0; fi
+  if "$@" >/dev/null 2>"$work/err"; then return 0; fi
   local rc=$?
-  echo "bench-once: $name failed (exit $rc): $(tail -n 3 "$WORK/err")" >&2
+  echo "bench-once: $name failed (exit $rc): $(tail -n 3 "$work/err")" >&2
   return 1
 }
 
@@ -127,24 +106,24 @@ check_ok() { # name command...
 median_ms() { # command (one string, run by sh)
   if command -v hyperfine >/dev/null; then
     hyperfine --style none --warmup 3 --runs "$RUNS" -N \
-      --export-json "$WORK/h.json" "$1" >/dev/null 2>&1 ||
+      --export-json "$work/h.json" "$1" >/dev/null 2>&1 ||
       hyperfine --style none --warmup 3 --runs "$RUNS" \
-        --export-json "$WORK/h.json" "$1" >/dev/null
-    python3 -c 'import json,sys; print("%.1f" % (json.load(open(sys.argv[1]))["results"][0]["median"]*1000))' "$WORK/h.json"
+        --export-json "$work/h.json" "$1" >/dev/null
+    python3 -c 'import json,sys; print("%.1f" % (json.load(open(sys.argv[1]))["results"][0]["median"]*1000))' "$work/h.json"
   else
-    : > "$WORK/times"
+    : > "$work/times"
     for _ in $(seq 1 "$RUNS"); do
       local t0 t1
       t0=$(date +%s%N); sh -c "$1" >/dev/null 2>&1; t1=$(date +%s%N)
-      echo $(( (t1 - t0) / 1000 )) >> "$WORK/times"
+      echo $(( (t1 - t0) / 1000 )) >> "$work/times"
     done
-    sort -n "$WORK/times" | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.1f\n", m/1000}'
+    sort -n "$work/times" | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.1f\n", m/1000}'
   fi
 }
 
 # The probe's own time: what `check` reports as its latency (median of a few runs).
 probe_ms=$(for _ in 1 2 3 4 5; do
-  "$PUSHPROBE_BIN" -c "$WORK/pg.toml" check --output json 2>/dev/null || true
+  "$PUSHPROBE_BIN" -c "$work/pg.toml" check --output json 2>/dev/null || true
 done | python3 -c '
 import json, sys
 docs, buf = [], ""
@@ -163,9 +142,9 @@ run_variant() { # key name command
     result[$1]=n/a
   fi
 }
-run_variant pp_pg "pushprobe once -> Pushgateway" "$PUSHPROBE_BIN -c $WORK/pg.toml once"
-run_variant py_pg "python -> Pushgateway" "$WORK/venv/bin/python $WORK/job.py"
-run_variant pp_rw "pushprobe once -> Prometheus remote write" "$PUSHPROBE_BIN -c $WORK/rw.toml once"
+run_variant pp_pg "pushprobe once -> Pushgateway" "$PUSHPROBE_BIN -c $work/pg.toml once"
+run_variant py_pg "python -> Pushgateway" "$work/venv/bin/python $work/job.py"
+run_variant pp_rw "pushprobe once -> Prometheus remote write" "$PUSHPROBE_BIN -c $work/rw.toml once"
 
 printf '\nbench-once: median wall time over %s runs (process start to write answered)\n' "$RUNS"
 printf '  %-44s %8s ms\n' "probe's own time (check latency)" "$probe_ms"

@@ -32,36 +32,9 @@ cargo build --release --locked --bin pushprobe --example bench_target
 PUSHPROBE="$PWD/target/release/pushprobe"
 TARGET_BIN="$PWD/target/release/examples/bench_target"
 
-work="$(mktemp -d -t pushprobe-bench.XXXXXX)"
-pids=()
-cleanup() {
-    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-        kill "${pids[i]}" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_http() {
-    local url="$1" name="$2"
-    for _ in $(seq 1 600); do
-        if curl -fsS -o /dev/null "$url" 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "bench: $name did not come up at $url; its log:" >&2
-    tail -n 50 "$work/$name.log" >&2 || true
-    exit 1
-}
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+setup_workdir bench
 
 # CPU seconds (user + system) a process has used so far.
 CLK_TCK="$(getconf CLK_TCK)"
@@ -284,6 +257,9 @@ print(f"peak RSS ratio pushprobe / pair:     {mem_ratio:.3f}   (target <= 0.20) 
       f"{'OK' if mem_ratio <= 0.20 else 'MISSED'}")
 print(f"pushprobe idle RSS (1 probe):        {idle_rss:.1f} MiB (peak {idle_hwm:.1f})  "
       f"(target <= 8 MiB)  {'OK' if idle_rss <= 8 else 'MISSED'}")
+if n > 1:
+    # How memory grows with the probe count: the cost of one more probe.
+    print(f"pushprobe RSS per extra probe:       {(pp['hwm'] - idle_hwm) * 1024 / (n - 1):.0f} KiB")
 print()
 print(f"probe results stored in the window, by prober: {samples}")
 print(f"targets currently up, by prober:             {ok_now}  (of {n})")

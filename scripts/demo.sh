@@ -32,38 +32,9 @@ say "Building pushprobe (release)"
 cargo build --release --locked --bin pushprobe
 PUSHPROBE="$PWD/target/release/pushprobe"
 
-work="$(mktemp -d -t pushprobe-demo.XXXXXX)"
-pids=()
-cleanup() {
-    # Stop everything started here, newest first, then remove the scratch directory.
-    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-        kill "${pids[i]}" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Polls URL until it answers 2xx (60 s at most).
-wait_http() {
-    local url="$1" name="$2"
-    for _ in $(seq 1 600); do
-        if curl -fsS -o /dev/null "$url" 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "demo: $name did not come up at $url; its log:" >&2
-    cat "$work/$name.log" >&2 || true
-    exit 1
-}
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+setup_workdir demo
 
 prom_port="$(free_port)"
 say "Starting Prometheus (remote-write receiver) on 127.0.0.1:$prom_port"

@@ -80,19 +80,49 @@ fn read_certs(
     Ok(certs)
 }
 
-fn root_store(tls: &TlsConfig) -> Result<RootCertStore, TlsError> {
-    let mut roots = RootCertStore::empty();
+/// Builds a client configuration for `url`: the full one for `https`, and for plain `http` one
+/// with no trust roots, since no handshake will happen and loading the system's roots is start-up
+/// time a short-lived command should not pay.
+pub fn client_config_for_url(
+    url: &reqwest::Url,
+    tls: &TlsConfig,
+    alpn: &[&[u8]],
+) -> Result<ClientConfig, TlsError> {
+    if url.scheme() == "https" {
+        return client_config(tls, alpn);
+    }
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(RootCertStore::empty())
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+fn root_store(tls: &TlsConfig) -> Result<Arc<RootCertStore>, TlsError> {
     if let Some(ca) = &tls.ca_file {
+        let mut roots = RootCertStore::empty();
         for cert in read_certs("ca_file", ca)? {
             roots.add(cert)?;
         }
-    } else {
-        // Unreadable system certificates are skipped: a host with a partly broken store can
-        // still reach servers whose roots are intact.
-        let native = rustls_native_certs::load_native_certs();
-        roots.add_parsable_certificates(native.certs);
+        return Ok(Arc::new(roots));
     }
-    Ok(roots)
+    Ok(native_roots())
+}
+
+/// The system's trust roots, loaded once per process and shared: every probe and sender that
+/// uses them holds the same store instead of parsing its own copy (about 190 KiB each).
+fn native_roots() -> Arc<RootCertStore> {
+    static ROOTS: std::sync::OnceLock<Arc<RootCertStore>> = std::sync::OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            // Unreadable system certificates are skipped: a host with a partly broken store can
+            // still reach servers whose roots are intact.
+            let mut roots = RootCertStore::empty();
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            Arc::new(roots)
+        })
+        .clone()
 }
 
 /// Verifier for `insecure_skip_verify`: accepts any certificate but still checks signatures
@@ -142,5 +172,35 @@ impl ServerCertVerifier for AcceptAnyCert {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn system_roots_are_loaded_once_and_shared() {
+        assert!(Arc::ptr_eq(&native_roots(), &native_roots()));
+        let a = root_store(&TlsConfig::default()).unwrap();
+        let b = root_store(&TlsConfig::default()).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+    }
+
+    #[test]
+    fn plain_http_needs_no_roots_but_keeps_alpn() {
+        let url = reqwest::Url::parse("http://127.0.0.1:9/").unwrap();
+        let c = client_config_for_url(&url, &TlsConfig::default(), &[b"http/1.1"]).unwrap();
+        assert_eq!(c.alpn_protocols, vec![b"http/1.1".to_vec()]);
+    }
+
+    #[test]
+    fn missing_ca_file_names_the_option() {
+        let tls = TlsConfig {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..TlsConfig::default()
+        };
+        let e = client_config(&tls, &[]).unwrap_err().to_string();
+        assert!(e.starts_with("ca_file /nonexistent/ca.pem"), "{e}");
     }
 }

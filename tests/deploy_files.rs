@@ -2,12 +2,14 @@
 //! here (docker, kubectl) is checked by reading the files, and every embedded pushprobe
 //! configuration is validated by the real binary.
 
+mod common;
 mod ops_common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ops_common::{read, repo_file, require_tool, root, yaml_documents};
+use common::require_binary;
+use ops_common::{read, repo_file, root, yaml_documents};
 use pushprobe::listener::{DEFAULT_PORT, HEALTHY_PATH, READY_PATH};
 use serde_json::Value;
 
@@ -387,7 +389,7 @@ fn compose_wires_receiver_rules_alertmanager_and_grafana() {
 
 #[test]
 fn compose_prometheus_and_alertmanager_configs_are_valid() {
-    if let Some(promtool) = require_tool("promtool") {
+    if let Some(promtool) = require_binary("promtool") {
         // promtool also opens the rule files: point the container path at ops/alerts.yml.
         let dir = tempfile::tempdir().unwrap();
         let cfg = read("deploy/compose/prometheus.yml").replace(
@@ -408,7 +410,7 @@ fn compose_prometheus_and_alertmanager_configs_are_valid() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    if let Some(amtool) = require_tool("amtool") {
+    if let Some(amtool) = require_binary("amtool") {
         let out = Command::new(amtool)
             .arg("check-config")
             .arg(repo_file("deploy/compose/alertmanager.yml"))
@@ -456,7 +458,7 @@ fn systemd_unit_is_hardened_and_verifies() {
     assert!(read("deploy/systemd/pushprobe.toml")
         .contains(&format!("/run/credentials/pushprobe.service/{name}")));
 
-    let Some(analyze) = require_tool("systemd-analyze") else {
+    let Some(analyze) = require_binary("systemd-analyze") else {
         return;
     };
     // verify checks that ExecStart is executable: point it at the binary under test.

@@ -1,15 +1,17 @@
 //! The alerting rules in ops/alerts.yml: valid for Prometheus, unit-tested with promtool, and
 //! every alert covered both firing and not firing.
 
+mod common;
 mod ops_common;
 
 use std::collections::BTreeSet;
 use std::process::Command;
 
-use ops_common::{read, repo_file, require_tool, yaml_documents};
+use common::require_binary;
+use ops_common::{read, repo_file, yaml_documents};
 
 fn promtool(args: &[&str]) {
-    let Some(promtool) = require_tool("promtool") else {
+    let Some(promtool) = require_binary("promtool") else {
         return;
     };
     let out = Command::new(promtool)

@@ -764,6 +764,17 @@ impl Checker<'_> {
         auth
     }
 
+    /// The sinks' HTTP client verifies the URL's own host name, so a `server_name` there would
+    /// be silently ignored: refuse it instead.
+    fn no_server_name(&mut self, key: &str, tls: &TlsConfig) {
+        if tls.server_name.is_some() {
+            self.fail(
+                format!("{key}.server_name"),
+                "is supported for probes only; use a url whose host the certificate covers",
+            );
+        }
+    }
+
     fn labels(&mut self, key: &str, labels: &BTreeMap<String, String>) -> Vec<(String, String)> {
         for (name, value) in labels {
             if !is_valid_label_name(name) || name.starts_with("__") {
@@ -871,6 +882,7 @@ impl ConfigFile {
                 &rw.bearer_token_file,
             );
             c.tls(&format!("{key}.tls"), &rw.tls);
+            c.no_server_name(&format!("{key}.tls"), &rw.tls);
             let timeout = c.positive(format!("{key}.timeout"), rw.timeout);
             let batch_send_deadline =
                 c.positive(format!("{key}.batch_send_deadline"), rw.batch_send_deadline);
@@ -1085,6 +1097,7 @@ fn validate_pushgateway(
     }
     let auth = c.auth(key, &pg.basic_auth, &pg.bearer_token, &pg.bearer_token_file);
     c.tls(&format!("{key}.tls"), &pg.tls);
+    c.no_server_name(&format!("{key}.tls"), &pg.tls);
     let timeout = c.positive(format!("{key}.timeout"), pg.timeout);
     let min_backoff = c.positive(format!("{key}.min_backoff"), pg.min_backoff);
     let max_backoff = c.positive(format!("{key}.max_backoff"), pg.max_backoff);
@@ -1130,13 +1143,22 @@ fn validate_buckets(c: &mut Checker<'_>, key: &str, buckets: Option<&[f64]>) -> 
 // figment's Jail closures return figment's own (large) error type; that is its API, not ours.
 #[cfg(test)]
 #[allow(clippy::result_large_err)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn parse(toml: &str) -> Result<Settings, String> {
+        parse_with_env(toml, &[])
+    }
+
+    /// Loads and validates `toml` as `pushprobe.toml` inside a figment jail with the given
+    /// environment, joining every error into one string (for the config modules' tests).
+    pub(crate) fn parse_with_env(toml: &str, env: &[(&str, &str)]) -> Result<Settings, String> {
         let mut out = Err(String::new());
         figment::Jail::expect_with(|jail| {
             jail.create_file("pushprobe.toml", toml)?;
+            for (k, v) in env {
+                jail.set_env(k, v);
+            }
             out = load(Path::new("pushprobe.toml"), true)
                 .map_err(|e| e.to_string())
                 .and_then(|f| {
@@ -1249,6 +1271,19 @@ mod tests {
         );
         let e = parse(&GOOD.replace("kind = \"http\"", "kind = \"htp\"")).unwrap_err();
         assert!(e.contains("htp") && e.contains("http"), "{e}");
+    }
+
+    #[test]
+    fn server_name_is_refused_where_it_cannot_apply() {
+        let e = parse(&GOOD.replace(
+            "headers = { \"X-Scope-OrgID\" = \"team-a\" }",
+            "tls = { server_name = \"metrics.internal\" }",
+        ))
+        .unwrap_err();
+        assert!(
+            e.starts_with("remote_write[0].tls.server_name: is supported for probes only"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -385,25 +385,8 @@ mod tests {
     "#;
 
     fn parse_with(toml: &str, key: Option<&str>) -> Result<Settings, String> {
-        let mut out = Err(String::new());
-        figment::Jail::expect_with(|jail| {
-            jail.create_file("pushprobe.toml", toml)?;
-            if let Some(k) = key {
-                jail.set_env("RELAY_API_KEY", k);
-            }
-            out = load(Path::new("pushprobe.toml"), true)
-                .map_err(|e| e.to_string())
-                .and_then(|f| {
-                    f.validate("pushprobe.toml").map_err(|errs| {
-                        errs.iter()
-                            .map(|e| e.to_string())
-                            .collect::<Vec<_>>()
-                            .join("\n")
-                    })
-                });
-            Ok(())
-        });
-        out
+        let env: Vec<(&str, &str)> = key.map(|k| ("RELAY_API_KEY", k)).into_iter().collect();
+        crate::config::tests::parse_with_env(toml, &env)
     }
 
     fn openai(s: &Settings) -> &OpenAiProbeSettings {

@@ -495,17 +495,8 @@ fn build_client(settings: &PushgatewaySettings) -> Result<reqwest::Client, PushE
         gateway: settings.name.clone(),
         message,
     };
-    let tls = if settings.url.scheme() == "https" {
-        crate::tls::client_config(&settings.tls, &[b"http/1.1"]).map_err(|e| err(e.to_string()))?
-    } else {
-        // A plain-HTTP gateway needs no trust roots; loading the system's costs start-up time
-        // that short-lived jobs should not pay.
-        rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| err(e.to_string()))?
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth()
-    };
+    let tls = crate::tls::client_config_for_url(&settings.url, &settings.tls, &[b"http/1.1"])
+        .map_err(|e| err(e.to_string()))?;
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .user_agent(concat!("pushprobe/", env!("CARGO_PKG_VERSION")))

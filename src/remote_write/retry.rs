@@ -85,10 +85,46 @@ pub fn is_retryable_status(status: u16) -> bool {
 }
 
 /// Capped exponential backoff with jitter: attempt `n` waits about `min · 2ⁿ`, at most `max`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// The `backoff` crate computes the schedule, once, when the value is built; it is flagged
+/// unmaintained (RUSTSEC-2025-0012), so it is used for nothing else and stays behind this type:
+/// its randomisation is switched off (it draws from a global generator tests cannot control)
+/// and the jitter is applied here from a draw the caller passes in.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backoff {
     min: Duration,
     max: Duration,
+    /// Base delays by attempt, growing until the first one that reaches `max`.
+    steps: Vec<Duration>,
+}
+
+/// Most schedule steps kept: doubling from a nanosecond passes any sane maximum well before.
+const MAX_STEPS: usize = 96;
+
+fn schedule(min: Duration, max: Duration) -> Vec<Duration> {
+    use backoff::backoff::Backoff as _;
+    let mut exp: backoff::ExponentialBackoff = backoff::ExponentialBackoffBuilder::new()
+        .with_initial_interval(min)
+        .with_multiplier(2.0)
+        .with_randomization_factor(0.0)
+        .with_max_interval(max)
+        .with_max_elapsed_time(None)
+        .build();
+    let mut steps = Vec::new();
+    while steps.len() < MAX_STEPS {
+        let Some(step) = exp.next_backoff() else {
+            break;
+        };
+        let step = step.clamp(min, max);
+        steps.push(step);
+        if step >= max {
+            break;
+        }
+    }
+    if steps.is_empty() {
+        steps.push(min);
+    }
+    steps
 }
 
 impl Backoff {
@@ -100,7 +136,11 @@ impl Backoff {
         if min > max {
             return Err(RetryError::MinAboveMax { min, max });
         }
-        Ok(Backoff { min, max })
+        Ok(Backoff {
+            min,
+            max,
+            steps: schedule(min, max),
+        })
     }
 
     /// The shortest delay.
@@ -116,8 +156,11 @@ impl Backoff {
     /// Delay before the retry that follows failed attempt `attempt` (0 for the first failure),
     /// before jitter: `min · 2^attempt`, capped at `max`.
     pub fn base(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt).unwrap_or(u32::MAX);
-        self.min.saturating_mul(factor).min(self.max)
+        self.steps
+            .get(attempt as usize)
+            .or_else(|| self.steps.last())
+            .copied()
+            .unwrap_or(self.max)
     }
 
     /// Delay after failed attempt `attempt`, with `jitter` (a uniform draw in `[0, 1)`)
@@ -138,7 +181,7 @@ impl Backoff {
 }
 
 /// Decides what follows each write attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
     backoff: Backoff,
     retry_after_cap: Duration,
@@ -156,8 +199,8 @@ impl RetryPolicy {
     }
 
     /// The backoff schedule.
-    pub fn backoff(&self) -> Backoff {
-        self.backoff
+    pub fn backoff(&self) -> &Backoff {
+        &self.backoff
     }
 
     /// The longest `Retry-After` honoured.

@@ -125,8 +125,9 @@ impl Sender {
             return Err(fail("max_samples_per_send must be > 0".into()));
         }
         let (headers, secrets) = request_headers(&settings).map_err(fail)?;
-        let tls = crate::tls::client_config(&settings.tls, &[b"h2", b"http/1.1"])
-            .map_err(|e| fail(e.to_string()))?;
+        let tls =
+            crate::tls::client_config_for_url(&settings.url, &settings.tls, &[b"h2", b"http/1.1"])
+                .map_err(|e| fail(e.to_string()))?;
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .timeout(settings.timeout)

@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod capture;
+pub mod openai;
 pub mod target;
 
 use std::collections::BTreeMap;
@@ -44,6 +45,8 @@ fn debian_package(binary: &str) -> &'static str {
         "prometheus-pushgateway" => "prometheus-pushgateway",
         "prometheus-blackbox-exporter" => "prometheus-blackbox-exporter",
         "prometheus-node-exporter" => "prometheus-node-exporter",
+        "amtool" => "prometheus-alertmanager",
+        "systemd-analyze" => "systemd",
         _ => "(unknown package)",
     }
 }

@@ -19,26 +19,6 @@ pub fn read(rel: &str) -> String {
     std::fs::read_to_string(repo_file(rel)).unwrap_or_else(|e| panic!("cannot read {rel}: {e}"))
 }
 
-/// Finds an external tool on PATH (or in /usr/bin). Without it the test is skipped on a
-/// developer machine but fails under CI (`CI` set), where a silent skip would hide that the
-/// check never ran.
-pub fn require_tool(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .chain([PathBuf::from("/usr/bin")])
-        .map(|d| d.join(name))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        if std::env::var_os("CI").is_some() {
-            panic!("{name} is required under CI (apt-get install the package that ships it)");
-        }
-        eprintln!("SKIPPED: {name} not found; install it to run this test");
-    }
-    found
-}
-
 /// Parses YAML into JSON values (one per document), naming the file on failure.
 pub fn yaml_documents(rel: &str, text: &str) -> Vec<serde_json::Value> {
     use serde::Deserialize;

@@ -1,0 +1,43 @@
+# Helpers shared by pushprobe's scripts: a scratch directory, processes stopped on exit,
+# free loopback ports and readiness polling. Source it, then call `setup_workdir NAME`.
+#
+# After `setup_workdir`, `$work` is a temporary directory removed on exit, and every PID
+# appended to the `pids` array is stopped (newest first) on exit, Ctrl-C or SIGTERM.
+
+setup_workdir() {
+    work="$(mktemp -d -t "pushprobe-$1.XXXXXX")"
+    pids=()
+    trap cleanup_workdir EXIT
+    trap 'exit 130' INT TERM
+}
+
+cleanup_workdir() {
+    local i pid
+    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+        kill "${pids[i]}" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$work"
+}
+
+# Prints a TCP port that is free on 127.0.0.1 right now.
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# wait_http URL NAME: polls URL until it answers 2xx (60 s at most); on failure prints the
+# tail of $work/NAME.log and exits.
+wait_http() {
+    local url="$1" name="$2"
+    for _ in $(seq 1 600); do
+        if curl -fsS -o /dev/null "$url" 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "$(basename "$0"): $name did not come up at $url; its log:" >&2
+    tail -n 50 "$work/$name.log" >&2 || true
+    exit 1
+}
