@@ -471,7 +471,7 @@ impl TargetState {
                 out.push(Sample {
                     labels: slot.labels.clone(),
                     value: stale_nan(),
-                    timestamp_ms: ts,
+                    timestamp_ms: stale_ts(slot, ts),
                 });
                 markers += 1;
             }
@@ -501,13 +501,19 @@ impl TargetState {
                 .map(|s| Sample {
                     labels: s.labels.clone(),
                     value: stale_nan(),
-                    timestamp_ms: s
-                        .last
-                        .map_or(ts, |(last, _)| ts.max(last.saturating_add(1))),
+                    timestamp_ms: stale_ts(s, ts),
                 }),
         );
         out.len() - before
     }
+}
+
+/// When a staleness marker for `slot` goes: at `ts`, or just after the series' last sample if
+/// that is later (a series exposed twice in one scrape, once with a future timestamp), so a
+/// series' timestamps never go backwards.
+fn stale_ts(slot: &Slot, ts: i64) -> i64 {
+    slot.last
+        .map_or(ts, |(last, _)| ts.max(last.saturating_add(1)))
 }
 
 /// Attaches the target labels to an exposed series as Prometheus does: with `honor`, exposed

@@ -440,6 +440,16 @@ fn two_exposed_series_relabeled_into_one_forward_the_first() {
 }
 
 #[test]
+fn a_staleness_marker_never_precedes_the_series_last_sample() {
+    let mut st = state(default_opts());
+    // The same series twice in one scrape: at the scrape time, then with a later exposed
+    // timestamp.
+    scrape(&mut st, "a 1\na{} 2 99000\n", 2000);
+    let (_, out) = scrape(&mut st, "", 3000);
+    assert_eq!(without_report(&out), vec![s("a", "stale", 99_001)]);
+}
+
+#[test]
 fn label_sets_are_shared_between_scrapes() {
     let mut st = state(default_opts());
     let (_, a) = scrape(&mut st, "m{x=\"1\"} 1\n", 1000);
