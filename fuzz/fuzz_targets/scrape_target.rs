@@ -11,11 +11,11 @@
 #![no_main]
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use pushprobe::scrape::relabel::{compile, Action, RelabelConfig};
+use pushprobe::scrape::relabel::{compile, Action, RelabelConfig, RelabelRule};
 use pushprobe::scrape::target::{TargetOptions, TargetState};
 use pushprobe::series::Labels;
 
@@ -23,18 +23,23 @@ fuzz_target!(|data: &[u8]| {
     let Some((&flags, rest)) = data.split_first() else {
         return;
     };
-    let rules = compile(&[RelabelConfig {
-        regex: "drop_.*".into(),
-        source_labels: vec!["__name__".into()],
-        action: Action::Drop,
-        ..RelabelConfig::default()
-    }])
-    .expect("constant rules compile");
+    // Compiled once: a regex per run would make the fuzzer a regex-compile benchmark.
+    static RULES: OnceLock<Arc<[RelabelRule]>> = OnceLock::new();
+    let rules = RULES.get_or_init(|| {
+        let rules = compile(&[RelabelConfig {
+            regex: "drop_.*".into(),
+            source_labels: vec!["__name__".into()],
+            action: Action::Drop,
+            ..RelabelConfig::default()
+        }])
+        .expect("constant rules compile");
+        Arc::from(rules)
+    });
     let opts = TargetOptions {
         honor_labels: flags & 1 != 0,
         honor_timestamps: flags & 2 != 0,
         sample_limit: if flags & 4 != 0 { 20 } else { 0 },
-        rules: Arc::from(rules),
+        rules: rules.clone(),
         normalize_le_quantile: flags & 8 != 0,
     };
     let target = Labels::from_pairs([("job", "fuzz"), ("instance", "h:1")]).expect("valid");
