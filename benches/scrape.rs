@@ -1,12 +1,19 @@
 //! Parse throughput on a node-exporter-like payload (~3,000 series: per-CPU counters, disks,
 //! filesystems, network devices, interrupts, systemd units, a request-latency histogram and a
 //! GC summary), in samples per second. Run with `cargo bench --bench scrape`.
+//!
+//! The `*_encode` cases are the whole path a scraped sample takes inside pushprobe except the
+//! socket: parse, target labels and scrape semantics ([`TargetState`]), and encoding into a
+//! snappy-compressed remote-write request.
 
 use std::fmt::Write;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use pushprobe::remote_write::encode::Encoder;
+use pushprobe::scrape::target::{TargetOptions, TargetState};
 use pushprobe::scrape::{parse, parse_cached, SeriesCache};
+use pushprobe::series::Labels;
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
@@ -254,6 +261,37 @@ fn bench(c: &mut Criterion) {
     let mut cache = SeriesCache::new();
     group.bench_function("parse_openmetrics_cached", |b| {
         b.iter(|| parse_cached(black_box(&om), om_ct, &mut cache))
+    });
+
+    // Parse and encode: what one core turns into request bytes per second.
+    let external = Labels::from_pairs([("cluster", "edge-1")]).expect("valid labels");
+    let mut encoder = Encoder::new();
+    let mut buf = Vec::new();
+    let mut cache = SeriesCache::new();
+    group.bench_function("parse_encode_cached", |b| {
+        b.iter(|| {
+            let e = parse_cached(black_box(&text), None, &mut cache).expect("parses");
+            let samples = e.to_samples(1_700_000_000_000);
+            encoder
+                .encode(&samples, &external, &mut buf)
+                .expect("encodes");
+            buf.len()
+        })
+    });
+    let target = Labels::from_pairs([("job", "node"), ("instance", "127.0.0.1:9100")])
+        .expect("valid labels");
+    let mut state = TargetState::new(target, TargetOptions::default());
+    let mut ts = 1_700_000_000_000i64;
+    let mut out = Vec::new();
+    group.bench_function("scrape_ingest_encode", |b| {
+        b.iter(|| {
+            ts += 1000;
+            out.clear();
+            let (summary, _) = state.ingest(black_box(text.as_bytes()), None, ts, &mut out);
+            state.report(&summary, ts, std::time::Duration::ZERO, &mut out);
+            encoder.encode(&out, &external, &mut buf).expect("encodes");
+            buf.len()
+        })
     });
     group.finish();
 }

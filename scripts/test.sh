@@ -2,8 +2,9 @@
 # The project's full check, the same locally and in CI: formatting, lints, all tests (unit,
 # integration against real receivers, doc tests), and the alerting-rule tests when present.
 #
-# Integration tests need the Debian packages prometheus, victoria-metrics and
-# prometheus-pushgateway; without them they are skipped locally, and fail under CI=true.
+# Integration tests need the Debian packages prometheus, victoria-metrics,
+# prometheus-pushgateway and prometheus-node-exporter; without them they are skipped locally,
+# and fail under CI=true.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

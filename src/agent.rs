@@ -25,6 +25,8 @@ use crate::queue::live::LiveLane;
 use crate::queue::memory::MemoryQueue;
 use crate::queue::{QueueError, SharedQueue};
 use crate::remote_write::{Sender, SenderError};
+use crate::scrape::metadata::{MetadataSender, MetadataStore};
+use crate::scrape::scraper::{JobClient, ScrapeSetupError, Scraper};
 use crate::series::{Registry, Sample};
 use crate::telemetry::{self, Telemetry};
 
@@ -46,6 +48,9 @@ pub enum AgentError {
     /// The health listener could not bind its address.
     #[error(transparent)]
     Listen(#[from] crate::listener::ListenError),
+    /// A scrape job's HTTP client could not be built.
+    #[error(transparent)]
+    Scrape(#[from] ScrapeSetupError),
     /// Another process holds the data directory.
     #[error(
         "agent.data_dir {dir} is in use by another pushprobe process (it holds the lock on \
@@ -385,6 +390,11 @@ pub struct Agent {
     gateways: Vec<PushgatewaySink>,
     gateway_status: Vec<Arc<SinkStatus>>,
     telemetry: Arc<Telemetry>,
+    /// One scrape loop per `[[scrape]]` target.
+    scrapers: Vec<Scraper>,
+    /// Metadata of the scraped families, sent by `metadata_senders`.
+    metadata: Arc<MetadataStore>,
+    metadata_senders: Vec<MetadataSender>,
 }
 
 /// What `once` found.
@@ -396,6 +406,8 @@ pub struct OnceSummary {
     pub delivered: bool,
     /// Samples left undelivered (still queued at the deadline, or refused).
     pub undelivered: usize,
+    /// Scrape targets whose scrape failed (`up` = 0).
+    pub scrapes_failed: usize,
 }
 
 impl Agent {
@@ -457,6 +469,19 @@ impl Agent {
             )?);
         }
         let gateway_status = gateways.iter().map(PushgatewaySink::status).collect();
+        let mut scrapers = Vec::new();
+        for job in &settings.scrapes {
+            let client = JobClient::new(job)?;
+            for target in &job.targets {
+                scrapers.push(Scraper::new(job, target, client.clone()));
+            }
+        }
+        let mut metadata_senders = Vec::new();
+        if !scrapers.is_empty() && settings.agent.metadata_interval.is_some() {
+            for rw in &settings.remote_write {
+                metadata_senders.push(MetadataSender::new(rw, telemetry.clone())?);
+            }
+        }
         let pipeline = Arc::new(Pipeline {
             outputs,
             fanout,
@@ -471,6 +496,9 @@ impl Agent {
             gateways,
             gateway_status,
             telemetry,
+            scrapers,
+            metadata: Arc::new(MetadataStore::new()),
+            metadata_senders,
         })
     }
 
@@ -608,6 +636,22 @@ impl Agent {
                 shutdown.clone(),
             ));
         }
+        // Scrape loops queue their end-of-run staleness markers before returning, so the
+        // markers are in the queues before the drain starts.
+        for scraper in std::mem::take(&mut self.scrapers) {
+            let pipeline = self.pipeline.clone();
+            probes.spawn(scraper.run(
+                move |samples: &[Sample]| pipeline.publish(samples),
+                self.telemetry.clone(),
+                Some(self.metadata.clone()),
+                shutdown.clone(),
+            ));
+        }
+        if let Some(interval) = self.settings.agent.metadata_interval {
+            for sender in std::mem::take(&mut self.metadata_senders) {
+                probes.spawn(sender.run(self.metadata.clone(), interval, shutdown.clone()));
+            }
+        }
         probes.spawn(self_metrics_loop(
             self.pipeline.clone(),
             self.settings.agent.self_metrics_interval,
@@ -616,6 +660,12 @@ impl Agent {
         probes.close();
         tracing::info!(
             probes = self.settings.probes.len(),
+            scrape_targets = self
+                .settings
+                .scrapes
+                .iter()
+                .map(|j| j.targets.len())
+                .sum::<usize>(),
             receivers = self.settings.remote_write.len(),
             pushgateways = self.settings.pushgateway.len(),
             "pushprobe running"
@@ -686,6 +736,7 @@ impl Agent {
             }
         }
         reports.sort_by_key(|(i, _, _)| *i);
+        let scrapes_failed = self.scrape_once(&abort).await;
         self.pipeline.publish(&self.pipeline.self_metrics(now_ms()));
         // Started only now, so that a `PUT` carries every probe's result at once instead of
         // replacing the group with a partial picture first.
@@ -698,7 +749,46 @@ impl Agent {
             reports: reports.into_iter().map(|(_, n, r)| (n, r)).collect(),
             delivered,
             undelivered,
+            scrapes_failed,
         }
+    }
+
+    /// Scrapes every target once, concurrently and without the phase offset, queues the
+    /// samples, then sends the metadata once to every receiver. No end-of-run staleness
+    /// markers: a `once` run from cron must not end its series between runs. Returns how
+    /// many scrapes failed.
+    async fn scrape_once(&mut self, abort: &CancellationToken) -> usize {
+        let mut set = JoinSet::new();
+        for mut scraper in std::mem::take(&mut self.scrapers) {
+            let (telemetry, metadata, abort) =
+                (self.telemetry.clone(), self.metadata.clone(), abort.clone());
+            set.spawn(async move {
+                let mut out = Vec::new();
+                tokio::select! {
+                    s = scraper.scrape(&mut out, &telemetry, Some(&metadata)) => Some((s.up(), out)),
+                    _ = abort.cancelled() => None,
+                }
+            });
+        }
+        let mut failed = 0;
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok(Some((up, samples))) => {
+                    failed += usize::from(!up);
+                    self.pipeline.publish(&samples);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "scrape task failed"),
+            }
+        }
+        // One small request per receiver, each bounded by that receiver's timeout.
+        for sender in std::mem::take(&mut self.metadata_senders) {
+            tokio::select! {
+                _ = sender.send(&self.metadata) => {}
+                _ = abort.cancelled() => break,
+            }
+        }
+        failed
     }
 
     /// Sends one finished run of `source` (an `exec` job) through every sink, stamped
@@ -723,6 +813,7 @@ impl Agent {
             reports: Vec::new(),
             delivered,
             undelivered,
+            scrapes_failed: 0,
         }
     }
 

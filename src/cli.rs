@@ -284,7 +284,7 @@ fn once_exit_code(summary: &OnceSummary) -> u8 {
             "not every sample was delivered"
         );
         EXIT_DELIVERY_FAILED
-    } else if summary.reports.iter().any(|(_, r)| !r.success) {
+    } else if summary.reports.iter().any(|(_, r)| !r.success) || summary.scrapes_failed > 0 {
         EXIT_PROBE_FAILED
     } else {
         EXIT_OK

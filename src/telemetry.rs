@@ -43,6 +43,14 @@ pub const PG_REQUESTS: &str = "pushprobe_pushgateway_requests_total";
 pub const PG_LAST_SUCCESS: &str = "pushprobe_pushgateway_last_success_timestamp_seconds";
 /// Probe runs by `probe` and `outcome` (success, failure).
 pub const PROBE_RUNS: &str = "pushprobe_probe_runs_total";
+/// Scrapes that failed (`up` = 0), by `scrape_job` and `reason` (http, timeout,
+/// body_size_limit, parse, sample_limit). Not `job`: that label names the scraped series' job.
+pub const SCRAPE_FAILURES: &str = "pushprobe_scrape_failures_total";
+/// Scraped samples not forwarded, by `scrape_job` and `reason` (out_of_order,
+/// duplicate_timestamp, no_metric_name).
+pub const SCRAPE_SAMPLES_REJECTED: &str = "pushprobe_scrape_samples_rejected_total";
+/// Metadata-only write requests, by `endpoint` and `outcome` (success, failure).
+pub const RW_METADATA_REQUESTS: &str = "pushprobe_remote_write_metadata_requests_total";
 /// Always 1, labelled with `version`: the agent's heartbeat series.
 pub const BUILD_INFO: &str = "pushprobe_build_info";
 /// Unix time at which the agent started.
@@ -121,6 +129,21 @@ const DESCRIPTIONS: &[(&str, MetricType, &str)] = &[
         "Unix time of the last accepted Pushgateway push.",
     ),
     (PROBE_RUNS, MetricType::Counter, "Probe runs by outcome."),
+    (
+        SCRAPE_FAILURES,
+        MetricType::Counter,
+        "Failed scrapes (up = 0) by job and reason.",
+    ),
+    (
+        SCRAPE_SAMPLES_REJECTED,
+        MetricType::Counter,
+        "Scraped samples not forwarded, by job and reason.",
+    ),
+    (
+        RW_METADATA_REQUESTS,
+        MetricType::Counter,
+        "Metadata-only remote-write requests by outcome.",
+    ),
     (
         BUILD_INFO,
         MetricType::Gauge,

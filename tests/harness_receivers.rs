@@ -163,6 +163,7 @@ async fn target_server_follows_its_script() {
         status: 201,
         delay: Duration::from_millis(10),
         body: "made".into(),
+        ..Reply::default()
     });
     let resp = client.get(target.url("/")).send().await.expect("get");
     assert_eq!(resp.status().as_u16(), 201);

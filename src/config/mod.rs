@@ -7,6 +7,7 @@
 pub mod bytesize;
 pub mod duration;
 pub mod openai;
+pub mod scrape;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use bytesize::{parse_bytes, ByteSize};
 pub use duration::{parse_duration, ConfigDuration};
 pub use openai::{ModelPriceConfig, OpenAiProbeConfig, OpenAiProbeSettings};
+pub use scrape::{ScrapeConfig, ScrapeSettings, ScrapeTargetSettings};
 
 use crate::queue::disk::{DiskQueueOptions, FsyncPolicy};
 use crate::secret::Secret;
@@ -80,6 +82,9 @@ pub struct ConfigFile {
     /// Model prices for AI probes, by model name: `[pricing."deepseek-v3.2"]`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pricing: BTreeMap<String, ModelPriceConfig>,
+    /// Scrape jobs whose samples are forwarded (see `config::scrape`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scrape: Vec<ScrapeConfig>,
 }
 
 /// Agent-wide settings.
@@ -101,6 +106,9 @@ pub struct AgentConfig {
     pub data_dir: Option<PathBuf>,
     /// The disk queue (`[agent.queue]`), used when `data_dir` is set.
     pub queue: QueueConfig,
+    /// How often the metadata (type, help, unit) of scraped families is sent to each
+    /// remote-write receiver; Prometheus' default is 1m. `0s` turns it off.
+    pub metadata_interval: ConfigDuration,
 }
 
 impl Default for AgentConfig {
@@ -112,6 +120,7 @@ impl Default for AgentConfig {
             listen: None,
             data_dir: None,
             queue: QueueConfig::default(),
+            metadata_interval: ConfigDuration(Duration::from_secs(60)),
         }
     }
 }
@@ -483,6 +492,8 @@ pub struct Settings {
     pub probes: Vec<ProbeSettings>,
     /// Pushgateway groups.
     pub pushgateway: Vec<PushgatewaySettings>,
+    /// Scrape jobs.
+    pub scrapes: Vec<ScrapeSettings>,
     /// The configuration as read, for `config check` (secrets redacted when printed).
     pub file: ConfigFile,
 }
@@ -502,6 +513,8 @@ pub struct AgentSettings {
     pub data_dir: Option<PathBuf>,
     /// Disk queue settings, validated (used when `data_dir` is set).
     pub disk_queue: DiskQueueOptions,
+    /// Period of the scrape-metadata sends; `None`: not sent.
+    pub metadata_interval: Option<Duration>,
 }
 
 /// Credentials for a request, resolved from files at start.
@@ -877,6 +890,7 @@ impl ConfigFile {
             }),
             data_dir: self.agent.data_dir.clone(),
             disk_queue: validate_queue(&mut c, &self.agent.queue),
+            metadata_interval: Some(self.agent.metadata_interval.0).filter(|d| !d.is_zero()),
         };
 
         let mut remote_write = Vec::new();
@@ -1008,12 +1022,15 @@ impl ConfigFile {
             }
         }
 
+        let scrapes = scrape::validate_scrapes(&mut c, &self.scrape);
+
         if c.errors.is_empty() {
             Ok(Settings {
                 agent,
                 remote_write,
                 probes,
                 pushgateway,
+                scrapes,
                 file: self,
             })
         } else {

@@ -850,7 +850,9 @@ impl ShardState {
 
 /// Builds the headers of every request (protocol headers, the user's, then credentials) and
 /// lists the credential texts they contain.
-fn request_headers(settings: &RemoteWriteSettings) -> Result<(HeaderMap, Vec<Secret>), String> {
+pub(crate) fn request_headers(
+    settings: &RemoteWriteSettings,
+) -> Result<(HeaderMap, Vec<Secret>), String> {
     let mut h = HeaderMap::new();
     let mut secrets = Vec::new();
     h.insert(CONTENT_ENCODING, HeaderValue::from_static("snappy"));

@@ -8,9 +8,12 @@
 
 mod lex;
 mod md5;
+pub mod metadata;
 mod openmetrics;
 pub mod relabel;
 mod render;
+pub mod scraper;
+pub mod target;
 mod text;
 
 use std::borrow::Cow;
@@ -300,6 +303,32 @@ pub fn parse_cached(
     Ok(out)
 }
 
+/// Like [`parse_bytes`], reusing label sets from `cache` for series seen in recent scrapes.
+/// `normalize_le_quantile` rewrites `le`/`quantile` values to canonical floats as Prometheus 3
+/// does (`1` → `1.0`); without it they stay as exposed, as Prometheus 2 stores them.
+pub fn parse_bytes_cached(
+    body: &[u8],
+    content_type: Option<&str>,
+    cache: &mut SeriesCache,
+    normalize_le_quantile: bool,
+) -> Result<Exposition, ParseError> {
+    let format = format_of(content_type)?;
+    let body = utf8(body)?;
+    cache.generation += 1;
+    let mut b = Builder::new(Some(&mut *cache));
+    b.normalize = normalize_le_quantile;
+    match format {
+        Format::Text => text::parse(body, &mut b)?,
+        Format::OpenMetrics => openmetrics::parse(body, &mut b)?,
+    }
+    let out = Exposition {
+        families: b.families,
+        samples: b.samples,
+    };
+    cache.sweep();
+    Ok(out)
+}
+
 /// Parses raw bytes, refusing invalid UTF-8 with its position.
 pub fn parse_bytes(body: &[u8], content_type: Option<&str>) -> Result<Exposition, ParseError> {
     let format = format_of(content_type)?;
@@ -455,6 +484,8 @@ pub(crate) struct Builder<'c> {
     /// The family made up for the latest series without metadata.
     implicit_family: Option<usize>,
     cache: Option<&'c mut SeriesCache>,
+    /// Whether `le`/`quantile` values are made canonical floats.
+    normalize: bool,
 }
 
 impl<'c> Builder<'c> {
@@ -465,6 +496,7 @@ impl<'c> Builder<'c> {
             meta_family: None,
             implicit_family: None,
             cache,
+            normalize: true,
         }
     }
 
@@ -524,7 +556,11 @@ impl<'c> Builder<'c> {
             .families
             .get(family)
             .map_or(FamilyType::Unknown, |f| f.kind);
-        let norm = Norm::for_kind(kind);
+        let norm = if self.normalize {
+            Norm::for_kind(kind)
+        } else {
+            Norm::None
+        };
         let labels = match self.cache.as_deref_mut() {
             Some(cache) => {
                 let generation = cache.generation;

@@ -9,6 +9,7 @@
 // Each test binary includes this module and uses only part of it.
 #![allow(dead_code)]
 
+pub mod capture;
 pub mod openai;
 pub mod rw_receiver;
 pub mod target;
@@ -26,6 +27,8 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 // Re-exported so tests need only `use common::*`; not every test binary uses both.
+#[allow(unused_imports)]
+pub use capture::{CaptureReceiver, CapturedSample};
 #[allow(unused_imports)]
 pub use target::{Reply, TargetServer};
 
@@ -775,6 +778,58 @@ impl Pushgateway {
             }
         }
         out
+    }
+}
+
+/// A `prometheus-node-exporter` with a fixed, stable set of collectors: the textfile
+/// collector (reading `textfile.prom`, written before start) and `uname`, without the
+/// exporter's own Go/process metrics. Two scrapers a few milliseconds apart then see the same
+/// values, except the per-collector scrape durations.
+pub struct NodeExporter {
+    guard: ChildGuard,
+    port: u16,
+    dir: TempDir,
+}
+
+impl NodeExporter {
+    /// Starts the exporter serving `textfile` (text format) through its textfile collector;
+    /// `None` (test skipped) if it is not installed outside CI.
+    pub async fn start(textfile: &str) -> Option<NodeExporter> {
+        let bin = require_binary("prometheus-node-exporter")?;
+        let textfile = textfile.to_string();
+        let (guard, port, dir) = start_server("node-exporter", "/metrics", move |port, dir| {
+            let textfile_dir = dir.join("textfile");
+            std::fs::create_dir_all(&textfile_dir).expect("create textfile dir");
+            std::fs::write(textfile_dir.join("textfile.prom"), &textfile).expect("write textfile");
+            let mut cmd = Command::new(&bin);
+            cmd.arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .arg("--collector.disable-defaults")
+                .arg("--collector.textfile")
+                .arg(format!(
+                    "--collector.textfile.directory={}",
+                    textfile_dir.display()
+                ))
+                .arg("--collector.uname")
+                .arg("--web.disable-exporter-metrics");
+            cmd
+        })
+        .await;
+        Some(NodeExporter { guard, port, dir })
+    }
+
+    /// `127.0.0.1:PORT`, as a scrape target.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The exporter process.
+    pub fn process(&self) -> &ChildGuard {
+        &self.guard
+    }
+
+    /// The temporary directory (its textfile directory is `textfile/`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 }
 

@@ -1,4 +1,5 @@
-//! A local HTTP target for probes: answers on 127.0.0.1 with a scripted reply and counts hits.
+//! A local HTTP target for probes and scrapes: answers on 127.0.0.1 with a scripted reply,
+//! counts hits and keeps the latest request's headers.
 //!
 //! It runs on the test's tokio runtime and stops when the [`TargetServer`] is dropped.
 
@@ -26,6 +27,8 @@ pub struct Reply {
     pub delay: Duration,
     /// Response body.
     pub body: String,
+    /// `Content-Type` of the response.
+    pub content_type: String,
 }
 
 impl Default for Reply {
@@ -34,6 +37,7 @@ impl Default for Reply {
             status: 200,
             delay: Duration::ZERO,
             body: "ok\n".to_string(),
+            content_type: "text/plain".to_string(),
         }
     }
 }
@@ -43,6 +47,8 @@ struct State {
     hits: AtomicU64,
     // Wall-clock arrival time (ms) of every request, to order events against sample stamps.
     hit_times: Mutex<Vec<i64>>,
+    // Headers of the latest request, names lower-cased, to check what a scraper sends.
+    last_headers: Mutex<Vec<(String, String)>>,
 }
 
 /// A scriptable HTTP/1.1 server on 127.0.0.1 with an ephemeral port.
@@ -68,6 +74,7 @@ impl TargetServer {
             reply: Mutex::new(reply),
             hits: AtomicU64::new(0),
             hit_times: Mutex::new(Vec::new()),
+            last_headers: Mutex::new(Vec::new()),
         });
         let accept_state = state.clone();
         let task = tokio::spawn(async move {
@@ -118,6 +125,22 @@ impl TargetServer {
         self.state.hits.load(Ordering::SeqCst)
     }
 
+    /// Changes only the body of following replies.
+    pub fn set_body(&self, body: &str) {
+        self.state.reply.lock().expect("reply lock").body = body.to_string();
+    }
+
+    /// The value of header `name` (lower case) in the latest request.
+    pub fn last_header(&self, name: &str) -> Option<String> {
+        self.state
+            .last_headers
+            .lock()
+            .expect("headers lock")
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    }
+
     /// Wall-clock arrival times (ms since the epoch) of all requests so far, in order.
     pub fn hit_times_ms(&self) -> Vec<i64> {
         self.state.hit_times.lock().expect("hit times lock").clone()
@@ -132,8 +155,18 @@ impl Drop for TargetServer {
 
 async fn respond(
     state: Arc<State>,
-    _req: Request<hyper::body::Incoming>,
+    req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    *state.last_headers.lock().expect("headers lock") = req
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_string(),
+                v.to_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
     state.hits.fetch_add(1, Ordering::SeqCst);
     state
         .hit_times
@@ -147,7 +180,7 @@ async fn respond(
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     Ok(Response::builder()
         .status(status)
-        .header("content-type", "text/plain")
+        .header("content-type", reply.content_type.as_str())
         .body(Full::new(Bytes::from(reply.body)))
         .expect("build response"))
 }

@@ -1,0 +1,425 @@
+//! The I/O shell around [`super::target`]: one scrape loop per target that fetches the
+//! exposition over HTTP (bounded in time and size), feeds it to the target's state and hands
+//! the resulting samples to the agent's queues.
+//!
+//! Requests carry what Prometheus sends: an `Accept` header preferring OpenMetrics,
+//! `X-Prometheus-Scrape-Timeout-Seconds`, and `User-Agent: pushprobe/<version>`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT,
+};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::metadata::MetadataStore;
+use super::target::{ScrapeError, ScrapeSummary, TargetOptions, TargetState};
+use super::ACCEPT_HEADER;
+use crate::clock::now_ms;
+use crate::config::{Auth, ScrapeSettings, ScrapeTargetSettings};
+use crate::series::Sample;
+use crate::telemetry::{self, Telemetry};
+
+/// `User-Agent` of every scrape.
+pub const USER_AGENT_VALUE: &str = concat!("pushprobe/", env!("CARGO_PKG_VERSION"));
+
+/// Why a scrape job could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ScrapeSetupError {
+    /// The HTTP client or the request headers could not be built.
+    #[error("scrape job {job}: {message}")]
+    Client {
+        /// Job name.
+        job: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// The HTTP client and request headers shared by a job's targets.
+#[derive(Clone)]
+pub struct JobClient {
+    client: reqwest::Client,
+    headers: HeaderMap,
+}
+
+impl std::fmt::Debug for JobClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The headers may carry credentials.
+        f.debug_struct("JobClient").finish_non_exhaustive()
+    }
+}
+
+impl JobClient {
+    /// Builds the client (TLS settings; redirects followed, up to 10, as Prometheus follows
+    /// them by default) and the headers of every scrape of `job`.
+    pub fn new(job: &ScrapeSettings) -> Result<JobClient, ScrapeSetupError> {
+        let fail = |message: String| ScrapeSetupError::Client {
+            job: job.job.clone(),
+            message,
+        };
+        let tls = crate::tls::client_config(&job.tls, &[b"h2", b"http/1.1"])
+            .map_err(|e| fail(e.to_string()))?;
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .build()
+            .map_err(|e| fail(format!("building the HTTP client: {e}")))?;
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static(ACCEPT_HEADER));
+        headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+        let timeout = HeaderValue::from_str(&timeout_header(job.timeout))
+            .map_err(|_| fail("timeout does not fit a header".into()))?;
+        headers.insert(
+            HeaderName::from_static("x-prometheus-scrape-timeout-seconds"),
+            timeout,
+        );
+        if let Some(auth) = &job.auth {
+            let text = match auth {
+                Auth::Basic { username, password } => {
+                    use base64::Engine as _;
+                    let pair = format!("{username}:{}", password.expose());
+                    format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD.encode(pair)
+                    )
+                }
+                Auth::Bearer(token) => format!("Bearer {}", token.expose()),
+            };
+            let mut value = HeaderValue::from_str(&text)
+                .map_err(|_| fail("credentials have characters not allowed in a header".into()))?;
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
+        }
+        Ok(JobClient { client, headers })
+    }
+}
+
+/// The timeout as Prometheus writes it in `X-Prometheus-Scrape-Timeout-Seconds`: seconds,
+/// shortest decimal form (`10`, `0.5`).
+pub fn timeout_header(timeout: Duration) -> String {
+    format!("{}", timeout.as_secs_f64())
+}
+
+/// FNV-1a, 64 bits: a stable hash (unlike std's, seeded per process) for the scrape offset.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// How long to wait before a target's first scrape so that it lands at its own fixed phase
+/// of the interval (`hash % interval` past each multiple of the interval since the epoch):
+/// targets spread over the interval instead of all firing at start, and a restart keeps each
+/// target's phase, as in Prometheus.
+pub fn first_delay(hash: u64, interval: Duration, since_epoch: Duration) -> Duration {
+    let i = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
+    if i == 0 {
+        return Duration::ZERO;
+    }
+    let offset = hash % i;
+    let phase = u64::try_from(since_epoch.as_nanos() % u128::from(i)).unwrap_or(0);
+    // Both are below `i`, so this neither overflows (i ≤ u64::MAX) nor goes negative.
+    let wait = if offset >= phase {
+        offset - phase
+    } else {
+        i - (phase - offset)
+    };
+    Duration::from_nanos(wait)
+}
+
+/// One target's scrape loop.
+#[derive(Debug)]
+pub struct Scraper {
+    job: String,
+    /// `job/address`: names the target in metadata and logs, and seeds its phase.
+    key: String,
+    url: reqwest::Url,
+    client: JobClient,
+    interval: Duration,
+    timeout: Duration,
+    body_limit: u64,
+    state: TargetState,
+    /// Whether the previous scrape failed (to log transitions, not every failure).
+    down: bool,
+}
+
+impl Scraper {
+    /// Creates the loop of one target of `job`.
+    pub fn new(job: &ScrapeSettings, target: &ScrapeTargetSettings, client: JobClient) -> Scraper {
+        let opts = TargetOptions {
+            honor_labels: job.honor_labels,
+            honor_timestamps: job.honor_timestamps,
+            sample_limit: job.sample_limit,
+            rules: job.metric_relabel.clone(),
+            normalize_le_quantile: job.normalize_le_quantile,
+        };
+        Scraper {
+            job: job.job.clone(),
+            key: format!("{}/{}", job.job, target.address),
+            url: target.url.clone(),
+            client,
+            interval: job.interval,
+            timeout: job.timeout,
+            body_limit: job.body_size_limit,
+            state: TargetState::new(target.labels.clone(), opts),
+            down: false,
+        }
+    }
+
+    /// `job/address`.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Fetches the body, bounded by `body_limit`; any non-2xx status fails the scrape.
+    async fn fetch(&self) -> Result<(Vec<u8>, Option<String>), ScrapeError> {
+        let mut response = self
+            .client
+            .client
+            .get(self.url.clone())
+            .headers(self.client.headers.clone())
+            .send()
+            .await
+            .map_err(|e| ScrapeError::Http(error_chain(&e)))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(ScrapeError::Http(format!(
+                "server returned HTTP status {status}"
+            )));
+        }
+        let limit = self.body_limit;
+        if response.content_length().is_some_and(|n| n > limit) {
+            return Err(ScrapeError::BodyTooLarge { limit });
+        }
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut body = Vec::with_capacity(
+            response
+                .content_length()
+                .map_or(0, |n| usize::try_from(n).unwrap_or(0)),
+        );
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| ScrapeError::Http(error_chain(&e)))?
+        {
+            if (body.len() + chunk.len()) as u64 > limit {
+                return Err(ScrapeError::BodyTooLarge { limit });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((body, content_type))
+    }
+
+    /// Scrapes once: appends the samples, staleness markers and report series to `out`, and
+    /// records metadata and self-metrics.
+    pub async fn scrape(
+        &mut self,
+        out: &mut Vec<Sample>,
+        telemetry: &Telemetry,
+        metadata: Option<&MetadataStore>,
+    ) -> ScrapeSummary {
+        let started = Instant::now();
+        // A sample's timestamp is when its scrape started, as in Prometheus.
+        let ts = now_ms();
+        let fetched = match tokio::time::timeout(self.timeout, self.fetch()).await {
+            Ok(r) => r,
+            Err(_) => Err(ScrapeError::Timeout(self.timeout)),
+        };
+        let summary = match fetched {
+            Ok((body, content_type)) => {
+                let (summary, families) =
+                    self.state.ingest(&body, content_type.as_deref(), ts, out);
+                if let (Some(store), true) = (metadata, summary.up()) {
+                    store.set(&self.key, families);
+                }
+                summary
+            }
+            Err(e) => self.state.fail(e, ts, out),
+        };
+        self.state.report(&summary, ts, started.elapsed(), out);
+        self.record(&summary, telemetry);
+        summary
+    }
+
+    fn record(&mut self, summary: &ScrapeSummary, telemetry: &Telemetry) {
+        let job = self.job.as_str();
+        let r = &summary.rejected;
+        for (reason, n) in [
+            ("out_of_order", r.out_of_order),
+            ("duplicate_timestamp", r.duplicate_timestamp),
+            ("no_metric_name", r.no_metric_name),
+        ] {
+            if n > 0 {
+                telemetry.add(
+                    telemetry::SCRAPE_SAMPLES_REJECTED,
+                    &[("scrape_job", job), ("reason", reason)],
+                    n as f64,
+                );
+            }
+        }
+        match &summary.error {
+            Some(e) => {
+                telemetry.add(
+                    telemetry::SCRAPE_FAILURES,
+                    &[("scrape_job", job), ("reason", e.reason())],
+                    1.0,
+                );
+                if !self.down {
+                    tracing::warn!(target = %self.key, url = %self.url, error = %e, stale_markers = summary.stale_markers, "scrape failed (up = 0); further failures are logged at debug");
+                } else {
+                    tracing::debug!(target = %self.key, error = %e, "scrape failed again");
+                }
+                self.down = true;
+            }
+            None => {
+                if self.down {
+                    tracing::info!(target = %self.key, samples = summary.scraped, "scrape succeeded again");
+                }
+                self.down = false;
+            }
+        }
+    }
+
+    /// Appends the end-of-run staleness markers (every series of the latest scrape and the
+    /// report series) stamped `ts` or later.
+    pub fn end(&mut self, ts: i64, out: &mut Vec<Sample>) -> usize {
+        self.state.end(ts, out)
+    }
+
+    /// Scrapes every interval, at the target's own phase, until `shutdown`; then publishes
+    /// the end-of-run staleness markers. A scrape in flight at shutdown is abandoned.
+    pub async fn run(
+        mut self,
+        publish: impl Fn(&[Sample]) + Send + Sync + 'static,
+        telemetry: Arc<Telemetry>,
+        metadata: Option<Arc<MetadataStore>>,
+        shutdown: CancellationToken,
+    ) {
+        for reason in [
+            "http",
+            "timeout",
+            "body_size_limit",
+            "parse",
+            "sample_limit",
+        ] {
+            telemetry.add(
+                telemetry::SCRAPE_FAILURES,
+                &[("scrape_job", &self.job), ("reason", reason)],
+                0.0,
+            );
+        }
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let hash = fnv1a(format!("{}\0{}", self.key, self.url).as_bytes());
+        let delay = first_delay(hash, self.interval, since_epoch);
+        tracing::debug!(target = %self.key, delay = ?delay, "first scrape scheduled");
+        let mut ticker = tokio::time::interval_at(Instant::now() + delay, self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut out = Vec::new();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = ticker.tick() => {}
+            }
+            out.clear();
+            let done = tokio::select! {
+                _ = shutdown.cancelled() => false,
+                _ = self.scrape(&mut out, &telemetry, metadata.as_deref()) => true,
+            };
+            if !done {
+                break;
+            }
+            publish(&out);
+            // A large scrape leaves a large buffer; keep at most a typical one.
+            out.shrink_to(4096);
+        }
+        out.clear();
+        let markers = self.end(now_ms(), &mut out);
+        tracing::debug!(target = %self.key, markers, "scrape loop stopped; staleness markers queued");
+        publish(&out);
+        if let Some(store) = metadata {
+            store.remove(&self.key);
+        }
+    }
+}
+
+/// An error with its sources, for one log line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeout_header_is_seconds_in_shortest_form() {
+        assert_eq!(timeout_header(Duration::from_secs(10)), "10");
+        assert_eq!(timeout_header(Duration::from_millis(500)), "0.5");
+        assert_eq!(timeout_header(Duration::from_millis(1250)), "1.25");
+    }
+
+    #[test]
+    fn first_delay_lands_on_the_targets_phase() {
+        let i = Duration::from_secs(10);
+        // Offset 3 s: at 12 s past the epoch the next phase point is 13 s.
+        assert_eq!(
+            first_delay(3_000_000_000, i, Duration::from_secs(12)),
+            Duration::from_secs(1)
+        );
+        // At 14 s it is 23 s.
+        assert_eq!(
+            first_delay(3_000_000_000, i, Duration::from_secs(14)),
+            Duration::from_secs(9)
+        );
+        // Exactly on the phase: now.
+        assert_eq!(
+            first_delay(3_000_000_000, i, Duration::from_secs(23)),
+            Duration::ZERO
+        );
+        // Always within one interval, whatever the hash.
+        for h in [0, 1, u64::MAX, 0x9e37_79b9_7f4a_7c15] {
+            for now in [0, 1, 7_777, 1_700_000_000_123] {
+                assert!(first_delay(h, i, Duration::from_millis(now)) < i);
+            }
+        }
+        assert_eq!(
+            first_delay(5, Duration::ZERO, Duration::from_secs(1)),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn distinct_targets_get_distinct_phases() {
+        let i = Duration::from_secs(60);
+        let at = Duration::from_secs(1_700_000_000);
+        let a = first_delay(
+            fnv1a(b"node/127.0.0.1:9100\0http://127.0.0.1:9100/metrics"),
+            i,
+            at,
+        );
+        let b = first_delay(
+            fnv1a(b"node/127.0.0.1:9101\0http://127.0.0.1:9101/metrics"),
+            i,
+            at,
+        );
+        assert_ne!(a, b);
+    }
+}

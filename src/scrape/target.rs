@@ -1,0 +1,556 @@
+//! One scrape target's state and Prometheus' scrape semantics, as a pure function of the
+//! bodies it is fed: target labels and `exported_` renaming, metric relabeling, the sample
+//! limit, per-series timestamp order, staleness markers and the report series (`up`, …).
+//!
+//! The HTTP side lives in [`super::scraper`]; everything here is deterministic, so each rule is
+//! unit-tested by feeding bodies and timestamps.
+//!
+//! Series are tracked in slots: the label set a parsed series ends up with (after target labels
+//! and relabeling) is computed once, when the series first appears, and remembered by the
+//! address of the parser's shared label set, which a [`SeriesCache`] keeps stable from scrape
+//! to scrape. A steady-state scrape therefore costs one pointer lookup per sample.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::relabel::{relabel, RelabelRule};
+use super::{Format, ParseError, ParsedFamily, SeriesCache};
+use crate::series::{stale_nan, Labels, Sample, METRIC_NAME_LABEL};
+
+/// Prefix Prometheus gives an exposed label that clashes with a target label.
+pub const EXPORTED_PREFIX: &str = "exported_";
+
+/// The report series every scrape yields, in this order.
+pub const REPORT_SERIES: [&str; 5] = [
+    "up",
+    "scrape_duration_seconds",
+    "scrape_samples_scraped",
+    "scrape_samples_post_metric_relabeling",
+    "scrape_series_added",
+];
+
+/// How a target's samples are treated.
+#[derive(Clone, Debug)]
+pub struct TargetOptions {
+    /// Exposed labels win over target labels (no `exported_` renaming).
+    pub honor_labels: bool,
+    /// Exposed timestamps are kept; otherwise every sample gets the scrape's time.
+    pub honor_timestamps: bool,
+    /// Most samples kept after relabeling; more fails the scrape. 0: no limit.
+    pub sample_limit: usize,
+    /// Metric relabel rules, applied after the target labels are attached.
+    pub rules: Arc<[RelabelRule]>,
+    /// `le`/`quantile` values become canonical floats (`1` → `1.0`), as in Prometheus 3.
+    pub normalize_le_quantile: bool,
+}
+
+impl Default for TargetOptions {
+    /// Prometheus' defaults: target labels win, exposed timestamps are kept, no limit, no
+    /// rules, canonical `le`/`quantile`.
+    fn default() -> Self {
+        TargetOptions {
+            honor_labels: false,
+            honor_timestamps: true,
+            sample_limit: 0,
+            rules: Arc::from(Vec::new()),
+            normalize_le_quantile: true,
+        }
+    }
+}
+
+/// Why a scrape failed (`up` = 0).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ScrapeError {
+    /// The request failed or answered with a non-2xx status.
+    #[error("{0}")]
+    Http(String),
+    /// The body is larger than `body_size_limit`.
+    #[error("body exceeds body_size_limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The limit.
+        limit: u64,
+    },
+    /// The deadline passed before the body was read.
+    #[error("scrape timed out after {0:?}")]
+    Timeout(Duration),
+    /// The body is not a valid exposition.
+    #[error("parse error: {0}")]
+    Parse(#[from] ParseError),
+    /// More samples than `sample_limit` after relabeling.
+    #[error("{samples} samples after relabeling exceed sample_limit {limit}")]
+    SampleLimit {
+        /// Samples after relabeling.
+        samples: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+impl ScrapeError {
+    /// A short fixed name for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ScrapeError::Http(_) => "http",
+            ScrapeError::BodyTooLarge { .. } => "body_size_limit",
+            ScrapeError::Timeout(_) => "timeout",
+            ScrapeError::Parse(_) => "parse",
+            ScrapeError::SampleLimit { .. } => "sample_limit",
+        }
+    }
+}
+
+/// Samples a scrape parsed but did not forward, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rejected {
+    /// Older than the series' previous sample.
+    pub out_of_order: usize,
+    /// Same timestamp as the series' previous sample with another value.
+    pub duplicate_timestamp: usize,
+    /// No `__name__` left after relabeling.
+    pub no_metric_name: usize,
+}
+
+/// What one scrape did, for the report series, logs and self-metrics.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ScrapeSummary {
+    /// `None` when the scrape succeeded.
+    pub error: Option<ScrapeError>,
+    /// Samples in the body (`scrape_samples_scraped`).
+    pub scraped: usize,
+    /// Samples left after relabeling (`scrape_samples_post_metric_relabeling`).
+    pub post_relabel: usize,
+    /// Series not present in the previous scrape (`scrape_series_added`).
+    pub series_added: usize,
+    /// Staleness markers written for series that disappeared.
+    pub stale_markers: usize,
+    /// Samples dropped individually.
+    pub rejected: Rejected,
+}
+
+impl ScrapeSummary {
+    /// Whether the scrape succeeded (`up` = 1).
+    pub fn up(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+/// What a parsed series becomes, remembered by the parser's label-set address.
+#[derive(Clone, Copy, Debug)]
+enum Fate {
+    /// Forwarded as the series in this slot.
+    Slot(u32),
+    /// Dropped by a relabel rule.
+    Dropped,
+    /// Rejected: no metric name after relabeling.
+    NoName,
+}
+
+#[derive(Debug)]
+struct ParsedEntry {
+    /// Keeps the address alive, so it cannot be reused by another label set.
+    _parsed: Arc<Labels>,
+    fate: Fate,
+    touched: u64,
+}
+
+/// One output series.
+#[derive(Debug)]
+struct Slot {
+    labels: Arc<Labels>,
+    /// Timestamp and value bits of the last sample forwarded.
+    last: Option<(i64, u64)>,
+    /// Generation in which some parsed series last mapped here.
+    touched: u64,
+    /// Generation in which it last had a sample that counts for staleness (no explicit
+    /// timestamp), as Prometheus leaves series with explicit timestamps out of staleness.
+    tracked: u64,
+}
+
+/// The state of one target between scrapes.
+#[derive(Debug)]
+pub struct TargetState {
+    target_labels: Labels,
+    opts: TargetOptions,
+    cache: SeriesCache,
+    by_parsed: HashMap<usize, ParsedEntry>,
+    by_labels: HashMap<Arc<Labels>, u32>,
+    slots: Vec<Option<Slot>>,
+    free: Vec<u32>,
+    /// Incremented at every scrape; 0 means "never".
+    generation: u64,
+    report: [Arc<Labels>; 5],
+    /// Timestamp of the latest report series, if any were written (shutdown marks them
+    /// stale).
+    reported: Option<i64>,
+}
+
+impl TargetState {
+    /// Creates the state of a target with `target_labels` (`job`, `instance`, extra labels).
+    pub fn new(target_labels: Labels, opts: TargetOptions) -> TargetState {
+        let report =
+            REPORT_SERIES.map(|name| Arc::new(target_labels.with(METRIC_NAME_LABEL, name)));
+        TargetState {
+            target_labels,
+            opts,
+            cache: SeriesCache::new(),
+            by_parsed: HashMap::new(),
+            by_labels: HashMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            generation: 0,
+            report,
+            reported: None,
+        }
+    }
+
+    /// The target labels.
+    pub fn target_labels(&self) -> &Labels {
+        &self.target_labels
+    }
+
+    /// Series currently tracked (forwarded in the latest scrape).
+    pub fn series(&self) -> usize {
+        self.by_labels.len()
+    }
+
+    /// Ingests a successful response: appends its samples and the staleness markers of
+    /// series that disappeared to `out`, and returns the summary and the body's families
+    /// (for metadata). A body that does not parse, or breaks the sample limit, fails the
+    /// scrape as [`TargetState::fail`] does. Call [`TargetState::report`] afterwards.
+    pub fn ingest(
+        &mut self,
+        body: &[u8],
+        content_type: Option<&str>,
+        scrape_ts: i64,
+        out: &mut Vec<Sample>,
+    ) -> (ScrapeSummary, Vec<ParsedFamily>) {
+        // Prometheus reads an unknown or missing content type as the text format.
+        let ct = content_type.filter(|ct| Format::from_content_type(ct).is_some());
+        let normalize = self.opts.normalize_le_quantile;
+        let exposition = match super::parse_bytes_cached(body, ct, &mut self.cache, normalize) {
+            Ok(e) => e,
+            Err(e) => return (self.fail(ScrapeError::Parse(e), scrape_ts, out), Vec::new()),
+        };
+        self.generation += 1;
+        let generation = self.generation;
+
+        // First pass: what each sample becomes, without touching per-series history, so a
+        // scrape over the sample limit leaves nothing half-applied.
+        let mut fates: Vec<Option<u32>> = Vec::with_capacity(exposition.samples.len());
+        let mut summary = ScrapeSummary {
+            scraped: exposition.samples.len(),
+            ..ScrapeSummary::default()
+        };
+        for s in &exposition.samples {
+            let slot = match self.fate_of(&s.labels, generation) {
+                Fate::Slot(i) => Some(i),
+                Fate::Dropped => None,
+                Fate::NoName => {
+                    summary.rejected.no_metric_name += 1;
+                    None
+                }
+            };
+            if slot.is_some() {
+                summary.post_relabel += 1;
+            }
+            fates.push(slot);
+        }
+        let limit = self.opts.sample_limit;
+        if limit > 0 && summary.post_relabel > limit {
+            let err = ScrapeError::SampleLimit {
+                samples: summary.post_relabel,
+                limit,
+            };
+            // `fail` starts a generation of its own; undo this one so the staleness rule
+            // ("tracked in the previous generation") still sees the last good scrape.
+            self.generation -= 1;
+            let mut failed = self.fail(err, scrape_ts, out);
+            failed.scraped = summary.scraped;
+            failed.post_relabel = summary.post_relabel;
+            failed.rejected = summary.rejected;
+            return (failed, Vec::new());
+        }
+
+        // Second pass: timestamp order per series, then forward.
+        out.reserve(summary.post_relabel);
+        for (s, slot) in exposition.samples.iter().zip(&fates) {
+            let Some(i) = *slot else { continue };
+            let Some(Some(slot)) = self.slots.get_mut(i as usize) else {
+                continue;
+            };
+            let explicit = self.opts.honor_timestamps && s.timestamp_ms.is_some();
+            let ts = if explicit {
+                s.timestamp_ms.unwrap_or(scrape_ts)
+            } else {
+                scrape_ts
+            };
+            let bits = s.value.to_bits();
+            let new_series = slot.last.is_none();
+            match slot.last {
+                Some((last_ts, _)) if ts < last_ts => {
+                    summary.rejected.out_of_order += 1;
+                    continue;
+                }
+                // The receiver already has this exact sample (an exporter re-exposing a
+                // fixed timestamp); sending it again could only earn a rejection.
+                Some((last_ts, last_bits)) if ts == last_ts => {
+                    if last_bits != bits {
+                        summary.rejected.duplicate_timestamp += 1;
+                        continue;
+                    }
+                    if !explicit {
+                        slot.tracked = generation;
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            slot.last = Some((ts, bits));
+            if !explicit {
+                slot.tracked = generation;
+            }
+            if new_series {
+                summary.series_added += 1;
+            }
+            out.push(Sample {
+                labels: slot.labels.clone(),
+                value: s.value,
+                timestamp_ms: ts,
+            });
+        }
+        summary.stale_markers = self.end_generation(scrape_ts, out);
+        (summary, exposition.families)
+    }
+
+    /// Records a failed scrape: staleness markers for every series of the previous scrape,
+    /// and a clean slate, as Prometheus appends an empty scrape on failure. Call
+    /// [`TargetState::report`] afterwards (`up` = 0).
+    pub fn fail(
+        &mut self,
+        error: ScrapeError,
+        scrape_ts: i64,
+        out: &mut Vec<Sample>,
+    ) -> ScrapeSummary {
+        self.generation += 1;
+        let stale_markers = self.mark_stale(self.generation - 1, scrape_ts, out);
+        self.by_parsed.clear();
+        self.by_labels.clear();
+        self.slots.clear();
+        self.free.clear();
+        ScrapeSummary {
+            error: Some(error),
+            stale_markers,
+            ..ScrapeSummary::default()
+        }
+    }
+
+    /// Appends the report series of a scrape that started at `scrape_ts` and took `duration`.
+    pub fn report(
+        &mut self,
+        summary: &ScrapeSummary,
+        scrape_ts: i64,
+        duration: Duration,
+        out: &mut Vec<Sample>,
+    ) {
+        let values = [
+            if summary.up() { 1.0 } else { 0.0 },
+            duration.as_secs_f64(),
+            summary.scraped as f64,
+            summary.post_relabel as f64,
+            summary.series_added as f64,
+        ];
+        for (labels, value) in self.report.iter().zip(values) {
+            out.push(Sample {
+                labels: labels.clone(),
+                value,
+                timestamp_ms: scrape_ts,
+            });
+        }
+        self.reported = Some(scrape_ts);
+    }
+
+    /// The target is going away (shutdown): staleness markers at `ts` for every series of
+    /// the latest scrape and for the report series, so dashboards stop at once instead of
+    /// showing the last values for five minutes.
+    pub fn end(&mut self, ts: i64, out: &mut Vec<Sample>) -> usize {
+        let mut n = self.mark_stale(self.generation, ts, out);
+        if let Some(last) = self.reported {
+            for labels in &self.report {
+                out.push(Sample {
+                    labels: labels.clone(),
+                    value: stale_nan(),
+                    timestamp_ms: ts.max(last.saturating_add(1)),
+                });
+                n += 1;
+            }
+        }
+        self.by_parsed.clear();
+        self.by_labels.clear();
+        self.slots.clear();
+        self.free.clear();
+        self.reported = None;
+        n
+    }
+
+    /// Looks up (or works out and remembers) what the parsed series `parsed` becomes.
+    fn fate_of(&mut self, parsed: &Arc<Labels>, generation: u64) -> Fate {
+        let key = Arc::as_ptr(parsed) as usize;
+        let fate = match self.by_parsed.get_mut(&key) {
+            Some(entry) => {
+                entry.touched = generation;
+                entry.fate
+            }
+            None => {
+                let fate = match self.output_labels(parsed) {
+                    None => Fate::Dropped,
+                    Some(l) if l.get(METRIC_NAME_LABEL).is_none() => Fate::NoName,
+                    Some(l) => Fate::Slot(self.slot_for(l)),
+                };
+                self.by_parsed.insert(
+                    key,
+                    ParsedEntry {
+                        _parsed: parsed.clone(),
+                        fate,
+                        touched: generation,
+                    },
+                );
+                fate
+            }
+        };
+        if let Fate::Slot(i) = fate {
+            if let Some(Some(slot)) = self.slots.get_mut(i as usize) {
+                slot.touched = generation;
+            }
+        }
+        fate
+    }
+
+    /// The label set a parsed series is forwarded with; `None` if relabeling drops it.
+    fn output_labels(&self, parsed: &Labels) -> Option<Labels> {
+        let merged = merge_target_labels(parsed, &self.target_labels, self.opts.honor_labels);
+        relabel(&merged, &self.opts.rules)
+    }
+
+    fn slot_for(&mut self, labels: Labels) -> u32 {
+        if let Some(&i) = self.by_labels.get(&labels) {
+            return i;
+        }
+        let labels = Arc::new(labels);
+        let slot = Slot {
+            labels: labels.clone(),
+            last: None,
+            touched: 0,
+            tracked: 0,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                if let Some(s) = self.slots.get_mut(i as usize) {
+                    *s = Some(slot);
+                }
+                i
+            }
+            None => {
+                self.slots.push(Some(slot));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.by_labels.insert(labels, i);
+        i
+    }
+
+    /// Ends the current generation: staleness markers for series tracked in the previous
+    /// one but not in this one, and forgetting series no longer exposed.
+    fn end_generation(&mut self, ts: i64, out: &mut Vec<Sample>) -> usize {
+        let generation = self.generation;
+        let mut markers = 0;
+        for (i, entry) in self.slots.iter_mut().enumerate() {
+            let Some(slot) = entry else { continue };
+            // 0 is "never tracked" (explicitly timestamped series, or new ones).
+            if slot.tracked != 0 && slot.tracked == generation - 1 {
+                out.push(Sample {
+                    labels: slot.labels.clone(),
+                    value: stale_nan(),
+                    timestamp_ms: stale_ts(slot, ts),
+                });
+                markers += 1;
+            }
+            if slot.touched != generation {
+                self.by_labels.remove(&slot.labels);
+                *entry = None;
+                self.free.push(i as u32);
+            }
+        }
+        self.by_parsed.retain(|_, e| e.touched == generation);
+        markers
+    }
+
+    /// Staleness markers for every series tracked in generation `tracked_in`, at `ts` or
+    /// just after the series' last sample if that is later (a marker must not share a
+    /// timestamp with a real sample, or the receiver refuses it as a duplicate).
+    fn mark_stale(&self, tracked_in: u64, ts: i64, out: &mut Vec<Sample>) -> usize {
+        if tracked_in == 0 {
+            return 0;
+        }
+        let before = out.len();
+        out.extend(
+            self.slots
+                .iter()
+                .flatten()
+                .filter(|s| s.tracked == tracked_in)
+                .map(|s| Sample {
+                    labels: s.labels.clone(),
+                    value: stale_nan(),
+                    timestamp_ms: stale_ts(s, ts),
+                }),
+        );
+        out.len() - before
+    }
+}
+
+/// When a staleness marker for `slot` goes: at `ts`, or just after the series' last sample if
+/// that is later (a series exposed twice in one scrape, once with a future timestamp), so a
+/// series' timestamps never go backwards.
+fn stale_ts(slot: &Slot, ts: i64) -> i64 {
+    slot.last
+        .map_or(ts, |(last, _)| ts.max(last.saturating_add(1)))
+}
+
+/// Attaches the target labels to an exposed series as Prometheus does: with `honor`, exposed
+/// labels win; otherwise target labels win and each clashing exposed label is kept as
+/// `exported_<name>` (`exported_exported_<name>` if that is taken too, …).
+pub fn merge_target_labels(exposed: &Labels, target: &Labels, honor: bool) -> Labels {
+    let mut out = exposed.clone();
+    if honor {
+        for l in target.iter() {
+            if exposed.get(&l.name).is_none() {
+                out = out.with(&l.name, &l.value);
+            }
+        }
+        return out;
+    }
+    let mut clashes: Vec<(&str, &str)> = Vec::new();
+    for l in target.iter() {
+        if let Some(v) = exposed.get(&l.name) {
+            clashes.push((&l.name, v));
+        }
+        out = out.with(&l.name, &l.value);
+    }
+    // Shorter names first, stably, so `exported_job` is settled before a longer clash
+    // could claim it (Prometheus' order).
+    clashes.sort_by_key(|(name, _)| name.len());
+    for (name, value) in clashes {
+        let mut new_name = name.to_string();
+        loop {
+            new_name.insert_str(0, EXPORTED_PREFIX);
+            if out.get(&new_name).is_none() {
+                out = out.with(&new_name, value);
+                break;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

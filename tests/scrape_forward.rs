@@ -1,0 +1,378 @@
+//! Scrape and forward: pushprobe scrapes real exporters and local targets and remote-writes
+//! the samples; the results are checked against what a real Prometheus stores when it scrapes
+//! the same target itself, and against a capture receiver for the exact bytes (staleness
+//! bits, metadata).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use common::*;
+use pushprobe::series::STALE_NAN_BITS;
+
+/// A textfile for node_exporter: a gauge, a counter whose labels clash with the target
+/// labels (`job`, `instance` → `exported_*`), and a histogram.
+const TEXTFILE: &str = r#"# HELP edge_temperature_celsius Temperature of the edge box.
+# TYPE edge_temperature_celsius gauge
+edge_temperature_celsius{sensor="cpu"} 51.5
+edge_temperature_celsius{sensor="board"} 40
+# HELP edge_requests_total Requests served.
+# TYPE edge_requests_total counter
+edge_requests_total{code="200",instance="pod-7",job="app"} 1027
+edge_requests_total{code="500",instance="pod-7",job="app"} 3
+# HELP edge_latency_seconds Request latency.
+# TYPE edge_latency_seconds histogram
+edge_latency_seconds_bucket{le="0.1"} 5
+edge_latency_seconds_bucket{le="1"} 9
+edge_latency_seconds_bucket{le="+Inf"} 10
+edge_latency_seconds_sum 3.5
+edge_latency_seconds_count 10
+"#;
+
+/// Series whose values legitimately differ between two scrapers.
+const UNSTABLE: &[&str] = &[
+    "node_scrape_collector_duration_seconds",
+    "scrape_duration_seconds",
+    "scrape_series_added",
+];
+
+type SeriesKey = BTreeMap<String, String>;
+
+/// The job's series as `labels without job → value`.
+fn by_labels(results: &[QueryResult]) -> BTreeMap<SeriesKey, f64> {
+    results
+        .iter()
+        .map(|r| {
+            let mut l = r.labels.clone();
+            l.remove("job");
+            (l, r.value)
+        })
+        .collect()
+}
+
+/// Describes how two scrapers' views differ; empty when they agree.
+fn differences(
+    pushed: &BTreeMap<SeriesKey, f64>,
+    scraped: &BTreeMap<SeriesKey, f64>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let a: BTreeSet<&SeriesKey> = pushed.keys().collect();
+    let b: BTreeSet<&SeriesKey> = scraped.keys().collect();
+    for only in a.difference(&b) {
+        out.push(format!("only forwarded by pushprobe: {only:?}"));
+    }
+    for only in b.difference(&a) {
+        out.push(format!("only scraped by Prometheus: {only:?}"));
+    }
+    for (key, v) in pushed {
+        let name = key.get("__name__").map(String::as_str).unwrap_or("");
+        if UNSTABLE.contains(&name) {
+            continue;
+        }
+        if let Some(w) = scraped.get(key) {
+            if v != w && !(v.is_nan() && w.is_nan()) {
+                out.push(format!("{key:?}: pushprobe {v}, Prometheus {w}"));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_node_exporter_series_match_what_prometheus_scraped() {
+    let Some(exporter) = NodeExporter::start(TEXTFILE).await else {
+        return;
+    };
+    let target = exporter.address();
+    // One Prometheus scrapes the exporter itself (job node-prom) and receives pushprobe's
+    // remote write (job node): two jobs, so the series do not collide. The reference is
+    // Prometheus 2, which stores `le` values as exposed: `normalize_le_quantile = false`.
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+         scrape_configs:\n  - job_name: node-prom\n    static_configs:\n      - targets: ['{target}']\n"
+    );
+    let Some(prom) = Prometheus::start_with(&config, &["--web.enable-remote-write-receiver"]).await
+    else {
+        return;
+    };
+    let agent = Pushprobe::with_config(&format!(
+        "[agent]\ndrain_timeout = \"10s\"\n\n\
+         [[remote_write]]\nurl = {}\nbatch_send_deadline = \"1s\"\n\n\
+         [[scrape]]\njob = \"node\"\ntargets = [{}]\ninterval = \"1s\"\n\
+         normalize_le_quantile = false\n",
+        toml_string(&prom.write_url()),
+        toml_string(&target),
+    ));
+    let mut run = agent.spawn_run(&[]);
+
+    // Poll until both views agree; on the deadline, fail with the differences.
+    let deadline = Instant::now() + DATA_TIMEOUT;
+    let (pushed, scraped) = loop {
+        run.assert_running();
+        let pushed = by_labels(&prom.query(r#"{job="node"}"#).await);
+        let scraped = by_labels(&prom.query(r#"{job="node-prom"}"#).await);
+        let diff = differences(&pushed, &scraped);
+        if !pushed.is_empty() && diff.is_empty() {
+            break (pushed, scraped);
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "forwarded and scraped series still differ after {DATA_TIMEOUT:?}:\n{}",
+                diff.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+
+    let key = |pairs: &[(&str, &str)]| -> SeriesKey {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .chain([("instance".to_string(), target.clone())])
+            .collect()
+    };
+    // The semantics the comparison rests on, spelled out.
+    assert_eq!(pushed.get(&key(&[("__name__", "up")])), Some(&1.0));
+    assert_eq!(scraped.get(&key(&[("__name__", "up")])), Some(&1.0));
+    assert_eq!(
+        pushed.get(&key(&[
+            ("__name__", "edge_requests_total"),
+            ("code", "200"),
+            ("exported_instance", "pod-7"),
+            ("exported_job", "app"),
+        ])),
+        Some(&1027.0),
+        "clashing exposed labels become exported_*: {pushed:#?}"
+    );
+    assert_eq!(
+        pushed.get(&key(&[
+            ("__name__", "edge_latency_seconds_bucket"),
+            ("le", "1")
+        ])),
+        Some(&9.0),
+        "le values as exposed, as Prometheus 2 stores them: {pushed:#?}"
+    );
+    let samples = pushed
+        .get(&key(&[("__name__", "scrape_samples_scraped")]))
+        .copied();
+    assert!(samples.is_some_and(|n| n >= 10.0), "{samples:?}");
+    assert_eq!(
+        samples,
+        scraped
+            .get(&key(&[("__name__", "scrape_samples_scraped")]))
+            .copied()
+    );
+
+    let done = run.terminate(Duration::from_secs(30)).await;
+    done.assert_code(0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_turning_invalid_goes_down_and_its_series_go_stale_in_prometheus() {
+    let Some(prom) = Prometheus::start().await else {
+        return;
+    };
+    let target = TargetServer::start_with(Reply {
+        body: "# TYPE edge_thing gauge\nedge_thing{a=\"1\"} 1\nedge_other 2\n".into(),
+        ..Reply::default()
+    })
+    .await;
+    let agent = Pushprobe::with_config(&format!(
+        "[agent]\ndrain_timeout = \"10s\"\nself_metrics_interval = \"1s\"\n\n\
+         [[remote_write]]\nurl = {}\nbatch_send_deadline = \"1s\"\n\n\
+         [[scrape]]\njob = \"edge\"\ntargets = [{}]\ninterval = \"1s\"\n",
+        toml_string(&prom.write_url()),
+        toml_string(&target.addr().to_string()),
+    ));
+    let mut run = agent.spawn_run(&[]);
+    prom.wait_for_any(r#"edge_thing{job="edge",a="1"}"#).await;
+    prom.wait_for(
+        r#"up{job="edge"}"#,
+        |r| r.len() == 1 && r[0].value == 1.0,
+        DATA_TIMEOUT,
+    )
+    .await;
+
+    // Invalid text: the scrape fails, `up` drops to 0, and the staleness markers make the
+    // series vanish from instant queries at once (without them they would linger 5 minutes).
+    target.set_body("edge_thing{a=\"1\" 1\n");
+    prom.wait_for(
+        r#"up{job="edge"}"#,
+        |r| r.len() == 1 && r[0].value == 0.0,
+        DATA_TIMEOUT,
+    )
+    .await;
+    prom.wait_for(
+        r#"{__name__=~"edge_.*",job="edge"}"#,
+        |r| r.is_empty(),
+        DATA_TIMEOUT,
+    )
+    .await;
+    prom.wait_for(
+        r#"pushprobe_scrape_failures_total{scrape_job="edge",reason="parse"}"#,
+        |r| r.len() == 1 && r[0].value >= 1.0,
+        DATA_TIMEOUT,
+    )
+    .await;
+    run.assert_running();
+
+    // Valid again: back up; then shutdown ends every series of the target, `up` included.
+    target.set_body("edge_thing{a=\"1\"} 3\n");
+    prom.wait_for(
+        r#"edge_thing{job="edge"}"#,
+        |r| r.len() == 1 && r[0].value == 3.0,
+        DATA_TIMEOUT,
+    )
+    .await;
+    prom.wait_for(
+        r#"up{job="edge"}"#,
+        |r| r.len() == 1 && r[0].value == 1.0,
+        DATA_TIMEOUT,
+    )
+    .await;
+    let done = run.terminate(Duration::from_secs(30)).await;
+    done.assert_code(0);
+    let left = prom.query(r#"{job="edge"}"#).await;
+    assert!(
+        left.is_empty(),
+        "series still live after shutdown: {left:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_sends_prometheus_scrape_headers_samples_and_metadata() {
+    let receiver = CaptureReceiver::start().await;
+    let target = TargetServer::start_with(Reply {
+        body: "# TYPE build_info info\n# HELP build_info Build.\nbuild_info{version=\"1\"} 1\n\
+               # TYPE io_bytes counter\n# UNIT io_bytes bytes\n# HELP io_bytes Bytes moved.\n\
+               io_bytes_total{dir=\"in\"} 5 1700000000.5\n# EOF\n"
+            .into(),
+        content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8".into(),
+        ..Reply::default()
+    })
+    .await;
+    let address = target.addr().to_string();
+    let agent = Pushprobe::with_config(&format!(
+        "[[remote_write]]\nurl = {}\n\n\
+         [[scrape]]\njob = \"om\"\ntargets = [{}]\ntimeout = \"5s\"\nlabels = {{ site = \"edge-1\" }}\n",
+        toml_string(&receiver.write_url()),
+        toml_string(&address),
+    ));
+    let done = agent.once().await;
+    done.assert_code(0);
+
+    assert_eq!(
+        target.last_header("accept").as_deref(),
+        Some(pushprobe::scrape::ACCEPT_HEADER)
+    );
+    assert_eq!(
+        target
+            .last_header("x-prometheus-scrape-timeout-seconds")
+            .as_deref(),
+        Some("5")
+    );
+    assert!(target
+        .last_header("user-agent")
+        .is_some_and(|ua| ua.starts_with("pushprobe/")));
+
+    let samples = receiver.samples();
+    let find = |name: &str| {
+        samples
+            .iter()
+            .find(|s| s.label("__name__") == Some(name))
+            .unwrap_or_else(|| panic!("{name} not received: {samples:#?}"))
+    };
+    let io = find("io_bytes_total");
+    assert_eq!(io.label("job"), Some("om"));
+    assert_eq!(io.label("instance"), Some(address.as_str()));
+    assert_eq!(io.label("site"), Some("edge-1"));
+    assert_eq!(
+        io.timestamp_ms, 1_700_000_000_500,
+        "exposed timestamp honoured"
+    );
+    assert_eq!(find("up").value, 1.0);
+    assert_eq!(find("scrape_samples_scraped").value, 2.0);
+    assert_eq!(find("build_info").label("version"), Some("1"));
+
+    let metadata: Vec<_> = receiver
+        .requests()
+        .into_iter()
+        .flat_map(|r| r.metadata)
+        .collect();
+    let io_meta = metadata
+        .iter()
+        .find(|m| m.metric_family_name == "io_bytes")
+        .unwrap_or_else(|| panic!("no metadata for io_bytes: {metadata:#?}"));
+    assert_eq!(io_meta.r#type, 1, "counter");
+    assert_eq!(
+        (io_meta.help.as_str(), io_meta.unit.as_str()),
+        ("Bytes moved.", "bytes")
+    );
+    assert!(metadata
+        .iter()
+        .any(|m| m.metric_family_name == "build_info" && m.r#type == 6));
+
+    // A failing target: `once` still delivers `up` = 0, and exits 1 like a failed probe.
+    target.set_status(503);
+    let done = agent.once().await;
+    done.assert_code(1);
+    let ups: Vec<f64> = receiver
+        .samples()
+        .iter()
+        .filter(|s| s.label("__name__") == Some("up"))
+        .map(|s| s.value)
+        .collect();
+    assert_eq!(ups, vec![1.0, 0.0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_queues_exact_staleness_markers_before_the_drain() {
+    let receiver = CaptureReceiver::start().await;
+    let target = TargetServer::start_with(Reply {
+        body: "a 1\nb{x=\"y\"} 2\n".into(),
+        ..Reply::default()
+    })
+    .await;
+    let agent = Pushprobe::with_config(&format!(
+        "[agent]\ndrain_timeout = \"10s\"\n\n\
+         [[remote_write]]\nurl = {}\nbatch_send_deadline = \"200ms\"\n\n\
+         [[scrape]]\njob = \"j\"\ntargets = [{}]\ninterval = \"1s\"\n",
+        toml_string(&receiver.write_url()),
+        toml_string(&target.addr().to_string()),
+    ));
+    let run = agent.spawn_run(&[]);
+    let deadline = Instant::now() + DATA_TIMEOUT;
+    while !receiver
+        .samples()
+        .iter()
+        .any(|s| s.label("__name__") == Some("b"))
+    {
+        assert!(Instant::now() < deadline, "no scrape arrived");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let done = run.terminate(Duration::from_secs(30)).await;
+    done.assert_code(0);
+
+    let samples = receiver.samples();
+    for name in [
+        "a",
+        "b",
+        "up",
+        "scrape_duration_seconds",
+        "scrape_samples_scraped",
+        "scrape_samples_post_metric_relabeling",
+        "scrape_series_added",
+    ] {
+        let last = samples
+            .iter()
+            .filter(|s| s.label("__name__") == Some(name) && s.label("job") == Some("j"))
+            .max_by_key(|s| s.timestamp_ms)
+            .unwrap_or_else(|| panic!("{name} never received"));
+        assert_eq!(
+            last.value.to_bits(),
+            STALE_NAN_BITS,
+            "{name}'s last sample is not the staleness marker: {last:?}"
+        );
+    }
+}
