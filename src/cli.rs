@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::{Agent, OnceSummary};
+use crate::agent::{Agent, AgentError, OnceSummary};
 use crate::config::{self, ConfigError, PushMethod, Settings};
 use crate::exec;
 use crate::series::Registry;
@@ -217,7 +217,11 @@ fn run_command(cli: &Cli) -> u8 {
         }
     };
     let code = runtime.block_on(async {
-        let agent = match Agent::new(settings) {
+        let built = match cli.command {
+            Command::Run => Agent::new(settings),
+            _ => short_lived_agent(settings),
+        };
+        let agent = match built {
             Ok(a) => a,
             Err(e) => {
                 eprintln!("pushprobe: {e}");
@@ -344,7 +348,7 @@ fn exec_command(mut settings: Settings, job: Option<&str>, command: &[OsString])
             eprintln!("pushprobe: cannot record the job's metrics: {e}");
             return outcome.exit_code;
         }
-        let mut agent = match Agent::new(settings) {
+        let mut agent = match short_lived_agent(settings) {
             Ok(a) => a,
             Err(e) => {
                 eprintln!("pushprobe: {e}; the job's metrics were not sent");
@@ -376,6 +380,25 @@ fn exec_command(mut settings: Settings, job: Option<&str>, command: &[OsString])
     });
     finish(runtime);
     code
+}
+
+/// Builds the agent for `once`, `exec` or `check`. Such a command often shares its configuration
+/// with a running agent; when that agent holds `data_dir`, the command still delivers, through
+/// memory queues, instead of failing the job it reports on.
+fn short_lived_agent(settings: Settings) -> Result<Agent, AgentError> {
+    match Agent::new(settings.clone()) {
+        Err(AgentError::DataDirLocked { dir }) => {
+            tracing::warn!(
+                data_dir = %dir,
+                "agent.data_dir is held by a running agent: this command delivers through memory \
+                 queues instead"
+            );
+            let mut settings = settings;
+            settings.agent.data_dir = None;
+            Agent::new(settings)
+        }
+        other => other,
+    }
 }
 
 fn print_effective_config(settings: &Settings) -> u8 {
