@@ -53,7 +53,7 @@ impl Payload {
                 )
             });
             let j = i % SERIES_PER_FAMILY;
-            let series = if f % 2 == 0 {
+            let series = if f.is_multiple_of(2) {
                 format!(
                     "{name}{{cpu=\"{}\",mode=\"{}\"}}",
                     j / modes.len(),

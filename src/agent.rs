@@ -6,7 +6,8 @@
 //! the senders are told to drain and given `drain_timeout` to empty their queues before they are
 //! aborted. Every task lives in a [`TaskTracker`] and is awaited; none is left running.
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::task::JoinSet;
@@ -15,16 +16,22 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::now_ms;
 use crate::config::PushMethod;
-use crate::config::{ProbeSettings, Settings};
+use crate::config::{ProbeSettings, RemoteWriteSettings, Settings};
 use crate::probe::{Probe, ProbeError, ProbeReport};
 use crate::pushgateway::{Feed, PushError, PushgatewaySink, SinkStatus};
+use crate::queue::disk::fs::RealFs;
+use crate::queue::disk::{DiskLog, DiskStats, DropCounts};
+use crate::queue::live::LiveLane;
 use crate::queue::memory::MemoryQueue;
-use crate::queue::SharedQueue;
+use crate::queue::{QueueError, SharedQueue};
 use crate::remote_write::{Sender, SenderError};
 use crate::scrape::metadata::{MetadataSender, MetadataStore};
 use crate::scrape::scraper::{JobClient, ScrapeSetupError, Scraper};
 use crate::series::{Registry, Sample};
 use crate::telemetry::{self, Telemetry};
+
+/// Name of the lock file in `agent.data_dir`.
+pub const LOCK_FILE: &str = "pushprobe.lock";
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +51,33 @@ pub enum AgentError {
     /// A scrape job's HTTP client could not be built.
     #[error(transparent)]
     Scrape(#[from] ScrapeSetupError),
+    /// Another process holds the data directory.
+    #[error(
+        "agent.data_dir {dir} is in use by another pushprobe process (it holds the lock on \
+         {dir}/{LOCK_FILE}); two agents must not share one queue: give each its own data_dir"
+    )]
+    DataDirLocked {
+        /// The data directory.
+        dir: String,
+    },
+    /// The data directory or its lock file could not be used.
+    #[error("agent.data_dir {dir}: {source}")]
+    DataDir {
+        /// The data directory.
+        dir: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The disk queue could not be opened.
+    #[error("agent.data_dir {dir}: opening the disk queue: {source}")]
+    Queue {
+        /// The queue directory.
+        dir: String,
+        /// The underlying error.
+        #[source]
+        source: QueueError,
+    },
 }
 
 /// One receiver's queue, by endpoint name.
@@ -52,9 +86,36 @@ struct Output {
     queue: Arc<SharedQueue>,
 }
 
-/// The queues of every receiver; publishing appends to each of them.
+/// How a published batch reaches the receivers' queues.
+enum Fanout {
+    /// One bounded memory queue per receiver: each gets its own append.
+    Memory,
+    /// One durable log shared by every receiver: appended once, then every sender is woken.
+    Disk(DiskQueue),
+}
+
+/// The open disk queue and what keeps it exclusive.
+struct DiskQueue {
+    log: Arc<DiskLog>,
+    /// Holds the data directory's lock for as long as the queue is open.
+    _lock: std::fs::File,
+    /// Counters already exported, so each export adds only what is new.
+    exported: Mutex<Exported>,
+}
+
+/// Disk-queue counters as last exported to telemetry.
+#[derive(Default)]
+struct Exported {
+    corrupt_records: u64,
+    write_errors: u64,
+    dropped: DropCounts,
+    per_endpoint: Vec<DropCounts>,
+}
+
+/// The queues of every receiver; publishing appends to each of them (or once to the log).
 pub struct Pipeline {
     outputs: Vec<Output>,
+    fanout: Fanout,
     /// The latest results per source, for the Pushgateway sinks (none configured: `None`).
     feed: Option<Arc<Feed>>,
     telemetry: Arc<Telemetry>,
@@ -75,6 +136,13 @@ impl Pipeline {
         if samples.is_empty() {
             return;
         }
+        match &self.fanout {
+            Fanout::Memory => self.publish_to_each(samples),
+            Fanout::Disk(disk) => self.publish_to_log(&disk.log, samples),
+        }
+    }
+
+    fn publish_to_each(&self, samples: &[Sample]) {
         for out in &self.outputs {
             match out.queue.append(samples) {
                 Ok(o) if o.dropped_oldest > 0 => {
@@ -102,9 +170,49 @@ impl Pipeline {
         }
     }
 
+    fn publish_to_log(&self, log: &DiskLog, samples: &[Sample]) {
+        match log.append(samples) {
+            Ok(o) => {
+                // Samples the disk bound pushed out are counted per endpoint (reason
+                // disk_full) from the log's own figures, when self-metrics are recorded.
+                if o.dropped_oldest > 0 {
+                    tracing::warn!(
+                        dropped = o.dropped_oldest,
+                        "disk queue full: dropped the oldest samples; raise agent.queue.max_disk_bytes or check the receivers"
+                    );
+                }
+                for out in &self.outputs {
+                    out.queue.announce(samples, o.first_seq);
+                }
+            }
+            Err(e) => {
+                for out in &self.outputs {
+                    self.telemetry.add(
+                        telemetry::RW_SAMPLES_DROPPED,
+                        &[("endpoint", &out.endpoint), ("reason", "queue_error")],
+                        samples.len() as f64,
+                    );
+                    // Records of this batch written before the error are still delivered.
+                    out.queue.appended.notify_one();
+                }
+                tracing::error!(error = %e, samples = samples.len(), "could not queue samples on disk");
+            }
+        }
+    }
+
     /// Samples not yet acknowledged, summed over receivers.
     pub fn pending(&self) -> usize {
         self.outputs.iter().map(|o| o.queue.pending()).sum()
+    }
+
+    /// Forces queued data and positions to stable storage (disk queue only).
+    fn flush(&self) {
+        if let Fanout::Disk(disk) = &self.fanout {
+            match disk.log.flush() {
+                Ok(()) => tracing::info!("disk queue flushed"),
+                Err(e) => tracing::error!(error = %e, "disk queue: final flush failed"),
+            }
+        }
     }
 
     /// Records the queue depth gauges and returns the self-metrics as samples.
@@ -116,8 +224,161 @@ impl Pipeline {
                 out.queue.pending() as f64,
             );
         }
+        if let Fanout::Disk(disk) = &self.fanout {
+            self.export_disk_stats(disk, &disk.log.stats());
+        }
         self.telemetry.samples_at(timestamp_ms)
     }
+
+    /// Exports the disk queue's figures: gauges as they are, counters by what they grew.
+    fn export_disk_stats(&self, disk: &DiskQueue, stats: &DiskStats) {
+        let t = &self.telemetry;
+        t.set(telemetry::QUEUE_BYTES, &[], stats.bytes as f64);
+        t.set(telemetry::QUEUE_SEGMENTS, &[], stats.segments as f64);
+        let mut ex = disk.exported.lock().unwrap_or_else(|p| p.into_inner());
+        let grow = |now: u64, before: &mut u64| {
+            let d = now.saturating_sub(*before);
+            *before = now.max(*before);
+            d as f64
+        };
+        t.add(
+            telemetry::QUEUE_CORRUPT_RECORDS,
+            &[],
+            grow(stats.corrupt_records, &mut ex.corrupt_records),
+        );
+        t.add(
+            telemetry::QUEUE_WRITE_ERRORS,
+            &[],
+            grow(stats.write_errors, &mut ex.write_errors),
+        );
+        t.add(
+            telemetry::QUEUE_SAMPLES_DROPPED,
+            &[("reason", "disk_full")],
+            grow(stats.dropped.disk_full, &mut ex.dropped.disk_full),
+        );
+        t.add(
+            telemetry::QUEUE_SAMPLES_DROPPED,
+            &[("reason", "too_old")],
+            grow(stats.dropped.too_old, &mut ex.dropped.too_old),
+        );
+        ex.per_endpoint
+            .resize(stats.consumers.len(), DropCounts::default());
+        for (c, before) in stats.consumers.iter().zip(ex.per_endpoint.iter_mut()) {
+            for (reason, now, before) in [
+                ("disk_full", c.dropped.disk_full, &mut before.disk_full),
+                ("too_old", c.dropped.too_old, &mut before.too_old),
+            ] {
+                t.add(
+                    telemetry::RW_SAMPLES_DROPPED,
+                    &[("endpoint", &c.name), ("reason", reason)],
+                    grow(now, before),
+                );
+            }
+        }
+    }
+}
+
+/// Takes the data directory's exclusive lock (released by the OS when the process dies, also
+/// on SIGKILL, so a crash never leaves a stale lock behind).
+fn lock_data_dir(dir: &Path) -> Result<std::fs::File, AgentError> {
+    let io = |source| AgentError::DataDir {
+        dir: dir.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(AgentError::DataDirLocked {
+            dir: dir.display().to_string(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+    }
+}
+
+/// The live lane of a receiver that accepts out-of-order samples: it takes fresh batches once
+/// a whole send window is queued ahead of them, and holds a few requests' worth.
+fn live_lane(rw: &RemoteWriteSettings) -> Option<LiveLane> {
+    rw.accepts_out_of_order.then(|| {
+        LiveLane::new(
+            rw.max_samples_per_send * rw.max_shards,
+            4 * rw.max_samples_per_send,
+        )
+    })
+}
+
+/// Opens the shared disk queue in `data_dir/queue`, one consumer per receiver, after taking
+/// the directory's lock; logs what recovery found.
+fn open_disk_queue(
+    settings: &Settings,
+    data_dir: &Path,
+) -> Result<(DiskQueue, Vec<Arc<SharedQueue>>), AgentError> {
+    let lock = lock_data_dir(data_dir)?;
+    let dir: PathBuf = data_dir.join("queue");
+    let names: Vec<String> = settings
+        .remote_write
+        .iter()
+        .map(|rw| rw.name.clone())
+        .collect();
+    let (log, consumers) = DiskLog::open(
+        &dir,
+        settings.agent.disk_queue.clone(),
+        Arc::new(RealFs),
+        &names,
+    )
+    .map_err(|source| AgentError::Queue {
+        dir: dir.display().to_string(),
+        source,
+    })?;
+    let report = log.recovery_report();
+    let stats = log.stats();
+    let pending: Vec<String> = stats
+        .consumers
+        .iter()
+        .map(|c| format!("{}={}", c.name, c.pending))
+        .collect();
+    if report.found_damage() {
+        tracing::warn!(
+            dir = %dir.display(),
+            segments = report.segments_found,
+            samples_recovered = report.samples_recovered,
+            samples_lost = report.samples_missing,
+            corrupt_regions = report.records_skipped,
+            bytes_skipped = report.bytes_skipped,
+            bytes_truncated = report.bytes_truncated,
+            positions_reset = report.ack_files_reset,
+            pending = %pending.join(","),
+            "disk queue recovered with damage; resuming from the last acknowledged positions"
+        );
+    } else {
+        tracing::info!(
+            dir = %dir.display(),
+            segments = report.segments_found,
+            samples_recovered = report.samples_recovered,
+            new_endpoints = %report.consumers_new.join(","),
+            forgotten_endpoints = %report.consumers_forgotten.join(","),
+            pending = %pending.join(","),
+            "disk queue opened; resuming from the last acknowledged positions"
+        );
+    }
+    let queues = consumers
+        .into_iter()
+        .zip(&settings.remote_write)
+        .map(|(c, rw)| SharedQueue::with_live_lane(Box::new(c), live_lane(rw)))
+        .collect();
+    Ok((
+        DiskQueue {
+            log,
+            _lock: lock,
+            exported: Mutex::new(Exported::default()),
+        },
+        queues,
+    ))
 }
 
 /// The probes, pipeline and senders built from one configuration.
@@ -158,16 +419,40 @@ impl Agent {
             .iter()
             .map(Probe::new)
             .collect::<Result<Vec<_>, _>>()?;
+        let (fanout, queues) = match &settings.agent.data_dir {
+            Some(dir) if !settings.remote_write.is_empty() => {
+                let (disk, queues) = open_disk_queue(&settings, dir)?;
+                (Fanout::Disk(disk), queues)
+            }
+            _ => (
+                Fanout::Memory,
+                settings
+                    .remote_write
+                    .iter()
+                    .map(|rw| {
+                        SharedQueue::with_live_lane(
+                            Box::new(MemoryQueue::new(rw.queue_capacity)),
+                            live_lane(rw),
+                        )
+                    })
+                    .collect(),
+            ),
+        };
         let mut outputs = Vec::new();
         let mut senders = Vec::new();
-        for rw in &settings.remote_write {
-            let queue = SharedQueue::new(Box::new(MemoryQueue::new(rw.queue_capacity)));
-            senders.push(Sender::new(
+        let durable = matches!(fanout, Fanout::Disk(_));
+        for (rw, queue) in settings.remote_write.iter().zip(queues) {
+            let sender = Sender::new(
                 rw.clone(),
                 settings.agent.external_labels.clone(),
                 queue.clone(),
                 telemetry.clone(),
-            )?);
+            )?;
+            senders.push(if durable {
+                sender.with_durable_queue()
+            } else {
+                sender
+            });
             outputs.push(Output {
                 endpoint: rw.name.clone(),
                 queue,
@@ -199,6 +484,7 @@ impl Agent {
         }
         let pipeline = Arc::new(Pipeline {
             outputs,
+            fanout,
             feed,
             telemetry: telemetry.clone(),
         });
@@ -335,9 +621,16 @@ impl Agent {
                 .find(|p| p.name() == probe.name())
                 .map(ProbeSettings::interval)
                 .unwrap_or(Duration::from_secs(30));
+            // The agent's external labels are part of the key so that two agents (an HA pair)
+            // running the same probes do not hit the target in the same instant.
+            let offset = crate::clock::spread_offset(
+                &format!("{}{}", probe.name(), self.settings.agent.external_labels),
+                interval,
+            );
             probes.spawn(probe_loop(
                 probe,
                 interval,
+                offset,
                 self.pipeline.clone(),
                 self.telemetry.clone(),
                 shutdown.clone(),
@@ -386,8 +679,14 @@ impl Agent {
         probes.wait().await;
         self.pipeline.publish(&self.pipeline.self_metrics(now_ms()));
         self.drain(senders, drain, abort).await;
+        self.pipeline.flush();
         let left = self.pipeline.pending();
-        if left > 0 {
+        if left > 0 && matches!(self.pipeline.fanout, Fanout::Disk(_)) {
+            tracing::warn!(
+                pending = left,
+                "samples still queued at exit stay on disk and are sent after the next start"
+            );
+        } else if left > 0 {
             tracing::warn!(
                 lost = left,
                 "samples still queued at exit were not delivered"
@@ -443,6 +742,7 @@ impl Agent {
         // replacing the group with a partial picture first.
         self.spawn_gateways(&senders, &drain, &abort);
         self.drain(senders, drain, abort).await;
+        self.pipeline.flush();
 
         let (delivered, undelivered) = self.delivery();
         OnceSummary {
@@ -507,6 +807,7 @@ impl Agent {
         self.pipeline.publish(&self.pipeline.self_metrics(now_ms()));
         self.spawn_gateways(&senders, &drain, &abort);
         self.drain(senders, drain, abort).await;
+        self.pipeline.flush();
         let (delivered, undelivered) = self.delivery();
         OnceSummary {
             reports: Vec::new(),
@@ -550,17 +851,18 @@ fn record_run(telemetry: &Telemetry, name: &str, report: &ProbeReport) {
     }
 }
 
-/// Runs one probe every `interval` until cancelled. A run that overruns its interval delays
-/// the next one instead of bunching runs up.
+/// Runs one probe every `interval`, the first run `offset` after start, until cancelled. A run
+/// that overruns its interval delays the next one instead of bunching runs up.
 async fn probe_loop(
     mut probe: Probe,
     interval: Duration,
+    offset: Duration,
     pipeline: Arc<Pipeline>,
     telemetry: Arc<Telemetry>,
     shutdown: CancellationToken,
 ) {
     let mut registry = Registry::new();
-    let mut ticker = tokio::time::interval(interval);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + offset, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -621,6 +923,7 @@ mod tests {
                     queue: SharedQueue::new(Box::new(MemoryQueue::new(*c))),
                 })
                 .collect(),
+            fanout: Fanout::Memory,
             feed: None,
             telemetry,
         }
@@ -671,5 +974,79 @@ mod tests {
         assert!(snapshot
             .iter()
             .any(|s| s.labels.metric_name() == telemetry::BUILD_INFO));
+    }
+
+    fn disk_pipeline(dir: &Path, endpoints: &[&str]) -> Pipeline {
+        let names: Vec<String> = endpoints.iter().map(|e| e.to_string()).collect();
+        let (log, consumers) = DiskLog::open(
+            &dir.join("queue"),
+            crate::queue::disk::DiskQueueOptions::default(),
+            Arc::new(RealFs),
+            &names,
+        )
+        .unwrap();
+        let outputs = consumers
+            .into_iter()
+            .zip(&names)
+            .map(|(c, name)| Output {
+                endpoint: name.clone(),
+                queue: SharedQueue::new(Box::new(c)),
+            })
+            .collect();
+        Pipeline {
+            outputs,
+            fanout: Fanout::Disk(DiskQueue {
+                log,
+                _lock: lock_data_dir(dir).unwrap(),
+                exported: Mutex::new(Exported::default()),
+            }),
+            feed: None,
+            telemetry: Arc::new(Telemetry::new()),
+        }
+    }
+
+    #[test]
+    fn disk_pipeline_appends_once_for_every_endpoint_and_exports_queue_figures() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = disk_pipeline(dir.path(), &["a", "b"]);
+        p.publish(&samples(5));
+        assert_eq!(p.outputs[0].queue.pending(), 5);
+        assert_eq!(p.outputs[1].queue.pending(), 5);
+        let Fanout::Disk(disk) = &p.fanout else {
+            unreachable!()
+        };
+        // Written once, read by both.
+        assert_eq!(disk.log.stats().samples, 5);
+        let snapshot = p.self_metrics(1);
+        let value = |name: &str| {
+            snapshot
+                .iter()
+                .find(|s| s.labels.metric_name() == name)
+                .map(|s| s.value)
+        };
+        assert!(value(telemetry::QUEUE_BYTES).unwrap() > 0.0);
+        assert_eq!(value(telemetry::QUEUE_SEGMENTS), Some(1.0));
+        assert_eq!(value(telemetry::QUEUE_CORRUPT_RECORDS), Some(0.0));
+        // Exporting twice adds nothing new.
+        p.self_metrics(2);
+        assert_eq!(
+            p.telemetry
+                .value(telemetry::QUEUE_SAMPLES_DROPPED, &[("reason", "disk_full")]),
+            Some(0.0)
+        );
+    }
+
+    #[test]
+    fn a_second_agent_on_the_same_data_dir_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = lock_data_dir(dir.path()).unwrap();
+        let err = lock_data_dir(dir.path()).unwrap_err();
+        assert!(matches!(err, AgentError::DataDirLocked { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains(&dir.path().display().to_string()), "{text}");
+        assert!(text.contains("another pushprobe"), "{text}");
+        drop(_held);
+        // Released with its holder (the kernel does the same when a process dies).
+        assert!(lock_data_dir(dir.path()).is_ok());
     }
 }

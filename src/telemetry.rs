@@ -24,6 +24,18 @@ pub const RW_REQUESTS: &str = "pushprobe_remote_write_requests_total";
 pub const RW_PENDING: &str = "pushprobe_remote_write_pending_samples";
 /// Unix time of the last accepted write, per `endpoint`.
 pub const RW_LAST_SUCCESS: &str = "pushprobe_remote_write_last_success_timestamp_seconds";
+/// Bytes the disk queue's segments hold (with `agent.data_dir`).
+pub const QUEUE_BYTES: &str = "pushprobe_queue_bytes";
+/// Segment files of the disk queue.
+pub const QUEUE_SEGMENTS: &str = "pushprobe_queue_segments";
+/// Corrupt disk-queue records skipped, at start-up and when reading.
+pub const QUEUE_CORRUPT_RECORDS: &str = "pushprobe_queue_corrupt_records_total";
+/// Samples the disk queue dropped unsent, by `reason` (`disk_full`: the oldest segment made
+/// room, counted once whatever the number of endpoints; `too_old`: older than
+/// `max_sample_age`, summed over endpoints).
+pub const QUEUE_SAMPLES_DROPPED: &str = "pushprobe_queue_samples_dropped_total";
+/// Disk-queue appends that failed on a write or sync error.
+pub const QUEUE_WRITE_ERRORS: &str = "pushprobe_queue_write_errors_total";
 /// Pushgateway requests by `gateway` and `outcome` (success, deleted, retryable, rejected,
 /// transport).
 pub const PG_REQUESTS: &str = "pushprobe_pushgateway_requests_total";
@@ -80,6 +92,31 @@ const DESCRIPTIONS: &[(&str, MetricType, &str)] = &[
         RW_LAST_SUCCESS,
         MetricType::Gauge,
         "Unix time of the last accepted write.",
+    ),
+    (
+        QUEUE_BYTES,
+        MetricType::Gauge,
+        "Bytes held by the disk queue's segments.",
+    ),
+    (
+        QUEUE_SEGMENTS,
+        MetricType::Gauge,
+        "Segment files of the disk queue.",
+    ),
+    (
+        QUEUE_CORRUPT_RECORDS,
+        MetricType::Counter,
+        "Corrupt disk-queue records skipped.",
+    ),
+    (
+        QUEUE_SAMPLES_DROPPED,
+        MetricType::Counter,
+        "Samples the disk queue dropped unsent, by reason.",
+    ),
+    (
+        QUEUE_WRITE_ERRORS,
+        MetricType::Counter,
+        "Disk-queue appends that failed on a write or sync error.",
     ),
     (
         PG_REQUESTS,

@@ -503,6 +503,40 @@ async fn tls_server(cert: &TestCert, response: &'static [u8]) -> SocketAddr {
     .await
 }
 
+/// A TLS server answering every request with `response`, recording whether each handshake
+/// was a full one or resumed a session.
+async fn tls_server_recording_handshakes(
+    cert: &TestCert,
+    response: &'static [u8],
+) -> (
+    SocketAddr,
+    Arc<std::sync::Mutex<Vec<rustls::HandshakeKind>>>,
+) {
+    let config = rustls::ServerConfig::builder_with_provider(pushprobe::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der.clone()], cert.key.clone_key())
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let kinds = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = kinds.clone();
+    let addr = serve(move |tcp| {
+        let acceptor = acceptor.clone();
+        let seen = seen.clone();
+        async move {
+            if let Ok(tls) = acceptor.accept(tcp).await {
+                if let Some(kind) = tls.get_ref().1.handshake_kind() {
+                    seen.lock().unwrap().push(kind);
+                }
+                canned(tls, response, None).await;
+            }
+        }
+    })
+    .await;
+    (addr, kinds)
+}
+
 fn ca_file(cert: &TestCert) -> tempfile::NamedTempFile {
     let mut f = tempfile::NamedTempFile::new().unwrap();
     std::io::Write::write_all(&mut f, cert.pem.as_bytes()).unwrap();
@@ -535,6 +569,27 @@ async fn https_with_ca_file_records_certificate_expiry() {
     assert_eq!(
         detail(&report, "cert_not_after"),
         Some("2031-05-17T00:00:00Z")
+    );
+}
+
+#[tokio::test]
+async fn every_run_does_a_full_tls_handshake() {
+    // A resumed session would make the `tls` phase look cheaper than a new client's first
+    // connection; the blackbox exporter does a full handshake on every probe, and so must we.
+    let cert = test_cert("pushprobe test server");
+    let (addr, kinds) = tls_server_recording_handshakes(&cert, OK).await;
+    let ca = ca_file(&cert);
+    let mut s = settings(&format!("https://{addr}/"));
+    s.tls.ca_file = Some(ca.path().to_path_buf());
+    let mut probe = HttpProbe::new(s.clone()).unwrap();
+    let mut registry = Registry::new();
+    for _ in 0..3 {
+        assert!(probe.run(&mut registry).await.success);
+    }
+    assert_eq!(
+        *kinds.lock().unwrap(),
+        vec![rustls::HandshakeKind::Full; 3],
+        "a probe run resumed a TLS session"
     );
 }
 

@@ -230,6 +230,30 @@ pub struct RemoteWriteConfig {
     /// Longest retry delay.
     #[serde(default = "default_max_backoff")]
     pub max_backoff: ConfigDuration,
+    /// Fewest parallel requests (shards) to this receiver.
+    #[serde(default = "default_min_shards")]
+    pub min_shards: usize,
+    /// Most parallel requests (shards); used while a backlog drains.
+    #[serde(default = "default_max_shards")]
+    pub max_shards: usize,
+    /// The receiver stores samples older than a series' newest (VictoriaMetrics; Prometheus
+    /// or Mimir with `out_of_order_time_window`): fresh samples are then sent ahead of a
+    /// backlog instead of behind it.
+    #[serde(default)]
+    pub accepts_out_of_order: bool,
+    /// Bound on the bytes per second sent while catching up on a backlog; unset: no bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_catchup_bytes_per_second: Option<ByteSize>,
+}
+
+/// Most shards a receiver may be given: each is one concurrent request.
+pub const MAX_SHARDS: usize = 64;
+
+fn default_min_shards() -> usize {
+    1
+}
+fn default_max_shards() -> usize {
+    4
 }
 
 /// How a push changes the group on the Pushgateway.
@@ -532,6 +556,14 @@ pub struct RemoteWriteSettings {
     pub min_backoff: Duration,
     /// Longest retry delay.
     pub max_backoff: Duration,
+    /// Fewest parallel requests.
+    pub min_shards: usize,
+    /// Most parallel requests.
+    pub max_shards: usize,
+    /// Whether fresh samples may be sent ahead of older queued ones.
+    pub accepts_out_of_order: bool,
+    /// Catch-up byte rate bound, if any.
+    pub max_catchup_bytes_per_second: Option<u64>,
 }
 
 /// A validated Pushgateway group.
@@ -900,6 +932,24 @@ impl ConfigFile {
                     "must be at least max_samples_per_send",
                 );
             }
+            if rw.min_shards == 0 {
+                c.fail(format!("{key}.min_shards"), "must be > 0");
+            }
+            if rw.max_shards < rw.min_shards {
+                c.fail(format!("{key}.max_shards"), "must be at least min_shards");
+            }
+            if rw.max_shards > MAX_SHARDS {
+                c.fail(
+                    format!("{key}.max_shards"),
+                    format!("must be at most {MAX_SHARDS}"),
+                );
+            }
+            if rw.max_catchup_bytes_per_second == Some(ByteSize(0)) {
+                c.fail(
+                    format!("{key}.max_catchup_bytes_per_second"),
+                    "must be > 0 (leave it out for no bound)",
+                );
+            }
             let Some(url) = url else { continue };
             let name = rw.name.clone().unwrap_or_else(|| endpoint_name(&url));
             if !rw_names.insert(name.clone()) {
@@ -920,6 +970,10 @@ impl ConfigFile {
                 queue_capacity: rw.queue_capacity,
                 min_backoff,
                 max_backoff,
+                min_shards: rw.min_shards,
+                max_shards: rw.max_shards,
+                accepts_out_of_order: rw.accepts_out_of_order,
+                max_catchup_bytes_per_second: rw.max_catchup_bytes_per_second.map(|b| b.0),
             });
         }
 
@@ -1231,6 +1285,40 @@ pub(crate) mod tests {
         assert_eq!(
             s.agent.disk_queue.fsync,
             FsyncPolicy::Interval(Duration::from_millis(250))
+        );
+    }
+
+    #[test]
+    fn shard_and_catch_up_keys_default_and_validate() {
+        let s = parse(GOOD).unwrap();
+        let rw = &s.remote_write[0];
+        assert_eq!((rw.min_shards, rw.max_shards), (1, 4));
+        assert!(!rw.accepts_out_of_order);
+        assert_eq!(rw.max_catchup_bytes_per_second, None);
+        let with = |extra: &str| {
+            GOOD.replace(
+                "headers = { \"X-Scope-OrgID\" = \"team-a\" }",
+                &format!("headers = {{ \"X-Scope-OrgID\" = \"team-a\" }}\n{extra}"),
+            )
+        };
+        let s = parse(&with(
+            "min_shards = 2\nmax_shards = 8\naccepts_out_of_order = true\nmax_catchup_bytes_per_second = \"1MiB\"",
+        ))
+        .unwrap();
+        let rw = &s.remote_write[0];
+        assert_eq!((rw.min_shards, rw.max_shards), (2, 8));
+        assert!(rw.accepts_out_of_order);
+        assert_eq!(rw.max_catchup_bytes_per_second, Some(1 << 20));
+        let e = parse(&with("min_shards = 0")).unwrap_err();
+        assert!(e.contains("remote_write[0].min_shards: must be > 0"), "{e}");
+        let e = parse(&with("min_shards = 5\nmax_shards = 2")).unwrap_err();
+        assert!(e.contains("remote_write[0].max_shards"), "{e}");
+        let e = parse(&with("max_shards = 1000")).unwrap_err();
+        assert!(e.contains("at most 64"), "{e}");
+        let e = parse(&with("max_catchup_bytes_per_second = 0")).unwrap_err();
+        assert!(
+            e.contains("remote_write[0].max_catchup_bytes_per_second"),
+            "{e}"
         );
     }
 

@@ -439,7 +439,10 @@ impl fmt::Debug for Request {
 /// The probe client: TLS settings shared by every call; no connection is ever reused.
 #[derive(Clone)]
 pub struct ProbeClient {
-    tls: TlsConnector,
+    /// Built on first use unless TLS options were given: an http-only probe (the common case)
+    /// then never loads the system's trust store, which is most of an idle agent's memory.
+    tls: std::sync::OnceLock<TlsConnector>,
+    tls_options: TlsConfig,
     server_name: Option<String>,
 }
 
@@ -479,13 +482,34 @@ impl fmt::Debug for Response {
 }
 
 impl ProbeClient {
-    /// Builds a client; TLS options are loaded now so that errors show at start.
+    /// Builds a client; TLS options that were given are loaded now, so that their errors show
+    /// at start.
     pub fn new(tls: &TlsConfig) -> Result<ProbeClient, TlsError> {
-        let config = crate::tls::client_config(tls, &[b"http/1.1"])?;
-        Ok(ProbeClient {
-            tls: TlsConnector::from(Arc::new(config)),
+        let client = ProbeClient {
+            tls: std::sync::OnceLock::new(),
+            tls_options: tls.clone(),
             server_name: tls.server_name.clone(),
-        })
+        };
+        if *tls != TlsConfig::default() {
+            client.connector()?;
+        }
+        Ok(client)
+    }
+
+    /// The TLS connector, built on first use.
+    fn connector(&self) -> Result<TlsConnector, TlsError> {
+        if let Some(c) = self.tls.get() {
+            return Ok(c.clone());
+        }
+        let mut config = crate::tls::client_config(&self.tls_options, &[b"http/1.1"])?;
+        // Every probe does a full handshake, as the blackbox exporter does: a resumed session
+        // would hide the handshake's real cost from the `tls` phase. It also spares each
+        // probe rustls' default session cache, which pre-allocates room for 256 servers.
+        config.resumption = rustls::client::Resumption::disabled();
+        Ok(self
+            .tls
+            .get_or_init(|| TlsConnector::from(Arc::new(config)))
+            .clone())
     }
 
     /// Sends `request`, following redirects if asked, and returns the final response with
@@ -597,12 +621,17 @@ impl ProbeClient {
                 .server_name
                 .clone()
                 .unwrap_or_else(|| target.host.name());
+            // Loading the trust store (once per process) is set-up, not handshake time.
+            let connector = self.connector().map_err(|e| ClientError::Tls {
+                server: name.clone(),
+                source: io::Error::other(e),
+            })?;
             let tls = phase(
                 trace,
                 Phase::Tls,
                 deadline,
                 timeout,
-                handshake(&self.tls, name, tcp),
+                handshake(&connector, name, tcp),
             )
             .await?;
             let (_, conn) = tls.get_ref();

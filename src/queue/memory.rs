@@ -27,6 +27,7 @@ impl MemoryQueue {
 
 impl Queue for MemoryQueue {
     fn append(&mut self, samples: &[Sample]) -> Result<AppendOutcome, QueueError> {
+        let first_seq = self.front_seq + self.samples.len() as Seq;
         let mut dropped = 0;
         for s in samples {
             if self.samples.len() == self.capacity {
@@ -39,6 +40,7 @@ impl Queue for MemoryQueue {
         Ok(AppendOutcome {
             appended: samples.len(),
             dropped_oldest: dropped,
+            first_seq,
         })
     }
 
@@ -49,6 +51,7 @@ impl Queue for MemoryQueue {
         }
         Ok(Some(Batch {
             samples: self.samples.iter().take(n).cloned().collect(),
+            seqs: (self.front_seq..self.front_seq + n as Seq).collect(),
             last_seq: self.front_seq + n as Seq - 1,
         }))
     }

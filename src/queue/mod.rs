@@ -8,6 +8,7 @@
 //! [`disk::DiskLog`] the durable one, shared by all endpoints.
 
 pub mod disk;
+pub mod live;
 pub mod memory;
 
 use crate::series::Sample;
@@ -20,7 +21,12 @@ pub type Seq = u64;
 pub struct Batch {
     /// Samples in append order.
     pub samples: Vec<Sample>,
-    /// Sequence number of the last sample in `samples`: acknowledging it releases the batch.
+    /// Sequence number of each sample in `samples` (increasing, not always contiguous: a disk
+    /// queue skips corrupt and too-old samples), so a sender can tell which ones another lane
+    /// already delivered.
+    pub seqs: Vec<Seq>,
+    /// Sequence number of the last sample read (at least the last in `samples`):
+    /// acknowledging it releases the batch.
     pub last_seq: Seq,
 }
 
@@ -31,6 +37,8 @@ pub struct AppendOutcome {
     pub appended: usize,
     /// Oldest samples dropped to make room.
     pub dropped_oldest: usize,
+    /// Sequence number of the first appended sample; the rest follow contiguously.
+    pub first_seq: Seq,
 }
 
 /// Why a queue operation failed.
@@ -80,15 +88,38 @@ pub struct SharedQueue {
     queue: std::sync::Mutex<Box<dyn Queue>>,
     /// Signalled after every append, so a waiting sender wakes.
     pub appended: tokio::sync::Notify,
+    /// Fresh samples sent ahead of the backlog, for receivers that accept out-of-order
+    /// samples (see [`live`]).
+    pub live: Option<live::LiveLane>,
 }
 
 impl SharedQueue {
     /// Wraps a queue.
     pub fn new(queue: Box<dyn Queue>) -> std::sync::Arc<Self> {
+        Self::with_live_lane(queue, None)
+    }
+
+    /// Wraps a queue, with a live lane if the receiver accepts out-of-order samples.
+    pub fn with_live_lane(
+        queue: Box<dyn Queue>,
+        live: Option<live::LiveLane>,
+    ) -> std::sync::Arc<Self> {
         std::sync::Arc::new(SharedQueue {
             queue: std::sync::Mutex::new(queue),
             appended: tokio::sync::Notify::new(),
+            live,
         })
+    }
+
+    /// Tells the sender that `samples`, numbered from `first_seq`, were appended (by this
+    /// queue or by the shared log behind it): offers them to the live lane when the endpoint
+    /// is behind, and wakes the sender.
+    pub fn announce(&self, samples: &[Sample], first_seq: Seq) {
+        if let Some(live) = &self.live {
+            let backlog = self.pending().saturating_sub(samples.len());
+            live.offer(samples, first_seq, backlog);
+        }
+        self.appended.notify_one();
     }
 
     /// Runs `f` with the queue locked. A panic while locked cannot leave a queue half-updated
@@ -98,10 +129,14 @@ impl SharedQueue {
         f(guard.as_mut())
     }
 
-    /// Appends and wakes the sender.
+    /// Appends and wakes the sender (use [`SharedQueue::announce`] when the append went to a
+    /// log shared with other endpoints).
     pub fn append(&self, samples: &[Sample]) -> Result<AppendOutcome, QueueError> {
         let out = self.with(|q| q.append(samples));
-        self.appended.notify_one();
+        match &out {
+            Ok(o) => self.announce(samples, o.first_seq),
+            Err(_) => self.appended.notify_one(),
+        }
         out
     }
 

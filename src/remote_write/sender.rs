@@ -2,10 +2,32 @@
 //! and [`super::retry`].
 //!
 //! One loop per endpoint: wait until a batch is worth sending (full, old enough, or the agent
-//! is draining), peek it from the queue, encode it once, and POST the same bytes until the
-//! receiver accepts or permanently refuses them; only then is the batch released from the
-//! queue. Samples are therefore delivered at least once: a request cut short by `abort` (or a
-//! crash) is sent again by whoever reads the queue next.
+//! is draining), peek a window of the oldest samples from the queue, split it by series into
+//! shards sent in parallel (see [`super::shard`] for why per-series order holds), encode each
+//! request once, and POST the same bytes until the receiver accepts or permanently refuses
+//! them; only when every shard is answered is the window released from the queue. Samples are
+//! therefore delivered at least once: a request cut short by `abort` (or a crash) is sent again
+//! by whoever reads the queue next.
+//!
+//! # Catching up after an outage
+//!
+//! The queue is read oldest first, so after an outage fresh samples would wait behind the
+//! whole backlog. What is allowed depends on the receiver:
+//! - **In order** (default; Prometheus without an out-of-order window answers 400 "out of
+//!   order sample" to a sample older than its series' newest, and refuses the whole request):
+//!   the backlog is sent strictly oldest first, with up to `max_shards` requests in parallel,
+//!   so it clears as fast as the receiver takes it; fresh samples arrive after it.
+//! - **`accepts_out_of_order = true`** (VictoriaMetrics; Prometheus or Mimir with
+//!   `out_of_order_time_window` covering the backlog): a second, *live* lane runs beside the
+//!   in-order one. While the endpoint is more than one window behind, each fresh batch is also
+//!   posted at once by the live lane; the in-order reader later skips what the live lane
+//!   delivered (see [`crate::queue::live`]). Dashboards and alerts see current data within a
+//!   batch deadline while history fills in behind. Per-series order is not kept across the two
+//!   lanes, which such receivers do not need; within each lane it is.
+//!
+//! `max_catchup_bytes_per_second` bounds the in-order lane's bytes while it is behind (more
+//! than one window queued), so a fleet of agents reconnecting at once does not flatten the
+//! receiver; the live lane and a caught-up endpoint are never slowed.
 
 use std::collections::hash_map::RandomState;
 use std::future::Future;
@@ -25,10 +47,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::encode::{EncodeStats, Encoder};
 use super::retry::{Decision, DropReason, Outcome, RetryPolicy};
+use super::shard::{partition, shard_count, TokenBucket};
 use crate::config::{Auth, RemoteWriteSettings, RESERVED_HEADERS};
+use crate::queue::live::LiveBatch;
 use crate::queue::{Batch, SharedQueue};
 use crate::secret::Secret;
-use crate::series::Labels;
+use crate::series::{Labels, Sample};
 use crate::telemetry::{
     Telemetry, RW_BYTES_SENT, RW_LAST_SUCCESS, RW_PENDING, RW_REQUESTS, RW_SAMPLES_DROPPED,
     RW_SAMPLES_FAILED, RW_SAMPLES_RETRIED, RW_SAMPLES_SENT,
@@ -91,10 +115,20 @@ pub struct Sender {
     external_labels: Labels,
     max_samples_per_send: usize,
     batch_send_deadline: Duration,
+    min_shards: usize,
+    max_shards: usize,
     policy: RetryPolicy,
     queue: Arc<SharedQueue>,
     telemetry: Arc<Telemetry>,
     timer: Arc<dyn Timer>,
+    /// Byte budget of catch-up traffic, shared by the shards.
+    catchup: Option<std::sync::Mutex<TokenBucket>>,
+    /// Origin of the bucket's time scale.
+    epoch: Instant,
+    /// Rejections not yet logged, shared by the shards and the live lane.
+    rejections: std::sync::Mutex<RejectionLog>,
+    /// The queue outlives the process: its first window may repeat delivered samples.
+    durable_queue: bool,
 }
 
 impl std::fmt::Debug for Sender {
@@ -146,20 +180,36 @@ impl Sender {
             external_labels,
             max_samples_per_send: settings.max_samples_per_send,
             batch_send_deadline: settings.batch_send_deadline,
+            min_shards: settings.min_shards.max(1),
+            max_shards: settings.max_shards.max(settings.min_shards).max(1),
             policy,
             queue,
             telemetry,
             timer: Arc::new(TokioTimer),
+            catchup: settings
+                .max_catchup_bytes_per_second
+                .map(|rate| std::sync::Mutex::new(TokenBucket::new(rate))),
+            epoch: Instant::now(),
+            rejections: std::sync::Mutex::new(RejectionLog::default()),
+            durable_queue: false,
         };
         sender.touch_metrics();
         Ok(sender)
+    }
+
+    /// Marks the queue as durable (on disk): its first window after start may repeat samples
+    /// a crashed predecessor delivered, and a refusal of it is handled series by series.
+    pub fn with_durable_queue(mut self) -> Self {
+        self.durable_queue = true;
+        self
     }
 
     /// Runs until `drain` is cancelled and the queue is empty, or `abort` is cancelled.
     ///
     /// On `abort` the batch in flight stays in the queue, unacknowledged.
     pub async fn run(self, drain: CancellationToken, abort: CancellationToken) {
-        let mut state = RunState::new();
+        let mut state = RunState::new(self.max_shards, self.durable_queue);
+        let mut live = ShardState::new();
         tokio::select! {
             biased;
             _ = abort.cancelled() => {
@@ -168,15 +218,22 @@ impl Sender {
             _ = self.pump(&drain, &mut state) => {
                 tracing::debug!(endpoint = %self.endpoint, "remote write drained");
             }
+            // Never returns: it ends with the pump (draining sends everything in order).
+            _ = self.live_pump(&mut live) => {}
         }
-        if let Some(summary) = state.rejections.end() {
+        if let Some(summary) = self.rejections().end() {
             self.log_rejection_summary(&summary, "until shutdown");
         }
         self.set_pending(self.queue.pending());
     }
 
-    /// Sends batches until draining finds the queue empty. Dropping this future at any await
-    /// leaves the queue consistent: a batch is acknowledged only after its answer arrived.
+    fn rejections(&self) -> std::sync::MutexGuard<'_, RejectionLog> {
+        // The log only holds counters for messages: a poisoned one is still usable.
+        self.rejections.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends windows until draining finds the queue empty. Dropping this future at any await
+    /// leaves the queue consistent: a window is acknowledged only after every answer arrived.
     async fn pump(&self, drain: &CancellationToken, st: &mut RunState) {
         let mut queue_failures = 0u32;
         loop {
@@ -186,16 +243,25 @@ impl Sender {
             let peek_at = Instant::now();
             let peeked = self.queue.with(|q| {
                 let pending = q.pending();
-                q.peek(self.max_samples_per_send).map(|b| (b, pending))
+                let shards = shard_count(
+                    pending,
+                    self.max_samples_per_send,
+                    self.min_shards,
+                    self.max_shards,
+                );
+                q.peek(shards * self.max_samples_per_send)
+                    .map(|b| (b, pending, shards))
             });
             let failure = match peeked {
-                Ok((Some(batch), pending)) => Ok((batch, pending)),
-                Ok((None, 0)) => continue,
+                Ok((Some(batch), pending, shards)) => Ok((batch, pending, shards)),
+                Ok((None, 0, _)) => continue,
                 // Samples pending yet none handed out: retrying at once would spin.
-                Ok((None, n)) => Err(format!("queue reports {n} pending samples but yields none")),
+                Ok((None, n, _)) => {
+                    Err(format!("queue reports {n} pending samples but yields none"))
+                }
                 Err(e) => Err(e.to_string()),
             };
-            let (batch, pending_at_peek) = match failure {
+            let (mut batch, pending_at_peek, shards) = match failure {
                 Ok(found) => found,
                 Err(error) => {
                     tracing::error!(endpoint = %self.endpoint, %error, "reading the queue failed");
@@ -209,11 +275,106 @@ impl Sender {
                 }
             };
             queue_failures = 0;
-            self.deliver(&batch, st).await;
+            let read = batch.samples.len();
+            // Behind by more than this window: the catch-up byte budget applies.
+            let catching_up = pending_at_peek > read;
+            if let Some(live) = &self.queue.live {
+                live.filter_delivered(&mut batch);
+            }
+            // The first window after start begins at the last recorded position: whatever a
+            // crashed predecessor had in flight is in it.
+            let flags = SendFlags {
+                catching_up,
+                recovering: std::mem::take(&mut st.first_window),
+            };
+            self.deliver_window(&batch.samples, shards, flags, st).await;
+            self.ack(&batch);
             // Whatever is pending now and was not at peek time arrived after `peek_at`; older
-            // leftovers (the batch was full) keep the earlier start of their wait.
-            if batch.samples.len() >= pending_at_peek {
+            // leftovers (the window was full) keep the earlier start of their wait.
+            if read >= pending_at_peek {
                 st.oldest = Some(peek_at);
+            }
+        }
+    }
+
+    /// Sends one window: its samples split by series into `shards` lists sent concurrently,
+    /// each list as consecutive requests of at most `max_samples_per_send`. Returns when every
+    /// request was answered for good.
+    async fn deliver_window(
+        &self,
+        samples: &[Sample],
+        shards: usize,
+        flags: SendFlags,
+        st: &mut RunState,
+    ) {
+        if samples.is_empty() {
+            return;
+        }
+        let parts = partition(samples, shards);
+        let jobs = parts
+            .iter()
+            .zip(st.shards.iter_mut())
+            .filter(|(part, _)| !part.is_empty())
+            .map(|(part, shard)| async move {
+                for chunk in part.chunks(self.max_samples_per_send) {
+                    self.deliver(chunk, shard, flags).await;
+                }
+            });
+        futures_util::future::join_all(jobs).await;
+    }
+
+    /// Sends what the live lane is offered, one batch at a time, never retrying: a batch
+    /// that fails stays in the queue for the in-order reader. Never returns.
+    async fn live_pump(&self, st: &mut ShardState) {
+        let Some(live) = &self.queue.live else {
+            return std::future::pending().await;
+        };
+        loop {
+            match live.take() {
+                Some(batch) => self.deliver_live(batch, st).await,
+                None => live.offered.notified().await,
+            }
+        }
+    }
+
+    async fn deliver_live(&self, batch: LiveBatch, st: &mut ShardState) {
+        let Some(live) = &self.queue.live else {
+            return;
+        };
+        let Some(stats) = self.encode(&batch.samples, st) else {
+            live.mark_delivered(batch.seqs());
+            return;
+        };
+        let body = Bytes::copy_from_slice(&st.buf);
+        let answer = self.attempt(body.clone()).await;
+        let decision = self.policy.decide(
+            answer.outcome,
+            answer.retry_after.as_deref(),
+            0,
+            SystemTime::now(),
+            st.jitter.next(),
+        );
+        match decision {
+            Decision::Done => {
+                live.mark_delivered(batch.seqs());
+                live.set_receiver_up(true);
+                self.record_success(&stats, body.len());
+            }
+            Decision::Drop { reason } => {
+                live.mark_delivered(batch.seqs());
+                self.record_rejection(&stats, reason, &answer);
+            }
+            Decision::Retry { .. } => {
+                // No retry here: the in-order reader sends these samples from the queue.
+                live.set_receiver_up(false);
+                let outcome = match answer.outcome {
+                    Outcome::Transport => "transport",
+                    Outcome::Status(_) => "retryable",
+                };
+                self.telemetry
+                    .add(RW_REQUESTS, &self.with_label("outcome", outcome), 1.0);
+                tracing::debug!(endpoint = %self.endpoint, error = %answer.message,
+                    "live send failed; the samples stay queued");
             }
         }
     }
@@ -250,23 +411,23 @@ impl Sender {
         }
     }
 
-    /// Encodes one batch and sends it until it is accepted or refused, then releases it.
-    async fn deliver(&self, batch: &Batch, st: &mut RunState) {
+    /// Encodes samples into the shard's buffer, counting what cannot be sent; `None` when
+    /// nothing is left to send.
+    fn encode(&self, samples: &[Sample], st: &mut ShardState) -> Option<EncodeStats> {
         let stats = match st
             .encoder
-            .encode(&batch.samples, &self.external_labels, &mut st.buf)
+            .encode(samples, &self.external_labels, &mut st.buf)
         {
             Ok(stats) => stats,
             Err(e) => {
                 tracing::error!(
                     endpoint = %self.endpoint,
-                    samples = batch.samples.len(),
+                    samples = samples.len(),
                     error = %e,
                     "cannot encode batch; dropping it"
                 );
-                self.count_dropped(batch.samples.len(), "encode_error", true);
-                self.ack(batch);
-                return;
+                self.count_dropped(samples.len(), "encode_error", true);
+                return None;
             }
         };
         if stats.skipped_no_name > 0 {
@@ -277,14 +438,101 @@ impl Sender {
             );
             self.count_dropped(stats.skipped_no_name, "invalid", true);
         }
-        if stats.samples == 0 {
-            self.ack(batch);
-            return;
+        (stats.samples > 0).then_some(stats)
+    }
+
+    /// Encodes one request and sends it until it is accepted or refused for good.
+    ///
+    /// `recovering` marks the first window after start, which may repeat samples a crashed
+    /// predecessor had delivered without recording it: see [`Sender::deliver_suffixes`].
+    async fn deliver(&self, samples: &[Sample], st: &mut ShardState, flags: SendFlags) {
+        match self.send(samples, st, flags.catching_up).await {
+            Sent::Accepted | Sent::Nothing => {}
+            Sent::Refused {
+                stats,
+                reason,
+                answer,
+            } => {
+                let DropReason::Rejected { status } = reason;
+                if flags.recovering && status == 400 && samples.len() > 1 {
+                    self.deliver_suffixes(samples, st, flags.catching_up).await;
+                } else {
+                    self.record_rejection(&stats, reason, &answer);
+                }
+            }
         }
+    }
+
+    /// Delivers a refused request of the first window after a restart, series by series.
+    ///
+    /// A receiver without an out-of-order window refuses a whole request that holds one
+    /// sample older than its series' newest, and stores nothing of it. After a crash, the
+    /// window that was in flight is sent again and may mix samples stored before the crash
+    /// (always a prefix of each series, since each series is sent in order) with samples that
+    /// never arrived; refusing the lot would lose the latter. So each series is sent again
+    /// from its oldest sample, dropping one more of the oldest after each refusal: a refusal
+    /// stores nothing, and the first accepted suffix stores every sample the receiver lacked.
+    /// Costs at most one request per repeated sample, and only after a restart.
+    async fn deliver_suffixes(&self, samples: &[Sample], st: &mut ShardState, catching_up: bool) {
+        let mut series: Vec<Vec<Sample>> = Vec::new();
+        let mut index: std::collections::HashMap<&Labels, usize> = Default::default();
+        for s in samples {
+            let i = *index.entry(&s.labels).or_insert_with(|| {
+                series.push(Vec::new());
+                series.len() - 1
+            });
+            series[i].push(s.clone());
+        }
+        for one in &series {
+            let mut skipped = 0;
+            let mut last_refusal = None;
+            while skipped < one.len() {
+                match self.send(&one[skipped..], st, catching_up).await {
+                    Sent::Accepted | Sent::Nothing => break,
+                    Sent::Refused {
+                        stats,
+                        reason,
+                        answer,
+                    } => {
+                        last_refusal = Some((stats, reason, answer));
+                        skipped += 1;
+                    }
+                }
+            }
+            if skipped == one.len() {
+                // Refused to the last sample: a real rejection, counted once per sample.
+                if let Some((mut stats, reason, answer)) = last_refusal {
+                    stats.samples = one.len();
+                    self.record_rejection(&stats, reason, &answer);
+                }
+            } else if skipped > 0 {
+                tracing::info!(
+                    endpoint = %self.endpoint,
+                    samples = skipped,
+                    "after the restart, skipped samples the receiver already held"
+                );
+                self.telemetry.add(
+                    RW_SAMPLES_DROPPED,
+                    &self.with_label("reason", "duplicate"),
+                    skipped as f64,
+                );
+            }
+        }
+    }
+
+    /// Encodes `samples` and sends them until the receiver answers for good; records
+    /// successes and retries, and leaves refusals to the caller.
+    async fn send(&self, samples: &[Sample], st: &mut ShardState, catching_up: bool) -> Sent {
+        let Some(stats) = self.encode(samples, st) else {
+            return Sent::Nothing;
+        };
         // The same bytes go out on every attempt: timestamps never change on retry.
         let body = Bytes::copy_from_slice(&st.buf);
         let mut attempt = 0u32;
         loop {
+            if catching_up {
+                self.pace(body.len()).await;
+            }
             let answer = self.attempt(body.clone()).await;
             let decision = self.policy.decide(
                 answer.outcome,
@@ -293,9 +541,11 @@ impl Sender {
                 SystemTime::now(),
                 st.jitter.next(),
             );
+            if let Some(live) = &self.queue.live {
+                live.set_receiver_up(!matches!(decision, Decision::Retry { .. }));
+            }
             match decision {
                 Decision::Done => {
-                    self.ack(batch);
                     self.record_success(&stats, body.len());
                     if attempt > 0 {
                         tracing::info!(
@@ -304,15 +554,18 @@ impl Sender {
                             "batch delivered after retries"
                         );
                     }
-                    if let Some(summary) = st.rejections.end() {
+                    let summary = self.rejections().end();
+                    if let Some(summary) = summary {
                         self.log_rejection_summary(&summary, "before this success");
                     }
-                    return;
+                    return Sent::Accepted;
                 }
                 Decision::Drop { reason } => {
-                    self.ack(batch);
-                    self.record_rejection(&stats, reason, &answer, st);
-                    return;
+                    return Sent::Refused {
+                        stats,
+                        reason,
+                        answer,
+                    }
                 }
                 Decision::Retry { after } => {
                     self.record_retry(&stats, &answer, attempt, after);
@@ -320,6 +573,20 @@ impl Sender {
                     attempt = attempt.saturating_add(1);
                 }
             }
+        }
+    }
+
+    /// Waits until the catch-up byte budget allows `bytes` more.
+    async fn pace(&self, bytes: usize) {
+        let Some(bucket) = &self.catchup else {
+            return;
+        };
+        let wait = bucket
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .acquire(self.epoch.elapsed(), bytes as u64);
+        if !wait.is_zero() {
+            self.timer.sleep(wait).await;
         }
     }
 
@@ -427,21 +694,15 @@ impl Sender {
         );
     }
 
-    fn record_rejection(
-        &self,
-        stats: &EncodeStats,
-        reason: DropReason,
-        answer: &Answer,
-        st: &mut RunState,
-    ) {
+    fn record_rejection(&self, stats: &EncodeStats, reason: DropReason, answer: &Answer) {
         self.telemetry
             .add(RW_REQUESTS, &self.with_label("outcome", "rejected"), 1.0);
         self.count_dropped(stats.samples, reason.as_label(), true);
         let DropReason::Rejected { status } = reason;
-        match st
-            .rejections
-            .rejected(Instant::now(), stats.samples, status, &answer.message)
-        {
+        let report =
+            self.rejections()
+                .rejected(Instant::now(), stats.samples, status, &answer.message);
+        match report {
             RejectionReport::First => {
                 let hint = if (300..400).contains(&status) {
                     "; the URL redirects, point it at the final write endpoint"
@@ -516,6 +777,29 @@ impl Sender {
     }
 }
 
+/// How a request is sent.
+#[derive(Debug, Clone, Copy)]
+struct SendFlags {
+    /// The endpoint is behind: the catch-up byte budget applies.
+    catching_up: bool,
+    /// First window after start: may repeat samples delivered before a crash.
+    recovering: bool,
+}
+
+/// How a request ended.
+enum Sent {
+    /// Accepted (2xx).
+    Accepted,
+    /// Nothing to send (every sample was unencodable, and counted).
+    Nothing,
+    /// Refused for good.
+    Refused {
+        stats: EncodeStats,
+        reason: DropReason,
+        answer: Answer,
+    },
+}
+
 /// What one attempt got back.
 struct Answer {
     outcome: Outcome,
@@ -524,24 +808,42 @@ struct Answer {
     message: String,
 }
 
-/// State of one `run`, kept across batches.
+/// State of one `run`, kept across windows.
 struct RunState {
-    encoder: Encoder,
-    buf: Vec<u8>,
+    /// One per possible shard.
+    shards: Vec<ShardState>,
+    /// For the backoff after a queue read error.
     jitter: Jitter,
-    rejections: RejectionLog,
     /// When the oldest pending sample started waiting (as far as the sender can tell).
     oldest: Option<Instant>,
+    /// No window was sent yet from a durable queue.
+    first_window: bool,
 }
 
 impl RunState {
-    fn new() -> Self {
+    fn new(max_shards: usize, durable_queue: bool) -> Self {
         RunState {
+            shards: (0..max_shards.max(1)).map(|_| ShardState::new()).collect(),
+            jitter: Jitter::new(),
+            oldest: None,
+            first_window: durable_queue,
+        }
+    }
+}
+
+/// What one concurrent request stream reuses from request to request.
+struct ShardState {
+    encoder: Encoder,
+    buf: Vec<u8>,
+    jitter: Jitter,
+}
+
+impl ShardState {
+    fn new() -> Self {
+        ShardState {
             encoder: Encoder::new(),
             buf: Vec::new(),
             jitter: Jitter::new(),
-            rejections: RejectionLog::default(),
-            oldest: None,
         }
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod capture;
 pub mod openai;
+pub mod rw_receiver;
 pub mod target;
 
 use std::collections::BTreeMap;
@@ -156,6 +157,14 @@ impl ChildGuard {
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -{signal} {} failed", self.id());
+    }
+
+    /// Kills the process (SIGKILL) and reaps it now; later calls do nothing.
+    pub fn kill_now(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Polls until the process exits or `timeout` passes; `None` on timeout.
@@ -481,8 +490,44 @@ pub trait QueryApi {
 pub struct Prometheus {
     guard: ChildGuard,
     port: u16,
+    /// The command line, to start it again on the same port and storage.
+    command: PromCommand,
+    restarts: u32,
     // Declared last so it is removed after the process is killed.
     dir: TempDir,
+}
+
+/// What is needed to start the same Prometheus again.
+#[derive(Clone)]
+struct PromCommand {
+    bin: PathBuf,
+    config_yaml: String,
+    agent_mode: bool,
+    extra: Vec<String>,
+}
+
+impl PromCommand {
+    fn build(&self, port: u16, dir: &Path) -> Command {
+        let config = dir.join("prometheus.yml");
+        std::fs::write(&config, &self.config_yaml).expect("write prometheus.yml");
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg(format!("--config.file={}", config.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"));
+        // Agent mode uses a WAL directory instead of a TSDB and refuses the TSDB flag.
+        if self.agent_mode {
+            cmd.arg(format!(
+                "--storage.agent.path={}",
+                dir.join("wal").display()
+            ));
+        } else {
+            cmd.arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ));
+        }
+        cmd.args(&self.extra);
+        cmd
+    }
 }
 
 /// A configuration with no scrape jobs: the server only receives remote writes.
@@ -504,33 +549,46 @@ impl Prometheus {
     ///
     /// Storage and the listen address are set here; readiness is `/-/ready`.
     pub async fn start_with(config_yaml: &str, extra_args: &[&str]) -> Option<Prometheus> {
-        let bin = require_binary("prometheus")?;
-        let agent_mode = extra_args.iter().any(|a| a.contains("agent"));
-        let extra: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
-        let config_yaml = config_yaml.to_string();
+        let command = PromCommand {
+            bin: require_binary("prometheus")?,
+            config_yaml: config_yaml.to_string(),
+            agent_mode: extra_args.iter().any(|a| a.contains("agent")),
+            extra: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        let build = command.clone();
         let (guard, port, dir) = start_server("prometheus", "/-/ready", move |port, dir| {
-            let config = dir.join("prometheus.yml");
-            std::fs::write(&config, &config_yaml).expect("write prometheus.yml");
-            let mut cmd = Command::new(&bin);
-            cmd.arg(format!("--config.file={}", config.display()))
-                .arg(format!("--web.listen-address=127.0.0.1:{port}"));
-            // Agent mode uses a WAL directory instead of a TSDB and refuses the TSDB flag.
-            if agent_mode {
-                cmd.arg(format!(
-                    "--storage.agent.path={}",
-                    dir.join("wal").display()
-                ));
-            } else {
-                cmd.arg(format!(
-                    "--storage.tsdb.path={}",
-                    dir.join("data").display()
-                ));
-            }
-            cmd.args(&extra);
-            cmd
+            build.build(port, dir)
         })
         .await;
-        Some(Prometheus { guard, port, dir })
+        Some(Prometheus {
+            guard,
+            port,
+            command,
+            restarts: 0,
+            dir,
+        })
+    }
+
+    /// Kills the server with SIGKILL, as a crash or an OOM kill would; its port and storage
+    /// are kept for [`Prometheus::restart`]. Writes to it fail until then.
+    pub fn kill(&mut self) {
+        self.guard.kill_now();
+    }
+
+    /// Starts the server again on the same port with the same storage (it replays its WAL)
+    /// and waits until it is ready.
+    pub async fn restart(&mut self) {
+        self.guard.kill_now();
+        self.restarts += 1;
+        let name = format!("prometheus-restart-{}", self.restarts);
+        let cmd = self.command.build(self.port, self.dir.path());
+        self.guard = ChildGuard::spawn(&name, cmd, self.dir.path())
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let url = format!("{}/-/ready", self.base_url());
+        if !wait_ready(&http_client(), &url, &mut self.guard).await {
+            self.guard.dump_logs();
+            panic!("prometheus did not restart on port {}", self.port);
+        }
     }
 
     /// The listen port.
@@ -918,13 +976,24 @@ impl Pushprobe {
 
     /// Starts `pushprobe run --config FILE [extra args]` in the background.
     pub fn spawn_run(&self, extra_args: &[&str]) -> RunningAgent {
+        self.spawn_run_as("run", extra_args)
+    }
+
+    /// Like [`Pushprobe::spawn_run`], with its output in `NAME.stdout`/`NAME.stderr`, so a
+    /// second agent on the same configuration keeps the first one's logs.
+    pub fn spawn_run_as(&self, name: &str, extra_args: &[&str]) -> RunningAgent {
         let config = self.config.to_string_lossy().into_owned();
         let mut args = vec!["run", "--config", config.as_str()];
         args.extend_from_slice(extra_args);
         let started_ms = now_ms();
-        let guard = ChildGuard::spawn("run", self.command(&args), self.dir.path())
+        let guard = ChildGuard::spawn(name, self.command(&args), self.dir.path())
             .expect("spawn pushprobe run");
         RunningAgent { guard, started_ms }
+    }
+
+    /// Replaces the configuration file (for the next command run).
+    pub fn rewrite_config(&self, config_toml: &str) {
+        std::fs::write(&self.config, config_toml).expect("rewrite config");
     }
 }
 
@@ -973,6 +1042,31 @@ impl RunningAgent {
     /// Everything written to stderr so far (logs).
     pub fn stderr(&self) -> String {
         self.guard.stderr()
+    }
+
+    /// Kills the agent with SIGKILL (no shutdown, no flush: as the OOM killer does) and
+    /// returns what it had logged.
+    pub fn kill(mut self) -> String {
+        self.guard.kill_now();
+        self.guard.stderr()
+    }
+
+    /// Polls until the agent exits by itself (at most `timeout`), returning what it printed.
+    pub async fn wait_exit(mut self, timeout: Duration) -> Finished {
+        let status = match self.guard.wait_timeout(timeout).await {
+            Some(status) => status,
+            None => {
+                self.guard.dump_logs();
+                panic!("pushprobe run still running after {timeout:?}");
+            }
+        };
+        Finished {
+            status,
+            stdout: self.guard.stdout(),
+            stderr: self.guard.stderr(),
+            started_ms: self.started_ms,
+            finished_ms: now_ms(),
+        }
     }
 }
 

@@ -725,7 +725,10 @@ impl Inner {
             i += take;
         }
 
-        let mut outcome = AppendOutcome::default();
+        let mut outcome = AppendOutcome {
+            first_seq: self.next_seq,
+            ..AppendOutcome::default()
+        };
         let records = std::mem::take(&mut self.records);
         let buf = std::mem::take(&mut self.buf);
         let mut at = 0usize;
@@ -993,6 +996,7 @@ impl Inner {
             (self.clock)().saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX))
         });
         let mut out: Vec<Sample> = Vec::with_capacity(max.min(4096));
+        let mut seqs: Vec<Seq> = Vec::with_capacity(max.min(4096));
         let mut last_seen: Option<Seq> = None;
         let next = self.consumers[index].next;
         let mut seg_idx = self.segments.partition_point(|s| s.end_seq() <= next);
@@ -1094,6 +1098,7 @@ impl Inner {
                         continue;
                     }
                     out.push(s);
+                    seqs.push(seq);
                 }
                 seen_end = h.end_seq();
                 offset += h.record_len();
@@ -1110,6 +1115,7 @@ impl Inner {
         }
         Ok(Some(Batch {
             samples: out,
+            seqs,
             last_seq,
         }))
     }

@@ -202,6 +202,10 @@ fn settings(url: reqwest::Url) -> RemoteWriteSettings {
         queue_capacity: 100,
         min_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(100),
+        min_shards: 1,
+        max_shards: 4,
+        accepts_out_of_order: false,
+        max_catchup_bytes_per_second: None,
     }
 }
 
@@ -237,15 +241,27 @@ impl Harness {
         fire: bool,
         tweak: impl FnOnce(&mut RemoteWriteSettings),
     ) -> tokio::task::JoinHandle<()> {
+        self.start_sender(fire, false, tweak)
+    }
+
+    fn start_sender(
+        &self,
+        fire: bool,
+        durable: bool,
+        tweak: impl FnOnce(&mut RemoteWriteSettings),
+    ) -> tokio::task::JoinHandle<()> {
         let mut s = settings(self.receiver.url.clone());
         tweak(&mut s);
         let ext = Labels::from_pairs([("cluster", "edge-1")]).unwrap();
-        let sender = Sender::new(s, ext, self.queue.clone(), self.telemetry.clone())
+        let mut sender = Sender::new(s, ext, self.queue.clone(), self.telemetry.clone())
             .unwrap()
             .with_timer(Arc::new(TestTimer {
                 log: self.log.clone(),
                 fire,
             }));
+        if durable {
+            sender = sender.with_durable_queue();
+        }
         tokio::spawn(sender.run(self.drain.clone(), self.abort.clone()))
     }
 
@@ -737,4 +753,256 @@ fn jitter_draws_are_uniform_in_unit_interval() {
     let low = draws.iter().filter(|d| **d < 0.5).count();
     // Loose: a broken generator (constant, stuck at 0) fails, a fair one never does.
     assert!((4_000..6_000).contains(&low), "{low}");
+}
+
+/// Appends `per_series` samples to each of `series` series, interleaved as probe runs are.
+fn append_series(queue: &SharedQueue, series: usize, per_series: i64) {
+    let labels: Vec<Arc<Labels>> = (0..series)
+        .map(|i| {
+            Arc::new(Labels::with_name("probe_success", [("probe", format!("p{i}"))]).unwrap())
+        })
+        .collect();
+    for ts in 0..per_series {
+        let batch: Vec<Sample> = labels
+            .iter()
+            .map(|l| Sample {
+                labels: l.clone(),
+                value: ts as f64,
+                timestamp_ms: ts,
+            })
+            .collect();
+        queue.append(&batch).unwrap();
+    }
+}
+
+/// `(probe label, timestamp)` of every sample the receiver got, in arrival order.
+fn received(h: &Harness) -> Vec<(String, i64)> {
+    let captured = h.receiver.captured.lock().unwrap();
+    let mut out = Vec::new();
+    for c in captured.iter() {
+        for ts in &c.request.timeseries {
+            let probe = ts
+                .labels
+                .iter()
+                .find(|l| l.name == "probe")
+                .map(|l| l.value.clone())
+                .unwrap();
+            out.extend(ts.samples.iter().map(|s| (probe.clone(), s.timestamp)));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn parallel_shards_send_every_sample_once_and_each_series_in_order() {
+    let h = Harness::new(vec![]).await;
+    append_series(&h.queue, 8, 10);
+    h.drain.cancel();
+    finish(h.start(true, |s| s.max_shards = 4)).await;
+
+    let got = received(&h);
+    assert_eq!(got.len(), 80);
+    let mut per_series: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+    for (probe, ts) in got {
+        per_series.entry(probe).or_default().push(ts);
+    }
+    assert_eq!(per_series.len(), 8);
+    for (probe, stamps) in per_series {
+        assert_eq!(stamps, (0..10).collect::<Vec<_>>(), "series {probe}");
+    }
+    assert_eq!(h.queue.pending(), 0);
+    assert_eq!(h.metric(RW_SAMPLES_SENT, None), 80.0);
+}
+
+#[tokio::test]
+async fn a_rejected_shard_is_dropped_and_the_other_shards_still_deliver() {
+    let h = Harness::new(vec![Reply::Status {
+        status: 400,
+        headers: vec![],
+        body: "out of order sample".into(),
+    }])
+    .await;
+    append_series(&h.queue, 8, 3);
+    h.drain.cancel();
+    finish(h.start(true, |s| s.max_shards = 4)).await;
+
+    let requests = h.receiver.captured.lock().unwrap().len();
+    assert!(requests >= 2, "{requests} requests");
+    assert_eq!(h.metric(RW_REQUESTS, Some(("outcome", "rejected"))), 1.0);
+    let failed = h.metric(RW_SAMPLES_FAILED, None);
+    let sent = h.metric(RW_SAMPLES_SENT, None);
+    assert!(failed > 0.0 && sent > 0.0);
+    assert_eq!(failed + sent, 24.0);
+    assert_eq!(h.queue.pending(), 0);
+}
+
+#[tokio::test]
+async fn catch_up_requests_wait_for_the_byte_budget_but_the_last_window_does_not() {
+    let h = Harness::new(vec![]).await;
+    h.append(1..10);
+    h.drain.cancel();
+    finish(h.start(true, |s| {
+        s.max_shards = 1;
+        s.max_catchup_bytes_per_second = Some(1);
+    }))
+    .await;
+    let events = h.log.events();
+    assert!(
+        matches!(
+            events.as_slice(),
+            [
+                Event::Sleep(_),
+                Event::Request(3),
+                Event::Sleep(_),
+                Event::Request(3),
+                Event::Request(3)
+            ]
+        ),
+        "{events:?}"
+    );
+    assert_eq!(h.metric(RW_SAMPLES_SENT, None), 9.0);
+}
+
+#[tokio::test]
+async fn live_lane_sends_fresh_samples_while_the_backlog_request_is_stuck() {
+    let mut h = Harness::new(vec![Reply::Hang]).await;
+    h.queue = SharedQueue::with_live_lane(
+        Box::new(MemoryQueue::new(100)),
+        Some(crate::queue::live::LiveLane::new(3, 12)),
+    );
+    h.append(1..7);
+    let handle = h.start(true, |s| {
+        s.max_shards = 1;
+        s.accepts_out_of_order = true;
+    });
+    // The oldest window is in flight and never answered.
+    h.log.until(|e| e.contains(&Event::Request(3))).await;
+    // Fresh samples behind a backlog of three take the live lane.
+    h.append(100..102);
+    h.log.until(|e| e.contains(&Event::Request(2))).await;
+    // The answer is processed a moment after the receiver logged the request.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while h.metric(RW_SAMPLES_SENT, None) < 2.0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("live batch accepted");
+    h.abort.cancel();
+    finish(handle).await;
+    assert_eq!(h.timestamps(0), [1, 2, 3]);
+    assert_eq!(h.timestamps(1), [100, 101]);
+    // The live samples stay queued until the in-order reader passes them (then skipped).
+    assert_eq!(h.queue.pending(), 8);
+    assert_eq!(h.metric(RW_SAMPLES_SENT, None), 2.0);
+}
+
+#[tokio::test]
+async fn in_order_reader_skips_what_the_live_lane_delivered() {
+    let mut h = Harness::new(vec![]).await;
+    let lane = crate::queue::live::LiveLane::new(3, 12);
+    h.queue = SharedQueue::with_live_lane(Box::new(MemoryQueue::new(100)), Some(lane));
+    h.append(1..7);
+    // As if the live lane had delivered samples 3 and 4 (sequence numbers 2 and 3).
+    h.queue.live.as_ref().unwrap().mark_delivered(2..4);
+    h.drain.cancel();
+    finish(h.start(true, |s| s.max_shards = 1)).await;
+    let requests = h.receiver.captured.lock().unwrap().len();
+    let all: Vec<i64> = (0..requests).flat_map(|i| h.timestamps(i)).collect();
+    assert_eq!(all, [1, 2, 5, 6]);
+    assert_eq!(h.queue.pending(), 0);
+}
+
+/// A receiver that, like Prometheus without an out-of-order window, refuses a whole request
+/// holding a sample older than its series' newest, and stores nothing of it.
+async fn strict_receiver(stored: Vec<i64>) -> (reqwest::Url, Arc<Mutex<Vec<i64>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stored = Arc::new(Mutex::new(stored));
+    let shared = stored.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let stored = shared.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let stored = stored.clone();
+                    async move {
+                        let raw = req.into_body().collect().await?.to_bytes();
+                        let plain = snap::raw::Decoder::new().decompress_vec(&raw).unwrap();
+                        let request = proto::WriteRequest::decode(plain.as_slice()).unwrap();
+                        let mut stored = stored.lock().unwrap();
+                        let mut newest = stored.last().copied().unwrap_or(i64::MIN);
+                        let mut add = Vec::new();
+                        let mut status = 204;
+                        for s in request.timeseries.iter().flat_map(|t| &t.samples) {
+                            if s.timestamp < newest {
+                                status = 400;
+                                break;
+                            }
+                            if s.timestamp > newest {
+                                add.push(s.timestamp);
+                            }
+                            newest = s.timestamp;
+                        }
+                        if status == 204 {
+                            stored.extend(add);
+                        }
+                        Ok::<_, hyper::Error>(
+                            hyper::Response::builder()
+                                .status(status)
+                                .body(Full::new(Bytes::from(if status == 400 {
+                                    "out of order sample"
+                                } else {
+                                    ""
+                                })))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (
+        format!("http://{addr}/api/v1/write").parse().unwrap(),
+        stored,
+    )
+}
+
+#[tokio::test]
+async fn after_a_restart_a_window_mixing_stored_and_new_samples_loses_none() {
+    // Before the crash, samples 1..=4 reached the receiver but were not recorded as sent.
+    let (url, stored) = strict_receiver(vec![1, 2, 3, 4]).await;
+    let h = Harness::new(vec![]).await;
+    h.append(1..10);
+    h.drain.cancel();
+    finish(h.start_sender(true, true, |s| {
+        s.url = url;
+        s.max_samples_per_send = 10;
+    }))
+    .await;
+    assert_eq!(*stored.lock().unwrap(), (1..10).collect::<Vec<_>>());
+    assert_eq!(h.queue.pending(), 0);
+    assert_eq!(
+        h.metric(RW_SAMPLES_DROPPED, Some(("reason", "duplicate"))),
+        3.0
+    );
+    assert_eq!(h.metric(RW_SAMPLES_FAILED, None), 0.0);
+}
+
+#[tokio::test]
+async fn without_a_durable_queue_a_refused_window_is_dropped_whole() {
+    let (url, stored) = strict_receiver(vec![1, 2, 3, 4]).await;
+    let h = Harness::new(vec![]).await;
+    h.append(1..10);
+    h.drain.cancel();
+    finish(h.start(true, |s| {
+        s.url = url;
+        s.max_samples_per_send = 10;
+    }))
+    .await;
+    assert_eq!(*stored.lock().unwrap(), [1, 2, 3, 4]);
+    assert_eq!(h.metric(RW_SAMPLES_FAILED, None), 9.0);
 }
