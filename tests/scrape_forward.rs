@@ -1,6 +1,6 @@
 //! Scrape and forward: pushprobe scrapes real exporters and local targets and remote-writes
 //! the samples; the results are checked against what a real Prometheus stores when it scrapes
-//! the same target itself, and against a capture receiver for the exact bytes (staleness
+//! the same target itself, and against a scripted receiver for the exact bytes (staleness
 //! bits, metadata).
 
 mod common;
@@ -8,6 +8,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use common::rw_receiver::RwReceiver;
 use common::*;
 use pushprobe::series::STALE_NAN_BITS;
 
@@ -242,7 +243,7 @@ async fn a_target_turning_invalid_goes_down_and_its_series_go_stale_in_prometheu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_sends_prometheus_scrape_headers_samples_and_metadata() {
-    let receiver = CaptureReceiver::start().await;
+    let receiver = RwReceiver::start(|_, _| 204).await;
     let target = TargetServer::start_with(Reply {
         body: "# TYPE build_info info\n# HELP build_info Build.\nbuild_info{version=\"1\"} 1\n\
                # TYPE io_bytes counter\n# UNIT io_bytes bytes\n# HELP io_bytes Bytes moved.\n\
@@ -276,7 +277,7 @@ async fn once_sends_prometheus_scrape_headers_samples_and_metadata() {
         .last_header("user-agent")
         .is_some_and(|ua| ua.starts_with("pushprobe/")));
 
-    let samples = receiver.samples();
+    let samples = receiver.accepted_samples();
     let find = |name: &str| {
         samples
             .iter()
@@ -296,7 +297,7 @@ async fn once_sends_prometheus_scrape_headers_samples_and_metadata() {
     assert_eq!(find("build_info").label("version"), Some("1"));
 
     let metadata: Vec<_> = receiver
-        .requests()
+        .accepted_requests()
         .into_iter()
         .flat_map(|r| r.metadata)
         .collect();
@@ -318,7 +319,7 @@ async fn once_sends_prometheus_scrape_headers_samples_and_metadata() {
     let done = agent.once().await;
     done.assert_code(1);
     let ups: Vec<f64> = receiver
-        .samples()
+        .accepted_samples()
         .iter()
         .filter(|s| s.label("__name__") == Some("up"))
         .map(|s| s.value)
@@ -328,7 +329,7 @@ async fn once_sends_prometheus_scrape_headers_samples_and_metadata() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_queues_exact_staleness_markers_before_the_drain() {
-    let receiver = CaptureReceiver::start().await;
+    let receiver = RwReceiver::start(|_, _| 204).await;
     let target = TargetServer::start_with(Reply {
         body: "a 1\nb{x=\"y\"} 2\n".into(),
         ..Reply::default()
@@ -344,7 +345,7 @@ async fn shutdown_queues_exact_staleness_markers_before_the_drain() {
     let run = agent.spawn_run(&[]);
     let deadline = Instant::now() + DATA_TIMEOUT;
     while !receiver
-        .samples()
+        .accepted_samples()
         .iter()
         .any(|s| s.label("__name__") == Some("b"))
     {
@@ -354,7 +355,7 @@ async fn shutdown_queues_exact_staleness_markers_before_the_drain() {
     let done = run.terminate(Duration::from_secs(30)).await;
     done.assert_code(0);
 
-    let samples = receiver.samples();
+    let samples = receiver.accepted_samples();
     for name in [
         "a",
         "b",

@@ -9,7 +9,6 @@
 // Each test binary includes this module and uses only part of it.
 #![allow(dead_code)]
 
-pub mod capture;
 pub mod openai;
 pub mod rw_receiver;
 pub mod target;
@@ -27,8 +26,6 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 // Re-exported so tests need only `use common::*`; not every test binary uses both.
-#[allow(unused_imports)]
-pub use capture::{CaptureReceiver, CapturedSample};
 #[allow(unused_imports)]
 pub use target::{Reply, TargetServer};
 

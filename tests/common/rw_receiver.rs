@@ -2,7 +2,8 @@
 //! decide the status of each, and tallies the samples it accepted and refused per series.
 //!
 //! For behaviour a real receiver cannot be made to show on demand (refusing some requests
-//! with 400 while accepting others). It runs on the test's tokio runtime and stops when the
+//! with 400 while accepting others), and for what a real receiver does not show: the exact
+//! value bits (staleness markers) and metadata-only requests, kept for every accepted request. It runs on the test's tokio runtime and stops when the
 //! [`RwReceiver`] is dropped.
 
 use std::collections::BTreeMap;
@@ -38,6 +39,29 @@ struct State {
     requests: usize,
     /// By the series' labels as `name{k="v",…}` (sorted).
     series: BTreeMap<String, Tally>,
+    /// Every accepted request, decoded.
+    accepted: Vec<WriteRequest>,
+}
+
+/// One accepted sample: its series' labels in wire order, the value and the timestamp.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CapturedSample {
+    /// `(name, value)` pairs in wire order, `__name__` included.
+    pub labels: Vec<(String, String)>,
+    /// The value, bits intact.
+    pub value: f64,
+    /// Milliseconds since the epoch.
+    pub timestamp_ms: i64,
+}
+
+impl CapturedSample {
+    /// The value of label `name`, if present.
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// The receiver; see the module documentation.
@@ -116,6 +140,33 @@ impl RwReceiver {
     }
 }
 
+impl RwReceiver {
+    /// Every accepted request so far, decoded (metadata-only requests included).
+    pub fn accepted_requests(&self) -> Vec<WriteRequest> {
+        self.state.lock().expect("receiver state").accepted.clone()
+    }
+
+    /// Every accepted sample so far, in arrival order.
+    pub fn accepted_samples(&self) -> Vec<CapturedSample> {
+        let mut out = Vec::new();
+        for req in self.accepted_requests() {
+            for ts in &req.timeseries {
+                let labels: Vec<(String, String)> = ts
+                    .labels
+                    .iter()
+                    .map(|l| (l.name.clone(), l.value.clone()))
+                    .collect();
+                out.extend(ts.samples.iter().map(|s| CapturedSample {
+                    labels: labels.clone(),
+                    value: s.value,
+                    timestamp_ms: s.timestamp,
+                }));
+            }
+        }
+        out
+    }
+}
+
 impl Drop for RwReceiver {
     fn drop(&mut self) {
         self.task.abort();
@@ -155,6 +206,9 @@ async fn respond(
         } else if (400..500).contains(&status) {
             tally.refused.extend(stamps);
         }
+    }
+    if accepted {
+        st.accepted.push(request);
     }
     drop(st);
     if accepted {
