@@ -131,3 +131,58 @@ async fn wrapped_job_reaches_prometheus_and_the_pushgateway() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_beside_a_running_agent_on_the_same_data_dir_still_delivers() {
+    let Some(prom) = Prometheus::start().await else {
+        return;
+    };
+    let data_dir = tempfile::tempdir().unwrap();
+    // The shared configuration a host would have: the agent and the cron job read the same file.
+    let config = format!(
+        r#"
+[agent]
+data_dir = "{}"
+drain_timeout = "20s"
+
+[[remote_write]]
+url = "{}"
+batch_send_deadline = "1s"
+"#,
+        data_dir.path().display(),
+        prom.write_url()
+    );
+    let agent = Pushprobe::with_config(&config);
+    let running = agent.spawn_run(&[]);
+    // The running agent takes the lock at start; wait until it has created it.
+    let lock = data_dir.path().join("pushprobe.lock");
+    for _ in 0..600 {
+        if lock.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(lock.exists(), "the running agent never took its data_dir");
+
+    let job = agent
+        .run_to_end(
+            "exec-beside",
+            &["exec", "--job", "beside", "--", "sh", "-c", "exit 5"],
+            Duration::from_secs(60),
+        )
+        .await;
+    job.assert_code(5);
+    assert!(
+        job.stderr.contains("memory queues"),
+        "no warning about the held data_dir:\n{}",
+        job.stderr
+    );
+    let code = prom
+        .wait_for_any(r#"pushprobe_job_exit_code{job="beside"}"#)
+        .await;
+    assert_eq!(code[0].value, 5.0);
+    running
+        .terminate(Duration::from_secs(60))
+        .await
+        .assert_code(0);
+}
