@@ -1201,17 +1201,25 @@ pub(crate) mod tests {
     use super::*;
 
     fn parse(toml: &str) -> Result<Settings, String> {
-        parse_with_env(toml, &[])
+        parse_in_jail(toml, &[], &[])
     }
 
     /// Loads and validates `toml` as `pushprobe.toml` inside a figment jail with the given
-    /// environment, joining every error into one string (for the config modules' tests).
-    pub(crate) fn parse_with_env(toml: &str, env: &[(&str, &str)]) -> Result<Settings, String> {
+    /// environment and extra files, joining every error into one string (for the config
+    /// modules' tests).
+    pub(crate) fn parse_in_jail(
+        toml: &str,
+        env: &[(&str, &str)],
+        files: &[(&str, &str)],
+    ) -> Result<Settings, String> {
         let mut out = Err(String::new());
         figment::Jail::expect_with(|jail| {
             jail.create_file("pushprobe.toml", toml)?;
             for (k, v) in env {
                 jail.set_env(k, v);
+            }
+            for (name, contents) in files {
+                jail.create_file(name, contents)?;
             }
             out = load(Path::new("pushprobe.toml"), true)
                 .map_err(|e| e.to_string())

@@ -386,7 +386,7 @@ mod tests {
 
     fn parse_with(toml: &str, key: Option<&str>) -> Result<Settings, String> {
         let env: Vec<(&str, &str)> = key.map(|k| ("RELAY_API_KEY", k)).into_iter().collect();
-        crate::config::tests::parse_with_env(toml, &env)
+        crate::config::tests::parse_in_jail(toml, &env, &[])
     }
 
     fn openai(s: &Settings) -> &OpenAiProbeSettings {

@@ -301,29 +301,12 @@ fn target_url(s: &ScrapeConfig, address: &str) -> Option<reqwest::Url> {
 #[cfg(test)]
 #[allow(clippy::result_large_err)]
 mod tests {
-    use std::path::Path;
 
-    use super::super::{load, Settings};
+    use super::super::Settings;
     use super::*;
 
     fn parse(toml: &str) -> Result<Settings, String> {
-        let mut out = Err(String::new());
-        figment::Jail::expect_with(|jail| {
-            jail.create_file("pushprobe.toml", toml)?;
-            jail.create_file("token", "s3cret\n")?;
-            out = load(Path::new("pushprobe.toml"), true)
-                .map_err(|e| e.to_string())
-                .and_then(|f| {
-                    f.validate("pushprobe.toml").map_err(|errs| {
-                        errs.iter()
-                            .map(|e| e.to_string())
-                            .collect::<Vec<_>>()
-                            .join("\n")
-                    })
-                });
-            Ok(())
-        });
-        out
+        crate::config::tests::parse_in_jail(toml, &[], &[("token", "s3cret\n")])
     }
 
     const RW: &str = "[[remote_write]]\nurl = \"http://127.0.0.1:9090/api/v1/write\"\n";

@@ -158,18 +158,7 @@ impl Sender {
         if settings.max_samples_per_send == 0 {
             return Err(fail("max_samples_per_send must be > 0".into()));
         }
-        let (headers, secrets) = request_headers(&settings).map_err(fail)?;
-        let tls =
-            crate::tls::client_config_for_url(&settings.url, &settings.tls, &[b"h2", b"http/1.1"])
-                .map_err(|e| fail(e.to_string()))?;
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .timeout(settings.timeout)
-            // A 301/302 would turn the POST into a body-less GET; a remote-write URL that
-            // redirects is a configuration error, reported as a rejection.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| fail(format!("building the HTTP client: {}", error_chain(&e))))?;
+        let (client, headers, secrets) = endpoint_client(&settings).map_err(fail)?;
 
         let sender = Sender {
             endpoint,
@@ -850,6 +839,27 @@ impl ShardState {
 
 /// Builds the headers of every request (protocol headers, the user's, then credentials) and
 /// lists the credential texts they contain.
+/// The HTTP client for one remote-write endpoint (its TLS settings and timeout), the headers
+/// every request to it carries, and the credential values to scrub from receiver messages;
+/// shared by the sample sender and the metadata sender.
+pub(crate) fn endpoint_client(
+    settings: &RemoteWriteSettings,
+) -> Result<(reqwest::Client, HeaderMap, Vec<Secret>), String> {
+    let (headers, secrets) = request_headers(settings)?;
+    let tls =
+        crate::tls::client_config_for_url(&settings.url, &settings.tls, &[b"h2", b"http/1.1"])
+            .map_err(|e| e.to_string())?;
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(settings.timeout)
+        // A 301/302 would turn the POST into a body-less GET; a remote-write URL that
+        // redirects is a configuration error, reported as a rejection.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| format!("building the HTTP client: {}", error_chain(&e)))?;
+    Ok((client, headers, secrets))
+}
+
 pub(crate) fn request_headers(
     settings: &RemoteWriteSettings,
 ) -> Result<(HeaderMap, Vec<Secret>), String> {

@@ -19,7 +19,7 @@ use super::{FamilyType, ParsedFamily};
 use crate::config::RemoteWriteSettings;
 use crate::proto::{metric_metadata, MetricMetadata, WriteRequest};
 use crate::remote_write::encode::EncodeError;
-use crate::remote_write::sender::{request_headers, SenderError};
+use crate::remote_write::sender::{endpoint_client, SenderError};
 use crate::telemetry::{self, Telemetry};
 
 /// Most families remembered per target: an exporter with runaway metric names must not grow
@@ -166,15 +166,7 @@ impl MetadataSender {
             endpoint: settings.name.clone(),
             message,
         };
-        let (headers, _) = request_headers(settings).map_err(fail)?;
-        let tls = crate::tls::client_config(&settings.tls, &[b"h2", b"http/1.1"])
-            .map_err(|e| fail(e.to_string()))?;
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .timeout(settings.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| fail(format!("building the HTTP client: {e}")))?;
+        let (client, headers, _) = endpoint_client(settings).map_err(fail)?;
         for outcome in ["success", "failure"] {
             telemetry.add(
                 telemetry::RW_METADATA_REQUESTS,
