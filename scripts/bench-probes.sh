@@ -36,18 +36,6 @@ TARGET_BIN="$PWD/target/release/examples/bench_target"
 source scripts/lib.sh
 setup_workdir bench
 
-# CPU seconds (user + system) a process has used so far.
-CLK_TCK="$(getconf CLK_TCK)"
-cpu_seconds() {
-    # Fields after the command name, which is in parentheses and may contain spaces:
-    # utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-    sed 's/^.*) //' "/proc/$1/stat" | awk -v hz="$CLK_TCK" '{ printf "%.2f", ($12 + $13) / hz }'
-}
-# A /proc/PID/status memory field (VmHWM, VmRSS) in KiB.
-status_kib() {
-    awk -v key="$2:" '$1 == key { print $2 }' "/proc/$1/status"
-}
-
 # --- Unmeasured infrastructure: the targets and the receiver -------------------------------
 target_ports=4
 "$TARGET_BIN" "$target_ports" >"$work/target.ports" 2>"$work/target.log" &
@@ -160,22 +148,7 @@ wait_http "http://127.0.0.1:$prom_port/-/ready" prometheus
 
 echo "== Running: N=$N targets every 1s for ${DURATION}s (warm-up ${WARMUP}s not in the window)"
 sleep "$WARMUP"
-declare -A cpu0
-for p in "$pp_pid" "$bb_pid" "$prom_pid"; do
-    cpu0[$p]="$(cpu_seconds "$p")"
-done
-sleep "$DURATION"
-declare -A cpu1 hwm rss
-for p in "$pp_pid" "$bb_pid" "$prom_pid"; do
-    if [ ! -d "/proc/$p" ]; then
-        echo "bench: process $p exited during the run; logs in $work" >&2
-        tail -n 30 "$work"/*.log >&2
-        exit 1
-    fi
-    cpu1[$p]="$(cpu_seconds "$p")"
-    hwm[$p]="$(status_kib "$p" VmHWM)"
-    rss[$p]="$(status_kib "$p" VmRSS)"
-done
+measure_window "$DURATION" "$pp_pid" "$bb_pid" "$prom_pid"
 
 # Both sides must actually have probed successfully, or the comparison means nothing.
 curl -fsS -o /dev/null "http://127.0.0.1:$vm_port/internal/force_flush" || true

@@ -43,14 +43,6 @@ TARGET_BIN="$PWD/target/release/examples/scrape_target"
 source scripts/lib.sh
 setup_workdir bench-scrape
 
-CLK_TCK="$(getconf CLK_TCK)"
-cpu_seconds() {
-    # utime and stime are fields 14 and 15; the command name before them may hold spaces.
-    sed 's/^.*) //' "/proc/$1/stat" | awk -v hz="$CLK_TCK" '{ printf "%.2f", ($12 + $13) / hz }'
-}
-status_kib() {
-    awk -v key="$2:" '$1 == key { print $2 }' "/proc/$1/status"
-}
 
 # --- Unmeasured infrastructure: targets and the receiver --------------------------------------
 "$TARGET_BIN" "$N" "$M" >"$work/target.ports" 2>"$work/target.log" &
@@ -167,21 +159,7 @@ wait_http "http://127.0.0.1:$vma_port/health" vmagent
 
 echo "== Running: N=$N targets x M=$M series every $INTERVAL for ${DURATION}s (warm-up ${WARMUP}s)"
 sleep "$WARMUP"
-declare -A cpu0 cpu1 hwm rss
-for p in "$pp_pid" "$prom_pid" "$vma_pid"; do
-    cpu0[$p]="$(cpu_seconds "$p")"
-done
-sleep "$DURATION"
-for p in "$pp_pid" "$prom_pid" "$vma_pid"; do
-    if [ ! -d "/proc/$p" ]; then
-        echo "bench: process $p exited during the run; logs in $work" >&2
-        tail -n 30 "$work"/*.log >&2
-        exit 1
-    fi
-    cpu1[$p]="$(cpu_seconds "$p")"
-    hwm[$p]="$(status_kib "$p" VmHWM)"
-    rss[$p]="$(status_kib "$p" VmRSS)"
-done
+measure_window "$DURATION" "$pp_pid" "$prom_pid" "$vma_pid"
 
 curl -fsS -o /dev/null "http://127.0.0.1:$vm_port/internal/force_flush" || true
 sleep 2

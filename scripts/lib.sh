@@ -41,3 +41,38 @@ wait_http() {
     tail -n 50 "$work/$name.log" >&2 || true
     exit 1
 }
+
+# CPU seconds (utime + stime) a process has used so far.
+cpu_seconds() {
+    # utime and stime are fields 14 and 15 of the line; the command name before them is in
+    # parentheses and may hold spaces, so count after it (fields 12 and 13).
+    sed 's/^.*) //' "/proc/$1/stat" | awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($12 + $13) / hz }'
+}
+
+# status_kib PID FIELD: a /proc/PID/status memory field (VmHWM, VmRSS) in KiB.
+status_kib() {
+    awk -v key="$2:" '$1 == key { print $2 }' "/proc/$1/status"
+}
+
+# measure_window SECONDS PID...: runs the processes for SECONDS and fills the associative
+# arrays cpu0/cpu1 (CPU seconds at start and end), hwm and rss (KiB) for each PID; exits with
+# the processes' logs if one of them died meanwhile, since the comparison would be meaningless.
+measure_window() {
+    local seconds="$1" p
+    shift
+    declare -gA cpu0 cpu1 hwm rss
+    for p in "$@"; do
+        cpu0[$p]="$(cpu_seconds "$p")"
+    done
+    sleep "$seconds"
+    for p in "$@"; do
+        if [ ! -d "/proc/$p" ]; then
+            echo "$(basename "$0"): process $p exited during the run; logs in $work" >&2
+            tail -n 30 "$work"/*.log >&2
+            exit 1
+        fi
+        cpu1[$p]="$(cpu_seconds "$p")"
+        hwm[$p]="$(status_kib "$p" VmHWM)"
+        rss[$p]="$(status_kib "$p" VmRSS)"
+    done
+}
