@@ -97,6 +97,8 @@ enum Fanout {
 /// The open disk queue and what keeps it exclusive.
 struct DiskQueue {
     log: Arc<DiskLog>,
+    /// `agent.queue.max_disk_bytes`, exported so alerts can tell how full the queue is.
+    capacity_bytes: u64,
     /// Holds the data directory's lock for as long as the queue is open.
     _lock: std::fs::File,
     /// Counters already exported, so each export adds only what is new.
@@ -235,6 +237,11 @@ impl Pipeline {
         let t = &self.telemetry;
         t.set(telemetry::QUEUE_BYTES, &[], stats.bytes as f64);
         t.set(telemetry::QUEUE_SEGMENTS, &[], stats.segments as f64);
+        t.set(
+            telemetry::QUEUE_CAPACITY_BYTES,
+            &[],
+            disk.capacity_bytes as f64,
+        );
         let mut ex = disk.exported.lock().unwrap_or_else(|p| p.into_inner());
         let grow = |now: u64, before: &mut u64| {
             let d = now.saturating_sub(*before);
@@ -374,6 +381,7 @@ fn open_disk_queue(
     Ok((
         DiskQueue {
             log,
+            capacity_bytes: settings.agent.disk_queue.max_disk_bytes,
             _lock: lock,
             exported: Mutex::new(Exported::default()),
         },
@@ -997,6 +1005,7 @@ mod tests {
             outputs,
             fanout: Fanout::Disk(DiskQueue {
                 log,
+                capacity_bytes: 1 << 30,
                 _lock: lock_data_dir(dir).unwrap(),
                 exported: Mutex::new(Exported::default()),
             }),
@@ -1026,6 +1035,10 @@ mod tests {
         };
         assert!(value(telemetry::QUEUE_BYTES).unwrap() > 0.0);
         assert_eq!(value(telemetry::QUEUE_SEGMENTS), Some(1.0));
+        assert_eq!(
+            value(telemetry::QUEUE_CAPACITY_BYTES),
+            Some((1u64 << 30) as f64)
+        );
         assert_eq!(value(telemetry::QUEUE_CORRUPT_RECORDS), Some(0.0));
         // Exporting twice adds nothing new.
         p.self_metrics(2);

@@ -28,6 +28,8 @@ pub const RW_LAST_SUCCESS: &str = "pushprobe_remote_write_last_success_timestamp
 pub const QUEUE_BYTES: &str = "pushprobe_queue_bytes";
 /// Segment files of the disk queue.
 pub const QUEUE_SEGMENTS: &str = "pushprobe_queue_segments";
+/// The disk queue's size limit (`agent.queue.max_disk_bytes`), for "queue filling up" alerts.
+pub const QUEUE_CAPACITY_BYTES: &str = "pushprobe_queue_capacity_bytes";
 /// Corrupt disk-queue records skipped, at start-up and when reading.
 pub const QUEUE_CORRUPT_RECORDS: &str = "pushprobe_queue_corrupt_records_total";
 /// Samples the disk queue dropped unsent, by `reason` (`disk_full`: the oldest segment made
@@ -102,6 +104,11 @@ const DESCRIPTIONS: &[(&str, MetricType, &str)] = &[
         QUEUE_SEGMENTS,
         MetricType::Gauge,
         "Segment files of the disk queue.",
+    ),
+    (
+        QUEUE_CAPACITY_BYTES,
+        MetricType::Gauge,
+        "Most bytes the disk queue may hold (agent.queue.max_disk_bytes).",
     ),
     (
         QUEUE_CORRUPT_RECORDS,
