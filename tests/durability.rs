@@ -178,11 +178,14 @@ async fn samples_queued_on_disk_survive_sigkill_of_the_agent() {
         std::net::TcpStream::connect(("127.0.0.1", listen)).is_ok()
     })
     .await;
+    // A second long-running agent on the same directory is refused before it starts: two
+    // agents must never share one queue. (A short-lived `once`/`exec` falls back to memory
+    // queues instead; tests/e2e_exec.rs covers that.)
     let config_path = pp.config_path().to_string_lossy().into_owned();
     let locked = pp
         .run_to_end(
             "run-locked",
-            &["once", "--config", &config_path],
+            &["run", "--config", &config_path],
             Duration::from_secs(60),
         )
         .await;
