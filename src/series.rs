@@ -188,11 +188,6 @@ impl Labels {
     pub fn without(&self, name: &str) -> Labels {
         Labels(self.0.iter().filter(|l| l.name != name).cloned().collect())
     }
-
-    /// Consumes the set and returns its labels in name order.
-    pub fn into_vec(self) -> Vec<Label> {
-        self.0
-    }
 }
 
 impl fmt::Display for Labels {
@@ -426,12 +421,6 @@ impl Registry {
             *v += delta;
         }
         Ok(())
-    }
-
-    /// Creates a counter series at zero if it does not exist yet, so it is reported
-    /// before its first increment.
-    pub fn counter_touch(&mut self, name: &str, labels: &[(&str, &str)]) -> Result<(), LabelError> {
-        self.counter_add(name, labels, 0.0)
     }
 
     /// Sets a gauge series.
