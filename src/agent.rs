@@ -885,6 +885,8 @@ async fn probe_loop(
         };
         record_run(&telemetry, probe.name(), &report);
         pipeline.publish_run(probe.name(), &registry, started);
+        // Series this run no longer reports (e.g. TLS facts after a failed handshake) end now.
+        pipeline.publish(&registry.take_stale_markers(started));
     }
 }
 

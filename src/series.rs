@@ -353,6 +353,9 @@ pub struct Family {
 #[derive(Clone, Debug, Default)]
 pub struct Registry {
     families: BTreeMap<String, Family>,
+    /// Series removed since the last [`Registry::take_stale_markers`]: family name, key and
+    /// interned label sets, so each can be ended with a staleness marker.
+    ended: Vec<(String, Labels, Vec<Arc<Labels>>)>,
 }
 
 impl Registry {
@@ -454,14 +457,39 @@ impl Registry {
         Ok(())
     }
 
-    /// Removes one series (its later absence is the caller's to mark stale if needed).
+    /// Removes one series; the next [`Registry::take_stale_markers`] ends it with a staleness
+    /// marker, so receivers stop showing its last value at once instead of for 5 minutes.
     pub fn remove(&mut self, name: &str, labels: &[(&str, &str)]) {
         if let (Some(f), Ok(key)) = (
             self.families.get_mut(name),
             Labels::from_pairs(labels.iter().copied()),
         ) {
-            f.series.remove(&key);
+            if let Some(series) = f.series.remove(&key) {
+                self.ended.push((name.to_string(), key, series.interned));
+            }
         }
+    }
+
+    /// Staleness markers stamped `timestamp_ms` for the series removed since the last call
+    /// (every sample series of a histogram), except those created again meanwhile.
+    pub fn take_stale_markers(&mut self, timestamp_ms: i64) -> Vec<Sample> {
+        let ended = std::mem::take(&mut self.ended);
+        let mut out = Vec::new();
+        for (name, key, interned) in ended {
+            let back = self
+                .families
+                .get(&name)
+                .is_some_and(|f| f.series.contains_key(&key));
+            if back {
+                continue;
+            }
+            out.extend(interned.into_iter().map(|labels| Sample {
+                labels,
+                value: stale_nan(),
+                timestamp_ms,
+            }));
+        }
+        out
     }
 
     /// Returns the value of a counter or gauge series, if present (for reports and tests).
@@ -627,6 +655,41 @@ mod tests {
         let a = r.samples_at(1);
         let b = r.samples_at(2);
         assert!(Arc::ptr_eq(&a[0].labels, &b[0].labels));
+    }
+
+    #[test]
+    fn removed_series_end_with_one_stale_marker_unless_created_again() {
+        let mut r = Registry::new();
+        let bounds: Arc<[f64]> = Arc::from(vec![1.0]);
+        r.gauge_set("g", &[("k", "a")], 1.0).unwrap();
+        r.gauge_set("g", &[("k", "b")], 1.0).unwrap();
+        r.histogram_observe("h_seconds", &[], &bounds, 0.5).unwrap();
+        r.remove("g", &[("k", "a")]);
+        r.remove("g", &[("k", "b")]);
+        r.remove("h_seconds", &[]);
+        r.remove("g", &[("k", "missing")]);
+        // Removed and set again before the markers were taken: still alive, no marker.
+        r.gauge_set("g", &[("k", "b")], 2.0).unwrap();
+
+        let stale = r.take_stale_markers(5000);
+        let names: Vec<String> = stale.iter().map(|s| s.labels.to_string()).collect();
+        assert_eq!(
+            names,
+            vec![
+                r#"g{k="a"}"#,
+                r#"h_seconds_bucket{le="1"}"#,
+                r#"h_seconds_bucket{le="+Inf"}"#,
+                "h_seconds_sum{}",
+                "h_seconds_count{}",
+            ]
+        );
+        assert!(stale
+            .iter()
+            .all(|s| is_stale_nan(s.value) && s.timestamp_ms == 5000));
+        assert!(
+            r.take_stale_markers(6000).is_empty(),
+            "markers are sent once"
+        );
     }
 
     #[test]

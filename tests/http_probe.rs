@@ -700,6 +700,18 @@ async fn tls_series_disappear_when_a_run_has_no_tls_facts() {
     assert_eq!(report.status, "tls", "{report:?}");
     assert_eq!(gauge(&r, &s, "probe_ssl_earliest_cert_expiry"), None);
     assert_eq!(r.value("probe_tls_version_info", &version), None);
+    // Both series end with a staleness marker, so receivers drop them at once.
+    let mut ended: Vec<String> = r
+        .take_stale_markers(0)
+        .iter()
+        .filter(|m| pushprobe::series::is_stale_nan(m.value))
+        .map(|m| m.labels.metric_name().to_string())
+        .collect();
+    ended.sort();
+    assert_eq!(
+        ended,
+        ["probe_ssl_earliest_cert_expiry", "probe_tls_version_info"]
+    );
     assert_eq!(requests(&r, &s, "200", "none"), Some(1.0));
     assert_eq!(requests(&r, &s, "none", "tls"), Some(1.0));
 }

@@ -9,7 +9,7 @@
 //!   happen), `probe_http_content_length` (-1 when not declared), `probe_http_uncompressed_body_length`,
 //!   `probe_http_redirects`, `probe_http_ssl`, `probe_http_version`, `probe_ip_protocol`;
 //! - with TLS only: `probe_ssl_earliest_cert_expiry` and `probe_tls_version_info{version}`
-//!   (removed from the registry again when a run has no TLS facts);
+//!   (removed again, with a staleness marker, when a run has no TLS facts);
 //! - cumulative: `pushprobe_probe_latency_seconds` (histogram of run durations, observed for
 //!   every run that received a complete HTTP response, whatever its status: a timeout or a
 //!   refused connection measures the failure, not the service, and would skew the latency)
