@@ -193,6 +193,14 @@ fn text_blanks_comments_and_spacing_as_prometheus_accepts_them() {
 }
 
 #[test]
+fn text_whitespace_only_help_reads_as_empty() {
+    // As in Prometheus: the separator after the name is dropped, and a rest of only spaces
+    // or tabs is no text.
+    let e = parse("# HELP a  \t\n# TYPE a counter\na 1\n", None).unwrap();
+    assert_eq!(e.families[0].help.as_deref(), Some(""));
+}
+
+#[test]
 fn text_escapes_in_label_values_and_help() {
     let body = "# HELP m Help with \\\\ backslash, \\n newline and \\\"quotes\\\" \\t.\n\
                 m{a=\"x\\\\y\",b=\"q\\\"q\",c=\"l\\nl\",d=\"\\t\"} 1\n";
@@ -720,7 +728,12 @@ prop_compose! {
     fn family_strategy()(
         name in "[a-zA-Z_:][a-zA-Z0-9_:]{0,10}",
         kind in prop_oneof![Just(FamilyType::Counter), Just(FamilyType::Gauge), Just(FamilyType::Unknown)],
-        help in proptest::option::of(any::<String>()),
+        // A docstring of only spaces and tabs reads back empty in the text format (as in
+        // Prometheus): the line cannot tell it from no text, so the property leaves it out.
+        help in proptest::option::of(any::<String>().prop_filter(
+            "whitespace-only help is not representable",
+            |h| h.is_empty() || !h.bytes().all(|b| b == b' ' || b == b'\t'),
+        )),
         series in proptest::collection::vec(
             (
                 proptest::collection::btree_map(label_name(), label_value(), 0..4),
