@@ -76,15 +76,15 @@ fn prost_encode(
                 .labels
                 .iter()
                 .map(|l| proto::Label {
-                    name: l.name.clone(),
-                    value: l.value.clone(),
+                    name: l.name.to_string(),
+                    value: l.value.to_string(),
                 })
                 .collect();
             for e in external.iter() {
-                if s.labels.get(&e.name).is_none() {
+                if s.labels.get(e.name).is_none() {
                     labels.push(proto::Label {
-                        name: e.name.clone(),
-                        value: e.value.clone(),
+                        name: e.name.to_string(),
+                        value: e.value.to_string(),
                     });
                 }
             }

@@ -72,10 +72,7 @@ pub fn render_family(family: &Family, out: &mut String) {
 /// Writes `name{labels,extra} value`.
 fn line(out: &mut String, name: &str, labels: &Labels, extra: Option<(&str, &str)>, v: f64) {
     out.push_str(name);
-    let pairs = labels
-        .iter()
-        .map(|l| (l.name.as_str(), l.value.as_str()))
-        .chain(extra);
+    let pairs = labels.iter().map(|l| (l.name, l.value)).chain(extra);
     let mut first = true;
     for (k, val) in pairs {
         out.push(if first { '{' } else { ',' });

@@ -220,7 +220,7 @@ impl PushgatewaySink {
         let render_opts = RenderOptions {
             extra_labels: external_labels
                 .iter()
-                .map(|l| (l.name.clone(), l.value.clone()))
+                .map(|l| (l.name.to_string(), l.value.to_string()))
                 .collect(),
             strip_labels,
         };

@@ -12,12 +12,11 @@
 //! [`Encoder`] owns its scratch buffers, so a sender that keeps one encodes batch after batch
 //! without allocating once the buffers have grown to the batch size.
 
-use std::collections::HashMap;
+use std::collections::hash_map::{Entry, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
-use prost::encoding::{encode_varint, encoded_len_varint};
-
-use crate::series::{Label, Labels, Sample, METRIC_NAME_LABEL};
+use crate::series::{field_len, put_varint, varint_len, Labels, Sample};
 
 /// Why a batch could not be encoded.
 #[derive(Debug, thiserror::Error)]
@@ -52,14 +51,8 @@ pub struct EncodeStats {
 // writes two or three of them. `keys_match_prost` checks them against prost's `encode_key`.
 /// WriteRequest.timeseries (1, length-delimited).
 const KEY_WRITE_REQUEST_TIMESERIES: u8 = (1 << 3) | 2;
-/// TimeSeries.labels (1, length-delimited).
-const KEY_TIMESERIES_LABELS: u8 = (1 << 3) | 2;
 /// TimeSeries.samples (2, length-delimited).
 const KEY_TIMESERIES_SAMPLES: u8 = (2 << 3) | 2;
-/// Label.name (1, length-delimited).
-const KEY_LABEL_NAME: u8 = (1 << 3) | 2;
-/// Label.value (2, length-delimited).
-const KEY_LABEL_VALUE: u8 = (2 << 3) | 2;
 /// Sample.value (1, fixed 64-bit).
 const KEY_SAMPLE_VALUE: u8 = (1 << 3) | 1;
 /// Sample.timestamp (2, varint).
@@ -72,13 +65,12 @@ const NO_GROUP: u32 = u32::MAX;
 pub struct Encoder {
     /// The uncompressed protobuf of the current batch.
     proto: Vec<u8>,
+    /// Snappy output; kept at its largest size so a batch does not zero it again.
+    compressed: Vec<u8>,
     snappy: snap::raw::Encoder,
-    /// `Arc<Labels>` address → group: most samples of a series share one interned label set,
-    /// so the common case costs one pointer hash.
-    by_ptr: HashMap<usize, u32, BuildHasherDefault<FxHasher>>,
-    /// Label-content hash → first group with that hash (others chained via `group_chain`):
-    /// equal label sets behind distinct `Arc`s must still become one TimeSeries.
-    by_content: HashMap<u64, u32, BuildHasherDefault<FxHasher>>,
+    /// Label-set content hash → first group with that hash (others chained via
+    /// `group_chain`). The hash is stored in the label set, so a lookup costs no hashing.
+    by_hash: HashMap<u64, u32, BuildHasherDefault<FxHasher>>,
     /// Per sample: its group.
     group_of: Vec<u32>,
     /// Per group: index of its first sample (whose labels stand for the group).
@@ -112,9 +104,9 @@ impl Encoder {
     pub fn new() -> Self {
         Encoder {
             proto: Vec::new(),
+            compressed: Vec::new(),
             snappy: snap::raw::Encoder::new(),
-            by_ptr: HashMap::default(),
-            by_content: HashMap::default(),
+            by_hash: HashMap::default(),
             group_of: Vec::new(),
             group_rep: Vec::new(),
             group_chain: Vec::new(),
@@ -146,18 +138,19 @@ impl Encoder {
                 len: self.proto.len(),
             });
         }
+        if self.compressed.len() < max.max(1) {
+            self.compressed.resize(max.max(1), 0);
+        }
+        let n = self.snappy.compress(&self.proto, &mut self.compressed)?;
         out.clear();
-        out.resize(max.max(1), 0);
-        let n = self.snappy.compress(&self.proto, out)?;
-        out.truncate(n);
+        out.extend_from_slice(self.compressed.get(..n).unwrap_or_default());
         stats.compressed_bytes = n;
         Ok(stats)
     }
 
     /// Assigns every sample to a series group and fills `order`; returns sample/series counts.
     fn group(&mut self, samples: &[Sample]) -> EncodeStats {
-        self.by_ptr.clear();
-        self.by_content.clear();
+        self.by_hash.clear();
         self.group_of.clear();
         self.group_rep.clear();
         self.group_chain.clear();
@@ -165,16 +158,8 @@ impl Encoder {
         self.group_named.clear();
         self.order.clear();
 
-        for (i, s) in samples.iter().enumerate() {
-            let ptr = std::sync::Arc::as_ptr(&s.labels) as usize;
-            let g = match self.by_ptr.get(&ptr) {
-                Some(&g) => g,
-                None => {
-                    let g = self.group_by_content(samples, i);
-                    self.by_ptr.insert(ptr, g);
-                    g
-                }
-            };
+        for i in 0..samples.len() {
+            let g = self.group_for(samples, i);
             self.group_of.push(g);
             self.group_end[g as usize] += 1;
         }
@@ -223,25 +208,35 @@ impl Encoder {
         stats
     }
 
-    /// Finds or creates the group for sample `i` by label content.
-    fn group_by_content(&mut self, samples: &[Sample], i: usize) -> u32 {
-        let labels: &Labels = &samples[i].labels;
-        let hash = hash_labels(labels);
-        let head = self.by_content.get(&hash).copied().unwrap_or(NO_GROUP);
-        let mut g = head;
-        while g != NO_GROUP {
-            if *samples[self.group_rep[g as usize] as usize].labels == *labels {
-                return g;
-            }
-            g = self.group_chain[g as usize];
-        }
+    /// Finds or creates the group of sample `i`: samples of a series usually share one
+    /// interned `Arc`, so a pointer comparison settles most lookups; equal label sets behind
+    /// distinct `Arc`s still land in one group.
+    fn group_for(&mut self, samples: &[Sample], i: usize) -> u32 {
+        let labels = &samples[i].labels;
         let new = self.group_rep.len() as u32;
+        let head = match self.by_hash.entry(labels.content_hash()) {
+            Entry::Occupied(mut e) => {
+                let head = *e.get();
+                let mut g = head;
+                while g != NO_GROUP {
+                    let rep = &samples[self.group_rep[g as usize] as usize].labels;
+                    if Arc::ptr_eq(rep, labels) || **rep == **labels {
+                        return g;
+                    }
+                    g = self.group_chain[g as usize];
+                }
+                e.insert(new);
+                head
+            }
+            Entry::Vacant(e) => {
+                e.insert(new);
+                NO_GROUP
+            }
+        };
         self.group_rep.push(i as u32);
         self.group_chain.push(head);
         self.group_end.push(0);
-        self.group_named
-            .push(labels.get(METRIC_NAME_LABEL).is_some());
-        self.by_content.insert(hash, new);
+        self.group_named.push(labels.has_metric_name());
         new
     }
 
@@ -249,9 +244,8 @@ impl Encoder {
     fn write_proto(&mut self, samples: &[Sample], external: &Labels) {
         self.proto.clear();
         let buf = &mut self.proto;
-        // One merge per series, reused for the size and the write pass; allocated per batch
-        // because it borrows the batch's labels.
-        let mut series_labels: Vec<(&Label, usize)> = Vec::new();
+        // Allocated per batch because it borrows the external labels.
+        let mut points: Vec<(usize, &[u8])> = Vec::new();
         let mut start = 0usize;
         for (g, &end) in self.group_end.iter().enumerate() {
             let members = &self.order[start..end as usize];
@@ -260,42 +254,66 @@ impl Encoder {
                 continue;
             }
             let labels: &Labels = &samples[self.group_rep[g] as usize].labels;
-            series_labels.clear();
-            series_labels.extend(merged(labels, external).map(|l| (l, label_len(l))));
-
-            let labels_len: usize = series_labels.iter().map(|&(_, n)| field_len(n)).sum();
+            merge_points(labels, external, &mut points);
+            let labels_len =
+                labels.wire_bytes().len() + points.iter().map(|(_, f)| f.len()).sum::<usize>();
             let samples_len: usize = members
                 .iter()
                 .map(|&i| field_len(sample_len(&samples[i as usize])))
                 .sum();
             let series_len = labels_len + samples_len;
-            buf.reserve(field_len(series_len));
+            // Slack for `write_sample`'s fixed-size copies.
+            buf.reserve(field_len(series_len) + 8);
 
             buf.push(KEY_WRITE_REQUEST_TIMESERIES);
             put_varint(buf, series_len as u64);
-            for &(l, len) in &series_labels {
-                buf.push(KEY_TIMESERIES_LABELS);
-                put_varint(buf, len as u64);
-                write_string(buf, KEY_LABEL_NAME, &l.name);
-                write_string(buf, KEY_LABEL_VALUE, &l.value);
-            }
+            write_merged(buf, labels, &points);
             for &i in members {
-                let s = &samples[i as usize];
-                buf.push(KEY_TIMESERIES_SAMPLES);
-                put_varint(buf, sample_len(s) as u64);
-                let bits = s.value.to_bits();
-                if bits != 0 {
-                    buf.push(KEY_SAMPLE_VALUE);
-                    // Raw bits, so the staleness NaN (and every other NaN payload) is kept.
-                    buf.extend_from_slice(&bits.to_le_bytes());
-                }
-                if s.timestamp_ms != 0 {
-                    buf.push(KEY_SAMPLE_TIMESTAMP);
-                    // int64 is a two's-complement varint, as protobuf specifies.
-                    put_varint(buf, s.timestamp_ms as u64);
-                }
+                write_sample(buf, &samples[i as usize]);
             }
         }
+    }
+}
+
+/// Writes one `TimeSeries.samples` field.
+#[inline]
+fn write_sample(buf: &mut Vec<u8>, s: &Sample) {
+    let bits = s.value.to_bits();
+    let ts = s.timestamp_ms;
+    // The usual sample: a value and a timestamp after 1970 whose varint fits one word
+    // (before the year 4254). Built in registers and appended in fixed-size copies: bytes
+    // assembled on the stack and read back as words stall on store forwarding.
+    if bits != 0 && ts > 0 && ts < 1 << 56 {
+        let mut v = ts as u64;
+        let mut word = 0u64;
+        let mut n = 0usize;
+        while v >= 0x80 {
+            word |= ((v & 0x7f) | 0x80) << (8 * n);
+            v >>= 7;
+            n += 1;
+        }
+        word |= v << (8 * n);
+        n += 1;
+        // Payload: value key + 8 bytes + timestamp key + varint, at most 18 bytes.
+        let len = (1 + 8 + 1 + n) as u8;
+        buf.extend_from_slice(&[KEY_TIMESERIES_SAMPLES, len, KEY_SAMPLE_VALUE]);
+        buf.extend_from_slice(&bits.to_le_bytes());
+        buf.push(KEY_SAMPLE_TIMESTAMP);
+        buf.extend_from_slice(&word.to_le_bytes());
+        buf.truncate(buf.len() - (8 - n));
+        return;
+    }
+    buf.push(KEY_TIMESERIES_SAMPLES);
+    put_varint(buf, sample_len(s) as u64);
+    if bits != 0 {
+        buf.push(KEY_SAMPLE_VALUE);
+        // Raw bits, so the staleness NaN (and every other NaN payload) is kept.
+        buf.extend_from_slice(&bits.to_le_bytes());
+    }
+    if ts != 0 {
+        buf.push(KEY_SAMPLE_TIMESTAMP);
+        // int64 is a two's-complement varint, as protobuf specifies.
+        put_varint(buf, ts as u64);
     }
 }
 
@@ -309,148 +327,59 @@ pub fn encode_write_request(
     Encoder::new().encode(samples, external_labels, buf)
 }
 
-/// Merges a series' labels with the external labels, both sorted by name; on a name clash the
-/// series' own label wins, as in Prometheus.
-fn merged<'a>(series: &'a Labels, external: &'a Labels) -> impl Iterator<Item = &'a Label> {
-    let mut a = series.iter().peekable();
-    let mut b = external.iter().peekable();
-    std::iter::from_fn(move || match (a.peek(), b.peek()) {
-        (Some(x), Some(y)) => match x.name.cmp(&y.name) {
-            std::cmp::Ordering::Less => a.next(),
-            std::cmp::Ordering::Greater => b.next(),
-            std::cmp::Ordering::Equal => {
-                b.next();
-                a.next()
-            }
-        },
-        (Some(_), None) => a.next(),
-        (None, _) => b.next(),
-    })
-}
-
-/// Size of a length-delimited field (one-byte key) whose payload is `len` bytes.
-fn field_len(len: usize) -> usize {
-    1 + encoded_len_varint(len as u64) + len
-}
-
-/// Size of a string field, zero when empty (proto3 omits default values).
-fn string_len(s: &str) -> usize {
-    if s.is_empty() {
-        0
-    } else {
-        field_len(s.len())
+/// Works out where the external labels go into a series' labels, both sorted by name: for
+/// each external label the series does not have (its own label wins a clash, as in
+/// Prometheus), the byte offset in the series' encoded labels to insert it at. The walk
+/// stops at the last external label, so a typical series is decoded only a label or two.
+fn merge_points<'e>(series: &Labels, external: &'e Labels, out: &mut Vec<(usize, &'e [u8])>) {
+    out.clear();
+    let mut fields = series.fields();
+    let mut cur = fields.next();
+    let mut at = 0usize;
+    for e in external.fields() {
+        while let Some(f) = cur.filter(|f| cmp_names(f.name, e.name).is_lt()) {
+            at += f.bytes.len();
+            cur = fields.next();
+        }
+        if cur.is_some_and(|f| f.name == e.name) {
+            continue;
+        }
+        out.push((at, e.bytes));
     }
 }
 
-/// Size of a `Label` message's payload.
-fn label_len(l: &Label) -> usize {
-    string_len(&l.name) + string_len(&l.value)
+/// Orders two label names; most differ in their first byte, which settles it without a
+/// `memcmp` call.
+#[inline]
+fn cmp_names(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    match (a.first(), b.first()) {
+        (Some(x), Some(y)) if x != y => x.cmp(y),
+        _ => a.cmp(b),
+    }
+}
+
+/// Writes a series' labels with the external labels inserted at `points` (from
+/// [`merge_points`]): both are already encoded label fields, so this copies runs of bytes.
+fn write_merged(buf: &mut Vec<u8>, series: &Labels, points: &[(usize, &[u8])]) {
+    let bytes = series.wire_bytes();
+    let mut run = 0usize;
+    for &(at, field) in points {
+        buf.extend_from_slice(bytes.get(run..at).unwrap_or_default());
+        buf.extend_from_slice(field);
+        run = at;
+    }
+    buf.extend_from_slice(bytes.get(run..).unwrap_or_default());
 }
 
 /// Size of a `Sample` message's payload.
 fn sample_len(s: &Sample) -> usize {
     let value = if s.value.to_bits() != 0 { 1 + 8 } else { 0 };
     let ts = if s.timestamp_ms != 0 {
-        1 + encoded_len_varint(s.timestamp_ms as u64)
+        1 + varint_len(s.timestamp_ms as u64)
     } else {
         0
     };
     value + ts
-}
-
-/// Writes a string field unless it is empty.
-fn write_string(buf: &mut Vec<u8>, key: u8, s: &str) {
-    if !s.is_empty() {
-        buf.push(key);
-        put_varint(buf, s.len() as u64);
-        buf.extend_from_slice(s.as_bytes());
-    }
-}
-
-/// Writes a varint; lengths of labels and strings almost always fit one byte, which prost's
-/// byte-at-a-time `BufMut` loop makes comparatively costly.
-#[inline]
-fn put_varint(buf: &mut Vec<u8>, v: u64) {
-    if v < 0x80 {
-        buf.push(v as u8);
-    } else {
-        encode_varint(v, buf);
-    }
-}
-
-/// Hashes a label set's content (names and values, length-prefixed so that boundaries
-/// count) with a folded 64×64→128-bit multiply per 16 bytes: grouping hashes every distinct
-/// label set of a batch, and a byte-serial hash cost more than the rest of the encoding.
-fn hash_labels(labels: &Labels) -> u64 {
-    let mut h = (labels.len() as u64).wrapping_mul(HASH_K0);
-    for l in labels.iter() {
-        h = hash_bytes(h, l.name.as_bytes());
-        h = hash_bytes(h, l.value.as_bytes());
-    }
-    h
-}
-
-const HASH_K0: u64 = 0x243f_6a88_85a3_08d3;
-const HASH_K1: u64 = 0x1319_8a2e_0370_7344;
-const HASH_K2: u64 = 0xa409_3822_299f_31d0;
-
-/// Multiplies to 128 bits and folds the halves together (the mixing step of foldhash).
-#[inline]
-fn folded_multiply(a: u64, b: u64) -> u64 {
-    let r = u128::from(a) * u128::from(b);
-    (r as u64) ^ ((r >> 64) as u64)
-}
-
-/// Reads 8 bytes little-endian from the start of `b` (at least 8 long).
-#[inline]
-fn read8(b: &[u8]) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&b[..8]);
-    u64::from_le_bytes(w)
-}
-
-/// Reads 4 bytes little-endian from the start of `b` (at least 4 long).
-#[inline]
-fn read4(b: &[u8]) -> u64 {
-    let mut w = [0u8; 4];
-    w.copy_from_slice(&b[..4]);
-    u64::from(u32::from_le_bytes(w))
-}
-
-/// Two words covering a tail of at most 16 bytes, with overlapping fixed-size reads: a
-/// variable-length copy into a word would stall on store forwarding, and the length was
-/// already mixed in, so the overlap loses nothing.
-#[inline]
-fn read_tail(b: &[u8]) -> (u64, u64) {
-    let n = b.len();
-    if n >= 8 {
-        (read8(b), read8(&b[n - 8..]))
-    } else if n >= 4 {
-        (read4(b), read4(&b[n - 4..]))
-    } else if n > 0 {
-        (
-            u64::from(b[0]) | u64::from(b[n / 2]) << 8 | u64::from(b[n - 1]) << 16,
-            0,
-        )
-    } else {
-        (0, 0)
-    }
-}
-
-/// Mixes `bytes` (and their length) into `h`.
-#[inline]
-fn hash_bytes(mut h: u64, bytes: &[u8]) -> u64 {
-    h = folded_multiply(h ^ bytes.len() as u64, HASH_K0);
-    let mut chunks = bytes.chunks_exact(16);
-    for c in &mut chunks {
-        h = folded_multiply(h ^ read8(c) ^ HASH_K1, read8(&c[8..]) ^ HASH_K2);
-    }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let (a, b) = read_tail(rest);
-        h = folded_multiply(h ^ a ^ HASH_K1, b ^ HASH_K2);
-    }
-    h
 }
 
 /// A fast non-cryptographic hasher (the FxHash mixing step, as in rustc) for the grouping
@@ -518,6 +447,7 @@ mod tests {
 
     use super::*;
     use crate::proto;
+    use crate::series::KEY_SERIES_LABEL;
     use crate::series::{stale_nan, STALE_NAN_BITS};
 
     fn labels(metric: &str, pairs: &[(&str, &str)]) -> Arc<Labels> {
@@ -564,10 +494,8 @@ mod tests {
             KEY_WRITE_REQUEST_TIMESERIES,
             key(1, WireType::LengthDelimited)
         );
-        assert_eq!(KEY_TIMESERIES_LABELS, key(1, WireType::LengthDelimited));
+        assert_eq!(KEY_SERIES_LABEL, key(1, WireType::LengthDelimited));
         assert_eq!(KEY_TIMESERIES_SAMPLES, key(2, WireType::LengthDelimited));
-        assert_eq!(KEY_LABEL_NAME, key(1, WireType::LengthDelimited));
-        assert_eq!(KEY_LABEL_VALUE, key(2, WireType::LengthDelimited));
         assert_eq!(KEY_SAMPLE_VALUE, key(1, WireType::SixtyFourBit));
         assert_eq!(KEY_SAMPLE_TIMESTAMP, key(2, WireType::Varint));
     }
@@ -773,16 +701,16 @@ mod tests {
                         samples.sort_by_key(|s| s.timestamp);
                         let mut all = l.clone();
                         for e in ext.iter() {
-                            if l.get(&e.name).is_none() {
-                                all = all.with(&e.name, &e.value);
+                            if l.get(e.name).is_none() {
+                                all = all.with(e.name, e.value);
                             }
                         }
                         proto::TimeSeries {
                             labels: all
                                 .iter()
                                 .map(|l| proto::Label {
-                                    name: l.name.clone(),
-                                    value: l.value.clone(),
+                                    name: l.name.to_string(),
+                                    value: l.value.to_string(),
                                 })
                                 .collect(),
                             samples,

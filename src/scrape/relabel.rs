@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use regex::{Captures, Regex};
 use serde::{Deserialize, Serialize};
 
-use crate::series::{is_valid_label_name, Label, Labels};
+use crate::series::{is_valid_label_name, Label, LabelRef, Labels};
 
 fn default_separator() -> String {
     ";".to_string()
@@ -361,7 +361,7 @@ pub fn relabel(labels: &Labels, rules: &[RelabelRule]) -> Option<Labels> {
     if rules.is_empty() {
         return Some(labels.clone());
     }
-    let mut lb: Vec<Label> = labels.iter().cloned().collect();
+    let mut lb: Vec<Label> = labels.iter().map(LabelRef::to_label).collect();
     for rule in rules {
         if !rule.apply(&mut lb) {
             return None;

@@ -66,9 +66,9 @@ fn sample_line(out: &mut String, s: &ParsedSample) {
     for l in s.labels.iter().filter(|l| l.name != METRIC_NAME_LABEL) {
         out.push(if first { '{' } else { ',' });
         first = false;
-        out.push_str(&l.name);
+        out.push_str(l.name);
         out.push_str("=\"");
-        escape_into(out, &l.value, true);
+        escape_into(out, l.value, true);
         out.push('"');
     }
     if !first {

@@ -523,18 +523,18 @@ pub fn merge_target_labels(exposed: &Labels, target: &Labels, honor: bool) -> La
     let mut out = exposed.clone();
     if honor {
         for l in target.iter() {
-            if exposed.get(&l.name).is_none() {
-                out = out.with(&l.name, &l.value);
+            if exposed.get(l.name).is_none() {
+                out = out.with(l.name, l.value);
             }
         }
         return out;
     }
     let mut clashes: Vec<(&str, &str)> = Vec::new();
     for l in target.iter() {
-        if let Some(v) = exposed.get(&l.name) {
-            clashes.push((&l.name, v));
+        if let Some(v) = exposed.get(l.name) {
+            clashes.push((l.name, v));
         }
-        out = out.with(&l.name, &l.value);
+        out = out.with(l.name, l.value);
     }
     // Shorter names first, stably, so `exported_job` is settled before a longer clash
     // could claim it (Prometheus' order).

@@ -124,7 +124,7 @@ fn samples_get_job_and_instance_sorted_without_empty_values() {
         )]
     );
     let labels = &out[0].labels;
-    let names: Vec<&str> = labels.iter().map(|l| l.name.as_str()).collect();
+    let names: Vec<&str> = labels.iter().map(|l| l.name).collect();
     assert_eq!(names, ["__name__", "a", "instance", "job", "z"]);
 }
 

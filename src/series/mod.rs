@@ -1,12 +1,19 @@
 //! The series model: validated label sets, samples, and the [`Registry`] that turns probe
 //! measurements (counters, gauges, histograms) into timestamped samples.
 //!
-//! Label sets are sorted and validated once, when a series is first created, and then shared
-//! behind an [`Arc`]: every later sample of that series costs one pointer copy, not a re-sort.
+//! Label sets are sorted, validated and encoded once, when a series is first created (see
+//! [`Labels`]), and then shared behind an [`Arc`]: every later sample of that series costs one
+//! pointer copy, not a re-sort.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::sync::Arc;
+
+mod labels;
+
+#[cfg(test)]
+pub(crate) use labels::KEY_SERIES_LABEL;
+pub(crate) use labels::{field_len, put_varint, varint_len};
+pub use labels::{Field, Fields, Iter, Label, LabelRef, Labels};
 
 /// The label that carries a series' metric name.
 pub const METRIC_NAME_LABEL: &str = "__name__";
@@ -59,151 +66,6 @@ pub fn is_valid_metric_name(name: &str) -> bool {
         _ => return false,
     }
     chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-}
-
-/// One label of a series.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Label {
-    /// The label name.
-    pub name: String,
-    /// The label value, never empty.
-    pub value: String,
-}
-
-/// A validated label set: sorted by name, names unique and valid, no empty values.
-///
-/// An empty value means "no such label" in Prometheus, so such pairs are dropped on build.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Labels(Vec<Label>);
-
-impl Labels {
-    /// Builds a series label set from a metric name and labels, validating everything.
-    pub fn with_name<K, V>(
-        metric: &str,
-        pairs: impl IntoIterator<Item = (K, V)>,
-    ) -> Result<Self, LabelError>
-    where
-        K: Into<String>,
-        V: Into<String>,
-    {
-        if !is_valid_metric_name(metric) {
-            return Err(LabelError::InvalidMetricName(metric.to_string()));
-        }
-        let mut all: Vec<(String, String)> = pairs
-            .into_iter()
-            .map(|(k, v)| (k.into(), v.into()))
-            .collect();
-        all.push((METRIC_NAME_LABEL.to_string(), metric.to_string()));
-        Self::from_pairs(all)
-    }
-
-    /// Builds a label set from arbitrary pairs; a series needs `__name__` among them
-    /// (see [`Labels::require_name`]).
-    pub fn from_pairs<K, V>(pairs: impl IntoIterator<Item = (K, V)>) -> Result<Self, LabelError>
-    where
-        K: Into<String>,
-        V: Into<String>,
-    {
-        let mut labels: Vec<Label> = Vec::new();
-        for (k, v) in pairs {
-            let (name, value) = (k.into(), v.into());
-            if name == METRIC_NAME_LABEL {
-                if !is_valid_metric_name(&value) {
-                    return Err(LabelError::InvalidMetricName(value));
-                }
-            } else if !is_valid_label_name(&name) {
-                return Err(LabelError::InvalidName(name));
-            }
-            if value.is_empty() {
-                continue;
-            }
-            labels.push(Label { name, value });
-        }
-        labels.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-        if let Some(w) = labels.windows(2).find(|w| w[0].name == w[1].name) {
-            return Err(LabelError::Duplicate(w[0].name.clone()));
-        }
-        Ok(Labels(labels))
-    }
-
-    /// Checks that the set names its metric.
-    pub fn require_name(self) -> Result<Self, LabelError> {
-        if self.get(METRIC_NAME_LABEL).is_some() {
-            Ok(self)
-        } else {
-            Err(LabelError::MissingName)
-        }
-    }
-
-    /// Returns the value of label `name`, if present.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .binary_search_by(|l| l.name.as_str().cmp(name))
-            .ok()
-            .map(|i| self.0[i].value.as_str())
-    }
-
-    /// Returns the metric name, or "" when there is none.
-    pub fn metric_name(&self) -> &str {
-        self.get(METRIC_NAME_LABEL).unwrap_or("")
-    }
-
-    /// Iterates the labels in name order.
-    pub fn iter(&self) -> std::slice::Iter<'_, Label> {
-        self.0.iter()
-    }
-
-    /// Number of labels.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Tells whether the set is empty.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Returns a copy with `name` set to `value` (replaced if present, removed if `value` is
-    /// empty). `name` must already be valid.
-    pub fn with(&self, name: &str, value: &str) -> Labels {
-        let mut labels = self.0.clone();
-        match labels.binary_search_by(|l| l.name.as_str().cmp(name)) {
-            Ok(i) if value.is_empty() => {
-                labels.remove(i);
-            }
-            Ok(i) => labels[i].value = value.to_string(),
-            Err(_) if value.is_empty() => {}
-            Err(i) => labels.insert(
-                i,
-                Label {
-                    name: name.to_string(),
-                    value: value.to_string(),
-                },
-            ),
-        }
-        Labels(labels)
-    }
-
-    /// Returns a copy without label `name`.
-    pub fn without(&self, name: &str) -> Labels {
-        Labels(self.0.iter().filter(|l| l.name != name).cloned().collect())
-    }
-}
-
-impl fmt::Display for Labels {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.metric_name())?;
-        f.write_str("{")?;
-        let mut first = true;
-        for l in self.0.iter().filter(|l| l.name != METRIC_NAME_LABEL) {
-            if !first {
-                f.write_str(",")?;
-            }
-            first = false;
-            write!(f, "{}={:?}", l.name, l.value)?;
-        }
-        f.write_str("}")
-    }
 }
 
 /// One measured value of one series, stamped with the time it was measured.
@@ -576,7 +438,7 @@ mod tests {
     #[test]
     fn labels_are_sorted_and_empty_values_dropped() {
         let l = Labels::with_name("up", [("job", "a"), ("instance", "b"), ("zone", "")]).unwrap();
-        let names: Vec<_> = l.iter().map(|l| l.name.as_str()).collect();
+        let names: Vec<_> = l.iter().map(|l| l.name).collect();
         assert_eq!(names, ["__name__", "instance", "job"]);
         assert_eq!(l.metric_name(), "up");
         assert_eq!(l.to_string(), r#"up{instance="b",job="a"}"#);
@@ -606,7 +468,7 @@ mod tests {
     fn with_and_without_keep_order() {
         let l = Labels::from_pairs([("b", "2")]).unwrap();
         let l = l.with("a", "1").with("c", "3").with("b", "");
-        let names: Vec<_> = l.iter().map(|l| l.name.as_str()).collect();
+        let names: Vec<_> = l.iter().map(|l| l.name).collect();
         assert_eq!(names, ["a", "c"]);
         assert_eq!(l.without("a").get("a"), None);
     }

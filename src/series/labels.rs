@@ -1,0 +1,561 @@
+//! Validated label sets, stored in the form remote write sends them.
+//!
+//! A [`Labels`] is one byte buffer holding each label exactly as a remote-write `TimeSeries`
+//! carries it on the wire: a `labels` field (tag 1) wrapping a `Label` message with its `name`
+//! (tag 1) and `value` (tag 2). One allocation per label set instead of two strings per label
+//! keeps a scraped series to a fraction of the memory; equality and hashing work on one byte
+//! string; and the encoder copies a series' labels onto the wire with one `memcpy`.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::OnceLock;
+
+use super::{is_valid_label_name, is_valid_metric_name, LabelError, METRIC_NAME_LABEL};
+
+/// `TimeSeries.labels` (field 1, length-delimited).
+pub(crate) const KEY_SERIES_LABEL: u8 = (1 << 3) | 2;
+/// `Label.name` (field 1, length-delimited).
+const KEY_LABEL_NAME: u8 = (1 << 3) | 2;
+/// `Label.value` (field 2, length-delimited).
+const KEY_LABEL_VALUE: u8 = (2 << 3) | 2;
+
+/// One label, owned: for code that edits a list of labels (relabeling) before building a
+/// [`Labels`].
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Label {
+    /// The label name.
+    pub name: String,
+    /// The label value.
+    pub value: String,
+}
+
+/// One label of a [`Labels`], borrowed from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LabelRef<'a> {
+    /// The label name.
+    pub name: &'a str,
+    /// The label value, never empty.
+    pub value: &'a str,
+}
+
+impl LabelRef<'_> {
+    /// Copies the label into an owned [`Label`].
+    pub fn to_label(self) -> Label {
+        Label {
+            name: self.name.to_string(),
+            value: self.value.to_string(),
+        }
+    }
+}
+
+/// A validated label set: sorted by name, names unique and valid, no empty values.
+///
+/// An empty value means "no such label" in Prometheus, so such pairs are dropped on build.
+#[derive(Clone, Default)]
+pub struct Labels {
+    /// Hash of `buf`, computed once: grouping and maps never rehash the bytes.
+    hash: u64,
+    /// The labels in name order, each encoded as a `TimeSeries.labels` field.
+    buf: Box<[u8]>,
+}
+
+impl Labels {
+    /// Builds a series label set from a metric name and labels, validating everything.
+    pub fn with_name<K, V>(
+        metric: &str,
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Self, LabelError>
+    where
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        if !is_valid_metric_name(metric) {
+            return Err(LabelError::InvalidMetricName(metric.to_string()));
+        }
+        let mut all: Vec<(&str, &str)> = Vec::new();
+        let pairs: Vec<(K, V)> = pairs.into_iter().collect();
+        all.extend(pairs.iter().map(|(k, v)| (k.as_ref(), v.as_ref())));
+        all.push((METRIC_NAME_LABEL, metric));
+        Self::from_pairs(all)
+    }
+
+    /// Builds a label set from arbitrary pairs; a series needs `__name__` among them
+    /// (see [`Labels::require_name`]).
+    pub fn from_pairs<K, V>(pairs: impl IntoIterator<Item = (K, V)>) -> Result<Self, LabelError>
+    where
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut kept: Vec<(K, V)> = Vec::new();
+        for (k, v) in pairs {
+            let (name, value) = (k.as_ref(), v.as_ref());
+            if name == METRIC_NAME_LABEL {
+                if !is_valid_metric_name(value) {
+                    return Err(LabelError::InvalidMetricName(value.to_string()));
+                }
+            } else if !is_valid_label_name(name) {
+                return Err(LabelError::InvalidName(name.to_string()));
+            }
+            if !value.is_empty() {
+                kept.push((k, v));
+            }
+        }
+        kept.sort_unstable_by(|a, b| a.0.as_ref().cmp(b.0.as_ref()));
+        if let Some(w) = kept.windows(2).find(|w| w[0].0.as_ref() == w[1].0.as_ref()) {
+            return Err(LabelError::Duplicate(w[0].0.as_ref().to_string()));
+        }
+        Ok(Self::from_sorted(
+            kept.iter().map(|(k, v)| (k.as_ref(), v.as_ref())),
+        ))
+    }
+
+    /// Builds the buffer from pairs already valid, sorted, unique and without empty values.
+    fn from_sorted<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)> + Clone) -> Labels {
+        let len: usize = pairs
+            .clone()
+            .map(|(n, v)| field_len(label_msg_len(n, v)))
+            .sum();
+        let mut buf = Vec::with_capacity(len);
+        for (name, value) in pairs {
+            buf.push(KEY_SERIES_LABEL);
+            put_varint(&mut buf, label_msg_len(name, value) as u64);
+            put_string(&mut buf, KEY_LABEL_NAME, name);
+            put_string(&mut buf, KEY_LABEL_VALUE, value);
+        }
+        Labels {
+            hash: hash_bytes(seed(), &buf),
+            buf: buf.into_boxed_slice(),
+        }
+    }
+
+    /// Checks that the set names its metric.
+    pub fn require_name(self) -> Result<Self, LabelError> {
+        if self.has_metric_name() {
+            Ok(self)
+        } else {
+            Err(LabelError::MissingName)
+        }
+    }
+
+    /// Tells whether the set has a `__name__` label (without decoding any value).
+    pub fn has_metric_name(&self) -> bool {
+        // Compared as one word: the encoder asks this of every series it writes.
+        let name = read8(METRIC_NAME_LABEL.as_bytes());
+        self.raw()
+            .any(|f| f.name.len() == 8 && read8(f.name) == name)
+    }
+
+    /// Returns the value of label `name`, if present.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        let name = name.as_bytes();
+        self.raw()
+            .find(|f| f.name == name)
+            .and_then(|f| std::str::from_utf8(f.value).ok())
+    }
+
+    /// Returns the metric name, or "" when there is none.
+    pub fn metric_name(&self) -> &str {
+        self.get(METRIC_NAME_LABEL).unwrap_or("")
+    }
+
+    /// Iterates the labels in name order.
+    pub fn iter(&self) -> Iter<'_> {
+        Iter { raw: self.raw() }
+    }
+
+    /// Number of labels.
+    pub fn len(&self) -> usize {
+        self.raw().count()
+    }
+
+    /// Tells whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Returns a copy with `name` set to `value` (replaced if present, removed if `value` is
+    /// empty). `name` must already be valid.
+    pub fn with(&self, name: &str, value: &str) -> Labels {
+        let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(self.len() + 1);
+        let mut placed = value.is_empty();
+        for l in self.iter() {
+            match l.name.cmp(name) {
+                Ordering::Less => pairs.push((l.name, l.value)),
+                Ordering::Equal => {}
+                Ordering::Greater => {
+                    if !placed {
+                        pairs.push((name, value));
+                        placed = true;
+                    }
+                    pairs.push((l.name, l.value));
+                }
+            }
+        }
+        if !placed {
+            pairs.push((name, value));
+        }
+        Self::from_sorted(pairs.iter().copied())
+    }
+
+    /// Returns a copy without label `name`.
+    pub fn without(&self, name: &str) -> Labels {
+        Self::from_sorted(
+            self.iter()
+                .filter(|l| l.name != name)
+                .map(|l| (l.name, l.value)),
+        )
+    }
+
+    /// The labels as remote write encodes them: a run of `TimeSeries.labels` fields.
+    pub fn wire_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// The labels' fields with their names, in order, for merging at the byte level.
+    pub fn fields(&self) -> Fields<'_> {
+        self.raw()
+    }
+
+    /// A hash of the content, fixed for the life of the process and seeded at random, so
+    /// exposed series cannot be crafted to collide.
+    pub fn content_hash(&self) -> u64 {
+        self.hash
+    }
+
+    fn raw(&self) -> Fields<'_> {
+        Fields { rest: &self.buf }
+    }
+}
+
+/// One label field of a [`Labels`] buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct Field<'a> {
+    /// The label name's bytes.
+    pub name: &'a [u8],
+    /// The label value's bytes.
+    pub value: &'a [u8],
+    /// The whole encoded `TimeSeries.labels` field.
+    pub bytes: &'a [u8],
+}
+
+/// Iterator over the encoded fields of a [`Labels`].
+#[derive(Clone, Debug)]
+pub struct Fields<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = Field<'a>;
+
+    fn next(&mut self) -> Option<Field<'a>> {
+        // The buffer is only ever written by `from_sorted`, so every read below succeeds;
+        // a malformed buffer would end the iteration rather than panic.
+        let all = self.rest;
+        let (msg, rest) = read_field(all, KEY_SERIES_LABEL)?;
+        let (name, after) = read_field(msg, KEY_LABEL_NAME)?;
+        let (value, _) = read_field(after, KEY_LABEL_VALUE)?;
+        let bytes = all.get(..all.len() - rest.len())?;
+        self.rest = rest;
+        Some(Field { name, value, bytes })
+    }
+}
+
+/// Iterator over the labels of a [`Labels`], in name order.
+#[derive(Clone, Debug)]
+pub struct Iter<'a> {
+    raw: Fields<'a>,
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = LabelRef<'a>;
+
+    fn next(&mut self) -> Option<LabelRef<'a>> {
+        let f = self.raw.next()?;
+        // Written from `&str`s and split at their boundaries, so both are UTF-8.
+        Some(LabelRef {
+            name: std::str::from_utf8(f.name).ok()?,
+            value: std::str::from_utf8(f.value).ok()?,
+        })
+    }
+}
+
+impl<'a> IntoIterator for &'a Labels {
+    type Item = LabelRef<'a>;
+    type IntoIter = Iter<'a>;
+
+    fn into_iter(self) -> Iter<'a> {
+        self.iter()
+    }
+}
+
+impl PartialEq for Labels {
+    fn eq(&self, other: &Labels) -> bool {
+        self.hash == other.hash && self.buf == other.buf
+    }
+}
+
+impl Eq for Labels {}
+
+impl Hash for Labels {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl PartialOrd for Labels {
+    fn partial_cmp(&self, other: &Labels) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Labels {
+    /// Label by label, name then value: the order a sorted list of pairs has.
+    fn cmp(&self, other: &Labels) -> Ordering {
+        self.raw()
+            .map(|f| (f.name, f.value))
+            .cmp(other.raw().map(|f| (f.name, f.value)))
+    }
+}
+
+impl fmt::Debug for Labels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.iter().map(|l| (l.name, l.value)))
+            .finish()
+    }
+}
+
+impl fmt::Display for Labels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.metric_name())?;
+        f.write_str("{")?;
+        let mut first = true;
+        for l in self.iter().filter(|l| l.name != METRIC_NAME_LABEL) {
+            if !first {
+                f.write_str(",")?;
+            }
+            first = false;
+            write!(f, "{}={:?}", l.name, l.value)?;
+        }
+        f.write_str("}")
+    }
+}
+
+/// Size of a `Label` message with these (non-empty) strings.
+fn label_msg_len(name: &str, value: &str) -> usize {
+    field_len(name.len()) + field_len(value.len())
+}
+
+/// Size of a length-delimited field (one-byte key) with a `len`-byte payload.
+pub(crate) fn field_len(len: usize) -> usize {
+    1 + varint_len(len as u64) + len
+}
+
+/// Bytes a varint of `v` takes.
+pub(crate) fn varint_len(v: u64) -> usize {
+    // 7 bits per byte; `| 1` makes 0 take one byte.
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Appends a protobuf varint.
+#[inline]
+pub(crate) fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+fn put_string(buf: &mut Vec<u8>, key: u8, s: &str) {
+    buf.push(key);
+    put_varint(buf, s.len() as u64);
+    buf.extend_from_slice(s.as_bytes());
+}
+
+/// Reads a varint; `None` if it runs off the end or past 10 bytes.
+#[inline]
+fn read_varint(b: &[u8]) -> Option<(u64, &[u8])> {
+    let mut v = 0u64;
+    for (i, &byte) in b.iter().enumerate().take(10) {
+        v |= u64::from(byte & 0x7f) << (7 * i);
+        if byte < 0x80 {
+            return Some((v, b.get(i + 1..)?));
+        }
+    }
+    None
+}
+
+/// Reads a length-delimited field with key `key`: its payload and what follows.
+#[inline]
+fn read_field(b: &[u8], key: u8) -> Option<(&[u8], &[u8])> {
+    let (&k, b) = b.split_first()?;
+    if k != key {
+        return None;
+    }
+    let (len, b) = read_varint(b)?;
+    let len = usize::try_from(len).ok()?;
+    if len > b.len() {
+        return None;
+    }
+    Some(b.split_at(len))
+}
+
+/// The per-process hash seed, random so that no input can be built to collide on purpose.
+fn seed() -> u64 {
+    static SEED: OnceLock<u64> = OnceLock::new();
+    *SEED.get_or_init(|| std::collections::hash_map::RandomState::new().hash_one(0x5eedu64))
+}
+
+const HASH_K0: u64 = 0x243f_6a88_85a3_08d3;
+const HASH_K1: u64 = 0x1319_8a2e_0370_7344;
+const HASH_K2: u64 = 0xa409_3822_299f_31d0;
+
+/// Multiplies to 128 bits and folds the halves together (the mixing step of foldhash).
+#[inline]
+fn folded_multiply(a: u64, b: u64) -> u64 {
+    let r = u128::from(a) * u128::from(b);
+    (r as u64) ^ ((r >> 64) as u64)
+}
+
+/// Reads 8 bytes little-endian from the start of `b` (at least 8 long).
+#[inline]
+fn read8(b: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(w)
+}
+
+/// Reads 4 bytes little-endian from the start of `b` (at least 4 long).
+#[inline]
+fn read4(b: &[u8]) -> u64 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&b[..4]);
+    u64::from(u32::from_le_bytes(w))
+}
+
+/// Two words covering a tail of at most 16 bytes, with overlapping fixed-size reads: a
+/// variable-length copy into a word would stall on store forwarding, and the length was
+/// already mixed in, so the overlap loses nothing.
+#[inline]
+fn read_tail(b: &[u8]) -> (u64, u64) {
+    let n = b.len();
+    if n >= 8 {
+        (read8(b), read8(&b[n - 8..]))
+    } else if n >= 4 {
+        (read4(b), read4(&b[n - 4..]))
+    } else if n > 0 {
+        (
+            u64::from(b[0]) | u64::from(b[n / 2]) << 8 | u64::from(b[n - 1]) << 16,
+            0,
+        )
+    } else {
+        (0, 0)
+    }
+}
+
+/// Hashes `bytes` (and their length) from `seed`, a folded 64×64→128-bit multiply per 16
+/// bytes: every new label set is hashed once, so a byte-serial hash would cost more than
+/// building the set.
+#[inline]
+pub(crate) fn hash_bytes(seed: u64, bytes: &[u8]) -> u64 {
+    let mut h = folded_multiply(seed ^ bytes.len() as u64, HASH_K0);
+    let mut chunks = bytes.chunks_exact(16);
+    for c in &mut chunks {
+        h = folded_multiply(h ^ read8(c) ^ HASH_K1, read8(&c[8..]) ^ HASH_K2);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let (a, b) = read_tail(rest);
+        h = folded_multiply(h ^ a ^ HASH_K1, b ^ HASH_K2);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+    use crate::proto;
+
+    #[test]
+    fn buffer_is_the_prost_encoding_of_the_labels() {
+        let long = "v".repeat(300);
+        let l =
+            Labels::from_pairs([("__name__", "up"), ("job", long.as_str()), ("a", "1")]).unwrap();
+        let ts = proto::TimeSeries {
+            labels: l
+                .iter()
+                .map(|l| proto::Label {
+                    name: l.name.into(),
+                    value: l.value.into(),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        assert_eq!(l.wire_bytes(), ts.encode_to_vec().as_slice());
+        let names: Vec<&str> = l.iter().map(|l| l.name).collect();
+        assert_eq!(names, ["__name__", "a", "job"]);
+        assert_eq!(l.get("job"), Some(long.as_str()));
+        assert_eq!(l.len(), 3);
+    }
+
+    #[test]
+    fn order_is_pairwise_by_name_then_value() {
+        let a = Labels::from_pairs([("a", "1"), ("b", "2")]).unwrap();
+        let b = Labels::from_pairs([("a", "1"), ("c", "0")]).unwrap();
+        let c = Labels::from_pairs([("a", "10")]).unwrap();
+        let short = Labels::from_pairs([("a", "1")]).unwrap();
+        assert!(short < a && a < b && b < c);
+        assert_eq!(a.cmp(&a.clone()), Ordering::Equal);
+    }
+
+    #[test]
+    fn equal_content_means_equal_hash() {
+        let a = Labels::from_pairs([("x", "1"), ("y", "2")]).unwrap();
+        let b = Labels::from_pairs([("y", "2"), ("x", "1")]).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.content_hash(), b.content_hash());
+        assert_ne!(
+            a.content_hash(),
+            Labels::from_pairs([("x", "12")]).unwrap().content_hash()
+        );
+    }
+
+    #[test]
+    fn varint_len_matches_prost() {
+        for v in [
+            0u64,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
+            assert_eq!(varint_len(v), prost::encoding::encoded_len_varint(v), "{v}");
+            let mut a = Vec::new();
+            put_varint(&mut a, v);
+            let mut b = Vec::new();
+            prost::encoding::encode_varint(v, &mut b);
+            assert_eq!(a, b);
+            assert_eq!(read_varint(&a).map(|(x, _)| x), Some(v));
+        }
+    }
+
+    #[test]
+    fn malformed_buffers_end_iteration_without_panicking() {
+        for bytes in [
+            &[0x0a, 0xff][..],
+            &[0x0a, 0x05, 0x0a],
+            &[0x12],
+            &[0x0a, 0x80],
+        ] {
+            let f = Fields { rest: bytes };
+            assert_eq!(f.count(), 0);
+        }
+    }
+}
