@@ -19,8 +19,8 @@ VM=${VM:-/usr/bin/victoria-metrics}
 
 if [[ -z "${PUSHPROBE_BIN:-}" || -z "${FILL_QUEUE_BIN:-}" ]]; then
   (cd "$ROOT" && cargo build --release --quiet --bin pushprobe --example fill_queue)
-  PUSHPROBE_BIN=$ROOT/target/release/pushprobe
-  FILL_QUEUE_BIN=$ROOT/target/release/examples/fill_queue
+  PUSHPROBE_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/pushprobe
+  FILL_QUEUE_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/fill_queue
 fi
 
 # shellcheck source=scripts/lib.sh

@@ -18,7 +18,7 @@ PROMETHEUS=${PROMETHEUS:-/usr/bin/prometheus}
 
 if [[ -z "${PUSHPROBE_BIN:-}" ]]; then
   (cd "$ROOT" && cargo build --release --quiet)
-  PUSHPROBE_BIN=$ROOT/target/release/pushprobe
+  PUSHPROBE_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/pushprobe
 fi
 
 # shellcheck source=scripts/lib.sh

@@ -29,8 +29,8 @@ done
 
 echo "== Building release binaries"
 cargo build --release --locked --bin pushprobe --example bench_target
-PUSHPROBE="$PWD/target/release/pushprobe"
-TARGET_BIN="$PWD/target/release/examples/bench_target"
+PUSHPROBE="${CARGO_TARGET_DIR:-$PWD/target}/release/pushprobe"
+TARGET_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/examples/bench_target"
 
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh

@@ -36,8 +36,8 @@ cargo bench --bench scrape -- --warm-up-time 1 --measurement-time 5 \
 
 echo "== Building release binaries"
 cargo build --release --locked --bin pushprobe --example scrape_target
-PUSHPROBE="$PWD/target/release/pushprobe"
-TARGET_BIN="$PWD/target/release/examples/scrape_target"
+PUSHPROBE="${CARGO_TARGET_DIR:-$PWD/target}/release/pushprobe"
+TARGET_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/examples/scrape_target"
 
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh

@@ -30,7 +30,7 @@ fi
 
 say "Building pushprobe (release)"
 cargo build --release --locked --bin pushprobe
-PUSHPROBE="$PWD/target/release/pushprobe"
+PUSHPROBE="${CARGO_TARGET_DIR:-$PWD/target}/release/pushprobe"
 
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
