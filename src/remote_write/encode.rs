@@ -13,10 +13,9 @@
 //! without allocating once the buffers have grown to the batch size.
 
 use std::collections::hash_map::{Entry, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
-use crate::series::{field_len, put_varint, varint_len, Labels, Sample};
+use crate::series::{field_len, put_varint, varint_len, Labels, PassThrough, Sample};
 
 /// Why a batch could not be encoded.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +69,7 @@ pub struct Encoder {
     snappy: snap::raw::Encoder,
     /// Label-set content hash → first group with that hash (others chained via
     /// `group_chain`). The hash is stored in the label set, so a lookup costs no hashing.
-    by_hash: HashMap<u64, u32, BuildHasherDefault<FxHasher>>,
+    by_hash: HashMap<u64, u32, PassThrough>,
     /// Per sample: its group.
     group_of: Vec<u32>,
     /// Per group: index of its first sample (whose labels stand for the group).
@@ -380,63 +379,6 @@ fn sample_len(s: &Sample) -> usize {
         0
     };
     value + ts
-}
-
-/// A fast non-cryptographic hasher (the FxHash mixing step, as in rustc) for the grouping
-/// maps, whose keys are pointers and already-mixed content hashes.
-///
-/// Label sets come from pushprobe's own probes and configuration, not from an adversary, so
-/// hash flooding is not a concern (and equal hashes are still compared in full).
-#[derive(Default, Clone, Copy)]
-struct FxHasher {
-    hash: u64,
-}
-
-const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-impl FxHasher {
-    #[inline]
-    fn add(&mut self, word: u64) {
-        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(FX_SEED);
-    }
-}
-
-impl Hasher for FxHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.add(u64::from_le_bytes(w));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 56));
-        }
-    }
-
-    #[inline]
-    fn write_u8(&mut self, i: u8) {
-        self.add(u64::from(i));
-    }
-
-    #[inline]
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64);
-    }
-
-    #[inline]
-    fn write_u64(&mut self, i: u64) {
-        self.add(i);
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.hash
-    }
 }
 
 #[cfg(test)]

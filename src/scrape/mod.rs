@@ -17,10 +17,12 @@ pub mod target;
 mod text;
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::hash_map::{Entry, HashMap};
 use std::sync::Arc;
 
-use crate::series::{LabelError, Labels, MetricType, Sample, METRIC_NAME_LABEL};
+use crate::series::{
+    fingerprint, LabelError, Labels, MetricType, PassThrough, Sample, METRIC_NAME_LABEL,
+};
 
 pub use lex::{format_go_float, parse_go_float, NORMAL_NAN_BITS};
 pub use relabel::{relabel, Action, RelabelConfig, RelabelError, RelabelRule};
@@ -184,6 +186,8 @@ pub struct Exposition {
     pub families: Vec<ParsedFamily>,
     /// Samples in input order.
     pub samples: Vec<ParsedSample>,
+    /// Samples left out because the mapping of [`parse_bytes_mapped`] dropped their series.
+    pub dropped: usize,
 }
 
 impl Exposition {
@@ -312,11 +316,44 @@ pub fn parse_bytes_cached(
     cache: &mut SeriesCache,
     normalize_le_quantile: bool,
 ) -> Result<Exposition, ParseError> {
+    parse_bytes_with(body, content_type, cache, normalize_le_quantile, None)
+}
+
+/// Like [`parse_bytes_cached`], passing each series' label set through `map` the first time
+/// the series is seen, and caching what `map` makes of it: a label set it returns stands for
+/// the series from then on, and a series it drops (`None`) is only counted, in
+/// [`Exposition::dropped`]. A scrape target uses this to cache its output label sets rather
+/// than the exposed ones, so it keeps one label set per series, not two.
+///
+/// `map` must be a pure function of the label set, and a cache used with one `map` must not be
+/// used with another (or with none).
+pub fn parse_bytes_mapped(
+    body: &[u8],
+    content_type: Option<&str>,
+    cache: &mut SeriesCache,
+    normalize_le_quantile: bool,
+    map: &mut dyn FnMut(Labels) -> Option<Labels>,
+) -> Result<Exposition, ParseError> {
+    parse_bytes_with(body, content_type, cache, normalize_le_quantile, Some(map))
+}
+
+fn parse_bytes_with(
+    body: &[u8],
+    content_type: Option<&str>,
+    cache: &mut SeriesCache,
+    normalize_le_quantile: bool,
+    map: Option<&mut dyn FnMut(Labels) -> Option<Labels>>,
+) -> Result<Exposition, ParseError> {
     let format = format_of(content_type)?;
     let body = utf8(body)?;
     cache.generation += 1;
     let mut b = Builder::new(Some(&mut *cache));
     b.normalize = normalize_le_quantile;
+    // Rebuilt rather than moved, so the closure's lifetime shrinks to the builder's.
+    b.map = match map {
+        Some(m) => Some(m),
+        None => None,
+    };
     match format {
         Format::Text => text::parse(body, &mut b)?,
         Format::OpenMetrics => openmetrics::parse(body, &mut b)?,
@@ -324,6 +361,7 @@ pub fn parse_bytes_cached(
     let out = Exposition {
         families: b.families,
         samples: b.samples,
+        dropped: b.dropped,
     };
     cache.sweep();
     Ok(out)
@@ -350,6 +388,7 @@ pub fn parse_format(
     Ok(Exposition {
         families: b.families,
         samples: b.samples,
+        dropped: b.dropped,
     })
 }
 
@@ -377,20 +416,27 @@ fn utf8(body: &[u8]) -> Result<&str, ParseError> {
     })
 }
 
-/// Label sets of recently scraped series, keyed by their raw text in the body.
+/// Label sets of recently scraped series, keyed by a fingerprint of their raw text in the
+/// body.
 ///
 /// A target exposes the same series text scrape after scrape, so a hit skips unescaping,
 /// validation and sorting, and shares one `Arc<Labels>` across scrapes. Entries not seen in
 /// the last two successful scrapes are dropped, so the cache tracks the target's series.
+///
+/// The key is a 128-bit fingerprint of the text, seeded at random per process, rather than
+/// the text itself, which would cost about as much memory again as the label set: two texts
+/// of one target meeting on the same fingerprint by chance is out of reach (2^-128 per pair),
+/// and the seed keeps an exporter from building such texts on purpose.
 #[derive(Debug, Default)]
 pub struct SeriesCache {
-    map: HashMap<Box<str>, CacheEntry>,
+    map: HashMap<u128, CacheEntry, PassThrough>,
     generation: u64,
 }
 
 #[derive(Debug)]
 struct CacheEntry {
-    labels: Arc<Labels>,
+    /// `None`: the mapping dropped the series.
+    labels: Option<Arc<Labels>>,
     norm: Norm,
     seen: u64,
 }
@@ -486,6 +532,10 @@ pub(crate) struct Builder<'c> {
     cache: Option<&'c mut SeriesCache>,
     /// Whether `le`/`quantile` values are made canonical floats.
     normalize: bool,
+    /// What new series' label sets become (see [`parse_bytes_mapped`]).
+    map: Option<&'c mut dyn FnMut(Labels) -> Option<Labels>>,
+    /// Samples whose series `map` dropped.
+    dropped: usize,
 }
 
 impl<'c> Builder<'c> {
@@ -497,6 +547,8 @@ impl<'c> Builder<'c> {
             implicit_family: None,
             cache,
             normalize: true,
+            map: None,
+            dropped: 0,
         }
     }
 
@@ -564,26 +616,40 @@ impl<'c> Builder<'c> {
         let labels = match self.cache.as_deref_mut() {
             Some(cache) => {
                 let generation = cache.generation;
-                match cache.map.get_mut(raw) {
-                    Some(e) if e.norm == norm => {
+                match cache.map.entry(fingerprint(raw.as_bytes())) {
+                    Entry::Occupied(mut e) if e.get().norm == norm => {
+                        let e = e.get_mut();
                         e.seen = generation;
                         e.labels.clone()
                     }
-                    _ => {
-                        let l = Arc::new(series_labels(name, name_pos, labels, norm)?);
-                        cache.map.insert(
-                            raw.into(),
-                            CacheEntry {
-                                labels: l.clone(),
-                                norm,
-                                seen: generation,
-                            },
-                        );
-                        l
+                    entry => {
+                        let parsed = series_labels(name, name_pos, labels, norm)?;
+                        let labels = match self.map.as_deref_mut() {
+                            Some(map) => map(parsed).map(Arc::new),
+                            None => Some(Arc::new(parsed)),
+                        };
+                        let fresh = CacheEntry {
+                            labels: labels.clone(),
+                            norm,
+                            seen: generation,
+                        };
+                        match entry {
+                            Entry::Occupied(mut e) => {
+                                e.insert(fresh);
+                            }
+                            Entry::Vacant(e) => {
+                                e.insert(fresh);
+                            }
+                        }
+                        labels
                     }
                 }
             }
-            None => Arc::new(series_labels(name, name_pos, labels, norm)?),
+            None => Some(Arc::new(series_labels(name, name_pos, labels, norm)?)),
+        };
+        let Some(labels) = labels else {
+            self.dropped += 1;
+            return Ok(());
         };
         self.samples.push(ParsedSample {
             family,
@@ -605,7 +671,7 @@ fn series_labels(
 ) -> LineResult<Labels> {
     check_quoted_names(raw)?;
     // Feeding the pairs straight into the label model saves a temporary vector per series.
-    let pairs = std::iter::once((METRIC_NAME_LABEL.to_string(), name.to_string()))
+    let pairs = std::iter::once((Cow::Borrowed(METRIC_NAME_LABEL), Cow::Borrowed(name)))
         .chain(raw.iter().map(|l| pair(l, norm)));
     Labels::from_pairs(pairs).map_err(|e| label_error(e, Some(name_pos), raw))
 }
@@ -632,19 +698,19 @@ fn check_quoted_names(raw: &[RawLabel<'_>]) -> LineResult<()> {
 }
 
 /// The unescaped name and value of a raw label, `le`/`quantile` made canonical per `norm`.
-fn pair(l: &RawLabel<'_>, norm: Norm) -> (String, String) {
+fn pair<'a>(l: &RawLabel<'a>, norm: Norm) -> (Cow<'a, str>, Cow<'a, str>) {
     let name = if l.quoted {
-        lex::unescape(l.name, false).into_owned()
+        lex::unescape(l.name, false)
     } else {
-        l.name.to_string()
+        Cow::Borrowed(l.name)
     };
     let mut value = lex::unescape(l.value, false);
-    if norm.label() == Some(name.as_str()) {
+    if norm.label() == Some(&*name) {
         if let Some(v) = lex::canonical_float_label(&value) {
             value = Cow::Owned(v);
         }
     }
-    (name, value.into_owned())
+    (name, value)
 }
 
 /// Maps a label-model refusal to the position of the offending label.

@@ -6,17 +6,18 @@
 //! unit-tested by feeding bodies and timestamps.
 //!
 //! Series are tracked in slots: the label set a parsed series ends up with (after target labels
-//! and relabeling) is computed once, when the series first appears, and remembered by the
-//! address of the parser's shared label set, which a [`SeriesCache`] keeps stable from scrape
-//! to scrape. A steady-state scrape therefore costs one pointer lookup per sample.
+//! and relabeling) is computed once, when the series first appears, and the parser's
+//! [`SeriesCache`] keeps that output label set (not the exposed one) for the series' raw text,
+//! so a target holds one label set per series. A steady-state scrape costs a cache hit and one
+//! lookup by the label set's stored hash per sample.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::relabel::{relabel, RelabelRule};
-use super::{Format, ParseError, ParsedFamily, SeriesCache};
-use crate::series::{stale_nan, Labels, Sample, METRIC_NAME_LABEL};
+use super::{parse_bytes_mapped, Format, ParseError, ParsedFamily, SeriesCache};
+use crate::series::{stale_nan, Labels, PassThrough, Sample, METRIC_NAME_LABEL};
 
 /// Prefix Prometheus gives an exposed label that clashes with a target label.
 pub const EXPORTED_PREFIX: &str = "exported_";
@@ -135,23 +136,13 @@ impl ScrapeSummary {
     }
 }
 
-/// What a parsed series becomes, remembered by the parser's label-set address.
+/// What a sample's series becomes.
 #[derive(Clone, Copy, Debug)]
 enum Fate {
     /// Forwarded as the series in this slot.
     Slot(u32),
-    /// Dropped by a relabel rule.
-    Dropped,
     /// Rejected: no metric name after relabeling.
     NoName,
-}
-
-#[derive(Debug)]
-struct ParsedEntry {
-    /// Keeps the address alive, so it cannot be reused by another label set.
-    _parsed: Arc<Labels>,
-    fate: Fate,
-    touched: u64,
 }
 
 /// One output series.
@@ -172,9 +163,9 @@ struct Slot {
 pub struct TargetState {
     target_labels: Labels,
     opts: TargetOptions,
+    /// Output label sets by the raw series text they were exposed as.
     cache: SeriesCache,
-    by_parsed: HashMap<usize, ParsedEntry>,
-    by_labels: HashMap<Arc<Labels>, u32>,
+    by_labels: HashMap<Arc<Labels>, u32, PassThrough>,
     slots: Vec<Option<Slot>>,
     free: Vec<u32>,
     /// Incremented at every scrape; 0 means "never".
@@ -194,8 +185,7 @@ impl TargetState {
             target_labels,
             opts,
             cache: SeriesCache::new(),
-            by_parsed: HashMap::new(),
-            by_labels: HashMap::new(),
+            by_labels: HashMap::default(),
             slots: Vec::new(),
             free: Vec::new(),
             generation: 0,
@@ -228,7 +218,10 @@ impl TargetState {
         // Prometheus reads an unknown or missing content type as the text format.
         let ct = content_type.filter(|ct| Format::from_content_type(ct).is_some());
         let normalize = self.opts.normalize_le_quantile;
-        let exposition = match super::parse_bytes_cached(body, ct, &mut self.cache, normalize) {
+        let (target_labels, opts) = (&self.target_labels, &self.opts);
+        let mut output = |parsed: Labels| output_labels(&parsed, target_labels, opts);
+        let exposition = match parse_bytes_mapped(body, ct, &mut self.cache, normalize, &mut output)
+        {
             Ok(e) => e,
             Err(e) => return (self.fail(ScrapeError::Parse(e), scrape_ts, out), Vec::new()),
         };
@@ -239,13 +232,12 @@ impl TargetState {
         // scrape over the sample limit leaves nothing half-applied.
         let mut fates: Vec<Option<u32>> = Vec::with_capacity(exposition.samples.len());
         let mut summary = ScrapeSummary {
-            scraped: exposition.samples.len(),
+            scraped: exposition.samples.len() + exposition.dropped,
             ..ScrapeSummary::default()
         };
         for s in &exposition.samples {
             let slot = match self.fate_of(&s.labels, generation) {
                 Fate::Slot(i) => Some(i),
-                Fate::Dropped => None,
                 Fate::NoName => {
                     summary.rejected.no_metric_name += 1;
                     None
@@ -334,7 +326,6 @@ impl TargetState {
     ) -> ScrapeSummary {
         self.generation += 1;
         let stale_markers = self.mark_stale(self.generation - 1, scrape_ts, out);
-        self.by_parsed.clear();
         self.by_labels.clear();
         self.slots.clear();
         self.free.clear();
@@ -385,7 +376,6 @@ impl TargetState {
                 n += 1;
             }
         }
-        self.by_parsed.clear();
         self.by_labels.clear();
         self.slots.clear();
         self.free.clear();
@@ -393,50 +383,23 @@ impl TargetState {
         n
     }
 
-    /// Looks up (or works out and remembers) what the parsed series `parsed` becomes.
-    fn fate_of(&mut self, parsed: &Arc<Labels>, generation: u64) -> Fate {
-        let key = Arc::as_ptr(parsed) as usize;
-        let fate = match self.by_parsed.get_mut(&key) {
-            Some(entry) => {
-                entry.touched = generation;
-                entry.fate
-            }
-            None => {
-                let fate = match self.output_labels(parsed) {
-                    None => Fate::Dropped,
-                    Some(l) if l.get(METRIC_NAME_LABEL).is_none() => Fate::NoName,
-                    Some(l) => Fate::Slot(self.slot_for(l)),
-                };
-                self.by_parsed.insert(
-                    key,
-                    ParsedEntry {
-                        _parsed: parsed.clone(),
-                        fate,
-                        touched: generation,
-                    },
-                );
-                fate
-            }
+    /// What a sample with the (output) label set `labels` becomes: its series' slot, found by
+    /// content so that two exposed texts meeting on one label set share a series.
+    fn fate_of(&mut self, labels: &Arc<Labels>, generation: u64) -> Fate {
+        if !labels.has_metric_name() {
+            return Fate::NoName;
+        }
+        let i = match self.by_labels.get(labels) {
+            Some(&i) => i,
+            None => self.new_slot(labels.clone()),
         };
-        if let Fate::Slot(i) = fate {
-            if let Some(Some(slot)) = self.slots.get_mut(i as usize) {
-                slot.touched = generation;
-            }
+        if let Some(Some(slot)) = self.slots.get_mut(i as usize) {
+            slot.touched = generation;
         }
-        fate
+        Fate::Slot(i)
     }
 
-    /// The label set a parsed series is forwarded with; `None` if relabeling drops it.
-    fn output_labels(&self, parsed: &Labels) -> Option<Labels> {
-        let merged = merge_target_labels(parsed, &self.target_labels, self.opts.honor_labels);
-        relabel(&merged, &self.opts.rules)
-    }
-
-    fn slot_for(&mut self, labels: Labels) -> u32 {
-        if let Some(&i) = self.by_labels.get(&labels) {
-            return i;
-        }
-        let labels = Arc::new(labels);
+    fn new_slot(&mut self, labels: Arc<Labels>) -> u32 {
         let slot = Slot {
             labels: labels.clone(),
             last: None,
@@ -481,7 +444,6 @@ impl TargetState {
                 self.free.push(i as u32);
             }
         }
-        self.by_parsed.retain(|_, e| e.touched == generation);
         markers
     }
 
@@ -506,6 +468,12 @@ impl TargetState {
         );
         out.len() - before
     }
+}
+
+/// The label set a parsed series is forwarded with; `None` if relabeling drops it.
+fn output_labels(parsed: &Labels, target: &Labels, opts: &TargetOptions) -> Option<Labels> {
+    let merged = merge_target_labels(parsed, target, opts.honor_labels);
+    relabel(&merged, &opts.rules)
 }
 
 /// When a staleness marker for `slot` goes: at `ts`, or just after the series' last sample if

@@ -291,7 +291,8 @@ impl<'a> IntoIterator for &'a Labels {
 
 impl PartialEq for Labels {
     fn eq(&self, other: &Labels) -> bool {
-        self.hash == other.hash && self.buf == other.buf
+        // Interned sets usually meet themselves: the address settles it without a memcmp.
+        std::ptr::eq(self, other) || (self.hash == other.hash && self.buf == other.buf)
     }
 }
 
@@ -402,11 +403,55 @@ fn read_field(b: &[u8], key: u8) -> Option<(&[u8], &[u8])> {
     Some(b.split_at(len))
 }
 
-/// The per-process hash seed, random so that no input can be built to collide on purpose.
-fn seed() -> u64 {
-    static SEED: OnceLock<u64> = OnceLock::new();
-    *SEED.get_or_init(|| std::collections::hash_map::RandomState::new().hash_one(0x5eedu64))
+/// The per-process hash seeds, random so that no input can be built to collide on purpose.
+fn seeds() -> [u64; 2] {
+    static SEEDS: OnceLock<[u64; 2]> = OnceLock::new();
+    *SEEDS.get_or_init(|| {
+        let state = std::collections::hash_map::RandomState::new();
+        [state.hash_one(1u64), state.hash_one(2u64)]
+    })
 }
+
+/// The seed of [`Labels`]' stored hashes.
+fn seed() -> u64 {
+    seeds()[0]
+}
+
+/// A 128-bit fingerprint of `bytes`: two independently seeded hashes, for keys that stand in
+/// for the bytes themselves (see `scrape::SeriesCache`).
+pub fn fingerprint(bytes: &[u8]) -> u128 {
+    let [a, b] = seeds();
+    u128::from(hash_bytes(a, bytes)) << 64 | u128::from(hash_bytes(b, bytes))
+}
+
+/// A [`Hasher`] for keys that already are seeded hashes (a [`Labels`]' stored hash, a
+/// [`fingerprint`]): it passes them through rather than hashing them a second time.
+///
+/// Only for such keys: anything else (pointers, small integers) would cluster.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PassThroughHasher(u64);
+
+impl Hasher for PassThroughHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // Not reached by the intended keys; mix anyway so that misuse is slow, not wrong.
+        self.0 = hash_bytes(self.0 ^ seed(), bytes);
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 ^= v;
+    }
+
+    fn write_u128(&mut self, v: u128) {
+        self.0 ^= (v as u64) ^ ((v >> 64) as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Builds [`PassThroughHasher`]s, for `HashMap`s keyed by label sets or fingerprints.
+pub type PassThrough = std::hash::BuildHasherDefault<PassThroughHasher>;
 
 const HASH_K0: u64 = 0x243f_6a88_85a3_08d3;
 const HASH_K1: u64 = 0x1319_8a2e_0370_7344;

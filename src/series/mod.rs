@@ -13,7 +13,9 @@ mod labels;
 #[cfg(test)]
 pub(crate) use labels::KEY_SERIES_LABEL;
 pub(crate) use labels::{field_len, put_varint, varint_len};
-pub use labels::{Field, Fields, Iter, Label, LabelRef, Labels};
+pub use labels::{
+    fingerprint, Field, Fields, Iter, Label, LabelRef, Labels, PassThrough, PassThroughHasher,
+};
 
 /// The label that carries a series' metric name.
 pub const METRIC_NAME_LABEL: &str = "__name__";
