@@ -150,6 +150,24 @@ pub(super) enum LabelMode {
     Exemplar,
 }
 
+/// Where a label block that starts just after its `{` ends (the index past its `}`), by a
+/// quick scan that only tracks quoted strings; `None` if the line ends first. For a valid block
+/// this is where [`label_block`] ends too.
+pub(super) fn label_block_end(b: &[u8], mut i: usize) -> Option<usize> {
+    let mut quoted = false;
+    while let Some(&c) = b.get(i) {
+        match (quoted, c) {
+            (true, b'\\') => i += 1,
+            (true, b'"') => quoted = false,
+            (false, b'"') => quoted = true,
+            (false, b'}') => return Some(i + 1),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
 /// Parses a label block from just after its `{`; returns the index past the `}`. A quoted
 /// string followed by `,` or `}` is the metric name, which fills `name`.
 pub(super) fn label_block<'a>(

@@ -591,6 +591,37 @@ impl<'c> Builder<'c> {
         i
     }
 
+    /// The norm `le`/`quantile` values of a series in family `family` get.
+    fn norm_of(&self, family: usize) -> Norm {
+        let kind = self
+            .families
+            .get(family)
+            .map_or(FamilyType::Unknown, |f| f.kind);
+        if self.normalize {
+            Norm::for_kind(kind)
+        } else {
+            Norm::None
+        }
+    }
+
+    /// Looks up a series' raw text (name and braces) in the cache, for a parser that has not
+    /// lexed its labels yet: a hit stands for the very same text, which parsed in a recent
+    /// scrape, so the labels need not be lexed again. `None` on a miss (or without a cache).
+    fn cached(&mut self, raw: &str, name: &str) -> Option<Hit> {
+        let family = self.family_for(name);
+        let norm = self.norm_of(family);
+        let cache = self.cache.as_deref_mut()?;
+        let e = cache
+            .map
+            .get_mut(&fingerprint(raw.as_bytes()))
+            .filter(|e| e.norm == norm)?;
+        e.seen = cache.generation;
+        Some(Hit {
+            family,
+            labels: e.labels.clone(),
+        })
+    }
+
     /// Records one sample; `raw` is the series text (name and braces) used as cache key.
     #[allow(clippy::too_many_arguments)]
     fn sample(
@@ -604,15 +635,7 @@ impl<'c> Builder<'c> {
         exemplar: Option<Box<Exemplar>>,
     ) -> LineResult<()> {
         let family = self.family_for(name);
-        let kind = self
-            .families
-            .get(family)
-            .map_or(FamilyType::Unknown, |f| f.kind);
-        let norm = if self.normalize {
-            Norm::for_kind(kind)
-        } else {
-            Norm::None
-        };
+        let norm = self.norm_of(family);
         let labels = match self.cache.as_deref_mut() {
             Some(cache) => {
                 let generation = cache.generation;
@@ -647,19 +670,36 @@ impl<'c> Builder<'c> {
             }
             None => Some(Arc::new(series_labels(name, name_pos, labels, norm)?)),
         };
-        let Some(labels) = labels else {
+        self.push(Hit { family, labels }, value, timestamp_ms, exemplar);
+        Ok(())
+    }
+
+    /// Records a sample of a series already looked up.
+    fn push(
+        &mut self,
+        hit: Hit,
+        value: f64,
+        timestamp_ms: Option<i64>,
+        exemplar: Option<Box<Exemplar>>,
+    ) {
+        let Some(labels) = hit.labels else {
             self.dropped += 1;
-            return Ok(());
+            return;
         };
         self.samples.push(ParsedSample {
-            family,
+            family: hit.family,
             labels,
             value,
             timestamp_ms,
             exemplar,
         });
-        Ok(())
     }
+}
+
+/// A series' family and label set, as found in the cache (`None`: the mapping dropped it).
+pub(crate) struct Hit {
+    family: usize,
+    labels: Option<Arc<Labels>>,
 }
 
 /// Builds a series' label set from its name and raw labels.

@@ -624,6 +624,34 @@ fn cache_shares_label_sets_between_scrapes_and_forgets_vanished_series() {
 }
 
 #[test]
+fn cached_series_text_skips_lexing_but_not_checking() {
+    // Values holding `}`, `"` and `\\` must not end the quick scan of a label block early.
+    let body = "m{a=\"}\",b=\"q\\\"}\",c=\"x\\\\\"} 1\nm{a=\"2\"} 2\n";
+    let fresh = parse(body, None).unwrap();
+    let mut cache = SeriesCache::new();
+    let first = parse_cached(body, None, &mut cache).unwrap();
+    let second = parse_cached(body, None, &mut cache).unwrap();
+    assert_eq!(first, fresh);
+    assert_eq!(second, fresh);
+    assert_eq!(fresh.samples[0].labels.get("a"), Some("}"));
+    assert_eq!(fresh.samples[0].labels.get("b"), Some("q\"}"));
+    assert_eq!(fresh.samples[0].labels.get("c"), Some("x\\"));
+
+    // A known series text followed by garbage is still refused, at the same place as
+    // without a cache.
+    for bad in ["m{a=\"2\"}x 3\n", "m{a=\"2\"} 3 4 5\n", "m{a=\"2\"} y\n"] {
+        let want = parse(bad, None).unwrap_err();
+        assert_eq!(
+            parse_cached(bad, None, &mut cache).unwrap_err(),
+            want,
+            "{bad}"
+        );
+    }
+    // A prefix of a known text is not a hit.
+    assert!(parse_cached("m{a=\"2\" 3\n", None, &mut cache).is_err());
+}
+
+#[test]
 fn go_float_formatting_matches_strconv_g() {
     let cases = [
         (1.0, "1"),
@@ -825,6 +853,15 @@ proptest! {
         let mut cache = SeriesCache::new();
         let _ = parse_cached(&s, TEXT, &mut cache);
         let _ = parse_cached(&s, OM, &mut cache);
+
+        // A cache warmed by this body never changes what a related body parses to: known
+        // series texts meet garbage after them, in another order, or cut short.
+        let mut warm = SeriesCache::new();
+        let _ = parse_cached(&s, TEXT, &mut warm);
+        let reversed: Vec<&str> = s.split('\n').rev().collect();
+        for t in [s.clone(), reversed.join("\n"), format!("{s}x"), s.replace('}', "} x")] {
+            prop_assert_eq!(parse_cached(&t, TEXT, &mut warm), parse(&t, TEXT), "{:?}", t);
+        }
     }
 }
 

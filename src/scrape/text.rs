@@ -102,13 +102,28 @@ fn sample<'a>(
     let mut name: Option<(Cow<'a, str>, usize)> = None;
     let mut i;
     let series_end;
+    let mut hit = None;
     match b.get(start) {
         Some(&c) if lex::is_metric_start(c) => {
             let end = scan_while(b, start, lex::is_metric_char);
-            name = Some((Cow::Borrowed(line.get(start..end).unwrap_or("")), start));
+            let metric = line.get(start..end).unwrap_or("");
+            name = Some((Cow::Borrowed(metric), start));
             i = skip_ws(b, end);
             if b.get(i) == Some(&b'{') {
-                i = label_block(line, i + 1, LabelMode::Text, &mut name, labels)?;
+                // A series text seen in a recent scrape parsed then: skip lexing its labels.
+                // A text that ends where the lexer would not have ended it is no such text,
+                // so a bad line cannot slip through here.
+                let known = lex::label_block_end(b, i + 1).and_then(|e| {
+                    let raw = line.get(start..e)?;
+                    Some((out.cached(raw, metric)?, e))
+                });
+                i = match known {
+                    Some((h, e)) => {
+                        hit = Some(h);
+                        e
+                    }
+                    None => label_block(line, i + 1, LabelMode::Text, &mut name, labels)?,
+                };
                 series_end = i;
             } else {
                 series_end = end;
@@ -160,6 +175,10 @@ fn sample<'a>(
         }
         Some(_) => return Err(expected(line, i, "a timestamp or end of line")),
     };
+    if let Some(hit) = hit {
+        out.push(hit, value, timestamp_ms, None);
+        return Ok(());
+    }
     let raw = line.get(start..series_end).unwrap_or("");
     out.sample(raw, &name, name_pos, labels, value, timestamp_ms, None)
 }
