@@ -9,7 +9,7 @@ use pushprobe::config::{OpenAiProbeSettings, DEFAULT_BUCKETS};
 use pushprobe::pricing::{Price, PriceTable};
 use pushprobe::probe::openai::classify::KeySource;
 use pushprobe::probe::openai::metrics as m;
-use pushprobe::probe::openai::{Check, OpenAiProbe};
+use pushprobe::probe::openai::{Check, OpenAiProbe, TokenLimitField};
 use pushprobe::probe::ProbeReport;
 use pushprobe::series::Registry;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -322,6 +322,7 @@ fn settings(base: &str, checks: &[Check]) -> OpenAiProbeSettings {
         checks: checks.to_vec(),
         prompt: "ping".into(),
         max_tokens: 5,
+        token_limit_field: TokenLimitField::MaxTokens,
         interval: Duration::from_secs(60),
         timeout: Duration::from_secs(20),
         max_probe_spend_per_day: None,

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::{validate_buckets, Checker, ConfigDuration, TlsConfig};
 use crate::pricing::{Price, PriceTable};
 use crate::probe::openai::classify::{diagnose_key, KeyDiagnosis, KeySource};
-use crate::probe::openai::Check;
+use crate::probe::openai::{Check, TokenLimitField};
 
 /// Default prompt: short, so a probe costs a few tokens.
 pub const DEFAULT_PROMPT: &str = "ping";
@@ -90,6 +90,10 @@ pub struct OpenAiProbeConfig {
     /// `max_tokens` of the chat checks.
     #[serde(default = "default_max_tokens")]
     pub max_tokens: u32,
+    /// The request field that carries `max_tokens`: `max_tokens` (default) or
+    /// `max_completion_tokens`, for models that refuse the former.
+    #[serde(default)]
+    pub token_limit_field: TokenLimitField,
     /// How often to probe.
     #[serde(default = "default_ai_interval")]
     pub interval: ConfigDuration,
@@ -149,6 +153,8 @@ pub struct OpenAiProbeSettings {
     pub prompt: String,
     /// `max_tokens` of chat requests.
     pub max_tokens: u32,
+    /// The field `max_tokens` is sent in.
+    pub token_limit_field: TokenLimitField,
     /// Period.
     pub interval: Duration,
     /// Deadline of each check.
@@ -347,6 +353,7 @@ pub(super) fn validate_openai_probe(
         checks,
         prompt: o.prompt.clone(),
         max_tokens: o.max_tokens,
+        token_limit_field: o.token_limit_field,
         interval,
         timeout,
         max_probe_spend_per_day: o.max_probe_spend_per_day,
@@ -403,6 +410,7 @@ mod tests {
         assert_eq!(o.provider, "api.example.com");
         assert_eq!(o.checks, [Check::Models, Check::Chat, Check::ChatStream]);
         assert_eq!((o.prompt.as_str(), o.max_tokens), ("ping", 5));
+        assert_eq!(o.token_limit_field, TokenLimitField::MaxTokens);
         assert_eq!(o.interval, Duration::from_secs(60));
         assert_eq!(o.timeout, Duration::from_secs(30));
         assert_eq!(o.max_body_bytes, 1024 * 1024);
@@ -499,6 +507,25 @@ mod tests {
         assert!(e.contains("probe[0].base_url"), "{e}");
         let e = bad("model = ", "max_tokens = 0\nmodel = ");
         assert!(e.contains("probe[0].max_tokens: must be > 0"), "{e}");
+        let e = bad("model = ", "token_limit_field = \"max_output\"\nmodel = ");
+        assert!(e.contains("token_limit_field"), "{e}");
+        assert!(
+            e.contains("max_completion_tokens"),
+            "names the accepted values: {e}"
+        );
+    }
+
+    #[test]
+    fn token_limit_field_can_be_max_completion_tokens() {
+        let toml = AI.replace(
+            "model = ",
+            "token_limit_field = \"max_completion_tokens\"\nmodel = ",
+        );
+        let s = parse_with(&toml, Some("sk-test-123")).unwrap();
+        assert_eq!(
+            openai(&s).token_limit_field,
+            TokenLimitField::MaxCompletionTokens
+        );
     }
 
     #[test]

@@ -26,6 +26,28 @@ pub enum Check {
     ChatStream,
 }
 
+/// The request field that carries the chat checks' output-token limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenLimitField {
+    /// `max_tokens`: what most OpenAI-compatible APIs take.
+    #[default]
+    MaxTokens,
+    /// `max_completion_tokens`: what OpenAI's reasoning models require (they refuse
+    /// `max_tokens` with a 400).
+    MaxCompletionTokens,
+}
+
+impl TokenLimitField {
+    /// The JSON field name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenLimitField::MaxTokens => "max_tokens",
+            TokenLimitField::MaxCompletionTokens => "max_completion_tokens",
+        }
+    }
+}
+
 impl Check {
     /// The `check` label value.
     pub fn as_str(self) -> &'static str {
@@ -95,12 +117,12 @@ pub fn endpoint_url(base: &reqwest::Url, endpoint: &str) -> reqwest::Url {
 }
 
 /// The JSON body of a chat request.
-pub fn chat_body(model: &str, prompt: &str, max_tokens: u32, stream: bool) -> Bytes {
+pub fn chat_body(model: &str, prompt: &str, limit: (TokenLimitField, u32), stream: bool) -> Bytes {
     let mut body = serde_json::json!({
         "model": model,
         "messages": [{"role": "user", "content": prompt}],
-        "max_tokens": max_tokens,
     });
+    body[limit.0.as_str()] = limit.1.into();
     if stream {
         body["stream"] = true.into();
         body["stream_options"] = serde_json::json!({"include_usage": true});
@@ -245,7 +267,7 @@ impl OpenAiProbe {
                 let body = chat_body(
                     &self.settings.model,
                     &self.settings.prompt,
-                    self.settings.max_tokens,
+                    (self.settings.token_limit_field, self.settings.max_tokens),
                     stream,
                 );
                 let accept = if stream {
@@ -595,8 +617,13 @@ mod tests {
 
     #[test]
     fn chat_body_has_the_openai_shape() {
-        let v: serde_json::Value =
-            serde_json::from_slice(&chat_body("m", "ping", 5, true)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&chat_body(
+            "m",
+            "ping",
+            (TokenLimitField::MaxTokens, 5),
+            true,
+        ))
+        .unwrap();
         assert_eq!(
             v,
             serde_json::json!({
@@ -607,8 +634,22 @@ mod tests {
                 "stream_options": {"include_usage": true},
             })
         );
-        let v: serde_json::Value =
-            serde_json::from_slice(&chat_body("m", "ping", 5, false)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&chat_body(
+            "m",
+            "ping",
+            (TokenLimitField::MaxTokens, 5),
+            false,
+        ))
+        .unwrap();
         assert!(v.get("stream").is_none());
+    }
+
+    #[test]
+    fn reasoning_models_get_max_completion_tokens_instead() {
+        let limit = (TokenLimitField::MaxCompletionTokens, 7);
+        let v: serde_json::Value =
+            serde_json::from_slice(&chat_body("o", "p", limit, false)).unwrap();
+        assert_eq!(v["max_completion_tokens"], 7);
+        assert!(v.get("max_tokens").is_none(), "{v}");
     }
 }
