@@ -377,3 +377,47 @@ async fn shutdown_queues_exact_staleness_markers_before_the_drain() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_do_not_keep_their_connection() {
+    let receiver = RwReceiver::start(|_, _| 204).await;
+    let small = TargetServer::start_with(Reply {
+        body: "a 1\n".into(),
+        ..Reply::default()
+    })
+    .await;
+    let mut big_body = String::new();
+    for i in 0..4000 {
+        big_body.push_str(&format!(
+            "big_series{{i=\"{i:05}\",pad=\"xxxxxxxx\"}} {i}\n"
+        ));
+    }
+    assert!(big_body.len() > pushprobe::scrape::scraper::KEEP_ALIVE_MAX_BODY);
+    let big = TargetServer::start_with(Reply {
+        body: big_body,
+        ..Reply::default()
+    })
+    .await;
+    let agent = Pushprobe::with_config(&format!(
+        "[[remote_write]]\nurl = {}\nbatch_send_deadline = \"200ms\"\n\n\
+         [[scrape]]\njob = \"j\"\ntargets = [{}, {}]\ninterval = \"1s\"\n",
+        toml_string(&receiver.write_url()),
+        toml_string(&small.addr().to_string()),
+        toml_string(&big.addr().to_string()),
+    ));
+    let run = agent.spawn_run(&[]);
+    let deadline = Instant::now() + DATA_TIMEOUT;
+    while small.hits() < 2 || big.hits() < 2 {
+        assert!(Instant::now() < deadline, "targets were not scraped twice");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    run.terminate(Duration::from_secs(30)).await.assert_code(0);
+    // After a large body the client asks for the connection to be closed; after a small one
+    // it keeps it.
+    assert_eq!(big.last_header("connection").as_deref(), Some("close"));
+    assert_eq!(small.last_header("connection"), None);
+    let samples = receiver.accepted_samples();
+    assert!(samples
+        .iter()
+        .any(|s| s.label("__name__") == Some("big_series") && s.label("i") == Some("03999")));
+}
