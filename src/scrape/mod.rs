@@ -301,7 +301,7 @@ pub fn parse_cached(
     cache: &mut SeriesCache,
 ) -> Result<Exposition, ParseError> {
     let format = format_of(content_type)?;
-    cache.generation += 1;
+    cache.generation = cache.generation.wrapping_add(1);
     let out = parse_format(body, format, Some(&mut *cache))?;
     cache.sweep();
     Ok(out)
@@ -346,7 +346,7 @@ fn parse_bytes_with(
 ) -> Result<Exposition, ParseError> {
     let format = format_of(content_type)?;
     let body = utf8(body)?;
-    cache.generation += 1;
+    cache.generation = cache.generation.wrapping_add(1);
     let mut b = Builder::new(Some(&mut *cache));
     b.normalize = normalize_le_quantile;
     // Rebuilt rather than moved, so the closure's lifetime shrinks to the builder's.
@@ -429,8 +429,11 @@ fn utf8(body: &[u8]) -> Result<&str, ParseError> {
 /// and the seed keeps an exporter from building such texts on purpose.
 #[derive(Debug, Default)]
 pub struct SeriesCache {
-    map: HashMap<u128, CacheEntry, PassThrough>,
-    generation: u64,
+    /// Keyed by the fingerprint's two halves: a `u128` key would be 16-aligned and pad every
+    /// entry to 48 bytes instead of 32.
+    map: HashMap<(u64, u64), CacheEntry, PassThrough>,
+    /// Counts parses; entries keep its low 32 bits, enough to tell "seen in the last two".
+    generation: u32,
 }
 
 #[derive(Debug)]
@@ -438,7 +441,13 @@ struct CacheEntry {
     /// `None`: the mapping dropped the series.
     labels: Option<Arc<Labels>>,
     norm: Norm,
-    seen: u64,
+    seen: u32,
+}
+
+/// The cache key of a series' raw text.
+fn cache_key(raw: &str) -> (u64, u64) {
+    let fp = fingerprint(raw.as_bytes());
+    ((fp >> 64) as u64, fp as u64)
 }
 
 impl SeriesCache {
@@ -458,8 +467,9 @@ impl SeriesCache {
     }
 
     fn sweep(&mut self) {
-        let keep_from = self.generation.saturating_sub(1);
-        self.map.retain(|_, e| e.seen >= keep_from);
+        let now = self.generation;
+        // Wrapping: a generation counter that overflows still tells the last two apart.
+        self.map.retain(|_, e| now.wrapping_sub(e.seen) <= 1);
     }
 }
 
@@ -613,7 +623,7 @@ impl<'c> Builder<'c> {
         let cache = self.cache.as_deref_mut()?;
         let e = cache
             .map
-            .get_mut(&fingerprint(raw.as_bytes()))
+            .get_mut(&cache_key(raw))
             .filter(|e| e.norm == norm)?;
         e.seen = cache.generation;
         Some(Hit {
@@ -639,7 +649,7 @@ impl<'c> Builder<'c> {
         let labels = match self.cache.as_deref_mut() {
             Some(cache) => {
                 let generation = cache.generation;
-                match cache.map.entry(fingerprint(raw.as_bytes())) {
+                match cache.map.entry(cache_key(raw)) {
                     Entry::Occupied(mut e) if e.get().norm == norm => {
                         let e = e.get_mut();
                         e.seen = generation;

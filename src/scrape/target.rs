@@ -149,13 +149,27 @@ enum Fate {
 #[derive(Debug)]
 struct Slot {
     labels: Arc<Labels>,
-    /// Timestamp and value bits of the last sample forwarded.
-    last: Option<(i64, u64)>,
+    /// Timestamp of the last sample forwarded; [`NO_SAMPLE`] before the first. (Not an
+    /// `Option`, which would add 8 bytes to each of a target's many slots.)
+    last_ts: i64,
+    /// Value bits of the last sample forwarded.
+    last_bits: u64,
     /// Generation in which some parsed series last mapped here.
     touched: u64,
     /// Generation in which it last had a sample that counts for staleness (no explicit
     /// timestamp), as Prometheus leaves series with explicit timestamps out of staleness.
     tracked: u64,
+}
+
+/// `Slot::last_ts` of a series with no sample yet. A real timestamp this far before 1970 would
+/// only count its series as new again.
+const NO_SAMPLE: i64 = i64::MIN;
+
+impl Slot {
+    /// Timestamp and value bits of the last sample forwarded, if any.
+    fn last(&self) -> Option<(i64, u64)> {
+        (self.last_ts != NO_SAMPLE).then_some((self.last_ts, self.last_bits))
+    }
 }
 
 /// The state of one target between scrapes.
@@ -278,8 +292,8 @@ impl TargetState {
                 scrape_ts
             };
             let bits = s.value.to_bits();
-            let new_series = slot.last.is_none();
-            match slot.last {
+            let new_series = slot.last().is_none();
+            match slot.last() {
                 Some((last_ts, _)) if ts < last_ts => {
                     summary.rejected.out_of_order += 1;
                     continue;
@@ -298,7 +312,8 @@ impl TargetState {
                 }
                 _ => {}
             }
-            slot.last = Some((ts, bits));
+            slot.last_ts = ts;
+            slot.last_bits = bits;
             if !explicit {
                 slot.tracked = generation;
             }
@@ -402,7 +417,8 @@ impl TargetState {
     fn new_slot(&mut self, labels: Arc<Labels>) -> u32 {
         let slot = Slot {
             labels: labels.clone(),
-            last: None,
+            last_ts: NO_SAMPLE,
+            last_bits: 0,
             touched: 0,
             tracked: 0,
         };
@@ -480,7 +496,7 @@ fn output_labels(parsed: &Labels, target: &Labels, opts: &TargetOptions) -> Opti
 /// that is later (a series exposed twice in one scrape, once with a future timestamp), so a
 /// series' timestamps never go backwards.
 fn stale_ts(slot: &Slot, ts: i64) -> i64 {
-    slot.last
+    slot.last()
         .map_or(ts, |(last, _)| ts.max(last.saturating_add(1)))
 }
 
