@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use super::relabel::{relabel, RelabelRule};
 use super::{parse_bytes_mapped, Format, ParseError, ParsedFamily, SeriesCache};
-use crate::series::{stale_nan, Labels, PassThrough, Sample, METRIC_NAME_LABEL};
+use crate::series::{stale_nan, Labels, PassThrough, Sample, METRIC_NAME_LABEL, STALE_NAN_BITS};
 
 /// Prefix Prometheus gives an exposed label that clashes with a target label.
 pub const EXPORTED_PREFIX: &str = "exported_";
@@ -161,6 +161,20 @@ struct Slot {
     tracked: u64,
 }
 
+/// How long an ended series' last timestamp is remembered (see `TargetState::ended`): as long
+/// as a Prometheus head block keeps a series, after which a receiver refuses samples that old
+/// anyway.
+pub const TOMBSTONE_MS: i64 = 3_600_000;
+
+/// Remembers what was last sent for a series whose slot goes away: its staleness marker's
+/// timestamp if it got one, else its last sample's.
+fn bury(ended: &mut HashMap<u64, i64, PassThrough>, slot: &Slot, marker: Option<i64>) {
+    let last = marker.or(slot.last().map(|(ts, _)| ts));
+    if let Some(ts) = last {
+        ended.insert(slot.labels.content_hash(), ts);
+    }
+}
+
 /// `Slot::last_ts` of a series with no sample yet. A real timestamp this far before 1970 would
 /// only count its series as new again.
 const NO_SAMPLE: i64 = i64::MIN;
@@ -182,6 +196,10 @@ pub struct TargetState {
     by_labels: HashMap<Arc<Labels>, u32, PassThrough>,
     slots: Vec<Option<Slot>>,
     free: Vec<u32>,
+    /// Series that ended (went stale or stopped being exposed), by label-set hash: the last
+    /// timestamp sent for each, so a series that comes back with an older explicit timestamp
+    /// cannot go back in time. Kept for [`TOMBSTONE_MS`].
+    ended: HashMap<u64, i64, PassThrough>,
     /// Incremented at every scrape; 0 means "never".
     generation: u64,
     report: [Arc<Labels>; 5],
@@ -202,6 +220,7 @@ impl TargetState {
             by_labels: HashMap::default(),
             slots: Vec::new(),
             free: Vec::new(),
+            ended: HashMap::default(),
             generation: 0,
             report,
             reported: None,
@@ -292,7 +311,7 @@ impl TargetState {
                 scrape_ts
             };
             let bits = s.value.to_bits();
-            let new_series = slot.last().is_none();
+            let new_series = slot.last().is_none_or(|(_, bits)| bits == STALE_NAN_BITS);
             match slot.last() {
                 Some((last_ts, _)) if ts < last_ts => {
                     summary.rejected.out_of_order += 1;
@@ -341,6 +360,14 @@ impl TargetState {
     ) -> ScrapeSummary {
         self.generation += 1;
         let stale_markers = self.mark_stale(self.generation - 1, scrape_ts, out);
+        for slot in self.slots.iter().flatten() {
+            let marked = slot.tracked == self.generation - 1;
+            bury(
+                &mut self.ended,
+                slot,
+                marked.then(|| stale_ts(slot, scrape_ts)),
+            );
+        }
         self.by_labels.clear();
         self.slots.clear();
         self.free.clear();
@@ -415,10 +442,16 @@ impl TargetState {
     }
 
     fn new_slot(&mut self, labels: Arc<Labels>) -> u32 {
+        // A series that ended recently starts from what was last sent for it, marked as a
+        // staleness marker so that it still counts as added when it comes back.
+        let (last_ts, last_bits) = match self.ended.remove(&labels.content_hash()) {
+            Some(ts) => (ts, STALE_NAN_BITS),
+            None => (NO_SAMPLE, 0),
+        };
         let slot = Slot {
             labels: labels.clone(),
-            last_ts: NO_SAMPLE,
-            last_bits: 0,
+            last_ts,
+            last_bits,
             touched: 0,
             tracked: 0,
         };
@@ -445,21 +478,27 @@ impl TargetState {
         let mut markers = 0;
         for (i, entry) in self.slots.iter_mut().enumerate() {
             let Some(slot) = entry else { continue };
+            let mut marker = None;
             // 0 is "never tracked" (explicitly timestamped series, or new ones).
             if slot.tracked != 0 && slot.tracked == generation - 1 {
+                let at = stale_ts(slot, ts);
                 out.push(Sample {
                     labels: slot.labels.clone(),
                     value: stale_nan(),
-                    timestamp_ms: stale_ts(slot, ts),
+                    timestamp_ms: at,
                 });
                 markers += 1;
+                marker = Some(at);
             }
             if slot.touched != generation {
+                bury(&mut self.ended, slot, marker);
                 self.by_labels.remove(&slot.labels);
                 *entry = None;
                 self.free.push(i as u32);
             }
         }
+        let horizon = ts.saturating_sub(TOMBSTONE_MS);
+        self.ended.retain(|_, last| *last >= horizon);
         markers
     }
 

@@ -590,3 +590,48 @@ mod props {
         }
     }
 }
+
+#[test]
+fn a_series_that_comes_back_cannot_go_back_in_time() {
+    // Found by the scrape_target fuzzer: a series ends (stale marker at 3000), then comes
+    // back with an explicit timestamp older than its marker.
+    let mut st = state(default_opts());
+    let name = r#"uu{instance="127.0.0.1:9100",job="node"}"#;
+    let (_, a) = scrape(&mut st, "uu 22\n", 2000);
+    let (_, b) = scrape(&mut st, "", 3000);
+    assert_eq!(
+        without_report(&b),
+        [(name.to_string(), "stale".to_string(), 3000)]
+    );
+    let (summary, c) = scrape(&mut st, "uu 2 2\n", 5000);
+    assert!(find(&c, name).is_empty(), "{:?}", show(&c));
+    assert_eq!(summary.rejected.out_of_order, 1);
+    // Its marker's own timestamp is taken too: a value there would contradict it.
+    let (summary, d) = scrape(&mut st, "uu 7 3000\n", 6000);
+    assert!(find(&d, name).is_empty(), "{:?}", show(&d));
+    assert_eq!(summary.rejected.duplicate_timestamp, 1);
+    // Newer samples flow again and count as an added series.
+    let (summary, e) = scrape(&mut st, "uu 8\n", 7000);
+    assert_eq!(
+        without_report(&e),
+        [(name.to_string(), "8".to_string(), 7000)]
+    );
+    assert_eq!(summary.series_added, 1);
+    let mut last = i64::MIN;
+    for s in a.iter().chain(&b).chain(&c).chain(&d).chain(&e) {
+        if s.labels.to_string() == name {
+            assert!(s.timestamp_ms >= last, "{name} went back in time");
+            last = s.timestamp_ms;
+        }
+    }
+}
+
+#[test]
+fn ended_series_are_forgotten_after_the_tombstone_horizon() {
+    let mut st = state(default_opts());
+    scrape(&mut st, "uu 1\n", 1000);
+    scrape(&mut st, "", 2000);
+    assert_eq!(st.ended.len(), 1);
+    scrape(&mut st, "", 2000 + TOMBSTONE_MS + 1);
+    assert!(st.ended.is_empty());
+}
