@@ -17,7 +17,7 @@ pub mod target;
 mod text;
 
 use std::borrow::Cow;
-use std::collections::hash_map::{Entry, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::series::{
@@ -614,9 +614,9 @@ impl<'c> Builder<'c> {
         }
     }
 
-    /// Looks up a series' raw text (name and braces) in the cache, for a parser that has not
-    /// lexed its labels yet: a hit stands for the very same text, which parsed in a recent
-    /// scrape, so the labels need not be lexed again. `None` on a miss (or without a cache).
+    /// Looks up a series' raw text (name and braces) in the cache: a hit stands for the very
+    /// same text, which parsed in a recent scrape, so its labels need not be lexed (a parser
+    /// may ask before lexing them) or built again. `None` on a miss (or without a cache).
     fn cached(&mut self, raw: &str, name: &str) -> Option<Hit> {
         let family = self.family_for(name);
         let norm = self.norm_of(family);
@@ -644,42 +644,25 @@ impl<'c> Builder<'c> {
         timestamp_ms: Option<i64>,
         exemplar: Option<Box<Exemplar>>,
     ) -> LineResult<()> {
+        if let Some(hit) = self.cached(raw, name) {
+            self.push(hit, value, timestamp_ms, exemplar);
+            return Ok(());
+        }
         let family = self.family_for(name);
         let norm = self.norm_of(family);
-        let labels = match self.cache.as_deref_mut() {
-            Some(cache) => {
-                let generation = cache.generation;
-                match cache.map.entry(cache_key(raw)) {
-                    Entry::Occupied(mut e) if e.get().norm == norm => {
-                        let e = e.get_mut();
-                        e.seen = generation;
-                        e.labels.clone()
-                    }
-                    entry => {
-                        let parsed = series_labels(name, name_pos, labels, norm)?;
-                        let labels = match self.map.as_deref_mut() {
-                            Some(map) => map(parsed).map(Arc::new),
-                            None => Some(Arc::new(parsed)),
-                        };
-                        let fresh = CacheEntry {
-                            labels: labels.clone(),
-                            norm,
-                            seen: generation,
-                        };
-                        match entry {
-                            Entry::Occupied(mut e) => {
-                                e.insert(fresh);
-                            }
-                            Entry::Vacant(e) => {
-                                e.insert(fresh);
-                            }
-                        }
-                        labels
-                    }
-                }
-            }
-            None => Some(Arc::new(series_labels(name, name_pos, labels, norm)?)),
+        let parsed = series_labels(name, name_pos, labels, norm)?;
+        let labels = match self.map.as_deref_mut() {
+            Some(map) => map(parsed).map(Arc::new),
+            None => Some(Arc::new(parsed)),
         };
+        if let Some(cache) = self.cache.as_deref_mut() {
+            let fresh = CacheEntry {
+                labels: labels.clone(),
+                norm,
+                seen: cache.generation,
+            };
+            cache.map.insert(cache_key(raw), fresh);
+        }
         self.push(Hit { family, labels }, value, timestamp_ms, exemplar);
         Ok(())
     }
