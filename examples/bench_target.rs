@@ -7,8 +7,10 @@
 //!
 //! Usage: `bench_target [PORTS]` (default 4).
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::convert::Infallible;
-use std::io::Write;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -16,7 +18,6 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
 
 async fn ok(_req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(Response::new(Full::new(Bytes::from_static(b"ok\n"))))
@@ -33,21 +34,7 @@ fn main() {
         .build()
         .expect("tokio runtime");
     rt.block_on(async move {
-        let mut listeners = Vec::with_capacity(ports);
-        for _ in 0..ports {
-            listeners.push(
-                TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind 127.0.0.1"),
-            );
-        }
-        {
-            let mut out = std::io::stdout().lock();
-            for l in &listeners {
-                writeln!(out, "{}", l.local_addr().expect("address").port()).expect("stdout");
-            }
-            out.flush().expect("stdout");
-        }
+        let listeners = support::listen_and_announce(ports).await;
         let mut tasks = Vec::new();
         for listener in listeners {
             tasks.push(tokio::spawn(async move {

@@ -10,10 +10,12 @@
 //! Usage: `scrape_target [PORTS] [SERIES]` (defaults 50, 2000). Prints one port per line once
 //! all are listening, then serves until killed.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::cell::RefCell;
 use std::convert::Infallible;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -22,7 +24,6 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
 
 const SERIES_PER_FAMILY: usize = 20;
 
@@ -105,21 +106,7 @@ fn main() {
         .expect("tokio runtime");
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
-        let mut listeners = Vec::with_capacity(ports);
-        for _ in 0..ports {
-            listeners.push(
-                TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind 127.0.0.1"),
-            );
-        }
-        {
-            let mut out = std::io::stdout().lock();
-            for l in &listeners {
-                writeln!(out, "{}", l.local_addr().expect("address").port()).expect("stdout");
-            }
-            out.flush().expect("stdout");
-        }
+        let listeners = support::listen_and_announce(ports).await;
         let mut tasks = Vec::new();
         for listener in listeners {
             let payload = Rc::new(RefCell::new(Payload::new(series)));
