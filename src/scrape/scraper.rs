@@ -349,7 +349,6 @@ impl Scraper {
                 _ = shutdown.cancelled() => break,
                 _ = ticker.tick() => {}
             }
-            out.clear();
             let done = tokio::select! {
                 _ = shutdown.cancelled() => false,
                 _ = self.scrape(&mut out, &telemetry, metadata.as_deref()) => true,
@@ -358,8 +357,9 @@ impl Scraper {
                 break;
             }
             publish(&out);
-            // A large scrape leaves a large buffer; keep at most a typical one.
-            out.shrink_to(4096);
+            // Not kept between scrapes: the queues hold copies of these samples, and a buffer
+            // kept by every target would hold each one's largest scrape while it sits idle.
+            out = Vec::new();
         }
         out.clear();
         let markers = self.end(now_ms(), &mut out);

@@ -298,7 +298,8 @@ impl TargetState {
         }
 
         // Second pass: timestamp order per series, then forward.
-        out.reserve(summary.post_relabel);
+        // Room for the report series too, which `report` appends after this.
+        out.reserve(summary.post_relabel + REPORT_SERIES.len());
         for (s, slot) in exposition.samples.iter().zip(&fates) {
             let Some(i) = *slot else { continue };
             let Some(Some(slot)) = self.slots.get_mut(i as usize) else {
