@@ -127,6 +127,9 @@ pub struct Sender {
     epoch: Instant,
     /// Rejections not yet logged, shared by the shards and the live lane.
     rejections: std::sync::Mutex<RejectionLog>,
+    /// Shared by the shards: encoding is quick and never waits, so one encoder's batch-sized
+    /// buffers serve every concurrent request.
+    encoder: std::sync::Mutex<Encoder>,
     /// The queue outlives the process: its first window may repeat delivered samples.
     durable_queue: bool,
 }
@@ -180,6 +183,7 @@ impl Sender {
                 .map(|rate| std::sync::Mutex::new(TokenBucket::new(rate))),
             epoch: Instant::now(),
             rejections: std::sync::Mutex::new(RejectionLog::default()),
+            encoder: std::sync::Mutex::new(Encoder::new()),
             durable_queue: false,
         };
         sender.touch_metrics();
@@ -330,11 +334,10 @@ impl Sender {
         let Some(live) = &self.queue.live else {
             return;
         };
-        let Some(stats) = self.encode(&batch.samples, st) else {
+        let Some((stats, body)) = self.encode(&batch.samples) else {
             live.mark_delivered(batch.seqs());
             return;
         };
-        let body = Bytes::copy_from_slice(&st.buf);
         let answer = self.attempt(body.clone()).await;
         let decision = self.policy.decide(
             answer.outcome,
@@ -400,13 +403,17 @@ impl Sender {
         }
     }
 
-    /// Encodes samples into the shard's buffer, counting what cannot be sent; `None` when
+    /// Encodes samples into a request body, counting what cannot be sent; `None` when
     /// nothing is left to send.
-    fn encode(&self, samples: &[Sample], st: &mut ShardState) -> Option<EncodeStats> {
-        let stats = match st
+    fn encode(&self, samples: &[Sample]) -> Option<(EncodeStats, Bytes)> {
+        // Poisoning cannot leave the encoder half-valid: it resets its buffers on every call.
+        let mut encoder = self
             .encoder
-            .encode(samples, &self.external_labels, &mut st.buf)
-        {
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The body is built at its exact size and handed over without another copy.
+        let mut body = Vec::new();
+        let stats = match encoder.encode(samples, &self.external_labels, &mut body) {
             Ok(stats) => stats,
             Err(e) => {
                 tracing::error!(
@@ -427,7 +434,7 @@ impl Sender {
             );
             self.count_dropped(stats.skipped_no_name, "invalid", true);
         }
-        (stats.samples > 0).then_some(stats)
+        (stats.samples > 0).then(|| (stats, Bytes::from(body)))
     }
 
     /// Encodes one request and sends it until it is accepted or refused for good.
@@ -512,11 +519,10 @@ impl Sender {
     /// Encodes `samples` and sends them until the receiver answers for good; records
     /// successes and retries, and leaves refusals to the caller.
     async fn send(&self, samples: &[Sample], st: &mut ShardState, catching_up: bool) -> Sent {
-        let Some(stats) = self.encode(samples, st) else {
+        // The same bytes go out on every attempt: timestamps never change on retry.
+        let Some((stats, body)) = self.encode(samples) else {
             return Sent::Nothing;
         };
-        // The same bytes go out on every attempt: timestamps never change on retry.
-        let body = Bytes::copy_from_slice(&st.buf);
         let mut attempt = 0u32;
         loop {
             if catching_up {
@@ -820,18 +826,14 @@ impl RunState {
     }
 }
 
-/// What one concurrent request stream reuses from request to request.
+/// What one concurrent request stream keeps from request to request.
 struct ShardState {
-    encoder: Encoder,
-    buf: Vec<u8>,
     jitter: Jitter,
 }
 
 impl ShardState {
     fn new() -> Self {
         ShardState {
-            encoder: Encoder::new(),
-            buf: Vec::new(),
             jitter: Jitter::new(),
         }
     }
