@@ -15,6 +15,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hashbrown::HashTable;
+
 use super::relabel::{relabel, RelabelRule};
 use super::{parse_bytes_mapped, Format, ParseError, ParsedFamily, SeriesCache};
 use crate::series::{stale_nan, Labels, PassThrough, Sample, METRIC_NAME_LABEL, STALE_NAN_BITS};
@@ -155,10 +157,25 @@ struct Slot {
     /// Value bits of the last sample forwarded.
     last_bits: u64,
     /// Generation in which some parsed series last mapped here.
-    touched: u64,
+    touched: u32,
     /// Generation in which it last had a sample that counts for staleness (no explicit
     /// timestamp), as Prometheus leaves series with explicit timestamps out of staleness.
-    tracked: u64,
+    tracked: u32,
+}
+
+/// The generation before `g`. Generations count scrapes and skip 0 ("never") when they wrap,
+/// so the one before 1 is `u32::MAX`.
+fn previous(g: u32) -> u32 {
+    if g <= 1 {
+        u32::MAX
+    } else {
+        g - 1
+    }
+}
+
+/// The generation after `g` (see [`previous`]).
+fn next(g: u32) -> u32 {
+    g.wrapping_add(1).max(1)
 }
 
 /// How long an ended series' last timestamp is remembered (see `TargetState::ended`): as long
@@ -193,15 +210,17 @@ pub struct TargetState {
     opts: TargetOptions,
     /// Output label sets by the raw series text they were exposed as.
     cache: SeriesCache,
-    by_labels: HashMap<Arc<Labels>, u32, PassThrough>,
+    /// Slot indices, hashed by their label set's stored hash: an index table rather than a
+    /// map keyed by the label set, so that a slot's key costs 4 bytes, not 16.
+    by_labels: HashTable<u32>,
     slots: Vec<Option<Slot>>,
     free: Vec<u32>,
     /// Series that ended (went stale or stopped being exposed), by label-set hash: the last
     /// timestamp sent for each, so a series that comes back with an older explicit timestamp
     /// cannot go back in time. Kept for [`TOMBSTONE_MS`].
     ended: HashMap<u64, i64, PassThrough>,
-    /// Incremented at every scrape; 0 means "never".
-    generation: u64,
+    /// Advanced at every scrape (see [`next`]); 0 means "never".
+    generation: u32,
     report: [Arc<Labels>; 5],
     /// Timestamp of the latest report series, if any were written (shutdown marks them
     /// stale).
@@ -217,7 +236,7 @@ impl TargetState {
             target_labels,
             opts,
             cache: SeriesCache::new(),
-            by_labels: HashMap::default(),
+            by_labels: HashTable::new(),
             slots: Vec::new(),
             free: Vec::new(),
             ended: HashMap::default(),
@@ -258,7 +277,8 @@ impl TargetState {
             Ok(e) => e,
             Err(e) => return (self.fail(ScrapeError::Parse(e), scrape_ts, out), Vec::new()),
         };
-        self.generation += 1;
+        let before = self.generation;
+        self.generation = next(before);
         let generation = self.generation;
 
         // First pass: what each sample becomes, without touching per-series history, so a
@@ -289,7 +309,7 @@ impl TargetState {
             };
             // `fail` starts a generation of its own; undo this one so the staleness rule
             // ("tracked in the previous generation") still sees the last good scrape.
-            self.generation -= 1;
+            self.generation = before;
             let mut failed = self.fail(err, scrape_ts, out);
             failed.scraped = summary.scraped;
             failed.post_relabel = summary.post_relabel;
@@ -359,10 +379,11 @@ impl TargetState {
         scrape_ts: i64,
         out: &mut Vec<Sample>,
     ) -> ScrapeSummary {
-        self.generation += 1;
-        let stale_markers = self.mark_stale(self.generation - 1, scrape_ts, out);
+        let tracked_in = self.generation;
+        self.generation = next(self.generation);
+        let stale_markers = self.mark_stale(tracked_in, scrape_ts, out);
         for slot in self.slots.iter().flatten() {
-            let marked = slot.tracked == self.generation - 1;
+            let marked = tracked_in != 0 && slot.tracked == tracked_in;
             bury(
                 &mut self.ended,
                 slot,
@@ -428,11 +449,16 @@ impl TargetState {
 
     /// What a sample with the (output) label set `labels` becomes: its series' slot, found by
     /// content so that two exposed texts meeting on one label set share a series.
-    fn fate_of(&mut self, labels: &Arc<Labels>, generation: u64) -> Fate {
+    fn fate_of(&mut self, labels: &Arc<Labels>, generation: u32) -> Fate {
         if !labels.has_metric_name() {
             return Fate::NoName;
         }
-        let i = match self.by_labels.get(labels) {
+        let slots = &self.slots;
+        let found = self.by_labels.find(
+            labels.content_hash(),
+            |&i| matches!(slots.get(i as usize), Some(Some(s)) if *s.labels == **labels),
+        );
+        let i = match found {
             Some(&i) => i,
             None => self.new_slot(labels.clone()),
         };
@@ -468,7 +494,9 @@ impl TargetState {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.by_labels.insert(labels, i);
+        let slots = &self.slots;
+        self.by_labels
+            .insert_unique(labels.content_hash(), i, |&j| slot_hash(slots, j));
         i
     }
 
@@ -481,7 +509,7 @@ impl TargetState {
             let Some(slot) = entry else { continue };
             let mut marker = None;
             // 0 is "never tracked" (explicitly timestamped series, or new ones).
-            if slot.tracked != 0 && slot.tracked == generation - 1 {
+            if slot.tracked != 0 && slot.tracked == previous(generation) {
                 let at = stale_ts(slot, ts);
                 out.push(Sample {
                     labels: slot.labels.clone(),
@@ -493,7 +521,13 @@ impl TargetState {
             }
             if slot.touched != generation {
                 bury(&mut self.ended, slot, marker);
-                self.by_labels.remove(&slot.labels);
+                let at = i as u32;
+                if let Ok(found) = self
+                    .by_labels
+                    .find_entry(slot.labels.content_hash(), |&j| j == at)
+                {
+                    found.remove();
+                }
                 *entry = None;
                 self.free.push(i as u32);
             }
@@ -506,7 +540,7 @@ impl TargetState {
     /// Staleness markers for every series tracked in generation `tracked_in`, at `ts` or
     /// just after the series' last sample if that is later (a marker must not share a
     /// timestamp with a real sample, or the receiver refuses it as a duplicate).
-    fn mark_stale(&self, tracked_in: u64, ts: i64, out: &mut Vec<Sample>) -> usize {
+    fn mark_stale(&self, tracked_in: u32, ts: i64, out: &mut Vec<Sample>) -> usize {
         if tracked_in == 0 {
             return 0;
         }
@@ -523,6 +557,14 @@ impl TargetState {
                 }),
         );
         out.len() - before
+    }
+}
+
+/// The stored hash of slot `i`'s label set, which `TargetState::by_labels` is hashed by.
+fn slot_hash(slots: &[Option<Slot>], i: u32) -> u64 {
+    match slots.get(i as usize) {
+        Some(Some(s)) => s.labels.content_hash(),
+        _ => 0,
     }
 }
 

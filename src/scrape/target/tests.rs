@@ -635,3 +635,28 @@ fn ended_series_are_forgotten_after_the_tombstone_horizon() {
     scrape(&mut st, "", 2000 + TOMBSTONE_MS + 1);
     assert!(st.ended.is_empty());
 }
+
+#[test]
+fn generations_skip_never_when_they_wrap() {
+    assert_eq!(next(u32::MAX), 1);
+    assert_eq!(next(0), 1);
+    assert_eq!(previous(1), u32::MAX);
+    assert_eq!(previous(7), 6);
+
+    // Staleness and failure keep working across the wrap.
+    let mut st = state(default_opts());
+    st.generation = u32::MAX - 1;
+    scrape(&mut st, "a 1\nb 2\nc 3\n", 1000);
+    let (summary, out) = scrape(&mut st, "a 1\nc 3\n", 2000);
+    assert_eq!(st.generation, 1);
+    assert_eq!(summary.stale_markers, 1);
+    assert_eq!(
+        without_report(&out),
+        vec![s("a", "1", 2000), s("c", "3", 2000), s("b", "stale", 2000)]
+    );
+    let mut out = Vec::new();
+    let failed = st.fail(ScrapeError::Timeout(Duration::from_secs(1)), 3000, &mut out);
+    assert_eq!(failed.stale_markers, 2);
+    let (summary, _) = scrape(&mut st, "a 1\n", 4000);
+    assert_eq!(summary.series_added, 1);
+}
