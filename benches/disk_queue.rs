@@ -17,21 +17,19 @@ use pushprobe::series::{Labels, Sample};
 fn probe_batch(n: usize) -> Vec<Sample> {
     (0..n)
         .map(|i| Sample {
-            labels: Arc::new(
-                Labels::with_name(
-                    "probe_http_duration_seconds_bucket",
-                    [
-                        ("probe", "api-health".to_string()),
-                        ("instance", "https://api.example.com/health".to_string()),
-                        (
-                            "phase",
-                            ["connect", "tls", "processing", "transfer"][i % 4].to_string(),
-                        ),
-                        ("le", format!("{}", i / 4)),
-                    ],
-                )
-                .expect("valid labels"),
-            ),
+            labels: Labels::with_name(
+                "probe_http_duration_seconds_bucket",
+                [
+                    ("probe", "api-health".to_string()),
+                    ("instance", "https://api.example.com/health".to_string()),
+                    (
+                        "phase",
+                        ["connect", "tls", "processing", "transfer"][i % 4].to_string(),
+                    ),
+                    ("le", format!("{}", i / 4)),
+                ],
+            )
+            .expect("valid labels"),
             value: i as f64 * 0.25,
             timestamp_ms: 1_700_000_000_000,
         })

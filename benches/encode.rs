@@ -4,7 +4,6 @@
 //! format) costs. Prints the bytes per sample on the wire once per shape.
 
 use std::hint::black_box;
-use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use prost::Message;
@@ -23,7 +22,7 @@ const METRICS: [&str; 4] = [
 ];
 
 /// `series` distinct label sets of 8 labels, shaped like pushprobe's probe series.
-fn series(series: usize) -> Vec<Arc<Labels>> {
+fn series(series: usize) -> Vec<Labels> {
     (0..series)
         .map(|i| {
             // i % 20 picks a distinct (phase, code) pair (5 and 4 are coprime), i / 20 the
@@ -39,13 +38,13 @@ fn series(series: usize) -> Vec<Arc<Labels>> {
                 ("cluster", "edge-eu-1"),
                 ("region", "eu-west-1"),
             ];
-            Arc::new(Labels::with_name(METRICS[i % METRICS.len()], pairs).expect("valid labels"))
+            Labels::with_name(METRICS[i % METRICS.len()], pairs).expect("valid labels")
         })
         .collect()
 }
 
 /// `per_series` snapshots of every series, in queue order (snapshot after snapshot).
-fn batch(labels: &[Arc<Labels>], per_series: usize) -> Vec<Sample> {
+fn batch(labels: &[Labels], per_series: usize) -> Vec<Sample> {
     let t0 = 1_760_000_000_000i64;
     let mut out = Vec::with_capacity(labels.len() * per_series);
     for k in 0..per_series {
@@ -71,7 +70,7 @@ fn prost_encode(
     let mut index: std::collections::HashMap<&Labels, usize> = std::collections::HashMap::new();
     let mut req = proto::WriteRequest::default();
     for s in samples {
-        let i = *index.entry(&*s.labels).or_insert_with(|| {
+        let i = *index.entry(&s.labels).or_insert_with(|| {
             let mut labels: Vec<proto::Label> = s
                 .labels
                 .iter()

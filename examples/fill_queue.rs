@@ -28,22 +28,20 @@ fn main() {
     let total: usize = arg(&args, 3, "SAMPLES");
     let series: usize = arg::<usize>(&args, 4, "SERIES").max(1);
 
-    let labels: Vec<Arc<Labels>> = (0..series)
+    let labels: Vec<Labels> = (0..series)
         .map(|i| {
-            Arc::new(
-                Labels::with_name(
-                    "bench_probe_duration_seconds",
-                    [
-                        ("probe", format!("probe-{}", i / 10)),
-                        (
-                            "instance",
-                            format!("https://svc-{}.example.com/health", i / 10),
-                        ),
-                        ("phase", format!("phase-{}", i % 10)),
-                    ],
-                )
-                .expect("valid labels"),
+            Labels::with_name(
+                "bench_probe_duration_seconds",
+                [
+                    ("probe", format!("probe-{}", i / 10)),
+                    (
+                        "instance",
+                        format!("https://svc-{}.example.com/health", i / 10),
+                    ),
+                    ("phase", format!("phase-{}", i % 10)),
+                ],
             )
+            .expect("valid labels")
         })
         .collect();
     let opts = DiskQueueOptions {

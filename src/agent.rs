@@ -912,7 +912,7 @@ mod tests {
     use crate::series::Labels;
 
     fn samples(n: usize) -> Vec<Sample> {
-        let labels = Arc::new(Labels::with_name("m", [("probe", "p")]).unwrap());
+        let labels = Labels::with_name("m", [("probe", "p")]).unwrap();
         (0..n)
             .map(|i| Sample {
                 labels: labels.clone(),

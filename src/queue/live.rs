@@ -261,14 +261,13 @@ impl LiveLane {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use super::*;
     use crate::queue::Batch;
     use crate::series::Labels;
 
     fn samples(n: usize) -> Vec<Sample> {
-        let labels = Arc::new(Labels::with_name("m", [("a", "b")]).unwrap());
+        let labels = Labels::with_name("m", [("a", "b")]).unwrap();
         (0..n)
             .map(|i| Sample {
                 labels: labels.clone(),

@@ -72,14 +72,13 @@ impl Queue for MemoryQueue {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use super::*;
     use crate::series::Labels;
 
     fn sample(ts: i64) -> Sample {
         Sample {
-            labels: Arc::new(Labels::with_name("m", [("a", "b")]).unwrap()),
+            labels: Labels::with_name("m", [("a", "b")]).unwrap(),
             value: ts as f64,
             timestamp_ms: ts,
         }

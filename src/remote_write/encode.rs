@@ -13,7 +13,6 @@
 //! without allocating once the buffers have grown to the batch size.
 
 use std::collections::hash_map::{Entry, HashMap};
-use std::sync::Arc;
 
 use crate::series::{field_len, put_varint, varint_len, Labels, PassThrough, Sample};
 
@@ -208,8 +207,8 @@ impl Encoder {
     }
 
     /// Finds or creates the group of sample `i`: samples of a series usually share one
-    /// interned `Arc`, so a pointer comparison settles most lookups; equal label sets behind
-    /// distinct `Arc`s still land in one group.
+    /// shared label set, so a pointer comparison settles most lookups; equal label sets built
+    /// apart still land in one group.
     fn group_for(&mut self, samples: &[Sample], i: usize) -> u32 {
         let labels = &samples[i].labels;
         let new = self.group_rep.len() as u32;
@@ -219,7 +218,7 @@ impl Encoder {
                 let mut g = head;
                 while g != NO_GROUP {
                     let rep = &samples[self.group_rep[g as usize] as usize].labels;
-                    if Arc::ptr_eq(rep, labels) || **rep == **labels {
+                    if Labels::ptr_eq(rep, labels) || rep == labels {
                         return g;
                     }
                     g = self.group_chain[g as usize];
@@ -383,7 +382,6 @@ fn sample_len(s: &Sample) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use prost::Message;
 
@@ -392,11 +390,11 @@ mod tests {
     use crate::series::KEY_SERIES_LABEL;
     use crate::series::{stale_nan, STALE_NAN_BITS};
 
-    fn labels(metric: &str, pairs: &[(&str, &str)]) -> Arc<Labels> {
-        Arc::new(Labels::with_name(metric, pairs.iter().copied()).unwrap())
+    fn labels(metric: &str, pairs: &[(&str, &str)]) -> Labels {
+        Labels::with_name(metric, pairs.iter().copied()).unwrap()
     }
 
-    fn sample(l: &Arc<Labels>, value: f64, ts: i64) -> Sample {
+    fn sample(l: &Labels, value: f64, ts: i64) -> Sample {
         Sample {
             labels: l.clone(),
             value,
@@ -446,7 +444,7 @@ mod tests {
     fn groups_samples_by_series_in_first_appearance_order() {
         let up = labels("up", &[("job", "a")]);
         let lat = labels("latency_seconds", &[("job", "a")]);
-        // Same content as `up` behind a different Arc: still the same series.
+        // Same content as `up`, built apart: still the same series.
         let up_again = labels("up", &[("job", "a")]);
         let batch = [
             sample(&up, 1.0, 10),
@@ -567,7 +565,7 @@ mod tests {
 
     #[test]
     fn samples_without_metric_name_are_left_out_and_counted() {
-        let nameless = Arc::new(Labels::from_pairs([("job", "a")]).unwrap());
+        let nameless = Labels::from_pairs([("job", "a")]).unwrap();
         let up = labels("up", &[]);
         let batch = [
             sample(&nameless, 1.0, 1),
@@ -605,16 +603,18 @@ mod tests {
 
         use super::*;
 
-        /// A pool of label sets, some with the same content behind distinct Arcs.
-        fn pool() -> Vec<Arc<Labels>> {
+        /// A pool of label sets, some with the same content built apart.
+        fn pool() -> Vec<Labels> {
             let mut v = Vec::new();
             for i in 0..6 {
                 let l = labels(
                     &format!("metric_{}", i % 3),
                     &[("job", "j"), ("shard", &(i / 3).to_string())],
                 );
-                v.push(l.clone());
-                v.push(Arc::new((*l).clone()));
+                // The same set shared, and an equal one built apart.
+                let apart = Labels::from_pairs(l.iter().map(|x| (x.name, x.value))).unwrap();
+                v.push(l);
+                v.push(apart);
             }
             v.push(labels("with_instance", &[("instance", "own")]));
             v
@@ -624,10 +624,10 @@ mod tests {
         fn expected(samples: &[Sample], ext: &Labels) -> proto::WriteRequest {
             let mut series: Vec<(Labels, Vec<proto::Sample>)> = Vec::new();
             for s in samples {
-                let pos = match series.iter().position(|(l, _)| *l == *s.labels) {
+                let pos = match series.iter().position(|(l, _)| *l == s.labels) {
                     Some(p) => p,
                     None => {
-                        series.push(((*s.labels).clone(), Vec::new()));
+                        series.push((s.labels.clone(), Vec::new()));
                         series.len() - 1
                     }
                 };

@@ -53,10 +53,10 @@ pub fn partition(samples: &[Sample], shards: usize) -> Vec<Vec<Sample>> {
     let mut out: Vec<Vec<Sample>> = (0..shards)
         .map(|_| Vec::with_capacity(samples.len() / shards + 1))
         .collect();
-    // Consecutive samples often share one label set (one `Arc`): hash it once.
-    let mut last: Option<(*const crate::series::Labels, usize)> = None;
+    // Consecutive samples often share one label set (one allocation): hash it once.
+    let mut last: Option<(usize, usize)> = None;
     for s in samples {
-        let ptr = std::sync::Arc::as_ptr(&s.labels);
+        let ptr = s.labels.addr();
         let shard = match last {
             Some((p, shard)) if p == ptr => shard,
             _ => {
@@ -114,7 +114,6 @@ impl TokenBucket {
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
-    use std::sync::Arc;
 
     use proptest::prelude::*;
 
@@ -122,8 +121,8 @@ mod tests {
     use crate::series::Labels;
 
     fn window(series: &[usize]) -> Vec<Sample> {
-        let labels: Vec<Arc<Labels>> = (0..16)
-            .map(|i| Arc::new(Labels::with_name("m", [("s", i.to_string())]).unwrap()))
+        let labels: Vec<Labels> = (0..16)
+            .map(|i| Labels::with_name("m", [("s", i.to_string())]).unwrap())
             .collect();
         series
             .iter()

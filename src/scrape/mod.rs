@@ -3,7 +3,7 @@
 //!
 //! Both parsers work line by line over an in-memory body, never recurse, and are linear in the
 //! input. A bad line fails the whole parse with an error naming its line and column, as
-//! Prometheus fails the whole scrape. Samples carry `Arc<Labels>` so a [`SeriesCache`] can hand
+//! Prometheus fails the whole scrape. Samples carry `Labels` so a [`SeriesCache`] can hand
 //! out the same label set for the same raw series text scrape after scrape.
 
 mod lex;
@@ -18,7 +18,6 @@ mod text;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use crate::series::{
     fingerprint, LabelError, Labels, MetricType, PassThrough, Sample, METRIC_NAME_LABEL,
@@ -170,7 +169,7 @@ pub struct ParsedSample {
     /// Index into [`Exposition::families`].
     pub family: usize,
     /// The full label set, `__name__` included, empty values dropped.
-    pub labels: Arc<Labels>,
+    pub labels: Labels,
     /// The value; any NaN is the normal NaN, never the staleness marker.
     pub value: f64,
     /// The explicit timestamp in milliseconds, when the line had one.
@@ -420,7 +419,7 @@ fn utf8(body: &[u8]) -> Result<&str, ParseError> {
 /// body.
 ///
 /// A target exposes the same series text scrape after scrape, so a hit skips unescaping,
-/// validation and sorting, and shares one `Arc<Labels>` across scrapes. Entries not seen in
+/// validation and sorting, and shares one `Labels` across scrapes. Entries not seen in
 /// the last two successful scrapes are dropped, so the cache tracks the target's series.
 ///
 /// The key is a 128-bit fingerprint of the text, seeded at random per process, rather than
@@ -439,7 +438,7 @@ pub struct SeriesCache {
 #[derive(Debug)]
 struct CacheEntry {
     /// `None`: the mapping dropped the series.
-    labels: Option<Arc<Labels>>,
+    labels: Option<Labels>,
     norm: Norm,
     seen: u32,
 }
@@ -652,8 +651,8 @@ impl<'c> Builder<'c> {
         let norm = self.norm_of(family);
         let parsed = series_labels(name, name_pos, labels, norm)?;
         let labels = match self.map.as_deref_mut() {
-            Some(map) => map(parsed).map(Arc::new),
-            None => Some(Arc::new(parsed)),
+            Some(map) => map(parsed),
+            None => Some(parsed),
         };
         if let Some(cache) = self.cache.as_deref_mut() {
             let fresh = CacheEntry {
@@ -692,7 +691,7 @@ impl<'c> Builder<'c> {
 /// A series' family and label set, as found in the cache (`None`: the mapping dropped it).
 pub(crate) struct Hit {
     family: usize,
-    labels: Option<Arc<Labels>>,
+    labels: Option<Labels>,
 }
 
 /// Builds a series' label set from its name and raw labels.

@@ -150,7 +150,7 @@ enum Fate {
 /// One output series.
 #[derive(Debug)]
 struct Slot {
-    labels: Arc<Labels>,
+    labels: Labels,
     /// Timestamp of the last sample forwarded; [`NO_SAMPLE`] before the first. (Not an
     /// `Option`, which would add 8 bytes to each of a target's many slots.)
     last_ts: i64,
@@ -221,7 +221,7 @@ pub struct TargetState {
     ended: HashMap<u64, i64, PassThrough>,
     /// Advanced at every scrape (see [`next`]); 0 means "never".
     generation: u32,
-    report: [Arc<Labels>; 5],
+    report: [Labels; 5],
     /// Timestamp of the latest report series, if any were written (shutdown marks them
     /// stale).
     reported: Option<i64>,
@@ -230,8 +230,7 @@ pub struct TargetState {
 impl TargetState {
     /// Creates the state of a target with `target_labels` (`job`, `instance`, extra labels).
     pub fn new(target_labels: Labels, opts: TargetOptions) -> TargetState {
-        let report =
-            REPORT_SERIES.map(|name| Arc::new(target_labels.with(METRIC_NAME_LABEL, name)));
+        let report = REPORT_SERIES.map(|name| target_labels.with(METRIC_NAME_LABEL, name));
         TargetState {
             target_labels,
             opts,
@@ -449,14 +448,14 @@ impl TargetState {
 
     /// What a sample with the (output) label set `labels` becomes: its series' slot, found by
     /// content so that two exposed texts meeting on one label set share a series.
-    fn fate_of(&mut self, labels: &Arc<Labels>, generation: u32) -> Fate {
+    fn fate_of(&mut self, labels: &Labels, generation: u32) -> Fate {
         if !labels.has_metric_name() {
             return Fate::NoName;
         }
         let slots = &self.slots;
         let found = self.by_labels.find(
             labels.content_hash(),
-            |&i| matches!(slots.get(i as usize), Some(Some(s)) if *s.labels == **labels),
+            |&i| matches!(slots.get(i as usize), Some(Some(s)) if s.labels == *labels),
         );
         let i = match found {
             Some(&i) => i,
@@ -468,7 +467,7 @@ impl TargetState {
         Fate::Slot(i)
     }
 
-    fn new_slot(&mut self, labels: Arc<Labels>) -> u32 {
+    fn new_slot(&mut self, labels: Labels) -> u32 {
         // A series that ended recently starts from what was last sent for it, marked as a
         // staleness marker so that it still counts as added when it comes back.
         let (last_ts, last_bits) = match self.ended.remove(&labels.content_hash()) {

@@ -2,8 +2,6 @@
 //! documentation), error positions, the series cache, and property tests: render → parse
 //! round trips and no panics on any input.
 
-use std::sync::Arc;
-
 use proptest::prelude::*;
 
 use super::*;
@@ -605,7 +603,7 @@ fn cache_shares_label_sets_between_scrapes_and_forgets_vanished_series() {
     let mut cache = SeriesCache::new();
     let a = parse_cached("m{a=\"1\"} 1\nn 2\n", None, &mut cache).unwrap();
     let b = parse_cached("m{a=\"1\"} 3\n", None, &mut cache).unwrap();
-    assert!(Arc::ptr_eq(&a.samples[0].labels, &b.samples[0].labels));
+    assert!(Labels::ptr_eq(&a.samples[0].labels, &b.samples[0].labels));
     assert_eq!(cache.len(), 2);
     parse_cached("m{a=\"1\"} 3\n", None, &mut cache).unwrap();
     assert_eq!(cache.len(), 1, "n was not seen in the last two scrapes");
@@ -685,8 +683,7 @@ fn to_samples_stamps_lines_without_timestamps() {
 
 #[test]
 fn render_escapes_and_groups_by_family() {
-    let labels =
-        |pairs: &[(&str, &str)]| Arc::new(Labels::from_pairs(pairs.iter().copied()).unwrap());
+    let labels = |pairs: &[(&str, &str)]| Labels::from_pairs(pairs.iter().copied()).unwrap();
     let families = vec![
         ParsedFamily {
             name: "up".into(),
@@ -796,7 +793,7 @@ proptest! {
             .flat_map(|(i, (_, series))| {
                 series.iter().map(move |(l, v, ts)| ParsedSample {
                     family: i,
-                    labels: Arc::new(l.clone()),
+                    labels: l.clone(),
                     value: *v,
                     timestamp_ms: *ts,
                     exemplar: None,

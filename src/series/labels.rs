@@ -11,6 +11,8 @@ use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::OnceLock;
 
+use triomphe::ThinArc;
+
 use super::{is_valid_label_name, is_valid_metric_name, LabelError, METRIC_NAME_LABEL};
 
 /// `TimeSeries.labels` (field 1, length-delimited).
@@ -52,12 +54,22 @@ impl LabelRef<'_> {
 /// A validated label set: sorted by name, names unique and valid, no empty values.
 ///
 /// An empty value means "no such label" in Prometheus, so such pairs are dropped on build.
-#[derive(Clone, Default)]
+///
+/// Immutable and shared: a clone is a reference count increment. The hash and the bytes sit
+/// in one allocation behind one pointer, as a scrape target keeps a label set for each of its
+/// series and hands it to every sample.
+#[derive(Clone)]
 pub struct Labels {
-    /// Hash of `buf`, computed once: grouping and maps never rehash the bytes.
-    hash: u64,
-    /// The labels in name order, each encoded as a `TimeSeries.labels` field.
-    buf: Box<[u8]>,
+    /// Header: the hash of the bytes, computed once, so grouping and maps never rehash them.
+    /// Slice: the labels in name order, each encoded as a `TimeSeries.labels` field.
+    inner: ThinArc<u64, u8>,
+}
+
+impl Default for Labels {
+    fn default() -> Self {
+        static EMPTY: OnceLock<Labels> = OnceLock::new();
+        EMPTY.get_or_init(|| Labels::from_buf(Vec::new())).clone()
+    }
 }
 
 impl Labels {
@@ -123,10 +135,28 @@ impl Labels {
             put_string(&mut buf, KEY_LABEL_NAME, name);
             put_string(&mut buf, KEY_LABEL_VALUE, value);
         }
+        Labels::from_buf(buf)
+    }
+
+    fn from_buf(buf: Vec<u8>) -> Labels {
         Labels {
-            hash: hash_bytes(seed(), &buf),
-            buf: buf.into_boxed_slice(),
+            inner: ThinArc::from_header_and_slice(hash_bytes(seed(), &buf), &buf),
         }
+    }
+
+    fn buf(&self) -> &[u8] {
+        &self.inner.slice
+    }
+
+    /// Tells whether both are the same shared label set (not merely equal ones).
+    pub fn ptr_eq(a: &Labels, b: &Labels) -> bool {
+        std::ptr::eq(a.inner.heap_ptr(), b.inner.heap_ptr())
+    }
+
+    /// The address of the shared allocation: equal for clones of one label set, so a batch
+    /// can tell them apart from equal sets without comparing bytes.
+    pub fn addr(&self) -> usize {
+        self.inner.heap_ptr() as usize
     }
 
     /// Checks that the set names its metric.
@@ -171,7 +201,7 @@ impl Labels {
 
     /// Tells whether the set is empty.
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.buf().is_empty()
     }
 
     /// Returns a copy with `name` set to `value` (replaced if present, removed if `value` is
@@ -209,7 +239,7 @@ impl Labels {
 
     /// The labels as remote write encodes them: a run of `TimeSeries.labels` fields.
     pub fn wire_bytes(&self) -> &[u8] {
-        &self.buf
+        self.buf()
     }
 
     /// The labels' fields with their names, in order, for merging at the byte level.
@@ -220,11 +250,11 @@ impl Labels {
     /// A hash of the content, fixed for the life of the process and seeded at random, so
     /// exposed series cannot be crafted to collide.
     pub fn content_hash(&self) -> u64 {
-        self.hash
+        self.inner.header.header
     }
 
     fn raw(&self) -> Fields<'_> {
-        Fields { rest: &self.buf }
+        Fields { rest: self.buf() }
     }
 }
 
@@ -292,7 +322,8 @@ impl<'a> IntoIterator for &'a Labels {
 impl PartialEq for Labels {
     fn eq(&self, other: &Labels) -> bool {
         // Interned sets usually meet themselves: the address settles it without a memcmp.
-        std::ptr::eq(self, other) || (self.hash == other.hash && self.buf == other.buf)
+        Labels::ptr_eq(self, other)
+            || (self.content_hash() == other.content_hash() && self.buf() == other.buf())
     }
 }
 
@@ -300,7 +331,7 @@ impl Eq for Labels {}
 
 impl Hash for Labels {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.hash);
+        state.write_u64(self.content_hash());
     }
 }
 
@@ -524,6 +555,26 @@ mod tests {
 
     use super::*;
     use crate::proto;
+
+    #[test]
+    fn a_label_set_is_one_pointer_and_clones_share_it() {
+        // A scrape target keeps one per series, and every sample carries one.
+        assert_eq!(std::mem::size_of::<Labels>(), 8);
+        assert_eq!(std::mem::size_of::<Option<Labels>>(), 8);
+        assert_eq!(std::mem::size_of::<crate::series::Sample>(), 24);
+
+        let a = Labels::with_name("up", [("job", "a")]).unwrap();
+        let shared = a.clone();
+        let apart = Labels::with_name("up", [("job", "a")]).unwrap();
+        assert!(Labels::ptr_eq(&a, &shared));
+        assert_eq!(a.addr(), shared.addr());
+        assert!(!Labels::ptr_eq(&a, &apart));
+        assert_ne!(a.addr(), apart.addr());
+        assert_eq!(a, apart);
+        assert_eq!(a.content_hash(), apart.content_hash());
+        assert_eq!(Labels::default().wire_bytes(), b"");
+        assert!(Labels::default().is_empty());
+    }
 
     #[test]
     fn buffer_is_the_prost_encoding_of_the_labels() {

@@ -2,8 +2,8 @@
 //! measurements (counters, gauges, histograms) into timestamped samples.
 //!
 //! Label sets are sorted, validated and encoded once, when a series is first created (see
-//! [`Labels`]), and then shared behind an [`Arc`]: every later sample of that series costs one
-//! pointer copy, not a re-sort.
+//! [`Labels`]), and then shared: every later sample of that series costs a reference count
+//! increment, not a re-sort.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -74,7 +74,7 @@ pub fn is_valid_metric_name(name: &str) -> bool {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
     /// The series' full label set, including `__name__`.
-    pub labels: Arc<Labels>,
+    pub labels: Labels,
     /// The value; may be the staleness-marker NaN.
     pub value: f64,
     /// Milliseconds since the Unix epoch at which the value was measured.
@@ -201,7 +201,7 @@ pub struct Series {
     pub value: SeriesValue,
     /// Interned full label sets: one for counters and gauges; for histograms one per bucket
     /// (`+Inf` last), then `_sum`, then `_count`.
-    interned: Vec<Arc<Labels>>,
+    interned: Vec<Labels>,
 }
 
 /// A metric family: metadata plus its series keyed by their labels.
@@ -219,7 +219,7 @@ pub struct Registry {
     families: BTreeMap<String, Family>,
     /// Series removed since the last [`Registry::take_stale_markers`]: family name, key and
     /// interned label sets, so each can be ended with a staleness marker.
-    ended: Vec<(String, Labels, Vec<Arc<Labels>>)>,
+    ended: Vec<(String, Labels, Vec<Labels>)>,
 }
 
 impl Registry {
@@ -381,7 +381,7 @@ impl Registry {
     pub fn append_samples(&self, timestamp_ms: i64, out: &mut Vec<Sample>) {
         for family in self.families.values() {
             for s in family.series.values() {
-                let mut push = |labels: &Arc<Labels>, value: f64| {
+                let mut push = |labels: &Labels, value: f64| {
                     out.push(Sample {
                         labels: labels.clone(),
                         value,
@@ -404,11 +404,7 @@ impl Registry {
     }
 }
 
-fn intern(
-    name: &str,
-    labels: &Labels,
-    value: &SeriesValue,
-) -> Result<Vec<Arc<Labels>>, LabelError> {
+fn intern(name: &str, labels: &Labels, value: &SeriesValue) -> Result<Vec<Labels>, LabelError> {
     let named = |metric: &str| -> Result<Labels, LabelError> {
         if !is_valid_metric_name(metric) {
             return Err(LabelError::InvalidMetricName(metric.to_string()));
@@ -416,18 +412,18 @@ fn intern(
         Ok(labels.with(METRIC_NAME_LABEL, metric))
     };
     match value {
-        SeriesValue::Counter(_) | SeriesValue::Gauge(_) => Ok(vec![Arc::new(named(name)?)]),
+        SeriesValue::Counter(_) | SeriesValue::Gauge(_) => Ok(vec![named(name)?]),
         SeriesValue::Histogram(h) => {
             let bucket = named(&format!("{name}_bucket"))?;
-            let mut out: Vec<Arc<Labels>> = h
+            let mut out: Vec<Labels> = h
                 .bounds
                 .iter()
                 .copied()
                 .chain(std::iter::once(f64::INFINITY))
-                .map(|b| Arc::new(bucket.with("le", &format_float(b))))
+                .map(|b| bucket.with("le", &format_float(b)))
                 .collect();
-            out.push(Arc::new(named(&format!("{name}_sum"))?));
-            out.push(Arc::new(named(&format!("{name}_count"))?));
+            out.push(named(&format!("{name}_sum"))?);
+            out.push(named(&format!("{name}_count"))?);
             Ok(out)
         }
     }
@@ -518,7 +514,7 @@ mod tests {
         // Interned label sets are shared between snapshots.
         let a = r.samples_at(1);
         let b = r.samples_at(2);
-        assert!(Arc::ptr_eq(&a[0].labels, &b[0].labels));
+        assert!(Labels::ptr_eq(&a[0].labels, &b[0].labels));
     }
 
     #[test]

@@ -20,7 +20,6 @@
 //! happened to the records before it.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use crate::series::{LabelError, Labels, Sample};
 
@@ -224,7 +223,7 @@ pub fn write_record(
     }
 }
 
-/// Reusable state for encoding: the label-set table keyed by `Arc` address.
+/// Reusable state for encoding: the label-set table keyed by the sets' allocation address.
 #[derive(Debug, Default)]
 pub struct EncodeScratch {
     table: HashMap<usize, u64>,
@@ -238,14 +237,14 @@ pub fn encode_record(samples: &[Sample]) -> Vec<u8> {
 }
 
 fn encode_payload_into(samples: &[Sample], scratch: &mut EncodeScratch, out: &mut Vec<u8>) {
-    // Label sets are deduplicated by `Arc` identity: samples of one series share their `Arc`
-    // (see `series`), so this is cheap and exact; equal sets behind distinct `Arc`s are
-    // merely written twice.
+    // Label sets are deduplicated by identity: samples of one series share one label set
+    // (see `series`), so this is cheap and exact; equal sets built apart are merely written
+    // twice.
     scratch.table.clear();
     let mut order: Vec<&Labels> = Vec::new();
     let mut indices: Vec<u64> = Vec::with_capacity(samples.len());
     for s in samples {
-        let key = Arc::as_ptr(&s.labels) as usize;
+        let key = s.labels.addr();
         let next = order.len() as u64;
         let idx = *scratch.table.entry(key).or_insert_with(|| {
             order.push(&s.labels);
@@ -279,7 +278,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<Vec<Sample>, FormatError> {
     // Every label set takes at least one byte and every sample at least ten: counts beyond
     // that are corruption, and refusing them keeps allocations bounded by the input size.
     let table_len = r.count("label set count", 1)?;
-    let mut table: Vec<Arc<Labels>> = Vec::with_capacity(table_len);
+    let mut table: Vec<Labels> = Vec::with_capacity(table_len);
     let mut pairs: Vec<(String, String)> = Vec::new();
     for _ in 0..table_len {
         let n = r.count("label count", 2)?;
@@ -289,7 +288,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<Vec<Sample>, FormatError> {
             let value = r.text()?;
             pairs.push((name, value));
         }
-        table.push(Arc::new(Labels::from_pairs(pairs.drain(..))?));
+        table.push(Labels::from_pairs(pairs.drain(..))?);
     }
     let n = r.count("sample count", 10)?;
     let mut samples = Vec::with_capacity(n);
@@ -428,8 +427,8 @@ mod tests {
     use super::*;
     use crate::series::stale_nan;
 
-    fn labels(pairs: &[(&str, &str)]) -> Arc<Labels> {
-        Arc::new(Labels::from_pairs(pairs.iter().copied()).unwrap())
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        Labels::from_pairs(pairs.iter().copied()).unwrap()
     }
 
     fn same(a: &[Sample], b: &[Sample]) -> bool {
@@ -441,14 +440,14 @@ mod tests {
             })
     }
 
-    fn arb_labels() -> impl Strategy<Value = Arc<Labels>> {
+    fn arb_labels() -> impl Strategy<Value = Labels> {
         (
             "[a-z_:][a-z0-9_:]{0,12}",
             proptest::collection::btree_map("[a-zA-Z_][a-zA-Z0-9_]{0,8}", ".{1,12}", 0..5),
         )
             .prop_map(|(name, pairs)| {
                 let pairs = pairs.into_iter().filter(|(k, _)| k != "__name__");
-                Arc::new(Labels::with_name(&name, pairs).unwrap())
+                Labels::with_name(&name, pairs).unwrap()
             })
     }
 
@@ -540,7 +539,7 @@ mod tests {
         // One label set, then ~10 bytes per sample (index, zero delta, 8 value bytes).
         assert!(bytes.len() < 20 + 50 * 11, "{}", bytes.len());
         let back = decode_record(&bytes).unwrap();
-        assert!(Arc::ptr_eq(&back[0].labels, &back[49].labels));
+        assert!(Labels::ptr_eq(&back[0].labels, &back[49].labels));
     }
 
     #[test]

@@ -351,10 +351,9 @@ mod tests {
     use crate::queue::disk::fs::Fs;
     use crate::queue::disk::memfs::MemFs;
     use crate::series::{Labels, Sample};
-    use std::sync::Arc;
 
     fn samples(n: usize) -> Vec<Sample> {
-        let l = Arc::new(Labels::with_name("m", [("a", "b")]).unwrap());
+        let l = Labels::with_name("m", [("a", "b")]).unwrap();
         (0..n)
             .map(|i| Sample {
                 labels: l.clone(),

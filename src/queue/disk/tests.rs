@@ -22,8 +22,8 @@ fn names(n: &[&str]) -> Vec<String> {
     n.iter().map(|s| s.to_string()).collect()
 }
 
-fn series(i: usize) -> Arc<Labels> {
-    Arc::new(Labels::with_name("probe_up", [("probe", format!("p{i}"))]).unwrap())
+fn series(i: usize) -> Labels {
+    Labels::with_name("probe_up", [("probe", format!("p{i}"))]).unwrap()
 }
 
 /// `n` samples whose values and timestamps start at `from`.
@@ -197,9 +197,7 @@ fn large_batches_split_into_records_and_oversized_samples_are_refused() {
     assert_eq!(b.last_seq, 4999);
 
     let huge = Sample {
-        labels: Arc::new(
-            Labels::with_name("m", [("big", "x".repeat(MIN_SEGMENT_BYTES as usize))]).unwrap(),
-        ),
+        labels: Labels::with_name("m", [("big", "x".repeat(MIN_SEGMENT_BYTES as usize))]).unwrap(),
         value: 1.0,
         timestamp_ms: 1,
     };

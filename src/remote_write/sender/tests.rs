@@ -267,7 +267,7 @@ impl Harness {
 
     /// Appends samples stamped `timestamps` to one series.
     fn append(&self, timestamps: std::ops::Range<i64>) {
-        let labels = Arc::new(Labels::with_name("probe_success", [("probe", "p1")]).unwrap());
+        let labels = Labels::with_name("probe_success", [("probe", "p1")]).unwrap();
         let samples: Vec<Sample> = timestamps
             .map(|ts| Sample {
                 labels: labels.clone(),
@@ -757,10 +757,8 @@ fn jitter_draws_are_uniform_in_unit_interval() {
 
 /// Appends `per_series` samples to each of `series` series, interleaved as probe runs are.
 fn append_series(queue: &SharedQueue, series: usize, per_series: i64) {
-    let labels: Vec<Arc<Labels>> = (0..series)
-        .map(|i| {
-            Arc::new(Labels::with_name("probe_success", [("probe", format!("p{i}"))]).unwrap())
-        })
+    let labels: Vec<Labels> = (0..series)
+        .map(|i| Labels::with_name("probe_success", [("probe", format!("p{i}"))]).unwrap())
         .collect();
     for ts in 0..per_series {
         let batch: Vec<Sample> = labels

@@ -454,7 +454,7 @@ fn label_sets_are_shared_between_scrapes() {
     let mut st = state(default_opts());
     let (_, a) = scrape(&mut st, "m{x=\"1\"} 1\n", 1000);
     let (_, b) = scrape(&mut st, "m{x=\"1\"} 2\n", 2000);
-    assert!(Arc::ptr_eq(&a[0].labels, &b[0].labels));
+    assert!(Labels::ptr_eq(&a[0].labels, &b[0].labels));
     assert_eq!(st.series(), 1);
 }
 
