@@ -17,11 +17,10 @@ pub mod target;
 mod text;
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
-use crate::series::{
-    fingerprint, LabelError, Labels, MetricType, PassThrough, Sample, METRIC_NAME_LABEL,
-};
+use hashbrown::HashTable;
+
+use crate::series::{fingerprint, LabelError, Labels, MetricType, Sample, METRIC_NAME_LABEL};
 
 pub use lex::{format_go_float, parse_go_float, NORMAL_NAN_BITS};
 pub use relabel::{relabel, Action, RelabelConfig, RelabelError, RelabelRule};
@@ -426,17 +425,24 @@ fn utf8(body: &[u8]) -> Result<&str, ParseError> {
 /// the text itself, which would cost about as much memory again as the label set: two texts
 /// of one target meeting on the same fingerprint by chance is out of reach (2^-128 per pair),
 /// and the seed keeps an exporter from building such texts on purpose.
+///
+/// Entries sit densely in a vector, found through a table of their indices: a hash map would
+/// hold the 32-byte entries themselves in a table kept between 44 and 88 % full, about half
+/// again as much memory for a target's worth of series.
 #[derive(Debug, Default)]
 pub struct SeriesCache {
-    /// Keyed by the fingerprint's two halves: a `u128` key would be 16-aligned and pad every
-    /// entry to 48 bytes instead of 32.
-    map: HashMap<(u64, u64), CacheEntry, PassThrough>,
+    /// Indices into `entries`, hashed by the first half of their key (already a seeded hash).
+    index: HashTable<u32>,
+    entries: Vec<CacheEntry>,
     /// Counts parses; entries keep its low 32 bits, enough to tell "seen in the last two".
     generation: u32,
 }
 
 #[derive(Debug)]
 struct CacheEntry {
+    /// The fingerprint's two halves: a `u128` would be 16-aligned and pad the entry to 48
+    /// bytes instead of 32.
+    key: (u64, u64),
     /// `None`: the mapping dropped the series.
     labels: Option<Labels>,
     norm: Norm,
@@ -457,19 +463,83 @@ impl SeriesCache {
 
     /// Number of cached series.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.entries.len()
     }
 
     /// Tells whether the cache is empty.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.entries.is_empty()
     }
 
+    /// The index of the entry with `key`.
+    fn find(&self, key: (u64, u64)) -> Option<usize> {
+        let entries = &self.entries;
+        self.index
+            .find(key.0, |&i| {
+                entries.get(i as usize).is_some_and(|e| e.key == key)
+            })
+            .map(|&i| i as usize)
+    }
+
+    /// The entry for `key`, if it was made with the same `le`/`quantile` norm.
+    fn get_mut(&mut self, key: (u64, u64), norm: Norm) -> Option<&mut CacheEntry> {
+        let i = self.find(key)?;
+        self.entries.get_mut(i).filter(|e| e.norm == norm)
+    }
+
+    /// Adds an entry, replacing one with the same key (made with another norm).
+    fn insert(&mut self, entry: CacheEntry) {
+        if let Some(old) = self.find(entry.key).and_then(|i| self.entries.get_mut(i)) {
+            *old = entry;
+            return;
+        }
+        let Ok(i) = u32::try_from(self.entries.len()) else {
+            // Unreachable with any body size limit; not caching is always correct.
+            return;
+        };
+        let hash = entry.key.0;
+        self.entries.push(entry);
+        let entries = &self.entries;
+        self.index.insert_unique(hash, i, |&j| key_hash(entries, j));
+    }
+
+    /// Drops the entries not seen in the last two parses.
     fn sweep(&mut self) {
         let now = self.generation;
-        // Wrapping: a generation counter that overflows still tells the last two apart.
-        self.map.retain(|_, e| now.wrapping_sub(e.seen) <= 1);
+        // Backwards, so the entry `swap_remove` moves into a freed place was already kept.
+        for i in (0..self.entries.len()).rev() {
+            let Some(e) = self.entries.get(i) else {
+                continue;
+            };
+            // Wrapping: a generation counter that overflows still tells the last two apart.
+            if now.wrapping_sub(e.seen) <= 1 {
+                continue;
+            }
+            let at = i as u32;
+            if let Ok(found) = self.index.find_entry(e.key.0, |&j| j == at) {
+                found.remove();
+            }
+            let last = (self.entries.len() - 1) as u32;
+            self.entries.swap_remove(i);
+            if let Some(moved) = self.entries.get(i) {
+                if let Some(slot) = self.index.find_mut(moved.key.0, |&j| j == last) {
+                    *slot = at;
+                }
+            }
+        }
+        // A target that shrank for good gives its memory back.
+        let len = self.entries.len();
+        if self.entries.capacity() > 2 * len + 64 {
+            self.entries.shrink_to(len + len / 4);
+            let entries = &self.entries;
+            self.index.shrink_to(len, |&j| key_hash(entries, j));
+        }
     }
+}
+
+/// The hash `SeriesCache::index` keeps entry `i` under.
+fn key_hash(entries: &[CacheEntry], i: u32) -> u64 {
+    entries.get(i as usize).map_or(0, |e| e.key.0)
 }
 
 /// Which label value Prometheus rewrites into canonical float form for a family type.
@@ -620,11 +690,9 @@ impl<'c> Builder<'c> {
         let family = self.family_for(name);
         let norm = self.norm_of(family);
         let cache = self.cache.as_deref_mut()?;
-        let e = cache
-            .map
-            .get_mut(&cache_key(raw))
-            .filter(|e| e.norm == norm)?;
-        e.seen = cache.generation;
+        let generation = cache.generation;
+        let e = cache.get_mut(cache_key(raw), norm)?;
+        e.seen = generation;
         Some(Hit {
             family,
             labels: e.labels.clone(),
@@ -656,11 +724,12 @@ impl<'c> Builder<'c> {
         };
         if let Some(cache) = self.cache.as_deref_mut() {
             let fresh = CacheEntry {
+                key: cache_key(raw),
                 labels: labels.clone(),
                 norm,
                 seen: cache.generation,
             };
-            cache.map.insert(cache_key(raw), fresh);
+            cache.insert(fresh);
         }
         self.push(Hit { family, labels }, value, timestamp_ms, exemplar);
         Ok(())

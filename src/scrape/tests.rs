@@ -622,6 +622,40 @@ fn cache_shares_label_sets_between_scrapes_and_forgets_vanished_series() {
 }
 
 #[test]
+fn cache_index_follows_entries_as_series_come_and_go() {
+    let body = |range: std::ops::Range<usize>| {
+        range
+            .map(|i| format!("m{{i=\"{i}\"}} {i}\n"))
+            .collect::<String>()
+    };
+    let mut cache = SeriesCache::new();
+    // Series churn: each body keeps part of the previous one, so sweeps free places in the
+    // middle of the entries and move others into them.
+    for (n, range) in [0..100, 50..150, 140..160, 0..10, 5..300, 290..300, 0..1]
+        .into_iter()
+        .enumerate()
+    {
+        let text = body(range.clone());
+        let parsed = parse_cached(&text, None, &mut cache).unwrap();
+        assert_eq!(parsed, parse(&text, None).unwrap(), "body {n}");
+        for (i, e) in cache.entries.iter().enumerate() {
+            assert_eq!(
+                cache.find(e.key),
+                Some(i),
+                "body {n}: entry {i} is findable"
+            );
+        }
+        assert_eq!(cache.index.len(), cache.entries.len());
+    }
+    // Seen in the last two bodies: 290..300 and 0..1.
+    assert_eq!(cache.len(), 11);
+    assert!(
+        cache.entries.capacity() <= 64 + 2 * cache.len(),
+        "shrunk after churn"
+    );
+}
+
+#[test]
 fn cached_series_text_skips_lexing_but_not_checking() {
     // Values holding `}`, `"` and `\\` must not end the quick scan of a label block early.
     let body = "m{a=\"}\",b=\"q\\\"}\",c=\"x\\\\\"} 1\nm{a=\"2\"} 2\n";
