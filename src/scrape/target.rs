@@ -380,14 +380,18 @@ impl TargetState {
     ) -> ScrapeSummary {
         let tracked_in = self.generation;
         self.generation = next(self.generation);
-        let stale_markers = self.mark_stale(tracked_in, scrape_ts, out);
+        let mut stale_markers = 0;
         for slot in self.slots.iter().flatten() {
-            let marked = tracked_in != 0 && slot.tracked == tracked_in;
+            let marker = stale_marker(slot, tracked_in, scrape_ts);
             bury(
                 &mut self.ended,
                 slot,
-                marked.then(|| stale_ts(slot, scrape_ts)),
+                marker.as_ref().map(|m| m.timestamp_ms),
             );
+            if let Some(m) = marker {
+                out.push(m);
+                stale_markers += 1;
+            }
         }
         self.by_labels.clear();
         self.slots.clear();
@@ -506,20 +510,14 @@ impl TargetState {
         let mut markers = 0;
         for (i, entry) in self.slots.iter_mut().enumerate() {
             let Some(slot) = entry else { continue };
-            let mut marker = None;
-            // 0 is "never tracked" (explicitly timestamped series, or new ones).
-            if slot.tracked != 0 && slot.tracked == previous(generation) {
-                let at = stale_ts(slot, ts);
-                out.push(Sample {
-                    labels: slot.labels.clone(),
-                    value: stale_nan(),
-                    timestamp_ms: at,
-                });
+            let marker = stale_marker(slot, previous(generation), ts);
+            let marked_at = marker.as_ref().map(|m| m.timestamp_ms);
+            if let Some(m) = marker {
+                out.push(m);
                 markers += 1;
-                marker = Some(at);
             }
             if slot.touched != generation {
-                bury(&mut self.ended, slot, marker);
+                bury(&mut self.ended, slot, marked_at);
                 let at = i as u32;
                 if let Ok(found) = self
                     .by_labels
@@ -536,27 +534,30 @@ impl TargetState {
         markers
     }
 
-    /// Staleness markers for every series tracked in generation `tracked_in`, at `ts` or
-    /// just after the series' last sample if that is later (a marker must not share a
-    /// timestamp with a real sample, or the receiver refuses it as a duplicate).
+    /// Staleness markers for every series tracked in generation `tracked_in` (see
+    /// [`stale_marker`]).
     fn mark_stale(&self, tracked_in: u32, ts: i64, out: &mut Vec<Sample>) -> usize {
-        if tracked_in == 0 {
-            return 0;
-        }
         let before = out.len();
         out.extend(
             self.slots
                 .iter()
                 .flatten()
-                .filter(|s| s.tracked == tracked_in)
-                .map(|s| Sample {
-                    labels: s.labels.clone(),
-                    value: stale_nan(),
-                    timestamp_ms: stale_ts(s, ts),
-                }),
+                .filter_map(|s| stale_marker(s, tracked_in, ts)),
         );
         out.len() - before
     }
+}
+
+/// The staleness marker of `slot` if its series was tracked in generation `tracked_in` (0,
+/// "never", matches no series): at `ts`, or just after the series' last sample if that is
+/// later, as a marker must not share a timestamp with a real sample or the receiver refuses
+/// it as a duplicate.
+fn stale_marker(slot: &Slot, tracked_in: u32, ts: i64) -> Option<Sample> {
+    (tracked_in != 0 && slot.tracked == tracked_in).then(|| Sample {
+        labels: slot.labels.clone(),
+        value: stale_nan(),
+        timestamp_ms: stale_ts(slot, ts),
+    })
 }
 
 /// The stored hash of slot `i`'s label set, which `TargetState::by_labels` is hashed by.
