@@ -715,6 +715,22 @@ impl<'c> Builder<'c> {
             self.push(hit, value, timestamp_ms, exemplar);
             return Ok(());
         }
+        self.sample_new(raw, name, name_pos, labels, value, timestamp_ms, exemplar)
+    }
+
+    /// Records a sample whose series text [`Builder::cached`] has just missed: builds its
+    /// label set, passes it through the mapping and caches the result.
+    #[allow(clippy::too_many_arguments)]
+    fn sample_new(
+        &mut self,
+        raw: &str,
+        name: &str,
+        name_pos: usize,
+        labels: &[RawLabel<'_>],
+        value: f64,
+        timestamp_ms: Option<i64>,
+        exemplar: Option<Box<Exemplar>>,
+    ) -> LineResult<()> {
         let family = self.family_for(name);
         let norm = self.norm_of(family);
         let parsed = series_labels(name, name_pos, labels, norm)?;

@@ -103,6 +103,8 @@ fn sample<'a>(
     let mut i;
     let series_end;
     let mut hit = None;
+    // Whether the cache was asked about this line's series text (and missed).
+    let mut looked_up = false;
     match b.get(start) {
         Some(&c) if lex::is_metric_start(c) => {
             let end = scan_while(b, start, lex::is_metric_char);
@@ -115,6 +117,7 @@ fn sample<'a>(
                 // so a bad line cannot slip through here.
                 let known = lex::label_block_end(b, i + 1).and_then(|e| {
                     let raw = line.get(start..e)?;
+                    looked_up = true;
                     Some((out.cached(raw, metric)?, e))
                 });
                 i = match known {
@@ -180,5 +183,11 @@ fn sample<'a>(
         return Ok(());
     }
     let raw = line.get(start..series_end).unwrap_or("");
-    out.sample(raw, &name, name_pos, labels, value, timestamp_ms, None)
+    // A miss above needs no second lookup; should the lexer have ended the text elsewhere,
+    // building it afresh is still right, only slower.
+    if looked_up {
+        out.sample_new(raw, &name, name_pos, labels, value, timestamp_ms, None)
+    } else {
+        out.sample(raw, &name, name_pos, labels, value, timestamp_ms, None)
+    }
 }
