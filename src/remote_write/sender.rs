@@ -406,14 +406,16 @@ impl Sender {
     /// Encodes samples into a request body, counting what cannot be sent; `None` when
     /// nothing is left to send.
     fn encode(&self, samples: &[Sample]) -> Option<(EncodeStats, Bytes)> {
-        // Poisoning cannot leave the encoder half-valid: it resets its buffers on every call.
-        let mut encoder = self
-            .encoder
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         // The body is built at its exact size and handed over without another copy.
         let mut body = Vec::new();
-        let stats = match encoder.encode(samples, &self.external_labels, &mut body) {
+        // Held for the encoding only, not for the logging and counting below. Poisoning
+        // cannot leave the encoder half-valid: it resets its buffers on every call.
+        let encoded = self
+            .encoder
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .encode(samples, &self.external_labels, &mut body);
+        let stats = match encoded {
             Ok(stats) => stats,
             Err(e) => {
                 tracing::error!(

@@ -144,10 +144,6 @@ impl Labels {
         }
     }
 
-    fn buf(&self) -> &[u8] {
-        &self.inner.slice
-    }
-
     /// Tells whether both are the same shared label set (not merely equal ones).
     pub fn ptr_eq(a: &Labels, b: &Labels) -> bool {
         std::ptr::eq(a.inner.heap_ptr(), b.inner.heap_ptr())
@@ -201,7 +197,7 @@ impl Labels {
 
     /// Tells whether the set is empty.
     pub fn is_empty(&self) -> bool {
-        self.buf().is_empty()
+        self.wire_bytes().is_empty()
     }
 
     /// Returns a copy with `name` set to `value` (replaced if present, removed if `value` is
@@ -239,7 +235,7 @@ impl Labels {
 
     /// The labels as remote write encodes them: a run of `TimeSeries.labels` fields.
     pub fn wire_bytes(&self) -> &[u8] {
-        self.buf()
+        &self.inner.slice
     }
 
     /// The labels' fields with their names, in order, for merging at the byte level.
@@ -254,7 +250,9 @@ impl Labels {
     }
 
     fn raw(&self) -> Fields<'_> {
-        Fields { rest: self.buf() }
+        Fields {
+            rest: self.wire_bytes(),
+        }
     }
 }
 
@@ -323,7 +321,8 @@ impl PartialEq for Labels {
     fn eq(&self, other: &Labels) -> bool {
         // Interned sets usually meet themselves: the address settles it without a memcmp.
         Labels::ptr_eq(self, other)
-            || (self.content_hash() == other.content_hash() && self.buf() == other.buf())
+            || (self.content_hash() == other.content_hash()
+                && self.wire_bytes() == other.wire_bytes())
     }
 }
 
