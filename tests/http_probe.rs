@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::Method;
 use pushprobe::config::{HttpProbeSettings, TlsConfig, DEFAULT_BUCKETS};
-use pushprobe::probe::client::{ClientError, Phase, ProbeClient, Request, Trace};
+use pushprobe::probe::client::{ClientError, KeepAlive, Phase, ProbeClient, Request, Trace};
 use pushprobe::probe::http::HttpProbe;
 use pushprobe::series::{MetricType, Registry};
 use reqwest::Url;
@@ -921,4 +921,128 @@ async fn redirect_303_turns_post_into_get_and_drops_credentials_across_hosts() {
         second.header("host"),
         Some(format!("localhost:{}", addr.port()))
     );
+}
+
+const KEEP: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+
+/// Sends a GET for `url` on `keep`'s connection and reads the body.
+async fn get_kept(addr: SocketAddr, keep: &mut KeepAlive) -> Result<(String, Trace), ClientError> {
+    let req = Request::new(
+        Method::GET,
+        Url::parse(&format!("http://{addr}/metrics")).unwrap(),
+        Duration::from_secs(10),
+    );
+    let mut trace = Trace::default();
+    let mut resp = client().send_with(&req, &mut trace, Some(keep)).await?;
+    let body = resp.read_to_end(&mut trace).await?;
+    Ok((String::from_utf8_lossy(&body).into_owned(), trace))
+}
+
+#[tokio::test]
+async fn kept_connection_serves_the_next_request_and_a_dropped_one_is_replaced() {
+    // Connection 1 answers two requests, then reads a third and closes without answering,
+    // as a server closing an idle connection while a request is on its way looks. Later
+    // connections answer everything.
+    let (conns_tx, mut conns) = mpsc::unbounded_channel::<usize>();
+    let (seen_tx, mut seen) = mpsc::unbounded_channel::<Received>();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let addr = serve(move |mut s| {
+        let n = accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let _ = conns_tx.send(n);
+        let seen = seen_tx.clone();
+        async move {
+            for i in 1.. {
+                let r = read_request(&mut s).await;
+                if r.head.is_empty() {
+                    return;
+                }
+                let _ = seen.send(r);
+                if n == 1 && i == 3 {
+                    return;
+                }
+                if s.write_all(KEEP).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+
+    let mut keep = KeepAlive::default();
+    for _ in 0..2 {
+        let (body, trace) = get_kept(addr, &mut keep).await.unwrap();
+        assert_eq!(body, "hello");
+        assert!(keep.is_held());
+        assert_eq!(trace.addr, Some(addr));
+    }
+    assert_eq!(conns.recv().await, Some(1));
+    assert!(
+        conns.try_recv().is_err(),
+        "the second request opened a connection"
+    );
+    // The kept connection asks for nothing to be closed.
+    for _ in 0..2 {
+        assert_eq!(seen.recv().await.unwrap().header("connection"), None);
+    }
+
+    // The third request is lost with connection 1 and sent again on a new one.
+    let (body, trace) = get_kept(addr, &mut keep).await.unwrap();
+    assert_eq!(body, "hello");
+    assert_eq!(conns.recv().await, Some(2));
+    assert!(trace.entered.contains(&Phase::Connect));
+    assert_eq!(
+        seen.recv().await.unwrap().request_line(),
+        "GET /metrics HTTP/1.1"
+    );
+    assert_eq!(
+        seen.recv().await.unwrap().request_line(),
+        "GET /metrics HTTP/1.1"
+    );
+
+    // And connection 2 is kept in turn.
+    let (_, trace) = get_kept(addr, &mut keep).await.unwrap();
+    assert!(!trace.entered.contains(&Phase::Connect));
+    assert!(conns.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn a_connection_with_a_body_left_unread_is_not_reused() {
+    // Connection 1 sends half its body and stalls; later ones answer in full.
+    let (conns_tx, mut conns) = mpsc::unbounded_channel::<usize>();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let addr = serve(move |mut s| {
+        let n = accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let _ = conns_tx.send(n);
+        async move {
+            if n == 1 {
+                silent(s, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello").await;
+                return;
+            }
+            while !read_request(&mut s).await.head.is_empty() {
+                if s.write_all(KEEP).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    let mut keep = KeepAlive::default();
+    let req = Request::new(
+        Method::GET,
+        Url::parse(&format!("http://{addr}/")).unwrap(),
+        Duration::from_secs(10),
+    );
+    let mut trace = Trace::default();
+    // The first response is dropped with its body half read: its connection cannot carry
+    // another request, so the next call opens a new one instead of waiting on it.
+    drop(
+        client()
+            .send_with(&req, &mut trace, Some(&mut keep))
+            .await
+            .unwrap(),
+    );
+    let (body, _) = get_kept(addr, &mut keep).await.unwrap();
+    assert_eq!(body, "hello");
+    assert_eq!(conns.recv().await, Some(1));
+    assert_eq!(conns.recv().await, Some(2));
 }

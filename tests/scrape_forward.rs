@@ -379,44 +379,64 @@ async fn shutdown_queues_exact_staleness_markers_before_the_drain() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn large_bodies_do_not_keep_their_connection() {
+async fn scrapes_keep_their_connection_unless_the_target_closes_it() {
     let receiver = RwReceiver::start(|_, _| 204).await;
-    let small = TargetServer::start_with(Reply {
-        body: "a 1\n".into(),
-        ..Reply::default()
-    })
-    .await;
+    // A body several times the kept connection's read buffer, as a node exporter's is.
     let mut big_body = String::new();
     for i in 0..4000 {
         big_body.push_str(&format!(
             "big_series{{i=\"{i:05}\",pad=\"xxxxxxxx\"}} {i}\n"
         ));
     }
-    assert!(big_body.len() > pushprobe::scrape::scraper::KEEP_ALIVE_MAX_BODY);
+    assert!(big_body.len() > 4 * pushprobe::probe::client::KEPT_READ_BUFFER);
     let big = TargetServer::start_with(Reply {
         body: big_body,
         ..Reply::default()
     })
     .await;
+    let closing = TargetServer::start_with(Reply {
+        body: "a 1\n".into(),
+        ..Reply::default()
+    })
+    .await;
+    closing.set_keep_alive(false);
     let agent = Pushprobe::with_config(&format!(
         "[[remote_write]]\nurl = {}\nbatch_send_deadline = \"200ms\"\n\n\
          [[scrape]]\njob = \"j\"\ntargets = [{}, {}]\ninterval = \"1s\"\n",
         toml_string(&receiver.write_url()),
-        toml_string(&small.addr().to_string()),
         toml_string(&big.addr().to_string()),
+        toml_string(&closing.addr().to_string()),
     ));
     let run = agent.spawn_run(&[]);
     let deadline = Instant::now() + DATA_TIMEOUT;
-    while small.hits() < 2 || big.hits() < 2 {
-        assert!(Instant::now() < deadline, "targets were not scraped twice");
+    while big.hits() < 3 || closing.hits() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "targets were not scraped three times"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     run.terminate(Duration::from_secs(30)).await.assert_code(0);
-    // After a large body the client asks for the connection to be closed; after a small one
-    // it keeps it.
-    assert_eq!(big.last_header("connection").as_deref(), Some("close"));
-    assert_eq!(small.last_header("connection"), None);
+    // Every scrape of the big target went over its first connection, and none asked for it
+    // to be closed; a target that closes after each answer is reconnected to each time.
+    assert_eq!(big.connections(), 1, "{} scrapes", big.hits());
+    assert_eq!(big.last_header("connection"), None);
+    assert_eq!(closing.connections(), closing.hits());
     let samples = receiver.accepted_samples();
+    let ups = |addr: String| {
+        samples
+            .iter()
+            .filter(|s| s.label("__name__") == Some("up") && s.label("instance") == Some(&addr))
+            // Leaves out the staleness marker the shutdown writes.
+            .filter(|s| s.value.to_bits() != STALE_NAN_BITS)
+            .map(|s| s.value)
+            .collect::<Vec<_>>()
+    };
+    for target in [&big, &closing] {
+        let ups = ups(target.addr().to_string());
+        assert!(ups.len() >= 3, "{ups:?}");
+        assert!(ups.iter().all(|v| *v == 1.0), "{ups:?}");
+    }
     assert!(samples
         .iter()
         .any(|s| s.label("__name__") == Some("big_series") && s.label("i") == Some("03999")));

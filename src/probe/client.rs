@@ -467,8 +467,8 @@ pub struct Response {
     headers_at: Instant,
     transfer_started: bool,
     done: bool,
-    // Dropping the response ends the connection task.
-    _conn: ConnTask,
+    // Dropping the response ends the connection task (unless a `KeepAlive` holds it).
+    _conn: Option<ConnTask>,
 }
 
 impl fmt::Debug for Response {
@@ -512,12 +512,26 @@ impl ProbeClient {
             .clone())
     }
 
-    /// Sends `request`, following redirects if asked, and returns the final response with
-    /// its body unread. `trace` is reset and then filled in as the call goes, errors or not.
+    /// Sends `request` on a fresh connection, following redirects if asked, and returns the
+    /// final response with its body unread. `trace` is reset and then filled in as the call
+    /// goes, errors or not.
     pub async fn send(
         &self,
         request: &Request,
         trace: &mut Trace,
+    ) -> Result<Response, ClientError> {
+        self.send_with(request, trace, None).await
+    }
+
+    /// As [`ProbeClient::send`], but the first hop reuses the connection `keep` holds when it
+    /// goes to the same origin and is idle, and leaves its own connection in `keep` for the
+    /// next call. For callers that request one URL on a schedule (scrapes), where a new
+    /// connection per call costs more than the call; a probe never keeps one.
+    pub async fn send_with(
+        &self,
+        request: &Request,
+        trace: &mut Trace,
+        mut keep: Option<&mut KeepAlive>,
     ) -> Result<Response, ClientError> {
         let started = Instant::now();
         *trace = Trace {
@@ -531,6 +545,13 @@ impl ProbeClient {
         let mut headers = request.headers.clone();
         loop {
             trace.url = Some(url.clone());
+            // Only the requested URL's own connection is kept: a redirect elsewhere is rare
+            // for a scheduled request, and keeping it would evict the one that matters.
+            let keep = if trace.redirects == 0 {
+                keep.as_deref_mut()
+            } else {
+                None
+            };
             let hop = self
                 .hop(
                     &method,
@@ -540,6 +561,7 @@ impl ProbeClient {
                     deadline,
                     request.timeout,
                     trace,
+                    keep,
                 )
                 .await?;
             let location = match hop.response.headers().get(header::LOCATION) {
@@ -585,7 +607,8 @@ impl ProbeClient {
         }
     }
 
-    /// One request on a fresh connection.
+    /// One request: on the connection `keep` holds if it suits, else on a fresh one (kept
+    /// afterwards when `keep` is given).
     #[allow(clippy::too_many_arguments)]
     async fn hop(
         &self,
@@ -596,10 +619,54 @@ impl ProbeClient {
         deadline: Instant,
         timeout: Duration,
         trace: &mut Trace,
+        mut keep: Option<&mut KeepAlive>,
     ) -> Result<Hop, ClientError> {
         let target = Target::from_url(url)?;
+        let close = keep.is_none();
         // Header errors are configuration errors: report them before touching the network.
-        let request = build_request(method, url, headers, body)?;
+        let mut request = Some(build_request(method, url, headers, body, close)?);
+
+        if let Some((mut kept, req)) = keep
+            .as_deref_mut()
+            .and_then(|k| k.take_idle(&target))
+            .zip(request.take())
+        {
+            trace.addr = Some(kept.addr);
+            trace.first_addr.get_or_insert(kept.addr);
+            trace.tls = kept.tls.clone();
+            trace.enter(Phase::Processing);
+            let began = Instant::now();
+            let sent = tokio::time::timeout_at(deadline, kept.sender.send_request(req)).await;
+            trace.phases.add(Phase::Processing, began.elapsed());
+            match sent {
+                Err(_) => {
+                    return Err(ClientError::Timeout {
+                        phase: Phase::Processing,
+                        timeout,
+                    })
+                }
+                Ok(Ok(response)) => {
+                    let headers_at = Instant::now();
+                    trace.headers_at = Some(headers_at);
+                    if let Some(k) = keep {
+                        k.conn = Some(kept);
+                    }
+                    return Ok(Hop {
+                        response,
+                        conn: None,
+                        headers_at,
+                    });
+                }
+                // The server closed the idle connection as the request went out (it may
+                // close one whenever it likes): nothing was answered, so send again on a
+                // fresh connection, as browsers and Go's client do.
+                Ok(Err(_)) => {}
+            }
+        }
+        let request = match request {
+            Some(r) => r,
+            None => build_request(method, url, headers, body, close)?,
+        };
 
         let addr = phase(trace, Phase::Resolve, deadline, timeout, resolve(&target)).await?;
         trace.first_addr.get_or_insert(addr);
@@ -646,29 +713,51 @@ impl ProbeClient {
             Stream::Plain(tcp)
         };
 
-        phase(trace, Phase::Processing, deadline, timeout, async move {
-            let http_err = |source| ClientError::Http {
-                phase: Phase::Processing,
-                source,
-            };
-            let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
-                .handshake::<_, Full<Bytes>>(TokioIo::new(stream))
-                .await
-                .map_err(http_err)?;
-            // Errors of the connection task also fail the response future or the body, where
-            // they are reported; the task's own result adds nothing.
-            let conn = ConnTask(tokio::spawn(async move {
-                let _ = connection.await;
-            }));
-            let response = sender.send_request(request).await.map_err(http_err)?;
-            Ok(Hop {
-                response,
-                conn,
-                headers_at: Instant::now(),
+        let (response, sender, conn) =
+            phase(trace, Phase::Processing, deadline, timeout, async move {
+                let http_err = |source| ClientError::Http {
+                    phase: Phase::Processing,
+                    source,
+                };
+                let mut builder = hyper::client::conn::http1::Builder::new();
+                if !close {
+                    // A kept connection keeps its read buffer while idle; hyper would let it
+                    // grow to about 400 KiB (the largest body read), per target.
+                    builder.max_buf_size(KEPT_READ_BUFFER);
+                }
+                let (mut sender, connection) = builder
+                    .handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+                    .await
+                    .map_err(http_err)?;
+                // Errors of the connection task also fail the response future or the body,
+                // where they are reported; the task's own result adds nothing.
+                let conn = ConnTask(tokio::spawn(async move {
+                    let _ = connection.await;
+                }));
+                let response = sender.send_request(request).await.map_err(http_err)?;
+                Ok((response, sender, conn))
             })
+            .await?;
+        let headers_at = Instant::now();
+        trace.headers_at = Some(headers_at);
+        let conn = match keep {
+            Some(k) => {
+                k.conn = Some(KeptConn {
+                    target,
+                    addr,
+                    tls: trace.tls.clone(),
+                    sender,
+                    _task: conn,
+                });
+                None
+            }
+            None => Some(conn),
+        };
+        Ok(Hop {
+            response,
+            conn,
+            headers_at,
         })
-        .await
-        .inspect(|hop| trace.headers_at = Some(hop.headers_at))
     }
 }
 
@@ -797,11 +886,55 @@ impl Response {
     }
 }
 
-/// A response to one hop, with the task driving its connection.
+/// A response to one hop, with the task driving its connection unless a [`KeepAlive`]
+/// holds it.
 struct Hop {
     response: http::Response<Incoming>,
-    conn: ConnTask,
+    conn: Option<ConnTask>,
     headers_at: Instant,
+}
+
+/// Largest read buffer of a kept connection: a few reads per body of a node exporter's size,
+/// and an idle target costs at most this much.
+pub const KEPT_READ_BUFFER: usize = 8 * 1024;
+
+/// The connection a caller keeps between calls to one origin (see
+/// [`ProbeClient::send_with`]). Dropping it closes the connection.
+#[derive(Default)]
+pub struct KeepAlive {
+    conn: Option<KeptConn>,
+}
+
+impl fmt::Debug for KeepAlive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeepAlive")
+            .field("addr", &self.conn.as_ref().map(|c| c.addr))
+            .finish()
+    }
+}
+
+impl KeepAlive {
+    /// Whether a connection is held (idle or not).
+    pub fn is_held(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    /// Takes the held connection if it goes to `target` and can take a request now: not
+    /// closed by either side, and with the previous response read to its end. Anything else
+    /// is dropped, which closes it.
+    fn take_idle(&mut self, target: &Target) -> Option<KeptConn> {
+        self.conn
+            .take()
+            .filter(|c| c.target == *target && c.sender.is_ready())
+    }
+}
+
+struct KeptConn {
+    target: Target,
+    addr: SocketAddr,
+    tls: Option<TlsInfo>,
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    _task: ConnTask,
 }
 
 /// The task that drives a connection; aborted on drop so that an abandoned endless body
@@ -935,12 +1068,14 @@ fn tls_version_name(v: Option<rustls::ProtocolVersion>) -> &'static str {
 }
 
 /// Builds the hyper request for one hop: origin-form target, `Host`, `User-Agent`,
-/// `Content-Length` and `Connection: close` (each run measures a fresh connection).
+/// `Content-Length`, and `Connection: close` when `close` (a probe measures a fresh
+/// connection each run).
 fn build_request(
     method: &Method,
     url: &Url,
     headers: &[(String, String)],
     body: Option<&Bytes>,
+    close: bool,
 ) -> Result<http::Request<Full<Bytes>>, ClientError> {
     let path = match url.query() {
         Some(q) => format!("{}?{q}", url.path()),
@@ -988,7 +1123,9 @@ fn build_request(
     if let Some(b) = body {
         map.insert(header::CONTENT_LENGTH, HeaderValue::from(b.len()));
     }
-    map.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    if close {
+        map.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let mut request = http::Request::new(Full::new(body.cloned().unwrap_or_default()));
     *request.method_mut() = method.clone();
     *request.uri_mut() = uri;
@@ -1215,6 +1352,7 @@ mod tests {
                 ("connection".into(), "keep-alive".into()),
             ],
             Some(&body),
+            true,
         )
         .unwrap();
         assert_eq!(r.uri(), "/p?x=1");
@@ -1231,8 +1369,10 @@ mod tests {
             &[
                 ("user-agent".into(), "custom/1".into()),
                 ("host".into(), "virtual.example".into()),
+                ("connection".into(), "close".into()),
             ],
             None,
+            false,
         )
         .unwrap();
         let h = r.headers();
@@ -1240,11 +1380,20 @@ mod tests {
         assert_eq!(h.get_all(header::USER_AGENT).iter().count(), 1);
         assert_eq!(h[header::HOST], "virtual.example");
         assert!(h.get(header::CONTENT_LENGTH).is_none());
+        // A kept connection is the client's to close: no `Connection` header, whoever asks.
+        assert!(h.get(header::CONNECTION).is_none());
     }
 
     #[test]
     fn url_user_info_becomes_basic_auth() {
-        let r = build_request(&Method::GET, &url("http://us%40er:p%3Ass@h/"), &[], None).unwrap();
+        let r = build_request(
+            &Method::GET,
+            &url("http://us%40er:p%3Ass@h/"),
+            &[],
+            None,
+            true,
+        )
+        .unwrap();
         let expected = base64::engine::general_purpose::STANDARD.encode("us@er:p:ss");
         assert_eq!(
             r.headers()[header::AUTHORIZATION],
@@ -1261,6 +1410,7 @@ mod tests {
             &url("http://h/"),
             &[("authorization".into(), "Bearer sec\nret".into())],
             None,
+            true,
         )
         .unwrap_err();
         assert_eq!(e.kind(), "invalid_request");

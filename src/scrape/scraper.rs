@@ -8,9 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{
-    HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONNECTION, CONTENT_TYPE, USER_AGENT,
-};
+use http::header::CONTENT_TYPE;
+use http::Method;
+use reqwest::Url;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -19,17 +19,12 @@ use super::target::{ScrapeError, ScrapeSummary, TargetOptions, TargetState};
 use super::ACCEPT_HEADER;
 use crate::clock::now_ms;
 use crate::config::{Auth, ScrapeSettings, ScrapeTargetSettings};
+use crate::probe::client::{ClientError, KeepAlive, ProbeClient, Request, Trace};
 use crate::series::Sample;
 use crate::telemetry::{self, Telemetry};
 
-/// Largest body after which a target's connection is kept open for the next scrape.
-///
-/// The HTTP client keeps a pooled connection's read buffer at the size of the largest body it
-/// has read, up to about 400 KiB, for as long as the connection lives: for a node exporter's
-/// few hundred KiB that idle buffer costs more memory than the series themselves, and far more
-/// than opening a connection once per scrape interval costs. Smaller bodies keep the
-/// connection, as Prometheus does.
-pub const KEEP_ALIVE_MAX_BODY: usize = 64 * 1024;
+/// Most redirects a scrape follows, as Prometheus does by default.
+pub const MAX_REDIRECTS: u32 = 10;
 
 /// `User-Agent` of every scrape.
 pub const USER_AGENT_VALUE: &str = concat!("pushprobe/", env!("CARGO_PKG_VERSION"));
@@ -50,8 +45,9 @@ pub enum ScrapeSetupError {
 /// The HTTP client and request headers shared by a job's targets.
 #[derive(Clone)]
 pub struct JobClient {
-    client: reqwest::Client,
-    headers: HeaderMap,
+    client: ProbeClient,
+    /// Header values may be credentials: never logged (`Request`'s `Debug` shows names only).
+    headers: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for JobClient {
@@ -62,28 +58,21 @@ impl std::fmt::Debug for JobClient {
 }
 
 impl JobClient {
-    /// Builds the client (TLS settings; redirects followed, up to 10, as Prometheus follows
-    /// them by default) and the headers of every scrape of `job`.
+    /// Builds the client (TLS settings) and the headers of every scrape of `job`.
     pub fn new(job: &ScrapeSettings) -> Result<JobClient, ScrapeSetupError> {
         let fail = |message: String| ScrapeSetupError::Client {
             job: job.job.clone(),
             message,
         };
-        let tls = crate::tls::client_config(&job.tls, &[b"h2", b"http/1.1"])
-            .map_err(|e| fail(e.to_string()))?;
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .build()
-            .map_err(|e| fail(format!("building the HTTP client: {e}")))?;
-        let mut headers = HeaderMap::new();
-        headers.insert(ACCEPT, HeaderValue::from_static(ACCEPT_HEADER));
-        headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
-        let timeout = HeaderValue::from_str(&timeout_header(job.timeout))
-            .map_err(|_| fail("timeout does not fit a header".into()))?;
-        headers.insert(
-            HeaderName::from_static("x-prometheus-scrape-timeout-seconds"),
-            timeout,
-        );
+        let client = ProbeClient::new(&job.tls).map_err(|e| fail(e.to_string()))?;
+        let mut headers = vec![
+            ("accept".to_string(), ACCEPT_HEADER.to_string()),
+            ("user-agent".to_string(), USER_AGENT_VALUE.to_string()),
+            (
+                "x-prometheus-scrape-timeout-seconds".to_string(),
+                timeout_header(job.timeout),
+            ),
+        ];
         if let Some(auth) = &job.auth {
             let text = match auth {
                 Auth::Basic { username, password } => {
@@ -96,10 +85,12 @@ impl JobClient {
                 }
                 Auth::Bearer(token) => format!("Bearer {}", token.expose()),
             };
-            let mut value = HeaderValue::from_str(&text)
-                .map_err(|_| fail("credentials have characters not allowed in a header".into()))?;
-            value.set_sensitive(true);
-            headers.insert(AUTHORIZATION, value);
+            if http::HeaderValue::from_str(&text).is_err() {
+                return Err(fail(
+                    "credentials have characters not allowed in a header".into(),
+                ));
+            }
+            headers.push(("authorization".to_string(), text));
         }
         Ok(JobClient { client, headers })
     }
@@ -147,17 +138,16 @@ pub struct Scraper {
     job: String,
     /// `job/address`: names the target in metadata and logs, and seeds its phase.
     key: String,
-    url: reqwest::Url,
+    url: Url,
     client: JobClient,
+    /// The connection to the target, kept between scrapes as Prometheus keeps it.
+    connection: KeepAlive,
     interval: Duration,
     timeout: Duration,
     body_limit: u64,
     state: TargetState,
     /// Whether the previous scrape failed (to log transitions, not every failure).
     down: bool,
-    /// Size of the latest body: above [`KEEP_ALIVE_MAX_BODY`] the next request asks the server
-    /// to close the connection after answering.
-    last_body_len: usize,
 }
 
 impl Scraper {
@@ -175,12 +165,12 @@ impl Scraper {
             key: format!("{}/{}", job.job, target.address),
             url: target.url.clone(),
             client,
+            connection: KeepAlive::default(),
             interval: job.interval,
             timeout: job.timeout,
             body_limit: job.body_size_limit,
             state: TargetState::new(target.labels.clone(), opts),
             down: false,
-            last_body_len: 0,
         }
     }
 
@@ -189,51 +179,55 @@ impl Scraper {
         &self.key
     }
 
-    /// Fetches the body, bounded by `body_limit`; any non-2xx status fails the scrape.
-    async fn fetch(&self) -> Result<(Vec<u8>, Option<String>), ScrapeError> {
-        let mut headers = self.client.headers.clone();
-        if self.last_body_len > KEEP_ALIVE_MAX_BODY {
-            headers.insert(CONNECTION, HeaderValue::from_static("close"));
-        }
+    /// Fetches the body, bounded by `body_limit` and the timeout; any non-2xx status fails
+    /// the scrape.
+    async fn fetch(&mut self) -> Result<(Vec<u8>, Option<String>), ScrapeError> {
+        let mut request = Request::new(Method::GET, self.url.clone(), self.timeout);
+        request.headers = self.client.headers.clone();
+        request.body_limit = self.body_limit;
+        request.max_redirects = MAX_REDIRECTS;
+        let mut trace = Trace::default();
         let mut response = self
             .client
             .client
-            .get(self.url.clone())
-            .headers(headers)
-            .send()
+            .send_with(&request, &mut trace, Some(&mut self.connection))
             .await
-            .map_err(|e| ScrapeError::Http(error_chain(&e)))?;
+            .map_err(|e| self.scrape_error(e))?;
         let status = response.status();
         if !status.is_success() {
             return Err(ScrapeError::Http(format!(
                 "server returned HTTP status {status}"
             )));
         }
-        let limit = self.body_limit;
-        if response.content_length().is_some_and(|n| n > limit) {
-            return Err(ScrapeError::BodyTooLarge { limit });
-        }
         let content_type = response
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let mut body = Vec::with_capacity(
-            response
-                .content_length()
-                .map_or(0, |n| usize::try_from(n).unwrap_or(0)),
-        );
+        // The declared length sizes the buffer, within the limit (`chunk` enforces it).
+        let expected = response
+            .content_length()
+            .filter(|&n| n <= self.body_limit)
+            .map_or(0, |n| usize::try_from(n).unwrap_or(0));
+        let mut body = Vec::with_capacity(expected);
         while let Some(chunk) = response
-            .chunk()
+            .chunk(&mut trace)
             .await
-            .map_err(|e| ScrapeError::Http(error_chain(&e)))?
+            .map_err(|e| self.scrape_error(e))?
         {
-            if (body.len() + chunk.len()) as u64 > limit {
-                return Err(ScrapeError::BodyTooLarge { limit });
-            }
             body.extend_from_slice(&chunk);
         }
         Ok((body, content_type))
+    }
+
+    /// The scrape failure a client error is.
+    fn scrape_error(&self, e: ClientError) -> ScrapeError {
+        match e {
+            ClientError::Timeout { .. } => ScrapeError::Timeout(self.timeout),
+            ClientError::BodyTooLarge { limit } => ScrapeError::BodyTooLarge { limit },
+            // The client's messages already carry their causes.
+            e => ScrapeError::Http(e.to_string()),
+        }
     }
 
     /// Scrapes once: appends the samples, staleness markers and report series to `out`, and
@@ -247,13 +241,8 @@ impl Scraper {
         let started = Instant::now();
         // A sample's timestamp is when its scrape started, as in Prometheus.
         let ts = now_ms();
-        let fetched = match tokio::time::timeout(self.timeout, self.fetch()).await {
-            Ok(r) => r,
-            Err(_) => Err(ScrapeError::Timeout(self.timeout)),
-        };
-        let summary = match fetched {
+        let summary = match self.fetch().await {
             Ok((body, content_type)) => {
-                self.last_body_len = body.len();
                 let (summary, families) =
                     self.state.ingest(&body, content_type.as_deref(), ts, out);
                 if let (Some(store), true) = (metadata, summary.up()) {
@@ -369,18 +358,6 @@ impl Scraper {
             store.remove(&self.key);
         }
     }
-}
-
-/// An error with its sources, for one log line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -45,6 +45,10 @@ impl Default for Reply {
 struct State {
     reply: Mutex<Reply>,
     hits: AtomicU64,
+    // TCP connections accepted, to check that clients keep theirs.
+    connections: AtomicU64,
+    // Whether connections are kept after a response (else `Connection: close`).
+    keep_alive: std::sync::atomic::AtomicBool,
     // Wall-clock arrival time (ms) of every request, to order events against sample stamps.
     hit_times: Mutex<Vec<i64>>,
     // Headers of the latest request, names lower-cased, to check what a scraper sends.
@@ -73,6 +77,8 @@ impl TargetServer {
         let state = Arc::new(State {
             reply: Mutex::new(reply),
             hits: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            keep_alive: std::sync::atomic::AtomicBool::new(true),
             hit_times: Mutex::new(Vec::new()),
             last_headers: Mutex::new(Vec::new()),
         });
@@ -82,11 +88,14 @@ impl TargetServer {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                accept_state.connections.fetch_add(1, Ordering::SeqCst);
+                let keep_alive = accept_state.keep_alive.load(Ordering::SeqCst);
                 let conn_state = accept_state.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| respond(conn_state.clone(), req));
                     // A probe closing its connection mid-response is not a test failure.
                     let _ = http1::Builder::new()
+                        .keep_alive(keep_alive)
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                 });
@@ -123,6 +132,17 @@ impl TargetServer {
     /// Requests answered (or being answered) so far.
     pub fn hits(&self) -> u64 {
         self.state.hits.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// Whether connections accepted from now on stay open after a response; when not, each
+    /// response says `Connection: close` and the server closes it.
+    pub fn set_keep_alive(&self, keep: bool) {
+        self.state.keep_alive.store(keep, Ordering::SeqCst);
     }
 
     /// Changes only the body of following replies.
