@@ -1046,3 +1046,104 @@ async fn a_connection_with_a_body_left_unread_is_not_reused() {
     assert_eq!(conns.recv().await, Some(1));
     assert_eq!(conns.recv().await, Some(2));
 }
+
+#[tokio::test]
+async fn https_scrapes_verify_the_ca_send_credentials_and_keep_one_tls_session() {
+    // A TLS target that answers every request on a connection, keeping it open.
+    let cert = test_cert("scrape CA");
+    let config = rustls::ServerConfig::builder_with_provider(pushprobe::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der.clone()], cert.key.clone_key())
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (handshakes_tx, mut handshakes) = mpsc::unbounded_channel::<()>();
+    let (seen_tx, mut seen) = mpsc::unbounded_channel::<Received>();
+    let addr = serve(move |tcp| {
+        let acceptor = acceptor.clone();
+        let (handshakes, seen) = (handshakes_tx.clone(), seen_tx.clone());
+        async move {
+            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let _ = handshakes.send(());
+            loop {
+                let r = read_request(&mut tls).await;
+                if r.head.is_empty() {
+                    return;
+                }
+                let _ = seen.send(r);
+                let body = "tls_up 1\n";
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                if tls.write_all(reply.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+
+    let ca = ca_file(&cert);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pushprobe.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[remote_write]]\nurl = \"http://127.0.0.1:9/api/v1/write\"\n\n\
+             [[scrape]]\njob = \"tls\"\nscheme = \"https\"\ntargets = [\"127.0.0.1:{}\"]\n\
+             bearer_token = \"s3cret\"\ntls = {{ ca_file = {:?} }}\n",
+            addr.port(),
+            ca.path().display().to_string(),
+        ),
+    )
+    .unwrap();
+    let settings = pushprobe::config::load(&path, true)
+        .unwrap()
+        .validate("test")
+        .unwrap();
+    let job = &settings.scrapes[0];
+    let client = pushprobe::scrape::scraper::JobClient::new(job).unwrap();
+    let mut scraper = pushprobe::scrape::scraper::Scraper::new(job, &job.targets[0], client);
+    let telemetry = pushprobe::telemetry::Telemetry::new();
+    for _ in 0..3 {
+        // Scrapes in the same millisecond would repeat a sample, which is not forwarded.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let mut out = Vec::new();
+        let summary = scraper.scrape(&mut out, &telemetry, None).await;
+        assert!(summary.up(), "{:?}", summary.error);
+        assert!(
+            out.iter()
+                .any(|s| s.labels.get("__name__") == Some("tls_up") && s.value == 1.0),
+            "{out:?}"
+        );
+        let request = seen.recv().await.unwrap();
+        assert_eq!(request.request_line(), "GET /metrics HTTP/1.1");
+        assert_eq!(
+            request.header("authorization").as_deref(),
+            Some("Bearer s3cret")
+        );
+    }
+    // One handshake for the three scrapes.
+    assert_eq!(handshakes.recv().await, Some(()));
+    assert!(handshakes.try_recv().is_err());
+
+    // A target whose certificate the CA did not sign fails the scrape and says what to set.
+    let stranger = test_cert("stranger");
+    let other = tls_server(&stranger, OK).await;
+    let mut wrong = settings.scrapes[0].clone();
+    wrong.targets[0].url =
+        Url::parse(&format!("https://127.0.0.1:{}/metrics", other.port())).unwrap();
+    let client = pushprobe::scrape::scraper::JobClient::new(&wrong).unwrap();
+    let mut scraper = pushprobe::scrape::scraper::Scraper::new(&wrong, &wrong.targets[0], client);
+    let mut out = Vec::new();
+    let summary = scraper.scrape(&mut out, &telemetry, None).await;
+    let error = summary
+        .error
+        .expect("an unknown issuer fails the scrape")
+        .to_string();
+    assert!(error.contains("tls.ca_file"), "{error}");
+}
