@@ -12,6 +12,7 @@
 //! [`Encoder`] owns its scratch buffers, so a sender that keeps one encodes batch after batch
 //! without allocating once the buffers have grown to the batch size.
 
+use std::borrow::Borrow;
 use std::collections::hash_map::{Entry, HashMap};
 
 use crate::series::{field_len, put_varint, varint_len, Labels, PassThrough, Sample};
@@ -120,9 +121,9 @@ impl Encoder {
     /// within a series samples keep batch order, stably sorted by timestamp if they were not
     /// already. `external_labels` are added to every series unless it has a label of the same
     /// name. Samples whose labels lack `__name__` are left out and counted in the stats.
-    pub fn encode(
+    pub fn encode<S: Borrow<Sample>>(
         &mut self,
-        samples: &[Sample],
+        samples: &[S],
         external_labels: &Labels,
         out: &mut Vec<u8>,
     ) -> Result<EncodeStats, EncodeError> {
@@ -147,7 +148,7 @@ impl Encoder {
     }
 
     /// Assigns every sample to a series group and fills `order`; returns sample/series counts.
-    fn group(&mut self, samples: &[Sample]) -> EncodeStats {
+    fn group<S: Borrow<Sample>>(&mut self, samples: &[S]) -> EncodeStats {
         self.by_hash.clear();
         self.group_of.clear();
         self.group_rep.clear();
@@ -182,11 +183,11 @@ impl Encoder {
         let mut start = 0usize;
         for &end in &self.group_end {
             let run = &mut self.order[start..end as usize];
-            if !run
-                .windows(2)
-                .all(|w| samples[w[0] as usize].timestamp_ms <= samples[w[1] as usize].timestamp_ms)
-            {
-                run.sort_by_key(|&i| samples[i as usize].timestamp_ms);
+            if !run.windows(2).all(|w| {
+                samples[w[0] as usize].borrow().timestamp_ms
+                    <= samples[w[1] as usize].borrow().timestamp_ms
+            }) {
+                run.sort_by_key(|&i| samples[i as usize].borrow().timestamp_ms);
             }
             start = end as usize;
         }
@@ -209,15 +210,15 @@ impl Encoder {
     /// Finds or creates the group of sample `i`: samples of a series usually share one
     /// shared label set, so a pointer comparison settles most lookups; equal label sets built
     /// apart still land in one group.
-    fn group_for(&mut self, samples: &[Sample], i: usize) -> u32 {
-        let labels = &samples[i].labels;
+    fn group_for<S: Borrow<Sample>>(&mut self, samples: &[S], i: usize) -> u32 {
+        let labels = &samples[i].borrow().labels;
         let new = self.group_rep.len() as u32;
         let head = match self.by_hash.entry(labels.content_hash()) {
             Entry::Occupied(mut e) => {
                 let head = *e.get();
                 let mut g = head;
                 while g != NO_GROUP {
-                    let rep = &samples[self.group_rep[g as usize] as usize].labels;
+                    let rep = &samples[self.group_rep[g as usize] as usize].borrow().labels;
                     if Labels::ptr_eq(rep, labels) || rep == labels {
                         return g;
                     }
@@ -239,7 +240,7 @@ impl Encoder {
     }
 
     /// Writes the `WriteRequest` protobuf of the grouped batch into `self.proto`.
-    fn write_proto(&mut self, samples: &[Sample], external: &Labels) {
+    fn write_proto<S: Borrow<Sample>>(&mut self, samples: &[S], external: &Labels) {
         self.proto.clear();
         let buf = &mut self.proto;
         // Allocated per batch because it borrows the external labels.
@@ -251,13 +252,13 @@ impl Encoder {
             if !self.group_named[g] {
                 continue;
             }
-            let labels: &Labels = &samples[self.group_rep[g] as usize].labels;
+            let labels: &Labels = &samples[self.group_rep[g] as usize].borrow().labels;
             merge_points(labels, external, &mut points);
             let labels_len =
                 labels.wire_bytes().len() + points.iter().map(|(_, f)| f.len()).sum::<usize>();
             let samples_len: usize = members
                 .iter()
-                .map(|&i| field_len(sample_len(&samples[i as usize])))
+                .map(|&i| field_len(sample_len(samples[i as usize].borrow())))
                 .sum();
             let series_len = labels_len + samples_len;
             // Slack for `write_sample`'s fixed-size copies.
@@ -267,7 +268,7 @@ impl Encoder {
             put_varint(buf, series_len as u64);
             write_merged(buf, labels, &points);
             for &i in members {
-                write_sample(buf, &samples[i as usize]);
+                write_sample(buf, samples[i as usize].borrow());
             }
         }
     }

@@ -29,6 +29,7 @@
 //! than one window queued), so a fleet of agents reconnecting at once does not flatten the
 //! receiver; the live lane and a caught-up endpoint are never slowed.
 
+use std::borrow::Borrow;
 use std::collections::hash_map::RandomState;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
@@ -405,7 +406,7 @@ impl Sender {
 
     /// Encodes samples into a request body, counting what cannot be sent; `None` when
     /// nothing is left to send.
-    fn encode(&self, samples: &[Sample]) -> Option<(EncodeStats, Bytes)> {
+    fn encode<S: Borrow<Sample>>(&self, samples: &[S]) -> Option<(EncodeStats, Bytes)> {
         // The body is built at its exact size and handed over without another copy.
         let mut body = Vec::new();
         // Held for the encoding only, not for the logging and counting below. Poisoning
@@ -443,7 +444,12 @@ impl Sender {
     ///
     /// `recovering` marks the first window after start, which may repeat samples a crashed
     /// predecessor had delivered without recording it: see [`Sender::deliver_suffixes`].
-    async fn deliver(&self, samples: &[Sample], st: &mut ShardState, flags: SendFlags) {
+    async fn deliver<S: Borrow<Sample> + Sync>(
+        &self,
+        samples: &[S],
+        st: &mut ShardState,
+        flags: SendFlags,
+    ) {
         match self.send(samples, st, flags.catching_up).await {
             Sent::Accepted | Sent::Nothing => {}
             Sent::Refused {
@@ -471,15 +477,21 @@ impl Sender {
     /// from its oldest sample, dropping one more of the oldest after each refusal: a refusal
     /// stores nothing, and the first accepted suffix stores every sample the receiver lacked.
     /// Costs at most one request per repeated sample, and only after a restart.
-    async fn deliver_suffixes(&self, samples: &[Sample], st: &mut ShardState, catching_up: bool) {
-        let mut series: Vec<Vec<Sample>> = Vec::new();
+    async fn deliver_suffixes<S: Borrow<Sample> + Sync>(
+        &self,
+        samples: &[S],
+        st: &mut ShardState,
+        catching_up: bool,
+    ) {
+        let mut series: Vec<Vec<&Sample>> = Vec::new();
         let mut index: std::collections::HashMap<&Labels, usize> = Default::default();
         for s in samples {
+            let s = s.borrow();
             let i = *index.entry(&s.labels).or_insert_with(|| {
                 series.push(Vec::new());
                 series.len() - 1
             });
-            series[i].push(s.clone());
+            series[i].push(s);
         }
         for one in &series {
             let mut skipped = 0;
@@ -520,7 +532,12 @@ impl Sender {
 
     /// Encodes `samples` and sends them until the receiver answers for good; records
     /// successes and retries, and leaves refusals to the caller.
-    async fn send(&self, samples: &[Sample], st: &mut ShardState, catching_up: bool) -> Sent {
+    async fn send<S: Borrow<Sample> + Sync>(
+        &self,
+        samples: &[S],
+        st: &mut ShardState,
+        catching_up: bool,
+    ) -> Sent {
         // The same bytes go out on every attempt: timestamps never change on retry.
         let Some((stats, body)) = self.encode(samples) else {
             return Sent::Nothing;

@@ -44,13 +44,14 @@ pub fn shard_of(sample: &Sample, shards: usize) -> usize {
 }
 
 /// Splits a window into `shards` lists by series, each in the window's order. Every sample
-/// is in exactly one list.
-pub fn partition(samples: &[Sample], shards: usize) -> Vec<Vec<Sample>> {
+/// is in exactly one list. The lists hold references: copies would touch every sample's
+/// label set (its reference count) twice more.
+pub fn partition(samples: &[Sample], shards: usize) -> Vec<Vec<&Sample>> {
     let shards = shards.max(1);
     if shards == 1 {
-        return vec![samples.to_vec()];
+        return vec![samples.iter().collect()];
     }
-    let mut out: Vec<Vec<Sample>> = (0..shards)
+    let mut out: Vec<Vec<&Sample>> = (0..shards)
         .map(|_| Vec::with_capacity(samples.len() / shards + 1))
         .collect();
     // Consecutive samples often share one label set (one allocation): hash it once.
@@ -65,7 +66,7 @@ pub fn partition(samples: &[Sample], shards: usize) -> Vec<Vec<Sample>> {
                 shard
             }
         };
-        out[shard].push(s.clone());
+        out[shard].push(s);
     }
     out
 }
@@ -174,7 +175,8 @@ mod tests {
     #[test]
     fn partition_spreads_series_over_shards() {
         let series: Vec<usize> = (0..160).map(|i| i % 16).collect();
-        let parts = partition(&window(&series), 4);
+        let w = window(&series);
+        let parts = partition(&w, 4);
         assert!(parts.iter().filter(|p| !p.is_empty()).count() >= 2);
     }
 
