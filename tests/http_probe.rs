@@ -483,15 +483,20 @@ fn test_cert(common_name: &str) -> TestCert {
     }
 }
 
-/// A TLS server answering every request with `response`.
-async fn tls_server(cert: &TestCert, response: &'static [u8]) -> SocketAddr {
+/// A TLS acceptor presenting `cert`.
+fn acceptor(cert: &TestCert) -> tokio_rustls::TlsAcceptor {
     let config = rustls::ServerConfig::builder_with_provider(pushprobe::tls::provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(vec![cert.der.clone()], cert.key.clone_key())
         .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// A TLS server answering every request with `response`.
+async fn tls_server(cert: &TestCert, response: &'static [u8]) -> SocketAddr {
+    let acceptor = acceptor(cert);
     serve(move |tcp| {
         let acceptor = acceptor.clone();
         async move {
@@ -512,13 +517,7 @@ async fn tls_server_recording_handshakes(
     SocketAddr,
     Arc<std::sync::Mutex<Vec<rustls::HandshakeKind>>>,
 ) {
-    let config = rustls::ServerConfig::builder_with_provider(pushprobe::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.der.clone()], cert.key.clone_key())
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = acceptor(cert);
     let kinds = Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = kinds.clone();
     let addr = serve(move |tcp| {
@@ -662,13 +661,7 @@ async fn https_with_system_roots_refuses_a_self_signed_certificate() {
 async fn tls_series_disappear_when_a_run_has_no_tls_facts() {
     use std::sync::atomic::{AtomicBool, Ordering};
     let cert = test_cert("pushprobe test server");
-    let config = rustls::ServerConfig::builder_with_provider(pushprobe::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.der.clone()], cert.key.clone_key())
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = acceptor(&cert);
     let broken = Arc::new(AtomicBool::new(false));
     let flag = broken.clone();
     let addr = serve(move |tcp| {
@@ -1051,13 +1044,7 @@ async fn a_connection_with_a_body_left_unread_is_not_reused() {
 async fn https_scrapes_verify_the_ca_send_credentials_and_keep_one_tls_session() {
     // A TLS target that answers every request on a connection, keeping it open.
     let cert = test_cert("scrape CA");
-    let config = rustls::ServerConfig::builder_with_provider(pushprobe::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.der.clone()], cert.key.clone_key())
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = acceptor(&cert);
     let (handshakes_tx, mut handshakes) = mpsc::unbounded_channel::<()>();
     let (seen_tx, mut seen) = mpsc::unbounded_channel::<Received>();
     let addr = serve(move |tcp| {
