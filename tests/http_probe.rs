@@ -1134,3 +1134,89 @@ async fn https_scrapes_verify_the_ca_send_credentials_and_keep_one_tls_session()
         .to_string();
     assert!(error.contains("tls.ca_file"), "{error}");
 }
+
+#[tokio::test]
+async fn credentials_do_not_follow_a_redirect_to_another_port() {
+    let (final_addr, mut final_seen) = recording_server(OK).await;
+    let location = format!(
+        "HTTP/1.1 302 Found\r\nLocation: http://{final_addr}/metrics\r\nContent-Length: 0\r\n\r\n"
+    );
+    let location: &'static [u8] = Box::leak(location.into_bytes().into_boxed_slice());
+    let (first_addr, mut first_seen) = recording_server(location).await;
+    let mut req = Request::new(
+        Method::GET,
+        Url::parse(&format!("http://{first_addr}/metrics")).unwrap(),
+        Duration::from_secs(5),
+    );
+    req.headers = vec![("authorization".into(), "Bearer secret".into())];
+    let mut trace = Trace::default();
+    let mut keep = KeepAlive::default();
+    let resp = client()
+        .send_with(&req, &mut trace, Some(&mut keep))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        first_seen
+            .recv()
+            .await
+            .unwrap()
+            .header("authorization")
+            .as_deref(),
+        Some("Bearer secret")
+    );
+    // Same host, another port: another origin.
+    assert_eq!(
+        final_seen.recv().await.unwrap().header("authorization"),
+        None
+    );
+}
+
+#[tokio::test]
+async fn a_request_with_a_body_is_not_sent_twice_when_a_kept_connection_drops_it() {
+    // Connection 1 answers one request, then reads the next and closes without answering.
+    let (seen_tx, mut seen) = mpsc::unbounded_channel::<Received>();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let addr = serve(move |mut s| {
+        let n = accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let seen = seen_tx.clone();
+        async move {
+            for i in 1.. {
+                let r = read_request(&mut s).await;
+                if r.head.is_empty() {
+                    return;
+                }
+                let _ = seen.send(r);
+                if n == 1 && i == 2 {
+                    return;
+                }
+                if s.write_all(KEEP).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    let mut keep = KeepAlive::default();
+    let mut req = Request::new(
+        Method::POST,
+        Url::parse(&format!("http://{addr}/submit")).unwrap(),
+        Duration::from_secs(10),
+    );
+    req.body = Some(bytes::Bytes::from_static(b"form"));
+    let mut trace = Trace::default();
+    let mut first = client()
+        .send_with(&req, &mut trace, Some(&mut keep))
+        .await
+        .unwrap();
+    first.read_to_end(&mut trace).await.unwrap();
+    let e = client()
+        .send_with(&req, &mut trace, Some(&mut keep))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), "http", "{e}");
+    // Two requests reached the server: the lost one was not sent again.
+    assert!(seen.recv().await.is_some());
+    assert!(seen.recv().await.is_some());
+    assert!(seen.try_recv().is_err());
+}

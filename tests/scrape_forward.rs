@@ -421,7 +421,12 @@ async fn scrapes_keep_their_connection_unless_the_target_closes_it() {
     // to be closed; a target that closes after each answer is reconnected to each time.
     assert_eq!(big.connections(), 1, "{} scrapes", big.hits());
     assert_eq!(big.last_header("connection"), None);
-    assert_eq!(closing.connections(), closing.hits());
+    // (One more connection than requests if the shutdown cut a scrape between the two.)
+    let (conns, hits) = (closing.connections(), closing.hits());
+    assert!(
+        hits <= conns && conns <= hits + 1,
+        "{conns} connections, {hits} scrapes"
+    );
     let samples = receiver.accepted_samples();
     let ups = |addr: String| {
         samples

@@ -5,6 +5,7 @@
 //! client resolves, connects, handshakes and speaks HTTP/1.1 (hyper's connection-level API)
 //! itself, and records into a [`Trace`] the phases the blackbox exporter names in
 //! `probe_http_duration_seconds{phase}`: `resolve`, `connect`, `tls`, `processing`, `transfer`.
+//! Scrapes use it too, keeping one connection per target in a [`KeepAlive`].
 //!
 //! One [`Request::timeout`] bounds the whole call, redirects and body included; when it runs
 //! out, the error names the phase it ran out in. The body is read by the caller, chunk by chunk
@@ -175,7 +176,8 @@ pub struct TlsInfo {
 pub struct Trace {
     /// Time per phase, summed over redirects (`transfer`: the final response only).
     pub phases: Phases,
-    /// Phases in the order they began, over all hops (a hop starts with `resolve`).
+    /// Phases in the order they began, over all hops (a hop on a new connection starts with
+    /// `resolve`, one on a kept connection with `processing`).
     pub entered: Vec<Phase>,
     /// Redirects followed.
     pub redirects: u32,
@@ -227,7 +229,7 @@ pub enum ClientError {
         reason: &'static str,
     },
     /// A request header is not valid HTTP (its value is never shown: it may be a secret).
-    #[error("request header {name:?}: {reason}; fix the probe's headers")]
+    #[error("request header {name:?}: {reason}; fix the configured headers")]
     InvalidHeader {
         /// The header name.
         name: String,
@@ -294,7 +296,7 @@ pub enum ClientError {
         limit: u64,
     },
     /// More redirects than allowed.
-    #[error("stopped after {max} redirects (last Location: {last}): the target redirects in a loop or too often; probe the final URL or set follow_redirects = false")]
+    #[error("stopped after {max} redirects (last Location: {last}): the target redirects in a loop or too often; point the probe or scrape at the final URL (a probe can also set follow_redirects = false)")]
     TooManyRedirects {
         /// The limit.
         max: u32,
@@ -377,6 +379,12 @@ fn tls_message(e: &io::Error) -> String {
 }
 
 fn hyper_message(e: &hyper::Error) -> String {
+    if e.is_parse_too_large() {
+        return format!(
+            "{e} (a kept scrape connection reads at most {} KiB of response headers)",
+            KEPT_READ_BUFFER / 1024
+        );
+    }
     match std::error::Error::source(e) {
         Some(inner) => format!("{e} ({inner})"),
         None => e.to_string(),
@@ -436,7 +444,8 @@ impl fmt::Debug for Request {
     }
 }
 
-/// The probe client: TLS settings shared by every call; no connection is ever reused.
+/// The probe client: TLS settings shared by every call; a connection is reused only through
+/// a caller's [`KeepAlive`].
 #[derive(Clone)]
 pub struct ProbeClient {
     /// Built on first use unless TLS options were given: an http-only probe (the common case)
@@ -598,7 +607,8 @@ impl ProbeClient {
                 method = Method::GET;
                 body = None;
             }
-            if next.host_str() != url.host_str() {
+            if !same_origin(&next, &url) {
+                // Another scheme (https to http would send them in clear), host or port.
                 headers.retain(|(name, _)| {
                     !CREDENTIAL_HEADERS.contains(&name.as_str()) && name != "host"
                 });
@@ -626,11 +636,14 @@ impl ProbeClient {
         // Header errors are configuration errors: report them before touching the network.
         let mut request = Some(build_request(method, url, headers, body, close)?);
 
-        if let Some((mut kept, req)) = keep
-            .as_deref_mut()
-            .and_then(|k| k.take_idle(&target))
-            .zip(request.take())
-        {
+        // A kept connection that is not idle yet (its previous body unread, or its task not
+        // yet back from finishing it) is closed and replaced: scrapes are seconds apart, so
+        // waiting for it would only ever wait on a stuck body.
+        if let Some(mut kept) = keep.as_deref_mut().and_then(|k| k.take_idle(&target)) {
+            let req = match request.take() {
+                Some(r) => r,
+                None => build_request(method, url, headers, body, close)?,
+            };
             trace.addr = Some(kept.addr);
             trace.first_addr.get_or_insert(kept.addr);
             trace.tls = kept.tls.clone();
@@ -657,10 +670,20 @@ impl ProbeClient {
                         headers_at,
                     });
                 }
-                // The server closed the idle connection as the request went out (it may
-                // close one whenever it likes): nothing was answered, so send again on a
-                // fresh connection, as browsers and Go's client do.
-                Ok(Err(_)) => {}
+                // The server closed the idle connection as the request went out (it may close
+                // one whenever it likes) and answered nothing: a body-less GET or HEAD is sent
+                // again on a fresh connection, as browsers and Go's client do. Anything else
+                // is the server's answer to this request, and is reported.
+                Ok(Err(e))
+                    if (e.is_incomplete_message() || e.is_canceled())
+                        && body.is_none()
+                        && (*method == Method::GET || *method == Method::HEAD) => {}
+                Ok(Err(source)) => {
+                    return Err(ClientError::Http {
+                        phase: Phase::Processing,
+                        source,
+                    })
+                }
             }
         }
         let request = match request {
@@ -895,7 +918,8 @@ struct Hop {
 }
 
 /// Largest read buffer of a kept connection: a few reads per body of a node exporter's size,
-/// and an idle target costs at most this much.
+/// and an idle target costs at most this much. It also bounds the response head, which
+/// exporters keep to a few hundred bytes.
 pub const KEPT_READ_BUFFER: usize = 8 * 1024;
 
 /// The connection a caller keeps between calls to one origin (see
@@ -1160,6 +1184,13 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Tells whether two URLs share scheme, host and port: credentials go to that origin only.
+pub fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
 /// Tells whether a status asks to be redirected (with a `Location`).
 pub fn is_redirect(status: StatusCode) -> bool {
     matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
@@ -1338,6 +1369,15 @@ mod tests {
         ));
         assert!(is_redirect(StatusCode::MOVED_PERMANENTLY));
         assert!(!is_redirect(StatusCode::NOT_MODIFIED));
+    }
+
+    #[test]
+    fn origins_differ_by_scheme_host_or_port() {
+        let base = url("https://h.example/metrics");
+        assert!(same_origin(&base, &url("https://h.example:443/other?x=1")));
+        assert!(!same_origin(&base, &url("http://h.example/metrics")));
+        assert!(!same_origin(&base, &url("https://h.example:8443/metrics")));
+        assert!(!same_origin(&base, &url("https://other.example/metrics")));
     }
 
     #[test]
