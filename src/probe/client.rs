@@ -691,19 +691,38 @@ impl ProbeClient {
             None => build_request(method, url, headers, body, close)?,
         };
 
-        let addr = phase(trace, Phase::Resolve, deadline, timeout, resolve(&target)).await?;
-        trace.first_addr.get_or_insert(addr);
-        trace.addr = Some(addr);
-
-        let tcp = phase(trace, Phase::Connect, deadline, timeout, async {
-            let tcp = TcpStream::connect(addr)
-                .await
-                .map_err(|source| ClientError::Connect { addr, source })?;
-            // Requests are small and written at once; Nagle would only delay them.
-            let _ = tcp.set_nodelay(true);
-            Ok(tcp)
+        let addrs = phase(trace, Phase::Resolve, deadline, timeout, resolve(&target)).await?;
+        // A probe measures the preferred address only, as the blackbox exporter does. A
+        // scheduled request falls back to the host's other addresses, as Prometheus' dialer
+        // does: `localhost` may resolve to ::1 and 127.0.0.1 with the exporter on only one.
+        let tries = if close { 1 } else { addrs.len() };
+        if let Some(&first) = addrs.first() {
+            trace.first_addr.get_or_insert(first);
+            trace.addr = Some(first);
+        }
+        let (addr, tcp) = phase(trace, Phase::Connect, deadline, timeout, async {
+            let mut failed = None;
+            for &addr in addrs.iter().take(tries) {
+                match TcpStream::connect(addr).await {
+                    Ok(tcp) => {
+                        // Requests are small and written at once; Nagle would only delay them.
+                        let _ = tcp.set_nodelay(true);
+                        return Ok((addr, tcp));
+                    }
+                    Err(source) => failed = Some(ClientError::Connect { addr, source }),
+                }
+            }
+            Err(failed.unwrap_or_else(|| ClientError::NoAddress {
+                host: target.host.name(),
+            }))
         })
-        .await?;
+        .await
+        .inspect_err(|e| {
+            if let ClientError::Connect { addr, .. } = e {
+                trace.addr = Some(*addr);
+            }
+        })?;
+        trace.addr = Some(addr);
 
         trace.tls = None;
         let stream = if target.tls {
@@ -1040,16 +1059,20 @@ impl Target {
 
 /// Picks the address to connect to: the first IPv4 one, else the first one.
 pub fn pick_address(addrs: &[SocketAddr]) -> Option<SocketAddr> {
-    addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or_else(|| addrs.first())
-        .copied()
+    preference_order(addrs).first().copied()
 }
 
-async fn resolve(target: &Target) -> Result<SocketAddr, ClientError> {
+/// The addresses in the order to try them: IPv4 ones first, each family in resolver order.
+pub fn preference_order(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
+    let mut ordered: Vec<SocketAddr> = addrs.iter().copied().filter(SocketAddr::is_ipv4).collect();
+    ordered.extend(addrs.iter().copied().filter(SocketAddr::is_ipv6));
+    ordered
+}
+
+/// The target's addresses in [`preference_order`]; never empty.
+async fn resolve(target: &Target) -> Result<Vec<SocketAddr>, ClientError> {
     match &target.host {
-        Host::Ip(ip) => Ok(SocketAddr::new(*ip, target.port)),
+        Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, target.port)]),
         Host::Domain(name) => {
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), target.port))
                 .await
@@ -1058,7 +1081,11 @@ async fn resolve(target: &Target) -> Result<SocketAddr, ClientError> {
                     source,
                 })?
                 .collect();
-            pick_address(&addrs).ok_or_else(|| ClientError::NoAddress { host: name.clone() })
+            let ordered = preference_order(&addrs);
+            if ordered.is_empty() {
+                return Err(ClientError::NoAddress { host: name.clone() });
+            }
+            Ok(ordered)
         }
     }
 }
@@ -1304,6 +1331,7 @@ mod tests {
         assert_eq!(pick_address(&[v6, v4, v4b]), Some(v4));
         assert_eq!(pick_address(&[v6]), Some(v6));
         assert_eq!(pick_address(&[]), None);
+        assert_eq!(preference_order(&[v6, v4, v4b]), vec![v4, v4b, v6]);
     }
 
     #[test]
