@@ -931,13 +931,19 @@ async fn get_kept(addr: SocketAddr, keep: &mut KeepAlive) -> Result<(String, Tra
     Ok((String::from_utf8_lossy(&body).into_owned(), trace))
 }
 
-#[tokio::test]
-async fn kept_connection_serves_the_next_request_and_a_dropped_one_is_replaced() {
-    // Connection 1 answers two requests, then reads a third and closes without answering,
-    // as a server closing an idle connection while a request is on its way looks. Later
-    // connections answer everything.
-    let (conns_tx, mut conns) = mpsc::unbounded_channel::<usize>();
-    let (seen_tx, mut seen) = mpsc::unbounded_channel::<Received>();
+/// A keep-alive server: connection 1 answers [`KEEP`] to each request until the `drop_at`-th,
+/// which it reads and then closes without answering (as a server closing an idle connection
+/// while a request is on its way looks); later connections answer everything. Reports each
+/// connection's number on accepting it, and each request.
+async fn dropping_server(
+    drop_at: usize,
+) -> (
+    SocketAddr,
+    mpsc::UnboundedReceiver<usize>,
+    mpsc::UnboundedReceiver<Received>,
+) {
+    let (conns_tx, conns) = mpsc::unbounded_channel::<usize>();
+    let (seen_tx, seen) = mpsc::unbounded_channel::<Received>();
     let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let addr = serve(move |mut s| {
         let n = accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
@@ -950,7 +956,7 @@ async fn kept_connection_serves_the_next_request_and_a_dropped_one_is_replaced()
                     return;
                 }
                 let _ = seen.send(r);
-                if n == 1 && i == 3 {
+                if n == 1 && i == drop_at {
                     return;
                 }
                 if s.write_all(KEEP).await.is_err() {
@@ -960,6 +966,13 @@ async fn kept_connection_serves_the_next_request_and_a_dropped_one_is_replaced()
         }
     })
     .await;
+    (addr, conns, seen)
+}
+
+#[tokio::test]
+async fn kept_connection_serves_the_next_request_and_a_dropped_one_is_replaced() {
+    // Connection 1 answers two requests, then drops the third.
+    let (addr, mut conns, mut seen) = dropping_server(3).await;
 
     let mut keep = KeepAlive::default();
     for _ in 0..2 {
@@ -1174,29 +1187,8 @@ async fn credentials_do_not_follow_a_redirect_to_another_port() {
 
 #[tokio::test]
 async fn a_request_with_a_body_is_not_sent_twice_when_a_kept_connection_drops_it() {
-    // Connection 1 answers one request, then reads the next and closes without answering.
-    let (seen_tx, mut seen) = mpsc::unbounded_channel::<Received>();
-    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let addr = serve(move |mut s| {
-        let n = accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-        let seen = seen_tx.clone();
-        async move {
-            for i in 1.. {
-                let r = read_request(&mut s).await;
-                if r.head.is_empty() {
-                    return;
-                }
-                let _ = seen.send(r);
-                if n == 1 && i == 2 {
-                    return;
-                }
-                if s.write_all(KEEP).await.is_err() {
-                    return;
-                }
-            }
-        }
-    })
-    .await;
+    // Connection 1 answers one request, then drops the second.
+    let (addr, _, mut seen) = dropping_server(2).await;
     let mut keep = KeepAlive::default();
     let mut req = Request::new(
         Method::POST,
