@@ -81,9 +81,6 @@ impl BodyPool {
 /// The body buffers of every scrape loop.
 static BODIES: BodyPool = BodyPool::new();
 
-/// `User-Agent` of every scrape.
-pub const USER_AGENT_VALUE: &str = concat!("pushprobe/", env!("CARGO_PKG_VERSION"));
-
 /// Why a scrape job could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum ScrapeSetupError {
@@ -122,7 +119,6 @@ impl JobClient {
         let client = ProbeClient::new(&job.tls).map_err(|e| fail(e.to_string()))?;
         let mut headers = vec![
             ("accept".to_string(), ACCEPT_HEADER.to_string()),
-            ("user-agent".to_string(), USER_AGENT_VALUE.to_string()),
             (
                 "x-prometheus-scrape-timeout-seconds".to_string(),
                 timeout_header(job.timeout),
