@@ -700,37 +700,23 @@ impl<'c> Builder<'c> {
     }
 
     /// Records one sample; `raw` is the series text (name and braces) used as cache key.
-    #[allow(clippy::too_many_arguments)]
+    /// `missed`: the parser already asked [`Builder::cached`] for this text and missed, so
+    /// the label set is built without a second lookup.
     fn sample(
         &mut self,
         raw: &str,
         name: &str,
         name_pos: usize,
         labels: &[RawLabel<'_>],
-        value: f64,
-        timestamp_ms: Option<i64>,
-        exemplar: Option<Box<Exemplar>>,
+        point: Point,
+        missed: bool,
     ) -> LineResult<()> {
-        if let Some(hit) = self.cached(raw, name) {
-            self.push(hit, value, timestamp_ms, exemplar);
-            return Ok(());
+        if !missed {
+            if let Some(hit) = self.cached(raw, name) {
+                self.push(hit, point);
+                return Ok(());
+            }
         }
-        self.sample_new(raw, name, name_pos, labels, value, timestamp_ms, exemplar)
-    }
-
-    /// Records a sample whose series text [`Builder::cached`] has just missed: builds its
-    /// label set, passes it through the mapping and caches the result.
-    #[allow(clippy::too_many_arguments)]
-    fn sample_new(
-        &mut self,
-        raw: &str,
-        name: &str,
-        name_pos: usize,
-        labels: &[RawLabel<'_>],
-        value: f64,
-        timestamp_ms: Option<i64>,
-        exemplar: Option<Box<Exemplar>>,
-    ) -> LineResult<()> {
         let family = self.family_for(name);
         let norm = self.norm_of(family);
         let parsed = series_labels(name, name_pos, labels, norm)?;
@@ -747,18 +733,12 @@ impl<'c> Builder<'c> {
             };
             cache.insert(fresh);
         }
-        self.push(Hit { family, labels }, value, timestamp_ms, exemplar);
+        self.push(Hit { family, labels }, point);
         Ok(())
     }
 
     /// Records a sample of a series already looked up.
-    fn push(
-        &mut self,
-        hit: Hit,
-        value: f64,
-        timestamp_ms: Option<i64>,
-        exemplar: Option<Box<Exemplar>>,
-    ) {
+    fn push(&mut self, hit: Hit, point: Point) {
         let Some(labels) = hit.labels else {
             self.dropped += 1;
             return;
@@ -766,10 +746,32 @@ impl<'c> Builder<'c> {
         self.samples.push(ParsedSample {
             family: hit.family,
             labels,
+            value: point.value,
+            timestamp_ms: point.timestamp_ms,
+            exemplar: point.exemplar,
+        });
+    }
+}
+
+/// What a sample line says besides its series.
+pub(crate) struct Point {
+    value: f64,
+    timestamp_ms: Option<i64>,
+    exemplar: Option<Box<Exemplar>>,
+}
+
+impl Point {
+    /// A value with its optional timestamp and exemplar.
+    pub(crate) fn new(
+        value: f64,
+        timestamp_ms: Option<i64>,
+        exemplar: Option<Box<Exemplar>>,
+    ) -> Point {
+        Point {
             value,
             timestamp_ms,
             exemplar,
-        });
+        }
     }
 }
 

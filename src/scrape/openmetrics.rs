@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use super::lex::{self, expected, label_block, metric_name, scan_while, LabelMode};
 use super::{
     exemplar_labels, Builder, Exemplar, FamilyType, LineError, LineResult, ParseError,
-    ParseErrorKind, RawLabel,
+    ParseErrorKind, Point, RawLabel,
 };
 
 /// What a line turned out to be.
@@ -207,7 +207,14 @@ fn sample<'a>(
         }
     }
     let raw = line.get(..series_end).unwrap_or("");
-    out.sample(raw, &name, name_pos, labels, value, timestamp_ms, exemplar)
+    out.sample(
+        raw,
+        &name,
+        name_pos,
+        labels,
+        Point::new(value, timestamp_ms, exemplar),
+        false,
+    )
 }
 
 fn is_exemplar_start(line: &str, i: usize) -> bool {

@@ -5,7 +5,9 @@
 use std::borrow::Cow;
 
 use super::lex::{self, expected, label_block, metric_name, scan_while, skip_ws, LabelMode};
-use super::{Builder, FamilyType, LineError, LineResult, ParseError, ParseErrorKind, RawLabel};
+use super::{
+    Builder, FamilyType, LineError, LineResult, ParseError, ParseErrorKind, Point, RawLabel,
+};
 
 /// Parses a whole text-format body into `out`.
 pub(super) fn parse(body: &str, out: &mut Builder<'_>) -> Result<(), ParseError> {
@@ -178,16 +180,13 @@ fn sample<'a>(
         }
         Some(_) => return Err(expected(line, i, "a timestamp or end of line")),
     };
+    let point = Point::new(value, timestamp_ms, None);
     if let Some(hit) = hit {
-        out.push(hit, value, timestamp_ms, None);
+        out.push(hit, point);
         return Ok(());
     }
     let raw = line.get(start..series_end).unwrap_or("");
     // A miss above needs no second lookup; should the lexer have ended the text elsewhere,
     // building it afresh is still right, only slower.
-    if looked_up {
-        out.sample_new(raw, &name, name_pos, labels, value, timestamp_ms, None)
-    } else {
-        out.sample(raw, &name, name_pos, labels, value, timestamp_ms, None)
-    }
+    out.sample(raw, &name, name_pos, labels, point, looked_up)
 }
