@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use http::header::CONTENT_TYPE;
 use http::Method;
-use reqwest::Url;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -189,13 +188,13 @@ pub struct Scraper {
     job: String,
     /// `job/address`: names the target in metadata and logs, and seeds its phase.
     key: String,
-    url: Url,
+    /// The scrape request (URL, headers, limits), built once: every scrape sends the same.
+    request: Request,
     client: JobClient,
     /// The connection to the target, kept between scrapes as Prometheus keeps it.
     connection: KeepAlive,
     interval: Duration,
     timeout: Duration,
-    body_limit: u64,
     state: TargetState,
     /// Whether the previous scrape failed (to log transitions, not every failure).
     down: bool,
@@ -211,15 +210,18 @@ impl Scraper {
             rules: job.metric_relabel.clone(),
             normalize_le_quantile: job.normalize_le_quantile,
         };
+        let mut request = Request::new(Method::GET, target.url.clone(), job.timeout);
+        request.headers = client.headers.clone();
+        request.body_limit = job.body_size_limit;
+        request.max_redirects = MAX_REDIRECTS;
         Scraper {
             job: job.job.clone(),
             key: format!("{}/{}", job.job, target.address),
-            url: target.url.clone(),
+            request,
             client,
             connection: KeepAlive::default(),
             interval: job.interval,
             timeout: job.timeout,
-            body_limit: job.body_size_limit,
             state: TargetState::new(target.labels.clone(), opts),
             down: false,
         }
@@ -233,15 +235,11 @@ impl Scraper {
     /// Fetches the body, bounded by `body_limit` and the timeout; any non-2xx status fails
     /// the scrape.
     async fn fetch(&mut self) -> Result<(Vec<u8>, Option<String>), ScrapeError> {
-        let mut request = Request::new(Method::GET, self.url.clone(), self.timeout);
-        request.headers = self.client.headers.clone();
-        request.body_limit = self.body_limit;
-        request.max_redirects = MAX_REDIRECTS;
         let mut trace = Trace::default();
         let mut response = self
             .client
             .client
-            .send_with(&request, &mut trace, Some(&mut self.connection))
+            .send_with(&self.request, &mut trace, Some(&mut self.connection))
             .await
             .map_err(|e| self.scrape_error(e))?;
         let status = response.status();
@@ -258,7 +256,7 @@ impl Scraper {
         // The declared length sizes the buffer, within the limit (`chunk` enforces it).
         let expected = response
             .content_length()
-            .filter(|&n| n <= self.body_limit)
+            .filter(|&n| n <= self.request.body_limit)
             .map_or(0, |n| usize::try_from(n).unwrap_or(0));
         let mut body = BODIES.take();
         body.reserve(expected);
@@ -334,7 +332,7 @@ impl Scraper {
                     1.0,
                 );
                 if !self.down {
-                    tracing::warn!(target = %self.key, url = %self.url, error = %e, stale_markers = summary.stale_markers, "scrape failed (up = 0); further failures are logged at debug");
+                    tracing::warn!(target = %self.key, url = %self.request.url, error = %e, stale_markers = summary.stale_markers, "scrape failed (up = 0); further failures are logged at debug");
                 } else {
                     tracing::debug!(target = %self.key, error = %e, "scrape failed again");
                 }
@@ -380,7 +378,7 @@ impl Scraper {
         let since_epoch = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
-        let hash = fnv1a(format!("{}\0{}", self.key, self.url).as_bytes());
+        let hash = fnv1a(format!("{}\0{}", self.key, self.request.url).as_bytes());
         let delay = first_delay(hash, self.interval, since_epoch);
         tracing::debug!(target = %self.key, delay = ?delay, "first scrape scheduled");
         let mut ticker = tokio::time::interval_at(Instant::now() + delay, self.interval);
