@@ -109,6 +109,8 @@ pub struct AgentConfig {
     /// How often the metadata (type, help, unit) of scraped families is sent to each
     /// remote-write receiver; Prometheus' default is 1m. `0s` turns it off.
     pub metadata_interval: ConfigDuration,
+    /// Threads that run `run`'s probes, scrapes and sends.
+    pub worker_threads: u16,
 }
 
 impl Default for AgentConfig {
@@ -121,6 +123,7 @@ impl Default for AgentConfig {
             data_dir: None,
             queue: QueueConfig::default(),
             metadata_interval: ConfigDuration(Duration::from_secs(60)),
+            worker_threads: 1,
         }
     }
 }
@@ -248,6 +251,9 @@ pub struct RemoteWriteConfig {
 
 /// Most shards a receiver may be given: each is one concurrent request.
 pub const MAX_SHARDS: usize = 64;
+
+/// Most runtime threads `agent.worker_threads` accepts: more than any edge host has cores.
+pub const MAX_WORKER_THREADS: usize = 64;
 
 fn default_min_shards() -> usize {
     1
@@ -515,6 +521,8 @@ pub struct AgentSettings {
     pub disk_queue: DiskQueueOptions,
     /// Period of the scrape-metadata sends; `None`: not sent.
     pub metadata_interval: Option<Duration>,
+    /// Threads that run `run`'s tasks; 1 means a single-threaded runtime.
+    pub worker_threads: usize,
 }
 
 /// Credentials for a request, resolved from files at start.
@@ -891,7 +899,18 @@ impl ConfigFile {
             data_dir: self.agent.data_dir.clone(),
             disk_queue: validate_queue(&mut c, &self.agent.queue),
             metadata_interval: Some(self.agent.metadata_interval.0).filter(|d| !d.is_zero()),
+            worker_threads: usize::from(self.agent.worker_threads),
         };
+        if !(1..=MAX_WORKER_THREADS).contains(&agent.worker_threads) {
+            c.fail(
+                "agent.worker_threads",
+                format!(
+                    "must be between 1 and {MAX_WORKER_THREADS}, got {}; 1 suits nearly every \
+                     host, 2 or more only when one thread is busy all the time",
+                    agent.worker_threads
+                ),
+            );
+        }
 
         let mut remote_write = Vec::new();
         let mut rw_names = std::collections::HashSet::new();
@@ -1514,6 +1533,24 @@ pub(crate) mod tests {
             e.starts_with("agent.listen: \"localhost:9465\" is not an IP:port"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn worker_threads_default_to_one_and_are_bounded() {
+        assert_eq!(parse(GOOD).unwrap().agent.worker_threads, 1);
+        let with = |v: &str| GOOD.replace("[agent]", &format!("[agent]\nworker_threads = {v}"));
+        assert_eq!(parse(&with("4")).unwrap().agent.worker_threads, 4);
+        for bad in ["0", "65"] {
+            let e = parse(&with(bad)).unwrap_err();
+            assert!(
+                e.starts_with(&format!(
+                    "agent.worker_threads: must be between 1 and 64, got {bad}"
+                )),
+                "{e}"
+            );
+        }
+        let e = parse(&with("-1")).unwrap_err();
+        assert!(e.contains("worker_threads"), "{e}");
     }
 
     #[test]
