@@ -230,7 +230,11 @@ pub struct TargetState {
 impl TargetState {
     /// Creates the state of a target with `target_labels` (`job`, `instance`, extra labels).
     pub fn new(target_labels: Labels, opts: TargetOptions) -> TargetState {
-        let report = REPORT_SERIES.map(|name| target_labels.with(METRIC_NAME_LABEL, name));
+        let report = REPORT_SERIES.map(|name| {
+            target_labels
+                .with(METRIC_NAME_LABEL, name)
+                .with_shared_base(&target_labels)
+        });
         TargetState {
             target_labels,
             opts,
@@ -568,10 +572,11 @@ fn slot_hash(slots: &[Option<Slot>], i: u32) -> u64 {
     }
 }
 
-/// The label set a parsed series is forwarded with; `None` if relabeling drops it.
+/// The label set a parsed series is forwarded with; `None` if relabeling drops it. It keeps
+/// the target labels it still has in the target's own set, not in a copy per series.
 fn output_labels(parsed: &Labels, target: &Labels, opts: &TargetOptions) -> Option<Labels> {
     let merged = merge_target_labels(parsed, target, opts.honor_labels);
-    relabel(&merged, &opts.rules)
+    relabel(&merged, &opts.rules).map(|out| out.with_shared_base(target))
 }
 
 /// When a staleness marker for `slot` goes: at `ts`, or just after the series' last sample if

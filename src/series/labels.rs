@@ -58,11 +58,26 @@ impl LabelRef<'_> {
 /// Immutable and shared: a clone is a reference count increment. The hash and the bytes sit
 /// in one allocation behind one pointer, as a scrape target keeps a label set for each of its
 /// series and hands it to every sample.
+///
+/// A set may keep some of its labels in a shared *base* set (see
+/// [`Labels::with_shared_base`]): every series of a scrape target carries the target's `job`
+/// and `instance`, which would otherwise be stored again for each one. Equality, hashing,
+/// order and iteration see the whole set either way.
 #[derive(Clone)]
 pub struct Labels {
-    /// Header: the hash of the bytes, computed once, so grouping and maps never rehash them.
-    /// Slice: the labels in name order, each encoded as a `TimeSeries.labels` field.
-    inner: ThinArc<u64, u8>,
+    /// Slice: the set's own labels in name order, each encoded as a `TimeSeries.labels`
+    /// field.
+    inner: ThinArc<Head, u8>,
+}
+
+/// What a label set's allocation holds before its own labels' bytes.
+struct Head {
+    /// The hash of the whole set's encoding, computed once, so grouping and maps never
+    /// rehash it.
+    hash: u64,
+    /// Labels of the set stored once for many sets: never empty, never with a base of its
+    /// own, and sharing no name with the own labels.
+    base: Option<Labels>,
 }
 
 impl Default for Labels {
@@ -139,9 +154,51 @@ impl Labels {
     }
 
     fn from_buf(buf: Vec<u8>) -> Labels {
+        let head = Head {
+            hash: hash_bytes(seed(), &buf),
+            base: None,
+        };
         Labels {
-            inner: ThinArc::from_header_and_slice(hash_bytes(seed(), &buf), &buf),
+            inner: ThinArc::from_header_and_slice(head, &buf),
         }
+    }
+
+    /// The same label set, stored as its labels beyond `base` and a reference to `base`, when
+    /// it has every label of `base` with the same value: a scrape target's series share its
+    /// `job` and `instance` so. Otherwise a clone.
+    pub fn with_shared_base(&self, base: &Labels) -> Labels {
+        if base.is_empty() || base.base().is_some() || self.base().is_some() {
+            return self.clone();
+        }
+        let all = self.own_wire_bytes();
+        let mut own = Vec::with_capacity(all.len().saturating_sub(base.own_wire_bytes().len()));
+        let mut shared = base.own_fields().peekable();
+        for f in self.own_fields() {
+            // Both are sorted by name with unique names, so a base label can only meet its
+            // twin in order; one that differs stays unmatched and the split is refused.
+            if shared.peek().is_some_and(|b| b.bytes == f.bytes) {
+                shared.next();
+            } else {
+                own.extend_from_slice(f.bytes);
+            }
+        }
+        if shared.peek().is_some() {
+            return self.clone();
+        }
+        let head = Head {
+            // The same content as `self`, so the same hash.
+            hash: self.content_hash(),
+            base: Some(base.clone()),
+        };
+        Labels {
+            inner: ThinArc::from_header_and_slice(head, &own),
+        }
+    }
+
+    /// The shared labels this set keeps apart from its own (see
+    /// [`Labels::with_shared_base`]).
+    pub fn base(&self) -> Option<&Labels> {
+        self.inner.header.header.base.as_ref()
     }
 
     /// Tells whether both are the same shared label set (not merely equal ones).
@@ -168,16 +225,18 @@ impl Labels {
     pub fn has_metric_name(&self) -> bool {
         // Compared as one word: the encoder asks this of every series it writes.
         let name = read8(METRIC_NAME_LABEL.as_bytes());
-        self.raw()
+        self.own_fields()
             .any(|f| f.name.len() == 8 && read8(f.name) == name)
+            || self.base().is_some_and(Labels::has_metric_name)
     }
 
     /// Returns the value of label `name`, if present.
     pub fn get(&self, name: &str) -> Option<&str> {
-        let name = name.as_bytes();
-        self.raw()
-            .find(|f| f.name == name)
-            .and_then(|f| std::str::from_utf8(f.value).ok())
+        let bytes = name.as_bytes();
+        match self.own_fields().find(|f| f.name == bytes) {
+            Some(f) => std::str::from_utf8(f.value).ok(),
+            None => self.base().and_then(|b| b.get(name)),
+        }
     }
 
     /// Returns the metric name, or "" when there is none.
@@ -197,7 +256,8 @@ impl Labels {
 
     /// Tells whether the set is empty.
     pub fn is_empty(&self) -> bool {
-        self.wire_bytes().is_empty()
+        // A base is never empty.
+        self.own_wire_bytes().is_empty() && self.base().is_none()
     }
 
     /// Returns a copy with `name` set to `value` (replaced if present, removed if `value` is
@@ -233,12 +293,20 @@ impl Labels {
         )
     }
 
-    /// The labels as remote write encodes them: a run of `TimeSeries.labels` fields.
-    pub fn wire_bytes(&self) -> &[u8] {
+    /// The set's own labels (all of them when it has no [`Labels::base`]) as remote write
+    /// encodes them: a run of `TimeSeries.labels` fields.
+    pub fn own_wire_bytes(&self) -> &[u8] {
         &self.inner.slice
     }
 
-    /// The labels' fields with their names, in order, for merging at the byte level.
+    /// The encoded fields of the set's own labels (without its base), in name order.
+    pub fn own_fields(&self) -> OwnFields<'_> {
+        OwnFields {
+            rest: self.own_wire_bytes(),
+        }
+    }
+
+    /// All the labels' fields with their names, in name order, for merging at the byte level.
     pub fn fields(&self) -> Fields<'_> {
         self.raw()
     }
@@ -246,12 +314,17 @@ impl Labels {
     /// A hash of the content, fixed for the life of the process and seeded at random, so
     /// exposed series cannot be crafted to collide.
     pub fn content_hash(&self) -> u64 {
-        self.inner.header.header
+        self.inner.header.header.hash
     }
 
     fn raw(&self) -> Fields<'_> {
+        let mut own = self.own_fields();
+        let mut base = self.base().map(Labels::own_fields).unwrap_or_default();
         Fields {
-            rest: self.wire_bytes(),
+            own_next: own.next(),
+            base_next: base.next(),
+            own,
+            base,
         }
     }
 }
@@ -267,13 +340,14 @@ pub struct Field<'a> {
     pub bytes: &'a [u8],
 }
 
-/// Iterator over the encoded fields of a [`Labels`].
-#[derive(Clone, Debug)]
-pub struct Fields<'a> {
+/// Iterator over the encoded fields of one buffer of a [`Labels`] (see
+/// [`Labels::own_fields`]).
+#[derive(Clone, Debug, Default)]
+pub struct OwnFields<'a> {
     rest: &'a [u8],
 }
 
-impl<'a> Iterator for Fields<'a> {
+impl<'a> Iterator for OwnFields<'a> {
     type Item = Field<'a>;
 
     fn next(&mut self) -> Option<Field<'a>> {
@@ -286,6 +360,44 @@ impl<'a> Iterator for Fields<'a> {
         let bytes = all.get(..all.len() - rest.len())?;
         self.rest = rest;
         Some(Field { name, value, bytes })
+    }
+}
+
+/// Iterator over all the encoded fields of a [`Labels`], its own and its base's merged by
+/// name.
+#[derive(Clone, Debug)]
+pub struct Fields<'a> {
+    own: OwnFields<'a>,
+    base: OwnFields<'a>,
+    own_next: Option<Field<'a>>,
+    base_next: Option<Field<'a>>,
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = Field<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Field<'a>> {
+        let own_first = match (&self.own_next, &self.base_next) {
+            (Some(o), Some(b)) => cmp_names(o.name, b.name).is_lt(),
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if own_first {
+            std::mem::replace(&mut self.own_next, self.own.next())
+        } else {
+            std::mem::replace(&mut self.base_next, self.base.next())
+        }
+    }
+}
+
+/// Orders two label names; most differ in their first byte, which settles it without a
+/// `memcmp` call.
+#[inline]
+pub(crate) fn cmp_names(a: &[u8], b: &[u8]) -> Ordering {
+    match (a.first(), b.first()) {
+        (Some(x), Some(y)) if x != y => x.cmp(y),
+        _ => a.cmp(b),
     }
 }
 
@@ -320,9 +432,21 @@ impl<'a> IntoIterator for &'a Labels {
 impl PartialEq for Labels {
     fn eq(&self, other: &Labels) -> bool {
         // Interned sets usually meet themselves: the address settles it without a memcmp.
-        Labels::ptr_eq(self, other)
-            || (self.content_hash() == other.content_hash()
-                && self.wire_bytes() == other.wire_bytes())
+        if Labels::ptr_eq(self, other) {
+            return true;
+        }
+        if self.content_hash() != other.content_hash() {
+            return false;
+        }
+        match (self.base(), other.base()) {
+            (None, None) => self.own_wire_bytes() == other.own_wire_bytes(),
+            (Some(a), Some(b)) if Labels::ptr_eq(a, b) => {
+                self.own_wire_bytes() == other.own_wire_bytes()
+            }
+            // Stored apart differently (a set read back from disk against a live one):
+            // field by field, whose bytes are the same for the same label.
+            _ => self.raw().map(|f| f.bytes).eq(other.raw().map(|f| f.bytes)),
+        }
     }
 }
 
@@ -571,7 +695,7 @@ mod tests {
         assert_ne!(a.addr(), apart.addr());
         assert_eq!(a, apart);
         assert_eq!(a.content_hash(), apart.content_hash());
-        assert_eq!(Labels::default().wire_bytes(), b"");
+        assert_eq!(Labels::default().own_wire_bytes(), b"");
         assert!(Labels::default().is_empty());
     }
 
@@ -590,7 +714,7 @@ mod tests {
                 .collect(),
             ..Default::default()
         };
-        assert_eq!(l.wire_bytes(), ts.encode_to_vec().as_slice());
+        assert_eq!(l.own_wire_bytes(), ts.encode_to_vec().as_slice());
         let names: Vec<&str> = l.iter().map(|l| l.name).collect();
         assert_eq!(names, ["__name__", "a", "job"]);
         assert_eq!(l.get("job"), Some(long.as_str()));
@@ -649,8 +773,120 @@ mod tests {
             &[0x12],
             &[0x0a, 0x80],
         ] {
-            let f = Fields { rest: bytes };
+            let f = OwnFields { rest: bytes };
             assert_eq!(f.count(), 0);
+        }
+    }
+
+    /// Every view of `split` matches the flat set `flat` it stands for.
+    fn assert_same_set(split: &Labels, flat: &Labels) {
+        assert_eq!(split, flat);
+        assert_eq!(flat, split);
+        assert_eq!(split.cmp(flat), Ordering::Equal);
+        assert_eq!(split.content_hash(), flat.content_hash());
+        let pairs = |l: &Labels| -> Vec<(String, String)> {
+            l.iter()
+                .map(|l| (l.name.to_string(), l.value.to_string()))
+                .collect()
+        };
+        assert_eq!(pairs(split), pairs(flat));
+        let bytes: Vec<u8> = split.fields().flat_map(|f| f.bytes.to_vec()).collect();
+        assert_eq!(bytes, flat.own_wire_bytes());
+        assert_eq!(split.len(), flat.len());
+        assert_eq!(split.is_empty(), flat.is_empty());
+        assert_eq!(split.has_metric_name(), flat.has_metric_name());
+        assert_eq!(split.to_string(), flat.to_string());
+        for l in flat.iter() {
+            assert_eq!(split.get(l.name), Some(l.value));
+        }
+        assert_eq!(split.get("absent"), None);
+    }
+
+    #[test]
+    fn a_shared_base_keeps_the_set_whole_and_stores_less() {
+        let target = Labels::from_pairs([("instance", "10.0.0.7:9100"), ("job", "node")]).unwrap();
+        let flat = Labels::with_name(
+            "node_cpu_seconds_total",
+            [
+                ("cpu", "0"),
+                ("instance", "10.0.0.7:9100"),
+                ("job", "node"),
+                ("mode", "idle"),
+            ],
+        )
+        .unwrap();
+        let split = flat.with_shared_base(&target);
+        assert!(split.base().is_some_and(|b| Labels::ptr_eq(b, &target)));
+        assert_eq!(
+            split.own_wire_bytes().len() + target.own_wire_bytes().len(),
+            flat.own_wire_bytes().len()
+        );
+        assert_same_set(&split, &flat);
+        // Two series of one target compare by their own bytes; a set read back flat from
+        // disk still meets the live one in a map.
+        let again = flat.with_shared_base(&target);
+        assert_eq!(split, again);
+        let mut map = std::collections::HashMap::new();
+        map.insert(flat.clone(), 1);
+        assert_eq!(map.get(&split), Some(&1));
+        // Derived sets come out flat and whole.
+        let with = split.with("mode", "user");
+        assert!(with.base().is_none());
+        assert_eq!(with.get("job"), Some("node"));
+        assert_eq!(split.without("job").get("job"), None);
+        assert_eq!(split.without("job").get("instance"), Some("10.0.0.7:9100"));
+        // Sharing a whole set leaves the own part empty but the set not.
+        let whole = target.with_shared_base(&target);
+        assert_same_set(&whole, &target);
+    }
+
+    #[test]
+    fn a_base_is_shared_only_when_every_label_matches() {
+        let target = Labels::from_pairs([("instance", "a:1"), ("job", "node")]).unwrap();
+        for flat in [
+            // `job` was relabeled.
+            Labels::with_name("up", [("instance", "a:1"), ("job", "other")]).unwrap(),
+            // `instance` was dropped.
+            Labels::with_name("up", [("job", "node")]).unwrap(),
+        ] {
+            let kept = flat.with_shared_base(&target);
+            assert!(kept.base().is_none(), "{flat}");
+            assert!(Labels::ptr_eq(&kept, &flat));
+        }
+        let flat = Labels::with_name("up", [("instance", "a:1"), ("job", "node")]).unwrap();
+        // No base from an empty set, and none nested.
+        assert!(flat.with_shared_base(&Labels::default()).base().is_none());
+        let split = flat.with_shared_base(&target);
+        let inner = Labels::from_pairs([("job", "node")]).unwrap();
+        let nested_base = inner.with_shared_base(&Labels::from_pairs([("job", "node")]).unwrap());
+        assert!(split.with_shared_base(&target).base().is_some());
+        assert!(flat.with_shared_base(&nested_base).base().is_none());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_shared_base_is_the_same_set(
+            pairs in proptest::collection::btree_map("[a-d_]{1,3}", "[x-z]{0,2}", 0..8),
+            picks in proptest::collection::vec(proptest::bool::ANY, 8),
+        ) {
+            let flat = Labels::from_pairs(pairs.iter()).unwrap();
+            let base = Labels::from_pairs(
+                flat.iter()
+                    .zip(&picks)
+                    .filter(|(_, &pick)| pick)
+                    .map(|(l, _)| (l.name, l.value)),
+            )
+            .unwrap();
+            let split = flat.with_shared_base(&base);
+            proptest::prop_assert_eq!(split.base().is_some(), !base.is_empty());
+            assert_same_set(&split, &flat);
+            // Against another split of the same set with another (equal) base, and a set
+            // that differs.
+            let other = flat.with_shared_base(&Labels::from_pairs(base.iter().map(|l| (l.name, l.value))).unwrap());
+            proptest::prop_assert_eq!(&split, &other);
+            let different = flat.with("zz", "1");
+            proptest::prop_assert_ne!(&split, &different);
+            proptest::prop_assert_eq!(split.cmp(&different), flat.cmp(&different));
         }
     }
 }

@@ -12,9 +12,10 @@ mod labels;
 
 #[cfg(test)]
 pub(crate) use labels::KEY_SERIES_LABEL;
-pub(crate) use labels::{field_len, put_varint, varint_len};
+pub(crate) use labels::{cmp_names, field_len, put_varint, varint_len};
 pub use labels::{
-    fingerprint, Field, Fields, Iter, Label, LabelRef, Labels, PassThrough, PassThroughHasher,
+    fingerprint, Field, Fields, Iter, Label, LabelRef, Labels, OwnFields, PassThrough,
+    PassThroughHasher,
 };
 
 /// The label that carries a series' metric name.

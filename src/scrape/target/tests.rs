@@ -459,6 +459,38 @@ fn label_sets_are_shared_between_scrapes() {
 }
 
 #[test]
+fn series_keep_the_target_labels_in_the_targets_own_set() {
+    let rules = compile(&[RelabelConfig {
+        source_labels: vec!["__name__".into()],
+        regex: "renamed_.*".into(),
+        target_label: Some("job".into()),
+        replacement: "other".into(),
+        ..RelabelConfig::default()
+    }])
+    .unwrap();
+    let mut st = state(TargetOptions {
+        rules: Arc::from(rules),
+        ..default_opts()
+    });
+    let body = "m{x=\"1\"} 1\nrenamed_m 2\nexported{job=\"app\"} 3\n";
+    let (_, out) = scrape(&mut st, body, 1000);
+    let shares = |series: &str| {
+        let s = find(&out, series)[0];
+        s.labels
+            .base()
+            .is_some_and(|b| Labels::ptr_eq(b, st.target_labels()))
+    };
+    // One copy of `job` and `instance` per target, not per series (the report series too).
+    assert!(shares(&format!("m{{{ID},x=\"1\"}}")));
+    assert!(shares(&format!("exported{{exported_job=\"app\",{ID}}}")));
+    assert!(shares(&format!("up{{{ID}}}")));
+    // A series whose target labels relabeling changed keeps its own copy, and its value.
+    let renamed = r#"renamed_m{instance="127.0.0.1:9100",job="other"}"#;
+    assert!(!shares(renamed));
+    assert_eq!(find(&out, renamed)[0].value, 2.0);
+}
+
+#[test]
 fn openmetrics_and_unknown_content_types_parse() {
     let mut st = state(default_opts());
     let mut out = Vec::new();
