@@ -4,7 +4,11 @@
 //! carries it on the wire: a `labels` field (tag 1) wrapping a `Label` message with its `name`
 //! (tag 1) and `value` (tag 2). One allocation per label set instead of two strings per label
 //! keeps a scraped series to a fraction of the memory; equality and hashing work on one byte
-//! string; and the encoder copies a series' labels onto the wire with one `memcpy`.
+//! string; and the encoder copies a series' labels onto the wire in runs of bytes.
+//!
+//! A scrape target's series keep the target's labels (`job`, `instance`) in one shared *base*
+//! set rather than a copy each (see [`Labels::with_shared_base`]); the encoder then splices the
+//! base's fields into the series' own bytes, as it splices in external labels.
 
 use std::cmp::Ordering;
 use std::fmt;
