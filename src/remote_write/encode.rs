@@ -244,8 +244,11 @@ impl Encoder {
     fn write_proto<S: Borrow<Sample>>(&mut self, samples: &[S], external: &Labels) {
         self.proto.clear();
         let buf = &mut self.proto;
-        // Allocated per batch because it borrows the external labels.
+        // Allocated per batch because they borrow the batch's label sets.
         let mut points: Vec<(usize, &[u8])> = Vec::new();
+        let mut splice: Vec<Splice<'_>> = Vec::new();
+        // The base `splice` was made for; series of one target come in runs.
+        let mut splice_for: Option<usize> = None;
         let mut start = 0usize;
         for (g, &end) in self.group_end.iter().enumerate() {
             let members = &self.order[start..end as usize];
@@ -254,7 +257,13 @@ impl Encoder {
                 continue;
             }
             let labels: &Labels = &samples[self.group_rep[g] as usize].borrow().labels;
-            merge_points(labels, external, &mut points);
+            let base = labels.base();
+            let key = base.map_or(0, Labels::addr);
+            if splice_for != Some(key) {
+                splice_list(base, external, &mut splice);
+                splice_for = Some(key);
+            }
+            merge_points(labels, &splice, &mut points);
             let labels_len =
                 labels.own_wire_bytes().len() + points.iter().map(|(_, f)| f.len()).sum::<usize>();
             let samples_len: usize = members
@@ -327,23 +336,21 @@ pub fn encode_write_request(
     Encoder::new().encode(samples, external_labels, buf)
 }
 
-/// Works out where the labels a series keeps apart from its own bytes go into them: its
-/// base's (a scrape target's `job` and `instance`, see `Labels::with_shared_base`) and the
-/// external labels, all sorted by name. For each, in name order, the byte offset in the
-/// series' own encoded labels to insert it at. An external label the series has leaves it
-/// alone (the series' own wins a clash, as in Prometheus). The walk stops at the last label
-/// to insert, so a typical series is decoded only a few labels deep.
-fn merge_points<'a>(series: &'a Labels, external: &'a Labels, out: &mut Vec<(usize, &'a [u8])>) {
+/// A label to splice into series' own labels: its name, its encoded field, and whether it is
+/// an external label (which a series' own label of the same name overrides).
+type Splice<'a> = (&'a [u8], &'a [u8], bool);
+
+/// The labels series with base `base` get spliced into their own: the base's (a scrape
+/// target's `job` and `instance`, see `Labels::with_shared_base`) and the external labels the
+/// base does not have (the series' wins a clash, as in Prometheus), merged by name. Made once
+/// per run of series sharing a base, so each series only walks its own labels.
+fn splice_list<'a>(base: Option<&'a Labels>, external: &'a Labels, out: &mut Vec<Splice<'a>>) {
     out.clear();
-    let mut own = series.own_fields();
-    let mut cur = own.next();
-    let mut at = 0usize;
-    let mut base = series.base().map(Labels::own_fields).unwrap_or_default();
+    let mut base = base.map(Labels::own_fields).unwrap_or_default();
     let mut base_next = base.next();
     let mut ext = external.fields();
     let mut ext_next = ext.next();
     loop {
-        // The next label to insert, by name; an external label the base has is dropped.
         let (field, external_label) = match (base_next, ext_next) {
             (None, None) => break,
             (Some(b), None) => {
@@ -368,14 +375,28 @@ fn merge_points<'a>(series: &'a Labels, external: &'a Labels, out: &mut Vec<(usi
                 }
             },
         };
-        while let Some(f) = cur.filter(|f| cmp_names(f.name, field.name).is_lt()) {
+        out.push((field.name, field.bytes, external_label));
+    }
+}
+
+/// Works out where the labels of `splice` (from [`splice_list`]) go into a series' own
+/// encoded labels, both sorted by name: for each, in order, the byte offset to insert it at;
+/// an external label the series has is left out. The walk stops at the last label to
+/// insert, so a typical series is decoded only a few labels deep.
+fn merge_points<'a>(series: &Labels, splice: &[Splice<'a>], out: &mut Vec<(usize, &'a [u8])>) {
+    out.clear();
+    let mut own = series.own_fields();
+    let mut cur = own.next();
+    let mut at = 0usize;
+    for &(name, bytes, external) in splice {
+        while let Some(f) = cur.filter(|f| cmp_names(f.name, name).is_lt()) {
             at += f.bytes.len();
             cur = own.next();
         }
-        if external_label && cur.is_some_and(|f| f.name == field.name) {
+        if external && cur.is_some_and(|f| f.name == name) {
             continue;
         }
-        out.push((at, field.bytes));
+        out.push((at, bytes));
     }
 }
 
