@@ -13,7 +13,6 @@
 //! without allocating once the buffers have grown to the batch size.
 
 use std::borrow::Borrow;
-use std::cmp::Ordering;
 use std::collections::hash_map::{Entry, HashMap};
 
 use crate::series::{cmp_names, field_len, put_varint, varint_len, Labels, PassThrough, Sample};
@@ -346,37 +345,19 @@ type Splice<'a> = (&'a [u8], &'a [u8], bool);
 /// per run of series sharing a base, so each series only walks its own labels.
 fn splice_list<'a>(base: Option<&'a Labels>, external: &'a Labels, out: &mut Vec<Splice<'a>>) {
     out.clear();
-    let mut base = base.map(Labels::own_fields).unwrap_or_default();
-    let mut base_next = base.next();
-    let mut ext = external.fields();
-    let mut ext_next = ext.next();
-    loop {
-        let (field, external_label) = match (base_next, ext_next) {
-            (None, None) => break,
-            (Some(b), None) => {
-                base_next = base.next();
-                (b, false)
-            }
-            (None, Some(e)) => {
-                ext_next = ext.next();
-                (e, true)
-            }
-            (Some(b), Some(e)) => match cmp_names(b.name, e.name) {
-                Ordering::Greater => {
-                    ext_next = ext.next();
-                    (e, true)
-                }
-                clash => {
-                    if clash.is_eq() {
-                        ext_next = ext.next();
-                    }
-                    base_next = base.next();
-                    (b, false)
-                }
-            },
-        };
-        out.push((field.name, field.bytes, external_label));
+    out.extend(
+        base.into_iter()
+            .flat_map(|b| b.own_fields())
+            .map(|f| (f.name, f.bytes, false)),
+    );
+    let shared = out.len();
+    for e in external.fields() {
+        if !out[..shared].iter().any(|&(name, _, _)| name == e.name) {
+            out.push((e.name, e.bytes, true));
+        }
     }
+    // A few labels, once per run of series.
+    out.sort_unstable_by(|a, b| cmp_names(a.0, b.0));
 }
 
 /// Works out where the labels of `splice` (from [`splice_list`]) go into a series' own

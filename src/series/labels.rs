@@ -250,12 +250,12 @@ impl Labels {
 
     /// Iterates the labels in name order.
     pub fn iter(&self) -> Iter<'_> {
-        Iter { raw: self.raw() }
+        Iter { raw: self.fields() }
     }
 
     /// Number of labels.
     pub fn len(&self) -> usize {
-        self.raw().count()
+        self.fields().count()
     }
 
     /// Tells whether the set is empty.
@@ -310,18 +310,14 @@ impl Labels {
         }
     }
 
-    /// All the labels' fields with their names, in name order, for merging at the byte level.
-    pub fn fields(&self) -> Fields<'_> {
-        self.raw()
-    }
-
     /// A hash of the content, fixed for the life of the process and seeded at random, so
     /// exposed series cannot be crafted to collide.
     pub fn content_hash(&self) -> u64 {
         self.inner.header.header.hash
     }
 
-    fn raw(&self) -> Fields<'_> {
+    /// All the labels' fields with their names, in name order, for merging at the byte level.
+    pub fn fields(&self) -> Fields<'_> {
         let mut own = self.own_fields();
         let mut base = self.base().map(Labels::own_fields).unwrap_or_default();
         Fields {
@@ -449,7 +445,10 @@ impl PartialEq for Labels {
             }
             // Stored apart differently (a set read back from disk against a live one):
             // field by field, whose bytes are the same for the same label.
-            _ => self.raw().map(|f| f.bytes).eq(other.raw().map(|f| f.bytes)),
+            _ => self
+                .fields()
+                .map(|f| f.bytes)
+                .eq(other.fields().map(|f| f.bytes)),
         }
     }
 }
@@ -471,9 +470,9 @@ impl PartialOrd for Labels {
 impl Ord for Labels {
     /// Label by label, name then value: the order a sorted list of pairs has.
     fn cmp(&self, other: &Labels) -> Ordering {
-        self.raw()
+        self.fields()
             .map(|f| (f.name, f.value))
-            .cmp(other.raw().map(|f| (f.name, f.value)))
+            .cmp(other.fields().map(|f| (f.name, f.value)))
     }
 }
 
