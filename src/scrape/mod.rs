@@ -13,14 +13,15 @@ mod openmetrics;
 pub mod relabel;
 mod render;
 pub mod scraper;
+mod table;
 pub mod target;
 mod text;
 
 use std::borrow::Cow;
 
-use hashbrown::HashTable;
+use table::{Keyed, SeriesKey, Table};
 
-use crate::series::{fingerprint, LabelError, Labels, MetricType, Sample, METRIC_NAME_LABEL};
+use crate::series::{LabelError, Labels, MetricType, Sample, METRIC_NAME_LABEL};
 
 pub use lex::{format_go_float, parse_go_float, NORMAL_NAN_BITS};
 pub use relabel::{relabel, Action, RelabelConfig, RelabelError, RelabelRule};
@@ -184,8 +185,6 @@ pub struct Exposition {
     pub families: Vec<ParsedFamily>,
     /// Samples in input order.
     pub samples: Vec<ParsedSample>,
-    /// Samples left out because the mapping of [`parse_bytes_mapped`] dropped their series.
-    pub dropped: usize,
 }
 
 impl Exposition {
@@ -314,55 +313,34 @@ pub fn parse_bytes_cached(
     cache: &mut SeriesCache,
     normalize_le_quantile: bool,
 ) -> Result<Exposition, ParseError> {
-    parse_bytes_with(body, content_type, cache, normalize_le_quantile, None)
+    cache.generation = cache.generation.wrapping_add(1);
+    let mut sink = Collect {
+        cache: Some(&mut *cache),
+        samples: Vec::new(),
+    };
+    let families = parse_bytes_into(body, content_type, normalize_le_quantile, &mut sink)?;
+    let samples = sink.samples;
+    cache.sweep();
+    Ok(Exposition { families, samples })
 }
 
-/// Like [`parse_bytes_cached`], passing each series' label set through `map` the first time
-/// the series is seen, and caching what `map` makes of it: a label set it returns stands for
-/// the series from then on, and a series it drops (`None`) is only counted, in
-/// [`Exposition::dropped`]. A scrape target uses this to cache its output label sets rather
-/// than the exposed ones, so it keeps one label set per series, not two.
-///
-/// `map` must be a pure function of the label set, and a cache used with one `map` must not be
-/// used with another (or with none).
-pub fn parse_bytes_mapped(
+/// Parses raw bytes into `sink`, refusing invalid UTF-8 with its position, and returns the
+/// families. A scrape target parses this way straight into its own series.
+pub(crate) fn parse_bytes_into<S: Sink>(
     body: &[u8],
     content_type: Option<&str>,
-    cache: &mut SeriesCache,
     normalize_le_quantile: bool,
-    map: &mut dyn FnMut(Labels) -> Option<Labels>,
-) -> Result<Exposition, ParseError> {
-    parse_bytes_with(body, content_type, cache, normalize_le_quantile, Some(map))
-}
-
-fn parse_bytes_with(
-    body: &[u8],
-    content_type: Option<&str>,
-    cache: &mut SeriesCache,
-    normalize_le_quantile: bool,
-    map: Option<&mut dyn FnMut(Labels) -> Option<Labels>>,
-) -> Result<Exposition, ParseError> {
+    sink: &mut S,
+) -> Result<Vec<ParsedFamily>, ParseError> {
     let format = format_of(content_type)?;
     let body = utf8(body)?;
-    cache.generation = cache.generation.wrapping_add(1);
-    let mut b = Builder::new(Some(&mut *cache));
+    let mut b = Builder::new(sink);
     b.normalize = normalize_le_quantile;
-    // Rebuilt rather than moved, so the closure's lifetime shrinks to the builder's.
-    b.map = match map {
-        Some(m) => Some(m),
-        None => None,
-    };
     match format {
         Format::Text => text::parse(body, &mut b)?,
         Format::OpenMetrics => openmetrics::parse(body, &mut b)?,
     }
-    let out = Exposition {
-        families: b.families,
-        samples: b.samples,
-        dropped: b.dropped,
-    };
-    cache.sweep();
-    Ok(out)
+    Ok(b.families)
 }
 
 /// Parses raw bytes, refusing invalid UTF-8 with its position.
@@ -378,15 +356,19 @@ pub fn parse_format(
     format: Format,
     cache: Option<&mut SeriesCache>,
 ) -> Result<Exposition, ParseError> {
-    let mut b = Builder::new(cache);
+    let mut sink = Collect {
+        cache,
+        samples: Vec::new(),
+    };
+    let mut b = Builder::new(&mut sink);
     match format {
         Format::Text => text::parse(body, &mut b)?,
         Format::OpenMetrics => openmetrics::parse(body, &mut b)?,
     }
+    let families = b.families;
     Ok(Exposition {
-        families: b.families,
-        samples: b.samples,
-        dropped: b.dropped,
+        families,
+        samples: sink.samples,
     })
 }
 
@@ -414,45 +396,94 @@ fn utf8(body: &[u8]) -> Result<&str, ParseError> {
     })
 }
 
-/// Label sets of recently scraped series, keyed by a fingerprint of their raw text in the
-/// body.
+/// Where a parser's samples go, and what it asks about series texts it saw in recent scrapes.
+pub(crate) trait Sink {
+    /// What a series text stands for: a label set, or a scrape target's series.
+    type Series;
+    /// Whether [`Sink::find`] can ever hit; `false` spares the parser fingerprinting texts.
+    fn caches(&self) -> bool;
+    /// What the series text with `key` stood for in a recent scrape, if it was seen then.
+    fn find(&mut self, key: SeriesKey) -> Option<Self::Series>;
+    /// What a series text [`Sink::find`] did not know stands for, given its label set. `key`
+    /// is meaningless when the sink does not cache.
+    fn add(&mut self, key: SeriesKey, labels: Labels) -> Self::Series;
+    /// Takes one sample of a series.
+    fn push(&mut self, family: usize, series: Self::Series, point: Point);
+}
+
+/// Collects samples with their label sets, through a [`SeriesCache`] when there is one.
+struct Collect<'c> {
+    cache: Option<&'c mut SeriesCache>,
+    samples: Vec<ParsedSample>,
+}
+
+impl Sink for Collect<'_> {
+    type Series = Labels;
+
+    fn caches(&self) -> bool {
+        self.cache.is_some()
+    }
+
+    fn find(&mut self, key: SeriesKey) -> Option<Labels> {
+        let cache = self.cache.as_deref_mut()?;
+        let generation = cache.generation;
+        let i = cache.entries.find(key)?;
+        let e = cache.entries.get_mut(i)?;
+        e.seen = generation;
+        Some(e.labels.clone())
+    }
+
+    fn add(&mut self, key: SeriesKey, labels: Labels) -> Labels {
+        if let Some(cache) = self.cache.as_deref_mut() {
+            cache.entries.insert(CacheEntry {
+                hash: key.hash,
+                check: key.check,
+                labels: labels.clone(),
+                seen: cache.generation,
+            });
+        }
+        labels
+    }
+
+    fn push(&mut self, family: usize, labels: Labels, point: Point) {
+        self.samples.push(ParsedSample {
+            family,
+            labels,
+            value: point.value,
+            timestamp_ms: point.timestamp_ms,
+            exemplar: point.exemplar,
+        });
+    }
+}
+
+/// Label sets of recently scraped series, keyed by a seeded fingerprint of their raw text in
+/// the body.
 ///
 /// A target exposes the same series text scrape after scrape, so a hit skips unescaping,
 /// validation and sorting, and shares one `Labels` across scrapes. Entries not seen in
 /// the last two successful scrapes are dropped, so the cache tracks the target's series.
-///
-/// The key is a 128-bit fingerprint of the text, seeded at random per process, rather than
-/// the text itself, which would cost about as much memory again as the label set: two texts
-/// of one target meeting on the same fingerprint by chance is out of reach (2^-128 per pair),
-/// and the seed keeps an exporter from building such texts on purpose.
-///
-/// Entries sit densely in a vector, found through a table of their indices: a hash map would
-/// hold the 32-byte entries themselves in a table kept between 44 and 88 % full, about half
-/// again as much memory for a target's worth of series.
 #[derive(Debug, Default)]
 pub struct SeriesCache {
-    /// Indices into `entries`, hashed by the first half of their key (already a seeded hash).
-    index: HashTable<u32>,
-    entries: Vec<CacheEntry>,
+    entries: Table<CacheEntry>,
     /// Counts parses; entries keep its low 32 bits, enough to tell "seen in the last two".
     generation: u32,
 }
 
 #[derive(Debug)]
 struct CacheEntry {
-    /// The fingerprint's two halves: a `u128` would be 16-aligned and pad the entry to 48
-    /// bytes instead of 32.
-    key: (u64, u64),
-    /// `None`: the mapping dropped the series.
-    labels: Option<Labels>,
-    norm: Norm,
+    hash: u64,
+    labels: Labels,
+    check: u32,
     seen: u32,
 }
 
-/// The cache key of a series' raw text.
-fn cache_key(raw: &str) -> (u64, u64) {
-    let fp = fingerprint(raw.as_bytes());
-    ((fp >> 64) as u64, fp as u64)
+impl Keyed for CacheEntry {
+    fn key(&self) -> SeriesKey {
+        SeriesKey {
+            hash: self.hash,
+            check: self.check,
+        }
+    }
 }
 
 impl SeriesCache {
@@ -468,83 +499,20 @@ impl SeriesCache {
 
     /// Tells whether the cache is empty.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// The index of the entry with `key`.
-    fn find(&self, key: (u64, u64)) -> Option<usize> {
-        let entries = &self.entries;
-        self.index
-            .find(key.0, |&i| {
-                entries.get(i as usize).is_some_and(|e| e.key == key)
-            })
-            .map(|&i| i as usize)
-    }
-
-    /// The entry for `key`, if it was made with the same `le`/`quantile` norm.
-    fn get_mut(&mut self, key: (u64, u64), norm: Norm) -> Option<&mut CacheEntry> {
-        let i = self.find(key)?;
-        self.entries.get_mut(i).filter(|e| e.norm == norm)
-    }
-
-    /// Adds an entry, replacing one with the same key (made with another norm).
-    fn insert(&mut self, entry: CacheEntry) {
-        if let Some(old) = self.find(entry.key).and_then(|i| self.entries.get_mut(i)) {
-            *old = entry;
-            return;
-        }
-        let Ok(i) = u32::try_from(self.entries.len()) else {
-            // Unreachable with any body size limit; not caching is always correct.
-            return;
-        };
-        let hash = entry.key.0;
-        self.entries.push(entry);
-        let entries = &self.entries;
-        self.index.insert_unique(hash, i, |&j| key_hash(entries, j));
+        self.entries.len() == 0
     }
 
     /// Drops the entries not seen in the last two parses.
     fn sweep(&mut self) {
         let now = self.generation;
-        // Backwards, so the entry `swap_remove` moves into a freed place was already kept.
-        for i in (0..self.entries.len()).rev() {
-            let Some(e) = self.entries.get(i) else {
-                continue;
-            };
-            // Wrapping: a generation counter that overflows still tells the last two apart.
-            if now.wrapping_sub(e.seen) <= 1 {
-                continue;
-            }
-            let at = i as u32;
-            if let Ok(found) = self.index.find_entry(e.key.0, |&j| j == at) {
-                found.remove();
-            }
-            let last = (self.entries.len() - 1) as u32;
-            self.entries.swap_remove(i);
-            if let Some(moved) = self.entries.get(i) {
-                if let Some(slot) = self.index.find_mut(moved.key.0, |&j| j == last) {
-                    *slot = at;
-                }
-            }
-        }
-        // A target that shrank for good gives its memory back.
-        let len = self.entries.len();
-        if self.entries.capacity() > 2 * len + 64 {
-            self.entries.shrink_to(len + len / 4);
-            let entries = &self.entries;
-            self.index.shrink_to(len, |&j| key_hash(entries, j));
-        }
+        // Wrapping: a generation counter that overflows still tells the last two apart.
+        self.entries.retain(|e| now.wrapping_sub(e.seen) <= 1);
     }
-}
-
-/// The hash `SeriesCache::index` keeps entry `i` under.
-fn key_hash(entries: &[CacheEntry], i: u32) -> u64 {
-    entries.get(i as usize).map_or(0, |e| e.key.0)
 }
 
 /// Which label value Prometheus rewrites into canonical float form for a family type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Norm {
+pub(crate) enum Norm {
     None,
     Le,
     Quantile,
@@ -600,34 +568,26 @@ impl LineError {
 
 type LineResult<T> = Result<T, LineError>;
 
-/// Collects families and samples while a parser walks the body.
-pub(crate) struct Builder<'c> {
+/// Collects families while a parser walks the body, and hands its samples to a [`Sink`].
+pub(crate) struct Builder<'s, S: Sink> {
     families: Vec<ParsedFamily>,
-    samples: Vec<ParsedSample>,
     /// The family of the latest metadata line; series that fit its suffix rules join it.
     meta_family: Option<usize>,
     /// The family made up for the latest series without metadata.
     implicit_family: Option<usize>,
-    cache: Option<&'c mut SeriesCache>,
+    sink: &'s mut S,
     /// Whether `le`/`quantile` values are made canonical floats.
     normalize: bool,
-    /// What new series' label sets become (see [`parse_bytes_mapped`]).
-    map: Option<&'c mut dyn FnMut(Labels) -> Option<Labels>>,
-    /// Samples whose series `map` dropped.
-    dropped: usize,
 }
 
-impl<'c> Builder<'c> {
-    fn new(cache: Option<&'c mut SeriesCache>) -> Self {
+impl<'s, S: Sink> Builder<'s, S> {
+    fn new(sink: &'s mut S) -> Self {
         Builder {
             families: Vec::new(),
-            samples: Vec::new(),
             meta_family: None,
             implicit_family: None,
-            cache,
+            sink,
             normalize: true,
-            map: None,
-            dropped: 0,
         }
     }
 
@@ -683,20 +643,18 @@ impl<'c> Builder<'c> {
         }
     }
 
-    /// Looks up a series' raw text (name and braces) in the cache: a hit stands for the very
-    /// same text, which parsed in a recent scrape, so its labels need not be lexed (a parser
-    /// may ask before lexing them) or built again. `None` on a miss (or without a cache).
-    fn cached(&mut self, raw: &str, name: &str) -> Option<Hit> {
+    /// Looks up a series' raw text (name and braces) in the sink's cache: a hit stands for
+    /// the very same text, which parsed in a recent scrape, so its labels need not be lexed
+    /// (a parser may ask before lexing them) or built again. `None` on a miss (or when the
+    /// sink does not cache).
+    fn cached(&mut self, raw: &str, name: &str) -> Option<Hit<S::Series>> {
         let family = self.family_for(name);
+        if !self.sink.caches() {
+            return None;
+        }
         let norm = self.norm_of(family);
-        let cache = self.cache.as_deref_mut()?;
-        let generation = cache.generation;
-        let e = cache.get_mut(cache_key(raw), norm)?;
-        e.seen = generation;
-        Some(Hit {
-            family,
-            labels: e.labels.clone(),
-        })
+        let series = self.sink.find(SeriesKey::of(raw, norm))?;
+        Some(Hit { family, series })
     }
 
     /// Records one sample; `raw` is the series text (name and braces) used as cache key.
@@ -720,36 +678,19 @@ impl<'c> Builder<'c> {
         let family = self.family_for(name);
         let norm = self.norm_of(family);
         let parsed = series_labels(name, name_pos, labels, norm)?;
-        let labels = match self.map.as_deref_mut() {
-            Some(map) => map(parsed),
-            None => Some(parsed),
+        let key = if self.sink.caches() {
+            SeriesKey::of(raw, norm)
+        } else {
+            SeriesKey::default()
         };
-        if let Some(cache) = self.cache.as_deref_mut() {
-            let fresh = CacheEntry {
-                key: cache_key(raw),
-                labels: labels.clone(),
-                norm,
-                seen: cache.generation,
-            };
-            cache.insert(fresh);
-        }
-        self.push(Hit { family, labels }, point);
+        let series = self.sink.add(key, parsed);
+        self.sink.push(family, series, point);
         Ok(())
     }
 
     /// Records a sample of a series already looked up.
-    fn push(&mut self, hit: Hit, point: Point) {
-        let Some(labels) = hit.labels else {
-            self.dropped += 1;
-            return;
-        };
-        self.samples.push(ParsedSample {
-            family: hit.family,
-            labels,
-            value: point.value,
-            timestamp_ms: point.timestamp_ms,
-            exemplar: point.exemplar,
-        });
+    fn push(&mut self, hit: Hit<S::Series>, point: Point) {
+        self.sink.push(hit.family, hit.series, point);
     }
 }
 
@@ -775,10 +716,10 @@ impl Point {
     }
 }
 
-/// A series' family and label set, as found in the cache (`None`: the mapping dropped it).
-pub(crate) struct Hit {
+/// A series' family and what its text stands for, as found in the sink's cache.
+pub(crate) struct Hit<T> {
     family: usize,
-    labels: Option<Labels>,
+    series: T,
 }
 
 /// Builds a series' label set from its name and raw labels.

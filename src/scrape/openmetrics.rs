@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use super::lex::{self, expected, label_block, metric_name, scan_while, LabelMode};
 use super::{
     exemplar_labels, Builder, Exemplar, FamilyType, LineError, LineResult, ParseError,
-    ParseErrorKind, Point, RawLabel,
+    ParseErrorKind, Point, RawLabel, Sink,
 };
 
 /// What a line turned out to be.
@@ -17,7 +17,7 @@ enum Entry {
 }
 
 /// Parses a whole OpenMetrics body into `out`.
-pub(super) fn parse(body: &str, out: &mut Builder<'_>) -> Result<(), ParseError> {
+pub(super) fn parse<S: Sink>(body: &str, out: &mut Builder<'_, S>) -> Result<(), ParseError> {
     let mut labels: Vec<RawLabel<'_>> = Vec::new();
     let mut ex_labels: Vec<RawLabel<'_>> = Vec::new();
     let mut rest = body;
@@ -62,9 +62,9 @@ pub(super) fn parse(body: &str, out: &mut Builder<'_>) -> Result<(), ParseError>
     })
 }
 
-fn line_entry<'a>(
+fn line_entry<'a, S: Sink>(
     line: &'a str,
-    out: &mut Builder<'_>,
+    out: &mut Builder<'_, S>,
     labels: &mut Vec<RawLabel<'a>>,
     ex_labels: &mut Vec<RawLabel<'a>>,
 ) -> LineResult<Entry> {
@@ -79,7 +79,7 @@ fn line_entry<'a>(
     }
 }
 
-fn metadata(line: &str, out: &mut Builder<'_>) -> LineResult<Entry> {
+fn metadata<S: Sink>(line: &str, out: &mut Builder<'_, S>) -> LineResult<Entry> {
     if line == "# EOF" {
         return Ok(Entry::Eof);
     }
@@ -160,9 +160,9 @@ fn metadata(line: &str, out: &mut Builder<'_>) -> LineResult<Entry> {
     Ok(Entry::Line)
 }
 
-fn sample<'a>(
+fn sample<'a, S: Sink>(
     line: &'a str,
-    out: &mut Builder<'_>,
+    out: &mut Builder<'_, S>,
     labels: &mut Vec<RawLabel<'a>>,
     ex_labels: &mut Vec<RawLabel<'a>>,
 ) -> LineResult<()> {

@@ -5,11 +5,11 @@
 //! The HTTP side lives in [`super::scraper`]; everything here is deterministic, so each rule is
 //! unit-tested by feeding bodies and timestamps.
 //!
-//! Series are tracked in slots: the label set a parsed series ends up with (after target labels
-//! and relabeling) is computed once, when the series first appears, and the parser's
-//! [`SeriesCache`] keeps that output label set (not the exposed one) for the series' raw text,
-//! so a target holds one label set per series. A steady-state scrape costs a cache hit and one
-//! lookup by the label set's stored hash per sample.
+//! A target keeps one record per series it exposes (`Series`): the label set the series
+//! is forwarded with (after target labels and relabeling), computed once when the text first
+//! appears, and the series' history (last sample, generations). The parser resolves each
+//! sample's text to its record through the record's key, so a steady-state scrape costs one
+//! fingerprint and one lookup per sample, and a target holds one label set per series.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +18,8 @@ use std::time::Duration;
 use hashbrown::HashTable;
 
 use super::relabel::{relabel, RelabelRule};
-use super::{parse_bytes_mapped, Format, ParseError, ParsedFamily, SeriesCache};
+use super::table::{Keyed, SeriesKey, Table};
+use super::{parse_bytes_into, Format, ParseError, ParsedFamily, Point, Sink};
 use crate::series::{stale_nan, Labels, PassThrough, Sample, METRIC_NAME_LABEL, STALE_NAN_BITS};
 
 /// Prefix Prometheus gives an exposed label that clashes with a target label.
@@ -138,29 +139,56 @@ impl ScrapeSummary {
     }
 }
 
-/// What a sample's series becomes.
-#[derive(Clone, Copy, Debug)]
+/// What a series text's samples become.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fate {
-    /// Forwarded as the series in this slot.
-    Slot(u32),
-    /// Rejected: no metric name after relabeling.
+    /// Forwarded.
+    Kept,
+    /// Dropped by metric relabeling; counted only in `scrape_samples_scraped`.
+    Dropped,
+    /// Rejected: no `__name__` left after relabeling.
     NoName,
 }
 
-/// One output series.
+/// One series text a target exposes, and the output series it stands for. One record serves
+/// as the parser's cache entry and the series' history, found through one index: 48 bytes
+/// where a cache entry and a slot, each with an index, took about 85.
 #[derive(Debug)]
-struct Slot {
-    labels: Labels,
+struct Series {
+    /// The text's [`SeriesKey`], in two fields so that the record packs without padding.
+    hash: u64,
+    check: u32,
+    /// The output label set; `None` unless `fate` is [`Fate::Kept`].
+    labels: Option<Labels>,
+    fate: Fate,
     /// Timestamp of the last sample forwarded; [`NO_SAMPLE`] before the first. (Not an
-    /// `Option`, which would add 8 bytes to each of a target's many slots.)
+    /// `Option`, which would add 8 bytes to each of a target's many series.)
     last_ts: i64,
-    /// Value bits of the last sample forwarded.
+    /// Value bits of the last sample forwarded; [`STALE_NAN_BITS`] once the series ended.
     last_bits: u64,
-    /// Generation in which some parsed series last mapped here.
-    touched: u32,
+    /// Generation in which this text, or another text of the same series, was last exposed.
+    seen: u32,
     /// Generation in which it last had a sample that counts for staleness (no explicit
     /// timestamp), as Prometheus leaves series with explicit timestamps out of staleness.
     tracked: u32,
+}
+
+impl Keyed for Series {
+    fn key(&self) -> SeriesKey {
+        SeriesKey {
+            hash: self.hash,
+            check: self.check,
+        }
+    }
+}
+
+/// A further text of a kept series: the same label set exposed in another label order or
+/// escaping, or made equal by relabeling. Its samples go to the series of the text `primary`.
+#[derive(Debug)]
+struct Alias {
+    primary: SeriesKey,
+    /// Generation in which this text was last exposed.
+    seen: u32,
 }
 
 /// The generation before `g`. Generations count scrapes and skip 0 ("never") when they wrap,
@@ -183,23 +211,28 @@ fn next(g: u32) -> u32 {
 /// anyway.
 pub const TOMBSTONE_MS: i64 = 3_600_000;
 
-/// Remembers what was last sent for a series whose slot goes away: its staleness marker's
-/// timestamp if it got one, else its last sample's.
-fn bury(ended: &mut HashMap<u64, i64, PassThrough>, slot: &Slot, marker: Option<i64>) {
-    let last = marker.or(slot.last().map(|(ts, _)| ts));
-    if let Some(ts) = last {
-        ended.insert(slot.labels.content_hash(), ts);
-    }
-}
-
-/// `Slot::last_ts` of a series with no sample yet. A real timestamp this far before 1970 would
-/// only count its series as new again.
+/// `Series::last_ts` of a series with no sample yet. A real timestamp this far before 1970
+/// would only count its series as new again.
 const NO_SAMPLE: i64 = i64::MIN;
 
-impl Slot {
+impl Series {
     /// Timestamp and value bits of the last sample forwarded, if any.
     fn last(&self) -> Option<(i64, u64)> {
         (self.last_ts != NO_SAMPLE).then_some((self.last_ts, self.last_bits))
+    }
+
+    /// What was last sent for the series once it ended: its staleness marker's timestamp if
+    /// it got one, else its last sample's.
+    fn last_sent(&self, marker: Option<i64>) -> Option<i64> {
+        marker.or(self.last().map(|(ts, _)| ts))
+    }
+}
+
+/// Remembers what was last sent for a series whose record goes away (see
+/// [`Series::last_sent`]), so it cannot go back in time if it returns.
+fn bury(ended: &mut HashMap<u64, i64, PassThrough>, series: &Series, marker: Option<i64>) {
+    if let (Some(labels), Some(ts)) = (&series.labels, series.last_sent(marker)) {
+        ended.insert(labels.content_hash(), ts);
     }
 }
 
@@ -208,19 +241,19 @@ impl Slot {
 pub struct TargetState {
     target_labels: Labels,
     opts: TargetOptions,
-    /// Output label sets by the raw series text they were exposed as.
-    cache: SeriesCache,
-    /// Slot indices, hashed by their label set's stored hash: an index table rather than a
-    /// map keyed by the label set, so that a slot's key costs 4 bytes, not 16.
-    by_labels: HashTable<u32>,
-    slots: Vec<Option<Slot>>,
-    free: Vec<u32>,
-    /// Series that ended (went stale or stopped being exposed), by label-set hash: the last
-    /// timestamp sent for each, so a series that comes back with an older explicit timestamp
-    /// cannot go back in time. Kept for [`TOMBSTONE_MS`].
+    /// Series by the text they are exposed as.
+    series: Table<Series>,
+    /// Further texts of kept series, by their key (rare: most exporters write a series one
+    /// way).
+    aliases: HashMap<SeriesKey, Alias>,
+    /// Series that ended (stopped being exposed), by label-set hash: the last timestamp sent
+    /// for each, so a series that comes back with an older explicit timestamp cannot go back
+    /// in time. Kept for [`TOMBSTONE_MS`].
     ended: HashMap<u64, i64, PassThrough>,
     /// Advanced at every scrape (see [`next`]); 0 means "never".
     generation: u32,
+    /// Kept series exposed in the latest scrape; 0 after a failed one.
+    live: usize,
     report: [Labels; 5],
     /// Timestamp of the latest report series, if any were written (shutdown marks them
     /// stale).
@@ -238,12 +271,11 @@ impl TargetState {
         TargetState {
             target_labels,
             opts,
-            cache: SeriesCache::new(),
-            by_labels: HashTable::new(),
-            slots: Vec::new(),
-            free: Vec::new(),
+            series: Table::default(),
+            aliases: HashMap::new(),
             ended: HashMap::default(),
             generation: 0,
+            live: 0,
             report,
             reported: None,
         }
@@ -254,9 +286,9 @@ impl TargetState {
         &self.target_labels
     }
 
-    /// Series currently tracked (forwarded in the latest scrape).
+    /// Series currently tracked (exposed in the latest scrape, which succeeded).
     pub fn series(&self) -> usize {
-        self.by_labels.len()
+        self.live
     }
 
     /// Ingests a successful response: appends its samples and the staleness markers of
@@ -272,71 +304,69 @@ impl TargetState {
     ) -> (ScrapeSummary, Vec<ParsedFamily>) {
         // Prometheus reads an unknown or missing content type as the text format.
         let ct = content_type.filter(|ct| Format::from_content_type(ct).is_some());
-        let normalize = self.opts.normalize_le_quantile;
-        let (target_labels, opts) = (&self.target_labels, &self.opts);
-        let mut output = |parsed: Labels| output_labels(&parsed, target_labels, opts);
-        let exposition = match parse_bytes_mapped(body, ct, &mut self.cache, normalize, &mut output)
-        {
-            Ok(e) => e,
+        let generation = next(self.generation);
+        // First pass, the parse: what each sample's series is, without touching any series'
+        // history, so a scrape that fails (bad line, sample limit) leaves nothing
+        // half-applied.
+        let mut intake = Intake {
+            target_labels: &self.target_labels,
+            opts: &self.opts,
+            series: &mut self.series,
+            aliases: &mut self.aliases,
+            ended: &mut self.ended,
+            by_labels: None,
+            generation,
+            samples: Vec::new(),
+            dropped: 0,
+            no_name: 0,
+        };
+        let parsed = parse_bytes_into(body, ct, self.opts.normalize_le_quantile, &mut intake);
+        let Intake {
+            samples,
+            dropped,
+            no_name,
+            ..
+        } = intake;
+        let families = match parsed {
+            Ok(families) => families,
             Err(e) => return (self.fail(ScrapeError::Parse(e), scrape_ts, out), Vec::new()),
         };
-        let before = self.generation;
-        self.generation = next(before);
-        let generation = self.generation;
-
-        // First pass: what each sample becomes, without touching per-series history, so a
-        // scrape over the sample limit leaves nothing half-applied.
-        let mut fates: Vec<Option<u32>> = Vec::with_capacity(exposition.samples.len());
         let mut summary = ScrapeSummary {
-            scraped: exposition.samples.len() + exposition.dropped,
+            scraped: samples.len() + dropped + no_name,
+            post_relabel: samples.len(),
             ..ScrapeSummary::default()
         };
-        for s in &exposition.samples {
-            let slot = match self.fate_of(&s.labels, generation) {
-                Fate::Slot(i) => Some(i),
-                Fate::NoName => {
-                    summary.rejected.no_metric_name += 1;
-                    None
-                }
-            };
-            if slot.is_some() {
-                summary.post_relabel += 1;
-            }
-            fates.push(slot);
-        }
+        summary.rejected.no_metric_name = no_name;
         let limit = self.opts.sample_limit;
         if limit > 0 && summary.post_relabel > limit {
             let err = ScrapeError::SampleLimit {
                 samples: summary.post_relabel,
                 limit,
             };
-            // `fail` starts a generation of its own; undo this one so the staleness rule
-            // ("tracked in the previous generation") still sees the last good scrape.
-            self.generation = before;
             let mut failed = self.fail(err, scrape_ts, out);
             failed.scraped = summary.scraped;
             failed.post_relabel = summary.post_relabel;
             failed.rejected = summary.rejected;
             return (failed, Vec::new());
         }
+        self.generation = generation;
 
         // Second pass: timestamp order per series, then forward.
         // Room for the report series too, which `report` appends after this.
         out.reserve(summary.post_relabel + REPORT_SERIES.len());
-        for (s, slot) in exposition.samples.iter().zip(&fates) {
-            let Some(i) = *slot else { continue };
-            let Some(Some(slot)) = self.slots.get_mut(i as usize) else {
+        for p in &samples {
+            let Some(series) = self.series.get_mut(p.series) else {
                 continue;
             };
-            let explicit = self.opts.honor_timestamps && s.timestamp_ms.is_some();
+            let explicit = self.opts.honor_timestamps && p.timestamp_ms.is_some();
             let ts = if explicit {
-                s.timestamp_ms.unwrap_or(scrape_ts)
+                p.timestamp_ms.unwrap_or(scrape_ts)
             } else {
                 scrape_ts
             };
-            let bits = s.value.to_bits();
-            let new_series = slot.last().is_none_or(|(_, bits)| bits == STALE_NAN_BITS);
-            match slot.last() {
+            let bits = p.value.to_bits();
+            let new_series = series.last().is_none_or(|(_, bits)| bits == STALE_NAN_BITS);
+            match series.last() {
                 Some((last_ts, _)) if ts < last_ts => {
                     summary.rejected.out_of_order += 1;
                     continue;
@@ -349,33 +379,40 @@ impl TargetState {
                         continue;
                     }
                     if !explicit {
-                        slot.tracked = generation;
+                        series.tracked = generation;
                     }
                     continue;
                 }
                 _ => {}
             }
-            slot.last_ts = ts;
-            slot.last_bits = bits;
+            let Some(labels) = &series.labels else {
+                continue;
+            };
+            out.push(Sample {
+                labels: labels.clone(),
+                value: p.value,
+                timestamp_ms: ts,
+            });
+            series.last_ts = ts;
+            series.last_bits = bits;
             if !explicit {
-                slot.tracked = generation;
+                series.tracked = generation;
             }
             if new_series {
                 summary.series_added += 1;
             }
-            out.push(Sample {
-                labels: slot.labels.clone(),
-                value: s.value,
-                timestamp_ms: ts,
-            });
         }
         summary.stale_markers = self.end_generation(scrape_ts, out);
-        (summary, exposition.families)
+        (summary, families)
     }
 
     /// Records a failed scrape: staleness markers for every series of the previous scrape,
-    /// and a clean slate, as Prometheus appends an empty scrape on failure. Call
+    /// which all end, as Prometheus appends an empty scrape on failure. Call
     /// [`TargetState::report`] afterwards (`up` = 0).
+    ///
+    /// The records stay, as the parser's cache for when the target recovers: each ends in
+    /// place (what was last sent, marked as a staleness marker, so it counts as added when
+    /// it comes back), and goes if the next good scrape does not expose it.
     pub fn fail(
         &mut self,
         error: ScrapeError,
@@ -385,21 +422,19 @@ impl TargetState {
         let tracked_in = self.generation;
         self.generation = next(self.generation);
         let mut stale_markers = 0;
-        for slot in self.slots.iter().flatten() {
-            let marker = stale_marker(slot, tracked_in, scrape_ts);
-            bury(
-                &mut self.ended,
-                slot,
-                marker.as_ref().map(|m| m.timestamp_ms),
-            );
+        for series in self.series.iter_mut() {
+            let marker = stale_marker(series, tracked_in, scrape_ts);
+            if let Some(ts) = series.last_sent(marker.as_ref().map(|m| m.timestamp_ms)) {
+                series.last_ts = ts;
+                series.last_bits = STALE_NAN_BITS;
+            }
+            series.tracked = 0;
             if let Some(m) = marker {
                 out.push(m);
                 stale_markers += 1;
             }
         }
-        self.by_labels.clear();
-        self.slots.clear();
-        self.free.clear();
+        self.live = 0;
         ScrapeSummary {
             error: Some(error),
             stale_markers,
@@ -447,92 +482,34 @@ impl TargetState {
                 n += 1;
             }
         }
-        self.by_labels.clear();
-        self.slots.clear();
-        self.free.clear();
+        self.series.clear();
+        self.aliases.clear();
+        self.live = 0;
         self.reported = None;
         n
-    }
-
-    /// What a sample with the (output) label set `labels` becomes: its series' slot, found by
-    /// content so that two exposed texts meeting on one label set share a series.
-    fn fate_of(&mut self, labels: &Labels, generation: u32) -> Fate {
-        if !labels.has_metric_name() {
-            return Fate::NoName;
-        }
-        let slots = &self.slots;
-        let found = self.by_labels.find(
-            labels.content_hash(),
-            |&i| matches!(slots.get(i as usize), Some(Some(s)) if s.labels == *labels),
-        );
-        let i = match found {
-            Some(&i) => i,
-            None => self.new_slot(labels.clone()),
-        };
-        if let Some(Some(slot)) = self.slots.get_mut(i as usize) {
-            slot.touched = generation;
-        }
-        Fate::Slot(i)
-    }
-
-    fn new_slot(&mut self, labels: Labels) -> u32 {
-        // A series that ended recently starts from what was last sent for it, marked as a
-        // staleness marker so that it still counts as added when it comes back.
-        let (last_ts, last_bits) = match self.ended.remove(&labels.content_hash()) {
-            Some(ts) => (ts, STALE_NAN_BITS),
-            None => (NO_SAMPLE, 0),
-        };
-        let slot = Slot {
-            labels: labels.clone(),
-            last_ts,
-            last_bits,
-            touched: 0,
-            tracked: 0,
-        };
-        let i = match self.free.pop() {
-            Some(i) => {
-                if let Some(s) = self.slots.get_mut(i as usize) {
-                    *s = Some(slot);
-                }
-                i
-            }
-            None => {
-                self.slots.push(Some(slot));
-                (self.slots.len() - 1) as u32
-            }
-        };
-        let slots = &self.slots;
-        self.by_labels
-            .insert_unique(labels.content_hash(), i, |&j| slot_hash(slots, j));
-        i
     }
 
     /// Ends the current generation: staleness markers for series tracked in the previous
     /// one but not in this one, and forgetting series no longer exposed.
     fn end_generation(&mut self, ts: i64, out: &mut Vec<Sample>) -> usize {
         let generation = self.generation;
-        let mut markers = 0;
-        for (i, entry) in self.slots.iter_mut().enumerate() {
-            let Some(slot) = entry else { continue };
-            let marker = stale_marker(slot, previous(generation), ts);
-            let marked_at = marker.as_ref().map(|m| m.timestamp_ms);
-            if let Some(m) = marker {
-                out.push(m);
-                markers += 1;
+        let markers = self.mark_stale(previous(generation), ts, out);
+        let ended = &mut self.ended;
+        let mut live = 0;
+        self.series.retain(|series| {
+            if series.seen != generation {
+                // Its marker, if it got one, went out just above.
+                let marker = stale_marker(series, previous(generation), ts);
+                bury(ended, series, marker.map(|m| m.timestamp_ms));
+                return false;
             }
-            if slot.touched != generation {
-                bury(&mut self.ended, slot, marked_at);
-                let at = i as u32;
-                if let Ok(found) = self
-                    .by_labels
-                    .find_entry(slot.labels.content_hash(), |&j| j == at)
-                {
-                    found.remove();
-                }
-                *entry = None;
-                self.free.push(i as u32);
+            if series.fate == Fate::Kept {
+                live += 1;
             }
-        }
+            true
+        });
+        self.aliases.retain(|_, a| a.seen == generation);
+        self.live = live;
         let horizon = ts.saturating_sub(TOMBSTONE_MS);
         self.ended.retain(|_, last| *last >= horizon);
         markers
@@ -543,33 +520,178 @@ impl TargetState {
     fn mark_stale(&self, tracked_in: u32, ts: i64, out: &mut Vec<Sample>) -> usize {
         let before = out.len();
         out.extend(
-            self.slots
+            self.series
                 .iter()
-                .flatten()
                 .filter_map(|s| stale_marker(s, tracked_in, ts)),
         );
         out.len() - before
     }
 }
 
-/// The staleness marker of `slot` if its series was tracked in generation `tracked_in` (0,
+/// A target's side of the parse: resolves each series text to its record, making records
+/// for new texts (their output label set computed once, here), and collects the samples.
+struct Intake<'a> {
+    target_labels: &'a Labels,
+    opts: &'a TargetOptions,
+    series: &'a mut Table<Series>,
+    aliases: &'a mut HashMap<SeriesKey, Alias>,
+    ended: &'a mut HashMap<u64, i64, PassThrough>,
+    /// Kept series by label-set hash, built at the first new text of a scrape: only a new
+    /// text needs to know whether its label set is already a series.
+    by_labels: Option<HashTable<u32>>,
+    generation: u32,
+    /// The kept samples, in body order.
+    samples: Vec<Pending>,
+    /// Samples of series relabeling dropped.
+    dropped: usize,
+    /// Samples of series relabeling left without a name.
+    no_name: usize,
+}
+
+/// A kept sample waiting for the second pass.
+struct Pending {
+    /// Index of its series' record.
+    series: u32,
+    value: f64,
+    timestamp_ms: Option<i64>,
+}
+
+/// Records past `u32::MAX` cannot be stored; their samples are dropped (see [`Table::insert`]).
+const NO_RECORD: u32 = u32::MAX;
+
+impl Intake<'_> {
+    /// The kept series whose output label set is `labels`, if there is one.
+    fn series_with(&mut self, labels: &Labels) -> Option<u32> {
+        let series = &*self.series;
+        let index = self.by_labels.get_or_insert_with(|| {
+            let mut index = HashTable::with_capacity(series.len());
+            for (i, s) in series.iter().enumerate() {
+                if let Some(l) = &s.labels {
+                    index.insert_unique(l.content_hash(), i as u32, |&j| labels_hash(series, j));
+                }
+            }
+            index
+        });
+        index
+            .find(labels.content_hash(), |&j| {
+                series.get(j).and_then(|s| s.labels.as_ref()) == Some(labels)
+            })
+            .copied()
+    }
+}
+
+impl Sink for Intake<'_> {
+    type Series = u32;
+
+    fn caches(&self) -> bool {
+        true
+    }
+
+    fn find(&mut self, key: SeriesKey) -> Option<u32> {
+        let generation = self.generation;
+        if let Some(i) = self.series.find(key) {
+            if let Some(s) = self.series.get_mut(i) {
+                s.seen = generation;
+            }
+            return Some(i);
+        }
+        let alias = self.aliases.get_mut(&key)?;
+        // A series whose first text went away is looked up afresh by its label set.
+        let i = self.series.find(alias.primary)?;
+        alias.seen = generation;
+        if let Some(s) = self.series.get_mut(i) {
+            s.seen = generation;
+        }
+        Some(i)
+    }
+
+    fn add(&mut self, key: SeriesKey, parsed: Labels) -> u32 {
+        let generation = self.generation;
+        let (fate, labels) = match output_labels(&parsed, self.target_labels, self.opts) {
+            None => (Fate::Dropped, None),
+            Some(l) if !l.has_metric_name() => (Fate::NoName, None),
+            Some(l) => (Fate::Kept, Some(l)),
+        };
+        if let Some(l) = &labels {
+            // Two texts meeting on one label set are one series.
+            if let Some(i) = self.series_with(l) {
+                if let Some(s) = self.series.get_mut(i) {
+                    s.seen = generation;
+                    let primary = s.key();
+                    self.aliases.insert(
+                        key,
+                        Alias {
+                            primary,
+                            seen: generation,
+                        },
+                    );
+                }
+                return i;
+            }
+        }
+        self.aliases.remove(&key);
+        // A series that ended recently starts from what was last sent for it, marked as a
+        // staleness marker so that it still counts as added.
+        let (last_ts, last_bits) = match labels
+            .as_ref()
+            .and_then(|l| self.ended.remove(&l.content_hash()))
+        {
+            Some(ts) => (ts, STALE_NAN_BITS),
+            None => (NO_SAMPLE, 0),
+        };
+        let hash = labels.as_ref().map(Labels::content_hash);
+        let record = Series {
+            hash: key.hash,
+            check: key.check,
+            labels,
+            fate,
+            last_ts,
+            last_bits,
+            seen: generation,
+            tracked: 0,
+        };
+        let Some(i) = self.series.insert(record) else {
+            return NO_RECORD;
+        };
+        if let (Some(index), Some(hash)) = (self.by_labels.as_mut(), hash) {
+            let series = &*self.series;
+            index.insert_unique(hash, i, |&j| labels_hash(series, j));
+        }
+        i
+    }
+
+    fn push(&mut self, _family: usize, i: u32, point: Point) {
+        match self.series.get(i).map(|s| s.fate) {
+            Some(Fate::Kept) => self.samples.push(Pending {
+                series: i,
+                value: point.value,
+                timestamp_ms: point.timestamp_ms,
+            }),
+            Some(Fate::Dropped) | None => self.dropped += 1,
+            Some(Fate::NoName) => self.no_name += 1,
+        }
+    }
+}
+
+/// The staleness marker of `series` if it was tracked in generation `tracked_in` (0,
 /// "never", matches no series): at `ts`, or just after the series' last sample if that is
 /// later, as a marker must not share a timestamp with a real sample or the receiver refuses
 /// it as a duplicate.
-fn stale_marker(slot: &Slot, tracked_in: u32, ts: i64) -> Option<Sample> {
-    (tracked_in != 0 && slot.tracked == tracked_in).then(|| Sample {
-        labels: slot.labels.clone(),
+fn stale_marker(series: &Series, tracked_in: u32, ts: i64) -> Option<Sample> {
+    let labels = series.labels.as_ref()?;
+    (tracked_in != 0 && series.tracked == tracked_in).then(|| Sample {
+        labels: labels.clone(),
         value: stale_nan(),
-        timestamp_ms: stale_ts(slot, ts),
+        timestamp_ms: stale_ts(series, ts),
     })
 }
 
-/// The stored hash of slot `i`'s label set, which `TargetState::by_labels` is hashed by.
-fn slot_hash(slots: &[Option<Slot>], i: u32) -> u64 {
-    match slots.get(i as usize) {
-        Some(Some(s)) => s.labels.content_hash(),
-        _ => 0,
-    }
+/// The stored hash of record `i`'s label set, which `Intake::by_labels` is hashed by.
+fn labels_hash(series: &Table<Series>, i: u32) -> u64 {
+    series
+        .get(i)
+        .and_then(|s| s.labels.as_ref())
+        .map_or(0, Labels::content_hash)
 }
 
 /// The label set a parsed series is forwarded with; `None` if relabeling drops it. It keeps
@@ -579,11 +701,12 @@ fn output_labels(parsed: &Labels, target: &Labels, opts: &TargetOptions) -> Opti
     relabel(&merged, &opts.rules).map(|out| out.with_shared_base(target))
 }
 
-/// When a staleness marker for `slot` goes: at `ts`, or just after the series' last sample if
-/// that is later (a series exposed twice in one scrape, once with a future timestamp), so a
+/// When a staleness marker for `series` goes: at `ts`, or just after the series' last sample
+/// if that is later (a series exposed twice in one scrape, once with a future timestamp), so a
 /// series' timestamps never go backwards.
-fn stale_ts(slot: &Slot, ts: i64) -> i64 {
-    slot.last()
+fn stale_ts(series: &Series, ts: i64) -> i64 {
+    series
+        .last()
         .map_or(ts, |(last, _)| ts.max(last.saturating_add(1)))
 }
 

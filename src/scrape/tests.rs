@@ -640,12 +640,12 @@ fn cache_index_follows_entries_as_series_come_and_go() {
         assert_eq!(parsed, parse(&text, None).unwrap(), "body {n}");
         for (i, e) in cache.entries.iter().enumerate() {
             assert_eq!(
-                cache.find(e.key),
-                Some(i),
+                cache.entries.find(e.key()),
+                Some(i as u32),
                 "body {n}: entry {i} is findable"
             );
         }
-        assert_eq!(cache.index.len(), cache.entries.len());
+        assert_eq!(cache.entries.index_len(), cache.entries.len());
     }
     // Seen in the last two bodies: 290..300 and 0..1.
     assert_eq!(cache.len(), 11);

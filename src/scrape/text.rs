@@ -6,11 +6,11 @@ use std::borrow::Cow;
 
 use super::lex::{self, expected, label_block, metric_name, scan_while, skip_ws, LabelMode};
 use super::{
-    Builder, FamilyType, LineError, LineResult, ParseError, ParseErrorKind, Point, RawLabel,
+    Builder, FamilyType, LineError, LineResult, ParseError, ParseErrorKind, Point, RawLabel, Sink,
 };
 
 /// Parses a whole text-format body into `out`.
-pub(super) fn parse(body: &str, out: &mut Builder<'_>) -> Result<(), ParseError> {
+pub(super) fn parse<S: Sink>(body: &str, out: &mut Builder<'_, S>) -> Result<(), ParseError> {
     let mut labels: Vec<RawLabel<'_>> = Vec::new();
     for (idx, line) in body.split('\n').enumerate() {
         line_entry(line, out, &mut labels).map_err(|e| e.at(idx + 1, line))?;
@@ -18,9 +18,9 @@ pub(super) fn parse(body: &str, out: &mut Builder<'_>) -> Result<(), ParseError>
     Ok(())
 }
 
-fn line_entry<'a>(
+fn line_entry<'a, S: Sink>(
     line: &'a str,
-    out: &mut Builder<'_>,
+    out: &mut Builder<'_, S>,
     labels: &mut Vec<RawLabel<'a>>,
 ) -> LineResult<()> {
     let b = line.as_bytes();
@@ -33,7 +33,7 @@ fn line_entry<'a>(
 }
 
 /// A `#` line: `# HELP` and `# TYPE` (blank-separated) are metadata, anything else is skipped.
-fn comment(line: &str, after_hash: usize, out: &mut Builder<'_>) -> LineResult<()> {
+fn comment<S: Sink>(line: &str, after_hash: usize, out: &mut Builder<'_, S>) -> LineResult<()> {
     let b = line.as_bytes();
     if !b.get(after_hash).copied().is_some_and(lex::is_ws) {
         return Ok(());
@@ -93,10 +93,10 @@ fn comment(line: &str, after_hash: usize, out: &mut Builder<'_>) -> LineResult<(
     Ok(())
 }
 
-fn sample<'a>(
+fn sample<'a, S: Sink>(
     line: &'a str,
     start: usize,
-    out: &mut Builder<'_>,
+    out: &mut Builder<'_, S>,
     labels: &mut Vec<RawLabel<'a>>,
 ) -> LineResult<()> {
     let b = line.as_bytes();
