@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use hashbrown::HashTable;
 
+use self::shared::SharedNames;
 use super::relabel::{relabel, RelabelRule};
 use super::table::{Keyed, SeriesKey, Table};
 use super::{parse_bytes_into, Format, ParseError, ParsedFamily, Point, Sink};
@@ -151,7 +152,7 @@ enum Fate {
 }
 
 /// One series text a target exposes, and the output series it stands for. One record serves
-/// as the parser's cache entry and the series' history, found through one index: 48 bytes
+/// as the parser's cache entry and the series' history, found through one index: 40 bytes
 /// where a cache entry and a slot, each with an index, took about 85.
 #[derive(Debug)]
 struct Series {
@@ -166,12 +167,19 @@ struct Series {
     last_ts: i64,
     /// Value bits of the last sample forwarded; [`STALE_NAN_BITS`] once the series ended.
     last_bits: u64,
-    /// Generation in which this text, or another text of the same series, was last exposed.
-    seen: u32,
-    /// Generation in which it last had a sample that counts for staleness (no explicit
-    /// timestamp), as Prometheus leaves series with explicit timestamps out of staleness.
-    tracked: u32,
+    /// [`SEEN`], [`TRACKED`], [`TRACKING`]: bits rather than generation numbers, 8 bytes
+    /// less a series, and nothing to go wrong when a counter wraps.
+    state: u8,
 }
+
+/// State bit: the series' text, or another text of it, is in the scrape being ingested.
+const SEEN: u8 = 1;
+/// State bit: the series had a sample that counts for staleness in the latest scrape, so it
+/// gets a staleness marker when it ends. Samples with explicit timestamps do not count, as
+/// Prometheus leaves such series out of staleness.
+const TRACKED: u8 = 2;
+/// State bit: like [`TRACKED`], for the scrape being ingested.
+const TRACKING: u8 = 4;
 
 impl Keyed for Series {
     fn key(&self) -> SeriesKey {
@@ -191,17 +199,8 @@ struct Alias {
     seen: u32,
 }
 
-/// The generation before `g`. Generations count scrapes and skip 0 ("never") when they wrap,
-/// so the one before 1 is `u32::MAX`.
-fn previous(g: u32) -> u32 {
-    if g <= 1 {
-        u32::MAX
-    } else {
-        g - 1
-    }
-}
-
-/// The generation after `g` (see [`previous`]).
+/// The generation after `g`. Generations count scrapes, for telling which further texts of a
+/// series are still exposed, and skip 0 when they wrap.
 fn next(g: u32) -> u32 {
     g.wrapping_add(1).max(1)
 }
@@ -219,6 +218,12 @@ impl Series {
     /// Timestamp and value bits of the last sample forwarded, if any.
     fn last(&self) -> Option<(i64, u64)> {
         (self.last_ts != NO_SAMPLE).then_some((self.last_ts, self.last_bits))
+    }
+
+    /// Whether the series ends with a staleness marker now: tracked in the latest scrape,
+    /// and not (or not yet) in the one being ingested.
+    fn goes_stale(&self) -> bool {
+        self.state & (TRACKED | TRACKING) == TRACKED
     }
 
     /// What was last sent for the series once it ended: its staleness marker's timestamp if
@@ -246,6 +251,8 @@ pub struct TargetState {
     /// Further texts of kept series, by their key (rare: most exporters write a series one
     /// way).
     aliases: HashMap<SeriesKey, Alias>,
+    /// Label sets the series share.
+    names: SharedNames,
     /// Series that ended (stopped being exposed), by label-set hash: the last timestamp sent
     /// for each, so a series that comes back with an older explicit timestamp cannot go back
     /// in time. Kept for [`TOMBSTONE_MS`].
@@ -273,6 +280,7 @@ impl TargetState {
             opts,
             series: Table::default(),
             aliases: HashMap::new(),
+            names: SharedNames::default(),
             ended: HashMap::default(),
             generation: 0,
             live: 0,
@@ -313,10 +321,13 @@ impl TargetState {
             opts: &self.opts,
             series: &mut self.series,
             aliases: &mut self.aliases,
+            names: &mut self.names,
             ended: &mut self.ended,
             by_labels: None,
             generation,
-            samples: Vec::new(),
+            // Sized from the last scrape, so a steady target's list is not grown and copied
+            // through every power of two each scrape.
+            samples: Vec::with_capacity(self.live.saturating_add(self.live / 16)),
             dropped: 0,
             no_name: 0,
         };
@@ -379,7 +390,7 @@ impl TargetState {
                         continue;
                     }
                     if !explicit {
-                        series.tracked = generation;
+                        series.state |= TRACKING;
                     }
                     continue;
                 }
@@ -396,7 +407,7 @@ impl TargetState {
             series.last_ts = ts;
             series.last_bits = bits;
             if !explicit {
-                series.tracked = generation;
+                series.state |= TRACKING;
             }
             if new_series {
                 summary.series_added += 1;
@@ -419,16 +430,16 @@ impl TargetState {
         scrape_ts: i64,
         out: &mut Vec<Sample>,
     ) -> ScrapeSummary {
-        let tracked_in = self.generation;
         self.generation = next(self.generation);
         let mut stale_markers = 0;
         for series in self.series.iter_mut() {
-            let marker = stale_marker(series, tracked_in, scrape_ts);
+            let marker = stale_marker(series, scrape_ts);
             if let Some(ts) = series.last_sent(marker.as_ref().map(|m| m.timestamp_ms)) {
                 series.last_ts = ts;
                 series.last_bits = STALE_NAN_BITS;
             }
-            series.tracked = 0;
+            // Also what a failed parse saw: none of it counts.
+            series.state = 0;
             if let Some(m) = marker {
                 out.push(m);
                 stale_markers += 1;
@@ -471,7 +482,7 @@ impl TargetState {
     /// the latest scrape and for the report series, so dashboards stop at once instead of
     /// showing the last values for five minutes.
     pub fn end(&mut self, ts: i64, out: &mut Vec<Sample>) -> usize {
-        let mut n = self.mark_stale(self.generation, ts, out);
+        let mut n = self.mark_stale(ts, out);
         if let Some(last) = self.reported {
             for labels in &self.report {
                 out.push(Sample {
@@ -484,46 +495,48 @@ impl TargetState {
         }
         self.series.clear();
         self.aliases.clear();
+        self.names.clear();
         self.live = 0;
         self.reported = None;
         n
     }
 
-    /// Ends the current generation: staleness markers for series tracked in the previous
-    /// one but not in this one, and forgetting series no longer exposed.
+    /// Ends the scrape: staleness markers for series tracked in the previous scrape but not
+    /// in this one, and forgetting series no longer exposed.
     fn end_generation(&mut self, ts: i64, out: &mut Vec<Sample>) -> usize {
         let generation = self.generation;
-        let markers = self.mark_stale(previous(generation), ts, out);
+        let markers = self.mark_stale(ts, out);
         let ended = &mut self.ended;
         let mut live = 0;
         self.series.retain(|series| {
-            if series.seen != generation {
+            if series.state & SEEN == 0 {
                 // Its marker, if it got one, went out just above.
-                let marker = stale_marker(series, previous(generation), ts);
+                let marker = stale_marker(series, ts);
                 bury(ended, series, marker.map(|m| m.timestamp_ms));
                 return false;
             }
+            series.state = if series.state & TRACKING != 0 {
+                TRACKED
+            } else {
+                0
+            };
             if series.fate == Fate::Kept {
                 live += 1;
             }
             true
         });
         self.aliases.retain(|_, a| a.seen == generation);
+        self.names.sweep();
         self.live = live;
         let horizon = ts.saturating_sub(TOMBSTONE_MS);
         self.ended.retain(|_, last| *last >= horizon);
         markers
     }
 
-    /// Staleness markers for every series tracked in generation `tracked_in` (see
-    /// [`stale_marker`]).
-    fn mark_stale(&self, tracked_in: u32, ts: i64, out: &mut Vec<Sample>) -> usize {
+    /// Staleness markers for every series that goes stale now (see [`stale_marker`]).
+    fn mark_stale(&self, ts: i64, out: &mut Vec<Sample>) -> usize {
         let before = out.len();
-        out.extend(
-            self.series
-                .iter()
-                .filter_map(|s| stale_marker(s, tracked_in, ts)),
-        );
+        out.extend(self.series.iter().filter_map(|s| stale_marker(s, ts)));
         out.len() - before
     }
 }
@@ -535,6 +548,7 @@ struct Intake<'a> {
     opts: &'a TargetOptions,
     series: &'a mut Table<Series>,
     aliases: &'a mut HashMap<SeriesKey, Alias>,
+    names: &'a mut SharedNames,
     ended: &'a mut HashMap<u64, i64, PassThrough>,
     /// Kept series by label-set hash, built at the first new text of a scrape: only a new
     /// text needs to know whether its label set is already a series.
@@ -591,7 +605,7 @@ impl Sink for Intake<'_> {
         let generation = self.generation;
         if let Some(i) = self.series.find(key) {
             if let Some(s) = self.series.get_mut(i) {
-                s.seen = generation;
+                s.state |= SEEN;
             }
             return Some(i);
         }
@@ -600,7 +614,7 @@ impl Sink for Intake<'_> {
         let i = self.series.find(alias.primary)?;
         alias.seen = generation;
         if let Some(s) = self.series.get_mut(i) {
-            s.seen = generation;
+            s.state |= SEEN;
         }
         Some(i)
     }
@@ -610,13 +624,13 @@ impl Sink for Intake<'_> {
         let (fate, labels) = match output_labels(&parsed, self.target_labels, self.opts) {
             None => (Fate::Dropped, None),
             Some(l) if !l.has_metric_name() => (Fate::NoName, None),
-            Some(l) => (Fate::Kept, Some(l)),
+            Some(l) => (Fate::Kept, Some(self.names.share(&l, self.target_labels))),
         };
         if let Some(l) = &labels {
             // Two texts meeting on one label set are one series.
             if let Some(i) = self.series_with(l) {
                 if let Some(s) = self.series.get_mut(i) {
-                    s.seen = generation;
+                    s.state |= SEEN;
                     let primary = s.key();
                     self.aliases.insert(
                         key,
@@ -647,8 +661,7 @@ impl Sink for Intake<'_> {
             fate,
             last_ts,
             last_bits,
-            seen: generation,
-            tracked: 0,
+            state: SEEN,
         };
         let Some(i) = self.series.insert(record) else {
             return NO_RECORD;
@@ -673,13 +686,12 @@ impl Sink for Intake<'_> {
     }
 }
 
-/// The staleness marker of `series` if it was tracked in generation `tracked_in` (0,
-/// "never", matches no series): at `ts`, or just after the series' last sample if that is
-/// later, as a marker must not share a timestamp with a real sample or the receiver refuses
-/// it as a duplicate.
-fn stale_marker(series: &Series, tracked_in: u32, ts: i64) -> Option<Sample> {
+/// The staleness marker of `series` if it goes stale now ([`Series::goes_stale`]): at `ts`,
+/// or just after the series' last sample if that is later, as a marker must not share a
+/// timestamp with a real sample or the receiver refuses it as a duplicate.
+fn stale_marker(series: &Series, ts: i64) -> Option<Sample> {
     let labels = series.labels.as_ref()?;
-    (tracked_in != 0 && series.tracked == tracked_in).then(|| Sample {
+    series.goes_stale().then(|| Sample {
         labels: labels.clone(),
         value: stale_nan(),
         timestamp_ms: stale_ts(series, ts),
@@ -694,11 +706,10 @@ fn labels_hash(series: &Table<Series>, i: u32) -> u64 {
         .map_or(0, Labels::content_hash)
 }
 
-/// The label set a parsed series is forwarded with; `None` if relabeling drops it. It keeps
-/// the target labels it still has in the target's own set, not in a copy per series.
+/// The label set a parsed series is forwarded with; `None` if relabeling drops it.
 fn output_labels(parsed: &Labels, target: &Labels, opts: &TargetOptions) -> Option<Labels> {
     let merged = merge_target_labels(parsed, target, opts.honor_labels);
-    relabel(&merged, &opts.rules).map(|out| out.with_shared_base(target))
+    relabel(&merged, &opts.rules)
 }
 
 /// When a staleness marker for `series` goes: at `ts`, or just after the series' last sample
@@ -746,5 +757,6 @@ pub fn merge_target_labels(exposed: &Labels, target: &Labels, honor: bool) -> La
     out
 }
 
+mod shared;
 #[cfg(test)]
 mod tests;

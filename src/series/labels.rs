@@ -210,6 +210,11 @@ impl Labels {
         std::ptr::eq(a.inner.heap_ptr(), b.inner.heap_ptr())
     }
 
+    /// Tells whether this is the only handle to its label set (no clone of it exists).
+    pub fn is_unique(&self) -> bool {
+        ThinArc::strong_count(&self.inner) == 1
+    }
+
     /// The address of the shared allocation: equal for clones of one label set, so a batch
     /// can tell them apart from equal sets without comparing bytes.
     pub fn addr(&self) -> usize {
@@ -227,11 +232,18 @@ impl Labels {
 
     /// Tells whether the set has a `__name__` label (without decoding any value).
     pub fn has_metric_name(&self) -> bool {
-        // Compared as one word: the encoder asks this of every series it writes.
-        let name = read8(METRIC_NAME_LABEL.as_bytes());
-        self.own_fields()
-            .any(|f| f.name.len() == 8 && read8(f.name) == name)
-            || self.base().is_some_and(Labels::has_metric_name)
+        // The encoder asks this of every series it writes. Names are sorted, so the walk
+        // stops at the first name after `__name__`: at once for a series that keeps its
+        // name in a shared set, as the series of one name of a scrape target do.
+        let name = METRIC_NAME_LABEL.as_bytes();
+        for f in self.own_fields() {
+            match cmp_names(f.name, name) {
+                Ordering::Less => {}
+                Ordering::Equal => return true,
+                Ordering::Greater => break,
+            }
+        }
+        self.base().is_some_and(Labels::has_metric_name)
     }
 
     /// Returns the value of label `name`, if present.
