@@ -13,20 +13,47 @@ pub(super) fn is_ws(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }
 
+/// Character classes of name bytes, one table lookup a byte: metric and label names are most
+/// of what a parser scans.
+const CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0usize;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphabetic() || c == b'_' {
+            t[b] = METRIC_START | METRIC | LABEL_START | LABEL;
+        } else if c.is_ascii_digit() {
+            t[b] = METRIC | LABEL;
+        } else if c == b':' {
+            t[b] = METRIC_START | METRIC;
+        }
+        b += 1;
+    }
+    t
+};
+const METRIC_START: u8 = 1;
+const METRIC: u8 = 2;
+const LABEL_START: u8 = 4;
+const LABEL: u8 = 8;
+
+fn class(b: u8, of: u8) -> bool {
+    CLASS[b as usize] & of != 0
+}
+
 pub(super) fn is_metric_start(b: u8) -> bool {
-    b.is_ascii_alphabetic() || b == b'_' || b == b':'
+    class(b, METRIC_START)
 }
 
 pub(super) fn is_metric_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b':'
+    class(b, METRIC)
 }
 
 fn is_label_start(b: u8) -> bool {
-    b.is_ascii_alphabetic() || b == b'_'
+    class(b, LABEL_START)
 }
 
 fn is_label_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
+    class(b, LABEL)
 }
 
 /// Index of the first byte at or after `i` that fails `f` (or the end).
@@ -155,7 +182,18 @@ pub(super) enum LabelMode {
 /// this is where [`label_block`] ends too.
 pub(super) fn label_block_end(b: &[u8], mut i: usize) -> Option<usize> {
     let mut quoted = false;
-    while let Some(&c) = b.get(i) {
+    loop {
+        // Only `"`, `\\` and `}` can change anything: jump to the next one a word at a time.
+        if let Some(word) = b.get(i..i + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
+            let found = specials(u64::from_le_bytes(word));
+            if found == 0 {
+                i += 8;
+                continue;
+            }
+            // The lowest flag is exact (only flags above a match can be false).
+            i += (found.trailing_zeros() / 8) as usize;
+        }
+        let &c = b.get(i)?;
         match (quoted, c) {
             (true, b'\\') => i += 1,
             (true, b'"') => quoted = false,
@@ -165,7 +203,17 @@ pub(super) fn label_block_end(b: &[u8], mut i: usize) -> Option<usize> {
         }
         i += 1;
     }
-    None
+}
+
+/// The high bit of each byte of `w` that may be `"`, `\\` or `}`: none is flagged unless one
+/// of them is there, and the lowest flagged byte is one of them.
+fn specials(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero_at = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    zero_at(w ^ (ONES * u64::from(b'"')))
+        | zero_at(w ^ (ONES * u64::from(b'\\')))
+        | zero_at(w ^ (ONES * u64::from(b'}')))
 }
 
 /// Parses a label block from just after its `{`; returns the index past the `}`. A quoted

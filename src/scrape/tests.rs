@@ -932,3 +932,56 @@ fn family_membership_follows_suffix_rules() {
         );
     }
 }
+
+/// `lex::label_block_end` as it was written first: one byte at a time.
+fn label_block_end_bytewise(b: &[u8], mut i: usize) -> Option<usize> {
+    let mut quoted = false;
+    while let Some(&c) = b.get(i) {
+        match (quoted, c) {
+            (true, b'\\') => i += 1,
+            (true, b'"') => quoted = false,
+            (false, b'"') => quoted = true,
+            (false, b'}') => return Some(i + 1),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+proptest! {
+    #[test]
+    fn label_block_scan_by_words_ends_where_the_bytewise_scan_does(
+        body in proptest::collection::vec(
+            prop_oneof![
+                Just(b'"'), Just(b'\\'), Just(b'}'), Just(b'{'), Just(b','), Just(b'='),
+                Just(b'a'), Just(b'z'), Just(0x80u8), Just(0xffu8), any::<u8>(),
+            ],
+            0..80,
+        ),
+        start in 0usize..10,
+    ) {
+        prop_assert_eq!(
+            lex::label_block_end(&body, start),
+            label_block_end_bytewise(&body, start)
+        );
+    }
+}
+
+#[test]
+fn name_byte_classes_are_prometheus_ones() {
+    for b in 0..=255u8 {
+        let alpha = b.is_ascii_alphabetic();
+        let digit = b.is_ascii_digit();
+        assert_eq!(
+            lex::is_metric_start(b),
+            alpha || b == b'_' || b == b':',
+            "{b}"
+        );
+        assert_eq!(
+            lex::is_metric_char(b),
+            alpha || digit || b == b'_' || b == b':',
+            "{b}"
+        );
+    }
+}
