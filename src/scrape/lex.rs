@@ -302,6 +302,9 @@ pub(super) fn label_block<'a>(
 /// underscores. `Inf`/`Infinity` (any case, optional sign) and `NaN` (any case, no sign) are
 /// accepted; out-of-range values are refused; NaN comes back as the normal NaN.
 pub fn parse_go_float(s: &str) -> Option<f64> {
+    if let Some(v) = plain_decimal(s.as_bytes()) {
+        return Some(v);
+    }
     if s.is_empty() || s.bytes().any(|b| matches!(b, b'p' | b'P' | b'_')) {
         return None;
     }
@@ -336,6 +339,53 @@ pub fn parse_go_float(s: &str) -> Option<f64> {
         return None;
     }
     Some(v)
+}
+
+/// Largest integer below which every integer is exactly an `f64`.
+const EXACT_INT: u64 = 1 << 53;
+
+/// Powers of ten that are exactly `f64`s.
+const EXACT_POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// Most exposed values, read without a general float parser: an optional sign, digits and at
+/// most one `.`, whose digits make an integer below 2^53 with at most 22 after the point.
+/// Both that integer and the power of ten are then exact, so one division, which IEEE 754
+/// rounds correctly, gives the correctly rounded value every parser agrees on. `None`
+/// for anything else (exponents, words, long mantissas), which takes the general path.
+fn plain_decimal(s: &[u8]) -> Option<f64> {
+    let (negative, digits) = match s.split_first()? {
+        (b'-', rest) => (true, rest),
+        (b'+', rest) => (false, rest),
+        _ => (false, s),
+    };
+    let mut mantissa = 0u64;
+    let mut any_digit = false;
+    let mut point = false;
+    let mut after_point = 0usize;
+    for &c in digits {
+        match c {
+            b'0'..=b'9' => {
+                mantissa = mantissa * 10 + u64::from(c - b'0');
+                if mantissa >= EXACT_INT {
+                    return None;
+                }
+                any_digit = true;
+                if point {
+                    after_point += 1;
+                }
+            }
+            b'.' if !point => point = true,
+            _ => return None,
+        }
+    }
+    if !any_digit {
+        return None;
+    }
+    let v = mantissa as f64 / EXACT_POW10.get(after_point)?;
+    Some(if negative { -v } else { v })
 }
 
 /// Writes a float as Go's `strconv.FormatFloat(v, 'g', -1, 64)` does, with Prometheus'

@@ -24,7 +24,7 @@ pub(super) fn parse<S: Sink>(body: &str, out: &mut Builder<'_, S>) -> Result<(),
     let mut line_no = 0;
     while !rest.is_empty() {
         line_no += 1;
-        let (line, has_newline, next) = match rest.find('\n') {
+        let (line, has_newline, next) = match memchr::memchr(b'\n', rest.as_bytes()) {
             Some(i) => (
                 rest.get(..i).unwrap_or(""),
                 true,

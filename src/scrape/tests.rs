@@ -985,3 +985,50 @@ fn name_byte_classes_are_prometheus_ones() {
         );
     }
 }
+
+proptest! {
+    #[test]
+    fn plain_decimals_read_exactly_as_a_general_parser_reads_them(
+        s in "[+-]?[0-9]{0,25}(\\.[0-9]{0,30})?",
+    ) {
+        let general = s.parse::<f64>().ok().filter(|v| v.is_finite());
+        prop_assert_eq!(
+            lex::parse_go_float(&s).map(f64::to_bits),
+            general.map(f64::to_bits),
+            "{}", s
+        );
+    }
+}
+
+#[test]
+fn plain_decimal_edges_match_a_general_parser() {
+    for s in [
+        "0",
+        "-0",
+        "+0",
+        "0.",
+        ".0",
+        "5.",
+        ".5",
+        "-.5",
+        "9007199254740991",
+        "9007199254740992",
+        "9007199254740993",
+        "0.1",
+        "0.3",
+        "123456789012345.6",
+        "1.0000000000000000000001",
+        "0.0000000000000000000001",
+        "-1.5",
+        "00000000000000000000000012.5",
+    ] {
+        assert_eq!(
+            lex::parse_go_float(s).map(f64::to_bits),
+            s.parse::<f64>().ok().map(f64::to_bits),
+            "{s}"
+        );
+    }
+    for s in ["", "-", "+", ".", "-.", "1..2", "1.2.3", "--1", "1-"] {
+        assert_eq!(lex::parse_go_float(s), None, "{s}");
+    }
+}

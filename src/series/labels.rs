@@ -547,6 +547,12 @@ fn put_string(buf: &mut Vec<u8>, key: u8, s: &str) {
 /// Reads a varint; `None` if it runs off the end or past 10 bytes.
 #[inline]
 fn read_varint(b: &[u8]) -> Option<(u64, &[u8])> {
+    // Label names and values are nearly always under 128 bytes: a one-byte length.
+    if let Some((&first, rest)) = b.split_first() {
+        if first < 0x80 {
+            return Some((u64::from(first), rest));
+        }
+    }
     let mut v = 0u64;
     for (i, &byte) in b.iter().enumerate().take(10) {
         v |= u64::from(byte & 0x7f) << (7 * i);
