@@ -10,6 +10,23 @@ fn state(opts: TargetOptions) -> TargetState {
     TargetState::new(target_labels(), opts)
 }
 
+/// A target whose relabeling sets `job="other"` on series whose `source` label matches
+/// `regex`.
+fn state_moving_job(source: &str, regex: &str) -> TargetState {
+    let rules = compile(&[RelabelConfig {
+        source_labels: vec![source.into()],
+        regex: regex.into(),
+        target_label: Some("job".into()),
+        replacement: "other".into(),
+        ..RelabelConfig::default()
+    }])
+    .unwrap();
+    state(TargetOptions {
+        rules: Arc::from(rules),
+        ..default_opts()
+    })
+}
+
 fn default_opts() -> TargetOptions {
     TargetOptions {
         honor_timestamps: true,
@@ -460,18 +477,7 @@ fn label_sets_are_shared_between_scrapes() {
 
 #[test]
 fn series_keep_the_target_labels_in_the_targets_own_set() {
-    let rules = compile(&[RelabelConfig {
-        source_labels: vec!["__name__".into()],
-        regex: "renamed_.*".into(),
-        target_label: Some("job".into()),
-        replacement: "other".into(),
-        ..RelabelConfig::default()
-    }])
-    .unwrap();
-    let mut st = state(TargetOptions {
-        rules: Arc::from(rules),
-        ..default_opts()
-    });
+    let mut st = state_moving_job("__name__", "renamed_.*");
     let body = "m{x=\"1\"} 1\nrenamed_m 2\nexported{job=\"app\"} 3\n";
     let (_, out) = scrape(&mut st, body, 1000);
     let shares = |series: &str| {
@@ -777,18 +783,7 @@ fn a_body_that_fails_halfway_changes_no_series() {
 
 #[test]
 fn series_of_one_name_share_it_once_a_second_series_has_it() {
-    let rules = compile(&[RelabelConfig {
-        source_labels: vec!["x".into()],
-        regex: "3".into(),
-        target_label: Some("job".into()),
-        replacement: "other".into(),
-        ..RelabelConfig::default()
-    }])
-    .unwrap();
-    let mut st = state(TargetOptions {
-        rules: Arc::from(rules),
-        ..default_opts()
-    });
+    let mut st = state_moving_job("x", "3");
     let body = "m{x=\"1\"} 1\nm{x=\"2\"} 2\nm{x=\"3\"} 3\nm{x=\"4\"} 4\nn 5\n";
     let (_, out) = scrape(&mut st, body, 1000);
     let base = |series: &str| {
