@@ -465,7 +465,7 @@ impl Sink for Collect<'_> {
 #[derive(Debug, Default)]
 pub struct SeriesCache {
     entries: Table<CacheEntry>,
-    /// Counts parses; entries keep its low 32 bits, enough to tell "seen in the last two".
+    /// Counts parses (wrapping), enough to tell "seen in the last two".
     generation: u32,
 }
 

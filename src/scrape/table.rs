@@ -95,7 +95,10 @@ impl<T: Keyed> Table<T> {
             }
             return Some(i);
         }
-        let i = u32::try_from(self.items.len()).ok()?;
+        // `u32::MAX` itself is left free as a "no record" mark for callers.
+        let i = u32::try_from(self.items.len())
+            .ok()
+            .filter(|&i| i != u32::MAX)?;
         self.items.push(record);
         let items = &self.items;
         self.index

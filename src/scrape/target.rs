@@ -7,7 +7,7 @@
 //!
 //! A target keeps one record per series it exposes (`Series`): the label set the series
 //! is forwarded with (after target labels and relabeling), computed once when the text first
-//! appears, and the series' history (last sample, generations). The parser resolves each
+//! appears, and the series' history (last sample, staleness state). The parser resolves each
 //! sample's text to its record through the record's key, so a steady-state scrape costs one
 //! fingerprint and one lookup per sample, and a target holds one label set per series.
 
@@ -620,11 +620,16 @@ impl Sink for Intake<'_> {
     }
 
     fn add(&mut self, key: SeriesKey, parsed: Labels) -> u32 {
+        // The parser adds only after `find` missed this key; should it ever ask with one span
+        // of the line and add with another, the series' history must not be replaced.
+        if let Some(i) = self.find(key) {
+            return i;
+        }
         let generation = self.generation;
         let (fate, labels) = match output_labels(&parsed, self.target_labels, self.opts) {
             None => (Fate::Dropped, None),
             Some(l) if !l.has_metric_name() => (Fate::NoName, None),
-            Some(l) => (Fate::Kept, Some(self.names.share(&l, self.target_labels))),
+            Some(l) => (Fate::Kept, Some(l)),
         };
         if let Some(l) = &labels {
             // Two texts meeting on one label set are one series.
@@ -643,6 +648,9 @@ impl Sink for Intake<'_> {
                 return i;
             }
         }
+        // Shared only now that it is a series of its own: an alias's sets would make a name
+        // look shared that is not.
+        let labels = labels.map(|l| self.names.share(&l, self.target_labels));
         self.aliases.remove(&key);
         // A series that ended recently starts from what was last sent for it, marked as a
         // staleness marker so that it still counts as added.

@@ -85,6 +85,15 @@ impl SharedNames {
     pub(super) fn len(&self) -> usize {
         self.table.len()
     }
+
+    /// Whether `name` has its shared set yet, if the name is known.
+    #[cfg(test)]
+    pub(super) fn table_shared(&self, name: &str) -> Option<bool> {
+        let hash = fingerprint(name.as_bytes()) as u64;
+        self.table
+            .find(hash, |n| n.labels.metric_name() == name)
+            .map(|n| n.shared)
+    }
 }
 
 /// `labels` with `base` split off, if it has every label of `base`.

@@ -809,6 +809,15 @@ fn series_of_one_name_share_it_once_a_second_series_has_it() {
     assert!(base(moved).is_none());
     assert_eq!(find(&out, moved)[0].value, 3.0);
     assert_eq!(st.names.len(), 2);
+    // Another spelling of a name's only series does not make the name shared.
+    let (_, again) = scrape(&mut st, "n 5\nn{} 5\nm{x=\"1\"} 6\n", 1500);
+    let n = find(&again, &format!("n{{{ID}}}"));
+    assert!(n[0]
+        .labels
+        .base()
+        .is_some_and(|b| Labels::ptr_eq(b, &target)));
+    assert_eq!(st.names.table_shared("n"), Some(false));
+    drop(again);
     // A name no series has any more is forgotten once no sample holds its sets either: the
     // staleness markers of its series do for a scrape.
     drop((out, first, second, fourth));
