@@ -405,7 +405,7 @@ pub(crate) trait Sink {
     /// What the series text with `key` stood for in a recent scrape, if it was seen then.
     fn find(&mut self, key: SeriesKey) -> Option<Self::Series>;
     /// What a series text [`Sink::find`] did not know stands for, given its label set. `key`
-    /// is meaningless when the sink does not cache.
+    /// is the one `find` just missed (meaningless when the sink does not cache).
     fn add(&mut self, key: SeriesKey, labels: Labels) -> Self::Series;
     /// Takes one sample of a series.
     fn push(&mut self, family: usize, series: Self::Series, point: Point);
@@ -645,21 +645,24 @@ impl<'s, S: Sink> Builder<'s, S> {
 
     /// Looks up a series' raw text (name and braces) in the sink's cache: a hit stands for
     /// the very same text, which parsed in a recent scrape, so its labels need not be lexed
-    /// (a parser may ask before lexing them) or built again. `None` on a miss (or when the
-    /// sink does not cache).
-    fn cached(&mut self, raw: &str, name: &str) -> Option<Hit<S::Series>> {
+    /// (a parser may ask before lexing them) or built again. A miss carries the text's key,
+    /// for [`Builder::sample`] to add the series under (a default key when the sink does not
+    /// cache, which no lookup needed).
+    fn cached(&mut self, raw: &str, name: &str) -> Result<Hit<S::Series>, SeriesKey> {
         let family = self.family_for(name);
         if !self.sink.caches() {
-            return None;
+            return Err(SeriesKey::default());
         }
-        let norm = self.norm_of(family);
-        let series = self.sink.find(SeriesKey::of(raw, norm))?;
-        Some(Hit { family, series })
+        let key = SeriesKey::of(raw, self.norm_of(family));
+        match self.sink.find(key) {
+            Some(series) => Ok(Hit { family, series }),
+            None => Err(key),
+        }
     }
 
     /// Records one sample; `raw` is the series text (name and braces) used as cache key.
-    /// `missed`: the parser already asked [`Builder::cached`] for this text and missed, so
-    /// the label set is built without a second lookup.
+    /// `missed`: the key of this text, when the parser already asked [`Builder::cached`] and
+    /// missed, so the label set is built without a second lookup or fingerprint.
     fn sample(
         &mut self,
         raw: &str,
@@ -667,22 +670,21 @@ impl<'s, S: Sink> Builder<'s, S> {
         name_pos: usize,
         labels: &[RawLabel<'_>],
         point: Point,
-        missed: bool,
+        missed: Option<SeriesKey>,
     ) -> LineResult<()> {
-        if !missed {
-            if let Some(hit) = self.cached(raw, name) {
-                self.push(hit, point);
-                return Ok(());
-            }
-        }
+        let key = match missed {
+            Some(key) => key,
+            None => match self.cached(raw, name) {
+                Ok(hit) => {
+                    self.push(hit, point);
+                    return Ok(());
+                }
+                Err(key) => key,
+            },
+        };
         let family = self.family_for(name);
         let norm = self.norm_of(family);
         let parsed = series_labels(name, name_pos, labels, norm)?;
-        let key = if self.sink.caches() {
-            SeriesKey::of(raw, norm)
-        } else {
-            SeriesKey::default()
-        };
         let series = self.sink.add(key, parsed);
         self.sink.push(family, series, point);
         Ok(())

@@ -213,7 +213,7 @@ fn sample<'a, S: Sink>(
         name_pos,
         labels,
         Point::new(value, timestamp_ms, exemplar),
-        false,
+        None,
     )
 }
 

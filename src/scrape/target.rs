@@ -510,9 +510,9 @@ impl TargetState {
         let mut live = 0;
         self.series.retain(|series| {
             if series.state & SEEN == 0 {
-                // Its marker, if it got one, went out just above.
-                let marker = stale_marker(series, ts);
-                bury(ended, series, marker.map(|m| m.timestamp_ms));
+                // Its marker, if it got one, went out just above, at `stale_ts`.
+                let marked_at = series.goes_stale().then(|| stale_ts(series, ts));
+                bury(ended, series, marked_at);
                 return false;
             }
             series.state = if series.state & TRACKING != 0 {
@@ -620,11 +620,9 @@ impl Sink for Intake<'_> {
     }
 
     fn add(&mut self, key: SeriesKey, parsed: Labels) -> u32 {
-        // The parser adds only after `find` missed this key; should it ever ask with one span
-        // of the line and add with another, the series' history must not be replaced.
-        if let Some(i) = self.find(key) {
-            return i;
-        }
+        // The parser adds under the very key `find` just missed, so no record has it: the
+        // insert below never replaces a series' history.
+        debug_assert!(self.series.find(key).is_none(), "add after a hit");
         let generation = self.generation;
         let (fate, labels) = match output_labels(&parsed, self.target_labels, self.opts) {
             None => (Fate::Dropped, None),

@@ -111,8 +111,8 @@ fn sample<'a, S: Sink>(
     let mut i;
     let series_end;
     let mut hit = None;
-    // Whether the cache was asked about this line's series text (and missed).
-    let mut looked_up = false;
+    // The key of this line's series text, when the cache was asked about it and missed.
+    let mut missed = None;
     match b.get(start) {
         Some(&c) if lex::is_metric_start(c) => {
             let end = scan_while(b, start, lex::is_metric_char);
@@ -125,8 +125,13 @@ fn sample<'a, S: Sink>(
                 // so a bad line cannot slip through here.
                 let known = lex::label_block_end(b, i + 1).and_then(|e| {
                     let raw = line.get(start..e)?;
-                    looked_up = true;
-                    Some((out.cached(raw, metric)?, e))
+                    match out.cached(raw, metric) {
+                        Ok(hit) => Some((hit, e)),
+                        Err(key) => {
+                            missed = Some(key);
+                            None
+                        }
+                    }
                 });
                 i = match known {
                     Some((h, e)) => {
@@ -192,7 +197,7 @@ fn sample<'a, S: Sink>(
         return Ok(());
     }
     let raw = line.get(start..series_end).unwrap_or("");
-    // A miss above needs no second lookup; should the lexer have ended the text elsewhere,
-    // building it afresh is still right, only slower.
-    out.sample(raw, &name, name_pos, labels, point, looked_up)
+    // A miss above is added under the key it missed with: the quick scan's text, which is
+    // what later scrapes look up (for a valid line, the lexer ends it in the same place).
+    out.sample(raw, &name, name_pos, labels, point, missed)
 }
