@@ -270,8 +270,11 @@ impl Sender {
             };
             queue_failures = 0;
             let read = batch.samples.len();
-            // Behind by more than this window: the catch-up byte budget applies.
-            let catching_up = pending_at_peek > read;
+            // At least a full request is left behind this window: the receiver is behind, and
+            // the catch-up byte budget applies. A steady flow leaves less (the part of a
+            // request that waits for the next batch), and is never slowed.
+            let catching_up =
+                pending_at_peek - read.min(pending_at_peek) >= self.max_samples_per_send;
             if let Some(live) = &self.queue.live {
                 live.filter_delivered(&mut batch);
             }

@@ -25,10 +25,16 @@ use std::time::Duration;
 use crate::series::Sample;
 
 /// Shards for the next window: one per full request pending, within `[min, max]`.
+///
+/// A partial request does not get a shard of its own: a window one sample over a full
+/// request would otherwise be split by series into two half-full requests, doubling the
+/// request count of a steady flow that arrives in batches just over `max_per_send` (a
+/// scrape of 2,000 series plus its report series). The samples left over lead the next
+/// window.
 pub fn shard_count(pending: usize, max_per_send: usize, min: usize, max: usize) -> usize {
     let max = max.max(1);
     let min = min.clamp(1, max);
-    pending.div_ceil(max_per_send.max(1)).clamp(min, max)
+    (pending / max_per_send.max(1)).clamp(min, max)
 }
 
 /// The shard of a series: a stable hash of its label set, modulo `shards`.
@@ -139,8 +145,12 @@ mod tests {
     #[test]
     fn shard_count_follows_the_backlog_within_bounds() {
         assert_eq!(shard_count(0, 100, 1, 4), 1);
+        assert_eq!(shard_count(99, 100, 1, 4), 1);
         assert_eq!(shard_count(100, 100, 1, 4), 1);
-        assert_eq!(shard_count(101, 100, 1, 4), 2);
+        // One full request and a few samples: one full request, not two half-full ones.
+        assert_eq!(shard_count(105, 100, 1, 4), 1);
+        assert_eq!(shard_count(199, 100, 1, 4), 1);
+        assert_eq!(shard_count(200, 100, 1, 4), 2);
         assert_eq!(shard_count(1_000_000, 100, 1, 4), 4);
         assert_eq!(shard_count(0, 100, 2, 4), 2);
         // Nonsense bounds still give a usable count.
