@@ -165,10 +165,11 @@ struct Series {
     /// Timestamp of the last sample forwarded; [`NO_SAMPLE`] before the first. (Not an
     /// `Option`, which would add 8 bytes to each of a target's many series.)
     last_ts: i64,
-    /// Value bits of the last sample forwarded; [`STALE_NAN_BITS`] once the series ended.
+    /// Value bits of the last sample forwarded; [`STALE_NAN_BITS`] once the series ended
+    /// with a staleness marker.
     last_bits: u64,
-    /// [`SEEN`], [`TRACKED`], [`TRACKING`]: bits rather than generation numbers, 8 bytes
-    /// less a series, and nothing to go wrong when a counter wraps.
+    /// [`SEEN`], [`TRACKED`], [`TRACKING`], [`ENDED`]: bits rather than generation numbers,
+    /// 8 bytes less a series, and nothing to go wrong when a counter wraps.
     state: u8,
 }
 
@@ -180,6 +181,10 @@ const SEEN: u8 = 1;
 const TRACKED: u8 = 2;
 /// State bit: like [`TRACKED`], for the scrape being ingested.
 const TRACKING: u8 = 4;
+/// State bit: a failed scrape ended the series without a staleness marker (it had only
+/// explicit timestamps), so `last_ts`/`last_bits` are still its last real sample: re-exposed
+/// unchanged, it is neither sent again nor a clash.
+const ENDED: u8 = 8;
 
 impl Keyed for Series {
     fn key(&self) -> SeriesKey {
@@ -376,7 +381,8 @@ impl TargetState {
                 scrape_ts
             };
             let bits = p.value.to_bits();
-            let new_series = series.last().is_none_or(|(_, bits)| bits == STALE_NAN_BITS);
+            let new_series = series.state & ENDED != 0
+                || series.last().is_none_or(|(_, bits)| bits == STALE_NAN_BITS);
             match series.last() {
                 Some((last_ts, _)) if ts < last_ts => {
                     summary.rejected.out_of_order += 1;
@@ -433,16 +439,19 @@ impl TargetState {
         self.generation = next(self.generation);
         let mut stale_markers = 0;
         for series in self.series.iter_mut() {
-            let marker = stale_marker(series, scrape_ts);
-            if let Some(ts) = series.last_sent(marker.as_ref().map(|m| m.timestamp_ms)) {
-                series.last_ts = ts;
-                series.last_bits = STALE_NAN_BITS;
-            }
             // Also what a failed parse saw: none of it counts.
-            series.state = 0;
-            if let Some(m) = marker {
-                out.push(m);
-                stale_markers += 1;
+            match stale_marker(series, scrape_ts) {
+                Some(m) => {
+                    series.last_ts = m.timestamp_ms;
+                    series.last_bits = STALE_NAN_BITS;
+                    series.state = 0;
+                    out.push(m);
+                    stale_markers += 1;
+                }
+                // The last sample stays what was last sent: the same sample exposed again
+                // must not look like a second value for its timestamp.
+                None if series.last().is_some() => series.state = ENDED,
+                None => series.state = 0,
             }
         }
         self.live = 0;

@@ -243,6 +243,32 @@ fn a_failed_scrape_marks_every_series_stale_but_keeps_the_report_series() {
 }
 
 #[test]
+fn a_series_with_a_fixed_timestamp_outlives_a_failed_scrape_without_clashing() {
+    let mut st = state(default_opts());
+    let (_, out) = scrape(&mut st, "a 1 500\n", 1000);
+    assert_eq!(without_report(&out), vec![s("a", "1", 500)]);
+    // Explicit timestamps are outside staleness: the failure sends no marker for `a`.
+    let mut out = Vec::new();
+    let summary = st.fail(ScrapeError::Http("reset".into()), 2000, &mut out);
+    assert_eq!(summary.stale_markers, 0);
+    // The same sample again: the receiver has it, so it is not sent, and it is no clash,
+    // however many scrapes re-expose it.
+    for ts in [3000, 4000] {
+        let (summary, out) = scrape(&mut st, "a 1 500\n", ts);
+        assert_eq!(summary.rejected.duplicate_timestamp, 0, "at {ts}");
+        assert!(without_report(&out).is_empty(), "{:?}", show(&out));
+    }
+    // Another value for that timestamp still is one.
+    let (summary, _) = scrape(&mut st, "a 2 500\n", 5000);
+    assert_eq!(summary.rejected.duplicate_timestamp, 1);
+    // After another failure, a newer sample flows and the series counts as added again.
+    st.fail(ScrapeError::Http("reset".into()), 6000, &mut Vec::new());
+    let (summary, out) = scrape(&mut st, "a 3 700\n", 7000);
+    assert_eq!(without_report(&out), vec![s("a", "3", 700)]);
+    assert_eq!(summary.series_added, 1);
+}
+
+#[test]
 fn invalid_body_fails_the_scrape_with_its_position_and_marks_series_stale() {
     let mut st = state(default_opts());
     scrape(&mut st, "a 1\n", 1000);
