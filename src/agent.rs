@@ -23,7 +23,7 @@ use crate::queue::disk::fs::RealFs;
 use crate::queue::disk::{DiskLog, DiskStats, DropCounts};
 use crate::queue::live::LiveLane;
 use crate::queue::memory::MemoryQueue;
-use crate::queue::{QueueError, SharedQueue};
+use crate::queue::{AppendOutcome, QueueError, SharedQueue};
 use crate::remote_write::{Sender, SenderError};
 use crate::scrape::metadata::{MetadataSender, MetadataStore};
 use crate::scrape::scraper::{JobClient, ScrapeSetupError, Scraper};
@@ -127,47 +127,63 @@ impl Pipeline {
     /// Publishes one run of `source` (a probe, an `exec` job): its samples stamped
     /// `timestamp_ms` to every remote-write queue, and its registry to the Pushgateway sinks.
     pub fn publish_run(&self, source: &str, registry: &Registry, timestamp_ms: i64) {
-        self.publish(&registry.samples_at(timestamp_ms));
+        self.publish(registry.samples_at(timestamp_ms));
         if let Some(feed) = &self.feed {
             feed.set(source, registry);
         }
     }
 
     /// Queues `samples` for every receiver, counting what a full queue pushed out.
-    pub fn publish(&self, samples: &[Sample]) {
+    pub fn publish(&self, samples: Vec<Sample>) {
         if samples.is_empty() {
             return;
         }
         match &self.fanout {
             Fanout::Memory => self.publish_to_each(samples),
-            Fanout::Disk(disk) => self.publish_to_log(&disk.log, samples),
+            Fanout::Disk(disk) => self.publish_to_log(&disk.log, &samples),
         }
     }
 
-    fn publish_to_each(&self, samples: &[Sample]) {
-        for out in &self.outputs {
-            match out.queue.append(samples) {
-                Ok(o) if o.dropped_oldest > 0 => {
-                    self.telemetry.add(
-                        telemetry::RW_SAMPLES_DROPPED,
-                        &[("endpoint", &out.endpoint), ("reason", "queue_full")],
-                        o.dropped_oldest as f64,
-                    );
-                    tracing::warn!(
-                        endpoint = %out.endpoint,
-                        dropped = o.dropped_oldest,
-                        "queue full: dropped the oldest samples; raise queue_capacity or check the receiver"
-                    );
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    self.telemetry.add(
-                        telemetry::RW_SAMPLES_DROPPED,
-                        &[("endpoint", &out.endpoint), ("reason", "queue_error")],
-                        samples.len() as f64,
-                    );
-                    tracing::error!(endpoint = %out.endpoint, error = %e, "could not queue samples");
-                }
+    /// Copies the samples into each memory queue but the last, which takes them.
+    fn publish_to_each(&self, samples: Vec<Sample>) {
+        let count = samples.len();
+        let Some((last, others)) = self.outputs.split_last() else {
+            return;
+        };
+        for out in others {
+            self.count_append(out, out.queue.append(&samples), count);
+        }
+        self.count_append(last, last.queue.append_owned(samples), count);
+    }
+
+    /// Counts and logs what an append of `count` samples to one memory queue lost.
+    fn count_append(
+        &self,
+        out: &Output,
+        appended: Result<AppendOutcome, QueueError>,
+        count: usize,
+    ) {
+        match appended {
+            Ok(o) if o.dropped_oldest > 0 => {
+                self.telemetry.add(
+                    telemetry::RW_SAMPLES_DROPPED,
+                    &[("endpoint", &out.endpoint), ("reason", "queue_full")],
+                    o.dropped_oldest as f64,
+                );
+                tracing::warn!(
+                    endpoint = %out.endpoint,
+                    dropped = o.dropped_oldest,
+                    "queue full: dropped the oldest samples; raise queue_capacity or check the receiver"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                self.telemetry.add(
+                    telemetry::RW_SAMPLES_DROPPED,
+                    &[("endpoint", &out.endpoint), ("reason", "queue_error")],
+                    count as f64,
+                );
+                tracing::error!(endpoint = %out.endpoint, error = %e, "could not queue samples");
             }
         }
     }
@@ -649,7 +665,7 @@ impl Agent {
         for scraper in std::mem::take(&mut self.scrapers) {
             let pipeline = self.pipeline.clone();
             probes.spawn(scraper.run(
-                move |samples: &[Sample]| pipeline.publish(samples),
+                move |samples: Vec<Sample>| pipeline.publish(samples),
                 self.telemetry.clone(),
                 Some(self.metadata.clone()),
                 shutdown.clone(),
@@ -685,7 +701,7 @@ impl Agent {
         health.set_ready(false);
         tracing::info!("shutting down: stopping probes, then flushing queued samples");
         probes.wait().await;
-        self.pipeline.publish(&self.pipeline.self_metrics(now_ms()));
+        self.pipeline.publish(self.pipeline.self_metrics(now_ms()));
         self.drain(senders, drain, abort).await;
         self.pipeline.flush();
         let left = self.pipeline.pending();
@@ -745,7 +761,7 @@ impl Agent {
         }
         reports.sort_by_key(|(i, _, _)| *i);
         let scrapes_failed = self.scrape_once(&abort).await;
-        self.pipeline.publish(&self.pipeline.self_metrics(now_ms()));
+        self.pipeline.publish(self.pipeline.self_metrics(now_ms()));
         // Started only now, so that a `PUT` carries every probe's result at once instead of
         // replacing the group with a partial picture first.
         self.spawn_gateways(&senders, &drain, &abort);
@@ -783,7 +799,7 @@ impl Agent {
             match joined {
                 Ok(Some((up, samples))) => {
                     failed += usize::from(!up);
-                    self.pipeline.publish(&samples);
+                    self.pipeline.publish(samples);
                 }
                 Ok(None) => {}
                 Err(e) => tracing::error!(error = %e, "scrape task failed"),
@@ -812,7 +828,7 @@ impl Agent {
         let drain = CancellationToken::new();
         self.spawn_senders(&senders, &drain, &abort);
         self.pipeline.publish_run(source, registry, timestamp_ms);
-        self.pipeline.publish(&self.pipeline.self_metrics(now_ms()));
+        self.pipeline.publish(self.pipeline.self_metrics(now_ms()));
         self.spawn_gateways(&senders, &drain, &abort);
         self.drain(senders, drain, abort).await;
         self.pipeline.flush();
@@ -886,7 +902,7 @@ async fn probe_loop(
         record_run(&telemetry, probe.name(), &report);
         pipeline.publish_run(probe.name(), &registry, started);
         // Series this run no longer reports (e.g. TLS facts after a failed handshake) end now.
-        pipeline.publish(&registry.take_stale_markers(started));
+        pipeline.publish(registry.take_stale_markers(started));
     }
 }
 
@@ -901,7 +917,7 @@ async fn self_metrics_loop(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => pipeline.publish(&pipeline.self_metrics(now_ms())),
+            _ = ticker.tick() => pipeline.publish(pipeline.self_metrics(now_ms())),
         }
     }
 }
@@ -956,7 +972,7 @@ mod tests {
     #[test]
     fn publish_fans_out_to_every_queue_and_counts_overflow_per_endpoint() {
         let p = pipeline(&[10, 3]);
-        p.publish(&samples(5));
+        p.publish(samples(5));
         assert_eq!(p.outputs[0].queue.pending(), 5);
         assert_eq!(p.outputs[1].queue.pending(), 3);
         let dropped = |e: &str| {
@@ -973,7 +989,7 @@ mod tests {
     #[test]
     fn self_metrics_report_queue_depth() {
         let p = pipeline(&[10]);
-        p.publish(&samples(4));
+        p.publish(samples(4));
         let snapshot = p.self_metrics(1234);
         let pending = snapshot
             .iter()
@@ -1020,7 +1036,7 @@ mod tests {
     fn disk_pipeline_appends_once_for_every_endpoint_and_exports_queue_figures() {
         let dir = tempfile::tempdir().unwrap();
         let p = disk_pipeline(dir.path(), &["a", "b"]);
-        p.publish(&samples(5));
+        p.publish(samples(5));
         assert_eq!(p.outputs[0].queue.pending(), 5);
         assert_eq!(p.outputs[1].queue.pending(), 5);
         let Fanout::Disk(disk) = &p.fanout else {

@@ -25,9 +25,10 @@ impl MemoryQueue {
     }
 }
 
-impl Queue for MemoryQueue {
-    fn append(&mut self, samples: &[Sample]) -> Result<AppendOutcome, QueueError> {
+impl MemoryQueue {
+    fn push_all(&mut self, samples: impl ExactSizeIterator<Item = Sample>) -> AppendOutcome {
         let first_seq = self.front_seq + self.samples.len() as Seq;
+        let appended = samples.len();
         let mut dropped = 0;
         for s in samples {
             if self.samples.len() == self.capacity {
@@ -35,13 +36,23 @@ impl Queue for MemoryQueue {
                 self.front_seq += 1;
                 dropped += 1;
             }
-            self.samples.push_back(s.clone());
+            self.samples.push_back(s);
         }
-        Ok(AppendOutcome {
-            appended: samples.len(),
+        AppendOutcome {
+            appended,
             dropped_oldest: dropped,
             first_seq,
-        })
+        }
+    }
+}
+
+impl Queue for MemoryQueue {
+    fn append(&mut self, samples: &[Sample]) -> Result<AppendOutcome, QueueError> {
+        Ok(self.push_all(samples.iter().cloned()))
+    }
+
+    fn append_owned(&mut self, samples: Vec<Sample>) -> Result<AppendOutcome, QueueError> {
+        Ok(self.push_all(samples.into_iter()))
     }
 
     fn peek(&mut self, max: usize) -> Result<Option<Batch>, QueueError> {
@@ -101,7 +112,7 @@ mod tests {
         let mut q = MemoryQueue::new(3);
         q.append(&[sample(1), sample(2), sample(3)]).unwrap();
         let in_flight = q.peek(2).unwrap().unwrap();
-        let out = q.append(&[sample(4), sample(5)]).unwrap();
+        let out = q.append_owned(vec![sample(4), sample(5)]).unwrap();
         assert_eq!(out.dropped_oldest, 2);
         q.ack(in_flight.last_seq).unwrap();
         let left: Vec<i64> = q
@@ -113,5 +124,24 @@ mod tests {
             .map(|s| s.timestamp_ms)
             .collect();
         assert_eq!(left, [3, 4, 5]);
+    }
+
+    #[test]
+    fn owned_and_copied_appends_agree_even_past_capacity() {
+        let (mut copied, mut owned) = (MemoryQueue::new(3), MemoryQueue::new(3));
+        for batch in [vec![1, 2], vec![3, 4, 5, 6, 7], vec![8]] {
+            let samples: Vec<Sample> = batch.into_iter().map(sample).collect();
+            let a = copied.append(&samples).unwrap();
+            let b = owned.append_owned(samples).unwrap();
+            assert_eq!(a, b);
+            assert_eq!(contents(&mut copied), contents(&mut owned));
+        }
+        assert_eq!(contents(&mut owned), (vec![5, 6, 7], vec![6, 7, 8]));
+    }
+
+    /// Sequence numbers and timestamps of everything queued.
+    fn contents(q: &mut MemoryQueue) -> (Vec<Seq>, Vec<i64>) {
+        let b = q.peek(10).unwrap().unwrap();
+        (b.seqs, b.samples.iter().map(|s| s.timestamp_ms).collect())
     }
 }

@@ -75,6 +75,11 @@ pub enum QueueError {
 pub trait Queue: Send {
     /// Appends samples in order; when full, drops the oldest and says how many.
     fn append(&mut self, samples: &[Sample]) -> Result<AppendOutcome, QueueError>;
+    /// Like [`Queue::append`], for samples the caller is done with: a queue that keeps them
+    /// in memory takes them as they are, without touching each label set's reference count.
+    fn append_owned(&mut self, samples: Vec<Sample>) -> Result<AppendOutcome, QueueError> {
+        self.append(&samples)
+    }
     /// Returns up to `max` of the oldest unacknowledged samples, without releasing them.
     fn peek(&mut self, max: usize) -> Result<Option<Batch>, QueueError>;
     /// Releases every sample up to and including `seq`.
@@ -137,6 +142,17 @@ impl SharedQueue {
             Ok(o) => self.announce(samples, o.first_seq),
             Err(_) => self.appended.notify_one(),
         }
+        out
+    }
+
+    /// Like [`SharedQueue::append`], for samples the caller is done with.
+    pub fn append_owned(&self, samples: Vec<Sample>) -> Result<AppendOutcome, QueueError> {
+        if self.live.is_some() {
+            // The live lane is offered the samples after they are queued.
+            return self.append(&samples);
+        }
+        let out = self.with(|q| q.append_owned(samples));
+        self.appended.notify_one();
         out
     }
 

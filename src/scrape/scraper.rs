@@ -357,7 +357,7 @@ impl Scraper {
     /// the end-of-run staleness markers. A scrape in flight at shutdown is abandoned.
     pub async fn run(
         mut self,
-        publish: impl Fn(&[Sample]) + Send + Sync + 'static,
+        publish: impl Fn(Vec<Sample>) + Send + Sync + 'static,
         telemetry: Arc<Telemetry>,
         metadata: Option<Arc<MetadataStore>>,
         shutdown: CancellationToken,
@@ -396,15 +396,14 @@ impl Scraper {
             if !done {
                 break;
             }
-            publish(&out);
-            // Not kept between scrapes: the queues hold copies of these samples, and a buffer
-            // kept by every target would hold each one's largest scrape while it sits idle.
-            out = Vec::new();
+            // The queues take the samples; a buffer kept by every target would hold each
+            // one's largest scrape while it sits idle.
+            publish(std::mem::take(&mut out));
         }
         out.clear();
         let markers = self.end(now_ms(), &mut out);
         tracing::debug!(target = %self.key, markers, "scrape loop stopped; staleness markers queued");
-        publish(&out);
+        publish(out);
         if let Some(store) = metadata {
             store.remove(&self.key);
         }
