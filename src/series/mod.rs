@@ -5,7 +5,7 @@
 //! [`Labels`]), and then shared: every later sample of that series costs a reference count
 //! increment, not a re-sort.
 
-use std::collections::BTreeMap;
+use std::collections::{btree_map, BTreeMap};
 use std::sync::Arc;
 
 mod labels;
@@ -249,32 +249,26 @@ impl Registry {
         labels: &[(&str, &str)],
         init: impl FnOnce() -> SeriesValue,
     ) -> Result<&mut Series, LabelError> {
-        let family = self
-            .families
-            .entry(name.to_string())
-            .or_insert_with(|| Family {
-                meta: FamilyMeta {
-                    name: name.to_string(),
-                    kind: MetricType::Unknown,
-                    help: String::new(),
-                },
-                series: BTreeMap::new(),
-            });
+        // The agent updates its own metrics on every request it sends: finding a family and
+        // series that exist must not allocate more than the key, nor search twice.
+        if !self.families.contains_key(name) {
+            self.describe(name, MetricType::Unknown, "");
+        }
+        let family = self.families.get_mut(name).ok_or(LabelError::MissingName)?;
         let key = Labels::from_pairs(labels.iter().copied())?;
-        if !family.series.contains_key(&key) {
-            let value = init();
-            let interned = intern(name, &key, &value)?;
-            family.series.insert(
-                key.clone(),
-                Series {
-                    labels: key.clone(),
+        match family.series.entry(key) {
+            btree_map::Entry::Occupied(e) => Ok(e.into_mut()),
+            btree_map::Entry::Vacant(e) => {
+                let value = init();
+                let interned = intern(name, e.key(), &value)?;
+                let labels = e.key().clone();
+                Ok(e.insert(Series {
+                    labels,
                     value,
                     interned,
-                },
-            );
+                }))
+            }
         }
-        // The entry was inserted just above if it was missing.
-        family.series.get_mut(&key).ok_or(LabelError::MissingName)
     }
 
     /// Adds `delta` to a counter series, creating it at zero first.
