@@ -98,7 +98,7 @@ fn drain(c: &mut Criterion) {
             |()| {
                 let got = c.peek(per_send).expect("peek").expect("batch");
                 c.ack(got.last_seq).expect("ack");
-                black_box(got.samples.len())
+                black_box(got.len())
             },
             BatchSize::PerIteration,
         );

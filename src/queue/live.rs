@@ -224,22 +224,13 @@ impl LiveLane {
     /// Returns how many were removed.
     pub fn filter_delivered(&self, batch: &mut super::Batch) -> usize {
         let mut st = self.lock();
-        if let Some(&first) = batch.seqs.first() {
+        if let Some(first) = batch.seqs().next() {
             st.delivered.prune_below(first);
         }
         if st.delivered.is_empty() {
             return 0;
         }
-        let before = batch.samples.len();
-        let keep: Vec<bool> = batch
-            .seqs
-            .iter()
-            .map(|s| !st.delivered.contains(*s))
-            .collect();
-        let mut mask = keep.iter();
-        batch.samples.retain(|_| *mask.next().unwrap_or(&true));
-        batch.seqs.retain(|s| !st.delivered.contains(*s));
-        before - batch.samples.len()
+        batch.retain_seqs(|s| !st.delivered.contains(s))
     }
 
     /// Tells the lane whether the receiver answered the last request.
@@ -324,19 +315,11 @@ mod tests {
         let b = lane.take().unwrap();
         assert_eq!(b.seqs(), 50..53);
         lane.mark_delivered(b.seqs());
-        let mut batch = Batch {
-            samples: samples(6),
-            seqs: vec![48, 49, 50, 51, 52, 53],
-            last_seq: 53,
-        };
+        let mut batch = Batch::new(samples(6), vec![48, 49, 50, 51, 52, 53], 53);
         assert_eq!(lane.filter_delivered(&mut batch), 3);
-        assert_eq!(batch.seqs, [48, 49, 53]);
+        assert_eq!(batch.seqs().collect::<Vec<_>>(), [48, 49, 53]);
         assert_eq!(
-            batch
-                .samples
-                .iter()
-                .map(|s| s.timestamp_ms)
-                .collect::<Vec<_>>(),
+            batch.iter().map(|s| s.timestamp_ms).collect::<Vec<_>>(),
             [0, 1, 5]
         );
         assert_eq!(batch.last_seq, 53);

@@ -1,15 +1,22 @@
 //! A bounded in-memory queue that drops the oldest samples when full.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
-use super::{AppendOutcome, Batch, Queue, QueueError, Seq};
+use super::{AppendOutcome, Batch, Queue, QueueError, Run, Seq, Seqs};
 use crate::series::Sample;
 
 /// Bounded FIFO in memory; a restart loses what it holds.
+///
+/// Samples are kept as appended, one shared run per append, so a peek hands out runs rather
+/// than copies. Dropping and releasing advance the front run; a run's storage goes when the
+/// queue and every batch holding it are done with it.
 #[derive(Debug)]
 pub struct MemoryQueue {
-    samples: VecDeque<Sample>,
-    /// Sequence number of `samples[0]`.
+    runs: VecDeque<Run>,
+    /// Samples queued, over all runs.
+    len: usize,
+    /// Sequence number of the first queued sample.
     front_seq: Seq,
     capacity: usize,
 }
@@ -18,51 +25,79 @@ impl MemoryQueue {
     /// Creates a queue holding at most `capacity` samples (at least one).
     pub fn new(capacity: usize) -> Self {
         MemoryQueue {
-            samples: VecDeque::new(),
+            runs: VecDeque::new(),
+            len: 0,
             front_seq: 0,
             capacity: capacity.max(1),
         }
     }
-}
 
-impl MemoryQueue {
-    fn push_all(&mut self, samples: impl ExactSizeIterator<Item = Sample>) -> AppendOutcome {
-        let first_seq = self.front_seq + self.samples.len() as Seq;
-        let appended = samples.len();
-        let mut dropped = 0;
-        for s in samples {
-            if self.samples.len() == self.capacity {
-                self.samples.pop_front();
-                self.front_seq += 1;
-                dropped += 1;
+    /// Removes up to `n` of the oldest samples; returns how many went.
+    fn release_front(&mut self, mut n: usize) -> usize {
+        let mut released = 0;
+        while n > 0 {
+            let Some(front) = self.runs.front_mut() else {
+                break;
+            };
+            let k = n.min(front.range.len());
+            front.range.start += k;
+            if front.range.is_empty() {
+                self.runs.pop_front();
             }
-            self.samples.push_back(s);
+            n -= k;
+            released += k;
         }
-        AppendOutcome {
-            appended,
-            dropped_oldest: dropped,
-            first_seq,
-        }
+        self.len -= released;
+        self.front_seq += released as Seq;
+        released
     }
 }
 
 impl Queue for MemoryQueue {
     fn append(&mut self, samples: &[Sample]) -> Result<AppendOutcome, QueueError> {
-        Ok(self.push_all(samples.iter().cloned()))
+        self.append_owned(samples.to_vec())
     }
 
     fn append_owned(&mut self, samples: Vec<Sample>) -> Result<AppendOutcome, QueueError> {
-        Ok(self.push_all(samples.into_iter()))
+        let first_seq = self.front_seq + self.len as Seq;
+        let appended = samples.len();
+        if appended > 0 {
+            self.runs.push_back(Run {
+                range: 0..appended,
+                samples: Arc::new(samples),
+            });
+            self.len += appended;
+        }
+        let dropped = self.release_front(self.len.saturating_sub(self.capacity));
+        Ok(AppendOutcome {
+            appended,
+            dropped_oldest: dropped,
+            first_seq,
+        })
     }
 
     fn peek(&mut self, max: usize) -> Result<Option<Batch>, QueueError> {
-        let n = max.min(self.samples.len());
+        let n = max.min(self.len);
         if n == 0 {
             return Ok(None);
         }
+        let mut runs = Vec::new();
+        let mut left = n;
+        for run in &self.runs {
+            if left == 0 {
+                break;
+            }
+            let k = left.min(run.range.len());
+            runs.push(Run {
+                samples: run.samples.clone(),
+                range: run.range.start..run.range.start + k,
+            });
+            left -= k;
+        }
         Ok(Some(Batch {
-            samples: self.samples.iter().take(n).cloned().collect(),
-            seqs: (self.front_seq..self.front_seq + n as Seq).collect(),
+            runs,
+            len: n,
+            seqs: Seqs::From(self.front_seq),
             last_seq: self.front_seq + n as Seq - 1,
         }))
     }
@@ -70,14 +105,15 @@ impl Queue for MemoryQueue {
     fn ack(&mut self, seq: Seq) -> Result<(), QueueError> {
         // Samples at or below `seq` may already be gone (dropped when full): release only
         // what is still here.
-        while self.front_seq <= seq && self.samples.pop_front().is_some() {
-            self.front_seq += 1;
+        if seq >= self.front_seq {
+            let n = usize::try_from(seq - self.front_seq + 1).unwrap_or(usize::MAX);
+            self.release_front(n);
         }
         Ok(())
     }
 
     fn pending(&self) -> usize {
-        self.samples.len()
+        self.len
     }
 }
 
@@ -86,6 +122,7 @@ mod tests {
 
     use super::*;
     use crate::series::Labels;
+    use proptest::prelude::*;
 
     fn sample(ts: i64) -> Sample {
         Sample {
@@ -100,11 +137,20 @@ mod tests {
         let mut q = MemoryQueue::new(10);
         q.append(&[sample(1), sample(2), sample(3)]).unwrap();
         let b = q.peek(2).unwrap().unwrap();
-        assert_eq!(b.samples.len(), 2);
+        assert_eq!(b.len(), 2);
         assert_eq!(q.pending(), 3);
         q.ack(b.last_seq).unwrap();
         assert_eq!(q.pending(), 1);
-        assert_eq!(q.peek(10).unwrap().unwrap().samples[0].timestamp_ms, 3);
+        assert_eq!(
+            q.peek(10)
+                .unwrap()
+                .unwrap()
+                .iter()
+                .next()
+                .unwrap()
+                .timestamp_ms,
+            3
+        );
     }
 
     #[test]
@@ -119,7 +165,6 @@ mod tests {
             .peek(10)
             .unwrap()
             .unwrap()
-            .samples
             .iter()
             .map(|s| s.timestamp_ms)
             .collect();
@@ -142,6 +187,91 @@ mod tests {
     /// Sequence numbers and timestamps of everything queued.
     fn contents(q: &mut MemoryQueue) -> (Vec<Seq>, Vec<i64>) {
         let b = q.peek(10).unwrap().unwrap();
-        (b.seqs, b.samples.iter().map(|s| s.timestamp_ms).collect())
+        (
+            b.seqs().collect(),
+            b.iter().map(|s| s.timestamp_ms).collect(),
+        )
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Append(usize),
+        Peek(usize),
+        /// Acknowledge the last batch peeked, if any.
+        AckPeeked,
+        /// Acknowledge up to this many sequence numbers past the front.
+        AckAhead(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0usize..7).prop_map(Op::Append),
+            (0usize..12).prop_map(Op::Peek),
+            Just(Op::AckPeeked),
+            (0u64..5).prop_map(Op::AckAhead),
+        ]
+    }
+
+    proptest! {
+        /// The queue behaves as a plain bounded FIFO of numbered samples, whatever runs its
+        /// samples are kept in and however peeks and acknowledgements cut across them.
+        #[test]
+        fn behaves_as_a_bounded_fifo(capacity in 1usize..10, ops in proptest::collection::vec(op(), 0..60)) {
+            let mut q = MemoryQueue::new(capacity);
+            let mut model: VecDeque<(Seq, i64)> = VecDeque::new();
+            let mut next_seq: Seq = 0;
+            let mut next_ts = 0i64;
+            let mut peeked: Option<Seq> = None;
+            for op in ops {
+                match op {
+                    Op::Append(n) => {
+                        let samples: Vec<Sample> = (next_ts..next_ts + n as i64).map(sample).collect();
+                        let out = q.append_owned(samples).unwrap();
+                        prop_assert_eq!(out.first_seq, next_seq);
+                        prop_assert_eq!(out.appended, n);
+                        let mut dropped = 0;
+                        for _ in 0..n {
+                            model.push_back((next_seq, next_ts));
+                            next_seq += 1;
+                            next_ts += 1;
+                            if model.len() > capacity {
+                                model.pop_front();
+                                dropped += 1;
+                            }
+                        }
+                        prop_assert_eq!(out.dropped_oldest, dropped);
+                    }
+                    Op::Peek(max) => {
+                        let want: Vec<(Seq, i64)> = model.iter().take(max).copied().collect();
+                        match q.peek(max).unwrap() {
+                            None => prop_assert!(want.is_empty()),
+                            Some(b) => {
+                                let got: Vec<(Seq, i64)> =
+                                    b.seqs().zip(b.iter().map(|s| s.timestamp_ms)).collect();
+                                prop_assert_eq!(b.len(), got.len());
+                                prop_assert_eq!(b.iter().len(), got.len());
+                                prop_assert_eq!(Some(b.last_seq), want.last().map(|w| w.0));
+                                prop_assert_eq!(got, want);
+                                peeked = Some(b.last_seq);
+                            }
+                        }
+                    }
+                    Op::AckPeeked | Op::AckAhead(_) => {
+                        let seq = match op {
+                            Op::AckAhead(k) => model.front().map_or(next_seq, |f| f.0) + k,
+                            _ => match peeked.take() {
+                                Some(seq) => seq,
+                                None => continue,
+                            },
+                        };
+                        q.ack(seq).unwrap();
+                        while model.front().is_some_and(|f| f.0 <= seq) {
+                            model.pop_front();
+                        }
+                    }
+                }
+                prop_assert_eq!(q.pending(), model.len());
+            }
+        }
     }
 }

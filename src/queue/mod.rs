@@ -11,23 +11,149 @@ pub mod disk;
 pub mod live;
 pub mod memory;
 
+use std::ops::Range;
+use std::sync::Arc;
+
 use crate::series::Sample;
 
 /// A sample's position in a queue: strictly increasing in append order.
 pub type Seq = u64;
 
 /// Oldest unacknowledged samples, as handed to a sender.
+///
+/// The samples sit in runs of shared storage: a memory queue hands out what it holds without
+/// copying each sample, which would touch every label set's reference count twice more.
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
-    /// Samples in append order.
-    pub samples: Vec<Sample>,
-    /// Sequence number of each sample in `samples` (increasing, not always contiguous: a disk
-    /// queue skips corrupt and too-old samples), so a sender can tell which ones another lane
-    /// already delivered.
-    pub seqs: Vec<Seq>,
-    /// Sequence number of the last sample read (at least the last in `samples`):
+    runs: Vec<Run>,
+    len: usize,
+    seqs: Seqs,
+    /// Sequence number of the last sample read (at least the last in the batch):
     /// acknowledging it releases the batch.
     pub last_seq: Seq,
+}
+
+/// Part of a shared vector of samples.
+#[derive(Debug, Clone)]
+struct Run {
+    samples: Arc<Vec<Sample>>,
+    range: Range<usize>,
+}
+
+impl Run {
+    fn as_slice(&self) -> &[Sample] {
+        self.samples.get(self.range.clone()).unwrap_or_default()
+    }
+}
+
+/// Iterator over a [`Batch`]'s samples, in append order.
+#[derive(Debug, Clone)]
+pub struct Iter<'a> {
+    runs: std::slice::Iter<'a, Run>,
+    run: std::slice::Iter<'a, Sample>,
+    left: usize,
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = &'a Sample;
+
+    fn next(&mut self) -> Option<&'a Sample> {
+        loop {
+            if let Some(s) = self.run.next() {
+                self.left = self.left.saturating_sub(1);
+                return Some(s);
+            }
+            self.run = self.runs.next()?.as_slice().iter();
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for Iter<'_> {}
+
+/// Sequence numbers of a batch's samples: increasing, and not always contiguous (a disk queue
+/// skips corrupt and too-old samples), so a sender can tell which ones another lane already
+/// delivered.
+#[derive(Debug, Clone)]
+enum Seqs {
+    /// From this number on, one per sample.
+    From(Seq),
+    /// One per sample.
+    Listed(Vec<Seq>),
+}
+
+impl Default for Seqs {
+    fn default() -> Self {
+        Seqs::From(0)
+    }
+}
+
+impl Batch {
+    /// A batch of `samples` numbered `seqs` (one each, increasing), released by `last_seq`.
+    pub fn new(samples: Vec<Sample>, seqs: Vec<Seq>, last_seq: Seq) -> Batch {
+        debug_assert_eq!(samples.len(), seqs.len());
+        let len = samples.len();
+        Batch {
+            runs: vec![Run {
+                range: 0..len,
+                samples: Arc::new(samples),
+            }],
+            len,
+            seqs: Seqs::Listed(seqs),
+            last_seq,
+        }
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Tells whether the batch holds no sample.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The samples in append order.
+    pub fn iter(&self) -> Iter<'_> {
+        Iter {
+            runs: self.runs.iter(),
+            run: [].iter(),
+            left: self.len,
+        }
+    }
+
+    /// Copies of the samples, in append order.
+    pub fn to_vec(&self) -> Vec<Sample> {
+        self.iter().cloned().collect()
+    }
+
+    /// The samples' sequence numbers, in order.
+    pub fn seqs(&self) -> impl Iterator<Item = Seq> + '_ {
+        let (from, listed) = match &self.seqs {
+            Seqs::From(first) => (*first..*first + self.len as Seq, &[][..]),
+            Seqs::Listed(seqs) => (0..0, seqs.as_slice()),
+        };
+        from.chain(listed.iter().copied())
+    }
+
+    /// Keeps only the samples whose sequence number passes `keep`; returns how many went.
+    pub fn retain_seqs(&mut self, mut keep: impl FnMut(Seq) -> bool) -> usize {
+        let (samples, seqs): (Vec<Sample>, Vec<Seq>) = self
+            .iter()
+            .zip(self.seqs())
+            .filter(|(_, seq)| keep(*seq))
+            .map(|(s, seq)| (s.clone(), seq))
+            .unzip();
+        let removed = self.len - samples.len();
+        if removed > 0 {
+            *self = Batch::new(samples, seqs, self.last_seq);
+        }
+        removed
+    }
 }
 
 /// What an append did.

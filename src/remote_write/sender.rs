@@ -269,7 +269,7 @@ impl Sender {
                 }
             };
             queue_failures = 0;
-            let read = batch.samples.len();
+            let read = batch.len();
             // At least a full request is left behind this window: the receiver is behind, and
             // the catch-up byte budget applies. A steady flow leaves less (the part of a
             // request that waits for the next batch), and is never slowed.
@@ -284,7 +284,7 @@ impl Sender {
                 catching_up,
                 recovering: std::mem::take(&mut st.first_window),
             };
-            self.deliver_window(&batch.samples, shards, flags, st).await;
+            self.deliver_window(&batch, shards, flags, st).await;
             self.ack(&batch);
             // Whatever is pending now and was not at peek time arrived after `peek_at`; older
             // leftovers (the window was full) keep the earlier start of their wait.
@@ -299,15 +299,15 @@ impl Sender {
     /// request was answered for good.
     async fn deliver_window(
         &self,
-        samples: &[Sample],
+        batch: &Batch,
         shards: usize,
         flags: SendFlags,
         st: &mut RunState,
     ) {
-        if samples.is_empty() {
+        if batch.is_empty() {
             return;
         }
-        let parts = partition(samples, shards);
+        let parts = partition(batch.iter(), shards);
         let jobs = parts
             .iter()
             .zip(st.shards.iter_mut())

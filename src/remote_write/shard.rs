@@ -52,10 +52,13 @@ pub fn shard_of(sample: &Sample, shards: usize) -> usize {
 /// Splits a window into `shards` lists by series, each in the window's order. Every sample
 /// is in exactly one list. The lists hold references: copies would touch every sample's
 /// label set (its reference count) twice more.
-pub fn partition(samples: &[Sample], shards: usize) -> Vec<Vec<&Sample>> {
+pub fn partition<'a>(
+    samples: impl ExactSizeIterator<Item = &'a Sample>,
+    shards: usize,
+) -> Vec<Vec<&'a Sample>> {
     let shards = shards.max(1);
     if shards == 1 {
-        return vec![samples.iter().collect()];
+        return vec![samples.collect()];
     }
     let mut out: Vec<Vec<&Sample>> = (0..shards)
         .map(|_| Vec::with_capacity(samples.len() / shards + 1))
@@ -165,7 +168,7 @@ mod tests {
             shards in 1usize..8,
         ) {
             let w = window(&series);
-            let parts = partition(&w, shards);
+            let parts = partition(w.iter(), shards);
             prop_assert_eq!(parts.len(), shards);
             let mut seen: Vec<i64> = parts.iter().flatten().map(|s| s.timestamp_ms).collect();
             seen.sort_unstable();
@@ -186,7 +189,7 @@ mod tests {
     fn partition_spreads_series_over_shards() {
         let series: Vec<usize> = (0..160).map(|i| i % 16).collect();
         let w = window(&series);
-        let parts = partition(&w, 4);
+        let parts = partition(w.iter(), 4);
         assert!(parts.iter().filter(|p| !p.is_empty()).count() >= 2);
     }
 

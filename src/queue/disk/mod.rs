@@ -1113,11 +1113,7 @@ impl Inner {
             self.ack(index, last_seq)?;
             return Ok(None);
         }
-        Ok(Some(Batch {
-            samples: out,
-            seqs,
-            last_seq,
-        }))
+        Ok(Some(Batch::new(out, seqs, last_seq)))
     }
 
     /// Records corruption found while reading so it is skipped (and counted) once.

@@ -61,7 +61,7 @@ fn open_mem(
 /// Values of everything the consumer would send now, without acknowledging.
 fn drain_values(c: &mut DiskConsumer) -> Vec<i64> {
     match c.peek(usize::MAX).unwrap() {
-        Some(b) => b.samples.iter().map(|s| s.value as i64).collect(),
+        Some(b) => b.iter().map(|s| s.value as i64).collect(),
         None => Vec::new(),
     }
 }
@@ -82,7 +82,7 @@ fn peek_repeats_until_ack_and_ack_releases() {
     let b1 = c.peek(3).unwrap().unwrap();
     let b2 = c.peek(3).unwrap().unwrap();
     assert_eq!(b1.last_seq, 2);
-    assert_eq!(b1.samples, b2.samples);
+    assert_eq!(b1.to_vec(), b2.to_vec());
     assert_eq!(c.pending(), 5);
     c.ack(b1.last_seq).unwrap();
     assert_eq!(c.pending(), 2);
@@ -193,7 +193,7 @@ fn large_batches_split_into_records_and_oversized_samples_are_refused() {
     assert_eq!(out.appended, 5000);
     assert_eq!(cs[0].pending(), 5000);
     let b = cs[0].peek(usize::MAX).unwrap().unwrap();
-    assert_eq!(b.samples.len(), 5000);
+    assert_eq!(b.len(), 5000);
     assert_eq!(b.last_seq, 4999);
 
     let huge = Sample {
@@ -503,11 +503,11 @@ fn max_sample_age_skips_old_samples_and_counts_them_once() {
     log.append(&batch(0, 10)).unwrap(); // timestamps 0..10
     log.append(&batch(900, 10)).unwrap(); // timestamps 900..910
     let b = cs[0].peek(100).unwrap().unwrap();
-    assert_eq!(b.samples.len(), 10);
-    assert_eq!(b.samples[0].timestamp_ms, 900);
+    assert_eq!(b.len(), 10);
+    assert_eq!(b.iter().next().map(|s| s.timestamp_ms), Some(900));
     assert_eq!(b.last_seq, 19);
     let b2 = cs[0].peek(100).unwrap().unwrap();
-    assert_eq!(b2.samples, b.samples);
+    assert_eq!(b2.to_vec(), b.to_vec());
     assert_eq!(log.stats().consumers[0].dropped.too_old, 10, "counted once");
 
     // When everything left is too old, peek says so and moves past it for good.
@@ -597,7 +597,7 @@ fn run_model(ops: Vec<Op>, fsync: FsyncPolicy) -> Result<(), TestCaseError> {
                         m.peeked[c] = None;
                     }
                     Some(b) => {
-                        let vals: Vec<u64> = b.samples.iter().map(|s| s.value as u64).collect();
+                        let vals: Vec<u64> = b.iter().map(|s| s.value as u64).collect();
                         prop_assert_eq!(vals, (from..from + want).collect::<Vec<_>>());
                         prop_assert_eq!(b.last_seq, from + want - 1);
                         m.peeked[c] = Some((from, b.last_seq));
