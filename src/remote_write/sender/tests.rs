@@ -813,6 +813,34 @@ async fn parallel_shards_send_every_sample_once_and_each_series_in_order() {
 }
 
 #[tokio::test]
+async fn a_flow_just_over_a_request_goes_out_in_full_requests_not_halves() {
+    let h = Harness::new(vec![]).await;
+    // Four series, one more than a request holds: split over two shards, they would go as
+    // two part-full requests.
+    append_series(&h.queue, 4, 1);
+    let sender = h.start(false, |s| s.max_shards = 4);
+    let first = h
+        .log
+        .until(|e| matches!(e, [Event::Request(3), Event::Sleep(_), ..]));
+    tokio::time::timeout(Duration::from_secs(60), first)
+        .await
+        .unwrap_or_else(|_| panic!("no full request first: {:?}", h.log.events()));
+    // The fourth waits for more samples or its deadline.
+    assert_eq!(h.queue.pending(), 1);
+    h.drain.cancel();
+    finish(sender).await;
+    let events = h.log.events();
+    let requests: Vec<usize> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Request(n) => Some(*n),
+            Event::Sleep(_) => None,
+        })
+        .collect();
+    assert_eq!(requests, [3, 1], "{events:?}");
+}
+
+#[tokio::test]
 async fn a_rejected_shard_is_dropped_and_the_other_shards_still_deliver() {
     let h = Harness::new(vec![Reply::Status {
         status: 400,
