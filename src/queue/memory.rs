@@ -6,6 +6,10 @@ use std::sync::Arc;
 use super::{AppendOutcome, Batch, Queue, QueueError, Run, Seq, Seqs};
 use crate::series::Sample;
 
+/// Most samples a run grows to by joining appends: a few requests' worth, so that joining
+/// never copies much and a run is released soon after its samples are sent.
+const JOIN_LIMIT: usize = 4096;
+
 /// Bounded FIFO in memory; a restart loses what it holds.
 ///
 /// Samples are kept as appended, one shared run per append, so a peek hands out runs rather
@@ -30,6 +34,31 @@ impl MemoryQueue {
             front_seq: 0,
             capacity: capacity.max(1),
         }
+    }
+
+    /// Queues `samples` (not empty) as the newest. A small append joins the newest run when
+    /// no batch holds it and none of it was released, so probes' appends of a few samples do
+    /// not each cost a run; a run keeps no more spare room than an eighth of its samples, as
+    /// a run can sit in the queue for as long as the receiver is away.
+    fn push_run(&mut self, mut samples: Vec<Sample>) {
+        let n = samples.len();
+        self.len += n;
+        if let Some(tail) = self.runs.back_mut() {
+            if tail.range.start == 0 && tail.range.len() + n <= JOIN_LIMIT {
+                if let Some(joined) = Arc::get_mut(&mut tail.samples) {
+                    joined.append(&mut samples);
+                    tail.range.end = joined.len();
+                    return;
+                }
+            }
+        }
+        if samples.capacity() > n + n / 8 {
+            samples.shrink_to_fit();
+        }
+        self.runs.push_back(Run {
+            range: 0..n,
+            samples: Arc::new(samples),
+        });
     }
 
     /// Removes up to `n` of the oldest samples; returns how many went.
@@ -58,17 +87,21 @@ impl Queue for MemoryQueue {
         self.append_owned(samples.to_vec())
     }
 
-    fn append_owned(&mut self, samples: Vec<Sample>) -> Result<AppendOutcome, QueueError> {
+    fn append_owned(&mut self, mut samples: Vec<Sample>) -> Result<AppendOutcome, QueueError> {
         let first_seq = self.front_seq + self.len as Seq;
         let appended = samples.len();
-        if appended > 0 {
-            self.runs.push_back(Run {
-                range: 0..appended,
-                samples: Arc::new(samples),
-            });
-            self.len += appended;
+        let keep = appended.min(self.capacity);
+        // The oldest queued samples make room; if the append alone is more than the queue
+        // holds, its own first samples go too, at once.
+        let mut dropped = self.release_front((self.len + keep).saturating_sub(self.capacity));
+        if keep < appended {
+            samples.drain(..appended - keep);
+            self.front_seq += (appended - keep) as Seq;
+            dropped += appended - keep;
         }
-        let dropped = self.release_front(self.len.saturating_sub(self.capacity));
+        if keep > 0 {
+            self.push_run(samples);
+        }
         Ok(AppendOutcome {
             appended,
             dropped_oldest: dropped,
@@ -106,7 +139,7 @@ impl Queue for MemoryQueue {
         // Samples at or below `seq` may already be gone (dropped when full): release only
         // what is still here.
         if seq >= self.front_seq {
-            let n = usize::try_from(seq - self.front_seq + 1).unwrap_or(usize::MAX);
+            let n = usize::try_from((seq - self.front_seq).saturating_add(1)).unwrap_or(usize::MAX);
             self.release_front(n);
         }
         Ok(())
@@ -184,6 +217,29 @@ mod tests {
         assert_eq!(contents(&mut owned), (vec![5, 6, 7], vec![6, 7, 8]));
     }
 
+    #[test]
+    fn runs_keep_no_more_than_the_queue_holds() {
+        let mut q = MemoryQueue::new(10);
+        // An append larger than the queue keeps only its newest samples.
+        let out = q.append_owned((0..25).map(sample).collect()).unwrap();
+        assert_eq!((out.first_seq, out.dropped_oldest), (0, 15));
+        assert_eq!(contents(&mut q), ((15..25).collect(), (15..25).collect()));
+        assert_eq!(q.runs.iter().map(|r| r.samples.len()).sum::<usize>(), 10);
+        // While a batch holds the newest run, a small append starts a run of its own, without
+        // the spare room of the vector it came in.
+        let held = q.peek(10).unwrap().unwrap();
+        let mut few = Vec::with_capacity(1000);
+        few.extend((25..28).map(sample));
+        q.append_owned(few).unwrap();
+        assert_eq!(q.runs.len(), 2);
+        assert!(q.runs[1].samples.capacity() < 10);
+        drop(held);
+        // With no batch holding it, the next small append joins it.
+        q.append_owned((28..30).map(sample).collect()).unwrap();
+        assert_eq!(q.runs.len(), 2);
+        assert_eq!(contents(&mut q).1, (20..30).collect::<Vec<_>>());
+    }
+
     /// Sequence numbers and timestamps of everything queued.
     fn contents(q: &mut MemoryQueue) -> (Vec<Seq>, Vec<i64>) {
         let b = q.peek(10).unwrap().unwrap();
@@ -222,6 +278,9 @@ mod tests {
             let mut next_seq: Seq = 0;
             let mut next_ts = 0i64;
             let mut peeked: Option<Seq> = None;
+            // The last batch peeked, held like a sender's window: appends cannot join the runs
+            // it shares.
+            let mut held: Option<Batch> = None;
             for op in ops {
                 match op {
                     Op::Append(n) => {
@@ -253,6 +312,7 @@ mod tests {
                                 prop_assert_eq!(Some(b.last_seq), want.last().map(|w| w.0));
                                 prop_assert_eq!(got, want);
                                 peeked = Some(b.last_seq);
+                                held = Some(b);
                             }
                         }
                     }
@@ -272,6 +332,7 @@ mod tests {
                 }
                 prop_assert_eq!(q.pending(), model.len());
             }
+            drop(held);
         }
     }
 }
