@@ -25,9 +25,10 @@
 //!   batch deadline while history fills in behind. Per-series order is not kept across the two
 //!   lanes, which such receivers do not need; within each lane it is.
 //!
-//! `max_catchup_bytes_per_second` bounds the in-order lane's bytes while it is behind (more
-//! than one window queued), so a fleet of agents reconnecting at once does not flatten the
-//! receiver; the live lane and a caught-up endpoint are never slowed.
+//! `max_catchup_bytes_per_second` bounds the in-order lane's bytes while it is behind (a full
+//! request or more still queued behind the window being sent), so a fleet of agents
+//! reconnecting at once does not flatten the receiver; the live lane and a caught-up endpoint
+//! are never slowed.
 
 use std::borrow::Borrow;
 use std::collections::hash_map::RandomState;
@@ -286,11 +287,7 @@ impl Sender {
             };
             self.deliver_window(&batch, shards, flags, st).await;
             self.ack(&batch);
-            // Whatever is pending now and was not at peek time arrived after `peek_at`; older
-            // leftovers (the window was full) keep the earlier start of their wait.
-            if read >= pending_at_peek {
-                st.oldest = Some(peek_at);
-            }
+            st.window_sent(peek_at, read, pending_at_peek);
         }
     }
 
@@ -833,6 +830,8 @@ struct RunState {
     jitter: Jitter,
     /// When the oldest pending sample started waiting (as far as the sender can tell).
     oldest: Option<Instant>,
+    /// When the last window was read, and how many samples it left queued behind it.
+    last_window: Option<(Instant, usize)>,
     /// No window was sent yet from a durable queue.
     first_window: bool,
 }
@@ -843,8 +842,25 @@ impl RunState {
             shards: (0..max_shards.max(1)).map(|_| ShardState::new()).collect(),
             jitter: Jitter::new(),
             oldest: None,
+            last_window: None,
             first_window: durable_queue,
         }
+    }
+
+    /// Notes that a window of `read` samples, read at `at` with `pending` queued, was sent,
+    /// and so when the samples still waiting began to: a window takes the oldest, so whatever
+    /// it left behind came after the previous window was read, if this window took all that
+    /// one left behind. The earliest start a sample could have is kept, so that none waits
+    /// past the batch deadline.
+    fn window_sent(&mut self, at: Instant, read: usize, pending: usize) {
+        let left = pending.saturating_sub(read);
+        self.oldest = match self.last_window {
+            // Everything pending now arrived after this window was read.
+            _ if left == 0 => Some(at),
+            Some((previous, left_then)) if read >= left_then => Some(previous),
+            _ => Some(self.oldest.unwrap_or(at).min(at)),
+        };
+        self.last_window = Some((at, left));
     }
 }
 

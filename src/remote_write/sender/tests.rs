@@ -1032,3 +1032,24 @@ async fn without_a_durable_queue_a_refused_window_is_dropped_whole() {
     assert_eq!(*stored.lock().unwrap(), [1, 2, 3, 4]);
     assert_eq!(h.metric(RW_SAMPLES_FAILED, None), 9.0);
 }
+
+#[test]
+fn samples_left_behind_by_a_window_wait_from_no_later_than_they_arrived() {
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let mut st = RunState::new(1, false);
+    // The first window leaves 5: they were queued when it was read.
+    st.window_sent(at(100), 2000, 2005);
+    assert_eq!(st.oldest, Some(at(100)));
+    // The next takes those 5 and leaves 10, which came after the first was read.
+    st.window_sent(at(200), 2000, 2010);
+    assert_eq!(st.oldest, Some(at(100)));
+    st.window_sent(at(300), 2000, 2015);
+    assert_eq!(st.oldest, Some(at(200)));
+    // A window that cannot take all that the last one left keeps the earliest start.
+    st.window_sent(at(400), 3, 9000);
+    assert_eq!(st.oldest, Some(at(200)));
+    // A window that takes everything: what comes next arrives after it was read.
+    st.window_sent(at(500), 8997, 8997);
+    assert_eq!(st.oldest, Some(at(500)));
+}
