@@ -418,6 +418,7 @@ impl TargetState {
             if new_series {
                 summary.series_added += 1;
             }
+            series.state &= !ENDED;
         }
         summary.stale_markers = self.end_generation(scrape_ts, out);
         (summary, families)
@@ -428,8 +429,10 @@ impl TargetState {
     /// [`TargetState::report`] afterwards (`up` = 0).
     ///
     /// The records stay, as the parser's cache for when the target recovers: each ends in
-    /// place (what was last sent, marked as a staleness marker, so it counts as added when
-    /// it comes back), and goes if the next good scrape does not expose it.
+    /// place, and goes if the next good scrape does not expose it. A series that got a marker
+    /// remembers the marker as what was last sent; one with explicit timestamps (outside
+    /// staleness) keeps its last sample, so the same sample exposed again is not sent twice.
+    /// Either counts as added when it next forwards a sample.
     pub fn fail(
         &mut self,
         error: ScrapeError,
@@ -524,11 +527,13 @@ impl TargetState {
                 bury(ended, series, marked_at);
                 return false;
             }
-            series.state = if series.state & TRACKING != 0 {
-                TRACKED
-            } else {
-                0
-            };
+            // An ended series stays so until it forwards a sample again.
+            series.state = (series.state & ENDED)
+                | if series.state & TRACKING != 0 {
+                    TRACKED
+                } else {
+                    0
+                };
             if series.fate == Fate::Kept {
                 live += 1;
             }
