@@ -250,10 +250,11 @@ impl Registry {
         init: impl FnOnce() -> SeriesValue,
     ) -> Result<&mut Series, LabelError> {
         // The agent updates its own metrics on every request it sends: finding a family and
-        // series that exist must not allocate more than the key, nor search twice.
+        // series that exist allocates only the series key, and searches the series map once.
         if !self.families.contains_key(name) {
             self.describe(name, MetricType::Unknown, "");
         }
+        // Described just above if it was missing.
         let family = self.families.get_mut(name).ok_or(LabelError::MissingName)?;
         let key = Labels::from_pairs(labels.iter().copied())?;
         match family.series.entry(key) {
