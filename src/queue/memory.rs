@@ -38,23 +38,23 @@ impl MemoryQueue {
 
     /// Queues `samples` (not empty) as the newest. A small append joins the newest run when
     /// no batch holds it and none of it was released, so probes' appends of a few samples do
-    /// not each cost a run; a run keeps no more spare room than an eighth of its samples, as
-    /// a run can sit in the queue for as long as the receiver is away.
+    /// not each cost a run. A run keeps no more spare room than an eighth of its samples once
+    /// it is closed (another run follows it), as a run can sit in the queue for as long as the
+    /// receiver is away.
     fn push_run(&mut self, mut samples: Vec<Sample>) {
         let n = samples.len();
         self.len += n;
         if let Some(tail) = self.runs.back_mut() {
-            if tail.range.start == 0 && tail.range.len() + n <= JOIN_LIMIT {
-                if let Some(joined) = Arc::get_mut(&mut tail.samples) {
-                    joined.append(&mut samples);
-                    tail.range.end = joined.len();
+            if let Some(open) = Arc::get_mut(&mut tail.samples) {
+                if tail.range.start == 0 && open.len() + n <= JOIN_LIMIT {
+                    open.append(&mut samples);
+                    tail.range.end = open.len();
                     return;
                 }
+                trim(open);
             }
         }
-        if samples.capacity() > n + n / 8 {
-            samples.shrink_to_fit();
-        }
+        trim(&mut samples);
         self.runs.push_back(Run {
             range: 0..n,
             samples: Arc::new(samples),
@@ -79,6 +79,13 @@ impl MemoryQueue {
         self.len -= released;
         self.front_seq += released as Seq;
         released
+    }
+}
+
+/// Gives back a vector's spare room beyond an eighth of its length.
+fn trim(samples: &mut Vec<Sample>) {
+    if samples.capacity() > samples.len() + samples.len() / 8 {
+        samples.shrink_to_fit();
     }
 }
 
@@ -238,6 +245,15 @@ mod tests {
         q.append_owned((28..30).map(sample).collect()).unwrap();
         assert_eq!(q.runs.len(), 2);
         assert_eq!(contents(&mut q).1, (20..30).collect::<Vec<_>>());
+        // A run that grew by joining gives back its spare room when the next run starts.
+        let mut q = MemoryQueue::new(10_000);
+        for ts in 0..(JOIN_LIMIT as i64 / 3 + 1) {
+            q.append_owned((3 * ts..3 * ts + 3).map(sample).collect())
+                .unwrap();
+        }
+        assert_eq!(q.runs.len(), 2);
+        let closed = &q.runs[0].samples;
+        assert!(closed.capacity() <= closed.len() + closed.len() / 8);
     }
 
     /// Sequence numbers and timestamps of everything queued.
