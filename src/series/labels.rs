@@ -593,10 +593,16 @@ fn seed() -> u64 {
 }
 
 /// A 128-bit fingerprint of `bytes`: two independently seeded hashes, for keys that stand in
-/// for the bytes themselves (see `scrape::SeriesCache`).
+/// for the bytes themselves (see `scrape::SeriesCache`). Both come from one pass over the
+/// bytes: the parser fingerprints every sample's series text.
 pub fn fingerprint(bytes: &[u8]) -> u128 {
-    let [a, b] = seeds();
-    u128::from(hash_bytes(a, bytes)) << 64 | u128::from(hash_bytes(b, bytes))
+    let [a, b] = hash_lanes(seeds(), bytes);
+    u128::from(a) << 64 | u128::from(b)
+}
+
+/// A seeded 64-bit hash of `bytes`, for tables keyed by a text that keep the text itself.
+pub fn seeded_hash(bytes: &[u8]) -> u64 {
+    hash_bytes(seed(), bytes)
 }
 
 /// A [`Hasher`] for keys that already are seeded hashes (a [`Labels`]' stored hash, a
@@ -680,15 +686,27 @@ fn read_tail(b: &[u8]) -> (u64, u64) {
 /// building the set.
 #[inline]
 pub(crate) fn hash_bytes(seed: u64, bytes: &[u8]) -> u64 {
-    let mut h = folded_multiply(seed ^ bytes.len() as u64, HASH_K0);
+    let [h] = hash_lanes([seed], bytes);
+    h
+}
+
+/// [`hash_bytes`] from each of `seeds`, in one pass over `bytes`.
+#[inline]
+fn hash_lanes<const N: usize>(seeds: [u64; N], bytes: &[u8]) -> [u64; N] {
+    let mut h = seeds.map(|seed| folded_multiply(seed ^ bytes.len() as u64, HASH_K0));
     let mut chunks = bytes.chunks_exact(16);
     for c in &mut chunks {
-        h = folded_multiply(h ^ read8(c) ^ HASH_K1, read8(&c[8..]) ^ HASH_K2);
+        let (a, b) = (read8(c) ^ HASH_K1, read8(&c[8..]) ^ HASH_K2);
+        for h in &mut h {
+            *h = folded_multiply(*h ^ a, b);
+        }
     }
     let rest = chunks.remainder();
     if !rest.is_empty() {
         let (a, b) = read_tail(rest);
-        h = folded_multiply(h ^ a ^ HASH_K1, b ^ HASH_K2);
+        for h in &mut h {
+            *h = folded_multiply(*h ^ a ^ HASH_K1, b ^ HASH_K2);
+        }
     }
     h
 }
@@ -699,6 +717,18 @@ mod tests {
 
     use super::*;
     use crate::proto;
+
+    #[test]
+    fn a_fingerprint_is_two_independently_seeded_hashes() {
+        let [a, b] = seeds();
+        let text = "node_cpu_seconds_total{cpu=\"0\",mode=\"idle\"} and some more bytes";
+        for n in 0..=text.len() {
+            let bytes = &text.as_bytes()[..n];
+            let want = u128::from(hash_bytes(a, bytes)) << 64 | u128::from(hash_bytes(b, bytes));
+            assert_eq!(fingerprint(bytes), want, "{n} bytes");
+        }
+        assert_eq!(seeded_hash(b"up"), hash_bytes(a, b"up"));
+    }
 
     #[test]
     fn a_label_set_is_one_pointer_and_clones_share_it() {

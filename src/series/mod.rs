@@ -14,7 +14,7 @@ mod labels;
 pub(crate) use labels::KEY_SERIES_LABEL;
 pub(crate) use labels::{cmp_names, field_len, put_varint, varint_len};
 pub use labels::{
-    fingerprint, Field, Fields, Iter, Label, LabelRef, Labels, OwnFields, PassThrough,
+    fingerprint, seeded_hash, Field, Fields, Iter, Label, LabelRef, Labels, OwnFields, PassThrough,
     PassThroughHasher,
 };
 

@@ -9,7 +9,7 @@
 
 use hashbrown::HashTable;
 
-use crate::series::{fingerprint, Labels, METRIC_NAME_LABEL};
+use crate::series::{seeded_hash, Labels, METRIC_NAME_LABEL};
 
 /// A target's per-name shared label sets, by metric name.
 #[derive(Debug, Default)]
@@ -36,7 +36,7 @@ impl SharedNames {
         if name.is_empty() {
             return labels.with_shared_base(target);
         }
-        let hash = fingerprint(name.as_bytes()) as u64;
+        let hash = seeded_hash(name.as_bytes());
         let Some(entry) = self
             .table
             .find_mut(hash, |n| n.labels.metric_name() == name)
@@ -89,7 +89,7 @@ impl SharedNames {
     /// Whether `name` has its shared set yet, if the name is known.
     #[cfg(test)]
     pub(super) fn table_shared(&self, name: &str) -> Option<bool> {
-        let hash = fingerprint(name.as_bytes()) as u64;
+        let hash = seeded_hash(name.as_bytes());
         self.table
             .find(hash, |n| n.labels.metric_name() == name)
             .map(|n| n.shared)
