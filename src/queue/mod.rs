@@ -23,7 +23,7 @@ pub type Seq = u64;
 ///
 /// The samples sit in runs of shared storage: a memory queue hands out what it holds without
 /// copying each sample, which would touch every label set's reference count twice more.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Batch {
     runs: Vec<Run>,
     len: usize,
@@ -85,12 +85,6 @@ enum Seqs {
     Listed(Vec<Seq>),
 }
 
-impl Default for Seqs {
-    fn default() -> Self {
-        Seqs::From(0)
-    }
-}
-
 impl Batch {
     /// A batch of `samples` numbered `seqs` (one each, increasing), released by `last_seq`.
     pub fn new(samples: Vec<Sample>, seqs: Vec<Seq>, last_seq: Seq) -> Batch {
@@ -141,15 +135,16 @@ impl Batch {
     }
 
     /// Keeps only the samples whose sequence number passes `keep`; returns how many went.
-    pub fn retain_seqs(&mut self, mut keep: impl FnMut(Seq) -> bool) -> usize {
-        let (samples, seqs): (Vec<Sample>, Vec<Seq>) = self
-            .iter()
-            .zip(self.seqs())
-            .filter(|(_, seq)| keep(*seq))
-            .map(|(s, seq)| (s.clone(), seq))
-            .unzip();
-        let removed = self.len - samples.len();
+    /// Copies the samples kept only when some go.
+    pub fn retain_seqs(&mut self, keep: impl Fn(Seq) -> bool) -> usize {
+        let removed = self.seqs().filter(|&seq| !keep(seq)).count();
         if removed > 0 {
+            let (samples, seqs): (Vec<Sample>, Vec<Seq>) = self
+                .iter()
+                .zip(self.seqs())
+                .filter(|&(_, seq)| keep(seq))
+                .map(|(s, seq)| (s.clone(), seq))
+                .unzip();
             *self = Batch::new(samples, seqs, self.last_seq);
         }
         removed
