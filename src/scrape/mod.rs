@@ -7,7 +7,6 @@
 //! out the same label set for the same raw series text scrape after scrape.
 
 mod lex;
-mod md5;
 pub mod metadata;
 mod openmetrics;
 pub mod relabel;

@@ -319,9 +319,10 @@ impl RelabelRule {
             Action::Lowercase => set(lb, &self.target_label, val.to_lowercase()),
             Action::Uppercase => set(lb, &self.target_label, val.to_uppercase()),
             Action::HashMod => {
-                let digest = super::md5::md5(val.as_bytes());
+                use md5::Digest as _;
+                let digest = md5::Md5::digest(val.as_bytes());
                 let mut last = [0u8; 8];
-                last.copy_from_slice(digest.get(8..).unwrap_or(&[0; 8]));
+                last.copy_from_slice(digest.get(8..16).unwrap_or(&[0; 8]));
                 // Prometheus takes the last 8 bytes, for the shards of its older versions.
                 let shard = u64::from_be_bytes(last) % self.modulus.max(1);
                 set(lb, &self.target_label, shard.to_string());
