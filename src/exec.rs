@@ -180,7 +180,9 @@ pub async fn run(program: &OsString, args: &[OsString], signals: &mut Signals) -
                 if let Some(pid) = pid {
                     // SAFETY: kill(2) has no memory-safety preconditions; `pid` is our own
                     // child, not yet reaped (we are still waiting for it), so it cannot have
-                    // been recycled for another process.
+                    // been recycled for another process. The crate denies `unsafe` elsewhere;
+                    // forwarding a signal to the child needs this one call.
+                    #[allow(unsafe_code)]
                     unsafe {
                         libc::kill(pid as libc::pid_t, sig);
                     }

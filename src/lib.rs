@@ -17,6 +17,8 @@
 //! - [`check`]: `pushprobe check`'s table and JSON renderings (pure).
 //! - [`cli`]: commands, exit codes and logging set-up.
 
+#![deny(unsafe_code)]
+
 pub mod agent;
 pub mod check;
 pub mod cli;

@@ -1,5 +1,7 @@
 //! The pushprobe binary: all behaviour lives in the library; see `pushprobe::cli`.
 
+#![deny(unsafe_code)]
+
 fn main() -> std::process::ExitCode {
     tune_allocator();
     pushprobe::cli::main()
@@ -17,7 +19,9 @@ fn main() -> std::process::ExitCode {
 fn tune_allocator() {
     if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
         // SAFETY: mallopt(3) only changes allocator parameters; it is called before any
-        // other thread exists, and the value is glibc's own default made fixed.
+        // other thread exists, and the value is glibc's own default made fixed. Allowed here
+        // alone: std offers no way to set an allocator parameter.
+        #[allow(unsafe_code)]
         unsafe {
             libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
         }
