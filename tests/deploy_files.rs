@@ -591,13 +591,30 @@ fn rust_minor(v: &str) -> (u64, u64) {
     (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
 }
 
+/// The triple rustc builds for by default, as `rustc -vV` reports it.
+fn host_triple() -> String {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = Command::new(rustc).arg("-vV").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .expect("rustc -vV names its host")
+        .trim()
+        .to_string()
+}
+
 #[test]
 fn docker_builder_is_new_enough_for_the_locked_dependencies() {
     // The newest rust-version among the packages a release build compiles (normal and build
     // dependencies, reached from this crate), read from cargo's own resolution of Cargo.lock.
+    // Resolved for this host only: without `--filter-platform`, cargo wants every package in
+    // Cargo.lock in its cache, Windows-only ones included, which a machine that has only built
+    // for Linux does not have, and `--offline` then fails on a fresh cargo home.
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let host = host_triple();
     let out = Command::new(cargo)
         .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .args(["--filter-platform", &host])
         .current_dir(root())
         .output()
         .unwrap();
