@@ -38,7 +38,25 @@ pub struct Usage {
     pub cached_tokens: u64,
 }
 
+/// The most tokens of one kind a single request can plausibly report: 2^24 (about 16.8 M),
+/// above the largest context window any model offers. A count beyond it is a broken or hostile
+/// server; counted as it is, one such answer would swamp every later real increment of a
+/// counter (an f64 stops changing by small steps past 2^53) and book absurd costs.
+pub const MAX_PLAUSIBLE_TOKENS: u64 = 1 << 24;
+
 impl Usage {
+    /// Whether every count is within [`MAX_PLAUSIBLE_TOKENS`]; an implausible usage is neither
+    /// counted nor priced.
+    pub fn is_plausible(&self) -> bool {
+        [
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.cached_tokens,
+        ]
+        .iter()
+        .all(|&n| n <= MAX_PLAUSIBLE_TOKENS)
+    }
+
     /// Input tokens billed at the full input price (the cached part removed).
     pub fn uncached_prompt_tokens(&self) -> u64 {
         self.prompt_tokens.saturating_sub(self.cached_tokens)

@@ -44,6 +44,8 @@ pub const COST: &str = "pushprobe_ai_cost_dollars_total";
 pub const UNPRICED: &str = "pushprobe_ai_unpriced_total";
 /// Successful responses without a usable `usage` object, by `check`.
 pub const MISSING_USAGE: &str = "pushprobe_ai_missing_usage_total";
+/// Successful responses whose `usage` reported an implausible token count, by `check`.
+pub const INVALID_USAGE: &str = "pushprobe_ai_invalid_usage_total";
 /// Successful chat responses by the model the server says answered (`served_model`).
 pub const RESPONSES: &str = "pushprobe_ai_responses_total";
 /// Seconds the last 429 asked to wait (`Retry-After`); 0 after any other outcome.
@@ -135,6 +137,12 @@ const DESCRIPTIONS: &[(&str, MetricType, &str)] = &[
         "Successful responses that reported no token usage.",
     ),
     (
+        INVALID_USAGE,
+        MetricType::Counter,
+        "Successful responses whose usage was implausible (over 2^24 tokens of a kind): \
+         no tokens and no cost counted.",
+    ),
+    (
         RESPONSES,
         MetricType::Counter,
         "Successful chat responses by the model the server says answered.",
@@ -195,6 +203,8 @@ pub struct Measured {
 pub struct Accounting {
     /// Tokens reported.
     pub usage: Option<Usage>,
+    /// A usage refused as implausible (see [`crate::pricing::MAX_PLAUSIBLE_TOKENS`]).
+    pub invalid_usage: Option<Usage>,
     /// Dollars, when the answering model is priced.
     pub cost: Option<f64>,
     /// The model name that has no price (for a once-per-model warning).
@@ -331,20 +341,31 @@ pub fn record_check(r: &mut Registry, cx: &RecordContext<'_>, run: &CheckRun) ->
     ignore(r.counter_add(RESPONSES, &l, 1.0));
 
     let mut acc = Accounting::default();
+    // An implausible usage is dropped before anything derives from it (tokens, cost, rate).
+    let usage = match m.reply.usage {
+        Some(u) if !u.is_plausible() => {
+            ignore(r.counter_add(INVALID_USAGE, &at(&[]), 1.0));
+            acc.invalid_usage = Some(u);
+            None
+        }
+        other => other,
+    };
     if let Some(ttft) = m.time_to_first_token {
         ignore(r.histogram_observe(TTFT, &at(&[]), cx.buckets, ttft.as_secs_f64()));
     }
     if run.check == Check::ChatStream {
         acc.tokens_per_second =
-            output_tokens_per_second(m.reply.usage.as_ref(), m.time_to_first_token, run.duration);
+            output_tokens_per_second(usage.as_ref(), m.time_to_first_token, run.duration);
         match acc.tokens_per_second {
             Some(tps) => ignore(r.gauge_set(TOKENS_PER_SECOND, &at(&[]), tps)),
             // A stale rate would mislead; without a new one the series goes away.
             None => r.remove(TOKENS_PER_SECOND, &at(&[])),
         }
     }
-    let Some(usage) = m.reply.usage else {
-        ignore(r.counter_add(MISSING_USAGE, &at(&[]), 1.0));
+    let Some(usage) = usage else {
+        if acc.invalid_usage.is_none() {
+            ignore(r.counter_add(MISSING_USAGE, &at(&[]), 1.0));
+        }
         return acc;
     };
     acc.usage = Some(usage);
@@ -510,6 +531,50 @@ mod tests {
         );
         let phase = l.probe_with(&[("check", "chat_stream"), ("phase", "connect")]);
         assert_eq!(r.value(PHASE_DURATION, &phase), Some(0.005));
+    }
+
+    #[test]
+    fn implausible_usage_counts_no_tokens_and_no_cost() {
+        let mut r = Registry::new();
+        let (l, t, b) = (labels(), pricing(), Arc::from(vec![1.0]));
+        let cx = RecordContext {
+            labels: &l,
+            model: "deepseek-chat",
+            pricing: &t,
+            buckets: &b,
+        };
+        let at = l.with(&[("check", "chat_stream")]);
+        let mut input = at.clone();
+        input.push(("kind", "input"));
+        // A relay answering u64::MAX (what one did) and one just past the bound.
+        for prompt_tokens in [u64::MAX, crate::pricing::MAX_PLAUSIBLE_TOKENS + 1] {
+            let usage = Usage {
+                prompt_tokens,
+                completion_tokens: 2,
+                cached_tokens: 0,
+            };
+            let acc = record_check(&mut r, &cx, &chat_run(Some("deepseek-chat"), Some(usage)));
+            assert_eq!(acc.usage, None);
+            assert_eq!(acc.invalid_usage, Some(usage));
+            assert_eq!(acc.cost, None);
+            assert_eq!(acc.tokens_per_second, None);
+        }
+        assert_eq!(r.value(INVALID_USAGE, &at), Some(2.0));
+        assert_eq!(r.value(MISSING_USAGE, &at), None);
+        assert_eq!(r.value(TOKENS, &input), None);
+        assert_eq!(r.value(COST, &at), None);
+        // A count at the bound is real usage and is counted.
+        let usage = Usage {
+            prompt_tokens: crate::pricing::MAX_PLAUSIBLE_TOKENS,
+            completion_tokens: 2,
+            cached_tokens: 0,
+        };
+        let acc = record_check(&mut r, &cx, &chat_run(Some("deepseek-chat"), Some(usage)));
+        assert_eq!(acc.usage, Some(usage));
+        assert_eq!(
+            r.value(TOKENS, &input),
+            Some(crate::pricing::MAX_PLAUSIBLE_TOKENS as f64)
+        );
     }
 
     #[test]

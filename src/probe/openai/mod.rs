@@ -541,8 +541,17 @@ fn describe_run(run: &CheckRun, acc: &Accounting, details: &mut Vec<(String, Str
     if !run.check.is_paid() {
         return;
     }
-    match &acc.usage {
-        Some(u) => details.push((
+    match (&acc.usage, &acc.invalid_usage) {
+        (None, Some(u)) => details.push((
+            format!("{name}.tokens"),
+            format!(
+                "implausible usage ignored: input {}, output {} (over {} of a kind)",
+                u.prompt_tokens,
+                u.completion_tokens,
+                crate::pricing::MAX_PLAUSIBLE_TOKENS
+            ),
+        )),
+        (Some(u), _) => details.push((
             format!("{name}.tokens"),
             format!(
                 "input {} (cached {}), output {}",
@@ -551,7 +560,7 @@ fn describe_run(run: &CheckRun, acc: &Accounting, details: &mut Vec<(String, Str
                 u.completion_tokens
             ),
         )),
-        None => details.push((format!("{name}.tokens"), "no usage reported".into())),
+        (None, None) => details.push((format!("{name}.tokens"), "no usage reported".into())),
     }
     match (acc.cost, &acc.unpriced_model) {
         (Some(c), _) => details.push((format!("{name}.cost"), format!("${c}"))),
