@@ -68,7 +68,8 @@ pub struct Cli {
         long,
         global = true,
         env = "PUSHPROBE_LOG_LEVEL",
-        default_value = "info"
+        default_value = "info",
+        value_parser = parse_log_level
     )]
     pub log_level: String,
     /// What to do.
@@ -145,6 +146,16 @@ pub fn main() -> ExitCode {
     };
     init_logging(cli.log_format, level);
     ExitCode::from(run_command(&cli))
+}
+
+/// Accepts what the log filter accepts, so a typo is a usage error (exit 2) at the start
+/// rather than a warning and a silently different level.
+fn parse_log_level(level: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(level)
+        .map(|_| level.to_string())
+        .map_err(|e| {
+            format!("{e}; give a level (error, warn, info, debug, trace) or a filter such as pushprobe=debug")
+        })
 }
 
 fn init_logging(format: LogFormat, level: &str) {

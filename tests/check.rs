@@ -59,3 +59,28 @@ fn json_output_is_parseable_and_pushes_nothing() {
     assert_eq!(v["probes"][0]["success"], false);
     assert!(v["probes"][0]["latency_ms"].is_number());
 }
+
+#[test]
+fn a_bad_log_level_is_a_usage_error() {
+    for args in [
+        vec!["--log-level", "bad[["],
+        vec!["--log-level=pushprobe=loud"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_pushprobe"))
+            .args(&args)
+            .args(["config", "check"])
+            .env_remove("PUSHPROBE_LOG_LEVEL")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("--log-level"), "{err}");
+    }
+    // The environment variable is checked the same way.
+    let out = Command::new(env!("CARGO_BIN_EXE_pushprobe"))
+        .args(["config", "check"])
+        .env("PUSHPROBE_LOG_LEVEL", "bad[[")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
