@@ -266,12 +266,24 @@ fn config_path_matches_every_mount() {
         .iter()
         .any(|v| v.as_str().unwrap().split(':').nth(1) == Some(CONFIG_PATH)));
 
-    // systemd: ExecStart and the config check before it read the same file.
+    // systemd: ExecStart reads the same file. No `config check` runs before it: `run`
+    // validates first anyway, and the check printed the whole configuration on every start.
     let unit = read("deploy/systemd/pushprobe.service");
-    for key in ["ExecStart=", "ExecStartPre="] {
-        let line = unit.lines().find(|l| l.starts_with(key)).unwrap();
-        assert!(line.ends_with(&format!("--config {CONFIG_PATH}")), "{line}");
-    }
+    let line = unit.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
+    assert!(line.ends_with(&format!("--config {CONFIG_PATH}")), "{line}");
+    assert!(
+        !unit.lines().any(|l| l.starts_with("ExecStartPre=")),
+        "a pre-start config check prints the configuration into the journal"
+    );
+    // Every install step that writes under /etc/pushprobe creates the directory first.
+    let mkdir = unit
+        .find("install -d -m 0755 /etc/pushprobe")
+        .expect("install -d");
+    let first_write = unit.find("/etc/pushprobe/pushprobe.toml").unwrap();
+    assert!(
+        mkdir < first_write,
+        "/etc/pushprobe is created before it is written"
+    );
 }
 
 #[test]
@@ -449,14 +461,19 @@ fn systemd_unit_is_hardened_and_verifies() {
         !unit.lines().any(|l| l.starts_with("ExecReload=")),
         "pushprobe has no reload"
     );
-    // The credential systemd provides is the file the example config reads.
-    let cred = unit
+    // A host without basic auth has no password file: the unit itself loads no credential
+    // (a missing LoadCredential= file fails the start); the basic-auth drop-in does, and it
+    // provides the file the example config reads.
+    assert!(!unit.lines().any(|l| l.starts_with("LoadCredential=")));
+    let dropin = read("deploy/systemd/basic-auth.conf");
+    let cred = dropin
         .lines()
         .find_map(|l| l.strip_prefix("LoadCredential="))
         .unwrap();
     let name = cred.split(':').next().unwrap();
     assert!(read("deploy/systemd/pushprobe.toml")
         .contains(&format!("/run/credentials/pushprobe.service/{name}")));
+    assert!(unit.contains("pushprobe.service.d/basic-auth.conf"));
 
     let Some(analyze) = require_binary("systemd-analyze") else {
         return;
@@ -464,18 +481,23 @@ fn systemd_unit_is_hardened_and_verifies() {
     // verify checks that ExecStart is executable: point it at the binary under test.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pushprobe.service");
-    std::fs::write(&path, unit.replace("/usr/local/bin/pushprobe", BIN)).unwrap();
-    let out = Command::new(analyze)
-        .arg("verify")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    // Unknown or misspelt keys are only warnings (exit 0): any output is a failure here.
-    assert!(
-        out.status.success() && stderr.trim().is_empty(),
-        "systemd-analyze verify: {stderr}"
-    );
+    let unit = unit.replace("/usr/local/bin/pushprobe", BIN);
+    // The unit alone, and with the drop-in's [Service] lines appended as systemd merges them.
+    let with_dropin = format!("{unit}\n{dropin}");
+    for text in [unit.clone(), with_dropin] {
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(&analyze)
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // Unknown or misspelt keys are only warnings (exit 0): any output is a failure here.
+        assert!(
+            out.status.success() && stderr.trim().is_empty(),
+            "systemd-analyze verify: {stderr}"
+        );
+    }
 }
 
 #[test]
@@ -705,4 +727,22 @@ fn the_queue_directory_is_where_the_writable_storage_is() {
         .find(|m| m["mountPath"] == dir.as_str())
         .unwrap_or_else(|| panic!("no volume mounted at data_dir {dir}"));
     assert_ne!(mount["readOnly"], true);
+}
+
+#[test]
+fn compose_passes_the_api_key_only_when_set_and_does_not_restart_forever() {
+    let compose = &yaml("deploy/docker-compose.yml")[0];
+    let svc = &compose["services"]["pushprobe"];
+    // `KEY: ${KEY:-}` hands the container an empty key, which pushprobe refuses at every
+    // start; a bare name passes the host's variable through only when it is set.
+    let env = svc["environment"]
+        .as_array()
+        .expect("environment as a list");
+    assert!(env.iter().any(|v| v == "RELAY_API_KEY"), "{env:?}");
+    // A bad configuration exits 78; restarting it forever only fills the log.
+    let restart = svc["restart"].as_str().unwrap();
+    let tries = restart
+        .strip_prefix("on-failure:")
+        .and_then(|n| n.parse::<u32>().ok());
+    assert!(matches!(tries, Some(1..=10)), "restart: {restart}");
 }
