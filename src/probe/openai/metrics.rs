@@ -172,6 +172,37 @@ pub fn describe(r: &mut Registry) {
     }
 }
 
+/// Publishes at 0 every counter whose labels are known before the first request (per check:
+/// successful requests; per paid check: tokens by kind, cost, unpriced, missing and invalid
+/// usage, skips by the spend guard), so `increase()` and alerts see the first occurrence
+/// instead of a series that appears already at 1. Adding 0 to an existing counter changes
+/// nothing, so this is safe on every run.
+pub fn declare_counters(r: &mut Registry, labels: &BaseLabels, checks: &[Check]) {
+    for check in checks {
+        let c = check.as_str();
+        let at = |extra: &[(&'static str, &'static str)]| {
+            let mut l = labels.with(&[("check", c)]);
+            l.extend_from_slice(extra);
+            l
+        };
+        ignore(r.counter_add(
+            REQUESTS,
+            &at(&[("outcome", "success"), ("reason", Reason::Ok.as_str())]),
+            0.0,
+        ));
+        if !check.is_paid() {
+            continue;
+        }
+        for kind in ["input", "output", "cached_input"] {
+            ignore(r.counter_add(TOKENS, &at(&[("kind", kind)]), 0.0));
+        }
+        for name in [COST, UNPRICED, MISSING_USAGE, INVALID_USAGE] {
+            ignore(r.counter_add(name, &at(&[]), 0.0));
+        }
+        ignore(r.counter_add(SKIPPED, &at(&[("reason", "spend_guard")]), 0.0));
+    }
+}
+
 /// What one check measured: its outcome plus the request's timing facts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckRun {
@@ -531,6 +562,34 @@ mod tests {
         );
         let phase = l.probe_with(&[("check", "chat_stream"), ("phase", "connect")]);
         assert_eq!(r.value(PHASE_DURATION, &phase), Some(0.005));
+    }
+
+    #[test]
+    fn counters_start_at_zero_before_their_first_increment() {
+        let mut r = Registry::new();
+        let l = labels();
+        declare_counters(&mut r, &l, &[Check::Models, Check::Chat]);
+        let chat = l.with(&[("check", "chat")]);
+        for name in [COST, UNPRICED, MISSING_USAGE, INVALID_USAGE] {
+            assert_eq!(r.value(name, &chat), Some(0.0), "{name}");
+        }
+        for kind in ["input", "output", "cached_input"] {
+            let mut tok = chat.clone();
+            tok.push(("kind", kind));
+            assert_eq!(r.value(TOKENS, &tok), Some(0.0), "{kind}");
+        }
+        let models = l.with(&[("check", "models")]);
+        for at in [&chat, &models] {
+            let mut ok = at.clone();
+            ok.extend_from_slice(&[("outcome", "success"), ("reason", "ok")]);
+            assert_eq!(r.value(REQUESTS, &ok), Some(0.0));
+        }
+        // The free check has no money series.
+        assert_eq!(r.value(UNPRICED, &models), None);
+        // Declaring again (every run does) keeps what was counted.
+        ignore(r.counter_add(UNPRICED, &chat, 1.0));
+        declare_counters(&mut r, &l, &[Check::Chat]);
+        assert_eq!(r.value(UNPRICED, &chat), Some(1.0));
     }
 
     #[test]

@@ -427,6 +427,7 @@ impl OpenAiProbe {
     pub async fn run(&mut self, registry: &mut Registry) -> ProbeReport {
         let began = Instant::now();
         metrics::describe(registry);
+        metrics::declare_counters(registry, &self.labels, &self.settings.checks);
         let (key, diagnosis) = self.read_key();
         let key_state = self.settings.key.explain(&diagnosis);
         let mut details: Vec<(String, String)> = Vec::new();
