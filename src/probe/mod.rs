@@ -3,7 +3,6 @@
 //! turns the registry into samples stamped with the time the run started.
 
 pub mod cert;
-pub mod client;
 pub mod http;
 pub mod openai;
 

@@ -14,10 +14,10 @@
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
-//! use pushprobe::probe::client::{ProbeClient, Request, Trace};
+//! use pushprobe::http_client::{HttpClient, Request, Trace};
 //! use std::time::Duration;
 //!
-//! let client = ProbeClient::new(&Default::default())?;
+//! let client = HttpClient::new(&Default::default())?;
 //! let mut request = Request::new(
 //!     http::Method::POST,
 //!     "https://api.example.com/v1/chat/completions".parse()?,
@@ -447,7 +447,7 @@ impl fmt::Debug for Request {
 /// The probe client: TLS settings shared by every call; a connection is reused only through
 /// a caller's [`KeepAlive`].
 #[derive(Clone)]
-pub struct ProbeClient {
+pub struct HttpClient {
     /// Built on first use unless TLS options were given: an http-only probe (the common case)
     /// then never loads the system's trust store, which is most of an idle agent's memory.
     tls: std::sync::OnceLock<TlsConnector>,
@@ -455,9 +455,9 @@ pub struct ProbeClient {
     server_name: Option<String>,
 }
 
-impl fmt::Debug for ProbeClient {
+impl fmt::Debug for HttpClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ProbeClient")
+        f.debug_struct("HttpClient")
             .field("server_name", &self.server_name)
             .finish_non_exhaustive()
     }
@@ -490,11 +490,11 @@ impl fmt::Debug for Response {
     }
 }
 
-impl ProbeClient {
+impl HttpClient {
     /// Builds a client; TLS options that were given are loaded now, so that their errors show
     /// at start.
-    pub fn new(tls: &TlsConfig) -> Result<ProbeClient, TlsError> {
-        let client = ProbeClient {
+    pub fn new(tls: &TlsConfig) -> Result<HttpClient, TlsError> {
+        let client = HttpClient {
             tls: std::sync::OnceLock::new(),
             tls_options: tls.clone(),
             server_name: tls.server_name.clone(),
@@ -532,7 +532,7 @@ impl ProbeClient {
         self.send_with(request, trace, None).await
     }
 
-    /// As [`ProbeClient::send`], but the first hop reuses the connection `keep` holds when it
+    /// As [`HttpClient::send`], but the first hop reuses the connection `keep` holds when it
     /// goes to the same origin and is idle, and leaves its own connection in `keep` for the
     /// next call. For callers that request one URL on a schedule (scrapes), where a new
     /// connection per call costs more than the call; a probe never keeps one.
@@ -747,7 +747,7 @@ impl ProbeClient {
             trace.tls = Some(TlsInfo {
                 version: tls_version_name(conn.protocol_version()),
                 earliest_cert_expiry: conn.peer_certificates().and_then(|chain| {
-                    super::cert::earliest_not_after(chain.iter().map(|c| c.as_ref()))
+                    crate::probe::cert::earliest_not_after(chain.iter().map(|c| c.as_ref()))
                 }),
             });
             Stream::Tls(Box::new(tls))
@@ -942,7 +942,7 @@ struct Hop {
 pub const KEPT_READ_BUFFER: usize = 8 * 1024;
 
 /// The connection a caller keeps between calls to one origin (see
-/// [`ProbeClient::send_with`]). Dropping it closes the connection.
+/// [`HttpClient::send_with`]). Dropping it closes the connection.
 #[derive(Default)]
 pub struct KeepAlive {
     conn: Option<KeptConn>,
