@@ -189,6 +189,25 @@ pub(super) async fn resolve(target: &Target) -> Result<Vec<SocketAddr>, ClientEr
     }
 }
 
+/// Connects to the first of `addrs` that accepts; the last failure when none does.
+pub(super) async fn connect(
+    addrs: impl IntoIterator<Item = SocketAddr>,
+    host: &Host,
+) -> Result<(SocketAddr, TcpStream), ClientError> {
+    let mut failed = None;
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(tcp) => {
+                // Requests are small and written at once; Nagle would only delay them.
+                let _ = tcp.set_nodelay(true);
+                return Ok((addr, tcp));
+            }
+            Err(source) => failed = Some(ClientError::Connect { addr, source }),
+        }
+    }
+    Err(failed.unwrap_or_else(|| ClientError::NoAddress { host: host.name() }))
+}
+
 /// The TLS handshake with the server, checking its certificate against `name`.
 pub(super) async fn handshake(
     connector: &TlsConnector,
@@ -209,13 +228,24 @@ pub(super) async fn handshake(
 }
 
 /// The protocol version as the blackbox exporter labels it.
-pub(super) fn tls_version_name(v: Option<rustls::ProtocolVersion>) -> &'static str {
+fn tls_version_name(v: Option<rustls::ProtocolVersion>) -> &'static str {
     match v {
         Some(rustls::ProtocolVersion::TLSv1_3) => "TLS 1.3",
         Some(rustls::ProtocolVersion::TLSv1_2) => "TLS 1.2",
         Some(rustls::ProtocolVersion::TLSv1_1) => "TLS 1.1",
         Some(rustls::ProtocolVersion::TLSv1_0) => "TLS 1.0",
         _ => "unknown",
+    }
+}
+
+/// What the handshake of `tls` established, for the trace.
+pub(super) fn tls_info(tls: &TlsStream<TcpStream>) -> TlsInfo {
+    let (_, conn) = tls.get_ref();
+    TlsInfo {
+        version: tls_version_name(conn.protocol_version()),
+        earliest_cert_expiry: conn.peer_certificates().and_then(|chain| {
+            crate::probe::cert::earliest_not_after(chain.iter().map(|c| c.as_ref()))
+        }),
     }
 }
 

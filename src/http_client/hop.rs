@@ -2,24 +2,49 @@
 //! suits, else on a new connection opened phase by phase (`resolve`, `connect`, `tls`,
 //! `processing`), each phase timed into the [`Trace`] under the call's deadline.
 
-use std::io;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
 use http_body_util::Full;
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use reqwest::Url;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::connect::{
-    handshake, resolve, tls_version_name, ConnTask, KeptConn, Stream, Target, KEPT_READ_BUFFER,
+    connect, handshake, resolve, tls_info, ConnTask, KeptConn, Stream, Target, KEPT_READ_BUFFER,
 };
 use super::headers::build_request;
 use super::trace::phase;
-use super::{ClientError, HttpClient, KeepAlive, Phase, TlsInfo, Trace};
+use super::{ClientError, HttpClient, KeepAlive, Phase, Trace};
+
+/// What both ways of sending a hop share: the request as the redirects so far have changed
+/// it, and the call's deadline.
+pub(super) struct HopRequest<'a> {
+    pub(super) method: &'a Method,
+    pub(super) url: &'a Url,
+    pub(super) headers: &'a [(String, String)],
+    pub(super) body: Option<&'a Bytes>,
+    /// When the whole call must be over.
+    pub(super) deadline: Instant,
+    /// The call's timeout, for the error that says it ran out.
+    pub(super) timeout: Duration,
+}
+
+impl HopRequest<'_> {
+    /// The hyper request; `close` asks the server to close the connection after it.
+    fn build(&self, close: bool) -> Result<http::Request<Full<Bytes>>, ClientError> {
+        build_request(self.method, self.url, self.headers, self.body, close)
+    }
+
+    /// Whether a request the server never answered may go again on a new connection: a
+    /// body-less GET or HEAD, as browsers and Go's client resend.
+    fn may_resend(&self) -> bool {
+        self.body.is_none() && (*self.method == Method::GET || *self.method == Method::HEAD)
+    }
+}
 
 /// A response to one hop, with the task driving its connection unless a [`KeepAlive`]
 /// holds it.
@@ -35,78 +60,44 @@ pub(super) struct Hop {
 impl HttpClient {
     /// One request: on the connection `keep` holds if it suits, else on a fresh one (kept
     /// afterwards when `keep` is given).
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn hop(
         &self,
-        method: &Method,
-        url: &Url,
-        headers: &[(String, String)],
-        body: Option<&Bytes>,
-        deadline: Instant,
-        timeout: Duration,
+        hop: &HopRequest<'_>,
         trace: &mut Trace,
         mut keep: Option<&mut KeepAlive>,
     ) -> Result<Hop, ClientError> {
-        let target = Target::from_url(url)?;
+        let target = Target::from_url(hop.url)?;
         let close = keep.is_none();
         // Header errors are configuration errors: report them before touching the network.
-        let mut request = Some(build_request(method, url, headers, body, close)?);
+        let mut request = hop.build(close)?;
 
         // A kept connection that is not idle yet (its previous body unread, or its task not
         // yet back from finishing it) is closed and replaced: scrapes are seconds apart, so
         // waiting for it would only ever wait on a stuck body.
-        if let Some(mut kept) = keep.as_deref_mut().and_then(|k| k.take_idle(&target)) {
-            let req = match request.take() {
-                Some(r) => r,
-                None => build_request(method, url, headers, body, close)?,
-            };
-            trace.addr = Some(kept.addr);
-            trace.first_addr.get_or_insert(kept.addr);
-            trace.tls = kept.tls.clone();
-            trace.enter(Phase::Processing);
-            let began = Instant::now();
-            let sent = tokio::time::timeout_at(deadline, kept.sender.send_request(req)).await;
-            trace.phases.add(Phase::Processing, began.elapsed());
-            match sent {
-                Err(_) => {
-                    return Err(ClientError::Timeout {
-                        phase: Phase::Processing,
-                        timeout,
-                    })
+        if let Some(k) = keep.as_deref_mut() {
+            if let Some(kept) = k.take_idle(&target) {
+                if let Some(answered) = reuse(kept, request, hop, trace, k).await? {
+                    return Ok(answered);
                 }
-                Ok(Ok(response)) => {
-                    let headers_at = Instant::now();
-                    trace.headers_at = Some(headers_at);
-                    if let Some(k) = keep {
-                        k.hold(kept);
-                    }
-                    return Ok(Hop {
-                        response,
-                        conn: None,
-                        headers_at,
-                    });
-                }
-                // The server closed the idle connection as the request went out (it may close
-                // one whenever it likes) and answered nothing: a body-less GET or HEAD is sent
-                // again on a fresh connection, as browsers and Go's client do. Anything else
-                // is the server's answer to this request, and is reported.
-                Ok(Err(e))
-                    if (e.is_incomplete_message() || e.is_canceled())
-                        && body.is_none()
-                        && (*method == Method::GET || *method == Method::HEAD) => {}
-                Ok(Err(source)) => {
-                    return Err(ClientError::Http {
-                        phase: Phase::Processing,
-                        source,
-                    })
-                }
+                // hyper gave up the request along with the closed connection.
+                request = hop.build(close)?;
             }
         }
-        let request = match request {
-            Some(r) => r,
-            None => build_request(method, url, headers, body, close)?,
-        };
+        self.open(target, request, hop, trace, keep).await
+    }
 
+    /// Opens a new connection to `target`, timing each phase, and sends `request` on it. The
+    /// connection goes into `keep` when given; otherwise it lives as long as the response.
+    async fn open(
+        &self,
+        target: Target,
+        request: http::Request<Full<Bytes>>,
+        hop: &HopRequest<'_>,
+        trace: &mut Trace,
+        keep: Option<&mut KeepAlive>,
+    ) -> Result<Hop, ClientError> {
+        let close = keep.is_none();
+        let (deadline, timeout) = (hop.deadline, hop.timeout);
         let addrs = phase(trace, Phase::Resolve, deadline, timeout, resolve(&target)).await?;
         // A probe measures the preferred address only, as the blackbox exporter does. A
         // scheduled request falls back to the host's other addresses, as Prometheus' dialer
@@ -116,22 +107,13 @@ impl HttpClient {
             trace.first_addr.get_or_insert(first);
             trace.addr = Some(first);
         }
-        let (addr, tcp) = phase(trace, Phase::Connect, deadline, timeout, async {
-            let mut failed = None;
-            for &addr in addrs.iter().take(tries) {
-                match TcpStream::connect(addr).await {
-                    Ok(tcp) => {
-                        // Requests are small and written at once; Nagle would only delay them.
-                        let _ = tcp.set_nodelay(true);
-                        return Ok((addr, tcp));
-                    }
-                    Err(source) => failed = Some(ClientError::Connect { addr, source }),
-                }
-            }
-            Err(failed.unwrap_or_else(|| ClientError::NoAddress {
-                host: target.host.name(),
-            }))
-        })
+        let (addr, tcp) = phase(
+            trace,
+            Phase::Connect,
+            deadline,
+            timeout,
+            connect(addrs.iter().take(tries).copied(), &target.host),
+        )
         .await
         .inspect_err(|e| {
             if let ClientError::Connect { addr, .. } = e {
@@ -149,7 +131,7 @@ impl HttpClient {
             // Loading the trust store (once per process) is set-up, not handshake time.
             let connector = self.connector().map_err(|e| ClientError::Tls {
                 server: name.clone(),
-                source: io::Error::other(e),
+                source: std::io::Error::other(e),
             })?;
             let tls = phase(
                 trace,
@@ -159,43 +141,20 @@ impl HttpClient {
                 handshake(&connector, name, tcp),
             )
             .await?;
-            let (_, conn) = tls.get_ref();
-            trace.tls = Some(TlsInfo {
-                version: tls_version_name(conn.protocol_version()),
-                earliest_cert_expiry: conn.peer_certificates().and_then(|chain| {
-                    crate::probe::cert::earliest_not_after(chain.iter().map(|c| c.as_ref()))
-                }),
-            });
+            trace.tls = Some(tls_info(&tls));
             Stream::Tls(Box::new(tls))
         } else {
             Stream::Plain(tcp)
         };
 
-        let (response, sender, conn) =
-            phase(trace, Phase::Processing, deadline, timeout, async move {
-                let http_err = |source| ClientError::Http {
-                    phase: Phase::Processing,
-                    source,
-                };
-                let mut builder = hyper::client::conn::http1::Builder::new();
-                if !close {
-                    // A kept connection keeps its read buffer while idle; hyper would let it
-                    // grow to about 400 KiB (the largest body read), per target.
-                    builder.max_buf_size(KEPT_READ_BUFFER);
-                }
-                let (mut sender, connection) = builder
-                    .handshake::<_, Full<Bytes>>(TokioIo::new(stream))
-                    .await
-                    .map_err(http_err)?;
-                // Errors of the connection task also fail the response future or the body,
-                // where they are reported; the task's own result adds nothing.
-                let conn = ConnTask(tokio::spawn(async move {
-                    let _ = connection.await;
-                }));
-                let response = sender.send_request(request).await.map_err(http_err)?;
-                Ok((response, sender, conn))
-            })
-            .await?;
+        let (response, sender, conn) = phase(
+            trace,
+            Phase::Processing,
+            deadline,
+            timeout,
+            first_request(stream, request, close),
+        )
+        .await?;
         let headers_at = Instant::now();
         trace.headers_at = Some(headers_at);
         let conn = match keep {
@@ -217,4 +176,80 @@ impl HttpClient {
             headers_at,
         })
     }
+}
+
+/// Sends `request` on a kept connection and, once it has answered, puts the connection back
+/// into `keep`. `Ok(None)` when the server had closed the connection as the request went out
+/// and the request may go again on a new one.
+async fn reuse(
+    mut kept: KeptConn,
+    request: http::Request<Full<Bytes>>,
+    hop: &HopRequest<'_>,
+    trace: &mut Trace,
+    keep: &mut KeepAlive,
+) -> Result<Option<Hop>, ClientError> {
+    trace.addr = Some(kept.addr);
+    trace.first_addr.get_or_insert(kept.addr);
+    trace.tls = kept.tls.clone();
+    trace.enter(Phase::Processing);
+    let began = Instant::now();
+    let sent = tokio::time::timeout_at(hop.deadline, kept.sender.send_request(request)).await;
+    trace.phases.add(Phase::Processing, began.elapsed());
+    match sent {
+        Err(_) => Err(ClientError::Timeout {
+            phase: Phase::Processing,
+            timeout: hop.timeout,
+        }),
+        Ok(Ok(response)) => {
+            let headers_at = Instant::now();
+            trace.headers_at = Some(headers_at);
+            keep.hold(kept);
+            Ok(Some(Hop {
+                response,
+                conn: None,
+                headers_at,
+            }))
+        }
+        // The server closed the idle connection as the request went out (it may close one
+        // whenever it likes) and answered nothing: a request that may be resent goes again
+        // on a fresh connection. Anything else is the server's answer to this request, and is
+        // reported.
+        Ok(Err(e)) if (e.is_incomplete_message() || e.is_canceled()) && hop.may_resend() => {
+            Ok(None)
+        }
+        Ok(Err(source)) => Err(ClientError::Http {
+            phase: Phase::Processing,
+            source,
+        }),
+    }
+}
+
+/// Speaks HTTP/1.1 on a new connection and sends its first request; returns the response
+/// head, the sender for later requests and the task that drives the connection.
+async fn first_request(
+    stream: Stream,
+    request: http::Request<Full<Bytes>>,
+    close: bool,
+) -> Result<(http::Response<Incoming>, SendRequest<Full<Bytes>>, ConnTask), ClientError> {
+    let http_err = |source| ClientError::Http {
+        phase: Phase::Processing,
+        source,
+    };
+    let mut builder = hyper::client::conn::http1::Builder::new();
+    if !close {
+        // A kept connection keeps its read buffer while idle; hyper would let it grow to
+        // about 400 KiB (the largest body read), per target.
+        builder.max_buf_size(KEPT_READ_BUFFER);
+    }
+    let (mut sender, connection) = builder
+        .handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+        .await
+        .map_err(http_err)?;
+    // Errors of the connection task also fail the response future or the body, where they
+    // are reported; the task's own result adds nothing.
+    let conn = ConnTask(tokio::spawn(async move {
+        let _ = connection.await;
+    }));
+    let response = sender.send_request(request).await.map_err(http_err)?;
+    Ok((response, sender, conn))
 }

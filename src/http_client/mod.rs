@@ -73,6 +73,7 @@ pub use self::redirect::{changes_to_get, is_redirect, resolve_location, same_ori
 pub use self::response::Response;
 pub use self::trace::{Phase, Phases, TlsInfo, Trace};
 
+use self::hop::HopRequest;
 use crate::config::TlsConfig;
 use crate::tls::TlsError;
 
@@ -228,18 +229,15 @@ impl HttpClient {
             } else {
                 None
             };
-            let hop = self
-                .hop(
-                    &method,
-                    &url,
-                    &headers,
-                    body.as_ref(),
-                    deadline,
-                    request.timeout,
-                    trace,
-                    keep,
-                )
-                .await?;
+            let hop_request = HopRequest {
+                method: &method,
+                url: &url,
+                headers: &headers,
+                body: body.as_ref(),
+                deadline,
+                timeout: request.timeout,
+            };
+            let hop = self.hop(&hop_request, trace, keep).await?;
             let location = match hop.response.headers().get(header::LOCATION) {
                 Some(loc) if request.follow_redirects && is_redirect(hop.response.status()) => {
                     loc.clone()
