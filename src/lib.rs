@@ -4,6 +4,7 @@
 //! The data's path, one module per stage:
 //! - [`config`]: the TOML schema and its validation into runtime settings.
 //! - [`probe`]: one file per probe kind; each run records measurements into a registry.
+//! - [`http_client`]: the HTTP/1.1 client probes and scrapes share, timing every phase.
 //! - [`pricing`]: model prices and the cost of a probe's tokens (pure).
 //! - [`series`]: label sets, samples, and the registry that turns measurements into samples.
 //! - [`scrape`]: exposition-format parsers, a text renderer and metric relabeling (pure).
@@ -26,6 +27,7 @@ pub mod clock;
 pub mod config;
 pub mod exec;
 pub mod exposition;
+pub mod http_client;
 pub mod listener;
 pub mod pricing;
 pub mod probe;

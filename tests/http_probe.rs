@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::Method;
 use pushprobe::config::{HttpProbeSettings, TlsConfig, DEFAULT_BUCKETS};
-use pushprobe::probe::client::{ClientError, KeepAlive, Phase, ProbeClient, Request, Trace};
+use pushprobe::http_client::{ClientError, HttpClient, KeepAlive, Phase, Request, Trace};
 use pushprobe::probe::http::HttpProbe;
 use pushprobe::series::{MetricType, Registry};
 use reqwest::Url;
@@ -727,8 +727,8 @@ async fn stalled_handshake_times_out_in_tls() {
 // ---------------------------------------------------------------------------------------
 // The client on its own (as the OpenAI probe uses it)
 
-fn client() -> ProbeClient {
-    ProbeClient::new(&TlsConfig::default()).unwrap()
+fn client() -> HttpClient {
+    HttpClient::new(&TlsConfig::default()).unwrap()
 }
 
 #[tokio::test]

@@ -388,7 +388,7 @@ async fn scrapes_keep_their_connection_unless_the_target_closes_it() {
             "big_series{{i=\"{i:05}\",pad=\"xxxxxxxx\"}} {i}\n"
         ));
     }
-    assert!(big_body.len() > 4 * pushprobe::probe::client::KEPT_READ_BUFFER);
+    assert!(big_body.len() > 4 * pushprobe::http_client::KEPT_READ_BUFFER);
     let big = TargetServer::start_with(Reply {
         body: big_body,
         ..Reply::default()

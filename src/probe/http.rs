@@ -1,4 +1,4 @@
-//! HTTP probe: one request per run through the instrumented [`client`](super::client),
+//! HTTP probe: one request per run through the instrumented [`http_client`](crate::http_client),
 //! recorded as the blackbox exporter's `http` prober records it, so that existing dashboards
 //! and alerts keep working on pushed series.
 //!
@@ -23,9 +23,9 @@ use http::Version;
 use tokio::time::Instant;
 
 use super::cert::format_unix;
-use super::client::{ClientError, Phase, ProbeClient, Request, Trace, DEFAULT_BODY_LIMIT};
 use super::{ProbeError, ProbeReport};
 use crate::config::HttpProbeSettings;
+use crate::http_client::{ClientError, HttpClient, Phase, Request, Trace, DEFAULT_BODY_LIMIT};
 use crate::series::{LabelError, MetricType, Registry};
 
 /// Whether the probe succeeded, 1 or 0.
@@ -129,7 +129,7 @@ const FAMILIES: &[(&str, MetricType, &str)] = &[
 /// An HTTP(S) probe.
 pub struct HttpProbe {
     settings: HttpProbeSettings,
-    client: ProbeClient,
+    client: HttpClient,
     request: Request,
     /// `probe`, `instance` and the extra labels, in that order.
     labels: Vec<(String, String)>,
@@ -176,7 +176,7 @@ struct Verdict {
 impl HttpProbe {
     /// Builds the probe; fails when its TLS options cannot be loaded.
     pub fn new(settings: HttpProbeSettings) -> Result<Self, ProbeError> {
-        let client = ProbeClient::new(&settings.tls).map_err(|source| ProbeError::Tls {
+        let client = HttpClient::new(&settings.tls).map_err(|source| ProbeError::Tls {
             probe: settings.name.clone(),
             source,
         })?;

@@ -1,9 +1,17 @@
-//! Probes: one file per kind. A probe run measures its target, records the results into the
-//! probe's own [`Registry`], and returns a [`ProbeReport`] for logs and `check`. The agent then
-//! turns the registry into samples stamped with the time the run started.
+//! Probes. A probe run measures its target, records the results into the probe's own
+//! [`Registry`], and returns a [`ProbeReport`] for logs and `check`. The agent then turns the
+//! registry into samples stamped with the time the run started.
+//!
+//! - this file: [`Probe`], the runnable probe of any kind, with its report and build error;
+//! - [`http`]: the HTTP(S) probe (`kind = "http"`), recorded as the blackbox exporter does;
+//! - [`openai`]: the OpenAI-compatible API probe (`kind = "openai"`);
+//! - [`cert`]: not a kind, a helper: reads a certificate's expiry date from DER (the shared
+//!   [`http_client`](crate::http_client) reads the server's chain with it, for
+//!   `probe_ssl_earliest_cert_expiry`) and formats such dates for `check`.
+//!
+//! Both kinds send their requests through the shared HTTP client.
 
 pub mod cert;
-pub mod client;
 pub mod http;
 pub mod openai;
 

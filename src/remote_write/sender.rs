@@ -64,7 +64,7 @@ use crate::telemetry::{
 pub const REMOTE_WRITE_VERSION: &str = "0.1.0";
 
 /// `User-Agent` of every write request.
-pub const USER_AGENT_VALUE: &str = crate::probe::client::USER_AGENT;
+pub const USER_AGENT_VALUE: &str = crate::http_client::USER_AGENT;
 
 /// Most bytes of a response body read, so a misbehaving receiver cannot make us buffer an
 /// arbitrarily large error page.

@@ -18,7 +18,7 @@ use super::target::{ScrapeError, ScrapeSummary, TargetOptions, TargetState};
 use super::ACCEPT_HEADER;
 use crate::clock::now_ms;
 use crate::config::{Auth, ScrapeSettings, ScrapeTargetSettings};
-use crate::probe::client::{ClientError, KeepAlive, ProbeClient, Request, Trace};
+use crate::http_client::{ClientError, HttpClient, KeepAlive, Request, Trace};
 use crate::series::Sample;
 use crate::telemetry::{self, Telemetry};
 
@@ -96,7 +96,7 @@ pub enum ScrapeSetupError {
 /// The HTTP client and request headers shared by a job's targets.
 #[derive(Clone)]
 pub struct JobClient {
-    client: ProbeClient,
+    client: HttpClient,
     /// Header values may be credentials: never logged (`Request`'s `Debug` shows names only).
     headers: Vec<(String, String)>,
 }
@@ -115,7 +115,7 @@ impl JobClient {
             job: job.job.clone(),
             message,
         };
-        let client = ProbeClient::new(&job.tls).map_err(|e| fail(e.to_string()))?;
+        let client = HttpClient::new(&job.tls).map_err(|e| fail(e.to_string()))?;
         let mut headers = vec![
             ("accept".to_string(), ACCEPT_HEADER.to_string()),
             (

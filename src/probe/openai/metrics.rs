@@ -210,7 +210,7 @@ pub struct CheckRun {
     pub check: Check,
     /// From sending the request to the end of the body (or the failure).
     pub duration: Duration,
-    /// Time per phase (`phase` label value, seconds), from the probe client.
+    /// Time per phase (`phase` label value, seconds), from the HTTP client.
     pub phases: Vec<(&'static str, Duration)>,
     /// Earliest certificate expiry (Unix seconds) if TLS was used.
     pub cert_expiry: Option<i64>,

@@ -4,7 +4,7 @@
 //! The pure core lives in the submodules: [`sse`] (incremental event-stream parser),
 //! [`response`] (reading models, completions and stream chunks), [`classify`] (bounded failure
 //! reasons and key diagnosis), [`spend`] (the daily spend guard) and [`metrics`] (recording).
-//! This module is the thin I/O shell that sends the requests through the shared probe client.
+//! This module is the thin I/O shell that sends the requests through the shared HTTP client.
 
 pub mod classify;
 pub mod metrics;
@@ -76,9 +76,9 @@ use self::metrics::{Accounting, BaseLabels, CheckRun, Measured, RecordContext};
 use self::response::{ResponseError, StreamState};
 use self::spend::SpendGuard;
 use self::sse::SseParser;
-use super::client::{ClientError, Phase, ProbeClient, Request, Response, Trace};
 use super::{ProbeError, ProbeReport};
 use crate::config::OpenAiProbeSettings;
+use crate::http_client::{ClientError, HttpClient, Phase, Request, Response, Trace};
 use crate::series::Registry;
 
 /// Looks up an environment variable; injectable so tests need not touch the process env.
@@ -95,7 +95,7 @@ const MAX_WARNED_MODELS: usize = 64;
 pub struct OpenAiProbe {
     // Read-only after start; behind an Arc so the probe stays small to move between tasks.
     settings: Arc<OpenAiProbeSettings>,
-    client: ProbeClient,
+    client: HttpClient,
     env: EnvLookup,
     clock: Clock,
     labels: BaseLabels,
@@ -130,7 +130,7 @@ pub fn chat_body(model: &str, prompt: &str, limit: (TokenLimitField, u32), strea
     Bytes::from(body.to_string())
 }
 
-/// Maps a probe-client error to a bounded reason and an actionable message.
+/// Maps an HTTP-client error to a bounded reason and an actionable message.
 pub fn client_failure(check: Check, e: &ClientError) -> Failure {
     let reason = match e {
         ClientError::Resolve { .. } | ClientError::NoAddress { .. } => Reason::Dns,
@@ -194,7 +194,7 @@ impl OpenAiProbe {
         env: EnvLookup,
         clock: Clock,
     ) -> Result<Self, ProbeError> {
-        let client = ProbeClient::new(&settings.tls).map_err(|source| ProbeError::Tls {
+        let client = HttpClient::new(&settings.tls).map_err(|source| ProbeError::Tls {
             probe: settings.name.clone(),
             source,
         })?;

@@ -1,0 +1,255 @@
+//! One hop of a call: a single request, sent on the connection a [`KeepAlive`] holds when it
+//! suits, else on a new connection opened phase by phase (`resolve`, `connect`, `tls`,
+//! `processing`), each phase timed into the [`Trace`] under the call's deadline.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Method;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use reqwest::Url;
+use tokio::time::Instant;
+
+use super::connect::{
+    connect, handshake, resolve, tls_info, ConnTask, KeptConn, Stream, Target, KEPT_READ_BUFFER,
+};
+use super::headers::build_request;
+use super::trace::phase;
+use super::{ClientError, HttpClient, KeepAlive, Phase, Trace};
+
+/// What both ways of sending a hop share: the request as the redirects so far have changed
+/// it, and the call's deadline.
+pub(super) struct HopRequest<'a> {
+    pub(super) method: &'a Method,
+    pub(super) url: &'a Url,
+    pub(super) headers: &'a [(String, String)],
+    pub(super) body: Option<&'a Bytes>,
+    /// When the whole call must be over.
+    pub(super) deadline: Instant,
+    /// The call's timeout, for the error that says it ran out.
+    pub(super) timeout: Duration,
+}
+
+impl HopRequest<'_> {
+    /// The hyper request; `close` asks the server to close the connection after it.
+    fn build(&self, close: bool) -> Result<http::Request<Full<Bytes>>, ClientError> {
+        build_request(self.method, self.url, self.headers, self.body, close)
+    }
+
+    /// Whether a request the server never answered may go again on a new connection: a
+    /// body-less GET or HEAD, as browsers and Go's client resend.
+    fn may_resend(&self) -> bool {
+        self.body.is_none() && (*self.method == Method::GET || *self.method == Method::HEAD)
+    }
+}
+
+/// A response to one hop, with the task driving its connection unless a [`KeepAlive`]
+/// holds it.
+pub(super) struct Hop {
+    /// The response head; its body is still to be read.
+    pub(super) response: http::Response<Incoming>,
+    /// The connection's task when no `KeepAlive` holds it.
+    pub(super) conn: Option<ConnTask>,
+    /// When the response headers arrived.
+    pub(super) headers_at: Instant,
+}
+
+impl HttpClient {
+    /// One request: on the connection `keep` holds if it suits, else on a fresh one (kept
+    /// afterwards when `keep` is given).
+    pub(super) async fn hop(
+        &self,
+        hop: &HopRequest<'_>,
+        trace: &mut Trace,
+        mut keep: Option<&mut KeepAlive>,
+    ) -> Result<Hop, ClientError> {
+        let target = Target::from_url(hop.url)?;
+        let close = keep.is_none();
+        // Header errors are configuration errors: report them before touching the network.
+        let mut request = hop.build(close)?;
+
+        // A kept connection that is not idle yet (its previous body unread, or its task not
+        // yet back from finishing it) is closed and replaced: scrapes are seconds apart, so
+        // waiting for it would only ever wait on a stuck body.
+        if let Some(k) = keep.as_deref_mut() {
+            if let Some(kept) = k.take_idle(&target) {
+                if let Some(answered) = reuse(kept, request, hop, trace, k).await? {
+                    return Ok(answered);
+                }
+                // hyper gave up the request along with the closed connection.
+                request = hop.build(close)?;
+            }
+        }
+        self.open(target, request, hop, trace, keep).await
+    }
+
+    /// Opens a new connection to `target`, timing each phase, and sends `request` on it. The
+    /// connection goes into `keep` when given; otherwise it lives as long as the response.
+    async fn open(
+        &self,
+        target: Target,
+        request: http::Request<Full<Bytes>>,
+        hop: &HopRequest<'_>,
+        trace: &mut Trace,
+        keep: Option<&mut KeepAlive>,
+    ) -> Result<Hop, ClientError> {
+        let close = keep.is_none();
+        let (deadline, timeout) = (hop.deadline, hop.timeout);
+        let addrs = phase(trace, Phase::Resolve, deadline, timeout, resolve(&target)).await?;
+        // A probe measures the preferred address only, as the blackbox exporter does. A
+        // scheduled request falls back to the host's other addresses, as Prometheus' dialer
+        // does: `localhost` may resolve to ::1 and 127.0.0.1 with the exporter on only one.
+        let tries = if close { 1 } else { addrs.len() };
+        if let Some(&first) = addrs.first() {
+            trace.first_addr.get_or_insert(first);
+            trace.addr = Some(first);
+        }
+        let (addr, tcp) = phase(
+            trace,
+            Phase::Connect,
+            deadline,
+            timeout,
+            connect(addrs.iter().take(tries).copied(), &target.host),
+        )
+        .await
+        .inspect_err(|e| {
+            if let ClientError::Connect { addr, .. } = e {
+                trace.addr = Some(*addr);
+            }
+        })?;
+        trace.addr = Some(addr);
+
+        trace.tls = None;
+        let stream = if target.tls {
+            let name = self
+                .server_name
+                .clone()
+                .unwrap_or_else(|| target.host.name());
+            // Loading the trust store (once per process) is set-up, not handshake time.
+            let connector = self.connector().map_err(|e| ClientError::Tls {
+                server: name.clone(),
+                source: std::io::Error::other(e),
+            })?;
+            let tls = phase(
+                trace,
+                Phase::Tls,
+                deadline,
+                timeout,
+                handshake(&connector, name, tcp),
+            )
+            .await?;
+            trace.tls = Some(tls_info(&tls));
+            Stream::Tls(Box::new(tls))
+        } else {
+            Stream::Plain(tcp)
+        };
+
+        let (response, sender, conn) = phase(
+            trace,
+            Phase::Processing,
+            deadline,
+            timeout,
+            first_request(stream, request, close),
+        )
+        .await?;
+        let headers_at = Instant::now();
+        trace.headers_at = Some(headers_at);
+        let conn = match keep {
+            Some(k) => {
+                k.hold(KeptConn {
+                    target,
+                    addr,
+                    tls: trace.tls.clone(),
+                    sender,
+                    _task: conn,
+                });
+                None
+            }
+            None => Some(conn),
+        };
+        Ok(Hop {
+            response,
+            conn,
+            headers_at,
+        })
+    }
+}
+
+/// Sends `request` on a kept connection and, once it has answered, puts the connection back
+/// into `keep`. `Ok(None)` when the server had closed the connection as the request went out
+/// and the request may go again on a new one.
+async fn reuse(
+    mut kept: KeptConn,
+    request: http::Request<Full<Bytes>>,
+    hop: &HopRequest<'_>,
+    trace: &mut Trace,
+    keep: &mut KeepAlive,
+) -> Result<Option<Hop>, ClientError> {
+    trace.addr = Some(kept.addr);
+    trace.first_addr.get_or_insert(kept.addr);
+    trace.tls = kept.tls.clone();
+    trace.enter(Phase::Processing);
+    let began = Instant::now();
+    let sent = tokio::time::timeout_at(hop.deadline, kept.sender.send_request(request)).await;
+    trace.phases.add(Phase::Processing, began.elapsed());
+    match sent {
+        Err(_) => Err(ClientError::Timeout {
+            phase: Phase::Processing,
+            timeout: hop.timeout,
+        }),
+        Ok(Ok(response)) => {
+            let headers_at = Instant::now();
+            trace.headers_at = Some(headers_at);
+            keep.hold(kept);
+            Ok(Some(Hop {
+                response,
+                conn: None,
+                headers_at,
+            }))
+        }
+        // The server closed the idle connection as the request went out (it may close one
+        // whenever it likes) and answered nothing: a request that may be resent goes again
+        // on a fresh connection. Anything else is the server's answer to this request, and is
+        // reported.
+        Ok(Err(e)) if (e.is_incomplete_message() || e.is_canceled()) && hop.may_resend() => {
+            Ok(None)
+        }
+        Ok(Err(source)) => Err(ClientError::Http {
+            phase: Phase::Processing,
+            source,
+        }),
+    }
+}
+
+/// Speaks HTTP/1.1 on a new connection and sends its first request; returns the response
+/// head, the sender for later requests and the task that drives the connection.
+async fn first_request(
+    stream: Stream,
+    request: http::Request<Full<Bytes>>,
+    close: bool,
+) -> Result<(http::Response<Incoming>, SendRequest<Full<Bytes>>, ConnTask), ClientError> {
+    let http_err = |source| ClientError::Http {
+        phase: Phase::Processing,
+        source,
+    };
+    let mut builder = hyper::client::conn::http1::Builder::new();
+    if !close {
+        // A kept connection keeps its read buffer while idle; hyper would let it grow to
+        // about 400 KiB (the largest body read), per target.
+        builder.max_buf_size(KEPT_READ_BUFFER);
+    }
+    let (mut sender, connection) = builder
+        .handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+        .await
+        .map_err(http_err)?;
+    // Errors of the connection task also fail the response future or the body, where they
+    // are reported; the task's own result adds nothing.
+    let conn = ConnTask(tokio::spawn(async move {
+        let _ = connection.await;
+    }));
+    let response = sender.send_request(request).await.map_err(http_err)?;
+    Ok((response, sender, conn))
+}
