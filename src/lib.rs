@@ -15,7 +15,7 @@
 //! - [`agent`]: wiring: schedules probes, fans samples out to queues, drains on shutdown.
 //! - [`exec`]: `pushprobe exec`, a command run as a monitored job.
 //! - [`check`]: `pushprobe check`'s table and JSON renderings (pure).
-//! - [`cli`]: commands, exit codes and logging set-up.
+//! - [`cli`]: commands and logging set-up; [`exit`]: the exit codes both it and [`exec`] use.
 
 pub mod agent;
 pub mod check;
@@ -23,6 +23,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod exec;
+pub mod exit;
 pub mod exposition;
 pub mod listener;
 pub mod pricing;
