@@ -7,6 +7,7 @@ use std::path::Path;
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 
+use super::probe::PROBE_KINDS;
 use super::{ConfigError, ConfigFile};
 
 /// Environment variable prefix for configuration overrides.
@@ -39,19 +40,44 @@ pub fn figment_for(path: &Path) -> Figment {
 pub(super) fn describe_figment_error(e: figment::Error) -> String {
     e.into_iter()
         .map(|e| {
-            let key = if e.path.is_empty() {
-                String::new()
-            } else {
-                format!("{}: ", e.path.join("."))
-            };
             let source = e
                 .metadata
                 .as_ref()
                 .and_then(|m| m.source.as_ref())
                 .map(|s| format!(" (in {s})"))
                 .unwrap_or_default();
+            if let Some(message) = unknown_probe_kind(&e) {
+                return format!("{message}{source}");
+            }
+            let key = if e.path.is_empty() {
+                String::new()
+            } else {
+                format!("{}: ", e.path.join("."))
+            };
             format!("{key}{}{source}", e.kind)
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// An unknown `kind` of a `[[probe]]`, worded for a person: figment reports it at the probe's
+/// path (`probe.0`) in serde's variant notation, which names neither the key nor the kinds
+/// plainly.
+fn unknown_probe_kind(e: &figment::Error) -> Option<String> {
+    let figment::error::Kind::UnknownVariant(found, expected) = &e.kind else {
+        return None;
+    };
+    if *expected != PROBE_KINDS {
+        return None;
+    }
+    let key = match e.path.as_slice() {
+        [table, index] if index.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("{table}[{index}].kind")
+        }
+        path => format!("{}.kind", path.join(".")),
+    };
+    Some(format!(
+        "{key}: unknown probe kind {found:?}; expected one of: {}",
+        PROBE_KINDS.join(", ")
+    ))
 }

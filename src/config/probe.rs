@@ -287,4 +287,16 @@ mod tests {
         let e = parse(&GOOD.replace("kind = \"http\"", "kind = \"htp\"")).unwrap_err();
         assert!(e.contains("htp") && e.contains("http"), "{e}");
     }
+
+    #[test]
+    fn unknown_kind_names_the_key_and_the_kinds() {
+        let e = parse(&GOOD.replace("kind = \"http\"", "kind = \"gopher\"")).unwrap_err();
+        assert!(
+            e.starts_with(
+                "probe[0].kind: unknown probe kind \"gopher\"; expected one of: http, openai"
+            ),
+            "{e}"
+        );
+        assert!(e.contains("pushprobe.toml"), "{e}");
+    }
 }
