@@ -1,7 +1,7 @@
 //! `[[probe]]`: the probes to run, one table each, whose `kind` picks the schema; the
 //! `kind = "http"` schema and its validation live here, `kind = "openai"` in
-//! [`openai`](super::openai). What every kind shares (a unique name) is checked once, in
-//! [`validate_probes`].
+//! [`openai`](super::openai). What every kind shares (a unique name, a timeout within the
+//! interval) is checked once, in [`validate_probes`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -79,6 +79,22 @@ impl ProbeConfig {
         match self {
             ProbeConfig::Http(p) => &p.name,
             ProbeConfig::Openai(p) => &p.name,
+        }
+    }
+
+    /// How often it runs, as configured.
+    pub fn interval(&self) -> ConfigDuration {
+        match self {
+            ProbeConfig::Http(p) => p.interval,
+            ProbeConfig::Openai(p) => p.interval,
+        }
+    }
+
+    /// The deadline of one request, as configured.
+    pub fn timeout(&self) -> ConfigDuration {
+        match self {
+            ProbeConfig::Http(p) => p.timeout,
+            ProbeConfig::Openai(p) => p.timeout,
         }
     }
 }
@@ -204,6 +220,7 @@ pub(super) fn validate_probes(
                 format!("{:?} is used by another probe", p.name()),
             );
         }
+        check_timeout_within_interval(c, &key, p);
         let settings = match p {
             ProbeConfig::Http(h) => validate_http_probe(c, &key, h).map(ProbeSettings::Http),
             ProbeConfig::Openai(o) => {
@@ -213,6 +230,23 @@ pub(super) fn validate_probes(
         out.extend(settings);
     }
     out
+}
+
+/// Refuses a timeout longer than the interval, as scrapes do: runs would then overrun and
+/// the probe would report less often than configured, without a word.
+fn check_timeout_within_interval(c: &mut Checker<'_>, key: &str, p: &ProbeConfig) {
+    let (interval, timeout) = (p.interval(), p.timeout());
+    // A zero is reported under its own key; comparing with it would only add noise.
+    if interval.0.is_zero() || timeout.0.is_zero() || timeout <= interval {
+        return;
+    }
+    c.fail(
+        format!("{key}.timeout"),
+        format!(
+            "{timeout} is longer than {key}.interval ({interval}); shorten the timeout or \
+             lengthen the interval"
+        ),
+    );
 }
 
 /// Validates one `kind = "http"` probe.
@@ -298,5 +332,36 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("pushprobe.toml"), "{e}");
+    }
+
+    #[test]
+    fn a_timeout_longer_than_the_interval_is_refused() {
+        let e = parse(&GOOD.replace("timeout = \"5s\"", "timeout = \"45s\"")).unwrap_err();
+        assert_eq!(
+            e,
+            "probe[0].timeout: 45s is longer than probe[0].interval (30s); shorten the timeout \
+             or lengthen the interval (in pushprobe.toml)"
+        );
+        // The default timeout (10s) against a shorter interval.
+        let e = parse(
+            &GOOD
+                .replace("timeout = \"5s\"\n", "")
+                .replace("\"30s\"", "\"2s\""),
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("probe[0].timeout: 10s is longer than probe[0].interval (2s)"),
+            "{e}"
+        );
+        let openai = "[[probe]]\nname = \"ai\"\nkind = \"openai\"\n\
+                      base_url = \"https://api.example.com/v1\"\napi_key_file = \"key\"\n\
+                      model = \"m\"\nchecks = [\"models\"]\ninterval = \"10s\"\ntimeout = \"30s\"\n";
+        let e = super::super::tests::parse_in_jail(openai, &[], &[("key", "sk-1\n")]).unwrap_err();
+        assert!(
+            e.starts_with("probe[0].timeout: 30s is longer than probe[0].interval (10s)"),
+            "{e}"
+        );
+        // Equal is fine: a run may take the whole interval.
+        parse(&GOOD.replace("timeout = \"5s\"", "timeout = \"30s\"")).unwrap();
     }
 }
