@@ -14,20 +14,10 @@ use tokio_util::sync::CancellationToken;
 use crate::agent::{Agent, AgentError, OnceSummary};
 use crate::config::{self, ConfigError, PushMethod, Settings};
 use crate::exec;
+pub use crate::exit::{
+    EXIT_CONFIG, EXIT_DELIVERY_FAILED, EXIT_INTERNAL, EXIT_OK, EXIT_PROBE_FAILED, EXIT_USAGE,
+};
 use crate::series::Registry;
-
-/// Everything went as it should.
-pub const EXIT_OK: u8 = 0;
-/// At least one probe failed (its results were still delivered).
-pub const EXIT_PROBE_FAILED: u8 = 1;
-/// The command line was wrong.
-pub const EXIT_USAGE: u8 = 2;
-/// Some samples could not be delivered before the deadline.
-pub const EXIT_DELIVERY_FAILED: u8 = 3;
-/// Something unexpected inside pushprobe.
-pub const EXIT_INTERNAL: u8 = 70;
-/// The configuration is invalid.
-pub const EXIT_CONFIG: u8 = 78;
 
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -194,7 +194,7 @@ pub async fn run(program: &OsString, args: &[OsString], signals: &mut Signals) -
         Ok(s) => exit_code(s),
         Err(e) => {
             tracing::error!(error = %e, "could not wait for the command");
-            crate::cli::EXIT_INTERNAL
+            crate::exit::EXIT_INTERNAL
         }
     };
     JobOutcome {

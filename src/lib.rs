@@ -16,7 +16,7 @@
 //! - [`agent`]: wiring: schedules probes, fans samples out to queues, drains on shutdown.
 //! - [`exec`]: `pushprobe exec`, a command run as a monitored job.
 //! - [`check`]: `pushprobe check`'s table and JSON renderings (pure).
-//! - [`cli`]: commands, exit codes and logging set-up.
+//! - [`cli`]: commands and logging set-up; [`exit`]: the exit codes both it and [`exec`] use.
 
 #![deny(unsafe_code)]
 
@@ -26,6 +26,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod exec;
+pub mod exit;
 pub mod exposition;
 pub mod http_client;
 pub mod listener;

@@ -37,7 +37,7 @@ fn config(write_url: &str, target_url: &str, listen: u16, remote_write_extra: &s
          kind = \"http\"\n\
          url = {}\n\
          interval = \"1s\"\n\
-         timeout = \"5s\"\n",
+         timeout = \"1s\"\n",
         toml_string(write_url),
         toml_string(target_url),
     )

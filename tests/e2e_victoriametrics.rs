@@ -181,6 +181,7 @@ name = "local"
 kind = "http"
 url = "http://127.0.0.1:9/"
 interval = "1s"
+timeout = "1s"
 "#;
     let agent = Pushprobe::with_config(config);
     let run = agent.config_check().await;

@@ -128,7 +128,7 @@ const AI_KEY: &str = "sk-dashboard-test";
 fn ai_probe(name: &str, base: &str, key_env: &str, model: &str, extra: &str) -> String {
     format!(
         "\n[[probe]]\nname = {}\nkind = \"openai\"\nbase_url = {}\napi_key_env = {}\nmodel = {}\n\
-         interval = \"1s\"\ntimeout = \"5s\"\n{extra}",
+         interval = \"1s\"\ntimeout = \"1s\"\n{extra}",
         toml_string(name),
         toml_string(base),
         toml_string(key_env),
@@ -138,7 +138,7 @@ fn ai_probe(name: &str, base: &str, key_env: &str, model: &str, extra: &str) -> 
 
 fn probe(name: &str, url: &str, extra: &str) -> String {
     format!(
-        "\n[[probe]]\nname = {}\nkind = \"http\"\nurl = {}\ninterval = \"1s\"\ntimeout = \"2s\"\n{extra}",
+        "\n[[probe]]\nname = {}\nkind = \"http\"\nurl = {}\ninterval = \"1s\"\ntimeout = \"1s\"\n{extra}",
         toml_string(name),
         toml_string(url),
     )

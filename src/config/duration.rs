@@ -1,4 +1,6 @@
-//! Durations written the Prometheus way: `500ms`, `30s`, `5m`, `1h30m`, `1d`.
+//! Durations written the Prometheus way: `500ms`, `30s`, `5m`, `1h30m`, `1d`; units from
+//! largest to smallest, each at most once, so `1s1m` and `1s1s` are refused as Prometheus
+//! refuses them.
 
 use std::fmt;
 use std::time::Duration;
@@ -7,7 +9,19 @@ use std::time::Duration;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct ConfigDuration(pub Duration);
 
-/// Parses a Prometheus-style duration.
+/// The units, largest first, with their length in milliseconds; Prometheus' order.
+const UNITS: [(&str, u128); 7] = [
+    ("y", 31_536_000_000),
+    ("w", 604_800_000),
+    ("d", 86_400_000),
+    ("h", 3_600_000),
+    ("m", 60_000),
+    ("s", 1_000),
+    ("ms", 1),
+];
+
+/// Parses a Prometheus-style duration: units from largest to smallest, each at most once,
+/// as Prometheus' `model.ParseDuration` takes them.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     if t.is_empty() {
@@ -18,6 +32,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
     let mut total_ms: u128 = 0;
     let mut rest = t;
+    // Index in UNITS of the previous unit: each must be smaller than the one before it.
+    let mut previous: Option<usize> = None;
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(|b| b.is_ascii_digit()).count();
         if digits == 0 {
@@ -30,24 +46,29 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .map_err(|_| format!("{text:?}: number too large"))?;
         rest = &rest[digits..];
         let unit_len = rest.bytes().take_while(|b| b.is_ascii_alphabetic()).count();
-        let unit_ms: u128 = match &rest[..unit_len] {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "w" => 604_800_000,
-            "y" => 31_536_000_000,
-            "" => return Err(format!("{text:?}: missing unit (ms, s, m, h, d, w, y)")),
-            u => {
-                return Err(format!(
-                    "{text:?}: unknown unit {u:?} (ms, s, m, h, d, w, y)"
-                ))
-            }
+        let unit = &rest[..unit_len];
+        let Some(index) = UNITS.iter().position(|(u, _)| *u == unit) else {
+            return Err(if unit.is_empty() {
+                format!("{text:?}: missing unit (ms, s, m, h, d, w, y)")
+            } else {
+                format!("{text:?}: unknown unit {unit:?} (ms, s, m, h, d, w, y)")
+            });
         };
+        if let Some(p) = previous.filter(|p| *p >= index) {
+            let problem = if p == index {
+                format!("unit {unit:?} is repeated")
+            } else {
+                format!("unit {unit:?} comes after the smaller {:?}", UNITS[p].0)
+            };
+            return Err(format!(
+                "{text:?}: {problem}; write units from largest to smallest, each once \
+                 (y, w, d, h, m, s, ms), e.g. \"1h30m\""
+            ));
+        }
+        previous = Some(index);
         rest = &rest[unit_len..];
         total_ms = n
-            .checked_mul(unit_ms)
+            .checked_mul(UNITS[index].1)
             .and_then(|v| v.checked_add(total_ms))
             .ok_or_else(|| format!("{text:?}: duration too large"))?;
     }
@@ -118,6 +139,38 @@ mod tests {
     fn formats_back() {
         for t in ["30s", "1h30m", "250ms", "1d2h"] {
             assert_eq!(format_duration(parse_duration(t).unwrap()), t);
+        }
+    }
+
+    #[test]
+    fn units_go_from_largest_to_smallest_each_once() {
+        let ok = [
+            ("1h30m", Duration::from_secs(5400)),
+            ("1m30s500ms", Duration::from_millis(90_500)),
+            (
+                "1y1w1d1h1m1s1ms",
+                Duration::from_millis(
+                    31_536_000_000 + 604_800_000 + 86_400_000 + 3_600_000 + 61_001,
+                ),
+            ),
+            ("2d12h", Duration::from_secs(216_000)),
+            ("0s", Duration::ZERO),
+        ];
+        for (text, want) in ok {
+            assert_eq!(parse_duration(text), Ok(want), "{text}");
+        }
+        let refused = [
+            ("1s1m", "unit \"m\" comes after the smaller \"s\""),
+            ("1s1s", "unit \"s\" is repeated"),
+            ("1m1h", "unit \"h\" comes after the smaller \"m\""),
+            ("500ms1s", "unit \"s\" comes after the smaller \"ms\""),
+            ("1h30m1h", "unit \"h\" comes after the smaller \"m\""),
+            ("1d1d", "unit \"d\" is repeated"),
+        ];
+        for (text, want) in refused {
+            let e = parse_duration(text).unwrap_err();
+            assert!(e.contains(want), "{text}: {e}");
+            assert!(e.contains("largest to smallest"), "{text}: {e}");
         }
     }
 }

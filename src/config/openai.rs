@@ -1,4 +1,6 @@
-//! Schema and validation of `kind = "openai"` probes and of the top-level `[pricing]` table.
+//! Schema and validation of `kind = "openai"` probes and of the top-level `[pricing]` table,
+//! with the plain types the probe shares with its schema: [`Check`], [`TokenLimitField`] and
+//! the key's [`KeySource`] and [`diagnose_key`] (pure; the probe re-exports them).
 //!
 //! The API key is never in the file: `api_key_env` names a variable, `api_key_file` a file.
 //! Both are checked here, so that `config check` says "api_key_env RELAY_API_KEY is not set",
@@ -13,8 +15,114 @@ use serde::{Deserialize, Serialize};
 
 use super::{validate_buckets, Checker, ConfigDuration, TlsConfig};
 use crate::pricing::{Price, PriceTable};
-use crate::probe::openai::classify::{diagnose_key, KeyDiagnosis, KeySource};
-use crate::probe::openai::{Check, TokenLimitField};
+
+/// One request a probe run makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Check {
+    /// `GET /models`: free; is the configured model listed?
+    Models,
+    /// `POST /chat/completions`: paid.
+    Chat,
+    /// `POST /chat/completions` with `"stream": true`: paid; time to first token.
+    ChatStream,
+}
+
+/// The request field that carries the chat checks' output-token limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenLimitField {
+    /// `max_tokens`: what most OpenAI-compatible APIs take.
+    #[default]
+    MaxTokens,
+    /// `max_completion_tokens`: what OpenAI's reasoning models require (they refuse
+    /// `max_tokens` with a 400).
+    MaxCompletionTokens,
+}
+
+impl TokenLimitField {
+    /// The JSON field name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenLimitField::MaxTokens => "max_tokens",
+            TokenLimitField::MaxCompletionTokens => "max_completion_tokens",
+        }
+    }
+}
+
+impl Check {
+    /// The `check` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Check::Models => "models",
+            Check::Chat => "chat",
+            Check::ChatStream => "chat_stream",
+        }
+    }
+
+    /// Whether the check spends tokens (and so pauses when the spend guard engages).
+    pub fn is_paid(self) -> bool {
+        !matches!(self, Check::Models)
+    }
+}
+
+/// Where the API key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// An environment variable, by name.
+    Env(String),
+    /// A file whose contents (one trailing newline removed) are the key.
+    File(PathBuf),
+}
+
+/// The state of the key when a check ran, described without its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyDiagnosis {
+    /// Present and well-formed.
+    Fine,
+    /// The variable is not set (or not valid Unicode).
+    Unset,
+    /// The file could not be read.
+    Unreadable(String),
+    /// Present with a defect, as [`crate::secret::describe_defect`] names it.
+    Defect(&'static str),
+}
+
+impl KeySource {
+    /// Names the source for messages: `api_key_env RELAY_API_KEY` or `api_key_file /path`.
+    pub fn describe(&self) -> String {
+        match self {
+            KeySource::Env(v) => format!("api_key_env {v}"),
+            KeySource::File(p) => format!("api_key_file {}", p.display()),
+        }
+    }
+
+    /// A sentence about the key's state, for logs and `config check`; never its value.
+    pub fn explain(&self, d: &KeyDiagnosis) -> String {
+        let src = self.describe();
+        match d {
+            KeyDiagnosis::Fine => format!("the key from {src} is well-formed"),
+            KeyDiagnosis::Unset => format!("{src} is not set"),
+            KeyDiagnosis::Unreadable(e) => format!("{src} cannot be read: {e}"),
+            KeyDiagnosis::Defect(what) => match self {
+                KeySource::Env(_) => format!("{src} is set but {what}"),
+                KeySource::File(_) => format!("{src} {what}"),
+            },
+        }
+    }
+}
+
+/// Diagnoses a key read from its source (`None`: unset; `Err`: unreadable file).
+pub fn diagnose_key(value: Result<Option<&str>, &str>) -> KeyDiagnosis {
+    match value {
+        Err(e) => KeyDiagnosis::Unreadable(e.to_string()),
+        Ok(None) => KeyDiagnosis::Unset,
+        Ok(Some(v)) => match crate::secret::describe_defect(v) {
+            Some(d) => KeyDiagnosis::Defect(d),
+            None => KeyDiagnosis::Fine,
+        },
+    }
+}
 
 /// Default prompt: short, so a probe costs a few tokens.
 pub const DEFAULT_PROMPT: &str = "ping";
@@ -401,6 +509,40 @@ mod tests {
             ProbeSettings::Openai(o) => o,
             other => panic!("not an openai probe: {other:?}"),
         }
+    }
+
+    #[test]
+    fn key_defects_are_explained_without_the_key() {
+        let env = KeySource::Env("RELAY_API_KEY".into());
+        let cases = [
+            (Ok(None), "api_key_env RELAY_API_KEY is not set"),
+            (
+                Ok(Some("")),
+                "api_key_env RELAY_API_KEY is set but is empty",
+            ),
+            (
+                Ok(Some("sk-123 ")),
+                "api_key_env RELAY_API_KEY is set but has leading or trailing whitespace",
+            ),
+            (
+                Ok(Some("sk-123\n")),
+                "api_key_env RELAY_API_KEY is set but ends with a newline",
+            ),
+            (
+                Ok(Some("sk-123")),
+                "the key from api_key_env RELAY_API_KEY is well-formed",
+            ),
+        ];
+        for (value, want) in cases {
+            let got = env.explain(&diagnose_key(value));
+            assert_eq!(got, want);
+            assert!(!got.contains("sk-123"));
+        }
+        let file = KeySource::File("/run/key".into());
+        assert_eq!(
+            file.explain(&diagnose_key(Err("No such file"))),
+            "api_key_file /run/key cannot be read: No such file"
+        );
     }
 
     #[test]

@@ -1108,7 +1108,7 @@ pub fn basic_config(write_url: &str, probes: &[(&str, &str)], interval: &str) ->
     );
     for (name, url) in probes {
         toml.push_str(&format!(
-            "\n[[probe]]\nname = {}\nkind = \"http\"\nurl = {}\ninterval = {}\ntimeout = \"5s\"\n",
+            "\n[[probe]]\nname = {}\nkind = \"http\"\nurl = {}\ninterval = {}\ntimeout = \"1s\"\n",
             toml_string(name),
             toml_string(url),
             toml_string(interval),

@@ -1,10 +1,10 @@
 //! Failure classification: a bounded set of reasons (safe as a label value) with a message a
-//! person can act on, plus diagnosis of the API key and `Retry-After`. Pure functions.
-
-use std::path::PathBuf;
+//! person can act on, plus `Retry-After`. Pure functions. The key diagnosis is shared with
+//! `config check`, so it lives in [`crate::config::openai`] and is re-exported here.
 
 use super::response::{error_hint, ErrorHint};
 use super::Check;
+pub use crate::config::openai::{diagnose_key, KeyDiagnosis, KeySource};
 
 /// Why a check failed; the `reason` label. The set is closed so series stay bounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -80,64 +80,6 @@ impl Reason {
             Reason::StreamInterrupted => "stream_interrupted",
             Reason::Request => "request",
         }
-    }
-}
-
-/// Where the API key comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeySource {
-    /// An environment variable, by name.
-    Env(String),
-    /// A file whose contents (one trailing newline removed) are the key.
-    File(PathBuf),
-}
-
-/// The state of the key when a check ran, described without its value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyDiagnosis {
-    /// Present and well-formed.
-    Fine,
-    /// The variable is not set (or not valid Unicode).
-    Unset,
-    /// The file could not be read.
-    Unreadable(String),
-    /// Present with a defect, as [`crate::secret::describe_defect`] names it.
-    Defect(&'static str),
-}
-
-impl KeySource {
-    /// Names the source for messages: `api_key_env RELAY_API_KEY` or `api_key_file /path`.
-    pub fn describe(&self) -> String {
-        match self {
-            KeySource::Env(v) => format!("api_key_env {v}"),
-            KeySource::File(p) => format!("api_key_file {}", p.display()),
-        }
-    }
-
-    /// A sentence about the key's state, for logs and `config check`; never its value.
-    pub fn explain(&self, d: &KeyDiagnosis) -> String {
-        let src = self.describe();
-        match d {
-            KeyDiagnosis::Fine => format!("the key from {src} is well-formed"),
-            KeyDiagnosis::Unset => format!("{src} is not set"),
-            KeyDiagnosis::Unreadable(e) => format!("{src} cannot be read: {e}"),
-            KeyDiagnosis::Defect(what) => match self {
-                KeySource::Env(_) => format!("{src} is set but {what}"),
-                KeySource::File(_) => format!("{src} {what}"),
-            },
-        }
-    }
-}
-
-/// Diagnoses a key read from its source (`None`: unset; `Err`: unreadable file).
-pub fn diagnose_key(value: Result<Option<&str>, &str>) -> KeyDiagnosis {
-    match value {
-        Err(e) => KeyDiagnosis::Unreadable(e.to_string()),
-        Ok(None) => KeyDiagnosis::Unset,
-        Ok(Some(v)) => match crate::secret::describe_defect(v) {
-            Some(d) => KeyDiagnosis::Defect(d),
-            None => KeyDiagnosis::Fine,
-        },
     }
 }
 
@@ -281,40 +223,6 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn key_defects_are_explained_without_the_key() {
-        let env = KeySource::Env("RELAY_API_KEY".into());
-        let cases = [
-            (Ok(None), "api_key_env RELAY_API_KEY is not set"),
-            (
-                Ok(Some("")),
-                "api_key_env RELAY_API_KEY is set but is empty",
-            ),
-            (
-                Ok(Some("sk-123 ")),
-                "api_key_env RELAY_API_KEY is set but has leading or trailing whitespace",
-            ),
-            (
-                Ok(Some("sk-123\n")),
-                "api_key_env RELAY_API_KEY is set but ends with a newline",
-            ),
-            (
-                Ok(Some("sk-123")),
-                "the key from api_key_env RELAY_API_KEY is well-formed",
-            ),
-        ];
-        for (value, want) in cases {
-            let got = env.explain(&diagnose_key(value));
-            assert_eq!(got, want);
-            assert!(!got.contains("sk-123"));
-        }
-        let file = KeySource::File("/run/key".into());
-        assert_eq!(
-            file.explain(&diagnose_key(Err("No such file"))),
-            "api_key_file /run/key cannot be read: No such file"
-        );
-    }
 
     #[test]
     fn statuses_map_to_bounded_reasons() {

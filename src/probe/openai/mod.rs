@@ -12,57 +12,7 @@ pub mod response;
 pub mod spend;
 pub mod sse;
 
-use serde::{Deserialize, Serialize};
-
-/// One request a probe run makes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Check {
-    /// `GET /models`: free; is the configured model listed?
-    Models,
-    /// `POST /chat/completions`: paid.
-    Chat,
-    /// `POST /chat/completions` with `"stream": true`: paid; time to first token.
-    ChatStream,
-}
-
-/// The request field that carries the chat checks' output-token limit.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TokenLimitField {
-    /// `max_tokens`: what most OpenAI-compatible APIs take.
-    #[default]
-    MaxTokens,
-    /// `max_completion_tokens`: what OpenAI's reasoning models require (they refuse
-    /// `max_tokens` with a 400).
-    MaxCompletionTokens,
-}
-
-impl TokenLimitField {
-    /// The JSON field name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TokenLimitField::MaxTokens => "max_tokens",
-            TokenLimitField::MaxCompletionTokens => "max_completion_tokens",
-        }
-    }
-}
-
-impl Check {
-    /// The `check` label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Check::Models => "models",
-            Check::Chat => "chat",
-            Check::ChatStream => "chat_stream",
-        }
-    }
-
-    /// Whether the check spends tokens (and so pauses when the spend guard engages).
-    pub fn is_paid(self) -> bool {
-        !matches!(self, Check::Models)
-    }
-}
+pub use crate::config::openai::{Check, TokenLimitField};
 
 use std::collections::HashSet;
 use std::sync::Arc;

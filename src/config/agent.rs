@@ -1,0 +1,317 @@
+//! `[agent]` and `[agent.queue]`: agent-wide settings (external labels, drain, the listener,
+//! threads) and the disk queue, and their validation into [`AgentSettings`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ByteSize, Checker, ConfigDuration};
+use crate::queue::disk::{DiskQueueOptions, FsyncPolicy};
+
+/// Most runtime threads `agent.worker_threads` accepts: more than any edge host has cores.
+pub const MAX_WORKER_THREADS: usize = 64;
+
+/// Agent-wide settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Labels added to every series sent (a series' own label of the same name wins).
+    pub external_labels: BTreeMap<String, String>,
+    /// How long `run` keeps sending after SIGINT/SIGTERM, and `once` waits for delivery.
+    pub drain_timeout: ConfigDuration,
+    /// How often the agent's own metrics are recorded.
+    pub self_metrics_interval: ConfigDuration,
+    /// Address of the optional health/metrics listener (`/-/healthy`, `/-/ready`, `/metrics`)
+    /// for `run`, e.g. `0.0.0.0:9465`; unset means no listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// Directory for durable state; samples are queued on disk in `<data_dir>/queue` and
+    /// survive restarts. Unset: in-memory queues, lost on restart.
+    pub data_dir: Option<PathBuf>,
+    /// The disk queue (`[agent.queue]`), used when `data_dir` is set.
+    pub queue: QueueConfig,
+    /// How often the metadata (type, help, unit) of scraped families is sent to each
+    /// remote-write receiver; Prometheus' default is 1m. `0s` turns it off.
+    pub metadata_interval: ConfigDuration,
+    /// Threads that run `run`'s probes, scrapes and sends. Unset: 1, or 2 with `data_dir`,
+    /// so that a slow disk sync never holds up every task. A signed integer, so that any
+    /// number gets the range message rather than a type error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_threads: Option<i64>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            external_labels: BTreeMap::new(),
+            drain_timeout: ConfigDuration(Duration::from_secs(15)),
+            self_metrics_interval: ConfigDuration(Duration::from_secs(15)),
+            listen: None,
+            data_dir: None,
+            queue: QueueConfig::default(),
+            metadata_interval: ConfigDuration(Duration::from_secs(60)),
+            worker_threads: None,
+        }
+    }
+}
+
+/// When the disk queue forces data to stable storage (see `queue::disk`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncMode {
+    /// After every append: a power loss loses nothing; one fsync per append.
+    Always,
+    /// Every `fsync_interval`: a power loss loses up to one interval.
+    Interval,
+    /// Left to the kernel: a power loss loses what the page cache held.
+    Never,
+}
+
+/// Disk queue settings (`[agent.queue]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Most bytes the queue may use, as bytes or e.g. "1GiB"; the oldest data goes first.
+    pub max_disk_bytes: ByteSize,
+    /// Sync policy.
+    pub fsync: FsyncMode,
+    /// Period of `fsync = "interval"`.
+    pub fsync_interval: ConfigDuration,
+    /// Samples older than this when sent are dropped (receivers refuse too old samples).
+    pub max_sample_age: Option<ConfigDuration>,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        let d = DiskQueueOptions::default();
+        QueueConfig {
+            max_disk_bytes: ByteSize(d.max_disk_bytes),
+            fsync: FsyncMode::Interval,
+            fsync_interval: ConfigDuration(Duration::from_secs(1)),
+            max_sample_age: None,
+        }
+    }
+}
+
+/// Validated agent settings.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    /// External labels, validated.
+    pub external_labels: crate::series::Labels,
+    /// Drain deadline.
+    pub drain_timeout: Duration,
+    /// Self-metrics period.
+    pub self_metrics_interval: Duration,
+    /// Health/metrics listener address, if any.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Directory for durable state; `None` means in-memory queues.
+    pub data_dir: Option<PathBuf>,
+    /// Disk queue settings, validated (used when `data_dir` is set).
+    pub disk_queue: DiskQueueOptions,
+    /// Period of the scrape-metadata sends; `None`: not sent.
+    pub metadata_interval: Option<Duration>,
+    /// Threads that run `run`'s tasks; 1 means a single-threaded runtime.
+    pub worker_threads: usize,
+}
+
+/// Validates `[agent]`; errors name `agent.<key>`.
+pub(super) fn validate_agent(c: &mut Checker<'_>, a: &AgentConfig) -> AgentSettings {
+    let ext = c.labels("agent.external_labels", &a.external_labels);
+    let external_labels = crate::series::Labels::from_pairs(ext).unwrap_or_default();
+    if a.data_dir
+        .as_ref()
+        .is_some_and(|d| d.as_os_str().is_empty())
+    {
+        c.fail(
+            "agent.data_dir",
+            "must not be empty (leave it out for memory queues)",
+        );
+    }
+    let self_metrics_interval = c.positive(
+        "agent.self_metrics_interval".into(),
+        a.self_metrics_interval,
+    );
+    let listen = a.listen.as_deref().and_then(|text| listen_address(c, text));
+    let disk_queue = validate_queue(c, &a.queue);
+    let worker_threads = worker_threads(c, a);
+    AgentSettings {
+        external_labels,
+        drain_timeout: a.drain_timeout.0,
+        self_metrics_interval,
+        listen,
+        data_dir: a.data_dir.clone(),
+        disk_queue,
+        metadata_interval: Some(a.metadata_interval.0).filter(|d| !d.is_zero()),
+        worker_threads,
+    }
+}
+
+/// Reads `agent.listen`.
+fn listen_address(c: &mut Checker<'_>, text: &str) -> Option<std::net::SocketAddr> {
+    // A socket address, not a host name: the listener binds before any DNS is consulted, and
+    // `localhost` resolving to ::1 only would surprise a probe.
+    match text.parse::<std::net::SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            c.fail(
+                "agent.listen",
+                format!("{text:?} is not an IP:port address, e.g. \"0.0.0.0:9465\""),
+            );
+            None
+        }
+    }
+}
+
+/// Reads `agent.worker_threads`, defaulting to 1, or 2 with a disk queue.
+fn worker_threads(c: &mut Checker<'_>, a: &AgentConfig) -> usize {
+    let Some(n) = a.worker_threads else {
+        return if a.data_dir.is_some() { 2 } else { 1 };
+    };
+    match usize::try_from(n) {
+        Ok(n) if (1..=MAX_WORKER_THREADS).contains(&n) => n,
+        _ => {
+            c.fail(
+                "agent.worker_threads",
+                format!(
+                    "must be between 1 and {MAX_WORKER_THREADS}, got {n}; leave it \
+                     out for 1 (2 with data_dir)"
+                ),
+            );
+            1
+        }
+    }
+}
+
+/// Turns `[agent.queue]` into disk queue options; errors name `agent.queue.<key>`.
+fn validate_queue(c: &mut Checker<'_>, q: &QueueConfig) -> DiskQueueOptions {
+    let fsync = match q.fsync {
+        FsyncMode::Always => FsyncPolicy::Always,
+        FsyncMode::Never => FsyncPolicy::Never,
+        FsyncMode::Interval => {
+            FsyncPolicy::Interval(c.positive("agent.queue.fsync_interval".into(), q.fsync_interval))
+        }
+    };
+    let opts = DiskQueueOptions {
+        max_disk_bytes: q.max_disk_bytes.0,
+        fsync,
+        max_sample_age: q
+            .max_sample_age
+            .map(|a| c.positive("agent.queue.max_sample_age".into(), a)),
+        ..DiskQueueOptions::default()
+    };
+    if let Err(crate::queue::QueueError::InvalidOptions { field, message }) = opts.validate() {
+        // Zero durations were reported above, under their own keys.
+        if field == "max_disk_bytes" {
+            c.fail(format!("agent.queue.{field}"), message);
+        }
+    }
+    opts
+}
+
+// figment's Jail closures return figment's own (large) error type; that is its API, not ours.
+#[cfg(test)]
+#[allow(clippy::result_large_err)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::tests::{parse, GOOD};
+    use super::*;
+
+    #[test]
+    fn disk_queue_keys_validate_and_default() {
+        let s = parse(GOOD).unwrap();
+        assert_eq!(s.agent.data_dir, None);
+        assert_eq!(s.agent.disk_queue, DiskQueueOptions::default());
+
+        let toml = format!(
+            "{}\n[agent.queue]\nmax_disk_bytes = \"256MiB\"\nfsync = \"always\"\nmax_sample_age = \"2h\"\n",
+            GOOD.replace("[agent]", "[agent]\n        data_dir = \"/var/lib/pushprobe\"")
+        );
+        let s = parse(&toml).unwrap();
+        assert_eq!(
+            s.agent.data_dir.as_deref(),
+            Some(Path::new("/var/lib/pushprobe"))
+        );
+        assert_eq!(s.agent.disk_queue.max_disk_bytes, 256 << 20);
+        assert_eq!(s.agent.disk_queue.fsync, FsyncPolicy::Always);
+        assert_eq!(
+            s.agent.disk_queue.max_sample_age,
+            Some(Duration::from_secs(7200))
+        );
+
+        let toml = format!(
+            "{GOOD}\n[agent.queue]\nmax_disk_bytes = 1048576\nfsync_interval = \"250ms\"\n"
+        );
+        let s = parse(&toml).unwrap();
+        assert_eq!(s.agent.disk_queue.max_disk_bytes, 1 << 20);
+        assert_eq!(
+            s.agent.disk_queue.fsync,
+            FsyncPolicy::Interval(Duration::from_millis(250))
+        );
+    }
+
+    #[test]
+    fn disk_queue_errors_name_the_key() {
+        let e = parse(&format!(
+            "{GOOD}\n[agent.queue]\nmax_disk_bytes = \"10KiB\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.starts_with("agent.queue.max_disk_bytes: "), "{e}");
+        let e = parse(&format!("{GOOD}\n[agent.queue]\nfsync_interval = \"0s\"\n")).unwrap_err();
+        assert_eq!(
+            e,
+            "agent.queue.fsync_interval: must be > 0 (in pushprobe.toml)"
+        );
+        let e = parse(&format!("{GOOD}\n[agent.queue]\nfsync = \"sometimes\"\n")).unwrap_err();
+        assert!(
+            e.contains("agent.queue.fsync") && e.contains("sometimes"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "{GOOD}\n[agent.queue]\nmax_disk_bytes = \"1.5GiB\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("agent.queue.max_disk_bytes") && e.contains("unknown unit"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn listen_is_an_optional_socket_address() {
+        assert_eq!(parse(GOOD).unwrap().agent.listen, None);
+        let with = |v: &str| GOOD.replace("[agent]", &format!("[agent]\nlisten = {v:?}"));
+        assert_eq!(
+            parse(&with("0.0.0.0:9465")).unwrap().agent.listen,
+            Some("0.0.0.0:9465".parse().unwrap())
+        );
+        let e = parse(&with("localhost:9465")).unwrap_err();
+        assert!(
+            e.starts_with("agent.listen: \"localhost:9465\" is not an IP:port"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn worker_threads_default_to_one_and_are_bounded() {
+        assert_eq!(parse(GOOD).unwrap().agent.worker_threads, 1);
+        let with = |v: &str| GOOD.replace("[agent]", &format!("[agent]\nworker_threads = {v}"));
+        assert_eq!(parse(&with("4")).unwrap().agent.worker_threads, 4);
+        // With a disk queue, a second thread keeps a slow sync from holding up every task.
+        let disk = GOOD.replace("[agent]", "[agent]\ndata_dir = \"/var/lib/pushprobe\"");
+        assert_eq!(parse(&disk).unwrap().agent.worker_threads, 2);
+        let one = disk.replace("[agent]", "[agent]\nworker_threads = 1");
+        assert_eq!(parse(&one).unwrap().agent.worker_threads, 1);
+        for bad in ["0", "65", "-1", "70000"] {
+            let e = parse(&with(bad)).unwrap_err();
+            assert!(
+                e.starts_with(&format!(
+                    "agent.worker_threads: must be between 1 and 64, got {bad}"
+                )),
+                "{e}"
+            );
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! `[[probe]]`: the probes to run, one table each, whose `kind` picks the schema; the
+//! `kind = "http"` schema and its validation live here, `kind = "openai"` in
+//! [`openai`](super::openai). What every kind shares (a unique name, a timeout within the
+//! interval) is checked once, in [`validate_probes`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::load::describe_figment_error;
+use super::openai::{validate_openai_probe, OpenAiProbeConfig, OpenAiProbeSettings};
+use super::{default_true, validate_buckets, Checker, ConfigDuration, TlsConfig};
+use crate::pricing::PriceTable;
+
+fn default_interval() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(30))
+}
+fn default_probe_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(10))
+}
+fn default_method() -> String {
+    "GET".into()
+}
+
+/// One probe; `kind` selects what it does.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ProbeConfig {
+    /// An HTTP(S) request checked for status and timed by phase.
+    Http(HttpProbeConfig),
+    /// An OpenAI-compatible API: model list, chat and streamed chat.
+    Openai(OpenAiProbeConfig),
+}
+
+/// The probe kinds `kind` accepts.
+pub(super) const PROBE_KINDS: &[&str] = &["http", "openai"];
+
+// serde's derived `tag = "kind"` buffers the table before picking a variant, and an error
+// inside the variant then loses its field name ("probe.0: not a duration"). Reading the table
+// as a figment value first and deserializing the variant from it keeps the field in the
+// message ("probe.0: interval: not a duration").
+impl<'de> Deserialize<'de> for ProbeConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let value = <figment::value::Value as Deserialize>::deserialize(d)?;
+        let Some(mut table) = value.into_dict() else {
+            return Err(D::Error::custom("each [[probe]] must be a table"));
+        };
+        let kind = match table.remove("kind") {
+            Some(figment::value::Value::String(_, kind)) => kind,
+            Some(_) => {
+                return Err(D::Error::custom(
+                    "kind: must be a string (\"http\" or \"openai\")",
+                ))
+            }
+            None => return Err(D::Error::missing_field("kind")),
+        };
+        let body = figment::value::Value::from(table);
+        let field_error = |e: figment::Error| D::Error::custom(describe_figment_error(e));
+        match kind.as_str() {
+            "http" => body
+                .deserialize()
+                .map(ProbeConfig::Http)
+                .map_err(field_error),
+            "openai" => body
+                .deserialize()
+                .map(ProbeConfig::Openai)
+                .map_err(field_error),
+            other => Err(D::Error::unknown_variant(other, PROBE_KINDS)),
+        }
+    }
+}
+
+impl ProbeConfig {
+    /// The probe's name.
+    pub fn name(&self) -> &str {
+        match self {
+            ProbeConfig::Http(p) => &p.name,
+            ProbeConfig::Openai(p) => &p.name,
+        }
+    }
+
+    /// How often it runs, as configured.
+    pub fn interval(&self) -> ConfigDuration {
+        match self {
+            ProbeConfig::Http(p) => p.interval,
+            ProbeConfig::Openai(p) => p.interval,
+        }
+    }
+
+    /// The deadline of one request, as configured.
+    pub fn timeout(&self) -> ConfigDuration {
+        match self {
+            ProbeConfig::Http(p) => p.timeout,
+            ProbeConfig::Openai(p) => p.timeout,
+        }
+    }
+}
+
+/// An HTTP probe.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpProbeConfig {
+    /// Unique name; the `probe` label of its series.
+    pub name: String,
+    /// Target URL (http or https).
+    pub url: String,
+    /// How often to probe.
+    #[serde(default = "default_interval")]
+    pub interval: ConfigDuration,
+    /// Deadline for one probe, all phases included.
+    #[serde(default = "default_probe_timeout")]
+    pub timeout: ConfigDuration,
+    /// HTTP method.
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Request body.
+    pub body: Option<String>,
+    /// Status codes that count as success; empty means any 2xx.
+    #[serde(default)]
+    pub valid_status_codes: Vec<u16>,
+    /// Follow redirects (up to 10), as the blackbox exporter does.
+    #[serde(default = "default_true")]
+    pub follow_redirects: bool,
+    /// TLS options.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// Latency histogram upper bounds in seconds.
+    #[serde(default)]
+    pub buckets: Option<Vec<f64>>,
+    /// Extra labels on this probe's series.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A validated probe.
+#[derive(Debug, Clone)]
+pub enum ProbeSettings {
+    /// HTTP probe.
+    Http(HttpProbeSettings),
+    /// OpenAI-compatible API probe.
+    Openai(OpenAiProbeSettings),
+}
+
+impl ProbeSettings {
+    /// The probe's name.
+    pub fn name(&self) -> &str {
+        match self {
+            ProbeSettings::Http(p) => &p.name,
+            ProbeSettings::Openai(p) => &p.name,
+        }
+    }
+
+    /// How often it runs.
+    pub fn interval(&self) -> Duration {
+        match self {
+            ProbeSettings::Http(p) => p.interval,
+            ProbeSettings::Openai(p) => p.interval,
+        }
+    }
+
+    /// Deadline of one run.
+    pub fn timeout(&self) -> Duration {
+        match self {
+            ProbeSettings::Http(p) => p.timeout,
+            ProbeSettings::Openai(p) => p.timeout,
+        }
+    }
+}
+
+/// A validated HTTP probe.
+#[derive(Debug, Clone)]
+pub struct HttpProbeSettings {
+    /// Name.
+    pub name: String,
+    /// Target.
+    pub url: reqwest::Url,
+    /// Period.
+    pub interval: Duration,
+    /// Deadline.
+    pub timeout: Duration,
+    /// Method.
+    pub method: http::Method,
+    /// Headers (names lower-cased).
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Option<String>,
+    /// Accepted status codes; empty means 2xx.
+    pub valid_status_codes: Vec<u16>,
+    /// Follow redirects.
+    pub follow_redirects: bool,
+    /// TLS options.
+    pub tls: TlsConfig,
+    /// Histogram bounds.
+    pub buckets: Arc<[f64]>,
+    /// Extra labels.
+    pub labels: Vec<(String, String)>,
+}
+
+/// Validates the `[[probe]]` tables; errors name `probe[i].<key>`.
+pub(super) fn validate_probes(
+    c: &mut Checker<'_>,
+    probes: &[ProbeConfig],
+    pricing: &Arc<PriceTable>,
+) -> Vec<ProbeSettings> {
+    let mut out = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    for (i, p) in probes.iter().enumerate() {
+        let key = format!("probe[{i}]");
+        if p.name().is_empty() {
+            c.fail(format!("{key}.name"), "must not be empty");
+        } else if !names.insert(p.name()) {
+            c.fail(
+                format!("{key}.name"),
+                format!("{:?} is used by another probe", p.name()),
+            );
+        }
+        check_timeout_within_interval(c, &key, p);
+        let settings = match p {
+            ProbeConfig::Http(h) => validate_http_probe(c, &key, h).map(ProbeSettings::Http),
+            ProbeConfig::Openai(o) => {
+                validate_openai_probe(c, &key, o, pricing).map(ProbeSettings::Openai)
+            }
+        };
+        out.extend(settings);
+    }
+    out
+}
+
+/// Refuses a timeout longer than the interval, as scrapes do: runs would then overrun and
+/// the probe would report less often than configured, without a word.
+fn check_timeout_within_interval(c: &mut Checker<'_>, key: &str, p: &ProbeConfig) {
+    let (interval, timeout) = (p.interval(), p.timeout());
+    // A zero is reported under its own key; comparing with it would only add noise.
+    if interval.0.is_zero() || timeout.0.is_zero() || timeout <= interval {
+        return;
+    }
+    c.fail(
+        format!("{key}.timeout"),
+        format!(
+            "{timeout} is longer than {key}.interval ({interval}); shorten the timeout or \
+             lengthen the interval"
+        ),
+    );
+}
+
+/// Validates one `kind = "http"` probe.
+fn validate_http_probe(
+    c: &mut Checker<'_>,
+    key: &str,
+    h: &HttpProbeConfig,
+) -> Option<HttpProbeSettings> {
+    let url = c.url(format!("{key}.url"), &h.url);
+    let interval = c.positive(format!("{key}.interval"), h.interval);
+    let timeout = c.positive(format!("{key}.timeout"), h.timeout);
+    let method = match http::Method::from_bytes(h.method.to_ascii_uppercase().as_bytes()) {
+        Ok(m) => Some(m),
+        Err(_) => {
+            c.fail(
+                format!("{key}.method"),
+                format!("{:?} is not an HTTP method", h.method),
+            );
+            None
+        }
+    };
+    let headers = c.headers(&format!("{key}.headers"), &h.headers);
+    for code in &h.valid_status_codes {
+        if !(100..=599).contains(code) {
+            c.fail(
+                format!("{key}.valid_status_codes"),
+                format!("{code} is not an HTTP status code"),
+            );
+        }
+    }
+    c.tls(&format!("{key}.tls"), &h.tls);
+    let buckets = validate_buckets(c, &format!("{key}.buckets"), h.buckets.as_deref());
+    let labels = c.labels(&format!("{key}.labels"), &h.labels);
+    for reserved in ["probe", "instance", "phase", "code", "error"] {
+        if h.labels.contains_key(reserved) {
+            c.fail(
+                format!("{key}.labels.{reserved}"),
+                "is set by pushprobe itself",
+            );
+        }
+    }
+    Some(HttpProbeSettings {
+        name: h.name.clone(),
+        url: url?,
+        interval,
+        timeout,
+        method: method?,
+        headers,
+        body: h.body.clone(),
+        valid_status_codes: h.valid_status_codes.clone(),
+        follow_redirects: h.follow_redirects,
+        tls: h.tls.clone(),
+        buckets,
+        labels,
+    })
+}
+
+// figment's Jail closures return figment's own (large) error type; that is its API, not ours.
+#[cfg(test)]
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::super::tests::{parse, GOOD};
+
+    #[test]
+    fn errors_inside_a_probe_name_the_field() {
+        let e = parse(&GOOD.replace("interval = \"30s\"", "interval = \"soon\"")).unwrap_err();
+        assert!(e.starts_with("probe.0: interval: "), "{e}");
+        assert!(
+            e.contains("not a duration") && e.contains("pushprobe.toml"),
+            "{e}"
+        );
+        let e = parse(&GOOD.replace("kind = \"http\"", "kind = \"htp\"")).unwrap_err();
+        assert!(e.contains("htp") && e.contains("http"), "{e}");
+    }
+
+    #[test]
+    fn unknown_kind_names_the_key_and_the_kinds() {
+        let e = parse(&GOOD.replace("kind = \"http\"", "kind = \"gopher\"")).unwrap_err();
+        assert!(
+            e.starts_with(
+                "probe[0].kind: unknown probe kind \"gopher\"; expected one of: http, openai"
+            ),
+            "{e}"
+        );
+        assert!(e.contains("pushprobe.toml"), "{e}");
+    }
+
+    #[test]
+    fn a_timeout_longer_than_the_interval_is_refused() {
+        let e = parse(&GOOD.replace("timeout = \"5s\"", "timeout = \"45s\"")).unwrap_err();
+        assert_eq!(
+            e,
+            "probe[0].timeout: 45s is longer than probe[0].interval (30s); shorten the timeout \
+             or lengthen the interval (in pushprobe.toml)"
+        );
+        // The default timeout (10s) against a shorter interval.
+        let e = parse(
+            &GOOD
+                .replace("timeout = \"5s\"\n", "")
+                .replace("\"30s\"", "\"2s\""),
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("probe[0].timeout: 10s is longer than probe[0].interval (2s)"),
+            "{e}"
+        );
+        let openai = "[[probe]]\nname = \"ai\"\nkind = \"openai\"\n\
+                      base_url = \"https://api.example.com/v1\"\napi_key_file = \"key\"\n\
+                      model = \"m\"\nchecks = [\"models\"]\ninterval = \"10s\"\ntimeout = \"30s\"\n";
+        let e = super::super::tests::parse_in_jail(openai, &[], &[("key", "sk-1\n")]).unwrap_err();
+        assert!(
+            e.starts_with("probe[0].timeout: 30s is longer than probe[0].interval (10s)"),
+            "{e}"
+        );
+        // Equal is fine: a run may take the whole interval.
+        parse(&GOOD.replace("timeout = \"5s\"", "timeout = \"30s\"")).unwrap();
+    }
+}

@@ -1,0 +1,349 @@
+//! `[[remote_write]]`: one receiver each, with its own queue and sender; the schema, the
+//! defaults (Prometheus' `queue_config` ones where they apply) and the validation into
+//! [`RemoteWriteSettings`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Auth, BasicAuthConfig, ByteSize, Checker, ConfigDuration, TlsConfig};
+use crate::secret::Secret;
+
+/// Remote-write headers that pushprobe sets itself and a user may not override.
+pub const RESERVED_HEADERS: &[&str] = &[
+    "content-encoding",
+    "content-type",
+    "content-length",
+    "x-prometheus-remote-write-version",
+    "user-agent",
+    "host",
+];
+
+/// One remote-write receiver.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteWriteConfig {
+    /// Name used in the agent's own metrics and logs; defaults to the URL's host and path.
+    pub name: Option<String>,
+    /// The receiver's write endpoint, e.g. `http://127.0.0.1:9090/api/v1/write`.
+    pub url: String,
+    /// Extra request headers (e.g. `X-Scope-OrgID`); reserved remote-write headers are refused.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Basic authentication.
+    pub basic_auth: Option<BasicAuthConfig>,
+    /// Bearer token, inline (prefer `bearer_token_file`).
+    pub bearer_token: Option<Secret>,
+    /// File holding a bearer token.
+    pub bearer_token_file: Option<PathBuf>,
+    /// TLS options.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// Timeout of one write request.
+    #[serde(default = "default_rw_timeout")]
+    pub timeout: ConfigDuration,
+    /// Most samples in one request.
+    #[serde(default = "default_max_samples_per_send")]
+    pub max_samples_per_send: usize,
+    /// Longest a sample waits for a batch to fill before it is sent anyway.
+    #[serde(default = "default_batch_send_deadline")]
+    pub batch_send_deadline: ConfigDuration,
+    /// Most samples held in memory for this receiver; the oldest are dropped beyond it.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+    /// First retry delay.
+    #[serde(default = "default_min_backoff")]
+    pub min_backoff: ConfigDuration,
+    /// Longest retry delay.
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff: ConfigDuration,
+    /// Fewest parallel requests (shards) to this receiver.
+    #[serde(default = "default_min_shards")]
+    pub min_shards: usize,
+    /// Most parallel requests (shards); used while a backlog drains.
+    #[serde(default = "default_max_shards")]
+    pub max_shards: usize,
+    /// The receiver stores samples older than a series' newest (VictoriaMetrics; Prometheus
+    /// or Mimir with `out_of_order_time_window`): fresh samples are then sent ahead of a
+    /// backlog instead of behind it.
+    #[serde(default)]
+    pub accepts_out_of_order: bool,
+    /// Bound on the bytes per second sent while catching up on a backlog; unset: no bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_catchup_bytes_per_second: Option<ByteSize>,
+}
+
+/// Most shards a receiver may be given: each is one concurrent request.
+pub const MAX_SHARDS: usize = 64;
+
+fn default_min_shards() -> usize {
+    1
+}
+fn default_max_shards() -> usize {
+    4
+}
+
+fn default_rw_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(30))
+}
+fn default_max_samples_per_send() -> usize {
+    2000
+}
+fn default_batch_send_deadline() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(5))
+}
+fn default_queue_capacity() -> usize {
+    100_000
+}
+/// First retry delay, also the Pushgateway's.
+pub(super) fn default_min_backoff() -> ConfigDuration {
+    ConfigDuration(Duration::from_millis(30))
+}
+/// Longest retry delay, also the Pushgateway's.
+pub(super) fn default_max_backoff() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(5))
+}
+
+/// Validated remote-write endpoint.
+#[derive(Debug, Clone)]
+pub struct RemoteWriteSettings {
+    /// Name for metrics and logs.
+    pub name: String,
+    /// Write URL.
+    pub url: reqwest::Url,
+    /// Extra headers (names lower-cased).
+    pub headers: Vec<(String, String)>,
+    /// Credentials.
+    pub auth: Option<Auth>,
+    /// TLS options.
+    pub tls: TlsConfig,
+    /// Request timeout.
+    pub timeout: Duration,
+    /// Batch size limit.
+    pub max_samples_per_send: usize,
+    /// Batch age limit.
+    pub batch_send_deadline: Duration,
+    /// Queue bound in samples.
+    pub queue_capacity: usize,
+    /// First retry delay.
+    pub min_backoff: Duration,
+    /// Longest retry delay.
+    pub max_backoff: Duration,
+    /// Fewest parallel requests.
+    pub min_shards: usize,
+    /// Most parallel requests.
+    pub max_shards: usize,
+    /// Whether fresh samples may be sent ahead of older queued ones.
+    pub accepts_out_of_order: bool,
+    /// Catch-up byte rate bound, if any.
+    pub max_catchup_bytes_per_second: Option<u64>,
+}
+
+/// Default display name of a remote-write URL: host, port and path, never credentials.
+pub fn endpoint_name(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or("");
+    match url.port() {
+        Some(p) => format!("{host}:{p}{}", url.path()),
+        None => format!("{host}{}", url.path()),
+    }
+}
+
+/// Validates the `[[remote_write]]` tables; errors name `remote_write[i].<key>`.
+pub(super) fn validate_remote_writes(
+    c: &mut Checker<'_>,
+    remote_writes: &[RemoteWriteConfig],
+) -> Vec<RemoteWriteSettings> {
+    let mut out = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    for (i, rw) in remote_writes.iter().enumerate() {
+        let key = format!("remote_write[{i}]");
+        let Some(s) = validate_remote_write(c, &key, rw) else {
+            continue;
+        };
+        if !names.insert(s.name.clone()) {
+            c.fail(
+                format!("{key}.name"),
+                format!(
+                    "{:?} is used by another remote_write; give each a distinct name",
+                    s.name
+                ),
+            );
+        }
+        out.push(s);
+    }
+    out
+}
+
+/// Validates one receiver; `None` when its URL is unusable.
+fn validate_remote_write(
+    c: &mut Checker<'_>,
+    key: &str,
+    rw: &RemoteWriteConfig,
+) -> Option<RemoteWriteSettings> {
+    let url = c.url(format!("{key}.url"), &rw.url);
+    let headers = c.headers(&format!("{key}.headers"), &rw.headers);
+    for (name, _) in &headers {
+        if RESERVED_HEADERS.contains(&name.as_str()) {
+            c.fail(
+                format!("{key}.headers.{name}"),
+                "is set by pushprobe as the remote-write protocol requires and cannot be overridden",
+            );
+        }
+    }
+    let auth = c.auth(key, &rw.basic_auth, &rw.bearer_token, &rw.bearer_token_file);
+    c.tls(&format!("{key}.tls"), &rw.tls);
+    c.no_server_name(&format!("{key}.tls"), &rw.tls);
+    let timeout = c.positive(format!("{key}.timeout"), rw.timeout);
+    let batch_send_deadline =
+        c.positive(format!("{key}.batch_send_deadline"), rw.batch_send_deadline);
+    let min_backoff = c.positive(format!("{key}.min_backoff"), rw.min_backoff);
+    let max_backoff = c.positive(format!("{key}.max_backoff"), rw.max_backoff);
+    if min_backoff > max_backoff {
+        c.fail(format!("{key}.min_backoff"), "must not exceed max_backoff");
+    }
+    if rw.max_samples_per_send == 0 {
+        c.fail(format!("{key}.max_samples_per_send"), "must be > 0");
+    }
+    if rw.queue_capacity < rw.max_samples_per_send {
+        c.fail(
+            format!("{key}.queue_capacity"),
+            "must be at least max_samples_per_send",
+        );
+    }
+    if rw.min_shards == 0 {
+        c.fail(format!("{key}.min_shards"), "must be > 0");
+    }
+    if rw.max_shards < rw.min_shards {
+        c.fail(format!("{key}.max_shards"), "must be at least min_shards");
+    }
+    if rw.max_shards > MAX_SHARDS {
+        c.fail(
+            format!("{key}.max_shards"),
+            format!("must be at most {MAX_SHARDS}"),
+        );
+    }
+    if rw.max_catchup_bytes_per_second == Some(ByteSize(0)) {
+        c.fail(
+            format!("{key}.max_catchup_bytes_per_second"),
+            "must be > 0 (leave it out for no bound)",
+        );
+    }
+    let url = url?;
+    let name = rw.name.clone().unwrap_or_else(|| endpoint_name(&url));
+    Some(RemoteWriteSettings {
+        name,
+        url,
+        headers,
+        auth,
+        tls: rw.tls.clone(),
+        timeout,
+        max_samples_per_send: rw.max_samples_per_send,
+        batch_send_deadline,
+        queue_capacity: rw.queue_capacity,
+        min_backoff,
+        max_backoff,
+        min_shards: rw.min_shards,
+        max_shards: rw.max_shards,
+        accepts_out_of_order: rw.accepts_out_of_order,
+        max_catchup_bytes_per_second: rw.max_catchup_bytes_per_second.map(|b| b.0),
+    })
+}
+
+// figment's Jail closures return figment's own (large) error type; that is its API, not ours.
+#[cfg(test)]
+#[allow(clippy::result_large_err)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::load;
+    use super::super::tests::{parse, GOOD};
+    use super::*;
+
+    #[test]
+    fn shard_and_catch_up_keys_default_and_validate() {
+        let s = parse(GOOD).unwrap();
+        let rw = &s.remote_write[0];
+        assert_eq!((rw.min_shards, rw.max_shards), (1, 4));
+        assert!(!rw.accepts_out_of_order);
+        assert_eq!(rw.max_catchup_bytes_per_second, None);
+        let with = |extra: &str| {
+            GOOD.replace(
+                "headers = { \"X-Scope-OrgID\" = \"team-a\" }",
+                &format!("headers = {{ \"X-Scope-OrgID\" = \"team-a\" }}\n{extra}"),
+            )
+        };
+        let s = parse(&with(
+            "min_shards = 2\nmax_shards = 8\naccepts_out_of_order = true\nmax_catchup_bytes_per_second = \"1MiB\"",
+        ))
+        .unwrap();
+        let rw = &s.remote_write[0];
+        assert_eq!((rw.min_shards, rw.max_shards), (2, 8));
+        assert!(rw.accepts_out_of_order);
+        assert_eq!(rw.max_catchup_bytes_per_second, Some(1 << 20));
+        let e = parse(&with("min_shards = 0")).unwrap_err();
+        assert!(e.contains("remote_write[0].min_shards: must be > 0"), "{e}");
+        let e = parse(&with("min_shards = 5\nmax_shards = 2")).unwrap_err();
+        assert!(e.contains("remote_write[0].max_shards"), "{e}");
+        let e = parse(&with("max_shards = 1000")).unwrap_err();
+        assert!(e.contains("at most 64"), "{e}");
+        let e = parse(&with("max_catchup_bytes_per_second = 0")).unwrap_err();
+        assert!(
+            e.contains("remote_write[0].max_catchup_bytes_per_second"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn server_name_is_refused_where_it_cannot_apply() {
+        let e = parse(&GOOD.replace(
+            "headers = { \"X-Scope-OrgID\" = \"team-a\" }",
+            "tls = { server_name = \"metrics.internal\" }",
+        ))
+        .unwrap_err();
+        assert!(
+            e.starts_with("remote_write[0].tls.server_name: is supported for probes only"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn secret_files_are_read_and_never_printed() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("token", "s3cr3t-token\n")?;
+            jail.create_file(
+                "pushprobe.toml",
+                r#"
+                [[remote_write]]
+                url = "http://127.0.0.1:9090/api/v1/write"
+                bearer_token_file = "token"
+                basic_auth = { username = "u", password = "pw-inline" }
+            "#,
+            )?;
+            let errs = load(Path::new("pushprobe.toml"), true)
+                .unwrap()
+                .validate("pushprobe.toml")
+                .unwrap_err();
+            assert!(errs[0].to_string().contains("only one of"));
+            jail.create_file(
+                "pushprobe.toml",
+                r#"
+                [[remote_write]]
+                url = "http://127.0.0.1:9090/api/v1/write"
+                bearer_token_file = "token"
+            "#,
+            )?;
+            let s = load(Path::new("pushprobe.toml"), true)
+                .unwrap()
+                .validate("pushprobe.toml")
+                .unwrap();
+            assert_eq!(
+                s.remote_write[0].auth,
+                Some(Auth::Bearer(Secret::new("s3cr3t-token")))
+            );
+            assert!(!format!("{s:?}").contains("s3cr3t"));
+            Ok(())
+        });
+    }
+}
