@@ -243,9 +243,9 @@ pub(super) fn tls_info(tls: &TlsStream<TcpStream>) -> TlsInfo {
     let (_, conn) = tls.get_ref();
     TlsInfo {
         version: tls_version_name(conn.protocol_version()),
-        earliest_cert_expiry: conn.peer_certificates().and_then(|chain| {
-            crate::probe::cert::earliest_not_after(chain.iter().map(|c| c.as_ref()))
-        }),
+        earliest_cert_expiry: conn
+            .peer_certificates()
+            .and_then(|chain| super::cert::earliest_not_after(chain.iter().map(|c| c.as_ref()))),
     }
 }
 

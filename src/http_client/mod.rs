@@ -20,7 +20,9 @@
 //! - `headers`: the request as it goes on the wire (defaults, basic auth, sensitive values);
 //! - `redirect`: which responses redirect, where to, and what the next hop may carry;
 //! - `response`: the body, read under the call's deadline and limit;
-//! - `trace`: the phases and what the call found; `error`: why a call failed.
+//! - `trace`: the phases and what the call found; `error`: why a call failed;
+//! - [`cert`]: the expiry date of the server's certificates, read from their DER, for the
+//!   trace's TLS facts (and formatted for `check`).
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -48,6 +50,7 @@
 //! # }
 //! ```
 
+pub mod cert;
 mod connect;
 mod error;
 mod headers;

@@ -22,9 +22,9 @@ use bytes::Bytes;
 use http::Version;
 use tokio::time::Instant;
 
-use super::cert::format_unix;
 use super::{ProbeError, ProbeReport};
 use crate::config::HttpProbeSettings;
+use crate::http_client::cert::format_unix;
 use crate::http_client::{ClientError, HttpClient, Phase, Request, Trace, DEFAULT_BODY_LIMIT};
 use crate::series::{LabelError, MetricType, Registry};
 

@@ -5,13 +5,10 @@
 //! - this file: [`Probe`], the runnable probe of any kind, with its report and build error;
 //! - [`http`]: the HTTP(S) probe (`kind = "http"`), recorded as the blackbox exporter does;
 //! - [`openai`]: the OpenAI-compatible API probe (`kind = "openai"`);
-//! - [`cert`]: not a kind, a helper: reads a certificate's expiry date from DER (the shared
-//!   [`http_client`](crate::http_client) reads the server's chain with it, for
-//!   `probe_ssl_earliest_cert_expiry`) and formats such dates for `check`.
 //!
-//! Both kinds send their requests through the shared HTTP client.
+//! Both kinds send their requests through the shared [`http_client`](crate::http_client),
+//! which also reads the server's certificate expiry for `probe_ssl_earliest_cert_expiry`.
 
-pub mod cert;
 pub mod http;
 pub mod openai;
 
