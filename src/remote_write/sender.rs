@@ -79,7 +79,8 @@ const REJECTION_SUMMARY_EVERY: Duration = Duration::from_secs(60);
 /// Why a sender could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum SenderError {
-    /// The HTTP client could not be built.
+    /// The settings were refused (backoff, batch size, headers, credentials) or the HTTP
+    /// client could not be built.
     #[error("remote_write {endpoint}: {message}")]
     Client {
         /// Endpoint name.
@@ -442,8 +443,8 @@ impl Sender {
 
     /// Encodes one request and sends it until it is accepted or refused for good.
     ///
-    /// `recovering` marks the first window after start, which may repeat samples a crashed
-    /// predecessor had delivered without recording it: see [`Sender::deliver_suffixes`].
+    /// `flags.recovering` marks the first window after start, which may repeat samples a
+    /// crashed predecessor had delivered without recording it: see [`Sender::deliver_suffixes`].
     async fn deliver<S: Borrow<Sample> + Sync>(
         &self,
         samples: &[S],
@@ -877,8 +878,6 @@ impl ShardState {
     }
 }
 
-/// Builds the headers of every request (protocol headers, the user's, then credentials) and
-/// lists the credential texts they contain.
 /// The HTTP client for one remote-write endpoint (its TLS settings and timeout), the headers
 /// every request to it carries, and the credential values to scrub from receiver messages;
 /// shared by the sample sender and the metadata sender.
@@ -900,6 +899,8 @@ pub(crate) fn endpoint_client(
     Ok((client, headers, secrets))
 }
 
+/// Builds the headers of every request (protocol headers, the user's, then credentials) and
+/// lists the credential texts they contain, longest first.
 pub(crate) fn request_headers(
     settings: &RemoteWriteSettings,
 ) -> Result<(HeaderMap, Vec<Secret>), String> {
