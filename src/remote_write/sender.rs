@@ -31,9 +31,7 @@
 //! are never slowed.
 
 use std::borrow::Borrow;
-use std::collections::hash_map::RandomState;
 use std::future::Future;
-use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -48,7 +46,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::encode::{EncodeStats, Encoder};
-use super::retry::{Decision, DropReason, Outcome, RetryPolicy};
+use super::retry::{Decision, DropReason, Jitter, Outcome, RetryPolicy};
 use super::shard::{partition, shard_count, TokenBucket};
 use crate::config::{Auth, RemoteWriteSettings, RESERVED_HEADERS};
 use crate::queue::live::LiveBatch;
@@ -1024,28 +1022,6 @@ fn describe_reqwest(e: &reqwest::Error) -> String {
         "sending the request failed".into()
     } else {
         "HTTP client error".into()
-    }
-}
-
-/// Uniform draws in `[0, 1)` for backoff jitter (xorshift64*, seeded per sender from the
-/// process' random hash keys): jitter needs spread, not cryptographic quality.
-struct Jitter(u64);
-
-impl Jitter {
-    fn new() -> Self {
-        let mut h = RandomState::new().build_hasher();
-        h.write_u64(0x9e37_79b9_7f4a_7c15);
-        Jitter(h.finish() | 1)
-    }
-
-    fn next(&mut self) -> f64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        let r = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
-        (r >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 

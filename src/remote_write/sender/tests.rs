@@ -745,16 +745,6 @@ fn rejections_are_logged_once_then_summarised() {
     assert_eq!(log.end(), None);
 }
 
-#[test]
-fn jitter_draws_are_uniform_in_unit_interval() {
-    let mut j = Jitter::new();
-    let draws: Vec<f64> = (0..10_000).map(|_| j.next()).collect();
-    assert!(draws.iter().all(|d| (0.0..1.0).contains(d)));
-    let low = draws.iter().filter(|d| **d < 0.5).count();
-    // Loose: a broken generator (constant, stuck at 0) fails, a fair one never does.
-    assert!((4_000..6_000).contains(&low), "{low}");
-}
-
 /// Appends `per_series` samples to each of `series` series, interleaved as probe runs are.
 fn append_series(queue: &SharedQueue, series: usize, per_series: i64) {
     let labels: Vec<Labels> = (0..series)
