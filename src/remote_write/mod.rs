@@ -5,6 +5,7 @@
 pub mod encode;
 pub mod retry;
 pub mod sender;
+pub(crate) mod service;
 pub mod shard;
 
 pub use sender::{Sender, SenderError};
