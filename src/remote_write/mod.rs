@@ -3,6 +3,7 @@
 //! batches from a queue to one receiver over HTTP, in parallel shards ([`shard`]: pure).
 
 pub mod encode;
+mod events;
 pub mod retry;
 pub mod sender;
 pub(crate) mod service;

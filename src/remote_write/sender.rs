@@ -41,23 +41,18 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::encode::{EncodeStats, Encoder};
-use super::retry::{Decision, DropReason, Jitter, Outcome, RetryPolicy};
+use super::events::SenderEvents;
+use super::retry::{Decision, DropReason, Jitter, RetryPolicy};
 use super::service::{Answer, WriteService};
 use super::shard::{partition, shard_count, TokenBucket};
 use crate::config::RemoteWriteSettings;
 use crate::queue::live::LiveBatch;
 use crate::queue::{Batch, SharedQueue};
 use crate::series::{Labels, Sample};
-use crate::telemetry::{
-    Telemetry, RW_BYTES_SENT, RW_LAST_SUCCESS, RW_PENDING, RW_REQUESTS, RW_SAMPLES_DROPPED,
-    RW_SAMPLES_FAILED, RW_SAMPLES_RETRIED, RW_SAMPLES_SENT,
-};
+use crate::telemetry::Telemetry;
 
 // The request side defines them; they stay reachable here as part of the sender's public API.
 pub use super::service::{REMOTE_WRITE_VERSION, USER_AGENT_VALUE};
-
-/// How often a burst of rejections is summarised in the log.
-const REJECTION_SUMMARY_EVERY: Duration = Duration::from_secs(60);
 
 /// Why a sender could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +85,8 @@ impl Timer for TokioTimer {
 
 /// Moves batches from one queue to one receiver.
 pub struct Sender {
-    endpoint: String,
+    /// Self-metrics and log lines, under the endpoint's name.
+    events: SenderEvents,
     /// The request side: one attempt at a time.
     service: WriteService,
     external_labels: Labels,
@@ -100,14 +96,11 @@ pub struct Sender {
     max_shards: usize,
     policy: RetryPolicy,
     queue: Arc<SharedQueue>,
-    telemetry: Arc<Telemetry>,
     timer: Arc<dyn Timer>,
     /// Byte budget of catch-up traffic, shared by the shards.
     catchup: Option<std::sync::Mutex<TokenBucket>>,
     /// Origin of the bucket's time scale.
     epoch: Instant,
-    /// Rejections not yet logged, shared by the shards and the live lane.
-    rejections: std::sync::Mutex<RejectionLog>,
     /// Shared by the shards: encoding is quick and never waits, so one encoder's batch-sized
     /// buffers serve every concurrent request.
     encoder: std::sync::Mutex<Encoder>,
@@ -119,7 +112,7 @@ impl std::fmt::Debug for Sender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Only the name: the URL may carry user info and the headers carry credentials.
         f.debug_struct("Sender")
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &self.events.endpoint())
             .finish_non_exhaustive()
     }
 }
@@ -145,7 +138,7 @@ impl Sender {
         let service = WriteService::new(&settings).map_err(fail)?;
 
         let sender = Sender {
-            endpoint,
+            events: SenderEvents::new(endpoint, telemetry),
             service,
             external_labels,
             max_samples_per_send: settings.max_samples_per_send,
@@ -154,17 +147,15 @@ impl Sender {
             max_shards: settings.max_shards.max(settings.min_shards).max(1),
             policy,
             queue,
-            telemetry,
             timer: Arc::new(TokioTimer),
             catchup: settings
                 .max_catchup_bytes_per_second
                 .map(|rate| std::sync::Mutex::new(TokenBucket::new(rate))),
             epoch: Instant::now(),
-            rejections: std::sync::Mutex::new(RejectionLog::default()),
             encoder: std::sync::Mutex::new(Encoder::new()),
             durable_queue: false,
         };
-        sender.touch_metrics();
+        sender.events.touch_metrics(sender.queue.pending());
         Ok(sender)
     }
 
@@ -183,24 +174,13 @@ impl Sender {
         let mut live = ShardState::new();
         tokio::select! {
             biased;
-            _ = abort.cancelled() => {
-                tracing::debug!(endpoint = %self.endpoint, "remote write aborted");
-            }
-            _ = self.pump(&drain, &mut state) => {
-                tracing::debug!(endpoint = %self.endpoint, "remote write drained");
-            }
+            _ = abort.cancelled() => self.events.aborted(),
+            _ = self.pump(&drain, &mut state) => self.events.drained(),
             // Never returns: it ends with the pump (draining sends everything in order).
             _ = self.live_pump(&mut live) => {}
         }
-        if let Some(summary) = self.rejections().end() {
-            self.log_rejection_summary(&summary, "until shutdown");
-        }
-        self.set_pending(self.queue.pending());
-    }
-
-    fn rejections(&self) -> std::sync::MutexGuard<'_, RejectionLog> {
-        // The log only holds counters for messages: a poisoned one is still usable.
-        self.rejections.lock().unwrap_or_else(|p| p.into_inner())
+        self.events.stopped();
+        self.events.set_pending(self.queue.pending());
     }
 
     /// Sends windows until draining finds the queue empty. Dropping this future at any await
@@ -235,7 +215,7 @@ impl Sender {
             let (mut batch, pending_at_peek, shards) = match failure {
                 Ok(found) => found,
                 Err(error) => {
-                    tracing::error!(endpoint = %self.endpoint, %error, "reading the queue failed");
+                    self.events.queue_read_failed(&error);
                     let delay = self
                         .policy
                         .backoff()
@@ -327,23 +307,16 @@ impl Sender {
             Decision::Done => {
                 live.mark_delivered(batch.seqs());
                 live.set_receiver_up(true);
-                self.record_success(&stats, body.len());
+                self.events.record_success(&stats, body.len());
             }
             Decision::Drop { reason } => {
                 live.mark_delivered(batch.seqs());
-                self.record_rejection(&stats, reason, &answer);
+                self.events.record_rejection(&stats, reason, &answer);
             }
             Decision::Retry { .. } => {
                 // No retry here: the in-order reader sends these samples from the queue.
                 live.set_receiver_up(false);
-                let outcome = match answer.outcome {
-                    Outcome::Transport => "transport",
-                    Outcome::Status(_) => "retryable",
-                };
-                self.telemetry
-                    .add(RW_REQUESTS, &self.with_label("outcome", outcome), 1.0);
-                tracing::debug!(endpoint = %self.endpoint, error = %answer.message,
-                    "live send failed; the samples stay queued");
+                self.events.live_send_failed(&answer);
             }
         }
     }
@@ -352,7 +325,7 @@ impl Sender {
     async fn wait_for_batch(&self, drain: &CancellationToken, st: &mut RunState) -> bool {
         loop {
             let pending = self.queue.pending();
-            self.set_pending(pending);
+            self.events.set_pending(pending);
             if pending == 0 {
                 st.oldest = None;
                 if drain.is_cancelled() {
@@ -395,23 +368,12 @@ impl Sender {
         let stats = match encoded {
             Ok(stats) => stats,
             Err(e) => {
-                tracing::error!(
-                    endpoint = %self.endpoint,
-                    samples = samples.len(),
-                    error = %e,
-                    "cannot encode batch; dropping it"
-                );
-                self.count_dropped(samples.len(), "encode_error", true);
+                self.events.encode_failed(samples.len(), &e);
                 return None;
             }
         };
         if stats.skipped_no_name > 0 {
-            tracing::warn!(
-                endpoint = %self.endpoint,
-                samples = stats.skipped_no_name,
-                "dropping samples whose series has no metric name"
-            );
-            self.count_dropped(stats.skipped_no_name, "invalid", true);
+            self.events.nameless_dropped(stats.skipped_no_name);
         }
         (stats.samples > 0).then(|| (stats, Bytes::from(body)))
     }
@@ -437,7 +399,7 @@ impl Sender {
                 if flags.recovering && status == 400 && samples.len() > 1 {
                     self.deliver_suffixes(samples, st, flags.catching_up).await;
                 } else {
-                    self.record_rejection(&stats, reason, &answer);
+                    self.events.record_rejection(&stats, reason, &answer);
                 }
             }
         }
@@ -489,19 +451,10 @@ impl Sender {
                 // Refused to the last sample: a real rejection, counted once per sample.
                 if let Some((mut stats, reason, answer)) = last_refusal {
                     stats.samples = one.len();
-                    self.record_rejection(&stats, reason, &answer);
+                    self.events.record_rejection(&stats, reason, &answer);
                 }
             } else if skipped > 0 {
-                tracing::info!(
-                    endpoint = %self.endpoint,
-                    samples = skipped,
-                    "after the restart, skipped samples the receiver already held"
-                );
-                self.telemetry.add(
-                    RW_SAMPLES_DROPPED,
-                    &self.with_label("reason", "duplicate"),
-                    skipped as f64,
-                );
+                self.events.duplicates_skipped(skipped);
             }
         }
     }
@@ -536,18 +489,7 @@ impl Sender {
             }
             match decision {
                 Decision::Done => {
-                    self.record_success(&stats, body.len());
-                    if attempt > 0 {
-                        tracing::info!(
-                            endpoint = %self.endpoint,
-                            attempts = attempt + 1,
-                            "batch delivered after retries"
-                        );
-                    }
-                    let summary = self.rejections().end();
-                    if let Some(summary) = summary {
-                        self.log_rejection_summary(&summary, "before this success");
-                    }
+                    self.events.batch_delivered(&stats, body.len(), attempt);
                     return Sent::Accepted;
                 }
                 Decision::Drop { reason } => {
@@ -558,7 +500,7 @@ impl Sender {
                     }
                 }
                 Decision::Retry { after } => {
-                    self.record_retry(&stats, &answer, attempt, after);
+                    self.events.record_retry(&stats, &answer, attempt, after);
                     self.timer.sleep(after).await;
                     attempt = attempt.saturating_add(1);
                 }
@@ -582,140 +524,7 @@ impl Sender {
 
     fn ack(&self, batch: &Batch) {
         if let Err(e) = self.queue.with(|q| q.ack(batch.last_seq)) {
-            // The batch will be sent again; duplicates are harmless to receivers.
-            tracing::error!(endpoint = %self.endpoint, error = %e, "releasing a sent batch failed");
-        }
-    }
-
-    fn labels(&self) -> [(&str, &str); 1] {
-        [("endpoint", self.endpoint.as_str())]
-    }
-
-    fn with_label<'a>(&'a self, name: &'a str, value: &'a str) -> [(&'a str, &'a str); 2] {
-        [("endpoint", self.endpoint.as_str()), (name, value)]
-    }
-
-    /// Creates every series at zero so dashboards see them before the first event.
-    fn touch_metrics(&self) {
-        let t = &self.telemetry;
-        for name in [
-            RW_SAMPLES_SENT,
-            RW_SAMPLES_FAILED,
-            RW_SAMPLES_RETRIED,
-            RW_BYTES_SENT,
-        ] {
-            t.add(name, &self.labels(), 0.0);
-        }
-        for outcome in ["success", "retryable", "rejected", "transport"] {
-            t.add(RW_REQUESTS, &self.with_label("outcome", outcome), 0.0);
-        }
-        t.add(
-            RW_SAMPLES_DROPPED,
-            &self.with_label("reason", "rejected"),
-            0.0,
-        );
-        self.set_pending(self.queue.pending());
-    }
-
-    fn set_pending(&self, pending: usize) {
-        self.telemetry
-            .set(RW_PENDING, &self.labels(), pending as f64);
-    }
-
-    fn count_dropped(&self, samples: usize, reason: &str, failed: bool) {
-        let n = samples as f64;
-        if failed {
-            self.telemetry.add(RW_SAMPLES_FAILED, &self.labels(), n);
-        }
-        self.telemetry
-            .add(RW_SAMPLES_DROPPED, &self.with_label("reason", reason), n);
-    }
-
-    fn record_success(&self, stats: &EncodeStats, bytes: usize) {
-        let t = &self.telemetry;
-        t.add(RW_SAMPLES_SENT, &self.labels(), stats.samples as f64);
-        t.add(RW_BYTES_SENT, &self.labels(), bytes as f64);
-        t.add(RW_REQUESTS, &self.with_label("outcome", "success"), 1.0);
-        t.set(
-            RW_LAST_SUCCESS,
-            &self.labels(),
-            crate::clock::now_ms() as f64 / 1000.0,
-        );
-    }
-
-    fn record_rejection(&self, stats: &EncodeStats, reason: DropReason, answer: &Answer) {
-        self.telemetry
-            .add(RW_REQUESTS, &self.with_label("outcome", "rejected"), 1.0);
-        self.count_dropped(stats.samples, reason.as_label(), true);
-        let DropReason::Rejected { status } = reason;
-        let report =
-            self.rejections()
-                .rejected(Instant::now(), stats.samples, status, &answer.message);
-        match report {
-            RejectionReport::First => {
-                let hint = if (300..400).contains(&status) {
-                    "; the URL redirects, point it at the final write endpoint"
-                } else {
-                    ""
-                };
-                tracing::warn!(
-                    endpoint = %self.endpoint,
-                    status,
-                    samples = stats.samples,
-                    receiver_message = %answer.message,
-                    "receiver rejected a batch, dropping it{hint} (repeats are summarised)"
-                );
-            }
-            RejectionReport::Summary(summary) => {
-                self.log_rejection_summary(&summary, "in the last minute")
-            }
-            RejectionReport::Quiet => {}
-        }
-    }
-
-    fn log_rejection_summary(&self, s: &RejectionSummary, period: &str) {
-        tracing::warn!(
-            endpoint = %self.endpoint,
-            requests = s.requests,
-            samples = s.samples,
-            last_status = s.last_status,
-            last_receiver_message = %s.last_message,
-            "receiver rejected more batches {period}, dropped"
-        );
-    }
-
-    fn record_retry(&self, stats: &EncodeStats, answer: &Answer, attempt: u32, after: Duration) {
-        let outcome = match answer.outcome {
-            Outcome::Transport => "transport",
-            Outcome::Status(_) => "retryable",
-        };
-        self.telemetry
-            .add(RW_REQUESTS, &self.with_label("outcome", outcome), 1.0);
-        self.telemetry
-            .add(RW_SAMPLES_RETRIED, &self.labels(), stats.samples as f64);
-        let status = match answer.outcome {
-            Outcome::Status(s) => Some(s),
-            Outcome::Transport => None,
-        };
-        // One warning per batch: a long outage would otherwise log every backoff step.
-        if attempt == 0 {
-            tracing::warn!(
-                endpoint = %self.endpoint,
-                status,
-                samples = stats.samples,
-                retry_in = ?after,
-                error = %answer.message,
-                "write failed, retrying"
-            );
-        } else {
-            tracing::debug!(
-                endpoint = %self.endpoint,
-                status,
-                attempt = attempt + 1,
-                retry_in = ?after,
-                error = %answer.message,
-                "write failed again, retrying"
-            );
+            self.events.ack_failed(&e);
         }
     }
 
@@ -801,83 +610,6 @@ impl ShardState {
         ShardState {
             jitter: Jitter::new(),
         }
-    }
-}
-
-/// Counts of rejections not yet logged.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct RejectionSummary {
-    requests: u64,
-    samples: u64,
-    last_status: u16,
-    last_message: String,
-}
-
-/// What to log for a rejection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum RejectionReport {
-    /// First of a burst: log it in full.
-    First,
-    /// A minute has passed since the last report: log the counts.
-    Summary(RejectionSummary),
-    /// Counted, reported later.
-    Quiet,
-}
-
-/// Rate-limits rejection logging: a misconfigured series can be refused every few seconds for
-/// hours, and one line per minute says as much as thousands.
-#[derive(Debug, Default)]
-struct RejectionLog {
-    burst: Option<Burst>,
-}
-
-#[derive(Debug)]
-struct Burst {
-    last_report: Instant,
-    unreported: Option<RejectionSummary>,
-}
-
-impl RejectionLog {
-    /// Records a rejection at `now` and says what to log.
-    fn rejected(
-        &mut self,
-        now: Instant,
-        samples: usize,
-        status: u16,
-        message: &str,
-    ) -> RejectionReport {
-        let Some(burst) = &mut self.burst else {
-            self.burst = Some(Burst {
-                last_report: now,
-                unreported: None,
-            });
-            return RejectionReport::First;
-        };
-        let s = burst.unreported.get_or_insert_with(|| RejectionSummary {
-            requests: 0,
-            samples: 0,
-            last_status: status,
-            last_message: String::new(),
-        });
-        s.requests += 1;
-        s.samples += samples as u64;
-        s.last_status = status;
-        s.last_message.clear();
-        s.last_message.push_str(message);
-        if now.saturating_duration_since(burst.last_report) >= REJECTION_SUMMARY_EVERY {
-            burst.last_report = now;
-            burst
-                .unreported
-                .take()
-                .map_or(RejectionReport::Quiet, RejectionReport::Summary)
-        } else {
-            RejectionReport::Quiet
-        }
-    }
-
-    /// Ends the burst (a batch was accepted, or the sender stops); returns what is unreported.
-    fn end(&mut self) -> Option<RejectionSummary> {
-        self.burst.take().and_then(|b| b.unreported)
     }
 }
 

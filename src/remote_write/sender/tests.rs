@@ -18,6 +18,10 @@ use crate::queue::memory::MemoryQueue;
 use crate::remote_write::service::request_headers;
 use crate::secret::Secret;
 use crate::series::Sample;
+use crate::telemetry::{
+    RW_BYTES_SENT, RW_LAST_SUCCESS, RW_PENDING, RW_REQUESTS, RW_SAMPLES_DROPPED, RW_SAMPLES_FAILED,
+    RW_SAMPLES_RETRIED, RW_SAMPLES_SENT,
+};
 
 const ENDPOINT: &str = "test-rw";
 const TOKEN: &str = "tok-3f9a-bearer";
@@ -685,54 +689,6 @@ fn reserved_headers_and_bad_backoff_are_refused() {
     let queue = SharedQueue::new(Box::new(MemoryQueue::new(10)));
     let err = Sender::new(s, Labels::default(), queue, Arc::new(Telemetry::new())).unwrap_err();
     assert!(err.to_string().contains("min_backoff"), "{err}");
-}
-
-#[test]
-fn rejections_are_logged_once_then_summarised() {
-    let t0 = Instant::now();
-    let mut log = RejectionLog::default();
-    assert_eq!(log.rejected(t0, 10, 400, "a"), RejectionReport::First);
-    for i in 1..=3 {
-        assert_eq!(
-            log.rejected(t0 + Duration::from_secs(i), 10, 400, "b"),
-            RejectionReport::Quiet
-        );
-    }
-    let summary = RejectionSummary {
-        requests: 4,
-        samples: 40,
-        last_status: 422,
-        last_message: "c".into(),
-    };
-    assert_eq!(
-        log.rejected(t0 + REJECTION_SUMMARY_EVERY, 10, 422, "c"),
-        RejectionReport::Summary(summary)
-    );
-    assert_eq!(
-        log.rejected(
-            t0 + REJECTION_SUMMARY_EVERY * 2 - Duration::from_secs(1),
-            5,
-            400,
-            "d"
-        ),
-        RejectionReport::Quiet
-    );
-    // Success ends the burst, reporting what was not yet logged; the next one starts afresh.
-    assert_eq!(
-        log.end(),
-        Some(RejectionSummary {
-            requests: 1,
-            samples: 5,
-            last_status: 400,
-            last_message: "d".into()
-        })
-    );
-    assert_eq!(log.end(), None);
-    assert_eq!(
-        log.rejected(t0 + REJECTION_SUMMARY_EVERY * 3, 1, 400, "e"),
-        RejectionReport::First
-    );
-    assert_eq!(log.end(), None);
 }
 
 /// Appends `per_series` samples to each of `series` series, interleaved as probe runs are.
