@@ -1,13 +1,15 @@
-//! The HTTP sender for one remote-write endpoint: the thin I/O shell around [`super::encode`]
-//! and [`super::retry`].
+//! The pump of one remote-write endpoint: it moves samples from a queue to one receiver, and
+//! its code reads in the order the samples travel.
 //!
-//! One loop per endpoint: wait until a batch is worth sending (full, old enough, or the agent
-//! is draining), peek a window of the oldest samples from the queue, split it by series into
-//! shards sent in parallel (see [`super::shard`] for why per-series order holds), encode each
-//! request once, and POST the same bytes until the receiver accepts or permanently refuses
-//! them; only when every shard is answered is the window released from the queue. Samples are
-//! therefore delivered at least once: a request cut short by `abort` (or a crash) is sent again
-//! by whoever reads the queue next.
+//! Wait until a window is worth sending (full, old enough, or the agent is draining); choose
+//! as many shards as the backlog needs and peek that many requests' worth of the oldest
+//! samples; split them by series into shards sent in parallel (see [`super::shard`] for why
+//! per-series order holds); encode each request once ([`super::encode`]) and POST the same
+//! bytes (through `service`, the request side) until [`super::retry`] says the receiver
+//! accepted or permanently refused them; only when every shard is answered is the window
+//! released from the queue. Samples are therefore delivered at least once: a request cut
+//! short by `abort` (or a crash) is sent again by whoever reads the queue next. Every count
+//! and log line on the way goes through `events`.
 //!
 //! # Catching up after an outage
 //!
@@ -68,21 +70,6 @@ pub enum SenderError {
     },
 }
 
-/// Waits for a delay; the production timer is tokio's, tests record the delays instead.
-trait Timer: Send + Sync {
-    /// Completes after `d`.
-    fn sleep(&self, d: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
-}
-
-/// The real timer.
-struct TokioTimer;
-
-impl Timer for TokioTimer {
-    fn sleep(&self, d: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(tokio::time::sleep(d))
-    }
-}
-
 /// Moves batches from one queue to one receiver.
 pub struct Sender {
     /// Self-metrics and log lines, under the endpoint's name.
@@ -96,6 +83,7 @@ pub struct Sender {
     max_shards: usize,
     policy: RetryPolicy,
     queue: Arc<SharedQueue>,
+    /// Every wait goes through it, so tests can record waits instead of sleeping.
     timer: Arc<dyn Timer>,
     /// Byte budget of catch-up traffic, shared by the shards.
     catchup: Option<std::sync::Mutex<TokenBucket>>,
@@ -118,7 +106,8 @@ impl std::fmt::Debug for Sender {
 }
 
 impl Sender {
-    /// Builds a sender: the HTTP client with its TLS settings and the request headers.
+    /// Builds a sender: checks the retry and batch settings, and builds the HTTP client (with
+    /// its TLS settings) and the request headers.
     pub fn new(
         settings: RemoteWriteSettings,
         external_labels: Labels,
@@ -192,28 +181,9 @@ impl Sender {
                 return;
             }
             let peek_at = Instant::now();
-            let peeked = self.queue.with(|q| {
-                let pending = q.pending();
-                let shards = shard_count(
-                    pending,
-                    self.max_samples_per_send,
-                    self.min_shards,
-                    self.max_shards,
-                );
-                q.peek(shards * self.max_samples_per_send)
-                    .map(|b| (b, pending, shards))
-            });
-            let failure = match peeked {
-                Ok((Some(batch), pending, shards)) => Ok((batch, pending, shards)),
-                Ok((None, 0, _)) => continue,
-                // Samples pending yet none handed out: retrying at once would spin.
-                Ok((None, n, _)) => {
-                    Err(format!("queue reports {n} pending samples but yields none"))
-                }
-                Err(e) => Err(e.to_string()),
-            };
-            let (mut batch, pending_at_peek, shards) = match failure {
-                Ok(found) => found,
+            let window = match self.read_window() {
+                Ok(Some(window)) => window,
+                Ok(None) => continue,
                 Err(error) => {
                     self.events.queue_read_failed(&error);
                     let delay = self
@@ -226,6 +196,11 @@ impl Sender {
                 }
             };
             queue_failures = 0;
+            let Window {
+                mut batch,
+                pending: pending_at_peek,
+                shards,
+            } = window;
             let read = batch.len();
             // At least a full request is left behind this window: the receiver is behind, and
             // the catch-up byte budget applies. A steady flow leaves less (the part of a
@@ -244,80 +219,6 @@ impl Sender {
             self.deliver_window(&batch, shards, flags, st).await;
             self.ack(&batch);
             st.window_sent(peek_at, read, pending_at_peek);
-        }
-    }
-
-    /// Sends one window: its samples split by series into `shards` lists sent concurrently,
-    /// each list as consecutive requests of at most `max_samples_per_send`. Returns when every
-    /// request was answered for good.
-    async fn deliver_window(
-        &self,
-        batch: &Batch,
-        shards: usize,
-        flags: SendFlags,
-        st: &mut RunState,
-    ) {
-        if batch.is_empty() {
-            return;
-        }
-        let parts = partition(batch.iter(), shards);
-        let jobs = parts
-            .iter()
-            .zip(st.shards.iter_mut())
-            .filter(|(part, _)| !part.is_empty())
-            .map(|(part, shard)| async move {
-                for chunk in part.chunks(self.max_samples_per_send) {
-                    self.deliver(chunk, shard, flags).await;
-                }
-            });
-        futures_util::future::join_all(jobs).await;
-    }
-
-    /// Sends what the live lane is offered, one batch at a time, never retrying: a batch
-    /// that fails stays in the queue for the in-order reader. Never returns.
-    async fn live_pump(&self, st: &mut ShardState) {
-        let Some(live) = &self.queue.live else {
-            return std::future::pending().await;
-        };
-        loop {
-            match live.take() {
-                Some(batch) => self.deliver_live(batch, st).await,
-                None => live.offered.notified().await,
-            }
-        }
-    }
-
-    async fn deliver_live(&self, batch: LiveBatch, st: &mut ShardState) {
-        let Some(live) = &self.queue.live else {
-            return;
-        };
-        let Some((stats, body)) = self.encode(&batch.samples) else {
-            live.mark_delivered(batch.seqs());
-            return;
-        };
-        let answer = self.service.attempt(body.clone()).await;
-        let decision = self.policy.decide(
-            answer.outcome,
-            answer.retry_after.as_deref(),
-            0,
-            SystemTime::now(),
-            st.jitter.next(),
-        );
-        match decision {
-            Decision::Done => {
-                live.mark_delivered(batch.seqs());
-                live.set_receiver_up(true);
-                self.events.record_success(&stats, body.len());
-            }
-            Decision::Drop { reason } => {
-                live.mark_delivered(batch.seqs());
-                self.events.record_rejection(&stats, reason, &answer);
-            }
-            Decision::Retry { .. } => {
-                // No retry here: the in-order reader sends these samples from the queue.
-                live.set_receiver_up(false);
-                self.events.live_send_failed(&answer);
-            }
         }
     }
 
@@ -353,29 +254,58 @@ impl Sender {
         }
     }
 
-    /// Encodes samples into a request body, counting what cannot be sent; `None` when
-    /// nothing is left to send.
-    fn encode<S: Borrow<Sample>>(&self, samples: &[S]) -> Option<(EncodeStats, Bytes)> {
-        // The body is built at its exact size and handed over without another copy.
-        let mut body = Vec::new();
-        // Held for the encoding only, not for the logging and counting below. Poisoning
-        // cannot leave the encoder half-valid: it resets its buffers on every call.
-        let encoded = self
-            .encoder
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .encode(samples, &self.external_labels, &mut body);
-        let stats = match encoded {
-            Ok(stats) => stats,
-            Err(e) => {
-                self.events.encode_failed(samples.len(), &e);
-                return None;
-            }
-        };
-        if stats.skipped_no_name > 0 {
-            self.events.nameless_dropped(stats.skipped_no_name);
+    /// Peeks the next window: the oldest samples, as many as the shards chosen for the
+    /// backlog (see [`shard_count`]) send in one request each. `Ok(None)` when the queue
+    /// turned out to be empty.
+    fn read_window(&self) -> Result<Option<Window>, String> {
+        let peeked = self.queue.with(|q| {
+            let pending = q.pending();
+            let shards = shard_count(
+                pending,
+                self.max_samples_per_send,
+                self.min_shards,
+                self.max_shards,
+            );
+            q.peek(shards * self.max_samples_per_send)
+                .map(|b| (b, pending, shards))
+        });
+        match peeked {
+            Ok((Some(batch), pending, shards)) => Ok(Some(Window {
+                batch,
+                pending,
+                shards,
+            })),
+            Ok((None, 0, _)) => Ok(None),
+            // Samples pending yet none handed out: retrying at once would spin.
+            Ok((None, n, _)) => Err(format!("queue reports {n} pending samples but yields none")),
+            Err(e) => Err(e.to_string()),
         }
-        (stats.samples > 0).then(|| (stats, Bytes::from(body)))
+    }
+
+    /// Sends one window: its samples split by series into `shards` lists sent concurrently,
+    /// each list as consecutive requests of at most `max_samples_per_send`. Returns when every
+    /// request was answered for good.
+    async fn deliver_window(
+        &self,
+        batch: &Batch,
+        shards: usize,
+        flags: SendFlags,
+        st: &mut RunState,
+    ) {
+        if batch.is_empty() {
+            return;
+        }
+        let parts = partition(batch.iter(), shards);
+        let jobs = parts
+            .iter()
+            .zip(st.shards.iter_mut())
+            .filter(|(part, _)| !part.is_empty())
+            .map(|(part, shard)| async move {
+                for chunk in part.chunks(self.max_samples_per_send) {
+                    self.deliver(chunk, shard, flags).await;
+                }
+            });
+        futures_util::future::join_all(jobs).await;
     }
 
     /// Encodes one request and sends it until it is accepted or refused for good.
@@ -402,6 +332,94 @@ impl Sender {
                     self.events.record_rejection(&stats, reason, &answer);
                 }
             }
+        }
+    }
+
+    /// Encodes `samples` and sends them until the receiver answers for good; records
+    /// successes and retries, and leaves refusals to the caller.
+    async fn send<S: Borrow<Sample> + Sync>(
+        &self,
+        samples: &[S],
+        st: &mut ShardState,
+        catching_up: bool,
+    ) -> Sent {
+        // The same bytes go out on every attempt: timestamps never change on retry.
+        let Some((stats, body)) = self.encode(samples) else {
+            return Sent::Nothing;
+        };
+        let mut attempt = 0u32;
+        loop {
+            if catching_up {
+                self.pace(body.len()).await;
+            }
+            let answer = self.service.attempt(body.clone()).await;
+            let decision = self.policy.decide(
+                answer.outcome,
+                answer.retry_after.as_deref(),
+                attempt,
+                SystemTime::now(),
+                st.jitter.next(),
+            );
+            if let Some(live) = &self.queue.live {
+                live.set_receiver_up(!matches!(decision, Decision::Retry { .. }));
+            }
+            match decision {
+                Decision::Done => {
+                    self.events.batch_delivered(&stats, body.len(), attempt);
+                    return Sent::Accepted;
+                }
+                Decision::Drop { reason } => {
+                    return Sent::Refused {
+                        stats,
+                        reason,
+                        answer,
+                    }
+                }
+                Decision::Retry { after } => {
+                    self.events.record_retry(&stats, &answer, attempt, after);
+                    self.timer.sleep(after).await;
+                    attempt = attempt.saturating_add(1);
+                }
+            }
+        }
+    }
+
+    /// Encodes samples into a request body, counting what cannot be sent; `None` when
+    /// nothing is left to send.
+    fn encode<S: Borrow<Sample>>(&self, samples: &[S]) -> Option<(EncodeStats, Bytes)> {
+        // The body is built at its exact size and handed over without another copy.
+        let mut body = Vec::new();
+        // Held for the encoding only, not for the logging and counting below. Poisoning
+        // cannot leave the encoder half-valid: it resets its buffers on every call.
+        let encoded = self
+            .encoder
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .encode(samples, &self.external_labels, &mut body);
+        let stats = match encoded {
+            Ok(stats) => stats,
+            Err(e) => {
+                self.events.encode_failed(samples.len(), &e);
+                return None;
+            }
+        };
+        if stats.skipped_no_name > 0 {
+            self.events.nameless_dropped(stats.skipped_no_name);
+        }
+        (stats.samples > 0).then(|| (stats, Bytes::from(body)))
+    }
+
+    /// Waits until the catch-up byte budget allows `bytes` more.
+    async fn pace(&self, bytes: usize) {
+        let Some(bucket) = &self.catchup else {
+            return;
+        };
+        let wait = bucket
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .acquire(self.epoch.elapsed(), bytes as u64);
+        if !wait.is_zero() {
+            self.timer.sleep(wait).await;
         }
     }
 
@@ -459,80 +477,79 @@ impl Sender {
         }
     }
 
-    /// Encodes `samples` and sends them until the receiver answers for good; records
-    /// successes and retries, and leaves refusals to the caller.
-    async fn send<S: Borrow<Sample> + Sync>(
-        &self,
-        samples: &[S],
-        st: &mut ShardState,
-        catching_up: bool,
-    ) -> Sent {
-        // The same bytes go out on every attempt: timestamps never change on retry.
-        let Some((stats, body)) = self.encode(samples) else {
-            return Sent::Nothing;
-        };
-        let mut attempt = 0u32;
-        loop {
-            if catching_up {
-                self.pace(body.len()).await;
-            }
-            let answer = self.service.attempt(body.clone()).await;
-            let decision = self.policy.decide(
-                answer.outcome,
-                answer.retry_after.as_deref(),
-                attempt,
-                SystemTime::now(),
-                st.jitter.next(),
-            );
-            if let Some(live) = &self.queue.live {
-                live.set_receiver_up(!matches!(decision, Decision::Retry { .. }));
-            }
-            match decision {
-                Decision::Done => {
-                    self.events.batch_delivered(&stats, body.len(), attempt);
-                    return Sent::Accepted;
-                }
-                Decision::Drop { reason } => {
-                    return Sent::Refused {
-                        stats,
-                        reason,
-                        answer,
-                    }
-                }
-                Decision::Retry { after } => {
-                    self.events.record_retry(&stats, &answer, attempt, after);
-                    self.timer.sleep(after).await;
-                    attempt = attempt.saturating_add(1);
-                }
-            }
-        }
-    }
-
-    /// Waits until the catch-up byte budget allows `bytes` more.
-    async fn pace(&self, bytes: usize) {
-        let Some(bucket) = &self.catchup else {
-            return;
-        };
-        let wait = bucket
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .acquire(self.epoch.elapsed(), bytes as u64);
-        if !wait.is_zero() {
-            self.timer.sleep(wait).await;
-        }
-    }
-
+    /// Releases a window whose every request was answered for good.
     fn ack(&self, batch: &Batch) {
         if let Err(e) = self.queue.with(|q| q.ack(batch.last_seq)) {
             self.events.ack_failed(&e);
         }
     }
 
+    /// Sends what the live lane is offered, one batch at a time, never retrying: a batch
+    /// that fails stays in the queue for the in-order reader. Never returns.
+    async fn live_pump(&self, st: &mut ShardState) {
+        let Some(live) = &self.queue.live else {
+            return std::future::pending().await;
+        };
+        loop {
+            match live.take() {
+                Some(batch) => self.deliver_live(batch, st).await,
+                None => live.offered.notified().await,
+            }
+        }
+    }
+
+    /// Posts one live batch once. Accepted or refused for good, its samples are marked
+    /// delivered (the in-order reader skips them); otherwise they stay queued.
+    async fn deliver_live(&self, batch: LiveBatch, st: &mut ShardState) {
+        let Some(live) = &self.queue.live else {
+            return;
+        };
+        let Some((stats, body)) = self.encode(&batch.samples) else {
+            live.mark_delivered(batch.seqs());
+            return;
+        };
+        let answer = self.service.attempt(body.clone()).await;
+        let decision = self.policy.decide(
+            answer.outcome,
+            answer.retry_after.as_deref(),
+            0,
+            SystemTime::now(),
+            st.jitter.next(),
+        );
+        match decision {
+            Decision::Done => {
+                live.mark_delivered(batch.seqs());
+                live.set_receiver_up(true);
+                self.events.record_success(&stats, body.len());
+            }
+            Decision::Drop { reason } => {
+                live.mark_delivered(batch.seqs());
+                self.events.record_rejection(&stats, reason, &answer);
+            }
+            Decision::Retry { .. } => {
+                // No retry here: the in-order reader sends these samples from the queue.
+                live.set_receiver_up(false);
+                self.events.live_send_failed(&answer);
+            }
+        }
+    }
+
+    /// Replaces the timer (tests record the waits instead of sleeping).
     #[cfg(test)]
     fn with_timer(mut self, timer: Arc<dyn Timer>) -> Self {
         self.timer = timer;
         self
     }
+}
+
+/// A window read from the queue, with what was known when it was read.
+struct Window {
+    /// The oldest samples.
+    batch: Batch,
+    /// Samples pending in the queue, this window's included.
+    pending: usize,
+    /// Parallel request streams to send it with.
+    shards: usize,
 }
 
 /// How a request is sent.
@@ -610,6 +627,21 @@ impl ShardState {
         ShardState {
             jitter: Jitter::new(),
         }
+    }
+}
+
+/// Waits for a delay; the production timer is tokio's, tests record the delays instead.
+trait Timer: Send + Sync {
+    /// Completes after `d`.
+    fn sleep(&self, d: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
+/// The real timer.
+struct TokioTimer;
+
+impl Timer for TokioTimer {
+    fn sleep(&self, d: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(tokio::time::sleep(d))
     }
 }
 
