@@ -4,7 +4,8 @@
 //!
 //! Rejections are rate-limited ([`RejectionLog`]): a misconfigured series can be refused every
 //! few seconds for hours, so the first refusal of a burst is logged in full and the rest are
-//! counted and summarised once a minute, when a batch is accepted again, or at shutdown.
+//! counted, then summarised at most once a minute while they go on, when an in-order request
+//! is accepted again (which ends the burst), and at shutdown.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -200,7 +201,8 @@ impl SenderEvents {
         }
     }
 
-    /// A request was refused for good and its samples dropped; logged at most once a minute.
+    /// A request was refused for good and its samples dropped: logged in full when it starts
+    /// a burst, otherwise counted towards the burst's summary.
     pub(crate) fn record_rejection(
         &self,
         stats: &EncodeStats,
