@@ -147,7 +147,8 @@ impl Encoder {
         Ok(stats)
     }
 
-    /// Assigns every sample to a series group and fills `order`; returns sample/series counts.
+    /// Assigns every sample to a series group and fills `order` (each group in timestamp
+    /// order); returns sample/series counts.
     fn group<S: Borrow<Sample>>(&mut self, samples: &[S]) -> EncodeStats {
         self.by_hash.clear();
         self.group_of.clear();
@@ -207,9 +208,9 @@ impl Encoder {
         stats
     }
 
-    /// Finds or creates the group of sample `i`: samples of a series usually share one
-    /// shared label set, so a pointer comparison settles most lookups; equal label sets built
-    /// apart still land in one group.
+    /// Finds or creates the group of sample `i`: samples of a series usually share one label
+    /// set (one allocation), so a pointer comparison settles most lookups; equal label sets
+    /// built apart still land in one group.
     fn group_for<S: Borrow<Sample>>(&mut self, samples: &[S], i: usize) -> u32 {
         let labels = &samples[i].borrow().labels;
         let new = self.group_rep.len() as u32;

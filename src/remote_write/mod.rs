@@ -1,10 +1,20 @@
-//! Remote write 1.0: [`encode`] turns samples into a snappy-compressed `WriteRequest` (pure),
-//! [`retry`] decides what a response means and how long to wait (pure), and [`sender`] moves
-//! batches from a queue to one receiver over HTTP, in parallel shards ([`shard`]: pure).
+//! Remote write 1.0, one file per role:
+//! - [`encode`] (pure): samples into a snappy-compressed `WriteRequest` body.
+//! - [`retry`] (pure): what a response means and how long to wait; the backoff schedule and
+//!   the jitter that spreads it.
+//! - [`shard`] (pure): how many requests go in parallel, which one a series goes in, and the
+//!   byte budget of catch-up traffic.
+//! - `service` (HTTP): an endpoint's client and headers, and one POST and its answer, made
+//!   safe to log; the only file that knows reqwest.
+//! - `events` (telemetry): every self-metric and log line a sender emits.
+//! - [`sender`] (the pump): moves windows of samples from a queue to one receiver through the
+//!   files above, in parallel shards, retrying until each request is answered for good.
 
 pub mod encode;
+mod events;
 pub mod retry;
 pub mod sender;
+pub(crate) mod service;
 pub mod shard;
 
 pub use sender::{Sender, SenderError};

@@ -7,10 +7,16 @@
 //! same body; every other status is a permanent refusal of the batch, which is dropped —
 //! retrying a request the receiver will always refuse would block the queue forever.
 //!
-//! The backoff schedule is computed here rather than with the `backoff` crate: that crate is
-//! unmaintained (RUSTSEC-2025-0012), draws its jitter from a global RNG that tests cannot
-//! control, and reads the clock itself; the schedule is a few lines of arithmetic.
+//! The exponential schedule (`min · 2ⁿ`, capped at `max`) is computed once per [`Backoff`]
+//! with the `backoff` 0.4 crate. RustSec flags that crate unmaintained (RUSTSEC-2025-0012);
+//! it is kept only for the schedule: its randomisation is switched off (its global random
+//! generator then moves a step by at most a nanosecond of rounding) and it has no
+//! elapsed-time limit (so its clock never cuts the schedule short). None of its timers or its
+//! retry loop is used: the jitter is applied here from a draw the caller passes in (`Jitter`
+//! below makes those draws), and the sender does its own waiting.
 
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, SystemTime};
 
 /// Longest `Retry-After` honoured when `max_backoff` is shorter: a receiver asking for more
@@ -253,6 +259,33 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
+/// Uniform draws in `[0, 1)` for [`Backoff::delay`] (xorshift64*): jitter needs spread, not
+/// cryptographic quality. Each generator is seeded from a fresh `RandomState` (the process'
+/// random hash keys), so senders, and the shards of one sender, draw different sequences.
+pub(crate) struct Jitter(u64);
+
+impl Jitter {
+    /// A generator with its own seed.
+    pub(crate) fn new() -> Self {
+        let mut h = RandomState::new().build_hasher();
+        h.write_u64(0x9e37_79b9_7f4a_7c15);
+        // xorshift never leaves the all-zero state: keep the seed odd.
+        Jitter(h.finish() | 1)
+    }
+
+    /// The next draw in `[0, 1)`.
+    pub(crate) fn next(&mut self) -> f64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        // The top 53 bits of the scrambled state fill an f64 mantissa exactly.
+        let r = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        (r >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,5 +477,15 @@ mod tests {
             })
         );
         assert!(Backoff::new(MS, MS).is_ok());
+    }
+
+    #[test]
+    fn jitter_draws_are_uniform_in_unit_interval() {
+        let mut j = Jitter::new();
+        let draws: Vec<f64> = (0..10_000).map(|_| j.next()).collect();
+        assert!(draws.iter().all(|d| (0.0..1.0).contains(d)));
+        let low = draws.iter().filter(|d| **d < 0.5).count();
+        // Loose: a broken generator (constant, stuck at 0) fails, a fair one never does.
+        assert!((4_000..6_000).contains(&low), "{low}");
     }
 }

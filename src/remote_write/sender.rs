@@ -1,13 +1,15 @@
-//! The HTTP sender for one remote-write endpoint: the thin I/O shell around [`super::encode`]
-//! and [`super::retry`].
+//! The pump of one remote-write endpoint: it moves samples from a queue to one receiver, and
+//! its code reads in the order the samples travel.
 //!
-//! One loop per endpoint: wait until a batch is worth sending (full, old enough, or the agent
-//! is draining), peek a window of the oldest samples from the queue, split it by series into
-//! shards sent in parallel (see [`super::shard`] for why per-series order holds), encode each
-//! request once, and POST the same bytes until the receiver accepts or permanently refuses
-//! them; only when every shard is answered is the window released from the queue. Samples are
-//! therefore delivered at least once: a request cut short by `abort` (or a crash) is sent again
-//! by whoever reads the queue next.
+//! Wait until a window is worth sending (full, old enough, or the agent is draining); choose
+//! as many shards as the backlog needs and peek that many requests' worth of the oldest
+//! samples; split them by series into shards sent in parallel (see [`super::shard`] for why
+//! per-series order holds); encode each request once ([`super::encode`]) and POST the same
+//! bytes (through `service`, the request side) until [`super::retry`] says the receiver
+//! accepted or permanently refused them; only when every shard is answered is the window
+//! released from the queue. Samples are therefore delivered at least once: a request cut
+//! short by `abort` (or a crash) is sent again by whoever reads the queue next. Every count
+//! and log line on the way goes through `events`.
 //!
 //! # Catching up after an outage
 //!
@@ -31,55 +33,34 @@
 //! are never slowed.
 
 use std::borrow::Borrow;
-use std::collections::hash_map::RandomState;
 use std::future::Future;
-use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use base64::Engine as _;
 use bytes::Bytes;
-use http::header::{
-    HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER,
-    USER_AGENT,
-};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::encode::{EncodeStats, Encoder};
-use super::retry::{Decision, DropReason, Outcome, RetryPolicy};
+use super::events::SenderEvents;
+use super::retry::{Decision, DropReason, Jitter, RetryPolicy};
+use super::service::{Answer, WriteService};
 use super::shard::{partition, shard_count, TokenBucket};
-use crate::config::{Auth, RemoteWriteSettings, RESERVED_HEADERS};
+use crate::config::RemoteWriteSettings;
 use crate::queue::live::LiveBatch;
 use crate::queue::{Batch, SharedQueue};
-use crate::secret::Secret;
 use crate::series::{Labels, Sample};
-use crate::telemetry::{
-    Telemetry, RW_BYTES_SENT, RW_LAST_SUCCESS, RW_PENDING, RW_REQUESTS, RW_SAMPLES_DROPPED,
-    RW_SAMPLES_FAILED, RW_SAMPLES_RETRIED, RW_SAMPLES_SENT,
-};
+use crate::telemetry::Telemetry;
 
-/// Protocol version header value for remote write 1.0.
-pub const REMOTE_WRITE_VERSION: &str = "0.1.0";
-
-/// `User-Agent` of every write request.
-pub const USER_AGENT_VALUE: &str = crate::http_client::USER_AGENT;
-
-/// Most bytes of a response body read, so a misbehaving receiver cannot make us buffer an
-/// arbitrarily large error page.
-const MAX_BODY_READ: usize = 16 * 1024;
-
-/// Most characters of a receiver's error message put in a log line.
-const MAX_MESSAGE_CHARS: usize = 512;
-
-/// How often a burst of rejections is summarised in the log.
-const REJECTION_SUMMARY_EVERY: Duration = Duration::from_secs(60);
+// The request side defines them; they stay reachable here as part of the sender's public API.
+pub use super::service::{REMOTE_WRITE_VERSION, USER_AGENT_VALUE};
 
 /// Why a sender could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum SenderError {
-    /// The HTTP client could not be built.
+    /// The settings were refused (backoff, batch size, headers, credentials) or the HTTP
+    /// client could not be built.
     #[error("remote_write {endpoint}: {message}")]
     Client {
         /// Endpoint name.
@@ -89,31 +70,12 @@ pub enum SenderError {
     },
 }
 
-/// Waits for a delay; the production timer is tokio's, tests record the delays instead.
-trait Timer: Send + Sync {
-    /// Completes after `d`.
-    fn sleep(&self, d: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
-}
-
-/// The real timer.
-struct TokioTimer;
-
-impl Timer for TokioTimer {
-    fn sleep(&self, d: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(tokio::time::sleep(d))
-    }
-}
-
 /// Moves batches from one queue to one receiver.
 pub struct Sender {
-    endpoint: String,
-    url: reqwest::Url,
-    client: reqwest::Client,
-    /// Every request's headers, credentials included (marked sensitive).
-    headers: HeaderMap,
-    /// Credential texts scrubbed from receiver messages before logging: some proxies echo
-    /// the request headers in their error pages.
-    secrets: Vec<Secret>,
+    /// Self-metrics and log lines, under the endpoint's name.
+    events: SenderEvents,
+    /// The request side: one attempt at a time.
+    service: WriteService,
     external_labels: Labels,
     max_samples_per_send: usize,
     batch_send_deadline: Duration,
@@ -121,14 +83,12 @@ pub struct Sender {
     max_shards: usize,
     policy: RetryPolicy,
     queue: Arc<SharedQueue>,
-    telemetry: Arc<Telemetry>,
+    /// Every wait goes through it, so tests can record waits instead of sleeping.
     timer: Arc<dyn Timer>,
     /// Byte budget of catch-up traffic, shared by the shards.
     catchup: Option<std::sync::Mutex<TokenBucket>>,
     /// Origin of the bucket's time scale.
     epoch: Instant,
-    /// Rejections not yet logged, shared by the shards and the live lane.
-    rejections: std::sync::Mutex<RejectionLog>,
     /// Shared by the shards: encoding is quick and never waits, so one encoder's batch-sized
     /// buffers serve every concurrent request.
     encoder: std::sync::Mutex<Encoder>,
@@ -140,13 +100,14 @@ impl std::fmt::Debug for Sender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Only the name: the URL may carry user info and the headers carry credentials.
         f.debug_struct("Sender")
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &self.events.endpoint())
             .finish_non_exhaustive()
     }
 }
 
 impl Sender {
-    /// Builds a sender: the HTTP client with its TLS settings and the request headers.
+    /// Builds a sender: checks the retry and batch settings, and builds the HTTP client (with
+    /// its TLS settings) and the request headers.
     pub fn new(
         settings: RemoteWriteSettings,
         external_labels: Labels,
@@ -163,14 +124,11 @@ impl Sender {
         if settings.max_samples_per_send == 0 {
             return Err(fail("max_samples_per_send must be > 0".into()));
         }
-        let (client, headers, secrets) = endpoint_client(&settings).map_err(fail)?;
+        let service = WriteService::new(&settings).map_err(fail)?;
 
         let sender = Sender {
-            endpoint,
-            url: settings.url,
-            client,
-            headers,
-            secrets,
+            events: SenderEvents::new(endpoint, telemetry),
+            service,
             external_labels,
             max_samples_per_send: settings.max_samples_per_send,
             batch_send_deadline: settings.batch_send_deadline,
@@ -178,17 +136,15 @@ impl Sender {
             max_shards: settings.max_shards.max(settings.min_shards).max(1),
             policy,
             queue,
-            telemetry,
             timer: Arc::new(TokioTimer),
             catchup: settings
                 .max_catchup_bytes_per_second
                 .map(|rate| std::sync::Mutex::new(TokenBucket::new(rate))),
             epoch: Instant::now(),
-            rejections: std::sync::Mutex::new(RejectionLog::default()),
             encoder: std::sync::Mutex::new(Encoder::new()),
             durable_queue: false,
         };
-        sender.touch_metrics();
+        sender.events.touch_metrics(sender.queue.pending());
         Ok(sender)
     }
 
@@ -207,24 +163,13 @@ impl Sender {
         let mut live = ShardState::new();
         tokio::select! {
             biased;
-            _ = abort.cancelled() => {
-                tracing::debug!(endpoint = %self.endpoint, "remote write aborted");
-            }
-            _ = self.pump(&drain, &mut state) => {
-                tracing::debug!(endpoint = %self.endpoint, "remote write drained");
-            }
+            _ = abort.cancelled() => self.events.aborted(),
+            _ = self.pump(&drain, &mut state) => self.events.drained(),
             // Never returns: it ends with the pump (draining sends everything in order).
             _ = self.live_pump(&mut live) => {}
         }
-        if let Some(summary) = self.rejections().end() {
-            self.log_rejection_summary(&summary, "until shutdown");
-        }
-        self.set_pending(self.queue.pending());
-    }
-
-    fn rejections(&self) -> std::sync::MutexGuard<'_, RejectionLog> {
-        // The log only holds counters for messages: a poisoned one is still usable.
-        self.rejections.lock().unwrap_or_else(|p| p.into_inner())
+        self.events.stopped();
+        self.events.set_pending(self.queue.pending());
     }
 
     /// Sends windows until draining finds the queue empty. Dropping this future at any await
@@ -236,30 +181,11 @@ impl Sender {
                 return;
             }
             let peek_at = Instant::now();
-            let peeked = self.queue.with(|q| {
-                let pending = q.pending();
-                let shards = shard_count(
-                    pending,
-                    self.max_samples_per_send,
-                    self.min_shards,
-                    self.max_shards,
-                );
-                q.peek(shards * self.max_samples_per_send)
-                    .map(|b| (b, pending, shards))
-            });
-            let failure = match peeked {
-                Ok((Some(batch), pending, shards)) => Ok((batch, pending, shards)),
-                Ok((None, 0, _)) => continue,
-                // Samples pending yet none handed out: retrying at once would spin.
-                Ok((None, n, _)) => {
-                    Err(format!("queue reports {n} pending samples but yields none"))
-                }
-                Err(e) => Err(e.to_string()),
-            };
-            let (mut batch, pending_at_peek, shards) = match failure {
-                Ok(found) => found,
+            let window = match self.read_window() {
+                Ok(Some(window)) => window,
+                Ok(None) => continue,
                 Err(error) => {
-                    tracing::error!(endpoint = %self.endpoint, %error, "reading the queue failed");
+                    self.events.queue_read_failed(&error);
                     let delay = self
                         .policy
                         .backoff()
@@ -270,6 +196,11 @@ impl Sender {
                 }
             };
             queue_failures = 0;
+            let Window {
+                mut batch,
+                pending: pending_at_peek,
+                shards,
+            } = window;
             let read = batch.len();
             // At least a full request is left behind this window: the receiver is behind, and
             // the catch-up byte budget applies. A steady flow leaves less (the part of a
@@ -288,6 +219,66 @@ impl Sender {
             self.deliver_window(&batch, shards, flags, st).await;
             self.ack(&batch);
             st.window_sent(peek_at, read, pending_at_peek);
+        }
+    }
+
+    /// Waits until a batch should go out: true to send, false when draining found nothing left.
+    async fn wait_for_batch(&self, drain: &CancellationToken, st: &mut RunState) -> bool {
+        loop {
+            let pending = self.queue.pending();
+            self.events.set_pending(pending);
+            if pending == 0 {
+                st.oldest = None;
+                if drain.is_cancelled() {
+                    return false;
+                }
+                tokio::select! {
+                    _ = self.queue.appended.notified() => {}
+                    _ = drain.cancelled() => {}
+                }
+                continue;
+            }
+            if pending >= self.max_samples_per_send || drain.is_cancelled() {
+                return true;
+            }
+            let since = *st.oldest.get_or_insert_with(Instant::now);
+            let remaining = self.batch_send_deadline.saturating_sub(since.elapsed());
+            if remaining.is_zero() {
+                return true;
+            }
+            tokio::select! {
+                _ = self.queue.appended.notified() => {}
+                _ = self.timer.sleep(remaining) => return true,
+                _ = drain.cancelled() => {}
+            }
+        }
+    }
+
+    /// Peeks the next window: the oldest samples, as many as the shards chosen for the
+    /// backlog (see [`shard_count`]) send in one request each. `Ok(None)` when the queue
+    /// turned out to be empty.
+    fn read_window(&self) -> Result<Option<Window>, String> {
+        let peeked = self.queue.with(|q| {
+            let pending = q.pending();
+            let shards = shard_count(
+                pending,
+                self.max_samples_per_send,
+                self.min_shards,
+                self.max_shards,
+            );
+            q.peek(shards * self.max_samples_per_send)
+                .map(|b| (b, pending, shards))
+        });
+        match peeked {
+            Ok((Some(batch), pending, shards)) => Ok(Some(Window {
+                batch,
+                pending,
+                shards,
+            })),
+            Ok((None, 0, _)) => Ok(None),
+            // Samples pending yet none handed out: retrying at once would spin.
+            Ok((None, n, _)) => Err(format!("queue reports {n} pending samples but yields none")),
+            Err(e) => Err(e.to_string()),
         }
     }
 
@@ -317,89 +308,78 @@ impl Sender {
         futures_util::future::join_all(jobs).await;
     }
 
-    /// Sends what the live lane is offered, one batch at a time, never retrying: a batch
-    /// that fails stays in the queue for the in-order reader. Never returns.
-    async fn live_pump(&self, st: &mut ShardState) {
-        let Some(live) = &self.queue.live else {
-            return std::future::pending().await;
-        };
-        loop {
-            match live.take() {
-                Some(batch) => self.deliver_live(batch, st).await,
-                None => live.offered.notified().await,
+    /// Encodes one request and sends it until it is accepted or refused for good.
+    ///
+    /// `flags.recovering` marks the first window after start, which may repeat samples a
+    /// crashed predecessor had delivered without recording it: see [`Sender::deliver_suffixes`].
+    async fn deliver<S: Borrow<Sample> + Sync>(
+        &self,
+        samples: &[S],
+        st: &mut ShardState,
+        flags: SendFlags,
+    ) {
+        match self.send(samples, st, flags.catching_up).await {
+            Sent::Accepted | Sent::Nothing => {}
+            Sent::Refused {
+                stats,
+                reason,
+                answer,
+            } => {
+                let DropReason::Rejected { status } = reason;
+                if flags.recovering && status == 400 && samples.len() > 1 {
+                    self.deliver_suffixes(samples, st, flags.catching_up).await;
+                } else {
+                    self.events.record_rejection(&stats, reason, &answer);
+                }
             }
         }
     }
 
-    async fn deliver_live(&self, batch: LiveBatch, st: &mut ShardState) {
-        let Some(live) = &self.queue.live else {
-            return;
+    /// Encodes `samples` and sends them until the receiver answers for good; records
+    /// successes and retries, and leaves refusals to the caller.
+    async fn send<S: Borrow<Sample> + Sync>(
+        &self,
+        samples: &[S],
+        st: &mut ShardState,
+        catching_up: bool,
+    ) -> Sent {
+        // The same bytes go out on every attempt: timestamps never change on retry.
+        let Some((stats, body)) = self.encode(samples) else {
+            return Sent::Nothing;
         };
-        let Some((stats, body)) = self.encode(&batch.samples) else {
-            live.mark_delivered(batch.seqs());
-            return;
-        };
-        let answer = self.attempt(body.clone()).await;
-        let decision = self.policy.decide(
-            answer.outcome,
-            answer.retry_after.as_deref(),
-            0,
-            SystemTime::now(),
-            st.jitter.next(),
-        );
-        match decision {
-            Decision::Done => {
-                live.mark_delivered(batch.seqs());
-                live.set_receiver_up(true);
-                self.record_success(&stats, body.len());
-            }
-            Decision::Drop { reason } => {
-                live.mark_delivered(batch.seqs());
-                self.record_rejection(&stats, reason, &answer);
-            }
-            Decision::Retry { .. } => {
-                // No retry here: the in-order reader sends these samples from the queue.
-                live.set_receiver_up(false);
-                let outcome = match answer.outcome {
-                    Outcome::Transport => "transport",
-                    Outcome::Status(_) => "retryable",
-                };
-                self.telemetry
-                    .add(RW_REQUESTS, &self.with_label("outcome", outcome), 1.0);
-                tracing::debug!(endpoint = %self.endpoint, error = %answer.message,
-                    "live send failed; the samples stay queued");
-            }
-        }
-    }
-
-    /// Waits until a batch should go out: true to send, false when draining found nothing left.
-    async fn wait_for_batch(&self, drain: &CancellationToken, st: &mut RunState) -> bool {
+        let mut attempt = 0u32;
         loop {
-            let pending = self.queue.pending();
-            self.set_pending(pending);
-            if pending == 0 {
-                st.oldest = None;
-                if drain.is_cancelled() {
-                    return false;
+            if catching_up {
+                self.pace(body.len()).await;
+            }
+            let answer = self.service.attempt(body.clone()).await;
+            let decision = self.policy.decide(
+                answer.outcome,
+                answer.retry_after.as_deref(),
+                attempt,
+                SystemTime::now(),
+                st.jitter.next(),
+            );
+            if let Some(live) = &self.queue.live {
+                live.set_receiver_up(!matches!(decision, Decision::Retry { .. }));
+            }
+            match decision {
+                Decision::Done => {
+                    self.events.batch_delivered(&stats, body.len(), attempt);
+                    return Sent::Accepted;
                 }
-                tokio::select! {
-                    _ = self.queue.appended.notified() => {}
-                    _ = drain.cancelled() => {}
+                Decision::Drop { reason } => {
+                    return Sent::Refused {
+                        stats,
+                        reason,
+                        answer,
+                    }
                 }
-                continue;
-            }
-            if pending >= self.max_samples_per_send || drain.is_cancelled() {
-                return true;
-            }
-            let since = *st.oldest.get_or_insert_with(Instant::now);
-            let remaining = self.batch_send_deadline.saturating_sub(since.elapsed());
-            if remaining.is_zero() {
-                return true;
-            }
-            tokio::select! {
-                _ = self.queue.appended.notified() => {}
-                _ = self.timer.sleep(remaining) => return true,
-                _ = drain.cancelled() => {}
+                Decision::Retry { after } => {
+                    self.events.record_retry(&stats, &answer, attempt, after);
+                    self.timer.sleep(after).await;
+                    attempt = attempt.saturating_add(1);
+                }
             }
         }
     }
@@ -419,51 +399,27 @@ impl Sender {
         let stats = match encoded {
             Ok(stats) => stats,
             Err(e) => {
-                tracing::error!(
-                    endpoint = %self.endpoint,
-                    samples = samples.len(),
-                    error = %e,
-                    "cannot encode batch; dropping it"
-                );
-                self.count_dropped(samples.len(), "encode_error", true);
+                self.events.encode_failed(samples.len(), &e);
                 return None;
             }
         };
         if stats.skipped_no_name > 0 {
-            tracing::warn!(
-                endpoint = %self.endpoint,
-                samples = stats.skipped_no_name,
-                "dropping samples whose series has no metric name"
-            );
-            self.count_dropped(stats.skipped_no_name, "invalid", true);
+            self.events.nameless_dropped(stats.skipped_no_name);
         }
         (stats.samples > 0).then(|| (stats, Bytes::from(body)))
     }
 
-    /// Encodes one request and sends it until it is accepted or refused for good.
-    ///
-    /// `recovering` marks the first window after start, which may repeat samples a crashed
-    /// predecessor had delivered without recording it: see [`Sender::deliver_suffixes`].
-    async fn deliver<S: Borrow<Sample> + Sync>(
-        &self,
-        samples: &[S],
-        st: &mut ShardState,
-        flags: SendFlags,
-    ) {
-        match self.send(samples, st, flags.catching_up).await {
-            Sent::Accepted | Sent::Nothing => {}
-            Sent::Refused {
-                stats,
-                reason,
-                answer,
-            } => {
-                let DropReason::Rejected { status } = reason;
-                if flags.recovering && status == 400 && samples.len() > 1 {
-                    self.deliver_suffixes(samples, st, flags.catching_up).await;
-                } else {
-                    self.record_rejection(&stats, reason, &answer);
-                }
-            }
+    /// Waits until the catch-up byte budget allows `bytes` more.
+    async fn pace(&self, bytes: usize) {
+        let Some(bucket) = &self.catchup else {
+            return;
+        };
+        let wait = bucket
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .acquire(self.epoch.elapsed(), bytes as u64);
+        if !wait.is_zero() {
+            self.timer.sleep(wait).await;
         }
     }
 
@@ -513,282 +469,87 @@ impl Sender {
                 // Refused to the last sample: a real rejection, counted once per sample.
                 if let Some((mut stats, reason, answer)) = last_refusal {
                     stats.samples = one.len();
-                    self.record_rejection(&stats, reason, &answer);
+                    self.events.record_rejection(&stats, reason, &answer);
                 }
             } else if skipped > 0 {
-                tracing::info!(
-                    endpoint = %self.endpoint,
-                    samples = skipped,
-                    "after the restart, skipped samples the receiver already held"
-                );
-                self.telemetry.add(
-                    RW_SAMPLES_DROPPED,
-                    &self.with_label("reason", "duplicate"),
-                    skipped as f64,
-                );
+                self.events.duplicates_skipped(skipped);
             }
         }
     }
 
-    /// Encodes `samples` and sends them until the receiver answers for good; records
-    /// successes and retries, and leaves refusals to the caller.
-    async fn send<S: Borrow<Sample> + Sync>(
-        &self,
-        samples: &[S],
-        st: &mut ShardState,
-        catching_up: bool,
-    ) -> Sent {
-        // The same bytes go out on every attempt: timestamps never change on retry.
-        let Some((stats, body)) = self.encode(samples) else {
-            return Sent::Nothing;
-        };
-        let mut attempt = 0u32;
-        loop {
-            if catching_up {
-                self.pace(body.len()).await;
-            }
-            let answer = self.attempt(body.clone()).await;
-            let decision = self.policy.decide(
-                answer.outcome,
-                answer.retry_after.as_deref(),
-                attempt,
-                SystemTime::now(),
-                st.jitter.next(),
-            );
-            if let Some(live) = &self.queue.live {
-                live.set_receiver_up(!matches!(decision, Decision::Retry { .. }));
-            }
-            match decision {
-                Decision::Done => {
-                    self.record_success(&stats, body.len());
-                    if attempt > 0 {
-                        tracing::info!(
-                            endpoint = %self.endpoint,
-                            attempts = attempt + 1,
-                            "batch delivered after retries"
-                        );
-                    }
-                    let summary = self.rejections().end();
-                    if let Some(summary) = summary {
-                        self.log_rejection_summary(&summary, "before this success");
-                    }
-                    return Sent::Accepted;
-                }
-                Decision::Drop { reason } => {
-                    return Sent::Refused {
-                        stats,
-                        reason,
-                        answer,
-                    }
-                }
-                Decision::Retry { after } => {
-                    self.record_retry(&stats, &answer, attempt, after);
-                    self.timer.sleep(after).await;
-                    attempt = attempt.saturating_add(1);
-                }
-            }
-        }
-    }
-
-    /// Waits until the catch-up byte budget allows `bytes` more.
-    async fn pace(&self, bytes: usize) {
-        let Some(bucket) = &self.catchup else {
-            return;
-        };
-        let wait = bucket
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .acquire(self.epoch.elapsed(), bytes as u64);
-        if !wait.is_zero() {
-            self.timer.sleep(wait).await;
-        }
-    }
-
-    /// Sends one request and reads (a bounded part of) the answer.
-    async fn attempt(&self, body: Bytes) -> Answer {
-        let response = self
-            .client
-            .post(self.url.clone())
-            .headers(self.headers.clone())
-            .body(body)
-            .send()
-            .await;
-        let mut response = match response {
-            Ok(r) => r,
-            Err(e) => {
-                return Answer {
-                    outcome: Outcome::Transport,
-                    retry_after: None,
-                    message: error_chain(&e),
-                }
-            }
-        };
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        // Reading the body lets the connection be reused; a failure while reading does not
-        // change what the status said.
-        let mut raw = Vec::new();
-        while raw.len() < MAX_BODY_READ {
-            match response.chunk().await {
-                Ok(Some(chunk)) => raw.extend_from_slice(&chunk),
-                Ok(None) | Err(_) => break,
-            }
-        }
-        Answer {
-            outcome: Outcome::Status(status),
-            retry_after,
-            message: receiver_message(&raw, &self.secrets),
-        }
-    }
-
+    /// Releases a window whose every request was answered for good.
     fn ack(&self, batch: &Batch) {
         if let Err(e) = self.queue.with(|q| q.ack(batch.last_seq)) {
-            // The batch will be sent again; duplicates are harmless to receivers.
-            tracing::error!(endpoint = %self.endpoint, error = %e, "releasing a sent batch failed");
+            self.events.ack_failed(&e);
         }
     }
 
-    fn labels(&self) -> [(&str, &str); 1] {
-        [("endpoint", self.endpoint.as_str())]
-    }
-
-    fn with_label<'a>(&'a self, name: &'a str, value: &'a str) -> [(&'a str, &'a str); 2] {
-        [("endpoint", self.endpoint.as_str()), (name, value)]
-    }
-
-    /// Creates every series at zero so dashboards see them before the first event.
-    fn touch_metrics(&self) {
-        let t = &self.telemetry;
-        for name in [
-            RW_SAMPLES_SENT,
-            RW_SAMPLES_FAILED,
-            RW_SAMPLES_RETRIED,
-            RW_BYTES_SENT,
-        ] {
-            t.add(name, &self.labels(), 0.0);
-        }
-        for outcome in ["success", "retryable", "rejected", "transport"] {
-            t.add(RW_REQUESTS, &self.with_label("outcome", outcome), 0.0);
-        }
-        t.add(
-            RW_SAMPLES_DROPPED,
-            &self.with_label("reason", "rejected"),
-            0.0,
-        );
-        self.set_pending(self.queue.pending());
-    }
-
-    fn set_pending(&self, pending: usize) {
-        self.telemetry
-            .set(RW_PENDING, &self.labels(), pending as f64);
-    }
-
-    fn count_dropped(&self, samples: usize, reason: &str, failed: bool) {
-        let n = samples as f64;
-        if failed {
-            self.telemetry.add(RW_SAMPLES_FAILED, &self.labels(), n);
-        }
-        self.telemetry
-            .add(RW_SAMPLES_DROPPED, &self.with_label("reason", reason), n);
-    }
-
-    fn record_success(&self, stats: &EncodeStats, bytes: usize) {
-        let t = &self.telemetry;
-        t.add(RW_SAMPLES_SENT, &self.labels(), stats.samples as f64);
-        t.add(RW_BYTES_SENT, &self.labels(), bytes as f64);
-        t.add(RW_REQUESTS, &self.with_label("outcome", "success"), 1.0);
-        t.set(
-            RW_LAST_SUCCESS,
-            &self.labels(),
-            crate::clock::now_ms() as f64 / 1000.0,
-        );
-    }
-
-    fn record_rejection(&self, stats: &EncodeStats, reason: DropReason, answer: &Answer) {
-        self.telemetry
-            .add(RW_REQUESTS, &self.with_label("outcome", "rejected"), 1.0);
-        self.count_dropped(stats.samples, reason.as_label(), true);
-        let DropReason::Rejected { status } = reason;
-        let report =
-            self.rejections()
-                .rejected(Instant::now(), stats.samples, status, &answer.message);
-        match report {
-            RejectionReport::First => {
-                let hint = if (300..400).contains(&status) {
-                    "; the URL redirects, point it at the final write endpoint"
-                } else {
-                    ""
-                };
-                tracing::warn!(
-                    endpoint = %self.endpoint,
-                    status,
-                    samples = stats.samples,
-                    receiver_message = %answer.message,
-                    "receiver rejected a batch, dropping it{hint} (repeats are summarised)"
-                );
-            }
-            RejectionReport::Summary(summary) => {
-                self.log_rejection_summary(&summary, "in the last minute")
-            }
-            RejectionReport::Quiet => {}
-        }
-    }
-
-    fn log_rejection_summary(&self, s: &RejectionSummary, period: &str) {
-        tracing::warn!(
-            endpoint = %self.endpoint,
-            requests = s.requests,
-            samples = s.samples,
-            last_status = s.last_status,
-            last_receiver_message = %s.last_message,
-            "receiver rejected more batches {period}, dropped"
-        );
-    }
-
-    fn record_retry(&self, stats: &EncodeStats, answer: &Answer, attempt: u32, after: Duration) {
-        let outcome = match answer.outcome {
-            Outcome::Transport => "transport",
-            Outcome::Status(_) => "retryable",
+    /// Sends what the live lane is offered, one batch at a time, never retrying: a batch
+    /// that fails stays in the queue for the in-order reader. Never returns.
+    async fn live_pump(&self, st: &mut ShardState) {
+        let Some(live) = &self.queue.live else {
+            return std::future::pending().await;
         };
-        self.telemetry
-            .add(RW_REQUESTS, &self.with_label("outcome", outcome), 1.0);
-        self.telemetry
-            .add(RW_SAMPLES_RETRIED, &self.labels(), stats.samples as f64);
-        let status = match answer.outcome {
-            Outcome::Status(s) => Some(s),
-            Outcome::Transport => None,
-        };
-        // One warning per batch: a long outage would otherwise log every backoff step.
-        if attempt == 0 {
-            tracing::warn!(
-                endpoint = %self.endpoint,
-                status,
-                samples = stats.samples,
-                retry_in = ?after,
-                error = %answer.message,
-                "write failed, retrying"
-            );
-        } else {
-            tracing::debug!(
-                endpoint = %self.endpoint,
-                status,
-                attempt = attempt + 1,
-                retry_in = ?after,
-                error = %answer.message,
-                "write failed again, retrying"
-            );
+        loop {
+            match live.take() {
+                Some(batch) => self.deliver_live(batch, st).await,
+                None => live.offered.notified().await,
+            }
         }
     }
 
+    /// Posts one live batch once. Accepted or refused for good, its samples are marked
+    /// delivered (the in-order reader skips them); otherwise they stay queued.
+    async fn deliver_live(&self, batch: LiveBatch, st: &mut ShardState) {
+        let Some(live) = &self.queue.live else {
+            return;
+        };
+        let Some((stats, body)) = self.encode(&batch.samples) else {
+            live.mark_delivered(batch.seqs());
+            return;
+        };
+        let answer = self.service.attempt(body.clone()).await;
+        let decision = self.policy.decide(
+            answer.outcome,
+            answer.retry_after.as_deref(),
+            0,
+            SystemTime::now(),
+            st.jitter.next(),
+        );
+        match decision {
+            Decision::Done => {
+                live.mark_delivered(batch.seqs());
+                live.set_receiver_up(true);
+                self.events.record_success(&stats, body.len());
+            }
+            Decision::Drop { reason } => {
+                live.mark_delivered(batch.seqs());
+                self.events.record_rejection(&stats, reason, &answer);
+            }
+            Decision::Retry { .. } => {
+                // No retry here: the in-order reader sends these samples from the queue.
+                live.set_receiver_up(false);
+                self.events.live_send_failed(&answer);
+            }
+        }
+    }
+
+    /// Replaces the timer (tests record the waits instead of sleeping).
     #[cfg(test)]
     fn with_timer(mut self, timer: Arc<dyn Timer>) -> Self {
         self.timer = timer;
         self
     }
+}
+
+/// A window read from the queue, with what was known when it was read.
+struct Window {
+    /// The oldest samples.
+    batch: Batch,
+    /// Samples pending in the queue, this window's included.
+    pending: usize,
+    /// Parallel request streams to send it with.
+    shards: usize,
 }
 
 /// How a request is sent.
@@ -812,14 +573,6 @@ enum Sent {
         reason: DropReason,
         answer: Answer,
     },
-}
-
-/// What one attempt got back.
-struct Answer {
-    outcome: Outcome,
-    retry_after: Option<String>,
-    /// The receiver's message or the transport error, made safe to log.
-    message: String,
 }
 
 /// State of one `run`, kept across windows.
@@ -877,251 +630,18 @@ impl ShardState {
     }
 }
 
-/// Builds the headers of every request (protocol headers, the user's, then credentials) and
-/// lists the credential texts they contain.
-/// The HTTP client for one remote-write endpoint (its TLS settings and timeout), the headers
-/// every request to it carries, and the credential values to scrub from receiver messages;
-/// shared by the sample sender and the metadata sender.
-pub(crate) fn endpoint_client(
-    settings: &RemoteWriteSettings,
-) -> Result<(reqwest::Client, HeaderMap, Vec<Secret>), String> {
-    let (headers, secrets) = request_headers(settings)?;
-    let tls =
-        crate::tls::client_config_for_url(&settings.url, &settings.tls, &[b"h2", b"http/1.1"])
-            .map_err(|e| e.to_string())?;
-    let client = reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .timeout(settings.timeout)
-        // A 301/302 would turn the POST into a body-less GET; a remote-write URL that
-        // redirects is a configuration error, reported as a rejection.
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| format!("building the HTTP client: {}", error_chain(&e)))?;
-    Ok((client, headers, secrets))
+/// Waits for a delay; the production timer is tokio's, tests record the delays instead.
+trait Timer: Send + Sync {
+    /// Completes after `d`.
+    fn sleep(&self, d: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }
 
-pub(crate) fn request_headers(
-    settings: &RemoteWriteSettings,
-) -> Result<(HeaderMap, Vec<Secret>), String> {
-    let mut h = HeaderMap::new();
-    let mut secrets = Vec::new();
-    h.insert(CONTENT_ENCODING, HeaderValue::from_static("snappy"));
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/x-protobuf"),
-    );
-    h.insert(
-        HeaderName::from_static("x-prometheus-remote-write-version"),
-        HeaderValue::from_static(REMOTE_WRITE_VERSION),
-    );
-    h.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
-    for (name, value_text) in &settings.headers {
-        let lower = name.to_ascii_lowercase();
-        if RESERVED_HEADERS.contains(&lower.as_str()) {
-            return Err(format!(
-                "header {name} is set by pushprobe and cannot be overridden"
-            ));
-        }
-        let name = HeaderName::from_bytes(lower.as_bytes())
-            .map_err(|_| format!("header name {name:?} is not valid"))?;
-        // The value is not quoted in the error: it may be a credential.
-        let mut value = HeaderValue::from_str(value_text)
-            .map_err(|_| format!("header {name} has characters not allowed in a header"))?;
-        if looks_sensitive(name.as_str()) {
-            value.set_sensitive(true);
-            secrets.push(Secret::new(value_text));
-        }
-        h.insert(name, value);
-    }
-    if let Some(auth) = &settings.auth {
-        let text = match auth {
-            Auth::Basic { username, password } => {
-                let pair = format!("{username}:{}", password.expose());
-                let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
-                secrets.push(password.clone());
-                secrets.push(Secret::new(encoded.clone()));
-                format!("Basic {encoded}")
-            }
-            Auth::Bearer(token) => {
-                secrets.push(token.clone());
-                format!("Bearer {}", token.expose())
-            }
-        };
-        let mut value = HeaderValue::from_str(&text)
-            .map_err(|_| "credentials have characters not allowed in a header".to_string())?;
-        value.set_sensitive(true);
-        // Configured credentials win over a hand-written Authorization header.
-        h.insert(AUTHORIZATION, value);
-    }
-    secrets.retain(|s| !s.is_empty());
-    // Longest first, so a secret that contains another is replaced whole.
-    secrets.sort_by_key(|s| std::cmp::Reverse(s.expose().len()));
-    Ok((h, secrets))
-}
+/// The real timer.
+struct TokioTimer;
 
-/// Replaces every credential text in `message`.
-fn redact(mut message: String, secrets: &[Secret]) -> String {
-    for s in secrets {
-        if message.contains(s.expose()) {
-            message = message.replace(s.expose(), "<redacted>");
-        }
-    }
-    message
-}
-
-/// Tells whether a user header probably carries a credential (then it is kept out of debug
-/// output and HTTP/2 header compression tables).
-fn looks_sensitive(name: &str) -> bool {
-    ["auth", "token", "key", "secret", "password", "cookie"]
-        .iter()
-        .any(|w| name.contains(w))
-}
-
-/// A receiver's response body as one short log-safe line, credentials removed.
-fn receiver_message(raw: &[u8], secrets: &[Secret]) -> String {
-    // Redacted before truncating, so a credential cut in half is still caught.
-    let text = redact(String::from_utf8_lossy(raw).into_owned(), secrets);
-    let text = text.trim();
-    let mut out: String = text
-        .chars()
-        .take(MAX_MESSAGE_CHARS)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if text.chars().nth(MAX_MESSAGE_CHARS).is_some() || raw.len() >= MAX_BODY_READ {
-        out.push('…');
-    }
-    out
-}
-
-/// An error and its causes on one line, without the request URL (which may hold user info).
-fn error_chain(e: &reqwest::Error) -> String {
-    let mut out = String::new();
-    let mut cur: Option<&dyn std::error::Error> = Some(e);
-    while let Some(err) = cur {
-        let text = match err.downcast_ref::<reqwest::Error>() {
-            Some(r) if r.url().is_some() => describe_reqwest(r),
-            _ => err.to_string(),
-        };
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-        cur = err.source();
-    }
-    out
-}
-
-/// A reqwest error's own message without its URL.
-fn describe_reqwest(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        "request timed out".into()
-    } else if e.is_connect() {
-        "connection failed".into()
-    } else if e.is_body() {
-        "sending the request body failed".into()
-    } else if e.is_request() {
-        "sending the request failed".into()
-    } else {
-        "HTTP client error".into()
-    }
-}
-
-/// Uniform draws in `[0, 1)` for backoff jitter (xorshift64*, seeded per sender from the
-/// process' random hash keys): jitter needs spread, not cryptographic quality.
-struct Jitter(u64);
-
-impl Jitter {
-    fn new() -> Self {
-        let mut h = RandomState::new().build_hasher();
-        h.write_u64(0x9e37_79b9_7f4a_7c15);
-        Jitter(h.finish() | 1)
-    }
-
-    fn next(&mut self) -> f64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        let r = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
-        (r >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// Counts of rejections not yet logged.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct RejectionSummary {
-    requests: u64,
-    samples: u64,
-    last_status: u16,
-    last_message: String,
-}
-
-/// What to log for a rejection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum RejectionReport {
-    /// First of a burst: log it in full.
-    First,
-    /// A minute has passed since the last report: log the counts.
-    Summary(RejectionSummary),
-    /// Counted, reported later.
-    Quiet,
-}
-
-/// Rate-limits rejection logging: a misconfigured series can be refused every few seconds for
-/// hours, and one line per minute says as much as thousands.
-#[derive(Debug, Default)]
-struct RejectionLog {
-    burst: Option<Burst>,
-}
-
-#[derive(Debug)]
-struct Burst {
-    last_report: Instant,
-    unreported: Option<RejectionSummary>,
-}
-
-impl RejectionLog {
-    /// Records a rejection at `now` and says what to log.
-    fn rejected(
-        &mut self,
-        now: Instant,
-        samples: usize,
-        status: u16,
-        message: &str,
-    ) -> RejectionReport {
-        let Some(burst) = &mut self.burst else {
-            self.burst = Some(Burst {
-                last_report: now,
-                unreported: None,
-            });
-            return RejectionReport::First;
-        };
-        let s = burst.unreported.get_or_insert_with(|| RejectionSummary {
-            requests: 0,
-            samples: 0,
-            last_status: status,
-            last_message: String::new(),
-        });
-        s.requests += 1;
-        s.samples += samples as u64;
-        s.last_status = status;
-        s.last_message.clear();
-        s.last_message.push_str(message);
-        if now.saturating_duration_since(burst.last_report) >= REJECTION_SUMMARY_EVERY {
-            burst.last_report = now;
-            burst
-                .unreported
-                .take()
-                .map_or(RejectionReport::Quiet, RejectionReport::Summary)
-        } else {
-            RejectionReport::Quiet
-        }
-    }
-
-    /// Ends the burst (a batch was accepted, or the sender stops); returns what is unreported.
-    fn end(&mut self) -> Option<RejectionSummary> {
-        self.burst.take().and_then(|b| b.unreported)
+impl Timer for TokioTimer {
+    fn sleep(&self, d: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(tokio::time::sleep(d))
     }
 }
 

@@ -19,7 +19,8 @@ use super::{FamilyType, ParsedFamily};
 use crate::config::RemoteWriteSettings;
 use crate::proto::{metric_metadata, MetricMetadata, WriteRequest};
 use crate::remote_write::encode::EncodeError;
-use crate::remote_write::sender::{endpoint_client, SenderError};
+use crate::remote_write::service::endpoint_client;
+use crate::remote_write::SenderError;
 use crate::telemetry::{self, Telemetry};
 
 /// Most families remembered per target: an exporter with runaway metric names must not grow

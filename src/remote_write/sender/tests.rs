@@ -4,16 +4,24 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Mutex;
 
+use base64::Engine as _;
+use http::header::AUTHORIZATION;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use prost::Message;
 
 use super::*;
-use crate::config::TlsConfig;
+use crate::config::{Auth, TlsConfig};
 use crate::proto;
 use crate::queue::memory::MemoryQueue;
+use crate::remote_write::service::request_headers;
+use crate::secret::Secret;
 use crate::series::Sample;
+use crate::telemetry::{
+    RW_BYTES_SENT, RW_LAST_SUCCESS, RW_PENDING, RW_REQUESTS, RW_SAMPLES_DROPPED, RW_SAMPLES_FAILED,
+    RW_SAMPLES_RETRIED, RW_SAMPLES_SENT,
+};
 
 const ENDPOINT: &str = "test-rw";
 const TOKEN: &str = "tok-3f9a-bearer";
@@ -681,78 +689,6 @@ fn reserved_headers_and_bad_backoff_are_refused() {
     let queue = SharedQueue::new(Box::new(MemoryQueue::new(10)));
     let err = Sender::new(s, Labels::default(), queue, Arc::new(Telemetry::new())).unwrap_err();
     assert!(err.to_string().contains("min_backoff"), "{err}");
-}
-
-#[test]
-fn receiver_messages_are_one_short_redacted_line() {
-    let secrets = [Secret::new("hunter2")];
-    assert_eq!(
-        receiver_message(b"  bad\nthing hunter2\r\n", &secrets),
-        "bad thing <redacted>"
-    );
-    let long = "x".repeat(MAX_MESSAGE_CHARS + 10);
-    let msg = receiver_message(long.as_bytes(), &[]);
-    assert_eq!(msg.chars().count(), MAX_MESSAGE_CHARS + 1);
-    assert!(msg.ends_with('…'));
-    assert_eq!(receiver_message(&[0xff, b'o', b'k'], &[]), "\u{fffd}ok");
-}
-
-#[test]
-fn rejections_are_logged_once_then_summarised() {
-    let t0 = Instant::now();
-    let mut log = RejectionLog::default();
-    assert_eq!(log.rejected(t0, 10, 400, "a"), RejectionReport::First);
-    for i in 1..=3 {
-        assert_eq!(
-            log.rejected(t0 + Duration::from_secs(i), 10, 400, "b"),
-            RejectionReport::Quiet
-        );
-    }
-    let summary = RejectionSummary {
-        requests: 4,
-        samples: 40,
-        last_status: 422,
-        last_message: "c".into(),
-    };
-    assert_eq!(
-        log.rejected(t0 + REJECTION_SUMMARY_EVERY, 10, 422, "c"),
-        RejectionReport::Summary(summary)
-    );
-    assert_eq!(
-        log.rejected(
-            t0 + REJECTION_SUMMARY_EVERY * 2 - Duration::from_secs(1),
-            5,
-            400,
-            "d"
-        ),
-        RejectionReport::Quiet
-    );
-    // Success ends the burst, reporting what was not yet logged; the next one starts afresh.
-    assert_eq!(
-        log.end(),
-        Some(RejectionSummary {
-            requests: 1,
-            samples: 5,
-            last_status: 400,
-            last_message: "d".into()
-        })
-    );
-    assert_eq!(log.end(), None);
-    assert_eq!(
-        log.rejected(t0 + REJECTION_SUMMARY_EVERY * 3, 1, 400, "e"),
-        RejectionReport::First
-    );
-    assert_eq!(log.end(), None);
-}
-
-#[test]
-fn jitter_draws_are_uniform_in_unit_interval() {
-    let mut j = Jitter::new();
-    let draws: Vec<f64> = (0..10_000).map(|_| j.next()).collect();
-    assert!(draws.iter().all(|d| (0.0..1.0).contains(d)));
-    let low = draws.iter().filter(|d| **d < 0.5).count();
-    // Loose: a broken generator (constant, stuck at 0) fails, a fair one never does.
-    assert!((4_000..6_000).contains(&low), "{low}");
 }
 
 /// Appends `per_series` samples to each of `series` series, interleaved as probe runs are.

@@ -1,0 +1,301 @@
+//! The request/response side of remote write, and the only part of [`super`] that knows
+//! reqwest: the HTTP client of an endpoint, the headers every write request carries, and one
+//! attempt (POST a body, read the status, `Retry-After` and a bounded part of the receiver's
+//! message) turned into an [`Answer`] for [`super::retry`] to judge.
+//!
+//! Whatever a receiver says goes into logs, so it is made safe here, where it is read: the
+//! message is cut to one short line and every credential text in it is replaced, because some
+//! proxies echo the request headers in their error pages; and transport errors are described
+//! without their URL, which may hold user info.
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER,
+    USER_AGENT,
+};
+
+use super::retry::Outcome;
+use crate::config::{Auth, RemoteWriteSettings, RESERVED_HEADERS};
+use crate::secret::Secret;
+
+/// Protocol version header value for remote write 1.0.
+pub const REMOTE_WRITE_VERSION: &str = "0.1.0";
+
+/// `User-Agent` of every write request.
+pub const USER_AGENT_VALUE: &str = crate::http_client::USER_AGENT;
+
+/// Most bytes of a response body read, so a misbehaving receiver cannot make us buffer an
+/// arbitrarily large error page.
+const MAX_BODY_READ: usize = 16 * 1024;
+
+/// Most characters of a receiver's error message put in a log line.
+const MAX_MESSAGE_CHARS: usize = 512;
+
+/// Sends write requests to one endpoint: its URL, client and headers.
+pub(crate) struct WriteService {
+    url: reqwest::Url,
+    client: reqwest::Client,
+    /// Every request's headers, credentials included (marked sensitive).
+    headers: HeaderMap,
+    /// Credential texts scrubbed from receiver messages before logging: some proxies echo
+    /// the request headers in their error pages.
+    secrets: Vec<Secret>,
+}
+
+impl WriteService {
+    /// Builds the client and headers for `settings`' endpoint; the error says what is wrong.
+    pub(crate) fn new(settings: &RemoteWriteSettings) -> Result<Self, String> {
+        let (client, headers, secrets) = endpoint_client(settings)?;
+        Ok(WriteService {
+            url: settings.url.clone(),
+            client,
+            headers,
+            secrets,
+        })
+    }
+
+    /// Sends one request and reads (a bounded part of) the answer.
+    pub(crate) async fn attempt(&self, body: Bytes) -> Answer {
+        let response = self
+            .client
+            .post(self.url.clone())
+            .headers(self.headers.clone())
+            .body(body)
+            .send()
+            .await;
+        let mut response = match response {
+            Ok(r) => r,
+            Err(e) => {
+                return Answer {
+                    outcome: Outcome::Transport,
+                    retry_after: None,
+                    message: error_chain(&e),
+                }
+            }
+        };
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        // Reading the body lets the connection be reused; a failure while reading does not
+        // change what the status said.
+        let mut raw = Vec::new();
+        while raw.len() < MAX_BODY_READ {
+            match response.chunk().await {
+                Ok(Some(chunk)) => raw.extend_from_slice(&chunk),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        Answer {
+            outcome: Outcome::Status(status),
+            retry_after,
+            message: receiver_message(&raw, &self.secrets),
+        }
+    }
+}
+
+/// What one attempt got back.
+pub(crate) struct Answer {
+    /// The status, or no answer at all.
+    pub(crate) outcome: Outcome,
+    /// The `Retry-After` header, if the receiver sent a readable one.
+    pub(crate) retry_after: Option<String>,
+    /// The receiver's message or the transport error, made safe to log.
+    pub(crate) message: String,
+}
+
+/// The HTTP client for one remote-write endpoint (its TLS settings and timeout), the headers
+/// every request to it carries, and the credential values to scrub from receiver messages;
+/// shared by the sample sender and the metadata sender.
+pub(crate) fn endpoint_client(
+    settings: &RemoteWriteSettings,
+) -> Result<(reqwest::Client, HeaderMap, Vec<Secret>), String> {
+    let (headers, secrets) = request_headers(settings)?;
+    let tls =
+        crate::tls::client_config_for_url(&settings.url, &settings.tls, &[b"h2", b"http/1.1"])
+            .map_err(|e| e.to_string())?;
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(settings.timeout)
+        // A 301/302 would turn the POST into a body-less GET; a remote-write URL that
+        // redirects is a configuration error, reported as a rejection.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| format!("building the HTTP client: {}", error_chain(&e)))?;
+    Ok((client, headers, secrets))
+}
+
+/// Builds the headers of every request (protocol headers, the user's, then credentials) and
+/// lists the credential texts they contain, longest first.
+pub(crate) fn request_headers(
+    settings: &RemoteWriteSettings,
+) -> Result<(HeaderMap, Vec<Secret>), String> {
+    let mut h = HeaderMap::new();
+    let mut secrets = Vec::new();
+    h.insert(CONTENT_ENCODING, HeaderValue::from_static("snappy"));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/x-protobuf"),
+    );
+    h.insert(
+        HeaderName::from_static("x-prometheus-remote-write-version"),
+        HeaderValue::from_static(REMOTE_WRITE_VERSION),
+    );
+    h.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+    for (name, value_text) in &settings.headers {
+        let lower = name.to_ascii_lowercase();
+        if RESERVED_HEADERS.contains(&lower.as_str()) {
+            return Err(format!(
+                "header {name} is set by pushprobe and cannot be overridden"
+            ));
+        }
+        let name = HeaderName::from_bytes(lower.as_bytes())
+            .map_err(|_| format!("header name {name:?} is not valid"))?;
+        // The value is not quoted in the error: it may be a credential.
+        let mut value = HeaderValue::from_str(value_text)
+            .map_err(|_| format!("header {name} has characters not allowed in a header"))?;
+        if looks_sensitive(name.as_str()) {
+            value.set_sensitive(true);
+            secrets.push(Secret::new(value_text));
+        }
+        h.insert(name, value);
+    }
+    if let Some(auth) = &settings.auth {
+        let text = match auth {
+            Auth::Basic { username, password } => {
+                let pair = format!("{username}:{}", password.expose());
+                let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+                secrets.push(password.clone());
+                secrets.push(Secret::new(encoded.clone()));
+                format!("Basic {encoded}")
+            }
+            Auth::Bearer(token) => {
+                secrets.push(token.clone());
+                format!("Bearer {}", token.expose())
+            }
+        };
+        let mut value = HeaderValue::from_str(&text)
+            .map_err(|_| "credentials have characters not allowed in a header".to_string())?;
+        value.set_sensitive(true);
+        // Configured credentials win over a hand-written Authorization header.
+        h.insert(AUTHORIZATION, value);
+    }
+    secrets.retain(|s| !s.is_empty());
+    // Longest first, so a secret that contains another is replaced whole.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.expose().len()));
+    Ok((h, secrets))
+}
+
+/// Replaces every credential text in `message`.
+fn redact(mut message: String, secrets: &[Secret]) -> String {
+    for s in secrets {
+        if message.contains(s.expose()) {
+            message = message.replace(s.expose(), "<redacted>");
+        }
+    }
+    message
+}
+
+/// Tells whether a user header probably carries a credential (then it is kept out of debug
+/// output and HTTP/2 header compression tables).
+fn looks_sensitive(name: &str) -> bool {
+    ["auth", "token", "key", "secret", "password", "cookie"]
+        .iter()
+        .any(|w| name.contains(w))
+}
+
+/// A receiver's response body as one short log-safe line, credentials removed.
+fn receiver_message(raw: &[u8], secrets: &[Secret]) -> String {
+    // Redacted before truncating, so a credential cut in half is still caught.
+    let text = redact(String::from_utf8_lossy(raw).into_owned(), secrets);
+    let text = text.trim();
+    let mut out: String = text
+        .chars()
+        .take(MAX_MESSAGE_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.chars().nth(MAX_MESSAGE_CHARS).is_some() || raw.len() >= MAX_BODY_READ {
+        out.push('…');
+    }
+    out
+}
+
+/// An error and its causes on one line, without the request URL (which may hold user info).
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut out = String::new();
+    let mut cur: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = cur {
+        let text = match err.downcast_ref::<reqwest::Error>() {
+            Some(r) if r.url().is_some() => describe_reqwest(r),
+            _ => err.to_string(),
+        };
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+        cur = err.source();
+    }
+    out
+}
+
+/// A reqwest error's own message without its URL.
+fn describe_reqwest(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "request timed out".into()
+    } else if e.is_connect() {
+        "connection failed".into()
+    } else if e.is_body() {
+        "sending the request body failed".into()
+    } else if e.is_request() {
+        "sending the request failed".into()
+    } else {
+        "HTTP client error".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receiver_messages_are_one_short_redacted_line() {
+        let secrets = [Secret::new("hunter2")];
+        assert_eq!(
+            receiver_message(b"  bad\nthing hunter2\r\n", &secrets),
+            "bad thing <redacted>"
+        );
+        let long = "x".repeat(MAX_MESSAGE_CHARS + 10);
+        let msg = receiver_message(long.as_bytes(), &[]);
+        assert_eq!(msg.chars().count(), MAX_MESSAGE_CHARS + 1);
+        assert!(msg.ends_with('…'));
+        assert_eq!(receiver_message(&[0xff, b'o', b'k'], &[]), "\u{fffd}ok");
+    }
+
+    #[tokio::test]
+    async fn transport_errors_are_described_without_the_url() {
+        // Nothing listens on the port once the listener is dropped: connection refused.
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let tls = crate::tls::client_config(&crate::config::TlsConfig::default(), &[]).unwrap();
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .build()
+            .unwrap();
+        let err = client
+            .post(format!("http://user:hunter2@{closed}/api/v1/write"))
+            .send()
+            .await
+            .unwrap_err();
+        // The raw error carries the URL, user info and all.
+        assert!(err.url().is_some());
+        let message = error_chain(&err);
+        assert!(message.starts_with("connection failed"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+        assert!(!message.contains("/api/v1/write"), "{message}");
+    }
+}
