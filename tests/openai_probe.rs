@@ -511,7 +511,11 @@ async fn all_checks_succeed_and_record_tokens_cost_and_ttft() {
     if total > ttft {
         assert!(tps.is_some_and(|t| t > 0.0), "{tps:?}");
     }
-    assert_eq!(value(&r, m::MISSING_USAGE, &at("chat_stream", &[])), None);
+    // Published at 0 from the first run (so increase() sees a first occurrence), not counted.
+    assert_eq!(
+        value(&r, m::MISSING_USAGE, &at("chat_stream", &[])),
+        Some(0.0)
+    );
     assert_eq!(probe_value(&r, m::PROBE_SUCCESS, &[]), Some(1.0));
     assert_eq!(
         probe_value(&r, m::SPEND_TODAY, &[]),
@@ -544,11 +548,12 @@ async fn stream_without_usage_succeeds_and_counts_missing_usage() {
         value(&r, m::MISSING_USAGE, &at("chat_stream", &[])),
         Some(1.0)
     );
+    // No usage: no tokens counted (the series exists at 0 from the first run).
     assert_eq!(
         value(&r, m::TOKENS, &at("chat_stream", &[("kind", "output")])),
-        None
+        Some(0.0)
     );
-    assert_eq!(value(&r, m::COST, &at("chat_stream", &[])), None);
+    assert_eq!(value(&r, m::COST, &at("chat_stream", &[])), Some(0.0));
     assert_eq!(
         value(&r, m::TOKENS_PER_SECOND, &at("chat_stream", &[])),
         None
@@ -817,7 +822,8 @@ async fn unpriced_model_counts_tokens_but_no_cost() {
     let (report, r) = run_once(settings(&server.base, &[Check::Chat]), Some(KEY)).await;
     assert!(report.success);
     assert_eq!(value(&r, m::UNPRICED, &at("chat", &[])), Some(1.0));
-    assert_eq!(value(&r, m::COST, &at("chat", &[])), None);
+    // No price, no cost added: the counter stays at the 0 it starts at.
+    assert_eq!(value(&r, m::COST, &at("chat", &[])), Some(0.0));
     assert_eq!(
         value(&r, m::TOKENS, &at("chat", &[("kind", "input")])),
         Some(3.0)
