@@ -21,6 +21,7 @@
 #![deny(unsafe_code)]
 
 pub mod agent;
+pub mod auth;
 pub mod check;
 pub mod cli;
 pub mod clock;

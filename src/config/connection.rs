@@ -37,16 +37,6 @@ pub struct TlsConfig {
     pub insecure_skip_verify: bool,
 }
 
-/// Credentials for a request, resolved from files at start.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Auth {
-    /// `Authorization: Basic …`.
-    Basic {
-        /// User name.
-        username: String,
-        /// Password.
-        password: Secret,
-    },
-    /// `Authorization: Bearer …`.
-    Bearer(Secret),
-}
+/// Credentials once resolved; they live in [`crate::auth`], which every client builds its
+/// `Authorization` header with.
+pub use crate::auth::Auth;

@@ -2,7 +2,6 @@
 //! and `User-Agent`, basic auth from the URL's user info, the caller's headers (every value
 //! marked sensitive, so that hyper never shows it), and the framing headers the client owns.
 
-use base64::Engine as _;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Method;
@@ -10,6 +9,8 @@ use http_body_util::Full;
 use reqwest::Url;
 
 use super::{ClientError, USER_AGENT};
+use crate::auth::Auth;
+use crate::secret::Secret;
 
 /// Builds the hyper request for one hop: origin-form target, `Host`, `User-Agent`,
 /// `Content-Length`, and `Connection: close` when `close` (a probe measures a fresh
@@ -37,11 +38,16 @@ pub(super) fn build_request(
     map.insert(header::HOST, header_value("host", &host)?);
     map.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
     if !url.username().is_empty() || url.password().is_some() {
-        let user = percent_decode(url.username());
-        let pass = percent_decode(url.password().unwrap_or(""));
-        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
-        let mut value = header_value("authorization", &format!("Basic {token}"))?;
-        value.set_sensitive(true);
+        let auth = Auth::Basic {
+            username: percent_decode(url.username()),
+            password: Secret::new(percent_decode(url.password().unwrap_or(""))),
+        };
+        let value = auth
+            .header_value()
+            .map_err(|_| ClientError::InvalidHeader {
+                name: "authorization".into(),
+                reason: "the URL's user info cannot be sent in a header",
+            })?;
         map.insert(header::AUTHORIZATION, value);
     }
     let mut overridden: Vec<HeaderName> = Vec::new();
@@ -153,7 +159,8 @@ mod tests {
             true,
         )
         .unwrap();
-        let expected = base64::engine::general_purpose::STANDARD.encode("us@er:p:ss");
+        let expected =
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "us@er:p:ss");
         assert_eq!(
             r.headers()[header::AUTHORIZATION],
             format!("Basic {expected}").as_str()

@@ -6,8 +6,8 @@
 //! itself, and records into a [`Trace`] the phases the blackbox exporter names in
 //! `probe_http_duration_seconds{phase}`: `resolve`, `connect`, `tls`, `processing`, `transfer`.
 //! The HTTP and OpenAI probes send through it on a new connection each run; scrapes keep one
-//! connection per target in a [`KeepAlive`]. Remote write has its own pooled client and takes
-//! only [`USER_AGENT`] from here.
+//! connection per target in a [`KeepAlive`]. Remote write and the Pushgateway push through the
+//! pooled client of [`pooled`] instead, with the same [`USER_AGENT`].
 //!
 //! One [`Request::timeout`] bounds the whole call, redirects and body included; when it runs
 //! out, the error names the phase it ran out in. The body is read by the caller, chunk by chunk
@@ -21,6 +21,8 @@
 //! - `redirect`: which responses redirect, where to, and what the next hop may carry;
 //! - `response`: the body, read under the call's deadline and limit;
 //! - `trace`: the phases and what the call found; `error`: why a call failed;
+//! - [`pooled`]: not part of the probes' client: the pooled reqwest client the push sinks
+//!   share, and the one URL-free description of its errors;
 //! - [`cert`]: the expiry date of the server's certificates, read from their DER, for the
 //!   trace's TLS facts (and formatted for `check`).
 //!
@@ -55,6 +57,7 @@ mod connect;
 mod error;
 mod headers;
 mod hop;
+pub mod pooled;
 mod redirect;
 mod response;
 mod trace;

@@ -22,7 +22,9 @@ use base64::Engine as _;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Auth, PushMethod, PushgatewaySettings};
+use crate::auth::Auth;
+use crate::config::{PushMethod, PushgatewaySettings};
+use crate::http_client::pooled;
 use crate::remote_write::retry::{Decision, Outcome, RetryPolicy};
 use crate::series::{Labels, Registry};
 use crate::telemetry::{self, Telemetry};
@@ -188,6 +190,8 @@ impl SinkStatus {
 pub struct PushgatewaySink {
     settings: PushgatewaySettings,
     client: reqwest::Client,
+    /// The `Authorization` value, marked sensitive, when credentials are configured.
+    authorization: Option<reqwest::header::HeaderValue>,
     policy: RetryPolicy,
     url: reqwest::Url,
     path: String,
@@ -207,6 +211,15 @@ impl PushgatewaySink {
         telemetry: Arc<Telemetry>,
     ) -> Result<Self, PushError> {
         let client = build_client(&settings)?;
+        let authorization = settings
+            .auth
+            .as_ref()
+            .map(Auth::header_value)
+            .transpose()
+            .map_err(|e| PushError::Client {
+                gateway: settings.name.clone(),
+                message: e.to_string(),
+            })?;
         let policy = RetryPolicy::new(settings.min_backoff, settings.max_backoff).map_err(|e| {
             PushError::Client {
                 gateway: settings.name.clone(),
@@ -228,6 +241,7 @@ impl PushgatewaySink {
             method: settings.method,
             settings,
             client,
+            authorization,
             policy,
             url,
             path,
@@ -397,12 +411,8 @@ impl PushgatewaySink {
             .client
             .request(method, self.url.clone())
             .timeout(self.settings.timeout);
-        match &self.settings.auth {
-            Some(Auth::Basic { username, password }) => {
-                rb = rb.basic_auth(username, Some(password.expose()))
-            }
-            Some(Auth::Bearer(token)) => rb = rb.bearer_auth(token.expose()),
-            None => {}
+        if let Some(value) = &self.authorization {
+            rb = rb.header(reqwest::header::AUTHORIZATION, value.clone());
         }
         rb
     }
@@ -416,7 +426,7 @@ impl PushgatewaySink {
             gateway: self.settings.name.clone(),
             method,
             path: self.path.clone(),
-            message: describe_reqwest_error(&e),
+            message: pooled::describe_error(&e),
         })?;
         let status = response.status();
         if status.is_success() {
@@ -476,33 +486,14 @@ fn truncate(text: &str, max: usize) -> String {
     format!("{}…", &text[..end])
 }
 
-/// reqwest's top-level message hides the cause ("error sending request"); walk the chain.
-fn describe_reqwest_error(e: &reqwest::Error) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    parts.join(": ")
-}
-
 fn build_client(settings: &PushgatewaySettings) -> Result<reqwest::Client, PushError> {
     let err = |message: String| PushError::Client {
         gateway: settings.name.clone(),
         message,
     };
-    let tls = crate::tls::client_config_for_url(&settings.url, &settings.tls, &[b"http/1.1"])
+    let builder = pooled::builder(&settings.url, &settings.tls, &[b"http/1.1"])
         .map_err(|e| err(e.to_string()))?;
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .user_agent(concat!("pushprobe/", env!("CARGO_PKG_VERSION")))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| err(describe_reqwest_error(&e)))
+    pooled::build(builder.user_agent(crate::http_client::USER_AGENT)).map_err(err)
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@
 //! proxies echo the request headers in their error pages; and transport errors are described
 //! without their URL, which may hold user info.
 
-use base64::Engine as _;
 use bytes::Bytes;
 use http::header::{
     HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER,
@@ -16,7 +15,8 @@ use http::header::{
 };
 
 use super::retry::Outcome;
-use crate::config::{Auth, RemoteWriteSettings, RESERVED_HEADERS};
+use crate::config::{RemoteWriteSettings, RESERVED_HEADERS};
+use crate::http_client::pooled;
 use crate::secret::Secret;
 
 /// Protocol version header value for remote write 1.0.
@@ -70,7 +70,7 @@ impl WriteService {
                 return Answer {
                     outcome: Outcome::Transport,
                     retry_after: None,
-                    message: error_chain(&e),
+                    message: pooled::describe_error(&e),
                 }
             }
         };
@@ -114,17 +114,9 @@ pub(crate) fn endpoint_client(
     settings: &RemoteWriteSettings,
 ) -> Result<(reqwest::Client, HeaderMap, Vec<Secret>), String> {
     let (headers, secrets) = request_headers(settings)?;
-    let tls =
-        crate::tls::client_config_for_url(&settings.url, &settings.tls, &[b"h2", b"http/1.1"])
-            .map_err(|e| e.to_string())?;
-    let client = reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .timeout(settings.timeout)
-        // A 301/302 would turn the POST into a body-less GET; a remote-write URL that
-        // redirects is a configuration error, reported as a rejection.
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| format!("building the HTTP client: {}", error_chain(&e)))?;
+    let builder = pooled::builder(&settings.url, &settings.tls, &[b"h2", b"http/1.1"])
+        .map_err(|e| e.to_string())?;
+    let client = pooled::build(builder.timeout(settings.timeout))?;
     Ok((client, headers, secrets))
 }
 
@@ -164,22 +156,8 @@ pub(crate) fn request_headers(
         h.insert(name, value);
     }
     if let Some(auth) = &settings.auth {
-        let text = match auth {
-            Auth::Basic { username, password } => {
-                let pair = format!("{username}:{}", password.expose());
-                let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
-                secrets.push(password.clone());
-                secrets.push(Secret::new(encoded.clone()));
-                format!("Basic {encoded}")
-            }
-            Auth::Bearer(token) => {
-                secrets.push(token.clone());
-                format!("Bearer {}", token.expose())
-            }
-        };
-        let mut value = HeaderValue::from_str(&text)
-            .map_err(|_| "credentials have characters not allowed in a header".to_string())?;
-        value.set_sensitive(true);
+        let value = auth.header_value().map_err(|e| e.to_string())?;
+        secrets.extend(auth.secrets());
         // Configured credentials win over a hand-written Authorization header.
         h.insert(AUTHORIZATION, value);
     }
@@ -223,39 +201,6 @@ fn receiver_message(raw: &[u8], secrets: &[Secret]) -> String {
     out
 }
 
-/// An error and its causes on one line, without the request URL (which may hold user info).
-fn error_chain(e: &reqwest::Error) -> String {
-    let mut out = String::new();
-    let mut cur: Option<&dyn std::error::Error> = Some(e);
-    while let Some(err) = cur {
-        let text = match err.downcast_ref::<reqwest::Error>() {
-            Some(r) if r.url().is_some() => describe_reqwest(r),
-            _ => err.to_string(),
-        };
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-        cur = err.source();
-    }
-    out
-}
-
-/// A reqwest error's own message without its URL.
-fn describe_reqwest(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        "request timed out".into()
-    } else if e.is_connect() {
-        "connection failed".into()
-    } else if e.is_body() {
-        "sending the request body failed".into()
-    } else if e.is_request() {
-        "sending the request failed".into()
-    } else {
-        "HTTP client error".into()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,30 +217,5 @@ mod tests {
         assert_eq!(msg.chars().count(), MAX_MESSAGE_CHARS + 1);
         assert!(msg.ends_with('…'));
         assert_eq!(receiver_message(&[0xff, b'o', b'k'], &[]), "\u{fffd}ok");
-    }
-
-    #[tokio::test]
-    async fn transport_errors_are_described_without_the_url() {
-        // Nothing listens on the port once the listener is dropped: connection refused.
-        let closed = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap()
-        };
-        let tls = crate::tls::client_config(&crate::config::TlsConfig::default(), &[]).unwrap();
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .build()
-            .unwrap();
-        let err = client
-            .post(format!("http://user:hunter2@{closed}/api/v1/write"))
-            .send()
-            .await
-            .unwrap_err();
-        // The raw error carries the URL, user info and all.
-        assert!(err.url().is_some());
-        let message = error_chain(&err);
-        assert!(message.starts_with("connection failed"), "{message}");
-        assert!(!message.contains("hunter2"), "{message}");
-        assert!(!message.contains("/api/v1/write"), "{message}");
     }
 }

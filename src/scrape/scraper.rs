@@ -17,7 +17,7 @@ use super::metadata::MetadataStore;
 use super::target::{ScrapeError, ScrapeSummary, TargetOptions, TargetState};
 use super::ACCEPT_HEADER;
 use crate::clock::now_ms;
-use crate::config::{Auth, ScrapeSettings, ScrapeTargetSettings};
+use crate::config::{ScrapeSettings, ScrapeTargetSettings};
 use crate::http_client::{ClientError, HttpClient, KeepAlive, Request, Trace};
 use crate::series::Sample;
 use crate::telemetry::{self, Telemetry};
@@ -124,23 +124,12 @@ impl JobClient {
             ),
         ];
         if let Some(auth) = &job.auth {
-            let text = match auth {
-                Auth::Basic { username, password } => {
-                    use base64::Engine as _;
-                    let pair = format!("{username}:{}", password.expose());
-                    format!(
-                        "Basic {}",
-                        base64::engine::general_purpose::STANDARD.encode(pair)
-                    )
-                }
-                Auth::Bearer(token) => format!("Bearer {}", token.expose()),
-            };
-            if http::HeaderValue::from_str(&text).is_err() {
-                return Err(fail(
-                    "credentials have characters not allowed in a header".into(),
-                ));
-            }
-            headers.push(("authorization".to_string(), text));
+            // Checked here so a bad value fails the job's set-up, not every scrape.
+            auth.header_value().map_err(|e| fail(e.to_string()))?;
+            headers.push((
+                "authorization".to_string(),
+                auth.header_text().expose().to_string(),
+            ));
         }
         Ok(JobClient { client, headers })
     }

@@ -242,9 +242,11 @@ impl OpenAiProbe {
         // A key that cannot be a header value (empty, a newline) is left out: the server's
         // 401 is then reported with the key's defect named.
         if let Some(k) = key.filter(|k| !k.is_empty()) {
-            let value = format!("Bearer {k}");
-            if http::HeaderValue::from_str(&value).is_ok() {
-                req.headers.push(("authorization".into(), value));
+            let auth = crate::auth::Auth::Bearer(crate::secret::Secret::new(k));
+            if auth.header_value().is_ok() {
+                let text = auth.header_text();
+                req.headers
+                    .push(("authorization".into(), text.expose().to_string()));
             }
         }
         req

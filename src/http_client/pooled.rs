@@ -1,0 +1,90 @@
+//! The pooled reqwest client the push sinks (remote write, Pushgateway) send with, and the one
+//! description of its errors that may be logged.
+//!
+//! Pushing is many requests to one endpoint, so this client keeps its connections, unlike the
+//! probes' client, which measures a fresh one each run. It never follows redirects: a 301/302
+//! would turn the POST into a body-less GET, so a push URL that redirects is a configuration
+//! error, reported as a refusal.
+
+use reqwest::Url;
+
+use crate::config::TlsConfig;
+
+/// A client builder for pushing to `url`: TLS from `tls` (offering `alpn`), no redirects. The
+/// caller adds its timeout or default headers and builds it with [`build`].
+pub fn builder(
+    url: &Url,
+    tls: &TlsConfig,
+    alpn: &[&[u8]],
+) -> Result<reqwest::ClientBuilder, crate::tls::TlsError> {
+    let tls = crate::tls::client_config_for_url(url, tls, alpn)?;
+    Ok(reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .redirect(reqwest::redirect::Policy::none()))
+}
+
+/// Builds the client, describing a failure with [`describe_error`].
+pub fn build(builder: reqwest::ClientBuilder) -> Result<reqwest::Client, String> {
+    builder
+        .build()
+        .map_err(|e| format!("building the HTTP client: {}", describe_error(&e)))
+}
+
+/// An error and its causes on one line, safe to log: reqwest's own message names the request
+/// URL, which may hold user info (`http://user:password@…`), so it is replaced by what went
+/// wrong; a cause that repeats an earlier part is left out.
+pub fn describe_error(e: &reqwest::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = cur {
+        let text = match err.downcast_ref::<reqwest::Error>() {
+            Some(r) if r.url().is_some() => what_failed(r).to_string(),
+            _ => err.to_string(),
+        };
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = err.source();
+    }
+    parts.join(": ")
+}
+
+/// A reqwest error's kind, in words, without its URL.
+fn what_failed(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "request timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() {
+        "sending the request body failed"
+    } else if e.is_request() {
+        "sending the request failed"
+    } else {
+        "HTTP client error"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn transport_errors_are_described_without_the_url() {
+        // Nothing listens on the port once the listener is dropped: connection refused.
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let url: Url = format!("http://user:hunter2@{closed}/api/v1/write")
+            .parse()
+            .unwrap();
+        let client = build(builder(&url, &TlsConfig::default(), &[]).unwrap()).unwrap();
+        let err = client.post(url).send().await.unwrap_err();
+        // The raw error carries the URL, user info and all.
+        assert!(err.url().is_some());
+        let message = describe_error(&err);
+        assert!(message.starts_with("connection failed"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+        assert!(!message.contains("/api/v1/write"), "{message}");
+    }
+}
