@@ -80,8 +80,10 @@
 //! steps of at most 25%; they grow back as the log does once more fits. When nothing is left
 //! to delete (others fill the filesystem), the new samples are dropped, counted for reason
 //! `disk_full`, and the append returns the error; the log stays usable, and the next append
-//! tries again, so it recovers by itself once space is freed. No segment is created per
-//! failure, and the log says so once, then once a minute while it lasts (see [`full`]).
+//! tries again, so it recovers by itself once space is freed. An acknowledgement position
+//! that cannot be written for want of space stays in memory and is written at the next
+//! chance (a crash before then only re-sends). No segment is created per failure, and the
+//! log says so once, then once a minute while it lasts (see [`full`]).
 //!
 //! **Concurrency.** One mutex guards the log; appends and reads are short (one write system
 //! call per append; a peek decodes at most the records it returns).
@@ -1111,7 +1113,17 @@ impl Inner {
             return Ok(());
         }
         let data = ackfile::encode_ack(&c.name, c.next);
-        fs::write_atomic(fs.as_ref(), &c.ack_path, &data, sync).map_err(io_error(&c.ack_path))?;
+        match fs::write_atomic(fs.as_ref(), &c.ack_path, &data, sync) {
+            Ok(()) => {}
+            Err(e) if full::is_out_of_space(&e) => {
+                // The position holds in memory and is written at the next acknowledgement or
+                // periodic sync; a crash before then only re-sends (duplicates, not loss).
+                let path = c.ack_path.clone();
+                self.log_full_disk(&path, 0, 0);
+                return Ok(());
+            }
+            Err(e) => return Err(io_error(&c.ack_path)(e)),
+        }
         c.persisted = c.next;
         c.synced = sync;
         if sync {

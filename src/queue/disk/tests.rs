@@ -653,6 +653,26 @@ fn full_filesystem_with_nothing_to_drop_refuses_new_samples_and_recovers() {
 }
 
 #[test]
+fn acknowledgement_without_room_is_kept_and_written_once_space_is_back() {
+    let fs = MemFs::new();
+    let (log, mut cs) = open_mem(&fs, opts(FsyncPolicy::Always), &["a"]);
+    log.append(&batch(0, 10)).unwrap();
+    fs.set_faults(Faults {
+        capacity: Some(used(&fs)),
+        ..Faults::default()
+    });
+    // Not an error: the position holds in memory.
+    cs[0].ack(4).unwrap();
+    assert_eq!(cs[0].pending(), 5);
+    assert_eq!(drain_values(&mut cs[0]), (5..10).collect::<Vec<_>>());
+    fs.set_faults(Faults::default());
+    cs[0].ack(6).unwrap();
+    drop((log, cs));
+    let (_log, mut cs) = open_mem(&fs, opts(FsyncPolicy::Always), &["a"]);
+    assert_eq!(drain_values(&mut cs[0]), (7..10).collect::<Vec<_>>());
+}
+
+#[test]
 fn segments_grow_back_once_the_filesystem_has_room_again() {
     let fs = MemFs::new();
     fs.set_faults(Faults {
