@@ -8,10 +8,17 @@
 
 mod common;
 
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::rw_receiver::RwReceiver;
 use common::*;
+use pushprobe::queue::disk::fs::{AppendFile, Fs, ReadFile, RealFs};
+use pushprobe::queue::disk::{DiskConsumer, DiskLog, DiskQueueOptions};
+use pushprobe::queue::Queue;
+use pushprobe::series::{Labels, Sample};
 
 const SELECTOR: &str = r#"probe_success{probe="x"}"#;
 
@@ -342,4 +349,282 @@ async fn refused_batches_are_counted_and_do_not_stall_the_rest() {
         total == hits || total + 1 == hits,
         "{total} answered, {hits} runs"
     );
+}
+
+// ---- a full filesystem ----------------------------------------------------------------------
+
+/// A tmpfs mounted on a temporary directory for one test, unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (as `mount -o size=` takes it); the error says why not.
+    fn mount(size: &str) -> Result<Tmpfs, String> {
+        let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("running mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount exited with {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Tmpfs { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Before the directory itself is removed (fields drop after this).
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Bytes the regular files under `root` (and its subdirectories) hold.
+fn bytes_under(root: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => bytes_under(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// The real filesystem with a byte budget over everything under `root`: a write past it
+/// stores what fits and fails with ENOSPC, as a full filesystem does.
+#[derive(Debug, Clone)]
+struct BudgetFs {
+    root: PathBuf,
+    capacity: u64,
+}
+
+#[derive(Debug)]
+struct BudgetFile {
+    fs: BudgetFs,
+    file: Box<dyn AppendFile>,
+}
+
+impl AppendFile for BudgetFile {
+    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+        let room = self.fs.capacity.saturating_sub(bytes_under(&self.fs.root));
+        let fits = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        self.file.append(&buf[..fits])?;
+        if fits < buf.len() {
+            return Err(io::Error::from_raw_os_error(28));
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.file.sync()
+    }
+}
+
+impl Fs for BudgetFs {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        RealFs.create_dir_all(dir)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        RealFs.list(dir)
+    }
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
+        let file = RealFs.open_append(path)?;
+        Ok(Box::new(BudgetFile {
+            fs: self.clone(),
+            file,
+        }))
+    }
+    fn create(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
+        let file = RealFs.create(path)?;
+        Ok(Box::new(BudgetFile {
+            fs: self.clone(),
+            file,
+        }))
+    }
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadFile>> {
+        RealFs.open_read(path)
+    }
+    fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
+        RealFs.truncate(path, len)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        RealFs.rename(from, to)
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        RealFs.remove(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        RealFs.sync_dir(dir)
+    }
+}
+
+/// `n` samples of three series, values (and timestamps) counting up from `from`.
+fn numbered(from: u64, n: u64) -> Vec<Sample> {
+    let series: Vec<Labels> = (0..3)
+        .map(|i| Labels::with_name("full_disk_test", [("series", format!("s{i}"))]).unwrap())
+        .collect();
+    (from..from + n)
+        .map(|v| Sample {
+            labels: series[(v % 3) as usize].clone(),
+            value: v as f64,
+            timestamp_ms: 1_700_000_000_000 + v as i64,
+        })
+        .collect()
+}
+
+/// Values a consumer would send now, acknowledging them when `ack`.
+fn take_values(c: &mut DiskConsumer, ack: bool) -> Vec<u64> {
+    let Some(batch) = c.peek(usize::MAX).expect("peek") else {
+        return Vec::new();
+    };
+    if ack {
+        c.ack(batch.last_seq).expect("ack");
+    }
+    batch.iter().map(|s| s.value as u64).collect()
+}
+
+fn segment_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Runs the disk queue, with its default bound (1 GiB) and segment size (16 MiB), in `root`,
+/// a filesystem of `capacity` bytes reached through `fs`; `fill` takes whatever room is left
+/// with a file of its own, whose path it returns.
+fn check_full_filesystem(
+    fs: Arc<dyn Fs>,
+    root: &Path,
+    capacity: u64,
+    fill: impl Fn(&Path) -> PathBuf,
+) {
+    const BATCH: u64 = 50;
+    let dir = root.join("queue");
+    let names = ["slow".to_string(), "fast".to_string()];
+    let options = DiskQueueOptions::default;
+    let (log, mut cs) = DiskLog::open(&dir, options(), fs.clone(), &names).expect("open");
+
+    // Write four times what fits, the fast endpoint keeping up, the slow one not at all.
+    log.append(&numbered(0, BATCH)).expect("first append");
+    let per_batch = log.stats().bytes;
+    let batches = 4 * capacity / per_batch;
+    let mut most_segments = 0;
+    for i in 1..batches {
+        log.append(&numbered(i * BATCH, BATCH))
+            .unwrap_or_else(|e| panic!("append {i} of {batches}: {e}"));
+        take_values(&mut cs[1], true);
+        most_segments = most_segments.max(log.stats().segments);
+    }
+    let written = batches * BATCH;
+    let s = log.stats();
+    assert!(s.dropped.disk_full > 0, "{s:?}");
+    assert_eq!(s.consumers[0].dropped.disk_full, s.dropped.disk_full);
+    assert_eq!(s.consumers[1].dropped.disk_full, 0);
+    assert_eq!(s.write_errors, 0, "every append went through");
+    assert!(most_segments <= 6, "{most_segments} segments at most");
+    let kept = take_values(&mut cs[0], false);
+    assert_eq!(kept.len() as u64 + s.dropped.disk_full, written);
+    assert!(kept[0] > 0, "the oldest went");
+    assert_eq!(*kept.last().unwrap(), written - 1, "the newest stayed");
+    assert!(kept.windows(2).all(|w| w[1] == w[0] + 1), "no hole");
+    assert!(
+        s.bytes >= capacity / 2,
+        "most of the room holds data: {} of {capacity}",
+        s.bytes
+    );
+
+    // Everything delivered and the queue restarted, so it holds no data; then someone else
+    // takes all the room: nothing is left to drop.
+    take_values(&mut cs[0], true);
+    drop((log, cs));
+    let (log, mut cs) = DiskLog::open(&dir, options(), fs.clone(), &names).expect("reopen");
+    assert_eq!(log.stats().segments, 0, "all delivered, all removed");
+    let hog = fill(root);
+    let mut next = written;
+    let before = log.stats();
+    let files = segment_files(&dir);
+    for _ in 0..20 {
+        let err = log.append(&numbered(next, BATCH)).expect_err("no room");
+        assert!(err.is_out_of_space(), "{err}");
+        next += BATCH;
+    }
+    let s = log.stats();
+    assert_eq!(s.dropped.disk_full, before.dropped.disk_full + 20 * BATCH);
+    assert_eq!(s.consumers[0].dropped.disk_full, s.dropped.disk_full);
+    assert!(
+        segment_files(&dir) <= files.max(1),
+        "no segment per failure"
+    );
+
+    // Room again: the queue takes new samples by itself.
+    std::fs::remove_file(&hog).expect("remove the filler");
+    log.append(&numbered(next, BATCH))
+        .expect("append once space is back");
+    let want: Vec<u64> = (next..next + BATCH).collect();
+    assert_eq!(take_values(&mut cs[0], true), want);
+    assert_eq!(take_values(&mut cs[1], true), want);
+    drop((log, cs));
+    let (log, _cs) = DiskLog::open(&dir, options(), fs, &names).expect("reopen");
+    assert!(
+        !log.recovery_report().found_damage(),
+        "{:?}",
+        log.recovery_report()
+    );
+}
+
+#[test]
+fn a_full_filesystem_drops_the_oldest_samples_and_the_queue_recovers() {
+    const CAPACITY: u64 = 2 << 20;
+    match Tmpfs::mount("2m") {
+        Ok(tmpfs) => check_full_filesystem(Arc::new(RealFs), tmpfs.path(), CAPACITY, |root| {
+            let hog = root.join("hog");
+            let mut f = std::fs::File::create(&hog).expect("create filler");
+            let chunk = [0u8; 4096];
+            while f.write_all(&chunk).is_ok() {}
+            hog
+        }),
+        Err(why) if std::env::var_os("CI").is_none() => {
+            eprintln!(
+                "SKIPPED a_full_filesystem_drops_the_oldest_samples_and_the_queue_recovers: \
+                 cannot mount a tmpfs ({why}); the queue's unit tests cover a full filesystem \
+                 through its Fs trait"
+            );
+        }
+        Err(why) => {
+            // In CI a skip would pass unseen: the same checks run through the queue's Fs trait
+            // instead, with a byte budget on the real filesystem standing in for the tmpfs.
+            eprintln!("cannot mount a tmpfs ({why}); checking through a byte budget instead");
+            let root = tempfile::tempdir().expect("temporary directory");
+            let fs = BudgetFs {
+                root: root.path().to_path_buf(),
+                capacity: CAPACITY,
+            };
+            check_full_filesystem(Arc::new(fs), root.path(), CAPACITY, |root| {
+                let hog = root.join("hog");
+                let room = CAPACITY.saturating_sub(bytes_under(root));
+                std::fs::write(&hog, vec![0u8; room as usize]).expect("write filler");
+                hog
+            });
+        }
+    }
 }
