@@ -203,6 +203,14 @@ impl Pipeline {
                     out.queue.announce(samples, o.first_seq);
                 }
             }
+            Err(e) if e.is_out_of_space() => {
+                // The log counted what it could not store (reason disk_full, exported from
+                // its figures) and logs a full filesystem itself, once a minute at most.
+                tracing::debug!(error = %e, samples = samples.len(), "disk queue: no room for samples");
+                for out in &self.outputs {
+                    out.queue.appended.notify_one();
+                }
+            }
             Err(e) => {
                 for out in &self.outputs {
                     self.telemetry.add(
@@ -1003,11 +1011,19 @@ mod tests {
     }
 
     fn disk_pipeline(dir: &Path, endpoints: &[&str]) -> Pipeline {
+        disk_pipeline_on(dir, endpoints, Arc::new(RealFs))
+    }
+
+    fn disk_pipeline_on(
+        dir: &Path,
+        endpoints: &[&str],
+        fs: Arc<dyn crate::queue::disk::fs::Fs>,
+    ) -> Pipeline {
         let names: Vec<String> = endpoints.iter().map(|e| e.to_string()).collect();
         let (log, consumers) = DiskLog::open(
             &dir.join("queue"),
             crate::queue::disk::DiskQueueOptions::default(),
-            Arc::new(RealFs),
+            fs,
             &names,
         )
         .unwrap();
@@ -1065,6 +1081,41 @@ mod tests {
                 .value(telemetry::QUEUE_SAMPLES_DROPPED, &[("reason", "disk_full")]),
             Some(0.0)
         );
+    }
+
+    #[test]
+    fn samples_a_full_filesystem_has_no_room_for_are_dropped_as_disk_full_not_queue_error() {
+        use crate::queue::disk::memfs::{Faults, MemFs};
+        let dir = tempfile::tempdir().unwrap();
+        let fs = MemFs::new();
+        let p = disk_pipeline_on(dir.path(), &["a", "b"], Arc::new(fs.clone()));
+        p.publish(samples(5));
+        // Nothing left to drop: the filesystem is full of someone else's data.
+        fs.set_faults(Faults {
+            capacity: Some(0),
+            ..Faults::default()
+        });
+        for _ in 0..3 {
+            p.publish(samples(4));
+        }
+        p.self_metrics(1);
+        for endpoint in ["a", "b"] {
+            let dropped = |reason| {
+                p.telemetry.value(
+                    telemetry::RW_SAMPLES_DROPPED,
+                    &[("endpoint", endpoint), ("reason", reason)],
+                )
+            };
+            assert_eq!(dropped("disk_full"), Some(12.0), "{endpoint}");
+            assert_eq!(dropped("queue_error"), None, "{endpoint}");
+        }
+        assert_eq!(
+            p.telemetry
+                .value(telemetry::QUEUE_SAMPLES_DROPPED, &[("reason", "disk_full")]),
+            Some(12.0)
+        );
+        // What was stored before is still there.
+        assert_eq!(p.outputs[0].queue.pending(), 5);
     }
 
     #[test]

@@ -14,7 +14,8 @@ pub const RW_SAMPLES_SENT: &str = "pushprobe_remote_write_samples_sent_total";
 pub const RW_SAMPLES_FAILED: &str = "pushprobe_remote_write_samples_failed_total";
 /// Samples sent again after a retryable failure, per `endpoint`.
 pub const RW_SAMPLES_RETRIED: &str = "pushprobe_remote_write_samples_retried_total";
-/// Samples dropped without delivery, per `endpoint` and `reason`.
+/// Samples dropped without delivery, per `endpoint` and `reason` (`queue_full`, `queue_error`;
+/// with a disk queue `disk_full` and `too_old`, as for [`QUEUE_SAMPLES_DROPPED`]).
 pub const RW_SAMPLES_DROPPED: &str = "pushprobe_remote_write_samples_dropped_total";
 /// Compressed request bytes accepted by a receiver, per `endpoint`.
 pub const RW_BYTES_SENT: &str = "pushprobe_remote_write_bytes_sent_total";
@@ -33,8 +34,9 @@ pub const QUEUE_CAPACITY_BYTES: &str = "pushprobe_queue_capacity_bytes";
 /// Corrupt disk-queue records skipped, at start-up and when reading.
 pub const QUEUE_CORRUPT_RECORDS: &str = "pushprobe_queue_corrupt_records_total";
 /// Samples the disk queue dropped unsent, by `reason` (`disk_full`: the oldest segment made
-/// room, counted once whatever the number of endpoints; `too_old`: older than
-/// `max_sample_age`, summed over endpoints).
+/// room under `max_disk_bytes` or on a full filesystem (ENOSPC, EDQUOT), or a full filesystem
+/// left no room for new samples; counted once whatever the number of endpoints; `too_old`:
+/// older than `max_sample_age`, summed over endpoints).
 pub const QUEUE_SAMPLES_DROPPED: &str = "pushprobe_queue_samples_dropped_total";
 /// Disk-queue appends that failed on a write or sync error.
 pub const QUEUE_WRITE_ERRORS: &str = "pushprobe_queue_write_errors_total";

@@ -192,6 +192,14 @@ pub enum QueueError {
     },
 }
 
+impl QueueError {
+    /// Tells whether the storage had no room left (ENOSPC, EDQUOT). A disk queue counts the
+    /// samples it could not store then as dropped (reason `disk_full`) and logs it, rate-limited.
+    pub fn is_out_of_space(&self) -> bool {
+        matches!(self, QueueError::Io { source, .. } if disk::full::is_out_of_space(source))
+    }
+}
+
 /// A FIFO of samples with acknowledged release, one per remote-write endpoint.
 pub trait Queue: Send {
     /// Appends samples in order; when full, drops the oldest and says how many.

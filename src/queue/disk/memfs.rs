@@ -18,9 +18,11 @@ struct Inode {
 /// Failures to inject.
 #[derive(Debug, Default, Clone)]
 pub struct Faults {
-    /// Total bytes all files may hold; a write beyond it stores what fits and fails with
-    /// `StorageFull` (a short write).
+    /// Total bytes all files may hold; a write beyond it stores what fits and fails as the
+    /// real filesystem does, with ENOSPC (a short write).
     pub capacity: Option<u64>,
+    /// Report a write beyond `capacity` as a spent quota (EDQUOT) instead.
+    pub quota: bool,
     /// Fail every write with this error kind, writing nothing.
     pub fail_writes: Option<io::ErrorKind>,
     /// Fail every sync.
@@ -53,6 +55,22 @@ impl State {
 #[derive(Debug, Default, Clone)]
 pub struct MemFs {
     state: Arc<Mutex<State>>,
+}
+
+/// The error a full filesystem (or spent quota) gives.
+fn out_of_space(quota: bool) -> io::Error {
+    #[cfg(unix)]
+    {
+        io::Error::from_raw_os_error(if quota { libc::EDQUOT } else { libc::ENOSPC })
+    }
+    #[cfg(not(unix))]
+    {
+        io::Error::from(if quota {
+            io::ErrorKind::QuotaExceeded
+        } else {
+            io::ErrorKind::StorageFull
+        })
+    }
 }
 
 fn not_found(path: &Path) -> io::Error {
@@ -165,10 +183,7 @@ impl AppendFile for MemHandle {
             .ok_or_else(|| io::Error::other("stale handle"))?;
         inode.data.extend_from_slice(&buf[..n]);
         if n < buf.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::StorageFull,
-                "injected full disk",
-            ));
+            return Err(out_of_space(s.faults.quota));
         }
         Ok(())
     }

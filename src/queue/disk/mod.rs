@@ -26,7 +26,9 @@
 //! segment's known length never change once written: after a failed write the segment is
 //! sealed and the next append starts a new one, and at open appends always go to a new
 //! segment. Only the newest segment is written to. A segment is deleted once every consumer
-//! has acknowledged all of it, or when the disk bound needs its space.
+//! has acknowledged all of it, or when the disk bound or a full filesystem needs its space.
+//! (A write that fails for want of space is cut off and the same segment goes on; see
+//! "Full filesystem".)
 //!
 //! **Recovery** (at [`DiskLog::open`]) never fails on content. Every segment is scanned and
 //! every record's checksum verified, one buffered window at a time (memory does not grow with
@@ -68,12 +70,28 @@
 //! sending them would block the endpoint forever. Reads decode only the records a
 //! [`Queue::peek`] needs, so memory stays flat however large the backlog.
 //!
+//! **Full filesystem.** The filesystem may run out of space (ENOSPC) or quota (EDQUOT) long
+//! before `max_disk_bytes`. The log then takes the space it holds as the bound: what the
+//! failed write left is cut off, the oldest segment is deleted (even if not acknowledged; its
+//! samples are counted as dropped for reason `disk_full`, as under the bound) and the write is
+//! tried again in the room made, in the same segment, until it goes through. From then on
+//! segments are at most a quarter of what the log held when space ran out (the segment being
+//! written is sealed, and so can be deleted, if already larger), so later deletions free it in
+//! steps of at most 25%; they grow back as the log does once more fits. When nothing is left
+//! to delete (others fill the filesystem), the new samples are dropped, counted for reason
+//! `disk_full`, and the append returns the error; the log stays usable, and the next append
+//! tries again, so it recovers by itself once space is freed. An acknowledgement position
+//! that cannot be written for want of space stays in memory and is written at the next
+//! chance (a crash before then only re-sends). No segment is created per failure, and the
+//! log says so once, then once a minute while it lasts (see [`full`]).
+//!
 //! **Concurrency.** One mutex guards the log; appends and reads are short (one write system
 //! call per append; a peek decodes at most the records it returns).
 
 pub mod ackfile;
 pub mod format;
 pub mod fs;
+pub mod full;
 #[cfg(test)]
 pub mod memfs;
 pub mod segment;
@@ -230,7 +248,9 @@ impl RecoveryReport {
 /// Samples dropped without being sent, by reason.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DropCounts {
-    /// Dropped with the oldest segment because the disk bound was reached (`disk_full`).
+    /// Dropped for room (`disk_full`): with the oldest segment because the disk bound was
+    /// reached or the filesystem was full, or, new, because a full filesystem left nothing
+    /// older to drop.
     pub disk_full: u64,
     /// Skipped at read time as older than `max_sample_age` (`too_old`).
     pub too_old: u64,
@@ -261,14 +281,16 @@ pub struct DiskStats {
     /// Sequence number the next appended sample gets.
     pub next_seq: Seq,
     /// Dropped samples: `disk_full` counts each sample once (if any consumer still needed
-    /// it); `too_old` sums over consumers.
+    /// it, and every new sample a full filesystem left no room for); `too_old` sums over
+    /// consumers.
     pub dropped: DropCounts,
     /// Corrupt records found since open, at open and when reading
     /// (`pushprobe_queue_corrupt_records_total`).
     pub corrupt_records: u64,
     /// Bytes skipped or truncated as corrupt since open.
     pub corrupt_bytes: u64,
-    /// Appends that failed on a write or sync error.
+    /// Appends that failed on a write or sync error (a full filesystem counts only when no
+    /// room could be made).
     pub write_errors: u64,
     /// Per consumer.
     pub consumers: Vec<ConsumerStats>,
@@ -330,6 +352,8 @@ struct Inner {
     fs: Arc<dyn Fs>,
     opts: DiskQueueOptions,
     segment_bytes: u64,
+    /// Segment size learnt when the filesystem ran out of space (see "Full filesystem").
+    room_segment_bytes: Option<u64>,
     clock: Clock,
     /// Oldest first; only the last may be active.
     segments: VecDeque<SegmentMeta>,
@@ -345,6 +369,7 @@ struct Inner {
     corrupt_records: u64,
     corrupt_bytes: u64,
     write_errors: u64,
+    full_log: full::FullDiskLog,
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> QueueError + '_ {
@@ -656,6 +681,7 @@ fn recover(
         dir: dir.to_path_buf(),
         fs,
         segment_bytes: opts.effective_segment_bytes(),
+        room_segment_bytes: None,
         opts,
         clock,
         bytes: segments.iter().map(|s| s.len).sum(),
@@ -671,6 +697,7 @@ fn recover(
         corrupt_records,
         corrupt_bytes,
         write_errors: 0,
+        full_log: full::FullDiskLog::default(),
     };
     inner.collect_garbage();
     if report.found_damage() {
@@ -735,7 +762,8 @@ impl Inner {
         let mut result = Ok(());
         for h in &records {
             let len = h.record_len() as usize;
-            match self.write_record(h, &buf[at..at + len]) {
+            let unwritten = (samples.len() - outcome.appended) as u64;
+            match self.write_record(h, &buf[at..at + len], unwritten) {
                 Ok(dropped) => {
                     outcome.appended += h.count as usize;
                     outcome.dropped_oldest += dropped;
@@ -760,62 +788,193 @@ impl Inner {
         Ok(outcome)
     }
 
-    /// Writes one encoded record, making room first; returns the samples dropped for room.
-    fn write_record(&mut self, h: &RecordHeader, bytes: &[u8]) -> Result<usize, QueueError> {
+    /// Writes one encoded record, making room first; returns the samples dropped to stay
+    /// within the disk bound. `unwritten` counts this record's samples and those of the
+    /// records after it in the same append: what a full filesystem costs when no room can be
+    /// made (see "Full filesystem" above).
+    fn write_record(
+        &mut self,
+        h: &RecordHeader,
+        bytes: &[u8],
+        unwritten: u64,
+    ) -> Result<usize, QueueError> {
         let len = bytes.len() as u64;
-        if self.active.is_some() {
-            if let Some(seg) = self.segments.back() {
-                if seg.len > 0 && seg.len + len > self.segment_bytes {
-                    self.seal()?;
+        let mut dropped = 0;
+        loop {
+            if self.active.is_some() {
+                if let Some(seg) = self.segments.back() {
+                    if seg.len > 0 && seg.len + len > self.segment_limit() {
+                        self.seal()?;
+                    }
                 }
             }
-        }
-        let mut dropped = 0;
-        while self.bytes + len > self.opts.max_disk_bytes {
-            let sealed = self.segments.len() - usize::from(self.active.is_some());
-            if sealed == 0 {
-                break;
+            while self.bytes + len > self.opts.max_disk_bytes {
+                let sealed = self.segments.len() - usize::from(self.active.is_some());
+                if sealed == 0 {
+                    break;
+                }
+                let (path, samples) = self.drop_oldest();
+                tracing::warn!(path = %path.display(), samples, "disk queue: full, dropping the oldest segment");
+                dropped += samples as usize;
             }
-            dropped += self.drop_oldest();
-        }
-        if self.active.is_none() {
-            self.start_segment()?;
-        }
-        let (Some(active), Some(seg)) = (self.active.as_mut(), self.segments.back_mut()) else {
-            return Err(QueueError::Io {
-                path: self.dir.display().to_string(),
-                source: io::Error::other("no active segment"),
-            });
-        };
-        if let Err(source) = active.file.append(bytes) {
-            self.write_errors += 1;
+            if self.active.is_none() {
+                match self.start_segment() {
+                    Ok(()) => {}
+                    Err(QueueError::Io { path, source }) if full::is_out_of_space(&source) => {
+                        if !self.free_space() {
+                            return Err(self.refuse(unwritten, path, source));
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let (Some(active), Some(seg)) = (self.active.as_mut(), self.segments.back_mut()) else {
+                return Err(QueueError::Io {
+                    path: self.dir.display().to_string(),
+                    source: io::Error::other("no active segment"),
+                });
+            };
+            let source = match active.file.append(bytes) {
+                Ok(()) => {
+                    active.unsynced = true;
+                    seg.len += len;
+                    seg.push_run(h.first_seq..h.end_seq());
+                    self.bytes += len;
+                    self.next_seq = h.end_seq();
+                    if let Some(t) = self.full_log.stored(Instant::now()) {
+                        tracing::info!(dir = %self.dir.display(), episodes = t.events, evicted = t.evicted, refused = t.refused,
+                            "disk queue: the filesystem has taken every write for a minute; samples dropped since the last report");
+                    }
+                    return Ok(dropped);
+                }
+                Err(source) => source,
+            };
             let path = seg.path.clone();
-            let valid = seg.len;
+            if full::is_out_of_space(&source) {
+                // The same write will fail until something is deleted: drop the oldest data
+                // and write into the room made, in the same segment when it can go on.
+                self.cut_failed_write(true);
+                if !self.free_space() {
+                    return Err(self.refuse(unwritten, path.display().to_string(), source));
+                }
+                continue;
+            }
+            self.write_errors += 1;
             tracing::warn!(path = %path.display(), error = %source, "disk queue: append failed, sealing segment");
-            // The file may hold part of the record past `valid`; readers never look there.
-            // Cut it off if possible, and start the next append in a fresh segment.
-            self.active = None;
-            if let Err(e) = self.fs.truncate(&path, valid) {
-                tracing::warn!(path = %path.display(), error = %e, "disk queue: cannot cut failed write");
-            }
-            if valid == 0 {
-                self.segments.pop_back();
-                let _ = self.fs.remove(&path);
-            }
+            self.cut_failed_write(false);
             return Err(QueueError::Io {
                 path: path.display().to_string(),
                 source,
             });
         }
-        active.unsynced = true;
-        seg.len += len;
-        seg.push_run(h.first_seq..h.end_seq());
-        self.bytes += len;
-        self.next_seq = h.end_seq();
-        Ok(dropped)
+    }
+
+    /// Size at which the active segment is closed: the configured one, or less after the
+    /// filesystem ran out of space (see "Full filesystem" above).
+    fn segment_limit(&self) -> u64 {
+        self.room_segment_bytes
+            .map_or(self.segment_bytes, |r| r.min(self.segment_bytes))
+    }
+
+    /// Cuts off what a failed write left past the active segment's known length (readers
+    /// never look there). With `go_on`, appends continue in the same file, reopened so they
+    /// start exactly at the cut; otherwise, or if that fails, the segment is sealed and the
+    /// next append starts a new one.
+    fn cut_failed_write(&mut self, go_on: bool) {
+        let Some(seg) = self.segments.back() else {
+            self.active = None;
+            return;
+        };
+        let (path, valid) = (seg.path.clone(), seg.len);
+        let cut = self.fs.truncate(&path, valid);
+        if let Err(e) = &cut {
+            tracing::warn!(path = %path.display(), error = %e, "disk queue: cannot cut failed write");
+        }
+        if go_on && cut.is_ok() && self.active.is_some() {
+            // The old handle's position may be past the cut; an appending one is not.
+            if let Ok(file) = self.fs.open_append(&path) {
+                if let Some(active) = self.active.as_mut() {
+                    active.file = file;
+                    return;
+                }
+            }
+        }
+        self.active = None;
+        if valid == 0 {
+            self.segments.pop_back();
+            let _ = self.fs.remove(&path);
+        }
+    }
+
+    /// Makes room after the filesystem said it has none: deletes the oldest segment, counted
+    /// as dropped for reason `disk_full`. Returns false when nothing is left to delete.
+    fn free_space(&mut self) -> bool {
+        // The filesystem holds about what the queue holds now: segments of a quarter of that
+        // free room in steps of at most 25%, as under `max_disk_bytes`.
+        let room = (self.bytes / 4).max(MIN_SEGMENT_BYTES);
+        self.room_segment_bytes = Some(room.min(self.segment_limit()));
+        if self.active.is_some()
+            && self
+                .segments
+                .back()
+                .is_some_and(|s| s.len >= self.segment_limit())
+        {
+            // Too large for the new size: sealed, it can be dropped like the others.
+            if let Err(e) = self.seal() {
+                tracing::warn!(error = %e, "disk queue: cannot sync the segment sealed for room");
+            }
+        }
+        let sealed = self.segments.len() - usize::from(self.active.is_some());
+        if sealed == 0 {
+            return false;
+        }
+        let (path, evicted) = self.drop_oldest();
+        self.log_full_disk(&path, evicted, 0);
+        true
+    }
+
+    /// Gives up on the samples of a write no room could be made for: counts them as dropped
+    /// for reason `disk_full` and returns the error. The log stays usable: the next append
+    /// tries again, and goes through once space is back.
+    fn refuse(&mut self, samples: u64, path: String, source: io::Error) -> QueueError {
+        self.write_errors += 1;
+        for c in &mut self.consumers {
+            c.dropped.disk_full += samples;
+        }
+        self.dropped_disk_full += samples;
+        let dir = self.dir.clone();
+        self.log_full_disk(&dir, 0, samples);
+        QueueError::Io { path, source }
+    }
+
+    /// Logs a full-filesystem episode, rate-limited (see [`full::FullDiskLog`]).
+    fn log_full_disk(&mut self, path: &Path, evicted: u64, refused: u64) {
+        match self.full_log.full(Instant::now(), evicted, refused) {
+            full::FullDiskReport::First => tracing::warn!(
+                path = %path.display(), evicted, refused,
+                "disk queue: the filesystem is full; dropping the oldest samples to make room, \
+                 or new ones when nothing older is left (counted as dropped, reason disk_full); \
+                 free space or lower agent.queue.max_disk_bytes. Further episodes are summarised once a minute"
+            ),
+            full::FullDiskReport::Summary(t) => tracing::warn!(
+                dir = %self.dir.display(), episodes = t.events, evicted = t.evicted, refused = t.refused,
+                "disk queue: the filesystem is still full; samples dropped since the last report"
+            ),
+            full::FullDiskReport::Quiet => {}
+        }
     }
 
     fn start_segment(&mut self) -> Result<(), QueueError> {
+        if let Some(room) = self.room_segment_bytes {
+            // More fits than when the filesystem ran out: segments grow back with the queue.
+            let grown = self.bytes / 4;
+            if grown >= self.segment_bytes {
+                self.room_segment_bytes = None;
+            } else if grown > room {
+                self.room_segment_bytes = Some(grown);
+            }
+        }
         let meta = SegmentMeta::new(&self.dir, self.next_seq);
         let file = self.fs.create(&meta.path).map_err(io_error(&meta.path))?;
         if self.opts.fsync != FsyncPolicy::Never {
@@ -872,10 +1031,11 @@ impl Inner {
         Ok(())
     }
 
-    /// Deletes the oldest segment for room; returns its samples some consumer still needed.
-    fn drop_oldest(&mut self) -> usize {
+    /// Deletes the oldest segment for room; returns its path and the samples some consumer
+    /// still needed (counted as dropped for reason `disk_full`).
+    fn drop_oldest(&mut self) -> (PathBuf, u64) {
         let Some(seg) = self.segments.pop_front() else {
-            return 0;
+            return (self.dir.clone(), 0);
         };
         self.bytes -= seg.len;
         let mut needed = 0;
@@ -888,9 +1048,8 @@ impl Inner {
             needed = seg.samples_from(min_next);
         }
         self.dropped_disk_full += needed;
-        tracing::warn!(path = %seg.path.display(), samples = needed, "disk queue: full, dropping the oldest segment");
         self.remove_segment_file(&seg);
-        needed as usize
+        (seg.path, needed)
     }
 
     fn remove_segment_file(&mut self, seg: &SegmentMeta) {
@@ -954,7 +1113,17 @@ impl Inner {
             return Ok(());
         }
         let data = ackfile::encode_ack(&c.name, c.next);
-        fs::write_atomic(fs.as_ref(), &c.ack_path, &data, sync).map_err(io_error(&c.ack_path))?;
+        match fs::write_atomic(fs.as_ref(), &c.ack_path, &data, sync) {
+            Ok(()) => {}
+            Err(e) if full::is_out_of_space(&e) => {
+                // The position holds in memory and is written at the next acknowledgement or
+                // periodic sync; a crash before then only re-sends (duplicates, not loss).
+                let path = c.ack_path.clone();
+                self.log_full_disk(&path, 0, 0);
+                return Ok(());
+            }
+            Err(e) => return Err(io_error(&c.ack_path)(e)),
+        }
         c.persisted = c.next;
         c.synced = sync;
         if sync {

@@ -539,6 +539,169 @@ fn invalid_options_name_the_field() {
     }
 }
 
+// ---- full filesystem --------------------------------------------------------------------
+
+/// Bytes all files of the in-memory filesystem hold.
+fn used(fs: &MemFs) -> u64 {
+    fs.files()
+        .iter()
+        .map(|p| fs.read(p).map_or(0, |d| d.len() as u64))
+        .sum()
+}
+
+/// A bound far above the filesystem's room, and segments of the default size (16 MiB): only
+/// the filesystem says when it is full.
+fn roomy(fsync: FsyncPolicy) -> DiskQueueOptions {
+    DiskQueueOptions {
+        max_disk_bytes: DEFAULT_MAX_DISK_BYTES,
+        segment_bytes: DEFAULT_SEGMENT_BYTES,
+        fsync,
+        max_sample_age: None,
+    }
+}
+
+#[test]
+fn full_filesystem_drops_the_oldest_keeps_the_newest_and_bounds_segments() {
+    const CAPACITY: u64 = 64 << 10;
+    let fs = MemFs::new();
+    fs.set_faults(Faults {
+        capacity: Some(CAPACITY),
+        ..Faults::default()
+    });
+    let (log, mut cs) = open_mem(&fs, roomy(FsyncPolicy::Always), &["slow", "fast"]);
+    let mut appended = 0u64;
+    let mut most_segments = 0;
+    for i in 0..600 {
+        log.append(&batch(i * 20, 20))
+            .unwrap_or_else(|e| panic!("append {i} on a full filesystem: {e}"));
+        appended += 20;
+        // The fast consumer keeps up, so only the slow one loses samples.
+        let b = cs[1].peek(usize::MAX).unwrap().unwrap();
+        cs[1].ack(b.last_seq).unwrap();
+        most_segments = most_segments.max(log.stats().segments);
+        assert!(used(&fs) <= CAPACITY);
+    }
+    let s = log.stats();
+    assert!(appended * 20 > CAPACITY, "the test writes more than fits");
+    assert!(s.dropped.disk_full > 0, "{s:?}");
+    assert_eq!(s.consumers[0].dropped.disk_full, s.dropped.disk_full);
+    assert_eq!(s.consumers[1].dropped.disk_full, 0);
+    assert_eq!(s.write_errors, 0, "every append went through");
+    // A quarter of the room per segment, plus the one being written.
+    assert!(most_segments <= 6, "{most_segments} segments");
+    // The slow consumer gets the newest data, oldest first, without a hole in the middle.
+    let got = drain_values(&mut cs[0]);
+    assert_eq!(got.len() as u64 + s.dropped.disk_full, appended);
+    assert!(got[0] > 0, "the oldest went");
+    assert_eq!(
+        *got.last().unwrap(),
+        appended as i64 - 1,
+        "the newest stayed"
+    );
+    assert!(got.windows(2).all(|w| w[1] == w[0] + 1));
+    // Each deletion freed a quarter of the room at most: most of it still holds data.
+    assert!(s.bytes >= CAPACITY / 2, "{} of {CAPACITY} bytes", s.bytes);
+
+    // What the full filesystem left is clean: a restart finds no damage and the same data.
+    drop((log, cs));
+    let (log, mut cs) = open_mem(&fs, roomy(FsyncPolicy::Always), &["slow", "fast"]);
+    assert!(
+        !log.recovery_report().found_damage(),
+        "{:?}",
+        log.recovery_report()
+    );
+    assert_eq!(drain_values(&mut cs[0]), got);
+}
+
+#[test]
+fn full_filesystem_with_nothing_to_drop_refuses_new_samples_and_recovers() {
+    for quota in [false, true] {
+        let fs = MemFs::new();
+        let (log, mut cs) = open_mem(&fs, roomy(FsyncPolicy::Never), &["a", "b"]);
+        log.append(&batch(0, 10)).unwrap();
+        // Someone else fills the filesystem.
+        let hog = PathBuf::from("/data/other/hog");
+        fs.write(&hog, &[0; 4096]);
+        fs.set_faults(Faults {
+            capacity: Some(used(&fs)),
+            quota,
+            ..Faults::default()
+        });
+        let before = log.stats();
+        for i in 0..50 {
+            let err = log.append(&batch(10 + i * 10, 10)).unwrap_err();
+            assert!(err.is_out_of_space(), "{err:?}");
+        }
+        let s = log.stats();
+        assert_eq!(s.dropped.disk_full, 500, "quota {quota}: {s:?}");
+        assert_eq!(s.consumers[0].dropped.disk_full, 500);
+        assert_eq!(s.consumers[1].dropped.disk_full, 500);
+        assert_eq!(s.write_errors, 50);
+        assert_eq!(s.segments, before.segments, "no segment per failure");
+        assert_eq!((s.bytes, s.next_seq), (before.bytes, before.next_seq));
+        // Still usable: what it holds is delivered.
+        assert_eq!(drain_values(&mut cs[0]), (0..10).collect::<Vec<_>>());
+
+        // Space is freed: the next append goes through, numbering goes on.
+        fs.delete(&hog);
+        let out = log.append(&batch(510, 10)).unwrap();
+        assert_eq!((out.appended, out.first_seq), (10, 10));
+        let got = drain_values(&mut cs[1]);
+        assert_eq!(got, (0..10).chain(510..520).collect::<Vec<_>>());
+        assert_eq!(log.stats().segments, before.segments);
+    }
+}
+
+#[test]
+fn acknowledgement_without_room_is_kept_and_written_once_space_is_back() {
+    let fs = MemFs::new();
+    let (log, mut cs) = open_mem(&fs, opts(FsyncPolicy::Always), &["a"]);
+    log.append(&batch(0, 10)).unwrap();
+    fs.set_faults(Faults {
+        capacity: Some(used(&fs)),
+        ..Faults::default()
+    });
+    // Not an error: the position holds in memory.
+    cs[0].ack(4).unwrap();
+    assert_eq!(cs[0].pending(), 5);
+    assert_eq!(drain_values(&mut cs[0]), (5..10).collect::<Vec<_>>());
+    fs.set_faults(Faults::default());
+    cs[0].ack(6).unwrap();
+    drop((log, cs));
+    let (_log, mut cs) = open_mem(&fs, opts(FsyncPolicy::Always), &["a"]);
+    assert_eq!(drain_values(&mut cs[0]), (7..10).collect::<Vec<_>>());
+}
+
+#[test]
+fn segments_grow_back_once_the_filesystem_has_room_again() {
+    let fs = MemFs::new();
+    fs.set_faults(Faults {
+        capacity: Some(32 << 10),
+        ..Faults::default()
+    });
+    let (log, mut cs) = open_mem(&fs, roomy(FsyncPolicy::Never), &["a"]);
+    for i in 0..200 {
+        log.append(&batch(i * 20, 20)).unwrap();
+    }
+    let full = log.stats();
+    assert!(full.dropped.disk_full > 0);
+    fs.set_faults(Faults::default());
+    for i in 200..2000 {
+        log.append(&batch(i * 20, 20)).unwrap();
+    }
+    let s = log.stats();
+    assert_eq!(
+        s.dropped.disk_full, full.dropped.disk_full,
+        "nothing more lost"
+    );
+    // Ten times the data in not many more files: segments grew with the log.
+    assert!(s.bytes > 10 * full.bytes, "{} vs {}", s.bytes, full.bytes);
+    assert!(s.segments <= 20, "{} segments", s.segments);
+    let got = drain_values(&mut cs[0]);
+    assert_eq!(*got.last().unwrap(), 2000 * 20 - 1);
+    assert!(got.windows(2).all(|w| w[1] == w[0] + 1));
+}
+
 // ---- model-based ------------------------------------------------------------------------
 
 #[derive(Debug, Clone)]
