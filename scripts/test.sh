@@ -20,6 +20,9 @@ cargo test --locked --all-targets --no-fail-fast
 echo "== cargo test --doc"
 cargo test --locked --doc
 
+echo "== cargo doc (module docs and their links)"
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --lib
+
 if [ -f ops/alerts_test.yml ]; then
     # Also run by tests/ops_rules.rs; here too so a failure shows promtool's own report.
     echo "== promtool check rules"

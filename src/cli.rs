@@ -77,7 +77,7 @@ pub enum Command {
     /// Run a command as a monitored job, push its duration and exit code, and exit with the
     /// command's exit code (128+N if a signal killed it; 127 not found, 126 not executable).
     Exec {
-        /// The `job` label and Pushgateway job name (default: the first [[pushgateway]] job,
+        /// The `job` label and Pushgateway job name (default: the first `[[pushgateway]]` job,
         /// else the command's file name).
         #[arg(long)]
         job: Option<String>,

@@ -2,21 +2,38 @@
 //! Prometheus remote write (and to a Pushgateway).
 //!
 //! The data's path, one module per stage:
-//! - [`config`]: the TOML schema and its validation into runtime settings.
-//! - [`probe`]: one file per probe kind; each run records measurements into a registry.
-//! - [`http_client`]: the HTTP/1.1 client probes and scrapes share, timing every phase.
-//! - [`pricing`]: model prices and the cost of a probe's tokens (pure).
+//! - [`config`]: the TOML schema, one validator per section, into runtime settings (pure).
+//! - [`probe`]: the probe kinds (`http`, `openai`); each run records measurements into a
+//!   registry. [`pricing`]: model prices and the cost of a probe's tokens (pure).
+//! - [`scrape`]: scraping exporters: parsers, relabeling and target state (pure), and the
+//!   scrape loops (I/O).
+//! - [`exec`]: `pushprobe exec`, a command run as a monitored job.
 //! - [`series`]: label sets, samples, and the registry that turns measurements into samples.
-//! - [`scrape`]: exposition-format parsers, a text renderer and metric relabeling (pure).
-//! - [`queue`]: the bounded buffer between probes and each receiver.
-//! - [`remote_write`]: encoding (pure), retry decisions (pure) and the HTTP sender.
+//! - [`queue`]: the bounded buffer between the sources and each receiver (memory or disk).
+//! - [`remote_write`]: encode, retry and shard (pure), the HTTP service, its events, and the
+//!   sender that pumps a queue to a receiver.
 //! - [`pushgateway`]: text-format rendering (pure) and the Pushgateway sink.
+//!
+//! Shared rooms:
+//! - [`http_client`]: the HTTP/1.1 client probes and scrapes share, timing every phase, and the
+//!   pooled client the push sinks share.
+//! - [`auth`]: the one place credentials become an `Authorization` header.
+//! - [`tls`]: rustls client configurations from `tls` keys. [`secret`]: the redacting type
+//!   every password, token and key is held in.
+//! - [`telemetry`]: the agent's own metrics, each declared once. [`clock`]: wall-clock time
+//!   as Prometheus timestamps, and probe start spreading.
+//!
+//! The edges:
+//! - [`agent`]: wiring: schedules probes and scrapes, fans samples out to queues, drains on
+//!   shutdown.
 //! - [`listener`]: the optional health/metrics HTTP listener of `run` ([`exposition`] renders
 //!   the text format).
-//! - [`agent`]: wiring: schedules probes, fans samples out to queues, drains on shutdown.
-//! - [`exec`]: `pushprobe exec`, a command run as a monitored job.
 //! - [`check`]: `pushprobe check`'s table and JSON renderings (pure).
 //! - [`cli`]: commands and logging set-up; [`exit`]: the exit codes both it and [`exec`] use.
+//!
+//! Where a change goes: a header on every write request → `remote_write/service.rs`; a probe
+//! kind → a file in `probe/` and its schema in `config/`; a scrape config key →
+//! `config/scrape.rs`; a self-metric → `telemetry.rs` (declared) and the stage that records it.
 
 #![deny(unsafe_code)]
 

@@ -1,7 +1,7 @@
 //! The Pushgateway sink: keeps the latest results of every source (a probe, an `exec` job)
 //! and pushes them, rendered as one text-format body, to one group of a Pushgateway.
 //!
-//! The pure parts are [`render`] (the body) and [`group_path`] (the URL path of a grouping
+//! The pure parts are [`render`](mod@render) (the body) and [`group_path`] (the URL path of a grouping
 //! key). [`Feed`] is where the agent leaves results; each [`PushgatewaySink`] watches it and
 //! pushes the whole current state whenever it changes, so a push never sends half a picture
 //! even with `PUT`. On drain the sink pushes once more if anything is unsent, then deletes the

@@ -1,5 +1,14 @@
-//! Scraping's pure core: parsers for the Prometheus text format 0.0.4 and OpenMetrics 1.0
-//! text, a text-format renderer, and metric relabeling, all with Prometheus' semantics.
+//! Scraping local exporters with Prometheus' semantics: a pure core and one I/O shell.
+//!
+//! - this file: parsers for the Prometheus text format 0.0.4 and OpenMetrics 1.0 text (with
+//!   `text`, `openmetrics`, and `lex` for what both share), and the [`SeriesCache`] (over
+//!   `table`);
+//! - [`relabel`](mod@relabel): metric relabeling (pure); `render`: the text-format renderer (pure);
+//! - [`target`]: one target's state as a pure function of the bodies it is fed (target labels,
+//!   sample limit, staleness, report series);
+//! - [`metadata`]: scraped families' type, help and unit, and the task that sends them;
+//! - [`scraper`]: the I/O shell, one scrape loop per target over the shared
+//!   [`http_client`](crate::http_client).
 //!
 //! Both parsers work line by line over an in-memory body, never recurse, and are linear in the
 //! input. A bad line fails the whole parse with an error naming its line and column, as

@@ -2,7 +2,7 @@
 //!
 //! A full filesystem is not a fault of one write: it lasts, and every append meets it again
 //! until space is freed. The log makes room by dropping its oldest samples (see "Full
-//! filesystem" in the module above); [`FullDiskLog`] turns the stream of such episodes into
+//! filesystem" in the module above); `FullDiskLog` turns the stream of such episodes into
 //! one line for the first, a summary per minute while it lasts, and one line once the
 //! filesystem has taken writes for a minute without complaint.
 

@@ -12,7 +12,7 @@
 //! **Files.** Everything lives in one directory:
 //! - `<base_seq:020>.seg`: append-only segments. The name is the sequence number of the
 //!   first sample the segment was created for, so names sort in log order. A segment is a
-//!   sequence of records (see [`format`]): a 24-byte header (magic+version, payload length,
+//!   sequence of records (see [`format`](mod@format)): a 24-byte header (magic+version, payload length,
 //!   first sequence number, sample count, CRC32C over header fields and payload) and a
 //!   payload that encodes a batch of samples with their full label sets, so each record
 //!   decodes on its own. Sample `i` of a record has sequence number `first_seq + i`.
