@@ -1,8 +1,14 @@
-//! `pushprobe check` as a process: table and JSON output and the exit code. The probe
-//! targets a closed local port, so it fails whatever the HTTP probe's implementation.
+//! `pushprobe check` as a process: table and JSON output and the exit code. The first probes
+//! target a closed local port, so they fail whatever the HTTP probe's implementation; the
+//! others run against local doubles (an HTTP target).
+
+mod common;
 
 use std::net::TcpListener;
 use std::process::Command;
+use std::time::Duration;
+
+use common::{Pushprobe, Reply, TargetServer};
 
 fn config(dir: &tempfile::TempDir) -> std::path::PathBuf {
     let port = {
@@ -83,4 +89,49 @@ fn a_bad_log_level_is_a_usage_error() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// Runs `pushprobe check ARGS` on `config` to completion.
+async fn check(config: &Pushprobe, args: &[&str]) -> common::Finished {
+    let path = config.config_path().to_string_lossy().into_owned();
+    let mut all = vec!["--config", path.as_str(), "check"];
+    all.extend_from_slice(args);
+    config
+        .run_to_end("check", &all, Duration::from_secs(60))
+        .await
+}
+
+const AI_KEY: &str = "sk-check-test";
+
+fn ai_config(base_url: &str, pricing: &str) -> Pushprobe {
+    Pushprobe::with_config(&format!(
+        "[[probe]]\nname = \"relay\"\nkind = \"openai\"\nbase_url = \"{base_url}\"\n\
+         api_key_env = \"CHECK_AI_KEY\"\nmodel = \"deepseek-v3.2\"\n\
+         checks = [\"models\", \"chat\", \"chat_stream\"]\n{pricing}"
+    ))
+    .env("CHECK_AI_KEY", AI_KEY)
+}
+
+#[tokio::test]
+async fn an_ai_failure_names_each_check_once() {
+    // A 200 whose body is neither JSON nor a usable stream: every check fails while reading it.
+    let api = TargetServer::start_with(Reply {
+        body: "data: <html>bad gateway</html>\n\n".into(),
+        content_type: "text/event-stream".into(),
+        ..Reply::default()
+    })
+    .await;
+    let config = ai_config(api.url("/v1").as_str(), "");
+    let run = check(&config, &["--output", "json"]).await;
+    run.assert_code(1);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let reason = v["probes"][0]["reason"].as_str().unwrap_or_default();
+    for check in ["models", "chat", "chat_stream"] {
+        assert!(reason.contains(&format!("{check}: ")), "{reason}");
+        assert!(!reason.contains(&format!("{check}: {check}:")), "{reason}");
+        let detail = v["probes"][0]["details"][check]
+            .as_str()
+            .unwrap_or_default();
+        assert!(!detail.contains(&format!("{check}:")), "{detail}");
+    }
 }

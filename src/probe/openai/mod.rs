@@ -159,7 +159,9 @@ pub fn client_failure(check: Check, e: &ClientError) -> Failure {
     Failure::new(reason, message)
 }
 
-fn response_failure(check: Check, e: &ResponseError, events: u64) -> Failure {
+/// A failure to read a 2xx answer. The message does not name the check: the report puts
+/// the check's name in front of every failure (see [`report`]).
+fn response_failure(e: &ResponseError, events: u64) -> Failure {
     let reason = match e {
         ResponseError::NoDone if events > 0 => Reason::StreamInterrupted,
         ResponseError::StreamError => Reason::ServerError,
@@ -173,7 +175,7 @@ fn response_failure(check: Check, e: &ResponseError, events: u64) -> Failure {
         ResponseError::StreamError => {
             "the stream carried an error event instead of a completion".to_string()
         }
-        e => format!("{}: {e}", check.as_str()),
+        e => e.to_string(),
     };
     Failure::new(reason, message)
 }
@@ -344,7 +346,7 @@ impl OpenAiProbe {
                     .await
                     .map_err(|e| client_failure(check, &e))?;
                 let list = response::parse_models(&body, &self.settings.model)
-                    .map_err(|e| response_failure(check, &e, 0))?;
+                    .map_err(|e| response_failure(&e, 0))?;
                 Ok(Measured {
                     models: Some(list),
                     ..Measured::default()
@@ -355,8 +357,7 @@ impl OpenAiProbe {
                     .read_to_end(trace)
                     .await
                     .map_err(|e| client_failure(check, &e))?;
-                let reply =
-                    response::parse_chat(&body).map_err(|e| response_failure(check, &e, 0))?;
+                let reply = response::parse_chat(&body).map_err(|e| response_failure(&e, 0))?;
                 Ok(Measured {
                     reply,
                     ..Measured::default()
@@ -389,17 +390,15 @@ impl OpenAiProbe {
             let at = started.elapsed();
             let parsed = parser
                 .feed(&chunk)
-                .map_err(|e| Failure::new(Reason::InvalidResponse, format!("chat_stream: {e}")))?;
+                .map_err(|e| Failure::new(Reason::InvalidResponse, e.to_string()))?;
             for event in parsed {
                 events += 1;
                 state
                     .on_event(&event, at)
-                    .map_err(|e| response_failure(check, &e, events))?;
+                    .map_err(|e| response_failure(&e, events))?;
             }
         }
-        let summary = state
-            .finish()
-            .map_err(|e| response_failure(check, &e, events))?;
+        let summary = state.finish().map_err(|e| response_failure(&e, events))?;
         Ok(Measured {
             models: None,
             reply: summary.reply,
