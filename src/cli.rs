@@ -109,6 +109,10 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
+        /// Table: show every detail (tokens, cost, phase timings) and the whole failure
+        /// reason under each probe's line.
+        #[arg(short, long)]
+        verbose: bool,
     },
     /// Configuration tools.
     Config {
@@ -263,21 +267,13 @@ fn run_command(cli: &Cli) -> u8 {
                 }
             },
             Command::Once => once_exit_code(&agent.once(abort.clone()).await),
-            Command::Check { push, output } => {
+            Command::Check {
+                push,
+                output,
+                verbose,
+            } => {
                 let summary = agent.once(abort.clone()).await;
-                let text = match output {
-                    OutputFormat::Table => {
-                        let colour = crate::check::use_colour(
-                            std::io::IsTerminal::is_terminal(&std::io::stdout()),
-                            std::env::var_os("NO_COLOR").as_deref(),
-                        );
-                        crate::check::render_table(&summary.reports, colour)
-                    }
-                    OutputFormat::Json => {
-                        crate::check::render_json(&summary.reports, push.then_some(summary.delivered))
-                    }
-                };
-                print!("{text}");
+                print!("{}", render_check(&summary, push, output, verbose));
                 once_exit_code(&summary)
             }
             Command::Config { .. } | Command::Exec { .. } => EXIT_OK,
@@ -294,6 +290,26 @@ fn run_command(cli: &Cli) -> u8 {
 /// now, and a DNS lookup stuck in the blocking pool must not hold the exit past the deadline.
 fn finish(runtime: tokio::runtime::Runtime) {
     runtime.shutdown_background();
+}
+
+/// `check`'s output: the table or the JSON.
+fn render_check(summary: &OnceSummary, push: bool, output: OutputFormat, verbose: bool) -> String {
+    match output {
+        OutputFormat::Json => {
+            crate::check::render_json(&summary.reports, push.then_some(summary.delivered))
+        }
+        OutputFormat::Table => {
+            let style = crate::check::TableStyle {
+                colour: crate::check::use_colour(
+                    std::io::IsTerminal::is_terminal(&std::io::stdout()),
+                    std::env::var_os("NO_COLOR").as_deref(),
+                ),
+                verbose,
+                width: crate::check::DEFAULT_WIDTH,
+            };
+            crate::check::render_table(&summary.reports, &style)
+        }
+    }
 }
 
 /// `once`'s exit code: delivery failure first, then probe failure.

@@ -1,6 +1,7 @@
-//! `pushprobe check` as a process: table and JSON output and the exit code. The first probes
-//! target a closed local port, so they fail whatever the HTTP probe's implementation; the
-//! others run against local doubles (an HTTP target).
+//! `pushprobe check` as a process: table and JSON output, `--verbose` and the exit code. The
+//! first probes target a closed local port, so they fail whatever the HTTP probe's
+//! implementation; the others run against local doubles (an HTTP target, the
+//! OpenAI-compatible API of `tests/common`).
 
 mod common;
 
@@ -101,6 +102,53 @@ async fn check(config: &Pushprobe, args: &[&str]) -> common::Finished {
         .await
 }
 
+fn columns(line: &str) -> usize {
+    line.chars().count()
+}
+
+#[tokio::test]
+async fn lines_fit_100_columns_and_details_wait_for_verbose() {
+    let target = TargetServer::start().await;
+    let name = "an-http-probe-whose-name-goes-on-and-on-well-past-any-sensible-column-width";
+    let config = Pushprobe::with_config(&format!(
+        "[[probe]]\nname = \"{name}\"\nkind = \"http\"\nurl = \"{}\"\n\
+         valid_status_codes = [418]\n",
+        target.url("/")
+    ));
+    let plain = check(&config, &[]).await;
+    plain.assert_code(1);
+    for line in plain.stdout.lines() {
+        assert!(columns(line) <= 100, "{} columns: {line}", columns(line));
+    }
+    let first = plain.stdout.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("✗ an-http-probe-whose-name-goes…  200"),
+        "{first}"
+    );
+    assert!(
+        first.contains("status 200 not in valid_status_codes"),
+        "{first}"
+    );
+    assert!(
+        !plain.stdout.contains("time_to_first_byte"),
+        "{}",
+        plain.stdout
+    );
+
+    let verbose = check(&config, &["--verbose"]).await;
+    verbose.assert_code(1);
+    for line in verbose.stdout.lines() {
+        assert!(columns(line) <= 100, "{} columns: {line}", columns(line));
+    }
+    for detail in ["address", "time_to_first_byte", "processing"] {
+        assert!(
+            verbose.stdout.contains(&format!("\n    {detail} ")),
+            "{detail}: {}",
+            verbose.stdout
+        );
+    }
+}
+
 const AI_KEY: &str = "sk-check-test";
 
 fn ai_config(base_url: &str, pricing: &str) -> Pushprobe {
@@ -110,6 +158,58 @@ fn ai_config(base_url: &str, pricing: &str) -> Pushprobe {
          checks = [\"models\", \"chat\", \"chat_stream\"]\n{pricing}"
     ))
     .env("CHECK_AI_KEY", AI_KEY)
+}
+
+#[tokio::test]
+async fn the_table_rounds_the_cost_and_the_json_keeps_it_exact() {
+    use common::openai::{CHAT_CACHED_TOKENS, CHAT_COMPLETION_TOKENS, CHAT_PROMPT_TOKENS};
+    let api = common::openai::serve(AI_KEY).await;
+    // Prices whose products carry binary noise (0.27 has no exact f64).
+    let config = ai_config(
+        &format!("http://{api}/v1"),
+        "[pricing.\"deepseek-v3.2\"]\ninput_per_mtok = 0.27\noutput_per_mtok = 1.1\n",
+    );
+    let price = pushprobe::pricing::Price {
+        input_per_mtok: 0.27,
+        output_per_mtok: 1.1,
+        cached_input_per_mtok: None,
+    };
+    let usage = pushprobe::pricing::Usage {
+        prompt_tokens: CHAT_PROMPT_TOKENS,
+        completion_tokens: CHAT_COMPLETION_TOKENS,
+        cached_tokens: CHAT_CACHED_TOKENS,
+    };
+    let exact = pushprobe::pricing::cost(&usage, &price);
+
+    let json = check(&config, &["--output", "json"]).await;
+    json.assert_code(0);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let details = &v["probes"][0]["details"];
+    assert_eq!(
+        details["chat.cost_dollars"].as_f64(),
+        Some(exact),
+        "{details}"
+    );
+    assert_eq!(details["chat.input_tokens"], CHAT_PROMPT_TOKENS);
+    assert_eq!(details["chat.output_tokens"], CHAT_COMPLETION_TOKENS);
+    assert!(
+        details["chat_stream.time_to_first_token_seconds"].is_number(),
+        "{details}"
+    );
+
+    let table = check(&config, &["--verbose"]).await;
+    table.assert_code(0);
+    let line = table
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("    chat.cost "))
+        .unwrap_or_else(|| panic!("no cost line: {}", table.stdout));
+    let rounded = line.rsplit(' ').next().unwrap_or_default();
+    // Two significant digits below a cent.
+    let digits = rounded.trim_start_matches("$0.").trim_start_matches('0');
+    assert_eq!(digits.len(), 2, "{line}");
+    let value: f64 = rounded.trim_start_matches('$').parse().unwrap();
+    assert!((value - exact).abs() / exact < 0.05, "{line} for {exact}");
 }
 
 #[tokio::test]

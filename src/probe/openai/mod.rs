@@ -81,6 +81,8 @@ use super::{ProbeError, ProbeReport};
 use crate::config::OpenAiProbeSettings;
 use crate::series::Registry;
 
+use super::Detail;
+
 /// Looks up an environment variable; injectable so tests need not touch the process env.
 pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
@@ -429,7 +431,7 @@ impl OpenAiProbe {
         metrics::declare_counters(registry, &self.labels, &self.settings.checks);
         let (key, diagnosis) = self.read_key();
         let key_state = self.settings.key.explain(&diagnosis);
-        let mut details: Vec<(String, String)> = Vec::new();
+        let mut details: Vec<(String, Detail)> = Vec::new();
         let mut failures: Vec<(Check, Failure)> = Vec::new();
         let mut cert_expiry: Option<i64> = None;
         let checks = self.settings.checks.clone();
@@ -479,7 +481,7 @@ impl OpenAiProbe {
         self.guard_was_engaged = engaged;
         metrics::record_spend(registry, &self.labels, spent, engaged);
         if self.settings.max_probe_spend_per_day.is_some() || spent > 0.0 {
-            details.push(("spend_today".into(), format!("${spent}")));
+            details.push(("spend_today_dollars".into(), Detail::Dollars(spent)));
         }
         let duration = began.elapsed();
         metrics::record_run(
@@ -509,63 +511,59 @@ impl OpenAiProbe {
 }
 
 /// Adds a check's facts to the report details (numbers only; never text from the server).
-fn describe_run(run: &CheckRun, acc: &Accounting, details: &mut Vec<(String, String)>) {
+/// Numbers stay exact; names of numeric facts end with their unit.
+fn describe_run(run: &CheckRun, acc: &Accounting, details: &mut Vec<(String, Detail)>) {
     let name = run.check.as_str();
     let m = match &run.result {
         Ok(m) => m,
         Err(f) => {
-            details.push((name.into(), format!("{}: {}", f.reason.as_str(), f.message)));
+            details.push((
+                name.into(),
+                format!("{}: {}", f.reason.as_str(), f.message).into(),
+            ));
             return;
         }
     };
-    details.push((
-        name.into(),
-        format!("ok in {:.3}s", run.duration.as_secs_f64()),
-    ));
+    details.push((name.into(), "ok".into()));
+    let mut add = |key: &str, value: Detail| details.push((format!("{name}.{key}"), value));
+    add("duration_seconds", run.duration.into());
     if let Some(list) = &m.models {
-        let listed = if list.listed { "listed" } else { "NOT listed" };
-        details.push((
-            format!("{name}.models"),
-            format!("{} available; configured model {listed}", list.count),
-        ));
+        add("models_available", Detail::Count(list.count as u64));
+        add("model_listed", Detail::Flag(list.listed));
     }
     if let Some(ttft) = m.time_to_first_token {
-        details.push((
-            format!("{name}.ttft"),
-            format!("{:.3}s", ttft.as_secs_f64()),
-        ));
+        add("time_to_first_token_seconds", ttft.into());
     }
     if let Some(tps) = acc.tokens_per_second {
-        details.push((format!("{name}.tokens_per_second"), format!("{tps:.1}")));
+        add("output_tokens_per_second", Detail::PerSecond(tps));
     }
-    if !run.check.is_paid() {
-        return;
-    }
-    match (&acc.usage, &acc.invalid_usage) {
-        (None, Some(u)) => details.push((
-            format!("{name}.tokens"),
-            format!(
-                "implausible usage ignored: input {}, output {} (over {} of a kind)",
-                u.prompt_tokens,
-                u.completion_tokens,
-                crate::pricing::MAX_PLAUSIBLE_TOKENS
+    if run.check.is_paid() {
+        match (&acc.usage, &acc.invalid_usage) {
+            (None, Some(u)) => add(
+                "tokens",
+                format!(
+                    "implausible usage ignored: input {}, output {} (over {} of a kind)",
+                    u.prompt_tokens,
+                    u.completion_tokens,
+                    crate::pricing::MAX_PLAUSIBLE_TOKENS
+                )
+                .into(),
             ),
-        )),
-        (Some(u), _) => details.push((
-            format!("{name}.tokens"),
-            format!(
-                "input {} (cached {}), output {}",
-                u.prompt_tokens,
-                u.billable_cached_tokens(),
-                u.completion_tokens
-            ),
-        )),
-        (None, None) => details.push((format!("{name}.tokens"), "no usage reported".into())),
-    }
-    match (acc.cost, &acc.unpriced_model) {
-        (Some(c), _) => details.push((format!("{name}.cost"), format!("${c}"))),
-        (None, Some(_)) => details.push((format!("{name}.cost"), "unpriced".into())),
-        (None, None) => {}
+            (Some(u), _) => {
+                add("input_tokens", Detail::Count(u.prompt_tokens));
+                add(
+                    "cached_input_tokens",
+                    Detail::Count(u.billable_cached_tokens()),
+                );
+                add("output_tokens", Detail::Count(u.completion_tokens));
+            }
+            (None, None) => add("tokens", "no usage reported".into()),
+        }
+        match (acc.cost, &acc.unpriced_model) {
+            (Some(c), _) => add("cost_dollars", Detail::Dollars(c)),
+            (None, Some(_)) => add("cost", "unpriced".into()),
+            (None, None) => {}
+        }
     }
 }
 
@@ -573,7 +571,7 @@ fn report(
     failures: Vec<(Check, Failure)>,
     duration: Duration,
     guard_engaged: bool,
-    details: Vec<(String, String)>,
+    details: Vec<(String, Detail)>,
 ) -> ProbeReport {
     let status = match failures.first() {
         Some((_, f)) => f
