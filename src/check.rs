@@ -1,7 +1,8 @@
 //! `pushprobe check`: the human view of one round of probes, as a table or as JSON.
 //!
-//! Both renderings are pure functions of the reports, so they are tested with fixed reports;
-//! the command itself is `once` with the sinks left out (unless `--push`).
+//! Every rendering here is a pure function of the reports (and, after `--push`, of each sink's
+//! delivery), so they are tested with fixed values; the command itself is `once` with the
+//! sinks left out (unless `--push`).
 //!
 //! The table keeps one line per probe within the width (100 columns): mark, name, status,
 //! latency and the failure reason, cut short with `…`. `--verbose` adds the whole reason and
@@ -10,6 +11,7 @@
 
 use std::fmt::Write as _;
 
+use crate::agent::SinkDelivery;
 use crate::probe::{Detail, ProbeReport};
 
 const GREEN: &str = "\x1b[32m";
@@ -289,6 +291,65 @@ pub fn render_table(reports: &[(String, ProbeReport)], style: &TableStyle) -> St
     out
 }
 
+/// Renders what `--push` delivered: one line per sink, `✓ remote_write NAME  delivered` or
+/// `✗ … N samples not delivered: why`, each within `style.width`; with `style.verbose`, the
+/// whole result under a line that had to cut it.
+pub fn render_delivery(sinks: &[SinkDelivery], style: &TableStyle) -> String {
+    if sinks.is_empty() {
+        return format!(
+            "{}\n",
+            style.paint(
+                DIM,
+                "nothing pushed: no [[remote_write]] or [[pushgateway]] configured"
+            )
+        );
+    }
+    // A sink's result is short, so its name may take more room than a probe's.
+    let name_max = (style.width * 2 / 5).max(12);
+    let names: Vec<String> = sinks
+        .iter()
+        .map(|s| truncate(&format!("{} {}", s.kind.as_str(), s.name), name_max))
+        .collect();
+    let name_width = names.iter().map(|n| width(n)).max().unwrap_or(0);
+    let mut out = String::new();
+    for (sink, name) in sinks.iter().zip(&names) {
+        let (mark, colour, result) = if sink.delivered {
+            ("✓", GREEN, "delivered".to_string())
+        } else {
+            let why = sink.reason.as_deref().unwrap_or("not delivered");
+            let result = if sink.undelivered > 0 {
+                format!(
+                    "{} {} not delivered: {why}",
+                    sink.undelivered,
+                    sink.kind.unit()
+                )
+            } else {
+                why.to_string()
+            };
+            ("✗", RED, result)
+        };
+        let room = style.width.saturating_sub(2 + name_width + 2);
+        let shown = truncate(&result, room);
+        let cut = shown != result;
+        let shown = if sink.delivered {
+            shown
+        } else {
+            style.paint(RED, &shown)
+        };
+        let line = format!(
+            "{} {}  {shown}",
+            style.paint(colour, mark),
+            pad(name, name_width)
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
+        if style.verbose && cut {
+            verbose_lines(&mut out, &[("reason".to_string(), result)], style);
+        }
+    }
+    out
+}
+
 /// One probe in the JSON output.
 #[derive(Debug, serde::Serialize)]
 struct JsonProbe<'a> {
@@ -301,9 +362,10 @@ struct JsonProbe<'a> {
 }
 
 /// The same as [`render_table`] (always with every detail), as one JSON object:
-/// `{"ok", "delivered", "probes": [...]}`. Details keep their numbers exact (a measured
-/// number's name ends with its unit). `delivered` is null unless the results were pushed.
-pub fn render_json(reports: &[(String, ProbeReport)], delivered: Option<bool>) -> String {
+/// `{"ok", "delivered", "sinks", "probes": [...]}`. Details keep their numbers exact (a
+/// numeric detail's name ends with its unit). `delivered` and `sinks` are null unless the
+/// results were pushed.
+pub fn render_json(reports: &[(String, ProbeReport)], pushed: Option<&[SinkDelivery]>) -> String {
     let probes: Vec<JsonProbe<'_>> = reports
         .iter()
         .map(|(name, r)| JsonProbe {
@@ -325,7 +387,8 @@ pub fn render_json(reports: &[(String, ProbeReport)], delivered: Option<bool>) -
         .collect();
     let doc = serde_json::json!({
         "ok": reports.iter().all(|(_, r)| r.success),
-        "delivered": delivered,
+        "delivered": pushed.map(|sinks| sinks.iter().all(|s| s.delivered)),
+        "sinks": pushed,
         "probes": probes,
     });
     // A `Value` built from strings, numbers and bools always serializes.
@@ -337,6 +400,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::agent::SinkKind;
 
     fn reports() -> Vec<(String, ProbeReport)> {
         vec![
@@ -431,6 +495,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&render_json(&reports(), None)).unwrap();
         assert_eq!(v["ok"], false);
         assert_eq!(v["delivered"], serde_json::Value::Null);
+        assert_eq!(v["sinks"], serde_json::Value::Null);
         assert_eq!(v["probes"][1]["name"], "openai-chat");
         assert_eq!(v["probes"][1]["latency_ms"], 812.6);
         assert_eq!(v["probes"][1]["details"]["chat"], "ok");
@@ -537,6 +602,41 @@ mod tests {
         for line in render_table(&long, &narrow).lines() {
             assert!(width(line) <= 60, "{line}");
         }
+    }
+
+    #[test]
+    fn delivery_lines_say_what_arrived_and_why_not() {
+        let sinks = [
+            SinkDelivery {
+                kind: SinkKind::RemoteWrite,
+                name: "victoria".into(),
+                delivered: true,
+                undelivered: 0,
+                reason: None,
+            },
+            SinkDelivery {
+                kind: SinkKind::Pushgateway,
+                name: "127.0.0.1:9091".into(),
+                delivered: false,
+                undelivered: 12,
+                reason: Some("unreachable (3 failed attempts)".into()),
+            },
+        ];
+        assert_eq!(
+            render_delivery(&sinks, &plain()),
+            "✓ remote_write victoria       delivered\n\
+             ✗ pushgateway 127.0.0.1:9091  12 series not delivered: unreachable (3 failed attempts)\n"
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&render_json(&reports(), Some(&sinks))).unwrap();
+        assert_eq!(v["delivered"], false);
+        assert_eq!(v["sinks"][0]["kind"], "remote_write");
+        assert_eq!(v["sinks"][0]["delivered"], true);
+        assert_eq!(v["sinks"][1]["undelivered"], 12);
+        assert_eq!(
+            render_delivery(&[], &plain()),
+            "nothing pushed: no [[remote_write]] or [[pushgateway]] configured\n"
+        );
     }
 
     #[test]

@@ -103,7 +103,8 @@ pub enum Command {
     /// Run every probe once and print one line per probe; exit 1 if any failed. Pushes
     /// nothing unless `--push`.
     Check {
-        /// Also push the results, as `once` does.
+        /// Also push the results, as `once` does, print each sink's delivery, and exit 3 if
+        /// something was not delivered.
         #[arg(long)]
         push: bool,
         /// Output format.
@@ -292,12 +293,11 @@ fn finish(runtime: tokio::runtime::Runtime) {
     runtime.shutdown_background();
 }
 
-/// `check`'s output: the table or the JSON.
+/// `check`'s output: the table (and, after `--push`, each sink's delivery) or the JSON.
 fn render_check(summary: &OnceSummary, push: bool, output: OutputFormat, verbose: bool) -> String {
+    let pushed = push.then_some(summary.sinks.as_slice());
     match output {
-        OutputFormat::Json => {
-            crate::check::render_json(&summary.reports, push.then_some(summary.delivered))
-        }
+        OutputFormat::Json => crate::check::render_json(&summary.reports, pushed),
         OutputFormat::Table => {
             let style = crate::check::TableStyle {
                 colour: crate::check::use_colour(
@@ -307,7 +307,11 @@ fn render_check(summary: &OnceSummary, push: bool, output: OutputFormat, verbose
                 verbose,
                 width: crate::check::DEFAULT_WIDTH,
             };
-            crate::check::render_table(&summary.reports, &style)
+            let mut text = crate::check::render_table(&summary.reports, &style);
+            if let Some(sinks) = pushed {
+                text.push_str(&crate::check::render_delivery(sinks, &style));
+            }
+            text
         }
     }
 }

@@ -1,7 +1,7 @@
-//! `pushprobe check` as a process: table and JSON output, `--verbose` and the exit code. The
-//! first probes target a closed local port, so they fail whatever the HTTP probe's
-//! implementation; the others run against local doubles (an HTTP target, the
-//! OpenAI-compatible API of `tests/common`).
+//! `pushprobe check` as a process: table and JSON output, `--verbose`, `--push` and the exit
+//! code. The first probes target a closed local port, so they fail whatever the HTTP probe's
+//! implementation; the others run against local doubles (an HTTP target, the OpenAI-compatible
+//! API of `tests/common`) and the real Pushgateway.
 
 mod common;
 
@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Pushprobe, Reply, TargetServer};
+use common::{Pushgateway, Pushprobe, Reply, TargetServer};
 
 fn config(dir: &tempfile::TempDir) -> std::path::PathBuf {
     let port = {
@@ -234,4 +234,57 @@ async fn an_ai_failure_names_each_check_once() {
             .unwrap_or_default();
         assert!(!detail.contains(&format!("{check}:")), "{detail}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_prints_each_sink_delivered() {
+    let Some(gateway) = Pushgateway::start().await else {
+        return;
+    };
+    let target = TargetServer::start().await;
+    let config = Pushprobe::with_config(&format!(
+        "[[pushgateway]]\nname = \"gw\"\nurl = \"{}\"\njob = \"check\"\n\
+         [[probe]]\nname = \"web\"\nkind = \"http\"\nurl = \"{}\"\n",
+        gateway.base_url(),
+        target.url("/")
+    ));
+    let run = check(&config, &["--push"]).await;
+    run.assert_code(0);
+    assert!(
+        run.stdout
+            .ends_with("1 of 1 probes succeeded\n✓ pushgateway gw  delivered\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(!gateway.metric("probe_success").await.is_empty());
+
+    let json = check(&config, &["--push", "--output", "json"]).await;
+    json.assert_code(0);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(v["delivered"], true);
+    assert_eq!(v["sinks"][0]["kind"], "pushgateway");
+    assert_eq!(v["sinks"][0]["name"], "gw");
+    assert_eq!(v["sinks"][0]["delivered"], true);
+}
+
+#[tokio::test]
+async fn push_to_an_unreachable_receiver_says_why_and_exits_3() {
+    let target = TargetServer::start().await;
+    let port = common::free_port();
+    let config = Pushprobe::with_config(&format!(
+        "[agent]\ndrain_timeout = \"2s\"\n\
+         [[remote_write]]\nname = \"down\"\nurl = \"http://127.0.0.1:{port}/api/v1/write\"\n\
+         [[probe]]\nname = \"web\"\nkind = \"http\"\nurl = \"{}\"\n",
+        target.url("/")
+    ));
+    let run = check(&config, &["--push"]).await;
+    run.assert_code(3);
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("✗ remote_write down  "))
+        .unwrap_or_else(|| panic!("no delivery line: {}", run.stdout));
+    assert!(line.contains(" samples not delivered: "), "{line}");
+    assert!(line.contains(": unreachable ("), "{line}");
+    assert!(columns(line) <= 100, "{line}");
 }
