@@ -440,6 +440,154 @@ pub struct OnceSummary {
     pub undelivered: usize,
     /// Scrape targets whose scrape failed (`up` = 0).
     pub scrapes_failed: usize,
+    /// Each sink's outcome: receivers in configuration order, then Pushgateway groups.
+    pub sinks: Vec<SinkDelivery>,
+}
+
+/// The kind of a sink, as the configuration names its section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkKind {
+    /// A `[[remote_write]]` receiver; it counts samples.
+    RemoteWrite,
+    /// A `[[pushgateway]]` group; it counts series.
+    Pushgateway,
+}
+
+impl SinkKind {
+    /// The section name: `remote_write` or `pushgateway`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SinkKind::RemoteWrite => "remote_write",
+            SinkKind::Pushgateway => "pushgateway",
+        }
+    }
+
+    /// What [`SinkDelivery::undelivered`] counts for this kind.
+    pub fn unit(self) -> &'static str {
+        match self {
+            SinkKind::RemoteWrite => "samples",
+            SinkKind::Pushgateway => "series",
+        }
+    }
+}
+
+/// How one sink fared by the end of a short-lived run.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SinkDelivery {
+    /// Receiver or Pushgateway group.
+    pub kind: SinkKind,
+    /// Its configured name (the `endpoint` or `gateway` label).
+    pub name: String,
+    /// Whether it got everything it was sent.
+    pub delivered: bool,
+    /// Samples (receiver) or series (Pushgateway) that did not arrive.
+    pub undelivered: usize,
+    /// Why not, in words; `None` when delivered.
+    pub reason: Option<String>,
+}
+
+/// Requests of one sink by outcome, as its self-metrics counted them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Attempts {
+    /// Answered with a status that must not be retried (4xx).
+    rejected: usize,
+    /// Answered with a status worth retrying (5xx, 429).
+    retryable: usize,
+    /// No answer: connection refused, reset, timed out.
+    transport: usize,
+}
+
+impl Attempts {
+    fn read(telemetry: &Telemetry, family: &str, sink_label: (&str, &str)) -> Attempts {
+        let count = |outcome| {
+            telemetry
+                .value(family, &[sink_label, ("outcome", outcome)])
+                .unwrap_or(0.0) as usize
+        };
+        Attempts {
+            rejected: count("rejected"),
+            retryable: count("retryable"),
+            transport: count("transport"),
+        }
+    }
+
+    /// Why data was still waiting when the deadline came. Short: the line it ends up on
+    /// already names the sink.
+    fn why_waiting(self) -> String {
+        if self.transport > 0 {
+            format!("unreachable ({})", count(self.transport, "failed attempt"))
+        } else if self.retryable > 0 {
+            format!(
+                "answered with retryable errors ({})",
+                count(self.retryable, "time")
+            )
+        } else {
+            "no answer before agent.drain_timeout".to_string()
+        }
+    }
+}
+
+/// `n` and `thing`, with an `s` unless there is one.
+fn count(n: usize, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
+}
+
+/// A receiver's outcome from what is still queued for it and what it refused.
+fn remote_write_delivery(
+    name: &str,
+    pending: usize,
+    refused: usize,
+    attempts: Attempts,
+) -> SinkDelivery {
+    let refusal = "refused with a non-retryable status";
+    let why = match (refused, pending) {
+        (0, 0) => None,
+        (_, 0) => Some(refusal.to_string()),
+        (0, _) => Some(attempts.why_waiting()),
+        (_, _) => Some(format!(
+            "{refused} {refusal}; {pending} still queued, {}",
+            attempts.why_waiting()
+        )),
+    };
+    let undelivered = pending + refused;
+    SinkDelivery {
+        kind: SinkKind::RemoteWrite,
+        name: name.to_string(),
+        delivered: undelivered == 0,
+        undelivered,
+        reason: why,
+    }
+}
+
+/// A Pushgateway group's outcome from its sink's status.
+fn pushgateway_delivery(
+    name: &str,
+    delivered: bool,
+    unsent_series: usize,
+    attempts: Attempts,
+) -> SinkDelivery {
+    let reason = match (delivered, unsent_series) {
+        (true, _) => None,
+        // Everything arrived; only the closing delete did not.
+        (false, 0) => Some("pushed, but deleting the group (delete_on_exit) failed".to_string()),
+        (false, _) if attempts.rejected > 0 => Some(format!(
+            "refused with a non-retryable status ({})",
+            count(attempts.rejected, "time")
+        )),
+        (false, _) => Some(attempts.why_waiting()),
+    };
+    SinkDelivery {
+        kind: SinkKind::Pushgateway,
+        name: name.to_string(),
+        delivered,
+        undelivered: unsent_series,
+        reason,
+    }
 }
 
 impl Agent {
@@ -577,17 +725,48 @@ impl Agent {
         }
     }
 
-    /// Whether every sink got everything, and how many samples or series did not arrive.
-    fn delivery(&self) -> (bool, usize) {
-        let mut undelivered = self.pipeline.pending() + self.refused();
-        let mut delivered = undelivered == 0;
+    /// How each sink fared: receivers (what is still queued for them, what they refused),
+    /// then Pushgateway groups (whether the latest state arrived).
+    fn deliveries(&self) -> Vec<SinkDelivery> {
+        let mut sinks: Vec<SinkDelivery> = self
+            .pipeline
+            .outputs
+            .iter()
+            .map(|o| {
+                let endpoint = ("endpoint", o.endpoint.as_str());
+                remote_write_delivery(
+                    &o.endpoint,
+                    o.queue.pending(),
+                    self.refused_by(&o.endpoint),
+                    Attempts::read(&self.telemetry, telemetry::RW_REQUESTS, endpoint),
+                )
+            })
+            .collect();
         if let Some(feed) = &self.pipeline.feed {
-            for status in &self.gateway_status {
-                delivered &= status.delivered(feed);
-                undelivered += status.unsent_series(feed);
+            for (pg, status) in self.settings.pushgateway.iter().zip(&self.gateway_status) {
+                let gateway = ("gateway", pg.name.as_str());
+                sinks.push(pushgateway_delivery(
+                    &pg.name,
+                    status.delivered(feed),
+                    status.unsent_series(feed),
+                    Attempts::read(&self.telemetry, telemetry::PG_REQUESTS, gateway),
+                ));
             }
         }
-        (delivered, undelivered)
+        sinks
+    }
+
+    /// The summary of a short-lived run: whether every sink got everything, and how many
+    /// samples or series did not arrive, summed over sinks.
+    fn summary(&self, reports: Vec<(String, ProbeReport)>, scrapes_failed: usize) -> OnceSummary {
+        let sinks = self.deliveries();
+        OnceSummary {
+            reports,
+            delivered: sinks.iter().all(|s| s.delivered),
+            undelivered: sinks.iter().map(|s| s.undelivered).sum(),
+            scrapes_failed,
+            sinks,
+        }
     }
 
     /// Drains the senders within the deadline, then aborts them; waits for all of them.
@@ -776,13 +955,10 @@ impl Agent {
         self.drain(senders, drain, abort).await;
         self.pipeline.flush();
 
-        let (delivered, undelivered) = self.delivery();
-        OnceSummary {
-            reports: reports.into_iter().map(|(_, n, r)| (n, r)).collect(),
-            delivered,
-            undelivered,
+        self.summary(
+            reports.into_iter().map(|(_, n, r)| (n, r)).collect(),
             scrapes_failed,
-        }
+        )
     }
 
     /// Scrapes every target once, concurrently and without the phase offset, queues the
@@ -840,26 +1016,14 @@ impl Agent {
         self.spawn_gateways(&senders, &drain, &abort);
         self.drain(senders, drain, abort).await;
         self.pipeline.flush();
-        let (delivered, undelivered) = self.delivery();
-        OnceSummary {
-            reports: Vec::new(),
-            delivered,
-            undelivered,
-            scrapes_failed: 0,
-        }
+        self.summary(Vec::new(), 0)
     }
 
-    /// Samples receivers refused (non-retryable), over all endpoints.
-    fn refused(&self) -> usize {
-        self.pipeline
-            .outputs
-            .iter()
-            .map(|o| {
-                self.telemetry
-                    .value(telemetry::RW_SAMPLES_FAILED, &[("endpoint", &o.endpoint)])
-                    .unwrap_or(0.0) as usize
-            })
-            .sum()
+    /// Samples the receiver `endpoint` refused (non-retryable).
+    fn refused_by(&self, endpoint: &str) -> usize {
+        self.telemetry
+            .value(telemetry::RW_SAMPLES_FAILED, &[("endpoint", endpoint)])
+            .unwrap_or(0.0) as usize
     }
 }
 
@@ -1130,5 +1294,66 @@ mod tests {
         drop(_held);
         // Released with its holder (the kernel does the same when a process dies).
         assert!(lock_data_dir(dir.path()).is_ok());
+    }
+    #[test]
+    fn a_receiver_reports_what_it_did_not_get_and_why() {
+        let none = Attempts::default();
+        let unreachable = Attempts {
+            transport: 3,
+            ..none
+        };
+        let ok = remote_write_delivery("vm", 0, 0, unreachable);
+        assert!(
+            ok.delivered && ok.undelivered == 0 && ok.reason.is_none(),
+            "{ok:?}"
+        );
+        let down = remote_write_delivery("vm", 12, 0, unreachable);
+        assert!(!down.delivered);
+        assert_eq!(down.undelivered, 12);
+        assert_eq!(
+            down.reason.as_deref(),
+            Some("unreachable (3 failed attempts)")
+        );
+        let busy = Attempts {
+            retryable: 2,
+            ..none
+        };
+        assert_eq!(
+            remote_write_delivery("vm", 5, 0, busy).reason.as_deref(),
+            Some("answered with retryable errors (2 times)")
+        );
+        assert_eq!(
+            remote_write_delivery("vm", 0, 7, none).reason.as_deref(),
+            Some("refused with a non-retryable status")
+        );
+        let both = remote_write_delivery("vm", 5, 7, none);
+        assert_eq!(both.undelivered, 12);
+        assert_eq!(
+            both.reason.as_deref(),
+            Some(
+                "7 refused with a non-retryable status; 5 still queued, \
+                 no answer before agent.drain_timeout"
+            )
+        );
+    }
+
+    #[test]
+    fn a_pushgateway_group_reports_what_it_did_not_get_and_why() {
+        let none = Attempts::default();
+        assert_eq!(pushgateway_delivery("pg", true, 0, none).reason, None);
+        let refused = Attempts {
+            rejected: 1,
+            ..none
+        };
+        let d = pushgateway_delivery("pg", false, 4, refused);
+        assert_eq!(d.undelivered, 4);
+        assert_eq!(
+            d.reason.as_deref(),
+            Some("refused with a non-retryable status (1 time)")
+        );
+        assert_eq!(
+            pushgateway_delivery("pg", false, 0, none).reason.as_deref(),
+            Some("pushed, but deleting the group (delete_on_exit) failed")
+        );
     }
 }

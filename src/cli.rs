@@ -93,12 +93,17 @@ pub enum Command {
     /// Run every probe once and print one line per probe; exit 1 if any failed. Pushes
     /// nothing unless `--push`.
     Check {
-        /// Also push the results, as `once` does.
+        /// Also push the results, as `once` does, print each sink's delivery, and exit 3 if
+        /// something was not delivered.
         #[arg(long)]
         push: bool,
         /// Output format.
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
+        /// Table: show every detail (tokens, cost, phase timings) and the whole failure
+        /// reason under each probe's line.
+        #[arg(short, long)]
+        verbose: bool,
     },
     /// Configuration tools.
     Config {
@@ -253,21 +258,13 @@ fn run_command(cli: &Cli) -> u8 {
                 }
             },
             Command::Once => once_exit_code(&agent.once(abort.clone()).await),
-            Command::Check { push, output } => {
+            Command::Check {
+                push,
+                output,
+                verbose,
+            } => {
                 let summary = agent.once(abort.clone()).await;
-                let text = match output {
-                    OutputFormat::Table => {
-                        let colour = crate::check::use_colour(
-                            std::io::IsTerminal::is_terminal(&std::io::stdout()),
-                            std::env::var_os("NO_COLOR").as_deref(),
-                        );
-                        crate::check::render_table(&summary.reports, colour)
-                    }
-                    OutputFormat::Json => {
-                        crate::check::render_json(&summary.reports, push.then_some(summary.delivered))
-                    }
-                };
-                print!("{text}");
+                print!("{}", render_check(&summary, push, output, verbose));
                 once_exit_code(&summary)
             }
             Command::Config { .. } | Command::Exec { .. } => EXIT_OK,
@@ -284,6 +281,29 @@ fn run_command(cli: &Cli) -> u8 {
 /// now, and a DNS lookup stuck in the blocking pool must not hold the exit past the deadline.
 fn finish(runtime: tokio::runtime::Runtime) {
     runtime.shutdown_background();
+}
+
+/// `check`'s output: the table (and, after `--push`, each sink's delivery) or the JSON.
+fn render_check(summary: &OnceSummary, push: bool, output: OutputFormat, verbose: bool) -> String {
+    let pushed = push.then_some(summary.sinks.as_slice());
+    match output {
+        OutputFormat::Json => crate::check::render_json(&summary.reports, pushed),
+        OutputFormat::Table => {
+            let style = crate::check::TableStyle {
+                colour: crate::check::use_colour(
+                    std::io::IsTerminal::is_terminal(&std::io::stdout()),
+                    std::env::var_os("NO_COLOR").as_deref(),
+                ),
+                verbose,
+                width: crate::check::DEFAULT_WIDTH,
+            };
+            let mut text = crate::check::render_table(&summary.reports, &style);
+            if let Some(sinks) = pushed {
+                text.push_str(&crate::check::render_delivery(sinks, &style));
+            }
+            text
+        }
+    }
 }
 
 /// `once`'s exit code: delivery failure first, then probe failure.

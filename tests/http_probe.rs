@@ -199,7 +199,7 @@ fn detail<'a>(report: &'a pushprobe::probe::ProbeReport, key: &str) -> Option<&'
         .details
         .iter()
         .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
+        .and_then(|(_, v)| v.as_text())
 }
 
 // ---------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ use pushprobe::pricing::{Price, PriceTable};
 use pushprobe::probe::openai::classify::KeySource;
 use pushprobe::probe::openai::metrics as m;
 use pushprobe::probe::openai::{Check, OpenAiProbe, TokenLimitField};
-use pushprobe::probe::ProbeReport;
+use pushprobe::probe::{Detail, ProbeReport};
 use pushprobe::series::Registry;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -522,7 +522,7 @@ async fn all_checks_succeed_and_record_tokens_cost_and_ttft() {
         Some(chat_cost + stream_cost)
     );
     assert_eq!(probe_value(&r, m::SPEND_GUARD_ENGAGED, &[]), Some(0.0));
-    // `check` shows tokens and cost.
+    // `check` shows tokens and cost, as exact numbers.
     let detail = |k: &str| {
         report
             .details
@@ -530,12 +530,17 @@ async fn all_checks_succeed_and_record_tokens_cost_and_ttft() {
             .find(|(n, _)| n == k)
             .map(|(_, v)| v.clone())
     };
+    assert_eq!(detail("chat.input_tokens"), Some(Detail::Count(9)));
+    assert_eq!(detail("chat.cached_input_tokens"), Some(Detail::Count(4)));
+    assert_eq!(detail("chat.output_tokens"), Some(Detail::Count(2)));
     assert_eq!(
-        detail("chat.tokens").as_deref(),
-        Some("input 9 (cached 4), output 2")
+        detail("chat.cost_dollars"),
+        Some(Detail::Dollars(chat_cost))
     );
-    assert_eq!(detail("chat.cost"), Some(format!("${chat_cost}")));
-    assert!(detail("chat_stream.ttft").is_some());
+    assert!(matches!(
+        detail("chat_stream.time_to_first_token_seconds"),
+        Some(Detail::Seconds(s)) if s > 0.0
+    ));
     assert_no_secrets(&report, &r);
 }
 

@@ -388,41 +388,41 @@ fn status_problem(status: u16, valid: &[u16]) -> Option<String> {
     }
 }
 
-/// Facts for `check` and logs.
-fn details(outcome: &Outcome) -> Vec<(String, String)> {
+/// Facts for `check` and logs; timings in seconds, as numbers.
+fn details(outcome: &Outcome) -> Vec<(String, super::Detail)> {
     let t = &outcome.trace;
-    let mut out = Vec::new();
+    let mut out: Vec<(String, super::Detail)> = Vec::new();
     if let Some(phase) = outcome.error.as_ref().and_then(ClientError::phase) {
-        out.push(("failed_phase".into(), phase.to_string()));
+        out.push(("failed_phase".into(), phase.to_string().into()));
     }
     if let Some(addr) = t.addr {
-        out.push(("address".into(), addr.to_string()));
+        out.push(("address".into(), addr.to_string().into()));
     }
     if let Some(r) = &outcome.response {
-        out.push(("http_version".into(), format!("{:?}", r.version)));
+        out.push(("http_version".into(), format!("{:?}", r.version).into()));
     }
     if let Some(ttfb) = t.time_to_first_byte() {
-        out.push((
-            "time_to_first_byte".into(),
-            format!("{:.3}s", ttfb.as_secs_f64()),
-        ));
+        out.push(("time_to_first_byte_seconds".into(), ttfb.into()));
     }
     for phase in Phase::ALL {
         let d = t.phases.get(phase);
         if !d.is_zero() {
-            out.push((phase.to_string(), format!("{:.3}s", d.as_secs_f64())));
+            out.push((format!("{phase}_seconds"), d.into()));
         }
     }
     if t.redirects > 0 {
-        out.push(("redirects".into(), t.redirects.to_string()));
+        out.push((
+            "redirects".into(),
+            super::Detail::Count(u64::from(t.redirects)),
+        ));
         if let Some(u) = &t.url {
-            out.push(("final_url".into(), redact_url(u)));
+            out.push(("final_url".into(), redact_url(u).into()));
         }
     }
     if let Some(tls) = &t.tls {
-        out.push(("tls_version".into(), tls.version.to_string()));
+        out.push(("tls_version".into(), tls.version.to_string().into()));
         if let Some(exp) = tls.earliest_cert_expiry {
-            out.push(("cert_not_after".into(), format_unix(exp)));
+            out.push(("cert_not_after".into(), format_unix(exp).into()));
         }
     }
     out
@@ -551,7 +551,7 @@ mod tests {
                 timeout: Duration::from_secs(1),
             }),
         );
-        assert!(details(&o).contains(&("failed_phase".to_string(), "tls".to_string())));
+        assert!(details(&o).contains(&("failed_phase".to_string(), "tls".into())));
     }
 
     #[test]

@@ -28,8 +28,58 @@ pub struct ProbeReport {
     pub status: String,
     /// Why it failed, in words a person can act on; `None` on success.
     pub reason: Option<String>,
-    /// Extra facts for `check` (e.g. tokens, cost), as name/value pairs.
-    pub details: Vec<(String, String)>,
+    /// Extra facts for `check` (e.g. tokens, cost, phase timings), as name/value pairs. A
+    /// measured number's name ends with its unit (`_seconds`, `_dollars`, `_tokens`).
+    pub details: Vec<(String, Detail)>,
+}
+
+/// The value of one fact in a [`ProbeReport`]: a number kept exact, or prose.
+///
+/// Numbers stay numbers so that `check --output json` gives scripts values to compare, and
+/// only the table rounds them, for display.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(untagged)]
+pub enum Detail {
+    /// Words: an outcome, an address, a version, a date.
+    Text(String),
+    /// A count: tokens, models, redirects.
+    Count(u64),
+    /// A duration, in seconds.
+    Seconds(f64),
+    /// Money, in US dollars, unrounded.
+    Dollars(f64),
+    /// A rate, per second (output tokens per second).
+    PerSecond(f64),
+    /// A yes/no fact (whether the configured model is listed).
+    Flag(bool),
+}
+
+impl Detail {
+    /// The text, when the value is prose.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Detail::Text(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+impl From<String> for Detail {
+    fn from(text: String) -> Self {
+        Detail::Text(text)
+    }
+}
+
+impl From<&str> for Detail {
+    fn from(text: &str) -> Self {
+        Detail::Text(text.to_string())
+    }
+}
+
+impl From<Duration> for Detail {
+    fn from(d: Duration) -> Self {
+        Detail::Seconds(d.as_secs_f64())
+    }
 }
 
 /// Why a probe could not be built from its settings.

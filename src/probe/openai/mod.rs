@@ -31,6 +31,8 @@ use crate::config::OpenAiProbeSettings;
 use crate::http_client::{ClientError, HttpClient, Phase, Request, Response, Trace};
 use crate::series::Registry;
 
+use super::Detail;
+
 /// Looks up an environment variable; injectable so tests need not touch the process env.
 pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
@@ -109,7 +111,9 @@ pub fn client_failure(check: Check, e: &ClientError) -> Failure {
     Failure::new(reason, message)
 }
 
-fn response_failure(check: Check, e: &ResponseError, events: u64) -> Failure {
+/// A failure to read a 2xx answer. The message does not name the check: the report puts
+/// the check's name in front of every failure (see [`report`]).
+fn response_failure(e: &ResponseError, events: u64) -> Failure {
     let reason = match e {
         ResponseError::NoDone if events > 0 => Reason::StreamInterrupted,
         ResponseError::StreamError => Reason::ServerError,
@@ -123,7 +127,7 @@ fn response_failure(check: Check, e: &ResponseError, events: u64) -> Failure {
         ResponseError::StreamError => {
             "the stream carried an error event instead of a completion".to_string()
         }
-        e => format!("{}: {e}", check.as_str()),
+        e => e.to_string(),
     };
     Failure::new(reason, message)
 }
@@ -296,7 +300,7 @@ impl OpenAiProbe {
                     .await
                     .map_err(|e| client_failure(check, &e))?;
                 let list = response::parse_models(&body, &self.settings.model)
-                    .map_err(|e| response_failure(check, &e, 0))?;
+                    .map_err(|e| response_failure(&e, 0))?;
                 Ok(Measured {
                     models: Some(list),
                     ..Measured::default()
@@ -307,8 +311,7 @@ impl OpenAiProbe {
                     .read_to_end(trace)
                     .await
                     .map_err(|e| client_failure(check, &e))?;
-                let reply =
-                    response::parse_chat(&body).map_err(|e| response_failure(check, &e, 0))?;
+                let reply = response::parse_chat(&body).map_err(|e| response_failure(&e, 0))?;
                 Ok(Measured {
                     reply,
                     ..Measured::default()
@@ -341,17 +344,15 @@ impl OpenAiProbe {
             let at = started.elapsed();
             let parsed = parser
                 .feed(&chunk)
-                .map_err(|e| Failure::new(Reason::InvalidResponse, format!("chat_stream: {e}")))?;
+                .map_err(|e| Failure::new(Reason::InvalidResponse, e.to_string()))?;
             for event in parsed {
                 events += 1;
                 state
                     .on_event(&event, at)
-                    .map_err(|e| response_failure(check, &e, events))?;
+                    .map_err(|e| response_failure(&e, events))?;
             }
         }
-        let summary = state
-            .finish()
-            .map_err(|e| response_failure(check, &e, events))?;
+        let summary = state.finish().map_err(|e| response_failure(&e, events))?;
         Ok(Measured {
             models: None,
             reply: summary.reply,
@@ -382,7 +383,7 @@ impl OpenAiProbe {
         metrics::declare_counters(registry, &self.labels, &self.settings.checks);
         let (key, diagnosis) = self.read_key();
         let key_state = self.settings.key.explain(&diagnosis);
-        let mut details: Vec<(String, String)> = Vec::new();
+        let mut details: Vec<(String, Detail)> = Vec::new();
         let mut failures: Vec<(Check, Failure)> = Vec::new();
         let mut cert_expiry: Option<i64> = None;
         let checks = self.settings.checks.clone();
@@ -432,7 +433,7 @@ impl OpenAiProbe {
         self.guard_was_engaged = engaged;
         metrics::record_spend(registry, &self.labels, spent, engaged);
         if self.settings.max_probe_spend_per_day.is_some() || spent > 0.0 {
-            details.push(("spend_today".into(), format!("${spent}")));
+            details.push(("spend_today_dollars".into(), Detail::Dollars(spent)));
         }
         let duration = began.elapsed();
         metrics::record_run(
@@ -462,63 +463,59 @@ impl OpenAiProbe {
 }
 
 /// Adds a check's facts to the report details (numbers only; never text from the server).
-fn describe_run(run: &CheckRun, acc: &Accounting, details: &mut Vec<(String, String)>) {
+/// Numbers stay exact; names of numeric facts end with their unit.
+fn describe_run(run: &CheckRun, acc: &Accounting, details: &mut Vec<(String, Detail)>) {
     let name = run.check.as_str();
     let m = match &run.result {
         Ok(m) => m,
         Err(f) => {
-            details.push((name.into(), format!("{}: {}", f.reason.as_str(), f.message)));
+            details.push((
+                name.into(),
+                format!("{}: {}", f.reason.as_str(), f.message).into(),
+            ));
             return;
         }
     };
-    details.push((
-        name.into(),
-        format!("ok in {:.3}s", run.duration.as_secs_f64()),
-    ));
+    details.push((name.into(), "ok".into()));
+    let mut add = |key: &str, value: Detail| details.push((format!("{name}.{key}"), value));
+    add("duration_seconds", run.duration.into());
     if let Some(list) = &m.models {
-        let listed = if list.listed { "listed" } else { "NOT listed" };
-        details.push((
-            format!("{name}.models"),
-            format!("{} available; configured model {listed}", list.count),
-        ));
+        add("models_available", Detail::Count(list.count as u64));
+        add("model_listed", Detail::Flag(list.listed));
     }
     if let Some(ttft) = m.time_to_first_token {
-        details.push((
-            format!("{name}.ttft"),
-            format!("{:.3}s", ttft.as_secs_f64()),
-        ));
+        add("time_to_first_token_seconds", ttft.into());
     }
     if let Some(tps) = acc.tokens_per_second {
-        details.push((format!("{name}.tokens_per_second"), format!("{tps:.1}")));
+        add("output_tokens_per_second", Detail::PerSecond(tps));
     }
-    if !run.check.is_paid() {
-        return;
-    }
-    match (&acc.usage, &acc.invalid_usage) {
-        (None, Some(u)) => details.push((
-            format!("{name}.tokens"),
-            format!(
-                "implausible usage ignored: input {}, output {} (over {} of a kind)",
-                u.prompt_tokens,
-                u.completion_tokens,
-                crate::pricing::MAX_PLAUSIBLE_TOKENS
+    if run.check.is_paid() {
+        match (&acc.usage, &acc.invalid_usage) {
+            (None, Some(u)) => add(
+                "tokens",
+                format!(
+                    "implausible usage ignored: input {}, output {} (over {} of a kind)",
+                    u.prompt_tokens,
+                    u.completion_tokens,
+                    crate::pricing::MAX_PLAUSIBLE_TOKENS
+                )
+                .into(),
             ),
-        )),
-        (Some(u), _) => details.push((
-            format!("{name}.tokens"),
-            format!(
-                "input {} (cached {}), output {}",
-                u.prompt_tokens,
-                u.billable_cached_tokens(),
-                u.completion_tokens
-            ),
-        )),
-        (None, None) => details.push((format!("{name}.tokens"), "no usage reported".into())),
-    }
-    match (acc.cost, &acc.unpriced_model) {
-        (Some(c), _) => details.push((format!("{name}.cost"), format!("${c}"))),
-        (None, Some(_)) => details.push((format!("{name}.cost"), "unpriced".into())),
-        (None, None) => {}
+            (Some(u), _) => {
+                add("input_tokens", Detail::Count(u.prompt_tokens));
+                add(
+                    "cached_input_tokens",
+                    Detail::Count(u.billable_cached_tokens()),
+                );
+                add("output_tokens", Detail::Count(u.completion_tokens));
+            }
+            (None, None) => add("tokens", "no usage reported".into()),
+        }
+        match (acc.cost, &acc.unpriced_model) {
+            (Some(c), _) => add("cost_dollars", Detail::Dollars(c)),
+            (None, Some(_)) => add("cost", "unpriced".into()),
+            (None, None) => {}
+        }
     }
 }
 
@@ -526,7 +523,7 @@ fn report(
     failures: Vec<(Check, Failure)>,
     duration: Duration,
     guard_engaged: bool,
-    details: Vec<(String, String)>,
+    details: Vec<(String, Detail)>,
 ) -> ProbeReport {
     let status = match failures.first() {
         Some((_, f)) => f
