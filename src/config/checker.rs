@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::keypath::join_key;
 use super::{Auth, BasicAuthConfig, ConfigDuration, ConfigError, TlsConfig};
 use crate::secret::Secret;
 use crate::series::is_valid_label_name;
@@ -79,7 +80,7 @@ impl<'a> Checker<'a> {
     ) -> Vec<(String, String)> {
         let mut out = Vec::new();
         for (name, value) in headers {
-            let k = format!("{key}.{name}");
+            let k = join_key(key, name);
             if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
                 self.fail(k, "not a valid HTTP header name");
             } else if http::HeaderValue::from_str(value).is_err() {
@@ -197,11 +198,11 @@ impl<'a> Checker<'a> {
         for (name, value) in labels {
             if !is_valid_label_name(name) || name.starts_with("__") {
                 self.fail(
-                    format!("{key}.{name}"),
+                    join_key(key, name),
                     "label names must match [a-zA-Z_][a-zA-Z0-9_]* and not start with __",
                 );
             } else if value.is_empty() {
-                self.fail(format!("{key}.{name}"), "label value must not be empty");
+                self.fail(join_key(key, name), "label value must not be empty");
             }
         }
         labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
