@@ -17,6 +17,13 @@ pub const DEFAULT_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// Longest `timeout`: one request or probe run taking longer is broken, and a limit this size
+/// mostly catches a unit typo (`10h` for `10s`).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+/// Longest `…interval`: something done less often than daily is no monitoring.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Collects validation errors so that one run reports all of them.
 pub(super) struct Checker<'a> {
     /// Where the configuration came from, for every message.
@@ -43,10 +50,34 @@ impl<'a> Checker<'a> {
         });
     }
 
-    /// Reads a duration that must not be zero.
+    /// Reads a duration that must not be zero, within its key's limit.
     pub(super) fn positive(&mut self, key: String, d: ConfigDuration) -> Duration {
         if d.0.is_zero() {
             self.fail(key, "must be > 0");
+            return d.0;
+        }
+        self.bounded(key, d)
+    }
+
+    /// Reads a duration within its key's limit: [`MAX_TIMEOUT`] for a `timeout`,
+    /// [`MAX_INTERVAL`] for an `…interval`; parsing bounds every other one.
+    pub(super) fn bounded(&mut self, key: String, d: ConfigDuration) -> Duration {
+        let field = key.rsplit('.').next().unwrap_or_default();
+        let limit = if field == "timeout" {
+            Some((MAX_TIMEOUT, "a timeout"))
+        } else if field.ends_with("interval") {
+            Some((MAX_INTERVAL, "an interval"))
+        } else {
+            None
+        };
+        if let Some((max, what)) = limit.filter(|(max, _)| d.0 > *max) {
+            self.fail(
+                key,
+                format!(
+                    "{d} is longer than {} (the longest {what} may be)",
+                    ConfigDuration(max)
+                ),
+            );
         }
         d.0
     }

@@ -44,9 +44,9 @@ use serde::{Deserialize, Serialize};
 
 pub use agent::{AgentConfig, AgentSettings, FsyncMode, QueueConfig, MAX_WORKER_THREADS};
 pub use bytesize::{parse_bytes, ByteSize};
-pub use checker::{read_secret_file, DEFAULT_BUCKETS};
+pub use checker::{read_secret_file, DEFAULT_BUCKETS, MAX_INTERVAL, MAX_TIMEOUT};
 pub use connection::{Auth, BasicAuthConfig, TlsConfig};
-pub use duration::{parse_duration, ConfigDuration};
+pub use duration::{parse_duration, ConfigDuration, MAX_DURATION};
 pub use load::{load, Origin, ENV_PREFIX};
 pub use openai::{ModelPriceConfig, OpenAiProbeConfig, OpenAiProbeSettings};
 pub use probe::{HttpProbeConfig, HttpProbeSettings, ProbeConfig, ProbeSettings};

@@ -332,6 +332,37 @@ mod tests {
     }
 
     #[test]
+    fn durations_are_bounded_and_name_their_key() {
+        let e = parse(&GOOD.replace("timeout = \"5s\"", "timeout = \"18446744073709551615ms\""))
+            .unwrap_err();
+        assert!(e.starts_with("probe[0].timeout: "), "{e}");
+        assert!(e.contains("too large"), "{e}");
+        let e = parse(
+            &GOOD
+                .replace("interval = \"30s\"", "interval = \"2h\"")
+                .replace("timeout = \"5s\"", "timeout = \"11m\""),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "probe[0].timeout: 11m is longer than 10m (the longest a timeout may be) \
+             (in pushprobe.toml)"
+        );
+        let e = parse(&GOOD.replace("interval = \"30s\"", "interval = \"25h\"")).unwrap_err();
+        assert_eq!(
+            e,
+            "probe[0].interval: 1d1h is longer than 1d (the longest an interval may be) \
+             (in pushprobe.toml)"
+        );
+        parse(
+            &GOOD
+                .replace("interval = \"30s\"", "interval = \"24h\"")
+                .replace("timeout = \"5s\"", "timeout = \"10m\""),
+        )
+        .unwrap();
+    }
+
+    #[test]
     fn unknown_kind_names_the_key_and_the_kinds() {
         let e = parse(&GOOD.replace("kind = \"http\"", "kind = \"gopher\"")).unwrap_err();
         assert!(
