@@ -172,8 +172,8 @@ fn init_logging(format: LogFormat, level: &str) {
 /// Loads and validates the configuration, printing every error.
 pub fn load_settings(path: &std::path::Path) -> Result<Settings, u8> {
     let source = path.display().to_string();
-    let file = config::load(path, true).map_err(|e| {
-        report_config_errors(&[e]);
+    let file = config::load(path, true).map_err(|errs| {
+        report_config_errors(&errs);
         EXIT_CONFIG
     })?;
     file.validate(&source).map_err(|errs| {

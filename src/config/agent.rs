@@ -143,7 +143,8 @@ pub(super) fn validate_agent(c: &mut Checker<'_>, a: &AgentConfig) -> AgentSetti
         listen,
         data_dir: a.data_dir.clone(),
         disk_queue,
-        metadata_interval: Some(a.metadata_interval.0).filter(|d| !d.is_zero()),
+        metadata_interval: Some(c.bounded("agent.metadata_interval".into(), a.metadata_interval))
+            .filter(|d| !d.is_zero()),
         worker_threads,
     }
 }

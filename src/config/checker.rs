@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::keypath::join_key;
 use super::{Auth, BasicAuthConfig, ConfigDuration, ConfigError, TlsConfig};
 use crate::secret::Secret;
 use crate::series::is_valid_label_name;
@@ -15,6 +16,13 @@ use crate::series::is_valid_label_name;
 pub const DEFAULT_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
+
+/// Longest `timeout`: one request or probe run taking longer is broken, and a limit this size
+/// mostly catches a unit typo (`10h` for `10s`).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+/// Longest `…interval`: something done less often than daily is no monitoring.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Collects validation errors so that one run reports all of them.
 pub(super) struct Checker<'a> {
@@ -42,10 +50,34 @@ impl<'a> Checker<'a> {
         });
     }
 
-    /// Reads a duration that must not be zero.
+    /// Reads a duration that must not be zero, within its key's limit.
     pub(super) fn positive(&mut self, key: String, d: ConfigDuration) -> Duration {
         if d.0.is_zero() {
             self.fail(key, "must be > 0");
+            return d.0;
+        }
+        self.bounded(key, d)
+    }
+
+    /// Reads a duration within its key's limit: [`MAX_TIMEOUT`] for a `timeout`,
+    /// [`MAX_INTERVAL`] for an `…interval`; parsing bounds every other one.
+    pub(super) fn bounded(&mut self, key: String, d: ConfigDuration) -> Duration {
+        let field = key.rsplit('.').next().unwrap_or_default();
+        let limit = if field == "timeout" {
+            Some((MAX_TIMEOUT, "a timeout"))
+        } else if field.ends_with("interval") {
+            Some((MAX_INTERVAL, "an interval"))
+        } else {
+            None
+        };
+        if let Some((max, what)) = limit.filter(|(max, _)| d.0 > *max) {
+            self.fail(
+                key,
+                format!(
+                    "{d} is longer than {} (the longest {what} may be)",
+                    ConfigDuration(max)
+                ),
+            );
         }
         d.0
     }
@@ -79,7 +111,7 @@ impl<'a> Checker<'a> {
     ) -> Vec<(String, String)> {
         let mut out = Vec::new();
         for (name, value) in headers {
-            let k = format!("{key}.{name}");
+            let k = join_key(key, name);
             if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
                 self.fail(k, "not a valid HTTP header name");
             } else if http::HeaderValue::from_str(value).is_err() {
@@ -197,11 +229,11 @@ impl<'a> Checker<'a> {
         for (name, value) in labels {
             if !is_valid_label_name(name) || name.starts_with("__") {
                 self.fail(
-                    format!("{key}.{name}"),
+                    join_key(key, name),
                     "label names must match [a-zA-Z_][a-zA-Z0-9_]* and not start with __",
                 );
             } else if value.is_empty() {
-                self.fail(format!("{key}.{name}"), "label value must not be empty");
+                self.fail(join_key(key, name), "label value must not be empty");
             }
         }
         labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()

@@ -1,6 +1,7 @@
 //! Durations written the Prometheus way: `500ms`, `30s`, `5m`, `1h30m`, `1d`; units from
 //! largest to smallest, each at most once, so `1s1m` and `1s1s` are refused as Prometheus
-//! refuses them.
+//! refuses them. None is longer than [`MAX_DURATION`], so that adding one to a clock reading
+//! (`Instant::now() + timeout`) can never overflow; the validators bound some keys tighter.
 
 use std::fmt;
 use std::time::Duration;
@@ -8,6 +9,10 @@ use std::time::Duration;
 /// A duration read from configuration; serializes back in the same notation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct ConfigDuration(pub Duration);
+
+/// Longest duration read: ten years, far beyond any sensible setting and far below where
+/// clock arithmetic overflows.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 31_536_000);
 
 /// The units, largest first, with their length in milliseconds; Prometheus' order.
 const UNITS: [(&str, u128); 7] = [
@@ -72,6 +77,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .and_then(|v| v.checked_add(total_ms))
             .ok_or_else(|| format!("{text:?}: duration too large"))?;
     }
+    if total_ms > MAX_DURATION.as_millis() {
+        return Err(format!("{text:?}: duration too large (at most 10y)"));
+    }
+    // Within MAX_DURATION, so within u64 milliseconds.
     let ms = u64::try_from(total_ms).map_err(|_| format!("{text:?}: duration too large"))?;
     Ok(Duration::from_millis(ms))
 }
@@ -133,6 +142,25 @@ mod tests {
         assert!(parse_duration("5x").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("99999999999999999999999y").is_err());
+    }
+
+    #[test]
+    fn durations_are_at_most_ten_years() {
+        assert_eq!(parse_duration("10y"), Ok(MAX_DURATION));
+        for text in [
+            "18446744073709551615ms",
+            "10y1ms",
+            "11y",
+            "522w",
+            "99999999999999999999999999999999999999999y",
+        ] {
+            let e = parse_duration(text).unwrap_err();
+            assert!(e.contains("too large"), "{text}: {e}");
+        }
+        // The largest duration read still fits clock arithmetic.
+        assert!(std::time::Instant::now()
+            .checked_add(MAX_DURATION)
+            .is_some());
     }
 
     #[test]

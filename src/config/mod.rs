@@ -1,6 +1,7 @@
 //! Configuration, in two stages. First the schema: serde structs with
-//! `deny_unknown_fields`, read with figment (the file, then `PUSHPROBE_*` environment
-//! variables with `__` between nested keys), so a misspelt key is an error. Then validation,
+//! `deny_unknown_fields`, read from the file with the `PUSHPROBE_*` environment variables
+//! (`__` between nested keys, an index for a list entry) merged in, so a misspelt key is an
+//! error; every such problem is reported at once, with its line. Then validation,
 //! before any socket opens: [`ConfigFile::validate`] turns the schema into the runtime
 //! [`Settings`], reading credential files, and reports every problem at once, each naming its
 //! key path (`probe[2].interval`) and the file it came from.
@@ -15,7 +16,9 @@
 //! - `[[scrape]]` in [`scrape`].
 //!
 //! And the shared pieces:
-//! - `load.rs`: the figment stack and its error messages;
+//! - `load.rs`: reading the file and the environment into the schema, and its messages;
+//! - `env.rs`: merging the `PUSHPROBE_*` overrides into the file's values;
+//! - `keypath.rs`: key paths in the one style of every message, and their lines in the file;
 //! - `checker.rs`: the validation helpers every section uses;
 //! - `connection.rs`: the `tls` and credential keys, and the resolved [`Auth`];
 //! - [`duration`] and [`bytesize`]: Prometheus-style durations and byte sizes.
@@ -28,6 +31,8 @@ pub mod scrape;
 mod agent;
 mod checker;
 mod connection;
+mod env;
+mod keypath;
 mod load;
 mod probe;
 mod pushgateway;
@@ -39,10 +44,10 @@ use serde::{Deserialize, Serialize};
 
 pub use agent::{AgentConfig, AgentSettings, FsyncMode, QueueConfig, MAX_WORKER_THREADS};
 pub use bytesize::{parse_bytes, ByteSize};
-pub use checker::{read_secret_file, DEFAULT_BUCKETS};
+pub use checker::{read_secret_file, DEFAULT_BUCKETS, MAX_INTERVAL, MAX_TIMEOUT};
 pub use connection::{Auth, BasicAuthConfig, TlsConfig};
-pub use duration::{parse_duration, ConfigDuration};
-pub use load::{figment_for, load, ENV_PREFIX};
+pub use duration::{parse_duration, ConfigDuration, MAX_DURATION};
+pub use load::{load, Origin, ENV_PREFIX};
 pub use openai::{ModelPriceConfig, OpenAiProbeConfig, OpenAiProbeSettings};
 pub use probe::{HttpProbeConfig, HttpProbeSettings, ProbeConfig, ProbeSettings};
 pub use pushgateway::{PushMethod, PushgatewayConfig, PushgatewaySettings};
@@ -56,9 +61,28 @@ use checker::{validate_buckets, Checker};
 /// A configuration problem, with where it is.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file or environment could not be read or parsed.
+    /// The file could not be read.
     #[error("{0}")]
     Load(String),
+    /// The file is not valid TOML.
+    #[error("TOML syntax: {message} ({origin})")]
+    Syntax {
+        /// What the parser found.
+        message: String,
+        /// The file, and the line when the parser gives one.
+        origin: Origin,
+    },
+    /// A key does not fit the schema (unknown, of the wrong type or form, or an environment
+    /// override naming no key).
+    #[error("{key}: {message} ({origin})")]
+    Read {
+        /// Key path, e.g. `probe[0].intervall`.
+        key: String,
+        /// What is wrong and what to do.
+        message: String,
+        /// The file and line, or the environment variable, it came from.
+        origin: Origin,
+    },
     /// A value is present but wrong.
     #[error("{key}: {message} (in {source_name})")]
     Invalid {
@@ -171,16 +195,15 @@ pub(crate) mod tests {
             for (name, contents) in files {
                 jail.create_file(name, contents)?;
             }
+            let join = |errs: Vec<ConfigError>| {
+                errs.iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
             out = load(Path::new("pushprobe.toml"), true)
-                .map_err(|e| e.to_string())
-                .and_then(|f| {
-                    f.validate("pushprobe.toml").map_err(|errs| {
-                        errs.iter()
-                            .map(|e| e.to_string())
-                            .collect::<Vec<_>>()
-                            .join("\n")
-                    })
-                });
+                .map_err(join)
+                .and_then(|f| f.validate("pushprobe.toml").map_err(join));
             Ok(())
         });
         out

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::keypath::join_key;
 use super::{validate_buckets, Checker, ConfigDuration, TlsConfig};
 use crate::pricing::{Price, PriceTable};
 
@@ -303,7 +304,7 @@ pub(super) fn validate_pricing(
         Ok(t) => Arc::new(t),
         Err(errors) => {
             for (entry, e) in errors {
-                c.fail(format!("pricing.{entry:?}"), e.to_string());
+                c.fail(join_key("pricing", &entry), e.to_string());
             }
             Arc::new(PriceTable::default())
         }

@@ -38,38 +38,47 @@ pub enum ProbeConfig {
 pub(super) const PROBE_KINDS: &[&str] = &["http", "openai"];
 
 // serde's derived `tag = "kind"` buffers the table before picking a variant, and an error
-// inside the variant then loses its field name ("probe.0: not a duration"). Reading the table
-// as a figment value first and deserializing the variant from it keeps the field in the
-// message ("probe.0: interval: not a duration").
+// inside the variant then loses its field name ("probe[0]: not a duration"). Reading the
+// table as a figment value first and deserializing the variant from it keeps the field in
+// the path ("probe[0].interval: not a duration").
 impl<'de> Deserialize<'de> for ProbeConfig {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error as _;
         let value = <figment::value::Value as Deserialize>::deserialize(d)?;
+        ProbeConfig::from_value(value).map_err(|e| D::Error::custom(describe_figment_error(*e)))
+    }
+}
+
+impl ProbeConfig {
+    /// Reads one `[[probe]]` table by its `kind`; an error's path runs from the table
+    /// (`interval`, `kind`), so the loader can name the key and its line.
+    pub(super) fn from_value(value: figment::value::Value) -> Result<Self, Box<figment::Error>> {
+        use serde::de::Error as _;
+        let at_kind = |mut e: figment::Error| {
+            e.path = vec!["kind".to_string()];
+            e
+        };
         let Some(mut table) = value.into_dict() else {
-            return Err(D::Error::custom("each [[probe]] must be a table"));
+            return Err(Box::new(figment::Error::custom(
+                "each [[probe]] must be a table",
+            )));
         };
         let kind = match table.remove("kind") {
             Some(figment::value::Value::String(_, kind)) => kind,
             Some(_) => {
-                return Err(D::Error::custom(
-                    "kind: must be a string (\"http\" or \"openai\")",
-                ))
+                return Err(Box::new(at_kind(figment::Error::custom(
+                    "must be a string (\"http\" or \"openai\")",
+                ))))
             }
-            None => return Err(D::Error::missing_field("kind")),
+            None => return Err(Box::new(figment::Error::missing_field("kind"))),
         };
         let body = figment::value::Value::from(table);
-        let field_error = |e: figment::Error| D::Error::custom(describe_figment_error(e));
-        match kind.as_str() {
-            "http" => body
-                .deserialize()
-                .map(ProbeConfig::Http)
-                .map_err(field_error),
-            "openai" => body
-                .deserialize()
-                .map(ProbeConfig::Openai)
-                .map_err(field_error),
-            other => Err(D::Error::unknown_variant(other, PROBE_KINDS)),
-        }
+        let probe = match kind.as_str() {
+            "http" => body.deserialize().map(ProbeConfig::Http),
+            "openai" => body.deserialize().map(ProbeConfig::Openai),
+            other => Err(at_kind(figment::Error::unknown_variant(other, PROBE_KINDS))),
+        };
+        probe.map_err(Box::new)
     }
 }
 
@@ -313,13 +322,44 @@ mod tests {
     #[test]
     fn errors_inside_a_probe_name_the_field() {
         let e = parse(&GOOD.replace("interval = \"30s\"", "interval = \"soon\"")).unwrap_err();
-        assert!(e.starts_with("probe.0: interval: "), "{e}");
+        assert!(e.starts_with("probe[0].interval: "), "{e}");
         assert!(
             e.contains("not a duration") && e.contains("pushprobe.toml"),
             "{e}"
         );
         let e = parse(&GOOD.replace("kind = \"http\"", "kind = \"htp\"")).unwrap_err();
         assert!(e.contains("htp") && e.contains("http"), "{e}");
+    }
+
+    #[test]
+    fn durations_are_bounded_and_name_their_key() {
+        let e = parse(&GOOD.replace("timeout = \"5s\"", "timeout = \"18446744073709551615ms\""))
+            .unwrap_err();
+        assert!(e.starts_with("probe[0].timeout: "), "{e}");
+        assert!(e.contains("too large"), "{e}");
+        let e = parse(
+            &GOOD
+                .replace("interval = \"30s\"", "interval = \"2h\"")
+                .replace("timeout = \"5s\"", "timeout = \"11m\""),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "probe[0].timeout: 11m is longer than 10m (the longest a timeout may be) \
+             (in pushprobe.toml)"
+        );
+        let e = parse(&GOOD.replace("interval = \"30s\"", "interval = \"25h\"")).unwrap_err();
+        assert_eq!(
+            e,
+            "probe[0].interval: 1d1h is longer than 1d (the longest an interval may be) \
+             (in pushprobe.toml)"
+        );
+        parse(
+            &GOOD
+                .replace("interval = \"30s\"", "interval = \"24h\"")
+                .replace("timeout = \"5s\"", "timeout = \"10m\""),
+        )
+        .unwrap();
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::keypath::join_key;
 use super::{endpoint_name, Auth, BasicAuthConfig, Checker, ConfigDuration, TlsConfig};
 use crate::secret::Secret;
 use crate::series::is_valid_label_name;
@@ -144,7 +145,7 @@ fn validate_pushgateway(
             );
         } else if !is_valid_label_name(name) || name.starts_with("__") {
             c.fail(
-                format!("{key}.grouping.{name}"),
+                join_key(&format!("{key}.grouping"), name),
                 "label names must match [a-zA-Z_][a-zA-Z0-9_]* and not start with __",
             );
         }
