@@ -23,12 +23,16 @@ use crate::queue::disk::fs::RealFs;
 use crate::queue::disk::{DiskLog, DiskStats, DropCounts};
 use crate::queue::live::LiveLane;
 use crate::queue::memory::MemoryQueue;
-use crate::queue::{AppendOutcome, QueueError, SharedQueue};
+use crate::queue::{AppendOutcome, Origin, Priority, QueueError, SharedQueue};
 use crate::remote_write::{Sender, SenderError};
 use crate::scrape::metadata::{MetadataSender, MetadataStore};
-use crate::scrape::scraper::{JobClient, ScrapeSetupError, Scraper};
+use crate::scrape::scraper::{JobClient, ScrapeSetupError, Scraped, Scraper};
+use crate::scrape::target::REPORT_SERIES;
 use crate::series::{Registry, Sample};
 use crate::telemetry::{self, Telemetry};
+
+/// The source the agent's own metrics are queued as.
+pub const SELF_SOURCE: &str = "pushprobe";
 
 /// Name of the lock file in `agent.data_dir`.
 pub const LOCK_FILE: &str = "pushprobe.lock";
@@ -127,33 +131,64 @@ impl Pipeline {
     /// Publishes one run of `source` (a probe, an `exec` job): its samples stamped
     /// `timestamp_ms` to every remote-write queue, and its registry to the Pushgateway sinks.
     pub fn publish_run(&self, source: &str, registry: &Registry, timestamp_ms: i64) {
-        self.publish(registry.samples_at(timestamp_ms));
+        self.publish_from(
+            Origin::new(source, Priority::Report),
+            registry.samples_at(timestamp_ms),
+        );
         if let Some(feed) = &self.feed {
             feed.set(source, registry);
         }
     }
 
-    /// Queues `samples` for every receiver, counting what a full queue pushed out.
+    /// Queues the agent's own samples (self-metrics) for every receiver, counting what a full
+    /// queue pushed out.
     pub fn publish(&self, samples: Vec<Sample>) {
+        self.publish_from(Origin::new(SELF_SOURCE, Priority::Report), samples);
+    }
+
+    /// Queues samples of one source, all of one priority, for every receiver.
+    pub fn publish_from(&self, origin: Origin<'_>, samples: Vec<Sample>) {
+        let report_from = match origin.priority {
+            Priority::Bulk => samples.len(),
+            Priority::Report => 0,
+        };
+        self.publish_scraped(origin.source, samples, report_from);
+    }
+
+    /// Queues samples of `source` for every receiver: bulk ones, then from `report_from` on
+    /// the ones a full queue keeps longest (see [`Priority`]).
+    pub fn publish_scraped(&self, source: &str, mut samples: Vec<Sample>, report_from: usize) {
         if samples.is_empty() {
             return;
         }
         match &self.fanout {
-            Fanout::Memory => self.publish_to_each(samples),
+            Fanout::Memory => {
+                let report = match report_from {
+                    0 => std::mem::take(&mut samples),
+                    n if n >= samples.len() => Vec::new(),
+                    n => samples.split_off(n),
+                };
+                for (priority, part) in [(Priority::Bulk, samples), (Priority::Report, report)] {
+                    if !part.is_empty() {
+                        self.publish_to_each(Origin::new(source, priority), part);
+                    }
+                }
+            }
+            // The log is bounded in bytes for every source alike.
             Fanout::Disk(disk) => self.publish_to_log(&disk.log, &samples),
         }
     }
 
     /// Copies the samples into each memory queue but the last, which takes them.
-    fn publish_to_each(&self, samples: Vec<Sample>) {
+    fn publish_to_each(&self, origin: Origin<'_>, samples: Vec<Sample>) {
         let count = samples.len();
         let Some((last, others)) = self.outputs.split_last() else {
             return;
         };
         for out in others {
-            self.count_append(out, out.queue.append(&samples), count);
+            self.count_append(out, out.queue.append_from(origin, samples.clone()), count);
         }
-        self.count_append(last, last.queue.append_owned(samples), count);
+        self.count_append(last, last.queue.append_from(origin, samples), count);
     }
 
     /// Counts and logs what an append of `count` samples to one memory queue lost.
@@ -173,7 +208,7 @@ impl Pipeline {
                 tracing::warn!(
                     endpoint = %out.endpoint,
                     dropped = o.dropped_oldest,
-                    "queue full: dropped the oldest samples; raise queue_capacity or check the receiver"
+                    "queue full: dropped the oldest samples of the sources holding the most; raise queue_capacity, lower sample_limit or check the receiver"
                 );
             }
             Ok(_) => {}
@@ -851,8 +886,9 @@ impl Agent {
         // markers are in the queues before the drain starts.
         for scraper in std::mem::take(&mut self.scrapers) {
             let pipeline = self.pipeline.clone();
+            let source = scraper.key().to_owned();
             probes.spawn(scraper.run(
-                move |samples: Vec<Sample>| pipeline.publish(samples),
+                move |s: Scraped| pipeline.publish_scraped(&source, s.samples, s.report_from),
                 self.telemetry.clone(),
                 Some(self.metadata.clone()),
                 shutdown.clone(),
@@ -973,7 +1009,10 @@ impl Agent {
             set.spawn(async move {
                 let mut out = Vec::new();
                 tokio::select! {
-                    s = scraper.scrape(&mut out, &telemetry, Some(&metadata)) => Some((s.up(), out)),
+                    s = scraper.scrape(&mut out, &telemetry, Some(&metadata)) => {
+                        let report_from = out.len().saturating_sub(REPORT_SERIES.len());
+                        Some((s.up(), scraper.key().to_owned(), out, report_from))
+                    }
                     _ = abort.cancelled() => None,
                 }
             });
@@ -981,9 +1020,9 @@ impl Agent {
         let mut failed = 0;
         while let Some(joined) = set.join_next().await {
             match joined {
-                Ok(Some((up, samples))) => {
+                Ok(Some((up, source, samples, report_from))) => {
                     failed += usize::from(!up);
-                    self.pipeline.publish(samples);
+                    self.pipeline.publish_scraped(&source, samples, report_from);
                 }
                 Ok(None) => {}
                 Err(e) => tracing::error!(error = %e, "scrape task failed"),
@@ -1074,7 +1113,10 @@ async fn probe_loop(
         record_run(&telemetry, probe.name(), &report);
         pipeline.publish_run(probe.name(), &registry, started);
         // Series this run no longer reports (e.g. TLS facts after a failed handshake) end now.
-        pipeline.publish(registry.take_stale_markers(started));
+        pipeline.publish_from(
+            Origin::new(probe.name(), Priority::Report),
+            registry.take_stale_markers(started),
+        );
     }
 }
 
@@ -1156,6 +1198,36 @@ mod tests {
         assert_eq!(dropped("rw0"), None);
         assert_eq!(dropped("rw1"), Some(2.0));
         assert_eq!(p.pending(), 8);
+    }
+
+    #[test]
+    fn a_scrape_overflowing_the_queue_pushes_out_its_own_bulk_not_others_or_reports() {
+        let p = pipeline(&[10]);
+        // Each scrape: its samples, then (from `report_from`) its report series.
+        p.publish_scraped("node/a:9100", samples(3), 1);
+        p.publish_scraped("huge/b:8080", samples(20), 18);
+        p.publish_scraped("node/a:9100", samples(3), 1);
+        let queued: Vec<f64> = p.outputs[0]
+            .queue
+            .with(|q| q.peek(100))
+            .unwrap()
+            .unwrap()
+            .iter()
+            .map(|s| s.value)
+            .collect();
+        // Every sample of the healthy target; of the huge one, its report series and as many
+        // of its newest samples as the healthy one holds.
+        assert_eq!(
+            queued,
+            [0.0, 1.0, 2.0, 16.0, 17.0, 18.0, 19.0, 0.0, 1.0, 2.0]
+        );
+        assert_eq!(
+            p.telemetry.value(
+                telemetry::RW_SAMPLES_DROPPED,
+                &[("endpoint", "rw0"), ("reason", "queue_full")],
+            ),
+            Some(16.0)
+        );
     }
 
     #[test]

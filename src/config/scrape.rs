@@ -50,6 +50,16 @@ fn default_metrics_path() -> String {
 fn default_scrape_interval() -> ConfigDuration {
     ConfigDuration(DEFAULT_SCRAPE_INTERVAL)
 }
+/// Default `sample_limit`: 50 000 samples a scrape, after relabeling. Twenty times a busy
+/// host's node exporter, so no ordinary exporter reaches it, while one exposing runaway
+/// cardinality fails (`up` = 0) instead of filling the agent's memory and queues: Prometheus
+/// has no default (0), and Grafana Agent and Alloy advise setting one.
+pub const DEFAULT_SAMPLE_LIMIT: usize = 50_000;
+
+fn default_sample_limit() -> usize {
+    DEFAULT_SAMPLE_LIMIT
+}
+
 fn default_body_size_limit() -> ByteSize {
     ByteSize(DEFAULT_BODY_SIZE_LIMIT)
 }
@@ -95,7 +105,7 @@ pub struct ScrapeConfig {
     #[serde(default)]
     pub metric_relabel_configs: Vec<RelabelConfig>,
     /// Most samples one scrape may keep after relabeling; more fails the scrape. 0: no limit.
-    #[serde(default)]
+    #[serde(default = "default_sample_limit")]
     pub sample_limit: usize,
     /// Most bytes read from one response (uncompressed); more fails the scrape.
     #[serde(default = "default_body_size_limit")]
@@ -312,6 +322,15 @@ mod tests {
     const RW: &str = "[[remote_write]]\nurl = \"http://127.0.0.1:9090/api/v1/write\"\n";
 
     #[test]
+    fn sample_limit_zero_still_means_no_limit() {
+        let s = parse(&format!(
+            "{RW}[[scrape]]\njob = \"big\"\ntargets = [\"127.0.0.1:8080\"]\nsample_limit = 0\n"
+        ))
+        .unwrap();
+        assert_eq!(s.scrapes[0].sample_limit, 0);
+    }
+
+    #[test]
     fn minimal_job_takes_prometheus_defaults() {
         let s = parse(&format!(
             "{RW}[[scrape]]\njob = \"node\"\ntargets = [\"127.0.0.1:9100\", \"[::1]:9100\"]\n"
@@ -322,7 +341,7 @@ mod tests {
         assert_eq!(job.timeout, Duration::from_secs(10));
         assert!(!job.honor_labels);
         assert!(job.honor_timestamps);
-        assert_eq!(job.sample_limit, 0);
+        assert_eq!(job.sample_limit, DEFAULT_SAMPLE_LIMIT);
         assert_eq!(job.body_size_limit, DEFAULT_BODY_SIZE_LIMIT);
         assert_eq!(job.targets[0].url.as_str(), "http://127.0.0.1:9100/metrics");
         assert_eq!(job.targets[1].url.as_str(), "http://[::1]:9100/metrics");

@@ -3,9 +3,11 @@
 //! Each endpoint reads from a [`Queue`]: samples are appended in the order they were measured,
 //! handed to the sender oldest first with [`Queue::peek`], and released with [`Queue::ack`] only
 //! once the receiver answered. Every sample gets a sequence number when appended; an ack names
-//! the last number it releases, so dropping the oldest samples while a batch is in flight never
-//! releases the wrong ones. [`memory::MemoryQueue`] is the bounded in-memory implementation;
-//! [`disk::DiskLog`] the durable one, shared by all endpoints.
+//! the last number it releases, so dropping samples while a batch is in flight never releases
+//! the wrong ones. Appends may say where their samples come from ([`Origin`]): a full
+//! [`memory::MemoryQueue`], the bounded in-memory implementation, drops from the source holding
+//! the most rather than from whoever is oldest. [`disk::DiskLog`] is the durable one, shared by
+//! all endpoints and bounded in bytes.
 
 pub mod disk;
 pub mod live;
@@ -83,6 +85,8 @@ enum Seqs {
     From(Seq),
     /// One per sample.
     Listed(Vec<Seq>),
+    /// One per run: the number of the run's first sample, the rest following it.
+    Runs(Vec<Seq>),
 }
 
 impl Batch {
@@ -127,11 +131,17 @@ impl Batch {
 
     /// The samples' sequence numbers, in order.
     pub fn seqs(&self) -> impl Iterator<Item = Seq> + '_ {
-        let (from, listed) = match &self.seqs {
-            Seqs::From(first) => (*first..*first + self.len as Seq, &[][..]),
-            Seqs::Listed(seqs) => (0..0, seqs.as_slice()),
+        let (from, listed, firsts) = match &self.seqs {
+            Seqs::From(first) => (*first..*first + self.len as Seq, &[][..], &[][..]),
+            Seqs::Listed(seqs) => (0..0, seqs.as_slice(), &[][..]),
+            Seqs::Runs(firsts) => (0..0, &[][..], firsts.as_slice()),
         };
-        from.chain(listed.iter().copied())
+        let by_run = self
+            .runs
+            .iter()
+            .zip(firsts)
+            .flat_map(|(run, &first)| first..first + run.range.len() as Seq);
+        from.chain(listed.iter().copied()).chain(by_run)
     }
 
     /// Keeps only the samples whose sequence number passes `keep`; returns how many went.
@@ -151,12 +161,54 @@ impl Batch {
     }
 }
 
+/// How long a full queue keeps a sample, relative to others.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Priority {
+    /// Scraped samples and their staleness markers: dropped first.
+    #[default]
+    Bulk,
+    /// What says whether a source works (the report series `up` and `scrape_*`, probe results,
+    /// the agent's own metrics): dropped only when no bulk sample is left.
+    Report,
+}
+
+impl Priority {
+    /// Every priority, the first dropped first.
+    pub(crate) const DROP_ORDER: [Priority; 2] = [Priority::Bulk, Priority::Report];
+
+    /// Position in [`Priority::DROP_ORDER`].
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Priority::Bulk => 0,
+            Priority::Report => 1,
+        }
+    }
+}
+
+/// Where appended samples come from, so that a full queue makes the source that fills it pay.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Origin<'a> {
+    /// The source's name (a scrape target's `job/address`, a probe's name); sources that share
+    /// a name share their part of the queue.
+    pub source: &'a str,
+    /// How long the samples are kept when the queue is full.
+    pub priority: Priority,
+}
+
+impl<'a> Origin<'a> {
+    /// Samples of `source` at `priority`.
+    pub fn new(source: &'a str, priority: Priority) -> Self {
+        Origin { source, priority }
+    }
+}
+
 /// What an append did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AppendOutcome {
     /// Samples accepted.
     pub appended: usize,
-    /// Oldest samples dropped to make room.
+    /// Samples dropped to make room: the oldest of the sources holding the most (a memory
+    /// queue), or the oldest of all (the disk log).
     pub dropped_oldest: usize,
     /// Sequence number of the first appended sample; the rest follow contiguously.
     pub first_seq: Seq,
@@ -202,12 +254,22 @@ impl QueueError {
 
 /// A FIFO of samples with acknowledged release, one per remote-write endpoint.
 pub trait Queue: Send {
-    /// Appends samples in order; when full, drops the oldest and says how many.
+    /// Appends samples in order; when full, drops others (the oldest first) and says how many.
     fn append(&mut self, samples: &[Sample]) -> Result<AppendOutcome, QueueError>;
     /// Like [`Queue::append`], for samples the caller is done with: a queue that keeps them
     /// in memory takes them as they are, without touching each label set's reference count.
     fn append_owned(&mut self, samples: Vec<Sample>) -> Result<AppendOutcome, QueueError> {
         self.append(&samples)
+    }
+    /// Like [`Queue::append_owned`], for samples of `origin`: a queue bounded per source drops
+    /// from whoever holds the most; others ignore the origin.
+    fn append_from(
+        &mut self,
+        origin: Origin<'_>,
+        samples: Vec<Sample>,
+    ) -> Result<AppendOutcome, QueueError> {
+        let _ = origin;
+        self.append_owned(samples)
     }
     /// Returns up to `max` of the oldest unacknowledged samples, without releasing them.
     fn peek(&mut self, max: usize) -> Result<Option<Batch>, QueueError>;
@@ -282,6 +344,27 @@ impl SharedQueue {
         }
         let out = self.with(|q| q.append_owned(samples));
         self.appended.notify_one();
+        out
+    }
+
+    /// Appends samples of `origin` and wakes the sender: [`SharedQueue::append_owned`] for a
+    /// queue that drops per source.
+    pub fn append_from(
+        &self,
+        origin: Origin<'_>,
+        samples: Vec<Sample>,
+    ) -> Result<AppendOutcome, QueueError> {
+        if self.live.is_none() {
+            let out = self.with(|q| q.append_from(origin, samples));
+            self.appended.notify_one();
+            return out;
+        }
+        // The live lane is offered the samples after they are queued.
+        let out = self.with(|q| q.append_from(origin, samples.clone()));
+        match &out {
+            Ok(o) => self.announce(&samples, o.first_seq),
+            Err(_) => self.appended.notify_one(),
+        }
         out
     }
 

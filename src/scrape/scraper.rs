@@ -1,6 +1,7 @@
 //! The I/O shell around [`super::target`]: one scrape loop per target that fetches the
 //! exposition over HTTP (bounded in time and size), feeds it to the target's state and hands
-//! the resulting samples to the agent's queues.
+//! the resulting samples to the agent's queues, saying which are the report series so that a
+//! full queue keeps them longest.
 //!
 //! Requests carry what Prometheus sends: an `Accept` header preferring OpenMetrics,
 //! `X-Prometheus-Scrape-Timeout-Seconds`, and `User-Agent: pushprobe/<version>`.
@@ -14,7 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::metadata::MetadataStore;
-use super::target::{ScrapeError, ScrapeSummary, TargetOptions, TargetState};
+use super::target::{ScrapeError, ScrapeSummary, TargetOptions, TargetState, REPORT_SERIES};
 use super::ACCEPT_HEADER;
 use crate::clock::now_ms;
 use crate::config::{ScrapeSettings, ScrapeTargetSettings};
@@ -169,6 +170,15 @@ pub fn first_delay(hash: u64, interval: Duration, since_epoch: Duration) -> Dura
         i - (phase - offset)
     };
     Duration::from_nanos(wait)
+}
+
+/// What a scrape loop hands to the queues at a time.
+#[derive(Debug, Default)]
+pub struct Scraped {
+    /// Scraped samples and staleness markers, then the report series (`up`, `scrape_*`).
+    pub samples: Vec<Sample>,
+    /// Where the report series start in `samples` (its length when there are none).
+    pub report_from: usize,
 }
 
 /// One target's scrape loop.
@@ -346,7 +356,7 @@ impl Scraper {
     /// the end-of-run staleness markers. A scrape in flight at shutdown is abandoned.
     pub async fn run(
         mut self,
-        publish: impl Fn(Vec<Sample>) + Send + Sync + 'static,
+        publish: impl Fn(Scraped) + Send + Sync + 'static,
         telemetry: Arc<Telemetry>,
         metadata: Option<Arc<MetadataStore>>,
         shutdown: CancellationToken,
@@ -373,6 +383,7 @@ impl Scraper {
         let mut ticker = tokio::time::interval_at(Instant::now() + delay, self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut out = Vec::new();
+        let mut reported = false;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -385,14 +396,29 @@ impl Scraper {
             if !done {
                 break;
             }
+            reported = true;
+            // Every finished scrape ends with its report series.
+            let report_from = out.len().saturating_sub(REPORT_SERIES.len());
             // The queues take the samples; a buffer kept by every target would hold each
             // one's largest scrape while it sits idle.
-            publish(std::mem::take(&mut out));
+            publish(Scraped {
+                samples: std::mem::take(&mut out),
+                report_from,
+            });
         }
         out.clear();
         let markers = self.end(now_ms(), &mut out);
         tracing::debug!(target = %self.key, markers, "scrape loop stopped; staleness markers queued");
-        publish(out);
+        // The report series' markers come last, if a scrape reported any.
+        let report_from = if reported {
+            out.len().saturating_sub(REPORT_SERIES.len())
+        } else {
+            out.len()
+        };
+        publish(Scraped {
+            samples: out,
+            report_from,
+        });
         if let Some(store) = metadata {
             store.remove(&self.key);
         }

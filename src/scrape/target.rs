@@ -333,12 +333,18 @@ impl TargetState {
             // Sized from the last scrape, so a steady target's list is not grown and copied
             // through every power of two each scrape.
             samples: Vec::with_capacity(self.live.saturating_add(self.live / 16)),
+            limit: match self.opts.sample_limit {
+                0 => usize::MAX,
+                n => n,
+            },
+            over_limit: 0,
             dropped: 0,
             no_name: 0,
         };
         let parsed = parse_bytes_into(body, ct, self.opts.normalize_le_quantile, &mut intake);
         let Intake {
             samples,
+            over_limit,
             dropped,
             no_name,
             ..
@@ -348,8 +354,8 @@ impl TargetState {
             Err(e) => return (self.fail(ScrapeError::Parse(e), scrape_ts, out), Vec::new()),
         };
         let mut summary = ScrapeSummary {
-            scraped: samples.len() + dropped + no_name,
-            post_relabel: samples.len(),
+            scraped: samples.len() + over_limit + dropped + no_name,
+            post_relabel: samples.len() + over_limit,
             ..ScrapeSummary::default()
         };
         summary.rejected.no_metric_name = no_name;
@@ -568,8 +574,13 @@ struct Intake<'a> {
     /// text needs to know whether its label set is already a series.
     by_labels: Option<HashTable<u32>>,
     generation: u32,
-    /// The kept samples, in body order.
+    /// The kept samples, in body order, up to `limit`.
     samples: Vec<Pending>,
+    /// `sample_limit`, `usize::MAX` for none.
+    limit: usize,
+    /// Kept samples past `limit`: only counted, and their series get no record, so a body
+    /// far over the limit costs no more memory than one at it.
+    over_limit: usize,
     /// Samples of series relabeling dropped.
     dropped: usize,
     /// Samples of series relabeling left without a name.
@@ -586,6 +597,10 @@ struct Pending {
 
 /// Records past `u32::MAX` cannot be stored; their samples are dropped (see [`Table::insert`]).
 const NO_RECORD: u32 = u32::MAX;
+
+/// A kept series first seen once the scrape is past its sample limit: it gets no record, and
+/// its samples are only counted. (A limit is far below the records this would collide with.)
+const PAST_LIMIT: u32 = u32::MAX - 1;
 
 impl Intake<'_> {
     /// The kept series whose output label set is `labels`, if there is one.
@@ -644,6 +659,10 @@ impl Sink for Intake<'_> {
             Some(l) => (Fate::Kept, Some(l)),
         };
         if let Some(l) = &labels {
+            // The scrape fails anyway: recording the series would only hold its memory.
+            if self.samples.len() >= self.limit {
+                return PAST_LIMIT;
+            }
             // Two texts meeting on one label set are one series.
             if let Some(i) = self.series_with(l) {
                 if let Some(s) = self.series.get_mut(i) {
@@ -694,7 +713,12 @@ impl Sink for Intake<'_> {
     }
 
     fn push(&mut self, _family: usize, i: u32, point: Point) {
+        if i == PAST_LIMIT && self.limit != usize::MAX {
+            self.over_limit += 1;
+            return;
+        }
         match self.series.get(i).map(|s| s.fate) {
+            Some(Fate::Kept) if self.samples.len() >= self.limit => self.over_limit += 1,
             Some(Fate::Kept) => self.samples.push(Pending {
                 series: i,
                 value: point.value,

@@ -368,6 +368,43 @@ fn sample_limit_fails_the_scrape_when_exceeded_after_relabeling() {
 }
 
 #[test]
+fn a_body_far_over_the_sample_limit_keeps_no_record_of_its_extra_series() {
+    let mut st = state(TargetOptions {
+        sample_limit: 10,
+        ..default_opts()
+    });
+    let (summary, _) = scrape(&mut st, "a 1\nb 2\n", 1000);
+    assert!(summary.up());
+    let mut body = String::from("first 0\n");
+    for i in 0..5000 {
+        body.push_str(&format!("many{{i=\"{i}\"}} {i}\na 1\n"));
+    }
+    let (summary, out) = scrape(&mut st, &body, 2000);
+    assert_eq!(
+        summary.error,
+        Some(ScrapeError::SampleLimit {
+            samples: 10_001,
+            limit: 10
+        })
+    );
+    // Counted in full for the report series, as Prometheus does.
+    assert_eq!((summary.scraped, summary.post_relabel), (10_001, 10_001));
+    assert_eq!(
+        find(&out, &s("scrape_samples_post_metric_relabeling", "", 0).0)[0].value,
+        10_001.0
+    );
+    // Yet the target holds records for the series seen before the limit was reached only.
+    assert!(st.series.len() <= 12, "{} records", st.series.len());
+    // Back under the limit, the series known before come back as they were.
+    let (summary, out) = scrape(&mut st, "a 2\nb 3\n", 3000);
+    assert!(summary.up());
+    assert_eq!(
+        without_report(&out),
+        vec![s("a", "2", 3000), s("b", "3", 3000)]
+    );
+}
+
+#[test]
 fn relabel_rules_see_target_labels_and_can_drop_or_rewrite() {
     let rules = compile(&[
         RelabelConfig {
