@@ -1,11 +1,13 @@
 //! Scraping's pure core: parsers for the Prometheus text format 0.0.4 and OpenMetrics 1.0
-//! text, a text-format renderer, and metric relabeling, all with Prometheus' semantics.
+//! text, a text-format renderer, metric relabeling, and the size-bounded decoding of gzip
+//! bodies ([`body`]), all with Prometheus' semantics.
 //!
 //! Both parsers work line by line over an in-memory body, never recurse, and are linear in the
 //! input. A bad line fails the whole parse with an error naming its line and column, as
 //! Prometheus fails the whole scrape. Samples carry `Labels` so a [`SeriesCache`] can hand
 //! out the same label set for the same raw series text scrape after scrape.
 
+pub mod body;
 mod lex;
 pub mod metadata;
 mod openmetrics;
