@@ -448,7 +448,7 @@ async fn scrapes_keep_their_connection_unless_the_target_closes_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_gzip_target_is_decoded_and_its_series_are_forwarded() {
+async fn a_gzip_target_is_asked_for_gzip_and_its_series_are_forwarded() {
     let receiver = RwReceiver::start(|_, _| 204).await;
     let target = TargetServer::start_with(Reply::gzip(
         "# TYPE edge_temp gauge\nedge_temp{sensor=\"cpu\"} 51.5\nedge_temp{sensor=\"board\"} 40\n",
@@ -464,6 +464,10 @@ async fn a_gzip_target_is_decoded_and_its_series_are_forwarded() {
     };
     let agent = Pushprobe::with_config(&config(""));
     agent.once().await.assert_code(0);
+    assert_eq!(
+        target.last_header("accept-encoding").as_deref(),
+        Some("gzip")
+    );
     let samples = receiver.accepted_samples();
     let value = |name: &str, sensor: Option<&str>| {
         samples
@@ -476,6 +480,12 @@ async fn a_gzip_target_is_decoded_and_its_series_are_forwarded() {
     assert_eq!(value("edge_temp", Some("board")), 40.0);
     assert_eq!(value("up", None), 1.0);
     assert_eq!(value("scrape_samples_scraped", None), 2.0);
+
+    // Compression off: nothing asked for, but a target that gzips anyway is still decoded,
+    // as Prometheus decodes it.
+    agent.rewrite_config(&config("enable_compression = false\n"));
+    agent.once().await.assert_code(0);
+    assert_eq!(target.last_header("accept-encoding"), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,9 @@ use std::io::{self, Write};
 use flate2::write::MultiGzDecoder;
 use http::header::HeaderValue;
 
+/// The `Accept-Encoding` value a scrape sends when compression is on, as Prometheus sends it.
+pub const ACCEPT_ENCODING_GZIP: &str = "gzip";
+
 /// Why a body could not be decoded.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {

@@ -3,6 +3,7 @@
 //! the resulting samples to the agent's queues.
 //!
 //! Requests carry what Prometheus sends: an `Accept` header preferring OpenMetrics,
+//! `Accept-Encoding: gzip` (unless `enable_compression` is off),
 //! `X-Prometheus-Scrape-Timeout-Seconds`, and `User-Agent: pushprobe/<version>`. A gzip answer
 //! is decoded as it arrives ([`super::body`]), its decoded size held to `body_size_limit`.
 
@@ -14,7 +15,7 @@ use http::Method;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::body::{BodyReader, ContentEncoding};
+use super::body::{BodyReader, ContentEncoding, ACCEPT_ENCODING_GZIP};
 use super::metadata::MetadataStore;
 use super::target::{ScrapeError, ScrapeSummary, TargetOptions, TargetState};
 use super::ACCEPT_HEADER;
@@ -125,6 +126,12 @@ impl JobClient {
                 timeout_header(job.timeout),
             ),
         ];
+        if job.enable_compression {
+            headers.push((
+                "accept-encoding".to_string(),
+                ACCEPT_ENCODING_GZIP.to_string(),
+            ));
+        }
         if let Some(auth) = &job.auth {
             let text = match auth {
                 Auth::Basic { username, password } => {
