@@ -4,13 +4,15 @@
 //!
 //! The `*_encode` cases are the whole path a scraped sample takes inside pushprobe except the
 //! socket: parse, target labels and scrape semantics ([`TargetState`]), and encoding into a
-//! snappy-compressed remote-write request.
+//! snappy-compressed remote-write request. `gzip_decode` is what a gzip-encoded body adds
+//! before that: decoding the payload (gzip's default level) as it arrives in 16 KiB chunks.
 
 use std::fmt::Write;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pushprobe::remote_write::encode::Encoder;
+use pushprobe::scrape::body::GzipDecoder;
 use pushprobe::scrape::target::{TargetOptions, TargetState};
 use pushprobe::scrape::{parse, parse_cached, SeriesCache};
 use pushprobe::series::Labels;
@@ -291,6 +293,21 @@ fn bench(c: &mut Criterion) {
             state.report(&summary, ts, std::time::Duration::ZERO, &mut out);
             encoder.encode(&out, &external, &mut buf).expect("encodes");
             buf.len()
+        })
+    });
+
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, text.as_bytes()).expect("gzip into memory");
+    let compressed = gz.finish().expect("gzip into memory");
+    let mut body = Vec::with_capacity(text.len());
+    group.bench_function("gzip_decode", |b| {
+        b.iter(|| {
+            let mut decoder = GzipDecoder::new(std::mem::take(&mut body), u64::MAX);
+            for chunk in black_box(&compressed).chunks(16 << 10) {
+                decoder.push(chunk).expect("decodes");
+            }
+            body = decoder.finish().expect("decodes");
+            body.clear();
         })
     });
     group.finish();

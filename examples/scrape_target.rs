@@ -7,8 +7,12 @@
 //! The benchmark measures the forwarders, not the target: bodies are rendered once per port,
 //! and a request only rewrites the values into a reused buffer, on one thread.
 //!
-//! Usage: `scrape_target [PORTS] [SERIES]` (defaults 50, 2000). Prints one port per line once
-//! all are listening, then serves until killed.
+//! With `--gzip`, a request whose `Accept-Encoding` names gzip gets the body gzip-encoded, as
+//! exporters answer Prometheus; at the fastest level, to keep the unmeasured target cheap (the
+//! forwarders' cost of decoding hardly depends on the level).
+//!
+//! Usage: `scrape_target [--gzip] [PORTS] [SERIES]` (defaults 50, 2000). Prints one port per
+//! line once all are listening, then serves until killed.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -16,6 +20,7 @@ mod support;
 use std::cell::RefCell;
 use std::convert::Infallible;
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -90,8 +95,30 @@ impl Payload {
     }
 }
 
+/// Whether the request's `Accept-Encoding` names gzip (a `q=0` refusal is not expected here).
+fn accepts_gzip(req: &Request<hyper::body::Incoming>) -> bool {
+    req.headers()
+        .get_all("accept-encoding")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let name = coding.split(';').next().unwrap_or("").trim();
+            name.eq_ignore_ascii_case("gzip")
+        })
+}
+
+fn gzip(body: &[u8]) -> Bytes {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(body).expect("gzip into memory");
+    Bytes::from(e.finish().expect("gzip into memory"))
+}
+
 fn main() {
-    let mut args = std::env::args().skip(1);
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let gzip_when_asked = args.iter().any(|a| a == "--gzip");
+    args.retain(|a| a != "--gzip");
+    let mut args = args.into_iter();
     let ports: usize = args
         .next()
         .map(|a| a.parse().expect("PORTS must be a number"))
@@ -117,14 +144,19 @@ fn main() {
                     };
                     let payload = payload.clone();
                     tokio::task::spawn_local(async move {
-                        let service = service_fn(move |_req: Request<hyper::body::Incoming>| {
+                        let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                             let body = payload.borrow_mut().render();
+                            let mut response = Response::builder()
+                                .header("content-type", "text/plain; version=0.0.4");
+                            let body = if gzip_when_asked && accepts_gzip(&req) {
+                                response = response.header("content-encoding", "gzip");
+                                gzip(&body)
+                            } else {
+                                body
+                            };
                             async move {
                                 Ok::<_, Infallible>(
-                                    Response::builder()
-                                        .header("content-type", "text/plain; version=0.0.4")
-                                        .body(Full::new(body))
-                                        .expect("response"),
+                                    response.body(Full::new(body)).expect("response"),
                                 )
                             }
                         });

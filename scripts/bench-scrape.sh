@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Scrape-and-forward benchmark, in one run on the same targets:
 #   1. parse + encode throughput on one core (criterion, `benches/scrape.rs`): samples/s of
-#      `parse_encode_cached` and `scrape_ingest_encode` on a node-exporter-like payload;
+#      `parse_encode_cached`, `scrape_ingest_encode` and `gzip_decode` on a node-exporter-like
+#      payload;
 #   2. forwarding N synthetic exporters × M series every INTERVAL for DURATION seconds with
 #      pushprobe, Prometheus in agent mode and vmagent side by side, all remote-writing to one
 #      local VictoriaMetrics. It reports CPU seconds (utime+stime from /proc/PID/stat) over the
@@ -10,6 +11,9 @@
 # `forwarder` external label; the run only counts if every forwarder delivered every target.
 #
 # Usage: scripts/bench-scrape.sh [N] [M] [DURATION]      (defaults: 50 2000 60; INTERVAL=5s)
+# COMPRESSION=on makes the targets gzip their answer when asked (`Accept-Encoding: gzip`), as
+# exporters do; all three forwarders ask by default, so all three then decode gzip. The
+# default, COMPRESSION=off, serves every body unencoded. Compare the two for gzip's cost.
 # Needs: cargo, python3, curl, and the Debian packages prometheus and victoria-metrics
 # (which ships vmagent); scripts/install-deps.sh installs them.
 # Exit status: 0 when all three forwarders delivered (whatever the figures), 1 otherwise.
@@ -21,6 +25,15 @@ M="${2:-${M:-2000}}"
 DURATION="${3:-${DURATION:-60}}"
 INTERVAL="${INTERVAL:-5s}"
 WARMUP="${WARMUP:-15}"
+COMPRESSION="${COMPRESSION:-off}"
+case "$COMPRESSION" in
+    on) target_args=(--gzip) ;;
+    off) target_args=() ;;
+    *)
+        echo "bench: COMPRESSION must be on or off, not $COMPRESSION" >&2
+        exit 1
+        ;;
+esac
 
 for tool in cargo python3 curl prometheus victoria-metrics vmagent; do
     if ! command -v "$tool" >/dev/null 2>&1; then
@@ -31,7 +44,7 @@ done
 
 echo "== Parse + encode on one core (criterion)"
 cargo bench --bench scrape -- --warm-up-time 1 --measurement-time 5 \
-    'scrape/(parse_text_cached|parse_encode_cached|scrape_ingest_encode)$' 2>&1 |
+    'scrape/(parse_text_cached|parse_encode_cached|scrape_ingest_encode|gzip_decode)$' 2>&1 |
     grep -E '^scrape/|thrpt' | tee "${TMPDIR:-/tmp}/pushprobe-bench-scrape-criterion.txt"
 
 echo "== Building release binaries"
@@ -45,7 +58,7 @@ setup_workdir bench-scrape
 
 
 # --- Unmeasured infrastructure: targets and the receiver --------------------------------------
-"$TARGET_BIN" "$N" "$M" >"$work/target.ports" 2>"$work/target.log" &
+"$TARGET_BIN" "${target_args[@]}" "$N" "$M" >"$work/target.ports" 2>"$work/target.log" &
 pids+=("$!")
 for _ in $(seq 1 100); do
     [ "$(wc -l <"$work/target.ports")" -ge "$N" ] && break
@@ -157,7 +170,7 @@ pids+=("$vma_pid")
 wait_http "http://127.0.0.1:$prom_port/-/ready" prometheus
 wait_http "http://127.0.0.1:$vma_port/health" vmagent
 
-echo "== Running: N=$N targets x M=$M series every $INTERVAL for ${DURATION}s (warm-up ${WARMUP}s)"
+echo "== Running: N=$N targets x M=$M series every $INTERVAL for ${DURATION}s (warm-up ${WARMUP}s, compression $COMPRESSION)"
 sleep "$WARMUP"
 measure_window "$DURATION" "$pp_pid" "$prom_pid" "$vma_pid"
 

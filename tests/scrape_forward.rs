@@ -446,3 +446,151 @@ async fn scrapes_keep_their_connection_unless_the_target_closes_it() {
         .iter()
         .any(|s| s.label("__name__") == Some("big_series") && s.label("i") == Some("03999")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gzip_target_is_asked_for_gzip_and_its_series_are_forwarded() {
+    let receiver = RwReceiver::start(|_, _| 204).await;
+    let target = TargetServer::start_with(Reply::gzip(
+        "# TYPE edge_temp gauge\nedge_temp{sensor=\"cpu\"} 51.5\nedge_temp{sensor=\"board\"} 40\n",
+    ))
+    .await;
+    let address = target.addr().to_string();
+    let config = |extra: &str| {
+        format!(
+            "[[remote_write]]\nurl = {}\n\n[[scrape]]\njob = \"gz\"\ntargets = [{}]\n{extra}",
+            toml_string(&receiver.write_url()),
+            toml_string(&address),
+        )
+    };
+    let agent = Pushprobe::with_config(&config(""));
+    agent.once().await.assert_code(0);
+    assert_eq!(
+        target.last_header("accept-encoding").as_deref(),
+        Some("gzip")
+    );
+    let samples = receiver.accepted_samples();
+    let value = |name: &str, sensor: Option<&str>| {
+        samples
+            .iter()
+            .find(|s| s.label("__name__") == Some(name) && s.label("sensor") == sensor)
+            .map(|s| s.value)
+            .unwrap_or_else(|| panic!("{name} {sensor:?} not received: {samples:#?}"))
+    };
+    assert_eq!(value("edge_temp", Some("cpu")), 51.5);
+    assert_eq!(value("edge_temp", Some("board")), 40.0);
+    assert_eq!(value("up", None), 1.0);
+    assert_eq!(value("scrape_samples_scraped", None), 2.0);
+
+    // Compression off: nothing asked for, but a target that gzips anyway is still decoded,
+    // as Prometheus decodes it.
+    agent.rewrite_config(&config("enable_compression = false\n"));
+    agent.once().await.assert_code(0);
+    assert_eq!(target.last_header("accept-encoding"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gzip_bomb_or_a_broken_body_fails_its_own_scrape_and_the_others_go_on() {
+    use std::io::Write as _;
+    let receiver = RwReceiver::start(|_, _| 204).await;
+    let healthy = TargetServer::start_with(Reply::gzip("edge_ok 1\n")).await;
+    // 10 MB of zeros, about 10 KB of gzip, against a 1 MiB limit.
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(&vec![0u8; 10 << 20]).expect("gzip");
+    let bomb_body = encoder.finish().expect("gzip");
+    assert!(bomb_body.len() < 20 << 10, "{} bytes", bomb_body.len());
+    let bomb = TargetServer::start_with(Reply {
+        content_encoding: Some("gzip".into()),
+        raw_body: Some(bomb_body),
+        ..Reply::default()
+    })
+    .await;
+    let mut truncated = Reply::gzip("edge_cut 1\nedge_cut_more 2\n");
+    if let Some(raw) = truncated.raw_body.as_mut() {
+        raw.truncate(raw.len() - 6);
+    }
+    let corrupt = TargetServer::start_with(truncated).await;
+    let brotli = TargetServer::start_with(Reply {
+        content_encoding: Some("br".into()),
+        raw_body: Some(vec![0x1b, 0x03, 0x00, 0xf8]),
+        ..Reply::default()
+    })
+    .await;
+    let targets = [&healthy, &bomb, &corrupt, &brotli];
+    let list: Vec<String> = targets
+        .iter()
+        .map(|t| toml_string(&t.addr().to_string()))
+        .collect();
+    let agent = Pushprobe::with_config(&format!(
+        "[agent]\ndrain_timeout = \"10s\"\nself_metrics_interval = \"1s\"\n\n\
+         [[remote_write]]\nurl = {}\nbatch_send_deadline = \"200ms\"\n\n\
+         [[scrape]]\njob = \"gz\"\ntargets = [{}]\ninterval = \"1s\"\nbody_size_limit = \"1MiB\"\n",
+        toml_string(&receiver.write_url()),
+        list.join(", "),
+    ));
+    let mut run = agent.spawn_run(&[]);
+    let failures = |reason: &str| {
+        receiver
+            .accepted_samples()
+            .iter()
+            .filter(|s| {
+                s.label("__name__") == Some("pushprobe_scrape_failures_total")
+                    && s.label("reason") == Some(reason)
+            })
+            .map(|s| s.value)
+            .fold(0.0, f64::max)
+    };
+    let deadline = Instant::now() + DATA_TIMEOUT;
+    while targets.iter().any(|t| t.hits() < 3)
+        || failures("body_size_limit") < 2.0
+        || failures("http") < 4.0
+    {
+        run.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "hits {:?}, failures body_size_limit {} http {}",
+            targets.iter().map(|t| t.hits()).collect::<Vec<_>>(),
+            failures("body_size_limit"),
+            failures("http")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let done = run.terminate(Duration::from_secs(30)).await;
+    done.assert_code(0);
+
+    let samples = receiver.accepted_samples();
+    let ups = |t: &TargetServer| {
+        let addr = t.addr().to_string();
+        samples
+            .iter()
+            .filter(|s| s.label("__name__") == Some("up") && s.label("instance") == Some(&addr))
+            .filter(|s| s.value.to_bits() != STALE_NAN_BITS)
+            .map(|s| s.value)
+            .collect::<Vec<_>>()
+    };
+    let ok = ups(&healthy);
+    assert!(ok.len() >= 3 && ok.iter().all(|v| *v == 1.0), "{ok:?}");
+    assert!(samples
+        .iter()
+        .any(|s| s.label("__name__") == Some("edge_ok")));
+    for t in [&bomb, &corrupt, &brotli] {
+        let down = ups(t);
+        assert!(
+            !down.is_empty() && down.iter().all(|v| *v == 0.0),
+            "{down:?}"
+        );
+    }
+    assert!(!samples
+        .iter()
+        .any(|s| s.label("__name__") == Some("edge_cut")));
+    for message in [
+        "gzip body decoded past body_size_limit of 1048576 bytes",
+        "corrupt gzip body",
+        "unsupported Content-Encoding",
+    ] {
+        assert!(
+            done.stderr.contains(message),
+            "{message:?} not logged:\n{}",
+            done.stderr
+        );
+    }
+}

@@ -117,6 +117,10 @@ pub struct ScrapeConfig {
     /// does; `false` keeps them as exposed, as Prometheus 2 stores them.
     #[serde(default = "super::default_true")]
     pub normalize_le_quantile: bool,
+    /// Ask targets for a gzip body (`Accept-Encoding: gzip`), as Prometheus'
+    /// `enable_compression` does; a gzip answer is decoded either way.
+    #[serde(default = "super::default_true")]
+    pub enable_compression: bool,
 }
 
 /// One validated target of a job.
@@ -157,6 +161,8 @@ pub struct ScrapeSettings {
     pub body_size_limit: u64,
     /// Canonical `le`/`quantile` values (Prometheus 3) or as exposed (Prometheus 2).
     pub normalize_le_quantile: bool,
+    /// Whether scrapes send `Accept-Encoding: gzip`.
+    pub enable_compression: bool,
 }
 
 /// Validates the `[[scrape]]` tables; errors name `scrape[i].<key>`.
@@ -277,6 +283,7 @@ fn validate_scrape(c: &mut Checker<'_>, key: &str, s: &ScrapeConfig) -> Option<S
         sample_limit: s.sample_limit,
         body_size_limit: s.body_size_limit.0,
         normalize_le_quantile: s.normalize_le_quantile,
+        enable_compression: s.enable_compression,
     })
 }
 
@@ -351,6 +358,10 @@ mod tests {
         );
         assert_eq!(s.agent.metadata_interval, Some(Duration::from_secs(60)));
         assert!(job.normalize_le_quantile);
+        assert!(
+            job.enable_compression,
+            "Prometheus asks for gzip by default"
+        );
     }
 
     #[test]
@@ -376,6 +387,7 @@ body_size_limit = "10MiB"
 labels = {{ env = "prod", instance = "app-1" }}
 tls = {{ insecure_skip_verify = true }}
 normalize_le_quantile = false
+enable_compression = false
 
 [[scrape.metric_relabel_configs]]
 source_labels = ["__name__"]
@@ -400,6 +412,7 @@ action = "drop"
         assert!(matches!(&job.auth, Some(Auth::Bearer(t)) if t.expose() == "s3cret"));
         assert!(job.tls.insecure_skip_verify);
         assert!(!job.normalize_le_quantile);
+        assert!(!job.enable_compression);
         // `labels` may override `instance`, as static_configs labels do.
         assert_eq!(
             job.targets[0].labels.to_string(),

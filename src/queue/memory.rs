@@ -29,7 +29,7 @@
 //! So a source that overflows the queue loses its own samples first, a source holding less
 //! than the others loses nothing while they hold more, and report series go only once no bulk
 //! sample is left. The same result is computed once per append, not once per sample: the
-//! sources of a priority are cut down to a common level (see [`cuts`]), then the oldest of
+//! sources of a priority are cut down to a common level (see `cuts`), then the oldest of
 //! each lane cut go, through the append's own first samples when its source is cut deepest.
 //!
 //! **Memory.** A queued sample costs `size_of::<Sample>()` (24 bytes: the label set's pointer,

@@ -4,6 +4,7 @@
 //!   `text`, `openmetrics`, and `lex` for what both share), and the [`SeriesCache`] (over
 //!   `table`);
 //! - [`relabel`](mod@relabel): metric relabeling (pure); `render`: the text-format renderer (pure);
+//! - [`body`]: the size-bounded decoding of gzip bodies (pure);
 //! - [`target`]: one target's state as a pure function of the bodies it is fed (target labels,
 //!   sample limit, staleness, report series);
 //! - [`metadata`]: scraped families' type, help and unit, and the task that sends them;
@@ -15,6 +16,7 @@
 //! Prometheus fails the whole scrape. Samples carry `Labels` so a [`SeriesCache`] can hand
 //! out the same label set for the same raw series text scrape after scrape.
 
+pub mod body;
 mod lex;
 pub mod metadata;
 mod openmetrics;

@@ -4,16 +4,19 @@
 //! full queue keeps them longest.
 //!
 //! Requests carry what Prometheus sends: an `Accept` header preferring OpenMetrics,
-//! `X-Prometheus-Scrape-Timeout-Seconds`, and `User-Agent: pushprobe/<version>`.
+//! `Accept-Encoding: gzip` (unless `enable_compression` is off),
+//! `X-Prometheus-Scrape-Timeout-Seconds`, and `User-Agent: pushprobe/<version>`. A gzip answer
+//! is decoded as it arrives ([`super::body`]), its decoded size held to `body_size_limit`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::CONTENT_TYPE;
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use http::Method;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::body::{BodyReader, ContentEncoding, ACCEPT_ENCODING_GZIP};
 use super::metadata::MetadataStore;
 use super::target::{ScrapeError, ScrapeSummary, TargetOptions, TargetState, REPORT_SERIES};
 use super::ACCEPT_HEADER;
@@ -124,6 +127,12 @@ impl JobClient {
                 timeout_header(job.timeout),
             ),
         ];
+        if job.enable_compression {
+            headers.push((
+                "accept-encoding".to_string(),
+                ACCEPT_ENCODING_GZIP.to_string(),
+            ));
+        }
         if let Some(auth) = &job.auth {
             // Checked here so a bad value fails the job's set-up, not every scrape.
             auth.header_value().map_err(|e| fail(e.to_string()))?;
@@ -231,8 +240,8 @@ impl Scraper {
         &self.key
     }
 
-    /// Fetches the body, bounded by `body_limit` and the timeout; any non-2xx status fails
-    /// the scrape.
+    /// Fetches the body, decoded and bounded by `body_limit` (what arrives, and what it decodes
+    /// to) and the timeout; any non-2xx status fails the scrape.
     async fn fetch(&mut self) -> Result<(Vec<u8>, Option<String>), ScrapeError> {
         let mut trace = Trace::default();
         let mut response = self
@@ -252,21 +261,25 @@ impl Scraper {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        // The declared length sizes the buffer, within the limit (`chunk` enforces it).
-        let expected = response
-            .content_length()
-            .filter(|&n| n <= self.request.body_limit)
-            .map_or(0, |n| usize::try_from(n).unwrap_or(0));
-        let mut body = BODIES.take();
-        body.reserve(expected);
+        let encoding = ContentEncoding::from_header(response.headers().get(CONTENT_ENCODING))?;
+        let mut buf = BODIES.take();
+        if encoding == ContentEncoding::Identity {
+            // The declared length sizes the buffer, within the limit (`chunk` enforces it).
+            let expected = response
+                .content_length()
+                .filter(|&n| n <= self.request.body_limit)
+                .map_or(0, |n| usize::try_from(n).unwrap_or(0));
+            buf.reserve(expected);
+        }
+        let mut body = BodyReader::new(encoding, buf, self.request.body_limit);
         while let Some(chunk) = response
             .chunk(&mut trace)
             .await
             .map_err(|e| self.scrape_error(e))?
         {
-            body.extend_from_slice(&chunk);
+            body.push(&chunk)?;
         }
-        Ok((body, content_type))
+        Ok((body.finish()?, content_type))
     }
 
     /// The scrape failure a client error is.

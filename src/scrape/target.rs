@@ -18,6 +18,7 @@ use std::time::Duration;
 use hashbrown::HashTable;
 
 use self::shared::SharedNames;
+use super::body::DecodeError;
 use super::relabel::{relabel, RelabelRule};
 use super::table::{Keyed, SeriesKey, Table};
 use super::{parse_bytes_into, Format, ParseError, ParsedFamily, Point, Sink};
@@ -76,6 +77,10 @@ pub enum ScrapeError {
         /// The limit.
         limit: u64,
     },
+    /// The body could not be decoded: a coding not asked for, corrupt gzip, or gzip that
+    /// decodes past `body_size_limit`.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
     /// The deadline passed before the body was read.
     #[error("scrape timed out after {0:?}")]
     Timeout(Duration),
@@ -97,7 +102,10 @@ impl ScrapeError {
     pub fn reason(&self) -> &'static str {
         match self {
             ScrapeError::Http(_) => "http",
-            ScrapeError::BodyTooLarge { .. } => "body_size_limit",
+            ScrapeError::BodyTooLarge { .. }
+            | ScrapeError::Decode(DecodeError::TooLarge { .. }) => "body_size_limit",
+            // The answer's content coding is part of the HTTP exchange.
+            ScrapeError::Decode(DecodeError::Corrupt(_) | DecodeError::Unsupported(_)) => "http",
             ScrapeError::Timeout(_) => "timeout",
             ScrapeError::Parse(_) => "parse",
             ScrapeError::SampleLimit { .. } => "sample_limit",

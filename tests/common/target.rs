@@ -1,5 +1,6 @@
-//! A local HTTP target for probes and scrapes: answers on 127.0.0.1 with a scripted reply,
-//! counts hits and keeps the latest request's headers.
+//! A local HTTP target for probes and scrapes: answers on 127.0.0.1 with a scripted reply
+//! (plain, gzip-encoded, or raw bytes with any `Content-Encoding`), counts hits and keeps the
+//! latest request's headers.
 //!
 //! It runs on the test's tokio runtime and stops when the [`TargetServer`] is dropped.
 
@@ -29,6 +30,26 @@ pub struct Reply {
     pub body: String,
     /// `Content-Type` of the response.
     pub content_type: String,
+    /// `Content-Encoding` of the response, if any.
+    pub content_encoding: Option<String>,
+    /// Bytes sent instead of `body`: an encoded, or deliberately broken, body.
+    pub raw_body: Option<Vec<u8>>,
+}
+
+impl Reply {
+    /// A `200` answer of `text`, gzip-encoded as exporters send it when asked.
+    pub fn gzip(text: &str) -> Reply {
+        use std::io::Write as _;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder
+            .write_all(text.as_bytes())
+            .expect("gzip into memory");
+        Reply {
+            content_encoding: Some("gzip".to_string()),
+            raw_body: Some(encoder.finish().expect("gzip into memory")),
+            ..Reply::default()
+        }
+    }
 }
 
 impl Default for Reply {
@@ -38,6 +59,8 @@ impl Default for Reply {
             delay: Duration::ZERO,
             body: "ok\n".to_string(),
             content_type: "text/plain".to_string(),
+            content_encoding: None,
+            raw_body: None,
         }
     }
 }
@@ -198,9 +221,15 @@ async fn respond(
         tokio::time::sleep(reply.delay).await;
     }
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    Ok(Response::builder()
+    let mut response = Response::builder()
         .status(status)
-        .header("content-type", reply.content_type.as_str())
-        .body(Full::new(Bytes::from(reply.body)))
-        .expect("build response"))
+        .header("content-type", reply.content_type.as_str());
+    if let Some(encoding) = &reply.content_encoding {
+        response = response.header("content-encoding", encoding.as_str());
+    }
+    let body = match reply.raw_body {
+        Some(raw) => Bytes::from(raw),
+        None => Bytes::from(reply.body),
+    };
+    Ok(response.body(Full::new(body)).expect("build response"))
 }

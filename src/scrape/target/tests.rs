@@ -890,3 +890,21 @@ fn series_of_one_name_share_it_once_a_second_series_has_it() {
     scrape(&mut st, "n 5\n", 3000);
     assert_eq!(st.names.len(), 1);
 }
+
+#[test]
+fn decode_failures_count_under_the_existing_reasons() {
+    use crate::scrape::body::DecodeError;
+    let bomb = ScrapeError::from(DecodeError::TooLarge { limit: 1 << 20 });
+    assert_eq!(bomb.reason(), "body_size_limit");
+    assert!(bomb
+        .to_string()
+        .starts_with("gzip body decoded past body_size_limit of 1048576 bytes"));
+    assert_eq!(
+        ScrapeError::from(DecodeError::Corrupt("the stream ends early".into())).reason(),
+        "http"
+    );
+    assert_eq!(
+        ScrapeError::from(DecodeError::Unsupported("br".into())).reason(),
+        "http"
+    );
+}
