@@ -11,6 +11,10 @@
 //! short by `abort` (or a crash) is sent again by whoever reads the queue next. Every count
 //! and log line on the way goes through `events`.
 //!
+//! A request of several series refused with 400 (one bad sample makes a 1.0 receiver refuse
+//! it whole) is sent again in halves by series, as [`super::split`] plans, so that only the
+//! refused samples are dropped.
+//!
 //! # Catching up after an outage
 //!
 //! The queue is read oldest first, so after an outage fresh samples would wait behind the
@@ -47,6 +51,7 @@ use super::events::SenderEvents;
 use super::retry::{Decision, DropReason, Jitter, RetryPolicy};
 use super::service::{Answer, WriteService};
 use super::shard::{partition, shard_count, TokenBucket};
+use super::split::{splits, SplitPlan, Step};
 use crate::config::RemoteWriteSettings;
 use crate::queue::live::LiveBatch;
 use crate::queue::{Batch, SharedQueue};
@@ -308,7 +313,9 @@ impl Sender {
         futures_util::future::join_all(jobs).await;
     }
 
-    /// Encodes one request and sends it until it is accepted or refused for good.
+    /// Encodes one request and sends it until it is accepted or refused for good; a request
+    /// of several series refused for a sample in it is sent again in parts
+    /// ([`Sender::deliver_split`]).
     ///
     /// `flags.recovering` marks the first window after start, which may repeat samples a
     /// crashed predecessor had delivered without recording it: see [`Sender::deliver_suffixes`].
@@ -318,7 +325,7 @@ impl Sender {
         st: &mut ShardState,
         flags: SendFlags,
     ) {
-        match self.send(samples, st, flags.catching_up).await {
+        match self.send(samples, st, flags.catching_up, false).await {
             Sent::Accepted | Sent::Nothing => {}
             Sent::Refused {
                 stats,
@@ -328,6 +335,11 @@ impl Sender {
                 let DropReason::Rejected { status } = reason;
                 if flags.recovering && status == 400 && samples.len() > 1 {
                     self.deliver_suffixes(samples, st, flags.catching_up).await;
+                } else if splits(&answer, stats.series) {
+                    self.events.request_split(&stats, &answer);
+                    let refusal = (reason, answer);
+                    self.deliver_split(samples, st, flags.catching_up, refusal)
+                        .await;
                 } else {
                     self.events.record_rejection(&stats, reason, &answer);
                 }
@@ -336,12 +348,14 @@ impl Sender {
     }
 
     /// Encodes `samples` and sends them until the receiver answers for good; records
-    /// successes and retries, and leaves refusals to the caller.
+    /// successes and retries, and leaves refusals to the caller. The acceptance of a `part`
+    /// of a refused request does not end a burst of rejections: the rest of it may be refused.
     async fn send<S: Borrow<Sample> + Sync>(
         &self,
         samples: &[S],
         st: &mut ShardState,
         catching_up: bool,
+        part: bool,
     ) -> Sent {
         // The same bytes go out on every attempt: timestamps never change on retry.
         let Some((stats, body)) = self.encode(samples) else {
@@ -364,6 +378,10 @@ impl Sender {
                 live.set_receiver_up(!matches!(decision, Decision::Retry { .. }));
             }
             match decision {
+                Decision::Done if part => {
+                    self.events.part_delivered(&stats, body.len(), attempt);
+                    return Sent::Accepted;
+                }
                 Decision::Done => {
                     self.events.batch_delivered(&stats, body.len(), attempt);
                     return Sent::Accepted;
@@ -423,6 +441,55 @@ impl Sender {
         }
     }
 
+    /// Delivers a request the receiver refused whole for some of its samples, in parts by
+    /// series as [`SplitPlan`] says, one after another (so each series stays in order). Only
+    /// the samples of one-series parts refused, or of parts left unsent once the plan's budget
+    /// is spent, are dropped; `refusal` is what the whole request got, reported with the
+    /// latter until a part is refused.
+    async fn deliver_split<S: Borrow<Sample> + Sync>(
+        &self,
+        samples: &[S],
+        st: &mut ShardState,
+        catching_up: bool,
+        refusal: (DropReason, Answer),
+    ) {
+        let mut series = by_series(samples);
+        // Counted already, when the whole request was encoded.
+        series.retain(|one| one.first().is_some_and(|s| s.labels.has_metric_name()));
+        let mut plan = SplitPlan::new(series.len());
+        let mut last = refusal;
+        let (mut dropped, mut unsent) = (0, 0);
+        while let Some(step) = plan.next_step() {
+            match step {
+                Step::Send(part) => {
+                    let part_samples: Vec<&Sample> =
+                        series[part.clone()].iter().flatten().copied().collect();
+                    let sent = self.send(&part_samples, st, catching_up, true).await;
+                    if let Sent::Refused {
+                        stats,
+                        reason,
+                        answer,
+                    } = sent
+                    {
+                        if plan.refused(part.clone(), splits(&answer, part.len())) {
+                            dropped += stats.samples;
+                            self.events.record_rejection(&stats, reason, &answer);
+                        } else {
+                            self.events.request_split(&stats, &answer);
+                        }
+                        last = (reason, answer);
+                    }
+                }
+                Step::Drop(part) => unsent += series[part].iter().map(Vec::len).sum::<usize>(),
+            }
+        }
+        if unsent > 0 {
+            self.events.split_budget_spent(unsent, last.0, &last.1);
+        }
+        self.events
+            .split_finished(plan.requests(), dropped + unsent);
+    }
+
     /// Delivers a refused request of the first window after a restart, series by series.
     ///
     /// A receiver without an out-of-order window refuses a whole request that holds one
@@ -439,21 +506,11 @@ impl Sender {
         st: &mut ShardState,
         catching_up: bool,
     ) {
-        let mut series: Vec<Vec<&Sample>> = Vec::new();
-        let mut index: std::collections::HashMap<&Labels, usize> = Default::default();
-        for s in samples {
-            let s = s.borrow();
-            let i = *index.entry(&s.labels).or_insert_with(|| {
-                series.push(Vec::new());
-                series.len() - 1
-            });
-            series[i].push(s);
-        }
-        for one in &series {
+        for one in &by_series(samples) {
             let mut skipped = 0;
             let mut last_refusal = None;
             while skipped < one.len() {
-                match self.send(&one[skipped..], st, catching_up).await {
+                match self.send(&one[skipped..], st, catching_up, false).await {
                     Sent::Accepted | Sent::Nothing => break,
                     Sent::Refused {
                         stats,
@@ -540,6 +597,22 @@ impl Sender {
         self.timer = timer;
         self
     }
+}
+
+/// Groups samples by series: the series in the order they first appear, each with its samples
+/// in their order.
+fn by_series<S: Borrow<Sample>>(samples: &[S]) -> Vec<Vec<&Sample>> {
+    let mut series: Vec<Vec<&Sample>> = Vec::new();
+    let mut index: std::collections::HashMap<&Labels, usize> = Default::default();
+    for s in samples {
+        let s = s.borrow();
+        let i = *index.entry(&s.labels).or_insert_with(|| {
+            series.push(Vec::new());
+            series.len() - 1
+        });
+        series[i].push(s);
+    }
+    series
 }
 
 /// A window read from the queue, with what was known when it was read.
