@@ -335,3 +335,39 @@ async fn an_out_of_order_sample_is_dropped_alone_and_the_rest_of_its_request_is_
     assert!(rejected[0].contains("samples=1"), "{logs}");
     assert!(rejected[0].contains("out of order sample"), "{logs}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_clean_stop_the_last_stored_pending_gauge_is_zero() {
+    let Some(prom) = Prometheus::start().await else {
+        return;
+    };
+    let target = TargetServer::start().await;
+    // Batches wait for their deadline, which the run does not reach: the samples are still
+    // queued at the stop, and only the drain sends them.
+    let config = basic_config(&prom.write_url(), &[("local", &target.url("/"))], "1s").replace(
+        "batch_send_deadline = \"1s\"",
+        "batch_send_deadline = \"10m\"",
+    );
+    let agent = Pushprobe::with_config(&config);
+    let running = agent.spawn_run(&[]);
+    let deadline = std::time::Instant::now() + DATA_TIMEOUT;
+    while target.hits() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the target was never probed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stopped = running.terminate(Duration::from_secs(30)).await;
+    stopped.assert_code(0);
+
+    let raw = prom
+        .raw_samples("pushprobe_remote_write_pending_samples", "10m")
+        .await;
+    assert_eq!(raw.len(), 1, "{raw:?}");
+    let samples = &raw[0].samples;
+    assert!(samples.len() >= 2, "{samples:?}");
+    // Earlier snapshots saw the queue filling up; the last one was taken once it was empty.
+    assert!(samples.iter().any(|s| s.1 > 0.0), "{samples:?}");
+    assert_eq!(samples.last().unwrap().1, 0.0, "{samples:?}");
+}

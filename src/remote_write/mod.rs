@@ -20,4 +20,4 @@ pub(crate) mod service;
 pub mod shard;
 pub mod split;
 
-pub use sender::{Sender, SenderError};
+pub use sender::{Drain, DrainHandle, Sender, SenderError};

@@ -15,6 +15,10 @@
 //! it whole) is sent again in halves by series, as [`super::split`] plans, so that only the
 //! refused samples are dropped.
 //!
+//! A sender winds down in two steps ([`Drain`]): *flush* sends everything queued without
+//! waiting for full batches, and tells the agent when the queue is empty; *stop* sends what
+//! was queued since, and ends the sender once its queue is empty.
+//!
 //! # Catching up after an outage
 //!
 //! The queue is read oldest first, so after an outage fresh samples would wait behind the
@@ -45,6 +49,8 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::task_tracker::TaskTrackerToken;
+use tokio_util::task::TaskTracker;
 
 use super::encode::{EncodeStats, Encoder};
 use super::events::SenderEvents;
@@ -164,12 +170,25 @@ impl Sender {
     ///
     /// On `abort` the batch in flight stays in the queue, unacknowledged.
     pub async fn run(self, drain: CancellationToken, abort: CancellationToken) {
+        let drain = DrainHandle {
+            flush: drain.clone(),
+            stop: drain,
+            unflushed: None,
+        };
+        self.run_until(drain, abort).await;
+    }
+
+    /// Runs until `drain` is stopped and the queue is empty, or `abort` is cancelled; see
+    /// [`Drain`] for the flush step before the stop.
+    ///
+    /// On `abort` the batch in flight stays in the queue, unacknowledged.
+    pub async fn run_until(self, mut drain: DrainHandle, abort: CancellationToken) {
         let mut state = RunState::new(self.max_shards, self.durable_queue);
         let mut live = ShardState::new();
         tokio::select! {
             biased;
             _ = abort.cancelled() => self.events.aborted(),
-            _ = self.pump(&drain, &mut state) => self.events.drained(),
+            _ = self.pump(&mut drain, &mut state) => self.events.drained(),
             // Never returns: it ends with the pump (draining sends everything in order).
             _ = self.live_pump(&mut live) => {}
         }
@@ -179,7 +198,7 @@ impl Sender {
 
     /// Sends windows until draining finds the queue empty. Dropping this future at any await
     /// leaves the queue consistent: a window is acknowledged only after every answer arrived.
-    async fn pump(&self, drain: &CancellationToken, st: &mut RunState) {
+    async fn pump(&self, drain: &mut DrainHandle, st: &mut RunState) {
         let mut queue_failures = 0u32;
         loop {
             if !self.wait_for_batch(drain, st).await {
@@ -227,23 +246,30 @@ impl Sender {
         }
     }
 
-    /// Waits until a batch should go out: true to send, false when draining found nothing left.
-    async fn wait_for_batch(&self, drain: &CancellationToken, st: &mut RunState) -> bool {
+    /// Waits until a batch should go out: true to send, false when stopping found nothing left.
+    async fn wait_for_batch(&self, drain: &mut DrainHandle, st: &mut RunState) -> bool {
         loop {
             let pending = self.queue.pending();
             self.events.set_pending(pending);
             if pending == 0 {
                 st.oldest = None;
-                if drain.is_cancelled() {
+                if drain.stop.is_cancelled() {
                     return false;
                 }
+                let flushing = drain.flush.is_cancelled();
+                if flushing {
+                    // Everything queued before the flush began is answered.
+                    drain.unflushed = None;
+                }
+                // Flushing, only the stop is still to come; otherwise the flush is.
+                let next = if flushing { &drain.stop } else { &drain.flush };
                 tokio::select! {
                     _ = self.queue.appended.notified() => {}
-                    _ = drain.cancelled() => {}
+                    _ = next.cancelled() => {}
                 }
                 continue;
             }
-            if pending >= self.max_samples_per_send || drain.is_cancelled() {
+            if pending >= self.max_samples_per_send || drain.flush.is_cancelled() {
                 return true;
             }
             let since = *st.oldest.get_or_insert_with(Instant::now);
@@ -254,7 +280,7 @@ impl Sender {
             tokio::select! {
                 _ = self.queue.appended.notified() => {}
                 _ = self.timer.sleep(remaining) => return true,
-                _ = drain.cancelled() => {}
+                _ = drain.flush.cancelled() => {}
             }
         }
     }
@@ -613,6 +639,79 @@ fn by_series<S: Borrow<Sample>>(samples: &[S]) -> Vec<Vec<&Sample>> {
         series[i].push(s);
     }
     series
+}
+
+/// The agent's side of winding senders down in two steps, so that something can be queued in
+/// between (its last self-metrics snapshot, which must say what the flush achieved):
+/// [`Drain::flush`] makes every sender send what is queued at once, without waiting for full
+/// batches; [`Drain::flushed`] waits until each found its queue empty (or ended);
+/// [`Drain::stop`] makes each send what is left and end once its queue is empty.
+#[derive(Debug, Clone)]
+pub struct Drain {
+    stop: CancellationToken,
+    /// A child of `stop`: stopping implies flushing.
+    flush: CancellationToken,
+    /// Tracks one token per sender not yet flushed.
+    unflushed: TaskTracker,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drain {
+    /// A drain not yet begun.
+    pub fn new() -> Self {
+        let stop = CancellationToken::new();
+        Drain {
+            flush: stop.child_token(),
+            stop,
+            unflushed: TaskTracker::new(),
+        }
+    }
+
+    /// The handle one sender runs with ([`Sender::run_until`]); take it before the flush.
+    pub fn handle(&self) -> DrainHandle {
+        DrainHandle {
+            flush: self.flush.clone(),
+            stop: self.stop.clone(),
+            unflushed: Some(self.unflushed.token()),
+        }
+    }
+
+    /// Cancelled when the flush begins: for tasks that have no second step (they take it as
+    /// their only drain signal).
+    pub fn flush_token(&self) -> CancellationToken {
+        self.flush.clone()
+    }
+
+    /// Makes every sender send what is queued now, without waiting for full batches.
+    pub fn flush(&self) {
+        self.flush.cancel();
+    }
+
+    /// Completes when every sender found its queue empty since [`Drain::flush`], or ended.
+    pub async fn flushed(&self) {
+        self.unflushed.close();
+        self.unflushed.wait().await;
+    }
+
+    /// Makes every sender send what is left and end once its queue is empty (flushing first,
+    /// if that was not asked yet).
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+/// One sender's side of a [`Drain`].
+#[derive(Debug)]
+pub struct DrainHandle {
+    flush: CancellationToken,
+    stop: CancellationToken,
+    /// Dropped once the queue is found empty while flushing (or when the sender ends).
+    unflushed: Option<TaskTrackerToken>,
 }
 
 /// A window read from the queue, with what was known when it was read.

@@ -1128,3 +1128,27 @@ async fn a_request_refused_in_every_part_costs_a_bounded_number_of_requests() {
     assert_eq!(h.metric(RW_SAMPLES_SENT, None), 0.0);
     assert_eq!(h.queue.pending(), 0);
 }
+
+#[tokio::test]
+async fn a_flush_sends_at_once_and_the_sender_runs_on_until_the_stop() {
+    let h = Harness::new(vec![]).await;
+    let drain = Drain::new();
+    // The timer never fires: only the flush can send a batch that is not full.
+    let sender = h.sender(false, false, |_| {});
+    let handle = tokio::spawn(sender.run_until(drain.handle(), h.abort.clone()));
+    h.append(1..3);
+    drain.flush();
+    tokio::time::timeout(Duration::from_secs(60), drain.flushed())
+        .await
+        .expect("flushed");
+    assert_eq!(h.timestamps(0), [1, 2]);
+    assert_eq!(h.queue.pending(), 0);
+    assert!(!handle.is_finished());
+
+    // What is queued after the flush goes out with the stop, and only then does it end.
+    h.append(3..4);
+    drain.stop();
+    finish(handle).await;
+    assert_eq!(h.timestamps(1), [3]);
+    assert_eq!(h.queue.pending(), 0);
+}
