@@ -2,9 +2,11 @@
 //! fans their samples out to every receiver's queue, and shuts down in order.
 //!
 //! Shutdown order, for `run`: the shutdown token stops the probe loops (an in-flight probe run
-//! is abandoned, so nothing half-measured is sent), a last self-metrics snapshot is queued, then
-//! the senders are told to drain and given `drain_timeout` to empty their queues before they are
-//! aborted. Every task lives in a [`TaskTracker`] and is awaited; none is left running.
+//! is abandoned, so nothing half-measured is sent), a self-metrics snapshot is queued, then the
+//! senders flush their queues; once they are empty, a last snapshot is queued (so the last one
+//! stored says what the flush achieved, nothing pending, not what it started from) and the
+//! senders are stopped. Flush and stop share `drain_timeout`; after it the senders are aborted.
+//! Every task lives in a [`TaskTracker`] and is awaited; none is left running.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -24,7 +26,7 @@ use crate::queue::disk::{DiskLog, DiskStats, DropCounts};
 use crate::queue::live::LiveLane;
 use crate::queue::memory::MemoryQueue;
 use crate::queue::{AppendOutcome, Origin, Priority, QueueError, SharedQueue};
-use crate::remote_write::{Sender, SenderError};
+use crate::remote_write::{Drain, Sender, SenderError};
 use crate::scrape::metadata::{MetadataSender, MetadataStore};
 use crate::scrape::scraper::{JobClient, ScrapeSetupError, Scraped, Scraper};
 use crate::scrape::target::REPORT_SERIES;
@@ -735,28 +737,19 @@ impl Agent {
         &self.telemetry
     }
 
-    fn spawn_senders(
-        &mut self,
-        tracker: &TaskTracker,
-        drain: &CancellationToken,
-        abort: &CancellationToken,
-    ) {
+    fn spawn_senders(&mut self, tracker: &TaskTracker, drain: &Drain, abort: &CancellationToken) {
         for sender in self.senders.drain(..) {
-            tracker.spawn(sender.run(drain.clone(), abort.clone()));
+            tracker.spawn(sender.run_until(drain.handle(), abort.clone()));
         }
         tracker.close();
     }
 
     /// Starts the Pushgateway sinks in `tracker` (which may already be closed: a closed
-    /// tracker still accepts tasks, it only lets `wait` finish once they are done).
-    fn spawn_gateways(
-        &mut self,
-        tracker: &TaskTracker,
-        drain: &CancellationToken,
-        abort: &CancellationToken,
-    ) {
+    /// tracker still accepts tasks, it only lets `wait` finish once they are done). They
+    /// drain from the flush on: the self-metrics queued after it are not theirs to push.
+    fn spawn_gateways(&mut self, tracker: &TaskTracker, drain: &Drain, abort: &CancellationToken) {
         for gateway in self.gateways.drain(..) {
-            tracker.spawn(gateway.run(drain.clone(), abort.clone()));
+            tracker.spawn(gateway.run(drain.flush_token(), abort.clone()));
         }
     }
 
@@ -805,22 +798,37 @@ impl Agent {
     }
 
     /// Drains the senders within the deadline, then aborts them; waits for all of them.
+    ///
+    /// With `last_snapshot`, the self-metrics are queued once more between the flush and the
+    /// stop, once every queue is empty: the senders end when drained, so a snapshot taken
+    /// after they ended would never be sent. Without it (a one-off command, whose snapshot
+    /// goes with its results), flush and stop come together.
     async fn drain(
         &self,
         tracker: TaskTracker,
-        drain: CancellationToken,
+        drain: Drain,
         abort: CancellationToken,
+        last_snapshot: bool,
     ) {
-        drain.cancel();
-        let deadline = self.settings.agent.drain_timeout;
-        if tokio::time::timeout(deadline, tracker.wait())
+        let timeout = self.settings.agent.drain_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        drain.flush();
+        if last_snapshot
+            && tokio::time::timeout_at(deadline, drain.flushed())
+                .await
+                .is_ok()
+        {
+            self.pipeline.publish(self.pipeline.self_metrics(now_ms()));
+        }
+        drain.stop();
+        if tokio::time::timeout_at(deadline, tracker.wait())
             .await
             .is_err()
         {
             let left = self.pipeline.pending();
             tracing::warn!(
                 pending = left,
-                deadline = ?deadline,
+                deadline = ?timeout,
                 "drain deadline reached: stopping senders with samples still queued"
             );
             abort.cancel();
@@ -854,7 +862,7 @@ impl Agent {
         };
 
         let senders = TaskTracker::new();
-        let drain = CancellationToken::new();
+        let drain = Drain::new();
         self.spawn_senders(&senders, &drain, &abort);
         self.spawn_gateways(&senders, &drain, &abort);
 
@@ -925,7 +933,7 @@ impl Agent {
         tracing::info!("shutting down: stopping probes, then flushing queued samples");
         probes.wait().await;
         self.pipeline.publish(self.pipeline.self_metrics(now_ms()));
-        self.drain(senders, drain, abort).await;
+        self.drain(senders, drain, abort, true).await;
         self.pipeline.flush();
         let left = self.pipeline.pending();
         if left > 0 && matches!(self.pipeline.fanout, Fanout::Disk(_)) {
@@ -954,7 +962,7 @@ impl Agent {
     /// the drain deadline.
     pub async fn once(mut self, abort: CancellationToken) -> OnceSummary {
         let senders = TaskTracker::new();
-        let drain = CancellationToken::new();
+        let drain = Drain::new();
         self.spawn_senders(&senders, &drain, &abort);
 
         let mut set = JoinSet::new();
@@ -988,7 +996,7 @@ impl Agent {
         // Started only now, so that a `PUT` carries every probe's result at once instead of
         // replacing the group with a partial picture first.
         self.spawn_gateways(&senders, &drain, &abort);
-        self.drain(senders, drain, abort).await;
+        self.drain(senders, drain, abort, false).await;
         self.pipeline.flush();
 
         self.summary(
@@ -1048,12 +1056,12 @@ impl Agent {
         abort: CancellationToken,
     ) -> OnceSummary {
         let senders = TaskTracker::new();
-        let drain = CancellationToken::new();
+        let drain = Drain::new();
         self.spawn_senders(&senders, &drain, &abort);
         self.pipeline.publish_run(source, registry, timestamp_ms);
         self.pipeline.publish(self.pipeline.self_metrics(now_ms()));
         self.spawn_gateways(&senders, &drain, &abort);
-        self.drain(senders, drain, abort).await;
+        self.drain(senders, drain, abort, false).await;
         self.pipeline.flush();
         self.summary(Vec::new(), 0)
     }

@@ -12,6 +12,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -290,10 +291,24 @@ async fn sigkill_during_catch_up_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_batches_are_counted_and_do_not_stall_the_rest() {
-    // Every third request is refused for good, as a receiver does with a bad batch. The first
-    // window after start (at most max_shards requests) is left alone: a refusal there takes
-    // the after-restart path, which re-sends series by series.
-    let receiver = RwReceiver::start(|n, _| if n >= 6 && n % 3 == 1 { 400 } else { 204 }).await;
+    // About every third probe result is a bad sample, and a request holding one is refused
+    // whole, as Prometheus does: the agent sends the rest again in parts until only the bad
+    // series' part is refused. The first window after start (at most max_shards requests) is
+    // left alone: a refusal there takes the after-restart path, which re-sends series by series.
+    let receiver = RwReceiver::start(|n, request| {
+        let bad = request.timeseries.iter().any(|t| {
+            t.labels
+                .iter()
+                .any(|l| l.name == "__name__" && l.value == "probe_success")
+                && t.samples.iter().any(|s| (s.timestamp / 1000) % 3 == 1)
+        });
+        if n >= 6 && bad {
+            400
+        } else {
+            204
+        }
+    })
+    .await;
     let target = TargetServer::start().await;
     let listen = free_port();
     let pp = Pushprobe::with_config(&config(
@@ -315,11 +330,19 @@ async fn refused_batches_are_counted_and_do_not_stall_the_rest() {
     })
     .await;
 
-    // The agent counts exactly what the receiver refused (compared while no request is in
-    // flight, which the 1 s probe interval leaves room for).
+    // The agent counts exactly what the receiver refused for good, i.e. never accepted in a
+    // part sent again (compared while no request is in flight, which the 1 s probe interval
+    // leaves room for).
     let deadline = Instant::now() + DATA_TIMEOUT;
     loop {
-        let refused: usize = receiver.series("").values().map(|t| t.refused.len()).sum();
+        let refused: usize = receiver
+            .series("")
+            .values()
+            .map(|t| {
+                let refused: BTreeSet<i64> = t.refused.iter().copied().collect();
+                refused.iter().filter(|ts| !t.accepted.contains(ts)).count()
+            })
+            .sum();
         let failed = agent_metric(listen, "pushprobe_remote_write_samples_failed_total").await;
         if failed == Some(refused as f64) && refused > 0 {
             break;
@@ -338,16 +361,18 @@ async fn refused_batches_are_counted_and_do_not_stall_the_rest() {
     let series = receiver.series("probe_success{");
     assert_eq!(series.len(), 1, "{series:?}");
     let tally = series.into_values().next().unwrap();
-    let mut all: Vec<i64> = tally
-        .accepted
-        .iter()
-        .chain(&tally.refused)
+    let accepted: BTreeSet<i64> = tally.accepted.iter().copied().collect();
+    assert_eq!(
+        accepted.len(),
+        tally.accepted.len(),
+        "each sample accepted once"
+    );
+    // Refused whole, then accepted in a part: answered all the same.
+    let all: BTreeSet<i64> = accepted
+        .union(&tally.refused.iter().copied().collect())
         .copied()
         .collect();
     let total = all.len() as u64;
-    all.sort_unstable();
-    all.dedup();
-    assert_eq!(all.len() as u64, total, "each sample answered once");
     let hits = target.hits();
     assert!(
         total == hits || total + 1 == hits,

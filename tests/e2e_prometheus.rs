@@ -202,3 +202,172 @@ async fn run_pushes_continuously_and_drains_on_sigterm() {
         assert!(stamp <= hit, "sample at {stamp} after its request at {hit}");
     }
 }
+
+/// A `tracing` writer into a shared buffer, to read the log lines a test's code emitted.
+#[derive(Clone, Default)]
+struct LogBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Sends `samples` to `prom` through a sender of its own, as one request, until delivered or
+/// refused; returns the sender's self-metrics.
+async fn send_once(
+    prom: &Prometheus,
+    samples: Vec<pushprobe::series::Sample>,
+) -> std::sync::Arc<pushprobe::telemetry::Telemetry> {
+    use pushprobe::queue::{memory::MemoryQueue, SharedQueue};
+    use tokio_util::sync::CancellationToken;
+
+    let config = format!(
+        "[[remote_write]]\nname = \"prom\"\nurl = {}\nmax_samples_per_send = 1000\nmax_shards = 1\n",
+        toml_string(&prom.write_url())
+    );
+    let file: pushprobe::config::ConfigFile = toml::from_str(&config).expect("config parses");
+    let settings = file.validate("test").expect("config is valid");
+    let rw = settings.remote_write[0].clone();
+    let queue = SharedQueue::new(Box::new(MemoryQueue::new(1000)));
+    queue.append(&samples).expect("queued");
+    let telemetry = std::sync::Arc::new(pushprobe::telemetry::Telemetry::new());
+    let labels = pushprobe::series::Labels::default();
+    let sender = pushprobe::remote_write::Sender::new(rw, labels, queue, telemetry.clone())
+        .expect("sender builds");
+    let drain = CancellationToken::new();
+    drain.cancel();
+    // Awaited here rather than spawned, so its log lines reach this thread's subscriber.
+    tokio::time::timeout(DATA_TIMEOUT, sender.run(drain, CancellationToken::new()))
+        .await
+        .expect("sender drained");
+    telemetry
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_out_of_order_sample_is_dropped_alone_and_the_rest_of_its_request_is_stored() {
+    use pushprobe::series::{Labels, Sample};
+
+    let Some(prom) = Prometheus::start().await else {
+        return;
+    };
+    let logs = LogBuf::default();
+    let writer = {
+        let logs = logs.clone();
+        move || logs.clone()
+    };
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(writer)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let now = now_ms();
+    let sample = |name: &str, series: usize, timestamp_ms: i64| Sample {
+        labels: Labels::with_name(name, [("series", series.to_string())]).unwrap(),
+        value: series as f64,
+        timestamp_ms,
+    };
+    // The receiver holds a newer sample of one series than the next request carries.
+    let first = send_once(&prom, vec![sample("split_bad", 0, now)]).await;
+    assert_eq!(
+        first.value(
+            "pushprobe_remote_write_samples_sent_total",
+            &[("endpoint", "prom")]
+        ),
+        Some(1.0)
+    );
+    let mut batch: Vec<Sample> = (0..30).map(|i| sample("split_good", i, now)).collect();
+    batch.insert(17, sample("split_bad", 0, now - 60_000));
+    let t = send_once(&prom, batch).await;
+
+    // Prometheus refused the whole request for the one sample; every other one is stored.
+    let good = prom
+        .wait_for(
+            "count(split_good)",
+            |r| r.len() == 1 && r[0].value == 30.0,
+            DATA_TIMEOUT,
+        )
+        .await;
+    assert_eq!(good[0].value, 30.0);
+    let metric = |name: &str, extra: Option<(&str, &str)>| {
+        let mut labels = vec![("endpoint", "prom")];
+        labels.extend(extra);
+        t.value(name, &labels).unwrap_or(-1.0)
+    };
+    assert_eq!(
+        metric("pushprobe_remote_write_samples_sent_total", None),
+        30.0
+    );
+    assert_eq!(
+        metric("pushprobe_remote_write_samples_failed_total", None),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            "pushprobe_remote_write_samples_dropped_total",
+            Some(("reason", "rejected"))
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            "pushprobe_remote_write_requests_total",
+            Some(("outcome", "rejected"))
+        ),
+        1.0
+    );
+    let raw = prom.raw_samples("split_bad", "10m").await;
+    assert_eq!(raw.len(), 1, "{raw:?}");
+    assert_eq!(raw[0].samples, [(now, 0.0)]);
+
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let rejected: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("receiver rejected a batch"))
+        .collect();
+    assert_eq!(rejected.len(), 1, "{logs}");
+    assert!(rejected[0].contains("samples=1"), "{logs}");
+    assert!(rejected[0].contains("out of order sample"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_clean_stop_the_last_stored_pending_gauge_is_zero() {
+    let Some(prom) = Prometheus::start().await else {
+        return;
+    };
+    let target = TargetServer::start().await;
+    // Batches wait for their deadline, which the run does not reach: the samples are still
+    // queued at the stop, and only the drain sends them.
+    let config = basic_config(&prom.write_url(), &[("local", &target.url("/"))], "1s").replace(
+        "batch_send_deadline = \"1s\"",
+        "batch_send_deadline = \"10m\"",
+    );
+    let agent = Pushprobe::with_config(&config);
+    let running = agent.spawn_run(&[]);
+    let deadline = std::time::Instant::now() + DATA_TIMEOUT;
+    while target.hits() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the target was never probed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stopped = running.terminate(Duration::from_secs(30)).await;
+    stopped.assert_code(0);
+
+    let raw = prom
+        .raw_samples("pushprobe_remote_write_pending_samples", "10m")
+        .await;
+    assert_eq!(raw.len(), 1, "{raw:?}");
+    let samples = &raw[0].samples;
+    assert!(samples.len() >= 2, "{samples:?}");
+    // Earlier snapshots saw the queue filling up; the last one was taken once it was empty.
+    assert!(samples.iter().any(|s| s.1 > 0.0), "{samples:?}");
+    assert_eq!(samples.last().unwrap().1, 0.0, "{samples:?}");
+}

@@ -5,7 +5,8 @@
 //! Rejections are rate-limited ([`RejectionLog`]): a misconfigured series can be refused every
 //! few seconds for hours, so the first refusal of a burst is logged in full and the rest are
 //! counted, then summarised at most once a minute while they go on, when an in-order request
-//! is accepted again (which ends the burst), and at shutdown.
+//! is accepted again (which ends the burst; a part of a refused request does not), and at
+//! shutdown.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -77,7 +78,7 @@ impl SenderEvents {
         ] {
             t.add(name, &self.labels(), 0.0);
         }
-        for outcome in ["success", "retryable", "rejected", "transport"] {
+        for outcome in ["success", "retryable", "rejected", "split", "transport"] {
             t.add(RW_REQUESTS, &self.with_label("outcome", outcome), 0.0);
         }
         t.add(
@@ -186,6 +187,17 @@ impl SenderEvents {
     /// An in-order request was accepted after `attempt` failed attempts: besides the
     /// success, this ends a burst of rejections (the receiver takes data again).
     pub(crate) fn batch_delivered(&self, stats: &EncodeStats, bytes: usize, attempt: u32) {
+        self.part_delivered(stats, bytes, attempt);
+        let summary = self.rejections().end();
+        if let Some(summary) = summary {
+            self.log_rejection_summary(&summary, "before this success");
+        }
+    }
+
+    /// An in-order request, or a part of a refused one, was accepted after `attempt` failed
+    /// attempts. A part leaves a burst of rejections going: the rest of its request may still
+    /// be refused.
+    pub(crate) fn part_delivered(&self, stats: &EncodeStats, bytes: usize, attempt: u32) {
         self.record_success(stats, bytes);
         if attempt > 0 {
             tracing::info!(
@@ -195,10 +207,46 @@ impl SenderEvents {
                 "batch delivered after retries"
             );
         }
-        let summary = self.rejections().end();
-        if let Some(summary) = summary {
-            self.log_rejection_summary(&summary, "before this success");
-        }
+    }
+
+    /// A request of several series was refused for some of its samples (the receiver stored
+    /// none of it); it is sent again in parts.
+    pub(crate) fn request_split(&self, stats: &EncodeStats, answer: &Answer) {
+        self.telemetry
+            .add(RW_REQUESTS, &self.with_label("outcome", "split"), 1.0);
+        tracing::debug!(
+            target: TARGET,
+            endpoint = %self.endpoint,
+            series = stats.series,
+            samples = stats.samples,
+            receiver_message = %answer.message,
+            "receiver refused a request for some of its samples; sending it again in halves"
+        );
+    }
+
+    /// A refused request was sent in parts: `requests` more, `dropped` of its samples
+    /// refused or left unsent.
+    pub(crate) fn split_finished(&self, requests: usize, dropped: usize) {
+        tracing::debug!(
+            target: TARGET,
+            endpoint = %self.endpoint,
+            requests,
+            dropped,
+            "refused request delivered in parts"
+        );
+    }
+
+    /// The requests a refused request may cost in parts are spent: samples of the parts not
+    /// yet sent are dropped, as refused with the last refusal's answer.
+    pub(crate) fn split_budget_spent(&self, samples: usize, reason: DropReason, answer: &Answer) {
+        self.count_dropped(samples, reason.as_label(), true);
+        tracing::warn!(
+            target: TARGET,
+            endpoint = %self.endpoint,
+            samples,
+            receiver_message = %answer.message,
+            "receiver refused too many parts of a request; dropping the rest unsent"
+        );
     }
 
     /// A request was refused for good and its samples dropped: logged in full when it starts

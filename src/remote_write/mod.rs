@@ -4,6 +4,8 @@
 //!   the jitter that spreads it.
 //! - [`shard`] (pure): how many requests go in parallel, which one a series goes in, and the
 //!   byte budget of catch-up traffic.
+//! - [`split`] (pure): which parts of a request refused for some of its samples to send again,
+//!   and how many requests that may cost.
 //! - `service` (HTTP): an endpoint's client and headers, and one POST and its answer, made
 //!   safe to log; the only file that knows reqwest.
 //! - `events` (telemetry): every self-metric and log line a sender emits.
@@ -16,5 +18,6 @@ pub mod retry;
 pub mod sender;
 pub(crate) mod service;
 pub mod shard;
+pub mod split;
 
-pub use sender::{Sender, SenderError};
+pub use sender::{Drain, DrainHandle, Sender, SenderError};

@@ -11,6 +11,14 @@
 //! short by `abort` (or a crash) is sent again by whoever reads the queue next. Every count
 //! and log line on the way goes through `events`.
 //!
+//! A request of several series refused with 400 (one bad sample makes a 1.0 receiver refuse
+//! it whole) is sent again in halves by series, as [`super::split`] plans, so that only the
+//! refused samples are dropped.
+//!
+//! A sender winds down in two steps ([`Drain`]): *flush* sends everything queued without
+//! waiting for full batches, and tells the agent when the queue is empty; *stop* sends what
+//! was queued since, and ends the sender once its queue is empty.
+//!
 //! # Catching up after an outage
 //!
 //! The queue is read oldest first, so after an outage fresh samples would wait behind the
@@ -41,12 +49,15 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::task_tracker::TaskTrackerToken;
+use tokio_util::task::TaskTracker;
 
 use super::encode::{EncodeStats, Encoder};
 use super::events::SenderEvents;
 use super::retry::{Decision, DropReason, Jitter, RetryPolicy};
 use super::service::{Answer, WriteService};
 use super::shard::{partition, shard_count, TokenBucket};
+use super::split::{splits, SplitPlan, Step};
 use crate::config::RemoteWriteSettings;
 use crate::queue::live::LiveBatch;
 use crate::queue::{Batch, SharedQueue};
@@ -159,12 +170,25 @@ impl Sender {
     ///
     /// On `abort` the batch in flight stays in the queue, unacknowledged.
     pub async fn run(self, drain: CancellationToken, abort: CancellationToken) {
+        let drain = DrainHandle {
+            flush: drain.clone(),
+            stop: drain,
+            unflushed: None,
+        };
+        self.run_until(drain, abort).await;
+    }
+
+    /// Runs until `drain` is stopped and the queue is empty, or `abort` is cancelled; see
+    /// [`Drain`] for the flush step before the stop.
+    ///
+    /// On `abort` the batch in flight stays in the queue, unacknowledged.
+    pub async fn run_until(self, mut drain: DrainHandle, abort: CancellationToken) {
         let mut state = RunState::new(self.max_shards, self.durable_queue);
         let mut live = ShardState::new();
         tokio::select! {
             biased;
             _ = abort.cancelled() => self.events.aborted(),
-            _ = self.pump(&drain, &mut state) => self.events.drained(),
+            _ = self.pump(&mut drain, &mut state) => self.events.drained(),
             // Never returns: it ends with the pump (draining sends everything in order).
             _ = self.live_pump(&mut live) => {}
         }
@@ -174,7 +198,7 @@ impl Sender {
 
     /// Sends windows until draining finds the queue empty. Dropping this future at any await
     /// leaves the queue consistent: a window is acknowledged only after every answer arrived.
-    async fn pump(&self, drain: &CancellationToken, st: &mut RunState) {
+    async fn pump(&self, drain: &mut DrainHandle, st: &mut RunState) {
         let mut queue_failures = 0u32;
         loop {
             if !self.wait_for_batch(drain, st).await {
@@ -222,23 +246,30 @@ impl Sender {
         }
     }
 
-    /// Waits until a batch should go out: true to send, false when draining found nothing left.
-    async fn wait_for_batch(&self, drain: &CancellationToken, st: &mut RunState) -> bool {
+    /// Waits until a batch should go out: true to send, false when stopping found nothing left.
+    async fn wait_for_batch(&self, drain: &mut DrainHandle, st: &mut RunState) -> bool {
         loop {
             let pending = self.queue.pending();
             self.events.set_pending(pending);
             if pending == 0 {
                 st.oldest = None;
-                if drain.is_cancelled() {
+                if drain.stop.is_cancelled() {
                     return false;
                 }
+                let flushing = drain.flush.is_cancelled();
+                if flushing {
+                    // Everything queued before the flush began is answered.
+                    drain.unflushed = None;
+                }
+                // Flushing, only the stop is still to come; otherwise the flush is.
+                let next = if flushing { &drain.stop } else { &drain.flush };
                 tokio::select! {
                     _ = self.queue.appended.notified() => {}
-                    _ = drain.cancelled() => {}
+                    _ = next.cancelled() => {}
                 }
                 continue;
             }
-            if pending >= self.max_samples_per_send || drain.is_cancelled() {
+            if pending >= self.max_samples_per_send || drain.flush.is_cancelled() {
                 return true;
             }
             let since = *st.oldest.get_or_insert_with(Instant::now);
@@ -249,7 +280,7 @@ impl Sender {
             tokio::select! {
                 _ = self.queue.appended.notified() => {}
                 _ = self.timer.sleep(remaining) => return true,
-                _ = drain.cancelled() => {}
+                _ = drain.flush.cancelled() => {}
             }
         }
     }
@@ -308,7 +339,9 @@ impl Sender {
         futures_util::future::join_all(jobs).await;
     }
 
-    /// Encodes one request and sends it until it is accepted or refused for good.
+    /// Encodes one request and sends it until it is accepted or refused for good; a request
+    /// of several series refused for a sample in it is sent again in parts
+    /// ([`Sender::deliver_split`]).
     ///
     /// `flags.recovering` marks the first window after start, which may repeat samples a
     /// crashed predecessor had delivered without recording it: see [`Sender::deliver_suffixes`].
@@ -318,7 +351,7 @@ impl Sender {
         st: &mut ShardState,
         flags: SendFlags,
     ) {
-        match self.send(samples, st, flags.catching_up).await {
+        match self.send(samples, st, flags.catching_up, false).await {
             Sent::Accepted | Sent::Nothing => {}
             Sent::Refused {
                 stats,
@@ -328,6 +361,11 @@ impl Sender {
                 let DropReason::Rejected { status } = reason;
                 if flags.recovering && status == 400 && samples.len() > 1 {
                     self.deliver_suffixes(samples, st, flags.catching_up).await;
+                } else if splits(&answer, stats.series) {
+                    self.events.request_split(&stats, &answer);
+                    let refusal = (reason, answer);
+                    self.deliver_split(samples, st, flags.catching_up, refusal)
+                        .await;
                 } else {
                     self.events.record_rejection(&stats, reason, &answer);
                 }
@@ -336,12 +374,14 @@ impl Sender {
     }
 
     /// Encodes `samples` and sends them until the receiver answers for good; records
-    /// successes and retries, and leaves refusals to the caller.
+    /// successes and retries, and leaves refusals to the caller. The acceptance of a `part`
+    /// of a refused request does not end a burst of rejections: the rest of it may be refused.
     async fn send<S: Borrow<Sample> + Sync>(
         &self,
         samples: &[S],
         st: &mut ShardState,
         catching_up: bool,
+        part: bool,
     ) -> Sent {
         // The same bytes go out on every attempt: timestamps never change on retry.
         let Some((stats, body)) = self.encode(samples) else {
@@ -364,6 +404,10 @@ impl Sender {
                 live.set_receiver_up(!matches!(decision, Decision::Retry { .. }));
             }
             match decision {
+                Decision::Done if part => {
+                    self.events.part_delivered(&stats, body.len(), attempt);
+                    return Sent::Accepted;
+                }
                 Decision::Done => {
                     self.events.batch_delivered(&stats, body.len(), attempt);
                     return Sent::Accepted;
@@ -423,6 +467,55 @@ impl Sender {
         }
     }
 
+    /// Delivers a request the receiver refused whole for some of its samples, in parts by
+    /// series as [`SplitPlan`] says, one after another (so each series stays in order). Only
+    /// the samples of one-series parts refused, or of parts left unsent once the plan's budget
+    /// is spent, are dropped; `refusal` is what the whole request got, reported with the
+    /// latter until a part is refused.
+    async fn deliver_split<S: Borrow<Sample> + Sync>(
+        &self,
+        samples: &[S],
+        st: &mut ShardState,
+        catching_up: bool,
+        refusal: (DropReason, Answer),
+    ) {
+        let mut series = by_series(samples);
+        // Counted already, when the whole request was encoded.
+        series.retain(|one| one.first().is_some_and(|s| s.labels.has_metric_name()));
+        let mut plan = SplitPlan::new(series.len());
+        let mut last = refusal;
+        let (mut dropped, mut unsent) = (0, 0);
+        while let Some(step) = plan.next_step() {
+            match step {
+                Step::Send(part) => {
+                    let part_samples: Vec<&Sample> =
+                        series[part.clone()].iter().flatten().copied().collect();
+                    let sent = self.send(&part_samples, st, catching_up, true).await;
+                    if let Sent::Refused {
+                        stats,
+                        reason,
+                        answer,
+                    } = sent
+                    {
+                        if plan.refused(part.clone(), splits(&answer, part.len())) {
+                            dropped += stats.samples;
+                            self.events.record_rejection(&stats, reason, &answer);
+                        } else {
+                            self.events.request_split(&stats, &answer);
+                        }
+                        last = (reason, answer);
+                    }
+                }
+                Step::Drop(part) => unsent += series[part].iter().map(Vec::len).sum::<usize>(),
+            }
+        }
+        if unsent > 0 {
+            self.events.split_budget_spent(unsent, last.0, &last.1);
+        }
+        self.events
+            .split_finished(plan.requests(), dropped + unsent);
+    }
+
     /// Delivers a refused request of the first window after a restart, series by series.
     ///
     /// A receiver without an out-of-order window refuses a whole request that holds one
@@ -439,21 +532,11 @@ impl Sender {
         st: &mut ShardState,
         catching_up: bool,
     ) {
-        let mut series: Vec<Vec<&Sample>> = Vec::new();
-        let mut index: std::collections::HashMap<&Labels, usize> = Default::default();
-        for s in samples {
-            let s = s.borrow();
-            let i = *index.entry(&s.labels).or_insert_with(|| {
-                series.push(Vec::new());
-                series.len() - 1
-            });
-            series[i].push(s);
-        }
-        for one in &series {
+        for one in &by_series(samples) {
             let mut skipped = 0;
             let mut last_refusal = None;
             while skipped < one.len() {
-                match self.send(&one[skipped..], st, catching_up).await {
+                match self.send(&one[skipped..], st, catching_up, false).await {
                     Sent::Accepted | Sent::Nothing => break,
                     Sent::Refused {
                         stats,
@@ -540,6 +623,95 @@ impl Sender {
         self.timer = timer;
         self
     }
+}
+
+/// Groups samples by series: the series in the order they first appear, each with its samples
+/// in their order.
+fn by_series<S: Borrow<Sample>>(samples: &[S]) -> Vec<Vec<&Sample>> {
+    let mut series: Vec<Vec<&Sample>> = Vec::new();
+    let mut index: std::collections::HashMap<&Labels, usize> = Default::default();
+    for s in samples {
+        let s = s.borrow();
+        let i = *index.entry(&s.labels).or_insert_with(|| {
+            series.push(Vec::new());
+            series.len() - 1
+        });
+        series[i].push(s);
+    }
+    series
+}
+
+/// The agent's side of winding senders down in two steps, so that something can be queued in
+/// between (its last self-metrics snapshot, which must say what the flush achieved):
+/// [`Drain::flush`] makes every sender send what is queued at once, without waiting for full
+/// batches; [`Drain::flushed`] waits until each found its queue empty (or ended);
+/// [`Drain::stop`] makes each send what is left and end once its queue is empty.
+#[derive(Debug, Clone)]
+pub struct Drain {
+    stop: CancellationToken,
+    /// A child of `stop`: stopping implies flushing.
+    flush: CancellationToken,
+    /// Tracks one token per sender not yet flushed.
+    unflushed: TaskTracker,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drain {
+    /// A drain not yet begun.
+    pub fn new() -> Self {
+        let stop = CancellationToken::new();
+        Drain {
+            flush: stop.child_token(),
+            stop,
+            unflushed: TaskTracker::new(),
+        }
+    }
+
+    /// The handle one sender runs with ([`Sender::run_until`]); take it before the flush.
+    pub fn handle(&self) -> DrainHandle {
+        DrainHandle {
+            flush: self.flush.clone(),
+            stop: self.stop.clone(),
+            unflushed: Some(self.unflushed.token()),
+        }
+    }
+
+    /// Cancelled when the flush begins: for tasks that have no second step (they take it as
+    /// their only drain signal).
+    pub fn flush_token(&self) -> CancellationToken {
+        self.flush.clone()
+    }
+
+    /// Makes every sender send what is queued now, without waiting for full batches.
+    pub fn flush(&self) {
+        self.flush.cancel();
+    }
+
+    /// Completes when every sender found its queue empty since [`Drain::flush`], or ended.
+    pub async fn flushed(&self) {
+        self.unflushed.close();
+        self.unflushed.wait().await;
+    }
+
+    /// Makes every sender send what is left and end once its queue is empty (flushing first,
+    /// if that was not asked yet).
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+/// One sender's side of a [`Drain`].
+#[derive(Debug)]
+pub struct DrainHandle {
+    flush: CancellationToken,
+    stop: CancellationToken,
+    /// Dropped once the queue is found empty while flushing (or when the sender ends).
+    unflushed: Option<TaskTrackerToken>,
 }
 
 /// A window read from the queue, with what was known when it was read.

@@ -118,10 +118,36 @@ struct Receiver {
     captured: Arc<Mutex<Vec<Captured>>>,
 }
 
+/// Tells whether a receiver refuses a request for a bad sample in it, as Prometheus does: 400
+/// "out of order sample" for the whole request, whatever else it holds.
+type Refuse = fn(&proto::WriteRequest) -> bool;
+
+/// Whether `request` holds the sample of series `probe` stamped `timestamp`.
+fn holds(request: &proto::WriteRequest, probe: &str, timestamp: i64) -> bool {
+    request.timeseries.iter().any(|t| {
+        t.labels
+            .iter()
+            .any(|l| l.name == "probe" && l.value == probe)
+            && t.samples.iter().any(|s| s.timestamp == timestamp)
+    })
+}
+
 /// Starts a remote-write receiver on 127.0.0.1 that answers from `script`, then 204s; it
 /// serves HTTPS when given an acceptor.
 async fn receiver_with_tls(
     script: Vec<Reply>,
+    log: Log,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> Receiver {
+    receiver(script, None, log, tls).await
+}
+
+/// Starts a remote-write receiver on 127.0.0.1: one that refuses by content when given
+/// `refuse`, otherwise one that answers from `script`, then 204s. It serves HTTPS when given
+/// an acceptor.
+async fn receiver(
+    script: Vec<Reply>,
+    refuse: Option<Refuse>,
     log: Log,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> Receiver {
@@ -154,12 +180,21 @@ async fn receiver_with_tls(
                         log.push(Event::Request(
                             request.timeseries.iter().map(|t| t.samples.len()).sum(),
                         ));
+                        let refused = refuse.map(|refuse| refuse(&request));
                         captured.lock().unwrap().push(Captured {
                             headers: parts.headers,
                             raw,
                             request,
                         });
-                        let reply = script.lock().unwrap().pop_front().unwrap_or(status(204));
+                        let reply = match refused {
+                            Some(true) => Reply::Status {
+                                status: 400,
+                                headers: Vec::new(),
+                                body: "out of order sample".into(),
+                            },
+                            Some(false) => status(204),
+                            None => script.lock().unwrap().pop_front().unwrap_or(status(204)),
+                        };
                         let (code, headers, body) = match reply {
                             Reply::Status {
                                 status,
@@ -243,6 +278,19 @@ impl Harness {
         }
     }
 
+    /// A harness whose receiver refuses every request for which `refuse` holds.
+    async fn refusing(refuse: Refuse) -> Self {
+        let log = Log::default();
+        Harness {
+            queue: SharedQueue::new(Box::new(MemoryQueue::new(100))),
+            telemetry: Arc::new(Telemetry::new()),
+            receiver: receiver(vec![], Some(refuse), log.clone(), None).await,
+            log,
+            drain: CancellationToken::new(),
+            abort: CancellationToken::new(),
+        }
+    }
+
     /// Starts a sender whose timer fires at once (`fire`) or never.
     fn start(
         &self,
@@ -258,6 +306,17 @@ impl Harness {
         durable: bool,
         tweak: impl FnOnce(&mut RemoteWriteSettings),
     ) -> tokio::task::JoinHandle<()> {
+        let sender = self.sender(fire, durable, tweak);
+        tokio::spawn(sender.run(self.drain.clone(), self.abort.clone()))
+    }
+
+    /// Builds a sender to this harness' receiver and queue.
+    fn sender(
+        &self,
+        fire: bool,
+        durable: bool,
+        tweak: impl FnOnce(&mut RemoteWriteSettings),
+    ) -> Sender {
         let mut s = settings(self.receiver.url.clone());
         tweak(&mut s);
         let ext = Labels::from_pairs([("cluster", "edge-1")]).unwrap();
@@ -270,7 +329,7 @@ impl Harness {
         if durable {
             sender = sender.with_durable_queue();
         }
-        tokio::spawn(sender.run(self.drain.clone(), self.abort.clone()))
+        sender
     }
 
     /// Appends samples stamped `timestamps` to one series.
@@ -778,12 +837,7 @@ async fn a_flow_just_over_a_request_goes_out_in_full_requests_not_halves() {
 
 #[tokio::test]
 async fn a_rejected_shard_is_dropped_and_the_other_shards_still_deliver() {
-    let h = Harness::new(vec![Reply::Status {
-        status: 400,
-        headers: vec![],
-        body: "out of order sample".into(),
-    }])
-    .await;
+    let h = Harness::refusing(|r| holds(r, "p0", 0)).await;
     append_series(&h.queue, 8, 3);
     h.drain.cancel();
     finish(h.start(true, |s| s.max_shards = 4)).await;
@@ -988,4 +1042,113 @@ fn samples_left_behind_by_a_window_wait_from_no_later_than_they_arrived() {
     // A window that takes everything: what comes next arrives after it was read.
     st.window_sent(at(500), 8997, 8997);
     assert_eq!(st.oldest, Some(at(500)));
+}
+
+/// The requests the receiver got, by sample count, in order.
+fn request_sizes(h: &Harness) -> Vec<usize> {
+    h.log
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            Event::Request(n) => Some(*n),
+            Event::Sleep(_) => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn one_refused_sample_costs_its_series_and_every_other_series_is_delivered_in_order() {
+    // Like Prometheus with a sample older than its series' newest: the whole request is
+    // refused whenever it holds that sample.
+    let h = Harness::refusing(|r| holds(r, "p7", 1)).await;
+    append_series(&h.queue, 20, 3);
+    h.drain.cancel();
+    finish(h.start(true, |s| {
+        s.max_samples_per_send = 60;
+        s.max_shards = 1;
+    }))
+    .await;
+
+    // The whole request, then about two per halving of its 20 series.
+    let requests = request_sizes(&h);
+    assert_eq!(requests[0], 60);
+    assert!(requests.len() <= 1 + 2 * 5, "{requests:?}");
+    let captured = h.receiver.captured.lock().unwrap();
+    let mut per_series: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+    for c in captured.iter().filter(|c| !holds(&c.request, "p7", 1)) {
+        for ts in &c.request.timeseries {
+            let probe = ts.labels.iter().find(|l| l.name == "probe").unwrap();
+            let stamps = per_series.entry(probe.value.clone()).or_default();
+            stamps.extend(ts.samples.iter().map(|s| s.timestamp));
+        }
+    }
+    drop(captured);
+    assert_eq!(per_series.len(), 19, "{per_series:?}");
+    assert!(!per_series.contains_key("p7"));
+    for (probe, stamps) in per_series {
+        assert_eq!(stamps, [0, 1, 2], "series {probe}");
+    }
+    // Only the refused series' request is dropped: its three samples.
+    assert_eq!(h.metric(RW_SAMPLES_SENT, None), 57.0);
+    assert_eq!(h.metric(RW_SAMPLES_FAILED, None), 3.0);
+    assert_eq!(
+        h.metric(RW_SAMPLES_DROPPED, Some(("reason", "rejected"))),
+        3.0
+    );
+    assert_eq!(h.metric(RW_REQUESTS, Some(("outcome", "rejected"))), 1.0);
+    let split = h.metric(RW_REQUESTS, Some(("outcome", "split")));
+    let success = h.metric(RW_REQUESTS, Some(("outcome", "success")));
+    assert!(split >= 1.0, "{split}");
+    assert_eq!(split + success + 1.0, requests.len() as f64);
+    assert_eq!(h.metric(RW_SAMPLES_RETRIED, None), 0.0);
+    assert_eq!(h.queue.pending(), 0);
+}
+
+#[tokio::test]
+async fn a_request_refused_in_every_part_costs_a_bounded_number_of_requests() {
+    let h = Harness::refusing(|_| true).await;
+    append_series(&h.queue, 100, 1);
+    h.drain.cancel();
+    finish(h.start(true, |s| {
+        s.max_samples_per_send = 100;
+        s.max_shards = 1;
+    }))
+    .await;
+
+    assert_eq!(
+        request_sizes(&h).len(),
+        1 + crate::remote_write::split::MAX_SPLIT_REQUESTS
+    );
+    // Refused or left unsent, every sample is counted once, and the window is released.
+    assert_eq!(h.metric(RW_SAMPLES_FAILED, None), 100.0);
+    assert_eq!(
+        h.metric(RW_SAMPLES_DROPPED, Some(("reason", "rejected"))),
+        100.0
+    );
+    assert_eq!(h.metric(RW_SAMPLES_SENT, None), 0.0);
+    assert_eq!(h.queue.pending(), 0);
+}
+
+#[tokio::test]
+async fn a_flush_sends_at_once_and_the_sender_runs_on_until_the_stop() {
+    let h = Harness::new(vec![]).await;
+    let drain = Drain::new();
+    // The timer never fires: only the flush can send a batch that is not full.
+    let sender = h.sender(false, false, |_| {});
+    let handle = tokio::spawn(sender.run_until(drain.handle(), h.abort.clone()));
+    h.append(1..3);
+    drain.flush();
+    tokio::time::timeout(Duration::from_secs(60), drain.flushed())
+        .await
+        .expect("flushed");
+    assert_eq!(h.timestamps(0), [1, 2]);
+    assert_eq!(h.queue.pending(), 0);
+    assert!(!handle.is_finished());
+
+    // What is queued after the flush goes out with the stop, and only then does it end.
+    h.append(3..4);
+    drain.stop();
+    finish(handle).await;
+    assert_eq!(h.timestamps(1), [3]);
+    assert_eq!(h.queue.pending(), 0);
 }
