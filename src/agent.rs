@@ -1105,6 +1105,14 @@ async fn probe_loop(
     shutdown: CancellationToken,
 ) {
     let mut registry = Registry::new();
+    // Both outcomes exist from the start, so the first failure is an increase, not a new series.
+    for outcome in ["success", "failure"] {
+        telemetry.add(
+            telemetry::PROBE_RUNS,
+            &[("probe", probe.name()), ("outcome", outcome)],
+            0.0,
+        );
+    }
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + offset, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -266,6 +266,14 @@ impl PushgatewaySink {
     /// still unsent and deletes the group if configured. Stops at once when `abort` is
     /// cancelled.
     pub async fn run(self, drain: CancellationToken, abort: CancellationToken) {
+        // Every outcome exists from the start, so the first failure is an increase.
+        for outcome in ["success", "retryable", "transport", "rejected", "deleted"] {
+            self.telemetry.add(
+                telemetry::PG_REQUESTS,
+                &[("gateway", &self.settings.name), ("outcome", outcome)],
+                0.0,
+            );
+        }
         let mut changes = self.feed.generation.subscribe();
         // Whatever was published before the sink started counts as a change.
         changes.mark_changed();

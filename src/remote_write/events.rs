@@ -81,11 +81,17 @@ impl SenderEvents {
         for outcome in ["success", "retryable", "rejected", "split", "transport"] {
             t.add(RW_REQUESTS, &self.with_label("outcome", outcome), 0.0);
         }
-        t.add(
-            RW_SAMPLES_DROPPED,
-            &self.with_label("reason", "rejected"),
-            0.0,
-        );
+        // Every reason a sample of this endpoint can be dropped for: refused here, duplicated
+        // by a resend, or pushed out of its queue by the agent (full, failed, out of disk).
+        for reason in [
+            "rejected",
+            "duplicate",
+            "queue_full",
+            "queue_error",
+            "disk_full",
+        ] {
+            t.add(RW_SAMPLES_DROPPED, &self.with_label("reason", reason), 0.0);
+        }
         self.set_pending(pending);
     }
 
@@ -440,6 +446,34 @@ impl RejectionLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_drop_reason_and_outcome_starts_at_zero() {
+        let telemetry = Arc::new(Telemetry::new());
+        SenderEvents::new("rw".into(), telemetry.clone()).touch_metrics(7);
+        for reason in [
+            "rejected",
+            "duplicate",
+            "queue_full",
+            "queue_error",
+            "disk_full",
+        ] {
+            let at = [("endpoint", "rw"), ("reason", reason)];
+            assert_eq!(
+                telemetry.value(RW_SAMPLES_DROPPED, &at),
+                Some(0.0),
+                "{reason}"
+            );
+        }
+        for outcome in ["success", "retryable", "rejected", "split", "transport"] {
+            let at = [("endpoint", "rw"), ("outcome", outcome)];
+            assert_eq!(telemetry.value(RW_REQUESTS, &at), Some(0.0), "{outcome}");
+        }
+        assert_eq!(
+            telemetry.value(RW_PENDING, &[("endpoint", "rw")]),
+            Some(7.0)
+        );
+    }
 
     #[test]
     fn rejections_are_logged_once_then_summarised() {
