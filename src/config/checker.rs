@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Auth, BasicAuthConfig, ConfigDuration, ConfigError, TlsConfig};
-use crate::secret::Secret;
+use super::{Auth, BasicAuthConfig, ConfigDuration, ConfigError, HeadersConfig, TlsConfig};
+use crate::secret::{HeaderText, Secret};
 use crate::series::is_valid_label_name;
 
 /// Default latency histogram buckets (seconds), as the blackbox-style probes use.
@@ -71,21 +71,25 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// Reads request headers; names come back lower-cased.
+    /// Reads request headers; names come back lower-cased, and the value of a header that
+    /// names a credential comes back as a secret.
     pub(super) fn headers(
         &mut self,
         key: &str,
-        headers: &BTreeMap<String, String>,
-    ) -> Vec<(String, String)> {
+        headers: &HeadersConfig,
+    ) -> Vec<(String, HeaderText)> {
         let mut out = Vec::new();
-        for (name, value) in headers {
+        for (name, value) in headers.iter() {
             let k = format!("{key}.{name}");
             if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
                 self.fail(k, "not a valid HTTP header name");
             } else if http::HeaderValue::from_str(value).is_err() {
                 self.fail(k, "value has characters not allowed in an HTTP header");
             } else {
-                out.push((name.to_ascii_lowercase(), value.clone()));
+                out.push((
+                    name.to_ascii_lowercase(),
+                    HeaderText::for_header(name, value),
+                ));
             }
         }
         out

@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 pub use agent::{AgentConfig, AgentSettings, FsyncMode, QueueConfig, MAX_WORKER_THREADS};
 pub use bytesize::{parse_bytes, ByteSize};
 pub use checker::{read_secret_file, DEFAULT_BUCKETS};
-pub use connection::{Auth, BasicAuthConfig, TlsConfig};
+pub use connection::{Auth, BasicAuthConfig, HeadersConfig, TlsConfig, UrlConfig};
 pub use duration::{parse_duration, ConfigDuration};
 pub use load::{figment_for, load, ENV_PREFIX};
 pub use openai::{ModelPriceConfig, OpenAiProbeConfig, OpenAiProbeSettings};

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{validate_buckets, Checker, ConfigDuration, TlsConfig};
+use super::{validate_buckets, Checker, ConfigDuration, HeadersConfig, TlsConfig, UrlConfig};
 use crate::pricing::{Price, PriceTable};
 
 /// One request a probe run makes.
@@ -182,7 +182,7 @@ pub struct OpenAiProbeConfig {
     pub name: String,
     /// The API root, e.g. `https://api.example.com/v1`; `/models` and `/chat/completions`
     /// are appended to its path.
-    pub base_url: String,
+    pub base_url: UrlConfig,
     /// Name of the environment variable holding the API key.
     pub api_key_env: Option<String>,
     /// File holding the API key (one trailing newline removed).
@@ -212,7 +212,7 @@ pub struct OpenAiProbeConfig {
     pub max_probe_spend_per_day: Option<f64>,
     /// Extra request headers (e.g. for a gateway).
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: HeadersConfig,
     /// TLS options.
     #[serde(default)]
     pub tls: TlsConfig,
@@ -269,8 +269,8 @@ pub struct OpenAiProbeSettings {
     pub timeout: Duration,
     /// Daily spend limit in dollars.
     pub max_probe_spend_per_day: Option<f64>,
-    /// Extra headers (names lower-cased).
-    pub headers: Vec<(String, String)>,
+    /// Extra headers (names lower-cased; credentials held as secrets).
+    pub headers: Vec<(String, crate::secret::HeaderText)>,
     /// TLS options.
     pub tls: TlsConfig,
     /// Extra labels.
@@ -374,7 +374,7 @@ pub(super) fn validate_openai_probe(
     o: &OpenAiProbeConfig,
     pricing: &Arc<PriceTable>,
 ) -> Option<OpenAiProbeSettings> {
-    let base_url = c.url(format!("{key}.base_url"), &o.base_url);
+    let base_url = c.url(format!("{key}.base_url"), o.base_url.as_str());
     if let Some(u) = &base_url {
         if !u.username().is_empty() || u.password().is_some() || u.fragment().is_some() {
             c.fail(

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{endpoint_name, Auth, BasicAuthConfig, Checker, ConfigDuration, TlsConfig};
+use super::{endpoint_name, Auth, BasicAuthConfig, Checker, ConfigDuration, TlsConfig, UrlConfig};
 use crate::secret::Secret;
 use crate::series::is_valid_label_name;
 
@@ -33,7 +33,7 @@ pub struct PushgatewayConfig {
     /// Name used in the agent's own metrics and logs; defaults to the URL's host and port.
     pub name: Option<String>,
     /// The Pushgateway's base URL, e.g. `http://127.0.0.1:9091` (a route prefix may follow).
-    pub url: String,
+    pub url: UrlConfig,
     /// The group's `job`; `pushprobe exec --job` overrides it.
     pub job: String,
     /// Further grouping-key labels, e.g. `{ instance = "host-1" }`.
@@ -124,7 +124,7 @@ fn validate_pushgateway(
     key: &str,
     pg: &PushgatewayConfig,
 ) -> Option<PushgatewaySettings> {
-    let url = c.url(format!("{key}.url"), &pg.url);
+    let url = c.url(format!("{key}.url"), pg.url.as_str());
     if let Some(u) = &url {
         if u.query().is_some() || u.fragment().is_some() {
             c.fail(

@@ -155,11 +155,11 @@ pub(crate) fn request_headers(
         let name = HeaderName::from_bytes(lower.as_bytes())
             .map_err(|_| format!("header name {name:?} is not valid"))?;
         // The value is not quoted in the error: it may be a credential.
-        let mut value = HeaderValue::from_str(value_text)
+        let mut value = HeaderValue::from_str(value_text.expose())
             .map_err(|_| format!("header {name} has characters not allowed in a header"))?;
         if looks_sensitive(name.as_str()) {
             value.set_sensitive(true);
-            secrets.push(Secret::new(value_text));
+            secrets.push(Secret::new(value_text.expose()));
         }
         h.insert(name, value);
     }

@@ -232,7 +232,7 @@ impl OpenAiProbe {
         req.body_limit = self.settings.max_body_bytes;
         // An API that redirects would turn POST into GET; report the 3xx instead.
         req.follow_redirects = false;
-        req.headers = self.settings.headers.clone();
+        req.headers = crate::secret::expose_headers(&self.settings.headers);
         req.headers.push(("accept".into(), accept.into()));
         if body.is_some() {
             req.headers

@@ -1,0 +1,134 @@
+//! `pushprobe config check` as a process: it prints the configuration with every credential
+//! redacted, refuses what `run` would refuse, and names the key of each problem.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Every credential the configuration below holds; none may be printed.
+const SECRETS: &[&str] = &[
+    "rw-url-pw",
+    "rw-api-key",
+    "rw-auth-header",
+    "rw-cookie",
+    "rw-bearer-inline",
+    "pg-url-pw",
+    "pg-basic-pw",
+    "probe-url-pw",
+    "probe-auth-header",
+    "probe-auth-token",
+    "probe-proxy-auth",
+    "ai-gateway-key",
+    "ai-key-in-file",
+    "scrape-bearer-inline",
+    "scrape-target-pw",
+];
+
+/// A configuration with a credential in every place one can go: URLs with a password,
+/// credential headers on remote write and the probes, inline tokens and passwords.
+fn with_secrets(dir: &Path) -> String {
+    std::fs::write(dir.join("ai-key"), "ai-key-in-file\n").unwrap();
+    format!(
+        r#"
+[[remote_write]]
+name = "with-headers"
+url = "http://rw-user:rw-url-pw@127.0.0.1:9/api/v1/write"
+headers = {{ "X-Api-Key" = "rw-api-key", Authorization = "Bearer rw-auth-header", Cookie = "s=rw-cookie", "X-Scope-OrgID" = "team-a" }}
+
+[[remote_write]]
+name = "with-token"
+url = "http://127.0.0.1:9/api/v1/write"
+bearer_token = "rw-bearer-inline"
+
+[[pushgateway]]
+url = "http://pg-user:pg-url-pw@127.0.0.1:9"
+job = "nightly"
+basic_auth = {{ username = "u", password = "pg-basic-pw" }}
+
+[[probe]]
+name = "web"
+kind = "http"
+url = "http://probe-user:probe-url-pw@127.0.0.1:9/health"
+headers = {{ Authorization = "Bearer probe-auth-header", "X-Auth-Token" = "probe-auth-token", "Proxy-Authorization" = "Basic probe-proxy-auth" }}
+timeout = "5s"
+
+[[probe]]
+name = "ai"
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
+api_key_file = "{key}"
+model = "m"
+checks = ["models"]
+headers = {{ "X-Gateway-Key" = "ai-gateway-key" }}
+
+[[scrape]]
+job = "node"
+targets = ["127.0.0.1:9"]
+bearer_token = "scrape-bearer-inline"
+"#,
+        key = dir.join("ai-key").display()
+    )
+}
+
+/// Runs `pushprobe config check` on `toml`, from `dir`.
+fn config_check(dir: &Path, toml: &str) -> Output {
+    let path = dir.join("pushprobe.toml");
+    std::fs::write(&path, toml).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_pushprobe"))
+        .args(["config", "check", "--config"])
+        .arg(&path)
+        .env_remove("PUSHPROBE_LOG_LEVEL")
+        .output()
+        .unwrap()
+}
+
+fn assert_no_secret(out: &Output) {
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for secret in SECRETS {
+        assert!(!text.contains(secret), "{secret} printed:\n{text}");
+    }
+}
+
+#[test]
+fn valid_configuration_is_printed_without_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = config_check(dir.path(), &with_secrets(dir.path()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_no_secret(&out);
+    // What is not a credential is still shown, and where a credential was is visible.
+    assert!(stdout.contains("team-a"), "{stdout}");
+    assert!(stdout.contains("rw-user:xxxxx@127.0.0.1:9"), "{stdout}");
+    assert!(stdout.contains("<redacted>"), "{stdout}");
+}
+
+#[test]
+fn errors_of_a_bad_configuration_hold_no_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = with_secrets(dir.path())
+        .replace("timeout = \"5s\"", "timeout = \"0s\"")
+        .replace(
+            "targets = [\"127.0.0.1:9\"]",
+            "targets = [\"scrape-user:scrape-target-pw@127.0.0.1:9\", \"scrape-user:scrape-target-pw@127.0.0.1:9\"]",
+        )
+        .replace("Cookie = \"s=rw-cookie\"", "Cookie = \"s=rw-cookie\\n\"");
+    let out = config_check(dir.path(), &toml);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("probe[0].timeout"), "{stderr}");
+    assert!(stderr.contains("scrape[0].targets[0]"), "{stderr}");
+    assert!(stderr.contains("scrape[0].targets[1]"), "{stderr}");
+    assert!(
+        stderr.contains("remote_write[0].headers.Cookie"),
+        "{stderr}"
+    );
+    assert_no_secret(&out);
+}
