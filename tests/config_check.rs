@@ -132,3 +132,19 @@ fn errors_of_a_bad_configuration_hold_no_credentials() {
     );
     assert_no_secret(&out);
 }
+
+#[test]
+fn bearer_token_and_an_authorization_header_are_refused_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = "[[remote_write]]\nurl = \"http://127.0.0.1:9/api/v1/write\"\n\
+                bearer_token = \"rw-bearer-inline\"\n\
+                headers = { Authorization = \"Bearer rw-auth-header\" }\n";
+    let out = config_check(dir.path(), toml);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("remote_write[0].headers.authorization: conflicts with"),
+        "{stderr}"
+    );
+    assert_no_secret(&out);
+}

@@ -194,6 +194,16 @@ fn validate_remote_write(
         }
     }
     let auth = c.auth(key, &rw.basic_auth, &rw.bearer_token, &rw.bearer_token_file);
+    let configured_auth =
+        rw.basic_auth.is_some() || rw.bearer_token.is_some() || rw.bearer_token_file.is_some();
+    if configured_auth && headers.iter().any(|(name, _)| name == "authorization") {
+        // The configured credentials would silently replace the header: say which one wins
+        // instead of sending something the user did not expect.
+        c.fail(
+            format!("{key}.headers.authorization"),
+            "conflicts with basic_auth, bearer_token or bearer_token_file; keep only one of them",
+        );
+    }
     c.tls(&format!("{key}.tls"), &rw.tls);
     c.no_server_name(&format!("{key}.tls"), &rw.tls);
     let timeout = c.positive(format!("{key}.timeout"), rw.timeout);
