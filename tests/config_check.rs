@@ -2,7 +2,8 @@
 //! redacted, refuses what `run` would refuse, and names the key of each problem.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// Every credential the configuration below holds; none may be printed.
 const SECRETS: &[&str] = &[
@@ -69,16 +70,28 @@ bearer_token = "scrape-bearer-inline"
     )
 }
 
-/// Runs `pushprobe config check` on `toml`, from `dir`.
+/// Runs `pushprobe config check` on `toml`, from `dir`; a run that takes longer than 20s is
+/// killed (a secret file that never ends used to make it read forever).
 fn config_check(dir: &Path, toml: &str) -> Output {
     let path = dir.join("pushprobe.toml");
     std::fs::write(&path, toml).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_pushprobe"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pushprobe"))
         .args(["config", "check", "--config"])
         .arg(&path)
         .env_remove("PUSHPROBE_LOG_LEVEL")
-        .output()
-        .unwrap()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
 }
 
 fn assert_no_secret(out: &Output) {
@@ -147,4 +160,63 @@ fn bearer_token_and_an_authorization_header_are_refused_together() {
         "{stderr}"
     );
     assert_no_secret(&out);
+}
+
+#[test]
+fn unbounded_wrong_or_empty_secret_files_are_refused_quickly_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big");
+    std::fs::write(&big, vec![b'a'; 65 * 1024]).unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let rw = "[[remote_write]]\nurl = \"http://127.0.0.1:9/api/v1/write\"\n";
+    let cases = [
+        (
+            format!("{rw}bearer_token_file = \"/dev/zero\"\n"),
+            "remote_write[0].bearer_token_file: /dev/zero is a character device",
+        ),
+        (
+            format!("{rw}bearer_token_file = {:?}\n", dir.path()),
+            "remote_write[0].bearer_token_file: ",
+        ),
+        (
+            format!("{rw}bearer_token_file = {big:?}\n"),
+            "remote_write[0].bearer_token_file: ",
+        ),
+        (
+            format!("{rw}bearer_token_file = {empty:?}\n"),
+            "remote_write[0].bearer_token_file: ",
+        ),
+        (
+            format!("{rw}basic_auth = {{ username = \"u\", password_file = {empty:?} }}\n"),
+            "remote_write[0].basic_auth.password_file: ",
+        ),
+        (
+            "[[probe]]\nname = \"ai\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\
+             api_key_file = \"/dev/zero\"\nmodel = \"m\"\nchecks = [\"models\"]\n"
+                .to_string(),
+            "probe[0].api_key_file: /dev/zero is a character device",
+        ),
+    ];
+    let whats = [
+        "",
+        "is a directory",
+        "holds more than 65536 bytes",
+        "is empty",
+        "is empty",
+        "",
+    ];
+    for ((toml, want), what) in cases.iter().zip(whats) {
+        let started = Instant::now();
+        let out = config_check(dir.path(), toml);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{toml}: {stderr}");
+        assert!(stderr.contains(want), "{toml}: {stderr}");
+        assert!(stderr.contains(what), "{toml}: {stderr}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{toml}: took {:?}",
+            started.elapsed()
+        );
+    }
 }

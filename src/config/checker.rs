@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Auth, BasicAuthConfig, ConfigDuration, ConfigError, HeadersConfig, TlsConfig};
+use super::{
+    read_secret_file, Auth, BasicAuthConfig, ConfigDuration, ConfigError, HeadersConfig, TlsConfig,
+};
 use crate::secret::{HeaderText, Secret};
 use crate::series::is_valid_label_name;
 
@@ -144,29 +146,34 @@ impl<'a> Checker<'a> {
             auth = Some(Auth::Bearer(t.clone()));
         }
         if let Some(f) = bearer_token_file {
-            match read_secret_file(f) {
-                Ok(s) if s.is_empty() => self.fail(
-                    format!("{key}.bearer_token_file"),
-                    format!("{} is empty", f.display()),
-                ),
-                Ok(s) => auth = Some(Auth::Bearer(s)),
-                Err(e) => self.fail(format!("{key}.bearer_token_file"), e),
+            if let Some(token) = self.secret_file(format!("{key}.bearer_token_file"), f) {
+                auth = Some(Auth::Bearer(token));
             }
         }
         auth
+    }
+
+    /// Reads a credential file now, so that a bad path fails at start; an empty file is
+    /// refused too (systemd hands over an empty credential when its source is missing).
+    fn secret_file(&mut self, key: String, path: &Path) -> Option<Secret> {
+        match read_secret_file(path) {
+            Ok(s) if s.is_empty() => {
+                self.fail(key, format!("{} is empty", path.display()));
+                None
+            }
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.fail(key, e.to_string());
+                None
+            }
+        }
     }
 
     /// Resolves `basic_auth`, whose password is inline or in a file, never both.
     fn basic_auth(&mut self, key: &str, b: &BasicAuthConfig) -> Option<Auth> {
         let password = match (&b.password, &b.password_file) {
             (Some(p), None) => p.clone(),
-            (None, Some(f)) => match read_secret_file(f) {
-                Ok(s) => s,
-                Err(e) => {
-                    self.fail(format!("{key}.basic_auth.password_file"), e);
-                    return None;
-                }
-            },
+            (None, Some(f)) => self.secret_file(format!("{key}.basic_auth.password_file"), f)?,
             _ => {
                 self.fail(
                     format!("{key}.basic_auth"),
@@ -209,22 +216,6 @@ impl<'a> Checker<'a> {
             }
         }
         labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-    }
-}
-
-/// Reads a secret file, stripping one trailing newline (editors add one).
-pub fn read_secret_file(path: &Path) -> Result<Secret, String> {
-    match std::fs::read_to_string(path) {
-        Ok(mut s) => {
-            if s.ends_with('\n') {
-                s.pop();
-                if s.ends_with('\r') {
-                    s.pop();
-                }
-            }
-            Ok(Secret::new(s))
-        }
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
 }
 

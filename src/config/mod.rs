@@ -17,7 +17,9 @@
 //! And the shared pieces:
 //! - `load.rs`: the figment stack and its error messages;
 //! - `checker.rs`: the validation helpers every section uses;
-//! - `connection.rs`: the `tls` and credential keys, and the resolved [`Auth`];
+//! - `connection.rs`: URLs and headers as written, the `tls` and credential keys, and the
+//!   resolved [`Auth`];
+//! - `secret_file.rs`: [`read_secret_file`], bounded in size and time;
 //! - [`duration`] and [`bytesize`]: Prometheus-style durations and byte sizes.
 
 pub mod bytesize;
@@ -32,6 +34,7 @@ mod load;
 mod probe;
 mod pushgateway;
 mod remote_write;
+mod secret_file;
 
 use std::collections::BTreeMap;
 
@@ -39,7 +42,7 @@ use serde::{Deserialize, Serialize};
 
 pub use agent::{AgentConfig, AgentSettings, FsyncMode, QueueConfig, MAX_WORKER_THREADS};
 pub use bytesize::{parse_bytes, ByteSize};
-pub use checker::{read_secret_file, DEFAULT_BUCKETS};
+pub use checker::DEFAULT_BUCKETS;
 pub use connection::{Auth, BasicAuthConfig, HeadersConfig, TlsConfig, UrlConfig};
 pub use duration::{parse_duration, ConfigDuration};
 pub use load::{figment_for, load, ENV_PREFIX};
@@ -50,6 +53,7 @@ pub use remote_write::{
     endpoint_name, RemoteWriteConfig, RemoteWriteSettings, MAX_SHARDS, RESERVED_HEADERS,
 };
 pub use scrape::{ScrapeConfig, ScrapeSettings, ScrapeTargetSettings};
+pub use secret_file::{read_secret_file, SecretFileError, MAX_SECRET_FILE_BYTES, SECRET_FIFO_WAIT};
 
 use checker::{validate_buckets, Checker};
 

@@ -349,7 +349,7 @@ fn check_key(c: &mut Checker<'_>, key: &str, o: &OpenAiProbeConfig) -> Option<Ke
         KeySource::Env(var) => diagnose_key(Ok(std::env::var(var).ok().as_deref())),
         KeySource::File(path) => match super::read_secret_file(path) {
             Ok(s) => diagnose_key(Ok(Some(s.expose()))),
-            Err(e) => KeyDiagnosis::Unreadable(e),
+            Err(e) => KeyDiagnosis::Unreadable(e.to_string()),
         },
     };
     if diagnosis != KeyDiagnosis::Fine {

@@ -188,7 +188,7 @@ impl OpenAiProbe {
                     let d = diagnose_key(Ok(Some(&v)));
                     (Some(v), d)
                 }
-                Err(e) => (None, KeyDiagnosis::Unreadable(e)),
+                Err(e) => (None, KeyDiagnosis::Unreadable(e.to_string())),
             },
         };
         if self.last_key_state.as_ref() != Some(&diagnosis) {
