@@ -220,3 +220,51 @@ fn unbounded_wrong_or_empty_secret_files_are_refused_quickly_naming_the_key() {
         );
     }
 }
+
+#[test]
+fn what_run_refuses_config_check_refuses_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("ca.pem");
+    std::fs::write(&not_pem, "not a certificate\n").unwrap();
+    let rw = "[[remote_write]]\nurl = \"http://127.0.0.1:9/api/v1/write\"\n";
+    let probe = "[[probe]]\nname = \"web\"\nkind = \"http\"\nurl = \"https://127.0.0.1:9/\"\n";
+    let cases = [
+        (
+            format!("[agent]\ndata_dir = \"/dev/null\"\n{rw}"),
+            "agent.data_dir: /dev/null is not a directory",
+        ),
+        (
+            format!("[agent]\ndata_dir = \"/dev/null/pushprobe\"\n{rw}"),
+            "agent.data_dir: /dev/null/pushprobe cannot be created: /dev/null is not a directory",
+        ),
+        (
+            format!("{probe}tls = {{ ca_file = {not_pem:?} }}\n"),
+            "probe[0].tls.ca_file: ",
+        ),
+        (
+            format!("{rw}[[scrape]]\njob = \"n\"\ntargets = [\"127.0.0.1:9\"]\ntls = {{ ca_file = {not_pem:?} }}\n"),
+            "scrape[0].tls.ca_file: ",
+        ),
+        (
+            format!(
+                "[[remote_write]]\nurl = \"https://127.0.0.1:9/api/v1/write\"\ntls = {{ ca_file = {not_pem:?} }}\n"
+            ),
+            "remote_write[0].tls.ca_file: ",
+        ),
+    ];
+    for (toml, want) in &cases {
+        let out = config_check(dir.path(), toml);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{toml}: {stderr}");
+        assert!(stderr.contains(want), "{toml}: {stderr}");
+    }
+    // Over plain http the sender never reads the CA file, and run accepts it: so does check.
+    let toml = format!("{rw}tls = {{ ca_file = {not_pem:?} }}\n");
+    let out = config_check(dir.path(), &toml);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -118,6 +118,31 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// Loads the TLS files as the connection will (PEM certificates and key, and their
+    /// combination), so that a file that is not valid PEM fails here, under its key, instead
+    /// of when the agent starts. Call it after [`Checker::tls`], for connections that read
+    /// the files: every probe and scrape, and sinks with an https URL.
+    pub(super) fn tls_files(&mut self, key: &str, tls: &TlsConfig) {
+        let files = [&tls.ca_file, &tls.cert_file, &tls.key_file];
+        let set: Vec<&PathBuf> = files.iter().filter_map(|f| f.as_ref()).collect();
+        // Missing files and a lone cert_file were reported by `tls`.
+        if set.is_empty()
+            || !set.iter().all(|p| p.is_file())
+            || tls.cert_file.is_some() != tls.key_file.is_some()
+        {
+            return;
+        }
+        match crate::tls::client_config(tls, &[]) {
+            Ok(_) => {}
+            Err(crate::tls::TlsError::File {
+                what,
+                path,
+                message,
+            }) => self.fail(format!("{key}.{what}"), format!("{path}: {message}")),
+            Err(e) => self.fail(key.to_string(), e.to_string()),
+        }
+    }
+
     /// Resolves credentials (reading their files now, so a bad path fails at start) and
     /// refuses more than one method.
     pub(super) fn auth(

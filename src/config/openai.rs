@@ -438,6 +438,7 @@ pub(super) fn validate_openai_probe(
         }
     }
     c.tls(&format!("{key}.tls"), &o.tls);
+    c.tls_files(&format!("{key}.tls"), &o.tls);
     let buckets = validate_buckets(c, &format!("{key}.buckets"), o.buckets.as_deref());
     let labels = c.labels(&format!("{key}.labels"), &o.labels);
     for reserved in RESERVED_AI_LABELS {

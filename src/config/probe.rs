@@ -281,6 +281,7 @@ fn validate_http_probe(
         }
     }
     c.tls(&format!("{key}.tls"), &h.tls);
+    c.tls_files(&format!("{key}.tls"), &h.tls);
     let buckets = validate_buckets(c, &format!("{key}.buckets"), h.buckets.as_deref());
     let labels = c.labels(&format!("{key}.labels"), &h.labels);
     for reserved in ["probe", "instance", "phase", "code", "error"] {

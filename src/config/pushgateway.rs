@@ -152,6 +152,10 @@ fn validate_pushgateway(
     let auth = c.auth(key, &pg.basic_auth, &pg.bearer_token, &pg.bearer_token_file);
     c.tls(&format!("{key}.tls"), &pg.tls);
     c.no_server_name(&format!("{key}.tls"), &pg.tls);
+    // The sink reads the TLS files only for an https URL.
+    if url.as_ref().is_some_and(|u| u.scheme() == "https") {
+        c.tls_files(&format!("{key}.tls"), &pg.tls);
+    }
     let timeout = c.positive(format!("{key}.timeout"), pg.timeout);
     let min_backoff = c.positive(format!("{key}.min_backoff"), pg.min_backoff);
     let max_backoff = c.positive(format!("{key}.max_backoff"), pg.max_backoff);

@@ -206,6 +206,10 @@ fn validate_remote_write(
     }
     c.tls(&format!("{key}.tls"), &rw.tls);
     c.no_server_name(&format!("{key}.tls"), &rw.tls);
+    // The sender reads the TLS files only for an https URL.
+    if url.as_ref().is_some_and(|u| u.scheme() == "https") {
+        c.tls_files(&format!("{key}.tls"), &rw.tls);
+    }
     let timeout = c.positive(format!("{key}.timeout"), rw.timeout);
     let batch_send_deadline =
         c.positive(format!("{key}.batch_send_deadline"), rw.batch_send_deadline);

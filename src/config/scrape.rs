@@ -207,6 +207,7 @@ fn validate_scrape(c: &mut Checker<'_>, key: &str, s: &ScrapeConfig) -> Option<S
     let extra = c.labels(&format!("{key}.labels"), &s.labels);
     let auth = c.auth(key, &s.basic_auth, &s.bearer_token, &s.bearer_token_file);
     c.tls(&format!("{key}.tls"), &s.tls);
+    c.tls_files(&format!("{key}.tls"), &s.tls);
     let metric_relabel = match compile(&s.metric_relabel_configs) {
         Ok(rules) => Arc::from(rules),
         Err(e) => {
