@@ -268,3 +268,27 @@ fn what_run_refuses_config_check_refuses_naming_the_key() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_data_dir_held_by_a_running_agent_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let lock = std::fs::File::create(data.join(pushprobe::agent::LOCK_FILE)).unwrap();
+    lock.lock().unwrap();
+    let toml = format!(
+        "[agent]\ndata_dir = {data:?}\n[[remote_write]]\nurl = \"http://127.0.0.1:9/api/v1/write\"\n"
+    );
+    let out = config_check(dir.path(), &toml);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("is in use by a running pushprobe"),
+        "{stderr}"
+    );
+    lock.unlock().unwrap();
+    let out = config_check(dir.path(), &toml);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("in use"), "{stderr}");
+}
