@@ -190,6 +190,7 @@ impl OpenAiProbe {
                 }
                 Err(e) => (None, KeyDiagnosis::Unreadable(e.to_string())),
             },
+            KeySource::None => (None, KeyDiagnosis::Fine),
         };
         if self.last_key_state.as_ref() != Some(&diagnosis) {
             if diagnosis != KeyDiagnosis::Fine {
