@@ -369,6 +369,39 @@ fn lock_data_dir(dir: &Path) -> Result<std::fs::File, AgentError> {
     }
 }
 
+/// What would stop `run` from taking `dir`'s lock, found without creating or changing
+/// anything: a lock file this user cannot open for writing, or one a running agent holds.
+fn data_dir_warning(dir: &Path) -> Option<String> {
+    let lock = dir.join(LOCK_FILE);
+    let file = match std::fs::OpenOptions::new().write(true).open(&lock) {
+        Ok(f) => f,
+        // No lock file yet: `run` creates it (and the directory); only then can it fail.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            return Some(format!(
+                "agent.data_dir {}: {}: {e}; run would refuse to start",
+                dir.display(),
+                lock.display()
+            ))
+        }
+    };
+    // A shared lock, released at once, shows a running agent's exclusive one; only an agent
+    // starting within those microseconds would find the directory taken.
+    match file.try_lock_shared() {
+        Ok(()) => None,
+        Err(std::fs::TryLockError::WouldBlock) => Some(format!(
+            "agent.data_dir {} is in use by a running pushprobe; a second `run` with this \
+             configuration would refuse to start (once, check and exec use memory queues then)",
+            dir.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Some(format!(
+            "agent.data_dir {}: cannot lock {}: {e}",
+            dir.display(),
+            lock.display()
+        )),
+    }
+}
+
 /// The live lane of a receiver that accepts out-of-order samples: it takes fresh batches once
 /// a whole send window is queued ahead of them, and holds a few requests' worth.
 fn live_lane(rw: &RemoteWriteSettings) -> Option<LiveLane> {
@@ -717,6 +750,25 @@ impl Agent {
             metadata: Arc::new(MetadataStore::new()),
             metadata_senders,
         })
+    }
+
+    /// Builds everything [`Agent::new`] builds (probes, senders, Pushgateway sinks, scrape
+    /// clients), so that `config check` refuses what `run` would, and drops it again. The disk
+    /// queue is left closed (opening it recovers and writes), and so is every socket. What
+    /// could still stop `run` in `data_dir` comes back as warnings, since `config check` often
+    /// runs as another user, or next to the running agent that holds the directory.
+    pub fn check(settings: &Settings) -> Result<Vec<String>, AgentError> {
+        let mut parts = settings.clone();
+        parts.agent.data_dir = None;
+        drop(Agent::new(parts)?);
+        Ok(settings
+            .agent
+            .data_dir
+            .as_deref()
+            .filter(|_| !settings.remote_write.is_empty())
+            .and_then(data_dir_warning)
+            .into_iter()
+            .collect())
     }
 
     /// Tells whether any sink (remote write or Pushgateway) is configured.

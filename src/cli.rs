@@ -197,7 +197,7 @@ fn run_command(cli: &Cli) -> u8 {
     match &cli.command {
         Command::Config {
             command: ConfigCommand::Check,
-        } => return print_effective_config(&settings),
+        } => return config_check(&settings),
         Command::Exec { job, command } => return exec_command(settings, job.as_deref(), command),
         Command::Check { push: false, .. } => {
             settings.remote_write.clear();
@@ -424,6 +424,37 @@ fn short_lived_agent(settings: Settings) -> Result<Agent, AgentError> {
             Agent::new(settings)
         }
         other => other,
+    }
+}
+
+/// `config check`: refuses what `run` would refuse short of opening sockets (by building the
+/// agent's parts and dropping them), warns about what may stop `run` in `data_dir`, then
+/// prints the configuration, secrets redacted.
+fn config_check(settings: &Settings) -> u8 {
+    // The parts are built as `run` builds them, inside a runtime; nothing is started.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pushprobe: cannot start the async runtime: {e}");
+            return EXIT_INTERNAL;
+        }
+    };
+    let checked = runtime.block_on(async { Agent::check(settings) });
+    finish(runtime);
+    match checked {
+        Ok(warnings) => {
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
+            print_effective_config(settings)
+        }
+        Err(e) => {
+            eprintln!("pushprobe: invalid configuration:\n  {e}");
+            EXIT_CONFIG
+        }
     }
 }
 

@@ -134,3 +134,17 @@ async fn chat_latency_tokens_and_exact_cost_arrive_in_prometheus() {
     let success = prom.wait_for_any(r#"probe_success{probe="relay"}"#).await;
     assert_eq!(success[0].value, 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_needs_no_key_is_probed_without_one() {
+    // No api_key_env or api_key_file: vLLM, llama.cpp and Ollama usually need no key. The
+    // server answers 400 to any request that carries an Authorization header.
+    let api = common::openai::serve_keyless().await;
+    let toml = format!(
+        "[[probe]]\nname = \"local\"\nkind = \"openai\"\nbase_url = \"http://{api}/v1\"\n\
+         model = \"deepseek-v3.2\"\nchecks = [\"models\", \"chat\", \"chat_stream\"]\n"
+    );
+    let agent = Pushprobe::with_config(&toml);
+    agent.config_check().await.assert_code(0);
+    agent.once().await.assert_code(0);
+}

@@ -912,3 +912,20 @@ async fn https_records_tls_phase_and_certificate_expiry() {
     assert_eq!(report.status, "tls");
     assert_eq!(reason_count(&r, "models", "tls"), Some(1.0));
 }
+
+#[tokio::test]
+async fn without_a_key_no_authorization_header_is_sent() {
+    let server = serve(|c: &Captured| match c.header("authorization") {
+        Some(_) => vec![reply(400, "", r#"{"error":{"message":"no key expected"}}"#)],
+        None => vec![reply(200, "", MODELS)],
+    })
+    .await;
+    let mut s = settings(&server.base, &[Check::Models]);
+    s.key = KeySource::None;
+    let (report, _) = run_once(s, None).await;
+    assert!(report.success, "{report:?}");
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].header("authorization"), None);
+    assert_eq!(reqs[0].header("x-gateway"), Some("g1"));
+}

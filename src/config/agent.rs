@@ -128,6 +128,8 @@ pub(super) fn validate_agent(c: &mut Checker<'_>, a: &AgentConfig) -> AgentSetti
             "agent.data_dir",
             "must not be empty (leave it out for memory queues)",
         );
+    } else if let Some(dir) = &a.data_dir {
+        check_data_dir(c, dir);
     }
     let self_metrics_interval = c.positive(
         "agent.self_metrics_interval".into(),
@@ -147,6 +149,33 @@ pub(super) fn validate_agent(c: &mut Checker<'_>, a: &AgentConfig) -> AgentSetti
             .filter(|d| !d.is_zero()),
         worker_threads,
     }
+}
+
+/// Refuses a `data_dir` that is not a directory, or that cannot be created because a part of
+/// its path is a file: the agent would refuse it at start. Whether this user may write it,
+/// and whether a running agent holds it, is the agent's to tell (`config check` warns).
+fn check_data_dir(c: &mut Checker<'_>, dir: &std::path::Path) {
+    // The nearest part of the path that exists decides: the rest is created at start.
+    let Some((existing, meta)) = dir
+        .ancestors()
+        .filter(|p| !p.as_os_str().is_empty())
+        .find_map(|p| std::fs::metadata(p).ok().map(|m| (p, m)))
+    else {
+        return;
+    };
+    if meta.is_dir() {
+        return;
+    }
+    let message = if existing == dir {
+        format!("{} is not a directory", dir.display())
+    } else {
+        format!(
+            "{} cannot be created: {} is not a directory",
+            dir.display(),
+            existing.display()
+        )
+    };
+    c.fail("agent.data_dir", message);
 }
 
 /// Reads `agent.listen`.

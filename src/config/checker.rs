@@ -8,8 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::keypath::join_key;
-use super::{Auth, BasicAuthConfig, ConfigDuration, ConfigError, TlsConfig};
-use crate::secret::Secret;
+use super::{
+    read_secret_file, Auth, BasicAuthConfig, ConfigDuration, ConfigError, HeadersConfig, TlsConfig,
+};
+use crate::secret::{HeaderText, Secret};
 use crate::series::is_valid_label_name;
 
 /// Default latency histogram buckets (seconds), as the blackbox-style probes use.
@@ -103,21 +105,25 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// Reads request headers; names come back lower-cased.
+    /// Reads request headers; names come back lower-cased, and the value of a header that
+    /// names a credential comes back as a secret.
     pub(super) fn headers(
         &mut self,
         key: &str,
-        headers: &BTreeMap<String, String>,
-    ) -> Vec<(String, String)> {
+        headers: &HeadersConfig,
+    ) -> Vec<(String, HeaderText)> {
         let mut out = Vec::new();
-        for (name, value) in headers {
+        for (name, value) in headers.iter() {
             let k = join_key(key, name);
             if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
                 self.fail(k, "not a valid HTTP header name");
             } else if http::HeaderValue::from_str(value).is_err() {
                 self.fail(k, "value has characters not allowed in an HTTP header");
             } else {
-                out.push((name.to_ascii_lowercase(), value.clone()));
+                out.push((
+                    name.to_ascii_lowercase(),
+                    HeaderText::for_header(name, value),
+                ));
             }
         }
         out
@@ -141,6 +147,31 @@ impl<'a> Checker<'a> {
         }
         if tls.cert_file.is_some() != tls.key_file.is_some() {
             self.fail(key.to_string(), "cert_file and key_file go together");
+        }
+    }
+
+    /// Loads the TLS files as the connection will (PEM certificates and key, and their
+    /// combination), so that a file that is not valid PEM fails here, under its key, instead
+    /// of when the agent starts. Call it after [`Checker::tls`], for connections that read
+    /// the files: every probe and scrape, and sinks with an https URL.
+    pub(super) fn tls_files(&mut self, key: &str, tls: &TlsConfig) {
+        let files = [&tls.ca_file, &tls.cert_file, &tls.key_file];
+        let set: Vec<&PathBuf> = files.iter().filter_map(|f| f.as_ref()).collect();
+        // Missing files and a lone cert_file were reported by `tls`.
+        if set.is_empty()
+            || !set.iter().all(|p| p.is_file())
+            || tls.cert_file.is_some() != tls.key_file.is_some()
+        {
+            return;
+        }
+        match crate::tls::client_config(tls, &[]) {
+            Ok(_) => {}
+            Err(crate::tls::TlsError::File {
+                what,
+                path,
+                message,
+            }) => self.fail(format!("{key}.{what}"), format!("{path}: {message}")),
+            Err(e) => self.fail(key.to_string(), e.to_string()),
         }
     }
 
@@ -172,29 +203,34 @@ impl<'a> Checker<'a> {
             auth = Some(Auth::Bearer(t.clone()));
         }
         if let Some(f) = bearer_token_file {
-            match read_secret_file(f) {
-                Ok(s) if s.is_empty() => self.fail(
-                    format!("{key}.bearer_token_file"),
-                    format!("{} is empty", f.display()),
-                ),
-                Ok(s) => auth = Some(Auth::Bearer(s)),
-                Err(e) => self.fail(format!("{key}.bearer_token_file"), e),
+            if let Some(token) = self.secret_file(format!("{key}.bearer_token_file"), f) {
+                auth = Some(Auth::Bearer(token));
             }
         }
         auth
+    }
+
+    /// Reads a credential file now, so that a bad path fails at start; an empty file is
+    /// refused too (systemd hands over an empty credential when its source is missing).
+    fn secret_file(&mut self, key: String, path: &Path) -> Option<Secret> {
+        match read_secret_file(path) {
+            Ok(s) if s.is_empty() => {
+                self.fail(key, format!("{} is empty", path.display()));
+                None
+            }
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.fail(key, e.to_string());
+                None
+            }
+        }
     }
 
     /// Resolves `basic_auth`, whose password is inline or in a file, never both.
     fn basic_auth(&mut self, key: &str, b: &BasicAuthConfig) -> Option<Auth> {
         let password = match (&b.password, &b.password_file) {
             (Some(p), None) => p.clone(),
-            (None, Some(f)) => match read_secret_file(f) {
-                Ok(s) => s,
-                Err(e) => {
-                    self.fail(format!("{key}.basic_auth.password_file"), e);
-                    return None;
-                }
-            },
+            (None, Some(f)) => self.secret_file(format!("{key}.basic_auth.password_file"), f)?,
             _ => {
                 self.fail(
                     format!("{key}.basic_auth"),
@@ -237,22 +273,6 @@ impl<'a> Checker<'a> {
             }
         }
         labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-    }
-}
-
-/// Reads a secret file, stripping one trailing newline (editors add one).
-pub fn read_secret_file(path: &Path) -> Result<Secret, String> {
-    match std::fs::read_to_string(path) {
-        Ok(mut s) => {
-            if s.ends_with('\n') {
-                s.pop();
-                if s.ends_with('\r') {
-                    s.pop();
-                }
-            }
-            Ok(Secret::new(s))
-        }
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
 }
 

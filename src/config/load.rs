@@ -573,7 +573,10 @@ output_per_mtok = "eight"
             jail.set_env("PUSHPROBE_PRICING__GPT_OSS_20B__INPUT_PER_MTOK", "0.25");
             let f = load(Path::new("pushprobe.toml"), true).unwrap();
             assert_eq!(f.probe[0].interval().to_string(), "5s");
-            assert_eq!(f.remote_write[0].url, "http://10.0.0.1:8428/api/v1/write");
+            assert_eq!(
+                f.remote_write[0].url.as_str(),
+                "http://10.0.0.1:8428/api/v1/write"
+            );
             assert_eq!(f.pricing.keys().collect::<Vec<_>>(), ["gpt-oss-20b"]);
             assert_eq!(f.pricing["gpt-oss-20b"].input_per_mtok, 0.25);
             f.validate("pushprobe.toml").unwrap();

@@ -20,7 +20,9 @@
 //! - `env.rs`: merging the `PUSHPROBE_*` overrides into the file's values;
 //! - `keypath.rs`: key paths in the one style of every message, and their lines in the file;
 //! - `checker.rs`: the validation helpers every section uses;
-//! - `connection.rs`: the `tls` and credential keys, and the resolved [`Auth`];
+//! - `connection.rs`: URLs and headers as written, the `tls` and credential keys, and the
+//!   resolved [`Auth`];
+//! - `secret_file.rs`: [`read_secret_file`], bounded in size and time;
 //! - [`duration`] and [`bytesize`]: Prometheus-style durations and byte sizes.
 
 pub mod bytesize;
@@ -37,6 +39,7 @@ mod load;
 mod probe;
 mod pushgateway;
 mod remote_write;
+mod secret_file;
 
 use std::collections::BTreeMap;
 
@@ -44,8 +47,8 @@ use serde::{Deserialize, Serialize};
 
 pub use agent::{AgentConfig, AgentSettings, FsyncMode, QueueConfig, MAX_WORKER_THREADS};
 pub use bytesize::{parse_bytes, ByteSize};
-pub use checker::{read_secret_file, DEFAULT_BUCKETS, MAX_INTERVAL, MAX_TIMEOUT};
-pub use connection::{Auth, BasicAuthConfig, TlsConfig};
+pub use checker::{DEFAULT_BUCKETS, MAX_INTERVAL, MAX_TIMEOUT};
+pub use connection::{Auth, BasicAuthConfig, HeadersConfig, TlsConfig, UrlConfig};
 pub use duration::{parse_duration, ConfigDuration, MAX_DURATION};
 pub use load::{load, Origin, ENV_PREFIX};
 pub use openai::{ModelPriceConfig, OpenAiProbeConfig, OpenAiProbeSettings};
@@ -55,6 +58,7 @@ pub use remote_write::{
     endpoint_name, RemoteWriteConfig, RemoteWriteSettings, MAX_SHARDS, RESERVED_HEADERS,
 };
 pub use scrape::{ScrapeConfig, ScrapeSettings, ScrapeTargetSettings};
+pub use secret_file::{read_secret_file, SecretFileError, MAX_SECRET_FILE_BYTES, SECRET_FIFO_WAIT};
 
 use checker::{validate_buckets, Checker};
 

@@ -4,7 +4,9 @@
 //!
 //! The API key is never in the file: `api_key_env` names a variable, `api_key_file` a file.
 //! Both are checked here, so that `config check` says "api_key_env RELAY_API_KEY is not set",
-//! and again at every probe run, because keys are rotated while the agent runs.
+//! and again at every probe run, because keys are rotated while the agent runs. With neither,
+//! the probe sends no `Authorization` header: local servers (vLLM, llama.cpp, Ollama) usually
+//! need no key.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,7 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::keypath::join_key;
-use super::{validate_buckets, Checker, ConfigDuration, TlsConfig};
+use super::{validate_buckets, Checker, ConfigDuration, HeadersConfig, TlsConfig, UrlConfig};
 use crate::pricing::{Price, PriceTable};
 
 /// One request a probe run makes.
@@ -74,6 +76,8 @@ pub enum KeySource {
     Env(String),
     /// A file whose contents (one trailing newline removed) are the key.
     File(PathBuf),
+    /// No key: the server needs none, and no `Authorization` header is sent.
+    None,
 }
 
 /// The state of the key when a check ran, described without its value.
@@ -95,19 +99,24 @@ impl KeySource {
         match self {
             KeySource::Env(v) => format!("api_key_env {v}"),
             KeySource::File(p) => format!("api_key_file {}", p.display()),
+            KeySource::None => "no API key (neither api_key_env nor api_key_file is set)".into(),
         }
     }
 
     /// A sentence about the key's state, for logs and `config check`; never its value.
     pub fn explain(&self, d: &KeyDiagnosis) -> String {
         let src = self.describe();
+        if *self == KeySource::None {
+            // Nothing is read, so nothing can be wrong with it; a 401 then says why.
+            return src;
+        }
         match d {
             KeyDiagnosis::Fine => format!("the key from {src} is well-formed"),
             KeyDiagnosis::Unset => format!("{src} is not set"),
             KeyDiagnosis::Unreadable(e) => format!("{src} cannot be read: {e}"),
             KeyDiagnosis::Defect(what) => match self {
                 KeySource::Env(_) => format!("{src} is set but {what}"),
-                KeySource::File(_) => format!("{src} {what}"),
+                KeySource::File(_) | KeySource::None => format!("{src} {what}"),
             },
         }
     }
@@ -183,7 +192,7 @@ pub struct OpenAiProbeConfig {
     pub name: String,
     /// The API root, e.g. `https://api.example.com/v1`; `/models` and `/chat/completions`
     /// are appended to its path.
-    pub base_url: String,
+    pub base_url: UrlConfig,
     /// Name of the environment variable holding the API key.
     pub api_key_env: Option<String>,
     /// File holding the API key (one trailing newline removed).
@@ -213,7 +222,7 @@ pub struct OpenAiProbeConfig {
     pub max_probe_spend_per_day: Option<f64>,
     /// Extra request headers (e.g. for a gateway).
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: HeadersConfig,
     /// TLS options.
     #[serde(default)]
     pub tls: TlsConfig,
@@ -270,8 +279,8 @@ pub struct OpenAiProbeSettings {
     pub timeout: Duration,
     /// Daily spend limit in dollars.
     pub max_probe_spend_per_day: Option<f64>,
-    /// Extra headers (names lower-cased).
-    pub headers: Vec<(String, String)>,
+    /// Extra headers (names lower-cased; credentials held as secrets).
+    pub headers: Vec<(String, crate::secret::HeaderText)>,
     /// TLS options.
     pub tls: TlsConfig,
     /// Extra labels.
@@ -323,13 +332,7 @@ pub fn provider_label(url: &reqwest::Url) -> String {
 /// Checks the key source, reading the variable or file as the probe will.
 fn check_key(c: &mut Checker<'_>, key: &str, o: &OpenAiProbeConfig) -> Option<KeySource> {
     let source = match (&o.api_key_env, &o.api_key_file) {
-        (None, None) => {
-            c.fail(
-                key,
-                "set api_key_env (the name of the environment variable holding the API key) or api_key_file",
-            );
-            return None;
-        }
+        (None, None) => return Some(KeySource::None),
         (Some(_), Some(_)) => {
             c.fail(key, "use only one of api_key_env, api_key_file");
             return None;
@@ -350,13 +353,14 @@ fn check_key(c: &mut Checker<'_>, key: &str, o: &OpenAiProbeConfig) -> Option<Ke
         KeySource::Env(var) => diagnose_key(Ok(std::env::var(var).ok().as_deref())),
         KeySource::File(path) => match super::read_secret_file(path) {
             Ok(s) => diagnose_key(Ok(Some(s.expose()))),
-            Err(e) => KeyDiagnosis::Unreadable(e),
+            Err(e) => KeyDiagnosis::Unreadable(e.to_string()),
         },
+        KeySource::None => KeyDiagnosis::Fine,
     };
     if diagnosis != KeyDiagnosis::Fine {
         let field = match source {
             KeySource::Env(_) => "api_key_env",
-            KeySource::File(_) => "api_key_file",
+            KeySource::File(_) | KeySource::None => "api_key_file",
         };
         let message = match &diagnosis {
             // read_secret_file's message names the path already.
@@ -375,7 +379,7 @@ pub(super) fn validate_openai_probe(
     o: &OpenAiProbeConfig,
     pricing: &Arc<PriceTable>,
 ) -> Option<OpenAiProbeSettings> {
-    let base_url = c.url(format!("{key}.base_url"), &o.base_url);
+    let base_url = c.url(format!("{key}.base_url"), o.base_url.as_str());
     if let Some(u) = &base_url {
         if !u.username().is_empty() || u.password().is_some() || u.fragment().is_some() {
             c.fail(
@@ -439,6 +443,7 @@ pub(super) fn validate_openai_probe(
         }
     }
     c.tls(&format!("{key}.tls"), &o.tls);
+    c.tls_files(&format!("{key}.tls"), &o.tls);
     let buckets = validate_buckets(c, &format!("{key}.buckets"), o.buckets.as_deref());
     let labels = c.labels(&format!("{key}.labels"), &o.labels);
     for reserved in RESERVED_AI_LABELS {
@@ -583,14 +588,23 @@ mod tests {
             e.contains("is set but has leading or trailing whitespace"),
             "{e}"
         );
-        let e = parse_with(&AI.replace("api_key_env = \"RELAY_API_KEY\"", ""), None).unwrap_err();
-        assert!(e.starts_with("probe[0]: set api_key_env"), "{e}");
         let e = parse_with(
             &AI.replace("api_key_env", "api_key_file = \"k\"\napi_key_env"),
             Some("k"),
         )
         .unwrap_err();
         assert!(e.contains("only one of api_key_env, api_key_file"), "{e}");
+    }
+
+    #[test]
+    fn without_api_key_env_or_file_the_probe_sends_no_key() {
+        // Local servers (vLLM, llama.cpp, Ollama) usually need no key.
+        let s = parse_with(&AI.replace("api_key_env = \"RELAY_API_KEY\"", ""), None).unwrap();
+        assert_eq!(openai(&s).key, KeySource::None);
+        assert_eq!(
+            KeySource::None.explain(&KeyDiagnosis::Fine),
+            "no API key (neither api_key_env nor api_key_file is set)"
+        );
     }
 
     #[test]

@@ -11,8 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use super::load::describe_figment_error;
 use super::openai::{validate_openai_probe, OpenAiProbeConfig, OpenAiProbeSettings};
-use super::{default_true, validate_buckets, Checker, ConfigDuration, TlsConfig};
+use super::{
+    default_true, validate_buckets, Checker, ConfigDuration, HeadersConfig, TlsConfig, UrlConfig,
+};
 use crate::pricing::PriceTable;
+use crate::secret::HeaderText;
 
 fn default_interval() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(30))
@@ -115,7 +118,7 @@ pub struct HttpProbeConfig {
     /// Unique name; the `probe` label of its series.
     pub name: String,
     /// Target URL (http or https).
-    pub url: String,
+    pub url: UrlConfig,
     /// How often to probe.
     #[serde(default = "default_interval")]
     pub interval: ConfigDuration,
@@ -127,7 +130,7 @@ pub struct HttpProbeConfig {
     pub method: String,
     /// Request headers.
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: HeadersConfig,
     /// Request body.
     pub body: Option<String>,
     /// Status codes that count as success; empty means any 2xx.
@@ -195,8 +198,8 @@ pub struct HttpProbeSettings {
     pub timeout: Duration,
     /// Method.
     pub method: http::Method,
-    /// Headers (names lower-cased).
-    pub headers: Vec<(String, String)>,
+    /// Headers (names lower-cased; credentials held as secrets).
+    pub headers: Vec<(String, HeaderText)>,
     /// Body.
     pub body: Option<String>,
     /// Accepted status codes; empty means 2xx.
@@ -264,7 +267,7 @@ fn validate_http_probe(
     key: &str,
     h: &HttpProbeConfig,
 ) -> Option<HttpProbeSettings> {
-    let url = c.url(format!("{key}.url"), &h.url);
+    let url = c.url(format!("{key}.url"), h.url.as_str());
     let interval = c.positive(format!("{key}.interval"), h.interval);
     let timeout = c.positive(format!("{key}.timeout"), h.timeout);
     let method = match http::Method::from_bytes(h.method.to_ascii_uppercase().as_bytes()) {
@@ -287,6 +290,7 @@ fn validate_http_probe(
         }
     }
     c.tls(&format!("{key}.tls"), &h.tls);
+    c.tls_files(&format!("{key}.tls"), &h.tls);
     let buckets = validate_buckets(c, &format!("{key}.buckets"), h.buckets.as_deref());
     let labels = c.labels(&format!("{key}.labels"), &h.labels);
     for reserved in ["probe", "instance", "phase", "code", "error"] {

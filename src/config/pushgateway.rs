@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::keypath::join_key;
-use super::{endpoint_name, Auth, BasicAuthConfig, Checker, ConfigDuration, TlsConfig};
+use super::{endpoint_name, Auth, BasicAuthConfig, Checker, ConfigDuration, TlsConfig, UrlConfig};
 use crate::secret::Secret;
 use crate::series::is_valid_label_name;
 
@@ -34,7 +34,7 @@ pub struct PushgatewayConfig {
     /// Name used in the agent's own metrics and logs; defaults to the URL's host and port.
     pub name: Option<String>,
     /// The Pushgateway's base URL, e.g. `http://127.0.0.1:9091` (a route prefix may follow).
-    pub url: String,
+    pub url: UrlConfig,
     /// The group's `job`; `pushprobe exec --job` overrides it.
     pub job: String,
     /// Further grouping-key labels, e.g. `{ instance = "host-1" }`.
@@ -125,7 +125,7 @@ fn validate_pushgateway(
     key: &str,
     pg: &PushgatewayConfig,
 ) -> Option<PushgatewaySettings> {
-    let url = c.url(format!("{key}.url"), &pg.url);
+    let url = c.url(format!("{key}.url"), pg.url.as_str());
     if let Some(u) = &url {
         if u.query().is_some() || u.fragment().is_some() {
             c.fail(
@@ -153,6 +153,10 @@ fn validate_pushgateway(
     let auth = c.auth(key, &pg.basic_auth, &pg.bearer_token, &pg.bearer_token_file);
     c.tls(&format!("{key}.tls"), &pg.tls);
     c.no_server_name(&format!("{key}.tls"), &pg.tls);
+    // The sink reads the TLS files only for an https URL.
+    if url.as_ref().is_some_and(|u| u.scheme() == "https") {
+        c.tls_files(&format!("{key}.tls"), &pg.tls);
+    }
     let timeout = c.positive(format!("{key}.timeout"), pg.timeout);
     let min_backoff = c.positive(format!("{key}.min_backoff"), pg.min_backoff);
     let max_backoff = c.positive(format!("{key}.max_backoff"), pg.max_backoff);

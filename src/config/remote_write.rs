@@ -2,14 +2,15 @@
 //! defaults (Prometheus' `queue_config` ones where they apply) and the validation into
 //! [`RemoteWriteSettings`].
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Auth, BasicAuthConfig, ByteSize, Checker, ConfigDuration, TlsConfig};
-use crate::secret::Secret;
+use super::{
+    Auth, BasicAuthConfig, ByteSize, Checker, ConfigDuration, HeadersConfig, TlsConfig, UrlConfig,
+};
+use crate::secret::{HeaderText, Secret};
 
 /// Remote-write headers that pushprobe sets itself and a user may not override.
 pub const RESERVED_HEADERS: &[&str] = &[
@@ -28,10 +29,10 @@ pub struct RemoteWriteConfig {
     /// Name used in the agent's own metrics and logs; defaults to the URL's host and path.
     pub name: Option<String>,
     /// The receiver's write endpoint, e.g. `http://127.0.0.1:9090/api/v1/write`.
-    pub url: String,
+    pub url: UrlConfig,
     /// Extra request headers (e.g. `X-Scope-OrgID`); reserved remote-write headers are refused.
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: HeadersConfig,
     /// Basic authentication.
     pub basic_auth: Option<BasicAuthConfig>,
     /// Bearer token, inline (prefer `bearer_token_file`).
@@ -113,8 +114,8 @@ pub struct RemoteWriteSettings {
     pub name: String,
     /// Write URL.
     pub url: reqwest::Url,
-    /// Extra headers (names lower-cased).
-    pub headers: Vec<(String, String)>,
+    /// Extra headers (names lower-cased; credentials held as secrets).
+    pub headers: Vec<(String, HeaderText)>,
     /// Credentials.
     pub auth: Option<Auth>,
     /// TLS options.
@@ -182,7 +183,7 @@ fn validate_remote_write(
     key: &str,
     rw: &RemoteWriteConfig,
 ) -> Option<RemoteWriteSettings> {
-    let url = c.url(format!("{key}.url"), &rw.url);
+    let url = c.url(format!("{key}.url"), rw.url.as_str());
     let headers = c.headers(&format!("{key}.headers"), &rw.headers);
     for (name, _) in &headers {
         if RESERVED_HEADERS.contains(&name.as_str()) {
@@ -193,8 +194,22 @@ fn validate_remote_write(
         }
     }
     let auth = c.auth(key, &rw.basic_auth, &rw.bearer_token, &rw.bearer_token_file);
+    let configured_auth =
+        rw.basic_auth.is_some() || rw.bearer_token.is_some() || rw.bearer_token_file.is_some();
+    if configured_auth && headers.iter().any(|(name, _)| name == "authorization") {
+        // The configured credentials would silently replace the header: say which one wins
+        // instead of sending something the user did not expect.
+        c.fail(
+            format!("{key}.headers.authorization"),
+            "conflicts with basic_auth, bearer_token or bearer_token_file; keep only one of them",
+        );
+    }
     c.tls(&format!("{key}.tls"), &rw.tls);
     c.no_server_name(&format!("{key}.tls"), &rw.tls);
+    // The sender reads the TLS files only for an https URL.
+    if url.as_ref().is_some_and(|u| u.scheme() == "https") {
+        c.tls_files(&format!("{key}.tls"), &rw.tls);
+    }
     let timeout = c.positive(format!("{key}.timeout"), rw.timeout);
     let batch_send_deadline =
         c.positive(format!("{key}.batch_send_deadline"), rw.batch_send_deadline);

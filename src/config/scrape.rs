@@ -223,6 +223,7 @@ fn validate_scrape(c: &mut Checker<'_>, key: &str, s: &ScrapeConfig) -> Option<S
     let extra = c.labels(&format!("{key}.labels"), &s.labels);
     let auth = c.auth(key, &s.basic_auth, &s.bearer_token, &s.bearer_token_file);
     c.tls(&format!("{key}.tls"), &s.tls);
+    c.tls_files(&format!("{key}.tls"), &s.tls);
     let metric_relabel = match compile(&s.metric_relabel_configs) {
         Ok(rules) => Arc::from(rules),
         Err(e) => {
@@ -241,14 +242,16 @@ fn validate_scrape(c: &mut Checker<'_>, key: &str, s: &ScrapeConfig) -> Option<S
     let mut seen = std::collections::HashSet::new();
     for (t, address) in s.targets.iter().enumerate() {
         let tkey = format!("{key}.targets[{t}]");
+        // A target written with user info may hold a password: it is never quoted whole.
+        let shown = crate::secret::redact_url_text(address);
         if !seen.insert(address.as_str()) {
-            c.fail(tkey, format!("{address:?} is listed twice"));
+            c.fail(tkey, format!("{shown:?} is listed twice"));
             continue;
         }
         let Some(url) = target_url(s, address) else {
             c.fail(
                 tkey,
-                format!("{address:?} is not host:port (no scheme, path or user info)"),
+                format!("{shown:?} is not host:port (no scheme, path or user info)"),
             );
             continue;
         };

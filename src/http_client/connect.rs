@@ -134,7 +134,7 @@ impl Target {
     /// Where `url` goes; an error for a URL that is not http or https or lacks a host.
     pub(super) fn from_url(url: &Url) -> Result<Target, ClientError> {
         let invalid = |reason| ClientError::InvalidUrl {
-            url: url.to_string(),
+            url: crate::secret::redact_url(url),
             reason,
         };
         let tls = match url.scheme() {

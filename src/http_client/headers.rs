@@ -27,7 +27,7 @@ pub(super) fn build_request(
         None => url.path().to_string(),
     };
     let uri: http::Uri = path.parse().map_err(|_| ClientError::InvalidUrl {
-        url: url.to_string(),
+        url: crate::secret::redact_url(url),
         reason: "the path is not a valid request target",
     })?;
     let mut map = HeaderMap::new();

@@ -39,7 +39,7 @@ impl fmt::Debug for Response {
         f.debug_struct("Response")
             .field("status", &self.status)
             .field("version", &self.version)
-            .field("url", &self.url.as_str())
+            .field("url", &crate::secret::redact_url(&self.url))
             .finish_non_exhaustive()
     }
 }

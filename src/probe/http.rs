@@ -26,6 +26,7 @@ use super::{ProbeError, ProbeReport};
 use crate::config::HttpProbeSettings;
 use crate::http_client::cert::format_unix;
 use crate::http_client::{ClientError, HttpClient, Phase, Request, Trace, DEFAULT_BODY_LIMIT};
+use crate::secret::redact_url;
 use crate::series::{LabelError, MetricType, Registry};
 
 /// Whether the probe succeeded, 1 or 0.
@@ -185,7 +186,7 @@ impl HttpProbe {
             settings.url.clone(),
             settings.timeout,
         );
-        request.headers = settings.headers.clone();
+        request.headers = crate::secret::expose_headers(&settings.headers);
         request.body = settings.body.clone().map(Bytes::from);
         request.follow_redirects = settings.follow_redirects;
         request.body_limit = DEFAULT_BODY_LIMIT;
@@ -431,16 +432,6 @@ fn details(outcome: &Outcome) -> Vec<(String, super::Detail)> {
 /// The `instance` label: the configured URL with any password replaced.
 fn instance_label(url: &reqwest::Url) -> String {
     redact_url(url)
-}
-
-fn redact_url(url: &reqwest::Url) -> String {
-    if url.password().is_none() {
-        return url.to_string();
-    }
-    let mut u = url.clone();
-    // Setting a password only fails for URLs without a host, which are never probed.
-    let _ = u.set_password(Some("xxxxx"));
-    u.to_string()
 }
 
 /// `base` plus `extra` labels.

@@ -147,11 +147,11 @@ pub(crate) fn request_headers(
         let name = HeaderName::from_bytes(lower.as_bytes())
             .map_err(|_| format!("header name {name:?} is not valid"))?;
         // The value is not quoted in the error: it may be a credential.
-        let mut value = HeaderValue::from_str(value_text)
+        let mut value = HeaderValue::from_str(value_text.expose())
             .map_err(|_| format!("header {name} has characters not allowed in a header"))?;
-        if looks_sensitive(name.as_str()) {
+        if crate::secret::is_credential_header(name.as_str()) {
             value.set_sensitive(true);
-            secrets.push(Secret::new(value_text));
+            secrets.push(Secret::new(value_text.expose()));
         }
         h.insert(name, value);
     }
@@ -175,14 +175,6 @@ fn redact(mut message: String, secrets: &[Secret]) -> String {
         }
     }
     message
-}
-
-/// Tells whether a user header probably carries a credential (then it is kept out of debug
-/// output and HTTP/2 header compression tables).
-fn looks_sensitive(name: &str) -> bool {
-    ["auth", "token", "key", "secret", "password", "cookie"]
-        .iter()
-        .any(|w| name.contains(w))
 }
 
 /// A receiver's response body as one short log-safe line, credentials removed.

@@ -1,6 +1,7 @@
 //! A local OpenAI-compatible API for integration tests: `/v1/models` lists `deepseek-v3.2` and
 //! `mystery-model`; `/v1/chat/completions`, plain or streamed, answers as the requested model
-//! with the fixed usage below; every request without the expected key gets a 401.
+//! with the fixed usage below; every request without the expected key gets a 401 (or, from a
+//! keyless server, every request that carries an `Authorization` header gets a 400).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -68,6 +69,16 @@ fn json_reply(status: u16, body: &str) -> Vec<u8> {
 /// An OpenAI-compatible API: `/v1/models`, and `/v1/chat/completions` plain or streamed,
 /// answering as the requested model, with usage (some of it cached); 401 without the key.
 pub async fn serve(key: &'static str) -> SocketAddr {
+    serve_with(Some(key)).await
+}
+
+/// The same API as a local server that needs no key (vLLM, llama.cpp, Ollama): a request
+/// that carries an `Authorization` header anyway gets a 400.
+pub async fn serve_keyless() -> SocketAddr {
+    serve_with(None).await
+}
+
+async fn serve_with(key: Option<&'static str>) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -79,9 +90,24 @@ pub async fn serve(key: &'static str) -> SocketAddr {
                 let Some((line, head, body)) = read_request(&mut s).await else {
                     return;
                 };
-                let authorized = head
+                let has_authorization = head
                     .lines()
-                    .any(|l| l.eq_ignore_ascii_case(&format!("authorization: Bearer {key}")));
+                    .any(|l| l.to_ascii_lowercase().starts_with("authorization:"));
+                let authorized = match key {
+                    Some(key) => head
+                        .lines()
+                        .any(|l| l.eq_ignore_ascii_case(&format!("authorization: Bearer {key}"))),
+                    None => !has_authorization,
+                };
+                if !authorized && key.is_none() {
+                    let _ = s
+                        .write_all(&json_reply(
+                            400,
+                            r#"{"error":{"message":"unexpected Authorization header"}}"#,
+                        ))
+                        .await;
+                    return;
+                }
                 if !authorized {
                     let _ = s
                         .write_all(&json_reply(

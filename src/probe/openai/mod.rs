@@ -192,8 +192,9 @@ impl OpenAiProbe {
                     let d = diagnose_key(Ok(Some(&v)));
                     (Some(v), d)
                 }
-                Err(e) => (None, KeyDiagnosis::Unreadable(e)),
+                Err(e) => (None, KeyDiagnosis::Unreadable(e.to_string())),
             },
+            KeySource::None => (None, KeyDiagnosis::Fine),
         };
         if self.last_key_state.as_ref() != Some(&diagnosis) {
             if diagnosis != KeyDiagnosis::Fine {
@@ -236,7 +237,7 @@ impl OpenAiProbe {
         req.body_limit = self.settings.max_body_bytes;
         // An API that redirects would turn POST into GET; report the 3xx instead.
         req.follow_redirects = false;
-        req.headers = self.settings.headers.clone();
+        req.headers = crate::secret::expose_headers(&self.settings.headers);
         req.headers.push(("accept".into(), accept.into()));
         if body.is_some() {
             req.headers

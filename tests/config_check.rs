@@ -1,0 +1,294 @@
+//! `pushprobe config check` as a process: it prints the configuration with every credential
+//! redacted, refuses what `run` would refuse, and names the key of each problem.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Every credential the configuration below holds; none may be printed.
+const SECRETS: &[&str] = &[
+    "rw-url-pw",
+    "rw-api-key",
+    "rw-auth-header",
+    "rw-cookie",
+    "rw-bearer-inline",
+    "pg-url-pw",
+    "pg-basic-pw",
+    "probe-url-pw",
+    "probe-auth-header",
+    "probe-auth-token",
+    "probe-proxy-auth",
+    "ai-gateway-key",
+    "ai-key-in-file",
+    "scrape-bearer-inline",
+    "scrape-target-pw",
+];
+
+/// A configuration with a credential in every place one can go: URLs with a password,
+/// credential headers on remote write and the probes, inline tokens and passwords.
+fn with_secrets(dir: &Path) -> String {
+    std::fs::write(dir.join("ai-key"), "ai-key-in-file\n").unwrap();
+    format!(
+        r#"
+[[remote_write]]
+name = "with-headers"
+url = "http://rw-user:rw-url-pw@127.0.0.1:9/api/v1/write"
+headers = {{ "X-Api-Key" = "rw-api-key", Authorization = "Bearer rw-auth-header", Cookie = "s=rw-cookie", "X-Scope-OrgID" = "team-a" }}
+
+[[remote_write]]
+name = "with-token"
+url = "http://127.0.0.1:9/api/v1/write"
+bearer_token = "rw-bearer-inline"
+
+[[pushgateway]]
+url = "http://pg-user:pg-url-pw@127.0.0.1:9"
+job = "nightly"
+basic_auth = {{ username = "u", password = "pg-basic-pw" }}
+
+[[probe]]
+name = "web"
+kind = "http"
+url = "http://probe-user:probe-url-pw@127.0.0.1:9/health"
+headers = {{ Authorization = "Bearer probe-auth-header", "X-Auth-Token" = "probe-auth-token", "Proxy-Authorization" = "Basic probe-proxy-auth" }}
+timeout = "5s"
+
+[[probe]]
+name = "ai"
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
+api_key_file = "{key}"
+model = "m"
+checks = ["models"]
+headers = {{ "X-Gateway-Key" = "ai-gateway-key" }}
+
+[[scrape]]
+job = "node"
+targets = ["127.0.0.1:9"]
+bearer_token = "scrape-bearer-inline"
+"#,
+        key = dir.join("ai-key").display()
+    )
+}
+
+/// Runs `pushprobe config check` on `toml`, from `dir`; a run that takes longer than 20s is
+/// killed (a secret file that never ends used to make it read forever).
+fn config_check(dir: &Path, toml: &str) -> Output {
+    let path = dir.join("pushprobe.toml");
+    std::fs::write(&path, toml).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pushprobe"))
+        .args(["config", "check", "--config"])
+        .arg(&path)
+        .env_remove("PUSHPROBE_LOG_LEVEL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn assert_no_secret(out: &Output) {
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for secret in SECRETS {
+        assert!(!text.contains(secret), "{secret} printed:\n{text}");
+    }
+}
+
+#[test]
+fn valid_configuration_is_printed_without_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = config_check(dir.path(), &with_secrets(dir.path()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_no_secret(&out);
+    // What is not a credential is still shown, and where a credential was is visible.
+    assert!(stdout.contains("team-a"), "{stdout}");
+    assert!(stdout.contains("rw-user:xxxxx@127.0.0.1:9"), "{stdout}");
+    assert!(stdout.contains("<redacted>"), "{stdout}");
+}
+
+#[test]
+fn errors_of_a_bad_configuration_hold_no_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = with_secrets(dir.path())
+        .replace("timeout = \"5s\"", "timeout = \"0s\"")
+        .replace(
+            "targets = [\"127.0.0.1:9\"]",
+            "targets = [\"scrape-user:scrape-target-pw@127.0.0.1:9\", \"scrape-user:scrape-target-pw@127.0.0.1:9\"]",
+        )
+        .replace("Cookie = \"s=rw-cookie\"", "Cookie = \"s=rw-cookie\\n\"");
+    let out = config_check(dir.path(), &toml);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("probe[0].timeout"), "{stderr}");
+    assert!(stderr.contains("scrape[0].targets[0]"), "{stderr}");
+    assert!(stderr.contains("scrape[0].targets[1]"), "{stderr}");
+    assert!(
+        stderr.contains("remote_write[0].headers.Cookie"),
+        "{stderr}"
+    );
+    assert_no_secret(&out);
+}
+
+#[test]
+fn bearer_token_and_an_authorization_header_are_refused_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = "[[remote_write]]\nurl = \"http://127.0.0.1:9/api/v1/write\"\n\
+                bearer_token = \"rw-bearer-inline\"\n\
+                headers = { Authorization = \"Bearer rw-auth-header\" }\n";
+    let out = config_check(dir.path(), toml);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("remote_write[0].headers.authorization: conflicts with"),
+        "{stderr}"
+    );
+    assert_no_secret(&out);
+}
+
+#[test]
+fn unbounded_wrong_or_empty_secret_files_are_refused_quickly_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big");
+    std::fs::write(&big, vec![b'a'; 65 * 1024]).unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let rw = "[[remote_write]]\nurl = \"http://127.0.0.1:9/api/v1/write\"\n";
+    let cases = [
+        (
+            format!("{rw}bearer_token_file = \"/dev/zero\"\n"),
+            "remote_write[0].bearer_token_file: /dev/zero is a character device",
+        ),
+        (
+            format!("{rw}bearer_token_file = {:?}\n", dir.path()),
+            "remote_write[0].bearer_token_file: ",
+        ),
+        (
+            format!("{rw}bearer_token_file = {big:?}\n"),
+            "remote_write[0].bearer_token_file: ",
+        ),
+        (
+            format!("{rw}bearer_token_file = {empty:?}\n"),
+            "remote_write[0].bearer_token_file: ",
+        ),
+        (
+            format!("{rw}basic_auth = {{ username = \"u\", password_file = {empty:?} }}\n"),
+            "remote_write[0].basic_auth.password_file: ",
+        ),
+        (
+            "[[probe]]\nname = \"ai\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\
+             api_key_file = \"/dev/zero\"\nmodel = \"m\"\nchecks = [\"models\"]\n"
+                .to_string(),
+            "probe[0].api_key_file: /dev/zero is a character device",
+        ),
+    ];
+    let whats = [
+        "",
+        "is a directory",
+        "holds more than 65536 bytes",
+        "is empty",
+        "is empty",
+        "",
+    ];
+    for ((toml, want), what) in cases.iter().zip(whats) {
+        let started = Instant::now();
+        let out = config_check(dir.path(), toml);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{toml}: {stderr}");
+        assert!(stderr.contains(want), "{toml}: {stderr}");
+        assert!(stderr.contains(what), "{toml}: {stderr}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{toml}: took {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+#[test]
+fn what_run_refuses_config_check_refuses_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("ca.pem");
+    std::fs::write(&not_pem, "not a certificate\n").unwrap();
+    let rw = "[[remote_write]]\nurl = \"http://127.0.0.1:9/api/v1/write\"\n";
+    let probe = "[[probe]]\nname = \"web\"\nkind = \"http\"\nurl = \"https://127.0.0.1:9/\"\n";
+    let cases = [
+        (
+            format!("[agent]\ndata_dir = \"/dev/null\"\n{rw}"),
+            "agent.data_dir: /dev/null is not a directory",
+        ),
+        (
+            format!("[agent]\ndata_dir = \"/dev/null/pushprobe\"\n{rw}"),
+            "agent.data_dir: /dev/null/pushprobe cannot be created: /dev/null is not a directory",
+        ),
+        (
+            format!("{probe}tls = {{ ca_file = {not_pem:?} }}\n"),
+            "probe[0].tls.ca_file: ",
+        ),
+        (
+            format!("{rw}[[scrape]]\njob = \"n\"\ntargets = [\"127.0.0.1:9\"]\ntls = {{ ca_file = {not_pem:?} }}\n"),
+            "scrape[0].tls.ca_file: ",
+        ),
+        (
+            format!(
+                "[[remote_write]]\nurl = \"https://127.0.0.1:9/api/v1/write\"\ntls = {{ ca_file = {not_pem:?} }}\n"
+            ),
+            "remote_write[0].tls.ca_file: ",
+        ),
+    ];
+    for (toml, want) in &cases {
+        let out = config_check(dir.path(), toml);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{toml}: {stderr}");
+        assert!(stderr.contains(want), "{toml}: {stderr}");
+    }
+    // Over plain http the sender never reads the CA file, and run accepts it: so does check.
+    let toml = format!("{rw}tls = {{ ca_file = {not_pem:?} }}\n");
+    let out = config_check(dir.path(), &toml);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_data_dir_held_by_a_running_agent_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let lock = std::fs::File::create(data.join(pushprobe::agent::LOCK_FILE)).unwrap();
+    lock.lock().unwrap();
+    let toml = format!(
+        "[agent]\ndata_dir = {data:?}\n[[remote_write]]\nurl = \"http://127.0.0.1:9/api/v1/write\"\n"
+    );
+    let out = config_check(dir.path(), &toml);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("is in use by a running pushprobe"),
+        "{stderr}"
+    );
+    lock.unlock().unwrap();
+    let out = config_check(dir.path(), &toml);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("in use"), "{stderr}");
+}
