@@ -344,7 +344,7 @@ impl Scraper {
                     1.0,
                 );
                 if !self.down {
-                    tracing::warn!(target = %self.key, url = %self.request.url, error = %e, stale_markers = summary.stale_markers, "scrape failed (up = 0); further failures are logged at debug");
+                    tracing::warn!(target = %self.key, url = %crate::secret::redact_url(&self.request.url), error = %e, stale_markers = summary.stale_markers, "scrape failed (up = 0); further failures are logged at debug");
                 } else {
                     tracing::debug!(target = %self.key, error = %e, "scrape failed again");
                 }
