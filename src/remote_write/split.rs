@@ -95,7 +95,7 @@ impl SplitPlan {
     }
 
     /// Records that the receiver refused `part`, the last one sent; `divisible` says whether
-    /// its answer allows a split (see [`splits`]). Returns true when the part's samples are to
+    /// its answer allows a split (see `splits`). Returns true when the part's samples are to
     /// be dropped: it holds one series, or the refusal was not about a sample.
     pub fn refused(&mut self, part: Range<usize>, divisible: bool) -> bool {
         if divisible && part.len() > 1 {
