@@ -220,12 +220,9 @@ fn run_command(cli: &Cli) -> u8 {
             .enable_all()
             .build(),
     };
-    let runtime = match runtime {
+    let runtime = match started(runtime) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("pushprobe: cannot start the async runtime: {e}");
-            return EXIT_INTERNAL;
-        }
+        Err(code) => return code,
     };
     let code = runtime.block_on(async {
         let built = match cli.command {
@@ -332,15 +329,13 @@ fn exec_command(mut settings: Settings, job: Option<&str>, command: &[OsString])
         eprintln!("pushprobe: --job must not be empty");
         return EXIT_USAGE;
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match started(
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    ) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("pushprobe: cannot start the async runtime: {e}");
-            return EXIT_INTERNAL;
-        }
+        Err(code) => return code,
     };
     let code = runtime.block_on(async {
         let mut signals = match exec::Signals::install() {
@@ -427,20 +422,26 @@ fn short_lived_agent(settings: Settings) -> Result<Agent, AgentError> {
     }
 }
 
+/// A built runtime, or the internal-error exit code after saying why it could not start.
+fn started(built: std::io::Result<tokio::runtime::Runtime>) -> Result<tokio::runtime::Runtime, u8> {
+    built.map_err(|e| {
+        eprintln!("pushprobe: cannot start the async runtime: {e}");
+        EXIT_INTERNAL
+    })
+}
+
 /// `config check`: refuses what `run` would refuse short of opening sockets (by building the
 /// agent's parts and dropping them), warns about what may stop `run` in `data_dir`, then
 /// prints the configuration, secrets redacted.
 fn config_check(settings: &Settings) -> u8 {
     // The parts are built as `run` builds them, inside a runtime; nothing is started.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match started(
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    ) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("pushprobe: cannot start the async runtime: {e}");
-            return EXIT_INTERNAL;
-        }
+        Err(code) => return code,
     };
     let checked = runtime.block_on(async { Agent::check(settings) });
     finish(runtime);
