@@ -210,17 +210,15 @@ fn run_command(cli: &Cli) -> u8 {
     // cores (a sixth more CPU in paired runs forwarding 20,000 samples/s) than it saves.
     // Short-lived commands always use one.
     let runtime = match cli.command {
-        Command::Run if settings.agent.worker_threads > 1 => {
+        Command::Run if settings.agent.worker_threads > 1 => started(
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(settings.agent.worker_threads)
                 .enable_all()
-                .build()
-        }
-        _ => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
+                .build(),
+        ),
+        _ => current_thread_runtime(),
     };
-    let runtime = match started(runtime) {
+    let runtime = match runtime {
         Ok(r) => r,
         Err(code) => return code,
     };
@@ -329,11 +327,7 @@ fn exec_command(mut settings: Settings, job: Option<&str>, command: &[OsString])
         eprintln!("pushprobe: --job must not be empty");
         return EXIT_USAGE;
     }
-    let runtime = match started(
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-    ) {
+    let runtime = match current_thread_runtime() {
         Ok(r) => r,
         Err(code) => return code,
     };
@@ -422,6 +416,15 @@ fn short_lived_agent(settings: Settings) -> Result<Agent, AgentError> {
     }
 }
 
+/// A single-threaded runtime (exec, config check), or the internal-error exit code.
+fn current_thread_runtime() -> Result<tokio::runtime::Runtime, u8> {
+    started(
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    )
+}
+
 /// A built runtime, or the internal-error exit code after saying why it could not start.
 fn started(built: std::io::Result<tokio::runtime::Runtime>) -> Result<tokio::runtime::Runtime, u8> {
     built.map_err(|e| {
@@ -435,11 +438,7 @@ fn started(built: std::io::Result<tokio::runtime::Runtime>) -> Result<tokio::run
 /// prints the configuration, secrets redacted.
 fn config_check(settings: &Settings) -> u8 {
     // The parts are built as `run` builds them, inside a runtime; nothing is started.
-    let runtime = match started(
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-    ) {
+    let runtime = match current_thread_runtime() {
         Ok(r) => r,
         Err(code) => return code,
     };
