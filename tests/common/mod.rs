@@ -45,6 +45,8 @@ fn debian_package(binary: &str) -> &'static str {
         "prometheus-node-exporter" => "prometheus-node-exporter",
         "amtool" => "prometheus-alertmanager",
         "systemd-analyze" => "systemd",
+        "tinyproxy" => "tinyproxy",
+        "dnsmasq" => "dnsmasq",
         _ => "(unknown package)",
     }
 }
@@ -75,6 +77,41 @@ pub fn require_binary(name: &str) -> Option<PathBuf> {
     }
     eprintln!(
         "SKIPPED: {name} not found on PATH; install the Debian package `{package}` to run this test"
+    );
+    None
+}
+
+/// The directory `scripts/install-tools.sh` installs into: `$PUSHPROBE_TOOLS`, else
+/// `~/.cache/pushprobe/tools`.
+pub fn tools_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("PUSHPROBE_TOOLS") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".cache/pushprobe/tools")
+}
+
+/// Finds a tool that `scripts/install-tools.sh` installs beside the system's packages: a
+/// current peer by versioned name (`prometheus-3.5.3`, `victoria-metrics-1.145.0`,
+/// `vmagent-1.145.0`, `prometheus-blackbox-exporter-0.28.0`), `oauth2-mock-server`, or
+/// `python-tools` (a Python with botocore).
+///
+/// Missing under CI is a panic naming the script; elsewhere a skip notice and `None`, as
+/// [`require_binary`] does.
+pub fn require_tool(name: &str) -> Option<PathBuf> {
+    let candidate = tools_dir().join("bin").join(name);
+    if is_executable(&candidate) {
+        return Some(candidate);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "{name} is required by this test but is not installed in {}: run scripts/install-tools.sh",
+            tools_dir().display()
+        );
+    }
+    eprintln!(
+        "SKIPPED: {name} not found in {}; run scripts/install-tools.sh",
+        tools_dir().display()
     );
     None
 }
