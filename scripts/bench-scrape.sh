@@ -1,31 +1,41 @@
 #!/usr/bin/env bash
-# Scrape-and-forward benchmark, in one run on the same targets:
+# Scrape-and-forward benchmark: every sender in one run, on the same targets.
 #   1. parse + encode throughput on one core (criterion, `benches/scrape.rs`): samples/s of
 #      `parse_encode_cached`, `scrape_ingest_encode` and `gzip_decode` on a node-exporter-like
 #      payload;
-#   2. forwarding N synthetic exporters × M series every INTERVAL for DURATION seconds with
-#      pushprobe, Prometheus in agent mode and vmagent side by side, all remote-writing to one
-#      local VictoriaMetrics. It reports CPU seconds (utime+stime from /proc/PID/stat) over the
-#      measured window and peak RSS (VmHWM) of each forwarder, and pushprobe's ratios.
-# The targets and VictoriaMetrics are not measured. Each forwarder tags its series with a
-# `forwarder` external label; the run only counts if every forwarder delivered every target.
+#   2. the relay workload: N synthetic exporters x M series plus a node exporter, scraped every
+#      INTERVAL by each sender below at once, for DURATION seconds measured (after WARMUP):
+#        into VictoriaMetrics 1.145:  pushprobe (compression "auto": zstd after the handshake),
+#                                     vmagent 1.145 (zstd), Prometheus 3.5 agent (1.0), and with
+#                                     STABLE=on (the default) vmagent 1.79 and Prometheus 2.42
+#                                     agent from Debian stable;
+#        into Prometheus 3.5:         pushprobe sending 1.0, pushprobe sending 2.0, and the
+#                                     Prometheus 3.5 agent sending 2.0.
+#      Each sender reaches its receiver through its own counting relay (scripts/count_proxy.py),
+#      which counts the bytes it puts on the wire (HTTP headers and bodies). The report gives,
+#      per sender: CPU seconds (utime+stime from /proc/PID/stat) over the measured window and
+#      per minute, peak RSS (VmHWM), bytes sent, samples the receiver stored, and bytes per
+#      stored sample over the whole run (senders are stopped gracefully first, so what they
+#      sent has landed); then pushprobe's ratios against the targets.
+# The targets and the receivers are not measured. Each sender tags its series with a
+# `forwarder` external label; the figures only count if every sender delivered every target.
 #
-# Usage: scripts/bench-scrape.sh [N] [M] [DURATION]      (defaults: 50 2000 60; INTERVAL=5s)
-# COMPRESSION=on makes the targets gzip their answer when asked (`Accept-Encoding: gzip`), as
-# exporters do; all three forwarders ask by default, so all three then decode gzip. The
-# default, COMPRESSION=off, serves every body unencoded. Compare the two for gzip's cost.
-# Needs: cargo, python3, curl, and the Debian packages prometheus and victoria-metrics
-# (which ships vmagent); scripts/install-deps.sh installs them.
-# Exit status: 0 when all three forwarders delivered (whatever the figures), 1 otherwise.
+# Usage: scripts/bench-scrape.sh [N] [M] [DURATION]   (defaults: 20 2500 60; INTERVAL=5s)
+# COMPRESSION=on makes the targets gzip their answer when asked (`Accept-Encoding: gzip`).
+# Needs: cargo, python3, curl; Debian's prometheus, victoria-metrics and
+# prometheus-node-exporter (scripts/install-deps.sh), and the current peers that
+# scripts/install-tools.sh puts in ~/.cache/pushprobe/tools.
+# Exit status: 0 when every sender delivered (whatever the figures), 1 otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-N="${1:-${N:-50}}"
-M="${2:-${M:-2000}}"
+N="${1:-${N:-20}}"
+M="${2:-${M:-2500}}"
 DURATION="${3:-${DURATION:-60}}"
 INTERVAL="${INTERVAL:-5s}"
 WARMUP="${WARMUP:-15}"
 COMPRESSION="${COMPRESSION:-off}"
+STABLE="${STABLE:-on}"
 case "$COMPRESSION" in
     on) target_args=(--gzip) ;;
     off) target_args=() ;;
@@ -35,12 +45,30 @@ case "$COMPRESSION" in
         ;;
 esac
 
-for tool in cargo python3 curl prometheus victoria-metrics vmagent; do
+TOOLS="${PUSHPROBE_TOOLS:-$HOME/.cache/pushprobe/tools}/bin"
+PROM3="$TOOLS/prometheus-3.5.3"
+VM145="$TOOLS/victoria-metrics-1.145.0"
+VMAGENT145="$TOOLS/vmagent-1.145.0"
+for tool in cargo python3 curl prometheus-node-exporter; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         echo "bench: $tool is required; see scripts/install-deps.sh" >&2
         exit 1
     fi
 done
+for tool in "$PROM3" "$VM145" "$VMAGENT145"; do
+    if [ ! -x "$tool" ]; then
+        echo "bench: $tool is missing; run scripts/install-tools.sh" >&2
+        exit 1
+    fi
+done
+if [ "$STABLE" = on ]; then
+    for tool in prometheus vmagent; do
+        if ! command -v "$tool" >/dev/null 2>&1; then
+            echo "bench: $tool (Debian stable) is required with STABLE=on; see scripts/install-deps.sh" >&2
+            exit 1
+        fi
+    done
+fi
 
 echo "== Parse + encode on one core (criterion)"
 cargo bench --bench scrape -- --warm-up-time 1 --measurement-time 5 \
@@ -56,8 +84,7 @@ TARGET_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/examples/scrape_target"
 source scripts/lib.sh
 setup_workdir bench-scrape
 
-
-# --- Unmeasured infrastructure: targets and the receiver --------------------------------------
+# --- Unmeasured infrastructure: targets, receivers, counting relays ----------------------------
 "$TARGET_BIN" "${target_args[@]}" "$N" "$M" >"$work/target.ports" 2>"$work/target.log" &
 pids+=("$!")
 for _ in $(seq 1 100); do
@@ -69,9 +96,13 @@ if [ "${#ports[@]}" -lt "$N" ]; then
     echo "bench: target server did not start" >&2
     exit 1
 fi
+node_port="$(free_port)"
+prometheus-node-exporter --web.listen-address="127.0.0.1:$node_port" >"$work/node-exporter.log" 2>&1 &
+pids+=("$!")
+wait_http "http://127.0.0.1:$node_port/metrics" node-exporter
 
 vm_port="$(free_port)"
-victoria-metrics \
+"$VM145" \
     -storageDataPath="$work/vm-data" \
     -httpListenAddr="127.0.0.1:$vm_port" \
     -retentionPeriod=1 \
@@ -82,7 +113,30 @@ victoria-metrics \
     >"$work/victoria-metrics.log" 2>&1 &
 pids+=("$!")
 wait_http "http://127.0.0.1:$vm_port/health" victoria-metrics
-write_url="http://127.0.0.1:$vm_port/api/v1/write"
+
+prom_rx_port="$(free_port)"
+"$PROM3" \
+    --config.file=/dev/null \
+    --storage.tsdb.path="$work/prom-rx" \
+    --web.listen-address="127.0.0.1:$prom_rx_port" \
+    --web.enable-remote-write-receiver \
+    >"$work/prometheus-receiver.log" 2>&1 &
+pids+=("$!")
+wait_http "http://127.0.0.1:$prom_rx_port/-/ready" prometheus-receiver
+
+# relay NAME RECEIVER_PORT: starts a counting relay to the receiver and prints its port.
+relay() {
+    local port
+    port="$(free_port)"
+    python3 scripts/count_proxy.py "$port" "$2" "$work/$1.bytes" >"$work/$1-relay.log" 2>&1 &
+    relay_pids+=("$!")
+    for _ in $(seq 1 100); do
+        [ -s "$work/$1.bytes" ] && break
+        sleep 0.05
+    done
+    echo "$port"
+}
+relay_pids=()
 
 targets_yaml() {
     for p in "${ports[@]}"; do
@@ -90,62 +144,100 @@ targets_yaml() {
     done
 }
 
-# --- pushprobe ----------------------------------------------------------------------------------
-{
-    cat <<TOML
+# Senders, in the order of the report: NAME, receiver, protocol.
+senders=()
+declare -A sender_pid sender_rx sender_proto
+
+# --- pushprobe --------------------------------------------------------------------------------
+# pushprobe_sender NAME RECEIVER_PORT RECEIVER WRITE_PATH PROTO_LABEL EXTRA_TOML
+pushprobe_sender() {
+    local name="$1" rx_port="$2" rx="$3" path="$4" proto="$5" extra="$6" port
+    port="$(relay "$name" "$rx_port")"
+    {
+        cat <<TOML
 [agent]
-external_labels = { forwarder = "pushprobe" }
+external_labels = { forwarder = "$name" }
 
 [[remote_write]]
-url = "$write_url"
+url = "http://127.0.0.1:$port$path"
+$extra
 
 [[scrape]]
 job = "bench"
 interval = "$INTERVAL"
 targets = [
 TOML
-    for p in "${ports[@]}"; do
-        echo "  \"127.0.0.1:$p\","
-    done
-    echo "]"
-} >"$work/pushprobe.toml"
-"$PUSHPROBE" config check --config "$work/pushprobe.toml" >/dev/null
-"$PUSHPROBE" run --config "$work/pushprobe.toml" >"$work/pushprobe.log" 2>&1 &
-pp_pid="$!"
-pids+=("$pp_pid")
+        for p in "${ports[@]}"; do
+            echo "  \"127.0.0.1:$p\","
+        done
+        cat <<TOML
+]
 
-# --- Prometheus agent mode ----------------------------------------------------------------------
-prom_port="$(free_port)"
-{
-    cat <<YAML
+[[scrape]]
+job = "node"
+interval = "$INTERVAL"
+targets = ["127.0.0.1:$node_port"]
+TOML
+    } >"$work/$name.toml"
+    "$PUSHPROBE" config check --config "$work/$name.toml" >/dev/null
+    "$PUSHPROBE" run --config "$work/$name.toml" >"$work/$name.log" 2>&1 &
+    pids+=("$!")
+    senders+=("$name")
+    sender_pid[$name]="$!"
+    sender_rx[$name]="$rx"
+    sender_proto[$name]="$proto"
+}
+
+# --- Prometheus in agent mode ------------------------------------------------------------------
+# prometheus_sender NAME BINARY AGENT_FLAG RECEIVER_PORT RECEIVER WRITE_PATH PROTO_LABEL EXTRA_YAML
+prometheus_sender() {
+    local name="$1" bin="$2" agent_flag="$3" rx_port="$4" rx="$5" path="$6" proto="$7" extra="$8"
+    local port web_port
+    port="$(relay "$name" "$rx_port")"
+    web_port="$(free_port)"
+    {
+        cat <<YAML
 global:
   scrape_interval: $INTERVAL
   scrape_timeout: $INTERVAL
   external_labels:
-    forwarder: prometheus-agent
+    forwarder: $name
 scrape_configs:
   - job_name: bench
     static_configs:
       - targets:
 YAML
-    targets_yaml
-    cat <<YAML
+        targets_yaml
+        cat <<YAML
+  - job_name: node
+    static_configs:
+      - targets: ["127.0.0.1:$node_port"]
 remote_write:
-  - url: $write_url
+  - url: http://127.0.0.1:$port$path
+$extra
 YAML
-} >"$work/prometheus.yml"
-prometheus --enable-feature=agent \
-    --config.file="$work/prometheus.yml" \
-    --storage.agent.path="$work/prom-agent" \
-    --web.listen-address="127.0.0.1:$prom_port" \
-    >"$work/prometheus.log" 2>&1 &
-prom_pid="$!"
-pids+=("$prom_pid")
+    } >"$work/$name.yml"
+    "$bin" "$agent_flag" \
+        --config.file="$work/$name.yml" \
+        --storage.agent.path="$work/$name-data" \
+        --web.listen-address="127.0.0.1:$web_port" \
+        >"$work/$name.log" 2>&1 &
+    pids+=("$!")
+    senders+=("$name")
+    sender_pid[$name]="$!"
+    sender_rx[$name]="$rx"
+    sender_proto[$name]="$proto"
+    wait_http "http://127.0.0.1:$web_port/-/ready" "$name"
+}
 
 # --- vmagent --------------------------------------------------------------------------------------
-vma_port="$(free_port)"
-{
-    cat <<YAML
+# vmagent_sender NAME BINARY RECEIVER_PORT RECEIVER PROTO_LABEL
+vmagent_sender() {
+    local name="$1" bin="$2" rx_port="$3" rx="$4" proto="$5" port web_port
+    port="$(relay "$name" "$rx_port")"
+    web_port="$(free_port)"
+    {
+        cat <<YAML
 global:
   scrape_interval: $INTERVAL
   scrape_timeout: $INTERVAL
@@ -154,78 +246,152 @@ scrape_configs:
     static_configs:
       - targets:
 YAML
-    targets_yaml
-} >"$work/vmagent.yml"
-vmagent \
-    -promscrape.config="$work/vmagent.yml" \
-    -remoteWrite.url="$write_url" \
-    -remoteWrite.label=forwarder=vmagent \
-    -remoteWrite.tmpDataPath="$work/vmagent-data" \
-    -httpListenAddr="127.0.0.1:$vma_port" \
-    -loggerLevel=WARN \
-    >"$work/vmagent.log" 2>&1 &
-vma_pid="$!"
-pids+=("$vma_pid")
+        targets_yaml
+        cat <<YAML
+  - job_name: node
+    static_configs:
+      - targets: ["127.0.0.1:$node_port"]
+YAML
+    } >"$work/$name.yml"
+    "$bin" \
+        -promscrape.config="$work/$name.yml" \
+        -remoteWrite.url="http://127.0.0.1:$port/api/v1/write" \
+        -remoteWrite.label=forwarder="$name" \
+        -remoteWrite.tmpDataPath="$work/$name-data" \
+        -httpListenAddr="127.0.0.1:$web_port" \
+        -loggerLevel=WARN \
+        >"$work/$name.log" 2>&1 &
+    pids+=("$!")
+    senders+=("$name")
+    sender_pid[$name]="$!"
+    sender_rx[$name]="$rx"
+    sender_proto[$name]="$proto"
+    wait_http "http://127.0.0.1:$web_port/health" "$name"
+}
 
-wait_http "http://127.0.0.1:$prom_port/-/ready" prometheus
-wait_http "http://127.0.0.1:$vma_port/health" vmagent
+v2_msg="io.prometheus.write.v2.Request"
+pushprobe_sender pushprobe "$vm_port" vm-1.145 /api/v1/write "1.0 auto" ''
+vmagent_sender vmagent-1.145 "$VMAGENT145" "$vm_port" vm-1.145 "1.0 zstd"
+prometheus_sender prom-3.5-agent "$PROM3" --agent "$vm_port" vm-1.145 /api/v1/write "1.0 snappy" ''
+if [ "$STABLE" = on ]; then
+    vmagent_sender vmagent-1.79 vmagent "$vm_port" vm-1.145 "1.0 snappy"
+    prometheus_sender prom-2.42-agent prometheus --enable-feature=agent "$vm_port" vm-1.145 /api/v1/write "1.0 snappy" ''
+fi
+pushprobe_sender pushprobe-rw1 "$prom_rx_port" prom-3.5 /api/v1/write "1.0 snappy" ''
+pushprobe_sender pushprobe-rw2 "$prom_rx_port" prom-3.5 /api/v1/write "2.0 snappy" "protobuf_message = \"$v2_msg\""
+prometheus_sender prom-3.5-agent-rw2 "$PROM3" --agent "$prom_rx_port" prom-3.5 /api/v1/write "2.0 snappy" \
+    "    protobuf_message: $v2_msg"
 
-echo "== Running: N=$N targets x M=$M series every $INTERVAL for ${DURATION}s (warm-up ${WARMUP}s, compression $COMPRESSION)"
+measured=()
+for s in "${senders[@]}"; do
+    measured+=("${sender_pid[$s]}")
+done
+echo "== Running: N=$N targets x M=$M series + a node exporter every $INTERVAL for ${DURATION}s (warm-up ${WARMUP}s, ${#senders[@]} senders, target compression $COMPRESSION)"
 sleep "$WARMUP"
-measure_window "$DURATION" "$pp_pid" "$prom_pid" "$vma_pid"
+measure_window "$DURATION" "${measured[@]}"
+
+# Graceful stop, so what each sender sent has landed before bytes and samples are compared.
+for s in "${senders[@]}"; do
+    kill -TERM "${sender_pid[$s]}" 2>/dev/null || true
+done
+for s in "${senders[@]}"; do
+    wait "${sender_pid[$s]}" 2>/dev/null || true
+done
+sleep 1
+for p in "${relay_pids[@]}"; do
+    kill -TERM "$p" 2>/dev/null || true
+done
+for p in "${relay_pids[@]}"; do
+    wait "$p" 2>/dev/null || true
+done
 
 curl -fsS -o /dev/null "http://127.0.0.1:$vm_port/internal/force_flush" || true
 sleep 2
+# query RECEIVER PROMQL
 query() {
-    curl -fsS --get --data-urlencode "query=$1" "http://127.0.0.1:$vm_port/api/v1/query"
+    local port
+    case "$1" in
+        vm-1.145) port="$vm_port" ;;
+        prom-3.5) port="$prom_rx_port" ;;
+    esac
+    curl -fsS --get --data-urlencode "query=$2" "http://127.0.0.1:$port/api/v1/query"
 }
-up="$(query 'count by (forwarder) (up{job="bench"} == 1)')"
-series="$(query 'count by (forwarder) ({__name__=~"bench_family_.*",job="bench"})')"
-samples="$(query "sum by (forwarder) (count_over_time({__name__=~\"bench_family_.*\",job=\"bench\"}[${DURATION}s]))")"
+for rx in vm-1.145 prom-3.5; do
+    query "$rx" 'count by (forwarder) (up{job="bench"} == 1)' >"$work/$rx.up.json"
+    query "$rx" 'count by (forwarder) ({__name__=~"bench_family_.*",job="bench"})' >"$work/$rx.series.json"
+    query "$rx" 'sum by (forwarder) (count_over_time({forwarder=~".+"}[1h]))' >"$work/$rx.samples.json"
+done
 
-kill -TERM "$pp_pid" "$prom_pid" "$vma_pid" 2>/dev/null || true
-wait "$pp_pid" "$prom_pid" "$vma_pid" 2>/dev/null || true
+{
+    for s in "${senders[@]}"; do
+        p="${sender_pid[$s]}"
+        printf '%s %s %s %s %s %s %s %s\n' "$s" "${sender_rx[$s]}" "${sender_proto[$s]// /_}" \
+            "${cpu0[$p]}" "${cpu1[$p]}" "${hwm[$p]}" "$(cat "$work/$s.bytes")" "${rss[$p]}"
+    done
+} >"$work/senders.txt"
 
-python3 - "$N" "$M" "$INTERVAL" "$DURATION" \
-    "${cpu0[$pp_pid]}" "${cpu1[$pp_pid]}" "${hwm[$pp_pid]}" "${rss[$pp_pid]}" \
-    "${cpu0[$prom_pid]}" "${cpu1[$prom_pid]}" "${hwm[$prom_pid]}" "${rss[$prom_pid]}" \
-    "${cpu0[$vma_pid]}" "${cpu1[$vma_pid]}" "${hwm[$vma_pid]}" "${rss[$vma_pid]}" \
-    "$up" "$series" "$samples" <<'PY'
+python3 - "$N" "$M" "$INTERVAL" "$DURATION" "$work" <<'PY'
 import json
 import sys
 
-a = sys.argv[1:]
-n, m, interval, duration = int(a[0]), int(a[1]), a[2], int(a[3])
-def proc(i):
-    c0, c1, hwm, rss = float(a[i]), float(a[i + 1]), int(a[i + 2]), int(a[i + 3])
-    return {"cpu": c1 - c0, "hwm": hwm / 1024, "rss": rss / 1024}
-pp, pr, vm = proc(4), proc(8), proc(12)
+n, m, interval, duration, work = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5]
 
-def by_forwarder(text):
-    return {r["metric"].get("forwarder", "?"): float(r["value"][1])
-            for r in json.loads(text)["data"]["result"]}
-up, series, samples = by_forwarder(a[16]), by_forwarder(a[17]), by_forwarder(a[18])
+def by_forwarder(path):
+    with open(path) as f:
+        return {r["metric"].get("forwarder", "?"): float(r["value"][1])
+                for r in json.load(f)["data"]["result"]}
+
+stats = {}
+for rx in ("vm-1.145", "prom-3.5"):
+    stats[rx] = {k: by_forwarder(f"{work}/{rx}.{k}.json") for k in ("up", "series", "samples")}
+
+rows = []
+with open(f"{work}/senders.txt") as f:
+    for line in f:
+        name, rx, proto, c0, c1, hwm, sent, rss = line.split()
+        st = stats[rx]
+        samples = st["samples"].get(name, 0)
+        rows.append({
+            "name": name, "rx": rx, "proto": proto.replace("_", " "),
+            "cpu": float(c1) - float(c0), "hwm": int(hwm) / 1024, "bytes": int(sent),
+            "samples": samples, "bps": int(sent) / samples if samples else float("nan"),
+            "up": st["up"].get(name, 0), "series": st["series"].get(name, 0),
+        })
+by = {r["name"]: r for r in rows}
 
 print()
-print(f"N={n} targets x M={m} series every {interval}, {duration}s measured window")
-print(f"{'forwarder':<20}{'CPU s':>8}{'peak RSS MiB':>14}{'RSS MiB':>10}{'targets up':>12}"
-      f"{'series':>10}{'samples':>12}")
-for name, key, p in [("pushprobe", "pushprobe", pp), ("prometheus --agent", "prometheus-agent", pr),
-                     ("vmagent", "vmagent", vm)]:
-    print(f"{name:<20}{p['cpu']:>8.2f}{p['hwm']:>14.1f}{p['rss']:>10.1f}"
-          f"{up.get(key, 0):>12.0f}{series.get(key, 0):>10.0f}{samples.get(key, 0):>12.0f}")
+print(f"N={n} targets x M={m} series + node exporter every {interval}; CPU over {duration}s measured; "
+      "bytes and samples over the whole run")
+print(f"{'sender':<20}{'receiver':<10}{'protocol':<12}{'CPU s':>7}{'CPU s/min':>10}{'peak RSS MiB':>13}"
+      f"{'MB sent':>9}{'samples':>11}{'B/sample':>9}{'up':>4}")
+for r in rows:
+    print(f"{r['name']:<20}{r['rx']:<10}{r['proto']:<12}{r['cpu']:>7.2f}{r['cpu'] * 60 / duration:>10.2f}"
+          f"{r['hwm']:>13.1f}{r['bytes'] / 1e6:>9.2f}{r['samples']:>11.0f}{r['bps']:>9.2f}{r['up']:>4.0f}")
+
 def ratio(x, y):
     return x / y if y else float("nan")
+
+def check(label, value, limit, op="<="):
+    ok = value <= limit if op == "<=" else value < limit
+    print(f"{label:<58}{value:>8.3f}  (target {op} {limit:.3f}) {'OK' if ok else 'MISSED'}")
+
 print()
-for other, p in [("vmagent", vm), ("prometheus agent", pr)]:
-    c, h = ratio(pp["cpu"], p["cpu"]), ratio(pp["hwm"], p["hwm"])
-    target = other == "vmagent"
-    print(f"pushprobe / {other:<17} CPU {c:.3f}{'  (target <= 0.5) ' + ('OK' if c <= 0.5 else 'MISSED') if target else ''}")
-    print(f"pushprobe / {other:<17} peak RSS {h:.3f}{'  (target <= 0.5) ' + ('OK' if h <= 0.5 else 'MISSED') if target else ''}")
-ok = all(up.get(k, 0) == n and series.get(k, 0) == n * m
-         for k in ["pushprobe", "prometheus-agent", "vmagent"])
+pp, va = by["pushprobe"], by["vmagent-1.145"]
+check("pushprobe -> VM: bytes/sample vs vmagent 1.145's", pp["bps"], va["bps"])
+check("pushprobe / vmagent 1.145 CPU", ratio(pp["cpu"], va["cpu"]), 0.25)
+check("pushprobe / vmagent 1.145 peak RSS", ratio(pp["hwm"], va["hwm"]), 0.30)
+r1, r2, pa2 = by["pushprobe-rw1"], by["pushprobe-rw2"], by["prom-3.5-agent-rw2"]
+check("pushprobe 2.0 / pushprobe 1.0 bytes/sample (Prometheus 3.5)", ratio(r2["bps"], r1["bps"]), 0.70)
+check("pushprobe 2.0 bytes/sample vs Prometheus 3.5 agent 2.0's", r2["bps"], pa2["bps"], "<")
+for other in ("prom-3.5-agent", "vmagent-1.79", "prom-2.42-agent"):
+    if other in by:
+        o = by[other]
+        print(f"pushprobe / {other:<17} CPU {ratio(pp['cpu'], o['cpu']):.3f}  peak RSS "
+              f"{ratio(pp['hwm'], o['hwm']):.3f}  bytes/sample {ratio(pp['bps'], o['bps']):.3f}")
+
+ok = all(r["up"] == n and r["series"] == n * m for r in rows)
 print()
-print("all forwarders delivered every target and series" if ok else
-      "NOT every forwarder delivered every target and series: the figures are not comparable")
+print("every sender delivered every target and series" if ok else
+      "NOT every sender delivered every target and series: the figures are not comparable")
 sys.exit(0 if ok else 1)
 PY
