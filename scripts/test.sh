@@ -3,8 +3,9 @@
 # integration against real receivers, doc tests), and the alerting-rule tests when present.
 #
 # Integration tests need the Debian packages prometheus, victoria-metrics,
-# prometheus-pushgateway and prometheus-node-exporter; without them they are skipped locally,
-# and fail under CI=true.
+# prometheus-pushgateway, prometheus-node-exporter and tinyproxy, and what
+# scripts/install-tools.sh installs (Prometheus 3.5, VictoriaMetrics 1.145, oauth2-mock-server,
+# botocore); without them they are skipped locally, and fail under CI=true.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
