@@ -127,6 +127,10 @@ pub struct Pipeline {
     /// The latest results per source, for the Pushgateway sinks (none configured: `None`).
     feed: Option<Arc<Feed>>,
     telemetry: Arc<Telemetry>,
+    /// `job` and `instance` of the agent's own series as pushed (see
+    /// [`AgentSettings::self_labels`](crate::config::AgentSettings::self_labels)); the
+    /// `/metrics` listener leaves them to its scraper.
+    self_labels: Vec<(String, String)>,
 }
 
 impl Pipeline {
@@ -290,7 +294,13 @@ impl Pipeline {
         if let Fanout::Disk(disk) = &self.fanout {
             self.export_disk_stats(disk, &disk.log.stats());
         }
-        self.telemetry.samples_at(timestamp_ms)
+        let mut samples = self.telemetry.samples_at(timestamp_ms);
+        for sample in &mut samples {
+            for (name, value) in &self.self_labels {
+                sample.labels = sample.labels.with(name, value);
+            }
+        }
+        samples
     }
 
     /// Exports the disk queue's figures: gauges as they are, counters by what they grew.
@@ -737,6 +747,7 @@ impl Agent {
             fanout,
             feed,
             telemetry: telemetry.clone(),
+            self_labels: settings.agent.self_labels(),
         });
         Ok(Agent {
             settings,
@@ -761,14 +772,16 @@ impl Agent {
         let mut parts = settings.clone();
         parts.agent.data_dir = None;
         drop(Agent::new(parts)?);
-        Ok(settings
+        let mut warnings: Vec<String> = settings
             .agent
             .data_dir
             .as_deref()
             .filter(|_| !settings.remote_write.is_empty())
             .and_then(data_dir_warning)
             .into_iter()
-            .collect())
+            .collect();
+        warnings.extend(settings.identity_warnings());
+        Ok(warnings)
     }
 
     /// Tells whether any sink (remote write or Pushgateway) is configured.
@@ -927,12 +940,15 @@ impl Agent {
                 .find(|p| p.name() == probe.name())
                 .map(ProbeSettings::interval)
                 .unwrap_or(Duration::from_secs(30));
-            // The agent's external labels are part of the key so that two agents (an HA pair)
-            // running the same probes do not hit the target in the same instant.
-            let offset = crate::clock::spread_offset(
+            // The phase is fixed in wall-clock time, from the probe's name and the agent's
+            // external labels: two agents that differ in an external label (a Mimir HA pair's
+            // replica) do not hit the target in the same instant, and two that write the
+            // same series (a pair deduplicated by VictoriaMetrics) stamp them in step.
+            let phase = crate::clock::spread_offset(
                 &format!("{}{}", probe.name(), self.settings.agent.external_labels),
                 interval,
             );
+            let offset = crate::clock::aligned_delay(now_ms(), interval, phase);
             probes.spawn(probe_loop(
                 probe,
                 interval,
@@ -978,6 +994,13 @@ impl Agent {
             "pushprobe running"
         );
 
+        if self.settings.agent.instance_is_fallback {
+            tracing::warn!(
+                instance = crate::config::FALLBACK_INSTANCE,
+                "the host name could not be read: the agent's own series carry a fallback \
+                 instance label that other agents share; set [agent] instance"
+            );
+        }
         health.set_ready(true);
 
         shutdown.cancelled().await;
@@ -1234,6 +1257,7 @@ mod tests {
             fanout: Fanout::Memory,
             feed: None,
             telemetry,
+            self_labels: Vec::new(),
         }
     }
 
@@ -1314,6 +1338,32 @@ mod tests {
             .any(|s| s.labels.metric_name() == telemetry::BUILD_INFO));
     }
 
+    #[test]
+    fn pushed_self_metrics_carry_the_agent_job_and_instance() {
+        let mut p = pipeline(&[10]);
+        p.self_labels = vec![
+            ("job".to_string(), "pushprobe".to_string()),
+            ("instance".to_string(), "edge-7".to_string()),
+        ];
+        let snapshot = p.self_metrics(1);
+        assert!(!snapshot.is_empty());
+        for s in &snapshot {
+            assert_eq!(s.labels.get("job"), Some("pushprobe"), "{:?}", s.labels);
+            assert_eq!(s.labels.get("instance"), Some("edge-7"), "{:?}", s.labels);
+        }
+        let info = snapshot
+            .iter()
+            .find(|s| s.labels.metric_name() == telemetry::BUILD_INFO)
+            .expect("build info");
+        assert_eq!(info.labels.get("version"), Some(env!("CARGO_PKG_VERSION")));
+        // The registry itself (what `/metrics` serves) stays without them: a scraper adds its own.
+        assert!(p
+            .telemetry
+            .samples_at(1)
+            .iter()
+            .all(|s| s.labels.get("job").is_none() && s.labels.get("instance").is_none()));
+    }
+
     fn disk_pipeline(dir: &Path, endpoints: &[&str]) -> Pipeline {
         disk_pipeline_on(dir, endpoints, Arc::new(RealFs))
     }
@@ -1349,6 +1399,7 @@ mod tests {
             }),
             feed: None,
             telemetry: Arc::new(Telemetry::new()),
+            self_labels: Vec::new(),
         }
     }
 

@@ -28,6 +28,23 @@ pub fn spread_offset(key: &str, interval: std::time::Duration) -> std::time::Dur
     std::time::Duration::from_millis(hash % interval_ms)
 }
 
+/// How long from `now_ms` until the next instant whose Unix time, modulo `interval`, is
+/// `offset`: a periodic job started then runs at the same wall-clock phase whenever and on
+/// whichever host it starts, as Prometheus aligns its scrapes.
+pub fn aligned_delay(
+    now_ms: i64,
+    interval: std::time::Duration,
+    offset: std::time::Duration,
+) -> std::time::Duration {
+    let interval_ms = interval.as_millis().min(i64::MAX as u128) as i64;
+    if interval_ms == 0 {
+        return std::time::Duration::ZERO;
+    }
+    let offset_ms = (offset.as_millis().min(i64::MAX as u128) as i64) % interval_ms;
+    let phase = now_ms.rem_euclid(interval_ms);
+    std::time::Duration::from_millis((offset_ms - phase).rem_euclid(interval_ms) as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -47,6 +64,28 @@ mod tests {
         assert!(offsets.len() > 190, "{}", offsets.len());
         assert!(
             offsets.iter().any(|o| *o < interval / 2) && offsets.iter().any(|o| *o >= interval / 2)
+        );
+    }
+
+    #[test]
+    fn aligned_delays_land_on_the_same_wall_clock_phase() {
+        let interval = Duration::from_secs(10);
+        let offset = Duration::from_millis(2_500);
+        // Two hosts starting at different times meet at the same instants.
+        for now in [1_000_000_i64, 1_003_000, 1_002_500, 1_009_999, 0, -1] {
+            let at = now + aligned_delay(now, interval, offset).as_millis() as i64;
+            assert_eq!(at.rem_euclid(10_000), 2_500, "from {now}");
+            assert!(at >= now && at - now < 10_000, "from {now}");
+        }
+        assert_eq!(
+            aligned_delay(5, Duration::ZERO, offset),
+            Duration::ZERO,
+            "no interval, no wait"
+        );
+        // An offset of a whole interval or more wraps.
+        assert_eq!(
+            aligned_delay(0, interval, Duration::from_millis(12_000)),
+            Duration::from_millis(2_000)
         );
     }
 }

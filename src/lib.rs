@@ -21,7 +21,7 @@
 //! - [`tls`]: rustls client configurations from `tls` keys. [`secret`]: the redacting type
 //!   every password, token and key is held in.
 //! - [`telemetry`]: the agent's own metrics, each declared once. [`clock`]: wall-clock time
-//!   as Prometheus timestamps, and probe start spreading.
+//!   as Prometheus timestamps, and probe starts spread at fixed wall-clock phases.
 //!
 //! The edges:
 //! - [`agent`]: wiring: schedules probes and scrapes, fans samples out to queues, drains on

@@ -292,3 +292,38 @@ fn a_data_dir_held_by_a_running_agent_is_a_warning() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("in use"), "{stderr}");
 }
+
+#[test]
+fn probes_nothing_tells_from_another_agents_are_a_warning_saying_what_to_add() {
+    let dir = tempfile::tempdir().unwrap();
+    let rw = "[[remote_write]]\nurl = \"http://127.0.0.1:9/api/v1/write\"\n";
+    let probes = "[[probe]]\nname = \"web\"\nkind = \"http\"\nurl = \"http://127.0.0.1:9/\"\n\
+                  [[probe]]\nname = \"api\"\nkind = \"http\"\nurl = \"http://127.0.0.1:9/api\"\n\
+                  job = \"api\"\n";
+    let out = config_check(dir.path(), &format!("{rw}{probes}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a warning, not an error: {stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "agent.external_labels: no label tells this agent's probe series from those of \
+             another agent probing the same targets (probes: web, api)"
+        ) && stderr.contains("[agent.external_labels] region = \"…\""),
+        "{stderr}"
+    );
+    // An external label (here from the environment, as a fleet would set it) tells it apart.
+    let path = dir.path().join("pushprobe.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_pushprobe"))
+        .args(["config", "check", "--config"])
+        .arg(&path)
+        .env_remove("PUSHPROBE_LOG_LEVEL")
+        .env("PUSHPROBE_AGENT__EXTERNAL_LABELS__REGION", "eu-west")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("no label tells"), "{stderr}");
+}

@@ -512,7 +512,7 @@ fn dashboard_uses_current_panels_and_the_datasource_variable() {
     };
     assert_eq!(var("datasource")["type"], "datasource");
     assert_eq!(var("datasource")["query"], "prometheus");
-    for name in ["probe", "instance", "model"] {
+    for name in ["job", "probe", "instance", "model"] {
         let v = var(name);
         assert_eq!(v["type"], "query");
         assert_eq!(v["datasource"]["uid"], "${datasource}");

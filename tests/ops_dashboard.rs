@@ -28,6 +28,7 @@ const SUBSTITUTIONS: &[(&str, &str)] = &[
     ("$__rate_interval", "1m"),
     ("$__interval", "15s"),
     ("$__range", "1h"),
+    ("$job", ".*"),
     ("$probe", ".*"),
     ("$instance", ".*"),
     ("$model", ".*"),

@@ -45,7 +45,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use agent::{AgentConfig, AgentSettings, FsyncMode, QueueConfig, MAX_WORKER_THREADS};
+pub use agent::{
+    AgentConfig, AgentSettings, FsyncMode, QueueConfig, DEFAULT_JOB, FALLBACK_INSTANCE,
+    MAX_WORKER_THREADS,
+};
 pub use bytesize::{parse_bytes, ByteSize};
 pub use checker::{DEFAULT_BUCKETS, MAX_INTERVAL, MAX_TIMEOUT};
 pub use connection::{Auth, BasicAuthConfig, HeadersConfig, TlsConfig, UrlConfig};
@@ -140,6 +143,14 @@ pub struct Settings {
     pub file: ConfigFile,
 }
 
+impl Settings {
+    /// Warnings about this agent's identity among others pushing to the same receivers
+    /// (`config check` prints them): see the fleet documentation.
+    pub fn identity_warnings(&self) -> Vec<String> {
+        agent::identity_warnings(&self.file.agent, &self.agent, &self.probes)
+    }
+}
+
 fn default_true() -> bool {
     true
 }
@@ -151,7 +162,7 @@ impl ConfigFile {
         let agent = agent::validate_agent(&mut c, &self.agent);
         let remote_write = remote_write::validate_remote_writes(&mut c, &self.remote_write);
         let pricing = openai::validate_pricing(&mut c, &self.pricing);
-        let probes = probe::validate_probes(&mut c, &self.probe, &pricing);
+        let probes = probe::validate_probes(&mut c, &self.probe, &pricing, agent.probe_job());
         let pushgateway = pushgateway::validate_pushgateways(&mut c, &self.pushgateway);
         let scrapes = scrape::validate_scrapes(&mut c, &self.scrape);
         if !c.errors.is_empty() {

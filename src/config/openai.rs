@@ -229,6 +229,9 @@ pub struct OpenAiProbeConfig {
     /// Extra labels on this probe's series.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The `job` label of this probe's series; unset: `agent.job`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
     /// Latency histogram upper bounds in seconds.
     #[serde(default)]
     pub buckets: Option<Vec<f64>>,
@@ -283,7 +286,7 @@ pub struct OpenAiProbeSettings {
     pub headers: Vec<(String, crate::secret::HeaderText)>,
     /// TLS options.
     pub tls: TlsConfig,
-    /// Extra labels.
+    /// Extra labels, `job` included.
     pub labels: Vec<(String, String)>,
     /// Histogram bounds.
     pub buckets: Arc<[f64]>,

@@ -148,6 +148,9 @@ pub struct HttpProbeConfig {
     /// Extra labels on this probe's series.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The `job` label of this probe's series; unset: `agent.job`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
 }
 
 /// A validated probe.
@@ -183,6 +186,14 @@ impl ProbeSettings {
             ProbeSettings::Openai(p) => p.timeout,
         }
     }
+
+    /// The labels added to every series of the probe (its `labels` and its `job`).
+    pub fn labels(&self) -> &[(String, String)] {
+        match self {
+            ProbeSettings::Http(p) => &p.labels,
+            ProbeSettings::Openai(p) => &p.labels,
+        }
+    }
 }
 
 /// A validated HTTP probe.
@@ -210,15 +221,17 @@ pub struct HttpProbeSettings {
     pub tls: TlsConfig,
     /// Histogram bounds.
     pub buckets: Arc<[f64]>,
-    /// Extra labels.
+    /// Extra labels, `job` included.
     pub labels: Vec<(String, String)>,
 }
 
-/// Validates the `[[probe]]` tables; errors name `probe[i].<key>`.
+/// Validates the `[[probe]]` tables; errors name `probe[i].<key>`. `default_job` is the
+/// `job` of probes that set none (`None`: none is added, an external label gives it).
 pub(super) fn validate_probes(
     c: &mut Checker<'_>,
     probes: &[ProbeConfig],
     pricing: &Arc<PriceTable>,
+    default_job: Option<&str>,
 ) -> Vec<ProbeSettings> {
     let mut out = Vec::new();
     let mut names = std::collections::HashSet::new();
@@ -234,14 +247,43 @@ pub(super) fn validate_probes(
         }
         check_timeout_within_interval(c, &key, p);
         let settings = match p {
-            ProbeConfig::Http(h) => validate_http_probe(c, &key, h).map(ProbeSettings::Http),
-            ProbeConfig::Openai(o) => {
-                validate_openai_probe(c, &key, o, pricing).map(ProbeSettings::Openai)
-            }
+            ProbeConfig::Http(h) => validate_http_probe(c, &key, h).map(|mut s| {
+                add_job(c, &key, h.job.as_deref(), default_job, &mut s.labels);
+                ProbeSettings::Http(s)
+            }),
+            ProbeConfig::Openai(o) => validate_openai_probe(c, &key, o, pricing).map(|mut s| {
+                add_job(c, &key, o.job.as_deref(), default_job, &mut s.labels);
+                ProbeSettings::Openai(s)
+            }),
         };
         out.extend(settings);
     }
     out
+}
+
+/// Gives a probe's series their `job`: the probe's own `job` key, else a `job` among its
+/// `labels` (the way to set it before the key existed), else `default_job`.
+fn add_job(
+    c: &mut Checker<'_>,
+    key: &str,
+    own: Option<&str>,
+    default_job: Option<&str>,
+    labels: &mut Vec<(String, String)>,
+) {
+    let in_labels = labels.iter().any(|(name, _)| name == "job");
+    match own {
+        Some("") => c.fail(
+            format!("{key}.job"),
+            "must not be empty (leave it out for agent.job)",
+        ),
+        Some(_) if in_labels => c.fail(
+            format!("{key}.labels.job"),
+            format!("{key}.job sets the job already; remove one of them"),
+        ),
+        Some(job) => labels.push(("job".to_string(), job.to_string())),
+        None if in_labels => {}
+        None => labels.extend(default_job.map(|job| ("job".to_string(), job.to_string()))),
+    }
 }
 
 /// Refuses a timeout longer than the interval, as scrapes do: runs would then overrun and

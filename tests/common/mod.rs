@@ -661,7 +661,14 @@ impl VictoriaMetrics {
     /// default hides the last 30 s), and the response cache is disabled so polling sees new
     /// data.
     pub async fn start() -> Option<VictoriaMetrics> {
+        Self::start_with(&[]).await
+    }
+
+    /// Like [`VictoriaMetrics::start`], with extra command-line flags (e.g.
+    /// `-dedup.minScrapeInterval=2s`).
+    pub async fn start_with(extra_args: &[&str]) -> Option<VictoriaMetrics> {
         let bin = require_binary("victoria-metrics")?;
+        let extra: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
         let (guard, port, dir) = start_server("victoria-metrics", "/health", move |port, dir| {
             let mut cmd = Command::new(&bin);
             cmd.arg(format!("-storageDataPath={}", dir.join("data").display()))
@@ -669,7 +676,8 @@ impl VictoriaMetrics {
                 .arg("-retentionPeriod=1")
                 .arg("-search.latencyOffset=0s")
                 .arg("-search.disableCache")
-                .arg("-loggerLevel=WARN");
+                .arg("-loggerLevel=WARN")
+                .args(&extra);
             cmd
         })
         .await;
