@@ -328,6 +328,7 @@ fn settings(base: &str, checks: &[Check]) -> OpenAiProbeSettings {
         max_probe_spend_per_day: None,
         headers: vec![("x-gateway".into(), "g1".into())],
         tls: Default::default(),
+        proxy: Default::default(),
         labels: vec![("team".into(), "ai".into())],
         buckets: Arc::from(DEFAULT_BUCKETS),
         max_body_bytes: 1024 * 1024,

@@ -4,23 +4,69 @@
 //! Pushing is many requests to one endpoint, so this client keeps its connections, unlike the
 //! probes' client, which measures a fresh one each run. It never follows redirects: a 301/302
 //! would turn the POST into a body-less GET, so a push URL that redirects is a configuration
-//! error, reported as a refusal.
+//! error, reported as a refusal. It sends through the configured proxy, routed by the same
+//! rules as the probes' client.
 
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::Url;
 
+use super::proxy::{Proxy, ProxySettings};
+use crate::auth::Auth;
 use crate::config::TlsConfig;
 
-/// A client builder for pushing to `url`: TLS from `tls` (offering `alpn`), no redirects. The
-/// caller adds its timeout or default headers and builds it with [`build`].
+/// A client builder for pushing to `url`: TLS from `tls` (offering `alpn`), no redirects,
+/// and the proxies of `proxy` only (never the environment's unless the settings were read
+/// from it). The caller adds its timeout or default headers and builds it with [`build`].
 pub fn builder(
     url: &Url,
     tls: &TlsConfig,
     alpn: &[&[u8]],
+    proxy: &ProxySettings,
 ) -> Result<reqwest::ClientBuilder, crate::tls::TlsError> {
     let tls = crate::tls::client_config_for_url(url, tls, alpn)?;
-    Ok(reqwest::Client::builder()
+    // reqwest reads HTTP_PROXY and friends by default; Prometheus does only when asked
+    // (`proxy_from_environment`), and then the settings already hold them.
+    let mut builder = reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
-        .redirect(reqwest::redirect::Policy::none()))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy();
+    for (scheme, chosen) in [("http", &proxy.http), ("https", &proxy.https)] {
+        if let Some(p) = chosen {
+            builder = builder.proxy(reqwest_proxy(scheme, p, proxy));
+        }
+    }
+    Ok(builder)
+}
+
+/// The reqwest proxy for `scheme`'s targets: routed by the same rules as the probes' client
+/// (the `no_proxy` matcher of [`ProxySettings::route`]), with the proxy's credentials and
+/// `CONNECT` headers.
+fn reqwest_proxy(scheme: &'static str, p: &Proxy, all: &ProxySettings) -> reqwest::Proxy {
+    let settings = all.clone();
+    let proxy_url = p.url.clone();
+    let mut out = reqwest::Proxy::custom(move |target: &Url| {
+        (target.scheme() == scheme && settings.route(target).is_some()).then(|| proxy_url.clone())
+    });
+    if let Some(Auth::Basic { username, password }) = &p.auth {
+        out = out.basic_auth(username, password.expose());
+    }
+    // `proxy_connect_header` goes on the tunnel's CONNECT only, as in Prometheus: the http
+    // targets' proxy forwards requests and is never asked to tunnel.
+    if scheme == "https" && !p.connect_headers.is_empty() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in &p.connect_headers {
+            // Validated with the configuration; an invalid one is left out rather than sent.
+            if let (Ok(n), Ok(mut v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value.expose()),
+            ) {
+                v.set_sensitive(true);
+                headers.append(n, v);
+            }
+        }
+        out = out.headers(headers);
+    }
+    out
 }
 
 /// Builds the client, describing a failure with [`describe_error`].
@@ -78,7 +124,9 @@ mod tests {
         let url: Url = format!("http://user:hunter2@{closed}/api/v1/write")
             .parse()
             .unwrap();
-        let client = build(builder(&url, &TlsConfig::default(), &[]).unwrap()).unwrap();
+        let client =
+            build(builder(&url, &TlsConfig::default(), &[], &ProxySettings::default()).unwrap())
+                .unwrap();
         let err = client.post(url).send().await.unwrap_err();
         // The raw error carries the URL, user info and all.
         assert!(err.url().is_some());
