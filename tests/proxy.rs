@@ -361,12 +361,16 @@ async fn remote_write_scrapes_and_probes_go_through_tinyproxy_to_http_and_https(
     })
     .await;
     let target = TargetServer::start().await;
+    let Some(gateway) = Pushgateway::start().await else {
+        return;
+    };
     let proxy_url = proxy.url(Some(&format!("{USER}:{PASSWORD}")));
     let agent = Pushprobe::with_config(&format!(
         "[[remote_write]]\nname = \"plain\"\nurl = {}\nproxy_url = {}\n\n\
          [[remote_write]]\nname = \"tls\"\nurl = {}\nproxy_url = {}\ntls = {{ ca_file = {} }}\n\n\
          [[probe]]\nname = \"web\"\nkind = \"http\"\nurl = {}\nproxy_url = {}\n\n\
-         [[scrape]]\njob = \"edge\"\ntargets = [{}]\nproxy_url = {}\n",
+         [[scrape]]\njob = \"edge\"\ntargets = [{}]\nproxy_url = {}\n\n\
+         [[pushgateway]]\nurl = {}\njob = \"edge\"\nproxy_url = {}\n",
         quote(&plain.write_url()),
         quote(&proxy_url),
         quote(&format!(
@@ -378,6 +382,8 @@ async fn remote_write_scrapes_and_probes_go_through_tinyproxy_to_http_and_https(
         quote(&target.url("/")),
         quote(&proxy_url),
         quote(&exporter.addr().to_string()),
+        quote(&proxy_url),
+        quote(&gateway.base_url()),
         quote(&proxy_url),
     ));
     let finished = agent.once().await;
@@ -398,12 +404,20 @@ async fn remote_write_scrapes_and_probes_go_through_tinyproxy_to_http_and_https(
         format!("CONNECT 127.0.0.1:{}", tls_addr.port()),
         format!("GET http://127.0.0.1:{}/", target.addr().port()),
         format!("GET http://{}/metrics", exporter.addr()),
+        format!("PUT {}/metrics/job/edge", gateway.base_url()),
     ] {
         assert!(proxy.log().contains(&hop), "{hop} not in\n{}", proxy.log());
     }
     assert!(target
         .last_header("via")
         .is_some_and(|v| v.contains("tinyproxy")));
+    assert!(!gateway.metric("probe_success").await.is_empty());
+
+    // `config check` shows the proxy without its password.
+    let checked = agent.config_check().await;
+    checked.assert_code(0);
+    let out = format!("{}{}", checked.stdout, checked.stderr);
+    assert!(!out.contains(PASSWORD), "{out}");
 }
 
 #[tokio::test]
