@@ -90,7 +90,8 @@ fn acceptor(cert: &TestCert) -> tokio_rustls::TlsAcceptor {
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
-/// An https server answering `200 ok` to one request per connection.
+/// An https server answering one request per connection with `200` and one sample in the
+/// text format (a probe ignores it; a scrape stores it).
 async fn https_target(cert: &TestCert) -> SocketAddr {
     let acceptor = acceptor(cert);
     serve(move |tcp| {
@@ -100,7 +101,8 @@ async fn https_target(cert: &TestCert) -> SocketAddr {
                 read_head(&mut tls).await;
                 let _ = tls
                     .write_all(
-                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                        b"HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\n\
+                       content-length: 11\r\nconnection: close\r\n\r\nedge_tls 1\n",
                     )
                     .await;
                 let _ = tls.shutdown().await;
@@ -361,6 +363,7 @@ async fn remote_write_scrapes_and_probes_go_through_tinyproxy_to_http_and_https(
     })
     .await;
     let target = TargetServer::start().await;
+    let tls_exporter = https_target(&cert).await;
     let Some(gateway) = Pushgateway::start().await else {
         return;
     };
@@ -370,6 +373,8 @@ async fn remote_write_scrapes_and_probes_go_through_tinyproxy_to_http_and_https(
          [[remote_write]]\nname = \"tls\"\nurl = {}\nproxy_url = {}\ntls = {{ ca_file = {} }}\n\n\
          [[probe]]\nname = \"web\"\nkind = \"http\"\nurl = {}\nproxy_url = {}\n\n\
          [[scrape]]\njob = \"edge\"\ntargets = [{}]\nproxy_url = {}\n\n\
+         [[scrape]]\njob = \"edge-tls\"\nscheme = \"https\"\ntargets = [{}]\nproxy_url = {}\n\
+         tls = {{ ca_file = {} }}\n\n\
          [[pushgateway]]\nurl = {}\njob = \"edge\"\nproxy_url = {}\n",
         quote(&plain.write_url()),
         quote(&proxy_url),
@@ -383,6 +388,9 @@ async fn remote_write_scrapes_and_probes_go_through_tinyproxy_to_http_and_https(
         quote(&proxy_url),
         quote(&exporter.addr().to_string()),
         quote(&proxy_url),
+        quote(&format!("127.0.0.1:{}", tls_exporter.port())),
+        quote(&proxy_url),
+        quote(&ca.path().display().to_string()),
         quote(&gateway.base_url()),
         quote(&proxy_url),
     ));
@@ -391,7 +399,7 @@ async fn remote_write_scrapes_and_probes_go_through_tinyproxy_to_http_and_https(
     assert!(!finished.stderr.contains(PASSWORD), "{}", finished.stderr);
     for receiver in [&plain, &behind_tls] {
         let samples = receiver.accepted_samples();
-        for name in ["probe_success", "edge_thing"] {
+        for name in ["probe_success", "edge_thing", "edge_tls"] {
             let s = samples
                 .iter()
                 .find(|s| s.label("__name__") == Some(name))
@@ -405,6 +413,7 @@ async fn remote_write_scrapes_and_probes_go_through_tinyproxy_to_http_and_https(
         format!("GET http://127.0.0.1:{}/", target.addr().port()),
         format!("GET http://{}/metrics", exporter.addr()),
         format!("PUT {}/metrics/job/edge", gateway.base_url()),
+        format!("CONNECT 127.0.0.1:{}", tls_exporter.port()),
     ] {
         assert!(proxy.log().contains(&hop), "{hop} not in\n{}", proxy.log());
     }
