@@ -822,6 +822,54 @@ async fn connection_refused_is_a_connect_failure() {
 }
 
 #[tokio::test]
+async fn a_proxy_that_is_down_or_refuses_is_reason_proxy() {
+    use pushprobe::http_client::proxy::{Proxy, ProxySettings};
+    // A proxy that answers 407 to every forwarded request.
+    let refusing = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refusing_addr = refusing.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = refusing.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = tcp.read(&mut buf).await;
+            let _ = tcp
+                .write_all(
+                    b"HTTP/1.1 407 Proxy Authentication Required\r\ncontent-length: 0\r\n\r\n",
+                )
+                .await;
+        }
+    });
+    let down = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    for proxy in [refusing_addr, down] {
+        let p = Proxy {
+            url: reqwest::Url::parse(&format!("http://{proxy}")).unwrap(),
+            auth: None,
+            connect_headers: Vec::new(),
+        };
+        let mut s = settings("http://api.example.invalid/v1", &[Check::Models]);
+        s.proxy = ProxySettings {
+            http: Some(p.clone()),
+            https: Some(p),
+            no_proxy: Default::default(),
+        };
+        let (report, r) = run_once(s, Some(KEY)).await;
+        assert_eq!(report.status, "proxy", "{report:?}");
+        assert!(
+            report
+                .reason
+                .as_deref()
+                .unwrap_or_default()
+                .contains(&proxy.to_string()),
+            "{report:?}"
+        );
+        assert_eq!(reason_count(&r, "models", "proxy"), Some(1.0));
+        assert_no_secrets(&report, &r);
+    }
+}
+
+#[tokio::test]
 async fn unpriced_model_counts_tokens_but_no_cost() {
     let chat = r#"{"model":"gpt-4.1-mini","choices":[{}],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#;
     let server = serve(move |_| vec![reply(200, "", chat)]).await;
