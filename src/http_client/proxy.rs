@@ -555,6 +555,20 @@ mod tests {
         assert_eq!(head_end(b"HTTP/1.1 200 OK\r\n"), None);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn hostile_answers_and_lists_never_panic(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            list in "[a-z0-9.:/*\\[\\], ]{0,60}",
+            host in "[a-z0-9.:\\[\\]]{0,30}",
+            port in proptest::prelude::any::<u16>(),
+        ) {
+            let _ = parse_connect_answer(&bytes);
+            let _ = head_end(&bytes);
+            let _ = NoProxy::parse(&list).matches(&host, port);
+        }
+    }
+
     #[test]
     fn proxies_print_without_credentials() {
         let mut p = proxy();
