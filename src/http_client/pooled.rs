@@ -92,6 +92,14 @@ pub fn describe_error(e: &reqwest::Error) -> String {
         }
         cur = err.source();
     }
+    // reqwest says only "tunnel error: unsuccessful" when a proxy refuses CONNECT.
+    if parts.iter().any(|p| p.contains("tunnel error")) {
+        parts.push(
+            "the proxy refused the CONNECT tunnel: check the credentials in proxy_url (or \
+             proxy_password_file) and that the proxy allows CONNECT to the receiver's port"
+                .into(),
+        );
+    }
     parts.join(": ")
 }
 
@@ -113,6 +121,43 @@ fn what_failed(e: &reqwest::Error) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_refused_tunnel_is_described_as_the_proxy_s_refusal() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A proxy that refuses every CONNECT.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = tcp.read(&mut buf).await;
+                let _ = tcp.write_all(b"HTTP/1.1 403 Forbidden\r\n\r\n").await;
+            }
+        });
+        let proxy = Proxy {
+            url: format!("http://{addr}").parse().unwrap(),
+            auth: Some(Auth::Basic {
+                username: "u".into(),
+                password: crate::secret::Secret::new("hunter2"),
+            }),
+            connect_headers: Vec::new(),
+        };
+        let settings = ProxySettings {
+            http: None,
+            https: Some(proxy),
+            no_proxy: Default::default(),
+        };
+        let url: Url = "https://127.0.0.1:1/api/v1/write".parse().unwrap();
+        let client = build(builder(&url, &TlsConfig::default(), &[], &settings).unwrap()).unwrap();
+        let err = client.post(url).send().await.unwrap_err();
+        let message = describe_error(&err);
+        assert!(
+            message.contains("the proxy refused the CONNECT tunnel"),
+            "{message}"
+        );
+        assert!(!message.contains("hunter2"), "{message}");
+    }
 
     #[tokio::test]
     async fn transport_errors_are_described_without_the_url() {
