@@ -16,7 +16,7 @@
 //!
 //! Shared rooms:
 //! - [`http_client`]: the HTTP/1.1 client probes and scrapes share, timing every phase, and the
-//!   pooled client the push sinks share.
+//!   pooled client the push sinks share; both route through the configured proxy.
 //! - [`auth`]: the one place credentials become an `Authorization` header.
 //! - [`tls`]: rustls client configurations from `tls` keys. [`secret`]: the redacting type
 //!   every password, token and key is held in.

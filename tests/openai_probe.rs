@@ -328,6 +328,7 @@ fn settings(base: &str, checks: &[Check]) -> OpenAiProbeSettings {
         max_probe_spend_per_day: None,
         headers: vec![("x-gateway".into(), "g1".into())],
         tls: Default::default(),
+        proxy: Default::default(),
         labels: vec![("team".into(), "ai".into())],
         buckets: Arc::from(DEFAULT_BUCKETS),
         max_body_bytes: 1024 * 1024,
@@ -818,6 +819,54 @@ async fn connection_refused_is_a_connect_failure() {
     .await;
     assert_eq!(report.status, "connect");
     assert_eq!(reason_count(&r, "models", "connect"), Some(1.0));
+}
+
+#[tokio::test]
+async fn a_proxy_that_is_down_or_refuses_is_reason_proxy() {
+    use pushprobe::http_client::proxy::{Proxy, ProxySettings};
+    // A proxy that answers 407 to every forwarded request.
+    let refusing = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refusing_addr = refusing.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = refusing.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = tcp.read(&mut buf).await;
+            let _ = tcp
+                .write_all(
+                    b"HTTP/1.1 407 Proxy Authentication Required\r\ncontent-length: 0\r\n\r\n",
+                )
+                .await;
+        }
+    });
+    let down = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    for proxy in [refusing_addr, down] {
+        let p = Proxy {
+            url: reqwest::Url::parse(&format!("http://{proxy}")).unwrap(),
+            auth: None,
+            connect_headers: Vec::new(),
+        };
+        let mut s = settings("http://api.example.invalid/v1", &[Check::Models]);
+        s.proxy = ProxySettings {
+            http: Some(p.clone()),
+            https: Some(p),
+            no_proxy: Default::default(),
+        };
+        let (report, r) = run_once(s, Some(KEY)).await;
+        assert_eq!(report.status, "proxy", "{report:?}");
+        assert!(
+            report
+                .reason
+                .as_deref()
+                .unwrap_or_default()
+                .contains(&proxy.to_string()),
+            "{report:?}"
+        );
+        assert_eq!(reason_count(&r, "models", "proxy"), Some(1.0));
+        assert_no_secrets(&report, &r);
+    }
 }
 
 #[tokio::test]

@@ -54,6 +54,7 @@ fn settings(
         delete_on_exit: false,
         auth: None,
         tls: TlsConfig::default(),
+        proxy: Default::default(),
         timeout: Duration::from_secs(10),
         min_backoff: Duration::from_millis(30),
         max_backoff: Duration::from_secs(1),

@@ -22,6 +22,8 @@
 //! - `checker.rs`: the validation helpers every section uses;
 //! - `connection.rs`: URLs and headers as written, the `tls` and credential keys, and the
 //!   resolved [`Auth`];
+//! - `proxy.rs`: the proxy keys (`proxy_url`, `no_proxy`, …) every such section flattens in,
+//!   into the [`ProxySettings`](crate::http_client::proxy::ProxySettings) its client routes by;
 //! - `secret_file.rs`: [`read_secret_file`], bounded in size and time;
 //! - [`duration`] and [`bytesize`]: Prometheus-style durations and byte sizes.
 
@@ -37,6 +39,7 @@ mod env;
 mod keypath;
 mod load;
 mod probe;
+mod proxy;
 mod pushgateway;
 mod remote_write;
 mod secret_file;
@@ -56,6 +59,7 @@ pub use duration::{parse_duration, ConfigDuration, MAX_DURATION};
 pub use load::{load, Origin, ENV_PREFIX};
 pub use openai::{ModelPriceConfig, OpenAiProbeConfig, OpenAiProbeSettings};
 pub use probe::{HttpProbeConfig, HttpProbeSettings, ProbeConfig, ProbeSettings};
+pub use proxy::{ConnectHeadersConfig, ProxyConfig};
 pub use pushgateway::{PushMethod, PushgatewayConfig, PushgatewaySettings};
 pub use remote_write::{
     endpoint_name, RemoteWriteConfig, RemoteWriteSettings, MAX_SHARDS, RESERVED_HEADERS,

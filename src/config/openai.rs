@@ -16,7 +16,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::keypath::join_key;
-use super::{validate_buckets, Checker, ConfigDuration, HeadersConfig, TlsConfig, UrlConfig};
+use super::{
+    validate_buckets, Checker, ConfigDuration, ConnectHeadersConfig, HeadersConfig, TlsConfig,
+    UrlConfig,
+};
+use crate::http_client::proxy::ProxySettings;
 use crate::pricing::{Price, PriceTable};
 
 /// One request a probe run makes.
@@ -226,6 +230,19 @@ pub struct OpenAiProbeConfig {
     /// TLS options.
     #[serde(default)]
     pub tls: TlsConfig,
+    /// The `http://` proxy requests go through (see docs/proxies.md); user info: its
+    /// credentials.
+    pub proxy_url: Option<UrlConfig>,
+    /// Hosts, domains, IP addresses and CIDR ranges reached directly, comma-separated.
+    pub no_proxy: Option<String>,
+    /// Take the proxy from `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY`.
+    #[serde(default)]
+    pub proxy_from_environment: bool,
+    /// Headers sent with every `CONNECT`.
+    #[serde(default)]
+    pub proxy_connect_header: ConnectHeadersConfig,
+    /// File holding the password of `proxy_url`'s user.
+    pub proxy_password_file: Option<PathBuf>,
     /// Extra labels on this probe's series.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -286,6 +303,8 @@ pub struct OpenAiProbeSettings {
     pub headers: Vec<(String, crate::secret::HeaderText)>,
     /// TLS options.
     pub tls: TlsConfig,
+    /// The proxies requests go through.
+    pub proxy: ProxySettings,
     /// Extra labels, `job` included.
     pub labels: Vec<(String, String)>,
     /// Histogram bounds.
@@ -446,6 +465,7 @@ pub(super) fn validate_openai_probe(
         }
     }
     c.tls(&format!("{key}.tls"), &o.tls);
+    let proxy = super::proxy::validate_proxy(c, key, &super::proxy::proxy_config!(o));
     c.tls_files(&format!("{key}.tls"), &o.tls);
     let buckets = validate_buckets(c, &format!("{key}.buckets"), o.buckets.as_deref());
     let labels = c.labels(&format!("{key}.labels"), &o.labels);
@@ -476,6 +496,7 @@ pub(super) fn validate_openai_probe(
         max_probe_spend_per_day: o.max_probe_spend_per_day,
         headers,
         tls: o.tls.clone(),
+        proxy,
         labels,
         buckets,
         max_body_bytes: o.max_body_bytes,

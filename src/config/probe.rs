@@ -4,6 +4,7 @@
 //! interval) is checked once, in [`validate_probes`].
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,8 +13,10 @@ use serde::{Deserialize, Serialize};
 use super::load::describe_figment_error;
 use super::openai::{validate_openai_probe, OpenAiProbeConfig, OpenAiProbeSettings};
 use super::{
-    default_true, validate_buckets, Checker, ConfigDuration, HeadersConfig, TlsConfig, UrlConfig,
+    default_true, validate_buckets, Checker, ConfigDuration, ConnectHeadersConfig, HeadersConfig,
+    TlsConfig, UrlConfig,
 };
+use crate::http_client::proxy::ProxySettings;
 use crate::pricing::PriceTable;
 use crate::secret::HeaderText;
 
@@ -142,6 +145,19 @@ pub struct HttpProbeConfig {
     /// TLS options.
     #[serde(default)]
     pub tls: TlsConfig,
+    /// The `http://` proxy requests go through (see docs/proxies.md); user info: its
+    /// credentials.
+    pub proxy_url: Option<UrlConfig>,
+    /// Hosts, domains, IP addresses and CIDR ranges reached directly, comma-separated.
+    pub no_proxy: Option<String>,
+    /// Take the proxy from `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY`.
+    #[serde(default)]
+    pub proxy_from_environment: bool,
+    /// Headers sent with every `CONNECT`.
+    #[serde(default)]
+    pub proxy_connect_header: ConnectHeadersConfig,
+    /// File holding the password of `proxy_url`'s user.
+    pub proxy_password_file: Option<PathBuf>,
     /// Latency histogram upper bounds in seconds.
     #[serde(default)]
     pub buckets: Option<Vec<f64>>,
@@ -219,6 +235,8 @@ pub struct HttpProbeSettings {
     pub follow_redirects: bool,
     /// TLS options.
     pub tls: TlsConfig,
+    /// The proxies requests go through.
+    pub proxy: ProxySettings,
     /// Histogram bounds.
     pub buckets: Arc<[f64]>,
     /// Extra labels, `job` included.
@@ -332,6 +350,7 @@ fn validate_http_probe(
         }
     }
     c.tls(&format!("{key}.tls"), &h.tls);
+    let proxy = super::proxy::validate_proxy(c, key, &super::proxy::proxy_config!(h));
     c.tls_files(&format!("{key}.tls"), &h.tls);
     let buckets = validate_buckets(c, &format!("{key}.buckets"), h.buckets.as_deref());
     let labels = c.labels(&format!("{key}.labels"), &h.labels);
@@ -354,6 +373,7 @@ fn validate_http_probe(
         valid_status_codes: h.valid_status_codes.clone(),
         follow_redirects: h.follow_redirects,
         tls: h.tls.clone(),
+        proxy,
         buckets,
         labels,
     })

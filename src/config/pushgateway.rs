@@ -8,7 +8,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::keypath::join_key;
-use super::{endpoint_name, Auth, BasicAuthConfig, Checker, ConfigDuration, TlsConfig, UrlConfig};
+use super::{
+    endpoint_name, Auth, BasicAuthConfig, Checker, ConfigDuration, ConnectHeadersConfig, TlsConfig,
+    UrlConfig,
+};
+use crate::http_client::proxy::ProxySettings;
 use crate::secret::Secret;
 use crate::series::is_valid_label_name;
 
@@ -55,6 +59,19 @@ pub struct PushgatewayConfig {
     /// TLS options.
     #[serde(default)]
     pub tls: TlsConfig,
+    /// The `http://` proxy requests go through (see docs/proxies.md); user info: its
+    /// credentials.
+    pub proxy_url: Option<UrlConfig>,
+    /// Hosts, domains, IP addresses and CIDR ranges reached directly, comma-separated.
+    pub no_proxy: Option<String>,
+    /// Take the proxy from `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY`.
+    #[serde(default)]
+    pub proxy_from_environment: bool,
+    /// Headers sent with every `CONNECT`.
+    #[serde(default)]
+    pub proxy_connect_header: ConnectHeadersConfig,
+    /// File holding the password of `proxy_url`'s user.
+    pub proxy_password_file: Option<PathBuf>,
     /// Timeout of one request.
     #[serde(default = "default_pg_timeout")]
     pub timeout: ConfigDuration,
@@ -85,6 +102,8 @@ pub struct PushgatewaySettings {
     pub auth: Option<Auth>,
     /// TLS options.
     pub tls: TlsConfig,
+    /// The proxies requests go through.
+    pub proxy: ProxySettings,
     /// Request timeout.
     pub timeout: Duration,
     /// First retry delay.
@@ -152,6 +171,7 @@ fn validate_pushgateway(
     }
     let auth = c.auth(key, &pg.basic_auth, &pg.bearer_token, &pg.bearer_token_file);
     c.tls(&format!("{key}.tls"), &pg.tls);
+    let proxy = super::proxy::validate_proxy(c, key, &super::proxy::proxy_config!(pg));
     c.no_server_name(&format!("{key}.tls"), &pg.tls);
     // The sink reads the TLS files only for an https URL.
     if url.as_ref().is_some_and(|u| u.scheme() == "https") {
@@ -178,6 +198,7 @@ fn validate_pushgateway(
         delete_on_exit: pg.delete_on_exit,
         auth,
         tls: pg.tls.clone(),
+        proxy,
         timeout,
         min_backoff,
         max_backoff,

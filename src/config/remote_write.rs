@@ -8,8 +8,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Auth, BasicAuthConfig, ByteSize, Checker, ConfigDuration, HeadersConfig, TlsConfig, UrlConfig,
+    Auth, BasicAuthConfig, ByteSize, Checker, ConfigDuration, ConnectHeadersConfig, HeadersConfig,
+    TlsConfig, UrlConfig,
 };
+use crate::http_client::proxy::ProxySettings;
 use crate::secret::{HeaderText, Secret};
 
 /// Remote-write headers that pushprobe sets itself and a user may not override.
@@ -42,6 +44,19 @@ pub struct RemoteWriteConfig {
     /// TLS options.
     #[serde(default)]
     pub tls: TlsConfig,
+    /// The `http://` proxy requests go through (see docs/proxies.md); user info: its
+    /// credentials.
+    pub proxy_url: Option<UrlConfig>,
+    /// Hosts, domains, IP addresses and CIDR ranges reached directly, comma-separated.
+    pub no_proxy: Option<String>,
+    /// Take the proxy from `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY`.
+    #[serde(default)]
+    pub proxy_from_environment: bool,
+    /// Headers sent with every `CONNECT`.
+    #[serde(default)]
+    pub proxy_connect_header: ConnectHeadersConfig,
+    /// File holding the password of `proxy_url`'s user.
+    pub proxy_password_file: Option<PathBuf>,
     /// Timeout of one write request.
     #[serde(default = "default_rw_timeout")]
     pub timeout: ConfigDuration,
@@ -120,6 +135,8 @@ pub struct RemoteWriteSettings {
     pub auth: Option<Auth>,
     /// TLS options.
     pub tls: TlsConfig,
+    /// The proxies requests go through.
+    pub proxy: ProxySettings,
     /// Request timeout.
     pub timeout: Duration,
     /// Batch size limit.
@@ -205,6 +222,7 @@ fn validate_remote_write(
         );
     }
     c.tls(&format!("{key}.tls"), &rw.tls);
+    let proxy = super::proxy::validate_proxy(c, key, &super::proxy::proxy_config!(rw));
     c.no_server_name(&format!("{key}.tls"), &rw.tls);
     // The sender reads the TLS files only for an https URL.
     if url.as_ref().is_some_and(|u| u.scheme() == "https") {
@@ -253,6 +271,7 @@ fn validate_remote_write(
         headers,
         auth,
         tls: rw.tls.clone(),
+        proxy,
         timeout,
         max_samples_per_send: rw.max_samples_per_send,
         batch_send_deadline,

@@ -11,7 +11,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Auth, BasicAuthConfig, ByteSize, Checker, ConfigDuration, TlsConfig};
+use super::{
+    Auth, BasicAuthConfig, ByteSize, Checker, ConfigDuration, ConnectHeadersConfig, TlsConfig,
+    UrlConfig,
+};
+use crate::http_client::proxy::ProxySettings;
 use crate::scrape::relabel::{compile, RelabelConfig, RelabelRule};
 use crate::secret::Secret;
 
@@ -101,6 +105,19 @@ pub struct ScrapeConfig {
     /// TLS options.
     #[serde(default)]
     pub tls: TlsConfig,
+    /// The `http://` proxy requests go through (see docs/proxies.md); user info: its
+    /// credentials.
+    pub proxy_url: Option<UrlConfig>,
+    /// Hosts, domains, IP addresses and CIDR ranges reached directly, comma-separated.
+    pub no_proxy: Option<String>,
+    /// Take the proxy from `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY`.
+    #[serde(default)]
+    pub proxy_from_environment: bool,
+    /// Headers sent with every `CONNECT`.
+    #[serde(default)]
+    pub proxy_connect_header: ConnectHeadersConfig,
+    /// File holding the password of `proxy_url`'s user.
+    pub proxy_password_file: Option<PathBuf>,
     /// Relabel rules applied to every scraped series, after the target labels are attached.
     #[serde(default)]
     pub metric_relabel_configs: Vec<RelabelConfig>,
@@ -153,6 +170,8 @@ pub struct ScrapeSettings {
     pub auth: Option<Auth>,
     /// TLS options.
     pub tls: TlsConfig,
+    /// The proxies requests go through.
+    pub proxy: ProxySettings,
     /// Compiled metric relabel rules.
     pub metric_relabel: Arc<[RelabelRule]>,
     /// Sample limit after relabeling; 0: none.
@@ -223,6 +242,7 @@ fn validate_scrape(c: &mut Checker<'_>, key: &str, s: &ScrapeConfig) -> Option<S
     let extra = c.labels(&format!("{key}.labels"), &s.labels);
     let auth = c.auth(key, &s.basic_auth, &s.bearer_token, &s.bearer_token_file);
     c.tls(&format!("{key}.tls"), &s.tls);
+    let proxy = super::proxy::validate_proxy(c, key, &super::proxy::proxy_config!(s));
     c.tls_files(&format!("{key}.tls"), &s.tls);
     let metric_relabel = match compile(&s.metric_relabel_configs) {
         Ok(rules) => Arc::from(rules),
@@ -282,6 +302,7 @@ fn validate_scrape(c: &mut Checker<'_>, key: &str, s: &ScrapeConfig) -> Option<S
         honor_timestamps: s.honor_timestamps,
         auth,
         tls: s.tls.clone(),
+        proxy,
         metric_relabel,
         sample_limit: s.sample_limit,
         body_size_limit: s.body_size_limit.0,

@@ -80,6 +80,15 @@ pub enum ClientError {
         #[source]
         source: hyper::Error,
     },
+    /// The proxy could not be reached, refused the request or tunnel, answered something that
+    /// is not HTTP, or closed the tunnel (see [`super::proxy`]).
+    #[error("proxy {proxy}: {problem}")]
+    Proxy {
+        /// The proxy's `host:port` (never its credentials).
+        proxy: String,
+        /// What went wrong and what to do.
+        problem: String,
+    },
     /// The response body is larger than the limit.
     #[error("response body exceeds the limit of {limit} bytes: the endpoint answers more than a probe should read")]
     BodyTooLarge {
@@ -115,6 +124,7 @@ impl ClientError {
             ClientError::Tls { .. } => "tls",
             ClientError::Timeout { .. } => "timeout",
             ClientError::Http { .. } => "http",
+            ClientError::Proxy { .. } => "proxy",
             ClientError::BodyTooLarge { .. } => "body_too_large",
             ClientError::TooManyRedirects { .. } => "redirect_loop",
         }
@@ -124,7 +134,7 @@ impl ClientError {
     pub fn phase(&self) -> Option<Phase> {
         match self {
             ClientError::Resolve { .. } | ClientError::NoAddress { .. } => Some(Phase::Resolve),
-            ClientError::Connect { .. } => Some(Phase::Connect),
+            ClientError::Connect { .. } | ClientError::Proxy { .. } => Some(Phase::Connect),
             ClientError::Tls { .. } => Some(Phase::Tls),
             ClientError::Timeout { phase, .. } | ClientError::Http { phase, .. } => Some(*phase),
             ClientError::BodyTooLarge { .. } => Some(Phase::Transfer),

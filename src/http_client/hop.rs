@@ -1,6 +1,7 @@
 //! One hop of a call: a single request, sent on the connection a [`KeepAlive`] holds when it
 //! suits, else on a new connection opened phase by phase (`resolve`, `connect`, `tls`,
-//! `processing`), each phase timed into the [`Trace`] under the call's deadline.
+//! `processing`), each phase timed into the [`Trace`] under the call's deadline, directly or
+//! through the proxy the client's settings name for the URL.
 
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use super::connect::{
     connect, handshake, resolve, tls_info, ConnTask, KeptConn, Stream, Target, KEPT_READ_BUFFER,
 };
 use super::headers::build_request;
+use super::proxy;
 use super::trace::phase;
 use super::{ClientError, HttpClient, KeepAlive, Phase, Trace};
 
@@ -58,6 +60,26 @@ pub(super) struct Hop {
 }
 
 impl HttpClient {
+    /// The hyper request of `hop`, in absolute form with the proxy's credentials when it is
+    /// forwarded by a proxy.
+    fn build(
+        &self,
+        hop: &HopRequest<'_>,
+        close: bool,
+    ) -> Result<http::Request<Full<Bytes>>, ClientError> {
+        let mut request = hop.build(close)?;
+        if let Some(p) = self.forwarding(hop.url) {
+            proxy::forward(&mut request, hop.url, p)?;
+        }
+        Ok(request)
+    }
+
+    /// The proxy that forwards requests to `url`: one routing an http URL (an https one goes
+    /// through a tunnel instead).
+    fn forwarding(&self, url: &Url) -> Option<&proxy::Proxy> {
+        self.proxy.route(url).filter(|_| url.scheme() == "http")
+    }
+
     /// One request: on the connection `keep` holds if it suits, else on a fresh one (kept
     /// afterwards when `keep` is given).
     pub(super) async fn hop(
@@ -69,7 +91,7 @@ impl HttpClient {
         let target = Target::from_url(hop.url)?;
         let close = keep.is_none();
         // Header errors are configuration errors: report them before touching the network.
-        let mut request = hop.build(close)?;
+        let mut request = self.build(hop, close)?;
 
         // A kept connection that is not idle yet (its previous body unread, or its task not
         // yet back from finishing it) is closed and replaced: scrapes are seconds apart, so
@@ -77,10 +99,13 @@ impl HttpClient {
         if let Some(k) = keep.as_deref_mut() {
             if let Some(kept) = k.take_idle(&target) {
                 if let Some(answered) = reuse(kept, request, hop, trace, k).await? {
+                    if let Some(p) = self.forwarding(hop.url) {
+                        proxy::refused_forward(&answered.response, p)?;
+                    }
                     return Ok(answered);
                 }
                 // hyper gave up the request along with the closed connection.
-                request = hop.build(close)?;
+                request = self.build(hop, close)?;
             }
         }
         self.open(target, request, hop, trace, keep).await
@@ -98,7 +123,23 @@ impl HttpClient {
     ) -> Result<Hop, ClientError> {
         let close = keep.is_none();
         let (deadline, timeout) = (hop.deadline, hop.timeout);
-        let addrs = phase(trace, Phase::Resolve, deadline, timeout, resolve(&target)).await?;
+        // Through a proxy, the connection goes to the proxy; the target is named in the
+        // request (http) or in the tunnel's CONNECT (https).
+        let via = self.proxy.route(hop.url);
+        let dial = match via {
+            Some(p) => p.target()?,
+            None => target.clone(),
+        };
+        let unreachable = |e: ClientError| match via {
+            Some(p) if e.kind() != "timeout" => ClientError::Proxy {
+                proxy: p.name(),
+                problem: format!("cannot be reached: {e}"),
+            },
+            _ => e,
+        };
+        let addrs = phase(trace, Phase::Resolve, deadline, timeout, resolve(&dial))
+            .await
+            .map_err(unreachable)?;
         // A probe measures the preferred address only, as the blackbox exporter does. A
         // scheduled request falls back to the host's other addresses, as Prometheus' dialer
         // does: `localhost` may resolve to ::1 and 127.0.0.1 with the exporter on only one.
@@ -112,15 +153,23 @@ impl HttpClient {
             Phase::Connect,
             deadline,
             timeout,
-            connect(addrs.iter().take(tries).copied(), &target.host),
+            connect(addrs.iter().take(tries).copied(), &dial.host),
         )
         .await
         .inspect_err(|e| {
             if let ClientError::Connect { addr, .. } = e {
                 trace.addr = Some(*addr);
             }
-        })?;
+        })
+        .map_err(unreachable)?;
         trace.addr = Some(addr);
+        let mut tcp = tcp;
+        if let Some(p) = via {
+            if target.tls {
+                let opening = proxy::tunnel(&mut tcp, p, &target);
+                phase(trace, Phase::Connect, deadline, timeout, opening).await?;
+            }
+        }
 
         trace.tls = None;
         let stream = if target.tls {
@@ -140,7 +189,11 @@ impl HttpClient {
                 timeout,
                 handshake(&connector, name, tcp),
             )
-            .await?;
+            .await
+            .map_err(|e| match via {
+                Some(p) => proxy::closed_tunnel(e, p),
+                None => e,
+            })?;
             trace.tls = Some(tls_info(&tls));
             Stream::Tls(Box::new(tls))
         } else {
@@ -155,6 +208,9 @@ impl HttpClient {
             first_request(stream, request, close),
         )
         .await?;
+        if let Some(p) = self.forwarding(hop.url) {
+            proxy::refused_forward(&response, p)?;
+        }
         let headers_at = Instant::now();
         trace.headers_at = Some(headers_at);
         let conn = match keep {

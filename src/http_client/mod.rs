@@ -18,6 +18,8 @@
 //! - `hop`: one request, on a kept connection or on a new one opened phase by phase;
 //! - `connect`: name resolution, TCP connect, TLS handshake, and the kept connection;
 //! - `headers`: the request as it goes on the wire (defaults, basic auth, sensitive values);
+//! - [`proxy`]: which proxy a URL goes through, and the `CONNECT` tunnel (what each phase
+//!   means through a proxy is said there);
 //! - `redirect`: which responses redirect, where to, and what the next hop may carry;
 //! - `response`: the body, read under the call's deadline and limit;
 //! - `trace`: the phases and what the call found; `error`: why a call failed;
@@ -58,6 +60,7 @@ mod error;
 mod headers;
 mod hop;
 pub mod pooled;
+pub mod proxy;
 mod redirect;
 mod response;
 mod trace;
@@ -80,6 +83,7 @@ pub use self::response::Response;
 pub use self::trace::{Phase, Phases, TlsInfo, Trace};
 
 use self::hop::HopRequest;
+use self::proxy::ProxySettings;
 use crate::config::TlsConfig;
 use crate::tls::TlsError;
 
@@ -154,6 +158,8 @@ pub struct HttpClient {
     tls: std::sync::OnceLock<TlsConnector>,
     tls_options: TlsConfig,
     server_name: Option<String>,
+    /// The proxies requests go through; direct by default.
+    proxy: Arc<ProxySettings>,
 }
 
 impl fmt::Debug for HttpClient {
@@ -172,11 +178,18 @@ impl HttpClient {
             tls: std::sync::OnceLock::new(),
             tls_options: tls.clone(),
             server_name: tls.server_name.clone(),
+            proxy: Arc::default(),
         };
         if *tls != TlsConfig::default() {
             client.connector()?;
         }
         Ok(client)
+    }
+
+    /// The same client, sending through the proxies of `proxy` (see [`proxy`]).
+    pub fn with_proxy(mut self, proxy: ProxySettings) -> HttpClient {
+        self.proxy = Arc::new(proxy);
+        self
     }
 
     /// The TLS connector, built on first use.

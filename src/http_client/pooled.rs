@@ -4,23 +4,69 @@
 //! Pushing is many requests to one endpoint, so this client keeps its connections, unlike the
 //! probes' client, which measures a fresh one each run. It never follows redirects: a 301/302
 //! would turn the POST into a body-less GET, so a push URL that redirects is a configuration
-//! error, reported as a refusal.
+//! error, reported as a refusal. It sends through the configured proxy, routed by the same
+//! rules as the probes' client.
 
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::Url;
 
+use super::proxy::{Proxy, ProxySettings};
+use crate::auth::Auth;
 use crate::config::TlsConfig;
 
-/// A client builder for pushing to `url`: TLS from `tls` (offering `alpn`), no redirects. The
-/// caller adds its timeout or default headers and builds it with [`build`].
+/// A client builder for pushing to `url`: TLS from `tls` (offering `alpn`), no redirects,
+/// and the proxies of `proxy` only (never the environment's unless the settings were read
+/// from it). The caller adds its timeout or default headers and builds it with [`build`].
 pub fn builder(
     url: &Url,
     tls: &TlsConfig,
     alpn: &[&[u8]],
+    proxy: &ProxySettings,
 ) -> Result<reqwest::ClientBuilder, crate::tls::TlsError> {
     let tls = crate::tls::client_config_for_url(url, tls, alpn)?;
-    Ok(reqwest::Client::builder()
+    // reqwest reads HTTP_PROXY and friends by default; Prometheus does only when asked
+    // (`proxy_from_environment`), and then the settings already hold them.
+    let mut builder = reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
-        .redirect(reqwest::redirect::Policy::none()))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy();
+    for (scheme, chosen) in [("http", &proxy.http), ("https", &proxy.https)] {
+        if let Some(p) = chosen {
+            builder = builder.proxy(reqwest_proxy(scheme, p, proxy));
+        }
+    }
+    Ok(builder)
+}
+
+/// The reqwest proxy for `scheme`'s targets: routed by the same rules as the probes' client
+/// (the `no_proxy` matcher of [`ProxySettings::route`]), with the proxy's credentials and
+/// `CONNECT` headers.
+fn reqwest_proxy(scheme: &'static str, p: &Proxy, all: &ProxySettings) -> reqwest::Proxy {
+    let settings = all.clone();
+    let proxy_url = p.url.clone();
+    let mut out = reqwest::Proxy::custom(move |target: &Url| {
+        (target.scheme() == scheme && settings.route(target).is_some()).then(|| proxy_url.clone())
+    });
+    if let Some(Auth::Basic { username, password }) = &p.auth {
+        out = out.basic_auth(username, password.expose());
+    }
+    // `proxy_connect_header` goes on the tunnel's CONNECT only, as in Prometheus: the http
+    // targets' proxy forwards requests and is never asked to tunnel.
+    if scheme == "https" && !p.connect_headers.is_empty() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in &p.connect_headers {
+            // Validated with the configuration; an invalid one is left out rather than sent.
+            if let (Ok(n), Ok(mut v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value.expose()),
+            ) {
+                v.set_sensitive(true);
+                headers.append(n, v);
+            }
+        }
+        out = out.headers(headers);
+    }
+    out
 }
 
 /// Builds the client, describing a failure with [`describe_error`].
@@ -46,6 +92,14 @@ pub fn describe_error(e: &reqwest::Error) -> String {
         }
         cur = err.source();
     }
+    // reqwest says only "tunnel error: unsuccessful" when a proxy refuses CONNECT.
+    if parts.iter().any(|p| p.contains("tunnel error")) {
+        parts.push(
+            "the proxy refused the CONNECT tunnel: check the credentials in proxy_url (or \
+             proxy_password_file) and that the proxy allows CONNECT to the receiver's port"
+                .into(),
+        );
+    }
     parts.join(": ")
 }
 
@@ -69,6 +123,43 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn a_refused_tunnel_is_described_as_the_proxy_s_refusal() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A proxy that refuses every CONNECT.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = tcp.read(&mut buf).await;
+                let _ = tcp.write_all(b"HTTP/1.1 403 Forbidden\r\n\r\n").await;
+            }
+        });
+        let proxy = Proxy {
+            url: format!("http://{addr}").parse().unwrap(),
+            auth: Some(Auth::Basic {
+                username: "u".into(),
+                password: crate::secret::Secret::new("hunter2"),
+            }),
+            connect_headers: Vec::new(),
+        };
+        let settings = ProxySettings {
+            http: None,
+            https: Some(proxy),
+            no_proxy: Default::default(),
+        };
+        let url: Url = "https://127.0.0.1:1/api/v1/write".parse().unwrap();
+        let client = build(builder(&url, &TlsConfig::default(), &[], &settings).unwrap()).unwrap();
+        let err = client.post(url).send().await.unwrap_err();
+        let message = describe_error(&err);
+        assert!(
+            message.contains("the proxy refused the CONNECT tunnel"),
+            "{message}"
+        );
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[tokio::test]
     async fn transport_errors_are_described_without_the_url() {
         // Nothing listens on the port once the listener is dropped: connection refused.
         let closed = {
@@ -78,7 +169,9 @@ mod tests {
         let url: Url = format!("http://user:hunter2@{closed}/api/v1/write")
             .parse()
             .unwrap();
-        let client = build(builder(&url, &TlsConfig::default(), &[]).unwrap()).unwrap();
+        let client =
+            build(builder(&url, &TlsConfig::default(), &[], &ProxySettings::default()).unwrap())
+                .unwrap();
         let err = client.post(url).send().await.unwrap_err();
         // The raw error carries the URL, user info and all.
         assert!(err.url().is_some());

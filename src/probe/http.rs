@@ -177,10 +177,12 @@ struct Verdict {
 impl HttpProbe {
     /// Builds the probe; fails when its TLS options cannot be loaded.
     pub fn new(settings: HttpProbeSettings) -> Result<Self, ProbeError> {
-        let client = HttpClient::new(&settings.tls).map_err(|source| ProbeError::Tls {
-            probe: settings.name.clone(),
-            source,
-        })?;
+        let client = HttpClient::new(&settings.tls)
+            .map_err(|source| ProbeError::Tls {
+                probe: settings.name.clone(),
+                source,
+            })?
+            .with_proxy(settings.proxy.clone());
         let mut request = Request::new(
             settings.method.clone(),
             settings.url.clone(),

@@ -499,8 +499,13 @@ fn build_client(settings: &PushgatewaySettings) -> Result<reqwest::Client, PushE
         gateway: settings.name.clone(),
         message,
     };
-    let builder = pooled::builder(&settings.url, &settings.tls, &[b"http/1.1"])
-        .map_err(|e| err(e.to_string()))?;
+    let builder = pooled::builder(
+        &settings.url,
+        &settings.tls,
+        &[b"http/1.1"],
+        &settings.proxy,
+    )
+    .map_err(|e| err(e.to_string()))?;
     pooled::build(builder.user_agent(crate::http_client::USER_AGENT)).map_err(err)
 }
 

@@ -4,7 +4,8 @@
 //!
 //! The rules follow the remote-write 1.0 specification and Prometheus: 2xx is delivered;
 //! 5xx, 429 (rate limited), 408 (request timeout) and transport errors are retried with the
-//! same body; every other status is a permanent refusal of the batch, which is dropped —
+//! same body, and so is 407: a proxy between here and the receiver refused its credentials,
+//! which says nothing about the batch and is fixed on this side; every other status is a permanent refusal of the batch, which is dropped —
 //! retrying a request the receiver will always refuse would block the queue forever.
 //!
 //! The exponential schedule (`min · 2ⁿ`, capped at `max`) is computed once per [`Backoff`]
@@ -85,9 +86,10 @@ pub enum Decision {
     },
 }
 
-/// Tells whether a status is worth retrying: 5xx, 429 and 408.
+/// Tells whether a status is worth retrying: 5xx, 429, 408, and a proxy's 407 (the
+/// receiver never saw the batch).
 pub fn is_retryable_status(status: u16) -> bool {
-    matches!(status, 408 | 429 | 500..=599)
+    matches!(status, 407 | 408 | 429 | 500..=599)
 }
 
 /// Capped exponential backoff with jitter: attempt `n` waits about `min · 2ⁿ`, at most `max`.
@@ -308,6 +310,7 @@ mod tests {
             (200, "done"),
             (204, "done"),
             (299, "done"),
+            (407, "retry"),
             (408, "retry"),
             (429, "retry"),
             (500, "retry"),

@@ -114,8 +114,13 @@ pub(crate) fn endpoint_client(
     settings: &RemoteWriteSettings,
 ) -> Result<(reqwest::Client, HeaderMap, Vec<Secret>), String> {
     let (headers, secrets) = request_headers(settings)?;
-    let builder = pooled::builder(&settings.url, &settings.tls, &[b"h2", b"http/1.1"])
-        .map_err(|e| e.to_string())?;
+    let builder = pooled::builder(
+        &settings.url,
+        &settings.tls,
+        &[b"h2", b"http/1.1"],
+        &settings.proxy,
+    )
+    .map_err(|e| e.to_string())?;
     let client = pooled::build(builder.timeout(settings.timeout))?;
     Ok((client, headers, secrets))
 }

@@ -119,7 +119,9 @@ impl JobClient {
             job: job.job.clone(),
             message,
         };
-        let client = HttpClient::new(&job.tls).map_err(|e| fail(e.to_string()))?;
+        let client = HttpClient::new(&job.tls)
+            .map_err(|e| fail(e.to_string()))?
+            .with_proxy(job.proxy.clone());
         let mut headers = vec![
             ("accept".to_string(), ACCEPT_HEADER.to_string()),
             (

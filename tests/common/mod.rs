@@ -12,6 +12,7 @@
 pub mod openai;
 pub mod rw_receiver;
 pub mod target;
+pub mod tinyproxy;
 
 use std::collections::BTreeMap;
 use std::fs::File;

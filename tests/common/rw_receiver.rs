@@ -117,6 +117,11 @@ impl RwReceiver {
         RwReceiver { addr, state, task }
     }
 
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// The write URL to configure in pushprobe.
     pub fn write_url(&self) -> String {
         format!("http://{}/api/v1/write", self.addr)

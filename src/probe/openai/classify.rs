@@ -31,6 +31,8 @@ pub enum Reason {
     Connect,
     /// The TLS handshake failed.
     Tls,
+    /// The proxy could not be reached, refused the tunnel or request, or broke it.
+    Proxy,
     /// The body is not what the API returns (bad JSON, missing fields).
     InvalidResponse,
     /// The body is larger than `max_body_bytes`.
@@ -43,7 +45,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for declaring series up front.
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 16] = [
         Reason::Ok,
         Reason::Auth,
         Reason::ModelNotFound,
@@ -55,6 +57,7 @@ impl Reason {
         Reason::Dns,
         Reason::Connect,
         Reason::Tls,
+        Reason::Proxy,
         Reason::InvalidResponse,
         Reason::BodyTooLarge,
         Reason::StreamInterrupted,
@@ -75,6 +78,7 @@ impl Reason {
             Reason::Dns => "dns",
             Reason::Connect => "connect",
             Reason::Tls => "tls",
+            Reason::Proxy => "proxy",
             Reason::InvalidResponse => "invalid_response",
             Reason::BodyTooLarge => "body_too_large",
             Reason::StreamInterrupted => "stream_interrupted",

@@ -88,6 +88,7 @@ pub fn client_failure(check: Check, e: &ClientError) -> Failure {
         ClientError::Resolve { .. } | ClientError::NoAddress { .. } => Reason::Dns,
         ClientError::Connect { .. } => Reason::Connect,
         ClientError::Tls { .. } => Reason::Tls,
+        ClientError::Proxy { .. } => Reason::Proxy,
         ClientError::Timeout { .. } => Reason::Timeout,
         ClientError::BodyTooLarge { .. } => Reason::BodyTooLarge,
         ClientError::Http {
@@ -148,10 +149,12 @@ impl OpenAiProbe {
         env: EnvLookup,
         clock: Clock,
     ) -> Result<Self, ProbeError> {
-        let client = HttpClient::new(&settings.tls).map_err(|source| ProbeError::Tls {
-            probe: settings.name.clone(),
-            source,
-        })?;
+        let client = HttpClient::new(&settings.tls)
+            .map_err(|source| ProbeError::Tls {
+                probe: settings.name.clone(),
+                source,
+            })?
+            .with_proxy(settings.proxy.clone());
         let labels = BaseLabels::new(
             &settings.name,
             &settings.provider,

@@ -239,6 +239,7 @@ fn settings(url: reqwest::Url) -> RemoteWriteSettings {
         headers: vec![("x-scope-orgid".into(), "tenant-1".into())],
         auth: Some(Auth::Bearer(Secret::new(TOKEN))),
         tls: TlsConfig::default(),
+        proxy: Default::default(),
         timeout: Duration::from_secs(30),
         max_samples_per_send: 3,
         batch_send_deadline: Duration::from_secs(3600),
