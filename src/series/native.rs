@@ -108,18 +108,15 @@ impl NativeHistogram {
     pub fn buckets(spans: &[BucketSpan], deltas: &[i64]) -> Option<Vec<(i32, u64)>> {
         let mut out = Vec::with_capacity(deltas.len());
         let mut deltas = deltas.iter();
-        let mut index: i32 = 0;
+        // Wider than an index, so that the position after the last bucket never overflows.
+        let mut index: i64 = 0;
         let mut count: i64 = 0;
-        for (n, span) in spans.iter().enumerate() {
-            index = if n == 0 {
-                span.offset
-            } else {
-                index.checked_add(span.offset)?
-            };
+        for span in spans {
+            index += i64::from(span.offset);
             for _ in 0..span.length {
                 count = count.checked_add(*deltas.next()?)?;
-                out.push((index, u64::try_from(count).ok()?));
-                index = index.checked_add(1)?;
+                out.push((i32::try_from(index).ok()?, u64::try_from(count).ok()?));
+                index += 1;
             }
         }
         if deltas.next().is_some() {
@@ -156,6 +153,10 @@ pub fn growth_factor(schema: i32) -> f64 {
 /// `base^(i-1) < |v| <= base^i`. Computed from the float's mantissa and exponent as
 /// client_golang does, so boundary values land where its histograms put them.
 pub fn bucket_index(v: f64, schema: i32) -> i32 {
+    if v.is_infinite() {
+        // client_golang's bucket for infinities: past every finite one.
+        return i32::MAX;
+    }
     let (frac, exp) = frexp(v.abs());
     if schema > 0 {
         let per = 1i32 << schema;
@@ -288,7 +289,13 @@ impl NativeState {
         for side in [&mut self.positive, &mut self.negative] {
             let old = std::mem::take(side);
             for (i, c) in old {
-                *side.entry((i + 1) >> 1).or_insert(0) += c;
+                // Infinities stay in the last bucket; the rest merge pairwise.
+                let merged = if i == i32::MAX {
+                    i
+                } else {
+                    ((i64::from(i) + 1) >> 1) as i32
+                };
+                *side.entry(merged).or_insert(0) += c;
             }
         }
         self.schema -= 1;
@@ -320,10 +327,10 @@ pub fn spans_and_deltas(buckets: &BTreeMap<i32, u64>) -> (Vec<BucketSpan>, Vec<i
     let mut spans: Vec<BucketSpan> = Vec::new();
     let mut deltas = Vec::with_capacity(buckets.len());
     let mut prev_count: i64 = 0;
-    let mut next_index: i32 = 0;
+    let mut next_index: i64 = 0;
     for (&i, &c) in buckets {
         let c = i64::try_from(c).unwrap_or(i64::MAX);
-        let gap = i64::from(i) - i64::from(next_index);
+        let gap = i64::from(i) - next_index;
         match spans.last_mut() {
             Some(span) if gap <= 2 => {
                 for _ in 0..gap {
@@ -332,18 +339,30 @@ pub fn spans_and_deltas(buckets: &BTreeMap<i32, u64>) -> (Vec<BucketSpan>, Vec<i
                 }
                 span.length += gap as u32 + 1;
             }
-            Some(_) => spans.push(BucketSpan {
-                offset: gap as i32,
-                length: 1,
-            }),
+            // Indices are i32, so a gap between two of them fits an i32 offset only when it is
+            // not wider than the whole range; the widest (i32::MIN to i32::MAX) is split.
+            Some(_) => {
+                let mut gap = gap;
+                while gap > i64::from(i32::MAX) {
+                    spans.push(BucketSpan {
+                        offset: i32::MAX,
+                        length: 0,
+                    });
+                    gap -= i64::from(i32::MAX);
+                }
+                spans.push(BucketSpan {
+                    offset: gap as i32,
+                    length: 1,
+                })
+            }
             None => spans.push(BucketSpan {
                 offset: i,
                 length: 1,
             }),
         }
-        deltas.push(c - prev_count);
+        deltas.push(c.saturating_sub(prev_count));
         prev_count = c;
-        next_index = i + 1;
+        next_index = i64::from(i) + 1;
     }
     (spans, deltas)
 }
@@ -399,6 +418,15 @@ mod tests {
             assert_eq!(bucket_index(v, schema), want, "value {v} schema {schema}");
             assert_eq!(bucket_index(-v, schema), want, "negative {v}");
         }
+        assert_eq!(bucket_index(f64::INFINITY, 3), i32::MAX);
+        assert_eq!(bucket_index(f64::MIN_POSITIVE / 4.0, 0), -1024);
+        // The widest possible gap still encodes and decodes.
+        let b: BTreeMap<i32, u64> = [(i32::MIN, 1), (i32::MAX, 2)].into();
+        let (spans, deltas) = spans_and_deltas(&b);
+        assert_eq!(
+            NativeHistogram::buckets(&spans, &deltas).unwrap(),
+            vec![(i32::MIN, 1), (i32::MAX, 2)]
+        );
     }
 
     #[test]
@@ -479,6 +507,33 @@ mod tests {
             NativeHistogram::buckets(&h.negative_spans, &h.negative_deltas).unwrap(),
             vec![(8, 1)]
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_observation_is_counted_once_whatever_the_values(
+            values in proptest::collection::vec(proptest::num::f64::ANY, 0..300),
+            factor in 1.0001f64..100.0,
+            max_buckets in 1usize..40,
+        ) {
+            let mut s = NativeState::new(NativeOptions {
+                max_buckets,
+                ..NativeOptions::from_factor(factor)
+            });
+            for v in &values {
+                s.observe(*v);
+            }
+            let h = s.snapshot();
+            let pos = NativeHistogram::buckets(&h.positive_spans, &h.positive_deltas).unwrap();
+            let neg = NativeHistogram::buckets(&h.negative_spans, &h.negative_deltas).unwrap();
+            let in_buckets: u64 = pos.iter().chain(&neg).map(|(_, c)| c).sum();
+            let nan = values.iter().filter(|v| v.is_nan()).count() as u64;
+            proptest::prop_assert_eq!(h.count, values.len() as u64);
+            proptest::prop_assert_eq!(in_buckets + h.zero_count + nan, h.count);
+            proptest::prop_assert!((MIN_SCHEMA..=MAX_SCHEMA).contains(&h.schema));
+            let populated = pos.iter().chain(&neg).filter(|(_, c)| *c > 0).count();
+            proptest::prop_assert!(populated <= max_buckets || h.schema == MIN_SCHEMA);
+        }
     }
 
     #[test]
