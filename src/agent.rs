@@ -673,7 +673,7 @@ fn pushgateway_delivery(
 impl Agent {
     /// Builds everything from validated settings; opens no socket yet.
     pub fn new(settings: Settings) -> Result<Agent, AgentError> {
-        let telemetry = Arc::new(Telemetry::new());
+        let telemetry = Arc::new(Telemetry::with_native(settings.agent.native_histograms));
         let probes = settings
             .probes
             .iter()
@@ -1041,10 +1041,11 @@ impl Agent {
         self.spawn_senders(&senders, &drain, &abort);
 
         let mut set = JoinSet::new();
+        let native = self.telemetry.native();
         for (i, mut probe) in std::mem::take(&mut self.probes).into_iter().enumerate() {
             let abort = abort.clone();
             set.spawn(async move {
-                let mut registry = Registry::new();
+                let mut registry = Registry::with_native(native);
                 let started = now_ms();
                 let report = tokio::select! {
                     r = probe.run(&mut registry) => r,
@@ -1179,7 +1180,7 @@ async fn probe_loop(
     telemetry: Arc<Telemetry>,
     shutdown: CancellationToken,
 ) {
-    let mut registry = Registry::new();
+    let mut registry = Registry::with_native(telemetry.native());
     // Both outcomes exist from the start, so the first failure is an increase, not a new series.
     for outcome in ["success", "failure"] {
         telemetry.add(

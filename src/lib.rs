@@ -64,3 +64,9 @@ pub mod proto {
     #![allow(missing_docs, clippy::all)]
     include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
 }
+
+/// Generated protobuf exposition-format messages (from `proto/metrics.proto`).
+pub mod metrics_proto {
+    #![allow(missing_docs, clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/io.prometheus.client.rs"));
+}

@@ -179,7 +179,14 @@ impl Default for Telemetry {
 impl Telemetry {
     /// Creates the registry with every family declared and the build info set.
     pub fn new() -> Self {
-        let mut r = Registry::new();
+        Self::with_native(None)
+    }
+
+    /// Like [`Telemetry::new`], with the agent's histograms kept as native ones when
+    /// `native` is set (`[agent] native_histograms`); probe registries follow suit (see
+    /// [`Telemetry::native`]).
+    pub fn with_native(native: Option<crate::series::native::NativeOptions>) -> Self {
+        let mut r = Registry::with_native(native);
         for (name, kind, help) in DESCRIPTIONS {
             r.describe(name, *kind, help);
         }
@@ -213,6 +220,12 @@ impl Telemetry {
                 tracing::error!(metric = name, error = %e, "self-metric not recorded");
             }
         })
+    }
+
+    /// The native histogram options of the agent's histograms, for the registries probes
+    /// record into.
+    pub fn native(&self) -> Option<crate::series::native::NativeOptions> {
+        self.with(|r| r.native())
     }
 
     /// Current value of a counter or gauge (for reports and tests).

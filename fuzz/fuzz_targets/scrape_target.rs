@@ -41,6 +41,7 @@ fuzz_target!(|data: &[u8]| {
         sample_limit: if flags & 4 != 0 { 20 } else { 0 },
         rules: rules.clone(),
         normalize_le_quantile: flags & 8 != 0,
+        keep_classic_histograms: flags & 32 != 0,
     };
     let target = Labels::from_pairs([("job", "fuzz"), ("instance", "h:1")]).expect("valid");
     let mut st = TargetState::new(target, opts);

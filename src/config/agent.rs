@@ -58,6 +58,14 @@ pub struct AgentConfig {
     /// number gets the range message rather than a type error.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker_threads: Option<i64>,
+    /// Send the agent's own histograms (probe latency, AI request duration, time to first
+    /// token, …) to remote-write receivers as native (exponential) histograms instead of
+    /// classic `_bucket`/`_sum`/`_count` series.
+    pub native_histograms: bool,
+    /// Largest growth factor between one native bucket bound and the next, as Prometheus
+    /// clients' `NativeHistogramBucketFactor`: the schema with the largest growth not above it
+    /// is used.
+    pub native_histogram_bucket_factor: f64,
 }
 
 impl Default for AgentConfig {
@@ -73,6 +81,8 @@ impl Default for AgentConfig {
             queue: QueueConfig::default(),
             metadata_interval: ConfigDuration(Duration::from_secs(60)),
             worker_threads: None,
+            native_histograms: false,
+            native_histogram_bucket_factor: 1.1,
         }
     }
 }
@@ -140,6 +150,8 @@ pub struct AgentSettings {
     pub metadata_interval: Option<Duration>,
     /// Threads that run `run`'s tasks; 1 means a single-threaded runtime.
     pub worker_threads: usize,
+    /// How the agent's own histograms are kept as native ones; `None`: classic only.
+    pub native_histograms: Option<crate::series::native::NativeOptions>,
 }
 
 /// Validates `[agent]`; errors name `agent.<key>`.
@@ -183,6 +195,16 @@ pub(super) fn validate_agent(c: &mut Checker<'_>, a: &AgentConfig) -> AgentSetti
     let listen = a.listen.as_deref().and_then(|text| listen_address(c, text));
     let disk_queue = validate_queue(c, &a.queue);
     let worker_threads = worker_threads(c, a);
+    let factor = a.native_histogram_bucket_factor;
+    if !(factor > 1.0 && factor.is_finite()) {
+        c.fail(
+            "agent.native_histogram_bucket_factor",
+            format!("{factor} must be a number above 1, e.g. 1.1 (each bucket 10% wider)"),
+        );
+    }
+    let native_histograms = a
+        .native_histograms
+        .then(|| crate::series::native::NativeOptions::from_factor(factor));
     AgentSettings {
         external_labels,
         instance,
@@ -196,6 +218,7 @@ pub(super) fn validate_agent(c: &mut Checker<'_>, a: &AgentConfig) -> AgentSetti
         metadata_interval: Some(c.bounded("agent.metadata_interval".into(), a.metadata_interval))
             .filter(|d| !d.is_zero()),
         worker_threads,
+        native_histograms,
     }
 }
 

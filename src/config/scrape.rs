@@ -138,6 +138,15 @@ pub struct ScrapeConfig {
     /// `enable_compression` does; a gzip answer is decoded either way.
     #[serde(default = "super::default_true")]
     pub enable_compression: bool,
+    /// Exposition formats to ask for, most preferred first, with Prometheus 3's names
+    /// (`PrometheusProto`, `OpenMetricsText1.0.0`, `OpenMetricsText0.0.1`,
+    /// `PrometheusText1.0.0`, `PrometheusText0.0.4`). Unset: OpenMetrics 1.0, then text 0.0.4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scrape_protocols: Option<Vec<String>>,
+    /// Keep a native histogram's classic buckets beside it (protobuf format), as Prometheus'
+    /// `always_scrape_classic_histograms` does.
+    #[serde(default)]
+    pub always_scrape_classic_histograms: bool,
 }
 
 /// One validated target of a job.
@@ -182,6 +191,10 @@ pub struct ScrapeSettings {
     pub normalize_le_quantile: bool,
     /// Whether scrapes send `Accept-Encoding: gzip`.
     pub enable_compression: bool,
+    /// The `Accept` header of every scrape, from `scrape_protocols`.
+    pub accept: String,
+    /// Native histograms keep their classic buckets too.
+    pub always_scrape_classic_histograms: bool,
 }
 
 /// Validates the `[[scrape]]` tables; errors name `scrape[i].<key>`.
@@ -257,6 +270,10 @@ fn validate_scrape(c: &mut Checker<'_>, key: &str, s: &ScrapeConfig) -> Option<S
     if s.body_size_limit.0 == 0 {
         c.fail(format!("{key}.body_size_limit"), "must be > 0");
     }
+    let accept = match &s.scrape_protocols {
+        None => crate::scrape::ACCEPT_HEADER.to_string(),
+        Some(names) => scrape_protocols(c, &format!("{key}.scrape_protocols"), names),
+    };
 
     let mut targets = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -308,7 +325,42 @@ fn validate_scrape(c: &mut Checker<'_>, key: &str, s: &ScrapeConfig) -> Option<S
         body_size_limit: s.body_size_limit.0,
         normalize_le_quantile: s.normalize_le_quantile,
         enable_compression: s.enable_compression,
+        accept,
+        always_scrape_classic_histograms: s.always_scrape_classic_histograms,
     })
+}
+
+/// Checks a `scrape_protocols` list and builds its `Accept` header.
+fn scrape_protocols(c: &mut Checker<'_>, key: &str, names: &[String]) -> String {
+    use crate::scrape::ScrapeProtocol;
+    if names.is_empty() {
+        c.fail(
+            key,
+            "list at least one protocol, e.g. [\"PrometheusProto\"]",
+        );
+        return String::new();
+    }
+    let mut protocols = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        match ScrapeProtocol::from_name(name) {
+            Some(p) if protocols.contains(&p) => {
+                c.fail(format!("{key}[{i}]"), format!("{name:?} is listed twice"))
+            }
+            Some(p) => protocols.push(p),
+            None => c.fail(
+                format!("{key}[{i}]"),
+                format!(
+                    "unknown protocol {name:?}; use one of {}",
+                    ScrapeProtocol::ALL
+                        .iter()
+                        .map(|p| p.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+        }
+    }
+    crate::scrape::accept_header(&protocols)
 }
 
 /// Builds `scheme://address/metrics_path?params`, refusing an address that is more than
@@ -351,6 +403,71 @@ mod tests {
     }
 
     const RW: &str = "[[remote_write]]\nurl = \"http://127.0.0.1:9090/api/v1/write\"\n";
+
+    #[test]
+    fn scrape_protocols_build_the_accept_header_and_bad_names_are_refused() {
+        let job = "[[scrape]]\njob = \"j\"\ntargets = [\"127.0.0.1:8080\"]\n";
+        let s = parse(&format!("{RW}{job}")).unwrap();
+        assert_eq!(s.scrapes[0].accept, crate::scrape::ACCEPT_HEADER);
+        assert!(!s.scrapes[0].always_scrape_classic_histograms);
+        let s = parse(&format!(
+            "{RW}{job}scrape_protocols = [\"PrometheusProto\", \"PrometheusText0.0.4\"]\nalways_scrape_classic_histograms = true\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            s.scrapes[0].accept,
+            "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;\
+             encoding=delimited;q=0.6,text/plain;version=0.0.4;q=0.5,*/*;q=0.4"
+        );
+        assert!(s.scrapes[0].always_scrape_classic_histograms);
+        let e = parse(&format!(
+            "{RW}{job}scrape_protocols = [\"PrometheusProto\", \"Protobuf\", \"PrometheusProto\"]\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("scrape[0].scrape_protocols[1]")
+                && e.contains("unknown protocol \"Protobuf\""),
+            "{e}"
+        );
+        assert!(
+            e.contains("scrape[0].scrape_protocols[2]") && e.contains("listed twice"),
+            "{e}"
+        );
+        let e = parse(&format!("{RW}{job}scrape_protocols = []\n")).unwrap_err();
+        assert!(e.contains("scrape[0].scrape_protocols"), "{e}");
+    }
+
+    #[test]
+    fn native_histogram_keys_are_validated_and_the_example_loads() {
+        let s = parse(RW).unwrap();
+        assert!(s.agent.native_histograms.is_none());
+        let s = parse(&format!(
+            "[agent]\nnative_histograms = true\nnative_histogram_bucket_factor = 2.0\n{RW}"
+        ))
+        .unwrap();
+        assert_eq!(s.agent.native_histograms.map(|n| n.schema), Some(0));
+        let e = parse(&format!(
+            "[agent]\nnative_histograms = true\nnative_histogram_bucket_factor = 1.0\n{RW}"
+        ))
+        .unwrap_err();
+        assert!(e.contains("agent.native_histogram_bucket_factor"), "{e}");
+
+        // In a jail: other tests set PUSHPROBE_ variables, which loading reads.
+        figment::Jail::expect_with(|_| {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("examples/native-histograms.toml");
+            let s = crate::config::load(&path, true)
+                .unwrap()
+                .validate("examples/native-histograms.toml")
+                .unwrap_or_else(|e| panic!("{e:?}"));
+            assert_eq!(s.agent.native_histograms.map(|n| n.schema), Some(3));
+            assert!(s.scrapes[0]
+                .accept
+                .starts_with("application/vnd.google.protobuf"));
+            assert!(s.scrapes[0].always_scrape_classic_histograms);
+            Ok(())
+        });
+    }
 
     #[test]
     fn sample_limit_zero_still_means_no_limit() {

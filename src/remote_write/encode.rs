@@ -15,6 +15,10 @@
 use std::borrow::Borrow;
 use std::collections::hash_map::{Entry, HashMap};
 
+use prost::Message;
+
+use crate::proto;
+use crate::series::native::{BucketSpan, NativeHistogram};
 use crate::series::{cmp_names, field_len, put_varint, varint_len, Labels, PassThrough, Sample};
 
 /// Why a batch could not be encoded.
@@ -52,6 +56,8 @@ pub struct EncodeStats {
 const KEY_WRITE_REQUEST_TIMESERIES: u8 = (1 << 3) | 2;
 /// TimeSeries.samples (2, length-delimited).
 const KEY_TIMESERIES_SAMPLES: u8 = (2 << 3) | 2;
+/// TimeSeries.histograms (4, length-delimited).
+const KEY_TIMESERIES_HISTOGRAMS: u8 = (4 << 3) | 2;
 /// Sample.value (1, fixed 64-bit).
 const KEY_SAMPLE_VALUE: u8 = (1 << 3) | 1;
 /// Sample.timestamp (2, varint).
@@ -268,7 +274,13 @@ impl Encoder {
                 labels.own_wire_bytes().len() + points.iter().map(|(_, f)| f.len()).sum::<usize>();
             let samples_len: usize = members
                 .iter()
-                .map(|&i| field_len(sample_len(samples[i as usize].borrow())))
+                .map(|&i| {
+                    let s = samples[i as usize].borrow();
+                    match s.histogram() {
+                        None => field_len(sample_len(s)),
+                        Some(h) => field_len(histogram_message(h, s.timestamp_ms).encoded_len()),
+                    }
+                })
                 .sum();
             let series_len = labels_len + samples_len;
             // Slack for `write_sample`'s fixed-size copies.
@@ -277,8 +289,23 @@ impl Encoder {
             buf.push(KEY_WRITE_REQUEST_TIMESERIES);
             put_varint(buf, series_len as u64);
             write_merged(buf, labels, &points);
+            let mut histograms = false;
             for &i in members {
-                write_sample(buf, samples[i as usize].borrow());
+                let s = samples[i as usize].borrow();
+                if s.histogram().is_some() {
+                    histograms = true;
+                } else {
+                    write_sample(buf, s);
+                }
+            }
+            // `TimeSeries.histograms` (field 4) after the samples (field 2), in tag order.
+            if histograms {
+                for &i in members {
+                    let s = samples[i as usize].borrow();
+                    if let Some(h) = s.histogram() {
+                        write_histogram(buf, h, s.timestamp_ms);
+                    }
+                }
             }
         }
     }
@@ -324,6 +351,43 @@ fn write_sample(buf: &mut Vec<u8>, s: &Sample) {
         // int64 is a two's-complement varint, as protobuf specifies.
         put_varint(buf, ts as u64);
     }
+}
+
+/// The remote-write `Histogram` message of a native histogram sample. Built with prost:
+/// histogram samples are few beside float ones, and the message has many optional fields.
+fn histogram_message(h: &NativeHistogram, timestamp_ms: i64) -> proto::Histogram {
+    let spans = |spans: &[BucketSpan]| -> Vec<proto::BucketSpan> {
+        spans
+            .iter()
+            .map(|s| proto::BucketSpan {
+                offset: s.offset,
+                length: s.length,
+            })
+            .collect()
+    };
+    proto::Histogram {
+        count: Some(proto::histogram::Count::CountInt(h.count)),
+        sum: h.sum,
+        schema: h.schema,
+        zero_threshold: h.zero_threshold,
+        zero_count: Some(proto::histogram::ZeroCount::ZeroCountInt(h.zero_count)),
+        negative_spans: spans(&h.negative_spans),
+        negative_deltas: h.negative_deltas.clone(),
+        negative_counts: Vec::new(),
+        positive_spans: spans(&h.positive_spans),
+        positive_deltas: h.positive_deltas.clone(),
+        positive_counts: Vec::new(),
+        reset_hint: h.reset_hint.to_proto(),
+        timestamp: timestamp_ms,
+    }
+}
+
+/// Writes one `TimeSeries.histograms` field.
+fn write_histogram(buf: &mut Vec<u8>, h: &NativeHistogram, timestamp_ms: i64) {
+    let msg = histogram_message(h, timestamp_ms);
+    buf.push(KEY_TIMESERIES_HISTOGRAMS);
+    put_varint(buf, msg.encoded_len() as u64);
+    msg.encode_raw(buf);
 }
 
 /// Encodes `samples` into `buf` with a throwaway [`Encoder`]; keep an `Encoder` to reuse
@@ -410,10 +474,7 @@ fn sample_len(s: &Sample) -> usize {
 #[cfg(test)]
 mod tests {
 
-    use prost::Message;
-
     use super::*;
-    use crate::proto;
     use crate::series::KEY_SERIES_LABEL;
     use crate::series::{stale_nan, STALE_NAN_BITS};
 
@@ -580,6 +641,64 @@ mod tests {
         );
         // Negative timestamps (before 1970) are ten-byte varints and must survive too.
         assert_eq!(req.timeseries[0].samples[0].timestamp, -5);
+    }
+
+    #[test]
+    fn native_histograms_go_in_the_histograms_field_as_prometheus_sends_them() {
+        use crate::series::native::{NativeOptions, NativeState};
+        use std::sync::Arc;
+        let mut state = NativeState::new(NativeOptions::from_factor(1.1));
+        for v in [0.0, 1.0, 1.0, 1.1, -2.0] {
+            state.observe(v);
+        }
+        let h = Arc::new(state.snapshot());
+        let l = labels("lat_seconds", &[("probe", "p")]);
+        let batch = vec![
+            sample(&labels("up", &[]), 1.0, 1000),
+            Sample::native(&l, h.clone(), 1000),
+            Sample::native(&l, h.clone(), 2000),
+        ];
+        let (req, stats) = encode(&batch, &Labels::default());
+        assert_eq!((stats.series, stats.samples), (2, 3));
+        let ts = &req.timeseries[1];
+        assert_eq!(
+            names_values(ts),
+            [("__name__", "lat_seconds"), ("probe", "p")]
+        );
+        assert!(
+            ts.samples.is_empty(),
+            "a histogram series has no float samples"
+        );
+        assert_eq!(ts.histograms.len(), 2);
+        let got = &ts.histograms[0];
+        assert_eq!(got.count, Some(proto::histogram::Count::CountInt(5)));
+        assert_eq!(
+            got.zero_count,
+            Some(proto::histogram::ZeroCount::ZeroCountInt(1))
+        );
+        assert_eq!(got.schema, 3);
+        assert_eq!(got.sum, 1.0 + 1.0 + 1.1 - 2.0);
+        assert_eq!(got.zero_threshold, h.zero_threshold);
+        assert_eq!(
+            got.positive_spans,
+            vec![proto::BucketSpan {
+                offset: 0,
+                length: 3
+            }]
+        );
+        assert_eq!(got.positive_deltas, vec![2, -2, 1]);
+        assert_eq!(
+            got.negative_spans,
+            vec![proto::BucketSpan {
+                offset: 8,
+                length: 1
+            }]
+        );
+        assert_eq!(got.negative_deltas, vec![1]);
+        assert_eq!(got.timestamp, 1000);
+        assert_eq!(ts.histograms[1].timestamp, 2000);
+        assert_eq!(req.timeseries[0].samples.len(), 1);
+        assert!(req.timeseries[0].histograms.is_empty());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Scraping local exporters with Prometheus' semantics: a pure core and one I/O shell.
 //!
 //! - this file: parsers for the Prometheus text format 0.0.4 and OpenMetrics 1.0 text (with
-//!   `text`, `openmetrics`, and `lex` for what both share), and the [`SeriesCache`] (over
-//!   `table`);
+//!   `text`, `openmetrics`, and `lex` for what both share) and for the protobuf format
+//!   (`protobuf`, which carries native histograms), the `Accept` header of
+//!   [`ScrapeProtocol`]s, and the [`SeriesCache`] (over `table`);
 //! - [`relabel`](mod@relabel): metric relabeling (pure); `render`: the text-format renderer (pure);
 //! - [`body`]: the size-bounded decoding of gzip bodies (pure);
 //! - [`target`]: one target's state as a pure function of the bodies it is fed (target labels,
@@ -20,6 +21,7 @@ pub mod body;
 mod lex;
 pub mod metadata;
 mod openmetrics;
+mod protobuf;
 pub mod relabel;
 mod render;
 pub mod scraper;
@@ -34,6 +36,7 @@ use table::{Keyed, SeriesKey, Table};
 use crate::series::{LabelError, Labels, MetricType, Sample, METRIC_NAME_LABEL};
 
 pub use lex::{format_go_float, parse_go_float, NORMAL_NAN_BITS};
+pub use protobuf::PROTOBUF_MEDIA_TYPE;
 pub use relabel::{relabel, Action, RelabelConfig, RelabelError, RelabelRule};
 pub use render::{render_text, render_text_into};
 
@@ -46,6 +49,82 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
 pub const ACCEPT_HEADER: &str =
     "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4,*/*;q=0.1";
 
+/// An exposition format a scrape may ask for, as Prometheus 3's `scrape_protocols` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScrapeProtocol {
+    /// The protobuf format (`PrometheusProto`), the one that carries native histograms.
+    PrometheusProto,
+    /// OpenMetrics text 1.0.0.
+    OpenMetricsText1_0_0,
+    /// OpenMetrics text 0.0.1.
+    OpenMetricsText0_0_1,
+    /// Prometheus text 1.0.0.
+    PrometheusText1_0_0,
+    /// Prometheus text 0.0.4.
+    PrometheusText0_0_4,
+}
+
+impl ScrapeProtocol {
+    /// Every protocol, in Prometheus' order.
+    pub const ALL: [ScrapeProtocol; 5] = [
+        ScrapeProtocol::PrometheusProto,
+        ScrapeProtocol::OpenMetricsText1_0_0,
+        ScrapeProtocol::OpenMetricsText0_0_1,
+        ScrapeProtocol::PrometheusText1_0_0,
+        ScrapeProtocol::PrometheusText0_0_4,
+    ];
+
+    /// The protocol a configuration name stands for.
+    pub fn from_name(name: &str) -> Option<ScrapeProtocol> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// The name in configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScrapeProtocol::PrometheusProto => "PrometheusProto",
+            ScrapeProtocol::OpenMetricsText1_0_0 => "OpenMetricsText1.0.0",
+            ScrapeProtocol::OpenMetricsText0_0_1 => "OpenMetricsText0.0.1",
+            ScrapeProtocol::PrometheusText1_0_0 => "PrometheusText1.0.0",
+            ScrapeProtocol::PrometheusText0_0_4 => "PrometheusText0.0.4",
+        }
+    }
+
+    /// The media type with its parameters, as it goes in an `Accept` header. The 1.0.0
+    /// formats ask for `escaping=underscores`: the label model takes only legacy names, so
+    /// targets are asked to escape others rather than expose them as they are.
+    fn media(self) -> &'static str {
+        match self {
+            ScrapeProtocol::PrometheusProto => {
+                "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited"
+            }
+            ScrapeProtocol::OpenMetricsText1_0_0 => {
+                "application/openmetrics-text;version=1.0.0;escaping=underscores"
+            }
+            ScrapeProtocol::OpenMetricsText0_0_1 => "application/openmetrics-text;version=0.0.1",
+            ScrapeProtocol::PrometheusText1_0_0 => {
+                "text/plain;version=1.0.0;escaping=underscores"
+            }
+            ScrapeProtocol::PrometheusText0_0_4 => "text/plain;version=0.0.4",
+        }
+    }
+}
+
+/// The `Accept` header for `protocols`, most preferred first, weighted as Prometheus weighs
+/// them: `q=0.6` for the first of five possible, one tenth less for each next, and `*/*`
+/// last.
+pub fn accept_header(protocols: &[ScrapeProtocol]) -> String {
+    let mut weight = ScrapeProtocol::ALL.len() + 1;
+    let mut out = String::new();
+    for p in protocols {
+        out.push_str(p.media());
+        out.push_str(&format!(";q=0.{weight},"));
+        weight = weight.saturating_sub(1);
+    }
+    out.push_str(&format!("*/*;q=0.{weight}"));
+    out
+}
+
 /// Which exposition format a body is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -53,13 +132,28 @@ pub enum Format {
     Text,
     /// OpenMetrics 1.0 text.
     OpenMetrics,
+    /// The protobuf format: length-delimited `io.prometheus.client.MetricFamily` messages.
+    Protobuf,
 }
 
 impl Format {
     /// Picks the format from a `Content-Type` value; `None` when it is neither text format.
     pub fn from_content_type(content_type: &str) -> Option<Format> {
-        let media = content_type.split(';').next().unwrap_or("").trim();
-        if media.eq_ignore_ascii_case("application/openmetrics-text") {
+        let mut parts = content_type.split(';');
+        let media = parts.next().unwrap_or("").trim();
+        if media.eq_ignore_ascii_case(PROTOBUF_MEDIA_TYPE) {
+            // Only the delimited MetricFamily stream is the exposition format.
+            let fits = parts.all(|p| match p.split_once('=') {
+                Some((k, v)) if k.trim().eq_ignore_ascii_case("proto") => {
+                    v.trim() == "io.prometheus.client.MetricFamily"
+                }
+                Some((k, v)) if k.trim().eq_ignore_ascii_case("encoding") => {
+                    v.trim().eq_ignore_ascii_case("delimited")
+                }
+                _ => true,
+            });
+            fits.then_some(Format::Protobuf)
+        } else if media.eq_ignore_ascii_case("application/openmetrics-text") {
             Some(Format::OpenMetrics)
         } else if media.eq_ignore_ascii_case("text/plain") {
             Some(Format::Text)
@@ -186,6 +280,9 @@ pub struct ParsedSample {
     pub timestamp_ms: Option<i64>,
     /// The exemplar, when the line had one.
     pub exemplar: Option<Box<Exemplar>>,
+    /// The native histogram, when the sample is one (protobuf format only); `value` is then
+    /// the histogram marker NaN.
+    pub histogram: Option<std::sync::Arc<crate::series::native::NativeHistogram>>,
 }
 
 /// Everything a scrape body held.
@@ -274,6 +371,14 @@ pub enum ParseError {
     /// The content type is neither text format.
     #[error("unsupported content type {0:?}: expected text/plain; version=0.0.4 or application/openmetrics-text; version=1.0.0")]
     UnsupportedContentType(String),
+    /// A protobuf body that is not a valid stream of `MetricFamily` messages.
+    #[error("protobuf exposition at byte {offset}: {message}")]
+    Protobuf {
+        /// Offset of the message (its length prefix) in the body.
+        offset: usize,
+        /// What is wrong.
+        message: String,
+    },
     /// A syntax or content error at a position (1-based line, 1-based column in characters).
     #[error("{line}:{column}: {kind}")]
     At {
@@ -291,7 +396,7 @@ impl ParseError {
     pub fn position(&self) -> Option<(usize, usize)> {
         match self {
             ParseError::At { line, column, .. } => Some((*line, *column)),
-            ParseError::UnsupportedContentType(_) => None,
+            ParseError::UnsupportedContentType(_) | ParseError::Protobuf { .. } => None,
         }
     }
 }
@@ -328,7 +433,7 @@ pub fn parse_bytes_cached(
         cache: Some(&mut *cache),
         samples: Vec::new(),
     };
-    let families = parse_bytes_into(body, content_type, normalize_le_quantile, &mut sink)?;
+    let families = parse_bytes_into(body, content_type, normalize_le_quantile, false, &mut sink)?;
     let samples = sink.samples;
     cache.sweep();
     Ok(Exposition { families, samples })
@@ -340,22 +445,35 @@ pub(crate) fn parse_bytes_into<S: Sink>(
     body: &[u8],
     content_type: Option<&str>,
     normalize_le_quantile: bool,
+    keep_classic_histograms: bool,
     sink: &mut S,
 ) -> Result<Vec<ParsedFamily>, ParseError> {
     let format = format_of(content_type)?;
-    let body = utf8(body)?;
     let mut b = Builder::new(sink);
     b.normalize = normalize_le_quantile;
     match format {
-        Format::Text => text::parse(body, &mut b)?,
-        Format::OpenMetrics => openmetrics::parse(body, &mut b)?,
+        Format::Protobuf => protobuf::parse(body, keep_classic_histograms, &mut b)?,
+        Format::Text => text::parse(utf8(body)?, &mut b)?,
+        Format::OpenMetrics => openmetrics::parse(utf8(body)?, &mut b)?,
     }
     Ok(b.families)
 }
 
 /// Parses raw bytes, refusing invalid UTF-8 with its position.
+/// A protobuf body keeps native histograms only (no classic buckets beside them).
 pub fn parse_bytes(body: &[u8], content_type: Option<&str>) -> Result<Exposition, ParseError> {
     let format = format_of(content_type)?;
+    if format == Format::Protobuf {
+        let mut sink = Collect {
+            cache: None,
+            samples: Vec::new(),
+        };
+        let families = parse_bytes_into(body, content_type, true, false, &mut sink)?;
+        return Ok(Exposition {
+            families,
+            samples: sink.samples,
+        });
+    }
     let body = utf8(body)?;
     parse_format(body, format, None)
 }
@@ -374,6 +492,7 @@ pub fn parse_format(
     match format {
         Format::Text => text::parse(body, &mut b)?,
         Format::OpenMetrics => openmetrics::parse(body, &mut b)?,
+        Format::Protobuf => protobuf::parse(body.as_bytes(), false, &mut b)?,
     }
     let families = b.families;
     Ok(Exposition {
@@ -462,6 +581,7 @@ impl Sink for Collect<'_> {
             value: point.value,
             timestamp_ms: point.timestamp_ms,
             exemplar: point.exemplar,
+            histogram: point.histogram,
         });
     }
 }
@@ -711,6 +831,8 @@ pub(crate) struct Point {
     value: f64,
     timestamp_ms: Option<i64>,
     exemplar: Option<Box<Exemplar>>,
+    /// A native histogram sample's histogram (`value` is then the marker NaN).
+    histogram: Option<std::sync::Arc<crate::series::native::NativeHistogram>>,
 }
 
 impl Point {
@@ -724,6 +846,7 @@ impl Point {
             value,
             timestamp_ms,
             exemplar,
+            histogram: None,
         }
     }
 }

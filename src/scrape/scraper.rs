@@ -3,8 +3,8 @@
 //! the resulting samples to the agent's queues, saying which are the report series so that a
 //! full queue keeps them longest.
 //!
-//! Requests carry what Prometheus sends: an `Accept` header preferring OpenMetrics,
-//! `Accept-Encoding: gzip` (unless `enable_compression` is off),
+//! Requests carry what Prometheus sends: the job's `Accept` header (from `scrape_protocols`;
+//! by default preferring OpenMetrics), `Accept-Encoding: gzip` (unless `enable_compression` is off),
 //! `X-Prometheus-Scrape-Timeout-Seconds`, and `User-Agent: pushprobe/<version>`. A gzip answer
 //! is decoded as it arrives ([`super::body`]), its decoded size held to `body_size_limit`.
 
@@ -19,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 use super::body::{BodyReader, ContentEncoding, ACCEPT_ENCODING_GZIP};
 use super::metadata::MetadataStore;
 use super::target::{ScrapeError, ScrapeSummary, TargetOptions, TargetState, REPORT_SERIES};
-use super::ACCEPT_HEADER;
 use crate::clock::now_ms;
 use crate::config::{ScrapeSettings, ScrapeTargetSettings};
 use crate::http_client::{ClientError, HttpClient, KeepAlive, Request, Trace};
@@ -123,7 +122,7 @@ impl JobClient {
             .map_err(|e| fail(e.to_string()))?
             .with_proxy(job.proxy.clone());
         let mut headers = vec![
-            ("accept".to_string(), ACCEPT_HEADER.to_string()),
+            ("accept".to_string(), job.accept.clone()),
             (
                 "x-prometheus-scrape-timeout-seconds".to_string(),
                 timeout_header(job.timeout),
@@ -219,6 +218,7 @@ impl Scraper {
             sample_limit: job.sample_limit,
             rules: job.metric_relabel.clone(),
             normalize_le_quantile: job.normalize_le_quantile,
+            keep_classic_histograms: job.always_scrape_classic_histograms,
         };
         let mut request = Request::new(Method::GET, target.url.clone(), job.timeout);
         request.headers = client.headers.clone();

@@ -22,6 +22,7 @@ use super::body::DecodeError;
 use super::relabel::{relabel, RelabelRule};
 use super::table::{Keyed, SeriesKey, Table};
 use super::{parse_bytes_into, Format, ParseError, ParsedFamily, Point, Sink};
+use crate::series::native::NativeHistogram;
 use crate::series::{stale_nan, Labels, PassThrough, Sample, METRIC_NAME_LABEL, STALE_NAN_BITS};
 
 /// Prefix Prometheus gives an exposed label that clashes with a target label.
@@ -49,6 +50,8 @@ pub struct TargetOptions {
     pub rules: Arc<[RelabelRule]>,
     /// `le`/`quantile` values become canonical floats (`1` → `1.0`), as in Prometheus 3.
     pub normalize_le_quantile: bool,
+    /// A native histogram's classic buckets are kept beside it (protobuf format).
+    pub keep_classic_histograms: bool,
 }
 
 impl Default for TargetOptions {
@@ -61,6 +64,7 @@ impl Default for TargetOptions {
             sample_limit: 0,
             rules: Arc::from(Vec::new()),
             normalize_le_quantile: true,
+            keep_classic_histograms: false,
         }
     }
 }
@@ -345,13 +349,21 @@ impl TargetState {
                 0 => usize::MAX,
                 n => n,
             },
+            histograms: Vec::new(),
             over_limit: 0,
             dropped: 0,
             no_name: 0,
         };
-        let parsed = parse_bytes_into(body, ct, self.opts.normalize_le_quantile, &mut intake);
+        let parsed = parse_bytes_into(
+            body,
+            ct,
+            self.opts.normalize_le_quantile,
+            self.opts.keep_classic_histograms,
+            &mut intake,
+        );
         let Intake {
             samples,
+            histograms,
             over_limit,
             dropped,
             no_name,
@@ -384,7 +396,9 @@ impl TargetState {
         // Second pass: timestamp order per series, then forward.
         // Room for the report series too, which `report` appends after this.
         out.reserve(summary.post_relabel + REPORT_SERIES.len());
-        for p in &samples {
+        let mut histograms = histograms.into_iter().peekable();
+        for (i, p) in samples.iter().enumerate() {
+            let histogram = histograms.next_if(|(at, _)| *at == i).map(|(_, h)| h);
             let Some(series) = self.series.get_mut(p.series) else {
                 continue;
             };
@@ -419,10 +433,13 @@ impl TargetState {
             let Some(labels) = &series.labels else {
                 continue;
             };
-            out.push(Sample {
-                labels: labels.clone(),
-                value: p.value,
-                timestamp_ms: ts,
+            out.push(match histogram {
+                Some(h) => Sample::native(labels, h, ts),
+                None => Sample {
+                    labels: labels.clone(),
+                    value: p.value,
+                    timestamp_ms: ts,
+                },
             });
             series.last_ts = ts;
             series.last_bits = bits;
@@ -589,6 +606,9 @@ struct Intake<'a> {
     /// Kept samples past `limit`: only counted, and their series get no record, so a body
     /// far over the limit costs no more memory than one at it.
     over_limit: usize,
+    /// Native histograms of kept samples, by index in `samples`, in order: few beside the
+    /// float samples, so kept apart rather than widening every pending sample.
+    histograms: Vec<(usize, Arc<NativeHistogram>)>,
     /// Samples of series relabeling dropped.
     dropped: usize,
     /// Samples of series relabeling left without a name.
@@ -727,11 +747,16 @@ impl Sink for Intake<'_> {
         }
         match self.series.get(i).map(|s| s.fate) {
             Some(Fate::Kept) if self.samples.len() >= self.limit => self.over_limit += 1,
-            Some(Fate::Kept) => self.samples.push(Pending {
-                series: i,
-                value: point.value,
-                timestamp_ms: point.timestamp_ms,
-            }),
+            Some(Fate::Kept) => {
+                if let Some(h) = point.histogram {
+                    self.histograms.push((self.samples.len(), h));
+                }
+                self.samples.push(Pending {
+                    series: i,
+                    value: point.value,
+                    timestamp_ms: point.timestamp_ms,
+                })
+            }
             Some(Fate::Dropped) | None => self.dropped += 1,
             Some(Fate::NoName) => self.no_name += 1,
         }

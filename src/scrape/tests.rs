@@ -586,8 +586,13 @@ fn content_type_selects_the_format() {
     assert_eq!(parse(body, TEXT).unwrap().samples.len(), 1);
     assert_eq!(parse("a 1\n", TEXT).unwrap().samples.len(), 1);
     assert!(matches!(
-        parse(body, Some("application/vnd.google.protobuf")),
+        parse(body, Some("application/json")),
         Err(ParseError::UnsupportedContentType(_))
+    ));
+    // The protobuf format is read as protobuf, whatever the body holds.
+    assert!(matches!(
+        parse(body, Some("application/vnd.google.protobuf")),
+        Err(ParseError::Protobuf { .. })
     ));
 }
 
@@ -738,6 +743,7 @@ fn render_escapes_and_groups_by_family() {
         value,
         timestamp_ms: ts,
         exemplar: None,
+        histogram: None,
     };
     let samples = vec![
         sample(1, labels(&[("__name__", "raw")]), 1e6, None),
@@ -831,6 +837,7 @@ proptest! {
                     value: *v,
                     timestamp_ms: *ts,
                     exemplar: None,
+                    histogram: None,
                 })
             })
             .collect();

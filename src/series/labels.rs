@@ -13,10 +13,11 @@
 use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use triomphe::ThinArc;
 
+use super::native::NativeHistogram;
 use super::{is_valid_label_name, is_valid_metric_name, LabelError, METRIC_NAME_LABEL};
 
 /// `TimeSeries.labels` (field 1, length-delimited).
@@ -82,6 +83,9 @@ struct Head {
     /// Labels of the set stored once for many sets: never empty, never with a base of its
     /// own, and sharing no name with the own labels.
     base: Option<Labels>,
+    /// The native histogram of the one sample this copy of the set was made for (see
+    /// [`crate::series::Sample::native`]); ignored by equality, hashing and order.
+    histogram: Option<Arc<NativeHistogram>>,
 }
 
 impl Default for Labels {
@@ -161,6 +165,7 @@ impl Labels {
         let head = Head {
             hash: hash_bytes(seed(), &buf),
             base: None,
+            histogram: None,
         };
         Labels {
             inner: ThinArc::from_header_and_slice(head, &buf),
@@ -193,10 +198,30 @@ impl Labels {
             // The same content as `self`, so the same hash.
             hash: self.content_hash(),
             base: Some(base.clone()),
+            histogram: None,
         };
         Labels {
             inner: ThinArc::from_header_and_slice(head, &own),
         }
+    }
+
+    /// A copy of this set (the same labels, hash and base) that carries `histogram`: the
+    /// label set of one native histogram sample. A float sample stays three words this way;
+    /// the histogram sample pays one allocation, which the histogram needs anyway.
+    pub fn with_histogram(&self, histogram: Arc<NativeHistogram>) -> Labels {
+        let head = Head {
+            hash: self.content_hash(),
+            base: self.base().cloned(),
+            histogram: Some(histogram),
+        };
+        Labels {
+            inner: ThinArc::from_header_and_slice(head, self.own_wire_bytes()),
+        }
+    }
+
+    /// The native histogram this copy of the set carries (see [`Labels::with_histogram`]).
+    pub fn histogram(&self) -> Option<&Arc<NativeHistogram>> {
+        self.inner.header.header.histogram.as_ref()
     }
 
     /// The shared labels this set keeps apart from its own (see

@@ -4,11 +4,21 @@
 //! Label sets are sorted, validated and encoded once, when a series is first created (see
 //! [`Labels`]), and then shared: every later sample of that series costs a reference count
 //! increment, not a re-sort.
+//!
+//! A sample is three words: its label set, a float value and a timestamp. A native histogram
+//! sample (see [`native`]) is rare beside float samples, so it does not widen every sample
+//! with a variant or a pointer: it carries its histogram in a private copy of its label set
+//! ([`Labels::with_histogram`]), with a marker NaN as its float value ([`Sample::native`]).
+//! Every queue, lane and record then carries histograms beside floats unchanged; the encoder
+//! and the disk format look for the histogram, and everything else sees one more sample of
+//! the series. The copy costs one allocation per histogram sample, which holds the histogram
+//! anyway, and one word per label set.
 
 use std::collections::{btree_map, BTreeMap};
 use std::sync::Arc;
 
 mod labels;
+pub mod native;
 
 #[cfg(test)]
 pub(crate) use labels::KEY_SERIES_LABEL;
@@ -71,6 +81,10 @@ pub fn is_valid_metric_name(name: &str) -> bool {
     chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
 
+/// Bit pattern of the NaN a native histogram sample carries as its float value, so that code
+/// reading only floats sees no number it could mistake for a measurement.
+pub const HISTOGRAM_NAN_BITS: u64 = 0x7ff8_0000_0048_4953;
+
 /// One measured value of one series, stamped with the time it was measured.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
@@ -80,6 +94,26 @@ pub struct Sample {
     pub value: f64,
     /// Milliseconds since the Unix epoch at which the value was measured.
     pub timestamp_ms: i64,
+}
+
+impl Sample {
+    /// A native histogram sample of the series `labels`.
+    pub fn native(
+        labels: &Labels,
+        histogram: Arc<native::NativeHistogram>,
+        timestamp_ms: i64,
+    ) -> Sample {
+        Sample {
+            labels: labels.with_histogram(histogram),
+            value: f64::from_bits(HISTOGRAM_NAN_BITS),
+            timestamp_ms,
+        }
+    }
+
+    /// The native histogram, when this is a histogram sample rather than a float one.
+    pub fn histogram(&self) -> Option<&Arc<native::NativeHistogram>> {
+        self.labels.histogram()
+    }
 }
 
 /// The kind of a metric family, as Prometheus types it.
@@ -150,16 +184,20 @@ pub struct HistogramState {
     pub sum: f64,
     /// Number of observations.
     pub count: u64,
+    /// The same observations in exponential buckets, when the registry keeps native
+    /// histograms (see [`Registry::with_native`]).
+    pub native: Option<native::NativeState>,
 }
 
 impl HistogramState {
-    fn new(bounds: Arc<[f64]>) -> Self {
+    fn new(bounds: Arc<[f64]>, native: Option<native::NativeOptions>) -> Self {
         let counts = vec![0; bounds.len() + 1];
         HistogramState {
             bounds,
             counts,
             sum: 0.0,
             count: 0,
+            native: native.map(native::NativeState::new),
         }
     }
 
@@ -168,6 +206,9 @@ impl HistogramState {
         self.counts[i] += 1;
         self.sum += v;
         self.count += 1;
+        if let Some(n) = &mut self.native {
+            n.observe(v);
+        }
     }
 
     /// Cumulative counts per bucket, `+Inf` last.
@@ -200,8 +241,8 @@ pub struct Series {
     pub labels: Labels,
     /// Current value.
     pub value: SeriesValue,
-    /// Interned full label sets: one for counters and gauges; for histograms one per bucket
-    /// (`+Inf` last), then `_sum`, then `_count`.
+    /// Interned full label sets: one for counters, gauges and native histograms; for classic
+    /// histograms one per bucket (`+Inf` last), then `_sum`, then `_count`.
     interned: Vec<Labels>,
 }
 
@@ -221,12 +262,30 @@ pub struct Registry {
     /// Series removed since the last [`Registry::take_stale_markers`]: family name, key and
     /// interned label sets, so each can be ended with a staleness marker.
     ended: Vec<(String, Labels, Vec<Labels>)>,
+    /// Whether histograms are also kept, and sent, as native histograms.
+    native: Option<native::NativeOptions>,
 }
 
 impl Registry {
     /// Creates an empty registry.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Creates an empty registry whose histograms are native ones when `native` is set: their
+    /// samples are one native histogram per series instead of classic `_bucket`, `_sum` and
+    /// `_count` series. The classic buckets are still counted, for the text renderings (the
+    /// agent's `/metrics`, the Pushgateway), which cannot carry native histograms.
+    pub fn with_native(native: Option<native::NativeOptions>) -> Self {
+        Registry {
+            native,
+            ..Self::default()
+        }
+    }
+
+    /// The native histogram options histograms of this registry are created with.
+    pub fn native(&self) -> Option<native::NativeOptions> {
+        self.native
     }
 
     /// Declares a family. Calling it again with the same name keeps the existing series.
@@ -308,8 +367,9 @@ impl Registry {
         bounds: &Arc<[f64]>,
         value: f64,
     ) -> Result<(), LabelError> {
+        let native = self.native;
         let s = self.series_mut(name, labels, || {
-            SeriesValue::Histogram(HistogramState::new(bounds.clone()))
+            SeriesValue::Histogram(HistogramState::new(bounds.clone(), native))
         })?;
         if let SeriesValue::Histogram(h) = &mut s.value {
             h.observe(value);
@@ -386,6 +446,13 @@ impl Registry {
                 };
                 match &s.value {
                     SeriesValue::Counter(v) | SeriesValue::Gauge(v) => push(&s.interned[0], *v),
+                    SeriesValue::Histogram(HistogramState {
+                        native: Some(n), ..
+                    }) => out.push(Sample::native(
+                        &s.interned[0],
+                        Arc::new(n.snapshot()),
+                        timestamp_ms,
+                    )),
                     SeriesValue::Histogram(h) => {
                         let n = h.counts.len();
                         for (i, c) in h.cumulative().enumerate() {
@@ -408,7 +475,11 @@ fn intern(name: &str, labels: &Labels, value: &SeriesValue) -> Result<Vec<Labels
         Ok(labels.with(METRIC_NAME_LABEL, metric))
     };
     match value {
-        SeriesValue::Counter(_) | SeriesValue::Gauge(_) => Ok(vec![named(name)?]),
+        SeriesValue::Counter(_)
+        | SeriesValue::Gauge(_)
+        | SeriesValue::Histogram(HistogramState {
+            native: Some(_), ..
+        }) => Ok(vec![named(name)?]),
         SeriesValue::Histogram(h) => {
             let bucket = named(&format!("{name}_bucket"))?;
             let mut out: Vec<Labels> = h
@@ -546,6 +617,41 @@ mod tests {
             r.take_stale_markers(6000).is_empty(),
             "markers are sent once"
         );
+    }
+
+    #[test]
+    fn a_native_registry_yields_one_histogram_sample_per_series() {
+        let mut r = Registry::with_native(Some(native::NativeOptions::from_factor(1.1)));
+        let bounds: Arc<[f64]> = Arc::from(vec![0.1, 1.0]);
+        for v in [0.05, 0.5, 0.5, 3.0] {
+            r.histogram_observe("lat_seconds", &[("probe", "p")], &bounds, v)
+                .unwrap();
+        }
+        r.counter_add("runs_total", &[], 1.0).unwrap();
+        let samples = r.samples_at(1000);
+        assert_eq!(samples.len(), 2);
+        let h = samples[0].histogram().expect("a histogram sample");
+        assert_eq!(samples[0].labels.to_string(), r#"lat_seconds{probe="p"}"#);
+        assert_eq!(samples[0].value.to_bits(), HISTOGRAM_NAN_BITS);
+        assert_eq!((h.count, h.schema), (4, 3));
+        assert!((h.sum - 4.05).abs() < 1e-9);
+        assert!(samples[1].histogram().is_none());
+        // The histogram sample's label set equals the series' and keeps its hash.
+        let plain = Labels::with_name("lat_seconds", [("probe", "p")]).unwrap();
+        assert_eq!(samples[0].labels, plain);
+        assert_eq!(samples[0].labels.content_hash(), plain.content_hash());
+        // Classic buckets are still counted for the text renderings.
+        let family = r.families().next().unwrap();
+        let series = family.series.values().next().unwrap();
+        match &series.value {
+            SeriesValue::Histogram(h) => assert_eq!(h.counts, vec![1, 2, 1]),
+            other => panic!("{other:?}"),
+        }
+        // Removing it ends the one series with a staleness marker.
+        r.remove("lat_seconds", &[("probe", "p")]);
+        let stale = r.take_stale_markers(2000);
+        assert_eq!(stale.len(), 1);
+        assert_eq!(stale[0].labels.to_string(), r#"lat_seconds{probe="p"}"#);
     }
 
     #[test]

@@ -584,8 +584,18 @@ impl Prometheus {
     ///
     /// Storage and the listen address are set here; readiness is `/-/ready`.
     pub async fn start_with(config_yaml: &str, extra_args: &[&str]) -> Option<Prometheus> {
+        Prometheus::start_bin_with(require_binary("prometheus")?, config_yaml, extra_args).await
+    }
+
+    /// Like [`Prometheus::start_with`], with another Prometheus binary (for example the
+    /// current peer from [`require_tool`]).
+    pub async fn start_bin_with(
+        bin: PathBuf,
+        config_yaml: &str,
+        extra_args: &[&str],
+    ) -> Option<Prometheus> {
         let command = PromCommand {
-            bin: require_binary("prometheus")?,
+            bin,
             config_yaml: config_yaml.to_string(),
             agent_mode: extra_args.iter().any(|a| a.contains("agent")),
             extra: extra_args.iter().map(|s| s.to_string()).collect(),

@@ -18,13 +18,40 @@
 //! one byte. Values keep their exact bits, so staleness-marker NaNs survive the round trip.
 //! Label sets are written in full in every record, so a record decodes on its own, whatever
 //! happened to the records before it.
+//!
+//! **Version 2** (magic `"PPQ\x02"`) carries native histograms: the version-1 payload, then
+//!
+//! ```text
+//! varint histogram_count
+//! histogram_count × ( varint sample_index (increasing), zigzag schema, f64 zero_threshold,
+//!                     varint zero_count, varint count, f64 sum, u8 reset_hint,
+//!                     positive side, negative side )
+//! side:    varint span_count, span_count × ( zigzag offset, varint length ),
+//!          varint delta_count, delta_count × zigzag delta
+//! ```
+//!
+//! A histogram sample's float value (a marker NaN, see `series::Sample::native`) stays in
+//! the sample list, so sample numbering is the same in both versions. Records without a
+//! histogram are still written as version 1, byte for byte as before: segments written by
+//! this version stay readable by the previous one unless they hold histograms, and this
+//! version reads both.
 
 use std::collections::HashMap;
 
+use std::sync::Arc;
+
+use crate::series::native::{BucketSpan, NativeHistogram, ResetHint};
 use crate::series::{LabelError, Labels, Sample};
 
 /// First bytes of every record; the last byte is the format version.
 pub const RECORD_MAGIC: [u8; 4] = *b"PPQ\x01";
+/// The magic of a version-2 record, which carries native histograms.
+pub const RECORD_MAGIC_V2: [u8; 4] = *b"PPQ\x02";
+
+/// Tells whether `bytes` are a record magic of a version this build reads.
+pub fn is_record_magic(bytes: &[u8]) -> bool {
+    bytes == RECORD_MAGIC || bytes == RECORD_MAGIC_V2
+}
 /// Bytes in a record header.
 pub const HEADER_LEN: usize = 24;
 /// Largest payload a record may carry, whatever the segment size; bounds what a reader
@@ -126,6 +153,8 @@ pub struct RecordHeader {
     pub count: u32,
     /// CRC32C of header bytes 4..20 and the payload.
     pub crc: u32,
+    /// Format version (the magic's last byte): 1, or 2 with native histograms.
+    pub version: u8,
 }
 
 impl RecordHeader {
@@ -173,7 +202,7 @@ pub fn parse_header(bytes: &[u8]) -> Result<RecordHeader, FormatError> {
     }
     let word = |at: usize| [bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]];
     let magic = word(0);
-    if magic != RECORD_MAGIC {
+    if !is_record_magic(&magic) {
         return Err(FormatError::BadMagic { found: magic });
     }
     let payload_len = u32::from_le_bytes(word(4));
@@ -190,6 +219,7 @@ pub fn parse_header(bytes: &[u8]) -> Result<RecordHeader, FormatError> {
         first_seq: u64::from_le_bytes(seq),
         count: u32::from_le_bytes(word(16)),
         crc: u32::from_le_bytes(word(20)),
+        version: magic[3],
     })
 }
 
@@ -203,14 +233,19 @@ pub fn write_record(
 ) -> RecordHeader {
     let start = out.len();
     out.extend_from_slice(&[0u8; HEADER_LEN]);
-    encode_payload_into(samples, scratch, out);
+    let version = encode_payload_into(samples, scratch, out);
+    let magic = if version == 2 {
+        RECORD_MAGIC_V2
+    } else {
+        RECORD_MAGIC
+    };
     // Payload length and count are bounded by the caller (see `MAX_PAYLOAD_LEN` and the
     // per-record sample limit); saturating keeps a misuse detectable instead of wrapping.
     let payload_len = u32::try_from(out.len() - start - HEADER_LEN).unwrap_or(u32::MAX);
     let count = u32::try_from(samples.len()).unwrap_or(u32::MAX);
     let crc = record_crc(payload_len, first_seq, count, &out[start + HEADER_LEN..]);
     let h = &mut out[start..start + HEADER_LEN];
-    h[0..4].copy_from_slice(&RECORD_MAGIC);
+    h[0..4].copy_from_slice(&magic);
     h[4..8].copy_from_slice(&payload_len.to_le_bytes());
     h[8..16].copy_from_slice(&first_seq.to_le_bytes());
     h[16..20].copy_from_slice(&count.to_le_bytes());
@@ -220,6 +255,7 @@ pub fn write_record(
         first_seq,
         count,
         crc,
+        version,
     }
 }
 
@@ -229,14 +265,16 @@ pub struct EncodeScratch {
     table: HashMap<usize, u64>,
 }
 
-/// Encodes samples into a self-contained payload.
+/// Encodes samples into a self-contained payload (version 2 when a sample is a native
+/// histogram, else version 1).
 pub fn encode_record(samples: &[Sample]) -> Vec<u8> {
     let mut out = Vec::new();
     encode_payload_into(samples, &mut EncodeScratch::default(), &mut out);
     out
 }
 
-fn encode_payload_into(samples: &[Sample], scratch: &mut EncodeScratch, out: &mut Vec<u8>) {
+/// Writes the payload and returns its version: 2 when a sample is a native histogram.
+fn encode_payload_into(samples: &[Sample], scratch: &mut EncodeScratch, out: &mut Vec<u8>) -> u8 {
     // Label sets are deduplicated by identity: samples of one series share one label set
     // (see `series`), so this is cheap and exact; equal sets built apart are merely written
     // twice.
@@ -270,10 +308,106 @@ fn encode_payload_into(samples: &[Sample], scratch: &mut EncodeScratch, out: &mu
         prev_ts = s.timestamp_ms;
         out.extend_from_slice(&s.value.to_bits().to_le_bytes());
     }
+    let histograms = samples.iter().filter(|s| s.histogram().is_some()).count();
+    if histograms == 0 {
+        return 1;
+    }
+    put_varint(out, histograms as u64);
+    for (i, s) in samples.iter().enumerate() {
+        if let Some(h) = s.histogram() {
+            put_varint(out, i as u64);
+            put_histogram(out, h);
+        }
+    }
+    2
 }
 
-/// Decodes a payload written by [`encode_record`]. Never panics, whatever the bytes.
+fn put_histogram(out: &mut Vec<u8>, h: &NativeHistogram) {
+    put_varint(out, zigzag(i64::from(h.schema)));
+    out.extend_from_slice(&h.zero_threshold.to_bits().to_le_bytes());
+    put_varint(out, h.zero_count);
+    put_varint(out, h.count);
+    out.extend_from_slice(&h.sum.to_bits().to_le_bytes());
+    out.push(h.reset_hint.to_proto() as u8);
+    for (spans, deltas) in [
+        (&h.positive_spans, &h.positive_deltas),
+        (&h.negative_spans, &h.negative_deltas),
+    ] {
+        put_varint(out, spans.len() as u64);
+        for span in spans {
+            put_varint(out, zigzag(i64::from(span.offset)));
+            put_varint(out, u64::from(span.length));
+        }
+        put_varint(out, deltas.len() as u64);
+        for d in deltas {
+            put_varint(out, zigzag(*d));
+        }
+    }
+}
+
+fn read_histogram(r: &mut Reader<'_>) -> Result<NativeHistogram, FormatError> {
+    let small = |r: &mut Reader<'_>, what: &'static str| -> Result<i32, FormatError> {
+        let offset = r.pos;
+        let value = r.varint()?;
+        i32::try_from(unzigzag(value)).map_err(|_| FormatError::Implausible {
+            what,
+            value,
+            offset,
+        })
+    };
+    let float = |r: &mut Reader<'_>| -> Result<f64, FormatError> {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(r.take(8)?);
+        Ok(f64::from_bits(u64::from_le_bytes(b)))
+    };
+    let schema = small(r, "histogram schema")?;
+    let zero_threshold = float(r)?;
+    let zero_count = r.varint()?;
+    let count = r.varint()?;
+    let sum = float(r)?;
+    let reset_hint = ResetHint::from_proto(i32::from(r.take(1)?[0]));
+    let mut sides: [(Vec<BucketSpan>, Vec<i64>); 2] = Default::default();
+    for (spans, deltas) in sides.iter_mut() {
+        let n = r.count("histogram span count", 2)?;
+        for _ in 0..n {
+            let offset = small(r, "histogram span offset")?;
+            let at = r.pos;
+            let length = r.varint()?;
+            let length = u32::try_from(length).map_err(|_| FormatError::Implausible {
+                what: "histogram span length",
+                value: length,
+                offset: at,
+            })?;
+            spans.push(BucketSpan { offset, length });
+        }
+        let n = r.count("histogram delta count", 1)?;
+        for _ in 0..n {
+            deltas.push(unzigzag(r.varint()?));
+        }
+    }
+    let [(positive_spans, positive_deltas), (negative_spans, negative_deltas)] = sides;
+    Ok(NativeHistogram {
+        schema,
+        zero_threshold,
+        zero_count,
+        count,
+        sum,
+        positive_spans,
+        positive_deltas,
+        negative_spans,
+        negative_deltas,
+        reset_hint,
+    })
+}
+
+/// Decodes a version-1 payload. Never panics, whatever the bytes.
 pub fn decode_record(bytes: &[u8]) -> Result<Vec<Sample>, FormatError> {
+    decode_record_version(bytes, 1)
+}
+
+/// Decodes a payload of format `version` (1, or 2 with histograms) written by
+/// [`encode_record`]. Never panics, whatever the bytes.
+pub fn decode_record_version(bytes: &[u8], version: u8) -> Result<Vec<Sample>, FormatError> {
     let mut r = Reader { bytes, pos: 0 };
     // Every label set takes at least one byte and every sample at least ten: counts beyond
     // that are corruption, and refusing them keeps allocations bounded by the input size.
@@ -313,6 +447,26 @@ pub fn decode_record(bytes: &[u8]) -> Result<Vec<Sample>, FormatError> {
             timestamp_ms: ts,
         });
     }
+    if version >= 2 {
+        let n = r.count("histogram count", 2)?;
+        let mut next = 0usize;
+        for _ in 0..n {
+            let offset = r.pos;
+            let index = r.varint()?;
+            let i = usize::try_from(index)
+                .ok()
+                .filter(|i| *i >= next && *i < samples.len())
+                .ok_or(FormatError::Implausible {
+                    what: "histogram sample index",
+                    value: index,
+                    offset,
+                })?;
+            next = i + 1;
+            let h = read_histogram(&mut r)?;
+            let s = &mut samples[i];
+            *s = Sample::native(&s.labels, Arc::new(h), s.timestamp_ms);
+        }
+    }
     if r.pos != bytes.len() {
         return Err(FormatError::TrailingBytes {
             extra: bytes.len() - r.pos,
@@ -323,7 +477,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<Vec<Sample>, FormatError> {
 
 /// Decodes a payload and checks it against its header's sample count.
 pub fn decode_checked(header: &RecordHeader, payload: &[u8]) -> Result<Vec<Sample>, FormatError> {
-    let samples = decode_record(payload)?;
+    let samples = decode_record_version(payload, header.version)?;
     if samples.len() as u64 != u64::from(header.count) {
         return Err(FormatError::CountMismatch {
             header: header.count,
@@ -552,6 +706,96 @@ mod tests {
         let back = decode_record(&encode_record(&s)).unwrap();
         assert!(crate::series::is_stale_nan(back[0].value));
         assert_eq!(back[0].timestamp_ms, -5);
+    }
+
+    fn histogram_samples() -> Vec<Sample> {
+        use crate::series::native::{NativeOptions, NativeState};
+        let mut state = NativeState::new(NativeOptions::from_factor(1.1));
+        for v in [0.0, 1.0, 1.0, 1.1, -2.0, 1e6] {
+            state.observe(v);
+        }
+        let mut h = state.snapshot();
+        h.reset_hint = ResetHint::No;
+        let up = labels(&[("__name__", "up")]);
+        let lat = labels(&[("__name__", "lat_seconds"), ("probe", "p")]);
+        vec![
+            Sample {
+                labels: up.clone(),
+                value: 1.0,
+                timestamp_ms: 1_700_000_000_000,
+            },
+            Sample::native(&lat, Arc::new(h.clone()), 1_700_000_000_000),
+            Sample::native(
+                &lat,
+                Arc::new(NativeHistogram::default()),
+                1_700_000_001_000,
+            ),
+            Sample {
+                labels: up,
+                value: 0.0,
+                timestamp_ms: 1_700_000_001_000,
+            },
+        ]
+    }
+
+    #[test]
+    fn histograms_round_trip_in_a_version_2_record() {
+        let samples = histogram_samples();
+        let mut out = Vec::new();
+        let h = write_record(10, &samples, &mut EncodeScratch::default(), &mut out);
+        assert_eq!(h.version, 2);
+        assert_eq!(&out[..4], b"PPQ\x02");
+        let parsed = parse_header(&out).unwrap();
+        assert_eq!(parsed, h);
+        let back = decode_checked(&parsed, &out[HEADER_LEN..]).unwrap();
+        assert!(same(&samples, &back));
+        for (a, b) in samples.iter().zip(&back) {
+            assert_eq!(a.histogram(), b.histogram());
+        }
+        assert!(back[1].histogram().is_some() && back[0].histogram().is_none());
+        // A version-1 reader sees bytes it does not know and refuses the payload.
+        assert!(matches!(
+            decode_record(&out[HEADER_LEN..]),
+            Err(FormatError::TrailingBytes { .. })
+        ));
+    }
+
+    #[test]
+    fn records_without_histograms_stay_version_1_byte_for_byte() {
+        let samples = vec![Sample {
+            labels: labels(&[("__name__", "up")]),
+            value: 1.0,
+            timestamp_ms: 3,
+        }];
+        let mut out = Vec::new();
+        let h = write_record(0, &samples, &mut EncodeScratch::default(), &mut out);
+        assert_eq!(h.version, 1);
+        // The bytes the previous version wrote for this record.
+        let want: &[u8] = &[
+            b'P', b'P', b'Q', 1, 25, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
+        ];
+        assert_eq!(&out[..20], want);
+        assert_eq!(
+            &out[HEADER_LEN..],
+            &[1, 1, 8, b'_', b'_', b'n', b'a', b'm', b'e', b'_', b'_', 2, b'u', b'p', 1, 0, 6][..]
+                .iter()
+                .copied()
+                .chain(1f64.to_bits().to_le_bytes())
+                .collect::<Vec<u8>>()[..]
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn mutated_version_2_payloads_never_panic(flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8), cut in any::<prop::sample::Index>()) {
+            let mut bytes = encode_record(&histogram_samples());
+            for (i, x) in flips {
+                let at = i.index(bytes.len());
+                bytes[at] ^= x;
+            }
+            let _ = decode_record_version(&bytes, 2);
+            let _ = decode_record_version(&bytes[..cut.index(bytes.len())], 2);
+        }
     }
 
     #[test]

@@ -256,7 +256,7 @@ pub fn resync(
             chunk
                 .windows(RECORD_MAGIC.len())
                 .enumerate()
-                .filter(|(_, w)| *w == RECORD_MAGIC)
+                .filter(|(_, w)| format::is_record_magic(w))
                 .map(|(i, _)| at + i as u64),
         );
         for &c in &candidates {

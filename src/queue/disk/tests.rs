@@ -892,3 +892,47 @@ proptest! {
         prop_assert_eq!(&got[got.len() - 3..], &[100, 101, 102]);
     }
 }
+
+#[test]
+fn native_histograms_survive_a_restart_beside_float_samples_of_older_records() {
+    use crate::series::native::{NativeOptions, NativeState};
+    let fs = MemFs::new();
+    let mut state = NativeState::new(NativeOptions::from_factor(1.1));
+    for v in [0.2, 0.3, 5.0] {
+        state.observe(v);
+    }
+    let h = Arc::new(state.snapshot());
+    let lat = Labels::with_name("lat_seconds", [("probe", "p")]).unwrap();
+    {
+        let (log, _) = open_mem(&fs, opts(FsyncPolicy::Never), &["a"]);
+        // A float-only record (version 1), then one with a histogram (version 2).
+        log.append(&batch(0, 3)).unwrap();
+        let mut mixed = batch(3, 2);
+        mixed.insert(1, Sample::native(&lat, h.clone(), 4));
+        log.append(&mixed).unwrap();
+    }
+    let (_log, mut cs) = open_mem(&fs, opts(FsyncPolicy::Never), &["a"]);
+    let b = cs[0].peek(usize::MAX).unwrap().unwrap();
+    let got: Vec<(String, i64, bool)> = b
+        .iter()
+        .map(|s| {
+            (
+                s.labels.to_string(),
+                s.timestamp_ms,
+                s.histogram().is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), 6);
+    assert_eq!(
+        got[4],
+        (r#"lat_seconds{probe="p"}"#.to_string(), 4, true),
+        "{got:?}"
+    );
+    assert_eq!(b.iter().nth(4).and_then(|s| s.histogram()), Some(&h));
+    assert_eq!(
+        b.iter().filter(|s| s.histogram().is_none()).count(),
+        5,
+        "the float samples around it are intact"
+    );
+}
