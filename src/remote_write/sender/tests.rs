@@ -249,6 +249,7 @@ fn settings(url: reqwest::Url) -> RemoteWriteSettings {
         max_shards: 4,
         accepts_out_of_order: false,
         max_catchup_bytes_per_second: None,
+        compression: crate::config::CompressionConfig::Snappy,
     }
 }
 
