@@ -19,8 +19,8 @@ use crate::remote_write::service::request_headers;
 use crate::secret::Secret;
 use crate::series::Sample;
 use crate::telemetry::{
-    RW_BYTES_SENT, RW_LAST_SUCCESS, RW_PENDING, RW_REQUESTS, RW_SAMPLES_DROPPED, RW_SAMPLES_FAILED,
-    RW_SAMPLES_RETRIED, RW_SAMPLES_SENT,
+    RW_BYTES_SENT, RW_COMPRESSION, RW_LAST_SUCCESS, RW_PENDING, RW_REQUESTS, RW_SAMPLES_DROPPED,
+    RW_SAMPLES_FAILED, RW_SAMPLES_RETRIED, RW_SAMPLES_SENT, RW_ZSTD_REFUSED,
 };
 
 const ENDPOINT: &str = "test-rw";
@@ -167,9 +167,13 @@ async fn receiver(
                     async move {
                         let (parts, body) = req.into_parts();
                         let raw = body.collect().await?.to_bytes();
-                        let plain = snap::raw::Decoder::new()
-                            .decompress_vec(&raw)
-                            .expect("body is a snappy block");
+                        let plain = if parts.headers[http::header::CONTENT_ENCODING] == "zstd" {
+                            zstd::stream::decode_all(raw.as_ref()).expect("body is zstd")
+                        } else {
+                            snap::raw::Decoder::new()
+                                .decompress_vec(&raw)
+                                .expect("body is a snappy block")
+                        };
                         let request = proto::WriteRequest::decode(plain.as_slice())
                             .expect("body is a WriteRequest");
                         let auth = parts
@@ -1152,4 +1156,110 @@ async fn a_flush_sends_at_once_and_the_sender_runs_on_until_the_stop() {
     finish(handle).await;
     assert_eq!(h.timestamps(1), [3]);
     assert_eq!(h.queue.pending(), 0);
+}
+
+#[tokio::test]
+async fn zstd_bodies_carry_victoriametrics_headers() {
+    let h = Harness::new(vec![]).await;
+    h.append(1..4);
+    h.drain.cancel();
+    finish(h.start(true, |s| {
+        s.compression = crate::config::CompressionConfig::Zstd;
+    }))
+    .await;
+
+    let captured = h.receiver.captured.lock().unwrap();
+    assert_eq!(captured.len(), 1);
+    let headers = &captured[0].headers;
+    assert_eq!(headers["content-encoding"], "zstd");
+    assert_eq!(headers["x-victoriametrics-remote-write-version"], "1");
+    assert!(headers.get("x-prometheus-remote-write-version").is_none());
+    assert_eq!(headers["authorization"], format!("Bearer {TOKEN}").as_str());
+    drop(captured);
+    assert_eq!(h.timestamps(0), [1, 2, 3]);
+    assert_eq!(h.metric(RW_COMPRESSION, Some(("compression", "zstd"))), 1.0);
+    assert_eq!(
+        h.metric(RW_COMPRESSION, Some(("compression", "snappy"))),
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn a_refused_zstd_body_is_sent_again_as_snappy_and_never_split_or_dropped() {
+    for refusal in [400, 415] {
+        let h = Harness::new(vec![status(refusal)]).await;
+        // Several series in one request: a 400 to them would otherwise be split by series.
+        append_series(&h.queue, 3, 2);
+        h.drain.cancel();
+        finish(h.start(true, |s| {
+            s.compression = crate::config::CompressionConfig::Zstd;
+            s.max_samples_per_send = 6;
+            s.max_shards = 1;
+        }))
+        .await;
+
+        let captured = h.receiver.captured.lock().unwrap();
+        let encodings: Vec<&str> = captured
+            .iter()
+            .map(|c| c.headers["content-encoding"].to_str().unwrap())
+            .collect();
+        assert_eq!(encodings, ["zstd", "snappy"], "after {refusal}");
+        // The same request, as snappy: same protobuf, nothing lost or added.
+        assert_eq!(captured[0].request, captured[1].request, "after {refusal}");
+        assert!(captured[1]
+            .headers
+            .get("x-victoriametrics-remote-write-version")
+            .is_none());
+        drop(captured);
+        assert_eq!(received(&h).len(), 12, "both requests hold all six samples");
+        assert_eq!(h.metric(RW_SAMPLES_SENT, None), 6.0);
+        assert_eq!(h.metric(RW_SAMPLES_FAILED, None), 0.0);
+        assert_eq!(h.metric(RW_REQUESTS, Some(("outcome", "split"))), 0.0);
+        assert_eq!(h.metric(RW_REQUESTS, Some(("outcome", "rejected"))), 0.0);
+        assert_eq!(h.metric(RW_ZSTD_REFUSED, None), 1.0);
+        assert_eq!(
+            h.metric(RW_COMPRESSION, Some(("compression", "snappy"))),
+            1.0
+        );
+        assert_eq!(h.metric(RW_COMPRESSION, Some(("compression", "zstd"))), 0.0);
+        // No wait: an encoding refusal is not a failure to back off from.
+        assert!(
+            !h.log.events().iter().any(|e| matches!(e, Event::Sleep(_))),
+            "{:?}",
+            h.log.events()
+        );
+    }
+}
+
+#[tokio::test]
+async fn after_a_zstd_refusal_every_later_request_is_snappy() {
+    let h = Harness::new(vec![status(415)]).await;
+    h.append(1..10);
+    h.drain.cancel();
+    finish(h.start(true, |s| {
+        s.compression = crate::config::CompressionConfig::Zstd;
+        s.max_shards = 1;
+    }))
+    .await;
+    let captured = h.receiver.captured.lock().unwrap();
+    let encodings: Vec<&str> = captured
+        .iter()
+        .map(|c| c.headers["content-encoding"].to_str().unwrap())
+        .collect();
+    assert_eq!(encodings, ["zstd", "snappy", "snappy", "snappy"]);
+    drop(captured);
+    let stamps: Vec<i64> = (1..4).flat_map(|r| h.timestamps(r)).collect();
+    assert_eq!(stamps, (1..10).collect::<Vec<_>>());
+    assert_eq!(h.metric(RW_ZSTD_REFUSED, None), 1.0);
+}
+
+#[tokio::test]
+async fn a_snappy_body_refused_with_415_is_dropped_as_before() {
+    let h = Harness::new(vec![status(415)]).await;
+    h.append(1..4);
+    h.drain.cancel();
+    finish(h.start(true, |_| {})).await;
+    assert_eq!(h.receiver.captured.lock().unwrap().len(), 1);
+    assert_eq!(h.metric(RW_SAMPLES_FAILED, None), 3.0);
+    assert_eq!(h.metric(RW_ZSTD_REFUSED, None), 0.0);
 }
