@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod openai;
+pub mod passthrough;
 pub mod rw_receiver;
 pub mod target;
 
@@ -661,7 +662,12 @@ impl VictoriaMetrics {
     /// default hides the last 30 s), and the response cache is disabled so polling sees new
     /// data.
     pub async fn start() -> Option<VictoriaMetrics> {
-        let bin = require_binary("victoria-metrics")?;
+        Some(Self::start_bin(require_binary("victoria-metrics")?).await)
+    }
+
+    /// Starts the VictoriaMetrics binary at `bin` (a current peer from [`require_tool`], say)
+    /// with the flags of [`VictoriaMetrics::start`].
+    pub async fn start_bin(bin: PathBuf) -> VictoriaMetrics {
         let (guard, port, dir) = start_server("victoria-metrics", "/health", move |port, dir| {
             let mut cmd = Command::new(&bin);
             cmd.arg(format!("-storageDataPath={}", dir.join("data").display()))
@@ -673,7 +679,7 @@ impl VictoriaMetrics {
             cmd
         })
         .await;
-        Some(VictoriaMetrics { guard, port, dir })
+        VictoriaMetrics { guard, port, dir }
     }
 
     /// The listen port.
