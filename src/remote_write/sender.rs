@@ -464,7 +464,7 @@ impl Sender {
                     // The receiver cannot read zstd: the same samples again, as snappy. Not
                     // a refusal of the samples, so neither dropped nor split.
                     self.zstd_refused(&answer);
-                    let Some(snappy) = self.encode(samples, Compression::Snappy) else {
+                    let Some(snappy) = self.encode_body(samples, Compression::Snappy) else {
                         return Sent::Nothing;
                     };
                     (stats, body, compression) = snappy;
@@ -513,6 +513,20 @@ impl Sender {
         samples: &[S],
         compression: Compression,
     ) -> Option<(EncodeStats, Bytes, Compression)> {
+        let encoded = self.encode_body(samples, compression)?;
+        if encoded.0.skipped_no_name > 0 {
+            self.events.nameless_dropped(encoded.0.skipped_no_name);
+        }
+        Some(encoded)
+    }
+
+    /// [`Sender::encode`] without counting the samples left out for want of a name: for
+    /// samples encoded before, whose count is already in.
+    fn encode_body<S: Borrow<Sample>>(
+        &self,
+        samples: &[S],
+        compression: Compression,
+    ) -> Option<(EncodeStats, Bytes, Compression)> {
         // The body is built at its exact size and handed over without another copy.
         let mut body = Vec::new();
         let mut used = compression;
@@ -548,9 +562,6 @@ impl Sender {
                 return None;
             }
         };
-        if stats.skipped_no_name > 0 {
-            self.events.nameless_dropped(stats.skipped_no_name);
-        }
         (stats.samples > 0).then(|| (stats, Bytes::from(body), used))
     }
 

@@ -1263,3 +1263,31 @@ async fn a_snappy_body_refused_with_415_is_dropped_as_before() {
     assert_eq!(h.metric(RW_SAMPLES_FAILED, None), 3.0);
     assert_eq!(h.metric(RW_ZSTD_REFUSED, None), 0.0);
 }
+
+#[tokio::test]
+async fn a_nameless_sample_in_a_refused_zstd_request_is_counted_once() {
+    let h = Harness::new(vec![status(415)]).await;
+    let named = Labels::with_name("probe_success", [("probe", "p1")]).unwrap();
+    let nameless = Labels::from_pairs([("probe", "p2")]).unwrap();
+    let samples: Vec<Sample> = [named.clone(), nameless, named]
+        .into_iter()
+        .enumerate()
+        .map(|(i, labels)| Sample {
+            labels,
+            value: 1.0,
+            timestamp_ms: i as i64,
+        })
+        .collect();
+    h.queue.append(&samples).unwrap();
+    h.drain.cancel();
+    finish(h.start(true, |s| {
+        s.compression = crate::config::CompressionConfig::Zstd;
+    }))
+    .await;
+    assert_eq!(h.receiver.captured.lock().unwrap().len(), 2);
+    assert_eq!(
+        h.metric(RW_SAMPLES_DROPPED, Some(("reason", "invalid"))),
+        1.0
+    );
+    assert_eq!(h.metric(RW_SAMPLES_SENT, None), 2.0);
+}
