@@ -91,7 +91,9 @@ impl WriteService {
                     Err(e) => return Err(HandshakeFailure::Transport(pooled::describe_error(&e))),
                 }
             }
-            compression::judge_handshake(status, &raw)
+            // An unexpected answer is logged: credentials echoed in it are removed first.
+            let text = redact(String::from_utf8_lossy(&raw).into_owned(), &self.secrets);
+            compression::judge_handshake(status, text.as_bytes())
         };
         // The client's own timeout may be longer; the handshake must not be.
         tokio::time::timeout(deadline, ask)

@@ -19,8 +19,9 @@ use crate::remote_write::service::request_headers;
 use crate::secret::Secret;
 use crate::series::Sample;
 use crate::telemetry::{
-    RW_BYTES_SENT, RW_COMPRESSION, RW_LAST_SUCCESS, RW_PENDING, RW_REQUESTS, RW_SAMPLES_DROPPED,
-    RW_SAMPLES_FAILED, RW_SAMPLES_RETRIED, RW_SAMPLES_SENT, RW_ZSTD_REFUSED,
+    RW_BYTES_SENT, RW_COMPRESSION, RW_COMPRESSION_HANDSHAKES, RW_LAST_SUCCESS, RW_PENDING,
+    RW_REQUESTS, RW_SAMPLES_DROPPED, RW_SAMPLES_FAILED, RW_SAMPLES_RETRIED, RW_SAMPLES_SENT,
+    RW_ZSTD_REFUSED,
 };
 
 const ENDPOINT: &str = "test-rw";
@@ -167,37 +168,42 @@ async fn receiver(
                     async move {
                         let (parts, body) = req.into_parts();
                         let raw = body.collect().await?.to_bytes();
-                        let plain = if parts.headers[http::header::CONTENT_ENCODING] == "zstd" {
-                            zstd::stream::decode_all(raw.as_ref()).expect("body is zstd")
-                        } else {
-                            snap::raw::Decoder::new()
-                                .decompress_vec(&raw)
-                                .expect("body is a snappy block")
-                        };
-                        let request = proto::WriteRequest::decode(plain.as_slice())
-                            .expect("body is a WriteRequest");
                         let auth = parts
                             .headers
                             .get(AUTHORIZATION)
                             .map(|v| v.to_str().unwrap().to_string())
                             .unwrap_or_default();
-                        log.push(Event::Request(
-                            request.timeseries.iter().map(|t| t.samples.len()).sum(),
-                        ));
-                        let refused = refuse.map(|refuse| refuse(&request));
-                        captured.lock().unwrap().push(Captured {
-                            headers: parts.headers,
-                            raw,
-                            request,
-                        });
-                        let reply = match refused {
-                            Some(true) => Reply::Status {
-                                status: 400,
-                                headers: Vec::new(),
-                                body: "out of order sample".into(),
-                            },
-                            Some(false) => status(204),
-                            None => script.lock().unwrap().pop_front().unwrap_or(status(204)),
+                        let reply = if parts.method == http::Method::GET {
+                            // The compression handshake: answered from the script, not captured.
+                            script.lock().unwrap().pop_front().unwrap_or(status(404))
+                        } else {
+                            let plain = if parts.headers[http::header::CONTENT_ENCODING] == "zstd" {
+                                zstd::stream::decode_all(raw.as_ref()).expect("body is zstd")
+                            } else {
+                                snap::raw::Decoder::new()
+                                    .decompress_vec(&raw)
+                                    .expect("body is a snappy block")
+                            };
+                            let request = proto::WriteRequest::decode(plain.as_slice())
+                                .expect("body is a WriteRequest");
+                            log.push(Event::Request(
+                                request.timeseries.iter().map(|t| t.samples.len()).sum(),
+                            ));
+                            let refused = refuse.map(|refuse| refuse(&request));
+                            captured.lock().unwrap().push(Captured {
+                                headers: parts.headers,
+                                raw,
+                                request,
+                            });
+                            match refused {
+                                Some(true) => Reply::Status {
+                                    status: 400,
+                                    headers: Vec::new(),
+                                    body: "out of order sample".into(),
+                                },
+                                Some(false) => status(204),
+                                None => script.lock().unwrap().pop_front().unwrap_or(status(204)),
+                            }
                         };
                         let (code, headers, body) = match reply {
                             Reply::Status {
@@ -1290,4 +1296,52 @@ async fn a_nameless_sample_in_a_refused_zstd_request_is_counted_once() {
         1.0
     );
     assert_eq!(h.metric(RW_SAMPLES_SENT, None), 2.0);
+}
+
+#[tokio::test]
+async fn the_handshake_carries_the_credentials_and_never_logs_an_echo_of_them() {
+    let buf = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let writer = {
+        let buf = buf.clone();
+        move || LogBuf(buf.clone())
+    };
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(writer)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    // A portal answering the handshake 200 with a page that quotes the request's credentials.
+    let h = Harness::new(vec![Reply::EchoAuthorization(200)]).await;
+    h.append(1..4);
+    let handle = h.start(true, |s| {
+        s.compression = crate::config::CompressionConfig::Auto
+    });
+    let sent = h.log.until(|e| e.contains(&Event::Request(3)));
+    tokio::time::timeout(Duration::from_secs(60), sent)
+        .await
+        .expect("a request after the handshake");
+    h.drain.cancel();
+    finish(handle).await;
+
+    let logs = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("does not announce zstd"), "{logs}");
+    assert!(
+        logs.contains("you sent Authorization: Bearer <redacted>"),
+        "the handshake carries the endpoint's credentials: {logs}"
+    );
+    assert!(!logs.contains(TOKEN), "the token leaked into:\n{logs}");
+    assert_eq!(
+        h.receiver.captured.lock().unwrap()[0].headers["content-encoding"],
+        "snappy"
+    );
+    assert_eq!(
+        h.metric(RW_COMPRESSION_HANDSHAKES, Some(("result", "unexpected"))),
+        1.0
+    );
+    assert_eq!(
+        h.metric(RW_COMPRESSION_HANDSHAKES, Some(("result", "zstd"))),
+        0.0
+    );
 }
