@@ -1,7 +1,8 @@
 //! Encode + compress throughput of remote-write request bodies, in samples per second, for
 //! realistic probe series (8 labels each) — pushprobe's hand-written encoder against building
 //! prost messages, which is what a straightforward implementation (and Prometheus' wire
-//! format) costs. Prints the bytes per sample on the wire once per shape.
+//! format) costs — and the same bodies zstd-compressed, as VictoriaMetrics receives them.
+//! Prints the bytes per sample on the wire once per shape.
 
 use std::hint::black_box;
 
@@ -9,6 +10,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use prost::Message;
 
 use pushprobe::proto;
+use pushprobe::remote_write::compression::ZstdCompressor;
 use pushprobe::remote_write::encode::Encoder;
 use pushprobe::series::{Labels, Sample};
 
@@ -154,6 +156,26 @@ fn bench(c: &mut Criterion) {
                     ))
                 })
             });
+
+            let mut zstd = ZstdCompressor::new().expect("zstd context");
+            let mut zstd_out = Vec::new();
+            let (_, proto) = encoder.encode_uncompressed(&samples, &external);
+            zstd.compress(proto, &mut zstd_out).expect("compresses");
+            println!(
+                "{shape}: zstd {:.2} B/sample compressed",
+                zstd_out.len() as f64 / n
+            );
+            group.bench_with_input(
+                BenchmarkId::new("pushprobe_zstd", &shape),
+                &samples,
+                |b, s| {
+                    b.iter(|| {
+                        let (_, proto) = encoder.encode_uncompressed(black_box(s), &external);
+                        zstd.compress(proto, &mut zstd_out).expect("compresses");
+                        black_box(zstd_out.len())
+                    })
+                },
+            );
         }
     }
     group.finish();

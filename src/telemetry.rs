@@ -25,6 +25,14 @@ pub const RW_REQUESTS: &str = "pushprobe_remote_write_requests_total";
 pub const RW_PENDING: &str = "pushprobe_remote_write_pending_samples";
 /// Unix time of the last accepted write, per `endpoint`.
 pub const RW_LAST_SUCCESS: &str = "pushprobe_remote_write_last_success_timestamp_seconds";
+/// 1 for the body compression an endpoint uses now, 0 for the other, per `endpoint` and
+/// `compression` (snappy, zstd).
+pub const RW_COMPRESSION: &str = "pushprobe_remote_write_compression";
+/// Compression handshakes (`?get_vm_proto_version=1`) by `endpoint` and `result` (zstd;
+/// status, unexpected, timeout, transport: snappy).
+pub const RW_COMPRESSION_HANDSHAKES: &str = "pushprobe_remote_write_compression_handshakes_total";
+/// zstd requests refused (400/415) and sent again as snappy, per `endpoint`.
+pub const RW_ZSTD_REFUSED: &str = "pushprobe_remote_write_zstd_refused_requests_total";
 /// Bytes the disk queue's segments hold (with `agent.data_dir`).
 pub const QUEUE_BYTES: &str = "pushprobe_queue_bytes";
 /// Segment files of the disk queue.
@@ -96,6 +104,21 @@ const DESCRIPTIONS: &[(&str, MetricType, &str)] = &[
         RW_LAST_SUCCESS,
         MetricType::Gauge,
         "Unix time of the last accepted write.",
+    ),
+    (
+        RW_COMPRESSION,
+        MetricType::Gauge,
+        "1 for the body compression in use, 0 for the other.",
+    ),
+    (
+        RW_COMPRESSION_HANDSHAKES,
+        MetricType::Counter,
+        "Compression handshakes with the receiver, by result.",
+    ),
+    (
+        RW_ZSTD_REFUSED,
+        MetricType::Counter,
+        "zstd requests refused by the receiver and sent again as snappy.",
     ),
     (
         QUEUE_BYTES,

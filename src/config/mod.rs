@@ -62,7 +62,8 @@ pub use probe::{HttpProbeConfig, HttpProbeSettings, ProbeConfig, ProbeSettings};
 pub use proxy::{ConnectHeadersConfig, ProxyConfig};
 pub use pushgateway::{PushMethod, PushgatewayConfig, PushgatewaySettings};
 pub use remote_write::{
-    endpoint_name, RemoteWriteConfig, RemoteWriteSettings, MAX_SHARDS, RESERVED_HEADERS,
+    endpoint_name, CompressionConfig, RemoteWriteConfig, RemoteWriteSettings, MAX_SHARDS,
+    RESERVED_HEADERS,
 };
 pub use scrape::{ScrapeConfig, ScrapeSettings, ScrapeTargetSettings};
 pub use secret_file::{read_secret_file, SecretFileError, MAX_SECRET_FILE_BYTES, SECRET_FIFO_WAIT};

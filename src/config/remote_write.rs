@@ -20,6 +20,7 @@ pub const RESERVED_HEADERS: &[&str] = &[
     "content-type",
     "content-length",
     "x-prometheus-remote-write-version",
+    "x-victoriametrics-remote-write-version",
     "user-agent",
     "host",
 ];
@@ -89,6 +90,24 @@ pub struct RemoteWriteConfig {
     /// Bound on the bytes per second sent while catching up on a backlog; unset: no bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_catchup_bytes_per_second: Option<ByteSize>,
+    /// How request bodies are compressed: `auto` asks the receiver whether it takes zstd.
+    #[serde(default)]
+    pub compression: CompressionConfig,
+}
+
+/// `compression` of a remote-write endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressionConfig {
+    /// zstd where the receiver's handshake (`?get_vm_proto_version=1`) answers `1`
+    /// (VictoriaMetrics), snappy everywhere else.
+    #[default]
+    Auto,
+    /// Always snappy, as the remote-write specification requires; no handshake.
+    Snappy,
+    /// zstd from the first request, without a handshake (a receiver known to take it);
+    /// snappy from then on if it refuses a zstd body.
+    Zstd,
 }
 
 /// Most shards a receiver may be given: each is one concurrent request.
@@ -157,6 +176,8 @@ pub struct RemoteWriteSettings {
     pub accepts_out_of_order: bool,
     /// Catch-up byte rate bound, if any.
     pub max_catchup_bytes_per_second: Option<u64>,
+    /// Body compression, as configured (the sender settles it with the receiver).
+    pub compression: CompressionConfig,
 }
 
 /// Default display name of a remote-write URL: host, port and path, never credentials.
@@ -282,6 +303,7 @@ fn validate_remote_write(
         max_shards: rw.max_shards,
         accepts_out_of_order: rw.accepts_out_of_order,
         max_catchup_bytes_per_second: rw.max_catchup_bytes_per_second.map(|b| b.0),
+        compression: rw.compression,
     })
 }
 
@@ -325,6 +347,43 @@ mod tests {
         let e = parse(&with("max_catchup_bytes_per_second = 0")).unwrap_err();
         assert!(
             e.contains("remote_write[0].max_catchup_bytes_per_second"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn compression_defaults_to_auto_and_names_the_key_when_unknown() {
+        let s = parse(GOOD).unwrap();
+        assert_eq!(s.remote_write[0].compression, CompressionConfig::Auto);
+        let with = |value: &str| {
+            GOOD.replace(
+                "headers = { \"X-Scope-OrgID\" = \"team-a\" }",
+                &format!("compression = {value:?}"),
+            )
+        };
+        for (text, want) in [
+            ("auto", CompressionConfig::Auto),
+            ("snappy", CompressionConfig::Snappy),
+            ("zstd", CompressionConfig::Zstd),
+        ] {
+            assert_eq!(
+                parse(&with(text)).unwrap().remote_write[0].compression,
+                want
+            );
+        }
+        let e = parse(&with("gzip")).unwrap_err();
+        assert!(
+            e.contains("remote_write[0].compression: unknown value \"gzip\"")
+                && e.contains("\"auto\", \"snappy\", \"zstd\""),
+            "{e}"
+        );
+        let e = parse(&GOOD.replace(
+            "headers = { \"X-Scope-OrgID\" = \"team-a\" }",
+            "headers = { \"X-VictoriaMetrics-Remote-Write-Version\" = \"1\" }",
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("remote_write[0].headers.x-victoriametrics-remote-write-version"),
             "{e}"
         );
     }

@@ -133,9 +133,7 @@ impl Encoder {
         external_labels: &Labels,
         out: &mut Vec<u8>,
     ) -> Result<EncodeStats, EncodeError> {
-        let mut stats = self.group(samples);
-        self.write_proto(samples, external_labels);
-        stats.uncompressed_bytes = self.proto.len();
+        let (mut stats, _) = self.encode_uncompressed(samples, external_labels);
 
         let max = snap::raw::max_compress_len(self.proto.len());
         if max == 0 && !self.proto.is_empty() {
@@ -151,6 +149,20 @@ impl Encoder {
         out.extend_from_slice(self.compressed.get(..n).unwrap_or_default());
         stats.compressed_bytes = n;
         Ok(stats)
+    }
+
+    /// Encodes `samples` as one uncompressed `WriteRequest`, as [`Encoder::encode`] does
+    /// before compressing, for a caller that compresses it otherwise; the bytes are valid until
+    /// the next call.
+    pub fn encode_uncompressed<S: Borrow<Sample>>(
+        &mut self,
+        samples: &[S],
+        external_labels: &Labels,
+    ) -> (EncodeStats, &[u8]) {
+        let mut stats = self.group(samples);
+        self.write_proto(samples, external_labels);
+        stats.uncompressed_bytes = self.proto.len();
+        (stats, &self.proto)
     }
 
     /// Assigns every sample to a series group and fills `order` (each group in timestamp

@@ -13,13 +13,15 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::compression::{Compression, HandshakeFailure};
 use super::encode::{EncodeError, EncodeStats};
 use super::retry::{DropReason, Outcome};
 use super::service::Answer;
 use crate::queue::QueueError;
 use crate::telemetry::{
-    Telemetry, RW_BYTES_SENT, RW_LAST_SUCCESS, RW_PENDING, RW_REQUESTS, RW_SAMPLES_DROPPED,
-    RW_SAMPLES_FAILED, RW_SAMPLES_RETRIED, RW_SAMPLES_SENT,
+    Telemetry, RW_BYTES_SENT, RW_COMPRESSION, RW_COMPRESSION_HANDSHAKES, RW_LAST_SUCCESS,
+    RW_PENDING, RW_REQUESTS, RW_SAMPLES_DROPPED, RW_SAMPLES_FAILED, RW_SAMPLES_RETRIED,
+    RW_SAMPLES_SENT, RW_ZSTD_REFUSED,
 };
 
 /// Log target of every line below: operators filter the sender's logs by it
@@ -78,6 +80,7 @@ impl SenderEvents {
         ] {
             t.add(name, &self.labels(), 0.0);
         }
+        t.add(RW_ZSTD_REFUSED, &self.labels(), 0.0);
         for outcome in ["success", "retryable", "rejected", "split", "transport"] {
             t.add(RW_REQUESTS, &self.with_label("outcome", outcome), 0.0);
         }
@@ -93,6 +96,91 @@ impl SenderEvents {
             t.add(RW_SAMPLES_DROPPED, &self.with_label("reason", reason), 0.0);
         }
         self.set_pending(pending);
+    }
+
+    /// Sets the compression gauge: 1 for `now`, 0 for the other.
+    pub(crate) fn compression_in_use(&self, now: Compression) {
+        for c in [Compression::Snappy, Compression::Zstd] {
+            let value = if c == now { 1.0 } else { 0.0 };
+            self.telemetry.set(
+                RW_COMPRESSION,
+                &self.with_label("compression", c.as_str()),
+                value,
+            );
+        }
+    }
+
+    /// Creates the handshake counters at zero, for an endpoint that asks the receiver.
+    pub(crate) fn touch_handshakes(&self) {
+        for result in ["zstd", "status", "unexpected", "timeout", "transport"] {
+            self.telemetry.add(
+                RW_COMPRESSION_HANDSHAKES,
+                &self.with_label("result", result),
+                0.0,
+            );
+        }
+    }
+
+    /// The receiver announced zstd: bodies go zstd from now on.
+    pub(crate) fn handshake_zstd(&self) {
+        self.telemetry.add(
+            RW_COMPRESSION_HANDSHAKES,
+            &self.with_label("result", "zstd"),
+            1.0,
+        );
+        tracing::info!(
+            target: TARGET,
+            endpoint = %self.endpoint,
+            "the receiver takes zstd bodies (get_vm_proto_version answered 1); sending zstd"
+        );
+        self.compression_in_use(Compression::Zstd);
+    }
+
+    /// The handshake did not announce zstd: bodies stay snappy.
+    pub(crate) fn handshake_failed(&self, failure: &HandshakeFailure) {
+        self.telemetry.add(
+            RW_COMPRESSION_HANDSHAKES,
+            &self.with_label("result", failure.result()),
+            1.0,
+        );
+        tracing::info!(
+            target: TARGET,
+            endpoint = %self.endpoint,
+            reason = %failure,
+            "the receiver does not announce zstd (get_vm_proto_version); sending snappy"
+        );
+        self.compression_in_use(Compression::Snappy);
+    }
+
+    /// A zstd request was refused for its encoding and is sent again as snappy; `first` when
+    /// this refusal switched the endpoint to snappy (logged then only).
+    pub(crate) fn zstd_refused(&self, answer: &Answer, first: bool) {
+        self.telemetry.add(RW_ZSTD_REFUSED, &self.labels(), 1.0);
+        if first {
+            let status = match answer.outcome {
+                Outcome::Status(s) => s,
+                Outcome::Transport => 0,
+            };
+            tracing::warn!(
+                target: TARGET,
+                endpoint = %self.endpoint,
+                status,
+                message = %answer.message,
+                "the receiver refused a zstd body; sending the same samples as snappy, and \
+                 snappy from now on (until restart)"
+            );
+            self.compression_in_use(Compression::Snappy);
+        }
+    }
+
+    /// zstd compression failed (it only can when memory runs out): the body goes snappy.
+    pub(crate) fn zstd_failed(&self, error: &std::io::Error) {
+        tracing::warn!(
+            target: TARGET,
+            endpoint = %self.endpoint,
+            error = %error,
+            "zstd compression failed; sending this request as snappy"
+        );
     }
 
     /// Samples waiting in the queue.

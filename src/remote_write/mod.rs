@@ -1,5 +1,7 @@
 //! Remote write 1.0, one file per role:
 //! - [`encode`] (pure): samples into a snappy-compressed `WriteRequest` body.
+//! - [`compression`] (pure): snappy or zstd per endpoint (the receiver's handshake, the
+//!   fallback when it refuses zstd), and the zstd compressor.
 //! - [`retry`] (pure): what a response means and how long to wait; the backoff schedule and
 //!   the jitter that spreads it.
 //! - [`shard`] (pure): how many requests go in parallel, which one a series goes in, and the
@@ -12,6 +14,7 @@
 //! - [`sender`] (the pump): moves windows of samples from a queue to one receiver through the
 //!   files above, in parallel shards, retrying until each request is answered for good.
 
+pub mod compression;
 pub mod encode;
 mod events;
 pub mod retry;

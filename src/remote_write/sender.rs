@@ -15,6 +15,12 @@
 //! it whole) is sent again in halves by series, as [`super::split`] plans, so that only the
 //! refused samples are dropped.
 //!
+//! Bodies are snappy, or zstd where the receiver takes it ([`super::compression`]): with
+//! `compression = "auto"` the pump asks the receiver once before its first window (within a
+//! short deadline, and not while stopping). A zstd request refused for its encoding is sent
+//! again at once as snappy, before the retry rules or the split above see the refusal, and
+//! every later request of the endpoint is snappy.
+//!
 //! A sender winds down in two steps ([`Drain`]): *flush* sends everything queued without
 //! waiting for full batches, and tells the agent when the queue is empty; *stop* sends what
 //! was queued since, and ends the sender once its queue is empty.
@@ -52,9 +58,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use tokio_util::task::TaskTracker;
 
+use super::compression::{self, Compression, Fallback, Negotiation, ZstdCompressor};
 use super::encode::{EncodeStats, Encoder};
 use super::events::SenderEvents;
-use super::retry::{Decision, DropReason, Jitter, RetryPolicy};
+use super::retry::{Decision, DropReason, Jitter, Outcome, RetryPolicy};
 use super::service::{Answer, WriteService};
 use super::shard::{partition, shard_count, TokenBucket};
 use super::split::{splits, SplitPlan, Step};
@@ -105,6 +112,12 @@ pub struct Sender {
     encoder: std::sync::Mutex<Encoder>,
     /// The queue outlives the process: its first window may repeat delivered samples.
     durable_queue: bool,
+    /// The body compression this endpoint settled on, shared by the shards and the live lane.
+    negotiation: std::sync::Mutex<Negotiation>,
+    /// Made at the first zstd body, then reused (its context is large).
+    zstd: std::sync::Mutex<Option<ZstdCompressor>>,
+    /// Longest the compression handshake may delay the first window.
+    handshake_deadline: Duration,
 }
 
 impl std::fmt::Debug for Sender {
@@ -154,8 +167,15 @@ impl Sender {
             epoch: Instant::now(),
             encoder: std::sync::Mutex::new(Encoder::new()),
             durable_queue: false,
+            negotiation: std::sync::Mutex::new(Negotiation::new(settings.compression)),
+            zstd: std::sync::Mutex::new(None),
+            handshake_deadline: compression::HANDSHAKE_DEADLINE.min(settings.timeout),
         };
         sender.events.touch_metrics(sender.queue.pending());
+        sender.events.compression_in_use(sender.compression());
+        if sender.negotiation().needs_handshake() {
+            sender.events.touch_handshakes();
+        }
         Ok(sender)
     }
 
@@ -185,15 +205,57 @@ impl Sender {
     pub async fn run_until(self, mut drain: DrainHandle, abort: CancellationToken) {
         let mut state = RunState::new(self.max_shards, self.durable_queue);
         let mut live = ShardState::new();
+        let stop = drain.stop.clone();
         tokio::select! {
             biased;
             _ = abort.cancelled() => self.events.aborted(),
-            _ = self.pump(&mut drain, &mut state) => self.events.drained(),
+            _ = async {
+                self.negotiate(&stop).await;
+                self.pump(&mut drain, &mut state).await
+            } => self.events.drained(),
             // Never returns: it ends with the pump (draining sends everything in order).
             _ = self.live_pump(&mut live) => {}
         }
         self.events.stopped();
         self.events.set_pending(self.queue.pending());
+    }
+
+    /// Asks the receiver whether it takes zstd, when the endpoint's `compression` is `auto`.
+    /// Bounded by the handshake deadline, and given up when the sender is stopped: the
+    /// endpoint then stays on snappy.
+    async fn negotiate(&self, stop: &CancellationToken) {
+        if !self.negotiation().needs_handshake() {
+            return;
+        }
+        let result = tokio::select! {
+            result = self.service.handshake(self.handshake_deadline) => result,
+            _ = stop.cancelled() => return,
+        };
+        let now = self.negotiation().handshake(&result);
+        match result {
+            Ok(()) if now == Compression::Zstd => self.events.handshake_zstd(),
+            // A zstd body was refused meanwhile: that refusal was logged.
+            Ok(()) => {}
+            Err(failure) => self.events.handshake_failed(&failure),
+        }
+    }
+
+    /// The endpoint's compression state; a poisoned lock still holds a whole value.
+    fn negotiation(&self) -> std::sync::MutexGuard<'_, Negotiation> {
+        self.negotiation
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The compression of the next request.
+    fn compression(&self) -> Compression {
+        self.negotiation().current()
+    }
+
+    /// A zstd request was refused for its encoding: snappy from now on.
+    fn zstd_refused(&self, answer: &Answer) {
+        let first = self.negotiation().zstd_refused() == Fallback::Switched;
+        self.events.zstd_refused(answer, first);
     }
 
     /// Sends windows until draining finds the queue empty. Dropping this future at any await
@@ -384,7 +446,8 @@ impl Sender {
         part: bool,
     ) -> Sent {
         // The same bytes go out on every attempt: timestamps never change on retry.
-        let Some((stats, body)) = self.encode(samples) else {
+        let Some((mut stats, mut body, mut compression)) = self.encode(samples, self.compression())
+        else {
             return Sent::Nothing;
         };
         let mut attempt = 0u32;
@@ -392,7 +455,22 @@ impl Sender {
             if catching_up {
                 self.pace(body.len()).await;
             }
-            let answer = self.service.attempt(body.clone()).await;
+            let answer = self
+                .service
+                .attempt_compressed(body.clone(), compression)
+                .await;
+            if let Outcome::Status(status) = answer.outcome {
+                if compression::refuses(compression, status) {
+                    // The receiver cannot read zstd: the same samples again, as snappy. Not
+                    // a refusal of the samples, so neither dropped nor split.
+                    self.zstd_refused(&answer);
+                    let Some(snappy) = self.encode_body(samples, Compression::Snappy) else {
+                        return Sent::Nothing;
+                    };
+                    (stats, body, compression) = snappy;
+                    continue;
+                }
+            }
             let decision = self.policy.decide(
                 answer.outcome,
                 answer.retry_after.as_deref(),
@@ -428,18 +506,55 @@ impl Sender {
         }
     }
 
-    /// Encodes samples into a request body, counting what cannot be sent; `None` when
-    /// nothing is left to send.
-    fn encode<S: Borrow<Sample>>(&self, samples: &[S]) -> Option<(EncodeStats, Bytes)> {
+    /// Encodes samples into a request body compressed with `compression` (snappy should
+    /// zstd fail), counting what cannot be sent; `None` when nothing is left to send.
+    fn encode<S: Borrow<Sample>>(
+        &self,
+        samples: &[S],
+        compression: Compression,
+    ) -> Option<(EncodeStats, Bytes, Compression)> {
+        let encoded = self.encode_body(samples, compression)?;
+        if encoded.0.skipped_no_name > 0 {
+            self.events.nameless_dropped(encoded.0.skipped_no_name);
+        }
+        Some(encoded)
+    }
+
+    /// [`Sender::encode`] without counting the samples left out for want of a name: for
+    /// samples encoded before, whose count is already in.
+    fn encode_body<S: Borrow<Sample>>(
+        &self,
+        samples: &[S],
+        compression: Compression,
+    ) -> Option<(EncodeStats, Bytes, Compression)> {
         // The body is built at its exact size and handed over without another copy.
         let mut body = Vec::new();
+        let mut used = compression;
         // Held for the encoding only, not for the logging and counting below. Poisoning
         // cannot leave the encoder half-valid: it resets its buffers on every call.
-        let encoded = self
+        let mut encoder = self
             .encoder
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .encode(samples, &self.external_labels, &mut body);
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let encoded = match compression {
+            Compression::Snappy => encoder.encode(samples, &self.external_labels, &mut body),
+            Compression::Zstd => {
+                let (mut stats, proto) =
+                    encoder.encode_uncompressed(samples, &self.external_labels);
+                match self.compress_zstd(proto, &mut body) {
+                    Ok(()) => {
+                        stats.compressed_bytes = body.len();
+                        Ok(stats)
+                    }
+                    Err(e) => {
+                        self.events.zstd_failed(&e);
+                        used = Compression::Snappy;
+                        encoder.encode(samples, &self.external_labels, &mut body)
+                    }
+                }
+            }
+        };
+        drop(encoder);
         let stats = match encoded {
             Ok(stats) => stats,
             Err(e) => {
@@ -447,10 +562,20 @@ impl Sender {
                 return None;
             }
         };
-        if stats.skipped_no_name > 0 {
-            self.events.nameless_dropped(stats.skipped_no_name);
-        }
-        (stats.samples > 0).then(|| (stats, Bytes::from(body)))
+        (stats.samples > 0).then(|| (stats, Bytes::from(body), used))
+    }
+
+    /// Compresses a protobuf with the sender's zstd compressor, making it the first time.
+    fn compress_zstd(&self, proto: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
+        let mut zstd = self
+            .zstd
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let compressor = match &mut *zstd {
+            Some(c) => c,
+            empty => empty.insert(ZstdCompressor::new()?),
+        };
+        compressor.compress(proto, out)
     }
 
     /// Waits until the catch-up byte budget allows `bytes` more.
@@ -587,11 +712,22 @@ impl Sender {
         let Some(live) = &self.queue.live else {
             return;
         };
-        let Some((stats, body)) = self.encode(&batch.samples) else {
+        let Some((stats, body, compression)) = self.encode(&batch.samples, self.compression())
+        else {
             live.mark_delivered(batch.seqs());
             return;
         };
-        let answer = self.service.attempt(body.clone()).await;
+        let answer = self
+            .service
+            .attempt_compressed(body.clone(), compression)
+            .await;
+        if let Outcome::Status(status) = answer.outcome {
+            if compression::refuses(compression, status) {
+                // Left queued: the in-order reader sends these samples, as snappy.
+                self.zstd_refused(&answer);
+                return;
+            }
+        }
         let decision = self.policy.decide(
             answer.outcome,
             answer.retry_after.as_deref(),

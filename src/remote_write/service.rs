@@ -14,6 +14,7 @@ use http::header::{
     USER_AGENT,
 };
 
+use super::compression::{self, Compression, HandshakeFailure};
 use super::retry::Outcome;
 use crate::config::{RemoteWriteSettings, RESERVED_HEADERS};
 use crate::http_client::pooled;
@@ -21,6 +22,10 @@ use crate::secret::Secret;
 
 /// Protocol version header value for remote write 1.0.
 pub const REMOTE_WRITE_VERSION: &str = "0.1.0";
+
+/// VictoriaMetrics' remote-write version header, sent with zstd bodies instead of
+/// [`REMOTE_WRITE_VERSION`] (as vmagent does).
+pub const VM_REMOTE_WRITE_VERSION_HEADER: &str = "x-victoriametrics-remote-write-version";
 
 /// `User-Agent` of every write request.
 pub const USER_AGENT_VALUE: &str = crate::http_client::USER_AGENT;
@@ -38,6 +43,8 @@ pub(crate) struct WriteService {
     client: reqwest::Client,
     /// Every request's headers, credentials included (marked sensitive).
     headers: HeaderMap,
+    /// The same for a zstd body.
+    zstd_headers: HeaderMap,
     /// Credential texts scrubbed from receiver messages before logging: some proxies echo
     /// the request headers in their error pages.
     secrets: Vec<Secret>,
@@ -50,17 +57,61 @@ impl WriteService {
         Ok(WriteService {
             url: settings.url.clone(),
             client,
+            zstd_headers: zstd_headers(&headers),
             headers,
             secrets,
         })
     }
 
-    /// Sends one request and reads (a bounded part of) the answer.
-    pub(crate) async fn attempt(&self, body: Bytes) -> Answer {
+    /// Asks the receiver whether it takes zstd bodies (`GET <url>?get_vm_proto_version=1`),
+    /// with the endpoint's credentials and TLS, giving up after `deadline`.
+    pub(crate) async fn handshake(
+        &self,
+        deadline: std::time::Duration,
+    ) -> Result<(), HandshakeFailure> {
+        let mut headers = self.headers.clone();
+        for name in [CONTENT_ENCODING, CONTENT_TYPE] {
+            headers.remove(name);
+        }
+        headers.remove("x-prometheus-remote-write-version");
+        let ask = async {
+            let mut response = self
+                .client
+                .get(compression::handshake_url(&self.url))
+                .headers(headers)
+                .send()
+                .await
+                .map_err(|e| HandshakeFailure::Transport(pooled::describe_error(&e)))?;
+            let status = response.status().as_u16();
+            let mut raw = Vec::new();
+            while raw.len() < compression::HANDSHAKE_MAX_BODY {
+                match response.chunk().await {
+                    Ok(Some(chunk)) => raw.extend_from_slice(&chunk),
+                    Ok(None) => break,
+                    Err(e) => return Err(HandshakeFailure::Transport(pooled::describe_error(&e))),
+                }
+            }
+            // An unexpected answer is logged: credentials echoed in it are removed first.
+            let text = redact(String::from_utf8_lossy(&raw).into_owned(), &self.secrets);
+            compression::judge_handshake(status, text.as_bytes())
+        };
+        // The client's own timeout may be longer; the handshake must not be.
+        tokio::time::timeout(deadline, ask)
+            .await
+            .unwrap_or(Err(HandshakeFailure::TimedOut(deadline)))
+    }
+
+    /// Sends one request whose body is compressed with `compression`, and reads (a bounded
+    /// part of) the answer.
+    pub(crate) async fn attempt_compressed(&self, body: Bytes, compression: Compression) -> Answer {
+        let headers = match compression {
+            Compression::Snappy => &self.headers,
+            Compression::Zstd => &self.zstd_headers,
+        };
         let response = self
             .client
             .post(self.url.clone())
-            .headers(self.headers.clone())
+            .headers(headers.clone())
             .body(body)
             .send()
             .await;
@@ -172,6 +223,22 @@ pub(crate) fn request_headers(
     Ok((h, secrets))
 }
 
+/// The headers of a zstd request, from a snappy request's: VictoriaMetrics' encoding and
+/// version headers in place of Prometheus' (the credentials and the user's headers stay).
+fn zstd_headers(snappy: &HeaderMap) -> HeaderMap {
+    let mut h = snappy.clone();
+    h.insert(
+        CONTENT_ENCODING,
+        HeaderValue::from_static(Compression::Zstd.as_str()),
+    );
+    h.remove("x-prometheus-remote-write-version");
+    h.insert(
+        HeaderName::from_static(VM_REMOTE_WRITE_VERSION_HEADER),
+        HeaderValue::from_static("1"),
+    );
+    h
+}
+
 /// Replaces every credential text in `message`.
 fn redact(mut message: String, secrets: &[Secret]) -> String {
     for s in secrets {
@@ -201,6 +268,22 @@ fn receiver_message(raw: &[u8], secrets: &[Secret]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zstd_requests_carry_victoriametrics_headers_and_keep_the_rest() {
+        let mut snappy = HeaderMap::new();
+        snappy.insert(CONTENT_ENCODING, HeaderValue::from_static("snappy"));
+        snappy.insert(
+            HeaderName::from_static("x-prometheus-remote-write-version"),
+            HeaderValue::from_static(REMOTE_WRITE_VERSION),
+        );
+        snappy.insert(AUTHORIZATION, HeaderValue::from_static("Bearer t"));
+        let z = zstd_headers(&snappy);
+        assert_eq!(z[CONTENT_ENCODING], "zstd");
+        assert_eq!(z[VM_REMOTE_WRITE_VERSION_HEADER], "1");
+        assert!(z.get("x-prometheus-remote-write-version").is_none());
+        assert_eq!(z[AUTHORIZATION], "Bearer t");
+    }
 
     #[test]
     fn receiver_messages_are_one_short_redacted_line() {

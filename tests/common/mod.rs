@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod openai;
+pub mod passthrough;
 pub mod rw_receiver;
 pub mod target;
 pub mod tinyproxy;
@@ -678,7 +679,17 @@ impl VictoriaMetrics {
     /// Like [`VictoriaMetrics::start`], with extra command-line flags (e.g.
     /// `-dedup.minScrapeInterval=2s`).
     pub async fn start_with(extra_args: &[&str]) -> Option<VictoriaMetrics> {
-        let bin = require_binary("victoria-metrics")?;
+        Some(Self::start_bin_with(require_binary("victoria-metrics")?, extra_args).await)
+    }
+
+    /// Starts the VictoriaMetrics binary at `bin` (a current peer from [`require_tool`], say)
+    /// with the flags of [`VictoriaMetrics::start`].
+    pub async fn start_bin(bin: PathBuf) -> VictoriaMetrics {
+        Self::start_bin_with(bin, &[]).await
+    }
+
+    /// [`VictoriaMetrics::start_bin`] with extra command-line flags.
+    pub async fn start_bin_with(bin: PathBuf, extra_args: &[&str]) -> VictoriaMetrics {
         let extra: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
         let (guard, port, dir) = start_server("victoria-metrics", "/health", move |port, dir| {
             let mut cmd = Command::new(&bin);
@@ -692,7 +703,7 @@ impl VictoriaMetrics {
             cmd
         })
         .await;
-        Some(VictoriaMetrics { guard, port, dir })
+        VictoriaMetrics { guard, port, dir }
     }
 
     /// The listen port.

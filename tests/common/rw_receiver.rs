@@ -5,6 +5,9 @@
 //! with 400 while accepting others), and for what a real receiver does not show: the exact
 //! value bits (staleness markers) and metadata-only requests, kept for every accepted request. It runs on the test's tokio runtime and stops when the
 //! [`RwReceiver`] is dropped.
+//!
+//! It reads snappy and zstd bodies (by `Content-Encoding`), and can be told how to answer
+//! VictoriaMetrics' compression handshake and when to start refusing zstd ([`Options`]).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -34,8 +37,39 @@ pub struct Tally {
     pub refused: Vec<i64>,
 }
 
+/// How the receiver answers `GET <write url>?get_vm_proto_version=1`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Handshake {
+    /// 404, as a receiver without the handshake.
+    #[default]
+    NotFound,
+    /// `1`: zstd bodies are welcome, as VictoriaMetrics answers.
+    Zstd,
+    /// 200 with a web page (a proxy's or a portal's).
+    Html,
+    /// Never answers.
+    Hang,
+}
+
+/// What the receiver does besides its script.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// The handshake answer.
+    pub handshake: Handshake,
+    /// `(n, status)`: after `n` accepted zstd requests, every zstd request is answered
+    /// `status` (its samples are neither accepted nor refused: only its encoding is).
+    pub refuse_zstd_after: Option<(usize, u16)>,
+}
+
 #[derive(Default)]
 struct State {
+    /// Handshake requests received.
+    handshakes: usize,
+    /// Accepted requests by body encoding.
+    accepted_snappy: usize,
+    accepted_zstd: usize,
+    /// zstd requests refused for their encoding.
+    refused_zstd: usize,
     requests: usize,
     /// By the series' labels as `name{k="v",…}` (sorted).
     series: BTreeMap<String, Tally>,
@@ -91,6 +125,14 @@ impl RwReceiver {
     pub async fn start(
         script: impl Fn(usize, &WriteRequest) -> u16 + Send + Sync + 'static,
     ) -> Self {
+        Self::start_with(Options::default(), script).await
+    }
+
+    /// Starts a receiver with `options`, answering each request with `script(n, &request)`.
+    pub async fn start_with(
+        options: Options,
+        script: impl Fn(usize, &WriteRequest) -> u16 + Send + Sync + 'static,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind receiver on 127.0.0.1");
@@ -107,7 +149,7 @@ impl RwReceiver {
                 let script = script.clone();
                 tokio::spawn(async move {
                     let service =
-                        service_fn(move |req| respond(state.clone(), script.clone(), req));
+                        service_fn(move |req| respond(state.clone(), script.clone(), options, req));
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
@@ -146,6 +188,22 @@ impl RwReceiver {
 }
 
 impl RwReceiver {
+    /// Handshake requests received so far.
+    pub fn handshakes(&self) -> usize {
+        self.state.lock().expect("receiver state").handshakes
+    }
+
+    /// Accepted requests so far by body encoding: `(snappy, zstd)`.
+    pub fn accepted_by_encoding(&self) -> (usize, usize) {
+        let st = self.state.lock().expect("receiver state");
+        (st.accepted_snappy, st.accepted_zstd)
+    }
+
+    /// zstd requests refused for their encoding so far.
+    pub fn refused_zstd(&self) -> usize {
+        self.state.lock().expect("receiver state").refused_zstd
+    }
+
     /// Every accepted request so far, decoded (metadata-only requests included).
     pub fn accepted_requests(&self) -> Vec<WriteRequest> {
         self.state.lock().expect("receiver state").accepted.clone()
@@ -181,6 +239,7 @@ impl Drop for RwReceiver {
 async fn respond(
     state: Arc<Mutex<State>>,
     script: Arc<Script>,
+    options: Options,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let reply = |status: u16, body: &'static str| {
@@ -189,11 +248,50 @@ async fn respond(
             .body(Full::new(Bytes::from(body)))
             .expect("build response"))
     };
+    if req.method() == hyper::Method::GET {
+        let asks = req
+            .uri()
+            .query()
+            .is_some_and(|q| q.contains("get_vm_proto_version=1"));
+        if !asks {
+            return reply(404, "not found");
+        }
+        state.lock().expect("receiver state").handshakes += 1;
+        return match options.handshake {
+            Handshake::NotFound => reply(404, "404 page not found"),
+            Handshake::Zstd => reply(200, "1"),
+            Handshake::Html => reply(
+                200,
+                "<html><body><h1>Welcome</h1>1 new message</body></html>",
+            ),
+            Handshake::Hang => std::future::pending().await,
+        };
+    }
+    let zstd = req
+        .headers()
+        .get("content-encoding")
+        .is_some_and(|v| v.as_bytes() == b"zstd");
     let Ok(body) = req.into_body().collect().await else {
         return reply(400, "unreadable body");
     };
-    let Ok(plain) = snap::raw::Decoder::new().decompress_vec(&body.to_bytes()) else {
-        return reply(400, "not snappy");
+    if zstd {
+        let mut st = state.lock().expect("receiver state");
+        if let Some((after, status)) = options.refuse_zstd_after {
+            if st.accepted_zstd >= after {
+                st.refused_zstd += 1;
+                return reply(status, "unsupported Content-Encoding: zstd");
+            }
+        }
+    }
+    let plain = if zstd {
+        zstd::stream::decode_all(body.to_bytes().as_ref()).ok()
+    } else {
+        snap::raw::Decoder::new()
+            .decompress_vec(&body.to_bytes())
+            .ok()
+    };
+    let Some(plain) = plain else {
+        return reply(400, "not snappy or zstd as announced");
     };
     let Ok(request) = WriteRequest::decode(plain.as_slice()) else {
         return reply(400, "not a WriteRequest");
@@ -214,6 +312,11 @@ async fn respond(
     }
     if accepted {
         st.accepted.push(request);
+        if zstd {
+            st.accepted_zstd += 1;
+        } else {
+            st.accepted_snappy += 1;
+        }
     }
     drop(st);
     if accepted {

@@ -19,8 +19,9 @@ use crate::remote_write::service::request_headers;
 use crate::secret::Secret;
 use crate::series::Sample;
 use crate::telemetry::{
-    RW_BYTES_SENT, RW_LAST_SUCCESS, RW_PENDING, RW_REQUESTS, RW_SAMPLES_DROPPED, RW_SAMPLES_FAILED,
-    RW_SAMPLES_RETRIED, RW_SAMPLES_SENT,
+    RW_BYTES_SENT, RW_COMPRESSION, RW_COMPRESSION_HANDSHAKES, RW_LAST_SUCCESS, RW_PENDING,
+    RW_REQUESTS, RW_SAMPLES_DROPPED, RW_SAMPLES_FAILED, RW_SAMPLES_RETRIED, RW_SAMPLES_SENT,
+    RW_ZSTD_REFUSED,
 };
 
 const ENDPOINT: &str = "test-rw";
@@ -167,33 +168,42 @@ async fn receiver(
                     async move {
                         let (parts, body) = req.into_parts();
                         let raw = body.collect().await?.to_bytes();
-                        let plain = snap::raw::Decoder::new()
-                            .decompress_vec(&raw)
-                            .expect("body is a snappy block");
-                        let request = proto::WriteRequest::decode(plain.as_slice())
-                            .expect("body is a WriteRequest");
                         let auth = parts
                             .headers
                             .get(AUTHORIZATION)
                             .map(|v| v.to_str().unwrap().to_string())
                             .unwrap_or_default();
-                        log.push(Event::Request(
-                            request.timeseries.iter().map(|t| t.samples.len()).sum(),
-                        ));
-                        let refused = refuse.map(|refuse| refuse(&request));
-                        captured.lock().unwrap().push(Captured {
-                            headers: parts.headers,
-                            raw,
-                            request,
-                        });
-                        let reply = match refused {
-                            Some(true) => Reply::Status {
-                                status: 400,
-                                headers: Vec::new(),
-                                body: "out of order sample".into(),
-                            },
-                            Some(false) => status(204),
-                            None => script.lock().unwrap().pop_front().unwrap_or(status(204)),
+                        let reply = if parts.method == http::Method::GET {
+                            // The compression handshake: answered from the script, not captured.
+                            script.lock().unwrap().pop_front().unwrap_or(status(404))
+                        } else {
+                            let plain = if parts.headers[http::header::CONTENT_ENCODING] == "zstd" {
+                                zstd::stream::decode_all(raw.as_ref()).expect("body is zstd")
+                            } else {
+                                snap::raw::Decoder::new()
+                                    .decompress_vec(&raw)
+                                    .expect("body is a snappy block")
+                            };
+                            let request = proto::WriteRequest::decode(plain.as_slice())
+                                .expect("body is a WriteRequest");
+                            log.push(Event::Request(
+                                request.timeseries.iter().map(|t| t.samples.len()).sum(),
+                            ));
+                            let refused = refuse.map(|refuse| refuse(&request));
+                            captured.lock().unwrap().push(Captured {
+                                headers: parts.headers,
+                                raw,
+                                request,
+                            });
+                            match refused {
+                                Some(true) => Reply::Status {
+                                    status: 400,
+                                    headers: Vec::new(),
+                                    body: "out of order sample".into(),
+                                },
+                                Some(false) => status(204),
+                                None => script.lock().unwrap().pop_front().unwrap_or(status(204)),
+                            }
                         };
                         let (code, headers, body) = match reply {
                             Reply::Status {
@@ -250,6 +260,7 @@ fn settings(url: reqwest::Url) -> RemoteWriteSettings {
         max_shards: 4,
         accepts_out_of_order: false,
         max_catchup_bytes_per_second: None,
+        compression: crate::config::CompressionConfig::Snappy,
     }
 }
 
@@ -1152,4 +1163,186 @@ async fn a_flush_sends_at_once_and_the_sender_runs_on_until_the_stop() {
     finish(handle).await;
     assert_eq!(h.timestamps(1), [3]);
     assert_eq!(h.queue.pending(), 0);
+}
+
+#[tokio::test]
+async fn zstd_bodies_carry_victoriametrics_headers() {
+    let h = Harness::new(vec![]).await;
+    h.append(1..4);
+    h.drain.cancel();
+    finish(h.start(true, |s| {
+        s.compression = crate::config::CompressionConfig::Zstd;
+    }))
+    .await;
+
+    let captured = h.receiver.captured.lock().unwrap();
+    assert_eq!(captured.len(), 1);
+    let headers = &captured[0].headers;
+    assert_eq!(headers["content-encoding"], "zstd");
+    assert_eq!(headers["x-victoriametrics-remote-write-version"], "1");
+    assert!(headers.get("x-prometheus-remote-write-version").is_none());
+    assert_eq!(headers["authorization"], format!("Bearer {TOKEN}").as_str());
+    drop(captured);
+    assert_eq!(h.timestamps(0), [1, 2, 3]);
+    assert_eq!(h.metric(RW_COMPRESSION, Some(("compression", "zstd"))), 1.0);
+    assert_eq!(
+        h.metric(RW_COMPRESSION, Some(("compression", "snappy"))),
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn a_refused_zstd_body_is_sent_again_as_snappy_and_never_split_or_dropped() {
+    for refusal in [400, 415] {
+        let h = Harness::new(vec![status(refusal)]).await;
+        // Several series in one request: a 400 to them would otherwise be split by series.
+        append_series(&h.queue, 3, 2);
+        h.drain.cancel();
+        finish(h.start(true, |s| {
+            s.compression = crate::config::CompressionConfig::Zstd;
+            s.max_samples_per_send = 6;
+            s.max_shards = 1;
+        }))
+        .await;
+
+        let captured = h.receiver.captured.lock().unwrap();
+        let encodings: Vec<&str> = captured
+            .iter()
+            .map(|c| c.headers["content-encoding"].to_str().unwrap())
+            .collect();
+        assert_eq!(encodings, ["zstd", "snappy"], "after {refusal}");
+        // The same request, as snappy: same protobuf, nothing lost or added.
+        assert_eq!(captured[0].request, captured[1].request, "after {refusal}");
+        assert!(captured[1]
+            .headers
+            .get("x-victoriametrics-remote-write-version")
+            .is_none());
+        drop(captured);
+        assert_eq!(received(&h).len(), 12, "both requests hold all six samples");
+        assert_eq!(h.metric(RW_SAMPLES_SENT, None), 6.0);
+        assert_eq!(h.metric(RW_SAMPLES_FAILED, None), 0.0);
+        assert_eq!(h.metric(RW_REQUESTS, Some(("outcome", "split"))), 0.0);
+        assert_eq!(h.metric(RW_REQUESTS, Some(("outcome", "rejected"))), 0.0);
+        assert_eq!(h.metric(RW_ZSTD_REFUSED, None), 1.0);
+        assert_eq!(
+            h.metric(RW_COMPRESSION, Some(("compression", "snappy"))),
+            1.0
+        );
+        assert_eq!(h.metric(RW_COMPRESSION, Some(("compression", "zstd"))), 0.0);
+        // No wait: an encoding refusal is not a failure to back off from.
+        assert!(
+            !h.log.events().iter().any(|e| matches!(e, Event::Sleep(_))),
+            "{:?}",
+            h.log.events()
+        );
+    }
+}
+
+#[tokio::test]
+async fn after_a_zstd_refusal_every_later_request_is_snappy() {
+    let h = Harness::new(vec![status(415)]).await;
+    h.append(1..10);
+    h.drain.cancel();
+    finish(h.start(true, |s| {
+        s.compression = crate::config::CompressionConfig::Zstd;
+        s.max_shards = 1;
+    }))
+    .await;
+    let captured = h.receiver.captured.lock().unwrap();
+    let encodings: Vec<&str> = captured
+        .iter()
+        .map(|c| c.headers["content-encoding"].to_str().unwrap())
+        .collect();
+    assert_eq!(encodings, ["zstd", "snappy", "snappy", "snappy"]);
+    drop(captured);
+    let stamps: Vec<i64> = (1..4).flat_map(|r| h.timestamps(r)).collect();
+    assert_eq!(stamps, (1..10).collect::<Vec<_>>());
+    assert_eq!(h.metric(RW_ZSTD_REFUSED, None), 1.0);
+}
+
+#[tokio::test]
+async fn a_snappy_body_refused_with_415_is_dropped_as_before() {
+    let h = Harness::new(vec![status(415)]).await;
+    h.append(1..4);
+    h.drain.cancel();
+    finish(h.start(true, |_| {})).await;
+    assert_eq!(h.receiver.captured.lock().unwrap().len(), 1);
+    assert_eq!(h.metric(RW_SAMPLES_FAILED, None), 3.0);
+    assert_eq!(h.metric(RW_ZSTD_REFUSED, None), 0.0);
+}
+
+#[tokio::test]
+async fn a_nameless_sample_in_a_refused_zstd_request_is_counted_once() {
+    let h = Harness::new(vec![status(415)]).await;
+    let named = Labels::with_name("probe_success", [("probe", "p1")]).unwrap();
+    let nameless = Labels::from_pairs([("probe", "p2")]).unwrap();
+    let samples: Vec<Sample> = [named.clone(), nameless, named]
+        .into_iter()
+        .enumerate()
+        .map(|(i, labels)| Sample {
+            labels,
+            value: 1.0,
+            timestamp_ms: i as i64,
+        })
+        .collect();
+    h.queue.append(&samples).unwrap();
+    h.drain.cancel();
+    finish(h.start(true, |s| {
+        s.compression = crate::config::CompressionConfig::Zstd;
+    }))
+    .await;
+    assert_eq!(h.receiver.captured.lock().unwrap().len(), 2);
+    assert_eq!(
+        h.metric(RW_SAMPLES_DROPPED, Some(("reason", "invalid"))),
+        1.0
+    );
+    assert_eq!(h.metric(RW_SAMPLES_SENT, None), 2.0);
+}
+
+#[tokio::test]
+async fn the_handshake_carries_the_credentials_and_never_logs_an_echo_of_them() {
+    let buf = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let writer = {
+        let buf = buf.clone();
+        move || LogBuf(buf.clone())
+    };
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(writer)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    // A portal answering the handshake 200 with a page that quotes the request's credentials.
+    let h = Harness::new(vec![Reply::EchoAuthorization(200)]).await;
+    h.append(1..4);
+    let handle = h.start(true, |s| {
+        s.compression = crate::config::CompressionConfig::Auto
+    });
+    let sent = h.log.until(|e| e.contains(&Event::Request(3)));
+    tokio::time::timeout(Duration::from_secs(60), sent)
+        .await
+        .expect("a request after the handshake");
+    h.drain.cancel();
+    finish(handle).await;
+
+    let logs = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("does not announce zstd"), "{logs}");
+    assert!(
+        logs.contains("you sent Authorization: Bearer <redacted>"),
+        "the handshake carries the endpoint's credentials: {logs}"
+    );
+    assert!(!logs.contains(TOKEN), "the token leaked into:\n{logs}");
+    assert_eq!(
+        h.receiver.captured.lock().unwrap()[0].headers["content-encoding"],
+        "snappy"
+    );
+    assert_eq!(
+        h.metric(RW_COMPRESSION_HANDSHAKES, Some(("result", "unexpected"))),
+        1.0
+    );
+    assert_eq!(
+        h.metric(RW_COMPRESSION_HANDSHAKES, Some(("result", "zstd"))),
+        0.0
+    );
 }
