@@ -64,3 +64,9 @@ pub mod proto {
     #![allow(missing_docs, clippy::all)]
     include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
 }
+
+/// Generated remote-write 2.0 protobuf messages (from `proto/write_v2.proto`).
+pub mod proto_v2 {
+    #![allow(missing_docs, clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/io.prometheus.write.v2.rs"));
+}

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     Auth, BasicAuthConfig, ByteSize, Checker, ConfigDuration, HeadersConfig, TlsConfig, UrlConfig,
 };
+use crate::remote_write::protocol::{Protocol, MESSAGE_V1, MESSAGE_V2};
 use crate::secret::{HeaderText, Secret};
 
 /// Remote-write headers that pushprobe sets itself and a user may not override.
@@ -74,6 +75,11 @@ pub struct RemoteWriteConfig {
     /// Bound on the bytes per second sent while catching up on a backlog; unset: no bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_catchup_bytes_per_second: Option<ByteSize>,
+    /// The protobuf message sent, as Prometheus names it: `"prometheus.WriteRequest"`
+    /// (remote write 1.0, the default) or `"io.prometheus.write.v2.Request"` (2.0, falling
+    /// back to 1.0 for a receiver that does not take it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protobuf_message: Option<String>,
 }
 
 /// Most shards a receiver may be given: each is one concurrent request.
@@ -140,6 +146,8 @@ pub struct RemoteWriteSettings {
     pub accepts_out_of_order: bool,
     /// Catch-up byte rate bound, if any.
     pub max_catchup_bytes_per_second: Option<u64>,
+    /// The message sent first (2.0 may fall back to 1.0).
+    pub protocol: Protocol,
 }
 
 /// Default display name of a remote-write URL: host, port and path, never credentials.
@@ -245,6 +253,16 @@ fn validate_remote_write(
             "must be > 0 (leave it out for no bound)",
         );
     }
+    let protocol = match rw.protobuf_message.as_deref() {
+        None => Protocol::V1,
+        Some(m) => Protocol::from_message(m).unwrap_or_else(|| {
+            c.fail(
+                format!("{key}.protobuf_message"),
+                format!("{m:?} is not a remote-write message; use {MESSAGE_V1:?} (1.0, the default) or {MESSAGE_V2:?} (2.0)"),
+            );
+            Protocol::V1
+        }),
+    };
     let url = url?;
     let name = rw.name.clone().unwrap_or_else(|| endpoint_name(&url));
     Some(RemoteWriteSettings {
@@ -263,6 +281,7 @@ fn validate_remote_write(
         max_shards: rw.max_shards,
         accepts_out_of_order: rw.accepts_out_of_order,
         max_catchup_bytes_per_second: rw.max_catchup_bytes_per_second.map(|b| b.0),
+        protocol,
     })
 }
 
@@ -306,6 +325,29 @@ mod tests {
         let e = parse(&with("max_catchup_bytes_per_second = 0")).unwrap_err();
         assert!(
             e.contains("remote_write[0].max_catchup_bytes_per_second"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn protobuf_message_defaults_to_1_0_and_names_both_values_when_wrong() {
+        let s = parse(GOOD).unwrap();
+        assert_eq!(s.remote_write[0].protocol, Protocol::V1);
+        let with = |value: &str| {
+            GOOD.replace(
+                "headers = { \"X-Scope-OrgID\" = \"team-a\" }",
+                &format!("protobuf_message = {value:?}"),
+            )
+        };
+        let s = parse(&with("io.prometheus.write.v2.Request")).unwrap();
+        assert_eq!(s.remote_write[0].protocol, Protocol::V2);
+        let s = parse(&with("prometheus.WriteRequest")).unwrap();
+        assert_eq!(s.remote_write[0].protocol, Protocol::V1);
+        let e = parse(&with("v2")).unwrap_err();
+        assert!(
+            e.contains("remote_write[0].protobuf_message: \"v2\" is not a remote-write message")
+                && e.contains("\"prometheus.WriteRequest\"")
+                && e.contains("\"io.prometheus.write.v2.Request\""),
             "{e}"
         );
     }

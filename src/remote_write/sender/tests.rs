@@ -15,6 +15,7 @@ use super::*;
 use crate::config::{Auth, TlsConfig};
 use crate::proto;
 use crate::queue::memory::MemoryQueue;
+use crate::remote_write::protocol::Protocol;
 use crate::remote_write::service::request_headers;
 use crate::secret::Secret;
 use crate::series::Sample;
@@ -249,6 +250,7 @@ fn settings(url: reqwest::Url) -> RemoteWriteSettings {
         max_shards: 4,
         accepts_out_of_order: false,
         max_catchup_bytes_per_second: None,
+        protocol: Protocol::V1,
     }
 }
 
