@@ -53,8 +53,10 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use tokio_util::task::TaskTracker;
 
 use super::encode::{EncodeStats, Encoder};
+use super::encode_v2::{EncoderV2, NoMeta, SeriesMeta};
 use super::events::SenderEvents;
-use super::retry::{Decision, DropReason, Jitter, RetryPolicy};
+use super::protocol::{self, judge, Protocol, Verdict};
+use super::retry::{Decision, DropReason, Jitter, Outcome, RetryPolicy};
 use super::service::{Answer, WriteService};
 use super::shard::{partition, shard_count, TokenBucket};
 use super::split::{splits, SplitPlan, Step};
@@ -105,6 +107,15 @@ pub struct Sender {
     encoder: std::sync::Mutex<Encoder>,
     /// The queue outlives the process: its first window may repeat delivered samples.
     durable_queue: bool,
+    /// The 2.0 encoder, used while `protocol` says 2.0.
+    encoder_v2: std::sync::Mutex<EncoderV2>,
+    /// Metadata and start times for 2.0 series.
+    meta: Arc<dyn SeriesMeta>,
+    /// The message configured.
+    configured: Protocol,
+    /// The message sent now: 2.0 until the receiver shows it does not take it, then 1.0
+    /// until the agent restarts. Shared by the shards and the live lane.
+    protocol: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Sender {
@@ -154,7 +165,12 @@ impl Sender {
             epoch: Instant::now(),
             encoder: std::sync::Mutex::new(Encoder::new()),
             durable_queue: false,
+            encoder_v2: std::sync::Mutex::new(EncoderV2::new()),
+            meta: Arc::new(NoMeta),
+            configured: settings.protocol,
+            protocol: std::sync::atomic::AtomicBool::new(settings.protocol == Protocol::V2),
         };
+        sender.events.protocol_in_use(settings.protocol);
         sender.events.touch_metrics(sender.queue.pending());
         Ok(sender)
     }
@@ -164,6 +180,73 @@ impl Sender {
     pub fn with_durable_queue(mut self) -> Self {
         self.durable_queue = true;
         self
+    }
+
+    /// Gives the 2.0 encoder the metadata and start times of the series it sends.
+    pub fn with_series_meta(mut self, meta: Arc<dyn SeriesMeta>) -> Self {
+        self.meta = meta;
+        self
+    }
+
+    /// The message sent now.
+    fn protocol(&self) -> Protocol {
+        if self.protocol.load(std::sync::atomic::Ordering::Relaxed) {
+            Protocol::V2
+        } else {
+            Protocol::V1
+        }
+    }
+
+    /// The receiver does not take 2.0: sends 1.0 from now on (said once, by whichever
+    /// request found out first).
+    fn fall_back(&self, answer: &Answer) {
+        let was = self
+            .protocol
+            .swap(false, std::sync::atomic::Ordering::Relaxed);
+        if was {
+            self.events.fell_back(answer);
+        }
+    }
+
+    /// What a 2.0 answer means beyond its status (see [`super::protocol`]), with its events
+    /// recorded; `None` to judge the answer as for 1.0.
+    fn judge_v2(
+        &self,
+        protocol: Protocol,
+        stats: &EncodeStats,
+        bytes: usize,
+        answer: &Answer,
+    ) -> Option<V2Step> {
+        if protocol != Protocol::V2 {
+            return None;
+        }
+        let sent = protocol::Sent {
+            samples: stats.samples as u64,
+            ..Default::default()
+        };
+        match judge(answer.outcome, &answer.written, sent) {
+            Verdict::Fallback => {
+                self.fall_back(answer);
+                Some(V2Step::SendAsV1)
+            }
+            Verdict::Written { bad } => {
+                if let Some(bad) = bad {
+                    self.events.untrusted_count(&bad, answer);
+                }
+                if answer.body_bytes > 0 {
+                    self.events.success_with_body(answer);
+                }
+                None
+            }
+            Verdict::Partial { unwritten, bad } => {
+                if let Some(bad) = bad {
+                    self.events.untrusted_count(&bad, answer);
+                }
+                self.events.partial_write(stats, bytes, unwritten, answer);
+                Some(V2Step::Kept)
+            }
+            Verdict::AsV1 => None,
+        }
     }
 
     /// Runs until `drain` is cancelled and the queue is empty, or `abort` is cancelled.
@@ -383,46 +466,66 @@ impl Sender {
         catching_up: bool,
         part: bool,
     ) -> Sent {
-        // The same bytes go out on every attempt: timestamps never change on retry.
-        let Some((stats, body)) = self.encode(samples) else {
-            return Sent::Nothing;
-        };
-        let mut attempt = 0u32;
-        loop {
-            if catching_up {
-                self.pace(body.len()).await;
-            }
-            let answer = self.service.attempt(body.clone()).await;
-            let decision = self.policy.decide(
-                answer.outcome,
-                answer.retry_after.as_deref(),
-                attempt,
-                SystemTime::now(),
-                st.jitter.next(),
-            );
-            if let Some(live) = &self.queue.live {
-                live.set_receiver_up(!matches!(decision, Decision::Retry { .. }));
-            }
-            match decision {
-                Decision::Done if part => {
-                    self.events.part_delivered(&stats, body.len(), attempt);
-                    return Sent::Accepted;
+        // Encoded again only when the endpoint falls back from 2.0 to 1.0.
+        'encode: loop {
+            let protocol = self.protocol();
+            // The same bytes go out on every attempt: timestamps never change on retry.
+            let Some((stats, body)) = self.encode(samples, protocol) else {
+                return Sent::Nothing;
+            };
+            let mut attempt = 0u32;
+            loop {
+                if catching_up {
+                    self.pace(body.len()).await;
                 }
-                Decision::Done => {
-                    self.events.batch_delivered(&stats, body.len(), attempt);
-                    return Sent::Accepted;
-                }
-                Decision::Drop { reason } => {
-                    return Sent::Refused {
-                        stats,
-                        reason,
-                        answer,
+                let answer = self.service.attempt(body.clone(), protocol).await;
+                match self.judge_v2(protocol, &stats, body.len(), &answer) {
+                    // A receiver that does not take 2.0 stored nothing of it: the same samples
+                    // go again as 1.0, nothing lost, nothing twice.
+                    Some(V2Step::SendAsV1) => continue 'encode,
+                    Some(V2Step::Kept) => {
+                        if let Some(live) = &self.queue.live {
+                            live.set_receiver_up(true);
+                        }
+                        return Sent::Accepted;
                     }
+                    None => {}
                 }
-                Decision::Retry { after } => {
-                    self.events.record_retry(&stats, &answer, attempt, after);
-                    self.timer.sleep(after).await;
-                    attempt = attempt.saturating_add(1);
+                let decision = self.policy.decide(
+                    answer.outcome,
+                    answer.retry_after.as_deref(),
+                    attempt,
+                    SystemTime::now(),
+                    st.jitter.next(),
+                );
+                if let Some(live) = &self.queue.live {
+                    live.set_receiver_up(!matches!(decision, Decision::Retry { .. }));
+                }
+                match decision {
+                    Decision::Done if part => {
+                        self.events.part_delivered(&stats, body.len(), attempt);
+                        return Sent::Accepted;
+                    }
+                    Decision::Done => {
+                        self.events.batch_delivered(&stats, body.len(), attempt);
+                        return Sent::Accepted;
+                    }
+                    Decision::Drop { reason } => {
+                        if self.configured == Protocol::V2 && answer.outcome == Outcome::Status(415)
+                        {
+                            self.events.both_messages_refused(&answer);
+                        }
+                        return Sent::Refused {
+                            stats,
+                            reason,
+                            answer,
+                        };
+                    }
+                    Decision::Retry { after } => {
+                        self.events.record_retry(&stats, &answer, attempt, after);
+                        self.timer.sleep(after).await;
+                        attempt = attempt.saturating_add(1);
+                    }
                 }
             }
         }
@@ -430,16 +533,27 @@ impl Sender {
 
     /// Encodes samples into a request body, counting what cannot be sent; `None` when
     /// nothing is left to send.
-    fn encode<S: Borrow<Sample>>(&self, samples: &[S]) -> Option<(EncodeStats, Bytes)> {
+    fn encode<S: Borrow<Sample>>(
+        &self,
+        samples: &[S],
+        protocol: Protocol,
+    ) -> Option<(EncodeStats, Bytes)> {
         // The body is built at its exact size and handed over without another copy.
         let mut body = Vec::new();
         // Held for the encoding only, not for the logging and counting below. Poisoning
-        // cannot leave the encoder half-valid: it resets its buffers on every call.
-        let encoded = self
-            .encoder
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .encode(samples, &self.external_labels, &mut body);
+        // cannot leave an encoder half-valid: each resets its buffers on every call.
+        let encoded = match protocol {
+            Protocol::V1 => self
+                .encoder
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .encode(samples, &self.external_labels, &mut body),
+            Protocol::V2 => self
+                .encoder_v2
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .encode(samples, &self.external_labels, &*self.meta, &mut body),
+        };
         let stats = match encoded {
             Ok(stats) => stats,
             Err(e) => {
@@ -587,11 +701,22 @@ impl Sender {
         let Some(live) = &self.queue.live else {
             return;
         };
-        let Some((stats, body)) = self.encode(&batch.samples) else {
+        let protocol = self.protocol();
+        let Some((stats, body)) = self.encode(&batch.samples, protocol) else {
             live.mark_delivered(batch.seqs());
             return;
         };
-        let answer = self.service.attempt(body.clone()).await;
+        let answer = self.service.attempt(body.clone(), protocol).await;
+        match self.judge_v2(protocol, &stats, body.len(), &answer) {
+            // Left for the in-order reader, which sends it as 1.0.
+            Some(V2Step::SendAsV1) => return,
+            Some(V2Step::Kept) => {
+                live.mark_delivered(batch.seqs());
+                live.set_receiver_up(true);
+                return;
+            }
+            None => {}
+        }
         let decision = self.policy.decide(
             answer.outcome,
             answer.retry_after.as_deref(),
@@ -731,6 +856,15 @@ struct SendFlags {
     catching_up: bool,
     /// First window after start: may repeat samples delivered before a crash.
     recovering: bool,
+}
+
+/// What a 2.0 answer asks of the sender beyond its status.
+enum V2Step {
+    /// The receiver does not take 2.0: send the same samples as 1.0.
+    SendAsV1,
+    /// Partly written: what was written is kept, the rest counted as refused; the request
+    /// is done (sending it again, whole or split, would write samples twice).
+    Kept,
 }
 
 /// How a request ended.

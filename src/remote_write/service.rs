@@ -14,6 +14,7 @@ use http::header::{
     USER_AGENT,
 };
 
+use super::protocol::{Protocol, Written, CONTENT_TYPE_V2, REMOTE_WRITE_VERSION_V2};
 use super::retry::Outcome;
 use crate::config::{RemoteWriteSettings, RESERVED_HEADERS};
 use crate::http_client::pooled;
@@ -36,8 +37,10 @@ const MAX_MESSAGE_CHARS: usize = 512;
 pub(crate) struct WriteService {
     url: reqwest::Url,
     client: reqwest::Client,
-    /// Every request's headers, credentials included (marked sensitive).
+    /// Every 1.0 request's headers, credentials included (marked sensitive).
     headers: HeaderMap,
+    /// The same for 2.0: only the protocol headers differ.
+    headers_v2: HeaderMap,
     /// Credential texts scrubbed from receiver messages before logging: some proxies echo
     /// the request headers in their error pages.
     secrets: Vec<Secret>,
@@ -47,20 +50,32 @@ impl WriteService {
     /// Builds the client and headers for `settings`' endpoint; the error says what is wrong.
     pub(crate) fn new(settings: &RemoteWriteSettings) -> Result<Self, String> {
         let (client, headers, secrets) = endpoint_client(settings)?;
+        let mut headers_v2 = headers.clone();
+        headers_v2.insert(CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_V2));
+        headers_v2.insert(
+            HeaderName::from_static("x-prometheus-remote-write-version"),
+            HeaderValue::from_static(REMOTE_WRITE_VERSION_V2),
+        );
         Ok(WriteService {
             url: settings.url.clone(),
             client,
             headers,
+            headers_v2,
             secrets,
         })
     }
 
-    /// Sends one request and reads (a bounded part of) the answer.
-    pub(crate) async fn attempt(&self, body: Bytes) -> Answer {
+    /// Sends one request with the headers of `protocol` and reads (a bounded part of) the
+    /// answer.
+    pub(crate) async fn attempt(&self, body: Bytes, protocol: Protocol) -> Answer {
+        let headers = match protocol {
+            Protocol::V1 => &self.headers,
+            Protocol::V2 => &self.headers_v2,
+        };
         let response = self
             .client
             .post(self.url.clone())
-            .headers(self.headers.clone())
+            .headers(headers.clone())
             .body(body)
             .send()
             .await;
@@ -71,6 +86,8 @@ impl WriteService {
                     outcome: Outcome::Transport,
                     retry_after: None,
                     message: pooled::describe_error(&e),
+                    written: Written::default(),
+                    body_bytes: 0,
                 }
             }
         };
@@ -80,6 +97,7 @@ impl WriteService {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let written = Written::from_headers(response.headers());
         // Reading the body lets the connection be reused; a failure while reading does not
         // change what the status said.
         let mut raw = Vec::new();
@@ -93,6 +111,8 @@ impl WriteService {
             outcome: Outcome::Status(status),
             retry_after,
             message: receiver_message(&raw, &self.secrets),
+            written,
+            body_bytes: raw.len(),
         }
     }
 }
@@ -105,6 +125,10 @@ pub(crate) struct Answer {
     pub(crate) retry_after: Option<String>,
     /// The receiver's message or the transport error, made safe to log.
     pub(crate) message: String,
+    /// The remote write 2.0 `-Written` headers.
+    pub(crate) written: Written,
+    /// Bytes of body read (a 2.0 success should have none).
+    pub(crate) body_bytes: usize,
 }
 
 /// The HTTP client for one remote-write endpoint (its TLS settings and timeout), the headers
