@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod openai;
+pub mod rw2_receiver;
 pub mod rw_receiver;
 pub mod target;
 
@@ -583,8 +584,16 @@ impl Prometheus {
     ///
     /// Storage and the listen address are set here; readiness is `/-/ready`.
     pub async fn start_with(config_yaml: &str, extra_args: &[&str]) -> Option<Prometheus> {
+        let bin = require_binary("prometheus")?;
+        Some(Prometheus::start_bin(bin, config_yaml, extra_args).await)
+    }
+
+    /// Starts the Prometheus binary at `bin` (for example a current peer found with
+    /// [`require_tool`]) with the given YAML configuration and extra flags, as
+    /// [`Prometheus::start_with`] does.
+    pub async fn start_bin(bin: PathBuf, config_yaml: &str, extra_args: &[&str]) -> Prometheus {
         let command = PromCommand {
-            bin: require_binary("prometheus")?,
+            bin,
             config_yaml: config_yaml.to_string(),
             agent_mode: extra_args.iter().any(|a| a.contains("agent")),
             extra: extra_args.iter().map(|s| s.to_string()).collect(),
@@ -594,13 +603,13 @@ impl Prometheus {
             build.build(port, dir)
         })
         .await;
-        Some(Prometheus {
+        Prometheus {
             guard,
             port,
             command,
             restarts: 0,
             dir,
-        })
+        }
     }
 
     /// Kills the server with SIGKILL, as a crash or an OOM kill would; its port and storage
