@@ -10,8 +10,8 @@
 //! - [`exec`]: `pushprobe exec`, a command run as a monitored job.
 //! - [`series`]: label sets, samples, and the registry that turns measurements into samples.
 //! - [`queue`]: the bounded buffer between the sources and each receiver (memory or disk).
-//! - [`remote_write`]: encode, retry and shard (pure), the HTTP service, its events, and the
-//!   sender that pumps a queue to a receiver.
+//! - [`remote_write`]: encode (1.0 and 2.0), retry and shard (pure), the HTTP service, its
+//!   events, and the sender that pumps a queue to a receiver.
 //! - [`pushgateway`]: text-format rendering (pure) and the Pushgateway sink.
 //!
 //! Shared rooms:

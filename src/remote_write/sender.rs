@@ -15,6 +15,12 @@
 //! it whole) is sent again in halves by series, as [`super::split`] plans, so that only the
 //! refused samples are dropped.
 //!
+//! An endpoint configured for remote write 2.0 is sent 2.0 until an answer shows the receiver
+//! does not take it ([`super::protocol`]); the request that found out is encoded again as 1.0
+//! and sent, and so is everything after it, by every shard and the live lane. A partly
+//! written 2.0 request is done: sending it again, whole or in parts, would write samples
+//! twice.
+//!
 //! A sender winds down in two steps ([`Drain`]): *flush* sends everything queued without
 //! waiting for full batches, and tells the agent when the queue is empty; *stop* sends what
 //! was queued since, and ends the sender once its queue is empty.
