@@ -26,6 +26,8 @@ use crate::queue::disk::{DiskLog, DiskStats, DropCounts};
 use crate::queue::live::LiveLane;
 use crate::queue::memory::MemoryQueue;
 use crate::queue::{AppendOutcome, Origin, Priority, QueueError, SharedQueue};
+use crate::remote_write::catalog::SeriesCatalog;
+use crate::remote_write::protocol::Protocol;
 use crate::remote_write::{Drain, Sender, SenderError};
 use crate::scrape::metadata::{MetadataSender, MetadataStore};
 use crate::scrape::scraper::{JobClient, ScrapeSetupError, Scraped, Scraper};
@@ -131,12 +133,18 @@ pub struct Pipeline {
     /// [`AgentSettings::self_labels`](crate::config::AgentSettings::self_labels)); the
     /// `/metrics` listener leaves them to its scraper.
     self_labels: Vec<(String, String)>,
+    /// Metadata and start times of the series sent, for remote write 2.0 endpoints (none:
+    /// `None`).
+    catalog: Option<Arc<SeriesCatalog>>,
 }
 
 impl Pipeline {
     /// Publishes one run of `source` (a probe, an `exec` job): its samples stamped
     /// `timestamp_ms` to every remote-write queue, and its registry to the Pushgateway sinks.
     pub fn publish_run(&self, source: &str, registry: &Registry, timestamp_ms: i64) {
+        if let Some(catalog) = &self.catalog {
+            catalog.note_registry(registry);
+        }
         self.publish_from(
             Origin::new(source, Priority::Report),
             registry.samples_at(timestamp_ms),
@@ -166,6 +174,9 @@ impl Pipeline {
     pub fn publish_scraped(&self, source: &str, mut samples: Vec<Sample>, report_from: usize) {
         if samples.is_empty() {
             return;
+        }
+        if let Some(catalog) = &self.catalog {
+            catalog.note_created(&samples);
         }
         match &self.fanout {
             Fanout::Memory => {
@@ -293,6 +304,9 @@ impl Pipeline {
         }
         if let Fanout::Disk(disk) = &self.fanout {
             self.export_disk_stats(disk, &disk.log.stats());
+        }
+        if let Some(catalog) = &self.catalog {
+            self.telemetry.with(|r| catalog.note_registry(r));
         }
         let mut samples = self.telemetry.samples_at(timestamp_ms);
         for sample in &mut samples {
@@ -701,6 +715,13 @@ impl Agent {
         let mut outputs = Vec::new();
         let mut senders = Vec::new();
         let durable = matches!(fanout, Fanout::Disk(_));
+        let metadata = Arc::new(MetadataStore::new());
+        // Series metadata rides on every 2.0 series; only kept when an endpoint sends 2.0.
+        let catalog = settings
+            .remote_write
+            .iter()
+            .any(|rw| rw.protocol == Protocol::V2)
+            .then(|| Arc::new(SeriesCatalog::new(Some(metadata.clone()), now_ms())));
         for (rw, queue) in settings.remote_write.iter().zip(queues) {
             let sender = Sender::new(
                 rw.clone(),
@@ -708,6 +729,10 @@ impl Agent {
                 queue.clone(),
                 telemetry.clone(),
             )?;
+            let sender = match &catalog {
+                Some(c) if rw.protocol == Protocol::V2 => sender.with_series_meta(c.clone()),
+                _ => sender,
+            };
             senders.push(if durable {
                 sender.with_durable_queue()
             } else {
@@ -738,7 +763,12 @@ impl Agent {
         }
         let mut metadata_senders = Vec::new();
         if !scrapers.is_empty() && settings.agent.metadata_interval.is_some() {
-            for rw in &settings.remote_write {
+            // A 2.0 series carries its metadata; separate metadata requests are 1.0's way.
+            for rw in settings
+                .remote_write
+                .iter()
+                .filter(|rw| rw.protocol == Protocol::V1)
+            {
                 metadata_senders.push(MetadataSender::new(rw, telemetry.clone())?);
             }
         }
@@ -748,6 +778,7 @@ impl Agent {
             feed,
             telemetry: telemetry.clone(),
             self_labels: settings.agent.self_labels(),
+            catalog,
         });
         Ok(Agent {
             settings,
@@ -758,7 +789,7 @@ impl Agent {
             gateway_status,
             telemetry,
             scrapers,
-            metadata: Arc::new(MetadataStore::new()),
+            metadata,
             metadata_senders,
         })
     }
@@ -1259,6 +1290,7 @@ mod tests {
             feed: None,
             telemetry,
             self_labels: Vec::new(),
+            catalog: None,
         }
     }
 
@@ -1401,6 +1433,7 @@ mod tests {
             feed: None,
             telemetry: Arc::new(Telemetry::new()),
             self_labels: Vec::new(),
+            catalog: None,
         }
     }
 

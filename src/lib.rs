@@ -10,8 +10,8 @@
 //! - [`exec`]: `pushprobe exec`, a command run as a monitored job.
 //! - [`series`]: label sets, samples, and the registry that turns measurements into samples.
 //! - [`queue`]: the bounded buffer between the sources and each receiver (memory or disk).
-//! - [`remote_write`]: encode, compression, retry and shard (pure), the HTTP service, its
-//!   events, and the sender that pumps a queue to a receiver.
+//! - [`remote_write`]: encode (1.0 and 2.0), compression, retry and shard (pure), the HTTP
+//!   service, its events, and the sender that pumps a queue to a receiver.
 //! - [`pushgateway`]: text-format rendering (pure) and the Pushgateway sink.
 //!
 //! Shared rooms:
@@ -69,4 +69,10 @@ pub mod proto {
 pub mod metrics_proto {
     #![allow(missing_docs, clippy::all)]
     include!(concat!(env!("OUT_DIR"), "/io.prometheus.client.rs"));
+}
+
+/// Generated remote-write 2.0 protobuf messages (from `proto/write_v2.proto`).
+pub mod proto_v2 {
+    #![allow(missing_docs, clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/io.prometheus.write.v2.rs"));
 }

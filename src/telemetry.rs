@@ -63,6 +63,14 @@ pub const SCRAPE_FAILURES: &str = "pushprobe_scrape_failures_total";
 pub const SCRAPE_SAMPLES_REJECTED: &str = "pushprobe_scrape_samples_rejected_total";
 /// Metadata-only write requests, by `endpoint` and `outcome` (success, failure).
 pub const RW_METADATA_REQUESTS: &str = "pushprobe_remote_write_metadata_requests_total";
+/// 1 for the remote-write message an `endpoint` is sent now, 0 for the other, by `message`
+/// (`prometheus.WriteRequest`, `io.prometheus.write.v2.Request`).
+pub const RW_PROTOCOL: &str = "pushprobe_remote_write_protocol";
+/// Requests a 2.0 receiver wrote only part of (fewer `-Written` than sent), per `endpoint`.
+pub const RW_PARTIAL_WRITES: &str = "pushprobe_remote_write_partial_writes_total";
+/// Answers that broke the protocol, per `endpoint` and `reason` (`written_not_a_number`,
+/// `written_exceeds_sent`, `success_with_body`).
+pub const RW_INVALID_ANSWERS: &str = "pushprobe_remote_write_invalid_answers_total";
 /// Always 1, labelled with `version`: the agent's heartbeat series.
 pub const BUILD_INFO: &str = "pushprobe_build_info";
 /// Unix time at which the agent started.
@@ -175,6 +183,21 @@ const DESCRIPTIONS: &[(&str, MetricType, &str)] = &[
         RW_METADATA_REQUESTS,
         MetricType::Counter,
         "Metadata-only remote-write requests by outcome.",
+    ),
+    (
+        RW_PROTOCOL,
+        MetricType::Gauge,
+        "1 for the remote-write message the endpoint is sent now.",
+    ),
+    (
+        RW_PARTIAL_WRITES,
+        MetricType::Counter,
+        "Requests the receiver wrote only part of.",
+    ),
+    (
+        RW_INVALID_ANSWERS,
+        MetricType::Counter,
+        "Receiver answers that broke the remote-write protocol, by reason.",
     ),
     (
         BUILD_INFO,

@@ -12,6 +12,7 @@ use super::{
     TlsConfig, UrlConfig,
 };
 use crate::http_client::proxy::ProxySettings;
+use crate::remote_write::protocol::{Protocol, MESSAGE_V1, MESSAGE_V2};
 use crate::secret::{HeaderText, Secret};
 
 /// Remote-write headers that pushprobe sets itself and a user may not override.
@@ -93,6 +94,11 @@ pub struct RemoteWriteConfig {
     /// How request bodies are compressed: `auto` asks the receiver whether it takes zstd.
     #[serde(default)]
     pub compression: CompressionConfig,
+    /// The protobuf message sent, as Prometheus names it: `"prometheus.WriteRequest"`
+    /// (remote write 1.0, the default) or `"io.prometheus.write.v2.Request"` (2.0, falling
+    /// back to 1.0 for a receiver that does not take it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protobuf_message: Option<String>,
 }
 
 /// `compression` of a remote-write endpoint.
@@ -178,6 +184,8 @@ pub struct RemoteWriteSettings {
     pub max_catchup_bytes_per_second: Option<u64>,
     /// Body compression, as configured (the sender settles it with the receiver).
     pub compression: CompressionConfig,
+    /// The message sent first (2.0 may fall back to 1.0).
+    pub protocol: Protocol,
 }
 
 /// Default display name of a remote-write URL: host, port and path, never credentials.
@@ -284,6 +292,16 @@ fn validate_remote_write(
             "must be > 0 (leave it out for no bound)",
         );
     }
+    let protocol = match rw.protobuf_message.as_deref() {
+        None => Protocol::V1,
+        Some(m) => Protocol::from_message(m).unwrap_or_else(|| {
+            c.fail(
+                format!("{key}.protobuf_message"),
+                format!("{m:?} is not a remote-write message; use {MESSAGE_V1:?} (1.0, the default) or {MESSAGE_V2:?} (2.0)"),
+            );
+            Protocol::V1
+        }),
+    };
     let url = url?;
     let name = rw.name.clone().unwrap_or_else(|| endpoint_name(&url));
     Some(RemoteWriteSettings {
@@ -304,6 +322,7 @@ fn validate_remote_write(
         accepts_out_of_order: rw.accepts_out_of_order,
         max_catchup_bytes_per_second: rw.max_catchup_bytes_per_second.map(|b| b.0),
         compression: rw.compression,
+        protocol,
     })
 }
 
@@ -384,6 +403,29 @@ mod tests {
         .unwrap_err();
         assert!(
             e.contains("remote_write[0].headers.x-victoriametrics-remote-write-version"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn protobuf_message_defaults_to_1_0_and_names_both_values_when_wrong() {
+        let s = parse(GOOD).unwrap();
+        assert_eq!(s.remote_write[0].protocol, Protocol::V1);
+        let with = |value: &str| {
+            GOOD.replace(
+                "headers = { \"X-Scope-OrgID\" = \"team-a\" }",
+                &format!("protobuf_message = {value:?}"),
+            )
+        };
+        let s = parse(&with("io.prometheus.write.v2.Request")).unwrap();
+        assert_eq!(s.remote_write[0].protocol, Protocol::V2);
+        let s = parse(&with("prometheus.WriteRequest")).unwrap();
+        assert_eq!(s.remote_write[0].protocol, Protocol::V1);
+        let e = parse(&with("v2")).unwrap_err();
+        assert!(
+            e.contains("remote_write[0].protobuf_message: \"v2\" is not a remote-write message")
+                && e.contains("\"prometheus.WriteRequest\"")
+                && e.contains("\"io.prometheus.write.v2.Request\""),
             "{e}"
         );
     }

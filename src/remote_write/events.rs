@@ -15,13 +15,14 @@ use tokio::time::Instant;
 
 use super::compression::{Compression, HandshakeFailure};
 use super::encode::{EncodeError, EncodeStats};
+use super::protocol::{BadCount, Protocol};
 use super::retry::{DropReason, Outcome};
 use super::service::Answer;
 use crate::queue::QueueError;
 use crate::telemetry::{
-    Telemetry, RW_BYTES_SENT, RW_COMPRESSION, RW_COMPRESSION_HANDSHAKES, RW_LAST_SUCCESS,
-    RW_PENDING, RW_REQUESTS, RW_SAMPLES_DROPPED, RW_SAMPLES_FAILED, RW_SAMPLES_RETRIED,
-    RW_SAMPLES_SENT, RW_ZSTD_REFUSED,
+    Telemetry, RW_BYTES_SENT, RW_COMPRESSION, RW_COMPRESSION_HANDSHAKES, RW_INVALID_ANSWERS,
+    RW_LAST_SUCCESS, RW_PARTIAL_WRITES, RW_PENDING, RW_PROTOCOL, RW_REQUESTS, RW_SAMPLES_DROPPED,
+    RW_SAMPLES_FAILED, RW_SAMPLES_RETRIED, RW_SAMPLES_SENT, RW_ZSTD_REFUSED,
 };
 
 /// Log target of every line below: operators filter the sender's logs by it
@@ -83,6 +84,14 @@ impl SenderEvents {
         t.add(RW_ZSTD_REFUSED, &self.labels(), 0.0);
         for outcome in ["success", "retryable", "rejected", "split", "transport"] {
             t.add(RW_REQUESTS, &self.with_label("outcome", outcome), 0.0);
+        }
+        t.add(RW_PARTIAL_WRITES, &self.labels(), 0.0);
+        for reason in [
+            "written_not_a_number",
+            "written_exceeds_sent",
+            "success_with_body",
+        ] {
+            t.add(RW_INVALID_ANSWERS, &self.with_label("reason", reason), 0.0);
         }
         // Every reason a sample of this endpoint can be dropped for: refused here, duplicated
         // by a resend, or pushed out of its queue by the agent (full, failed, out of disk).
@@ -180,6 +189,108 @@ impl SenderEvents {
             endpoint = %self.endpoint,
             error = %error,
             "zstd compression failed; sending this request as snappy"
+        );
+    }
+
+    /// The message the endpoint is sent now (1) and the other (0).
+    pub(crate) fn protocol_in_use(&self, protocol: Protocol) {
+        for p in [Protocol::V1, Protocol::V2] {
+            let value = if p == protocol { 1.0 } else { 0.0 };
+            self.telemetry
+                .set(RW_PROTOCOL, &self.with_label("message", p.message()), value);
+        }
+    }
+
+    /// The receiver does not take 2.0 (415, or a success without `-Written` headers): the
+    /// endpoint is sent 1.0 until the agent restarts. Logged once.
+    pub(crate) fn fell_back(&self, answer: &Answer) {
+        self.protocol_in_use(Protocol::V1);
+        let status = match answer.outcome {
+            Outcome::Status(s) => s,
+            Outcome::Transport => 0,
+        };
+        tracing::warn!(
+            target: TARGET,
+            endpoint = %self.endpoint,
+            status,
+            receiver_message = %answer.message,
+            "receiver does not take remote write 2.0 (io.prometheus.write.v2.Request); sending the same samples as 1.0 (prometheus.WriteRequest) until restart"
+        );
+    }
+
+    /// After falling back, the receiver refused the 1.0 message too.
+    pub(crate) fn both_messages_refused(&self, answer: &Answer) {
+        tracing::error!(
+            target: TARGET,
+            endpoint = %self.endpoint,
+            receiver_message = %answer.message,
+            "receiver refuses both remote write 2.0 and 1.0 messages (415); dropping the batch: check that the URL is a remote-write endpoint"
+        );
+    }
+
+    /// A 2.0 receiver wrote only part of a request: what it wrote counts as sent, the rest
+    /// as refused; nothing is sent again.
+    pub(crate) fn partial_write(
+        &self,
+        stats: &EncodeStats,
+        bytes: usize,
+        unwritten: u64,
+        answer: &Answer,
+    ) {
+        let unwritten = (unwritten as usize).min(stats.samples);
+        let written = EncodeStats {
+            samples: stats.samples - unwritten,
+            ..*stats
+        };
+        self.record_success(&written, bytes);
+        self.telemetry.add(RW_PARTIAL_WRITES, &self.labels(), 1.0);
+        self.count_dropped(unwritten, "rejected", true);
+        let status = match answer.outcome {
+            Outcome::Status(s) => s,
+            Outcome::Transport => 0,
+        };
+        tracing::warn!(
+            target: TARGET,
+            endpoint = %self.endpoint,
+            status,
+            sent = stats.samples,
+            unwritten,
+            receiver_message = %answer.message,
+            "receiver wrote only part of a request; the rest is dropped, not sent again (that would write samples twice)"
+        );
+    }
+
+    /// A `-Written` header could not be trusted (not a number, or more than was sent).
+    pub(crate) fn untrusted_count(&self, bad: &BadCount, answer: &Answer) {
+        self.telemetry.add(
+            RW_INVALID_ANSWERS,
+            &self.with_label("reason", bad.reason()),
+            1.0,
+        );
+        tracing::warn!(
+            target: TARGET,
+            endpoint = %self.endpoint,
+            header = bad.header,
+            value = %bad.value,
+            sent = bad.sent,
+            receiver_message = %answer.message,
+            "receiver's written count is not a number or exceeds what was sent; going by its status instead, and sending nothing again"
+        );
+    }
+
+    /// A 2.0 success came with a body, which the protocol reserves: it is ignored.
+    pub(crate) fn success_with_body(&self, answer: &Answer) {
+        self.telemetry.add(
+            RW_INVALID_ANSWERS,
+            &self.with_label("reason", "success_with_body"),
+            1.0,
+        );
+        tracing::debug!(
+            target: TARGET,
+            endpoint = %self.endpoint,
+            bytes = answer.body_bytes,
+            receiver_message = %answer.message,
+            "receiver answered success with a body; ignoring it"
         );
     }
 

@@ -1,7 +1,11 @@
-//! Remote write 1.0, one file per role:
-//! - [`encode`] (pure): samples into a snappy-compressed `WriteRequest` body.
+//! Remote write 1.0 and 2.0, one file per role:
+//! - [`encode`] (pure): samples into a snappy-compressed 1.0 `WriteRequest` body.
 //! - [`compression`] (pure): snappy or zstd per endpoint (the receiver's handshake, the
 //!   fallback when it refuses zstd), and the zstd compressor.
+//! - [`encode_v2`] (pure): samples into a snappy-compressed 2.0 `Request` body, with the
+//!   metadata and start times [`catalog`] keeps beside the samples.
+//! - [`protocol`] (pure): which message an endpoint is sent, and what a 2.0 answer's
+//!   `-Written` headers say (full, partial, fall back to 1.0).
 //! - [`retry`] (pure): what a response means and how long to wait; the backoff schedule and
 //!   the jitter that spreads it.
 //! - [`shard`] (pure): how many requests go in parallel, which one a series goes in, and the
@@ -14,9 +18,12 @@
 //! - [`sender`] (the pump): moves windows of samples from a queue to one receiver through the
 //!   files above, in parallel shards, retrying until each request is answered for good.
 
+pub mod catalog;
 pub mod compression;
 pub mod encode;
+pub mod encode_v2;
 mod events;
+pub mod protocol;
 pub mod retry;
 pub mod sender;
 pub(crate) mod service;

@@ -21,6 +21,12 @@
 //! again at once as snappy, before the retry rules or the split above see the refusal, and
 //! every later request of the endpoint is snappy.
 //!
+//! An endpoint configured for remote write 2.0 is sent 2.0 until an answer shows the receiver
+//! does not take it ([`super::protocol`]); the request that found out is encoded again as 1.0
+//! and sent, and so is everything after it, by every shard and the live lane. A partly
+//! written 2.0 request is done: sending it again, whole or in parts, would write samples
+//! twice.
+//!
 //! A sender winds down in two steps ([`Drain`]): *flush* sends everything queued without
 //! waiting for full batches, and tells the agent when the queue is empty; *stop* sends what
 //! was queued since, and ends the sender once its queue is empty.
@@ -60,7 +66,9 @@ use tokio_util::task::TaskTracker;
 
 use super::compression::{self, Compression, Fallback, Negotiation, ZstdCompressor};
 use super::encode::{EncodeStats, Encoder};
+use super::encode_v2::{EncoderV2, NoMeta, SeriesMeta};
 use super::events::SenderEvents;
+use super::protocol::{self, judge, Protocol, Verdict};
 use super::retry::{Decision, DropReason, Jitter, Outcome, RetryPolicy};
 use super::service::{Answer, WriteService};
 use super::shard::{partition, shard_count, TokenBucket};
@@ -118,6 +126,15 @@ pub struct Sender {
     zstd: std::sync::Mutex<Option<ZstdCompressor>>,
     /// Longest the compression handshake may delay the first window.
     handshake_deadline: Duration,
+    /// The 2.0 encoder, used while `protocol` says 2.0.
+    encoder_v2: std::sync::Mutex<EncoderV2>,
+    /// Metadata and start times for 2.0 series.
+    meta: Arc<dyn SeriesMeta>,
+    /// The message configured.
+    configured: Protocol,
+    /// The message sent now: 2.0 until the receiver shows it does not take it, then 1.0
+    /// until the agent restarts. Shared by the shards and the live lane.
+    protocol: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Sender {
@@ -170,7 +187,12 @@ impl Sender {
             negotiation: std::sync::Mutex::new(Negotiation::new(settings.compression)),
             zstd: std::sync::Mutex::new(None),
             handshake_deadline: compression::HANDSHAKE_DEADLINE.min(settings.timeout),
+            encoder_v2: std::sync::Mutex::new(EncoderV2::new()),
+            meta: Arc::new(NoMeta),
+            configured: settings.protocol,
+            protocol: std::sync::atomic::AtomicBool::new(settings.protocol == Protocol::V2),
         };
+        sender.events.protocol_in_use(settings.protocol);
         sender.events.touch_metrics(sender.queue.pending());
         sender.events.compression_in_use(sender.compression());
         if sender.negotiation().needs_handshake() {
@@ -184,6 +206,73 @@ impl Sender {
     pub fn with_durable_queue(mut self) -> Self {
         self.durable_queue = true;
         self
+    }
+
+    /// Gives the 2.0 encoder the metadata and start times of the series it sends.
+    pub fn with_series_meta(mut self, meta: Arc<dyn SeriesMeta>) -> Self {
+        self.meta = meta;
+        self
+    }
+
+    /// The message sent now.
+    fn protocol(&self) -> Protocol {
+        if self.protocol.load(std::sync::atomic::Ordering::Relaxed) {
+            Protocol::V2
+        } else {
+            Protocol::V1
+        }
+    }
+
+    /// The receiver does not take 2.0: sends 1.0 from now on (said once, by whichever
+    /// request found out first).
+    fn fall_back(&self, answer: &Answer) {
+        let was = self
+            .protocol
+            .swap(false, std::sync::atomic::Ordering::Relaxed);
+        if was {
+            self.events.fell_back(answer);
+        }
+    }
+
+    /// What a 2.0 answer means beyond its status (see [`super::protocol`]), with its events
+    /// recorded; `None` to judge the answer as for 1.0.
+    fn judge_v2(
+        &self,
+        protocol: Protocol,
+        stats: &EncodeStats,
+        bytes: usize,
+        answer: &Answer,
+    ) -> Option<V2Step> {
+        if protocol != Protocol::V2 {
+            return None;
+        }
+        let sent = protocol::Sent {
+            samples: stats.samples as u64,
+            ..Default::default()
+        };
+        match judge(answer.outcome, &answer.written, sent) {
+            Verdict::Fallback => {
+                self.fall_back(answer);
+                Some(V2Step::SendAsV1)
+            }
+            Verdict::Written { bad } => {
+                if let Some(bad) = bad {
+                    self.events.untrusted_count(&bad, answer);
+                }
+                if answer.body_bytes > 0 {
+                    self.events.success_with_body(answer);
+                }
+                None
+            }
+            Verdict::Partial { unwritten, bad } => {
+                if let Some(bad) = bad {
+                    self.events.untrusted_count(&bad, answer);
+                }
+                self.events.partial_write(stats, bytes, unwritten, answer);
+                Some(V2Step::Kept)
+            }
+            Verdict::AsV1 => None,
+        }
     }
 
     /// Runs until `drain` is cancelled and the queue is empty, or `abort` is cancelled.
@@ -445,75 +534,99 @@ impl Sender {
         catching_up: bool,
         part: bool,
     ) -> Sent {
-        // The same bytes go out on every attempt: timestamps never change on retry.
-        let Some((mut stats, mut body, mut compression)) = self.encode(samples, self.compression())
-        else {
-            return Sent::Nothing;
-        };
-        let mut attempt = 0u32;
-        loop {
-            if catching_up {
-                self.pace(body.len()).await;
-            }
-            let answer = self
-                .service
-                .attempt_compressed(body.clone(), compression)
-                .await;
-            if let Outcome::Status(status) = answer.outcome {
-                if compression::refuses(compression, status) {
-                    // The receiver cannot read zstd: the same samples again, as snappy. Not
-                    // a refusal of the samples, so neither dropped nor split.
-                    self.zstd_refused(&answer);
-                    let Some(snappy) = self.encode_body(samples, Compression::Snappy) else {
-                        return Sent::Nothing;
-                    };
-                    (stats, body, compression) = snappy;
-                    continue;
+        // Encoded again only when the endpoint falls back from 2.0 to 1.0.
+        'encode: loop {
+            let protocol = self.protocol();
+            // The same bytes go out on every attempt: timestamps never change on retry.
+            let Some((mut stats, mut body, mut compression)) =
+                self.encode(samples, protocol, self.compression())
+            else {
+                return Sent::Nothing;
+            };
+            let mut attempt = 0u32;
+            loop {
+                if catching_up {
+                    self.pace(body.len()).await;
                 }
-            }
-            let decision = self.policy.decide(
-                answer.outcome,
-                answer.retry_after.as_deref(),
-                attempt,
-                SystemTime::now(),
-                st.jitter.next(),
-            );
-            if let Some(live) = &self.queue.live {
-                live.set_receiver_up(!matches!(decision, Decision::Retry { .. }));
-            }
-            match decision {
-                Decision::Done if part => {
-                    self.events.part_delivered(&stats, body.len(), attempt);
-                    return Sent::Accepted;
-                }
-                Decision::Done => {
-                    self.events.batch_delivered(&stats, body.len(), attempt);
-                    return Sent::Accepted;
-                }
-                Decision::Drop { reason } => {
-                    return Sent::Refused {
-                        stats,
-                        reason,
-                        answer,
+                let answer = self
+                    .service
+                    .attempt(body.clone(), protocol, compression)
+                    .await;
+                if let Outcome::Status(status) = answer.outcome {
+                    if compression::refuses(compression, status) {
+                        // The receiver cannot read zstd: the same samples again, as snappy.
+                        // Not a refusal of the samples, so neither dropped nor split.
+                        self.zstd_refused(&answer);
+                        let Some(snappy) = self.encode_body(samples, protocol, Compression::Snappy)
+                        else {
+                            return Sent::Nothing;
+                        };
+                        (stats, body, compression) = snappy;
+                        continue;
                     }
                 }
-                Decision::Retry { after } => {
-                    self.events.record_retry(&stats, &answer, attempt, after);
-                    self.timer.sleep(after).await;
-                    attempt = attempt.saturating_add(1);
+                match self.judge_v2(protocol, &stats, body.len(), &answer) {
+                    // A receiver that does not take 2.0 stored nothing of it: the same samples
+                    // go again as 1.0, nothing lost, nothing twice.
+                    Some(V2Step::SendAsV1) => continue 'encode,
+                    Some(V2Step::Kept) => {
+                        if let Some(live) = &self.queue.live {
+                            live.set_receiver_up(true);
+                        }
+                        return Sent::Accepted;
+                    }
+                    None => {}
+                }
+                let decision = self.policy.decide(
+                    answer.outcome,
+                    answer.retry_after.as_deref(),
+                    attempt,
+                    SystemTime::now(),
+                    st.jitter.next(),
+                );
+                if let Some(live) = &self.queue.live {
+                    live.set_receiver_up(!matches!(decision, Decision::Retry { .. }));
+                }
+                match decision {
+                    Decision::Done if part => {
+                        self.events.part_delivered(&stats, body.len(), attempt);
+                        return Sent::Accepted;
+                    }
+                    Decision::Done => {
+                        self.events.batch_delivered(&stats, body.len(), attempt);
+                        return Sent::Accepted;
+                    }
+                    Decision::Drop { reason } => {
+                        if self.configured == Protocol::V2 && answer.outcome == Outcome::Status(415)
+                        {
+                            self.events.both_messages_refused(&answer);
+                        }
+                        return Sent::Refused {
+                            stats,
+                            reason,
+                            answer,
+                        };
+                    }
+                    Decision::Retry { after } => {
+                        self.events.record_retry(&stats, &answer, attempt, after);
+                        self.timer.sleep(after).await;
+                        attempt = attempt.saturating_add(1);
+                    }
                 }
             }
         }
     }
 
-    /// Encodes samples into a request body compressed with `compression` (snappy should
-    /// zstd fail), counting what cannot be sent; `None` when nothing is left to send.
+    /// Encodes samples into a request body of `protocol`, compressed with `compression` (2.0
+    /// bodies and a failed zstd compression: snappy), counting what cannot be sent; `None`
+    /// when nothing is left to send.
     fn encode<S: Borrow<Sample>>(
         &self,
         samples: &[S],
+        protocol: Protocol,
         compression: Compression,
     ) -> Option<(EncodeStats, Bytes, Compression)> {
-        let encoded = self.encode_body(samples, compression)?;
+        let encoded = self.encode_body(samples, protocol, compression)?;
         if encoded.0.skipped_no_name > 0 {
             self.events.nameless_dropped(encoded.0.skipped_no_name);
         }
@@ -525,20 +638,33 @@ impl Sender {
     fn encode_body<S: Borrow<Sample>>(
         &self,
         samples: &[S],
+        protocol: Protocol,
         compression: Compression,
     ) -> Option<(EncodeStats, Bytes, Compression)> {
         // The body is built at its exact size and handed over without another copy.
         let mut body = Vec::new();
         let mut used = compression;
         // Held for the encoding only, not for the logging and counting below. Poisoning
-        // cannot leave the encoder half-valid: it resets its buffers on every call.
-        let mut encoder = self
-            .encoder
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let encoded = match compression {
-            Compression::Snappy => encoder.encode(samples, &self.external_labels, &mut body),
-            Compression::Zstd => {
+        // cannot leave an encoder half-valid: each resets its buffers on every call.
+        let encoded = match (protocol, compression) {
+            // The 2.0 specification allows snappy only.
+            (Protocol::V2, _) => {
+                used = Compression::Snappy;
+                self.encoder_v2
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .encode(samples, &self.external_labels, &*self.meta, &mut body)
+            }
+            (Protocol::V1, Compression::Snappy) => self
+                .encoder
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .encode(samples, &self.external_labels, &mut body),
+            (Protocol::V1, Compression::Zstd) => {
+                let mut encoder = self
+                    .encoder
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let (mut stats, proto) =
                     encoder.encode_uncompressed(samples, &self.external_labels);
                 match self.compress_zstd(proto, &mut body) {
@@ -554,7 +680,6 @@ impl Sender {
                 }
             }
         };
-        drop(encoder);
         let stats = match encoded {
             Ok(stats) => stats,
             Err(e) => {
@@ -712,14 +837,16 @@ impl Sender {
         let Some(live) = &self.queue.live else {
             return;
         };
-        let Some((stats, body, compression)) = self.encode(&batch.samples, self.compression())
+        let protocol = self.protocol();
+        let Some((stats, body, compression)) =
+            self.encode(&batch.samples, protocol, self.compression())
         else {
             live.mark_delivered(batch.seqs());
             return;
         };
         let answer = self
             .service
-            .attempt_compressed(body.clone(), compression)
+            .attempt(body.clone(), protocol, compression)
             .await;
         if let Outcome::Status(status) = answer.outcome {
             if compression::refuses(compression, status) {
@@ -727,6 +854,16 @@ impl Sender {
                 self.zstd_refused(&answer);
                 return;
             }
+        }
+        match self.judge_v2(protocol, &stats, body.len(), &answer) {
+            // Left for the in-order reader, which sends it as 1.0.
+            Some(V2Step::SendAsV1) => return,
+            Some(V2Step::Kept) => {
+                live.mark_delivered(batch.seqs());
+                live.set_receiver_up(true);
+                return;
+            }
+            None => {}
         }
         let decision = self.policy.decide(
             answer.outcome,
@@ -867,6 +1004,15 @@ struct SendFlags {
     catching_up: bool,
     /// First window after start: may repeat samples delivered before a crash.
     recovering: bool,
+}
+
+/// What a 2.0 answer asks of the sender beyond its status.
+enum V2Step {
+    /// The receiver does not take 2.0: send the same samples as 1.0.
+    SendAsV1,
+    /// Partly written: what was written is kept, the rest counted as refused; the request
+    /// is done (sending it again, whole or split, would write samples twice).
+    Kept,
 }
 
 /// How a request ended.

@@ -15,6 +15,7 @@ use http::header::{
 };
 
 use super::compression::{self, Compression, HandshakeFailure};
+use super::protocol::{Protocol, Written, CONTENT_TYPE_V2, REMOTE_WRITE_VERSION_V2};
 use super::retry::Outcome;
 use crate::config::{RemoteWriteSettings, RESERVED_HEADERS};
 use crate::http_client::pooled;
@@ -41,10 +42,12 @@ const MAX_MESSAGE_CHARS: usize = 512;
 pub(crate) struct WriteService {
     url: reqwest::Url,
     client: reqwest::Client,
-    /// Every request's headers, credentials included (marked sensitive).
+    /// Every 1.0 request's headers, credentials included (marked sensitive).
     headers: HeaderMap,
     /// The same for a zstd body.
     zstd_headers: HeaderMap,
+    /// The same for 2.0: only the protocol headers differ.
+    headers_v2: HeaderMap,
     /// Credential texts scrubbed from receiver messages before logging: some proxies echo
     /// the request headers in their error pages.
     secrets: Vec<Secret>,
@@ -54,11 +57,18 @@ impl WriteService {
     /// Builds the client and headers for `settings`' endpoint; the error says what is wrong.
     pub(crate) fn new(settings: &RemoteWriteSettings) -> Result<Self, String> {
         let (client, headers, secrets) = endpoint_client(settings)?;
+        let mut headers_v2 = headers.clone();
+        headers_v2.insert(CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_V2));
+        headers_v2.insert(
+            HeaderName::from_static("x-prometheus-remote-write-version"),
+            HeaderValue::from_static(REMOTE_WRITE_VERSION_V2),
+        );
         Ok(WriteService {
             url: settings.url.clone(),
             client,
             zstd_headers: zstd_headers(&headers),
             headers,
+            headers_v2,
             secrets,
         })
     }
@@ -101,12 +111,18 @@ impl WriteService {
             .unwrap_or(Err(HandshakeFailure::TimedOut(deadline)))
     }
 
-    /// Sends one request whose body is compressed with `compression`, and reads (a bounded
-    /// part of) the answer.
-    pub(crate) async fn attempt_compressed(&self, body: Bytes, compression: Compression) -> Answer {
-        let headers = match compression {
-            Compression::Snappy => &self.headers,
-            Compression::Zstd => &self.zstd_headers,
+    /// Sends one request of `protocol`, its body compressed with `compression` (2.0 bodies are
+    /// always snappy), and reads (a bounded part of) the answer.
+    pub(crate) async fn attempt(
+        &self,
+        body: Bytes,
+        protocol: Protocol,
+        compression: Compression,
+    ) -> Answer {
+        let headers = match (protocol, compression) {
+            (Protocol::V2, _) => &self.headers_v2,
+            (Protocol::V1, Compression::Snappy) => &self.headers,
+            (Protocol::V1, Compression::Zstd) => &self.zstd_headers,
         };
         let response = self
             .client
@@ -122,6 +138,8 @@ impl WriteService {
                     outcome: Outcome::Transport,
                     retry_after: None,
                     message: pooled::describe_error(&e),
+                    written: Written::default(),
+                    body_bytes: 0,
                 }
             }
         };
@@ -131,6 +149,7 @@ impl WriteService {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let written = Written::from_headers(response.headers());
         // Reading the body lets the connection be reused; a failure while reading does not
         // change what the status said.
         let mut raw = Vec::new();
@@ -144,6 +163,8 @@ impl WriteService {
             outcome: Outcome::Status(status),
             retry_after,
             message: receiver_message(&raw, &self.secrets),
+            written,
+            body_bytes: raw.len(),
         }
     }
 }
@@ -156,6 +177,10 @@ pub(crate) struct Answer {
     pub(crate) retry_after: Option<String>,
     /// The receiver's message or the transport error, made safe to log.
     pub(crate) message: String,
+    /// The remote write 2.0 `-Written` headers.
+    pub(crate) written: Written,
+    /// Bytes of body read (a 2.0 success should have none).
+    pub(crate) body_bytes: usize,
 }
 
 /// The HTTP client for one remote-write endpoint (its TLS settings and timeout), the headers

@@ -21,6 +21,7 @@
 
 use std::ops::Range;
 
+use super::protocol::{Count, Written};
 use super::retry::Outcome;
 use super::service::Answer;
 
@@ -36,9 +37,17 @@ pub const MAX_SPLIT_REQUESTS: usize = 64;
 pub(crate) fn splits(answer: &Answer, series: usize) -> bool {
     // A remote write 2.0 receiver says how much of a request it stored, in the
     // `X-Prometheus-Remote-Write-Samples-Written` (and `-Histograms-`, `-Exemplars-Written`)
-    // headers: when the service reads them into the answer, a refusal that wrote everything
-    // but the bad samples needs no split, and this is where that decision goes.
-    answer.outcome == Outcome::Status(400) && series > 1
+    // headers: a refusal that wrote some samples (or whose count cannot be read) is not
+    // split, since its parts would write those samples twice.
+    answer.outcome == Outcome::Status(400) && series > 1 && !wrote_some(&answer.written)
+}
+
+/// Tells whether a receiver's `-Written` headers say (or may say) that it wrote something.
+fn wrote_some(written: &Written) -> bool {
+    [&written.samples, &written.histograms, &written.exemplars]
+        .into_iter()
+        .flatten()
+        .any(|c| !matches!(c, Count::Number(0)))
 }
 
 /// The next thing to do with a refused request's series.

@@ -44,6 +44,10 @@ pub struct FamilyMetadata {
 #[derive(Debug, Default)]
 pub struct MetadataStore {
     by_target: Mutex<HashMap<String, Arc<Vec<FamilyMetadata>>>>,
+    /// Every family by name, the latest scrape's declaration winning, for the 2.0 encoder's
+    /// per-series lookups. Kept when a target stops: a name's metadata rarely changes, and
+    /// the index is bounded by the names all targets ever exposed.
+    by_name: std::sync::RwLock<HashMap<String, Arc<FamilyMetadata>>>,
 }
 
 impl MetadataStore {
@@ -67,8 +71,22 @@ impl MetadataStore {
                 unit: f.unit.unwrap_or_default(),
             })
             .collect();
+        {
+            let mut by_name = self.by_name.write().unwrap_or_else(|p| p.into_inner());
+            for f in &list {
+                if by_name.get(&f.name).is_none_or(|old| **old != *f) {
+                    by_name.insert(f.name.clone(), Arc::new(f.clone()));
+                }
+            }
+        }
         let mut map = self.by_target.lock().unwrap_or_else(|p| p.into_inner());
         map.insert(target.to_string(), Arc::new(list));
+    }
+
+    /// The latest metadata any target declared for family `name`.
+    pub fn family(&self, name: &str) -> Option<Arc<FamilyMetadata>> {
+        let by_name = self.by_name.read().unwrap_or_else(|p| p.into_inner());
+        by_name.get(name).cloned()
     }
 
     /// Forgets a target (it stopped).

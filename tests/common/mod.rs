@@ -11,6 +11,7 @@
 
 pub mod openai;
 pub mod passthrough;
+pub mod rw2_receiver;
 pub mod rw_receiver;
 pub mod target;
 pub mod tinyproxy;
@@ -595,6 +596,13 @@ impl Prometheus {
         config_yaml: &str,
         extra_args: &[&str],
     ) -> Option<Prometheus> {
+        Some(Prometheus::start_bin(bin, config_yaml, extra_args).await)
+    }
+
+    /// Starts the Prometheus binary at `bin` (for example a current peer found with
+    /// [`require_tool`]) with the given YAML configuration and extra flags, as
+    /// [`Prometheus::start_with`] does.
+    pub async fn start_bin(bin: PathBuf, config_yaml: &str, extra_args: &[&str]) -> Prometheus {
         let command = PromCommand {
             bin,
             config_yaml: config_yaml.to_string(),
@@ -606,13 +614,13 @@ impl Prometheus {
             build.build(port, dir)
         })
         .await;
-        Some(Prometheus {
+        Prometheus {
             guard,
             port,
             command,
             restarts: 0,
             dir,
-        })
+        }
     }
 
     /// Kills the server with SIGKILL, as a crash or an OOM kill would; its port and storage

@@ -15,13 +15,14 @@ use super::*;
 use crate::config::{Auth, TlsConfig};
 use crate::proto;
 use crate::queue::memory::MemoryQueue;
+use crate::remote_write::protocol::Protocol;
 use crate::remote_write::service::request_headers;
 use crate::secret::Secret;
 use crate::series::Sample;
 use crate::telemetry::{
-    RW_BYTES_SENT, RW_COMPRESSION, RW_COMPRESSION_HANDSHAKES, RW_LAST_SUCCESS, RW_PENDING,
-    RW_REQUESTS, RW_SAMPLES_DROPPED, RW_SAMPLES_FAILED, RW_SAMPLES_RETRIED, RW_SAMPLES_SENT,
-    RW_ZSTD_REFUSED,
+    RW_BYTES_SENT, RW_COMPRESSION, RW_COMPRESSION_HANDSHAKES, RW_LAST_SUCCESS, RW_PARTIAL_WRITES,
+    RW_PENDING, RW_PROTOCOL, RW_REQUESTS, RW_SAMPLES_DROPPED, RW_SAMPLES_FAILED,
+    RW_SAMPLES_RETRIED, RW_SAMPLES_SENT, RW_ZSTD_REFUSED,
 };
 
 const ENDPOINT: &str = "test-rw";
@@ -261,6 +262,7 @@ fn settings(url: reqwest::Url) -> RemoteWriteSettings {
         accepts_out_of_order: false,
         max_catchup_bytes_per_second: None,
         compression: crate::config::CompressionConfig::Snappy,
+        protocol: Protocol::V1,
     }
 }
 
@@ -548,6 +550,93 @@ async fn rejected_batch_is_dropped_not_retried_and_the_next_batch_still_goes() {
     assert_eq!(h.metric(RW_SAMPLES_RETRIED, None), 0.0);
     assert_eq!(h.metric(RW_SAMPLES_SENT, None), 3.0);
     assert_eq!(h.metric(RW_REQUESTS, Some(("outcome", "rejected"))), 1.0);
+}
+
+#[tokio::test]
+async fn a_2_0_endpoint_facing_a_1_0_receiver_resends_as_1_0_and_stays_there() {
+    // The harness' receiver reads every body as 1.0 and answers 204 without `-Written`
+    // headers, as a 1.0 receiver that ignores the Content-Type does: a 2.0 body is an empty
+    // request to it.
+    let h = Harness::new(vec![]).await;
+    h.append(1..7);
+    h.drain.cancel();
+    finish(h.start(true, |s| s.protocol = Protocol::V2)).await;
+
+    assert_eq!(
+        h.log.events(),
+        [Event::Request(0), Event::Request(3), Event::Request(3)]
+    );
+    let captured = h.receiver.captured.lock().unwrap();
+    let header = |i: usize, name: &str| captured[i].headers[name].to_str().unwrap().to_string();
+    assert_eq!(
+        header(0, "content-type"),
+        "application/x-protobuf;proto=io.prometheus.write.v2.Request"
+    );
+    assert_eq!(header(0, "x-prometheus-remote-write-version"), "2.0.0");
+    for i in [1, 2] {
+        assert_eq!(header(i, "content-type"), "application/x-protobuf");
+        assert_eq!(header(i, "x-prometheus-remote-write-version"), "0.1.0");
+    }
+    drop(captured);
+    // The first request's samples went again as 1.0: each once, in order.
+    assert_eq!(h.timestamps(1), [1, 2, 3]);
+    assert_eq!(h.timestamps(2), [4, 5, 6]);
+    assert_eq!(h.metric(RW_SAMPLES_SENT, None), 6.0);
+    assert_eq!(h.metric(RW_SAMPLES_FAILED, None), 0.0);
+    let message = |m| h.metric(RW_PROTOCOL, Some(("message", m)));
+    assert_eq!(message("prometheus.WriteRequest"), 1.0);
+    assert_eq!(message("io.prometheus.write.v2.Request"), 0.0);
+}
+
+#[tokio::test]
+async fn a_partly_written_2_0_request_is_neither_resent_nor_split() {
+    let written = |n: &'static str| vec![("x-prometheus-remote-write-samples-written", n)];
+    let h = Harness::new(vec![
+        Reply::Status {
+            status: 400,
+            headers: written("2"),
+            body: "out of order sample".into(),
+        },
+        Reply::Status {
+            status: 204,
+            headers: written("3"),
+            body: String::new(),
+        },
+    ])
+    .await;
+    // Two series, so that a plain 400 would be split.
+    h.append(1..3);
+    let other = Labels::with_name("probe_success", [("probe", "p2")]).unwrap();
+    let more: Vec<Sample> = (3..7)
+        .map(|ts| Sample {
+            labels: other.clone(),
+            value: 1.0,
+            timestamp_ms: ts,
+        })
+        .collect();
+    h.queue.append(&more).unwrap();
+    h.drain.cancel();
+    finish(h.start(true, |s| {
+        s.protocol = Protocol::V2;
+        s.max_shards = 1;
+    }))
+    .await;
+
+    // Two 2.0 requests of three samples (empty to the 1.0-reading harness): no resend,
+    // no split, no fallback.
+    assert_eq!(h.log.events(), [Event::Request(0), Event::Request(0)]);
+    assert_eq!(h.metric(RW_PARTIAL_WRITES, None), 1.0);
+    assert_eq!(h.metric(RW_SAMPLES_SENT, None), 5.0);
+    assert_eq!(h.metric(RW_SAMPLES_FAILED, None), 1.0);
+    assert_eq!(h.metric(RW_REQUESTS, Some(("outcome", "split"))), 0.0);
+    assert_eq!(
+        h.metric(
+            RW_PROTOCOL,
+            Some(("message", "io.prometheus.write.v2.Request"))
+        ),
+        1.0
+    );
+    assert_eq!(h.queue.pending(), 0);
 }
 
 #[tokio::test]
