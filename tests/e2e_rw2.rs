@@ -16,7 +16,9 @@ const V2: &str = "io.prometheus.write.v2.Request";
 /// A configuration sending 2.0 to `write_url`: probe `local` of `target` every `interval`,
 /// self-metrics every second, and `extra` appended (for example a scrape job).
 fn v2_config(write_url: &str, target: &str, interval: &str, extra: &str) -> String {
-    let base = basic_config(write_url, &[("local", target)], interval);
+    // A fixed instance, so self-metric keys do not depend on the host name.
+    let base = basic_config(write_url, &[("local", target)], interval)
+        .replacen("[agent]\n", "[agent]\ninstance = \"edge-agent\"\n", 1);
     let base = base.replace(
         "batch_send_deadline = \"1s\"\n",
         &format!("batch_send_deadline = \"1s\"\nprotobuf_message = {V2:?}\nmin_backoff = \"10ms\"\nmax_backoff = \"200ms\"\n"),
@@ -359,7 +361,10 @@ fn endpoint_key(receiver: &Rw2Receiver, name: &str, extra: &str) -> String {
         .write_url()
         .trim_start_matches("http://")
         .to_string();
-    format!("{name}{{cluster=\"edge-1\",endpoint={endpoint:?}{extra}}}")
+    // The agent's own series carry `job` and `instance` (fixed by `v2_config`).
+    format!(
+        "{name}{{cluster=\"edge-1\",endpoint={endpoint:?},instance=\"edge-agent\",job=\"pushprobe\"{extra}}}"
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
