@@ -34,6 +34,7 @@ use reqwest::Url;
 use crate::secret::Secret;
 
 pub use self::secret_file::SecretFile;
+pub(crate) use self::secret_file::Stamp;
 
 /// Credentials for a request as the configuration resolved them; files are read through a
 /// [`SecretFile`], which picks up a rotated file without a restart.
