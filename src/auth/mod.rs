@@ -166,6 +166,17 @@ impl Authorizer {
         Ok(Authorizer(Some(Arc::new(scheme))))
     }
 
+    /// Whether the credentials can change while the agent runs (a file, a token, a
+    /// credentials provider): a refusal may then be a rotation in progress, worth waiting out.
+    pub fn can_rotate(&self) -> bool {
+        match self.0.as_deref() {
+            None => false,
+            Some(Scheme::Basic { password: s, .. }) | Some(Scheme::Bearer(s)) => {
+                matches!(s, SecretSource::File(_))
+            }
+        }
+    }
+
     /// Whether any credentials are configured.
     pub fn is_configured(&self) -> bool {
         self.0.is_some()
