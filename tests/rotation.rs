@@ -4,7 +4,8 @@
 //!
 //! Bearer tokens are checked by the scripted receiver; basic-auth passwords by a real
 //! Prometheus whose `--web.config.file` (re-read on every request) holds bcrypt hashes made
-//! with `htpasswd`.
+//! with `htpasswd`; TLS files by a Prometheus serving mutual TLS (certificates from rcgen),
+//! probed over a new connection each run.
 
 mod common;
 
@@ -235,4 +236,171 @@ async fn a_rotated_password_file_is_used_against_prometheus_and_nothing_is_lost(
     for secret in ["pass-one", "pass-two"] {
         assert!(!stopped.stderr.contains(secret), "{secret} in the logs");
     }
+}
+
+/// A CA, or a certificate it issued, with its key, as PEM.
+struct Issued {
+    cert: String,
+    key: String,
+}
+
+/// A new CA named `name`; returns its PEM and the issuer to sign with.
+fn new_ca(name: &str) -> (Issued, rcgen::Issuer<'static, rcgen::KeyPair>) {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let pem = Issued {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    };
+    (pem, rcgen::Issuer::new(params, key))
+}
+
+/// A leaf certificate for `127.0.0.1`, issued by `ca`.
+fn issue(ca: &rcgen::Issuer<'static, rcgen::KeyPair>, name: &str) -> Issued {
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, ca).unwrap();
+    Issued {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    }
+}
+
+/// `probe_success` values the receiver accepted so far, in time order.
+fn successes(receiver: &RwReceiver) -> Vec<(i64, f64)> {
+    let mut out: Vec<(i64, f64)> = receiver
+        .accepted_samples()
+        .into_iter()
+        .filter(|s| {
+            s.labels
+                .iter()
+                .any(|(n, v)| n == "__name__" && v == "probe_success")
+        })
+        .map(|s| (s.timestamp_ms, s.value))
+        .collect();
+    out.sort_by_key(|s| s.0);
+    out
+}
+
+/// Waits until `n` more `probe_success` results with `value` have arrived after the first
+/// `after` results.
+async fn wait_for_results(
+    receiver: &RwReceiver,
+    after: usize,
+    value: f64,
+    n: usize,
+    what: &str,
+) -> usize {
+    wait_until(what, || {
+        successes(receiver)
+            .iter()
+            .skip(after)
+            .filter(|s| s.1 == value)
+            .count()
+            >= n
+    })
+    .await;
+    successes(receiver).len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_tls_files_are_used_for_new_connections_against_prometheus_mutual_tls() {
+    let Some(prometheus) = require_binary("prometheus") else {
+        return;
+    };
+    // Prometheus serving TLS that requires a client certificate from `client-ca.pem`; it
+    // reads its web configuration and the files it names again for every new connection.
+    let server_dir = tempfile::tempdir().unwrap();
+    let sp = |name: &str| server_dir.path().join(name);
+    let (server_ca_1, server_issuer_1) = new_ca("server CA one");
+    let (client_ca_1, client_issuer_1) = new_ca("client CA one");
+    let server_1 = issue(&server_issuer_1, "prometheus one");
+    std::fs::write(sp("server.pem"), &server_1.cert).unwrap();
+    std::fs::write(sp("server-key.pem"), &server_1.key).unwrap();
+    std::fs::write(sp("client-ca.pem"), &client_ca_1.cert).unwrap();
+    std::fs::write(
+        sp("web.yml"),
+        format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {}\n",
+            sp("server.pem").display(),
+            sp("server-key.pem").display(),
+            sp("client-ca.pem").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(sp("prometheus.yml"), PROMETHEUS_MINIMAL_CONFIG).unwrap();
+    let port = free_port();
+    let mut cmd = std::process::Command::new(prometheus);
+    cmd.arg(format!("--config.file={}", sp("prometheus.yml").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg(format!("--web.config.file={}", sp("web.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", sp("data").display()));
+    let _prom = ChildGuard::spawn("prometheus-tls", cmd, server_dir.path()).unwrap();
+
+    // The agent's files: trust in server CA one, client certificate from client CA one.
+    let agent_dir = tempfile::tempdir().unwrap();
+    let ap = |name: &str| agent_dir.path().join(name);
+    let client_1 = issue(&client_issuer_1, "agent one");
+    std::fs::write(ap("ca.pem"), &server_ca_1.cert).unwrap();
+    std::fs::write(ap("cert.pem"), &client_1.cert).unwrap();
+    std::fs::write(ap("key.pem"), &client_1.key).unwrap();
+    let receiver = RwReceiver::start(|_, _| 204).await;
+    let url = format!("https://127.0.0.1:{port}/-/healthy");
+    let toml = basic_config(&receiver.write_url(), &[("mtls", &url)], "500ms")
+        .replace("timeout = \"1s\"", "timeout = \"400ms\"")
+        + &format!(
+            "[probe.tls]\nca_file = {}\ncert_file = {}\nkey_file = {}\n",
+            toml_string(&ap("ca.pem").to_string_lossy()),
+            toml_string(&ap("cert.pem").to_string_lossy()),
+            toml_string(&ap("key.pem").to_string_lossy()),
+        );
+    let agent = Pushprobe::with_config(&toml);
+    let mut running = agent.spawn_run(&[]);
+    let seen = wait_for_results(&receiver, 0, 1.0, 2, "mutual TLS with the first files").await;
+
+    // Prometheus now trusts only client CA two: the old client certificate is refused.
+    running.assert_running();
+    let (client_ca_2, client_issuer_2) = new_ca("client CA two");
+    rotate(&sp("client-ca.pem"), &client_ca_2.cert);
+    let seen = wait_for_results(
+        &receiver,
+        seen,
+        0.0,
+        1,
+        "the old client certificate refused",
+    )
+    .await;
+    // The agent's certificate and key are renewed (key first, as a careless writer might).
+    let client_2 = issue(&client_issuer_2, "agent two");
+    rotate(&ap("key.pem"), &client_2.key);
+    rotate(&ap("cert.pem"), &client_2.cert);
+    let seen = wait_for_results(&receiver, seen, 1.0, 2, "the new client certificate used").await;
+
+    // The server moves to a certificate from a new CA; the agent's ca_file follows.
+    let (server_ca_2, server_issuer_2) = new_ca("server CA two");
+    let server_2 = issue(&server_issuer_2, "prometheus two");
+    rotate(&sp("server-key.pem"), &server_2.key);
+    rotate(&sp("server.pem"), &server_2.cert);
+    let seen = wait_for_results(&receiver, seen, 0.0, 1, "the old trust refused").await;
+    rotate(&ap("ca.pem"), &server_ca_2.cert);
+    let seen = wait_for_results(&receiver, seen, 1.0, 2, "the new ca_file used").await;
+
+    // The client files disappear: the last good pair and roots stay in use.
+    for f in ["ca.pem", "cert.pem", "key.pem"] {
+        std::fs::remove_file(ap(f)).unwrap();
+    }
+    wait_for_results(&receiver, seen, 1.0, 2, "the last good files kept").await;
+    running.assert_running();
+    let stopped = running.terminate(Duration::from_secs(30)).await;
+    stopped.assert_code(0);
+    assert!(stopped.stderr.contains("cert_file"), "{}", stopped.stderr);
+    assert!(!stopped.stderr.contains("PRIVATE KEY"));
 }
