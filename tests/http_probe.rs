@@ -140,6 +140,7 @@ fn settings(url: &str) -> HttpProbeSettings {
         body: None,
         valid_status_codes: vec![],
         follow_redirects: true,
+        auth: None,
         tls: TlsConfig::default(),
         proxy: Default::default(),
         buckets: Arc::from(DEFAULT_BUCKETS),

@@ -144,7 +144,7 @@ fn proxy_to(url: &str, credentials: Option<(&str, &str)>) -> ProxySettings {
         url: Url::parse(url).unwrap(),
         auth: credentials.map(|(u, p)| Auth::Basic {
             username: u.into(),
-            password: Secret::new(p),
+            password: Secret::new(p).into(),
         }),
         connect_headers: Vec::new(),
     };
@@ -166,6 +166,7 @@ fn settings(url: &str, proxy: ProxySettings) -> HttpProbeSettings {
         body: None,
         valid_status_codes: vec![],
         follow_redirects: true,
+        auth: None,
         tls: TlsConfig::default(),
         proxy,
         buckets: Arc::from(DEFAULT_BUCKETS),

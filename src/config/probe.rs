@@ -13,12 +13,13 @@ use serde::{Deserialize, Serialize};
 use super::load::describe_figment_error;
 use super::openai::{validate_openai_probe, OpenAiProbeConfig, OpenAiProbeSettings};
 use super::{
-    default_true, validate_buckets, Checker, ConfigDuration, ConnectHeadersConfig, HeadersConfig,
+    default_true, validate_buckets, Auth, BasicAuthConfig, Checker, ConfigDuration,
+    ConnectHeadersConfig, HeadersConfig,
     TlsConfig, UrlConfig,
 };
 use crate::http_client::proxy::ProxySettings;
 use crate::pricing::PriceTable;
-use crate::secret::HeaderText;
+use crate::secret::{HeaderText, Secret};
 
 fn default_interval() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(30))
@@ -142,6 +143,12 @@ pub struct HttpProbeConfig {
     /// Follow redirects (up to 10), as the blackbox exporter does.
     #[serde(default = "default_true")]
     pub follow_redirects: bool,
+    /// HTTP basic authentication (`password` or `password_file`).
+    pub basic_auth: Option<BasicAuthConfig>,
+    /// Bearer token, inline.
+    pub bearer_token: Option<Secret>,
+    /// File holding the bearer token; re-read when it changes.
+    pub bearer_token_file: Option<PathBuf>,
     /// TLS options.
     #[serde(default)]
     pub tls: TlsConfig,
@@ -233,6 +240,8 @@ pub struct HttpProbeSettings {
     pub valid_status_codes: Vec<u16>,
     /// Follow redirects.
     pub follow_redirects: bool,
+    /// Credentials, set on every run (files re-read when they change).
+    pub auth: Option<Auth>,
     /// TLS options.
     pub tls: TlsConfig,
     /// The proxies requests go through.
@@ -349,6 +358,7 @@ fn validate_http_probe(
             );
         }
     }
+    let auth = c.auth(key, &h.basic_auth, &h.bearer_token, &h.bearer_token_file);
     c.tls(&format!("{key}.tls"), &h.tls);
     let proxy = super::proxy::validate_proxy(c, key, &super::proxy::proxy_config!(h));
     c.tls_files(&format!("{key}.tls"), &h.tls);
@@ -372,6 +382,7 @@ fn validate_http_probe(
         body: h.body.clone(),
         valid_status_codes: h.valid_status_codes.clone(),
         follow_redirects: h.follow_redirects,
+        auth,
         tls: h.tls.clone(),
         proxy,
         buckets,

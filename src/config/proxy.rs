@@ -192,12 +192,12 @@ fn validate_proxy_with(
     if let Some(path) = &p.proxy_password_file {
         let file_key = format!("{key}.proxy_password_file");
         match &mut proxy.auth {
-            Some(Auth::Basic { password, .. }) if password.is_empty() => {
+            Some(Auth::Basic { password, .. }) if password.current().is_empty() => {
                 match read_secret_file(path) {
                     Ok(s) if s.is_empty() => {
                         c.fail(file_key, format!("{} is empty", path.display()))
                     }
-                    Ok(s) => *password = s,
+                    Ok(s) => *password = s.into(),
                     Err(e) => c.fail(file_key, e.to_string()),
                 }
             }
@@ -290,7 +290,7 @@ fn parse_proxy_url(text: &str) -> Result<Proxy, String> {
     };
     let auth = (!url.username().is_empty() || url.password().is_some()).then(|| Auth::Basic {
         username: decode(url.username()),
-        password: Secret::new(decode(url.password().unwrap_or_default())),
+        password: Secret::new(decode(url.password().unwrap_or_default())).into(),
     });
     let port = url.port_or_known_default().unwrap_or(80);
     let bare = reqwest::Url::parse(&format!("http://{host}:{port}"))
@@ -372,7 +372,7 @@ mod tests {
             proxy.auth,
             Some(Auth::Basic {
                 username: "us@er".into(),
-                password: Secret::new("pa:ss"),
+                password: Secret::new("pa:ss").into(),
             })
         );
         assert_eq!(proxy.connect_headers.len(), 1);
@@ -439,7 +439,7 @@ mod tests {
             s.http.unwrap().auth,
             Some(Auth::Basic {
                 username: "agent".into(),
-                password: Secret::new("s3cret"),
+                password: Secret::new("s3cret").into(),
             })
         );
     }

@@ -473,10 +473,12 @@ mod tests {
                 .unwrap()
                 .validate("pushprobe.toml")
                 .unwrap();
-            assert_eq!(
-                s.remote_write[0].auth,
-                Some(Auth::Bearer(Secret::new("s3cr3t-token")))
-            );
+            // Read now (a bad path fails at start) and watched for rotation from then on.
+            let Some(Auth::Bearer(token)) = &s.remote_write[0].auth else {
+                panic!("bearer_token_file gives a bearer token");
+            };
+            assert_eq!(token.current(), Secret::new("s3cr3t-token"));
+            assert!(matches!(token, crate::auth::SecretSource::File(_)));
             assert!(!format!("{s:?}").contains("s3cr3t"));
             Ok(())
         });

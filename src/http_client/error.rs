@@ -103,6 +103,12 @@ pub enum ClientError {
         /// The Location that was not followed.
         last: String,
     },
+    /// The request's credentials could not be obtained (nothing was sent).
+    #[error("credentials: {message}")]
+    Credentials {
+        /// What went wrong; never a secret.
+        message: String,
+    },
     /// A redirect's `Location` cannot be followed.
     #[error("redirect to {location:?} cannot be followed: {reason}")]
     BadRedirect {
@@ -127,6 +133,7 @@ impl ClientError {
             ClientError::Proxy { .. } => "proxy",
             ClientError::BodyTooLarge { .. } => "body_too_large",
             ClientError::TooManyRedirects { .. } => "redirect_loop",
+            ClientError::Credentials { .. } => "credentials",
         }
     }
 
@@ -141,7 +148,8 @@ impl ClientError {
             ClientError::InvalidUrl { .. }
             | ClientError::InvalidHeader { .. }
             | ClientError::TooManyRedirects { .. }
-            | ClientError::BadRedirect { .. } => None,
+            | ClientError::BadRedirect { .. }
+            | ClientError::Credentials { .. } => None,
         }
     }
 }

@@ -48,7 +48,7 @@ fn reqwest_proxy(scheme: &'static str, p: &Proxy, all: &ProxySettings) -> reqwes
         (target.scheme() == scheme && settings.route(target).is_some()).then(|| proxy_url.clone())
     });
     if let Some(Auth::Basic { username, password }) = &p.auth {
-        out = out.basic_auth(username, password.expose());
+        out = out.basic_auth(username, password.current().expose());
     }
     // `proxy_connect_header` goes on the tunnel's CONNECT only, as in Prometheus: the http
     // targets' proxy forwards requests and is never asked to tunnel.
@@ -139,7 +139,7 @@ mod tests {
             url: format!("http://{addr}").parse().unwrap(),
             auth: Some(Auth::Basic {
                 username: "u".into(),
-                password: crate::secret::Secret::new("hunter2"),
+                password: crate::secret::Secret::new("hunter2").into(),
             }),
             connect_headers: Vec::new(),
         };

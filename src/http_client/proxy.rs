@@ -499,7 +499,7 @@ mod tests {
     fn connect_requests_carry_authority_credentials_and_headers() {
         let auth = Auth::Basic {
             username: "u".into(),
-            password: Secret::new("p"),
+            password: Secret::new("p").into(),
         };
         let value = auth.header_value().unwrap();
         let text = connect_request(
@@ -574,7 +574,7 @@ mod tests {
         let mut p = proxy();
         p.auth = Some(Auth::Basic {
             username: "u".into(),
-            password: Secret::new("hunter2"),
+            password: Secret::new("hunter2").into(),
         });
         let text = format!("{p:?}");
         assert!(!text.contains("hunter2"), "{text}");

@@ -168,7 +168,7 @@ impl SenderEvents {
         if first {
             let status = match answer.outcome {
                 Outcome::Status(s) => s,
-                Outcome::Transport => 0,
+                Outcome::Transport | Outcome::Credentials => 0,
             };
             tracing::warn!(
                 target: TARGET,
@@ -207,7 +207,7 @@ impl SenderEvents {
         self.protocol_in_use(Protocol::V1);
         let status = match answer.outcome {
             Outcome::Status(s) => s,
-            Outcome::Transport => 0,
+            Outcome::Transport | Outcome::Credentials => 0,
         };
         tracing::warn!(
             target: TARGET,
@@ -247,7 +247,7 @@ impl SenderEvents {
         self.count_dropped(unwritten, "rejected", true);
         let status = match answer.outcome {
             Outcome::Status(s) => s,
-            Outcome::Transport => 0,
+            Outcome::Transport | Outcome::Credentials => 0,
         };
         tracing::warn!(
             target: TARGET,
@@ -517,7 +517,7 @@ impl SenderEvents {
             .add(RW_SAMPLES_RETRIED, &self.labels(), stats.samples as f64);
         let status = match answer.outcome {
             Outcome::Status(s) => Some(s),
-            Outcome::Transport => None,
+            Outcome::Transport | Outcome::Credentials => None,
         };
         // One warning per batch: a long outage would otherwise log every backoff step.
         if attempt == 0 {
@@ -553,10 +553,7 @@ impl SenderEvents {
 
     /// Counts a request that got no answer or a retryable status.
     fn count_failed_request(&self, answer: &Answer) {
-        let outcome = match answer.outcome {
-            Outcome::Transport => "transport",
-            Outcome::Status(_) => "retryable",
-        };
+        let outcome = answer.outcome.retried_label();
         self.telemetry
             .add(RW_REQUESTS, &self.with_label("outcome", outcome), 1.0);
     }

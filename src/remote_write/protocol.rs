@@ -177,7 +177,7 @@ pub enum Verdict {
 pub fn judge(outcome: Outcome, written: &Written, sent: Sent) -> Verdict {
     let status = match outcome {
         Outcome::Status(s) => s,
-        Outcome::Transport => return Verdict::AsV1,
+        Outcome::Transport | Outcome::Credentials => return Verdict::AsV1,
     };
     let success = (200..300).contains(&status);
     if status == 415 || (success && !written.any()) {

@@ -69,7 +69,7 @@ use super::encode::{EncodeStats, Encoder};
 use super::encode_v2::{EncoderV2, NoMeta, SeriesMeta};
 use super::events::SenderEvents;
 use super::protocol::{self, judge, Protocol, Verdict};
-use super::retry::{Decision, DropReason, Jitter, Outcome, RetryPolicy};
+use super::retry::{Decision, DropReason, Jitter, Outcome, RetryPolicy, UNAUTHORIZED_GRACE};
 use super::service::{Answer, WriteService};
 use super::shard::{partition, shard_count, TokenBucket};
 use super::split::{splits, SplitPlan, Step};
@@ -166,6 +166,12 @@ impl Sender {
             return Err(fail("max_samples_per_send must be > 0".into()));
         }
         let service = WriteService::new(&settings).map_err(fail)?;
+        // A 401 during a credential rotation keeps the batch queued for a while.
+        let policy = if service.credentials_rotate() {
+            policy.with_unauthorized_grace(UNAUTHORIZED_GRACE)
+        } else {
+            policy
+        };
 
         let sender = Sender {
             events: SenderEvents::new(endpoint, telemetry),

@@ -1,7 +1,8 @@
 //! The request/response side of remote write, and the only part of [`super`] that knows
 //! reqwest: the HTTP client of an endpoint, the headers every write request carries, and one
-//! attempt (POST a body, read the status, `Retry-After` and a bounded part of the receiver's
-//! message) turned into an [`Answer`] for [`super::retry`] to judge.
+//! attempt (authorize, POST a body, read the status, `Retry-After` and a bounded part of the
+//! receiver's message) turned into an [`Answer`] for [`super::retry`] to judge. Credentials
+//! are set on every attempt, retries included, so rotated ones are used from the next request.
 //!
 //! Whatever a receiver says goes into logs, so it is made safe here, where it is read: the
 //! message is cut to one short line and every credential text in it is replaced, because some
@@ -10,13 +11,14 @@
 
 use bytes::Bytes;
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER,
-    USER_AGENT,
+    HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER, USER_AGENT,
 };
+use http::Method;
 
 use super::compression::{self, Compression, HandshakeFailure};
 use super::protocol::{Protocol, Written, CONTENT_TYPE_V2, REMOTE_WRITE_VERSION_V2};
-use super::retry::Outcome;
+use super::retry::{reauthorize, Outcome};
+use crate::auth::{AuthError, Authorizer};
 use crate::config::{RemoteWriteSettings, RESERVED_HEADERS};
 use crate::http_client::pooled;
 use crate::secret::Secret;
@@ -38,25 +40,38 @@ const MAX_BODY_READ: usize = 16 * 1024;
 /// Most characters of a receiver's error message put in a log line.
 const MAX_MESSAGE_CHARS: usize = 512;
 
-/// Sends write requests to one endpoint: its URL, client and headers.
+/// Sends write requests to one endpoint: its URL, client, headers and credentials.
 pub(crate) struct WriteService {
     url: reqwest::Url,
     client: reqwest::Client,
-    /// Every 1.0 request's headers, credentials included (marked sensitive).
+    /// Every 1.0 request's headers but the credentials' (credential headers marked
+    /// sensitive).
     headers: HeaderMap,
     /// The same for a zstd body.
     zstd_headers: HeaderMap,
     /// The same for 2.0: only the protocol headers differ.
     headers_v2: HeaderMap,
-    /// Credential texts scrubbed from receiver messages before logging: some proxies echo
-    /// the request headers in their error pages.
-    secrets: Vec<Secret>,
+    /// Credential texts of `headers`, scrubbed from receiver messages before logging: some
+    /// proxies echo the request headers in their error pages.
+    header_secrets: Vec<Secret>,
+    /// Sets the credentials of each attempt; its current texts are scrubbed too.
+    authorizer: Authorizer,
 }
 
 impl WriteService {
-    /// Builds the client and headers for `settings`' endpoint; the error says what is wrong.
+    /// Builds the client, headers and credentials for `settings`' endpoint; the error says
+    /// what is wrong.
     pub(crate) fn new(settings: &RemoteWriteSettings) -> Result<Self, String> {
-        let (client, headers, secrets) = endpoint_client(settings)?;
+        let (headers, header_secrets) = request_headers(settings)?;
+        let builder = pooled::builder(
+            &settings.url,
+            &settings.tls,
+            &[b"h2", b"http/1.1"],
+            &settings.proxy,
+        )
+        .map_err(|e| e.to_string())?;
+        let client = pooled::build(builder.timeout(settings.timeout))?;
+        let authorizer = Authorizer::new(settings.auth.as_ref()).map_err(|e| e.to_string())?;
         let mut headers_v2 = headers.clone();
         headers_v2.insert(CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_V2));
         headers_v2.insert(
@@ -69,7 +84,8 @@ impl WriteService {
             zstd_headers: zstd_headers(&headers),
             headers,
             headers_v2,
-            secrets,
+            header_secrets,
+            authorizer,
         })
     }
 
@@ -84,10 +100,20 @@ impl WriteService {
             headers.remove(name);
         }
         headers.remove("x-prometheus-remote-write-version");
+        let url = compression::handshake_url(&self.url);
         let ask = async {
+            self.authorizer
+                .apply(&Method::GET, &url, &mut headers, &[])
+                .await
+                .map_err(|e| {
+                    HandshakeFailure::Transport(redact(
+                        format!("credentials: {e}"),
+                        &self.secrets(),
+                    ))
+                })?;
             let mut response = self
                 .client
-                .get(compression::handshake_url(&self.url))
+                .get(url.clone())
                 .headers(headers)
                 .send()
                 .await
@@ -102,7 +128,7 @@ impl WriteService {
                 }
             }
             // An unexpected answer is logged: credentials echoed in it are removed first.
-            let text = redact(String::from_utf8_lossy(&raw).into_owned(), &self.secrets);
+            let text = redact(String::from_utf8_lossy(&raw).into_owned(), &self.secrets());
             compression::judge_handshake(status, text.as_bytes())
         };
         // The client's own timeout may be longer; the handshake must not be.
@@ -112,23 +138,83 @@ impl WriteService {
     }
 
     /// Sends one request of `protocol`, its body compressed with `compression` (2.0 bodies are
-    /// always snappy), and reads (a bounded part of) the answer.
+    /// always snappy), and reads (a bounded part of) the answer. A `401` is sent once more
+    /// when the credentials changed on refusal (see [`super::retry::reauthorize`]).
     pub(crate) async fn attempt(
         &self,
         body: Bytes,
         protocol: Protocol,
         compression: Compression,
     ) -> Answer {
-        let headers = match (protocol, compression) {
-            (Protocol::V2, _) => &self.headers_v2,
-            (Protocol::V1, Compression::Snappy) => &self.headers,
-            (Protocol::V1, Compression::Zstd) => &self.zstd_headers,
+        let answer = self.send_once(&body, protocol, compression).await;
+        if answer.outcome == Outcome::Status(401) {
+            let changed = self.authorizer.refused();
+            if reauthorize(answer.outcome, changed, false) {
+                return self.send_once(&body, protocol, compression).await;
+            }
+        }
+        answer
+    }
+
+    /// The headers of one 1.0 snappy attempt carrying `body`: the fixed ones and fresh
+    /// credentials.
+    #[cfg(test)]
+    pub(crate) async fn attempt_headers(&self, body: &[u8]) -> Result<HeaderMap, AuthError> {
+        self.headers_for(body, Protocol::V1, Compression::Snappy)
+            .await
+    }
+
+    /// The headers of one attempt of `protocol` and `compression` carrying `body`.
+    async fn headers_for(
+        &self,
+        body: &[u8],
+        protocol: Protocol,
+        compression: Compression,
+    ) -> Result<HeaderMap, AuthError> {
+        let mut headers = match (protocol, compression) {
+            (Protocol::V2, _) => self.headers_v2.clone(),
+            (Protocol::V1, Compression::Snappy) => self.headers.clone(),
+            (Protocol::V1, Compression::Zstd) => self.zstd_headers.clone(),
+        };
+        self.authorizer
+            .apply(&Method::POST, &self.url, &mut headers, body)
+            .await?;
+        Ok(headers)
+    }
+
+    /// Whether the endpoint's credentials can change while the agent runs.
+    pub(crate) fn credentials_rotate(&self) -> bool {
+        self.authorizer.can_rotate()
+    }
+
+    /// Every credential text a receiver could echo, longest first, so that a secret that
+    /// contains another is replaced whole.
+    pub(crate) fn secrets(&self) -> Vec<Secret> {
+        let mut secrets = self.header_secrets.clone();
+        secrets.extend(self.authorizer.secrets());
+        secrets.retain(|s| !s.is_empty());
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.expose().len()));
+        secrets
+    }
+
+    async fn send_once(&self, body: &Bytes, protocol: Protocol, compression: Compression) -> Answer {
+        let headers = match self.headers_for(body, protocol, compression).await {
+            Ok(h) => h,
+            Err(e) => {
+                return Answer {
+                    outcome: Outcome::Credentials,
+                    retry_after: None,
+                    message: redact(format!("credentials: {e}"), &self.secrets()),
+                    written: Written::default(),
+                    body_bytes: 0,
+                }
+            }
         };
         let response = self
             .client
             .post(self.url.clone())
-            .headers(headers.clone())
-            .body(body)
+            .headers(headers)
+            .body(body.clone())
             .send()
             .await;
         let mut response = match response {
@@ -162,7 +248,7 @@ impl WriteService {
         Answer {
             outcome: Outcome::Status(status),
             retry_after,
-            message: receiver_message(&raw, &self.secrets),
+            message: receiver_message(&raw, &self.secrets()),
             written,
             body_bytes: raw.len(),
         }
@@ -183,26 +269,8 @@ pub(crate) struct Answer {
     pub(crate) body_bytes: usize,
 }
 
-/// The HTTP client for one remote-write endpoint (its TLS settings and timeout), the headers
-/// every request to it carries, and the credential values to scrub from receiver messages;
-/// shared by the sample sender and the metadata sender.
-pub(crate) fn endpoint_client(
-    settings: &RemoteWriteSettings,
-) -> Result<(reqwest::Client, HeaderMap, Vec<Secret>), String> {
-    let (headers, secrets) = request_headers(settings)?;
-    let builder = pooled::builder(
-        &settings.url,
-        &settings.tls,
-        &[b"h2", b"http/1.1"],
-        &settings.proxy,
-    )
-    .map_err(|e| e.to_string())?;
-    let client = pooled::build(builder.timeout(settings.timeout))?;
-    Ok((client, headers, secrets))
-}
-
-/// Builds the headers of every request (protocol headers, the user's, then credentials) and
-/// lists the credential texts they contain, longest first.
+/// Builds the headers every request carries (protocol headers, then the user's; credentials
+/// are added per attempt by the [`Authorizer`]) and lists the credential texts among them.
 pub(crate) fn request_headers(
     settings: &RemoteWriteSettings,
 ) -> Result<(HeaderMap, Vec<Secret>), String> {
@@ -236,15 +304,7 @@ pub(crate) fn request_headers(
         }
         h.insert(name, value);
     }
-    if let Some(auth) = &settings.auth {
-        let value = auth.header_value().map_err(|e| e.to_string())?;
-        secrets.extend(auth.secrets());
-        // Configured credentials win over a hand-written Authorization header.
-        h.insert(AUTHORIZATION, value);
-    }
     secrets.retain(|s| !s.is_empty());
-    // Longest first, so a secret that contains another is replaced whole.
-    secrets.sort_by_key(|s| std::cmp::Reverse(s.expose().len()));
     Ok((h, secrets))
 }
 
@@ -293,6 +353,7 @@ fn receiver_message(raw: &[u8], secrets: &[Secret]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::AUTHORIZATION;
 
     #[test]
     fn zstd_requests_carry_victoriametrics_headers_and_keep_the_rest() {

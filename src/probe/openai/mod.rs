@@ -100,6 +100,7 @@ pub fn client_failure(check: Check, e: &ClientError) -> Failure {
         | ClientError::InvalidHeader { .. }
         | ClientError::TooManyRedirects { .. }
         | ClientError::BadRedirect { .. } => Reason::Request,
+        ClientError::Credentials { .. } => Reason::Auth,
     };
     let message = match (reason, e.phase()) {
         (Reason::Timeout, Some(p)) => format!("{e} (phase {p})"),
@@ -250,7 +251,7 @@ impl OpenAiProbe {
         // A key that cannot be a header value (empty, a newline) is left out: the server's
         // 401 is then reported with the key's defect named.
         if let Some(k) = key.filter(|k| !k.is_empty()) {
-            let auth = crate::auth::Auth::Bearer(crate::secret::Secret::new(k));
+            let auth = crate::auth::Auth::Bearer(crate::secret::Secret::new(k).into());
             if auth.header_value().is_ok() {
                 let text = auth.header_text();
                 req.headers

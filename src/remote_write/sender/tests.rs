@@ -16,7 +16,7 @@ use crate::config::{Auth, TlsConfig};
 use crate::proto;
 use crate::queue::memory::MemoryQueue;
 use crate::remote_write::protocol::Protocol;
-use crate::remote_write::service::request_headers;
+use crate::remote_write::service::{request_headers, WriteService};
 use crate::secret::Secret;
 use crate::series::Sample;
 use crate::telemetry::{
@@ -248,7 +248,7 @@ fn settings(url: reqwest::Url) -> RemoteWriteSettings {
         name: ENDPOINT.into(),
         url,
         headers: vec![("x-scope-orgid".into(), "tenant-1".into())],
-        auth: Some(Auth::Bearer(Secret::new(TOKEN))),
+        auth: Some(Auth::Bearer(Secret::new(TOKEN).into())),
         tls: TlsConfig::default(),
         proxy: Default::default(),
         timeout: Duration::from_secs(30),
@@ -781,7 +781,7 @@ async fn credentials_never_reach_the_logs() {
     let handle = h.start(true, |s| {
         s.auth = Some(Auth::Basic {
             username: "user".into(),
-            password: Secret::new(PASSWORD),
+            password: Secret::new(PASSWORD).into(),
         });
         s.headers.push(("x-api-key".into(), TOKEN.into()));
     });
@@ -819,15 +819,17 @@ impl std::io::Write for LogBuf {
     }
 }
 
-#[test]
-fn basic_auth_header_is_encoded_and_sensitive() {
+#[tokio::test]
+async fn basic_auth_header_is_encoded_and_sensitive() {
     let mut s = settings("http://127.0.0.1:9/w".parse().unwrap());
     s.auth = Some(Auth::Basic {
         username: "u".into(),
-        password: Secret::new("pw"),
+        password: Secret::new("pw").into(),
     });
     s.headers.push(("x-api-key".into(), "k-1".into()));
-    let (headers, secrets) = request_headers(&s).unwrap();
+    let service = WriteService::new(&s).unwrap();
+    let headers = service.attempt_headers(b"body").await.unwrap();
+    let secrets = service.secrets();
     let auth = headers.get(AUTHORIZATION).unwrap();
     assert_eq!(auth, "Basic dTpwdw==");
     assert!(auth.is_sensitive());
@@ -1434,4 +1436,109 @@ async fn the_handshake_carries_the_credentials_and_never_logs_an_echo_of_them() 
         h.metric(RW_COMPRESSION_HANDSHAKES, Some(("result", "zstd"))),
         0.0
     );
+}
+
+/// Serves one HTTP/1.1 request per connection: records its `Authorization` and answers what
+/// `answer` returns for it (`Connection: close`, so each attempt connects anew).
+async fn auth_recorder(
+    answer: impl Fn(usize) -> u16 + Send + Sync + 'static,
+) -> (reqwest::Url, Arc<Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut raw = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Headers, then the body's Content-Length bytes.
+            let (head_end, length) = loop {
+                let n = stream.read(&mut buf).await.unwrap();
+                raw.extend_from_slice(&buf[..n]);
+                if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&raw[..end]).to_lowercase();
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                    break (end + 4, length);
+                }
+            };
+            while raw.len() < head_end + length {
+                let n = stream.read(&mut buf).await.unwrap();
+                raw.extend_from_slice(&buf[..n]);
+            }
+            let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
+            let auth = head
+                .lines()
+                .find_map(|l| {
+                    l.split_once(':')
+                        .filter(|(n, _)| n.eq_ignore_ascii_case("authorization"))
+                        .map(|(_, v)| v.trim().to_string())
+                })
+                .unwrap_or_default();
+            let n = {
+                let mut seen = record.lock().unwrap();
+                seen.push(auth);
+                seen.len() - 1
+            };
+            let status = answer(n);
+            let reply =
+                format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = stream.write_all(reply.as_bytes()).await;
+        }
+    });
+    (format!("http://{addr}/api/v1/write").parse().unwrap(), seen)
+}
+
+#[tokio::test]
+async fn a_401_is_sent_once_more_when_the_credentials_file_changed_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "first").unwrap();
+    let rotated = token.clone();
+    // The receiver already expects the new token: it refuses the first request, and the
+    // file is renewed while that request is in flight.
+    let (url, seen) = auth_recorder(move |n| {
+        if n == 0 {
+            std::fs::write(&rotated, "second-token").unwrap();
+            401
+        } else {
+            204
+        }
+    })
+    .await;
+    let mut s = settings(url);
+    s.auth = Some(Auth::Bearer(crate::auth::SecretSource::File(
+        crate::auth::SecretFile::open("remote_write[0].bearer_token_file", &token).unwrap(),
+    )));
+    let service = WriteService::new(&s).unwrap();
+    let answer = service
+        .attempt(Bytes::from_static(b"x"), Protocol::V1, Compression::Snappy)
+        .await;
+    assert_eq!(
+        answer.outcome,
+        crate::remote_write::retry::Outcome::Status(204)
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["Bearer first", "Bearer second-token"]
+    );
+
+    // Refused again with nothing new in the file: no second request, the 401 stands.
+    let (url, seen) = auth_recorder(|_| 401).await;
+    let mut s = settings(url);
+    s.auth = Some(Auth::Bearer(crate::auth::SecretSource::File(
+        crate::auth::SecretFile::open("remote_write[0].bearer_token_file", &token).unwrap(),
+    )));
+    let service = WriteService::new(&s).unwrap();
+    let answer = service
+        .attempt(Bytes::from_static(b"x"), Protocol::V1, Compression::Snappy)
+        .await;
+    assert_eq!(
+        answer.outcome,
+        crate::remote_write::retry::Outcome::Status(401)
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1);
 }
