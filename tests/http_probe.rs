@@ -141,6 +141,7 @@ fn settings(url: &str) -> HttpProbeSettings {
         valid_status_codes: vec![],
         follow_redirects: true,
         tls: TlsConfig::default(),
+        oauth2: None,
         buckets: Arc::from(DEFAULT_BUCKETS),
         labels: vec![("team".into(), "core".into())],
     }

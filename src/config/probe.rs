@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::load::describe_figment_error;
+use super::oauth2::{validate_oauth2, OAuth2Config, OAuth2Settings};
 use super::openai::{validate_openai_probe, OpenAiProbeConfig, OpenAiProbeSettings};
 use super::{
     default_true, validate_buckets, Checker, ConfigDuration, HeadersConfig, TlsConfig, UrlConfig,
@@ -142,6 +143,8 @@ pub struct HttpProbeConfig {
     /// TLS options.
     #[serde(default)]
     pub tls: TlsConfig,
+    /// OAuth 2.0 client credentials (see `config::oauth2`): the probe sends the token.
+    pub oauth2: Option<OAuth2Config>,
     /// Latency histogram upper bounds in seconds.
     #[serde(default)]
     pub buckets: Option<Vec<f64>>,
@@ -208,6 +211,9 @@ pub struct HttpProbeSettings {
     pub follow_redirects: bool,
     /// TLS options.
     pub tls: TlsConfig,
+    /// OAuth 2.0 client credentials, fetched into a bearer token per run (boxed, so that an
+    /// HTTP probe's settings stay about the size of the other kinds').
+    pub oauth2: Option<Box<OAuth2Settings>>,
     /// Histogram bounds.
     pub buckets: Arc<[f64]>,
     /// Extra labels.
@@ -291,6 +297,14 @@ fn validate_http_probe(
     }
     c.tls(&format!("{key}.tls"), &h.tls);
     c.tls_files(&format!("{key}.tls"), &h.tls);
+    let oauth2 = h.oauth2.as_ref().and_then(|o| {
+        // A probe's own Authorization header would be replaced by the token.
+        let other = h
+            .headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("authorization"));
+        validate_oauth2(c, &format!("{key}.oauth2"), o, other, timeout).map(Box::new)
+    });
     let buckets = validate_buckets(c, &format!("{key}.buckets"), h.buckets.as_deref());
     let labels = c.labels(&format!("{key}.labels"), &h.labels);
     for reserved in ["probe", "instance", "phase", "code", "error"] {
@@ -312,6 +326,7 @@ fn validate_http_probe(
         valid_status_codes: h.valid_status_codes.clone(),
         follow_redirects: h.follow_redirects,
         tls: h.tls.clone(),
+        oauth2,
         buckets,
         labels,
     })

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::keypath::join_key;
+use super::oauth2::{validate_oauth2, OAuth2Config, OAuth2Settings};
 use super::{endpoint_name, Auth, BasicAuthConfig, Checker, ConfigDuration, TlsConfig, UrlConfig};
 use crate::secret::Secret;
 use crate::series::is_valid_label_name;
@@ -52,6 +53,8 @@ pub struct PushgatewayConfig {
     pub bearer_token: Option<Secret>,
     /// File holding a bearer token.
     pub bearer_token_file: Option<PathBuf>,
+    /// OAuth 2.0 client credentials (see `config::oauth2`); excludes the keys above.
+    pub oauth2: Option<OAuth2Config>,
     /// TLS options.
     #[serde(default)]
     pub tls: TlsConfig,
@@ -83,6 +86,8 @@ pub struct PushgatewaySettings {
     pub delete_on_exit: bool,
     /// Credentials.
     pub auth: Option<Auth>,
+    /// OAuth 2.0 client credentials, fetched into a bearer token per request.
+    pub oauth2: Option<OAuth2Settings>,
     /// TLS options.
     pub tls: TlsConfig,
     /// Request timeout.
@@ -158,6 +163,11 @@ fn validate_pushgateway(
         c.tls_files(&format!("{key}.tls"), &pg.tls);
     }
     let timeout = c.positive(format!("{key}.timeout"), pg.timeout);
+    let oauth2 = pg.oauth2.as_ref().and_then(|o| {
+        let other =
+            pg.basic_auth.is_some() || pg.bearer_token.is_some() || pg.bearer_token_file.is_some();
+        validate_oauth2(c, &format!("{key}.oauth2"), o, other, timeout)
+    });
     let min_backoff = c.positive(format!("{key}.min_backoff"), pg.min_backoff);
     let max_backoff = c.positive(format!("{key}.max_backoff"), pg.max_backoff);
     if min_backoff > max_backoff {
@@ -177,6 +187,7 @@ fn validate_pushgateway(
         method: pg.method,
         delete_on_exit: pg.delete_on_exit,
         auth,
+        oauth2,
         tls: pg.tls.clone(),
         timeout,
         min_backoff,

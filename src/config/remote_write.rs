@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::oauth2::{validate_oauth2, OAuth2Config, OAuth2Settings};
 use super::{
     Auth, BasicAuthConfig, ByteSize, Checker, ConfigDuration, HeadersConfig, TlsConfig, UrlConfig,
 };
@@ -39,6 +40,8 @@ pub struct RemoteWriteConfig {
     pub bearer_token: Option<Secret>,
     /// File holding a bearer token.
     pub bearer_token_file: Option<PathBuf>,
+    /// OAuth 2.0 client credentials (see `config::oauth2`); excludes the keys above.
+    pub oauth2: Option<OAuth2Config>,
     /// TLS options.
     #[serde(default)]
     pub tls: TlsConfig,
@@ -118,6 +121,8 @@ pub struct RemoteWriteSettings {
     pub headers: Vec<(String, HeaderText)>,
     /// Credentials.
     pub auth: Option<Auth>,
+    /// OAuth 2.0 client credentials, fetched into a bearer token per request.
+    pub oauth2: Option<OAuth2Settings>,
     /// TLS options.
     pub tls: TlsConfig,
     /// Request timeout.
@@ -211,6 +216,11 @@ fn validate_remote_write(
         c.tls_files(&format!("{key}.tls"), &rw.tls);
     }
     let timeout = c.positive(format!("{key}.timeout"), rw.timeout);
+    let oauth2 = rw.oauth2.as_ref().and_then(|o| {
+        let other =
+            rw.basic_auth.is_some() || rw.bearer_token.is_some() || rw.bearer_token_file.is_some();
+        validate_oauth2(c, &format!("{key}.oauth2"), o, other, timeout)
+    });
     let batch_send_deadline =
         c.positive(format!("{key}.batch_send_deadline"), rw.batch_send_deadline);
     let min_backoff = c.positive(format!("{key}.min_backoff"), rw.min_backoff);
@@ -252,6 +262,7 @@ fn validate_remote_write(
         url,
         headers,
         auth,
+        oauth2,
         tls: rw.tls.clone(),
         timeout,
         max_samples_per_send: rw.max_samples_per_send,

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::oauth2::{validate_oauth2, OAuth2Config, OAuth2Settings};
 use super::{Auth, BasicAuthConfig, ByteSize, Checker, ConfigDuration, TlsConfig};
 use crate::scrape::relabel::{compile, RelabelConfig, RelabelRule};
 use crate::secret::Secret;
@@ -98,6 +99,8 @@ pub struct ScrapeConfig {
     pub bearer_token: Option<Secret>,
     /// File holding a bearer token.
     pub bearer_token_file: Option<PathBuf>,
+    /// OAuth 2.0 client credentials (see `config::oauth2`); excludes the keys above.
+    pub oauth2: Option<OAuth2Config>,
     /// TLS options.
     #[serde(default)]
     pub tls: TlsConfig,
@@ -151,6 +154,8 @@ pub struct ScrapeSettings {
     pub honor_timestamps: bool,
     /// Credentials.
     pub auth: Option<Auth>,
+    /// OAuth 2.0 client credentials, fetched into a bearer token per request.
+    pub oauth2: Option<OAuth2Settings>,
     /// TLS options.
     pub tls: TlsConfig,
     /// Compiled metric relabel rules.
@@ -222,6 +227,11 @@ fn validate_scrape(c: &mut Checker<'_>, key: &str, s: &ScrapeConfig) -> Option<S
     }
     let extra = c.labels(&format!("{key}.labels"), &s.labels);
     let auth = c.auth(key, &s.basic_auth, &s.bearer_token, &s.bearer_token_file);
+    let oauth2 = s.oauth2.as_ref().and_then(|o| {
+        let other =
+            s.basic_auth.is_some() || s.bearer_token.is_some() || s.bearer_token_file.is_some();
+        validate_oauth2(c, &format!("{key}.oauth2"), o, other, timeout)
+    });
     c.tls(&format!("{key}.tls"), &s.tls);
     c.tls_files(&format!("{key}.tls"), &s.tls);
     let metric_relabel = match compile(&s.metric_relabel_configs) {
@@ -281,6 +291,7 @@ fn validate_scrape(c: &mut Checker<'_>, key: &str, s: &ScrapeConfig) -> Option<S
         honor_labels: s.honor_labels,
         honor_timestamps: s.honor_timestamps,
         auth,
+        oauth2,
         tls: s.tls.clone(),
         metric_relabel,
         sample_limit: s.sample_limit,
