@@ -5,7 +5,10 @@
 //! keep it out of their `Debug` output and HTTP/2 compression tables, together with the texts a
 //! log line or an error must never contain (the password or token, and the encoded pair a
 //! receiver may echo back). The configuration resolves [`Auth`] from inline values or files;
-//! nothing else builds an `Authorization` header.
+//! nothing else builds an `Authorization` header. [`oauth2`] fetches, caches and refreshes
+//! OAuth 2.0 client-credentials tokens.
+
+pub mod oauth2;
 
 use base64::Engine as _;
 use http::HeaderValue;

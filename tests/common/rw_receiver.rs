@@ -25,6 +25,10 @@ use tokio::task::JoinHandle;
 /// Decides the status of the `n`th request (from 0).
 pub type Script = dyn Fn(usize, &WriteRequest) -> u16 + Send + Sync;
 
+/// Decides from its headers whether a request is let in; one that is not gets 401 and is
+/// neither counted nor tallied.
+pub type Gate = dyn Fn(&http::HeaderMap) -> bool + Send + Sync;
+
 /// Samples of one series, by what the receiver answered.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tally {
@@ -41,6 +45,8 @@ struct State {
     series: BTreeMap<String, Tally>,
     /// Every accepted request, decoded.
     accepted: Vec<WriteRequest>,
+    /// Requests the gate kept out.
+    unauthorized: usize,
 }
 
 /// One accepted sample: its series' labels in wire order, the value and the timestamp.
@@ -91,6 +97,16 @@ impl RwReceiver {
     pub async fn start(
         script: impl Fn(usize, &WriteRequest) -> u16 + Send + Sync + 'static,
     ) -> Self {
+        RwReceiver::start_gated(|_| true, script).await
+    }
+
+    /// Starts a receiver that answers 401 to requests `gate` refuses, and the others with
+    /// `script(n, &request)`.
+    pub async fn start_gated(
+        gate: impl Fn(&http::HeaderMap) -> bool + Send + Sync + 'static,
+        script: impl Fn(usize, &WriteRequest) -> u16 + Send + Sync + 'static,
+    ) -> Self {
+        let gate: Arc<Gate> = Arc::new(gate);
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind receiver on 127.0.0.1");
@@ -105,9 +121,11 @@ impl RwReceiver {
                 };
                 let state = accept_state.clone();
                 let script = script.clone();
+                let gate = gate.clone();
                 tokio::spawn(async move {
-                    let service =
-                        service_fn(move |req| respond(state.clone(), script.clone(), req));
+                    let service = service_fn(move |req| {
+                        respond(state.clone(), script.clone(), gate.clone(), req)
+                    });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
@@ -120,6 +138,11 @@ impl RwReceiver {
     /// The write URL to configure in pushprobe.
     pub fn write_url(&self) -> String {
         format!("http://{}/api/v1/write", self.addr)
+    }
+
+    /// Requests the gate answered 401 so far.
+    pub fn unauthorized(&self) -> usize {
+        self.state.lock().expect("receiver state").unauthorized
     }
 
     /// Requests received so far.
@@ -176,6 +199,7 @@ impl Drop for RwReceiver {
 async fn respond(
     state: Arc<Mutex<State>>,
     script: Arc<Script>,
+    gate: Arc<Gate>,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let reply = |status: u16, body: &'static str| {
@@ -184,6 +208,10 @@ async fn respond(
             .body(Full::new(Bytes::from(body)))
             .expect("build response"))
     };
+    if !gate(req.headers()) {
+        state.lock().expect("receiver state").unauthorized += 1;
+        return reply(401, "credentials refused by the test gate");
+    }
     let Ok(body) = req.into_body().collect().await else {
         return reply(400, "unreadable body");
     };
