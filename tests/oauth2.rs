@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::oauth2::{verify_jwt, OAuth2MockServer};
 use common::{Reply, TargetServer};
 use pushprobe::auth::oauth2::{TokenError, TokenSource, MIN_REFRESH_INTERVAL};
-use pushprobe::config::{ClientSecret, OAuth2Settings, TlsConfig};
+use pushprobe::config::{OAuth2Settings, TlsConfig};
 use pushprobe::secret::Secret;
 
 const CLIENT_SECRET: &str = "cs-never-shown-7f3a";
@@ -19,7 +19,7 @@ fn settings(token_url: &str) -> OAuth2Settings {
     OAuth2Settings {
         key: "remote_write[0].oauth2".into(),
         client_id: "pushprobe-edge".into(),
-        client_secret: ClientSecret::Inline(Secret::new(CLIENT_SECRET)),
+        client_secret: Secret::new(CLIENT_SECRET).into(),
         token_url: token_url.parse().expect("token URL"),
         scopes: vec!["metrics:write".into()],
         endpoint_params: vec![],

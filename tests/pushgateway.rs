@@ -53,7 +53,6 @@ fn settings(
         method,
         delete_on_exit: false,
         auth: None,
-        oauth2: None,
         tls: TlsConfig::default(),
         timeout: Duration::from_secs(10),
         min_backoff: Duration::from_millis(30),

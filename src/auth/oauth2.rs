@@ -22,7 +22,8 @@
 //! - **No hot loop.** A token that expires at once is still used for [`MIN_REFRESH_INTERVAL`],
 //!   and token requests to one endpoint are at least that far apart: a failure is handed to
 //!   every caller in that time instead of being retried by each.
-//! - **Secrets.** The client secret and the token are [`Secret`]s; error messages name the
+//! - **Secrets.** The client secret (a [`SecretSource`](super::SecretSource): a
+//!   `client_secret_file` is re-read when it changes) and the token are [`Secret`]s; error messages name the
 //!   configuration key and the endpoint (without user info or query), quote an OAuth error
 //!   code and description, and never the body of a successful answer.
 
@@ -33,7 +34,8 @@ use base64::Engine as _;
 use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 
-use crate::config::{read_secret_file, ClientSecret, OAuth2Settings};
+use super::AuthError;
+use crate::config::OAuth2Settings;
 use crate::http_client::pooled;
 use crate::secret::Secret;
 
@@ -138,24 +140,49 @@ pub enum TokenError {
         /// What came back.
         detail: String,
     },
-    /// The client secret file could not be read, and no earlier secret is known.
-    #[error("{key}.client_secret_file: {detail}")]
-    SecretFile {
-        /// The block's key path.
-        key: String,
-        /// Why the file could not be used (its path, never its contents).
-        detail: String,
-    },
 }
 
 impl TokenError {
-    /// Whether only a change of configuration helps (the endpoint refused the client, or
-    /// the secret file is unusable), as opposed to a failure worth retrying with backoff.
+    /// Whether only a change of configuration helps (the endpoint refused the client), as
+    /// opposed to a failure worth retrying with backoff.
     pub fn is_config(&self) -> bool {
-        matches!(
-            self,
-            TokenError::Refused { .. } | TokenError::SecretFile { .. }
-        )
+        matches!(self, TokenError::Refused { .. })
+    }
+
+    /// The same as an [`AuthError`]: a refusal is a configuration error naming the block's
+    /// key, anything else a temporary failure of the token endpoint.
+    pub fn to_auth_error(&self) -> AuthError {
+        match self {
+            TokenError::Refused {
+                key,
+                endpoint,
+                keys,
+                detail,
+            } => AuthError::Config {
+                key: key.clone(),
+                message: format!(
+                    "the token endpoint {endpoint} refused the request ({detail}); check {keys}"
+                ),
+            },
+            TokenError::Unavailable {
+                key,
+                endpoint,
+                detail,
+            } => AuthError::Temporary {
+                endpoint: endpoint.clone(),
+                message: format!("the token request of {key} failed ({detail}); will retry"),
+            },
+            TokenError::BadAnswer {
+                key,
+                endpoint,
+                detail,
+            } => AuthError::Temporary {
+                endpoint: endpoint.clone(),
+                message: format!(
+                    "answered {detail}, not a token; is {key}.token_url the token endpoint?"
+                ),
+            },
+        }
     }
 }
 
@@ -438,8 +465,6 @@ struct FetchState {
     last_error: Option<TokenError>,
     /// The client authentication the endpoint accepted, once known.
     style: Option<ClientAuthStyle>,
-    /// The last client secret read from `client_secret_file`, kept if the file goes away.
-    last_secret: Option<Secret>,
 }
 
 /// Shared state of a [`TokenSource`].
@@ -558,15 +583,13 @@ impl TokenSource {
         *self.lock_cached() = None;
     }
 
-    /// The texts to scrub from anything logged: the current token and an inline secret.
+    /// The texts to scrub from anything logged: the current token and the client secret.
     pub fn secrets(&self) -> Vec<Secret> {
         let mut out = Vec::new();
         if let Some(c) = self.lock_cached().as_ref() {
             out.push(c.token.clone());
         }
-        if let ClientSecret::Inline(s) = &self.inner.settings.client_secret {
-            out.push(s.clone());
-        }
+        out.push(self.inner.settings.client_secret.current());
         out.retain(|s| !s.is_empty());
         out
     }
@@ -592,7 +615,8 @@ impl TokenSource {
     /// One token request, falling back to the other client authentication style when the
     /// endpoint's is not known yet and the first was refused.
     async fn fetch(&self, state: &mut FetchState) -> Result<Token, TokenError> {
-        let secret = self.client_secret(state)?;
+        // A file's current contents: a rotated secret is used from this request on.
+        let secret = self.inner.settings.client_secret.current();
         let first = state.style.unwrap_or(ClientAuthStyle::Header);
         let mut style = first;
         loop {
@@ -607,42 +631,6 @@ impl TokenSource {
                 }
             }
             return answer.map_err(|p| self.error(p, &secret));
-        }
-    }
-
-    /// The client secret: inline, or read from its file now (the last good one if the file
-    /// has become unreadable or empty).
-    fn client_secret(&self, state: &mut FetchState) -> Result<Secret, TokenError> {
-        let path = match &self.inner.settings.client_secret {
-            ClientSecret::Inline(s) => return Ok(s.clone()),
-            ClientSecret::File(p) => p,
-        };
-        let read = read_secret_file(path)
-            .map_err(|e| e.to_string())
-            .and_then(|s| {
-                if s.is_empty() {
-                    Err(format!("{} is empty", path.display()))
-                } else {
-                    Ok(s)
-                }
-            });
-        match (read, &state.last_secret) {
-            (Ok(s), _) => {
-                state.last_secret = Some(s.clone());
-                Ok(s)
-            }
-            (Err(detail), Some(last)) => {
-                tracing::warn!(
-                    key = %format!("{}.client_secret_file", self.inner.settings.key),
-                    problem = %detail,
-                    "keeping the client secret read before"
-                );
-                Ok(last.clone())
-            }
-            (Err(detail), None) => Err(TokenError::SecretFile {
-                key: self.inner.settings.key.clone(),
-                detail,
-            }),
         }
     }
 

@@ -53,7 +53,7 @@ pub use checker::{DEFAULT_BUCKETS, MAX_INTERVAL, MAX_TIMEOUT};
 pub use connection::{Auth, BasicAuthConfig, HeadersConfig, TlsConfig, UrlConfig};
 pub use duration::{parse_duration, ConfigDuration, MAX_DURATION};
 pub use load::{load, Origin, ENV_PREFIX};
-pub use oauth2::{ClientSecret, OAuth2Config, OAuth2Settings};
+pub use oauth2::{OAuth2Config, OAuth2Settings};
 pub use openai::{ModelPriceConfig, OpenAiProbeConfig, OpenAiProbeSettings};
 pub use probe::{HttpProbeConfig, HttpProbeSettings, ProbeConfig, ProbeSettings};
 pub use pushgateway::{PushMethod, PushgatewayConfig, PushgatewaySettings};

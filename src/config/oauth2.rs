@@ -3,8 +3,9 @@
 //! [`OAuth2Settings`], and the check that a section uses one kind of credentials only.
 //!
 //! The client secret is a [`Secret`], so `config check` and `Debug` never show it; a
-//! `client_secret_file` is read here once, so a wrong path fails at start, and read again by
-//! the token source before every token request, so a rotated secret is picked up.
+//! `client_secret_file` is opened here, so a wrong path fails at start, as a
+//! [`SecretFile`](crate::auth::SecretFile): each token request uses its current contents, so a
+//! rotated secret is picked up, and the last good one is kept if the file goes away.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::keypath::join_key;
 use super::{Checker, TlsConfig, UrlConfig};
+use crate::auth::SecretSource;
 use crate::secret::Secret;
 
 /// Form parameters the token request sets itself; `endpoint_params` may not replace them
@@ -46,15 +48,6 @@ pub struct OAuth2Config {
     // and type as the section's proxy settings.
 }
 
-/// Where the client secret comes from.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ClientSecret {
-    /// Given inline.
-    Inline(Secret),
-    /// Read from this file before each token request.
-    File(PathBuf),
-}
-
 /// A validated `oauth2` block: what a token source needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OAuth2Settings {
@@ -62,8 +55,8 @@ pub struct OAuth2Settings {
     pub key: String,
     /// Client identifier.
     pub client_id: String,
-    /// Client secret, inline or from a file.
-    pub client_secret: ClientSecret,
+    /// Client secret, inline or from a file re-read when it changes.
+    pub client_secret: SecretSource,
     /// Token endpoint.
     pub token_url: reqwest::Url,
     /// Scopes asked for.
@@ -100,13 +93,9 @@ pub(super) fn validate_oauth2(
             if s.is_empty() {
                 c.fail(format!("{key}.client_secret"), "must not be empty");
             }
-            Some(ClientSecret::Inline(s.clone()))
+            Some(SecretSource::Inline(s.clone()))
         }
-        (None, Some(path)) => {
-            // Read now only to fail early; the token source reads it again before each request.
-            c.secret_file(format!("{key}.client_secret_file"), path)?;
-            Some(ClientSecret::File(path.clone()))
-        }
+        (None, Some(path)) => c.secret_file(format!("{key}.client_secret_file"), path),
         _ => {
             c.fail(key, "give exactly one of client_secret, client_secret_file");
             None
@@ -155,6 +144,7 @@ pub(super) fn validate_oauth2(
 mod tests {
     use super::super::tests::{parse, parse_in_jail, GOOD};
     use super::*;
+    use crate::auth::Auth;
 
     /// `GOOD` with `block` added to its remote_write table.
     fn with_rw(block: &str) -> String {
@@ -170,10 +160,12 @@ mod tests {
             r#"oauth2 = { client_id = "agent-1", client_secret_file = "secret", token_url = "https://auth.example.com/token", scopes = ["metrics:write", "b"], endpoint_params = { audience = "mimir" } }"#,
         );
         let s = parse_in_jail(&toml, &[], &[("secret", "cs-very-secret\n")]).unwrap();
-        let o = s.remote_write[0].oauth2.as_ref().unwrap();
+        let Some(Auth::OAuth2(o)) = &s.remote_write[0].auth else {
+            panic!("oauth2 credentials");
+        };
         assert_eq!(o.key, "remote_write[0].oauth2");
         assert_eq!(o.client_id, "agent-1");
-        assert_eq!(o.client_secret, ClientSecret::File("secret".into()));
+        assert_eq!(o.client_secret.current().expose(), "cs-very-secret");
         assert_eq!(o.scopes, ["metrics:write", "b"]);
         assert_eq!(o.endpoint_params, [("audience".into(), "mimir".into())]);
         assert_eq!(o.timeout, Duration::from_secs(30));
@@ -242,14 +234,12 @@ mod tests {
             GOOD.replace("timeout = \"5s\"", &format!("timeout = \"5s\"\n{block}"))
         );
         let s = parse(&toml).unwrap();
-        assert_eq!(
-            s.pushgateway[0].oauth2.as_ref().map(|o| o.key.as_str()),
-            Some("pushgateway[0].oauth2")
-        );
-        assert_eq!(
-            s.scrapes[0].oauth2.as_ref().map(|o| o.key.as_str()),
-            Some("scrape[0].oauth2")
-        );
+        let key = |auth: &Option<Auth>| match auth {
+            Some(Auth::OAuth2(o)) => o.key.clone(),
+            other => format!("{other:?}"),
+        };
+        assert_eq!(key(&s.pushgateway[0].auth), "pushgateway[0].oauth2");
+        assert_eq!(key(&s.scrapes[0].auth), "scrape[0].oauth2");
         let crate::config::ProbeSettings::Http(p) = &s.probes[0] else {
             panic!("an http probe");
         };

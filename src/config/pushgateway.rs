@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::keypath::join_key;
-use super::oauth2::{validate_oauth2, OAuth2Config, OAuth2Settings};
+use super::oauth2::{validate_oauth2, OAuth2Config};
 use super::{endpoint_name, Auth, BasicAuthConfig, Checker, ConfigDuration, TlsConfig, UrlConfig};
 use crate::secret::Secret;
 use crate::series::is_valid_label_name;
@@ -86,8 +86,6 @@ pub struct PushgatewaySettings {
     pub delete_on_exit: bool,
     /// Credentials.
     pub auth: Option<Auth>,
-    /// OAuth 2.0 client credentials, fetched into a bearer token per request.
-    pub oauth2: Option<OAuth2Settings>,
     /// TLS options.
     pub tls: TlsConfig,
     /// Request timeout.
@@ -163,11 +161,13 @@ fn validate_pushgateway(
         c.tls_files(&format!("{key}.tls"), &pg.tls);
     }
     let timeout = c.positive(format!("{key}.timeout"), pg.timeout);
+    // OAuth2 is one more kind of credentials, refused beside the others.
     let oauth2 = pg.oauth2.as_ref().and_then(|o| {
         let other =
             pg.basic_auth.is_some() || pg.bearer_token.is_some() || pg.bearer_token_file.is_some();
         validate_oauth2(c, &format!("{key}.oauth2"), o, other, timeout)
     });
+    let auth = oauth2.map(|o| Auth::OAuth2(Box::new(o))).or(auth);
     let min_backoff = c.positive(format!("{key}.min_backoff"), pg.min_backoff);
     let max_backoff = c.positive(format!("{key}.max_backoff"), pg.max_backoff);
     if min_backoff > max_backoff {
@@ -187,7 +187,6 @@ fn validate_pushgateway(
         method: pg.method,
         delete_on_exit: pg.delete_on_exit,
         auth,
-        oauth2,
         tls: pg.tls.clone(),
         timeout,
         min_backoff,

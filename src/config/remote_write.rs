@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::oauth2::{validate_oauth2, OAuth2Config, OAuth2Settings};
+use super::oauth2::{validate_oauth2, OAuth2Config};
 use super::{
     Auth, BasicAuthConfig, ByteSize, Checker, ConfigDuration, HeadersConfig, TlsConfig, UrlConfig,
 };
@@ -121,8 +121,6 @@ pub struct RemoteWriteSettings {
     pub headers: Vec<(String, HeaderText)>,
     /// Credentials.
     pub auth: Option<Auth>,
-    /// OAuth 2.0 client credentials, fetched into a bearer token per request.
-    pub oauth2: Option<OAuth2Settings>,
     /// TLS options.
     pub tls: TlsConfig,
     /// Request timeout.
@@ -199,14 +197,16 @@ fn validate_remote_write(
         }
     }
     let auth = c.auth(key, &rw.basic_auth, &rw.bearer_token, &rw.bearer_token_file);
-    let configured_auth =
-        rw.basic_auth.is_some() || rw.bearer_token.is_some() || rw.bearer_token_file.is_some();
+    let configured_auth = rw.basic_auth.is_some()
+        || rw.bearer_token.is_some()
+        || rw.bearer_token_file.is_some()
+        || rw.oauth2.is_some();
     if configured_auth && headers.iter().any(|(name, _)| name == "authorization") {
         // The configured credentials would silently replace the header: say which one wins
         // instead of sending something the user did not expect.
         c.fail(
             format!("{key}.headers.authorization"),
-            "conflicts with basic_auth, bearer_token or bearer_token_file; keep only one of them",
+            "conflicts with basic_auth, bearer_token, bearer_token_file or oauth2; keep only one of them",
         );
     }
     c.tls(&format!("{key}.tls"), &rw.tls);
@@ -216,11 +216,13 @@ fn validate_remote_write(
         c.tls_files(&format!("{key}.tls"), &rw.tls);
     }
     let timeout = c.positive(format!("{key}.timeout"), rw.timeout);
+    // OAuth2 is one more kind of credentials, refused beside the others.
     let oauth2 = rw.oauth2.as_ref().and_then(|o| {
         let other =
             rw.basic_auth.is_some() || rw.bearer_token.is_some() || rw.bearer_token_file.is_some();
         validate_oauth2(c, &format!("{key}.oauth2"), o, other, timeout)
     });
+    let auth = oauth2.map(|o| Auth::OAuth2(Box::new(o))).or(auth);
     let batch_send_deadline =
         c.positive(format!("{key}.batch_send_deadline"), rw.batch_send_deadline);
     let min_backoff = c.positive(format!("{key}.min_backoff"), rw.min_backoff);
@@ -262,7 +264,6 @@ fn validate_remote_write(
         url,
         headers,
         auth,
-        oauth2,
         tls: rw.tls.clone(),
         timeout,
         max_samples_per_send: rw.max_samples_per_send,
@@ -364,10 +365,12 @@ mod tests {
                 .unwrap()
                 .validate("pushprobe.toml")
                 .unwrap();
-            assert_eq!(
-                s.remote_write[0].auth,
-                Some(Auth::Bearer(Secret::new("s3cr3t-token")))
-            );
+            // Read now (a bad path fails at start) and watched for rotation from then on.
+            let Some(Auth::Bearer(token)) = &s.remote_write[0].auth else {
+                panic!("bearer_token_file gives a bearer token");
+            };
+            assert_eq!(token.current(), Secret::new("s3cr3t-token"));
+            assert!(matches!(token, crate::auth::SecretSource::File(_)));
             assert!(!format!("{s:?}").contains("s3cr3t"));
             Ok(())
         });

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::oauth2::{validate_oauth2, OAuth2Config, OAuth2Settings};
+use super::oauth2::{validate_oauth2, OAuth2Config};
 use super::{Auth, BasicAuthConfig, ByteSize, Checker, ConfigDuration, TlsConfig};
 use crate::scrape::relabel::{compile, RelabelConfig, RelabelRule};
 use crate::secret::Secret;
@@ -154,8 +154,6 @@ pub struct ScrapeSettings {
     pub honor_timestamps: bool,
     /// Credentials.
     pub auth: Option<Auth>,
-    /// OAuth 2.0 client credentials, fetched into a bearer token per request.
-    pub oauth2: Option<OAuth2Settings>,
     /// TLS options.
     pub tls: TlsConfig,
     /// Compiled metric relabel rules.
@@ -227,11 +225,13 @@ fn validate_scrape(c: &mut Checker<'_>, key: &str, s: &ScrapeConfig) -> Option<S
     }
     let extra = c.labels(&format!("{key}.labels"), &s.labels);
     let auth = c.auth(key, &s.basic_auth, &s.bearer_token, &s.bearer_token_file);
+    // OAuth2 is one more kind of credentials, refused beside the others.
     let oauth2 = s.oauth2.as_ref().and_then(|o| {
         let other =
             s.basic_auth.is_some() || s.bearer_token.is_some() || s.bearer_token_file.is_some();
         validate_oauth2(c, &format!("{key}.oauth2"), o, other, timeout)
     });
+    let auth = oauth2.map(|o| Auth::OAuth2(Box::new(o))).or(auth);
     c.tls(&format!("{key}.tls"), &s.tls);
     c.tls_files(&format!("{key}.tls"), &s.tls);
     let metric_relabel = match compile(&s.metric_relabel_configs) {
@@ -291,7 +291,6 @@ fn validate_scrape(c: &mut Checker<'_>, key: &str, s: &ScrapeConfig) -> Option<S
         honor_labels: s.honor_labels,
         honor_timestamps: s.honor_timestamps,
         auth,
-        oauth2,
         tls: s.tls.clone(),
         metric_relabel,
         sample_limit: s.sample_limit,
@@ -423,7 +422,7 @@ action = "drop"
         assert_eq!(job.sample_limit, 5000);
         assert_eq!(job.body_size_limit, 10 << 20);
         assert_eq!(job.metric_relabel.len(), 1);
-        assert!(matches!(&job.auth, Some(Auth::Bearer(t)) if t.expose() == "s3cret"));
+        assert!(matches!(&job.auth, Some(Auth::Bearer(t)) if t.current().expose() == "s3cret"));
         assert!(job.tls.insecure_skip_verify);
         assert!(!job.normalize_le_quantile);
         assert!(!job.enable_compression);

@@ -13,7 +13,7 @@ fn settings(url: &str) -> OAuth2Settings {
     OAuth2Settings {
         key: "remote_write[0].oauth2".into(),
         client_id: "agent 1".into(),
-        client_secret: ClientSecret::Inline(Secret::new("s3cr:et&")),
+        client_secret: Secret::new("s3cr:et&").into(),
         token_url: url.parse().unwrap(),
         scopes: vec!["metrics:write".into(), "read".into()],
         endpoint_params: vec![("audience".into(), "mimir gw".into())],
@@ -408,7 +408,9 @@ async fn a_rotated_secret_file_is_read_and_a_vanished_one_keeps_the_last() {
     })
     .await;
     let mut s = settings(&ep.url);
-    s.client_secret = ClientSecret::File(path.clone());
+    s.client_secret = crate::auth::SecretSource::File(
+        crate::auth::SecretFile::open("remote_write[0].oauth2.client_secret_file", &path).unwrap(),
+    );
     let source = TokenSource::new(s).unwrap();
     assert_eq!(source.authorization().await.unwrap(), "Bearer first-0");
     std::fs::write(&path, "second\n").unwrap();
