@@ -219,3 +219,148 @@ async fn tokens_without_or_with_no_lifetime_are_used_without_hammering_the_endpo
         target.hits()
     );
 }
+
+/// Waits until `done` holds, polling; panics with `what` after [`common::DATA_TIMEOUT`].
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + common::DATA_TIMEOUT;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Timestamps of the accepted `probe_success` samples, in arrival order.
+fn probe_stamps(receiver: &common::rw_receiver::RwReceiver) -> Vec<i64> {
+    receiver
+        .accepted_samples()
+        .iter()
+        .filter(|s| s.label("__name__") == Some("probe_success"))
+        .map(|s| s.timestamp_ms)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushprobe_delivers_with_real_tokens_and_keeps_samples_through_a_token_outage() {
+    use common::oauth2::{bearer_verifies, TrustedKeys};
+    use common::rw_receiver::RwReceiver;
+    use std::sync::{Arc, Mutex};
+
+    let Some(mut server) = OAuth2MockServer::start().await else {
+        return;
+    };
+    // The receiver accepts only tokens signed by the keys the token server publishes.
+    let keys: TrustedKeys = Arc::new(Mutex::new(server.keys().await));
+    let gate_keys = keys.clone();
+    let receiver =
+        RwReceiver::start_gated(move |h| bearer_verifies(h, &gate_keys), |_, _| 204).await;
+    let target = TargetServer::start().await;
+    let secrets = tempfile::tempdir().unwrap();
+    let secret_path = secrets.path().join("client-secret");
+    std::fs::write(&secret_path, format!("{CLIENT_SECRET}\n")).unwrap();
+    let config = format!(
+        r#"
+[[remote_write]]
+url = "{write}"
+batch_send_deadline = "500ms"
+min_backoff = "100ms"
+max_backoff = "1s"
+
+[remote_write.oauth2]
+client_id = "pushprobe-e2e"
+client_secret_file = "{secret}"
+token_url = "{token}"
+scopes = ["metrics:write"]
+
+[[probe]]
+name = "web"
+kind = "http"
+url = "{target}"
+interval = "1s"
+timeout = "1s"
+"#,
+        write = receiver.write_url(),
+        secret = secret_path.display(),
+        token = server.token_url(),
+        target = target.url("/"),
+    );
+    let pushprobe = common::Pushprobe::with_config(&config);
+    let agent = pushprobe.spawn_run(&[]);
+
+    wait_until("first samples delivered with a verified token", || {
+        probe_stamps(&receiver).len() >= 3
+    })
+    .await;
+
+    // Outage: the token server goes away and the receiver stops trusting the old key, so
+    // the cached token is refused and no new one can be had.
+    server.kill();
+    keys.lock().unwrap().clear();
+    let outage_start = common::now_ms();
+    let refused_before = receiver.unauthorized();
+    // The cached token is refused (401); the new one cannot be fetched, so nothing more
+    // reaches the receiver until the token server is back.
+    wait_until("the old token refused", || {
+        receiver.unauthorized() > refused_before
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let outage_end = common::now_ms();
+
+    // Back with a new signing key: the agent fetches a new token and delivers the backlog.
+    server.restart().await;
+    *keys.lock().unwrap() = server.keys().await;
+    wait_until("samples measured after the outage delivered", || {
+        probe_stamps(&receiver)
+            .iter()
+            .any(|t| *t > outage_end + 2000)
+    })
+    .await;
+
+    let stamps = probe_stamps(&receiver);
+    let during: Vec<i64> = stamps
+        .iter()
+        .copied()
+        .filter(|t| (outage_start..outage_end).contains(t))
+        .collect();
+    assert!(
+        during.len() >= 2,
+        "samples measured during the outage were delivered later: {during:?} of {stamps:?}"
+    );
+    // Nothing twice, nothing out of order, nothing refused for good.
+    assert!(stamps.windows(2).all(|w| w[0] < w[1]), "{stamps:?}");
+    assert!(receiver
+        .series("probe_success")
+        .values()
+        .all(|t| t.refused.is_empty()));
+
+    let logs = agent.kill();
+    assert!(
+        logs.contains(&format!("the token endpoint {}", server.token_url())),
+        "the outage is logged naming the token endpoint:\n{logs}"
+    );
+    assert!(!logs.contains(CLIENT_SECRET), "secret in the logs:\n{logs}");
+}
+
+#[tokio::test]
+async fn config_check_never_prints_the_client_secret() {
+    let config = format!(
+        r#"
+[[remote_write]]
+url = "http://127.0.0.1:9/api/v1/write"
+
+[remote_write.oauth2]
+client_id = "pushprobe-edge"
+client_secret = "{CLIENT_SECRET}"
+token_url = "http://127.0.0.1:9/token"
+"#
+    );
+    let run = common::Pushprobe::with_config(&config).config_check().await;
+    run.assert_code(0);
+    assert!(run.stdout.contains("pushprobe-edge"), "{}", run.stdout);
+    for text in [&run.stdout, &run.stderr] {
+        assert!(!text.contains(CLIENT_SECRET), "{text}");
+    }
+}
