@@ -364,3 +364,76 @@ token_url = "http://127.0.0.1:9/token"
         assert!(!text.contains(CLIENT_SECRET), "{text}");
     }
 }
+
+/// An HTTP probe of `url` with OAuth2 credentials from `token_url`.
+fn probe_settings(url: &str, token_url: &str) -> pushprobe::config::HttpProbeSettings {
+    let mut oauth2 = settings(token_url);
+    oauth2.key = "probe[0].oauth2".into();
+    pushprobe::config::HttpProbeSettings {
+        name: "gateway".into(),
+        url: url.parse().unwrap(),
+        interval: Duration::from_secs(30),
+        timeout: Duration::from_secs(5),
+        method: http::Method::GET,
+        headers: vec![],
+        body: None,
+        valid_status_codes: vec![],
+        follow_redirects: true,
+        tls: TlsConfig::default(),
+        oauth2: Some(Box::new(oauth2)),
+        buckets: std::sync::Arc::from(pushprobe::config::DEFAULT_BUCKETS),
+        labels: vec![],
+    }
+}
+
+#[tokio::test]
+async fn an_http_probe_sends_a_real_token_refreshes_it_on_401_and_fails_without_one() {
+    use pushprobe::probe::http::HttpProbe;
+    use pushprobe::series::Registry;
+
+    let Some(mut server) = OAuth2MockServer::start().await else {
+        return;
+    };
+    let target = TargetServer::start().await;
+    let mut probe =
+        HttpProbe::new(probe_settings(&target.url("/ready"), &server.token_url())).unwrap();
+    let mut registry = Registry::new();
+    let report = probe.run(&mut registry).await;
+    assert!(report.success, "{report:?}");
+    let sent = target.last_header("authorization").expect("a token sent");
+    let token = sent.strip_prefix("Bearer ").expect("a bearer token");
+    verify_jwt(token, &server.keys().await).expect("a token the server signed");
+
+    // A 401 drops the token and the request is sent once more with a new one.
+    target.set_status(401);
+    let hits = target.hits();
+    let report = probe.run(&mut registry).await;
+    assert!(!report.success);
+    assert_eq!(report.status, "401");
+    assert_eq!(target.hits(), hits + 2);
+
+    // The token is refused and no new one can be had: the run fails with the reason after
+    // the one refused request.
+    server.kill();
+    tokio::time::sleep(MIN_REFRESH_INTERVAL).await;
+    let hits = target.hits();
+    let report = probe.run(&mut registry).await;
+    assert!(!report.success);
+    assert_eq!(report.status, "credentials");
+    let reason = report.reason.unwrap_or_default();
+    assert!(reason.contains(&server.token_url()), "{reason}");
+    assert!(!reason.contains(CLIENT_SECRET), "{reason}");
+    assert_eq!(target.hits(), hits + 1);
+    assert_eq!(
+        registry.value(
+            "pushprobe_probe_requests_total",
+            &[
+                ("probe", "gateway"),
+                ("instance", target.url("/ready").as_str()),
+                ("code", "none"),
+                ("error", "credentials"),
+            ],
+        ),
+        Some(1.0)
+    );
+}

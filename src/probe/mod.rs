@@ -94,6 +94,14 @@ pub enum ProbeError {
         #[source]
         source: crate::tls::TlsError,
     },
+    /// Its credentials could not be set up (the token endpoint's TLS options).
+    #[error("probe {probe}: {message}")]
+    Credentials {
+        /// The probe's name.
+        probe: String,
+        /// What is wrong, naming the key.
+        message: String,
+    },
 }
 
 /// A runnable probe of any kind.
