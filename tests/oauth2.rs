@@ -437,3 +437,25 @@ async fn an_http_probe_sends_a_real_token_refreshes_it_on_401_and_fails_without_
         Some(1.0)
     );
 }
+
+#[tokio::test]
+async fn the_mimir_example_validates_once_its_secret_files_exist() {
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mimir-oauth2.toml"),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = example.clone();
+    for name in [
+        "pushprobe-oauth2-client-secret",
+        "pushprobe-oauth2-probe-secret",
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{CLIENT_SECRET}\n")).unwrap();
+        config = config.replace(&format!("/run/secrets/{name}"), &path.display().to_string());
+    }
+    assert_ne!(config, example, "the example names its secret files");
+    let run = common::Pushprobe::with_config(&config).config_check().await;
+    run.assert_code(0);
+    assert!(!run.stdout.contains(CLIENT_SECRET), "{}", run.stdout);
+}
