@@ -38,6 +38,7 @@ use reqwest::Url;
 use crate::secret::Secret;
 
 pub use self::secret_file::SecretFile;
+pub(crate) use self::secret_file::Stamp;
 
 /// Credentials for a request as the configuration resolved them; files are read through a
 /// [`SecretFile`], which picks up a rotated file without a restart.
@@ -180,6 +181,18 @@ impl Authorizer {
             }
         };
         Ok(Authorizer(Some(Arc::new(scheme))))
+    }
+
+    /// Whether the credentials can change while the agent runs (a file, a token, a
+    /// credentials provider): a refusal may then be a rotation in progress, worth waiting out.
+    pub fn can_rotate(&self) -> bool {
+        match self.0.as_deref() {
+            None => false,
+            Some(Scheme::Basic { password: s, .. }) | Some(Scheme::Bearer(s)) => {
+                matches!(s, SecretSource::File(_))
+            } // Every token is a new credential; a gateway may be slow to accept one.
+            Some(Scheme::OAuth2(_)) => true,
+        }
     }
 
     /// Whether any credentials are configured.

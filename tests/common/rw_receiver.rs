@@ -41,12 +41,14 @@ pub struct Tally {
 #[derive(Default)]
 struct State {
     requests: usize,
+    /// The `Authorization` value required, if any; others get 401 before the script runs.
+    required_authorization: Option<String>,
+    /// Requests refused with 401 for their credentials.
+    unauthorized: usize,
     /// By the series' labels as `name{k="v",…}` (sorted).
     series: BTreeMap<String, Tally>,
     /// Every accepted request, decoded.
     accepted: Vec<WriteRequest>,
-    /// Requests the gate kept out.
-    unauthorized: usize,
 }
 
 /// One accepted sample: its series' labels in wire order, the value and the timestamp.
@@ -140,7 +142,17 @@ impl RwReceiver {
         format!("http://{}/api/v1/write", self.addr)
     }
 
-    /// Requests the gate answered 401 so far.
+    /// From now on, answers 401 (without running the script or tallying samples) to every
+    /// request whose `Authorization` header is not exactly `value`.
+    pub fn require_authorization(&self, value: &str) {
+        self.state
+            .lock()
+            .expect("receiver state")
+            .required_authorization = Some(value.to_string());
+    }
+
+    /// Requests refused with 401 for their credentials (by the gate or the required value)
+    /// so far.
     pub fn unauthorized(&self) -> usize {
         self.state.lock().expect("receiver state").unauthorized
     }
@@ -211,6 +223,17 @@ async fn respond(
     if !gate(req.headers()) {
         state.lock().expect("receiver state").unauthorized += 1;
         return reply(401, "credentials refused by the test gate");
+    }
+    let authorization = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    {
+        let mut st = state.lock().expect("receiver state");
+        if st.required_authorization.is_some() && st.required_authorization != authorization {
+            st.unauthorized += 1;
+            return reply(401, "unauthorized");
+        }
     }
     let Ok(body) = req.into_body().collect().await else {
         return reply(400, "unreadable body");
