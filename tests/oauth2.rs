@@ -459,3 +459,65 @@ async fn the_mimir_example_validates_once_its_secret_files_exist() {
     run.assert_code(0);
     assert!(!run.stdout.contains(CLIENT_SECRET), "{}", run.stdout);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrapes_and_the_pushgateway_send_tokens_from_the_real_server() {
+    let Some(server) = OAuth2MockServer::start().await else {
+        return;
+    };
+    let exporter = TargetServer::start_with(Reply {
+        body: "# TYPE demo gauge\ndemo 1\n".into(),
+        ..Reply::default()
+    })
+    .await;
+    let gateway = TargetServer::start().await;
+    // The probe, without credentials, gives the Pushgateway something to push.
+    let web = TargetServer::start().await;
+    let secrets = tempfile::tempdir().unwrap();
+    let secret_path = secrets.path().join("client-secret");
+    std::fs::write(&secret_path, format!("{CLIENT_SECRET}\n")).unwrap();
+    let block = format!(
+        "client_id = \"pushprobe-e2e\"\nclient_secret_file = \"{}\"\ntoken_url = \"{}\"\n",
+        secret_path.display(),
+        server.token_url()
+    );
+    let config = format!(
+        r#"
+[[pushgateway]]
+url = "{gateway}"
+job = "edge"
+
+[pushgateway.oauth2]
+{block}
+[[scrape]]
+job = "demo"
+targets = ["{exporter}"]
+interval = "1s"
+
+[scrape.oauth2]
+{block}
+[[probe]]
+name = "web"
+kind = "http"
+url = "{probe}"
+interval = "1s"
+timeout = "1s"
+"#,
+        gateway = gateway.url(""),
+        exporter = exporter.addr(),
+        probe = web.url("/health"),
+    );
+    let pushprobe = common::Pushprobe::with_config(&config);
+    let agent = pushprobe.spawn_run(&[]);
+    let keys = server.keys().await;
+    let verified = |target: &TargetServer| {
+        target
+            .last_header("authorization")
+            .and_then(|v| v.strip_prefix("Bearer ").map(str::to_string))
+            .is_some_and(|t| verify_jwt(&t, &keys).is_ok())
+    };
+    wait_until("a scrape with a verified token", || verified(&exporter)).await;
+    wait_until("a push with a verified token", || verified(&gateway)).await;
+    let logs = agent.kill();
+    assert!(!logs.contains(CLIENT_SECRET), "{logs}");
+}
