@@ -379,8 +379,8 @@ fn probe_settings(url: &str, token_url: &str) -> pushprobe::config::HttpProbeSet
         body: None,
         valid_status_codes: vec![],
         follow_redirects: true,
+        auth: Some(pushprobe::auth::Auth::OAuth2(Box::new(oauth2))),
         tls: TlsConfig::default(),
-        oauth2: Some(Box::new(oauth2)),
         buckets: std::sync::Arc::from(pushprobe::config::DEFAULT_BUCKETS),
         labels: vec![],
     }

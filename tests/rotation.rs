@@ -404,3 +404,55 @@ async fn rotated_tls_files_are_used_for_new_connections_against_prometheus_mutua
     assert!(stopped.stderr.contains("cert_file"), "{}", stopped.stderr);
     assert!(!stopped.stderr.contains("PRIVATE KEY"));
 }
+
+#[tokio::test]
+async fn an_http_probe_sends_the_current_bearer_token_file_each_run() {
+    use pushprobe::auth::{Auth, SecretFile, SecretSource};
+    use pushprobe::config::{HttpProbeSettings, TlsConfig, DEFAULT_BUCKETS};
+    use pushprobe::probe::http::HttpProbe;
+    use pushprobe::series::Registry;
+
+    let target = TargetServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "probe-one\n").unwrap();
+    let file = SecretFile::open("probe[0].bearer_token_file", &token).unwrap();
+    let mut probe = HttpProbe::new(HttpProbeSettings {
+        name: "web".into(),
+        url: target.url("/").parse().unwrap(),
+        interval: Duration::from_secs(30),
+        timeout: Duration::from_secs(5),
+        method: http::Method::GET,
+        headers: vec![("authorization".into(), "Bearer hand-written".into())],
+        body: None,
+        valid_status_codes: vec![],
+        follow_redirects: true,
+        auth: Some(Auth::Bearer(SecretSource::File(file))),
+        tls: TlsConfig::default(),
+        buckets: std::sync::Arc::from(DEFAULT_BUCKETS),
+        labels: vec![],
+    })
+    .unwrap();
+    let mut sent = Vec::new();
+    for next in [Some("probe-two\n"), None, Some("probe-three")] {
+        let report = probe.run(&mut Registry::new()).await;
+        assert!(report.success, "{report:?}");
+        sent.push(target.last_header("authorization").unwrap());
+        match next {
+            Some(text) => rotate(&token, text),
+            None => std::fs::remove_file(&token).unwrap(),
+        }
+    }
+    probe.run(&mut Registry::new()).await;
+    sent.push(target.last_header("authorization").unwrap());
+    assert_eq!(
+        sent,
+        [
+            "Bearer probe-one",
+            "Bearer probe-two",
+            // Removed: the last good token stays.
+            "Bearer probe-two",
+            "Bearer probe-three"
+        ]
+    );
+}

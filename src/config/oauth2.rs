@@ -243,9 +243,6 @@ mod tests {
         let crate::config::ProbeSettings::Http(p) = &s.probes[0] else {
             panic!("an http probe");
         };
-        assert_eq!(
-            p.oauth2.as_ref().map(|o| o.key.as_str()),
-            Some("probe[0].oauth2")
-        );
+        assert_eq!(key(&p.auth), "probe[0].oauth2");
     }
 }

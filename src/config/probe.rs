@@ -4,19 +4,21 @@
 //! interval) is checked once, in [`validate_probes`].
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::load::describe_figment_error;
-use super::oauth2::{validate_oauth2, OAuth2Config, OAuth2Settings};
+use super::oauth2::{validate_oauth2, OAuth2Config};
 use super::openai::{validate_openai_probe, OpenAiProbeConfig, OpenAiProbeSettings};
 use super::{
-    default_true, validate_buckets, Checker, ConfigDuration, HeadersConfig, TlsConfig, UrlConfig,
+    default_true, validate_buckets, Auth, BasicAuthConfig, Checker, ConfigDuration, HeadersConfig,
+    TlsConfig, UrlConfig,
 };
 use crate::pricing::PriceTable;
-use crate::secret::HeaderText;
+use crate::secret::{HeaderText, Secret};
 
 fn default_interval() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(30))
@@ -140,11 +142,18 @@ pub struct HttpProbeConfig {
     /// Follow redirects (up to 10), as the blackbox exporter does.
     #[serde(default = "default_true")]
     pub follow_redirects: bool,
+    /// HTTP basic authentication (`password` or `password_file`).
+    pub basic_auth: Option<BasicAuthConfig>,
+    /// Bearer token, inline.
+    pub bearer_token: Option<Secret>,
+    /// File holding the bearer token; re-read when it changes.
+    pub bearer_token_file: Option<PathBuf>,
     /// TLS options.
     #[serde(default)]
     pub tls: TlsConfig,
     /// OAuth 2.0 client credentials (see `config::oauth2`): the probe sends the token.
-    pub oauth2: Option<OAuth2Config>,
+    /// Boxed, so that an HTTP probe's schema stays about the size of the other kinds'.
+    pub oauth2: Option<Box<OAuth2Config>>,
     /// Latency histogram upper bounds in seconds.
     #[serde(default)]
     pub buckets: Option<Vec<f64>>,
@@ -209,11 +218,10 @@ pub struct HttpProbeSettings {
     pub valid_status_codes: Vec<u16>,
     /// Follow redirects.
     pub follow_redirects: bool,
+    /// Credentials, set on every run (files re-read when they change).
+    pub auth: Option<Auth>,
     /// TLS options.
     pub tls: TlsConfig,
-    /// OAuth 2.0 client credentials, fetched into a bearer token per run (boxed, so that an
-    /// HTTP probe's settings stay about the size of the other kinds').
-    pub oauth2: Option<Box<OAuth2Settings>>,
     /// Histogram bounds.
     pub buckets: Arc<[f64]>,
     /// Extra labels.
@@ -295,16 +303,17 @@ fn validate_http_probe(
             );
         }
     }
+    let auth = c.auth(key, &h.basic_auth, &h.bearer_token, &h.bearer_token_file);
     c.tls(&format!("{key}.tls"), &h.tls);
     c.tls_files(&format!("{key}.tls"), &h.tls);
+    // OAuth2 is one more kind of credentials, refused beside the others; like them, its
+    // token replaces an Authorization header.
     let oauth2 = h.oauth2.as_ref().and_then(|o| {
-        // A probe's own Authorization header would be replaced by the token.
-        let other = h
-            .headers
-            .iter()
-            .any(|(n, _)| n.eq_ignore_ascii_case("authorization"));
-        validate_oauth2(c, &format!("{key}.oauth2"), o, other, timeout).map(Box::new)
+        let other =
+            h.basic_auth.is_some() || h.bearer_token.is_some() || h.bearer_token_file.is_some();
+        validate_oauth2(c, &format!("{key}.oauth2"), o, other, timeout)
     });
+    let auth = oauth2.map(|o| Auth::OAuth2(Box::new(o))).or(auth);
     let buckets = validate_buckets(c, &format!("{key}.buckets"), h.buckets.as_deref());
     let labels = c.labels(&format!("{key}.labels"), &h.labels);
     for reserved in ["probe", "instance", "phase", "code", "error"] {
@@ -325,8 +334,8 @@ fn validate_http_probe(
         body: h.body.clone(),
         valid_status_codes: h.valid_status_codes.clone(),
         follow_redirects: h.follow_redirects,
+        auth,
         tls: h.tls.clone(),
-        oauth2,
         buckets,
         labels,
     })

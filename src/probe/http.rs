@@ -14,11 +14,7 @@
 //!   every run that received a complete HTTP response, whatever its status: a timeout or a
 //!   refused connection measures the failure, not the service, and would skew the latency)
 //!   and `pushprobe_probe_requests_total{code, error}` (`code` = status or `none`, `error` =
-//!   [`ClientError::kind`], `credentials` when no token could be had, or `none`).
-//!
-//! A probe with `oauth2` credentials sends a token from its [`Authorizer`]; a run whose token
-//! cannot be had fails with status `credentials`, and a `401` refreshes the token and sends
-//! the request once more.
+//!   [`ClientError::kind`] or `none`).
 
 use std::time::Duration;
 
@@ -27,10 +23,12 @@ use http::Version;
 use tokio::time::Instant;
 
 use super::{ProbeError, ProbeReport};
-use crate::auth::{Auth, AuthError, Authorizer};
+use crate::auth::Authorizer;
 use crate::config::HttpProbeSettings;
 use crate::http_client::cert::format_unix;
-use crate::http_client::{ClientError, HttpClient, Phase, Request, Trace, DEFAULT_BODY_LIMIT};
+use crate::http_client::{
+    ClientError, HttpClient, Phase, Request, Response, Trace, DEFAULT_BODY_LIMIT,
+};
 use crate::secret::redact_url;
 use crate::series::{LabelError, MetricType, Registry};
 
@@ -136,14 +134,14 @@ const FAMILIES: &[(&str, MetricType, &str)] = &[
 pub struct HttpProbe {
     settings: HttpProbeSettings,
     client: HttpClient,
+    /// Sets the credentials of every run (rotated files included).
+    authorizer: Authorizer,
     request: Request,
     /// `probe`, `instance` and the extra labels, in that order.
     labels: Vec<(String, String)>,
     /// The `version` of the `probe_tls_version_info` series last recorded, to remove it when
     /// the version changes or TLS goes away.
     tls_version: Option<&'static str>,
-    /// Credentials set on each request (a cached OAuth2 token); none by default.
-    authorizer: Authorizer,
 }
 
 impl std::fmt::Debug for HttpProbe {
@@ -163,8 +161,6 @@ struct Outcome {
     response: Option<ResponseFacts>,
     /// The first error, if any; with a response, it happened while reading the body.
     error: Option<ClientError>,
-    /// Why no request was sent: the credentials could not be had.
-    credentials: Option<AuthError>,
 }
 
 /// The parts of the final response that are recorded.
@@ -204,19 +200,46 @@ impl HttpProbe {
             ("instance".to_string(), instance_label(&settings.url)),
         ];
         labels.extend(settings.labels.iter().cloned());
-        let auth = settings.oauth2.clone().map(Auth::OAuth2);
-        let authorizer = Authorizer::new(auth.as_ref()).map_err(|e| ProbeError::Credentials {
-            probe: settings.name.clone(),
-            message: e.to_string(),
-        })?;
+        let authorizer =
+            Authorizer::new(settings.auth.as_ref()).map_err(|e| ProbeError::Credentials {
+                probe: settings.name.clone(),
+                message: e.to_string(),
+            })?;
         Ok(HttpProbe {
             settings,
             client,
+            authorizer,
             request,
             labels,
             tls_version: None,
-            authorizer,
         })
+    }
+
+    /// Sends this run's request with the credentials' current values; a `401` is sent once
+    /// more (its phases measured afresh) when the credentials changed on refusal.
+    async fn exchange(&self, trace: &mut Trace) -> Result<Response, ClientError> {
+        let mut response = self.send_authorized(trace).await?;
+        if response.status() == http::StatusCode::UNAUTHORIZED && self.authorizer.refused() {
+            let _ = response.discard(trace).await;
+            *trace = Trace::default();
+            response = self.send_authorized(trace).await?;
+        }
+        Ok(response)
+    }
+
+    async fn send_authorized(&self, trace: &mut Trace) -> Result<Response, ClientError> {
+        if !self.authorizer.is_configured() {
+            return self.client.send(&self.request, trace).await;
+        }
+        let mut request = self.request.clone();
+        let body = request.body.clone().unwrap_or_default();
+        self.authorizer
+            .apply_to_pairs(&request.method, &request.url, &mut request.headers, &body)
+            .await
+            .map_err(|e| ClientError::Credentials {
+                message: e.to_string(),
+            })?;
+        self.client.send(&request, trace).await
     }
 
     /// The probe's name.
@@ -229,40 +252,24 @@ impl HttpProbe {
     pub async fn run(&mut self, registry: &mut Registry) -> ProbeReport {
         let started = Instant::now();
         let mut trace = Trace::default();
-        let mut reauthorized = false;
-        let (response, error, credentials) = loop {
-            let request = match self.authorized_request().await {
-                Ok(r) => r,
-                Err(e) => break (None, None, Some(e)),
-            };
-            match self.client.send(&request, &mut trace).await {
-                Ok(mut response) => {
-                    let facts = ResponseFacts {
-                        status: response.status().as_u16(),
-                        version: response.version(),
-                        content_length: response.content_length(),
-                    };
-                    // The body is read (and dropped) so that `transfer` and the size limit
-                    // mean what they mean in the blackbox exporter.
-                    let error = response.discard(&mut trace).await.err();
-                    // A refused token is refreshed and the request sent once more; the run
-                    // then reports that second attempt.
-                    if facts.status == 401 && !reauthorized && self.authorizer.refused() {
-                        reauthorized = true;
-                        trace = Trace::default();
-                        continue;
-                    }
-                    break (Some(facts), error, None);
-                }
-                Err(e) => break (None, Some(e), None),
+        let (response, error) = match self.exchange(&mut trace).await {
+            Ok(mut response) => {
+                let facts = ResponseFacts {
+                    status: response.status().as_u16(),
+                    version: response.version(),
+                    content_length: response.content_length(),
+                };
+                // The body is read (and dropped) so that `transfer` and the size limit mean
+                // what they mean in the blackbox exporter.
+                (Some(facts), response.discard(&mut trace).await.err())
             }
+            Err(e) => (None, Some(e)),
         };
         let outcome = Outcome {
             duration: started.elapsed(),
             trace,
             response,
             error,
-            credentials,
         };
         let verdict = judge(&outcome, &self.settings.valid_status_codes);
         if let Err(e) = self.record(registry, &outcome, &verdict) {
@@ -277,19 +284,6 @@ impl HttpProbe {
             reason: verdict.reason,
             details: details(&outcome),
         }
-    }
-
-    /// The request of a run, with the credentials' headers set when there are any.
-    async fn authorized_request(&self) -> Result<std::borrow::Cow<'_, Request>, AuthError> {
-        if !self.authorizer.is_configured() {
-            return Ok(std::borrow::Cow::Borrowed(&self.request));
-        }
-        let mut request = self.request.clone();
-        let body = request.body.clone().unwrap_or_default();
-        self.authorizer
-            .apply_to_pairs(&request.method, &request.url, &mut request.headers, &body)
-            .await?;
-        Ok(std::borrow::Cow::Owned(request))
     }
 
     fn record(
@@ -370,11 +364,7 @@ impl HttpProbe {
             )?;
         }
         let code = response.map_or_else(|| "none".to_string(), |r| r.status.to_string());
-        let error = if outcome.credentials.is_some() {
-            "credentials"
-        } else {
-            outcome.error.as_ref().map_or("none", ClientError::kind)
-        };
+        let error = outcome.error.as_ref().map_or("none", ClientError::kind);
         registry.counter_add(
             REQUESTS,
             &with(&base, &[("code", &code), ("error", error)]),
@@ -386,13 +376,6 @@ impl HttpProbe {
 
 /// Decides success: a complete response whose status is accepted.
 fn judge(outcome: &Outcome, valid_status_codes: &[u16]) -> Verdict {
-    if let Some(e) = &outcome.credentials {
-        return Verdict {
-            success: false,
-            status: "credentials".into(),
-            reason: Some(format!("credentials: {e}")),
-        };
-    }
     if let Some(e) = &outcome.error {
         return Verdict {
             success: false,
@@ -530,7 +513,6 @@ mod tests {
                 content_length: None,
             }),
             error,
-            credentials: None,
         }
     }
 

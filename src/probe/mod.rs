@@ -94,12 +94,12 @@ pub enum ProbeError {
         #[source]
         source: crate::tls::TlsError,
     },
-    /// Its credentials could not be set up (the token endpoint's TLS options).
-    #[error("probe {probe}: {message}")]
+    /// The credentials could not be set up.
+    #[error("probe {probe}: credentials: {message}")]
     Credentials {
         /// The probe's name.
         probe: String,
-        /// What is wrong, naming the key.
+        /// What went wrong; never a secret.
         message: String,
     },
 }
