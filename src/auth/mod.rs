@@ -18,10 +18,14 @@
 //! operator must fix something) from a temporary one (a token endpoint down): remote write keeps
 //! its samples queued and retries either with backoff, probes fail with the reason.
 //!
+//! Kinds: basic and bearer credentials here; OAuth 2.0 client-credentials tokens in
+//! [`oauth2`], fetched from a token endpoint, cached and refreshed.
+//!
 //! Adding a credential kind: a variant of [`Auth`] (resolved by the configuration), a variant
 //! of the private `Scheme` below built in [`Authorizer::new`], and its arms in `apply`,
 //! `refused` and `secrets`; the clients need no change.
 
+pub mod oauth2;
 mod secret_file;
 
 use std::sync::Arc;
@@ -49,8 +53,10 @@ pub enum Auth {
     },
     /// `Authorization: Bearer …` (`bearer_token` or `bearer_token_file`).
     Bearer(SecretSource),
+    /// `Authorization: Bearer …` with a token fetched with OAuth 2.0 client credentials
+    /// (`oauth2` block); boxed, as its settings are much larger than the other kinds'.
+    OAuth2(Box<crate::config::OAuth2Settings>),
     // Further kinds go here, each with its settings type, e.g.:
-    // - `OAuth2(OAuth2Settings)`: client-credentials tokens (`oauth2` block);
     // - `SigV4(SigV4Settings)`: AWS Signature Version 4 (`sigv4` block).
 }
 
@@ -148,8 +154,10 @@ enum Scheme {
     },
     /// A bearer token.
     Bearer(SecretSource),
+    /// OAuth 2.0 tokens, cached and refreshed.
+    OAuth2(oauth2::TokenSource),
     // Runtime kinds with state go here (a token cache, a credentials provider), e.g.
-    // `OAuth2(oauth2::TokenSource)`, `SigV4(sigv4::Signer)`.
+    // `SigV4(sigv4::Signer)`.
 }
 
 impl Authorizer {
@@ -170,6 +178,15 @@ impl Authorizer {
                 password: password.clone(),
             },
             Auth::Bearer(token) => Scheme::Bearer(token.clone()),
+            Auth::OAuth2(settings) => {
+                let source = oauth2::TokenSource::new((**settings).clone()).map_err(|message| {
+                    AuthError::Config {
+                        key: settings.key.clone(),
+                        message,
+                    }
+                })?;
+                Scheme::OAuth2(source)
+            }
         };
         Ok(Authorizer(Some(Arc::new(scheme))))
     }
@@ -181,7 +198,8 @@ impl Authorizer {
             None => false,
             Some(Scheme::Basic { password: s, .. }) | Some(Scheme::Bearer(s)) => {
                 matches!(s, SecretSource::File(_))
-            }
+            } // Every token is a new credential; a gateway may be slow to accept one.
+            Some(Scheme::OAuth2(_)) => true,
         }
     }
 
@@ -209,6 +227,10 @@ impl Authorizer {
                 basic_header_value(username, &password.current())?
             }
             Scheme::Bearer(token) => bearer_header_value(&token.current())?,
+            Scheme::OAuth2(source) => source
+                .authorization()
+                .await
+                .map_err(|e| e.to_auth_error())?,
         };
         // Configured credentials win over a hand-written Authorization header.
         headers.insert(AUTHORIZATION, value);
@@ -248,6 +270,11 @@ impl Authorizer {
             None => false,
             Some(Scheme::Basic { password, .. }) => password.reload(),
             Some(Scheme::Bearer(token)) => token.reload(),
+            // A new token may be accepted where the cached one was not.
+            Some(Scheme::OAuth2(source)) => {
+                source.invalidate();
+                true
+            }
         }
     }
 
@@ -263,6 +290,7 @@ impl Authorizer {
                 vec![password, pair]
             }
             Some(Scheme::Bearer(token)) => vec![token.last_read()],
+            Some(Scheme::OAuth2(source)) => source.secrets(),
         };
         all.into_iter().filter(|s| !s.is_empty()).collect()
     }
@@ -270,7 +298,8 @@ impl Authorizer {
 
 impl Auth {
     /// The `Authorization` header's text (`Basic <base64>` or `Bearer <token>`) with the
-    /// credentials' current value, kept secret.
+    /// credentials' current value, kept secret; empty for OAuth2, whose token only the
+    /// [`Authorizer`] can fetch.
     pub fn header_text(&self) -> Secret {
         match self {
             Auth::Basic { username, password } => Secret::new(format!(
@@ -278,6 +307,7 @@ impl Auth {
                 encode_pair(username, &password.current())
             )),
             Auth::Bearer(token) => Secret::new(format!("Bearer {}", token.current().expose())),
+            Auth::OAuth2(_) => Secret::default(),
         }
     }
 

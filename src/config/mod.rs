@@ -13,7 +13,8 @@
 //! - `[[pushgateway]]` in `pushgateway.rs`;
 //! - `[[probe]]`, its `kind` dispatch and `kind = "http"` in `probe.rs`;
 //! - `kind = "openai"` probes and `[pricing]` in [`openai`];
-//! - `[[scrape]]` in [`scrape`].
+//! - `[[scrape]]` in [`scrape`];
+//! - the `oauth2` block those sections share in [`oauth2`].
 //!
 //! And the shared pieces:
 //! - `load.rs`: reading the file and the environment into the schema, and its messages;
@@ -29,6 +30,7 @@
 
 pub mod bytesize;
 pub mod duration;
+pub mod oauth2;
 pub mod openai;
 pub mod scrape;
 
@@ -57,6 +59,7 @@ pub use checker::{DEFAULT_BUCKETS, MAX_INTERVAL, MAX_TIMEOUT};
 pub use connection::{Auth, BasicAuthConfig, HeadersConfig, TlsConfig, UrlConfig};
 pub use duration::{parse_duration, ConfigDuration, MAX_DURATION};
 pub use load::{load, Origin, ENV_PREFIX};
+pub use oauth2::{OAuth2Config, OAuth2Settings};
 pub use openai::{ModelPriceConfig, OpenAiProbeConfig, OpenAiProbeSettings};
 pub use probe::{HttpProbeConfig, HttpProbeSettings, ProbeConfig, ProbeSettings};
 pub use proxy::{ConnectHeadersConfig, ProxyConfig};

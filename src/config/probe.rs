@@ -11,11 +11,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::load::describe_figment_error;
+use super::oauth2::{validate_oauth2, OAuth2Config};
 use super::openai::{validate_openai_probe, OpenAiProbeConfig, OpenAiProbeSettings};
 use super::{
     default_true, validate_buckets, Auth, BasicAuthConfig, Checker, ConfigDuration,
-    ConnectHeadersConfig, HeadersConfig,
-    TlsConfig, UrlConfig,
+    ConnectHeadersConfig, HeadersConfig, TlsConfig, UrlConfig,
 };
 use crate::http_client::proxy::ProxySettings;
 use crate::pricing::PriceTable;
@@ -165,6 +165,9 @@ pub struct HttpProbeConfig {
     pub proxy_connect_header: ConnectHeadersConfig,
     /// File holding the password of `proxy_url`'s user.
     pub proxy_password_file: Option<PathBuf>,
+    /// OAuth 2.0 client credentials (see `config::oauth2`): the probe sends the token.
+    /// Boxed, so that an HTTP probe's schema stays about the size of the other kinds'.
+    pub oauth2: Option<Box<OAuth2Config>>,
     /// Latency histogram upper bounds in seconds.
     #[serde(default)]
     pub buckets: Option<Vec<f64>>,
@@ -362,6 +365,14 @@ fn validate_http_probe(
     c.tls(&format!("{key}.tls"), &h.tls);
     let proxy = super::proxy::validate_proxy(c, key, &super::proxy::proxy_config!(h));
     c.tls_files(&format!("{key}.tls"), &h.tls);
+    // OAuth2 is one more kind of credentials, refused beside the others; like them, its
+    // token replaces an Authorization header.
+    let oauth2 = h.oauth2.as_ref().and_then(|o| {
+        let other =
+            h.basic_auth.is_some() || h.bearer_token.is_some() || h.bearer_token_file.is_some();
+        validate_oauth2(c, &format!("{key}.oauth2"), o, other, timeout)
+    });
+    let auth = oauth2.map(|o| Auth::OAuth2(Box::new(o))).or(auth);
     let buckets = validate_buckets(c, &format!("{key}.buckets"), h.buckets.as_deref());
     let labels = c.labels(&format!("{key}.labels"), &h.labels);
     for reserved in ["probe", "instance", "phase", "code", "error"] {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::keypath::join_key;
+use super::oauth2::{validate_oauth2, OAuth2Config};
 use super::{
     endpoint_name, Auth, BasicAuthConfig, Checker, ConfigDuration, ConnectHeadersConfig, TlsConfig,
     UrlConfig,
@@ -56,6 +57,8 @@ pub struct PushgatewayConfig {
     pub bearer_token: Option<Secret>,
     /// File holding a bearer token.
     pub bearer_token_file: Option<PathBuf>,
+    /// OAuth 2.0 client credentials (see `config::oauth2`); excludes the keys above.
+    pub oauth2: Option<OAuth2Config>,
     /// TLS options.
     #[serde(default)]
     pub tls: TlsConfig,
@@ -178,6 +181,13 @@ fn validate_pushgateway(
         c.tls_files(&format!("{key}.tls"), &pg.tls);
     }
     let timeout = c.positive(format!("{key}.timeout"), pg.timeout);
+    // OAuth2 is one more kind of credentials, refused beside the others.
+    let oauth2 = pg.oauth2.as_ref().and_then(|o| {
+        let other =
+            pg.basic_auth.is_some() || pg.bearer_token.is_some() || pg.bearer_token_file.is_some();
+        validate_oauth2(c, &format!("{key}.oauth2"), o, other, timeout)
+    });
+    let auth = oauth2.map(|o| Auth::OAuth2(Box::new(o))).or(auth);
     let min_backoff = c.positive(format!("{key}.min_backoff"), pg.min_backoff);
     let max_backoff = c.positive(format!("{key}.max_backoff"), pg.max_backoff);
     if min_backoff > max_backoff {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::oauth2::{validate_oauth2, OAuth2Config};
 use super::{
     Auth, BasicAuthConfig, ByteSize, Checker, ConfigDuration, ConnectHeadersConfig, HeadersConfig,
     TlsConfig, UrlConfig,
@@ -43,6 +44,8 @@ pub struct RemoteWriteConfig {
     pub bearer_token: Option<Secret>,
     /// File holding a bearer token.
     pub bearer_token_file: Option<PathBuf>,
+    /// OAuth 2.0 client credentials (see `config::oauth2`); excludes the keys above.
+    pub oauth2: Option<OAuth2Config>,
     /// TLS options.
     #[serde(default)]
     pub tls: TlsConfig,
@@ -240,14 +243,16 @@ fn validate_remote_write(
         }
     }
     let auth = c.auth(key, &rw.basic_auth, &rw.bearer_token, &rw.bearer_token_file);
-    let configured_auth =
-        rw.basic_auth.is_some() || rw.bearer_token.is_some() || rw.bearer_token_file.is_some();
+    let configured_auth = rw.basic_auth.is_some()
+        || rw.bearer_token.is_some()
+        || rw.bearer_token_file.is_some()
+        || rw.oauth2.is_some();
     if configured_auth && headers.iter().any(|(name, _)| name == "authorization") {
         // The configured credentials would silently replace the header: say which one wins
         // instead of sending something the user did not expect.
         c.fail(
             format!("{key}.headers.authorization"),
-            "conflicts with basic_auth, bearer_token or bearer_token_file; keep only one of them",
+            "conflicts with basic_auth, bearer_token, bearer_token_file or oauth2; keep only one of them",
         );
     }
     c.tls(&format!("{key}.tls"), &rw.tls);
@@ -258,6 +263,13 @@ fn validate_remote_write(
         c.tls_files(&format!("{key}.tls"), &rw.tls);
     }
     let timeout = c.positive(format!("{key}.timeout"), rw.timeout);
+    // OAuth2 is one more kind of credentials, refused beside the others.
+    let oauth2 = rw.oauth2.as_ref().and_then(|o| {
+        let other =
+            rw.basic_auth.is_some() || rw.bearer_token.is_some() || rw.bearer_token_file.is_some();
+        validate_oauth2(c, &format!("{key}.oauth2"), o, other, timeout)
+    });
+    let auth = oauth2.map(|o| Auth::OAuth2(Box::new(o))).or(auth);
     let batch_send_deadline =
         c.positive(format!("{key}.batch_send_deadline"), rw.batch_send_deadline);
     let min_backoff = c.positive(format!("{key}.min_backoff"), rw.min_backoff);

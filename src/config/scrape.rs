@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::oauth2::{validate_oauth2, OAuth2Config};
 use super::{
     Auth, BasicAuthConfig, ByteSize, Checker, ConfigDuration, ConnectHeadersConfig, TlsConfig,
     UrlConfig,
@@ -102,6 +103,8 @@ pub struct ScrapeConfig {
     pub bearer_token: Option<Secret>,
     /// File holding a bearer token.
     pub bearer_token_file: Option<PathBuf>,
+    /// OAuth 2.0 client credentials (see `config::oauth2`); excludes the keys above.
+    pub oauth2: Option<OAuth2Config>,
     /// TLS options.
     #[serde(default)]
     pub tls: TlsConfig,
@@ -254,6 +257,13 @@ fn validate_scrape(c: &mut Checker<'_>, key: &str, s: &ScrapeConfig) -> Option<S
     }
     let extra = c.labels(&format!("{key}.labels"), &s.labels);
     let auth = c.auth(key, &s.basic_auth, &s.bearer_token, &s.bearer_token_file);
+    // OAuth2 is one more kind of credentials, refused beside the others.
+    let oauth2 = s.oauth2.as_ref().and_then(|o| {
+        let other =
+            s.basic_auth.is_some() || s.bearer_token.is_some() || s.bearer_token_file.is_some();
+        validate_oauth2(c, &format!("{key}.oauth2"), o, other, timeout)
+    });
+    let auth = oauth2.map(|o| Auth::OAuth2(Box::new(o))).or(auth);
     c.tls(&format!("{key}.tls"), &s.tls);
     let proxy = super::proxy::validate_proxy(c, key, &super::proxy::proxy_config!(s));
     c.tls_files(&format!("{key}.tls"), &s.tls);

@@ -197,7 +197,12 @@ impl WriteService {
         secrets
     }
 
-    async fn send_once(&self, body: &Bytes, protocol: Protocol, compression: Compression) -> Answer {
+    async fn send_once(
+        &self,
+        body: &Bytes,
+        protocol: Protocol,
+        compression: Compression,
+    ) -> Answer {
         let headers = match self.headers_for(body, protocol, compression).await {
             Ok(h) => h,
             Err(e) => {

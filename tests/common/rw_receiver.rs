@@ -28,6 +28,10 @@ use tokio::task::JoinHandle;
 /// Decides the status of the `n`th request (from 0).
 pub type Script = dyn Fn(usize, &WriteRequest) -> u16 + Send + Sync;
 
+/// Decides from its headers whether a request is let in; one that is not gets 401 and is
+/// neither counted nor tallied.
+pub type Gate = dyn Fn(&http::HeaderMap) -> bool + Send + Sync;
+
 /// Samples of one series, by what the receiver answered.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tally {
@@ -129,7 +133,7 @@ impl RwReceiver {
     pub async fn start(
         script: impl Fn(usize, &WriteRequest) -> u16 + Send + Sync + 'static,
     ) -> Self {
-        Self::start_with(Options::default(), script).await
+        Self::start_full(Options::default(), |_| true, script).await
     }
 
     /// Starts a receiver with `options`, answering each request with `script(n, &request)`.
@@ -137,6 +141,25 @@ impl RwReceiver {
         options: Options,
         script: impl Fn(usize, &WriteRequest) -> u16 + Send + Sync + 'static,
     ) -> Self {
+        Self::start_full(options, |_| true, script).await
+    }
+
+    /// Starts a receiver that answers 401 to requests `gate` refuses, and the others with
+    /// `script(n, &request)`.
+    pub async fn start_gated(
+        gate: impl Fn(&http::HeaderMap) -> bool + Send + Sync + 'static,
+        script: impl Fn(usize, &WriteRequest) -> u16 + Send + Sync + 'static,
+    ) -> Self {
+        Self::start_full(Options::default(), gate, script).await
+    }
+
+    /// Starts a receiver with `options` and `gate`, answering with `script(n, &request)`.
+    async fn start_full(
+        options: Options,
+        gate: impl Fn(&http::HeaderMap) -> bool + Send + Sync + 'static,
+        script: impl Fn(usize, &WriteRequest) -> u16 + Send + Sync + 'static,
+    ) -> Self {
+        let gate: Arc<Gate> = Arc::new(gate);
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind receiver on 127.0.0.1");
@@ -151,9 +174,11 @@ impl RwReceiver {
                 };
                 let state = accept_state.clone();
                 let script = script.clone();
+                let gate = gate.clone();
                 tokio::spawn(async move {
-                    let service =
-                        service_fn(move |req| respond(state.clone(), script.clone(), options, req));
+                    let service = service_fn(move |req| {
+                        respond(state.clone(), script.clone(), options, gate.clone(), req)
+                    });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
@@ -182,7 +207,8 @@ impl RwReceiver {
             .required_authorization = Some(value.to_string());
     }
 
-    /// Requests refused with 401 for their credentials so far.
+    /// Requests refused with 401 for their credentials (by the gate or the required value)
+    /// so far.
     pub fn unauthorized(&self) -> usize {
         self.state.lock().expect("receiver state").unauthorized
     }
@@ -258,6 +284,7 @@ async fn respond(
     state: Arc<Mutex<State>>,
     script: Arc<Script>,
     options: Options,
+    gate: Arc<Gate>,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let reply = |status: u16, body: &'static str| {
@@ -289,6 +316,10 @@ async fn respond(
         .headers()
         .get("content-encoding")
         .is_some_and(|v| v.as_bytes() == b"zstd");
+    if !gate(req.headers()) {
+        state.lock().expect("receiver state").unauthorized += 1;
+        return reply(401, "credentials refused by the test gate");
+    }
     let authorization = req
         .headers()
         .get(http::header::AUTHORIZATION)
