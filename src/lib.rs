@@ -56,6 +56,7 @@ pub mod remote_write;
 pub mod scrape;
 pub mod secret;
 pub mod series;
+pub mod sigv4;
 pub mod telemetry;
 pub mod tls;
 

@@ -212,7 +212,7 @@ impl<'a> Checker<'a> {
 
     /// Reads a credential file now, so that a bad path fails at start; an empty file is
     /// refused too (systemd hands over an empty credential when its source is missing).
-    fn secret_file(&mut self, key: String, path: &Path) -> Option<Secret> {
+    pub(super) fn secret_file(&mut self, key: String, path: &Path) -> Option<Secret> {
         match read_secret_file(path) {
             Ok(s) if s.is_empty() => {
                 self.fail(key, format!("{} is empty", path.display()));

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::sigv4::{validate_sigv4, SigV4Config, SigV4Settings};
 use super::{
     Auth, BasicAuthConfig, ByteSize, Checker, ConfigDuration, HeadersConfig, TlsConfig, UrlConfig,
 };
@@ -39,6 +40,9 @@ pub struct RemoteWriteConfig {
     pub bearer_token: Option<Secret>,
     /// File holding a bearer token.
     pub bearer_token_file: Option<PathBuf>,
+    /// AWS SigV4 signing (Amazon Managed Service for Prometheus).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sigv4: Option<SigV4Config>,
     /// TLS options.
     #[serde(default)]
     pub tls: TlsConfig,
@@ -118,6 +122,8 @@ pub struct RemoteWriteSettings {
     pub headers: Vec<(String, HeaderText)>,
     /// Credentials.
     pub auth: Option<Auth>,
+    /// AWS SigV4 signing, if configured.
+    pub sigv4: Option<SigV4Settings>,
     /// TLS options.
     pub tls: TlsConfig,
     /// Request timeout.
@@ -196,12 +202,21 @@ fn validate_remote_write(
     let auth = c.auth(key, &rw.basic_auth, &rw.bearer_token, &rw.bearer_token_file);
     let configured_auth =
         rw.basic_auth.is_some() || rw.bearer_token.is_some() || rw.bearer_token_file.is_some();
+    let sigv4 = rw.sigv4.as_ref().and_then(|s| validate_sigv4(c, key, s));
+    if rw.sigv4.is_some() && configured_auth {
+        c.fail(
+            format!("{key}.sigv4"),
+            "conflicts with basic_auth, bearer_token or bearer_token_file; a request carries one \
+             Authorization header, keep only one of them",
+        );
+    }
+    let configured_auth = configured_auth || rw.sigv4.is_some();
     if configured_auth && headers.iter().any(|(name, _)| name == "authorization") {
         // The configured credentials would silently replace the header: say which one wins
         // instead of sending something the user did not expect.
         c.fail(
             format!("{key}.headers.authorization"),
-            "conflicts with basic_auth, bearer_token or bearer_token_file; keep only one of them",
+            "conflicts with basic_auth, bearer_token, bearer_token_file or sigv4; keep only one of them",
         );
     }
     c.tls(&format!("{key}.tls"), &rw.tls);
@@ -252,6 +267,7 @@ fn validate_remote_write(
         url,
         headers,
         auth,
+        sigv4,
         tls: rw.tls.clone(),
         timeout,
         max_samples_per_send: rw.max_samples_per_send,

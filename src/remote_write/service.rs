@@ -8,6 +8,8 @@
 //! proxies echo the request headers in their error pages; and transport errors are described
 //! without their URL, which may hold user info.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::header::{
     HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER,
@@ -18,6 +20,8 @@ use super::retry::Outcome;
 use crate::config::{RemoteWriteSettings, RESERVED_HEADERS};
 use crate::http_client::pooled;
 use crate::secret::Secret;
+use crate::sigv4::aws_credentials::{process_env, AwsCredentialsProvider, EnvLookup};
+use crate::sigv4::SigV4Signer;
 
 /// Protocol version header value for remote write 1.0.
 pub const REMOTE_WRITE_VERSION: &str = "0.1.0";
@@ -41,6 +45,8 @@ pub(crate) struct WriteService {
     /// Credential texts scrubbed from receiver messages before logging: some proxies echo
     /// the request headers in their error pages.
     secrets: Vec<Secret>,
+    /// Signs every attempt anew when the endpoint uses AWS SigV4.
+    sigv4: Option<Arc<SigV4Signer>>,
 }
 
 impl WriteService {
@@ -52,15 +58,33 @@ impl WriteService {
             client,
             headers,
             secrets,
+            sigv4: signer(settings, process_env())?,
         })
     }
 
-    /// Sends one request and reads (a bounded part of) the answer.
+    /// Sends one request and reads (a bounded part of) the answer. A SigV4 endpoint's request
+    /// is signed here, over the exact body sent, so that every retry carries a fresh date.
     pub(crate) async fn attempt(&self, body: Bytes) -> Answer {
+        let mut headers = self.headers.clone();
+        if let Some(signer) = &self.sigv4 {
+            if let Err(e) = signer
+                .apply(&http::Method::POST, &self.url, &mut headers, &body)
+                .await
+            {
+                // No request was sent: the samples stay queued and the attempt is retried
+                // with backoff, so credentials that come back (or a fixed profile file,
+                // read again each time) resume delivery without a restart.
+                return Answer {
+                    outcome: Outcome::Transport,
+                    retry_after: None,
+                    message: e.to_string(),
+                };
+            }
+        }
         let response = self
             .client
             .post(self.url.clone())
-            .headers(self.headers.clone())
+            .headers(headers)
             .body(body)
             .send()
             .await;
@@ -89,10 +113,18 @@ impl WriteService {
                 Ok(None) | Err(_) => break,
             }
         }
+        let message = match &self.sigv4 {
+            Some(signer) => {
+                let mut secrets = self.secrets.clone();
+                secrets.extend(signer.secrets());
+                receiver_message(&raw, &secrets)
+            }
+            None => receiver_message(&raw, &self.secrets),
+        };
         Answer {
             outcome: Outcome::Status(status),
             retry_after,
-            message: receiver_message(&raw, &self.secrets),
+            message,
         }
     }
 }
@@ -105,6 +137,34 @@ pub(crate) struct Answer {
     pub(crate) retry_after: Option<String>,
     /// The receiver's message or the transport error, made safe to log.
     pub(crate) message: String,
+}
+
+/// The SigV4 signer of an endpoint with a `sigv4` block: its region is the block's, else
+/// `AWS_REGION`, `AWS_DEFAULT_REGION` or the profile's `region`; none is an error.
+pub(crate) fn signer(
+    settings: &RemoteWriteSettings,
+    env: EnvLookup,
+) -> Result<Option<Arc<SigV4Signer>>, String> {
+    let Some(sigv4) = &settings.sigv4 else {
+        return Ok(None);
+    };
+    let region_from_env = || env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION"));
+    let region = sigv4.region.clone().or_else(region_from_env);
+    // The profile is only read for its region when neither the block nor the environment
+    // names one; the provider below is then rebuilt with the region it found.
+    let provider = |region: &str| {
+        AwsCredentialsProvider::new(sigv4.credentials.clone(), region.into(), env.clone())
+    };
+    let region = match region {
+        Some(r) => r,
+        None => provider("").profile_region().ok_or_else(|| {
+            "sigv4.region is not set, nor AWS_REGION, AWS_DEFAULT_REGION or the profile's region; \
+             set sigv4.region to the workspace's region (e.g. \"eu-west-1\")"
+                .to_string()
+        })?,
+    };
+    let signer = SigV4Signer::new(region.clone(), sigv4.service.clone(), provider(&region));
+    Ok(Some(Arc::new(signer)))
 }
 
 /// The HTTP client for one remote-write endpoint (its TLS settings and timeout), the headers

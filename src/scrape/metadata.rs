@@ -19,7 +19,7 @@ use super::{FamilyType, ParsedFamily};
 use crate::config::RemoteWriteSettings;
 use crate::proto::{metric_metadata, MetricMetadata, WriteRequest};
 use crate::remote_write::encode::EncodeError;
-use crate::remote_write::service::endpoint_client;
+use crate::remote_write::service::{endpoint_client, signer};
 use crate::remote_write::SenderError;
 use crate::telemetry::{self, Telemetry};
 
@@ -145,6 +145,8 @@ pub struct MetadataSender {
     url: reqwest::Url,
     client: reqwest::Client,
     headers: HeaderMap,
+    /// Signs each request when the endpoint uses AWS SigV4.
+    sigv4: Option<Arc<crate::sigv4::SigV4Signer>>,
     telemetry: Arc<Telemetry>,
 }
 
@@ -168,6 +170,7 @@ impl MetadataSender {
             message,
         };
         let (client, headers, _) = endpoint_client(settings).map_err(fail)?;
+        let sigv4 = signer(settings, crate::sigv4::aws_credentials::process_env()).map_err(fail)?;
         for outcome in ["success", "failure"] {
             telemetry.add(
                 telemetry::RW_METADATA_REQUESTS,
@@ -180,6 +183,7 @@ impl MetadataSender {
             url: settings.url.clone(),
             client,
             headers,
+            sigv4,
             telemetry,
         })
     }
@@ -195,10 +199,25 @@ impl MetadataSender {
             tracing::error!(endpoint = %self.endpoint, error = %e, "cannot encode metadata");
             return false;
         }
+        let mut headers = self.headers.clone();
+        if let Some(signer) = &self.sigv4 {
+            if let Err(e) = signer
+                .apply(&http::Method::POST, &self.url, &mut headers, &body)
+                .await
+            {
+                tracing::warn!(endpoint = %self.endpoint, error = %e, "cannot sign metadata; next attempt at the next interval");
+                self.telemetry.add(
+                    telemetry::RW_METADATA_REQUESTS,
+                    &[("endpoint", &self.endpoint), ("outcome", "failure")],
+                    1.0,
+                );
+                return false;
+            }
+        }
         let result = self
             .client
             .post(self.url.clone())
-            .headers(self.headers.clone())
+            .headers(headers)
             .body(Bytes::from(body))
             .send()
             .await;

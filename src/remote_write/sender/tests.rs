@@ -238,6 +238,7 @@ fn settings(url: reqwest::Url) -> RemoteWriteSettings {
         url,
         headers: vec![("x-scope-orgid".into(), "tenant-1".into())],
         auth: Some(Auth::Bearer(Secret::new(TOKEN))),
+        sigv4: None,
         tls: TlsConfig::default(),
         timeout: Duration::from_secs(30),
         max_samples_per_send: 3,
