@@ -17,7 +17,8 @@
 //! Shared rooms:
 //! - [`http_client`]: the HTTP/1.1 client probes and scrapes share, timing every phase, and the
 //!   pooled client the push sinks share.
-//! - [`auth`]: the one place credentials become an `Authorization` header.
+//! - [`auth`]: the one place credentials become request headers, set on every attempt and
+//!   re-read when their files rotate.
 //! - [`tls`]: rustls client configurations from `tls` keys. [`secret`]: the redacting type
 //!   every password, token and key is held in.
 //! - [`telemetry`]: the agent's own metrics, each declared once. [`clock`]: wall-clock time
@@ -56,7 +57,6 @@ pub mod remote_write;
 pub mod scrape;
 pub mod secret;
 pub mod series;
-pub mod sigv4;
 pub mod telemetry;
 pub mod tls;
 

@@ -19,7 +19,8 @@ pub const RW_SAMPLES_RETRIED: &str = "pushprobe_remote_write_samples_retried_tot
 pub const RW_SAMPLES_DROPPED: &str = "pushprobe_remote_write_samples_dropped_total";
 /// Compressed request bytes accepted by a receiver, per `endpoint`.
 pub const RW_BYTES_SENT: &str = "pushprobe_remote_write_bytes_sent_total";
-/// Write requests by `endpoint` and `outcome` (success, retryable, rejected, transport).
+/// Write requests by `endpoint` and `outcome` (success, retryable, rejected, transport,
+/// credentials).
 pub const RW_REQUESTS: &str = "pushprobe_remote_write_requests_total";
 /// Samples waiting in the queue, per `endpoint`.
 pub const RW_PENDING: &str = "pushprobe_remote_write_pending_samples";

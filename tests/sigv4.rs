@@ -21,11 +21,10 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use prost::Message;
+use pushprobe::auth::aws_credentials::{AwsCredentialsProvider, AwsCredentialsSettings, EnvLookup};
+use pushprobe::auth::sigv4::{ClockOffset, SigV4Signer};
+use pushprobe::auth::SecretSource;
 use pushprobe::proto::WriteRequest;
-use pushprobe::sigv4::aws_credentials::{
-    AwsCredentialsProvider, AwsCredentialsSettings, EnvLookup, SecretKeySource,
-};
-use pushprobe::sigv4::{ClockOffset, SigV4Signer};
 use serde_json::Value;
 use tokio::net::TcpListener;
 
@@ -340,7 +339,7 @@ fn static_signer(region: &str, secret: &str) -> SigV4Signer {
     let settings = AwsCredentialsSettings {
         static_keys: Some((
             KEY_ID.into(),
-            SecretKeySource::Inline(pushprobe::secret::Secret::new(secret)),
+            SecretSource::Inline(pushprobe::secret::Secret::new(secret)),
         )),
         ..Default::default()
     };
@@ -692,7 +691,7 @@ async fn a_role_is_assumed_through_sts_with_a_signed_request() {
     let settings = |arn: &str| AwsCredentialsSettings {
         static_keys: Some((
             "AKIDBASE".into(),
-            SecretKeySource::Inline(pushprobe::secret::Secret::new("base-secret")),
+            SecretSource::Inline(pushprobe::secret::Secret::new("base-secret")),
         )),
         role_arn: Some(arn.into()),
         ..Default::default()

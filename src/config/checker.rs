@@ -8,9 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::keypath::join_key;
-use super::{
-    read_secret_file, Auth, BasicAuthConfig, ConfigDuration, ConfigError, HeadersConfig, TlsConfig,
-};
+use super::{Auth, BasicAuthConfig, ConfigDuration, ConfigError, HeadersConfig, TlsConfig};
+use crate::auth::{SecretFile, SecretSource};
 use crate::secret::{HeaderText, Secret};
 use crate::series::is_valid_label_name;
 
@@ -175,8 +174,8 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// Resolves credentials (reading their files now, so a bad path fails at start) and
-    /// refuses more than one method.
+    /// Resolves credentials (reading their files now, so a bad path fails at start; they are
+    /// re-read when they change) and refuses more than one method.
     pub(super) fn auth(
         &mut self,
         key: &str,
@@ -200,7 +199,7 @@ impl<'a> Checker<'a> {
             auth = self.basic_auth(key, b);
         }
         if let Some(t) = bearer_token {
-            auth = Some(Auth::Bearer(t.clone()));
+            auth = Some(Auth::Bearer(t.clone().into()));
         }
         if let Some(f) = bearer_token_file {
             if let Some(token) = self.secret_file(format!("{key}.bearer_token_file"), f) {
@@ -210,15 +209,11 @@ impl<'a> Checker<'a> {
         auth
     }
 
-    /// Reads a credential file now, so that a bad path fails at start; an empty file is
-    /// refused too (systemd hands over an empty credential when its source is missing).
-    pub(super) fn secret_file(&mut self, key: String, path: &Path) -> Option<Secret> {
-        match read_secret_file(path) {
-            Ok(s) if s.is_empty() => {
-                self.fail(key, format!("{} is empty", path.display()));
-                None
-            }
-            Ok(s) => Some(s),
+    /// Opens a credential file, reading it now so that a bad path fails at start; an empty
+    /// file is refused too (systemd hands over an empty credential when its source is missing).
+    pub(super) fn secret_file(&mut self, key: String, path: &Path) -> Option<SecretSource> {
+        match SecretFile::open(key.clone(), path) {
+            Ok(f) => Some(SecretSource::File(f)),
             Err(e) => {
                 self.fail(key, e.to_string());
                 None
@@ -229,7 +224,7 @@ impl<'a> Checker<'a> {
     /// Resolves `basic_auth`, whose password is inline or in a file, never both.
     fn basic_auth(&mut self, key: &str, b: &BasicAuthConfig) -> Option<Auth> {
         let password = match (&b.password, &b.password_file) {
-            (Some(p), None) => p.clone(),
+            (Some(p), None) => p.clone().into(),
             (None, Some(f)) => self.secret_file(format!("{key}.basic_auth.password_file"), f)?,
             _ => {
                 self.fail(

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::sigv4::{validate_sigv4, SigV4Config, SigV4Settings};
+use super::sigv4::{validate_sigv4, SigV4Config};
 use super::{
     Auth, BasicAuthConfig, ByteSize, Checker, ConfigDuration, HeadersConfig, TlsConfig, UrlConfig,
 };
@@ -122,8 +122,6 @@ pub struct RemoteWriteSettings {
     pub headers: Vec<(String, HeaderText)>,
     /// Credentials.
     pub auth: Option<Auth>,
-    /// AWS SigV4 signing, if configured.
-    pub sigv4: Option<SigV4Settings>,
     /// TLS options.
     pub tls: TlsConfig,
     /// Request timeout.
@@ -266,8 +264,7 @@ fn validate_remote_write(
         name,
         url,
         headers,
-        auth,
-        sigv4,
+        auth: sigv4.map(Auth::SigV4).or(auth),
         tls: rw.tls.clone(),
         timeout,
         max_samples_per_send: rw.max_samples_per_send,
@@ -369,10 +366,12 @@ mod tests {
                 .unwrap()
                 .validate("pushprobe.toml")
                 .unwrap();
-            assert_eq!(
-                s.remote_write[0].auth,
-                Some(Auth::Bearer(Secret::new("s3cr3t-token")))
-            );
+            // Read now (a bad path fails at start) and watched for rotation from then on.
+            let Some(Auth::Bearer(token)) = &s.remote_write[0].auth else {
+                panic!("bearer_token_file gives a bearer token");
+            };
+            assert_eq!(token.current(), Secret::new("s3cr3t-token"));
+            assert!(matches!(token, crate::auth::SecretSource::File(_)));
             assert!(!format!("{s:?}").contains("s3cr3t"));
             Ok(())
         });

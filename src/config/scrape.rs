@@ -412,7 +412,7 @@ action = "drop"
         assert_eq!(job.sample_limit, 5000);
         assert_eq!(job.body_size_limit, 10 << 20);
         assert_eq!(job.metric_relabel.len(), 1);
-        assert!(matches!(&job.auth, Some(Auth::Bearer(t)) if t.expose() == "s3cret"));
+        assert!(matches!(&job.auth, Some(Auth::Bearer(t)) if t.current().expose() == "s3cret"));
         assert!(job.tls.insecure_skip_verify);
         assert!(!job.normalize_le_quantile);
         assert!(!job.enable_compression);

@@ -62,6 +62,13 @@ pub enum SecretFileError {
         /// The path given.
         path: String,
     },
+    /// The file is empty (or holds only a newline): systemd hands over an empty credential
+    /// when its source is missing.
+    #[error("{path} is empty")]
+    Empty {
+        /// The path given.
+        path: String,
+    },
 }
 
 /// Reads a secret file, stripping one trailing newline (editors add one). An empty file

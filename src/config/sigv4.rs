@@ -1,7 +1,7 @@
 //! `sigv4 = { … }` on a `[[remote_write]]` endpoint: AWS Signature Version 4, as Prometheus'
 //! `sigv4` block, for Amazon Managed Service for Prometheus. The schema and its validation
 //! into [`SigV4Settings`]; the credentials chain itself lives in
-//! [`crate::sigv4::aws_credentials`].
+//! [`crate::auth::aws_credentials`].
 //!
 //! The region is optional here: when the block leaves it out it is taken, when the sender
 //! starts, from `AWS_REGION`, `AWS_DEFAULT_REGION` or the profile's `region`, and the agent
@@ -12,9 +12,10 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::Checker;
+use crate::auth::aws_credentials::AwsCredentialsSettings;
+use crate::auth::sigv4::DEFAULT_SERVICE;
+use crate::auth::SecretSource;
 use crate::secret::Secret;
-use crate::sigv4::aws_credentials::{AwsCredentialsSettings, SecretKeySource};
-use crate::sigv4::DEFAULT_SERVICE;
 
 /// AWS SigV4 signing of every request to the endpoint.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -126,16 +127,17 @@ pub(super) fn validate_sigv4(
             c.fail(format!("{key}.secret_key"), defect);
         }
     }
-    // Read now so that a bad path fails at start; it is read again on every request.
-    if let Some(path) = &cfg.secret_key_file {
-        c.secret_file(format!("{key}.secret_key_file"), path);
-    }
+    // Read now so that a bad path fails at start; re-read whenever it changes.
+    let secret_file = cfg
+        .secret_key_file
+        .as_ref()
+        .and_then(|path| c.secret_file(format!("{key}.secret_key_file"), path));
     if c.errors.len() > errors {
         return None;
     }
-    let static_keys = match (&cfg.access_key, &cfg.secret_key, &cfg.secret_key_file) {
-        (Some(id), Some(s), _) => Some((id.clone(), SecretKeySource::Inline(s.clone()))),
-        (Some(id), None, Some(p)) => Some((id.clone(), SecretKeySource::File(p.clone()))),
+    let static_keys = match (&cfg.access_key, &cfg.secret_key, secret_file) {
+        (Some(id), Some(s), _) => Some((id.clone(), SecretSource::Inline(s.clone()))),
+        (Some(id), None, Some(file)) => Some((id.clone(), file)),
         _ => None,
     };
     Some(SigV4Settings {
@@ -152,6 +154,15 @@ pub(super) fn validate_sigv4(
 #[cfg(test)]
 mod tests {
     use super::super::tests::{parse, GOOD};
+    use super::SigV4Settings;
+    use crate::auth::Auth;
+
+    fn sigv4(s: &crate::config::Settings) -> &SigV4Settings {
+        match &s.remote_write[0].auth {
+            Some(Auth::SigV4(v)) => v,
+            other => panic!("not sigv4: {other:?}"),
+        }
+    }
 
     fn with(block: &str) -> String {
         GOOD.replace(
@@ -163,7 +174,7 @@ mod tests {
     #[test]
     fn a_block_defaults_to_the_aps_service_and_the_chain() {
         let s = parse(&with("{ region = \"eu-west-1\" }")).unwrap();
-        let v = s.remote_write[0].sigv4.as_ref().unwrap();
+        let v = sigv4(&s);
         assert_eq!(v.service, "aps");
         assert_eq!(v.region.as_deref(), Some("eu-west-1"));
         assert_eq!(v.credentials, Default::default());
@@ -171,7 +182,7 @@ mod tests {
             "{ access_key = \"AKID\", secret_key = \"sk-inline\", role_arn = \"arn:aws:iam::1:role/w\", service = \"execute-api\" }",
         ))
         .unwrap();
-        let v = s.remote_write[0].sigv4.as_ref().unwrap();
+        let v = sigv4(&s);
         assert_eq!(v.service, "execute-api");
         assert!(v.credentials.static_keys.is_some());
         assert!(!format!("{s:?}").contains("sk-inline"));

@@ -40,7 +40,7 @@ pub(super) fn build_request(
     if !url.username().is_empty() || url.password().is_some() {
         let auth = Auth::Basic {
             username: percent_decode(url.username()),
-            password: Secret::new(percent_decode(url.password().unwrap_or(""))),
+            password: Secret::new(percent_decode(url.password().unwrap_or(""))).into(),
         };
         let value = auth
             .header_value()

@@ -19,13 +19,14 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use base64::Engine as _;
+use bytes::Bytes;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Auth;
+use crate::auth::Authorizer;
 use crate::config::{PushMethod, PushgatewaySettings};
 use crate::http_client::pooled;
-use crate::remote_write::retry::{Decision, Outcome, RetryPolicy};
+use crate::remote_write::retry::{reauthorize, Decision, Outcome, RetryPolicy};
 use crate::series::{Labels, Registry};
 use crate::telemetry::{self, Telemetry};
 
@@ -52,6 +53,14 @@ pub enum PushError {
         /// The group path.
         path: String,
         /// What went wrong.
+        message: String,
+    },
+    /// No request was sent: the credentials could not be obtained.
+    #[error("pushgateway {gateway}: credentials: {message}")]
+    Credentials {
+        /// Gateway name.
+        gateway: String,
+        /// What went wrong; never a secret.
         message: String,
     },
     /// The gateway answered with a non-2xx status.
@@ -190,8 +199,8 @@ impl SinkStatus {
 pub struct PushgatewaySink {
     settings: PushgatewaySettings,
     client: reqwest::Client,
-    /// The `Authorization` value, marked sensitive, when credentials are configured.
-    authorization: Option<reqwest::header::HeaderValue>,
+    /// Sets the credentials of every request (rotated files included).
+    authorizer: Authorizer,
     policy: RetryPolicy,
     url: reqwest::Url,
     path: String,
@@ -211,12 +220,8 @@ impl PushgatewaySink {
         telemetry: Arc<Telemetry>,
     ) -> Result<Self, PushError> {
         let client = build_client(&settings)?;
-        let authorization = settings
-            .auth
-            .as_ref()
-            .map(Auth::header_value)
-            .transpose()
-            .map_err(|e| PushError::Client {
+        let authorizer =
+            Authorizer::new(settings.auth.as_ref()).map_err(|e| PushError::Client {
                 gateway: settings.name.clone(),
                 message: e.to_string(),
             })?;
@@ -241,7 +246,7 @@ impl PushgatewaySink {
             method: settings.method,
             settings,
             client,
-            authorization,
+            authorizer,
             policy,
             url,
             path,
@@ -348,7 +353,7 @@ impl PushgatewaySink {
     async fn deliver(&self, op: Op, abort: &CancellationToken) -> Option<Result<u64, PushError>> {
         let mut attempt = 0u32;
         loop {
-            let (generation, request, method) = match op {
+            let (generation, method, name, body) = match op {
                 Op::Push => {
                     let (generation, rendered) = self.feed.render(&self.render_opts);
                     if rendered.duplicates > 0 && attempt == 0 {
@@ -365,17 +370,13 @@ impl PushgatewaySink {
                         PushMethod::Put => (reqwest::Method::PUT, "PUT"),
                         PushMethod::Post => (reqwest::Method::POST, "POST"),
                     };
-                    let request = self
-                        .request(method)
-                        .header(reqwest::header::CONTENT_TYPE, render::CONTENT_TYPE)
-                        .body(rendered.text);
-                    (generation, request, name)
+                    (generation, method, name, Some(Bytes::from(rendered.text)))
                 }
-                Op::Delete => (0, self.request(reqwest::Method::DELETE), "DELETE"),
+                Op::Delete => (0, reqwest::Method::DELETE, "DELETE", None),
             };
             let result = tokio::select! {
                 _ = abort.cancelled() => return None,
-                r = self.send(request, method) => r,
+                r = self.send_authorized(&method, name, body.as_ref()) => r,
             };
             let (outcome, retry_after) = match &result {
                 Ok(()) => return Some(Ok(generation)),
@@ -384,6 +385,7 @@ impl PushgatewaySink {
                     retry_after,
                     ..
                 }) => (Outcome::Status(*status), retry_after.clone()),
+                Err(PushError::Credentials { .. }) => (Outcome::Credentials, None),
                 Err(_) => (Outcome::Transport, None),
             };
             let decision = self.policy.decide(
@@ -397,10 +399,7 @@ impl PushgatewaySink {
                 Decision::Done => return Some(Ok(generation)),
                 Decision::Drop { .. } => return Some(result.map(|()| generation)),
                 Decision::Retry { after } => {
-                    self.record(match outcome {
-                        Outcome::Status(_) => "retryable",
-                        Outcome::Transport => "transport",
-                    });
+                    self.record(outcome.retried_label());
                     if let Err(e) = &result {
                         tracing::warn!(error = %e, retry_in = ?after, attempt, "Pushgateway request failed; retrying");
                     }
@@ -414,15 +413,54 @@ impl PushgatewaySink {
         }
     }
 
-    fn request(&self, method: reqwest::Method) -> reqwest::RequestBuilder {
+    /// Sends one request with fresh credentials; a `401` is sent once more when the
+    /// credentials changed on refusal.
+    async fn send_authorized(
+        &self,
+        method: &reqwest::Method,
+        name: &'static str,
+        body: Option<&Bytes>,
+    ) -> Result<(), PushError> {
+        let result = self.send(self.request(method, body).await?, name).await;
+        if let Err(PushError::Status { status: 401, .. }) = &result {
+            let changed = self.authorizer.refused();
+            if reauthorize(Outcome::Status(401), changed, false) {
+                return self.send(self.request(method, body).await?, name).await;
+            }
+        }
+        result
+    }
+
+    /// The request of one attempt, its credentials set from their current values.
+    async fn request(
+        &self,
+        method: &reqwest::Method,
+        body: Option<&Bytes>,
+    ) -> Result<reqwest::RequestBuilder, PushError> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if body.is_some() {
+            headers.insert(
+                reqwest::header::CONTENT_TYPE,
+                reqwest::header::HeaderValue::from_static(render::CONTENT_TYPE),
+            );
+        }
+        let bytes = body.map(|b| b.as_ref()).unwrap_or_default();
+        self.authorizer
+            .apply(method, &self.url, &mut headers, bytes)
+            .await
+            .map_err(|e| PushError::Credentials {
+                gateway: self.settings.name.clone(),
+                message: e.to_string(),
+            })?;
         let mut rb = self
             .client
-            .request(method, self.url.clone())
-            .timeout(self.settings.timeout);
-        if let Some(value) = &self.authorization {
-            rb = rb.header(reqwest::header::AUTHORIZATION, value.clone());
+            .request(method.clone(), self.url.clone())
+            .timeout(self.settings.timeout)
+            .headers(headers);
+        if let Some(b) = body {
+            rb = rb.body(b.clone());
         }
-        rb
+        Ok(rb)
     }
 
     async fn send(

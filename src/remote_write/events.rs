@@ -323,7 +323,7 @@ impl SenderEvents {
             .add(RW_SAMPLES_RETRIED, &self.labels(), stats.samples as f64);
         let status = match answer.outcome {
             Outcome::Status(s) => Some(s),
-            Outcome::Transport => None,
+            Outcome::Transport | Outcome::Credentials => None,
         };
         // One warning per batch: a long outage would otherwise log every backoff step.
         if attempt == 0 {
@@ -359,10 +359,7 @@ impl SenderEvents {
 
     /// Counts a request that got no answer or a retryable status.
     fn count_failed_request(&self, answer: &Answer) {
-        let outcome = match answer.outcome {
-            Outcome::Transport => "transport",
-            Outcome::Status(_) => "retryable",
-        };
+        let outcome = answer.outcome.retried_label();
         self.telemetry
             .add(RW_REQUESTS, &self.with_label("outcome", outcome), 1.0);
     }

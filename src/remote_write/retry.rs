@@ -47,6 +47,29 @@ pub enum Outcome {
     Status(u16),
     /// No answer: connection refused or reset, TLS failure, timeout.
     Transport,
+    /// No request sent: the credentials could not be obtained (a token endpoint down, a
+    /// configuration error). Retried with backoff, so that the samples stay queued until the
+    /// endpoint recovers or the configuration (a rotated file) is fixed.
+    Credentials,
+}
+
+impl Outcome {
+    /// Value of the `outcome` label of a failed request that is retried.
+    pub fn retried_label(self) -> &'static str {
+        match self {
+            Outcome::Status(_) => "retryable",
+            Outcome::Transport => "transport",
+            Outcome::Credentials => "credentials",
+        }
+    }
+}
+
+/// Whether a request answered `outcome` is sent again at once with fresh credentials: only a
+/// `401`, only when the credentials changed on refusal ([`crate::auth::Authorizer::refused`]
+/// said so), and only once per request, so that a receiver refusing every credential costs one
+/// extra request, never a loop. Anything else goes to [`RetryPolicy::decide`].
+pub fn reauthorize(outcome: Outcome, credentials_changed: bool, reauthorized: bool) -> bool {
+    outcome == Outcome::Status(401) && credentials_changed && !reauthorized
 }
 
 /// Why a batch is given up.
@@ -239,7 +262,7 @@ impl RetryPolicy {
             Outcome::Status(status) => Decision::Drop {
                 reason: DropReason::Rejected { status },
             },
-            Outcome::Transport => Decision::Retry {
+            Outcome::Transport | Outcome::Credentials => Decision::Retry {
                 after: self.backoff.delay(attempt, jitter),
             },
         }
@@ -341,6 +364,37 @@ mod tests {
             p.decide(Outcome::Transport, None, 0, now(), 0.5),
             Decision::Retry { .. }
         ));
+    }
+
+    #[test]
+    fn a_401_is_sent_again_once_and_only_with_new_credentials() {
+        assert!(reauthorize(Outcome::Status(401), true, false));
+        // Nothing new to send, or already tried with the new credentials: refused.
+        assert!(!reauthorize(Outcome::Status(401), false, false));
+        assert!(!reauthorize(Outcome::Status(401), true, true));
+        for other in [
+            Outcome::Status(403),
+            Outcome::Status(500),
+            Outcome::Transport,
+            Outcome::Credentials,
+        ] {
+            assert!(!reauthorize(other, true, false), "{other:?}");
+        }
+        // A 401 that was not re-authorized is a refusal like any other 4xx.
+        assert!(matches!(
+            policy().decide(Outcome::Status(401), None, 0, now(), 0.5),
+            Decision::Drop { .. }
+        ));
+    }
+
+    #[test]
+    fn credentials_that_cannot_be_obtained_are_retried_with_backoff() {
+        let p = policy();
+        assert_eq!(
+            p.decide(Outcome::Credentials, Some("1"), 3, now(), 0.0),
+            p.decide(Outcome::Transport, None, 3, now(), 0.0)
+        );
+        assert_eq!(Outcome::Credentials.retried_label(), "credentials");
     }
 
     #[test]

@@ -1,27 +1,25 @@
 //! The request/response side of remote write, and the only part of [`super`] that knows
 //! reqwest: the HTTP client of an endpoint, the headers every write request carries, and one
-//! attempt (POST a body, read the status, `Retry-After` and a bounded part of the receiver's
-//! message) turned into an [`Answer`] for [`super::retry`] to judge.
+//! attempt (authorize, POST a body, read the status, `Retry-After` and a bounded part of the
+//! receiver's message) turned into an [`Answer`] for [`super::retry`] to judge. Credentials
+//! are set on every attempt, retries included, so rotated ones are used from the next request.
 //!
 //! Whatever a receiver says goes into logs, so it is made safe here, where it is read: the
 //! message is cut to one short line and every credential text in it is replaced, because some
 //! proxies echo the request headers in their error pages; and transport errors are described
 //! without their URL, which may hold user info.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER,
-    USER_AGENT,
+    HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER, USER_AGENT,
 };
+use http::Method;
 
-use super::retry::Outcome;
+use super::retry::{reauthorize, Outcome};
+use crate::auth::{AuthError, Authorizer};
 use crate::config::{RemoteWriteSettings, RESERVED_HEADERS};
 use crate::http_client::pooled;
 use crate::secret::Secret;
-use crate::sigv4::aws_credentials::{process_env, AwsCredentialsProvider, EnvLookup};
-use crate::sigv4::SigV4Signer;
 
 /// Protocol version header value for remote write 1.0.
 pub const REMOTE_WRITE_VERSION: &str = "0.1.0";
@@ -36,56 +34,85 @@ const MAX_BODY_READ: usize = 16 * 1024;
 /// Most characters of a receiver's error message put in a log line.
 const MAX_MESSAGE_CHARS: usize = 512;
 
-/// Sends write requests to one endpoint: its URL, client and headers.
+/// Sends write requests to one endpoint: its URL, client, headers and credentials.
 pub(crate) struct WriteService {
     url: reqwest::Url,
     client: reqwest::Client,
-    /// Every request's headers, credentials included (marked sensitive).
+    /// Every request's headers but the credentials' (credential headers marked sensitive).
     headers: HeaderMap,
-    /// Credential texts scrubbed from receiver messages before logging: some proxies echo
-    /// the request headers in their error pages.
-    secrets: Vec<Secret>,
-    /// Signs every attempt anew when the endpoint uses AWS SigV4.
-    sigv4: Option<Arc<SigV4Signer>>,
+    /// Credential texts of `headers`, scrubbed from receiver messages before logging: some
+    /// proxies echo the request headers in their error pages.
+    header_secrets: Vec<Secret>,
+    /// Sets the credentials of each attempt; its current texts are scrubbed too.
+    authorizer: Authorizer,
 }
 
 impl WriteService {
-    /// Builds the client and headers for `settings`' endpoint; the error says what is wrong.
+    /// Builds the client, headers and credentials for `settings`' endpoint; the error says
+    /// what is wrong.
     pub(crate) fn new(settings: &RemoteWriteSettings) -> Result<Self, String> {
-        let (client, headers, secrets) = endpoint_client(settings)?;
+        let (headers, header_secrets) = request_headers(settings)?;
+        let builder = pooled::builder(&settings.url, &settings.tls, &[b"h2", b"http/1.1"])
+            .map_err(|e| e.to_string())?;
+        let client = pooled::build(builder.timeout(settings.timeout))?;
+        let authorizer = Authorizer::new(settings.auth.as_ref()).map_err(|e| e.to_string())?;
         Ok(WriteService {
             url: settings.url.clone(),
             client,
             headers,
-            secrets,
-            sigv4: signer(settings, process_env())?,
+            header_secrets,
+            authorizer,
         })
     }
 
-    /// Sends one request and reads (a bounded part of) the answer. A SigV4 endpoint's request
-    /// is signed here, over the exact body sent, so that every retry carries a fresh date.
+    /// Sends one request and reads (a bounded part of) the answer. A `401` is sent once more
+    /// when the credentials changed on refusal (see [`super::retry::reauthorize`]).
     pub(crate) async fn attempt(&self, body: Bytes) -> Answer {
-        let mut headers = self.headers.clone();
-        if let Some(signer) = &self.sigv4 {
-            if let Err(e) = signer
-                .apply(&http::Method::POST, &self.url, &mut headers, &body)
-                .await
-            {
-                // No request was sent: the samples stay queued and the attempt is retried
-                // with backoff, so credentials that come back (or a fixed profile file,
-                // read again each time) resume delivery without a restart.
-                return Answer {
-                    outcome: Outcome::Transport,
-                    retry_after: None,
-                    message: e.to_string(),
-                };
+        let answer = self.send_once(&body).await;
+        if answer.outcome == Outcome::Status(401) {
+            let changed = self.authorizer.refused();
+            if reauthorize(answer.outcome, changed, false) {
+                return self.send_once(&body).await;
             }
         }
+        answer
+    }
+
+    /// The headers of one attempt carrying `body`: the fixed ones and fresh credentials.
+    pub(crate) async fn attempt_headers(&self, body: &[u8]) -> Result<HeaderMap, AuthError> {
+        let mut headers = self.headers.clone();
+        self.authorizer
+            .apply(&Method::POST, &self.url, &mut headers, body)
+            .await?;
+        Ok(headers)
+    }
+
+    /// Every credential text a receiver could echo, longest first, so that a secret that
+    /// contains another is replaced whole.
+    pub(crate) fn secrets(&self) -> Vec<Secret> {
+        let mut secrets = self.header_secrets.clone();
+        secrets.extend(self.authorizer.secrets());
+        secrets.retain(|s| !s.is_empty());
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.expose().len()));
+        secrets
+    }
+
+    async fn send_once(&self, body: &Bytes) -> Answer {
+        let headers = match self.attempt_headers(body).await {
+            Ok(h) => h,
+            Err(e) => {
+                return Answer {
+                    outcome: Outcome::Credentials,
+                    retry_after: None,
+                    message: redact(format!("credentials: {e}"), &self.secrets()),
+                }
+            }
+        };
         let response = self
             .client
             .post(self.url.clone())
             .headers(headers)
-            .body(body)
+            .body(body.clone())
             .send()
             .await;
         let mut response = match response {
@@ -113,18 +140,10 @@ impl WriteService {
                 Ok(None) | Err(_) => break,
             }
         }
-        let message = match &self.sigv4 {
-            Some(signer) => {
-                let mut secrets = self.secrets.clone();
-                secrets.extend(signer.secrets());
-                receiver_message(&raw, &secrets)
-            }
-            None => receiver_message(&raw, &self.secrets),
-        };
         Answer {
             outcome: Outcome::Status(status),
             retry_after,
-            message,
+            message: receiver_message(&raw, &self.secrets()),
         }
     }
 }
@@ -139,49 +158,8 @@ pub(crate) struct Answer {
     pub(crate) message: String,
 }
 
-/// The SigV4 signer of an endpoint with a `sigv4` block: its region is the block's, else
-/// `AWS_REGION`, `AWS_DEFAULT_REGION` or the profile's `region`; none is an error.
-pub(crate) fn signer(
-    settings: &RemoteWriteSettings,
-    env: EnvLookup,
-) -> Result<Option<Arc<SigV4Signer>>, String> {
-    let Some(sigv4) = &settings.sigv4 else {
-        return Ok(None);
-    };
-    let region_from_env = || env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION"));
-    let region = sigv4.region.clone().or_else(region_from_env);
-    // The profile is only read for its region when neither the block nor the environment
-    // names one; the provider below is then rebuilt with the region it found.
-    let provider = |region: &str| {
-        AwsCredentialsProvider::new(sigv4.credentials.clone(), region.into(), env.clone())
-    };
-    let region = match region {
-        Some(r) => r,
-        None => provider("").profile_region().ok_or_else(|| {
-            "sigv4.region is not set, nor AWS_REGION, AWS_DEFAULT_REGION or the profile's region; \
-             set sigv4.region to the workspace's region (e.g. \"eu-west-1\")"
-                .to_string()
-        })?,
-    };
-    let signer = SigV4Signer::new(region.clone(), sigv4.service.clone(), provider(&region));
-    Ok(Some(Arc::new(signer)))
-}
-
-/// The HTTP client for one remote-write endpoint (its TLS settings and timeout), the headers
-/// every request to it carries, and the credential values to scrub from receiver messages;
-/// shared by the sample sender and the metadata sender.
-pub(crate) fn endpoint_client(
-    settings: &RemoteWriteSettings,
-) -> Result<(reqwest::Client, HeaderMap, Vec<Secret>), String> {
-    let (headers, secrets) = request_headers(settings)?;
-    let builder = pooled::builder(&settings.url, &settings.tls, &[b"h2", b"http/1.1"])
-        .map_err(|e| e.to_string())?;
-    let client = pooled::build(builder.timeout(settings.timeout))?;
-    Ok((client, headers, secrets))
-}
-
-/// Builds the headers of every request (protocol headers, the user's, then credentials) and
-/// lists the credential texts they contain, longest first.
+/// Builds the headers every request carries (protocol headers, then the user's; credentials
+/// are added per attempt by the [`Authorizer`]) and lists the credential texts among them.
 pub(crate) fn request_headers(
     settings: &RemoteWriteSettings,
 ) -> Result<(HeaderMap, Vec<Secret>), String> {
@@ -215,15 +193,7 @@ pub(crate) fn request_headers(
         }
         h.insert(name, value);
     }
-    if let Some(auth) = &settings.auth {
-        let value = auth.header_value().map_err(|e| e.to_string())?;
-        secrets.extend(auth.secrets());
-        // Configured credentials win over a hand-written Authorization header.
-        h.insert(AUTHORIZATION, value);
-    }
     secrets.retain(|s| !s.is_empty());
-    // Longest first, so a secret that contains another is replaced whole.
-    secrets.sort_by_key(|s| std::cmp::Reverse(s.expose().len()));
     Ok((h, secrets))
 }
 

@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::HeaderMap;
 use prost::Message;
 use tokio_util::sync::CancellationToken;
 
@@ -19,7 +18,8 @@ use super::{FamilyType, ParsedFamily};
 use crate::config::RemoteWriteSettings;
 use crate::proto::{metric_metadata, MetricMetadata, WriteRequest};
 use crate::remote_write::encode::EncodeError;
-use crate::remote_write::service::{endpoint_client, signer};
+use crate::remote_write::retry::Outcome;
+use crate::remote_write::service::WriteService;
 use crate::remote_write::SenderError;
 use crate::telemetry::{self, Telemetry};
 
@@ -142,11 +142,8 @@ pub fn encode_metadata(families: &[FamilyMetadata], out: &mut Vec<u8>) -> Result
 /// Sends the metadata store to one remote-write receiver.
 pub struct MetadataSender {
     endpoint: String,
-    url: reqwest::Url,
-    client: reqwest::Client,
-    headers: HeaderMap,
-    /// Signs each request when the endpoint uses AWS SigV4.
-    sigv4: Option<Arc<crate::sigv4::SigV4Signer>>,
+    /// The endpoint's client, headers and credentials, as the sample sender has them.
+    service: WriteService,
     telemetry: Arc<Telemetry>,
 }
 
@@ -169,8 +166,7 @@ impl MetadataSender {
             endpoint: settings.name.clone(),
             message,
         };
-        let (client, headers, _) = endpoint_client(settings).map_err(fail)?;
-        let sigv4 = signer(settings, crate::sigv4::aws_credentials::process_env()).map_err(fail)?;
+        let service = WriteService::new(settings).map_err(fail)?;
         for outcome in ["success", "failure"] {
             telemetry.add(
                 telemetry::RW_METADATA_REQUESTS,
@@ -180,10 +176,7 @@ impl MetadataSender {
         }
         Ok(MetadataSender {
             endpoint: settings.name.clone(),
-            url: settings.url.clone(),
-            client,
-            headers,
-            sigv4,
+            service,
             telemetry,
         })
     }
@@ -199,36 +192,17 @@ impl MetadataSender {
             tracing::error!(endpoint = %self.endpoint, error = %e, "cannot encode metadata");
             return false;
         }
-        let mut headers = self.headers.clone();
-        if let Some(signer) = &self.sigv4 {
-            if let Err(e) = signer
-                .apply(&http::Method::POST, &self.url, &mut headers, &body)
-                .await
-            {
-                tracing::warn!(endpoint = %self.endpoint, error = %e, "cannot sign metadata; next attempt at the next interval");
-                self.telemetry.add(
-                    telemetry::RW_METADATA_REQUESTS,
-                    &[("endpoint", &self.endpoint), ("outcome", "failure")],
-                    1.0,
-                );
-                return false;
-            }
-        }
-        let result = self
-            .client
-            .post(self.url.clone())
-            .headers(headers)
-            .body(Bytes::from(body))
-            .send()
-            .await;
-        let ok = match result {
-            Ok(r) if r.status().is_success() => true,
-            Ok(r) => {
-                tracing::warn!(endpoint = %self.endpoint, status = r.status().as_u16(), families = families.len(), "receiver refused metadata");
+        // Credentials are set per attempt (rotated files included); a 401 is retried once
+        // with new ones, as for samples.
+        let answer = self.service.attempt(Bytes::from(body)).await;
+        let ok = match answer.outcome {
+            Outcome::Status(s) if (200..300).contains(&s) => true,
+            Outcome::Status(status) => {
+                tracing::warn!(endpoint = %self.endpoint, status, families = families.len(), error = %answer.message, "receiver refused metadata");
                 false
             }
-            Err(e) => {
-                tracing::warn!(endpoint = %self.endpoint, error = %e, "sending metadata failed; next attempt at the next interval");
+            Outcome::Transport | Outcome::Credentials => {
+                tracing::warn!(endpoint = %self.endpoint, error = %answer.message, "sending metadata failed; next attempt at the next interval");
                 false
             }
         };

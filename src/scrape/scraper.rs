@@ -20,6 +20,7 @@ use super::body::{BodyReader, ContentEncoding, ACCEPT_ENCODING_GZIP};
 use super::metadata::MetadataStore;
 use super::target::{ScrapeError, ScrapeSummary, TargetOptions, TargetState, REPORT_SERIES};
 use super::ACCEPT_HEADER;
+use crate::auth::Authorizer;
 use crate::clock::now_ms;
 use crate::config::{ScrapeSettings, ScrapeTargetSettings};
 use crate::http_client::{ClientError, HttpClient, KeepAlive, Request, Trace};
@@ -103,6 +104,8 @@ pub struct JobClient {
     client: HttpClient,
     /// Header values may be credentials: never logged (`Request`'s `Debug` shows names only).
     headers: Vec<(String, String)>,
+    /// Sets the credentials of every scrape (rotated files included).
+    authorizer: Authorizer,
 }
 
 impl std::fmt::Debug for JobClient {
@@ -136,12 +139,13 @@ impl JobClient {
         if let Some(auth) = &job.auth {
             // Checked here so a bad value fails the job's set-up, not every scrape.
             auth.header_value().map_err(|e| fail(e.to_string()))?;
-            headers.push((
-                "authorization".to_string(),
-                auth.header_text().expose().to_string(),
-            ));
         }
-        Ok(JobClient { client, headers })
+        let authorizer = Authorizer::new(job.auth.as_ref()).map_err(|e| fail(e.to_string()))?;
+        Ok(JobClient {
+            client,
+            headers,
+            authorizer,
+        })
     }
 }
 
@@ -244,12 +248,26 @@ impl Scraper {
     /// to) and the timeout; any non-2xx status fails the scrape.
     async fn fetch(&mut self) -> Result<(Vec<u8>, Option<String>), ScrapeError> {
         let mut trace = Trace::default();
+        let mut request = self.authorized().await?;
         let mut response = self
             .client
             .client
-            .send_with(&self.request, &mut trace, Some(&mut self.connection))
+            .send_with(&request, &mut trace, Some(&mut self.connection))
             .await
             .map_err(|e| self.scrape_error(e))?;
+        // A 401 is tried once more when the credentials changed on refusal (a rotated file).
+        if response.status() == http::StatusCode::UNAUTHORIZED && self.client.authorizer.refused() {
+            // Read to the end so the kept connection can carry the second request.
+            let _ = response.discard(&mut trace).await;
+            trace = Trace::default();
+            request = self.authorized().await?;
+            response = self
+                .client
+                .client
+                .send_with(&request, &mut trace, Some(&mut self.connection))
+                .await
+                .map_err(|e| self.scrape_error(e))?;
+        }
         let status = response.status();
         if !status.is_success() {
             return Err(ScrapeError::Http(format!(
@@ -280,6 +298,17 @@ impl Scraper {
             body.push(&chunk)?;
         }
         Ok((body.finish()?, content_type))
+    }
+
+    /// This scrape's request: the fixed one with the credentials' current values.
+    async fn authorized(&self) -> Result<Request, ScrapeError> {
+        let mut request = self.request.clone();
+        self.client
+            .authorizer
+            .apply_to_pairs(&request.method, &request.url, &mut request.headers, b"")
+            .await
+            .map_err(|e| ScrapeError::Http(format!("credentials: {e}")))?;
+        Ok(request)
     }
 
     /// The scrape failure a client error is.

@@ -247,7 +247,7 @@ impl OpenAiProbe {
         // A key that cannot be a header value (empty, a newline) is left out: the server's
         // 401 is then reported with the key's defect named.
         if let Some(k) = key.filter(|k| !k.is_empty()) {
-            let auth = crate::auth::Auth::Bearer(crate::secret::Secret::new(k));
+            let auth = crate::auth::Auth::Bearer(crate::secret::Secret::new(k).into());
             if auth.header_value().is_ok() {
                 let text = auth.header_text();
                 req.headers

@@ -15,7 +15,7 @@ use super::*;
 use crate::config::{Auth, TlsConfig};
 use crate::proto;
 use crate::queue::memory::MemoryQueue;
-use crate::remote_write::service::request_headers;
+use crate::remote_write::service::{request_headers, WriteService};
 use crate::secret::Secret;
 use crate::series::Sample;
 use crate::telemetry::{
@@ -237,8 +237,7 @@ fn settings(url: reqwest::Url) -> RemoteWriteSettings {
         name: ENDPOINT.into(),
         url,
         headers: vec![("x-scope-orgid".into(), "tenant-1".into())],
-        auth: Some(Auth::Bearer(Secret::new(TOKEN))),
-        sigv4: None,
+        auth: Some(Auth::Bearer(Secret::new(TOKEN).into())),
         tls: TlsConfig::default(),
         timeout: Duration::from_secs(30),
         max_samples_per_send: 3,
@@ -681,7 +680,7 @@ async fn credentials_never_reach_the_logs() {
     let handle = h.start(true, |s| {
         s.auth = Some(Auth::Basic {
             username: "user".into(),
-            password: Secret::new(PASSWORD),
+            password: Secret::new(PASSWORD).into(),
         });
         s.headers.push(("x-api-key".into(), TOKEN.into()));
     });
@@ -719,15 +718,17 @@ impl std::io::Write for LogBuf {
     }
 }
 
-#[test]
-fn basic_auth_header_is_encoded_and_sensitive() {
+#[tokio::test]
+async fn basic_auth_header_is_encoded_and_sensitive() {
     let mut s = settings("http://127.0.0.1:9/w".parse().unwrap());
     s.auth = Some(Auth::Basic {
         username: "u".into(),
-        password: Secret::new("pw"),
+        password: Secret::new("pw").into(),
     });
     s.headers.push(("x-api-key".into(), "k-1".into()));
-    let (headers, secrets) = request_headers(&s).unwrap();
+    let service = WriteService::new(&s).unwrap();
+    let headers = service.attempt_headers(b"body").await.unwrap();
+    let secrets = service.secrets();
     let auth = headers.get(AUTHORIZATION).unwrap();
     assert_eq!(auth, "Basic dTpwdw==");
     assert!(auth.is_sensitive());

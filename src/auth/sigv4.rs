@@ -4,11 +4,9 @@
 //! [`sign`] is the pure core: credentials, region, service, time and the request (method, URL,
 //! headers, the exact body) in, the headers to add out (`Authorization`, `X-Amz-Date`,
 //! `X-Amz-Security-Token`). The cryptography is AWS's own `aws-sigv4` crate. [`SigV4Signer`] is
-//! the shell a client calls on every attempt: it fetches current credentials from
-//! [`aws_credentials`] and signs at the current time, so a retry carries a fresh date and
+//! the shell the [`super::Authorizer`] calls on every attempt: it fetches current credentials
+//! from [`super::aws_credentials`] and signs at the current time, so a retry carries a fresh date and
 //! signature. Its clock offset is a test seam for a skewed clock.
-
-pub mod aws_credentials;
 
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -18,8 +16,10 @@ use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
+use super::aws_credentials::{AwsCredentials, AwsCredentialsProvider, CredentialsError, EnvLookup};
+use super::AuthError;
+use crate::config::SigV4Settings;
 use crate::secret::Secret;
-use aws_credentials::{AwsCredentials, AwsCredentialsProvider, CredentialsError};
 
 /// The service remote write signs for unless `sigv4.service` says otherwise: Amazon Managed
 /// Service for Prometheus.
@@ -41,6 +41,26 @@ impl SigV4Error {
     /// Whether a later attempt may succeed without a configuration change.
     pub fn is_temporary(&self) -> bool {
         matches!(self, SigV4Error::Credentials(e) if e.is_temporary())
+    }
+
+    /// The same failure as every credential kind reports it.
+    pub fn into_auth_error(self) -> AuthError {
+        match self {
+            SigV4Error::Credentials(CredentialsError::Temporary(message)) => AuthError::Temporary {
+                endpoint: "AWS credentials".into(),
+                message,
+            },
+            SigV4Error::Credentials(CredentialsError::Configuration(message)) => {
+                AuthError::Config {
+                    key: "sigv4 (AWS credentials)".into(),
+                    message,
+                }
+            }
+            SigV4Error::Signing(message) => AuthError::Config {
+                key: "sigv4".into(),
+                message,
+            },
+        }
     }
 }
 
@@ -166,6 +186,32 @@ impl SigV4Signer {
         }
     }
 
+    /// The signer of a `sigv4` block. Its region is the block's, else `AWS_REGION`,
+    /// `AWS_DEFAULT_REGION` or the profile's `region`; none is a configuration error.
+    pub fn from_settings(settings: &SigV4Settings, env: EnvLookup) -> Result<Self, AuthError> {
+        let provider = |region: &str| {
+            AwsCredentialsProvider::new(settings.credentials.clone(), region.into(), env.clone())
+        };
+        let region = settings
+            .region
+            .clone()
+            .or_else(|| env("AWS_REGION"))
+            .or_else(|| env("AWS_DEFAULT_REGION"))
+            // The profile is read for its region only when nothing else names one.
+            .or_else(|| provider("").profile_region())
+            .ok_or_else(|| AuthError::Config {
+                key: "sigv4.region".into(),
+                message: "is not set, nor AWS_REGION, AWS_DEFAULT_REGION or the profile's \
+                          region; set it to the workspace's region (e.g. \"eu-west-1\")"
+                    .into(),
+            })?;
+        Ok(SigV4Signer::new(
+            region.clone(),
+            settings.service.clone(),
+            provider(&region),
+        ))
+    }
+
     /// The same signer with its clock offset (a test seam).
     pub fn with_clock_offset(mut self, clock: ClockOffset) -> Self {
         self.clock = clock;
@@ -239,7 +285,7 @@ mod tests {
     }
 
     fn at(rfc3339: &str) -> SystemTime {
-        aws_credentials::parse_timestamp(rfc3339).unwrap()
+        super::super::aws_credentials::parse_timestamp(rfc3339).unwrap()
     }
 
     #[test]

@@ -28,6 +28,7 @@ use std::time::{Duration, SystemTime};
 use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use serde::Deserialize;
 
+use super::SecretSource;
 use crate::config::read_secret_file;
 use crate::config::TlsConfig;
 use crate::secret::{redact_url, Secret};
@@ -99,20 +100,12 @@ impl CredentialsError {
     }
 }
 
-/// Where the `sigv4` block's secret key comes from.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SecretKeySource {
-    /// `secret_key`, inline.
-    Inline(Secret),
-    /// `secret_key_file`, read on every use so that a rotated key is picked up.
-    File(PathBuf),
-}
-
 /// What the `sigv4` block says about credentials.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AwsCredentialsSettings {
-    /// `access_key` and its secret key.
-    pub static_keys: Option<(String, SecretKeySource)>,
+    /// `access_key` and its secret key (`secret_key`, or `secret_key_file`, re-read when it
+    /// changes).
+    pub static_keys: Option<(String, SecretSource)>,
     /// `profile`: read this profile of the shared files and nothing else.
     pub profile: Option<String>,
     /// `role_arn`: assume this role with the credentials found.
@@ -412,8 +405,8 @@ impl AwsCredentialsProvider {
     /// Current credentials: the cached ones, or fresh ones when a refresh is due. A failed
     /// refresh keeps credentials that have not yet expired.
     pub async fn credentials(&self) -> Result<AwsCredentials, CredentialsError> {
-        // Configured keys are not cached: their file is read on every use, so a rotated key
-        // is signed with from the next request on.
+        // Configured keys are not cached: their file is checked on every use, so a rotated
+        // key is signed with from the next request on.
         if self.settings.static_keys.is_some() && self.settings.role_arn.is_none() {
             return self.base().await.map(|(c, _)| c);
         }
@@ -468,12 +461,7 @@ impl AwsCredentialsProvider {
 
     async fn base(&self) -> Result<(AwsCredentials, String), CredentialsError> {
         if let Some((id, secret)) = &self.settings.static_keys {
-            let secret = match secret {
-                SecretKeySource::Inline(s) => s.clone(),
-                SecretKeySource::File(path) => read_secret_file(path).map_err(|e| {
-                    CredentialsError::Configuration(format!("sigv4.secret_key_file: {e}"))
-                })?,
-            };
+            let secret = secret.current();
             if secret.is_empty() {
                 return Err(CredentialsError::Configuration(
                     "sigv4.secret_key is empty".into(),
@@ -758,7 +746,7 @@ impl AwsCredentialsProvider {
             CONTENT_TYPE,
             HeaderValue::from_static("application/x-www-form-urlencoded; charset=utf-8"),
         );
-        let signed = super::sign(
+        let signed = super::sigv4::sign(
             base,
             &self.region,
             "sts",
@@ -1051,7 +1039,12 @@ source_profile = default
         std::fs::write(&key, "first\n").unwrap();
         let p = AwsCredentialsProvider::new(
             AwsCredentialsSettings {
-                static_keys: Some(("AKIDCFG".into(), SecretKeySource::File(key.clone()))),
+                static_keys: Some((
+                    "AKIDCFG".into(),
+                    SecretSource::File(
+                        super::super::SecretFile::open("secret_key_file", &key).unwrap(),
+                    ),
+                )),
                 ..Default::default()
             },
             "eu-west-1".into(),
