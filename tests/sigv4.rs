@@ -745,3 +745,13 @@ async fn a_missing_profile_is_named_with_its_file_and_samples_wait() {
     assert!(run.stderr.contains(&want), "{}", run.stderr);
     assert!(!run.stderr.contains(SECRET));
 }
+
+#[tokio::test]
+async fn the_amazon_managed_prometheus_example_validates() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/amazon-managed-prometheus.toml");
+    let toml = std::fs::read_to_string(path).expect("example");
+    let check = agent(&toml).config_check().await;
+    check.assert_code(0);
+    assert!(check.stdout.contains("sigv4"), "{}", check.stdout);
+}
