@@ -141,6 +141,8 @@ fn agent(toml: &str) -> Pushprobe {
         .env("AWS_DEFAULT_REGION", "")
         .env("AWS_SHARED_CREDENTIALS_FILE", none)
         .env("AWS_CONFIG_FILE", none)
+        .env("AWS_WEB_IDENTITY_TOKEN_FILE", "")
+        .env("AWS_ROLE_ARN", "")
         .env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "")
         .env("AWS_CONTAINER_CREDENTIALS_FULL_URI", "")
         .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -754,4 +756,50 @@ async fn the_amazon_managed_prometheus_example_validates() {
     let check = agent(&toml).config_check().await;
     check.assert_code(0);
     assert!(check.stdout.contains("sigv4"), "{}", check.stdout);
+}
+
+#[tokio::test]
+async fn a_web_identity_token_is_exchanged_at_sts_without_a_signature() {
+    let handler: Arc<Handler> = Arc::new(|r: &Seen| {
+        let body = String::from_utf8_lossy(&r.body);
+        let unsigned = !r.headers.contains_key("authorization");
+        if unsigned
+            && body.contains("Action=AssumeRoleWithWebIdentity")
+            && body.contains("WebIdentityToken=eks.jwt.token")
+            && body.contains("RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Firsa")
+        {
+            let expires = rfc3339(SystemTime::now() + Duration::from_secs(3600));
+            (200, format!("<AssumeRoleWithWebIdentityResponse><AssumeRoleWithWebIdentityResult><Credentials><SessionToken>web-token</SessionToken><SecretAccessKey>web-secret</SecretAccessKey><Expiration>{expires}</Expiration><AccessKeyId>ASIAWEB</AccessKeyId></Credentials></AssumeRoleWithWebIdentityResult></AssumeRoleWithWebIdentityResponse>"))
+        } else {
+            (400, "<ErrorResponse><Error><Code>InvalidIdentityToken</Code><Message>bad token</Message></Error></ErrorResponse>".into())
+        }
+    });
+    let (addr, _) = serve(handler).await;
+    let token = tempfile::NamedTempFile::new().expect("temp");
+    std::fs::write(token.path(), "eks.jwt.token").expect("write");
+    let p = chain(&[
+        ("AWS_ENDPOINT_URL_STS", format!("http://{addr}/")),
+        (
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            token.path().display().to_string(),
+        ),
+        ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/irsa".into()),
+    ]);
+    let c = p.credentials().await.expect("web identity");
+    assert_eq!(c.access_key_id, "ASIAWEB");
+    // A token the cluster rotated to something STS refuses: a configuration error, quoted
+    // by its code, never by the token.
+    std::fs::write(token.path(), "stale.jwt").expect("write");
+    let p = chain(&[
+        ("AWS_ENDPOINT_URL_STS", format!("http://{addr}/")),
+        (
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            token.path().display().to_string(),
+        ),
+        ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/irsa".into()),
+    ]);
+    let e = p.credentials().await.unwrap_err();
+    assert!(!e.is_temporary());
+    assert!(e.to_string().contains("InvalidIdentityToken"), "{e}");
+    assert!(!e.to_string().contains("stale.jwt"), "{e}");
 }

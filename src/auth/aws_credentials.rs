@@ -4,7 +4,8 @@
 //! The chain: the `sigv4` block's own `access_key` + `secret_key` / `secret_key_file`; else its
 //! `profile` alone; else the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 //! `AWS_SESSION_TOKEN`); the shared credentials and config files (`AWS_SHARED_CREDENTIALS_FILE`,
-//! `AWS_CONFIG_FILE`, profile `AWS_PROFILE` or `default`); the container credentials endpoint
+//! `AWS_CONFIG_FILE`, profile `AWS_PROFILE` or `default`); a web identity token
+//! (`AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN`, EKS); the container credentials endpoint
 //! (`AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` / `_FULL_URI`, with
 //! `AWS_CONTAINER_AUTHORIZATION_TOKEN(_FILE)`); and the instance metadata service, IMDSv2
 //! (`AWS_EC2_METADATA_SERVICE_ENDPOINT`, off with `AWS_EC2_METADATA_DISABLED=true`). With
@@ -513,12 +514,17 @@ impl AwsCredentialsProvider {
             Some((c, files)) => return Ok((c, format!("profile {profile:?} of {files}"))),
             None => tried.push(format!("profile {profile:?} (not in the shared files)")),
         }
-        // 3. The container endpoint.
+        // 3. A web identity token (EKS IAM roles for service accounts).
+        if let Some(c) = self.web_identity().await? {
+            return Ok(c);
+        }
+        tried.push("a web identity (AWS_WEB_IDENTITY_TOKEN_FILE unset)".into());
+        // 4. The container endpoint.
         if let Some(c) = self.container().await? {
             return Ok(c);
         }
         tried.push("the container endpoint (AWS_CONTAINER_CREDENTIALS_*_URI unset)".into());
-        // 4. The instance metadata service.
+        // 5. The instance metadata service.
         if (self.env)("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
             tried.push("instance metadata (AWS_EC2_METADATA_DISABLED)".into());
             return Err(CredentialsError::Configuration(format!(
@@ -721,6 +727,45 @@ impl AwsCredentialsProvider {
         role_arn: &str,
         base: &AwsCredentials,
     ) -> Result<AwsCredentials, CredentialsError> {
+        let query = format!(
+            "Action=AssumeRole&RoleArn={}&RoleSessionName={}&Version=2011-06-15",
+            form_encode(role_arn),
+            form_encode(&session_name())
+        );
+        self.sts(query, Some(base)).await
+    }
+
+    /// Temporary credentials from a web identity token (EKS IAM roles for service accounts):
+    /// `AWS_WEB_IDENTITY_TOKEN_FILE` and `AWS_ROLE_ARN`, if both are set. The token file is
+    /// read on each refresh, as the cluster rotates it.
+    async fn web_identity(&self) -> Result<Option<(AwsCredentials, String)>, CredentialsError> {
+        let (Some(token_file), Some(role_arn)) = (
+            (self.env)("AWS_WEB_IDENTITY_TOKEN_FILE"),
+            (self.env)("AWS_ROLE_ARN"),
+        ) else {
+            return Ok(None);
+        };
+        let token = read_secret_file(Path::new(&token_file)).map_err(|e| {
+            CredentialsError::Configuration(format!("AWS_WEB_IDENTITY_TOKEN_FILE: {e}"))
+        })?;
+        let session = (self.env)("AWS_ROLE_SESSION_NAME").unwrap_or_else(session_name);
+        let query = format!(
+            "Action=AssumeRoleWithWebIdentity&RoleArn={}&RoleSessionName={}&Version=2011-06-15&WebIdentityToken={}",
+            form_encode(&role_arn),
+            form_encode(&session),
+            form_encode(token.expose())
+        );
+        let c = self.sts(query, None).await?;
+        Ok(Some((c, format!("web identity role {role_arn}"))))
+    }
+
+    /// Calls STS with a form `query`, signed with `signer` when given (AssumeRole) and
+    /// unsigned otherwise (AssumeRoleWithWebIdentity carries its own token).
+    async fn sts(
+        &self,
+        query: String,
+        signer: Option<&AwsCredentials>,
+    ) -> Result<AwsCredentials, CredentialsError> {
         let endpoint = (self.env)("AWS_ENDPOINT_URL_STS")
             .or_else(|| (self.env)("AWS_ENDPOINT_URL"))
             .unwrap_or_else(|| format!("https://sts.{}.amazonaws.com/", self.region));
@@ -730,34 +775,27 @@ impl AwsCredentialsProvider {
             ))
         })?;
         let shown = redact_url(&url);
-        let session = format!(
-            "pushprobe-{}",
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs())
-        );
-        let body = format!(
-            "Action=AssumeRole&RoleArn={}&RoleSessionName={}&Version=2011-06-15",
-            form_encode(role_arn),
-            form_encode(&session)
-        );
         let mut headers = HeaderMap::new();
         headers.insert(
             CONTENT_TYPE,
             HeaderValue::from_static("application/x-www-form-urlencoded; charset=utf-8"),
         );
-        let signed = super::sigv4::sign(
-            base,
-            &self.region,
-            "sts",
-            SystemTime::now(),
-            &http::Method::POST,
-            &url,
-            &headers,
-            body.as_bytes(),
-        )
-        .map_err(|e| CredentialsError::Configuration(format!("signing the STS request: {e}")))?;
-        headers.extend(signed);
+        if let Some(base) = signer {
+            let signed = super::sigv4::sign(
+                base,
+                &self.region,
+                "sts",
+                SystemTime::now(),
+                &http::Method::POST,
+                &url,
+                &headers,
+                query.as_bytes(),
+            )
+            .map_err(|e| {
+                CredentialsError::Configuration(format!("signing the STS request: {e}"))
+            })?;
+            headers.extend(signed);
+        }
         let builder =
             crate::http_client::pooled::builder(&url, &TlsConfig::default(), &[b"http/1.1"])
                 .map_err(|e| CredentialsError::Configuration(format!("STS at {shown}: {e}")))?;
@@ -765,9 +803,17 @@ impl AwsCredentialsProvider {
             .map_err(|e| CredentialsError::Configuration(format!("STS at {shown}: {e}")))?;
         let what = format!("STS at {shown}");
         let (status, answer) =
-            fetch(client.post(url.clone()).headers(headers).body(body), &what).await?;
+            fetch(client.post(url.clone()).headers(headers).body(query), &what).await?;
         parse_assume_role_xml(status, &answer, &shown)
     }
+}
+
+/// A role session name that tells pushprobe's sessions apart in CloudTrail.
+fn session_name() -> String {
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!("pushprobe-{secs}")
 }
 
 /// Reads and parses a shared AWS file; a file that does not exist is empty.
