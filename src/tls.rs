@@ -1,12 +1,19 @@
 //! Builds rustls client configurations from [`TlsConfig`], for both the remote-write sender
 //! and the probes, so that trust roots, client certificates and `insecure_skip_verify` mean
 //! the same everywhere.
+//!
+//! `ca_file`, `cert_file` and `key_file` rotate without a restart: the configuration holds a
+//! verifier and a client-certificate resolver that reload their files when they change (the
+//! private `reload` module says how and why), so every new connection of every client uses
+//! the current files.
+
+mod reload;
 
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use crate::config::TlsConfig;
@@ -42,19 +49,20 @@ pub fn client_config(tls: &TlsConfig, alpn: &[&[u8]]) -> Result<ClientConfig, Tl
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider())))
+    } else if let Some(ca) = &tls.ca_file {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(reload::ReloadingRoots::new(
+                ca,
+                provider(),
+            )?))
     } else {
-        builder.with_root_certificates(root_store(tls)?)
+        builder.with_root_certificates(native_roots())
     };
     let mut config = match (&tls.cert_file, &tls.key_file) {
-        (Some(cert), Some(key)) => {
-            let certs = read_certs("cert_file", cert)?;
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::File {
-                what: "key_file",
-                path: key.display().to_string(),
-                message: e.to_string(),
-            })?;
-            builder.with_client_auth_cert(certs, key)?
-        }
+        (Some(cert), Some(key)) => builder.with_client_cert_resolver(Arc::new(
+            reload::ReloadingClientCert::new(cert, key, provider())?,
+        )),
         _ => builder.with_no_client_auth(),
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
@@ -97,17 +105,6 @@ pub fn client_config_for_url(
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
-}
-
-fn root_store(tls: &TlsConfig) -> Result<Arc<RootCertStore>, TlsError> {
-    if let Some(ca) = &tls.ca_file {
-        let mut roots = RootCertStore::empty();
-        for cert in read_certs("ca_file", ca)? {
-            roots.add(cert)?;
-        }
-        return Ok(Arc::new(roots));
-    }
-    Ok(native_roots())
 }
 
 /// The system's trust roots, loaded once per process and shared: every probe and sender that
@@ -182,9 +179,6 @@ mod tests {
     #[test]
     fn system_roots_are_loaded_once_and_shared() {
         assert!(Arc::ptr_eq(&native_roots(), &native_roots()));
-        let a = root_store(&TlsConfig::default()).unwrap();
-        let b = root_store(&TlsConfig::default()).unwrap();
-        assert!(Arc::ptr_eq(&a, &b));
     }
 
     #[test]

@@ -140,6 +140,7 @@ fn settings(url: &str) -> HttpProbeSettings {
         body: None,
         valid_status_codes: vec![],
         follow_redirects: true,
+        auth: None,
         tls: TlsConfig::default(),
         buckets: Arc::from(DEFAULT_BUCKETS),
         labels: vec![("team".into(), "core".into())],

@@ -37,6 +37,7 @@ use crate::config::SigV4Settings;
 use crate::secret::Secret;
 
 pub use self::secret_file::SecretFile;
+pub(crate) use self::secret_file::Stamp;
 
 /// Credentials for a request as the configuration resolved them; files are read through a
 /// [`SecretFile`], which picks up a rotated file without a restart.
@@ -173,6 +174,20 @@ impl Authorizer {
             )?)),
         };
         Ok(Authorizer(Some(Arc::new(scheme))))
+    }
+
+    /// Whether the credentials can change while the agent runs (a file, a token, a
+    /// credentials provider): a refusal may then be a rotation in progress, worth waiting out.
+    pub fn can_rotate(&self) -> bool {
+        match self.0.as_deref() {
+            None => false,
+            Some(Scheme::Basic { password: s, .. }) | Some(Scheme::Bearer(s)) => {
+                matches!(s, SecretSource::File(_))
+            }
+            // AWS refuses a bad signature with 403, not 401, and fresh credentials are
+            // fetched before the old ones expire: a 401 is not a rotation to wait out.
+            Some(Scheme::SigV4(_)) => false,
+        }
     }
 
     /// Whether any credentials are configured.

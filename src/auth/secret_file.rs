@@ -35,9 +35,10 @@ struct State {
     failing: bool,
 }
 
-/// What tells a changed file from the one last read, without reading it.
+/// What tells a changed file from the one last read, without reading it; the TLS files'
+/// reloading uses it too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
+pub(crate) struct Stamp {
     dev: u64,
     ino: u64,
     len: u64,
@@ -46,6 +47,12 @@ struct Stamp {
 }
 
 impl Stamp {
+    /// The stamp of the regular file at `path` (symbolic links followed); `None` when it is
+    /// missing or not a regular file.
+    pub(crate) fn of_path(path: &Path) -> Option<Stamp> {
+        std::fs::metadata(path).ok().and_then(|m| Stamp::of(&m))
+    }
+
     /// The stamp of a regular file; `None` for anything else (a FIFO is not re-read).
     fn of(meta: &std::fs::Metadata) -> Option<Stamp> {
         meta.is_file().then(|| Stamp {
@@ -63,7 +70,7 @@ impl SecretFile {
     /// An empty file is refused: it is what a missing systemd credential looks like.
     pub fn open(key: impl Into<String>, path: &Path) -> Result<SecretFile, SecretFileError> {
         // Stamped before reading: a change during the read is then seen at the next use.
-        let stamp = std::fs::metadata(path).ok().and_then(|m| Stamp::of(&m));
+        let stamp = Stamp::of_path(path);
         let value = read_secret_file(path)?;
         if value.is_empty() {
             return Err(SecretFileError::Empty {
@@ -96,9 +103,7 @@ impl SecretFile {
     pub fn current(&self) -> Secret {
         let mut state = self.lock();
         if state.stamp.is_some() {
-            let now = std::fs::metadata(&self.0.path)
-                .ok()
-                .and_then(|m| Stamp::of(&m));
+            let now = Stamp::of_path(&self.0.path);
             if now != state.stamp || state.failing {
                 self.refresh(&mut state, now);
             }
@@ -114,9 +119,7 @@ impl SecretFile {
             return false;
         }
         let before = state.value.clone();
-        let now = std::fs::metadata(&self.0.path)
-            .ok()
-            .and_then(|m| Stamp::of(&m));
+        let now = Stamp::of_path(&self.0.path);
         self.refresh(&mut state, now);
         state.value != before
     }

@@ -501,12 +501,13 @@ output_per_mtok = "eight"
                  \"1m30s\") (in pushprobe.toml, line 6)",
                 "probe[0].intervall: unknown key (did you mean `interval`?); expected one of: \
                  name, url, interval, timeout, method, headers, body, valid_status_codes, \
-                 follow_redirects, tls, buckets, labels (in pushprobe.toml, line 12)",
+                 follow_redirects, basic_auth, bearer_token, bearer_token_file, tls, buckets, \
+                 labels (in pushprobe.toml, line 12)",
                 "probe[0].timeout: \"5\": missing unit (ms, s, m, h, d, w, y) \
                  (in pushprobe.toml, line 13)",
                 "probe[0].colour: unknown key; expected one of: name, url, interval, timeout, \
-                 method, headers, body, valid_status_codes, follow_redirects, tls, buckets, \
-                 labels (in pushprobe.toml, line 14)",
+                 method, headers, body, valid_status_codes, follow_redirects, basic_auth, \
+                 bearer_token, bearer_token_file, tls, buckets, labels (in pushprobe.toml, line 14)",
                 "probe[1].model: is required (in pushprobe.toml, line 16)",
                 "pricing.\"gpt-4.1\".output_per_mtok: expected f64, found string \"eight\" \
                  (in pushprobe.toml, line 23)",

@@ -4,6 +4,7 @@
 //! interval) is checked once, in [`validate_probes`].
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,10 +13,11 @@ use serde::{Deserialize, Serialize};
 use super::load::describe_figment_error;
 use super::openai::{validate_openai_probe, OpenAiProbeConfig, OpenAiProbeSettings};
 use super::{
-    default_true, validate_buckets, Checker, ConfigDuration, HeadersConfig, TlsConfig, UrlConfig,
+    default_true, validate_buckets, Auth, BasicAuthConfig, Checker, ConfigDuration, HeadersConfig,
+    TlsConfig, UrlConfig,
 };
 use crate::pricing::PriceTable;
-use crate::secret::HeaderText;
+use crate::secret::{HeaderText, Secret};
 
 fn default_interval() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(30))
@@ -139,6 +141,12 @@ pub struct HttpProbeConfig {
     /// Follow redirects (up to 10), as the blackbox exporter does.
     #[serde(default = "default_true")]
     pub follow_redirects: bool,
+    /// HTTP basic authentication (`password` or `password_file`).
+    pub basic_auth: Option<BasicAuthConfig>,
+    /// Bearer token, inline.
+    pub bearer_token: Option<Secret>,
+    /// File holding the bearer token; re-read when it changes.
+    pub bearer_token_file: Option<PathBuf>,
     /// TLS options.
     #[serde(default)]
     pub tls: TlsConfig,
@@ -206,6 +214,8 @@ pub struct HttpProbeSettings {
     pub valid_status_codes: Vec<u16>,
     /// Follow redirects.
     pub follow_redirects: bool,
+    /// Credentials, set on every run (files re-read when they change).
+    pub auth: Option<Auth>,
     /// TLS options.
     pub tls: TlsConfig,
     /// Histogram bounds.
@@ -289,6 +299,7 @@ fn validate_http_probe(
             );
         }
     }
+    let auth = c.auth(key, &h.basic_auth, &h.bearer_token, &h.bearer_token_file);
     c.tls(&format!("{key}.tls"), &h.tls);
     c.tls_files(&format!("{key}.tls"), &h.tls);
     let buckets = validate_buckets(c, &format!("{key}.buckets"), h.buckets.as_deref());
@@ -311,6 +322,7 @@ fn validate_http_probe(
         body: h.body.clone(),
         valid_status_codes: h.valid_status_codes.clone(),
         follow_redirects: h.follow_redirects,
+        auth,
         tls: h.tls.clone(),
         buckets,
         labels,

@@ -94,6 +94,12 @@ pub enum ClientError {
         /// The Location that was not followed.
         last: String,
     },
+    /// The request's credentials could not be obtained (nothing was sent).
+    #[error("credentials: {message}")]
+    Credentials {
+        /// What went wrong; never a secret.
+        message: String,
+    },
     /// A redirect's `Location` cannot be followed.
     #[error("redirect to {location:?} cannot be followed: {reason}")]
     BadRedirect {
@@ -117,6 +123,7 @@ impl ClientError {
             ClientError::Http { .. } => "http",
             ClientError::BodyTooLarge { .. } => "body_too_large",
             ClientError::TooManyRedirects { .. } => "redirect_loop",
+            ClientError::Credentials { .. } => "credentials",
         }
     }
 
@@ -131,7 +138,8 @@ impl ClientError {
             ClientError::InvalidUrl { .. }
             | ClientError::InvalidHeader { .. }
             | ClientError::TooManyRedirects { .. }
-            | ClientError::BadRedirect { .. } => None,
+            | ClientError::BadRedirect { .. }
+            | ClientError::Credentials { .. } => None,
         }
     }
 }

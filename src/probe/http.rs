@@ -23,9 +23,12 @@ use http::Version;
 use tokio::time::Instant;
 
 use super::{ProbeError, ProbeReport};
+use crate::auth::Authorizer;
 use crate::config::HttpProbeSettings;
 use crate::http_client::cert::format_unix;
-use crate::http_client::{ClientError, HttpClient, Phase, Request, Trace, DEFAULT_BODY_LIMIT};
+use crate::http_client::{
+    ClientError, HttpClient, Phase, Request, Response, Trace, DEFAULT_BODY_LIMIT,
+};
 use crate::secret::redact_url;
 use crate::series::{LabelError, MetricType, Registry};
 
@@ -131,6 +134,8 @@ const FAMILIES: &[(&str, MetricType, &str)] = &[
 pub struct HttpProbe {
     settings: HttpProbeSettings,
     client: HttpClient,
+    /// Sets the credentials of every run (rotated files included).
+    authorizer: Authorizer,
     request: Request,
     /// `probe`, `instance` and the extra labels, in that order.
     labels: Vec<(String, String)>,
@@ -195,13 +200,46 @@ impl HttpProbe {
             ("instance".to_string(), instance_label(&settings.url)),
         ];
         labels.extend(settings.labels.iter().cloned());
+        let authorizer =
+            Authorizer::new(settings.auth.as_ref()).map_err(|e| ProbeError::Credentials {
+                probe: settings.name.clone(),
+                message: e.to_string(),
+            })?;
         Ok(HttpProbe {
             settings,
             client,
+            authorizer,
             request,
             labels,
             tls_version: None,
         })
+    }
+
+    /// Sends this run's request with the credentials' current values; a `401` is sent once
+    /// more (its phases measured afresh) when the credentials changed on refusal.
+    async fn exchange(&self, trace: &mut Trace) -> Result<Response, ClientError> {
+        let mut response = self.send_authorized(trace).await?;
+        if response.status() == http::StatusCode::UNAUTHORIZED && self.authorizer.refused() {
+            let _ = response.discard(trace).await;
+            *trace = Trace::default();
+            response = self.send_authorized(trace).await?;
+        }
+        Ok(response)
+    }
+
+    async fn send_authorized(&self, trace: &mut Trace) -> Result<Response, ClientError> {
+        if !self.authorizer.is_configured() {
+            return self.client.send(&self.request, trace).await;
+        }
+        let mut request = self.request.clone();
+        let body = request.body.clone().unwrap_or_default();
+        self.authorizer
+            .apply_to_pairs(&request.method, &request.url, &mut request.headers, &body)
+            .await
+            .map_err(|e| ClientError::Credentials {
+                message: e.to_string(),
+            })?;
+        self.client.send(&request, trace).await
     }
 
     /// The probe's name.
@@ -214,7 +252,7 @@ impl HttpProbe {
     pub async fn run(&mut self, registry: &mut Registry) -> ProbeReport {
         let started = Instant::now();
         let mut trace = Trace::default();
-        let (response, error) = match self.client.send(&self.request, &mut trace).await {
+        let (response, error) = match self.exchange(&mut trace).await {
             Ok(mut response) => {
                 let facts = ResponseFacts {
                     status: response.status().as_u16(),

@@ -94,6 +94,14 @@ pub enum ProbeError {
         #[source]
         source: crate::tls::TlsError,
     },
+    /// The credentials could not be set up.
+    #[error("probe {probe}: credentials: {message}")]
+    Credentials {
+        /// The probe's name.
+        probe: String,
+        /// What went wrong; never a secret.
+        message: String,
+    },
 }
 
 /// A runnable probe of any kind.

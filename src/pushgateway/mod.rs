@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Authorizer;
 use crate::config::{PushMethod, PushgatewaySettings};
 use crate::http_client::pooled;
-use crate::remote_write::retry::{reauthorize, Decision, Outcome, RetryPolicy};
+use crate::remote_write::retry::{reauthorize, Decision, Outcome, RetryPolicy, UNAUTHORIZED_GRACE};
 use crate::series::{Labels, Registry};
 use crate::telemetry::{self, Telemetry};
 
@@ -231,6 +231,12 @@ impl PushgatewaySink {
                 message: e.to_string(),
             }
         })?;
+        // A 401 during a credential rotation is waited out for a while, as for remote write.
+        let policy = if authorizer.can_rotate() {
+            policy.with_unauthorized_grace(UNAUTHORIZED_GRACE)
+        } else {
+            policy
+        };
         let url = group_url(&settings.url, &settings.job, &settings.grouping);
         let path = group_path(&settings.job, &settings.grouping);
         let mut strip_labels = vec!["job".to_string()];

@@ -192,6 +192,12 @@ impl Backoff {
             .unwrap_or(self.max)
     }
 
+    /// The base delays before attempt `attempt`, summed: about how long a request has been
+    /// retried when attempt `attempt` fails.
+    pub fn waited(&self, attempt: u32) -> Duration {
+        (0..attempt).fold(Duration::ZERO, |sum, a| sum.saturating_add(self.base(a)))
+    }
+
     /// Delay after failed attempt `attempt`, with `jitter` (a uniform draw in `[0, 1)`)
     /// spreading it over the upper half of the base delay, never below `min`.
     ///
@@ -209,11 +215,18 @@ impl Backoff {
     }
 }
 
+/// How long a batch answered `401` stays queued, retried with backoff, when its credentials
+/// can rotate: a receiver and a client rarely switch to a new credential at the same instant,
+/// and dropping every batch written in between would lose data for a routine rotation.
+pub const UNAUTHORIZED_GRACE: Duration = Duration::from_secs(60);
+
 /// Decides what follows each write attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
     backoff: Backoff,
     retry_after_cap: Duration,
+    /// How long `401` answers are retried (credentials that rotate); zero: refused at once.
+    unauthorized_grace: Duration,
 }
 
 impl RetryPolicy {
@@ -224,7 +237,15 @@ impl RetryPolicy {
         Ok(RetryPolicy {
             backoff,
             retry_after_cap: max_backoff.max(RETRY_AFTER_CAP),
+            unauthorized_grace: Duration::ZERO,
         })
+    }
+
+    /// Retries `401` answers with backoff while the backoff schedule's waits so far stay
+    /// within `grace` (see [`UNAUTHORIZED_GRACE`]); for credentials that rotate.
+    pub fn with_unauthorized_grace(mut self, grace: Duration) -> Self {
+        self.unauthorized_grace = grace;
+        self
     }
 
     /// The backoff schedule.
@@ -252,6 +273,11 @@ impl RetryPolicy {
     ) -> Decision {
         match outcome {
             Outcome::Status(s) if (200..300).contains(&s) => Decision::Done,
+            Outcome::Status(401) if self.backoff.waited(attempt) < self.unauthorized_grace => {
+                Decision::Retry {
+                    after: self.backoff.delay(attempt, jitter),
+                }
+            }
             Outcome::Status(s) if is_retryable_status(s) => {
                 let after = retry_after
                     .and_then(|v| parse_retry_after(v, now))
@@ -383,6 +409,31 @@ mod tests {
         // A 401 that was not re-authorized is a refusal like any other 4xx.
         assert!(matches!(
             policy().decide(Outcome::Status(401), None, 0, now(), 0.5),
+            Decision::Drop { .. }
+        ));
+    }
+
+    #[test]
+    fn with_rotating_credentials_a_401_is_retried_within_the_grace_only() {
+        // 30 ms doubling: 0, 30, 90, 210 ms waited before attempts 0, 1, 2, 3.
+        let p = policy().with_unauthorized_grace(Duration::from_millis(100));
+        assert_eq!(p.backoff().waited(3), Duration::from_millis(210));
+        for attempt in 0..=2 {
+            assert!(
+                matches!(
+                    p.decide(Outcome::Status(401), None, attempt, now(), 0.5),
+                    Decision::Retry { .. }
+                ),
+                "{attempt}"
+            );
+        }
+        assert!(matches!(
+            p.decide(Outcome::Status(401), None, 3, now(), 0.5),
+            Decision::Drop { .. }
+        ));
+        // Other refusals are not affected.
+        assert!(matches!(
+            p.decide(Outcome::Status(403), None, 0, now(), 0.5),
             Decision::Drop { .. }
         ));
     }

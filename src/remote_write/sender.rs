@@ -54,7 +54,7 @@ use tokio_util::task::TaskTracker;
 
 use super::encode::{EncodeStats, Encoder};
 use super::events::SenderEvents;
-use super::retry::{Decision, DropReason, Jitter, RetryPolicy};
+use super::retry::{Decision, DropReason, Jitter, RetryPolicy, UNAUTHORIZED_GRACE};
 use super::service::{Answer, WriteService};
 use super::shard::{partition, shard_count, TokenBucket};
 use super::split::{splits, SplitPlan, Step};
@@ -136,6 +136,12 @@ impl Sender {
             return Err(fail("max_samples_per_send must be > 0".into()));
         }
         let service = WriteService::new(&settings).map_err(fail)?;
+        // A 401 during a credential rotation keeps the batch queued for a while.
+        let policy = if service.credentials_rotate() {
+            policy.with_unauthorized_grace(UNAUTHORIZED_GRACE)
+        } else {
+            policy
+        };
 
         let sender = Sender {
             events: SenderEvents::new(endpoint, telemetry),

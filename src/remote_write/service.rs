@@ -87,6 +87,11 @@ impl WriteService {
         Ok(headers)
     }
 
+    /// Whether the endpoint's credentials can change while the agent runs.
+    pub(crate) fn credentials_rotate(&self) -> bool {
+        self.authorizer.can_rotate()
+    }
+
     /// Every credential text a receiver could echo, longest first, so that a secret that
     /// contains another is replaced whole.
     pub(crate) fn secrets(&self) -> Vec<Secret> {

@@ -37,6 +37,10 @@ pub struct Tally {
 #[derive(Default)]
 struct State {
     requests: usize,
+    /// The `Authorization` value required, if any; others get 401 before the script runs.
+    required_authorization: Option<String>,
+    /// Requests refused with 401 for their credentials.
+    unauthorized: usize,
     /// By the series' labels as `name{k="v",…}` (sorted).
     series: BTreeMap<String, Tally>,
     /// Every accepted request, decoded.
@@ -122,6 +126,20 @@ impl RwReceiver {
         format!("http://{}/api/v1/write", self.addr)
     }
 
+    /// From now on, answers 401 (without running the script or tallying samples) to every
+    /// request whose `Authorization` header is not exactly `value`.
+    pub fn require_authorization(&self, value: &str) {
+        self.state
+            .lock()
+            .expect("receiver state")
+            .required_authorization = Some(value.to_string());
+    }
+
+    /// Requests refused with 401 for their credentials so far.
+    pub fn unauthorized(&self) -> usize {
+        self.state.lock().expect("receiver state").unauthorized
+    }
+
     /// Requests received so far.
     pub fn requests(&self) -> usize {
         self.state.lock().expect("receiver state").requests
@@ -184,6 +202,17 @@ async fn respond(
             .body(Full::new(Bytes::from(body)))
             .expect("build response"))
     };
+    let authorization = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    {
+        let mut st = state.lock().expect("receiver state");
+        if st.required_authorization.is_some() && st.required_authorization != authorization {
+            st.unauthorized += 1;
+            return reply(401, "unauthorized");
+        }
+    }
     let Ok(body) = req.into_body().collect().await else {
         return reply(400, "unreadable body");
     };

@@ -99,6 +99,7 @@ pub fn client_failure(check: Check, e: &ClientError) -> Failure {
         | ClientError::InvalidHeader { .. }
         | ClientError::TooManyRedirects { .. }
         | ClientError::BadRedirect { .. } => Reason::Request,
+        ClientError::Credentials { .. } => Reason::Auth,
     };
     let message = match (reason, e.phase()) {
         (Reason::Timeout, Some(p)) => format!("{e} (phase {p})"),

@@ -1,0 +1,458 @@
+//! Credentials that rotate while the agent runs: each file-based credential is replaced
+//! mid-run, the receiver refuses the old one from then on, and every probe result still
+//! arrives, once; a file removed mid-run keeps its last good value.
+//!
+//! Bearer tokens are checked by the scripted receiver; basic-auth passwords by a real
+//! Prometheus whose `--web.config.file` (re-read on every request) holds bcrypt hashes made
+//! with `htpasswd`; TLS files by a Prometheus serving mutual TLS (certificates from rcgen),
+//! probed over a new connection each run.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::rw_receiver::RwReceiver;
+use common::target::TargetServer;
+use common::*;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Replaces `path`'s contents the way secret managers do: write aside, then rename over it.
+fn rotate(path: &Path, contents: &str) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, contents).expect("write the new secret");
+    std::fs::rename(&tmp, path).expect("rename the new secret into place");
+}
+
+/// Polls `cond` until it holds, panicking with `what` after [`DEADLINE`].
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = tokio::time::Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < end, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A config pushing one HTTP probe of `target` every 500 ms (400 ms timeout) to `write_url`, with
+/// `auth_toml` (keys of the `[[remote_write]]` block) added.
+fn config(write_url: &str, target: &str, auth_toml: &str) -> String {
+    basic_config(write_url, &[("local", target)], "500ms")
+        .replace("timeout = \"1s\"", "timeout = \"400ms\"")
+        .replace(
+        "batch_send_deadline = \"1s\"\n",
+        &format!("batch_send_deadline = \"1s\"\nmin_backoff = \"50ms\"\nmax_backoff = \"500ms\"\n{auth_toml}\n"),
+    )
+}
+
+/// Asserts each probe run's result arrived exactly once: as many distinct, increasing
+/// timestamps as the target saw requests (the last run may have been cut by the stop).
+fn assert_nothing_lost(stamps: &[i64], hits: u64, what: &str) {
+    assert!(
+        stamps.windows(2).all(|w| w[0] < w[1]),
+        "{what}: duplicates or disorder: {stamps:?}"
+    );
+    let n = stamps.len() as u64;
+    assert!(
+        n == hits || n + 1 == hits,
+        "{what}: {n} results stored for {hits} probe runs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_bearer_token_file_is_used_without_a_restart_and_nothing_is_lost() {
+    let receiver = RwReceiver::start(|_, _| 204).await;
+    receiver.require_authorization("Bearer token-one");
+    let target = TargetServer::start().await;
+    let secrets = tempfile::tempdir().unwrap();
+    let token = secrets.path().join("token");
+    std::fs::write(&token, "token-one\n").unwrap();
+    let agent = Pushprobe::with_config(&config(
+        &receiver.write_url(),
+        &target.url("/"),
+        &format!(
+            "bearer_token_file = {}",
+            toml_string(&token.to_string_lossy())
+        ),
+    ));
+    let mut running = agent.spawn_run(&[]);
+    let accepted = || {
+        receiver
+            .series("probe_success{")
+            .values()
+            .map(|t| t.accepted.len())
+            .sum::<usize>()
+    };
+    wait_until("results with the first token", || accepted() >= 3).await;
+
+    // The receiver switches first: the old token is refused from now on, and the agent keeps
+    // its samples queued until its file catches up.
+    receiver.require_authorization("Bearer token-two");
+    wait_until("the old token refused", || receiver.unauthorized() >= 1).await;
+    rotate(&token, "token-two\n");
+    let before = accepted();
+    wait_until("results with the second token", || accepted() >= before + 3).await;
+
+    // The file disappears: the last good token stays in use.
+    std::fs::remove_file(&token).unwrap();
+    let before = accepted();
+    wait_until("results after the file was removed", || {
+        accepted() >= before + 3
+    })
+    .await;
+    running.assert_running();
+    let stopped = running.terminate(Duration::from_secs(30)).await;
+    stopped.assert_code(0);
+
+    let series = receiver.series("probe_success{");
+    assert_eq!(series.len(), 1, "{series:?}");
+    let tally = series.values().next().unwrap();
+    assert!(tally.refused.is_empty(), "refused: {:?}", tally.refused);
+    assert_nothing_lost(&tally.accepted, target.hits(), "bearer rotation");
+    // The removal was noticed and logged by key and path, never with the token.
+    assert!(
+        stopped.stderr.contains("bearer_token_file"),
+        "{}",
+        stopped.stderr
+    );
+    for secret in ["token-one", "token-two"] {
+        assert!(!stopped.stderr.contains(secret), "{secret} in the logs");
+        assert!(!stopped.stdout.contains(secret), "{secret} in the output");
+    }
+}
+
+/// `htpasswd`'s bcrypt hash of `password` (cost 5: fast, and Prometheus accepts any cost).
+fn bcrypt(htpasswd: &Path, password: &str) -> String {
+    let out = std::process::Command::new(htpasswd)
+        .args(["-nbBC", "5", "user", password])
+        .output()
+        .expect("run htpasswd");
+    assert!(out.status.success(), "htpasswd failed: {out:?}");
+    let line = String::from_utf8(out.stdout).expect("htpasswd prints text");
+    line.trim()
+        .split_once(':')
+        .map(|(_, hash)| hash.to_string())
+        .expect("htpasswd prints user:hash")
+}
+
+/// Prometheus' web configuration requiring basic auth: the agent's user, and a reader for
+/// the test's queries.
+fn web_config(agent_hash: &str, reader_hash: &str) -> String {
+    format!("basic_auth_users:\n  agent: '{agent_hash}'\n  reader: '{reader_hash}'\n")
+}
+
+/// Queries a Prometheus that requires basic auth, as the `reader` user.
+struct Authed(String);
+
+impl QueryApi for Authed {
+    fn base_url(&self) -> String {
+        self.0.clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_password_file_is_used_against_prometheus_and_nothing_is_lost() {
+    let Some(htpasswd) = require_binary("htpasswd") else {
+        return;
+    };
+    let web_dir = tempfile::tempdir().unwrap();
+    let web = web_dir.path().join("web.yml");
+    // No users yet, so that start-up's readiness check needs no credentials; Prometheus
+    // re-reads this file on every request.
+    std::fs::write(&web, "{}\n").unwrap();
+    let web_flag = format!("--web.config.file={}", web.display());
+    let Some(prom) = Prometheus::start_with(
+        PROMETHEUS_MINIMAL_CONFIG,
+        &["--web.enable-remote-write-receiver", &web_flag],
+    )
+    .await
+    else {
+        return;
+    };
+    let reader = bcrypt(&htpasswd, "reader-pass");
+    let (old_hash, new_hash) = (bcrypt(&htpasswd, "pass-one"), bcrypt(&htpasswd, "pass-two"));
+    std::fs::write(&web, web_config(&old_hash, &reader)).unwrap();
+    let authed = Authed(format!(
+        "http://reader:reader-pass@127.0.0.1:{}",
+        prom.port()
+    ));
+    let write_url = format!("http://127.0.0.1:{}/api/v1/write", prom.port());
+    // The receiver refuses requests without credentials now.
+    let anonymous = http_client().post(&write_url).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+
+    let target = TargetServer::start().await;
+    let secrets = tempfile::tempdir().unwrap();
+    let password = secrets.path().join("password");
+    std::fs::write(&password, "pass-one\n").unwrap();
+    let agent = Pushprobe::with_config(&config(
+        &write_url,
+        &target.url("/"),
+        &format!(
+            "basic_auth = {{ username = \"agent\", password_file = {} }}",
+            toml_string(&password.to_string_lossy())
+        ),
+    ));
+    let mut running = agent.spawn_run(&[]);
+    let count = r#"count_over_time(probe_success{probe="local"}[10m])"#;
+    authed
+        .wait_for(count, |r| r.len() == 1 && r[0].value >= 3.0, DEADLINE)
+        .await;
+
+    // Prometheus switches to the new password (the old one is refused from now on), then
+    // the agent's file follows.
+    std::fs::write(&web, web_config(&new_hash, &reader)).unwrap();
+    let old = http_client()
+        .post(&write_url)
+        .basic_auth("agent", Some("pass-one"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status(), 401, "the old password is refused");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    rotate(&password, "pass-two\n");
+    let before = authed.query(count).await[0].value;
+    authed
+        .wait_for(
+            count,
+            |r| r.len() == 1 && r[0].value >= before + 3.0,
+            DEADLINE,
+        )
+        .await;
+    running.assert_running();
+    let stopped = running.terminate(Duration::from_secs(30)).await;
+    stopped.assert_code(0);
+
+    let raw = authed
+        .raw_samples(r#"probe_success{probe="local"}"#, "10m")
+        .await;
+    assert_eq!(raw.len(), 1, "{raw:?}");
+    let stamps: Vec<i64> = raw[0].samples.iter().map(|s| s.0).collect();
+    assert_nothing_lost(&stamps, target.hits(), "password rotation");
+    let dropped = authed
+        .query("sum(pushprobe_remote_write_samples_dropped_total)")
+        .await;
+    assert!(dropped.iter().all(|r| r.value == 0.0), "{dropped:?}");
+    for secret in ["pass-one", "pass-two"] {
+        assert!(!stopped.stderr.contains(secret), "{secret} in the logs");
+    }
+}
+
+/// A CA, or a certificate it issued, with its key, as PEM.
+struct Issued {
+    cert: String,
+    key: String,
+}
+
+/// A new CA named `name`; returns its PEM and the issuer to sign with.
+fn new_ca(name: &str) -> (Issued, rcgen::Issuer<'static, rcgen::KeyPair>) {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let pem = Issued {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    };
+    (pem, rcgen::Issuer::new(params, key))
+}
+
+/// A leaf certificate for `127.0.0.1`, issued by `ca`.
+fn issue(ca: &rcgen::Issuer<'static, rcgen::KeyPair>, name: &str) -> Issued {
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, ca).unwrap();
+    Issued {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    }
+}
+
+/// `probe_success` values the receiver accepted so far, in time order.
+fn successes(receiver: &RwReceiver) -> Vec<(i64, f64)> {
+    let mut out: Vec<(i64, f64)> = receiver
+        .accepted_samples()
+        .into_iter()
+        .filter(|s| {
+            s.labels
+                .iter()
+                .any(|(n, v)| n == "__name__" && v == "probe_success")
+        })
+        .map(|s| (s.timestamp_ms, s.value))
+        .collect();
+    out.sort_by_key(|s| s.0);
+    out
+}
+
+/// Waits until `n` more `probe_success` results with `value` have arrived after the first
+/// `after` results.
+async fn wait_for_results(
+    receiver: &RwReceiver,
+    after: usize,
+    value: f64,
+    n: usize,
+    what: &str,
+) -> usize {
+    wait_until(what, || {
+        successes(receiver)
+            .iter()
+            .skip(after)
+            .filter(|s| s.1 == value)
+            .count()
+            >= n
+    })
+    .await;
+    successes(receiver).len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_tls_files_are_used_for_new_connections_against_prometheus_mutual_tls() {
+    let Some(prometheus) = require_binary("prometheus") else {
+        return;
+    };
+    // Prometheus serving TLS that requires a client certificate from `client-ca.pem`; it
+    // reads its web configuration and the files it names again for every new connection.
+    let server_dir = tempfile::tempdir().unwrap();
+    let sp = |name: &str| server_dir.path().join(name);
+    let (server_ca_1, server_issuer_1) = new_ca("server CA one");
+    let (client_ca_1, client_issuer_1) = new_ca("client CA one");
+    let server_1 = issue(&server_issuer_1, "prometheus one");
+    std::fs::write(sp("server.pem"), &server_1.cert).unwrap();
+    std::fs::write(sp("server-key.pem"), &server_1.key).unwrap();
+    std::fs::write(sp("client-ca.pem"), &client_ca_1.cert).unwrap();
+    std::fs::write(
+        sp("web.yml"),
+        format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {}\n",
+            sp("server.pem").display(),
+            sp("server-key.pem").display(),
+            sp("client-ca.pem").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(sp("prometheus.yml"), PROMETHEUS_MINIMAL_CONFIG).unwrap();
+    let port = free_port();
+    let mut cmd = std::process::Command::new(prometheus);
+    cmd.arg(format!("--config.file={}", sp("prometheus.yml").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg(format!("--web.config.file={}", sp("web.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", sp("data").display()));
+    let _prom = ChildGuard::spawn("prometheus-tls", cmd, server_dir.path()).unwrap();
+
+    // The agent's files: trust in server CA one, client certificate from client CA one.
+    let agent_dir = tempfile::tempdir().unwrap();
+    let ap = |name: &str| agent_dir.path().join(name);
+    let client_1 = issue(&client_issuer_1, "agent one");
+    std::fs::write(ap("ca.pem"), &server_ca_1.cert).unwrap();
+    std::fs::write(ap("cert.pem"), &client_1.cert).unwrap();
+    std::fs::write(ap("key.pem"), &client_1.key).unwrap();
+    let receiver = RwReceiver::start(|_, _| 204).await;
+    let url = format!("https://127.0.0.1:{port}/-/healthy");
+    let toml = basic_config(&receiver.write_url(), &[("mtls", &url)], "500ms")
+        .replace("timeout = \"1s\"", "timeout = \"400ms\"")
+        + &format!(
+            "[probe.tls]\nca_file = {}\ncert_file = {}\nkey_file = {}\n",
+            toml_string(&ap("ca.pem").to_string_lossy()),
+            toml_string(&ap("cert.pem").to_string_lossy()),
+            toml_string(&ap("key.pem").to_string_lossy()),
+        );
+    let agent = Pushprobe::with_config(&toml);
+    let mut running = agent.spawn_run(&[]);
+    let seen = wait_for_results(&receiver, 0, 1.0, 2, "mutual TLS with the first files").await;
+
+    // Prometheus now trusts only client CA two: the old client certificate is refused.
+    running.assert_running();
+    let (client_ca_2, client_issuer_2) = new_ca("client CA two");
+    rotate(&sp("client-ca.pem"), &client_ca_2.cert);
+    let seen = wait_for_results(
+        &receiver,
+        seen,
+        0.0,
+        1,
+        "the old client certificate refused",
+    )
+    .await;
+    // The agent's certificate and key are renewed (key first, as a careless writer might).
+    let client_2 = issue(&client_issuer_2, "agent two");
+    rotate(&ap("key.pem"), &client_2.key);
+    rotate(&ap("cert.pem"), &client_2.cert);
+    let seen = wait_for_results(&receiver, seen, 1.0, 2, "the new client certificate used").await;
+
+    // The server moves to a certificate from a new CA; the agent's ca_file follows.
+    let (server_ca_2, server_issuer_2) = new_ca("server CA two");
+    let server_2 = issue(&server_issuer_2, "prometheus two");
+    rotate(&sp("server-key.pem"), &server_2.key);
+    rotate(&sp("server.pem"), &server_2.cert);
+    let seen = wait_for_results(&receiver, seen, 0.0, 1, "the old trust refused").await;
+    rotate(&ap("ca.pem"), &server_ca_2.cert);
+    let seen = wait_for_results(&receiver, seen, 1.0, 2, "the new ca_file used").await;
+
+    // The client files disappear: the last good pair and roots stay in use.
+    for f in ["ca.pem", "cert.pem", "key.pem"] {
+        std::fs::remove_file(ap(f)).unwrap();
+    }
+    wait_for_results(&receiver, seen, 1.0, 2, "the last good files kept").await;
+    running.assert_running();
+    let stopped = running.terminate(Duration::from_secs(30)).await;
+    stopped.assert_code(0);
+    assert!(stopped.stderr.contains("cert_file"), "{}", stopped.stderr);
+    assert!(!stopped.stderr.contains("PRIVATE KEY"));
+}
+
+#[tokio::test]
+async fn an_http_probe_sends_the_current_bearer_token_file_each_run() {
+    use pushprobe::auth::{Auth, SecretFile, SecretSource};
+    use pushprobe::config::{HttpProbeSettings, TlsConfig, DEFAULT_BUCKETS};
+    use pushprobe::probe::http::HttpProbe;
+    use pushprobe::series::Registry;
+
+    let target = TargetServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "probe-one\n").unwrap();
+    let file = SecretFile::open("probe[0].bearer_token_file", &token).unwrap();
+    let mut probe = HttpProbe::new(HttpProbeSettings {
+        name: "web".into(),
+        url: target.url("/").parse().unwrap(),
+        interval: Duration::from_secs(30),
+        timeout: Duration::from_secs(5),
+        method: http::Method::GET,
+        headers: vec![("authorization".into(), "Bearer hand-written".into())],
+        body: None,
+        valid_status_codes: vec![],
+        follow_redirects: true,
+        auth: Some(Auth::Bearer(SecretSource::File(file))),
+        tls: TlsConfig::default(),
+        buckets: std::sync::Arc::from(DEFAULT_BUCKETS),
+        labels: vec![],
+    })
+    .unwrap();
+    let mut sent = Vec::new();
+    for next in [Some("probe-two\n"), None, Some("probe-three")] {
+        let report = probe.run(&mut Registry::new()).await;
+        assert!(report.success, "{report:?}");
+        sent.push(target.last_header("authorization").unwrap());
+        match next {
+            Some(text) => rotate(&token, text),
+            None => std::fs::remove_file(&token).unwrap(),
+        }
+    }
+    probe.run(&mut Registry::new()).await;
+    sent.push(target.last_header("authorization").unwrap());
+    assert_eq!(
+        sent,
+        [
+            "Bearer probe-one",
+            "Bearer probe-two",
+            // Removed: the last good token stays.
+            "Bearer probe-two",
+            "Bearer probe-three"
+        ]
+    );
+}
