@@ -8,6 +8,7 @@
 //! from [`super::aws_credentials`] and signs at the current time, so a retry carries a fresh date and
 //! signature. Its clock offset is a test seam for a skewed clock.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -163,7 +164,14 @@ pub struct SigV4Signer {
     clock: ClockOffset,
     /// The secret texts of the credentials last used, for scrubbing receiver messages.
     last_secrets: Mutex<Vec<Secret>>,
+    /// The signatures of the last requests signed: a proxy that echoes request headers in its
+    /// error page must not put one in a log line either.
+    recent_signatures: Mutex<VecDeque<Secret>>,
 }
+
+/// How many recent signatures are scrubbed from receiver messages: more than the shards that
+/// can be in flight at once.
+const RECENT_SIGNATURES: usize = 128;
 
 impl std::fmt::Debug for SigV4Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -183,6 +191,7 @@ impl SigV4Signer {
             provider,
             clock: ClockOffset::None,
             last_secrets: Mutex::new(Vec::new()),
+            recent_signatures: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -248,18 +257,36 @@ impl SigV4Signer {
         if let Ok(mut last) = self.last_secrets.lock() {
             *last = credential_secrets(&credentials);
         }
+        let signature = signed
+            .iter()
+            .find(|(name, _)| name == http::header::AUTHORIZATION)
+            .and_then(|(_, v)| v.to_str().ok())
+            .and_then(|v| v.rsplit_once("Signature="))
+            .map(|(_, sig)| Secret::new(sig));
+        if let (Some(signature), Ok(mut recent)) = (signature, self.recent_signatures.lock()) {
+            if recent.len() >= RECENT_SIGNATURES {
+                recent.pop_front();
+            }
+            recent.push_back(signature);
+        }
         for (name, value) in signed {
             headers.insert(name, value);
         }
         Ok(())
     }
 
-    /// The secret texts of the credentials last signed with (secret key, session token).
+    /// The secret texts of the credentials last signed with (secret key, session token) and
+    /// the signatures of the latest requests.
     pub fn secrets(&self) -> Vec<Secret> {
-        self.last_secrets
+        let mut out = self
+            .last_secrets
             .lock()
             .map(|s| s.clone())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Ok(recent) = self.recent_signatures.lock() {
+            out.extend(recent.iter().cloned());
+        }
+        out
     }
 }
 
@@ -365,6 +392,46 @@ mod tests {
             .find(|(k, _)| k == "x-amz-security-token")
             .unwrap();
         assert!(token.1.is_sensitive());
+    }
+
+    #[tokio::test]
+    async fn secrets_hold_the_key_the_token_and_recent_signatures() {
+        let settings = aws_credentials_settings();
+        let signer = SigV4Signer::new(
+            "eu-west-1".into(),
+            "aps".into(),
+            AwsCredentialsProvider::new(
+                settings,
+                "eu-west-1".into(),
+                std::sync::Arc::new(|_| None),
+            ),
+        );
+        let url = reqwest::Url::parse("http://127.0.0.1:9/w").unwrap();
+        let mut headers = HeaderMap::new();
+        signer
+            .apply(&http::Method::POST, &url, &mut headers, b"x")
+            .await
+            .unwrap();
+        let auth = headers
+            .get(http::header::AUTHORIZATION)
+            .unwrap()
+            .to_str()
+            .unwrap();
+        let signature = auth.rsplit_once("Signature=").unwrap().1;
+        let secrets: Vec<String> = signer.secrets().iter().map(|s| s.expose().into()).collect();
+        assert!(secrets.contains(&"wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".to_string()));
+        assert!(secrets.contains(&signature.to_string()), "{secrets:?}");
+        assert!(!format!("{signer:?}").contains("wJalr"));
+    }
+
+    fn aws_credentials_settings() -> super::super::aws_credentials::AwsCredentialsSettings {
+        super::super::aws_credentials::AwsCredentialsSettings {
+            static_keys: Some((
+                "AKIDEXAMPLE".into(),
+                Secret::new("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY").into(),
+            )),
+            ..Default::default()
+        }
     }
 
     #[test]
