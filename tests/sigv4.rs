@@ -803,3 +803,23 @@ async fn a_web_identity_token_is_exchanged_at_sts_without_a_signature() {
     assert!(e.to_string().contains("InvalidIdentityToken"), "{e}");
     assert!(!e.to_string().contains("stale.jwt"), "{e}");
 }
+
+#[tokio::test]
+async fn config_check_refuses_a_block_without_any_region_and_names_the_key() {
+    let toml = config(
+        "https://aps-workspaces.eu-west-1.amazonaws.com/workspaces/ws-1/api/v1/remote_write",
+        "http://127.0.0.1:9/",
+        "{}",
+        "",
+    );
+    let check = agent(&toml).config_check().await;
+    assert_ne!(check.code(), Some(0), "{}", check.stdout);
+    let all = format!("{}{}", check.stdout, check.stderr);
+    assert!(all.contains("sigv4.region"), "{all}");
+    // AWS_REGION gives it.
+    agent(&toml)
+        .env("AWS_REGION", REGION)
+        .config_check()
+        .await
+        .assert_code(0);
+}
