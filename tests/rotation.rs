@@ -456,3 +456,50 @@ async fn an_http_probe_sends_the_current_bearer_token_file_each_run() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrapes_and_pushgateway_pushes_send_the_current_token_file() {
+    let receiver = RwReceiver::start(|_, _| 204).await;
+    let probed = TargetServer::start().await;
+    let exporter = TargetServer::start_with(common::target::Reply {
+        body: "up_metric 1\n".into(),
+        ..Default::default()
+    })
+    .await;
+    // Stands in for a Pushgateway: accepts every push and keeps its headers.
+    let gateway = TargetServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "sink-one\n").unwrap();
+    let file = toml_string(&token.to_string_lossy());
+    let toml = basic_config(
+        &receiver.write_url(),
+        &[("local", &probed.url("/"))],
+        "500ms",
+    )
+    .replace("timeout = \"1s\"", "timeout = \"400ms\"")
+        + &format!(
+            "\n[[pushgateway]]\nurl = {}\njob = \"edge\"\nbearer_token_file = {file}\n\
+             \n[[scrape]]\njob = \"exp\"\ntargets = [{}]\ninterval = \"1s\"\ntimeout = \"500ms\"\n\
+             bearer_token_file = {file}\n",
+            toml_string(&gateway.url("")),
+            toml_string(&exporter.addr().to_string()),
+        );
+    let agent = Pushprobe::with_config(&toml);
+    let mut running = agent.spawn_run(&[]);
+    let sent = |t: &TargetServer| t.last_header("authorization").unwrap_or_default();
+    wait_until("first token on both", || {
+        sent(&gateway) == "Bearer sink-one" && sent(&exporter) == "Bearer sink-one"
+    })
+    .await;
+    rotate(&token, "sink-two\n");
+    wait_until("second token on both", || {
+        sent(&gateway) == "Bearer sink-two" && sent(&exporter) == "Bearer sink-two"
+    })
+    .await;
+    running.assert_running();
+    running
+        .terminate(Duration::from_secs(30))
+        .await
+        .assert_code(0);
+}

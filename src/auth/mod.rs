@@ -77,6 +77,14 @@ impl SecretSource {
         }
     }
 
+    /// The value last used, without looking for a change.
+    fn last_read(&self) -> Secret {
+        match self {
+            SecretSource::Inline(s) => s.clone(),
+            SecretSource::File(f) => f.last_read(),
+        }
+    }
+
     /// Re-reads a file now (after a refusal); tells whether the value changed. An inline
     /// value never changes.
     fn reload(&self) -> bool {
@@ -268,15 +276,17 @@ impl Authorizer {
 
     /// The texts these credentials currently put on the wire, to be scrubbed from anything
     /// logged (the password or token, and for basic auth the encoded pair); none is empty.
+    /// Files are not checked for a change here: that is for the next request or a refusal.
     pub fn secrets(&self) -> Vec<Secret> {
         let all = match self.0.as_deref() {
             None => Vec::new(),
             Some(Scheme::Basic { username, password }) => {
-                let password = password.current();
+                let password = password.last_read();
                 let pair = Secret::new(encode_pair(username, &password));
                 vec![password, pair]
             }
-            Some(Scheme::Bearer(token)) => vec![token.current()],
+            Some(Scheme::Bearer(token)) => vec![token.last_read()],
+            // The credentials and signatures last used: fetching new ones is for a request.
             Some(Scheme::SigV4(signer)) => signer.secrets(),
         };
         all.into_iter().filter(|s| !s.is_empty()).collect()

@@ -111,6 +111,13 @@ impl SecretFile {
         state.value.clone()
     }
 
+    /// The value last read, without looking at the file: what the latest request sent. Used
+    /// for scrubbing logs, so that listing secrets does not consume a change that a refusal
+    /// should discover ([`SecretFile::reload`]).
+    pub fn last_read(&self) -> Secret {
+        self.lock().value.clone()
+    }
+
     /// Reads the file again whatever its metadata says (after a receiver refused the value);
     /// tells whether the value changed.
     pub fn reload(&self) -> bool {

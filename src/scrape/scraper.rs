@@ -248,11 +248,15 @@ impl Scraper {
     /// to) and the timeout; any non-2xx status fails the scrape.
     async fn fetch(&mut self) -> Result<(Vec<u8>, Option<String>), ScrapeError> {
         let mut trace = Trace::default();
-        let mut request = self.authorized().await?;
+        let mut authorized = self.authorized().await?;
         let mut response = self
             .client
             .client
-            .send_with(&request, &mut trace, Some(&mut self.connection))
+            .send_with(
+                authorized.as_ref().unwrap_or(&self.request),
+                &mut trace,
+                Some(&mut self.connection),
+            )
             .await
             .map_err(|e| self.scrape_error(e))?;
         // A 401 is tried once more when the credentials changed on refusal (a rotated file).
@@ -260,11 +264,15 @@ impl Scraper {
             // Read to the end so the kept connection can carry the second request.
             let _ = response.discard(&mut trace).await;
             trace = Trace::default();
-            request = self.authorized().await?;
+            authorized = self.authorized().await?;
             response = self
                 .client
                 .client
-                .send_with(&request, &mut trace, Some(&mut self.connection))
+                .send_with(
+                    authorized.as_ref().unwrap_or(&self.request),
+                    &mut trace,
+                    Some(&mut self.connection),
+                )
                 .await
                 .map_err(|e| self.scrape_error(e))?;
         }
@@ -300,15 +308,19 @@ impl Scraper {
         Ok((body.finish()?, content_type))
     }
 
-    /// This scrape's request: the fixed one with the credentials' current values.
-    async fn authorized(&self) -> Result<Request, ScrapeError> {
+    /// This scrape's request with the credentials' current values; `None` without
+    /// credentials, when the fixed request is sent as it is (no copy per scrape).
+    async fn authorized(&self) -> Result<Option<Request>, ScrapeError> {
+        if !self.client.authorizer.is_configured() {
+            return Ok(None);
+        }
         let mut request = self.request.clone();
         self.client
             .authorizer
             .apply_to_pairs(&request.method, &request.url, &mut request.headers, b"")
             .await
             .map_err(|e| ScrapeError::Http(format!("credentials: {e}")))?;
-        Ok(request)
+        Ok(Some(request))
     }
 
     /// The scrape failure a client error is.

@@ -1154,3 +1154,104 @@ async fn a_flush_sends_at_once_and_the_sender_runs_on_until_the_stop() {
     assert_eq!(h.timestamps(1), [3]);
     assert_eq!(h.queue.pending(), 0);
 }
+
+/// Serves one HTTP/1.1 request per connection: records its `Authorization` and answers what
+/// `answer` returns for it (`Connection: close`, so each attempt connects anew).
+async fn auth_recorder(
+    answer: impl Fn(usize) -> u16 + Send + Sync + 'static,
+) -> (reqwest::Url, Arc<Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut raw = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Headers, then the body's Content-Length bytes.
+            let (head_end, length) = loop {
+                let n = stream.read(&mut buf).await.unwrap();
+                raw.extend_from_slice(&buf[..n]);
+                if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&raw[..end]).to_lowercase();
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                    break (end + 4, length);
+                }
+            };
+            while raw.len() < head_end + length {
+                let n = stream.read(&mut buf).await.unwrap();
+                raw.extend_from_slice(&buf[..n]);
+            }
+            let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
+            let auth = head
+                .lines()
+                .find_map(|l| {
+                    l.split_once(':')
+                        .filter(|(n, _)| n.eq_ignore_ascii_case("authorization"))
+                        .map(|(_, v)| v.trim().to_string())
+                })
+                .unwrap_or_default();
+            let n = {
+                let mut seen = record.lock().unwrap();
+                seen.push(auth);
+                seen.len() - 1
+            };
+            let status = answer(n);
+            let reply =
+                format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = stream.write_all(reply.as_bytes()).await;
+        }
+    });
+    (format!("http://{addr}/api/v1/write").parse().unwrap(), seen)
+}
+
+#[tokio::test]
+async fn a_401_is_sent_once_more_when_the_credentials_file_changed_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "first").unwrap();
+    let rotated = token.clone();
+    // The receiver already expects the new token: it refuses the first request, and the
+    // file is renewed while that request is in flight.
+    let (url, seen) = auth_recorder(move |n| {
+        if n == 0 {
+            std::fs::write(&rotated, "second-token").unwrap();
+            401
+        } else {
+            204
+        }
+    })
+    .await;
+    let mut s = settings(url);
+    s.auth = Some(Auth::Bearer(crate::auth::SecretSource::File(
+        crate::auth::SecretFile::open("remote_write[0].bearer_token_file", &token).unwrap(),
+    )));
+    let service = WriteService::new(&s).unwrap();
+    let answer = service.attempt(Bytes::from_static(b"x")).await;
+    assert_eq!(
+        answer.outcome,
+        crate::remote_write::retry::Outcome::Status(204)
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["Bearer first", "Bearer second-token"]
+    );
+
+    // Refused again with nothing new in the file: no second request, the 401 stands.
+    let (url, seen) = auth_recorder(|_| 401).await;
+    let mut s = settings(url);
+    s.auth = Some(Auth::Bearer(crate::auth::SecretSource::File(
+        crate::auth::SecretFile::open("remote_write[0].bearer_token_file", &token).unwrap(),
+    )));
+    let service = WriteService::new(&s).unwrap();
+    let answer = service.attempt(Bytes::from_static(b"x")).await;
+    assert_eq!(
+        answer.outcome,
+        crate::remote_write::retry::Outcome::Status(401)
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
