@@ -17,7 +17,8 @@
 //! Shared rooms:
 //! - [`http_client`]: the HTTP/1.1 client probes and scrapes share, timing every phase, and the
 //!   pooled client the push sinks share; both route through the configured proxy.
-//! - [`auth`]: the one place credentials become request headers, set on every attempt and
+//! - [`auth`]: the one place credentials become request headers (basic, bearer, OAuth2
+//!   tokens, AWS SigV4 signatures with the AWS credentials chain), set on every attempt and
 //!   re-read when their files rotate.
 //! - [`tls`]: rustls client configurations from `tls` keys. [`secret`]: the redacting type
 //!   every password, token and key is held in.

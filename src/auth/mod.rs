@@ -25,8 +25,10 @@
 //! of the private `Scheme` below built in [`Authorizer::new`], and its arms in `apply`,
 //! `refused` and `secrets`; the clients need no change.
 
+pub mod aws_credentials;
 pub mod oauth2;
 mod secret_file;
+pub mod sigv4;
 
 use std::sync::Arc;
 
@@ -35,6 +37,7 @@ use http::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use http::Method;
 use reqwest::Url;
 
+use crate::config::SigV4Settings;
 use crate::secret::Secret;
 
 pub use self::secret_file::SecretFile;
@@ -53,11 +56,8 @@ pub enum Auth {
     },
     /// `Authorization: Bearer …` (`bearer_token` or `bearer_token_file`).
     Bearer(SecretSource),
-    /// `Authorization: Bearer …` with a token fetched with OAuth 2.0 client credentials
-    /// (`oauth2` block); boxed, as its settings are much larger than the other kinds'.
     OAuth2(Box<crate::config::OAuth2Settings>),
-    // Further kinds go here, each with its settings type, e.g.:
-    // - `SigV4(SigV4Settings)`: AWS Signature Version 4 (`sigv4` block).
+    SigV4(SigV4Settings),
 }
 
 /// Where a secret's value comes from: inline in the configuration, or a file re-read when it
@@ -154,10 +154,8 @@ enum Scheme {
     },
     /// A bearer token.
     Bearer(SecretSource),
-    /// OAuth 2.0 tokens, cached and refreshed.
     OAuth2(oauth2::TokenSource),
-    // Runtime kinds with state go here (a token cache, a credentials provider), e.g.
-    // `SigV4(sigv4::Signer)`.
+    SigV4(Box<sigv4::SigV4Signer>),
 }
 
 impl Authorizer {
@@ -187,6 +185,10 @@ impl Authorizer {
                 })?;
                 Scheme::OAuth2(source)
             }
+            Auth::SigV4(settings) => Scheme::SigV4(Box::new(sigv4::SigV4Signer::from_settings(
+                settings,
+                aws_credentials::process_env(),
+            )?)),
         };
         Ok(Authorizer(Some(Arc::new(scheme))))
     }
@@ -198,8 +200,12 @@ impl Authorizer {
             None => false,
             Some(Scheme::Basic { password: s, .. }) | Some(Scheme::Bearer(s)) => {
                 matches!(s, SecretSource::File(_))
-            } // Every token is a new credential; a gateway may be slow to accept one.
+            }
+            // Every token is a new credential; a gateway may be slow to accept one.
             Some(Scheme::OAuth2(_)) => true,
+            // AWS refuses a bad signature with 403, not 401, and fresh credentials are
+            // fetched before the old ones expire: a 401 is not a rotation to wait out.
+            Some(Scheme::SigV4(_)) => false,
         }
     }
 
@@ -231,6 +237,13 @@ impl Authorizer {
                 .authorization()
                 .await
                 .map_err(|e| e.to_auth_error())?,
+            // The signature covers the other headers, so it sets its own headers last.
+            Scheme::SigV4(signer) => {
+                return signer
+                    .apply(method, url, headers, body)
+                    .await
+                    .map_err(sigv4::SigV4Error::into_auth_error)
+            }
         };
         // Configured credentials win over a hand-written Authorization header.
         headers.insert(AUTHORIZATION, value);
@@ -275,6 +288,9 @@ impl Authorizer {
                 source.invalidate();
                 true
             }
+            // AWS refuses a bad signature with 403, which is not retried; a 401 from a proxy
+            // in front is not something new AWS credentials would change.
+            Some(Scheme::SigV4(_)) => false,
         }
     }
 
@@ -291,6 +307,8 @@ impl Authorizer {
             }
             Some(Scheme::Bearer(token)) => vec![token.last_read()],
             Some(Scheme::OAuth2(source)) => source.secrets(),
+            // The credentials and signatures last used: fetching new ones is for a request.
+            Some(Scheme::SigV4(signer)) => signer.secrets(),
         };
         all.into_iter().filter(|s| !s.is_empty()).collect()
     }
@@ -298,10 +316,11 @@ impl Authorizer {
 
 impl Auth {
     /// The `Authorization` header's text (`Basic <base64>` or `Bearer <token>`) with the
-    /// credentials' current value, kept secret; empty for OAuth2, whose token only the
-    /// [`Authorizer`] can fetch.
+    /// credentials' current value, kept secret; empty for OAuth2 and SigV4, whose header
+    /// only an [`Authorizer`] can make (a fetched token; a signature per request).
     pub fn header_text(&self) -> Secret {
         match self {
+            Auth::SigV4(_) => Secret::default(),
             Auth::Basic { username, password } => Secret::new(format!(
                 "Basic {}",
                 encode_pair(username, &password.current())
@@ -311,8 +330,14 @@ impl Auth {
         }
     }
 
-    /// The `Authorization` header's value, marked sensitive.
+    /// The `Authorization` header's value, marked sensitive; SigV4 has no fixed one.
     pub fn header_value(&self) -> Result<HeaderValue, AuthError> {
+        if let Auth::SigV4(_) = self {
+            return Err(AuthError::Config {
+                key: "sigv4".into(),
+                message: "signs each request; it is supported on remote_write only".into(),
+            });
+        }
         sensitive_value(self.header_text().expose())
     }
 }

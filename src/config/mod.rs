@@ -45,6 +45,7 @@ mod proxy;
 mod pushgateway;
 mod remote_write;
 mod secret_file;
+pub mod sigv4;
 
 use std::collections::BTreeMap;
 
@@ -70,6 +71,7 @@ pub use remote_write::{
 };
 pub use scrape::{ScrapeConfig, ScrapeSettings, ScrapeTargetSettings};
 pub use secret_file::{read_secret_file, SecretFileError, MAX_SECRET_FILE_BYTES, SECRET_FIFO_WAIT};
+pub use sigv4::{SigV4Config, SigV4Settings};
 
 use checker::{validate_buckets, Checker};
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::oauth2::{validate_oauth2, OAuth2Config};
+use super::sigv4::{validate_sigv4, SigV4Config};
 use super::{
     Auth, BasicAuthConfig, ByteSize, Checker, ConfigDuration, ConnectHeadersConfig, HeadersConfig,
     TlsConfig, UrlConfig,
@@ -46,6 +47,9 @@ pub struct RemoteWriteConfig {
     pub bearer_token_file: Option<PathBuf>,
     /// OAuth 2.0 client credentials (see `config::oauth2`); excludes the keys above.
     pub oauth2: Option<OAuth2Config>,
+    /// AWS SigV4 signing (Amazon Managed Service for Prometheus).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sigv4: Option<SigV4Config>,
     /// TLS options.
     #[serde(default)]
     pub tls: TlsConfig,
@@ -247,12 +251,21 @@ fn validate_remote_write(
         || rw.bearer_token.is_some()
         || rw.bearer_token_file.is_some()
         || rw.oauth2.is_some();
+    let sigv4 = rw.sigv4.as_ref().and_then(|s| validate_sigv4(c, key, s));
+    if rw.sigv4.is_some() && configured_auth {
+        c.fail(
+            format!("{key}.sigv4"),
+            "conflicts with basic_auth, bearer_token, bearer_token_file or oauth2; a request \
+             carries one Authorization header, keep only one of them",
+        );
+    }
+    let configured_auth = configured_auth || rw.sigv4.is_some();
     if configured_auth && headers.iter().any(|(name, _)| name == "authorization") {
         // The configured credentials would silently replace the header: say which one wins
         // instead of sending something the user did not expect.
         c.fail(
             format!("{key}.headers.authorization"),
-            "conflicts with basic_auth, bearer_token, bearer_token_file or oauth2; keep only one of them",
+            "conflicts with basic_auth, bearer_token, bearer_token_file, oauth2 or sigv4; keep only one of them",
         );
     }
     c.tls(&format!("{key}.tls"), &rw.tls);
@@ -320,7 +333,7 @@ fn validate_remote_write(
         name,
         url,
         headers,
-        auth,
+        auth: sigv4.map(Auth::SigV4).or(auth),
         tls: rw.tls.clone(),
         proxy,
         timeout,

@@ -473,6 +473,11 @@ impl SenderEvents {
             RejectionReport::First => {
                 let hint = if (300..400).contains(&status) {
                     "; the URL redirects, point it at the final write endpoint"
+                } else if matches!(status, 401 | 403) {
+                    // Not retried: the same credentials would be refused again. With SigV4
+                    // the usual causes are these, and the receiver's message names which.
+                    "; authentication failed: check the credentials (for sigv4 also the \
+                     region, the service and the clock)"
                 } else {
                     ""
                 };
