@@ -327,3 +327,29 @@ fn probes_nothing_tells_from_another_agents_are_a_warning_saying_what_to_add() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("no label tells"), "{stderr}");
 }
+
+/// The Grafana Cloud example is a working configuration once its token file exists, and
+/// `config check` never prints the token.
+#[test]
+fn the_grafana_cloud_example_validates_once_its_token_file_exists() {
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/grafana-cloud.toml"),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("grafana-cloud-token");
+    std::fs::write(&token, "glc_example-token-value\n").unwrap();
+    let config = example.replace(
+        "/run/secrets/grafana-cloud-token",
+        &token.display().to_string(),
+    );
+    assert_ne!(config, example, "the example names its token file");
+    let out = config_check(dir.path(), &config);
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains("glc_example-token-value"), "{text}");
+}
