@@ -17,8 +17,11 @@ const V2: &str = "io.prometheus.write.v2.Request";
 /// self-metrics every second, and `extra` appended (for example a scrape job).
 fn v2_config(write_url: &str, target: &str, interval: &str, extra: &str) -> String {
     // A fixed instance, so self-metric keys do not depend on the host name.
-    let base = basic_config(write_url, &[("local", target)], interval)
-        .replacen("[agent]\n", "[agent]\ninstance = \"edge-agent\"\n", 1);
+    let base = basic_config(write_url, &[("local", target)], interval).replacen(
+        "[agent]\n",
+        "[agent]\ninstance = \"edge-agent\"\n",
+        1,
+    );
     let base = base.replace(
         "batch_send_deadline = \"1s\"\n",
         &format!("batch_send_deadline = \"1s\"\nprotobuf_message = {V2:?}\nmin_backoff = \"10ms\"\nmax_backoff = \"200ms\"\n"),
