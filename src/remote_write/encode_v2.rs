@@ -90,6 +90,8 @@ enum Kind<'a> {
 }
 
 impl Kind<'_> {
+    /// Timestamp of the oldest point (`i64::MAX` when there is none), to order the two
+    /// entries of a series that changed kind.
     fn first_ms(&self) -> i64 {
         let (Kind::Floats(p) | Kind::Histograms(p)) = self;
         p.first().map_or(i64::MAX, |s| s.timestamp_ms)
