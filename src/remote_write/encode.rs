@@ -40,8 +40,11 @@ pub enum EncodeError {
 pub struct EncodeStats {
     /// Distinct series (TimeSeries messages) in the request.
     pub series: usize,
-    /// Samples in the request.
+    /// Samples in the request, native histogram samples included.
     pub samples: usize,
+    /// Of `samples`, those sent as native histograms. Counted by the 2.0 encoder only, whose
+    /// receivers answer how many of each kind they wrote; 1.0 leaves it 0.
+    pub histograms: usize,
     /// Samples left out because their labels have no `__name__` (receivers refuse them).
     pub skipped_no_name: usize,
     /// Size of the protobuf before compression.
@@ -571,6 +574,7 @@ mod tests {
             EncodeStats {
                 series: 2,
                 samples: 5,
+                histograms: 0,
                 skipped_no_name: 0,
                 uncompressed_bytes: stats.uncompressed_bytes,
                 compressed_bytes: stats.compressed_bytes,

@@ -8,9 +8,17 @@
 //! value and a timestamp, so metadata and start times come from a [`SeriesMeta`] lookup that
 //! the sources fill (see [`super::catalog`]).
 //!
-//! A series carries float samples or native histogram samples, never both: each kind becomes
-//! its own `TimeSeries`. Only float samples exist in [`Sample`] today; a histogram kind goes
-//! into `SeriesPoints` and fills `TimeSeries.histograms` the same way.
+//! A series carries float samples or native histogram samples, never both (the spec's rule):
+//! - a native histogram sample ([`Sample::histogram`]) goes in `TimeSeries.histograms`, never
+//!   as its marker NaN in `samples`; its series' metadata type is `HISTOGRAM`, or
+//!   `GAUGEHISTOGRAM` for a family typed so or a histogram whose reset hint says gauge;
+//! - a staleness marker of a series that has histograms in the same request goes as the
+//!   histogram form of the marker (a histogram whose sum is the staleness NaN, which the
+//!   native histograms spec makes equivalent to the float one), so the series ends in one
+//!   `TimeSeries` and the receiver need not cut a float chunk just to end it; a marker alone
+//!   in a later request goes as a float, which receivers read as the same marker;
+//! - any other float sample of such a series (its kind changed) goes in a second
+//!   `TimeSeries` of the same labels, the one whose first sample is older first.
 //!
 //! The message is built with prost: 2.0 already writes each string once per request, so the
 //! copies prost needs cost little next to 1.0's hand-written path ([`super::encode`]).
@@ -23,7 +31,8 @@ use prost::Message;
 
 use super::encode::{EncodeError, EncodeStats};
 use crate::proto_v2::{self, metadata::MetricType};
-use crate::series::{Labels, Sample};
+use crate::series::native::{BucketSpan, NativeHistogram, ResetHint};
+use crate::series::{is_stale_nan, Labels, Sample, STALE_NAN_BITS};
 
 /// Type, help and unit of a metric family, as a 2.0 series carries them.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,10 +66,135 @@ impl SeriesMeta for NoMeta {
     }
 }
 
-/// The points of one series in a request, of one kind (2.0 never mixes them).
-enum SeriesPoints<'a> {
-    /// Float samples, in timestamp order.
+/// The points of one label set in a request, by kind (2.0 never mixes them in a series).
+#[derive(Default)]
+struct SeriesPoints<'a> {
+    /// Float samples (staleness markers included).
+    floats: Vec<&'a Sample>,
+    /// Native histogram samples.
+    histograms: Vec<&'a Sample>,
+}
+
+/// One `TimeSeries` to write: a label set and the points of one kind.
+struct Entry<'a> {
+    labels: &'a Labels,
+    kind: Kind<'a>,
+}
+
+/// The points of one `TimeSeries`, in timestamp order.
+enum Kind<'a> {
+    /// Float samples.
     Floats(Vec<&'a Sample>),
+    /// Native histograms, and staleness markers sent in histogram form.
+    Histograms(Vec<&'a Sample>),
+}
+
+impl Kind<'_> {
+    /// Timestamp of the oldest point (`i64::MAX` when there is none), to order the two
+    /// entries of a series that changed kind.
+    fn first_ms(&self) -> i64 {
+        let (Kind::Floats(p) | Kind::Histograms(p)) = self;
+        p.first().map_or(i64::MAX, |s| s.timestamp_ms)
+    }
+}
+
+/// Splits one label set's points into the `TimeSeries` entries 2.0 allows (see the module
+/// documentation): floats alone, histograms alone, or histograms (with the staleness
+/// markers) and, when the series changed kind, the other floats apart.
+fn split_kinds<'a>(labels: &'a Labels, mut points: SeriesPoints<'a>, out: &mut Vec<Entry<'a>>) {
+    points.floats.sort_by_key(|s| s.timestamp_ms);
+    if points.histograms.is_empty() {
+        out.push(Entry {
+            labels,
+            kind: Kind::Floats(points.floats),
+        });
+        return;
+    }
+    let (stale, floats): (Vec<&Sample>, Vec<&Sample>) = points
+        .floats
+        .into_iter()
+        .partition(|s| is_stale_nan(s.value));
+    let mut histograms = points.histograms;
+    histograms.extend(stale);
+    // Stable: a marker stamped like a histogram stays after it.
+    histograms.sort_by_key(|s| s.timestamp_ms);
+    let mut entries = [
+        Entry {
+            labels,
+            kind: Kind::Histograms(histograms),
+        },
+        Entry {
+            labels,
+            kind: Kind::Floats(floats),
+        },
+    ];
+    if entries[1].kind.first_ms() < entries[0].kind.first_ms() {
+        entries.swap(0, 1);
+    }
+    out.extend(entries.into_iter().filter(|e| match &e.kind {
+        Kind::Floats(p) | Kind::Histograms(p) => !p.is_empty(),
+    }));
+}
+
+/// The 2.0 `Histogram` of a native histogram sample, or of a staleness marker (a histogram
+/// whose sum is the staleness NaN). Receivers ignore a marker's other fields; it takes the
+/// schema and zero threshold of `like`, the series' previous histogram, so that a receiver
+/// storing it next to that histogram has no layout change to deal with.
+fn histogram_v2(
+    sample: &Sample,
+    like: Option<&NativeHistogram>,
+    start_timestamp: i64,
+) -> proto_v2::Histogram {
+    use proto_v2::histogram::{Count, ZeroCount};
+    let spans = |spans: &[BucketSpan]| -> Vec<proto_v2::BucketSpan> {
+        spans
+            .iter()
+            .map(|s| proto_v2::BucketSpan {
+                offset: s.offset,
+                length: s.length,
+            })
+            .collect()
+    };
+    match sample.histogram() {
+        Some(h) => proto_v2::Histogram {
+            count: Some(Count::CountInt(h.count)),
+            sum: h.sum,
+            schema: h.schema,
+            zero_threshold: h.zero_threshold,
+            zero_count: Some(ZeroCount::ZeroCountInt(h.zero_count)),
+            negative_spans: spans(&h.negative_spans),
+            negative_deltas: h.negative_deltas.clone(),
+            positive_spans: spans(&h.positive_spans),
+            positive_deltas: h.positive_deltas.clone(),
+            reset_hint: h.reset_hint.to_proto(),
+            timestamp: sample.timestamp_ms,
+            start_timestamp,
+            ..Default::default()
+        },
+        None => proto_v2::Histogram {
+            count: Some(Count::CountInt(0)),
+            sum: f64::from_bits(STALE_NAN_BITS),
+            schema: like.map_or(0, |h| h.schema),
+            zero_threshold: like.map_or(0.0, |h| h.zero_threshold),
+            zero_count: Some(ZeroCount::ZeroCountInt(0)),
+            timestamp: sample.timestamp_ms,
+            ..Default::default()
+        },
+    }
+}
+
+/// The metadata type of a histogram series: a gauge histogram when its family says so or
+/// its histograms' reset hint does, else a (counter) histogram.
+fn histogram_type(family: Option<&FamilyInfo>, points: &[&Sample]) -> MetricType {
+    let gauge_hint = points
+        .iter()
+        .filter_map(|s| s.histogram())
+        .any(|h| h.reset_hint == ResetHint::Gauge);
+    if gauge_hint || family.is_some_and(|f| f.kind == MetricType::Gaugehistogram) {
+        MetricType::Gaugehistogram
+    } else {
+        MetricType::Histogram
+    }
 }
 
 /// Encodes batches into snappy-compressed 2.0 request bodies, reusing its compressor.
@@ -135,31 +269,52 @@ impl EncoderV2 {
                 continue;
             }
             let i = *by_labels.entry(&s.labels).or_insert_with(|| {
-                series.push((&s.labels, SeriesPoints::Floats(Vec::new())));
+                series.push((&s.labels, SeriesPoints::default()));
                 series.len() - 1
             });
-            let SeriesPoints::Floats(points) = &mut series[i].1;
-            points.push(s);
+            let points = &mut series[i].1;
+            if s.histogram().is_some() {
+                points.histograms.push(s);
+            } else {
+                points.floats.push(s);
+            }
             stats.samples += 1;
         }
-        stats.series = series.len();
+        let mut entries: Vec<Entry<'_>> = Vec::with_capacity(series.len());
+        for (labels, points) in series {
+            split_kinds(labels, points, &mut entries);
+        }
+        stats.series = entries.len();
 
-        // Looked up first, so the symbols can borrow the help texts and units.
-        let infos: Vec<(Option<FamilyInfo>, Option<i64>)> = series
+        // Looked up first, so the symbols can borrow the help texts and units. A histogram
+        // series takes its family's help and unit with a histogram type, whatever the family
+        // was typed (an untyped scrape, a classic family turned native).
+        let infos: Vec<(Option<FamilyInfo>, Option<i64>)> = entries
             .iter()
-            .map(|(labels, _)| {
-                let info = meta.family(labels.metric_name());
-                let start = meta.start_ms(labels, info.as_ref());
+            .map(|e| {
+                let mut info = meta.family(e.labels.metric_name());
+                if let Kind::Histograms(points) = &e.kind {
+                    let kind = histogram_type(info.as_ref(), points);
+                    info = Some(match info {
+                        Some(i) => FamilyInfo { kind, ..i },
+                        None => FamilyInfo {
+                            kind,
+                            help: "".into(),
+                            unit: "".into(),
+                        },
+                    });
+                }
+                let start = meta.start_ms(e.labels, info.as_ref());
                 (info, start)
             })
             .collect();
 
         let mut symbols = Symbols::new();
-        let mut timeseries = Vec::with_capacity(series.len());
+        let mut timeseries = Vec::with_capacity(entries.len());
         let mut pairs: Vec<(&str, &str)> = Vec::new();
-        for ((labels, points), (info, start)) in series.iter_mut().zip(&infos) {
+        for (entry, (info, start)) in entries.iter().zip(&infos) {
             pairs.clear();
-            pairs.extend(labels.iter().map(|l| (l.name, l.value)));
+            pairs.extend(entry.labels.iter().map(|l| (l.name, l.value)));
             let own = pairs.len();
             for e in external_labels.iter() {
                 if !pairs[..own].iter().any(|(n, _)| *n == e.name) {
@@ -186,22 +341,38 @@ impl EncoderV2 {
                 Some(t) => *t,
                 None => 0,
             };
-            let SeriesPoints::Floats(floats) = points;
-            floats.sort_by_key(|s| s.timestamp_ms);
-            let samples = floats
-                .iter()
-                .map(|s| proto_v2::Sample {
-                    value: s.value,
-                    timestamp: s.timestamp_ms,
-                    start_timestamp,
-                })
-                .collect();
-            timeseries.push(proto_v2::TimeSeries {
+            let mut series = proto_v2::TimeSeries {
                 labels_refs,
-                samples,
                 metadata,
                 ..Default::default()
-            });
+            };
+            match &entry.kind {
+                Kind::Floats(floats) => {
+                    series.samples = floats
+                        .iter()
+                        .map(|s| proto_v2::Sample {
+                            value: s.value,
+                            timestamp: s.timestamp_ms,
+                            start_timestamp,
+                        })
+                        .collect();
+                }
+                Kind::Histograms(points) => {
+                    let mut like: Option<&NativeHistogram> = None;
+                    series.histograms = points
+                        .iter()
+                        .map(|s| {
+                            let h = histogram_v2(s, like, start_timestamp);
+                            if let Some(native) = s.histogram() {
+                                like = Some(native);
+                            }
+                            h
+                        })
+                        .collect();
+                    stats.histograms += points.len();
+                }
+            }
+            timeseries.push(series);
         }
         let request = proto_v2::Request {
             symbols: symbols.list.iter().map(|s| s.to_string()).collect(),
@@ -368,6 +539,197 @@ mod tests {
         );
         assert_eq!(a.samples[0].value.to_bits(), STALE_NAN_BITS);
         assert!(a.histograms.is_empty());
+    }
+
+    /// A native histogram of five observations (one zero, one negative) at schema 3.
+    fn five_observations(reset_hint: ResetHint) -> Arc<NativeHistogram> {
+        use crate::series::native::{NativeOptions, NativeState};
+        let mut state = NativeState::new(NativeOptions::from_factor(1.1));
+        for v in [0.0, 1.0, 1.0, 1.1, -2.0] {
+            state.observe(v);
+        }
+        Arc::new(NativeHistogram {
+            reset_hint,
+            ..state.snapshot()
+        })
+    }
+
+    /// Knows one histogram family, started at 1 s, on top of [`Known`].
+    struct KnownHistogram;
+
+    impl SeriesMeta for KnownHistogram {
+        fn family(&self, metric: &str) -> Option<FamilyInfo> {
+            match metric {
+                "lat_seconds" => Some(FamilyInfo {
+                    kind: MetricType::Histogram,
+                    help: "Latency.".into(),
+                    unit: "seconds".into(),
+                }),
+                _ => Known.family(metric),
+            }
+        }
+        fn start_ms(&self, _: &Labels, family: Option<&FamilyInfo>) -> Option<i64> {
+            family
+                .filter(|f| f.kind == MetricType::Histogram)
+                .map(|_| 1_000)
+        }
+    }
+
+    fn encode_stats(samples: &[Sample], meta: &dyn SeriesMeta) -> (proto_v2::Request, EncodeStats) {
+        let mut out = Vec::new();
+        let stats = EncoderV2::new()
+            .encode(samples, &Labels::default(), meta, &mut out)
+            .unwrap();
+        let raw = snap::raw::Decoder::new().decompress_vec(&out).unwrap();
+        (proto_v2::Request::decode(raw.as_slice()).unwrap(), stats)
+    }
+
+    #[test]
+    fn native_histograms_go_in_the_histograms_field_never_as_floats() {
+        use proto_v2::histogram::{Count, ZeroCount};
+        let h = five_observations(ResetHint::Unknown);
+        let l = labels("lat_seconds", &[("probe", "p")]);
+        let up = labels("up", &[]);
+        let (req, stats) = encode_stats(
+            &[
+                sample(&up, 1.0, 1000),
+                Sample::native(&l, h.clone(), 2000),
+                Sample::native(&l, h.clone(), 1500),
+            ],
+            &KnownHistogram,
+        );
+        assert_eq!((stats.series, stats.samples, stats.histograms), (2, 3, 2));
+        let [up_ts, ts] = &req.timeseries[..] else {
+            panic!("two series")
+        };
+        assert!(up_ts.histograms.is_empty());
+        assert!(ts.samples.is_empty(), "a histogram series has no floats");
+        assert_eq!(
+            resolved(&req, ts),
+            [("__name__", "lat_seconds"), ("probe", "p")]
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .to_vec()
+        );
+        let meta = ts.metadata.as_ref().unwrap();
+        assert_eq!(meta.r#type(), MetricType::Histogram);
+        assert_eq!(req.symbols[meta.help_ref as usize], "Latency.");
+        assert_eq!(req.symbols[meta.unit_ref as usize], "seconds");
+        assert_eq!(
+            ts.histograms
+                .iter()
+                .map(|h| h.timestamp)
+                .collect::<Vec<_>>(),
+            [1500, 2000],
+            "in timestamp order"
+        );
+        let got = &ts.histograms[0];
+        assert_eq!(got.count, Some(Count::CountInt(5)));
+        assert_eq!(got.zero_count, Some(ZeroCount::ZeroCountInt(1)));
+        assert_eq!(got.schema, 3);
+        assert_eq!(got.sum, 1.0 + 1.0 + 1.1 - 2.0);
+        assert_eq!(got.zero_threshold, h.zero_threshold);
+        assert_eq!(
+            got.positive_spans,
+            [proto_v2::BucketSpan {
+                offset: 0,
+                length: 3
+            }]
+        );
+        assert_eq!(got.positive_deltas, [2, -2, 1]);
+        assert_eq!(
+            got.negative_spans,
+            [proto_v2::BucketSpan {
+                offset: 8,
+                length: 1
+            }]
+        );
+        assert_eq!(got.negative_deltas, [1]);
+        assert!(got.positive_counts.is_empty() && got.custom_values.is_empty());
+        assert_eq!(
+            got.reset_hint(),
+            proto_v2::histogram::ResetHint::Unspecified
+        );
+        assert_eq!(got.start_timestamp, 1_000);
+    }
+
+    #[test]
+    fn gauge_histograms_are_typed_so_and_have_no_start() {
+        let h = five_observations(ResetHint::Gauge);
+        let l = labels("queue_depth", &[]);
+        let (req, _) = encode_stats(&[Sample::native(&l, h, 10)], &KnownHistogram);
+        let ts = &req.timeseries[0];
+        assert_eq!(
+            ts.metadata.as_ref().unwrap().r#type(),
+            MetricType::Gaugehistogram
+        );
+        assert_eq!(
+            ts.histograms[0].reset_hint(),
+            proto_v2::histogram::ResetHint::Gauge
+        );
+        assert_eq!(ts.histograms[0].start_timestamp, 0);
+    }
+
+    #[test]
+    fn a_histogram_series_ends_with_the_histogram_staleness_marker() {
+        let h = five_observations(ResetHint::Unknown);
+        let l = labels("lat_seconds", &[]);
+        let (req, stats) = encode_stats(
+            &[
+                Sample::native(&l, h.clone(), 10),
+                sample(&l, stale_nan(), 20),
+            ],
+            &NoMeta,
+        );
+        assert_eq!((stats.series, stats.samples, stats.histograms), (1, 2, 2));
+        let [ts] = &req.timeseries[..] else {
+            panic!("one series")
+        };
+        assert!(ts.samples.is_empty());
+        let marker = &ts.histograms[1];
+        assert_eq!(marker.timestamp, 20);
+        assert_eq!(marker.sum.to_bits(), STALE_NAN_BITS);
+        assert_eq!(marker.count, Some(proto_v2::histogram::Count::CountInt(0)));
+        assert_eq!(marker.schema, h.schema);
+        assert_eq!(marker.start_timestamp, 0);
+        // Without a known family, the series is still typed by what it carries.
+        assert_eq!(
+            ts.metadata.as_ref().unwrap().r#type(),
+            MetricType::Histogram
+        );
+    }
+
+    #[test]
+    fn a_series_that_changes_kind_goes_as_two_series_older_first() {
+        let h = five_observations(ResetHint::Unknown);
+        let l = labels("lat_seconds", &[]);
+        let (req, stats) = encode_stats(
+            &[
+                Sample::native(&l, h.clone(), 30),
+                sample(&l, 4.0, 10),
+                sample(&l, 5.0, 20),
+            ],
+            &NoMeta,
+        );
+        assert_eq!((stats.series, stats.samples, stats.histograms), (2, 3, 1));
+        let [floats, hists] = &req.timeseries[..] else {
+            panic!("two series")
+        };
+        assert_eq!(
+            floats.samples.iter().map(|s| s.value).collect::<Vec<_>>(),
+            [4.0, 5.0]
+        );
+        assert!(floats.histograms.is_empty());
+        assert!(floats.metadata.is_none());
+        assert_eq!(hists.histograms.len(), 1);
+        assert!(hists.samples.is_empty());
+        assert_eq!(floats.labels_refs, hists.labels_refs);
+        // No float anywhere carries the histogram marker NaN.
+        for ts in &req.timeseries {
+            assert!(ts
+                .samples
+                .iter()
+                .all(|s| s.value.to_bits() != crate::series::HISTOGRAM_NAN_BITS));
+        }
     }
 
     #[test]

@@ -324,6 +324,44 @@ mod tests {
     }
 
     #[test]
+    fn histograms_written_is_compared_with_histograms_sent() {
+        let sent = Sent {
+            samples: 10,
+            histograms: 4,
+            exemplars: 0,
+        };
+        // Every float written, one histogram short: a partial write of one.
+        let w = written(Some("10"), Some("3"));
+        assert_eq!(
+            judge(Outcome::Status(204), &w, sent),
+            Verdict::Partial {
+                unwritten: 1,
+                bad: None
+            }
+        );
+        // No histogram header while histograms were sent: none of them was written.
+        let w = written(Some("10"), None);
+        assert_eq!(
+            judge(Outcome::Status(204), &w, sent),
+            Verdict::Partial {
+                unwritten: 4,
+                bad: None
+            }
+        );
+        let w = written(Some("10"), Some("4"));
+        assert_eq!(
+            judge(Outcome::Status(204), &w, sent),
+            Verdict::Written { bad: None }
+        );
+        // More histograms than sent: the count is not trusted.
+        let w = written(Some("10"), Some("5"));
+        let Verdict::Written { bad: Some(bad) } = judge(Outcome::Status(204), &w, sent) else {
+            panic!("written, with an untrusted count")
+        };
+        assert_eq!((bad.header, bad.sent), (HISTOGRAMS_WRITTEN, 4));
+    }
+
+    #[test]
     fn a_400_with_nothing_written_is_split_as_for_1_0() {
         assert_eq!(
             judge(Outcome::Status(400), &written(Some("0"), None), TEN),

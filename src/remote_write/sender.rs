@@ -252,8 +252,11 @@ impl Sender {
         if protocol != Protocol::V2 {
             return None;
         }
+        // Receivers count float samples and histogram samples apart.
+        let histograms = stats.histograms.min(stats.samples);
         let sent = protocol::Sent {
-            samples: stats.samples as u64,
+            samples: (stats.samples - histograms) as u64,
+            histograms: histograms as u64,
             ..Default::default()
         };
         match judge(answer.outcome, &answer.written, sent) {
