@@ -8,8 +8,10 @@
 # (one probe, after settling). The HTTP target and VictoriaMetrics are not measured.
 #
 # Usage: scripts/bench-probes.sh [N] [SECONDS]     (defaults: 200 60)
-# Needs: cargo, python3, curl, and the Debian packages prometheus, victoria-metrics,
-# prometheus-blackbox-exporter (scripts/install-deps.sh installs them).
+# PEERS=current (the default) runs the current peers that scripts/install-tools.sh installs:
+# blackbox exporter 0.28, Prometheus 3.5 agent and VictoriaMetrics 1.145; PEERS=stable runs
+# Debian stable's (blackbox exporter 0.23, Prometheus 2.42, VictoriaMetrics 1.79).
+# Needs: cargo, python3, curl, and those peers (scripts/install-deps.sh, scripts/install-tools.sh).
 # Exit status: 0 when both sides delivered probe results (whatever the figures), 1 otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,12 +22,38 @@ DURATION="${2:-60}"
 WARMUP=10
 IDLE_SETTLE=15
 
-for tool in cargo python3 curl prometheus victoria-metrics prometheus-blackbox-exporter; do
+TOOLS="${PUSHPROBE_TOOLS:-$HOME/.cache/pushprobe/tools}/bin"
+case "${PEERS:-current}" in
+    current)
+        PROMETHEUS="$TOOLS/prometheus-3.5.3"
+        AGENT_FLAG=--agent
+        VICTORIA="$TOOLS/victoria-metrics-1.145.0"
+        BLACKBOX="$TOOLS/prometheus-blackbox-exporter-0.28.0"
+        ;;
+    stable)
+        PROMETHEUS="$(command -v prometheus || echo /usr/bin/prometheus)"
+        AGENT_FLAG=--enable-feature=agent
+        VICTORIA="$(command -v victoria-metrics || echo /usr/bin/victoria-metrics)"
+        BLACKBOX="$(command -v prometheus-blackbox-exporter || echo /usr/bin/prometheus-blackbox-exporter)"
+        ;;
+    *)
+        echo "bench: PEERS must be current or stable, not $PEERS" >&2
+        exit 1
+        ;;
+esac
+for tool in cargo python3 curl; do
     if ! command -v "$tool" >/dev/null 2>&1; then
-        echo "bench: $tool is required; see scripts/install-deps.sh" >&2
+        echo "bench: $tool is required" >&2
         exit 1
     fi
 done
+for tool in "$PROMETHEUS" "$VICTORIA" "$BLACKBOX"; do
+    if [ ! -x "$tool" ]; then
+        echo "bench: $tool is missing; see scripts/install-deps.sh and scripts/install-tools.sh" >&2
+        exit 1
+    fi
+done
+echo "== Peers: $("$BLACKBOX" --version 2>&1 | head -n1); $("$PROMETHEUS" --version 2>&1 | head -n1)"
 
 echo "== Building release binaries"
 cargo build --release --locked --bin pushprobe --example bench_target
@@ -56,7 +84,7 @@ for ((i = 0; i < N; i++)); do
 done
 
 vm_port="$(free_port)"
-victoria-metrics \
+"$VICTORIA" \
     -storageDataPath="$work/vm-data" \
     -httpListenAddr="127.0.0.1:$vm_port" \
     -retentionPeriod=1 \
@@ -97,7 +125,7 @@ modules:
     http:
       preferred_ip_protocol: ip4
 YAML
-prometheus-blackbox-exporter \
+"$BLACKBOX" \
     --config.file="$work/blackbox.yml" \
     --web.listen-address="127.0.0.1:$bb_port" \
     >"$work/blackbox.log" 2>&1 &
@@ -136,8 +164,8 @@ remote_write:
   - url: $write_url
 YAML
 } >"$work/prometheus.yml"
-prometheus \
-    --enable-feature=agent \
+"$PROMETHEUS" \
+    "$AGENT_FLAG" \
     --config.file="$work/prometheus.yml" \
     --storage.agent.path="$work/prom-agent" \
     --web.listen-address="127.0.0.1:$prom_port" \
