@@ -166,10 +166,7 @@ impl SenderEvents {
     pub(crate) fn zstd_refused(&self, answer: &Answer, first: bool) {
         self.telemetry.add(RW_ZSTD_REFUSED, &self.labels(), 1.0);
         if first {
-            let status = match answer.outcome {
-                Outcome::Status(s) => s,
-                Outcome::Transport | Outcome::Credentials => 0,
-            };
+            let status = answer.outcome.status_or_zero();
             tracing::warn!(
                 target: TARGET,
                 endpoint = %self.endpoint,
@@ -205,10 +202,7 @@ impl SenderEvents {
     /// endpoint is sent 1.0 until the agent restarts. Logged once.
     pub(crate) fn fell_back(&self, answer: &Answer) {
         self.protocol_in_use(Protocol::V1);
-        let status = match answer.outcome {
-            Outcome::Status(s) => s,
-            Outcome::Transport | Outcome::Credentials => 0,
-        };
+        let status = answer.outcome.status_or_zero();
         tracing::warn!(
             target: TARGET,
             endpoint = %self.endpoint,
@@ -245,10 +239,7 @@ impl SenderEvents {
         self.record_success(&written, bytes);
         self.telemetry.add(RW_PARTIAL_WRITES, &self.labels(), 1.0);
         self.count_dropped(unwritten, "rejected", true);
-        let status = match answer.outcome {
-            Outcome::Status(s) => s,
-            Outcome::Transport | Outcome::Credentials => 0,
-        };
+        let status = answer.outcome.status_or_zero();
         tracing::warn!(
             target: TARGET,
             endpoint = %self.endpoint,

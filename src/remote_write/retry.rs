@@ -63,6 +63,14 @@ impl Outcome {
             Outcome::Credentials => "credentials",
         }
     }
+
+    /// The HTTP status for log lines: 0 when no answer came (transport, credentials).
+    pub fn status_or_zero(self) -> u16 {
+        match self {
+            Outcome::Status(s) => s,
+            Outcome::Transport | Outcome::Credentials => 0,
+        }
+    }
 }
 
 /// Whether a request answered `outcome` is sent again at once with fresh credentials: only a
