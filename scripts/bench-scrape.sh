@@ -22,6 +22,8 @@
 #
 # Usage: scripts/bench-scrape.sh [N] [M] [DURATION]   (defaults: 20 2500 60; INTERVAL=5s)
 # CRITERION=off skips part 1 (its bench build is a second fat-LTO build).
+# RW_EXTRA_TOML adds TOML lines to every pushprobe [[remote_write]] table, to compare
+# settings (e.g. 'max_samples_per_send = 10000', vmagent's default rows per block).
 # KEEP_WORKDIR=1 keeps the scratch directory (logs, configs, receiver data) for a post-mortem.
 # COMPRESSION=on makes the targets gzip their answer when asked (`Accept-Encoding: gzip`).
 # Needs: cargo, python3, curl; Debian's prometheus, victoria-metrics and
@@ -38,6 +40,7 @@ INTERVAL="${INTERVAL:-5s}"
 WARMUP="${WARMUP:-15}"
 COMPRESSION="${COMPRESSION:-off}"
 STABLE="${STABLE:-on}"
+RW_EXTRA_TOML="${RW_EXTRA_TOML:-}"
 CRITERION="${CRITERION:-on}"
 case "$COMPRESSION" in
     on) target_args=(--gzip) ;;
@@ -171,6 +174,7 @@ listen = "127.0.0.1:$web_port"
 [[remote_write]]
 url = "http://127.0.0.1:$port$path"
 $extra
+$RW_EXTRA_TOML
 
 [[scrape]]
 job = "bench"
@@ -189,8 +193,9 @@ interval = "$INTERVAL"
 targets = ["127.0.0.1:$node_port"]
 TOML
     } >"$work/$name.toml"
-    "$PUSHPROBE" config check --config "$work/$name.toml" >/dev/null
-    "$PUSHPROBE" run --config "$work/$name.toml" >"$work/$name.log" 2>&1 &
+    # PUSHPROBE_* variables override configuration keys: keep this script's own out.
+    env -u PUSHPROBE_TOOLS "$PUSHPROBE" config check --config "$work/$name.toml" >/dev/null
+    env -u PUSHPROBE_TOOLS "$PUSHPROBE" run --config "$work/$name.toml" >"$work/$name.log" 2>&1 &
     pids+=("$!")
     senders+=("$name")
     sender_pid[$name]="$!"
