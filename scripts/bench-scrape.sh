@@ -18,7 +18,9 @@
 #      stored sample over the whole run (senders are stopped gracefully first, so what they
 #      sent has landed); then pushprobe's ratios against the targets.
 # The targets and the receivers are not measured. Each sender tags its series with a
-# `forwarder` external label; the figures only count if every sender delivered every target.
+# `forwarder` external label; the figures only count if every sender delivered every target
+# and series, and no pushprobe dropped samples from a full memory queue. Bytes include
+# pushprobe's stale markers at shutdown (one a series), which are not stored samples.
 #
 # Usage: scripts/bench-scrape.sh [N] [M] [DURATION]   (defaults: 20 2500 60; INTERVAL=5s)
 # CRITERION=off skips part 1 (its bench build is a second fat-LTO build).
