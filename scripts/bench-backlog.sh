@@ -101,6 +101,10 @@ fi
 hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$agent/status")
 ((hwm > peak_kib)) && peak_kib=$hwm
 
+# Stop the agent before its relay: with the relay gone first, its final flush waits out
+# drain_timeout (60 s) against a closed port.
+kill -TERM "$agent" 2>/dev/null || true
+wait "$agent" 2>/dev/null || true
 kill -TERM "$relay" 2>/dev/null || true
 wait "$relay" 2>/dev/null || true
 sent=$(cat "$work/sent.bytes")

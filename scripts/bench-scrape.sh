@@ -18,9 +18,15 @@
 #      stored sample over the whole run (senders are stopped gracefully first, so what they
 #      sent has landed); then pushprobe's ratios against the targets.
 # The targets and the receivers are not measured. Each sender tags its series with a
-# `forwarder` external label; the figures only count if every sender delivered every target.
+# `forwarder` external label; the figures only count if every sender delivered every target
+# and series, and no pushprobe dropped samples from a full memory queue. Bytes include
+# pushprobe's stale markers at shutdown (one a series), which are not stored samples.
 #
 # Usage: scripts/bench-scrape.sh [N] [M] [DURATION]   (defaults: 20 2500 60; INTERVAL=5s)
+# CRITERION=off skips part 1 (its bench build is a second fat-LTO build).
+# RW_EXTRA_TOML adds TOML lines to every pushprobe [[remote_write]] table, to compare
+# settings (e.g. 'max_samples_per_send = 10000', vmagent's default rows per block).
+# KEEP_WORKDIR=1 keeps the scratch directory (logs, configs, receiver data) for a post-mortem.
 # COMPRESSION=on makes the targets gzip their answer when asked (`Accept-Encoding: gzip`).
 # Needs: cargo, python3, curl; Debian's prometheus, victoria-metrics and
 # prometheus-node-exporter (scripts/install-deps.sh), and the current peers that
@@ -36,6 +42,8 @@ INTERVAL="${INTERVAL:-5s}"
 WARMUP="${WARMUP:-15}"
 COMPRESSION="${COMPRESSION:-off}"
 STABLE="${STABLE:-on}"
+RW_EXTRA_TOML="${RW_EXTRA_TOML:-}"
+CRITERION="${CRITERION:-on}"
 case "$COMPRESSION" in
     on) target_args=(--gzip) ;;
     off) target_args=() ;;
@@ -70,10 +78,12 @@ if [ "$STABLE" = on ]; then
     done
 fi
 
-echo "== Parse + encode on one core (criterion)"
-cargo bench --bench scrape -- --warm-up-time 1 --measurement-time 5 \
-    'scrape/(parse_text_cached|parse_encode_cached|scrape_ingest_encode|gzip_decode)$' 2>&1 |
-    grep -E '^scrape/|thrpt' | tee "${TMPDIR:-/tmp}/pushprobe-bench-scrape-criterion.txt"
+if [ "$CRITERION" = on ]; then
+    echo "== Parse + encode on one core (criterion)"
+    cargo bench --bench scrape -- --warm-up-time 1 --measurement-time 5 \
+        'scrape/(parse_text_cached|parse_encode_cached|scrape_ingest_encode|gzip_decode)$' 2>&1 |
+        grep -E '^scrape/|thrpt' | tee "${TMPDIR:-/tmp}/pushprobe-bench-scrape-criterion.txt"
+fi
 
 echo "== Building release binaries"
 cargo build --release --locked --bin pushprobe --example scrape_target
@@ -120,21 +130,23 @@ prom_rx_port="$(free_port)"
     --storage.tsdb.path="$work/prom-rx" \
     --web.listen-address="127.0.0.1:$prom_rx_port" \
     --web.enable-remote-write-receiver \
+    --enable-feature=promql-delayed-name-removal \
     >"$work/prometheus-receiver.log" 2>&1 &
 pids+=("$!")
 wait_http "http://127.0.0.1:$prom_rx_port/-/ready" prometheus-receiver
 
-# relay NAME RECEIVER_PORT: starts a counting relay to the receiver and prints its port.
+# relay NAME RECEIVER_PORT: starts a counting relay to the receiver and sets relay_port to its
+# port. Not called in a command substitution: that subshell would lose the relay's PID, and the
+# relay would then neither be stopped (so its final count is written) nor cleaned up on exit.
 relay() {
-    local port
-    port="$(free_port)"
-    python3 scripts/count_proxy.py "$port" "$2" "$work/$1.bytes" >"$work/$1-relay.log" 2>&1 &
+    relay_port="$(free_port)"
+    python3 scripts/count_proxy.py "$relay_port" "$2" "$work/$1.bytes" >"$work/$1-relay.log" 2>&1 &
     relay_pids+=("$!")
+    pids+=("$!")
     for _ in $(seq 1 100); do
         [ -s "$work/$1.bytes" ] && break
         sleep 0.05
     done
-    echo "$port"
 }
 relay_pids=()
 
@@ -146,21 +158,25 @@ targets_yaml() {
 
 # Senders, in the order of the report: NAME, receiver, protocol.
 senders=()
-declare -A sender_pid sender_rx sender_proto
+declare -A sender_pid sender_rx sender_proto pushprobe_web
 
 # --- pushprobe --------------------------------------------------------------------------------
 # pushprobe_sender NAME RECEIVER_PORT RECEIVER WRITE_PATH PROTO_LABEL EXTRA_TOML
 pushprobe_sender() {
-    local name="$1" rx_port="$2" rx="$3" path="$4" proto="$5" extra="$6" port
-    port="$(relay "$name" "$rx_port")"
+    local name="$1" rx_port="$2" rx="$3" path="$4" proto="$5" extra="$6" port web_port
+    relay "$name" "$rx_port"
+    port="$relay_port"
+    web_port="$(free_port)"
     {
         cat <<TOML
 [agent]
 external_labels = { forwarder = "$name" }
+listen = "127.0.0.1:$web_port"
 
 [[remote_write]]
 url = "http://127.0.0.1:$port$path"
 $extra
+$RW_EXTRA_TOML
 
 [[scrape]]
 job = "bench"
@@ -179,13 +195,16 @@ interval = "$INTERVAL"
 targets = ["127.0.0.1:$node_port"]
 TOML
     } >"$work/$name.toml"
-    "$PUSHPROBE" config check --config "$work/$name.toml" >/dev/null
-    "$PUSHPROBE" run --config "$work/$name.toml" >"$work/$name.log" 2>&1 &
+    # PUSHPROBE_* variables override configuration keys: keep this script's own out.
+    env -u PUSHPROBE_TOOLS "$PUSHPROBE" config check --config "$work/$name.toml" >/dev/null
+    env -u PUSHPROBE_TOOLS "$PUSHPROBE" run --config "$work/$name.toml" >"$work/$name.log" 2>&1 &
     pids+=("$!")
     senders+=("$name")
     sender_pid[$name]="$!"
     sender_rx[$name]="$rx"
     sender_proto[$name]="$proto"
+    pushprobe_web[$name]="$web_port"
+    wait_http "http://127.0.0.1:$web_port/-/healthy" "$name"
 }
 
 # --- Prometheus in agent mode ------------------------------------------------------------------
@@ -193,7 +212,8 @@ TOML
 prometheus_sender() {
     local name="$1" bin="$2" agent_flag="$3" rx_port="$4" rx="$5" path="$6" proto="$7" extra="$8"
     local port web_port
-    port="$(relay "$name" "$rx_port")"
+    relay "$name" "$rx_port"
+    port="$relay_port"
     web_port="$(free_port)"
     {
         cat <<YAML
@@ -234,7 +254,8 @@ YAML
 # vmagent_sender NAME BINARY RECEIVER_PORT RECEIVER PROTO_LABEL
 vmagent_sender() {
     local name="$1" bin="$2" rx_port="$3" rx="$4" proto="$5" port web_port
-    port="$(relay "$name" "$rx_port")"
+    relay "$name" "$rx_port"
+    port="$relay_port"
     web_port="$(free_port)"
     {
         cat <<YAML
@@ -290,6 +311,23 @@ echo "== Running: N=$N targets x M=$M series + a node exporter every $INTERVAL f
 sleep "$WARMUP"
 measure_window "$DURATION" "${measured[@]}"
 
+# What each pushprobe chose on the wire (message, compression) and whether anything went wrong:
+# the bytes per sample mean little without it.
+echo "== pushprobe's own view of its endpoints"
+for s in "${!pushprobe_web[@]}"; do
+    curl -fsS "http://127.0.0.1:${pushprobe_web[$s]}/metrics" >"$work/$s.metrics" || true
+    # Samples dropped from a full memory queue never reach the receiver: the run does not count.
+    awk '/^pushprobe_remote_write_samples_dropped_total[{ ]/ { n += $NF } END { print n + 0 }' \
+        "$work/$s.metrics" >"$work/$s.dropped"
+    grep -E '^pushprobe_remote_write_(compression|protocol|samples_(sent|failed|dropped)_total|bytes_sent_total|partial_writes_total|invalid_answers_total|zstd_refused_requests_total|metadata_requests_total|requests_total)[{ ]' \
+        "$work/$s.metrics" | grep -v ' 0$' | sed "s/^/$s: /" || true
+done
+
+# Targets and series are counted as of the end of the window: pushprobe marks its scraped series
+# stale when it stops (the Prometheus agents and vmagent do not), so after the stop an instant
+# query no longer sees them.
+window_end="$(date +%s)"
+
 # Graceful stop, so what each sender sent has landed before bytes and samples are compared.
 for s in "${senders[@]}"; do
     kill -TERM "${sender_pid[$s]}" 2>/dev/null || true
@@ -307,19 +345,25 @@ done
 
 curl -fsS -o /dev/null "http://127.0.0.1:$vm_port/internal/force_flush" || true
 sleep 2
-# query RECEIVER PROMQL
+# query RECEIVER TIME PROMQL
 query() {
     local port
     case "$1" in
         vm-1.145) port="$vm_port" ;;
         prom-3.5) port="$prom_rx_port" ;;
     esac
-    curl -fsS --get --data-urlencode "query=$2" "http://127.0.0.1:$port/api/v1/query"
+    curl -fsS --get --data-urlencode "query=$3" --data-urlencode "time=$2" \
+        "http://127.0.0.1:$port/api/v1/query"
 }
+# Prometheus evaluates count_over_time per series and drops the metric name before the sum, so
+# series that differ only by name would collide; its receiver runs with
+# promql-delayed-name-removal to keep them apart until the aggregation.
+now="$(date +%s)"
 for rx in vm-1.145 prom-3.5; do
-    query "$rx" 'count by (forwarder) (up{job="bench"} == 1)' >"$work/$rx.up.json"
-    query "$rx" 'count by (forwarder) ({__name__=~"bench_family_.*",job="bench"})' >"$work/$rx.series.json"
-    query "$rx" 'sum by (forwarder) (count_over_time({forwarder=~".+"}[1h]))' >"$work/$rx.samples.json"
+    query "$rx" "$window_end" 'count by (forwarder) (up{job="bench"} == 1)' >"$work/$rx.up.json"
+    query "$rx" "$window_end" 'count by (forwarder) ({__name__=~"bench_family_.*",job="bench"})' \
+        >"$work/$rx.series.json"
+    query "$rx" "$now" 'sum by (forwarder) (count_over_time({forwarder=~".+"}[1h]))' >"$work/$rx.samples.json"
 done
 
 {
@@ -389,9 +433,19 @@ for other in ("prom-3.5-agent", "vmagent-1.79", "prom-2.42-agent"):
         print(f"pushprobe / {other:<17} CPU {ratio(pp['cpu'], o['cpu']):.3f}  peak RSS "
               f"{ratio(pp['hwm'], o['hwm']):.3f}  bytes/sample {ratio(pp['bps'], o['bps']):.3f}")
 
-ok = all(r["up"] == n and r["series"] == n * m for r in rows)
+dropped = {}
+for r in rows:
+    try:
+        with open(f"{work}/{r['name']}.dropped") as f:
+            dropped[r["name"]] = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+for name, d in dropped.items():
+    if d:
+        print(f"{name} dropped {d} samples from a full memory queue (queue_capacity)")
+ok = all(r["up"] == n and r["series"] == n * m for r in rows) and not any(dropped.values())
 print()
 print("every sender delivered every target and series" if ok else
-      "NOT every sender delivered every target and series: the figures are not comparable")
+      "NOT every sender delivered every target, series and sample: the figures are not comparable")
 sys.exit(0 if ok else 1)
 PY

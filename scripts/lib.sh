@@ -1,8 +1,9 @@
 # Helpers shared by pushprobe's scripts: a scratch directory, processes stopped on exit,
 # free loopback ports and readiness polling. Source it, then call `setup_workdir NAME`.
 #
-# After `setup_workdir`, `$work` is a temporary directory removed on exit, and every PID
-# appended to the `pids` array is stopped (newest first) on exit, Ctrl-C or SIGTERM.
+# After `setup_workdir`, `$work` is a temporary directory removed on exit (kept with
+# KEEP_WORKDIR=1), and every PID appended to the `pids` array is stopped (newest first) on
+# exit, Ctrl-C or SIGTERM.
 
 setup_workdir() {
     work="$(mktemp -d -t "pushprobe-$1.XXXXXX")"
@@ -19,7 +20,11 @@ cleanup_workdir() {
     for pid in "${pids[@]}"; do
         wait "$pid" 2>/dev/null || true
     done
-    rm -rf "$work"
+    if [ "${KEEP_WORKDIR:-0}" = 1 ]; then
+        echo "$(basename "$0"): kept $work" >&2
+    else
+        rm -rf "$work"
+    fi
 }
 
 # Prints a TCP port that is free on 127.0.0.1 right now.
