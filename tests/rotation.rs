@@ -5,7 +5,9 @@
 //! Bearer tokens are checked by the scripted receiver; basic-auth passwords by a real
 //! Prometheus whose `--web.config.file` (re-read on every request) holds bcrypt hashes made
 //! with `htpasswd`; TLS files by a Prometheus serving mutual TLS (certificates from rcgen),
-//! probed over a new connection each run.
+//! probed over a new connection each run; OAuth2 client secrets by a scripted token endpoint
+//! that grants tokens for the current secret only, and a receiver gated on those tokens.
+//! (SigV4 secret keys rotate in `tests/sigv4.rs`, against its botocore receiver.)
 
 mod common;
 
@@ -503,4 +505,179 @@ async fn scrapes_and_pushgateway_pushes_send_the_current_token_file() {
         .terminate(Duration::from_secs(30))
         .await
         .assert_code(0);
+}
+
+/// An OAuth2 token endpoint that grants tokens only for the current client secret, and
+/// remembers the tokens it granted (a receiver gated on them refuses any other).
+#[derive(Default)]
+struct TokenEndpoint {
+    /// The client secret accepted now.
+    secret: String,
+    /// Tokens granted and not revoked.
+    issued: std::collections::HashSet<String>,
+    /// Token requests refused for a wrong client secret.
+    refused: usize,
+    /// The client secret of each token granted, in order.
+    granted_for: Vec<String>,
+}
+
+type Shared = std::sync::Arc<std::sync::Mutex<TokenEndpoint>>;
+
+/// The client secret of a token request: from its basic credentials or its form body.
+fn client_secret_of(headers: &http::HeaderMap, body: &[u8]) -> Option<String> {
+    use base64::Engine as _;
+    if let Some(basic) = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+    {
+        let pair = base64::engine::general_purpose::STANDARD
+            .decode(basic)
+            .ok()?;
+        let pair = String::from_utf8(pair).ok()?;
+        return pair.split_once(':').map(|(_, secret)| secret.to_string());
+    }
+    String::from_utf8_lossy(body)
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("client_secret="))
+        .map(str::to_string)
+}
+
+/// Serves the token endpoint of `state` on 127.0.0.1; returns its token URL.
+async fn serve_token_endpoint(state: Shared) -> String {
+    use http_body_util::{BodyExt, Full};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let state = state.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let offered = client_secret_of(&parts.headers, &body);
+                            let mut st = state.lock().unwrap();
+                            let (status, answer) = if offered.as_deref() == Some(&st.secret) {
+                                let token = format!("token-{}", st.granted_for.len());
+                                let secret = st.secret.clone();
+                                st.granted_for.push(secret);
+                                st.issued.insert(token.clone());
+                                let json = format!(
+                                    r#"{{"access_token":"{token}","token_type":"Bearer","expires_in":3600}}"#
+                                );
+                                (200, json)
+                            } else {
+                                st.refused += 1;
+                                (401, r#"{"error":"invalid_client"}"#.to_string())
+                            };
+                            drop(st);
+                            let response = hyper::Response::builder()
+                                .status(status)
+                                .header("content-type", "application/json")
+                                .body(Full::new(bytes::Bytes::from(answer)))
+                                .unwrap();
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}/oauth2/token")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_client_secret_file_is_used_without_a_restart_and_nothing_is_lost() {
+    const OLD: &str = "client-secret-one-4b1d";
+    const NEW: &str = "client-secret-two-9e0c";
+    let endpoint: Shared = Default::default();
+    endpoint.lock().unwrap().secret = OLD.to_string();
+    let token_url = serve_token_endpoint(endpoint.clone()).await;
+    // The receiver accepts only tokens the endpoint granted and has not revoked.
+    let gate = endpoint.clone();
+    let receiver = RwReceiver::start_gated(
+        move |h| {
+            h.get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .is_some_and(|t| gate.lock().unwrap().issued.contains(t))
+        },
+        |_, _| 204,
+    )
+    .await;
+    let target = TargetServer::start().await;
+    let secrets = tempfile::tempdir().unwrap();
+    let secret = secrets.path().join("client-secret");
+    std::fs::write(&secret, format!("{OLD}\n")).unwrap();
+    let agent = Pushprobe::with_config(&config(
+        &receiver.write_url(),
+        &target.url("/"),
+        &format!(
+            "oauth2 = {{ client_id = \"agent\", client_secret_file = {}, token_url = {} }}",
+            toml_string(&secret.to_string_lossy()),
+            toml_string(&token_url),
+        ),
+    ));
+    let mut running = agent.spawn_run(&[]);
+    let accepted = || {
+        receiver
+            .series("probe_success{")
+            .values()
+            .map(|t| t.accepted.len())
+            .sum::<usize>()
+    };
+    wait_until("results with a token for the first secret", || {
+        accepted() >= 3
+    })
+    .await;
+
+    // The endpoint switches to the new secret and revokes the tokens granted for the old
+    // one: the receiver refuses the cached token, the agent asks for another with the old
+    // secret and is refused, and keeps its samples queued until its file catches up.
+    {
+        let mut st = endpoint.lock().unwrap();
+        st.secret = NEW.to_string();
+        st.issued.clear();
+    }
+    wait_until("the old token refused", || receiver.unauthorized() >= 1).await;
+    wait_until("the old secret refused", || {
+        endpoint.lock().unwrap().refused >= 1
+    })
+    .await;
+    rotate(&secret, &format!("{NEW}\n"));
+    let before = accepted();
+    wait_until("results with a token for the second secret", || {
+        accepted() >= before + 3
+    })
+    .await;
+    running.assert_running();
+    let stopped = running.terminate(Duration::from_secs(30)).await;
+    stopped.assert_code(0);
+
+    let granted = endpoint.lock().unwrap().granted_for.clone();
+    assert_eq!(
+        granted.first().map(String::as_str),
+        Some(OLD),
+        "{granted:?}"
+    );
+    assert_eq!(granted.last().map(String::as_str), Some(NEW), "{granted:?}");
+    let series = receiver.series("probe_success{");
+    assert_eq!(series.len(), 1, "{series:?}");
+    let tally = series.values().next().unwrap();
+    assert!(tally.refused.is_empty(), "refused: {:?}", tally.refused);
+    assert_nothing_lost(&tally.accepted, target.hits(), "client secret rotation");
+    for secret in [OLD, NEW] {
+        assert!(!stopped.stderr.contains(secret), "{secret} in the logs");
+        assert!(!stopped.stdout.contains(secret), "{secret} in the output");
+    }
 }

@@ -1,6 +1,7 @@
 //! AWS SigV4 on remote write, checked by an independent implementation: a receiver that signs
 //! every request again with botocore (`tests/support/sigv4_receiver.py`) and answers 403 when
-//! the signatures differ, the key is unknown or the date is more than five minutes off. The
+//! the signatures differ, the key is unknown or the date is more than five minutes off; a
+//! `secret_key_file` rotated mid-run is used without a restart, nothing lost. The
 //! credentials chain is checked against scripted container, instance-metadata (IMDSv2) and
 //! STS endpoints on 127.0.0.1, including one that hangs and one that answers garbage.
 
@@ -43,6 +44,22 @@ impl Receiver {
     /// Starts the receiver knowing `keys`, for `REGION` and service `aps`, failing the first
     /// `fail_first` requests with 503; `None` (skipped) without the Python tools.
     async fn start(keys: &[(&str, &str)], fail_first: usize) -> Option<Receiver> {
+        Self::start_args(keys, fail_first, &[]).await
+    }
+
+    /// Starts the receiver knowing only the keys in `keys_file` (ID=SECRET lines), read again
+    /// for every request.
+    async fn start_with_keys_file(keys_file: &Path) -> Option<Receiver> {
+        let path = keys_file.to_str().expect("utf-8 path");
+        Self::start_args(&[], 0, &["--keys-file", path]).await
+    }
+
+    /// Starts the receiver with `keys`, `fail_first` and `extra` arguments.
+    async fn start_args(
+        keys: &[(&str, &str)],
+        fail_first: usize,
+        extra: &[&str],
+    ) -> Option<Receiver> {
         let python = require_tool("python-tools")?;
         let dir = tempfile::tempdir().expect("temp dir");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/sigv4_receiver.py");
@@ -50,7 +67,8 @@ impl Receiver {
         cmd.arg(script)
             .args(["--dir", dir.path().to_str().expect("utf-8 path")])
             .args(["--region", REGION, "--service", "aps"])
-            .args(["--fail-first", &fail_first.to_string()]);
+            .args(["--fail-first", &fail_first.to_string()])
+            .args(extra);
         for (id, secret) in keys {
             cmd.arg("--key").arg(format!("{id}={secret}"));
         }
@@ -109,6 +127,30 @@ impl Receiver {
             }
         }
         names
+    }
+
+    /// The timestamps of every accepted `name` sample, in arrival order.
+    fn accepted_stamps(&self, name: &str) -> Vec<i64> {
+        let mut stamps = Vec::new();
+        for n in 0.. {
+            let Ok(raw) = std::fs::read(self.dir.path().join(format!("accepted-{n}.bin"))) else {
+                break;
+            };
+            let body = snap::raw::Decoder::new()
+                .decompress_vec(&raw)
+                .expect("snappy body");
+            let req = WriteRequest::decode(body.as_slice()).expect("write request");
+            for ts in req.timeseries {
+                if ts
+                    .labels
+                    .iter()
+                    .any(|l| l.name == "__name__" && l.value == name)
+                {
+                    stamps.extend(ts.samples.iter().map(|s| s.timestamp));
+                }
+            }
+        }
+        stamps
     }
 }
 
@@ -817,4 +859,113 @@ async fn config_check_refuses_a_block_without_any_region_and_names_the_key() {
         .config_check()
         .await
         .assert_code(0);
+}
+
+/// What the receiver logs of the secret a request was accepted with: the first 16 hex digits
+/// of its SHA-256.
+fn fingerprint(secret: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, secret.as_bytes())
+        .as_ref()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Replaces `path`'s contents the way secret managers do: write aside, then rename over it.
+fn rotate(path: &Path, contents: &str) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, contents).expect("write the new contents");
+    std::fs::rename(&tmp, path).expect("rename the new contents into place");
+}
+
+/// Polls `cond` until it holds, panicking with `what` after a minute.
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(tokio::time::Instant::now() < end, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_secret_key_file_is_used_without_a_restart_and_nothing_is_lost() {
+    const OLD: &str = "sigv4-old-secret-0123456789";
+    const NEW: &str = "sigv4-new-secret-9876543210";
+    let keys_dir = tempfile::tempdir().expect("temp dir");
+    let keys = keys_dir.path().join("keys");
+    std::fs::write(&keys, format!("{KEY_ID}={OLD}\n")).expect("write keys");
+    let Some(rx) = Receiver::start_with_keys_file(&keys).await else {
+        return;
+    };
+    let target = target::TargetServer::start().await;
+    let agent = agent(&config(
+        &rx.url(),
+        &target.url("/"),
+        &format!(
+            "{{ region = \"{REGION}\", access_key = \"{KEY_ID}\", secret_key_file = \"sk\" }}"
+        ),
+        "min_backoff = \"50ms\"\nmax_backoff = \"500ms\"",
+    ));
+    let secret_file = agent.dir().join("sk");
+    std::fs::write(&secret_file, format!("{OLD}\n")).expect("write key");
+    let mut running = agent.spawn_run(&[]);
+    let accepted_with = |secret: &str| {
+        let print = fingerprint(secret);
+        rx.requests()
+            .iter()
+            .filter(|r| r["secret_sha256"].as_str() == Some(print.as_str()))
+            .count()
+    };
+    wait_until("requests signed with the old key", || {
+        accepted_with(OLD) >= 2
+    })
+    .await;
+
+    // A 403 drops a batch, so the receiver first accepts both keys, the file is rotated,
+    // and only once the agent signs with the new key is the old one withdrawn.
+    rotate(&keys, &format!("{KEY_ID}={OLD}\n{KEY_ID}={NEW}\n"));
+    rotate(&secret_file, &format!("{NEW}\n"));
+    wait_until("requests signed with the new key", || {
+        accepted_with(NEW) >= 1
+    })
+    .await;
+    rotate(&keys, &format!("{KEY_ID}={NEW}\n"));
+    let switched = rx.requests().len();
+    wait_until("requests accepted with only the new key known", || {
+        statuses(&rx.requests()[switched..])
+            .iter()
+            .filter(|s| **s == 204)
+            .count()
+            >= 3
+    })
+    .await;
+    running.assert_running();
+    let stopped = running.terminate(Duration::from_secs(30)).await;
+    stopped.assert_code(0);
+
+    let requests = rx.requests();
+    assert!(
+        statuses(&requests).iter().all(|s| *s == 204),
+        "a request was refused: {requests:?}"
+    );
+    // Every probe run's result stored once: as many distinct, increasing timestamps as the
+    // target saw requests (the last run may have been cut by the stop).
+    let stamps = rx.accepted_stamps("probe_success");
+    assert!(
+        stamps.windows(2).all(|w| w[0] < w[1]),
+        "duplicates or disorder: {stamps:?}"
+    );
+    let (n, hits) = (stamps.len() as u64, target.hits());
+    assert!(
+        n == hits || n + 1 == hits,
+        "{n} results stored for {hits} probe runs"
+    );
+    for secret in [OLD, NEW] {
+        assert!(!stopped.stderr.contains(secret), "a secret key in the logs");
+        assert!(
+            !stopped.stdout.contains(secret),
+            "a secret key in the output"
+        );
+    }
 }

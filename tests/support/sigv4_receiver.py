@@ -6,10 +6,14 @@ names in SignedHeaders, its X-Amz-Date and its exact body, and answered 204 when
 signatures match and 403 when they do not, when the key is unknown, or when the date is more
 than five minutes away from now (as AWS does). The first --fail-first requests are answered
 503 instead, to show retries. Each request is logged as one JSON line (status, reason, date,
-signature, key id, SHA-256 of the body) and each accepted body is kept as accepted-N.bin.
+signature, key id, SHA-256 of the body and, when accepted, the first 16 hex digits of the
+SHA-256 of the secret that matched) and each accepted body is kept as accepted-N.bin.
+
+--keys-file names a file of ID=SECRET lines, read again for every request, so that a test can
+rotate keys mid-run; an ID may have several secrets (both accepted while a rotation overlaps).
 
 Usage: sigv4_receiver.py --dir DIR --region R [--service aps] --key ID=SECRET [--key ...]
-       [--fail-first N]
+       [--keys-file PATH] [--fail-first N]
 The port it listens on (127.0.0.1, chosen by the system) is written to DIR/port.
 """
 
@@ -41,9 +45,23 @@ def main():
     parser.add_argument("--region", required=True)
     parser.add_argument("--service", default="aps")
     parser.add_argument("--key", action="append", default=[])
+    parser.add_argument("--keys-file")
     parser.add_argument("--fail-first", type=int, default=0)
     args = parser.parse_args()
-    keys = dict(k.split("=", 1) for k in args.key)
+
+    def known_keys():
+        """Key id -> its secrets: the --key options, then the keys file as it is now."""
+        pairs = [k.split("=", 1) for k in args.key]
+        if args.keys_file:
+            try:
+                with open(args.keys_file) as f:
+                    pairs += [l.strip().split("=", 1) for l in f if "=" in l]
+            except FileNotFoundError:
+                pass
+        keys = {}
+        for key_id, secret in pairs:
+            keys.setdefault(key_id, []).append(secret)
+        return keys
     lock = threading.Lock()
     state = {"requests": 0, "accepted": 0}
     log_path = os.path.join(args.dir, "requests.jsonl")
@@ -57,8 +75,8 @@ def main():
         key_id, day, region, service, signed, signature = m.groups()
         amz_date = handler.headers.get("X-Amz-Date", "")
         fields = {"key_id": key_id, "date": amz_date, "signature": signature}
-        secret = keys.get(key_id)
-        if secret is None:
+        secrets = known_keys().get(key_id)
+        if not secrets:
             return 403, "unknown access key", fields
         try:
             when = datetime.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(
@@ -78,12 +96,14 @@ def main():
         request = AWSRequest(method=handler.command, url=url, data=body, headers=headers)
         request.context["timestamp"] = amz_date
         token = handler.headers.get("X-Amz-Security-Token")
-        signer = SigV4Auth(Credentials(key_id, secret, token), args.service, args.region)
-        canonical = signer.canonical_request(request)
-        expected = signer.signature(signer.string_to_sign(request, canonical), request)
-        if not hmac.compare_digest(expected, signature):
-            return 403, "The request signature we calculated does not match", fields
-        return 204, "ok", fields
+        for secret in secrets:
+            signer = SigV4Auth(Credentials(key_id, secret, token), args.service, args.region)
+            canonical = signer.canonical_request(request)
+            expected = signer.signature(signer.string_to_sign(request, canonical), request)
+            if hmac.compare_digest(expected, signature):
+                fields["secret_sha256"] = hashlib.sha256(secret.encode()).hexdigest()[:16]
+                return 204, "ok", fields
+        return 403, "The request signature we calculated does not match", fields
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
