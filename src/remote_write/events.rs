@@ -715,38 +715,14 @@ mod tests {
         assert_eq!(log.end(), None);
     }
 
-    /// A `tracing` writer into a shared buffer.
-    struct LogBuf(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for LogBuf {
-        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(data);
-            Ok(data.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     #[test]
     fn log_lines_name_the_sender_as_their_target() {
-        let buf = Arc::new(Mutex::new(Vec::<u8>::new()));
-        let writer = {
-            let buf = buf.clone();
-            move || LogBuf(buf.clone())
-        };
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(writer)
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let log_lines = crate::remote_write::log_capture::Captured::start();
 
         let events = SenderEvents::new("rw-1".into(), Arc::new(Telemetry::new()));
         events.aborted();
         events.queue_read_failed("disk gone");
-        let logs = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        let logs = log_lines.text();
         assert_eq!(
             logs.matches("pushprobe::remote_write::sender: ").count(),
             2,

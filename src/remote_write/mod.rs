@@ -23,6 +23,8 @@ pub mod compression;
 pub mod encode;
 pub mod encode_v2;
 mod events;
+#[cfg(test)]
+mod log_capture;
 pub mod protocol;
 pub mod retry;
 pub mod sender;

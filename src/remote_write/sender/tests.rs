@@ -758,17 +758,7 @@ async fn untrusted_certificate_is_a_transport_error() {
 
 #[tokio::test]
 async fn credentials_never_reach_the_logs() {
-    let buf = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let writer = {
-        let buf = buf.clone();
-        move || LogBuf(buf.clone())
-    };
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(writer)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let log_lines = crate::remote_write::log_capture::Captured::start();
 
     let h = Harness::new(vec![
         Reply::EchoAuthorization(500),
@@ -787,7 +777,7 @@ async fn credentials_never_reach_the_logs() {
     });
     finish(handle).await;
 
-    let logs = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+    let logs = log_lines.text();
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("user:{PASSWORD}"));
     // The receiver did get the credentials, and the logs did record its messages.
     let captured = h.receiver.captured.lock().unwrap();
@@ -802,20 +792,6 @@ async fn credentials_never_reach_the_logs() {
     );
     for secret in [PASSWORD, TOKEN, basic.as_str()] {
         assert!(!logs.contains(secret), "{secret} leaked into:\n{logs}");
-    }
-}
-
-/// A `tracing` writer into a shared buffer.
-struct LogBuf(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogBuf {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(data);
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
@@ -1392,17 +1368,7 @@ async fn a_nameless_sample_in_a_refused_zstd_request_is_counted_once() {
 
 #[tokio::test]
 async fn the_handshake_carries_the_credentials_and_never_logs_an_echo_of_them() {
-    let buf = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let writer = {
-        let buf = buf.clone();
-        move || LogBuf(buf.clone())
-    };
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(writer)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let log_lines = crate::remote_write::log_capture::Captured::start();
 
     // A portal answering the handshake 200 with a page that quotes the request's credentials.
     let h = Harness::new(vec![Reply::EchoAuthorization(200)]).await;
@@ -1417,7 +1383,7 @@ async fn the_handshake_carries_the_credentials_and_never_logs_an_echo_of_them() 
     h.drain.cancel();
     finish(handle).await;
 
-    let logs = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+    let logs = log_lines.text();
     assert!(logs.contains("does not announce zstd"), "{logs}");
     assert!(
         logs.contains("you sent Authorization: Bearer <redacted>"),
