@@ -8,7 +8,8 @@
 #     untouched) and unpacked with dpkg-deb -x, so stable's prometheus 2.42 and victoria-metrics
 #     1.79 stay installed for the fallback tests;
 #   - oauth2-mock-server from npm, a third-party OAuth2 token server;
-#   - a Python virtualenv with botocore, an independent AWS SigV4 implementation.
+#   - a Python virtualenv with botocore (an independent AWS SigV4 implementation), LiteLLM's
+#     proxy and fakeai (a real AI relay and a fake upstream), and grpcio-health-checking.
 #
 # Everything lands in one tools directory, $PUSHPROBE_TOOLS (default ~/.cache/pushprobe/tools),
 # with a symlink per program in $PUSHPROBE_TOOLS/bin, named with its pinned version
@@ -28,6 +29,9 @@ PIN_victoria_metrics=1.145.0
 PIN_prometheus_blackbox_exporter=0.28.0
 PIN_oauth2_mock_server=9.3.0
 PIN_botocore=1.44.5
+PIN_litellm=1.108.7
+PIN_fakeai=0.3.2
+PIN_grpcio_health_checking=1.85.1
 
 mkdir -p "$TOOLS/bin"
 
@@ -123,6 +127,16 @@ if ! "$venv/bin/python" -c "import botocore" 2>/dev/null; then
     "$venv/bin/pip" install -q --disable-pip-version-check "botocore==$PIN_botocore"
     say "installed botocore $PIN_botocore"
 fi
+# The AI relay and its fake upstream (LiteLLM's proxy in front of fakeai; fakeai needs pillow
+# without declaring it), and the standard gRPC health servicer for the gRPC probe's tests.
+if ! "$venv/bin/python" -c "import litellm.proxy.proxy_server, fakeai, PIL, grpc_health.v1" 2>/dev/null; then
+    "$venv/bin/pip" install -q --disable-pip-version-check \
+        "litellm[proxy]==$PIN_litellm" "fakeai==$PIN_fakeai" pillow \
+        "grpcio-health-checking==$PIN_grpcio_health_checking"
+    say "installed litellm $PIN_litellm, fakeai $PIN_fakeai, grpcio-health-checking $PIN_grpcio_health_checking"
+fi
 ln -sfn "$venv/bin/python" "$TOOLS/bin/python-tools"
+ln -sfn "$venv/bin/litellm" "$TOOLS/bin/litellm"
+ln -sfn "$venv/bin/fakeai" "$TOOLS/bin/fakeai"
 
 say "tools are in $TOOLS/bin"
