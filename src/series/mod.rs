@@ -290,6 +290,10 @@ impl Registry {
 
     /// Declares a family. Calling it again with the same name keeps the existing series.
     pub fn describe(&mut self, name: &str, kind: MetricType, help: &str) {
+        // Probes describe their families on every run: only a new family allocates its name.
+        if self.families.contains_key(name) {
+            return;
+        }
         self.families
             .entry(name.to_string())
             .or_insert_with(|| Family {
@@ -308,8 +312,23 @@ impl Registry {
         labels: &[(&str, &str)],
         init: impl FnOnce() -> SeriesValue,
     ) -> Result<&mut Series, LabelError> {
-        // The agent updates its own metrics on every request it sends: finding a family and
-        // series that exist allocates only the series key, and searches the series map once.
+        // The agent updates its own metrics on every request it sends, and each probe run sets
+        // a dozen series: finding a series that exists searches with the pairs themselves and
+        // allocates nothing. Only a new series builds (and validates) its label set.
+        let hit = with_sorted_key(labels, |key| {
+            self.families
+                .get(name)
+                .is_some_and(|f| f.series.contains_key(key))
+        });
+        if hit == Some(true) {
+            return with_sorted_key(labels, |key| {
+                self.families
+                    .get_mut(name)
+                    .and_then(|f| f.series.get_mut(key))
+            })
+            .flatten()
+            .ok_or(LabelError::MissingName);
+        }
         if !self.families.contains_key(name) {
             self.describe(name, MetricType::Unknown, "");
         }
@@ -380,6 +399,17 @@ impl Registry {
     /// Removes one series; the next [`Registry::take_stale_markers`] ends it with a staleness
     /// marker, so receivers stop showing its last value at once instead of for 5 minutes.
     pub fn remove(&mut self, name: &str, labels: &[(&str, &str)]) {
+        // Probes remove series that usually do not exist (a certificate expiry on plain HTTP)
+        // on every run: seeing that costs no allocation.
+        let absent = with_sorted_key(labels, |key| {
+            !self
+                .families
+                .get(name)
+                .is_some_and(|f| f.series.contains_key(key))
+        });
+        if absent == Some(true) {
+            return;
+        }
         if let (Some(f), Ok(key)) = (
             self.families.get_mut(name),
             Labels::from_pairs(labels.iter().copied()),
@@ -496,9 +526,131 @@ fn intern(name: &str, labels: &Labels, value: &SeriesValue) -> Result<Vec<Labels
     }
 }
 
+/// The most labels a lookup sorts on the stack; larger sets take the allocating path.
+const STACK_KEY_LABELS: usize = 16;
+
+/// Runs `f` with `labels` as a key of a family's series map, sorted by name and without empty
+/// values, as [`Labels::from_pairs`] would store them; `None` when there are too many labels
+/// to sort on the stack. Names are not validated: a set that was never stored finds nothing.
+fn with_sorted_key<R>(labels: &[(&str, &str)], f: impl FnOnce(&dyn SeriesKey) -> R) -> Option<R> {
+    let mut buf: [(&str, &str); STACK_KEY_LABELS] = [("", ""); STACK_KEY_LABELS];
+    let mut n = 0;
+    for &(name, value) in labels.iter().filter(|(_, v)| !v.is_empty()) {
+        *buf.get_mut(n)? = (name, value);
+        n += 1;
+    }
+    let sorted = &mut buf[..n];
+    sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    Some(f(&SortedPairs(sorted)))
+}
+
+/// A series key seen as its labels' (name, value) bytes in name order: the order [`Labels`]
+/// sorts by, so a map keyed by label sets can be searched with borrowed pairs.
+trait SeriesKey {
+    /// The labels in name order.
+    fn key_pairs(&self) -> KeyPairs<'_>;
+}
+
+/// Label pairs already sorted by name, without empty values.
+struct SortedPairs<'p>(&'p [(&'p str, &'p str)]);
+
+/// The (name, value) bytes of a stored set or of sorted pairs.
+enum KeyPairs<'a> {
+    Stored(labels::Fields<'a>),
+    Pairs(std::slice::Iter<'a, (&'a str, &'a str)>),
+}
+
+impl<'a> Iterator for KeyPairs<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            KeyPairs::Stored(fields) => fields.next().map(|f| (f.name, f.value)),
+            KeyPairs::Pairs(pairs) => pairs.next().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
+        }
+    }
+}
+
+impl SeriesKey for Labels {
+    fn key_pairs(&self) -> KeyPairs<'_> {
+        KeyPairs::Stored(self.fields())
+    }
+}
+
+impl SeriesKey for SortedPairs<'_> {
+    fn key_pairs(&self) -> KeyPairs<'_> {
+        KeyPairs::Pairs(self.0.iter())
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn SeriesKey + 'a> for Labels {
+    fn borrow(&self) -> &(dyn SeriesKey + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn SeriesKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.key_pairs().eq(other.key_pairs())
+    }
+}
+
+impl Eq for dyn SeriesKey + '_ {}
+
+impl PartialOrd for dyn SeriesKey + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for dyn SeriesKey + '_ {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key_pairs().cmp(other.key_pairs())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_series_is_found_again_whatever_the_order_of_its_pairs_and_empty_values() {
+        let mut r = Registry::new();
+        r.gauge_set("g", &[("b", "2"), ("a", "1")], 1.0).unwrap();
+        r.gauge_set("g", &[("a", "1"), ("c", ""), ("b", "2")], 5.0)
+            .unwrap();
+        assert_eq!(r.value("g", &[("b", "2"), ("a", "1")]), Some(5.0));
+        assert_eq!(r.families().next().unwrap().series.len(), 1);
+        // A prefix of a stored set is another series.
+        r.gauge_set("g", &[("a", "1")], 7.0).unwrap();
+        assert_eq!(r.families().next().unwrap().series.len(), 2);
+        assert_eq!(r.value("g", &[("a", "1"), ("b", "2")]), Some(5.0));
+    }
+
+    #[test]
+    fn sets_too_large_for_the_stack_key_take_the_allocating_path() {
+        let names: Vec<String> = (0..STACK_KEY_LABELS + 4)
+            .map(|i| format!("l{i:02}"))
+            .collect();
+        let pairs: Vec<(&str, &str)> = names.iter().rev().map(|n| (n.as_str(), "v")).collect();
+        let mut r = Registry::new();
+        r.counter_add("c", &pairs, 1.0).unwrap();
+        r.counter_add("c", &pairs, 1.0).unwrap();
+        assert_eq!(r.value("c", &pairs), Some(2.0));
+        r.remove("c", &pairs);
+        assert_eq!(r.value("c", &pairs), None);
+    }
+
+    #[test]
+    fn invalid_names_are_still_refused_when_nothing_matches() {
+        let mut r = Registry::new();
+        assert!(r.gauge_set("g", &[("bad-name", "x")], 1.0).is_err());
+        assert!(r.gauge_set("g", &[("a", "1"), ("a", "1")], 1.0).is_err());
+        // Removing what was never stored, valid or not, is a no-op.
+        r.remove("g", &[("bad-name", "x")]);
+        r.remove("missing", &[("a", "1")]);
+        assert!(r.take_stale_markers(0).is_empty());
+    }
 
     #[test]
     fn labels_are_sorted_and_empty_values_dropped() {
