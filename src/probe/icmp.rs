@@ -462,18 +462,24 @@ fn no_address(settings: &IcmpProbeSettings) -> IcmpError {
     }
 }
 
-/// FNV-1a (32 bits) over the address' bytes, as the blackbox exporter computes
-/// `probe_ip_addr_hash`: IPv4 in its 16-byte IPv4-mapped form, as Go holds it.
+/// FNV-1a (32 bits) over the address' bytes (four for IPv4, sixteen for IPv6), as the
+/// blackbox exporter computes `probe_ip_addr_hash`.
 fn ip_hash(addr: IpAddr) -> f64 {
-    let bytes = match addr {
-        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
-        IpAddr::V6(a) => a.octets(),
+    let v4;
+    let v6;
+    let bytes: &[u8] = match addr {
+        IpAddr::V4(a) => {
+            v4 = a.octets();
+            &v4
+        }
+        IpAddr::V6(a) => {
+            v6 = a.octets();
+            &v6
+        }
     };
-    let mut h: u32 = 0x811c_9dc5;
-    for b in bytes {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
+    let h = bytes.iter().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    });
     f64::from(h)
 }
 
@@ -543,24 +549,15 @@ mod tests {
     }
 
     #[test]
-    fn the_address_hash_is_fnv1a_over_go_s_bytes() {
-        // FNV-1a of no bytes is its offset basis; the values below are the 32-bit FNV-1a of
-        // the sixteen address bytes.
-        assert_eq!(
-            ip_hash(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
-            f64::from(fnv(&[0; 16]))
+    fn the_address_hash_is_the_blackbox_exporter_s() {
+        // The values the blackbox exporter 0.28 reports for these targets.
+        assert_eq!(ip_hash(IpAddr::V4(Ipv4Addr::LOCALHOST)), 3_668_918_509.0);
+        assert_eq!(ip_hash(IpAddr::V6(Ipv6Addr::LOCALHOST)), 1_751_717_746.0);
+        // Every byte counts.
+        assert_ne!(
+            ip_hash(V4),
+            ip_hash(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)))
         );
-        assert_eq!(
-            ip_hash(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-            ip_hash(IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped()))
-        );
-        assert_ne!(ip_hash(V4), ip_hash(V6));
-    }
-
-    fn fnv(bytes: &[u8]) -> u32 {
-        bytes.iter().fold(0x811c_9dc5, |h: u32, b| {
-            (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
-        })
     }
 
     #[test]
