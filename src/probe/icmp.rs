@@ -2,11 +2,11 @@
 //! exporter's `icmp` prober records it.
 //!
 //! A run resolves the target (preferred family first, the other one as fallback), opens a
-//! socket ([`socket`]), sends one echo request with a random identifier, a random sequence
+//! socket (`socket.rs`), sends one echo request with a random identifier, a random sequence
 //! and a random cookie at the head of its payload, and waits for the reply that carries all
 //! three back, ignoring every other packet: other pingers on the host, late replies to
 //! earlier runs, and NATs that hand identifiers to the wrong socket. Everything happens
-//! within the probe's timeout. The bytes are built and read by [`packet`] (pure).
+//! within the probe's timeout. The bytes are built and read by `packet.rs` (pure).
 //!
 //! Every series carries `probe`, `instance` (the target as configured) and the probe's
 //! extra labels. Per run: `probe_success`, `probe_duration_seconds`,
