@@ -226,6 +226,103 @@ async fn ip_protocol_preference_and_fallback() {
 }
 
 // ---------------------------------------------------------------------------------------
+// A target that does not answer
+
+/// A network namespace of its own, whose kernel ignores echo requests and keeps the
+/// default `ping_group_range` ("1 0"): a loopback target that never answers, and a kernel
+/// that refuses unprivileged ICMP sockets, without touching the host's settings.
+/// `pushprobe check` runs inside it.
+#[test]
+fn a_silent_target_times_out_and_a_refused_socket_names_both_ways_out() {
+    let (Some(unshare), Some(_), Some(_)) = (
+        require_binary("unshare"),
+        require_binary("ip"),
+        require_binary("sysctl"),
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pushprobe.toml");
+    let probe = |name: &str, target: &str, socket: &str| {
+        format!(
+            "[[probe]]\nname = \"{name}\"\nkind = \"icmp\"\ntarget = \"{target}\"\n\
+             socket = \"{socket}\"\ninterval = \"5s\"\ntimeout = \"1s\"\n"
+        )
+    };
+    std::fs::write(
+        &config,
+        [
+            "[[remote_write]]\nurl = \"http://127.0.0.1:9/api/v1/write\"\n".to_string(),
+            probe("silent-v4", "127.0.0.1", "raw"),
+            probe("silent-v6", "::1", "raw"),
+            probe("auto", "127.0.0.1", "auto"),
+            probe("refused", "127.0.0.1", "unprivileged"),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let script = format!(
+        "ip link set lo up && \
+         sysctl -q -w net.ipv4.icmp_echo_ignore_all=1 net.ipv6.icmp.echo_ignore_all=1 && \
+         sysctl -q -w net.ipv4.ping_group_range='1 0' && \
+         exec '{}' -c '{}' check --output json",
+        env!("CARGO_BIN_EXE_pushprobe"),
+        config.display()
+    );
+    let out = Command::new(unshare)
+        .args(["--net", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.stdout.is_empty() {
+        // No namespace (no CAP_SYS_ADMIN, or a sandbox that forbids it).
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "unshare --net failed under CI: {stderr}"
+        );
+        eprintln!("SKIPPED: cannot make a network namespace: {stderr}");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let probe = |name: &str| {
+        doc["probes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{name} missing: {doc}"))
+            .clone()
+    };
+    for name in ["silent-v4", "silent-v6"] {
+        let p = probe(name);
+        assert_eq!(p["success"], false, "{p}");
+        assert_eq!(p["status"], "timeout", "{p}");
+        assert_eq!(
+            p["reason"], "timed out after 1s waiting for the echo reply",
+            "{p}"
+        );
+        assert_eq!(p["details"]["socket"], "raw", "{p}");
+        assert!(p["details"]["rtt_seconds"].is_null(), "{p}");
+    }
+    // auto: the unprivileged socket is refused, so a raw one is used.
+    let auto = probe("auto");
+    assert_eq!(auto["status"], "timeout", "{auto}");
+    assert_eq!(auto["details"]["socket"], "raw", "{auto}");
+    let refused = probe("refused");
+    assert_eq!(refused["status"], "socket", "{refused}");
+    let reason = refused["reason"].as_str().unwrap();
+    for part in [
+        "net.ipv4.ping_group_range is \"1\t0\"",
+        "does not include the process' group",
+        "CAP_NET_RAW",
+        "socket = \"raw\"",
+    ] {
+        assert!(reason.contains(part), "{part:?} missing: {reason}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Against the blackbox exporter
 
 /// Reads the unlabelled-or-`phase`-labelled samples of a `/probe` answer:

@@ -687,6 +687,51 @@ mod tests {
         }
     }
 
+    /// A run that timed out waiting: success 0, the phases it finished, rtt 0, and no hop
+    /// limit left over from an earlier successful run.
+    #[test]
+    fn a_failed_run_records_what_it_measured_and_drops_the_hop_limit() {
+        let probe = IcmpProbe::new(settings("127.0.0.1"));
+        let mut r = Registry::new();
+        let base = [("probe", "p"), ("instance", "127.0.0.1")];
+        let ok = Facts {
+            addr: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            hop_limit: Some(64),
+            rtt: Duration::from_millis(1),
+            ..Facts::default()
+        };
+        probe
+            .record(&mut r, &ok, true, Duration::from_millis(2))
+            .unwrap();
+        assert_eq!(r.value(ICMP_REPLY_HOP_LIMIT, &base), Some(64.0));
+        let timed_out = Facts {
+            phase: Some(Phase::Rtt),
+            addr: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            resolve: Duration::from_millis(3),
+            ..Facts::default()
+        };
+        probe
+            .record(&mut r, &timed_out, false, Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(r.value(PROBE_SUCCESS, &base), Some(0.0));
+        assert_eq!(r.value(ICMP_REPLY_HOP_LIMIT, &base), None);
+        assert_eq!(r.value(IP_PROTOCOL, &base), Some(4.0));
+        assert_eq!(r.value(IP_ADDR_HASH, &base), Some(3_668_918_509.0));
+        let phase = |p| {
+            let mut l = base.to_vec();
+            l.push(("phase", p));
+            r.value(ICMP_DURATION, &l)
+        };
+        assert_eq!(phase("resolve"), Some(0.003));
+        assert_eq!(phase("rtt"), Some(0.0));
+        // Unresolved: protocol and hash are 0, as the blackbox exporter leaves them.
+        probe
+            .record(&mut r, &Facts::default(), false, Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(r.value(IP_PROTOCOL, &base), Some(0.0));
+        assert_eq!(r.value(IP_ADDR_HASH, &base), Some(0.0));
+    }
+
     #[tokio::test]
     async fn a_target_without_an_address_of_the_family_fails_before_any_socket() {
         let mut probe = IcmpProbe::new(settings("::1"));
