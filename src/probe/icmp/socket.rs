@@ -59,7 +59,7 @@ pub(crate) struct OpenedSocket {
     pub(crate) socket: tokio::net::UdpSocket,
     /// Which kind it is.
     pub(crate) kind: OpenedKind,
-    /// The identifier replies carry: the bound port of a ping socket, else `random_ident`.
+    /// The identifier replies carry: the bound port of a ping socket, else a random one.
     pub(crate) ident: u16,
     /// Whether requests are sent with their own IPv4 header (`IP_HDRINCL`, for DF).
     pub(crate) header_included: bool,
@@ -134,7 +134,7 @@ pub(crate) fn open(
 ) -> Result<OpenedSocket, SocketError> {
     // Only a raw socket can write the IPv4 header that carries DF.
     let needs_raw = options.dont_fragment && options.family == Family::V4;
-    let opened = match (options.wanted, needs_raw) {
+    match (options.wanted, needs_raw) {
         (IcmpSocket::Raw, _) => open_raw(options, random()).map_err(|e| raw_refusal(e, "", "")),
         (IcmpSocket::Auto, true) => open_raw(options, random()).map_err(|e| {
             raw_refusal(
@@ -163,8 +163,7 @@ pub(crate) fn open(
                 Refusal::Other(e) => e,
             }),
         },
-    }?;
-    Ok(opened)
+    }
 }
 
 /// A permission refusal (the caller words it) or another error.
@@ -222,15 +221,23 @@ fn open_unprivileged(
     let local = options.source.unwrap_or(unspecified(options.family));
     let mut bound = false;
     for _ in 0..BIND_ATTEMPTS {
-        // Port 0 asks the kernel to choose; a random non-zero one keeps identifiers
-        // unpredictable. A port another ping socket holds is simply tried again.
+        // Port 0 asks the kernel to choose (in sequence); a random non-zero one keeps
+        // identifiers unpredictable. A port another ping socket holds (or, on a kernel that
+        // guards low ports here too, a refused one) is simply tried again.
         let port = random().max(1);
         match socket.bind(&SockAddr::from(SocketAddr::new(local, port))) {
             Ok(()) => {
                 bound = true;
                 break;
             }
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::AddrInUse | io::ErrorKind::PermissionDenied
+                ) =>
+            {
+                continue
+            }
             Err(source) => {
                 return Err(SocketError::Bind {
                     addr: local,
