@@ -500,6 +500,55 @@ fn systemd_unit_is_hardened_and_verifies() {
     }
 }
 
+/// ICMP probes need unprivileged ICMP sockets or CAP_NET_RAW: the sysctl drop-in opens the
+/// former to every group, the unit's drop-in gives back CAP_NET_RAW alone (and still
+/// verifies), and the Kubernetes pod sets the range in its own network namespace.
+#[test]
+fn icmp_probes_have_a_way_to_their_sockets_in_every_deployment() {
+    let sysctl = read("deploy/systemd/60-pushprobe-ping.conf");
+    assert!(sysctl
+        .lines()
+        .any(|l| l == "net.ipv4.ping_group_range = 0 2147483647"));
+    let dropin = read("deploy/systemd/icmp-raw.conf");
+    for line in [
+        "CapabilityBoundingSet=CAP_NET_RAW",
+        "AmbientCapabilities=CAP_NET_RAW",
+    ] {
+        assert!(dropin.lines().any(|l| l == line), "icmp-raw.conf: {line}");
+    }
+    let unit = read("deploy/systemd/pushprobe.service");
+    assert!(unit.contains("60-pushprobe-ping.conf") && unit.contains("icmp-raw.conf"));
+    // ICMP sockets are AF_INET/AF_INET6 sockets: the unit's address families allow them.
+    assert!(unit
+        .lines()
+        .any(|l| l == "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX"));
+
+    let deployment = manifest("deploy/kubernetes/deployment.yaml", "Deployment");
+    let sysctls = &deployment["spec"]["template"]["spec"]["securityContext"]["sysctls"];
+    assert_eq!(
+        sysctls,
+        &serde_json::json!([{"name": "net.ipv4.ping_group_range", "value": "0 2147483647"}])
+    );
+
+    let Some(analyze) = require_binary("systemd-analyze") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pushprobe.service");
+    let unit = unit.replace("/usr/local/bin/pushprobe", BIN);
+    std::fs::write(&path, format!("{unit}\n{dropin}")).unwrap();
+    let out = Command::new(&analyze)
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "systemd-analyze verify: {stderr}"
+    );
+}
+
 #[test]
 fn dashboard_uses_current_panels_and_the_datasource_variable() {
     let d: Value = serde_json::from_str(&read("ops/grafana-dashboard.json")).unwrap();

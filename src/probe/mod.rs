@@ -5,11 +5,13 @@
 //! - this file: [`Probe`], the runnable probe of any kind, with its report and build error;
 //! - [`http`]: the HTTP(S) probe (`kind = "http"`), recorded as the blackbox exporter does;
 //! - [`openai`]: the OpenAI-compatible API probe (`kind = "openai"`);
+//! - [`icmp`]: the ICMP echo probe (`kind = "icmp"`), recorded as the blackbox exporter does;
 //!
-//! Both kinds send their requests through the shared [`http_client`](crate::http_client),
+//! The HTTP and OpenAI kinds send their requests through the shared [`http_client`](crate::http_client),
 //! which also reads the server's certificate expiry for `probe_ssl_earliest_cert_expiry`.
 
 pub mod http;
+pub mod icmp;
 pub mod openai;
 
 use std::time::Duration;
@@ -113,6 +115,8 @@ pub enum Probe {
     Http(http::HttpProbe),
     /// OpenAI-compatible API probe.
     Openai(openai::OpenAiProbe),
+    /// ICMP echo probe.
+    Icmp(icmp::IcmpProbe),
 }
 
 impl Probe {
@@ -121,6 +125,7 @@ impl Probe {
         match settings {
             ProbeSettings::Http(s) => Ok(Probe::Http(http::HttpProbe::new(s.clone())?)),
             ProbeSettings::Openai(s) => Ok(Probe::Openai(openai::OpenAiProbe::new(s.clone())?)),
+            ProbeSettings::Icmp(s) => Ok(Probe::Icmp(icmp::IcmpProbe::new(s.clone()))),
         }
     }
 
@@ -129,6 +134,7 @@ impl Probe {
         match self {
             Probe::Http(p) => p.name(),
             Probe::Openai(p) => p.name(),
+            Probe::Icmp(p) => p.name(),
         }
     }
 
@@ -138,6 +144,7 @@ impl Probe {
         match self {
             Probe::Http(p) => p.run(registry).await,
             Probe::Openai(p) => p.run(registry).await,
+            Probe::Icmp(p) => p.run(registry).await,
         }
     }
 }
