@@ -14,6 +14,7 @@
 //! - `[[probe]]`, its `kind` dispatch and `kind = "http"` in `probe.rs`;
 //! - `kind = "openai"` probes and `[pricing]` in [`openai`];
 //! - `[[scrape]]` in [`scrape`];
+//! - `kind = "tcp"` probes in [`tcp`];
 //! - the `oauth2` block those sections share in [`oauth2`].
 //!
 //! And the shared pieces:
@@ -33,6 +34,7 @@ pub mod duration;
 pub mod oauth2;
 pub mod openai;
 pub mod scrape;
+pub mod tcp;
 
 mod agent;
 mod checker;
@@ -72,6 +74,7 @@ pub use remote_write::{
 pub use scrape::{ScrapeConfig, ScrapeSettings, ScrapeTargetSettings};
 pub use secret_file::{read_secret_file, SecretFileError, MAX_SECRET_FILE_BYTES, SECRET_FIFO_WAIT};
 pub use sigv4::{SigV4Config, SigV4Settings};
+pub use tcp::{IpProtocol, QueryStep, TcpProbeConfig, TcpProbeSettings};
 
 use checker::{validate_buckets, Checker};
 

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::load::describe_figment_error;
 use super::oauth2::{validate_oauth2, OAuth2Config};
 use super::openai::{validate_openai_probe, OpenAiProbeConfig, OpenAiProbeSettings};
+use super::tcp::{validate_tcp_probe, TcpProbeConfig, TcpProbeSettings};
 use super::{
     default_true, validate_buckets, Auth, BasicAuthConfig, Checker, ConfigDuration,
     ConnectHeadersConfig, HeadersConfig, TlsConfig, UrlConfig,
@@ -39,10 +40,12 @@ pub enum ProbeConfig {
     Http(HttpProbeConfig),
     /// An OpenAI-compatible API: model list, chat and streamed chat.
     Openai(OpenAiProbeConfig),
+    /// A TCP connection, optionally TLS, with a scripted line dialogue.
+    Tcp(TcpProbeConfig),
 }
 
 /// The probe kinds `kind` accepts.
-pub(super) const PROBE_KINDS: &[&str] = &["http", "openai"];
+pub(super) const PROBE_KINDS: &[&str] = &["http", "openai", "tcp"];
 
 // serde's derived `tag = "kind"` buffers the table before picking a variant, and an error
 // inside the variant then loses its field name ("probe[0]: not a duration"). Reading the
@@ -73,9 +76,10 @@ impl ProbeConfig {
         let kind = match table.remove("kind") {
             Some(figment::value::Value::String(_, kind)) => kind,
             Some(_) => {
-                return Err(Box::new(at_kind(figment::Error::custom(
-                    "must be a string (\"http\" or \"openai\")",
-                ))))
+                return Err(Box::new(at_kind(figment::Error::custom(format!(
+                    "must be a string, one of: {}",
+                    PROBE_KINDS.join(", ")
+                )))))
             }
             None => return Err(Box::new(figment::Error::missing_field("kind"))),
         };
@@ -83,6 +87,7 @@ impl ProbeConfig {
         let probe = match kind.as_str() {
             "http" => body.deserialize().map(ProbeConfig::Http),
             "openai" => body.deserialize().map(ProbeConfig::Openai),
+            "tcp" => body.deserialize().map(ProbeConfig::Tcp),
             other => Err(at_kind(figment::Error::unknown_variant(other, PROBE_KINDS))),
         };
         probe.map_err(Box::new)
@@ -95,6 +100,7 @@ impl ProbeConfig {
         match self {
             ProbeConfig::Http(p) => &p.name,
             ProbeConfig::Openai(p) => &p.name,
+            ProbeConfig::Tcp(p) => &p.name,
         }
     }
 
@@ -103,6 +109,7 @@ impl ProbeConfig {
         match self {
             ProbeConfig::Http(p) => p.interval,
             ProbeConfig::Openai(p) => p.interval,
+            ProbeConfig::Tcp(p) => p.interval,
         }
     }
 
@@ -111,6 +118,7 @@ impl ProbeConfig {
         match self {
             ProbeConfig::Http(p) => p.timeout,
             ProbeConfig::Openai(p) => p.timeout,
+            ProbeConfig::Tcp(p) => p.timeout,
         }
     }
 }
@@ -186,6 +194,8 @@ pub enum ProbeSettings {
     Http(HttpProbeSettings),
     /// OpenAI-compatible API probe.
     Openai(OpenAiProbeSettings),
+    /// TCP probe.
+    Tcp(TcpProbeSettings),
 }
 
 impl ProbeSettings {
@@ -194,6 +204,7 @@ impl ProbeSettings {
         match self {
             ProbeSettings::Http(p) => &p.name,
             ProbeSettings::Openai(p) => &p.name,
+            ProbeSettings::Tcp(p) => &p.name,
         }
     }
 
@@ -202,6 +213,7 @@ impl ProbeSettings {
         match self {
             ProbeSettings::Http(p) => p.interval,
             ProbeSettings::Openai(p) => p.interval,
+            ProbeSettings::Tcp(p) => p.interval,
         }
     }
 
@@ -210,6 +222,7 @@ impl ProbeSettings {
         match self {
             ProbeSettings::Http(p) => p.timeout,
             ProbeSettings::Openai(p) => p.timeout,
+            ProbeSettings::Tcp(p) => p.timeout,
         }
     }
 
@@ -218,6 +231,7 @@ impl ProbeSettings {
         match self {
             ProbeSettings::Http(p) => &p.labels,
             ProbeSettings::Openai(p) => &p.labels,
+            ProbeSettings::Tcp(p) => &p.labels,
         }
     }
 }
@@ -284,6 +298,10 @@ pub(super) fn validate_probes(
             ProbeConfig::Openai(o) => validate_openai_probe(c, &key, o, pricing).map(|mut s| {
                 add_job(c, &key, o.job.as_deref(), default_job, &mut s.labels);
                 ProbeSettings::Openai(s)
+            }),
+            ProbeConfig::Tcp(t) => validate_tcp_probe(c, &key, t).map(|mut s| {
+                add_job(c, &key, t.job.as_deref(), default_job, &mut s.labels);
+                ProbeSettings::Tcp(s)
             }),
         };
         out.extend(settings);
