@@ -748,3 +748,19 @@ async fn a_receiver_stores_the_tcp_probe_series() {
         run.stdout
     );
 }
+
+#[test]
+fn the_example_validates() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/tcp-probes.toml");
+    let out = std::process::Command::new(common::pushprobe_bin())
+        .args(["config", "check", "--config", path])
+        .env_remove("PUSHPROBE_LOG_LEVEL")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    for name in ["postgres-port", "ssh", "redis", "mail", "imaps"] {
+        assert!(stdout.contains(name), "{name} missing from:\n{stdout}");
+    }
+}
