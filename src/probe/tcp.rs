@@ -470,6 +470,12 @@ impl TcpProbe {
         let addrs = resolve(&s.host, s.port).await;
         p.dns_lookup = resolving.elapsed();
         let addrs = addrs?;
+        if addrs.is_empty() {
+            return Err(TcpFailure::Resolve {
+                host: host_text(&s.host),
+                source: io::Error::new(io::ErrorKind::NotFound, "the name has no address"),
+            });
+        }
         let (ip, fell_back) =
             choose_address(&addrs, s.preferred_ip_protocol, s.ip_protocol_fallback).ok_or_else(
                 || TcpFailure::NoAddress {
