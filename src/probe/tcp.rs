@@ -170,7 +170,7 @@ struct Progress {
 
 /// Why a step of the dialogue failed.
 #[derive(Debug, thiserror::Error)]
-pub enum StepProblem {
+pub(crate) enum StepProblem {
     /// The connection ended before a line matched.
     #[error("expected /{pattern}/ but the peer closed the connection")]
     Closed {
@@ -208,7 +208,7 @@ pub enum StepProblem {
 
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
-pub enum TcpFailure {
+pub(crate) enum TcpFailure {
     /// The name did not resolve.
     #[error("resolving {host}: {source}")]
     Resolve {
@@ -279,11 +279,11 @@ pub enum TcpFailure {
 
 /// What a run was doing when its timeout ran out, in words (`index`: the step, if any).
 #[derive(Debug, Clone, PartialEq)]
-pub struct StageText {
+pub(crate) struct StageText {
     /// The step's position, when the run was in one.
-    pub index: Option<usize>,
+    pub(crate) index: Option<usize>,
     /// What it was doing, e.g. `waiting for a line matching /^OK/`.
-    pub doing: String,
+    pub(crate) doing: String,
 }
 
 fn timeout_message(stage: &StageText, timeout: Duration) -> String {
@@ -303,7 +303,7 @@ fn family(p: IpProtocol) -> &'static str {
 
 impl TcpFailure {
     /// Short status for `check`: what kind of failure.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             TcpFailure::Resolve { .. } | TcpFailure::NoAddress { .. } => "resolve",
             TcpFailure::SourceFamily { .. } | TcpFailure::Bind { .. } => "source_address",
