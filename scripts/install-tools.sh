@@ -135,7 +135,11 @@ if ! "$venv/bin/python" -c "import litellm.proxy.proxy_server, fakeai, PIL, grpc
         "grpcio-health-checking==$PIN_grpcio_health_checking"
     say "installed litellm $PIN_litellm, fakeai $PIN_fakeai, grpcio-health-checking $PIN_grpcio_health_checking"
 fi
-ln -sfn "$venv/bin/python" "$TOOLS/bin/python-tools"
+# A wrapper, not a symlink: Python finds its virtualenv from the path it was started by, and
+# through a link in bin/ it would start as the bare system interpreter.
+rm -f "$TOOLS/bin/python-tools"
+printf '#!/bin/sh\nexec "%s" "$@"\n' "$venv/bin/python" >"$TOOLS/bin/python-tools"
+chmod +x "$TOOLS/bin/python-tools"
 ln -sfn "$venv/bin/litellm" "$TOOLS/bin/litellm"
 ln -sfn "$venv/bin/fakeai" "$TOOLS/bin/fakeai"
 

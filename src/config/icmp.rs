@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::ip::IpProtocol;
 use super::{default_true, Checker, ConfigDuration};
 
 fn default_interval() -> ConfigDuration {
@@ -24,17 +25,6 @@ fn default_payload_size() -> usize {
 pub const DEFAULT_PAYLOAD_SIZE: usize = 56;
 /// The largest payload an IPv4 echo request carries (65535 − 20 − 8).
 pub const MAX_PAYLOAD_SIZE: usize = 65_507;
-
-/// Which address family a name resolves to first.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum IpProtocol {
-    /// IPv4 first.
-    Ip4,
-    /// IPv6 first (the blackbox exporter's default).
-    #[default]
-    Ip6,
-}
 
 /// The kind of socket the probe sends its echo request on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,6 +14,7 @@
 //! - `[[probe]]`, its `kind` dispatch and `kind = "http"` in `probe.rs`;
 //! - `kind = "openai"` probes and `[pricing]` in [`openai`];
 //! - `[[scrape]]` in [`scrape`];
+//! - `kind = "tcp"` probes in [`tcp`];
 //! - the `oauth2` block those sections share in [`oauth2`].
 //!
 //! And the shared pieces:
@@ -33,12 +34,14 @@ pub mod duration;
 pub mod oauth2;
 pub mod openai;
 pub mod scrape;
+pub mod tcp;
 
 mod agent;
 mod checker;
 mod connection;
 mod env;
 mod icmp;
+mod ip;
 mod keypath;
 mod load;
 mod probe;
@@ -60,7 +63,8 @@ pub use bytesize::{parse_bytes, ByteSize};
 pub use checker::{DEFAULT_BUCKETS, MAX_INTERVAL, MAX_TIMEOUT};
 pub use connection::{Auth, BasicAuthConfig, HeadersConfig, TlsConfig, UrlConfig};
 pub use duration::{parse_duration, ConfigDuration, MAX_DURATION};
-pub use icmp::{IcmpProbeConfig, IcmpProbeSettings, IcmpSocket, IpProtocol};
+pub use icmp::{IcmpProbeConfig, IcmpProbeSettings, IcmpSocket};
+pub use ip::IpProtocol;
 pub use load::{load, Origin, ENV_PREFIX};
 pub use oauth2::{OAuth2Config, OAuth2Settings};
 pub use openai::{ModelPriceConfig, OpenAiProbeConfig, OpenAiProbeSettings};
@@ -74,6 +78,7 @@ pub use remote_write::{
 pub use scrape::{ScrapeConfig, ScrapeSettings, ScrapeTargetSettings};
 pub use secret_file::{read_secret_file, SecretFileError, MAX_SECRET_FILE_BYTES, SECRET_FIFO_WAIT};
 pub use sigv4::{SigV4Config, SigV4Settings};
+pub use tcp::{QueryStep, TcpProbeConfig, TcpProbeSettings};
 
 use checker::{validate_buckets, Checker};
 

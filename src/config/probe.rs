@@ -14,6 +14,7 @@ use super::icmp::{validate_icmp_probe, IcmpProbeConfig, IcmpProbeSettings};
 use super::load::describe_figment_error;
 use super::oauth2::{validate_oauth2, OAuth2Config};
 use super::openai::{validate_openai_probe, OpenAiProbeConfig, OpenAiProbeSettings};
+use super::tcp::{validate_tcp_probe, TcpProbeConfig, TcpProbeSettings};
 use super::{
     default_true, validate_buckets, Auth, BasicAuthConfig, Checker, ConfigDuration,
     ConnectHeadersConfig, HeadersConfig, TlsConfig, UrlConfig,
@@ -42,10 +43,12 @@ pub enum ProbeConfig {
     Openai(OpenAiProbeConfig),
     /// An ICMP echo request ("ping").
     Icmp(IcmpProbeConfig),
+    /// A TCP connection, optionally TLS, with a scripted line dialogue.
+    Tcp(TcpProbeConfig),
 }
 
 /// The probe kinds `kind` accepts.
-pub(super) const PROBE_KINDS: &[&str] = &["http", "openai", "icmp"];
+pub(super) const PROBE_KINDS: &[&str] = &["http", "openai", "icmp", "tcp"];
 
 // serde's derived `tag = "kind"` buffers the table before picking a variant, and an error
 // inside the variant then loses its field name ("probe[0]: not a duration"). Reading the
@@ -76,9 +79,10 @@ impl ProbeConfig {
         let kind = match table.remove("kind") {
             Some(figment::value::Value::String(_, kind)) => kind,
             Some(_) => {
-                return Err(Box::new(at_kind(figment::Error::custom(
-                    "must be a string (\"http\" or \"openai\")",
-                ))))
+                return Err(Box::new(at_kind(figment::Error::custom(format!(
+                    "must be a string, one of: {}",
+                    PROBE_KINDS.join(", ")
+                )))))
             }
             None => return Err(Box::new(figment::Error::missing_field("kind"))),
         };
@@ -87,6 +91,7 @@ impl ProbeConfig {
             "http" => body.deserialize().map(ProbeConfig::Http),
             "openai" => body.deserialize().map(ProbeConfig::Openai),
             "icmp" => body.deserialize().map(ProbeConfig::Icmp),
+            "tcp" => body.deserialize().map(ProbeConfig::Tcp),
             other => Err(at_kind(figment::Error::unknown_variant(other, PROBE_KINDS))),
         };
         probe.map_err(Box::new)
@@ -100,6 +105,7 @@ impl ProbeConfig {
             ProbeConfig::Http(p) => &p.name,
             ProbeConfig::Openai(p) => &p.name,
             ProbeConfig::Icmp(p) => &p.name,
+            ProbeConfig::Tcp(p) => &p.name,
         }
     }
 
@@ -109,6 +115,7 @@ impl ProbeConfig {
             ProbeConfig::Http(p) => p.interval,
             ProbeConfig::Openai(p) => p.interval,
             ProbeConfig::Icmp(p) => p.interval,
+            ProbeConfig::Tcp(p) => p.interval,
         }
     }
 
@@ -118,6 +125,7 @@ impl ProbeConfig {
             ProbeConfig::Http(p) => p.timeout,
             ProbeConfig::Openai(p) => p.timeout,
             ProbeConfig::Icmp(p) => p.timeout,
+            ProbeConfig::Tcp(p) => p.timeout,
         }
     }
 }
@@ -195,6 +203,8 @@ pub enum ProbeSettings {
     Openai(OpenAiProbeSettings),
     /// ICMP echo probe.
     Icmp(IcmpProbeSettings),
+    /// TCP probe.
+    Tcp(TcpProbeSettings),
 }
 
 impl ProbeSettings {
@@ -204,6 +214,7 @@ impl ProbeSettings {
             ProbeSettings::Http(p) => &p.name,
             ProbeSettings::Openai(p) => &p.name,
             ProbeSettings::Icmp(p) => &p.name,
+            ProbeSettings::Tcp(p) => &p.name,
         }
     }
 
@@ -213,6 +224,7 @@ impl ProbeSettings {
             ProbeSettings::Http(p) => p.interval,
             ProbeSettings::Openai(p) => p.interval,
             ProbeSettings::Icmp(p) => p.interval,
+            ProbeSettings::Tcp(p) => p.interval,
         }
     }
 
@@ -222,6 +234,7 @@ impl ProbeSettings {
             ProbeSettings::Http(p) => p.timeout,
             ProbeSettings::Openai(p) => p.timeout,
             ProbeSettings::Icmp(p) => p.timeout,
+            ProbeSettings::Tcp(p) => p.timeout,
         }
     }
 
@@ -231,6 +244,7 @@ impl ProbeSettings {
             ProbeSettings::Http(p) => &p.labels,
             ProbeSettings::Openai(p) => &p.labels,
             ProbeSettings::Icmp(p) => &p.labels,
+            ProbeSettings::Tcp(p) => &p.labels,
         }
     }
 }
@@ -301,6 +315,10 @@ pub(super) fn validate_probes(
             ProbeConfig::Icmp(p) => validate_icmp_probe(c, &key, p).map(|mut s| {
                 add_job(c, &key, p.job.as_deref(), default_job, &mut s.labels);
                 ProbeSettings::Icmp(s)
+            }),
+            ProbeConfig::Tcp(t) => validate_tcp_probe(c, &key, t).map(|mut s| {
+                add_job(c, &key, t.job.as_deref(), default_job, &mut s.labels);
+                ProbeSettings::Tcp(s)
             }),
         };
         out.extend(settings);
@@ -472,7 +490,7 @@ mod tests {
         let e = parse(&GOOD.replace("kind = \"http\"", "kind = \"gopher\"")).unwrap_err();
         assert!(
             e.starts_with(
-                "probe[0].kind: unknown probe kind \"gopher\"; expected one of: http, openai, icmp"
+                "probe[0].kind: unknown probe kind \"gopher\"; expected one of: http, openai, icmp, tcp"
             ),
             "{e}"
         );

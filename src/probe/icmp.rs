@@ -31,6 +31,7 @@ use tokio::time::Instant;
 
 use self::packet::{Echo, Family, Match};
 use self::socket::{OpenedKind, OpenedSocket, SocketError, SocketOptions};
+use super::address::{choose_address, ip_hash};
 use super::http::{IP_PROTOCOL, PROBE_DURATION, PROBE_SUCCESS};
 use super::{Detail, ProbeReport};
 use crate::config::{IcmpProbeSettings, IpProtocol};
@@ -303,6 +304,7 @@ async fn exchange(settings: &IcmpProbeSettings, facts: &mut Facts) -> Result<(),
         settings.preferred_ip_protocol,
         settings.ip_protocol_fallback,
     )
+    .map(|(addr, _fell_back)| addr)
     .ok_or_else(|| no_address(settings))?;
     facts.addr = Some(addr);
 
@@ -426,20 +428,6 @@ async fn resolve(target: &str) -> std::io::Result<Vec<IpAddr>> {
         .collect())
 }
 
-/// The address to probe: the first of the preferred family, else (with `fallback`) the
-/// first of the other one.
-fn choose_address(addrs: &[IpAddr], preferred: IpProtocol, fallback: bool) -> Option<IpAddr> {
-    let is_preferred = |a: &&IpAddr| match preferred {
-        IpProtocol::Ip4 => a.is_ipv4(),
-        IpProtocol::Ip6 => a.is_ipv6(),
-    };
-    addrs
-        .iter()
-        .find(is_preferred)
-        .or_else(|| addrs.first().filter(|_| fallback))
-        .copied()
-}
-
 fn no_address(settings: &IcmpProbeSettings) -> IcmpError {
     let (family, hint) = match (
         settings.preferred_ip_protocol,
@@ -460,27 +448,6 @@ fn no_address(settings: &IcmpProbeSettings) -> IcmpError {
         family,
         hint,
     }
-}
-
-/// FNV-1a (32 bits) over the address' bytes (four for IPv4, sixteen for IPv6), as the
-/// blackbox exporter computes `probe_ip_addr_hash`.
-fn ip_hash(addr: IpAddr) -> f64 {
-    let v4;
-    let v6;
-    let bytes: &[u8] = match addr {
-        IpAddr::V4(a) => {
-            v4 = a.octets();
-            &v4
-        }
-        IpAddr::V6(a) => {
-            v6 = a.octets();
-            &v6
-        }
-    };
-    let h = bytes.iter().fold(0x811c_9dc5_u32, |h, b| {
-        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
-    });
-    f64::from(h)
 }
 
 /// Unpredictable bits for identifiers, sequences and cookies: collisions with other pingers,
@@ -534,31 +501,7 @@ mod tests {
     use super::packet::encode_echo_reply;
     use super::*;
 
-    const V4: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
     const V6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
-
-    #[test]
-    fn the_preferred_family_wins_and_fallback_is_optional() {
-        let both = [V4, V6];
-        assert_eq!(choose_address(&both, IpProtocol::Ip6, false), Some(V6));
-        assert_eq!(choose_address(&both, IpProtocol::Ip4, false), Some(V4));
-        assert_eq!(choose_address(&[V4], IpProtocol::Ip6, true), Some(V4));
-        assert_eq!(choose_address(&[V4], IpProtocol::Ip6, false), None);
-        assert_eq!(choose_address(&[V6], IpProtocol::Ip4, true), Some(V6));
-        assert_eq!(choose_address(&[], IpProtocol::Ip4, true), None);
-    }
-
-    #[test]
-    fn the_address_hash_is_the_blackbox_exporter_s() {
-        // The values the blackbox exporter 0.28 reports for these targets.
-        assert_eq!(ip_hash(IpAddr::V4(Ipv4Addr::LOCALHOST)), 3_668_918_509.0);
-        assert_eq!(ip_hash(IpAddr::V6(Ipv6Addr::LOCALHOST)), 1_751_717_746.0);
-        // Every byte counts.
-        assert_ne!(
-            ip_hash(V4),
-            ip_hash(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)))
-        );
-    }
 
     #[test]
     fn random_draws_differ() {

@@ -3,16 +3,21 @@
 //! registry into samples stamped with the time the run started.
 //!
 //! - this file: [`Probe`], the runnable probe of any kind, with its report and build error;
+//! - [`address`]: the address a name-resolving probe picks, and its blackbox-compatible hash;
 //! - [`http`]: the HTTP(S) probe (`kind = "http"`), recorded as the blackbox exporter does;
 //! - [`openai`]: the OpenAI-compatible API probe (`kind = "openai"`);
 //! - [`icmp`]: the ICMP echo probe (`kind = "icmp"`), recorded as the blackbox exporter does;
+//! - [`tcp`]: the TCP probe (`kind = "tcp"`): connect, optional TLS or STARTTLS, and a line
+//!   dialogue, recorded as the blackbox exporter's `tcp` prober does;
 //!
 //! The HTTP and OpenAI kinds send their requests through the shared [`http_client`](crate::http_client),
 //! which also reads the server's certificate expiry for `probe_ssl_earliest_cert_expiry`.
 
+pub mod address;
 pub mod http;
 pub mod icmp;
 pub mod openai;
+pub mod tcp;
 
 use std::time::Duration;
 
@@ -117,6 +122,8 @@ pub enum Probe {
     Openai(openai::OpenAiProbe),
     /// ICMP echo probe.
     Icmp(icmp::IcmpProbe),
+    /// TCP probe.
+    Tcp(tcp::TcpProbe),
 }
 
 impl Probe {
@@ -126,6 +133,7 @@ impl Probe {
             ProbeSettings::Http(s) => Ok(Probe::Http(http::HttpProbe::new(s.clone())?)),
             ProbeSettings::Openai(s) => Ok(Probe::Openai(openai::OpenAiProbe::new(s.clone())?)),
             ProbeSettings::Icmp(s) => Ok(Probe::Icmp(icmp::IcmpProbe::new(s.clone()))),
+            ProbeSettings::Tcp(s) => Ok(Probe::Tcp(tcp::TcpProbe::new(s.clone())?)),
         }
     }
 
@@ -135,6 +143,7 @@ impl Probe {
             Probe::Http(p) => p.name(),
             Probe::Openai(p) => p.name(),
             Probe::Icmp(p) => p.name(),
+            Probe::Tcp(p) => p.name(),
         }
     }
 
@@ -145,6 +154,7 @@ impl Probe {
             Probe::Http(p) => p.run(registry).await,
             Probe::Openai(p) => p.run(registry).await,
             Probe::Icmp(p) => p.run(registry).await,
+            Probe::Tcp(p) => p.run(registry).await,
         }
     }
 }
