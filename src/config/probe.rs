@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::dns::{validate_dns_probe, DnsProbeConfig, DnsProbeSettings};
 use super::load::describe_figment_error;
 use super::oauth2::{validate_oauth2, OAuth2Config};
 use super::openai::{validate_openai_probe, OpenAiProbeConfig, OpenAiProbeSettings};
@@ -39,10 +40,12 @@ pub enum ProbeConfig {
     Http(HttpProbeConfig),
     /// An OpenAI-compatible API: model list, chat and streamed chat.
     Openai(OpenAiProbeConfig),
+    /// A DNS question to one server, checked for response code and records.
+    Dns(DnsProbeConfig),
 }
 
 /// The probe kinds `kind` accepts.
-pub(super) const PROBE_KINDS: &[&str] = &["http", "openai"];
+pub(super) const PROBE_KINDS: &[&str] = &["http", "openai", "dns"];
 
 // serde's derived `tag = "kind"` buffers the table before picking a variant, and an error
 // inside the variant then loses its field name ("probe[0]: not a duration"). Reading the
@@ -83,6 +86,7 @@ impl ProbeConfig {
         let probe = match kind.as_str() {
             "http" => body.deserialize().map(ProbeConfig::Http),
             "openai" => body.deserialize().map(ProbeConfig::Openai),
+            "dns" => body.deserialize().map(ProbeConfig::Dns),
             other => Err(at_kind(figment::Error::unknown_variant(other, PROBE_KINDS))),
         };
         probe.map_err(Box::new)
@@ -95,6 +99,7 @@ impl ProbeConfig {
         match self {
             ProbeConfig::Http(p) => &p.name,
             ProbeConfig::Openai(p) => &p.name,
+            ProbeConfig::Dns(p) => &p.name,
         }
     }
 
@@ -103,6 +108,7 @@ impl ProbeConfig {
         match self {
             ProbeConfig::Http(p) => p.interval,
             ProbeConfig::Openai(p) => p.interval,
+            ProbeConfig::Dns(p) => p.interval,
         }
     }
 
@@ -111,6 +117,7 @@ impl ProbeConfig {
         match self {
             ProbeConfig::Http(p) => p.timeout,
             ProbeConfig::Openai(p) => p.timeout,
+            ProbeConfig::Dns(p) => p.timeout,
         }
     }
 }
@@ -186,6 +193,8 @@ pub enum ProbeSettings {
     Http(HttpProbeSettings),
     /// OpenAI-compatible API probe.
     Openai(OpenAiProbeSettings),
+    /// DNS probe.
+    Dns(DnsProbeSettings),
 }
 
 impl ProbeSettings {
@@ -194,6 +203,7 @@ impl ProbeSettings {
         match self {
             ProbeSettings::Http(p) => &p.name,
             ProbeSettings::Openai(p) => &p.name,
+            ProbeSettings::Dns(p) => &p.name,
         }
     }
 
@@ -202,6 +212,7 @@ impl ProbeSettings {
         match self {
             ProbeSettings::Http(p) => p.interval,
             ProbeSettings::Openai(p) => p.interval,
+            ProbeSettings::Dns(p) => p.interval,
         }
     }
 
@@ -210,6 +221,7 @@ impl ProbeSettings {
         match self {
             ProbeSettings::Http(p) => p.timeout,
             ProbeSettings::Openai(p) => p.timeout,
+            ProbeSettings::Dns(p) => p.timeout,
         }
     }
 
@@ -218,6 +230,7 @@ impl ProbeSettings {
         match self {
             ProbeSettings::Http(p) => &p.labels,
             ProbeSettings::Openai(p) => &p.labels,
+            ProbeSettings::Dns(p) => &p.labels,
         }
     }
 }
@@ -284,6 +297,10 @@ pub(super) fn validate_probes(
             ProbeConfig::Openai(o) => validate_openai_probe(c, &key, o, pricing).map(|mut s| {
                 add_job(c, &key, o.job.as_deref(), default_job, &mut s.labels);
                 ProbeSettings::Openai(s)
+            }),
+            ProbeConfig::Dns(d) => validate_dns_probe(c, &key, d).map(|mut s| {
+                add_job(c, &key, d.job.as_deref(), default_job, &mut s.labels);
+                ProbeSettings::Dns(s)
             }),
         };
         out.extend(settings);
@@ -455,7 +472,7 @@ mod tests {
         let e = parse(&GOOD.replace("kind = \"http\"", "kind = \"gopher\"")).unwrap_err();
         assert!(
             e.starts_with(
-                "probe[0].kind: unknown probe kind \"gopher\"; expected one of: http, openai"
+                "probe[0].kind: unknown probe kind \"gopher\"; expected one of: http, openai, dns"
             ),
             "{e}"
         );

@@ -5,10 +5,13 @@
 //! - this file: [`Probe`], the runnable probe of any kind, with its report and build error;
 //! - [`http`]: the HTTP(S) probe (`kind = "http"`), recorded as the blackbox exporter does;
 //! - [`openai`]: the OpenAI-compatible API probe (`kind = "openai"`);
+//! - [`dns`]: the DNS probe (`kind = "dns"`), through the shared [`dns`](crate::dns) client,
+//!   recorded as the blackbox exporter does;
 //!
-//! Both kinds send their requests through the shared [`http_client`](crate::http_client),
+//! The HTTP and OpenAI kinds send their requests through the shared [`http_client`](crate::http_client),
 //! which also reads the server's certificate expiry for `probe_ssl_earliest_cert_expiry`.
 
+pub mod dns;
 pub mod http;
 pub mod openai;
 
@@ -113,6 +116,8 @@ pub enum Probe {
     Http(http::HttpProbe),
     /// OpenAI-compatible API probe.
     Openai(openai::OpenAiProbe),
+    /// DNS probe.
+    Dns(dns::DnsProbe),
 }
 
 impl Probe {
@@ -121,6 +126,7 @@ impl Probe {
         match settings {
             ProbeSettings::Http(s) => Ok(Probe::Http(http::HttpProbe::new(s.clone())?)),
             ProbeSettings::Openai(s) => Ok(Probe::Openai(openai::OpenAiProbe::new(s.clone())?)),
+            ProbeSettings::Dns(s) => Ok(Probe::Dns(dns::DnsProbe::new(s.clone()))),
         }
     }
 
@@ -129,6 +135,7 @@ impl Probe {
         match self {
             Probe::Http(p) => p.name(),
             Probe::Openai(p) => p.name(),
+            Probe::Dns(p) => p.name(),
         }
     }
 
@@ -138,6 +145,7 @@ impl Probe {
         match self {
             Probe::Http(p) => p.run(registry).await,
             Probe::Openai(p) => p.run(registry).await,
+            Probe::Dns(p) => p.run(registry).await,
         }
     }
 }
