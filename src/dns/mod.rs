@@ -239,7 +239,19 @@ impl Client {
         question: &Question,
         timing: &mut Timing,
     ) -> Result<Answer, DnsError> {
-        let deadline = Instant::now() + self.timeout;
+        self.exchange_by(question, Instant::now() + self.timeout, timing)
+            .await
+    }
+
+    /// Asks `question` with an earlier deadline (what is left of a caller's own budget,
+    /// e.g. after resolving the server); a timeout still names the client's timeout.
+    pub async fn exchange_by(
+        &self,
+        question: &Question,
+        deadline: Instant,
+        timing: &mut Timing,
+    ) -> Result<Answer, DnsError> {
+        let deadline = deadline.min(Instant::now() + self.timeout);
         let id = random_id();
         let query =
             message::encode_query(id, question).map_err(|message| DnsError::InvalidName {

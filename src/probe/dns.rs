@@ -167,15 +167,16 @@ impl DnsProbe {
         let (server, result) = match server {
             Err(e) => (None, Err(e)),
             Ok(addr) => {
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                let client = Client::new(addr, self.settings.transport).with_timeout(remaining);
+                let client =
+                    Client::new(addr, self.settings.transport).with_timeout(self.settings.timeout);
                 let question = Question {
                     name: self.settings.query_name.clone(),
                     record_type: self.settings.query_type,
                     class: self.settings.query_class,
                     recursion_desired: self.settings.recursion_desired,
                 };
-                (Some(addr), client.exchange(&question, &mut timing).await)
+                let answer = client.exchange_by(&question, deadline, &mut timing).await;
+                (Some(addr), answer)
             }
         };
         let outcome = Outcome {
