@@ -361,10 +361,9 @@ async fn a_truncated_udp_answer_is_asked_again_over_tcp() {
     assert!(!report.success);
     assert_eq!(report.status, "truncated");
     assert!(
-        report
-            .reason
-            .as_deref()
-            .is_some_and(|r| r.contains("truncated (TC bit) over UDP")),
+        report.reason.as_deref().is_some_and(
+            |r| r.starts_with("answer truncated (TC bit) over UDP, not retried over TCP")
+        ),
         "{report:?}"
     );
     let partial = value(&registry, "probe_dns_answer_rrs", None).unwrap();
@@ -558,6 +557,18 @@ async fn tcp_answers_cut_short_or_refused_are_clear_failures() {
     let (report, registry) = run(probe(&scripted(closed, "tcp"))).await;
     assert_eq!(report.status, "connect", "{report:?}");
     assert_eq!(value(&registry, "probe_success", None), Some(0.0));
+    // Over UDP, the port-unreachable answer is the same failure.
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let closed_addr = closed.local_addr().unwrap();
+    drop(closed);
+    let (report, _) = run(probe(&scripted(closed_addr, "udp"))).await;
+    assert_eq!(report.status, "connect", "{report:?}");
+    assert!(
+        report.reason.as_deref().is_some_and(
+            |r| r.starts_with(&format!("cannot reach DNS server {closed_addr} over udp"))
+        ),
+        "{report:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

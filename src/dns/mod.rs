@@ -307,6 +307,15 @@ impl Attempt<'_> {
     }
 
     fn io_error(&self, transport: &'static str, source: std::io::Error) -> DnsError {
+        // Over UDP, "refused" is the ICMP port-unreachable answer to the query: nothing
+        // listens there, which is the same failure as a refused TCP connection.
+        if source.kind() == std::io::ErrorKind::ConnectionRefused {
+            return DnsError::Connect {
+                server: self.server,
+                transport,
+                source,
+            };
+        }
         DnsError::Io {
             server: self.server,
             transport,

@@ -333,8 +333,8 @@ fn judge(outcome: &Outcome, settings: &DnsProbeSettings) -> Verdict {
     if answer.truncated {
         return fail(
             "truncated".into(),
-            "the answer came back truncated (TC bit) over UDP, and transport_protocol = \"udp\" \
-             does not retry over TCP: leave transport_protocol out to retry, or set it to \"tcp\""
+            "answer truncated (TC bit) over UDP, not retried over TCP: transport_protocol = \
+             \"udp\"; leave it out to retry, or set \"tcp\""
                 .into(),
         );
     }
@@ -423,6 +423,9 @@ fn validate_rrs(records: &[String], v: &RrValidator) -> Result<(), String> {
     Ok(())
 }
 
+/// Answer records shown in `check`'s details; the count says how many there were.
+const MAX_ANSWERS_SHOWN: usize = 5;
+
 /// Facts for `check` and logs.
 fn details(outcome: &Outcome) -> Vec<(String, Detail)> {
     let mut out: Vec<(String, Detail)> = Vec::new();
@@ -445,8 +448,18 @@ fn details(outcome: &Outcome) -> Vec<(String, Detail)> {
     if let Ok(a) = &outcome.result {
         out.push(("rcode".into(), a.rcode_name().into()));
         out.push(("answer_rrs".into(), Detail::Count(a.answers.len() as u64)));
-        for r in a.answers.iter().take(5) {
-            out.push(("answer".into(), r.text().replace('\t', " ").into()));
+        // One detail, so that `check --output json` (an object) keeps every record shown.
+        if !a.answers.is_empty() {
+            let mut shown: Vec<String> = a
+                .answers
+                .iter()
+                .take(MAX_ANSWERS_SHOWN)
+                .map(|r| r.text().replace('\t', " "))
+                .collect();
+            if a.answers.len() > MAX_ANSWERS_SHOWN {
+                shown.push(format!("… {} more", a.answers.len() - MAX_ANSWERS_SHOWN));
+            }
+            out.push(("answers".into(), shown.join("; ").into()));
         }
     }
     for (name, d) in [
