@@ -567,6 +567,46 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever a server sends, the answer decodes or is refused: never a panic, and
+        /// every record's text form can be rendered.
+        #[test]
+        fn any_bytes_decode_or_fail_cleanly(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600),
+        ) {
+            let q = question();
+            // Under our ID (0), so that the bytes reach the decoder.
+            let mut bytes = bytes;
+            bytes.splice(0..bytes.len().min(2), [0, 0]);
+            if let Decoded::Answer(a) = decode_answer(&bytes, 0, &q) {
+                for r in a.answers.iter().chain(&a.authority).chain(&a.additional) {
+                    let _ = r.text();
+                }
+            }
+        }
+
+        /// A valid answer with bytes overwritten anywhere (names, counts, lengths).
+        #[test]
+        fn corrupted_answers_decode_or_fail_cleanly(
+            edits in proptest::collection::vec((0usize..200, proptest::num::u8::ANY), 1..8),
+        ) {
+            let q = Question::new("srv.example.com", RecordType::SRV);
+            let mut bytes = answer_bytes(3, &q, vec![
+                rec(RData::SRV(SRV::new(1, 2, 3, Name::from_ascii("t.example.com.").unwrap()))),
+                rec(RData::TXT(TXT::new(vec!["x".into()]))),
+            ]);
+            for (at, value) in edits {
+                let len = bytes.len();
+                bytes[at % len] = value;
+            }
+            if let Decoded::Answer(a) = decode_answer(&bytes, 3, &q) {
+                for r in &a.answers {
+                    let _ = r.text();
+                }
+            }
+        }
+    }
+
     #[test]
     fn rcodes_by_name_and_number() {
         assert_eq!(rcode_by_name("nxdomain"), Some(3));
