@@ -3,7 +3,7 @@
 //!
 //! The data's path, one module per stage:
 //! - [`config`]: the TOML schema, one validator per section, into runtime settings (pure).
-//! - [`probe`]: the probe kinds (`http`, `openai`, `icmp`, `tcp`); each run records measurements into a
+//! - [`probe`]: the probe kinds (`http`, `openai`, `icmp`, `tcp`, `dns`); each run records measurements into a
 //!   registry. [`pricing`]: model prices and the cost of a probe's tokens (pure).
 //! - [`scrape`]: scraping exporters: parsers, relabeling and target state (pure), and the
 //!   scrape loops (I/O).
@@ -20,6 +20,8 @@
 //! - [`auth`]: the one place credentials become request headers (basic, bearer, OAuth2
 //!   tokens, AWS SigV4 signatures with the AWS credentials chain), set on every attempt and
 //!   re-read when their files rotate.
+//! - [`dns`]: a DNS client asking one named server over UDP, TCP, or UDP then TCP when the
+//!   answer is truncated, with typed errors; the `dns` probe and lookups use it.
 //! - [`tls`]: rustls client configurations from `tls` keys. [`secret`]: the redacting type
 //!   every password, token and key is held in.
 //! - [`telemetry`]: the agent's own metrics, each declared once. [`clock`]: wall-clock time
@@ -45,6 +47,7 @@ pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod dns;
 pub mod exec;
 pub mod exit;
 pub mod exposition;

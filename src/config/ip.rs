@@ -32,4 +32,31 @@ impl IpProtocol {
             IpProtocol::Ip6 => "ip6",
         }
     }
+
+    /// Picks the address to use, as the blackbox exporter does: the first of this family,
+    /// else (with `fallback`) the first of the other; the flag says whether it fell back.
+    pub fn choose(self, addrs: &[IpAddr], fallback: bool) -> Option<(IpAddr, bool)> {
+        if let Some(ip) = addrs.iter().find(|a| self.matches(a)) {
+            return Some((*ip, false));
+        }
+        addrs.first().filter(|_| fallback).map(|ip| (*ip, true))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use super::*;
+
+    #[test]
+    fn addresses_follow_the_preference_and_fallback() {
+        let v4 = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let v6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
+        assert_eq!(IpProtocol::Ip6.choose(&[v4, v6], true), Some((v6, false)));
+        assert_eq!(IpProtocol::Ip4.choose(&[v6, v4], false), Some((v4, false)));
+        assert_eq!(IpProtocol::Ip6.choose(&[v4], true), Some((v4, true)));
+        assert_eq!(IpProtocol::Ip6.choose(&[v4], false), None);
+        assert_eq!(IpProtocol::Ip4.choose(&[], true), None);
+    }
 }

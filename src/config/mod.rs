@@ -13,6 +13,7 @@
 //! - `[[pushgateway]]` in `pushgateway.rs`;
 //! - `[[probe]]`, its `kind` dispatch and `kind = "http"` in `probe.rs`;
 //! - `kind = "openai"` probes and `[pricing]` in [`openai`];
+//! - `kind = "dns"` probes in [`dns`];
 //! - `[[scrape]]` in [`scrape`];
 //! - `kind = "tcp"` probes in [`tcp`];
 //! - the `oauth2` block those sections share in [`oauth2`].
@@ -30,6 +31,7 @@
 //! - [`duration`] and [`bytesize`]: Prometheus-style durations and byte sizes.
 
 pub mod bytesize;
+pub mod dns;
 pub mod duration;
 pub mod oauth2;
 pub mod openai;
@@ -62,6 +64,7 @@ pub use agent::{
 pub use bytesize::{parse_bytes, ByteSize};
 pub use checker::{DEFAULT_BUCKETS, MAX_INTERVAL, MAX_TIMEOUT};
 pub use connection::{Auth, BasicAuthConfig, HeadersConfig, TlsConfig, UrlConfig};
+pub use dns::{DnsProbeConfig, DnsProbeSettings, DnsServer, RrValidator};
 pub use duration::{parse_duration, ConfigDuration, MAX_DURATION};
 pub use icmp::{IcmpProbeConfig, IcmpProbeSettings, IcmpSocket};
 pub use ip::IpProtocol;

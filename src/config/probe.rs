@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::dns::{validate_dns_probe, DnsProbeConfig, DnsProbeSettings};
 use super::icmp::{validate_icmp_probe, IcmpProbeConfig, IcmpProbeSettings};
 use super::load::describe_figment_error;
 use super::oauth2::{validate_oauth2, OAuth2Config};
@@ -45,10 +46,12 @@ pub enum ProbeConfig {
     Icmp(IcmpProbeConfig),
     /// A TCP connection, optionally TLS, with a scripted line dialogue.
     Tcp(TcpProbeConfig),
+    /// A DNS question to one server, checked for response code and records.
+    Dns(DnsProbeConfig),
 }
 
 /// The probe kinds `kind` accepts.
-pub(super) const PROBE_KINDS: &[&str] = &["http", "openai", "icmp", "tcp"];
+pub(super) const PROBE_KINDS: &[&str] = &["http", "openai", "icmp", "tcp", "dns"];
 
 // serde's derived `tag = "kind"` buffers the table before picking a variant, and an error
 // inside the variant then loses its field name ("probe[0]: not a duration"). Reading the
@@ -92,6 +95,7 @@ impl ProbeConfig {
             "openai" => body.deserialize().map(ProbeConfig::Openai),
             "icmp" => body.deserialize().map(ProbeConfig::Icmp),
             "tcp" => body.deserialize().map(ProbeConfig::Tcp),
+            "dns" => body.deserialize().map(ProbeConfig::Dns),
             other => Err(at_kind(figment::Error::unknown_variant(other, PROBE_KINDS))),
         };
         probe.map_err(Box::new)
@@ -106,6 +110,7 @@ impl ProbeConfig {
             ProbeConfig::Openai(p) => &p.name,
             ProbeConfig::Icmp(p) => &p.name,
             ProbeConfig::Tcp(p) => &p.name,
+            ProbeConfig::Dns(p) => &p.name,
         }
     }
 
@@ -116,6 +121,7 @@ impl ProbeConfig {
             ProbeConfig::Openai(p) => p.interval,
             ProbeConfig::Icmp(p) => p.interval,
             ProbeConfig::Tcp(p) => p.interval,
+            ProbeConfig::Dns(p) => p.interval,
         }
     }
 
@@ -126,6 +132,7 @@ impl ProbeConfig {
             ProbeConfig::Openai(p) => p.timeout,
             ProbeConfig::Icmp(p) => p.timeout,
             ProbeConfig::Tcp(p) => p.timeout,
+            ProbeConfig::Dns(p) => p.timeout,
         }
     }
 }
@@ -205,6 +212,8 @@ pub enum ProbeSettings {
     Icmp(IcmpProbeSettings),
     /// TCP probe.
     Tcp(TcpProbeSettings),
+    /// DNS probe.
+    Dns(DnsProbeSettings),
 }
 
 impl ProbeSettings {
@@ -215,6 +224,7 @@ impl ProbeSettings {
             ProbeSettings::Openai(p) => &p.name,
             ProbeSettings::Icmp(p) => &p.name,
             ProbeSettings::Tcp(p) => &p.name,
+            ProbeSettings::Dns(p) => &p.name,
         }
     }
 
@@ -225,6 +235,7 @@ impl ProbeSettings {
             ProbeSettings::Openai(p) => p.interval,
             ProbeSettings::Icmp(p) => p.interval,
             ProbeSettings::Tcp(p) => p.interval,
+            ProbeSettings::Dns(p) => p.interval,
         }
     }
 
@@ -235,6 +246,7 @@ impl ProbeSettings {
             ProbeSettings::Openai(p) => p.timeout,
             ProbeSettings::Icmp(p) => p.timeout,
             ProbeSettings::Tcp(p) => p.timeout,
+            ProbeSettings::Dns(p) => p.timeout,
         }
     }
 
@@ -245,6 +257,7 @@ impl ProbeSettings {
             ProbeSettings::Openai(p) => &p.labels,
             ProbeSettings::Icmp(p) => &p.labels,
             ProbeSettings::Tcp(p) => &p.labels,
+            ProbeSettings::Dns(p) => &p.labels,
         }
     }
 }
@@ -319,6 +332,10 @@ pub(super) fn validate_probes(
             ProbeConfig::Tcp(t) => validate_tcp_probe(c, &key, t).map(|mut s| {
                 add_job(c, &key, t.job.as_deref(), default_job, &mut s.labels);
                 ProbeSettings::Tcp(s)
+            }),
+            ProbeConfig::Dns(d) => validate_dns_probe(c, &key, d).map(|mut s| {
+                add_job(c, &key, d.job.as_deref(), default_job, &mut s.labels);
+                ProbeSettings::Dns(s)
             }),
         };
         out.extend(settings);
@@ -490,7 +507,7 @@ mod tests {
         let e = parse(&GOOD.replace("kind = \"http\"", "kind = \"gopher\"")).unwrap_err();
         assert!(
             e.starts_with(
-                "probe[0].kind: unknown probe kind \"gopher\"; expected one of: http, openai, icmp, tcp"
+                "probe[0].kind: unknown probe kind \"gopher\"; expected one of: http, openai, icmp, tcp, dns"
             ),
             "{e}"
         );

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 
 use self::packet::{Echo, Family, Match};
 use self::socket::{OpenedKind, OpenedSocket, SocketError, SocketOptions};
-use super::address::{choose_address, ip_hash};
+use super::address::ip_hash;
 use super::http::{IP_PROTOCOL, PROBE_DURATION, PROBE_SUCCESS};
 use super::{Detail, ProbeReport};
 use crate::config::{IcmpProbeSettings, IpProtocol};
@@ -296,16 +296,15 @@ async fn exchange(settings: &IcmpProbeSettings, facts: &mut Facts) -> Result<(),
     let started = Instant::now();
     let addrs = resolve(&settings.target).await;
     facts.resolve = started.elapsed();
-    let addr = choose_address(
-        &addrs.map_err(|source| IcmpError::Resolve {
-            target: settings.target.clone(),
-            source,
-        })?,
-        settings.preferred_ip_protocol,
-        settings.ip_protocol_fallback,
-    )
-    .map(|(addr, _fell_back)| addr)
-    .ok_or_else(|| no_address(settings))?;
+    let addrs = addrs.map_err(|source| IcmpError::Resolve {
+        target: settings.target.clone(),
+        source,
+    })?;
+    let addr = settings
+        .preferred_ip_protocol
+        .choose(&addrs, settings.ip_protocol_fallback)
+        .map(|(addr, _fell_back)| addr)
+        .ok_or_else(|| no_address(settings))?;
     facts.addr = Some(addr);
 
     facts.phase = Some(Phase::Setup);

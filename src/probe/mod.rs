@@ -9,11 +9,14 @@
 //! - [`icmp`]: the ICMP echo probe (`kind = "icmp"`), recorded as the blackbox exporter does;
 //! - [`tcp`]: the TCP probe (`kind = "tcp"`): connect, optional TLS or STARTTLS, and a line
 //!   dialogue, recorded as the blackbox exporter's `tcp` prober does;
+//! - [`dns`]: the DNS probe (`kind = "dns"`), through the shared [`dns`](crate::dns) client,
+//!   recorded as the blackbox exporter does;
 //!
 //! The HTTP and OpenAI kinds send their requests through the shared [`http_client`](crate::http_client),
 //! which also reads the server's certificate expiry for `probe_ssl_earliest_cert_expiry`.
 
 pub mod address;
+pub mod dns;
 pub mod http;
 pub mod icmp;
 pub mod openai;
@@ -124,6 +127,8 @@ pub enum Probe {
     Icmp(icmp::IcmpProbe),
     /// TCP probe.
     Tcp(tcp::TcpProbe),
+    /// DNS probe.
+    Dns(dns::DnsProbe),
 }
 
 impl Probe {
@@ -134,6 +139,7 @@ impl Probe {
             ProbeSettings::Openai(s) => Ok(Probe::Openai(openai::OpenAiProbe::new(s.clone())?)),
             ProbeSettings::Icmp(s) => Ok(Probe::Icmp(icmp::IcmpProbe::new(s.clone()))),
             ProbeSettings::Tcp(s) => Ok(Probe::Tcp(tcp::TcpProbe::new(s.clone())?)),
+            ProbeSettings::Dns(s) => Ok(Probe::Dns(dns::DnsProbe::new(s.clone()))),
         }
     }
 
@@ -144,6 +150,7 @@ impl Probe {
             Probe::Openai(p) => p.name(),
             Probe::Icmp(p) => p.name(),
             Probe::Tcp(p) => p.name(),
+            Probe::Dns(p) => p.name(),
         }
     }
 
@@ -155,6 +162,7 @@ impl Probe {
             Probe::Openai(p) => p.run(registry).await,
             Probe::Icmp(p) => p.run(registry).await,
             Probe::Tcp(p) => p.run(registry).await,
+            Probe::Dns(p) => p.run(registry).await,
         }
     }
 }

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use super::address::{choose_address, ip_hash};
+use super::address::ip_hash;
 use super::http::{
     IP_PROTOCOL, PROBE_DURATION, PROBE_SUCCESS, SSL_EARLIEST_CERT_EXPIRY, TLS_VERSION_INFO,
 };
@@ -477,14 +477,14 @@ impl TcpProbe {
                 source: io::Error::new(io::ErrorKind::NotFound, "the name has no address"),
             });
         }
-        let (ip, fell_back) =
-            choose_address(&addrs, s.preferred_ip_protocol, s.ip_protocol_fallback).ok_or_else(
-                || TcpFailure::NoAddress {
-                    host: host_text(&s.host),
-                    preferred: s.preferred_ip_protocol,
-                    fallback: s.ip_protocol_fallback,
-                },
-            )?;
+        let (ip, fell_back) = s
+            .preferred_ip_protocol
+            .choose(&addrs, s.ip_protocol_fallback)
+            .ok_or_else(|| TcpFailure::NoAddress {
+                host: host_text(&s.host),
+                preferred: s.preferred_ip_protocol,
+                fallback: s.ip_protocol_fallback,
+            })?;
         let addr = SocketAddr::new(ip, s.port);
         p.addr = Some((addr, fell_back));
 
