@@ -13,6 +13,7 @@
 //! - `[[pushgateway]]` in `pushgateway.rs`;
 //! - `[[probe]]`, its `kind` dispatch and `kind = "http"` in `probe.rs`;
 //! - `kind = "openai"` probes and `[pricing]` in [`openai`];
+//! - `kind = "grpc"` probes in [`grpc`];
 //! - `[[scrape]]` in [`scrape`];
 //! - the `oauth2` block those sections share in [`oauth2`].
 //!
@@ -30,6 +31,7 @@
 
 pub mod bytesize;
 pub mod duration;
+pub mod grpc;
 pub mod oauth2;
 pub mod openai;
 pub mod scrape;
@@ -59,6 +61,7 @@ pub use bytesize::{parse_bytes, ByteSize};
 pub use checker::{DEFAULT_BUCKETS, MAX_INTERVAL, MAX_TIMEOUT};
 pub use connection::{Auth, BasicAuthConfig, HeadersConfig, TlsConfig, UrlConfig};
 pub use duration::{parse_duration, ConfigDuration, MAX_DURATION};
+pub use grpc::{GrpcProbeConfig, GrpcProbeSettings, GrpcTarget, IpProtocol};
 pub use load::{load, Origin, ENV_PREFIX};
 pub use oauth2::{OAuth2Config, OAuth2Settings};
 pub use openai::{ModelPriceConfig, OpenAiProbeConfig, OpenAiProbeSettings};

@@ -1,6 +1,6 @@
 //! `[[probe]]`: the probes to run, one table each, whose `kind` picks the schema; the
 //! `kind = "http"` schema and its validation live here, `kind = "openai"` in
-//! [`openai`](super::openai). What every kind shares (a unique name, a timeout within the
+//! [`openai`](super::openai), `kind = "grpc"` in [`grpc`](super::grpc). What every kind shares (a unique name, a timeout within the
 //! interval) is checked once, in [`validate_probes`].
 
 use std::collections::BTreeMap;
@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::grpc::{validate_grpc_probe, GrpcProbeConfig, GrpcProbeSettings};
 use super::load::describe_figment_error;
 use super::oauth2::{validate_oauth2, OAuth2Config};
 use super::openai::{validate_openai_probe, OpenAiProbeConfig, OpenAiProbeSettings};
@@ -39,10 +40,12 @@ pub enum ProbeConfig {
     Http(HttpProbeConfig),
     /// An OpenAI-compatible API: model list, chat and streamed chat.
     Openai(OpenAiProbeConfig),
+    /// A gRPC server's `grpc.health.v1` health check.
+    Grpc(GrpcProbeConfig),
 }
 
 /// The probe kinds `kind` accepts.
-pub(super) const PROBE_KINDS: &[&str] = &["http", "openai"];
+pub(super) const PROBE_KINDS: &[&str] = &["http", "openai", "grpc"];
 
 // serde's derived `tag = "kind"` buffers the table before picking a variant, and an error
 // inside the variant then loses its field name ("probe[0]: not a duration"). Reading the
@@ -74,7 +77,7 @@ impl ProbeConfig {
             Some(figment::value::Value::String(_, kind)) => kind,
             Some(_) => {
                 return Err(Box::new(at_kind(figment::Error::custom(
-                    "must be a string (\"http\" or \"openai\")",
+                    "must be a string (\"http\", \"openai\" or \"grpc\")",
                 ))))
             }
             None => return Err(Box::new(figment::Error::missing_field("kind"))),
@@ -83,6 +86,7 @@ impl ProbeConfig {
         let probe = match kind.as_str() {
             "http" => body.deserialize().map(ProbeConfig::Http),
             "openai" => body.deserialize().map(ProbeConfig::Openai),
+            "grpc" => body.deserialize().map(ProbeConfig::Grpc),
             other => Err(at_kind(figment::Error::unknown_variant(other, PROBE_KINDS))),
         };
         probe.map_err(Box::new)
@@ -95,6 +99,7 @@ impl ProbeConfig {
         match self {
             ProbeConfig::Http(p) => &p.name,
             ProbeConfig::Openai(p) => &p.name,
+            ProbeConfig::Grpc(p) => &p.name,
         }
     }
 
@@ -103,6 +108,7 @@ impl ProbeConfig {
         match self {
             ProbeConfig::Http(p) => p.interval,
             ProbeConfig::Openai(p) => p.interval,
+            ProbeConfig::Grpc(p) => p.interval,
         }
     }
 
@@ -111,6 +117,7 @@ impl ProbeConfig {
         match self {
             ProbeConfig::Http(p) => p.timeout,
             ProbeConfig::Openai(p) => p.timeout,
+            ProbeConfig::Grpc(p) => p.timeout,
         }
     }
 }
@@ -186,6 +193,8 @@ pub enum ProbeSettings {
     Http(HttpProbeSettings),
     /// OpenAI-compatible API probe.
     Openai(OpenAiProbeSettings),
+    /// gRPC health-check probe.
+    Grpc(GrpcProbeSettings),
 }
 
 impl ProbeSettings {
@@ -194,6 +203,7 @@ impl ProbeSettings {
         match self {
             ProbeSettings::Http(p) => &p.name,
             ProbeSettings::Openai(p) => &p.name,
+            ProbeSettings::Grpc(p) => &p.name,
         }
     }
 
@@ -202,6 +212,7 @@ impl ProbeSettings {
         match self {
             ProbeSettings::Http(p) => p.interval,
             ProbeSettings::Openai(p) => p.interval,
+            ProbeSettings::Grpc(p) => p.interval,
         }
     }
 
@@ -210,6 +221,7 @@ impl ProbeSettings {
         match self {
             ProbeSettings::Http(p) => p.timeout,
             ProbeSettings::Openai(p) => p.timeout,
+            ProbeSettings::Grpc(p) => p.timeout,
         }
     }
 
@@ -218,6 +230,7 @@ impl ProbeSettings {
         match self {
             ProbeSettings::Http(p) => &p.labels,
             ProbeSettings::Openai(p) => &p.labels,
+            ProbeSettings::Grpc(p) => &p.labels,
         }
     }
 }
@@ -284,6 +297,10 @@ pub(super) fn validate_probes(
             ProbeConfig::Openai(o) => validate_openai_probe(c, &key, o, pricing).map(|mut s| {
                 add_job(c, &key, o.job.as_deref(), default_job, &mut s.labels);
                 ProbeSettings::Openai(s)
+            }),
+            ProbeConfig::Grpc(g) => validate_grpc_probe(c, &key, g).map(|mut s| {
+                add_job(c, &key, g.job.as_deref(), default_job, &mut s.labels);
+                ProbeSettings::Grpc(s)
             }),
         };
         out.extend(settings);
@@ -455,7 +472,7 @@ mod tests {
         let e = parse(&GOOD.replace("kind = \"http\"", "kind = \"gopher\"")).unwrap_err();
         assert!(
             e.starts_with(
-                "probe[0].kind: unknown probe kind \"gopher\"; expected one of: http, openai"
+                "probe[0].kind: unknown probe kind \"gopher\"; expected one of: http, openai, grpc"
             ),
             "{e}"
         );

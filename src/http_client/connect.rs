@@ -239,7 +239,7 @@ fn tls_version_name(v: Option<rustls::ProtocolVersion>) -> &'static str {
 }
 
 /// What the handshake of `tls` established, for the trace.
-pub(super) fn tls_info(tls: &TlsStream<TcpStream>) -> TlsInfo {
+pub(crate) fn tls_info(tls: &TlsStream<TcpStream>) -> TlsInfo {
     let (_, conn) = tls.get_ref();
     TlsInfo {
         version: tls_version_name(conn.protocol_version()),

@@ -76,6 +76,7 @@ use reqwest::Url;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
+pub(crate) use self::connect::tls_info;
 pub use self::connect::{pick_address, preference_order, Host, KeepAlive, KEPT_READ_BUFFER};
 pub use self::error::ClientError;
 pub use self::redirect::{changes_to_get, is_redirect, resolve_location, same_origin};

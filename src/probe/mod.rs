@@ -5,10 +5,15 @@
 //! - this file: [`Probe`], the runnable probe of any kind, with its report and build error;
 //! - [`http`]: the HTTP(S) probe (`kind = "http"`), recorded as the blackbox exporter does;
 //! - [`openai`]: the OpenAI-compatible API probe (`kind = "openai"`);
+//! - [`grpc`]: the gRPC health-check probe (`kind = "grpc"`), recorded as the blackbox
+//!   exporter does.
 //!
-//! Both kinds send their requests through the shared [`http_client`](crate::http_client),
-//! which also reads the server's certificate expiry for `probe_ssl_earliest_cert_expiry`.
+//! The HTTP and OpenAI kinds send their requests through the shared
+//! [`http_client`](crate::http_client), which also reads the server's certificate expiry for
+//! `probe_ssl_earliest_cert_expiry`; the gRPC kind opens its own HTTP/2 connection with the
+//! same TLS settings.
 
+pub mod grpc;
 pub mod http;
 pub mod openai;
 
@@ -113,6 +118,8 @@ pub enum Probe {
     Http(http::HttpProbe),
     /// OpenAI-compatible API probe.
     Openai(openai::OpenAiProbe),
+    /// gRPC health-check probe.
+    Grpc(grpc::GrpcProbe),
 }
 
 impl Probe {
@@ -121,6 +128,7 @@ impl Probe {
         match settings {
             ProbeSettings::Http(s) => Ok(Probe::Http(http::HttpProbe::new(s.clone())?)),
             ProbeSettings::Openai(s) => Ok(Probe::Openai(openai::OpenAiProbe::new(s.clone())?)),
+            ProbeSettings::Grpc(s) => Ok(Probe::Grpc(grpc::GrpcProbe::new(s.clone())?)),
         }
     }
 
@@ -129,6 +137,7 @@ impl Probe {
         match self {
             Probe::Http(p) => p.name(),
             Probe::Openai(p) => p.name(),
+            Probe::Grpc(p) => p.name(),
         }
     }
 
@@ -138,6 +147,7 @@ impl Probe {
         match self {
             Probe::Http(p) => p.run(registry).await,
             Probe::Openai(p) => p.run(registry).await,
+            Probe::Grpc(p) => p.run(registry).await,
         }
     }
 }
