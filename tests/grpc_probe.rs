@@ -623,3 +623,71 @@ async fn series_match_the_blackbox_exporters_for_the_same_server() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_grpc_example_validates_without_showing_a_secret() {
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/grpc-probes.toml"),
+    )
+    .expect("example");
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("internal-ca.pem");
+    std::fs::write(&ca, test_cert("internal-ca").pem).unwrap();
+    let toml = example
+        .replace("/etc/pushprobe/internal-ca.pem", &ca.display().to_string())
+        .replace(
+            "metadata = { \"x-tenant\" = \"eu-1\" }",
+            "metadata = { \"x-tenant\" = \"eu-1\", authorization = \"Bearer grpc-secret-1\" }",
+        );
+    let check = Pushprobe::with_config(&toml).config_check().await;
+    check.assert_code(0);
+    assert!(
+        check.stdout.contains("cart-service") && check.stdout.contains("shop.v1.Cart"),
+        "{}",
+        check.stdout
+    );
+    assert!(!check.stdout.contains("grpc-secret-1"), "{}", check.stdout);
+    assert!(!check.stderr.contains("grpc-secret-1"), "{}", check.stderr);
+}
+
+#[tokio::test]
+async fn check_gives_each_grpc_probe_one_line_with_its_answer() {
+    let Some(server) = HealthServer::start().await else {
+        return;
+    };
+    server
+        .set(&[("shop.Cart", "SERVING"), ("shop.Till", "NOT_SERVING")])
+        .await;
+    let mut toml = String::from("[agent]\njob = \"pushprobe\"\n");
+    for (name, service) in [("cart", "shop.Cart"), ("till", "shop.Till")] {
+        toml.push_str(&format!(
+            "\n[[probe]]\nname = \"{name}\"\nkind = \"grpc\"\ntarget = {}\nservice = \"{service}\"\n",
+            toml_string(&server.target())
+        ));
+    }
+    let agent = Pushprobe::with_config(&toml);
+    let config = agent.config_path().to_string_lossy().into_owned();
+    let run = agent
+        .run_to_end(
+            "check",
+            &["--config", &config, "check"],
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(run.code(), Some(1), "{}{}", run.stdout, run.stderr);
+    let line = |name: &str| {
+        run.stdout
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .unwrap_or_else(|| panic!("no line for {name}: {}", run.stdout))
+            .to_string()
+    };
+    assert!(line("cart").contains("SERVING"), "{}", run.stdout);
+    let till = line("till");
+    assert!(till.contains("NOT_SERVING"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("1 of 2 probes failed"),
+        "{}",
+        run.stdout
+    );
+}
