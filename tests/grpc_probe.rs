@@ -691,3 +691,69 @@ async fn check_gives_each_grpc_probe_one_line_with_its_answer() {
         run.stdout
     );
 }
+
+#[tokio::test]
+async fn the_address_family_follows_preferred_ip_protocol_and_its_fallback() {
+    let Some(server) = HealthServer::start().await else {
+        return;
+    };
+    // A name: `localhost` always has 127.0.0.1, where the server listens.
+    let mut s = settings(&format!("localhost:{}", server.port), "");
+    s.preferred_ip_protocol = IpProtocol::Ip4;
+    s.ip_protocol_fallback = false;
+    let (report, r) = run(&s).await;
+    assert!(report.success, "{report:?}");
+    assert_eq!(gauge(&r, &s, "probe_ip_protocol"), Some(4.0));
+
+    // An IPv4 literal while only IPv6 is allowed: no address, no call.
+    let mut s = settings(&server.target(), "");
+    s.ip_protocol_fallback = false;
+    let (report, r) = run(&s).await;
+    assert!(!report.success);
+    assert_eq!(report.status, "resolve");
+    assert_eq!(
+        report.reason.as_deref(),
+        Some("resolve 127.0.0.1: no ip6 address (ip_protocol_fallback = false)")
+    );
+    assert_eq!(gauge(&r, &s, "probe_ip_protocol"), Some(0.0));
+    assert_eq!(gauge(&r, &s, "probe_grpc_status_code"), Some(0.0));
+    assert_eq!(server.calls().len(), 1, "{:?}", server.calls());
+
+    // With the fallback (the default), the IPv4 address is used.
+    s.ip_protocol_fallback = true;
+    let (report, r) = run(&s).await;
+    assert!(report.success, "{report:?}");
+    assert_eq!(gauge(&r, &s, "probe_ip_protocol"), Some(4.0));
+}
+
+#[tokio::test]
+async fn a_server_that_does_not_speak_http2_is_named_as_such() {
+    // An HTTP/1.1 server: it answers the HTTP/2 preface with a 400 and closes.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf).await;
+            let _ = stream
+                .write_all(
+                    b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                )
+                .await;
+        }
+    });
+    let s = settings(&addr.to_string(), "");
+    let (report, r) = run(&s).await;
+    server.abort();
+    assert!(!report.success);
+    assert_eq!(report.status, "http2", "{report:?}");
+    assert!(
+        report
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("may not serve gRPC on this port")),
+        "{report:?}"
+    );
+    assert_eq!(gauge(&r, &s, "probe_grpc_status_code"), Some(14.0));
+}
