@@ -187,7 +187,7 @@ impl Failure {
                 ..
             }
             | Failure::NoAddress { .. } => None,
-            Failure::Network(e) if e.kind() == "resolve" => None,
+            Failure::Network(ClientError::Resolve { .. } | ClientError::NoAddress { .. }) => None,
             Failure::Timeout { .. } => Some(Code::DeadlineExceeded),
             Failure::Network(_) | Failure::Tls { .. } | Failure::Http2 { .. } => {
                 Some(Code::Unavailable)
@@ -888,6 +888,13 @@ mod tests {
         });
         assert_eq!(refused.code(), Some(Code::Unavailable));
         assert_eq!(refused.kind(), "connect");
+        // A name that does not resolve: no call was made, so no status code either.
+        let unresolved = Failure::Network(ClientError::Resolve {
+            host: "nowhere.invalid".into(),
+            source: io::Error::other("no such host"),
+        });
+        assert_eq!(unresolved.code(), None);
+        assert_eq!(unresolved.kind(), "resolve");
     }
 
     #[test]
