@@ -3,7 +3,7 @@
 //!
 //! The data's path, one module per stage:
 //! - [`config`]: the TOML schema, one validator per section, into runtime settings (pure).
-//! - [`probe`]: the probe kinds (`http`, `openai`, `icmp`, `tcp`, `dns`); each run records measurements into a
+//! - [`probe`]: the probe kinds (`http`, `openai`, `icmp`, `tcp`, `dns`, `grpc`); each run records measurements into a
 //!   registry. [`pricing`]: model prices and the cost of a probe's tokens (pure).
 //! - [`scrape`]: scraping exporters: parsers, relabeling and target state (pure), and the
 //!   scrape loops (I/O).

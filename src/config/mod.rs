@@ -14,6 +14,7 @@
 //! - `[[probe]]`, its `kind` dispatch and `kind = "http"` in `probe.rs`;
 //! - `kind = "openai"` probes and `[pricing]` in [`openai`];
 //! - `kind = "dns"` probes in [`dns`];
+//! - `kind = "grpc"` probes in [`grpc`];
 //! - `[[scrape]]` in [`scrape`];
 //! - `kind = "tcp"` probes in [`tcp`];
 //! - the `oauth2` block those sections share in [`oauth2`].
@@ -33,6 +34,7 @@
 pub mod bytesize;
 pub mod dns;
 pub mod duration;
+pub mod grpc;
 pub mod oauth2;
 pub mod openai;
 pub mod scrape;
@@ -66,6 +68,7 @@ pub use checker::{DEFAULT_BUCKETS, MAX_INTERVAL, MAX_TIMEOUT};
 pub use connection::{Auth, BasicAuthConfig, HeadersConfig, TlsConfig, UrlConfig};
 pub use dns::{DnsProbeConfig, DnsProbeSettings, DnsServer, RrValidator};
 pub use duration::{parse_duration, ConfigDuration, MAX_DURATION};
+pub use grpc::{GrpcProbeConfig, GrpcProbeSettings, GrpcTarget};
 pub use icmp::{IcmpProbeConfig, IcmpProbeSettings, IcmpSocket};
 pub use ip::IpProtocol;
 pub use load::{load, Origin, ENV_PREFIX};

@@ -1,6 +1,6 @@
 //! `[[probe]]`: the probes to run, one table each, whose `kind` picks the schema; the
 //! `kind = "http"` schema and its validation live here, `kind = "openai"` in
-//! [`openai`](super::openai). What every kind shares (a unique name, a timeout within the
+//! [`openai`](super::openai), `kind = "grpc"` in [`grpc`](super::grpc). What every kind shares (a unique name, a timeout within the
 //! interval) is checked once, in [`validate_probes`].
 
 use std::collections::BTreeMap;
@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::dns::{validate_dns_probe, DnsProbeConfig, DnsProbeSettings};
+use super::grpc::{validate_grpc_probe, GrpcProbeConfig, GrpcProbeSettings};
 use super::icmp::{validate_icmp_probe, IcmpProbeConfig, IcmpProbeSettings};
 use super::load::describe_figment_error;
 use super::oauth2::{validate_oauth2, OAuth2Config};
@@ -48,10 +49,12 @@ pub enum ProbeConfig {
     Tcp(TcpProbeConfig),
     /// A DNS question to one server, checked for response code and records.
     Dns(DnsProbeConfig),
+    /// A gRPC server's `grpc.health.v1` health check.
+    Grpc(GrpcProbeConfig),
 }
 
 /// The probe kinds `kind` accepts.
-pub(super) const PROBE_KINDS: &[&str] = &["http", "openai", "icmp", "tcp", "dns"];
+pub(super) const PROBE_KINDS: &[&str] = &["http", "openai", "icmp", "tcp", "dns", "grpc"];
 
 // serde's derived `tag = "kind"` buffers the table before picking a variant, and an error
 // inside the variant then loses its field name ("probe[0]: not a duration"). Reading the
@@ -96,6 +99,7 @@ impl ProbeConfig {
             "icmp" => body.deserialize().map(ProbeConfig::Icmp),
             "tcp" => body.deserialize().map(ProbeConfig::Tcp),
             "dns" => body.deserialize().map(ProbeConfig::Dns),
+            "grpc" => body.deserialize().map(ProbeConfig::Grpc),
             other => Err(at_kind(figment::Error::unknown_variant(other, PROBE_KINDS))),
         };
         probe.map_err(Box::new)
@@ -111,6 +115,7 @@ impl ProbeConfig {
             ProbeConfig::Icmp(p) => &p.name,
             ProbeConfig::Tcp(p) => &p.name,
             ProbeConfig::Dns(p) => &p.name,
+            ProbeConfig::Grpc(p) => &p.name,
         }
     }
 
@@ -122,6 +127,7 @@ impl ProbeConfig {
             ProbeConfig::Icmp(p) => p.interval,
             ProbeConfig::Tcp(p) => p.interval,
             ProbeConfig::Dns(p) => p.interval,
+            ProbeConfig::Grpc(p) => p.interval,
         }
     }
 
@@ -133,6 +139,7 @@ impl ProbeConfig {
             ProbeConfig::Icmp(p) => p.timeout,
             ProbeConfig::Tcp(p) => p.timeout,
             ProbeConfig::Dns(p) => p.timeout,
+            ProbeConfig::Grpc(p) => p.timeout,
         }
     }
 }
@@ -214,6 +221,8 @@ pub enum ProbeSettings {
     Tcp(TcpProbeSettings),
     /// DNS probe.
     Dns(DnsProbeSettings),
+    /// gRPC health-check probe.
+    Grpc(GrpcProbeSettings),
 }
 
 impl ProbeSettings {
@@ -225,6 +234,7 @@ impl ProbeSettings {
             ProbeSettings::Icmp(p) => &p.name,
             ProbeSettings::Tcp(p) => &p.name,
             ProbeSettings::Dns(p) => &p.name,
+            ProbeSettings::Grpc(p) => &p.name,
         }
     }
 
@@ -236,6 +246,7 @@ impl ProbeSettings {
             ProbeSettings::Icmp(p) => p.interval,
             ProbeSettings::Tcp(p) => p.interval,
             ProbeSettings::Dns(p) => p.interval,
+            ProbeSettings::Grpc(p) => p.interval,
         }
     }
 
@@ -247,6 +258,7 @@ impl ProbeSettings {
             ProbeSettings::Icmp(p) => p.timeout,
             ProbeSettings::Tcp(p) => p.timeout,
             ProbeSettings::Dns(p) => p.timeout,
+            ProbeSettings::Grpc(p) => p.timeout,
         }
     }
 
@@ -258,6 +270,7 @@ impl ProbeSettings {
             ProbeSettings::Icmp(p) => &p.labels,
             ProbeSettings::Tcp(p) => &p.labels,
             ProbeSettings::Dns(p) => &p.labels,
+            ProbeSettings::Grpc(p) => &p.labels,
         }
     }
 }
@@ -336,6 +349,10 @@ pub(super) fn validate_probes(
             ProbeConfig::Dns(d) => validate_dns_probe(c, &key, d).map(|mut s| {
                 add_job(c, &key, d.job.as_deref(), default_job, &mut s.labels);
                 ProbeSettings::Dns(s)
+            }),
+            ProbeConfig::Grpc(g) => validate_grpc_probe(c, &key, g).map(|mut s| {
+                add_job(c, &key, g.job.as_deref(), default_job, &mut s.labels);
+                ProbeSettings::Grpc(s)
             }),
         };
         out.extend(settings);
@@ -507,7 +524,7 @@ mod tests {
         let e = parse(&GOOD.replace("kind = \"http\"", "kind = \"gopher\"")).unwrap_err();
         assert!(
             e.starts_with(
-                "probe[0].kind: unknown probe kind \"gopher\"; expected one of: http, openai, icmp, tcp, dns"
+                "probe[0].kind: unknown probe kind \"gopher\"; expected one of: http, openai, icmp, tcp, dns, grpc"
             ),
             "{e}"
         );

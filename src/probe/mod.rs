@@ -11,12 +11,17 @@
 //!   dialogue, recorded as the blackbox exporter's `tcp` prober does;
 //! - [`dns`]: the DNS probe (`kind = "dns"`), through the shared [`dns`](crate::dns) client,
 //!   recorded as the blackbox exporter does;
+//! - [`grpc`]: the gRPC health-check probe (`kind = "grpc"`), recorded as the blackbox
+//!   exporter does.
 //!
-//! The HTTP and OpenAI kinds send their requests through the shared [`http_client`](crate::http_client),
-//! which also reads the server's certificate expiry for `probe_ssl_earliest_cert_expiry`.
+//! The HTTP and OpenAI kinds send their requests through the shared
+//! [`http_client`](crate::http_client), which also reads the server's certificate expiry for
+//! `probe_ssl_earliest_cert_expiry`; the gRPC kind opens its own HTTP/2 connection with the
+//! same TLS settings.
 
 pub mod address;
 pub mod dns;
+pub mod grpc;
 pub mod http;
 pub mod icmp;
 pub mod openai;
@@ -129,6 +134,8 @@ pub enum Probe {
     Tcp(tcp::TcpProbe),
     /// DNS probe.
     Dns(dns::DnsProbe),
+    /// gRPC health-check probe.
+    Grpc(grpc::GrpcProbe),
 }
 
 impl Probe {
@@ -140,6 +147,7 @@ impl Probe {
             ProbeSettings::Icmp(s) => Ok(Probe::Icmp(icmp::IcmpProbe::new(s.clone()))),
             ProbeSettings::Tcp(s) => Ok(Probe::Tcp(tcp::TcpProbe::new(s.clone())?)),
             ProbeSettings::Dns(s) => Ok(Probe::Dns(dns::DnsProbe::new(s.clone()))),
+            ProbeSettings::Grpc(s) => Ok(Probe::Grpc(grpc::GrpcProbe::new(s.clone())?)),
         }
     }
 
@@ -151,6 +159,7 @@ impl Probe {
             Probe::Icmp(p) => p.name(),
             Probe::Tcp(p) => p.name(),
             Probe::Dns(p) => p.name(),
+            Probe::Grpc(p) => p.name(),
         }
     }
 
@@ -163,6 +172,7 @@ impl Probe {
             Probe::Icmp(p) => p.run(registry).await,
             Probe::Tcp(p) => p.run(registry).await,
             Probe::Dns(p) => p.run(registry).await,
+            Probe::Grpc(p) => p.run(registry).await,
         }
     }
 }

@@ -98,7 +98,8 @@ pub fn tools_dir() -> PathBuf {
 /// Finds a tool that `scripts/install-tools.sh` installs beside the system's packages: a
 /// current peer by versioned name (`prometheus-3.5.3`, `victoria-metrics-1.145.0`,
 /// `vmagent-1.145.0`, `prometheus-blackbox-exporter-0.28.0`), `oauth2-mock-server`, or
-/// `python-tools` (a Python with botocore).
+/// `python-tools` (the tools virtualenv's Python: botocore, grpcio-health-checking), `litellm`
+/// or `fakeai`.
 ///
 /// Missing under CI is a panic naming the script; elsewhere a skip notice and `None`, as
 /// [`require_binary`] does.
