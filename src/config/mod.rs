@@ -11,7 +11,8 @@
 //! - `[agent]` and `[agent.queue]` in `agent.rs`;
 //! - `[[remote_write]]` in `remote_write.rs`;
 //! - `[[pushgateway]]` in `pushgateway.rs`;
-//! - `[[probe]]`, its `kind` dispatch and `kind = "http"` in `probe.rs`;
+//! - `[[probe]]`, its `kind` dispatch and `kind = "http"` in `probe.rs`, the http probe's
+//!   response checks in [`http_checks`];
 //! - `kind = "openai"` probes and `[pricing]` in [`openai`];
 //! - `[[scrape]]` in [`scrape`];
 //! - the `oauth2` block those sections share in [`oauth2`].
@@ -38,6 +39,7 @@ mod agent;
 mod checker;
 mod connection;
 mod env;
+pub mod http_checks;
 mod keypath;
 mod load;
 mod probe;

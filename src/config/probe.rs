@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::http_checks::{validate_http_checks, HeaderMatchConfig, HttpChecks, JsonCheckConfig};
 use super::load::describe_figment_error;
 use super::oauth2::{validate_oauth2, OAuth2Config};
 use super::openai::{validate_openai_probe, OpenAiProbeConfig, OpenAiProbeSettings};
 use super::{
-    default_true, validate_buckets, Auth, BasicAuthConfig, Checker, ConfigDuration,
+    default_true, validate_buckets, Auth, BasicAuthConfig, ByteSize, Checker, ConfigDuration,
     ConnectHeadersConfig, HeadersConfig, TlsConfig, UrlConfig,
 };
 use crate::http_client::proxy::ProxySettings;
@@ -32,6 +33,8 @@ fn default_method() -> String {
 }
 
 /// One probe; `kind` selects what it does.
+// Read once per configuration: variant sizes cost nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum ProbeConfig {
@@ -177,9 +180,48 @@ pub struct HttpProbeConfig {
     /// The `job` label of this probe's series; unset: `agent.job`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<String>,
+    // The response checks and body options (see `config::http_checks`).
+    /// Fail when the body matches any of these regular expressions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fail_if_body_matches_regexp: Vec<String>,
+    /// Fail unless the body matches every one of these regular expressions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fail_if_body_not_matches_regexp: Vec<String>,
+    /// Fail when a value of the header matches the regular expression.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fail_if_header_matches: Vec<HeaderMatchConfig>,
+    /// Fail unless a value of the header matches the regular expression.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fail_if_header_not_matches: Vec<HeaderMatchConfig>,
+    /// Fail unless the JSON body holds the expected value at each pointer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fail_if_body_json: Vec<JsonCheckConfig>,
+    /// Accepted response versions (`HTTP/1.0`, `HTTP/1.1`, …); empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub valid_http_versions: Vec<String>,
+    /// Fail when the final response came over TLS.
+    #[serde(default)]
+    pub fail_if_ssl: bool,
+    /// Fail unless the final response came over TLS.
+    #[serde(default)]
+    pub fail_if_not_ssl: bool,
+    /// Most (decoded) body bytes read; a larger body fails the run. Default 1MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_size_limit: Option<ByteSize>,
+    /// `gzip`, `deflate` or `identity`: sent as `Accept-Encoding`, and the body decoded so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
+    /// `ip4` or `ip6`: the address family tried first (default `ip4`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_ip_protocol: Option<String>,
+    /// Whether the other family is used when the preferred one has no address.
+    #[serde(default = "default_true")]
+    pub ip_protocol_fallback: bool,
 }
 
 /// A validated probe.
+// Built once per configuration: variant sizes cost nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum ProbeSettings {
     /// HTTP probe.
@@ -253,6 +295,8 @@ pub struct HttpProbeSettings {
     pub buckets: Arc<[f64]>,
     /// Extra labels, `job` included.
     pub labels: Vec<(String, String)>,
+    /// Response checks, body options and address family.
+    pub checks: HttpChecks,
 }
 
 /// Validates the `[[probe]]` tables; errors name `probe[i].<key>`. `default_job` is the
@@ -375,6 +419,7 @@ fn validate_http_probe(
     let auth = oauth2.map(|o| Auth::OAuth2(Box::new(o))).or(auth);
     let buckets = validate_buckets(c, &format!("{key}.buckets"), h.buckets.as_deref());
     let labels = c.labels(&format!("{key}.labels"), &h.labels);
+    let checks = validate_http_checks(c, key, h);
     for reserved in ["probe", "instance", "phase", "code", "error"] {
         if h.labels.contains_key(reserved) {
             c.fail(
@@ -398,6 +443,7 @@ fn validate_http_probe(
         proxy,
         buckets,
         labels,
+        checks,
     })
 }
 
