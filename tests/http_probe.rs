@@ -1643,3 +1643,65 @@ async fn mtls_probe_records_its_client_certificate_expiry() {
         None
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Retries (shared by every probe kind)
+
+#[tokio::test]
+async fn a_flaky_target_succeeds_on_the_second_attempt_with_both_counted() {
+    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = served.clone();
+    let addr = serve(move |s| {
+        // The first request fails, every later one succeeds.
+        let first = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+        let answer: &'static [u8] = if first {
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        } else {
+            OK
+        };
+        canned(s, answer, None)
+    })
+    .await;
+    let s = settings(&url_of(addr, "/"));
+    let mut probe =
+        pushprobe::probe::Probe::new(&pushprobe::config::ProbeSettings::Http(s.clone())).unwrap();
+    let mut r = Registry::new();
+    let (report, attempts) = probe.run_attempts(&mut r, 2).await;
+    assert!(report.success, "{report:?}");
+    assert_eq!((attempts.succeeded, attempts.failed), (1, 1));
+    assert_eq!(
+        report
+            .details
+            .iter()
+            .find(|(k, _)| k == "attempts")
+            .map(|(_, v)| v.clone()),
+        Some(pushprobe::probe::Detail::Count(2))
+    );
+    // Each attempt is in the probe's own series: the gauges show the last, the counter both.
+    assert_eq!(requests(&r, &s, "503", "none"), Some(1.0));
+    assert_eq!(requests(&r, &s, "200", "none"), Some(1.0));
+    assert_eq!(gauge(&r, &s, "probe_success"), Some(1.0));
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+    // A target that always fails is tried retries + 1 times, and the reason says so.
+    let down = canned_server(
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let s = settings(&url_of(down, "/"));
+    let mut probe =
+        pushprobe::probe::Probe::new(&pushprobe::config::ProbeSettings::Http(s.clone())).unwrap();
+    let mut r = Registry::new();
+    let (report, attempts) = probe.run_attempts(&mut r, 2).await;
+    assert!(!report.success);
+    assert_eq!((attempts.succeeded, attempts.failed), (0, 3));
+    assert!(
+        report
+            .reason
+            .as_deref()
+            .unwrap()
+            .starts_with("all 3 attempts failed; the last: status 503"),
+        "{report:?}"
+    );
+    assert_eq!(requests(&r, &s, "503", "none"), Some(3.0));
+}

@@ -17,7 +17,7 @@ use figment::value::{Dict, Tag, Value};
 use super::env::{apply_overrides, read_env, Applied};
 use super::keypath::{KeyPath, LineIndex, Segment};
 use super::probe::PROBE_KINDS;
-use super::{ConfigError, ConfigFile, ProbeConfig};
+use super::{ConfigError, ConfigFile, ProbeEntry};
 
 /// Environment variable prefix for configuration overrides.
 pub const ENV_PREFIX: &str = "PUSHPROBE_";
@@ -185,7 +185,7 @@ fn find_problems(root: &Value) -> Vec<Problem> {
                 // A probe's schema depends on its `kind`: read it as the schema would.
                 collect(
                     item.clone(),
-                    |v| ProbeConfig::from_value(v.clone()).err().map(|e| *e),
+                    |v| ProbeEntry::from_value(v.clone()).err().map(|e| *e),
                     |path| KeyPath([entry.0.clone(), path.0].concat()),
                     &mut problems,
                 );

@@ -64,7 +64,9 @@ pub use duration::{parse_duration, ConfigDuration, MAX_DURATION};
 pub use load::{load, Origin, ENV_PREFIX};
 pub use oauth2::{OAuth2Config, OAuth2Settings};
 pub use openai::{ModelPriceConfig, OpenAiProbeConfig, OpenAiProbeSettings};
-pub use probe::{HttpProbeConfig, HttpProbeSettings, ProbeConfig, ProbeSettings};
+pub use probe::{
+    HttpProbeConfig, HttpProbeSettings, ProbeConfig, ProbeEntry, ProbeSettings, MAX_RETRIES,
+};
 pub use proxy::{ConnectHeadersConfig, ProxyConfig};
 pub use pushgateway::{PushMethod, PushgatewayConfig, PushgatewaySettings};
 pub use remote_write::{
@@ -126,7 +128,7 @@ pub struct ConfigFile {
     pub remote_write: Vec<RemoteWriteConfig>,
     /// Probes to run.
     #[serde(default)]
-    pub probe: Vec<ProbeConfig>,
+    pub probe: Vec<ProbeEntry>,
     /// Pushgateways; each receives the latest results as one group.
     #[serde(default)]
     pub pushgateway: Vec<PushgatewayConfig>,
@@ -147,6 +149,8 @@ pub struct Settings {
     pub remote_write: Vec<RemoteWriteSettings>,
     /// Probes.
     pub probes: Vec<ProbeSettings>,
+    /// Each probe's `retries`, by name; a probe missing here makes one attempt per run.
+    pub probe_retries: BTreeMap<String, u32>,
     /// Pushgateway groups.
     pub pushgateway: Vec<PushgatewaySettings>,
     /// Scrape jobs.
@@ -160,6 +164,11 @@ impl Settings {
     /// (`config check` prints them): see the fleet documentation.
     pub fn identity_warnings(&self) -> Vec<String> {
         agent::identity_warnings(&self.file.agent, &self.agent, &self.probes)
+    }
+
+    /// The `retries` of the probe named `name` (0 when it sets none).
+    pub fn retries_of(&self, name: &str) -> u32 {
+        self.probe_retries.get(name).copied().unwrap_or(0)
     }
 }
 
@@ -175,6 +184,7 @@ impl ConfigFile {
         let remote_write = remote_write::validate_remote_writes(&mut c, &self.remote_write);
         let pricing = openai::validate_pricing(&mut c, &self.pricing);
         let probes = probe::validate_probes(&mut c, &self.probe, &pricing, agent.probe_job());
+        let probe_retries = probe::probe_retries(&self.probe);
         let pushgateway = pushgateway::validate_pushgateways(&mut c, &self.pushgateway);
         let scrapes = scrape::validate_scrapes(&mut c, &self.scrape);
         if !c.errors.is_empty() {
@@ -184,6 +194,7 @@ impl ConfigFile {
             agent,
             remote_write,
             probes,
+            probe_retries,
             pushgateway,
             scrapes,
             file: self,
