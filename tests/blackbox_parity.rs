@@ -15,7 +15,8 @@ use pushprobe::series::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-/// A target answering by path: `/up` a healthy JSON body, `/degraded` a degraded one.
+/// A target answering by path: `/up` a healthy JSON body, `/degraded` a degraded one, and
+/// anything else a `503` with the degraded body.
 async fn target() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -34,13 +35,19 @@ async fn target() -> SocketAddr {
                     }
                 }
                 let head = String::from_utf8_lossy(&buf[..n]);
-                let (status, body) = if head.starts_with("GET /up ") {
-                    ("fine", r#"{"status":"up"}"#)
+                let (code, status, body) = if head.starts_with("GET /up ") {
+                    ("200 OK", "fine", r#"{"status":"up"}"#)
+                } else if head.starts_with("GET /degraded ") {
+                    ("200 OK", "degraded", r#"{"status":"down"}"#)
                 } else {
-                    ("degraded", r#"{"status":"down"}"#)
+                    (
+                        "503 Service Unavailable",
+                        "degraded",
+                        r#"{"status":"down"}"#,
+                    )
                 };
                 let response = format!(
-                    "HTTP/1.1 200 OK\r\nX-Status: {status}\r\nContent-Type: application/json\r\n\
+                    "HTTP/1.1 {code}\r\nX-Status: {status}\r\nContent-Type: application/json\r\n\
                      Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
                 );
@@ -129,7 +136,7 @@ async fn response_checks_agree_with_the_blackbox_exporter() {
     let addr = target().await;
     let mut toml = String::new();
     for (name, _, keys) in MODULES {
-        for path in ["up", "degraded"] {
+        for path in ["up", "degraded", "broken"] {
             toml.push_str(&format!(
                 "[[probe]]\nname = \"{name}-{path}\"\nkind = \"http\"\n\
                  url = \"http://{addr}/{path}\"\n{keys}\n\n"
@@ -175,8 +182,8 @@ async fn response_checks_agree_with_the_blackbox_exporter() {
         compared += 1;
         failures += usize::from(!report.success);
     }
-    assert_eq!(compared, MODULES.len() * 2);
-    // Both outcomes were compared: three modules fail /degraded only, three fail both paths,
-    // one fails neither.
-    assert_eq!(failures, 9);
+    assert_eq!(compared, MODULES.len() * 3);
+    // Both outcomes were compared: of the 200s, three modules fail /degraded only, three fail
+    // both paths, one neither; every module fails the 503.
+    assert_eq!(failures, 9 + MODULES.len());
 }

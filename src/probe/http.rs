@@ -10,7 +10,8 @@
 //!   `probe_http_redirects`, `probe_http_ssl`, `probe_http_version`, `probe_ip_protocol`;
 //! - with TLS only: `probe_ssl_earliest_cert_expiry` and `probe_tls_version_info{version}`
 //!   (removed again, with a staleness marker, when a run has no TLS facts);
-//! - `probe_failed_due_to_regex` (1 when a body or header regular expression failed the run),
+//! - `probe_failed_due_to_regex` (1 when a body or header regular expression failed a run
+//!   whose status passed),
 //!   `probe_failed_due_to_json` (with `fail_if_body_json` only), and, when present,
 //!   `probe_http_last_modified_timestamp_seconds` (the `Last-Modified` header; a date that
 //!   does not parse is left out, not a failure) and
@@ -474,7 +475,12 @@ impl HttpProbe {
                 outcome.duration.as_secs_f64(),
             )?;
         }
-        let failed_by = |family| bool_value(outcome.failed.iter().any(|f| f.family == family));
+        // As in the blackbox exporter, a check "failed the run" only when the status passed:
+        // a 503 whose body also fails a regexp failed because of its status.
+        let status_passed = response
+            .is_some_and(|r| status_problem(r.status, &self.settings.valid_status_codes).is_none());
+        let failed_by =
+            |family| bool_value(status_passed && outcome.failed.iter().any(|f| f.family == family));
         registry.gauge_set(FAILED_DUE_TO_REGEX, &base, failed_by(assert::Family::Regex))?;
         if !self.settings.checks.json.is_empty() {
             registry.gauge_set(FAILED_DUE_TO_JSON, &base, failed_by(assert::Family::Json))?;
