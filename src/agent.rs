@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::clock::now_ms;
 use crate::config::PushMethod;
 use crate::config::{ProbeSettings, RemoteWriteSettings, Settings};
-use crate::probe::{Probe, ProbeError, ProbeReport};
+use crate::probe::{Probe, ProbeError, ProbeReport, RunAttempts};
 use crate::pushgateway::{Feed, PushError, PushgatewaySink, SinkStatus};
 use crate::queue::disk::fs::RealFs;
 use crate::queue::disk::{DiskLog, DiskStats, DropCounts};
@@ -980,9 +980,11 @@ impl Agent {
                 interval,
             );
             let offset = crate::clock::aligned_delay(now_ms(), interval, phase);
+            let retries = self.settings.retries_of(probe.name());
             probes.spawn(probe_loop(
                 probe,
                 interval,
+                retries,
                 offset,
                 self.pipeline.clone(),
                 self.telemetry.clone(),
@@ -1075,21 +1077,29 @@ impl Agent {
         let native = self.telemetry.native();
         for (i, mut probe) in std::mem::take(&mut self.probes).into_iter().enumerate() {
             let abort = abort.clone();
+            let retries = self.settings.retries_of(probe.name());
             set.spawn(async move {
                 let mut registry = Registry::with_native(native);
                 let started = now_ms();
-                let report = tokio::select! {
-                    r = probe.run(&mut registry) => r,
+                let (report, attempts) = tokio::select! {
+                    r = probe.run_attempts(&mut registry, retries) => r,
                     _ = abort.cancelled() => return None,
                 };
-                Some((i, probe.name().to_string(), report, registry, started))
+                Some((
+                    i,
+                    probe.name().to_string(),
+                    report,
+                    attempts,
+                    registry,
+                    started,
+                ))
             });
         }
         let mut reports = Vec::new();
         while let Some(joined) = set.join_next().await {
             match joined {
-                Ok(Some((i, name, report, registry, started))) => {
-                    record_run(&self.telemetry, &name, &report);
+                Ok(Some((i, name, report, attempts, registry, started))) => {
+                    record_run(&self.telemetry, &name, &report, attempts);
                     self.pipeline.publish_run(&name, &registry, started);
                     reports.push((i, name, report));
                 }
@@ -1181,14 +1191,26 @@ impl Agent {
     }
 }
 
-/// Counts a probe run and logs a failure.
-fn record_run(telemetry: &Telemetry, name: &str, report: &ProbeReport) {
+/// Counts a probe run and its attempts, and logs a failure.
+fn record_run(telemetry: &Telemetry, name: &str, report: &ProbeReport, attempts: RunAttempts) {
     let outcome = if report.success { "success" } else { "failure" };
     telemetry.add(
         telemetry::PROBE_RUNS,
         &[("probe", name), ("outcome", outcome)],
         1.0,
     );
+    for (outcome, n) in [
+        ("success", attempts.succeeded),
+        ("failure", attempts.failed),
+    ] {
+        if n > 0 {
+            telemetry.add(
+                telemetry::PROBE_ATTEMPTS,
+                &[("probe", name), ("outcome", outcome)],
+                f64::from(n),
+            );
+        }
+    }
     if !report.success {
         tracing::warn!(
             probe = name,
@@ -1206,6 +1228,7 @@ fn record_run(telemetry: &Telemetry, name: &str, report: &ProbeReport) {
 async fn probe_loop(
     mut probe: Probe,
     interval: Duration,
+    retries: u32,
     offset: Duration,
     pipeline: Arc<Pipeline>,
     telemetry: Arc<Telemetry>,
@@ -1214,11 +1237,13 @@ async fn probe_loop(
     let mut registry = Registry::with_native(telemetry.native());
     // Both outcomes exist from the start, so the first failure is an increase, not a new series.
     for outcome in ["success", "failure"] {
-        telemetry.add(
-            telemetry::PROBE_RUNS,
-            &[("probe", probe.name()), ("outcome", outcome)],
-            0.0,
-        );
+        for family in [telemetry::PROBE_RUNS, telemetry::PROBE_ATTEMPTS] {
+            telemetry.add(
+                family,
+                &[("probe", probe.name()), ("outcome", outcome)],
+                0.0,
+            );
+        }
     }
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + offset, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -1229,11 +1254,11 @@ async fn probe_loop(
         }
         // The measurement's timestamp is when it started, as a Prometheus scrape's is.
         let started = now_ms();
-        let report = tokio::select! {
+        let (report, attempts) = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = probe.run(&mut registry) => r,
+            r = probe.run_attempts(&mut registry, retries) => r,
         };
-        record_run(&telemetry, probe.name(), &report);
+        record_run(&telemetry, probe.name(), &report, attempts);
         pipeline.publish_run(probe.name(), &registry, started);
         // Series this run no longer reports (e.g. TLS facts after a failed handshake) end now.
         pipeline.publish_from(
@@ -1263,6 +1288,29 @@ async fn self_metrics_loop(
 mod tests {
     use super::*;
     use crate::series::Labels;
+
+    #[test]
+    fn a_run_counts_once_and_its_attempts_each() {
+        let telemetry = Telemetry::new();
+        let report = ProbeReport {
+            success: true,
+            duration: Duration::from_millis(1),
+            status: "200".into(),
+            reason: None,
+            details: vec![],
+        };
+        let attempts = RunAttempts {
+            succeeded: 1,
+            failed: 2,
+        };
+        record_run(&telemetry, "web", &report, attempts);
+        let value =
+            |family, outcome| telemetry.value(family, &[("probe", "web"), ("outcome", outcome)]);
+        assert_eq!(value(telemetry::PROBE_RUNS, "success"), Some(1.0));
+        assert_eq!(value(telemetry::PROBE_RUNS, "failure"), None);
+        assert_eq!(value(telemetry::PROBE_ATTEMPTS, "success"), Some(1.0));
+        assert_eq!(value(telemetry::PROBE_ATTEMPTS, "failure"), Some(2.0));
+    }
 
     fn samples(n: usize) -> Vec<Sample> {
         let labels = Labels::with_name("m", [("probe", "p")]).unwrap();

@@ -37,7 +37,8 @@
 //!
 //! Where a change goes: a header on every write request → `remote_write/service.rs`; a probe
 //! kind → a file in `probe/` and its schema in `config/`; a scrape config key →
-//! `config/scrape.rs`; a self-metric → `telemetry.rs` (declared) and the stage that records it.
+//! `config/scrape.rs`; a self-metric → `telemetry.rs` (declared) and the stage that records it;
+//! a key every probe kind shares → `config/probe.rs`'s `ProbeEntry`.
 
 #![deny(unsafe_code)]
 

@@ -56,6 +56,9 @@ pub const PG_REQUESTS: &str = "pushprobe_pushgateway_requests_total";
 pub const PG_LAST_SUCCESS: &str = "pushprobe_pushgateway_last_success_timestamp_seconds";
 /// Probe runs by `probe` and `outcome` (success, failure).
 pub const PROBE_RUNS: &str = "pushprobe_probe_runs_total";
+/// Probe attempts by `probe` and `outcome` (success, failure); a run with `retries` makes
+/// up to `retries + 1`.
+pub const PROBE_ATTEMPTS: &str = "pushprobe_probe_attempts_total";
 /// Scrapes that failed (`up` = 0), by `scrape_job` and `reason` (http, timeout,
 /// body_size_limit, parse, sample_limit). Not `job`: that label names the scraped series' job.
 pub const SCRAPE_FAILURES: &str = "pushprobe_scrape_failures_total";
@@ -170,6 +173,11 @@ const DESCRIPTIONS: &[(&str, MetricType, &str)] = &[
         "Unix time of the last accepted Pushgateway push.",
     ),
     (PROBE_RUNS, MetricType::Counter, "Probe runs by outcome."),
+    (
+        PROBE_ATTEMPTS,
+        MetricType::Counter,
+        "Probe attempts by outcome (a run retries failed attempts up to its retries).",
+    ),
     (
         SCRAPE_FAILURES,
         MetricType::Counter,

@@ -88,6 +88,23 @@ fn read_certs(
     Ok(certs)
 }
 
+/// The `notAfter` (Unix seconds) of the client certificate in `cert_file`: its first
+/// certificate, the client's own (any after it are its chain). Read afresh on each call, so a
+/// rotated file shows its new date.
+pub fn client_cert_not_after(cert_file: &std::path::Path) -> Result<i64, TlsError> {
+    let certs = read_certs("cert_file", cert_file)?;
+    let leaf = certs.first().ok_or_else(|| TlsError::File {
+        what: "cert_file",
+        path: cert_file.display().to_string(),
+        message: "no PEM certificate found".into(),
+    })?;
+    crate::http_client::cert::not_after(leaf).map_err(|e| TlsError::File {
+        what: "cert_file",
+        path: cert_file.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
 /// Builds a client configuration for `url`: the full one for `https`, and for plain `http` one
 /// with no trust roots, since no handshake will happen and loading the system's roots is start-up
 /// time a short-lived command should not pay.

@@ -145,6 +145,7 @@ fn settings(url: &str) -> HttpProbeSettings {
         proxy: Default::default(),
         buckets: Arc::from(DEFAULT_BUCKETS),
         labels: vec![("team".into(), "core".into())],
+        checks: Default::default(),
     }
 }
 
@@ -1213,4 +1214,495 @@ async fn a_request_with_a_body_is_not_sent_twice_when_a_kept_connection_drops_it
     assert!(seen.recv().await.is_some());
     assert!(seen.recv().await.is_some());
     assert!(seen.try_recv().is_err());
+}
+
+// ---------------------------------------------------------------------------------------
+// Response checks (fail_if_*, valid_http_versions, compression, body_size_limit, …)
+
+use pushprobe::config::http_checks::{
+    Compression, HeaderCheck, HttpChecks, JsonCheck, JsonExpectation,
+};
+use pushprobe::config::IpProtocol;
+use pushprobe::http_client::IpPreference;
+
+/// `head` (status line and headers, without the blank line) and `body` as one response.
+fn response(head: &str, body: &[u8]) -> &'static [u8] {
+    let mut r = format!(
+        "{head}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    Box::leak(r.into_boxed_slice())
+}
+
+fn body_re(re: &str) -> regex::bytes::Regex {
+    regex::bytes::Regex::new(re).unwrap()
+}
+
+fn header_check(name: &str, re: &str, allow_missing: bool) -> HeaderCheck {
+    HeaderCheck {
+        header: name.into(),
+        regexp: regex::Regex::new(re).unwrap(),
+        allow_missing,
+    }
+}
+
+async fn run_checks(
+    addr: SocketAddr,
+    checks: HttpChecks,
+) -> (pushprobe::probe::ProbeReport, Registry, HttpProbeSettings) {
+    let mut s = settings(&url_of(addr, "/"));
+    s.checks = checks;
+    let (report, r) = run(&s).await;
+    (report, r, s)
+}
+
+#[tokio::test]
+async fn body_regexes_pass_and_fail_with_the_check_named() {
+    let addr = canned_server(response("HTTP/1.1 200 OK", b"status: ok, no errors")).await;
+    let pass = HttpChecks {
+        body_matches: vec![body_re("panic")],
+        body_not_matches: vec![body_re("status: ok")],
+        ..HttpChecks::default()
+    };
+    let (report, r, s) = run_checks(addr, pass).await;
+    assert!(report.success, "{report:?}");
+    assert_eq!(gauge(&r, &s, "probe_failed_due_to_regex"), Some(0.0));
+    assert_eq!(
+        gauge(&r, &s, "probe_http_uncompressed_body_length"),
+        Some(21.0)
+    );
+
+    let fail = HttpChecks {
+        body_matches: vec![body_re("errors")],
+        body_not_matches: vec![body_re("status: ok"), body_re("healthy")],
+        ..HttpChecks::default()
+    };
+    let (report, r, s) = run_checks(addr, fail).await;
+    assert!(!report.success);
+    assert_eq!(report.status, "200");
+    assert_eq!(
+        report.reason.as_deref(),
+        Some(
+            "fail_if_body_matches_regexp[0] /errors/ matched; \
+             fail_if_body_not_matches_regexp[1] /healthy/ did not match"
+        )
+    );
+    assert_eq!(
+        detail(&report, "fail_if_body_not_matches_regexp[1]"),
+        Some("/healthy/ did not match")
+    );
+    assert_eq!(gauge(&r, &s, "probe_success"), Some(0.0));
+    assert_eq!(gauge(&r, &s, "probe_failed_due_to_regex"), Some(1.0));
+    // Only with JSON checks.
+    assert_eq!(gauge(&r, &s, "probe_failed_due_to_json"), None);
+}
+
+#[tokio::test]
+async fn header_checks_pass_and_fail_and_allow_missing_headers() {
+    let addr = canned_server(response(
+        "HTTP/1.1 200 OK\r\nX-Status: degraded\r\nContent-Type: text/plain",
+        b"ok",
+    ))
+    .await;
+    let pass = HttpChecks {
+        header_matches: vec![header_check("x-status", "^down$", false)],
+        header_not_matches: vec![
+            header_check("content-type", "^text/", false),
+            header_check("x-cache", "HIT", true),
+        ],
+        ..HttpChecks::default()
+    };
+    let (report, _, _) = run_checks(addr, pass).await;
+    assert!(report.success, "{report:?}");
+
+    let fail = HttpChecks {
+        header_matches: vec![header_check("x-status", "degraded", false)],
+        header_not_matches: vec![header_check("x-cache", "HIT", false)],
+        ..HttpChecks::default()
+    };
+    let (report, r, s) = run_checks(addr, fail).await;
+    assert!(!report.success);
+    assert_eq!(
+        report.reason.as_deref(),
+        Some(
+            "fail_if_header_matches[0] x-status /degraded/ matched; \
+             fail_if_header_not_matches[0] x-cache is missing (set allow_missing = true to \
+             accept that)"
+        )
+    );
+    assert_eq!(gauge(&r, &s, "probe_failed_due_to_regex"), Some(1.0));
+}
+
+#[tokio::test]
+async fn json_checks_compare_and_match_values_at_pointers() {
+    let addr = canned_server(response(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json",
+        br#"{"status":"down","version":"1.4.2","checks":{"db":true}}"#,
+    ))
+    .await;
+    let checks = |status: &str| HttpChecks {
+        json: vec![
+            JsonCheck {
+                pointer: "/version".into(),
+                expect: JsonExpectation::Matches(regex::Regex::new(r"^1\.").unwrap()),
+            },
+            JsonCheck {
+                pointer: "/status".into(),
+                expect: JsonExpectation::Equals(serde_json::json!(status)),
+            },
+            JsonCheck {
+                pointer: "/checks/db".into(),
+                expect: JsonExpectation::Equals(serde_json::json!(true)),
+            },
+        ],
+        ..HttpChecks::default()
+    };
+    let (report, r, s) = run_checks(addr, checks("down")).await;
+    assert!(report.success, "{report:?}");
+    assert_eq!(gauge(&r, &s, "probe_failed_due_to_json"), Some(0.0));
+
+    let (report, r, s) = run_checks(addr, checks("up")).await;
+    assert!(!report.success);
+    assert_eq!(
+        report.reason.as_deref(),
+        Some("fail_if_body_json[1] /status: expected \"up\", got \"down\"")
+    );
+    assert_eq!(
+        detail(&report, "fail_if_body_json[1]"),
+        Some("/status: expected \"up\", got \"down\"")
+    );
+    assert_eq!(gauge(&r, &s, "probe_failed_due_to_json"), Some(1.0));
+    assert_eq!(gauge(&r, &s, "probe_failed_due_to_regex"), Some(0.0));
+}
+
+#[tokio::test]
+async fn valid_http_versions_refuse_an_http_1_0_answer() {
+    let addr = canned_server(response("HTTP/1.0 200 OK", b"old")).await;
+    let only_11 = HttpChecks {
+        http_versions: vec![http::Version::HTTP_11],
+        ..HttpChecks::default()
+    };
+    let (report, r, s) = run_checks(addr, only_11).await;
+    assert!(!report.success);
+    assert_eq!(
+        report.reason.as_deref(),
+        Some("valid_http_versions response version HTTP/1.0 not in [HTTP/1.1]")
+    );
+    assert_eq!(gauge(&r, &s, "probe_http_version"), Some(1.0));
+    let both = HttpChecks {
+        http_versions: vec![http::Version::HTTP_10, http::Version::HTTP_11],
+        ..HttpChecks::default()
+    };
+    assert!(run_checks(addr, both).await.0.success);
+}
+
+#[tokio::test]
+async fn body_size_limit_fails_a_larger_body() {
+    let addr = canned_server(response("HTTP/1.1 200 OK", &[b'x'; 100])).await;
+    let small = HttpChecks {
+        body_limit: 10,
+        ..HttpChecks::default()
+    };
+    let (report, r, s) = run_checks(addr, small).await;
+    assert!(!report.success);
+    assert_eq!(report.status, "body_too_large");
+    assert!(
+        report
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("limit of 10 bytes"),
+        "{report:?}"
+    );
+    assert_eq!(requests(&r, &s, "200", "body_too_large"), Some(1.0));
+    let enough = HttpChecks {
+        body_limit: 100,
+        ..HttpChecks::default()
+    };
+    assert!(run_checks(addr, enough).await.0.success);
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[tokio::test]
+async fn gzip_compression_is_asked_for_decoded_checked_and_bounded() {
+    let text = "all systems healthy ".repeat(50);
+    let compressed = gzip(text.as_bytes());
+    let (addr, mut seen) = recording_server(response(
+        "HTTP/1.1 200 OK\r\nContent-Encoding: gzip",
+        &compressed,
+    ))
+    .await;
+    let checks = |limit| HttpChecks {
+        compression: Some(Compression::Gzip),
+        body_not_matches: vec![body_re("systems healthy")],
+        body_limit: limit,
+        ..HttpChecks::default()
+    };
+    let (report, r, s) = run_checks(addr, checks(1 << 20)).await;
+    assert!(report.success, "{report:?}");
+    assert_eq!(
+        seen.recv()
+            .await
+            .unwrap()
+            .header("accept-encoding")
+            .as_deref(),
+        Some("gzip")
+    );
+    assert_eq!(
+        gauge(&r, &s, "probe_http_uncompressed_body_length"),
+        Some(text.len() as f64)
+    );
+    assert_eq!(
+        gauge(&r, &s, "probe_http_content_length"),
+        Some(compressed.len() as f64)
+    );
+
+    // The decoded size counts against the limit, however small the compressed body.
+    let limit = compressed.len() as u64 + 1;
+    let (report, _, _) = run_checks(addr, checks(limit)).await;
+    assert_eq!(report.status, "body_too_large", "{report:?}");
+
+    // A body that is not gzip fails, named by the key.
+    let plain = canned_server(response("HTTP/1.1 200 OK", b"not compressed")).await;
+    let (report, _, _) = run_checks(plain, checks(1 << 20)).await;
+    assert!(!report.success);
+    let reason = report.reason.unwrap();
+    assert!(
+        reason.starts_with("compression the body is not valid gzip"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn fail_if_ssl_and_fail_if_not_ssl_look_at_the_final_response() {
+    let cert = test_cert("pushprobe test server");
+    let https = tls_server(&cert, OK).await;
+    let ca = ca_file(&cert);
+    let mut s = settings(&format!("https://{https}/"));
+    s.tls.ca_file = Some(ca.path().to_path_buf());
+    s.checks.fail_if_ssl = true;
+    let (report, _) = run(&s).await;
+    assert!(!report.success);
+    assert_eq!(
+        report.reason.as_deref(),
+        Some("fail_if_ssl the final response came over TLS")
+    );
+    s.checks = HttpChecks {
+        fail_if_not_ssl: true,
+        ..HttpChecks::default()
+    };
+    assert!(run(&s).await.0.success);
+
+    let http = canned_server(OK).await;
+    let not_ssl = HttpChecks {
+        fail_if_not_ssl: true,
+        ..HttpChecks::default()
+    };
+    let (report, _, _) = run_checks(http, not_ssl).await;
+    assert!(!report.success);
+    assert_eq!(
+        report.reason.as_deref(),
+        Some("fail_if_not_ssl the final response did not come over TLS")
+    );
+}
+
+#[tokio::test]
+async fn preferred_ip_protocol_ip6_and_its_fallback() {
+    let ip6 = |fallback| HttpChecks {
+        ip: IpPreference {
+            preferred: IpProtocol::Ip6,
+            fallback,
+        },
+        ..HttpChecks::default()
+    };
+    if let Ok(listener) = TcpListener::bind("[::1]:0").await {
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(canned(stream, OK, None));
+            }
+        });
+        let mut s = settings(&format!("http://[::1]:{}/", addr.port()));
+        s.checks = ip6(false);
+        let (report, r) = run(&s).await;
+        assert!(report.success, "{report:?}");
+        assert_eq!(gauge(&r, &s, "probe_ip_protocol"), Some(6.0));
+    }
+    // An IPv4-only target: used with fallback, refused without.
+    let v4 = canned_server(OK).await;
+    let (report, r, s) = run_checks(v4, ip6(true)).await;
+    assert!(report.success, "{report:?}");
+    assert_eq!(gauge(&r, &s, "probe_ip_protocol"), Some(4.0));
+    let (report, r, s) = run_checks(v4, ip6(false)).await;
+    assert!(!report.success);
+    assert_eq!(report.status, "resolve");
+    assert!(
+        report.reason.as_deref().unwrap().contains("no ip6 address"),
+        "{report:?}"
+    );
+    assert_eq!(gauge(&r, &s, "probe_ip_protocol"), Some(0.0));
+}
+
+#[tokio::test]
+async fn last_modified_is_recorded_and_a_bad_date_ignored() {
+    let dated = canned_server(response(
+        "HTTP/1.1 200 OK\r\nLast-Modified: Wed, 21 Oct 2015 07:28:00 GMT",
+        b"ok",
+    ))
+    .await;
+    let (report, r, s) = run_checks(dated, HttpChecks::default()).await;
+    assert!(report.success);
+    assert_eq!(
+        gauge(&r, &s, "probe_http_last_modified_timestamp_seconds"),
+        Some(1_445_412_480.0)
+    );
+    let undated = canned_server(response(
+        "HTTP/1.1 200 OK\r\nLast-Modified: last tuesday",
+        b"ok",
+    ))
+    .await;
+    let (report, r, s) = run_checks(undated, HttpChecks::default()).await;
+    assert!(report.success, "{report:?}");
+    assert_eq!(
+        gauge(&r, &s, "probe_http_last_modified_timestamp_seconds"),
+        None
+    );
+}
+
+#[tokio::test]
+async fn mtls_probe_records_its_client_certificate_expiry() {
+    let server = test_cert("pushprobe test server");
+    // The client's certificate, its own CA for the server.
+    let mut params = rcgen::CertificateParams::new(vec!["pushprobe-client".to_string()]).unwrap();
+    params.not_after = rcgen::date_time_ymd(2029, 2, 3);
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let client_cert = params.self_signed(&client_key).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(client_cert.der().clone()).unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        pushprobe::tls::provider(),
+    )
+    .build()
+    .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(pushprobe::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![server.der.clone()], server.key.clone_key())
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let addr = serve(move |tcp| {
+        let acceptor = acceptor.clone();
+        async move {
+            if let Ok(tls) = acceptor.accept(tcp).await {
+                canned(tls, OK, None).await;
+            }
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("client.pem"), dir.path().join("client.key"));
+    std::fs::write(&cert_path, client_cert.pem()).unwrap();
+    std::fs::write(&key_path, client_key.serialize_pem()).unwrap();
+    let ca = ca_file(&server);
+
+    let mut s = settings(&format!("https://{addr}/"));
+    s.tls.ca_file = Some(ca.path().to_path_buf());
+    s.tls.cert_file = Some(cert_path);
+    s.tls.key_file = Some(key_path);
+    let (report, r) = run(&s).await;
+    assert!(report.success, "{report:?}");
+    assert_eq!(
+        gauge(&r, &s, "probe_ssl_client_cert_expiry_timestamp_seconds"),
+        Some(params.not_after.unix_timestamp() as f64)
+    );
+    assert_eq!(
+        gauge(&r, &s, "probe_ssl_earliest_cert_expiry"),
+        Some(server.not_after as f64)
+    );
+    assert!(
+        detail(&report, "client_cert_not_after").is_some_and(|d| d.starts_with("2029-02-03")),
+        "{report:?}"
+    );
+
+    // Without its certificate the server refuses the probe, and no client expiry is recorded.
+    let mut bare = settings(&format!("https://{addr}/"));
+    bare.tls.ca_file = Some(ca.path().to_path_buf());
+    let (report, r) = run(&bare).await;
+    assert!(!report.success, "{report:?}");
+    assert_eq!(
+        gauge(&r, &bare, "probe_ssl_client_cert_expiry_timestamp_seconds"),
+        None
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Retries (shared by every probe kind)
+
+#[tokio::test]
+async fn a_flaky_target_succeeds_on_the_second_attempt_with_both_counted() {
+    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = served.clone();
+    let addr = serve(move |s| {
+        // The first request fails, every later one succeeds.
+        let first = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+        let answer: &'static [u8] = if first {
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        } else {
+            OK
+        };
+        canned(s, answer, None)
+    })
+    .await;
+    let s = settings(&url_of(addr, "/"));
+    let mut probe =
+        pushprobe::probe::Probe::new(&pushprobe::config::ProbeSettings::Http(s.clone())).unwrap();
+    let mut r = Registry::new();
+    let (report, attempts) = probe.run_attempts(&mut r, 2).await;
+    assert!(report.success, "{report:?}");
+    assert_eq!((attempts.succeeded, attempts.failed), (1, 1));
+    assert_eq!(
+        report
+            .details
+            .iter()
+            .find(|(k, _)| k == "attempts")
+            .map(|(_, v)| v.clone()),
+        Some(pushprobe::probe::Detail::Count(2))
+    );
+    // Each attempt is in the probe's own series: the gauges show the last, the counter both.
+    assert_eq!(requests(&r, &s, "503", "none"), Some(1.0));
+    assert_eq!(requests(&r, &s, "200", "none"), Some(1.0));
+    assert_eq!(gauge(&r, &s, "probe_success"), Some(1.0));
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+    // A target that always fails is tried retries + 1 times, and the reason says so.
+    let down = canned_server(
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let s = settings(&url_of(down, "/"));
+    let mut probe =
+        pushprobe::probe::Probe::new(&pushprobe::config::ProbeSettings::Http(s.clone())).unwrap();
+    let mut r = Registry::new();
+    let (report, attempts) = probe.run_attempts(&mut r, 2).await;
+    assert!(!report.success);
+    assert_eq!((attempts.succeeded, attempts.failed), (0, 3));
+    assert!(
+        report
+            .reason
+            .as_deref()
+            .unwrap()
+            .starts_with("all 3 attempts failed; the last: status 503"),
+        "{report:?}"
+    );
+    assert_eq!(requests(&r, &s, "503", "none"), Some(3.0));
 }

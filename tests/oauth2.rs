@@ -385,6 +385,7 @@ fn probe_settings(url: &str, token_url: &str) -> pushprobe::config::HttpProbeSet
         proxy: Default::default(),
         buckets: std::sync::Arc::from(pushprobe::config::DEFAULT_BUCKETS),
         labels: vec![],
+        checks: Default::default(),
     }
 }
 

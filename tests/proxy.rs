@@ -171,6 +171,7 @@ fn settings(url: &str, proxy: ProxySettings) -> HttpProbeSettings {
         proxy,
         buckets: Arc::from(DEFAULT_BUCKETS),
         labels: vec![],
+        checks: Default::default(),
     }
 }
 

@@ -434,6 +434,7 @@ async fn an_http_probe_sends_the_current_bearer_token_file_each_run() {
         proxy: Default::default(),
         buckets: std::sync::Arc::from(DEFAULT_BUCKETS),
         labels: vec![],
+        checks: Default::default(),
     })
     .unwrap();
     let mut sent = Vec::new();

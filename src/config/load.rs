@@ -17,7 +17,7 @@ use figment::value::{Dict, Tag, Value};
 use super::env::{apply_overrides, read_env, Applied};
 use super::keypath::{KeyPath, LineIndex, Segment};
 use super::probe::PROBE_KINDS;
-use super::{ConfigError, ConfigFile, ProbeConfig};
+use super::{ConfigError, ConfigFile, ProbeEntry};
 
 /// Environment variable prefix for configuration overrides.
 pub const ENV_PREFIX: &str = "PUSHPROBE_";
@@ -185,7 +185,7 @@ fn find_problems(root: &Value) -> Vec<Problem> {
                 // A probe's schema depends on its `kind`: read it as the schema would.
                 collect(
                     item.clone(),
-                    |v| ProbeConfig::from_value(v.clone()).err().map(|e| *e),
+                    |v| ProbeEntry::from_value(v.clone()).err().map(|e| *e),
                     |path| KeyPath([entry.0.clone(), path.0].concat()),
                     &mut problems,
                 );
@@ -503,14 +503,22 @@ output_per_mtok = "eight"
                  name, url, interval, timeout, method, headers, body, valid_status_codes, \
                  follow_redirects, basic_auth, bearer_token, bearer_token_file, tls, proxy_url, \
                  no_proxy, proxy_from_environment, proxy_connect_header, proxy_password_file, \
-                 oauth2, buckets, labels, job (in pushprobe.toml, line 12)",
+                 oauth2, buckets, labels, job, fail_if_body_matches_regexp, \
+                 fail_if_body_not_matches_regexp, fail_if_header_matches, \
+                 fail_if_header_not_matches, fail_if_body_json, valid_http_versions, fail_if_ssl, \
+                 fail_if_not_ssl, body_size_limit, compression, preferred_ip_protocol, \
+                 ip_protocol_fallback (in pushprobe.toml, line 12)",
                 "probe[0].timeout: \"5\": missing unit (ms, s, m, h, d, w, y) \
                  (in pushprobe.toml, line 13)",
                 "probe[0].colour: unknown key; expected one of: name, url, interval, timeout, \
                  method, headers, body, valid_status_codes, follow_redirects, basic_auth, \
                  bearer_token, bearer_token_file, tls, proxy_url, no_proxy, \
                  proxy_from_environment, proxy_connect_header, proxy_password_file, oauth2, \
-                 buckets, labels, job (in pushprobe.toml, line 14)",
+                 buckets, labels, job, fail_if_body_matches_regexp, \
+                 fail_if_body_not_matches_regexp, fail_if_header_matches, \
+                 fail_if_header_not_matches, fail_if_body_json, valid_http_versions, fail_if_ssl, \
+                 fail_if_not_ssl, body_size_limit, compression, preferred_ip_protocol, \
+                 ip_protocol_fallback (in pushprobe.toml, line 14)",
                 "probe[1].model: is required (in pushprobe.toml, line 16)",
                 "pricing.\"gpt-4.1\".output_per_mtok: expected f64, found string \"eight\" \
                  (in pushprobe.toml, line 23)",

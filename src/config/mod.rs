@@ -11,7 +11,8 @@
 //! - `[agent]` and `[agent.queue]` in `agent.rs`;
 //! - `[[remote_write]]` in `remote_write.rs`;
 //! - `[[pushgateway]]` in `pushgateway.rs`;
-//! - `[[probe]]`, its `kind` dispatch and `kind = "http"` in `probe.rs`;
+//! - `[[probe]]`, its `kind` dispatch and `kind = "http"` in `probe.rs`, the http probe's
+//!   response checks in [`http_checks`];
 //! - `kind = "openai"` probes and `[pricing]` in [`openai`];
 //! - `kind = "dns"` probes in [`dns`];
 //! - `kind = "grpc"` probes in [`grpc`];
@@ -44,6 +45,7 @@ mod agent;
 mod checker;
 mod connection;
 mod env;
+pub mod http_checks;
 mod icmp;
 mod ip;
 mod keypath;
@@ -74,7 +76,9 @@ pub use ip::IpProtocol;
 pub use load::{load, Origin, ENV_PREFIX};
 pub use oauth2::{OAuth2Config, OAuth2Settings};
 pub use openai::{ModelPriceConfig, OpenAiProbeConfig, OpenAiProbeSettings};
-pub use probe::{HttpProbeConfig, HttpProbeSettings, ProbeConfig, ProbeSettings};
+pub use probe::{
+    HttpProbeConfig, HttpProbeSettings, ProbeConfig, ProbeEntry, ProbeSettings, MAX_RETRIES,
+};
 pub use proxy::{ConnectHeadersConfig, ProxyConfig};
 pub use pushgateway::{PushMethod, PushgatewayConfig, PushgatewaySettings};
 pub use remote_write::{
@@ -137,7 +141,7 @@ pub struct ConfigFile {
     pub remote_write: Vec<RemoteWriteConfig>,
     /// Probes to run.
     #[serde(default)]
-    pub probe: Vec<ProbeConfig>,
+    pub probe: Vec<ProbeEntry>,
     /// Pushgateways; each receives the latest results as one group.
     #[serde(default)]
     pub pushgateway: Vec<PushgatewayConfig>,
@@ -158,6 +162,8 @@ pub struct Settings {
     pub remote_write: Vec<RemoteWriteSettings>,
     /// Probes.
     pub probes: Vec<ProbeSettings>,
+    /// Each probe's `retries`, by name; a probe missing here makes one attempt per run.
+    pub probe_retries: BTreeMap<String, u32>,
     /// Pushgateway groups.
     pub pushgateway: Vec<PushgatewaySettings>,
     /// Scrape jobs.
@@ -171,6 +177,11 @@ impl Settings {
     /// (`config check` prints them): see the fleet documentation.
     pub fn identity_warnings(&self) -> Vec<String> {
         agent::identity_warnings(&self.file.agent, &self.agent, &self.probes)
+    }
+
+    /// The `retries` of the probe named `name` (0 when it sets none).
+    pub fn retries_of(&self, name: &str) -> u32 {
+        self.probe_retries.get(name).copied().unwrap_or(0)
     }
 }
 
@@ -186,6 +197,7 @@ impl ConfigFile {
         let remote_write = remote_write::validate_remote_writes(&mut c, &self.remote_write);
         let pricing = openai::validate_pricing(&mut c, &self.pricing);
         let probes = probe::validate_probes(&mut c, &self.probe, &pricing, agent.probe_job());
+        let probe_retries = probe::probe_retries(&self.probe);
         let pushgateway = pushgateway::validate_pushgateways(&mut c, &self.pushgateway);
         let scrapes = scrape::validate_scrapes(&mut c, &self.scrape);
         if !c.errors.is_empty() {
@@ -195,6 +207,7 @@ impl ConfigFile {
             agent,
             remote_write,
             probes,
+            probe_retries,
             pushgateway,
             scrapes,
             file: self,

@@ -12,13 +12,14 @@ use serde::{Deserialize, Serialize};
 
 use super::dns::{validate_dns_probe, DnsProbeConfig, DnsProbeSettings};
 use super::grpc::{validate_grpc_probe, GrpcProbeConfig, GrpcProbeSettings};
+use super::http_checks::{validate_http_checks, HeaderMatchConfig, HttpChecks, JsonCheckConfig};
 use super::icmp::{validate_icmp_probe, IcmpProbeConfig, IcmpProbeSettings};
 use super::load::describe_figment_error;
 use super::oauth2::{validate_oauth2, OAuth2Config};
 use super::openai::{validate_openai_probe, OpenAiProbeConfig, OpenAiProbeSettings};
 use super::tcp::{validate_tcp_probe, TcpProbeConfig, TcpProbeSettings};
 use super::{
-    default_true, validate_buckets, Auth, BasicAuthConfig, Checker, ConfigDuration,
+    default_true, validate_buckets, Auth, BasicAuthConfig, ByteSize, Checker, ConfigDuration,
     ConnectHeadersConfig, HeadersConfig, TlsConfig, UrlConfig,
 };
 use crate::http_client::proxy::ProxySettings;
@@ -36,6 +37,8 @@ fn default_method() -> String {
 }
 
 /// One probe; `kind` selects what it does.
+// Read once per configuration: variant sizes cost nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum ProbeConfig {
@@ -103,6 +106,69 @@ impl ProbeConfig {
             other => Err(at_kind(figment::Error::unknown_variant(other, PROBE_KINDS))),
         };
         probe.map_err(Box::new)
+    }
+}
+
+/// Most `retries` a probe may set: more attempts than this hide an outage more than they
+/// ride out a blip.
+pub const MAX_RETRIES: u32 = 10;
+
+/// One `[[probe]]` table: the keys every kind shares, read here before the kind's own schema
+/// (so that every kind has them without declaring them), and the kind's probe.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeEntry {
+    /// The probe, by its `kind`.
+    #[serde(flatten)]
+    pub probe: ProbeConfig,
+    /// Attempts made after a failed one within a run; the run succeeds if one attempt does.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub retries: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+// The shared keys belong to the table, the rest to the kind: code that reads the kind's
+// settings (`entry.name()`, `entry.interval()`) reads through the entry.
+impl std::ops::Deref for ProbeEntry {
+    type Target = ProbeConfig;
+
+    fn deref(&self) -> &ProbeConfig {
+        &self.probe
+    }
+}
+
+impl<'de> Deserialize<'de> for ProbeEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let value = <figment::value::Value as Deserialize>::deserialize(d)?;
+        ProbeEntry::from_value(value).map_err(|e| D::Error::custom(describe_figment_error(*e)))
+    }
+}
+
+impl ProbeEntry {
+    /// Reads one `[[probe]]` table: the shared keys, then the kind's schema from the rest.
+    pub(super) fn from_value(value: figment::value::Value) -> Result<Self, Box<figment::Error>> {
+        let mut table = match value {
+            figment::value::Value::Dict(tag, dict) => (tag, dict),
+            other => return ProbeConfig::from_value(other).map(ProbeEntry::from),
+        };
+        let retries = match table.1.remove("retries") {
+            None => 0,
+            Some(v) => v.deserialize::<u32>().map_err(|mut e| {
+                e.path = vec!["retries".to_string()];
+                Box::new(e)
+            })?,
+        };
+        let probe = ProbeConfig::from_value(figment::value::Value::Dict(table.0, table.1))?;
+        Ok(ProbeEntry { probe, retries })
+    }
+}
+
+impl From<ProbeConfig> for ProbeEntry {
+    fn from(probe: ProbeConfig) -> Self {
+        ProbeEntry { probe, retries: 0 }
     }
 }
 
@@ -206,9 +272,48 @@ pub struct HttpProbeConfig {
     /// The `job` label of this probe's series; unset: `agent.job`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<String>,
+    // The response checks and body options (see `config::http_checks`).
+    /// Fail when the body matches any of these regular expressions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fail_if_body_matches_regexp: Vec<String>,
+    /// Fail unless the body matches every one of these regular expressions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fail_if_body_not_matches_regexp: Vec<String>,
+    /// Fail when a value of the header matches the regular expression.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fail_if_header_matches: Vec<HeaderMatchConfig>,
+    /// Fail unless a value of the header matches the regular expression.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fail_if_header_not_matches: Vec<HeaderMatchConfig>,
+    /// Fail unless the JSON body holds the expected value at each pointer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fail_if_body_json: Vec<JsonCheckConfig>,
+    /// Accepted response versions (`HTTP/1.0`, `HTTP/1.1`, …); empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub valid_http_versions: Vec<String>,
+    /// Fail when the final response came over TLS.
+    #[serde(default)]
+    pub fail_if_ssl: bool,
+    /// Fail unless the final response came over TLS.
+    #[serde(default)]
+    pub fail_if_not_ssl: bool,
+    /// Most (decoded) body bytes read; a larger body fails the run. Default 1MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_size_limit: Option<ByteSize>,
+    /// `gzip`, `deflate` or `identity`: sent as `Accept-Encoding`, and the body decoded so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
+    /// `ip4` or `ip6`: the address family tried first (default `ip4`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_ip_protocol: Option<String>,
+    /// Whether the other family is used when the preferred one has no address.
+    #[serde(default = "default_true")]
+    pub ip_protocol_fallback: bool,
 }
 
 /// A validated probe.
+// Built once per configuration: variant sizes cost nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum ProbeSettings {
     /// HTTP probe.
@@ -306,20 +411,24 @@ pub struct HttpProbeSettings {
     pub buckets: Arc<[f64]>,
     /// Extra labels, `job` included.
     pub labels: Vec<(String, String)>,
+    /// Response checks, body options and address family.
+    pub checks: HttpChecks,
 }
 
 /// Validates the `[[probe]]` tables; errors name `probe[i].<key>`. `default_job` is the
 /// `job` of probes that set none (`None`: none is added, an external label gives it).
 pub(super) fn validate_probes(
     c: &mut Checker<'_>,
-    probes: &[ProbeConfig],
+    probes: &[ProbeEntry],
     pricing: &Arc<PriceTable>,
     default_job: Option<&str>,
 ) -> Vec<ProbeSettings> {
     let mut out = Vec::new();
     let mut names = std::collections::HashSet::new();
-    for (i, p) in probes.iter().enumerate() {
+    for (i, entry) in probes.iter().enumerate() {
         let key = format!("probe[{i}]");
+        check_retries(c, &key, entry);
+        let p = &entry.probe;
         if p.name().is_empty() {
             c.fail(format!("{key}.name"), "must not be empty");
         } else if !names.insert(p.name()) {
@@ -402,6 +511,45 @@ fn check_timeout_within_interval(c: &mut Checker<'_>, key: &str, p: &ProbeConfig
     );
 }
 
+/// The `retries` of each probe, by name (`0` for those that set none).
+pub(super) fn probe_retries(probes: &[ProbeEntry]) -> BTreeMap<String, u32> {
+    probes
+        .iter()
+        .map(|p| (p.name().to_string(), p.retries))
+        .collect()
+}
+
+/// Refuses more retries than [`MAX_RETRIES`], and attempts that could not all fit in the
+/// interval: each attempt has the whole timeout, so `retries + 1` timeouts must fit, or the
+/// run would overrun into the next.
+fn check_retries(c: &mut Checker<'_>, key: &str, p: &ProbeEntry) {
+    if p.retries == 0 {
+        return;
+    }
+    if p.retries > MAX_RETRIES {
+        c.fail(
+            format!("{key}.retries"),
+            format!("{} is more than {MAX_RETRIES}", p.retries),
+        );
+        return;
+    }
+    let (interval, timeout) = (p.interval().0, p.timeout().0);
+    let attempts = p.retries + 1;
+    let worst = timeout.saturating_mul(attempts);
+    if !interval.is_zero() && worst > interval {
+        c.fail(
+            format!("{key}.retries"),
+            format!(
+                "{attempts} attempts of up to {} (the timeout) take up to {}, longer than \
+                 {key}.interval ({}); lower retries or the timeout, or lengthen the interval",
+                p.timeout(),
+                ConfigDuration(worst),
+                p.interval()
+            ),
+        );
+    }
+}
+
 /// Validates one `kind = "http"` probe.
 fn validate_http_probe(
     c: &mut Checker<'_>,
@@ -444,6 +592,7 @@ fn validate_http_probe(
     let auth = oauth2.map(|o| Auth::OAuth2(Box::new(o))).or(auth);
     let buckets = validate_buckets(c, &format!("{key}.buckets"), h.buckets.as_deref());
     let labels = c.labels(&format!("{key}.labels"), &h.labels);
+    let checks = validate_http_checks(c, key, h);
     for reserved in ["probe", "instance", "phase", "code", "error"] {
         if h.labels.contains_key(reserved) {
             c.fail(
@@ -467,6 +616,7 @@ fn validate_http_probe(
         proxy,
         buckets,
         labels,
+        checks,
     })
 }
 
@@ -529,6 +679,40 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("pushprobe.toml"), "{e}");
+    }
+
+    #[test]
+    fn retries_are_a_key_of_every_kind_and_must_fit_the_interval() {
+        let s = parse(&GOOD.replace("timeout = \"5s\"", "timeout = \"5s\"\nretries = 2")).unwrap();
+        assert_eq!(s.retries_of(s.probes[0].name()), 2);
+        assert_eq!(s.retries_of("no such probe"), 0);
+        assert!(
+            toml::to_string(&s.file).unwrap().contains("retries = 2"),
+            "the entry serializes back with its kind's keys and its retries"
+        );
+        assert_eq!(parse(GOOD).map(|s| s.retries_of(s.probes[0].name())), Ok(0));
+        // 6 attempts of 5s do not fit in 30s.
+        let e =
+            parse(&GOOD.replace("timeout = \"5s\"", "timeout = \"5s\"\nretries = 6")).unwrap_err();
+        assert_eq!(
+            e,
+            "probe[0].retries: 7 attempts of up to 5s (the timeout) take up to 35s, longer \
+             than probe[0].interval (30s); lower retries or the timeout, or lengthen the \
+             interval (in pushprobe.toml)"
+        );
+        let e =
+            parse(&GOOD.replace("timeout = \"5s\"", "timeout = \"1s\"\nretries = 11")).unwrap_err();
+        assert!(e.starts_with("probe[0].retries: 11 is more than 10"), "{e}");
+        let e = parse(&GOOD.replace("timeout = \"5s\"", "timeout = \"5s\"\nretries = \"two\""))
+            .unwrap_err();
+        assert!(e.starts_with("probe[0].retries: "), "{e}");
+        // The openai kind reads it as well, without declaring it.
+        let openai = "[[probe]]\nname = \"ai\"\nkind = \"openai\"\n\
+                      base_url = \"https://api.example.com/v1\"\napi_key_file = \"key\"\n\
+                      model = \"m\"\nchecks = [\"models\"]\ninterval = \"60s\"\n\
+                      timeout = \"20s\"\nretries = 2\n";
+        let s = super::super::tests::parse_in_jail(openai, &[], &[("key", "sk-1\n")]).unwrap();
+        assert_eq!(s.retries_of("ai"), 2);
     }
 
     #[test]

@@ -19,6 +19,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::{ClientError, TlsInfo};
+use crate::config::IpProtocol;
 
 /// Largest read buffer of a kept connection: a few reads per body of a node exporter's size,
 /// and an idle target costs at most this much. It also bounds the response head, which
@@ -163,15 +164,57 @@ pub fn pick_address(addrs: &[SocketAddr]) -> Option<SocketAddr> {
 
 /// The addresses in the order to try them: IPv4 ones first, each family in resolver order.
 pub fn preference_order(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
-    let mut ordered: Vec<SocketAddr> = addrs.iter().copied().filter(SocketAddr::is_ipv4).collect();
-    ordered.extend(addrs.iter().copied().filter(SocketAddr::is_ipv6));
-    ordered
+    IpPreference::default().order(addrs)
 }
 
-/// The target's addresses in [`preference_order`]; never empty.
-pub(super) async fn resolve(target: &Target) -> Result<Vec<SocketAddr>, ClientError> {
-    match &target.host {
-        Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, target.port)]),
+/// Which address family a call connects over: `preferred` first, the other one only with
+/// `fallback`. The default (IPv4 first, IPv6 when there is no IPv4 address) is what
+/// [`preference_order`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpPreference {
+    /// The family tried first.
+    pub preferred: IpProtocol,
+    /// Whether the other family is used when the preferred one has no address.
+    pub fallback: bool,
+}
+
+impl Default for IpPreference {
+    fn default() -> Self {
+        IpPreference {
+            preferred: IpProtocol::Ip4,
+            fallback: true,
+        }
+    }
+}
+
+impl IpPreference {
+    /// `addrs` in the order to try them: the preferred family first, each family in resolver
+    /// order; without `fallback`, the preferred family only (possibly none).
+    pub fn order(self, addrs: &[SocketAddr]) -> Vec<SocketAddr> {
+        let mut ordered: Vec<SocketAddr> = addrs
+            .iter()
+            .copied()
+            .filter(|a| self.preferred.matches(&a.ip()))
+            .collect();
+        if self.fallback {
+            ordered.extend(
+                addrs
+                    .iter()
+                    .copied()
+                    .filter(|a| !self.preferred.matches(&a.ip())),
+            );
+        }
+        ordered
+    }
+}
+
+/// The target's addresses in the order `ip` gives; never empty.
+pub(super) async fn resolve(
+    target: &Target,
+    ip: IpPreference,
+) -> Result<Vec<SocketAddr>, ClientError> {
+    let (name, addrs) = match &target.host {
+        Host::Ip(addr) => (addr.to_string(), vec![SocketAddr::new(*addr, target.port)]),
         Host::Domain(name) => {
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), target.port))
                 .await
@@ -180,13 +223,23 @@ pub(super) async fn resolve(target: &Target) -> Result<Vec<SocketAddr>, ClientEr
                     source,
                 })?
                 .collect();
-            let ordered = preference_order(&addrs);
-            if ordered.is_empty() {
-                return Err(ClientError::NoAddress { host: name.clone() });
-            }
-            Ok(ordered)
+            (name.clone(), addrs)
         }
+    };
+    if addrs.is_empty() {
+        return Err(ClientError::NoAddress {
+            host: name,
+            family: None,
+        });
     }
+    let ordered = ip.order(&addrs);
+    if ordered.is_empty() {
+        return Err(ClientError::NoAddress {
+            host: name,
+            family: Some(ip.preferred.as_str()),
+        });
+    }
+    Ok(ordered)
 }
 
 /// Connects to the first of `addrs` that accepts; the last failure when none does.
@@ -205,7 +258,10 @@ pub(super) async fn connect(
             Err(source) => failed = Some(ClientError::Connect { addr, source }),
         }
     }
-    Err(failed.unwrap_or_else(|| ClientError::NoAddress { host: host.name() }))
+    Err(failed.unwrap_or_else(|| ClientError::NoAddress {
+        host: host.name(),
+        family: None,
+    }))
 }
 
 /// The TLS handshake with the server, checking its certificate against `name`.
@@ -332,6 +388,43 @@ mod tests {
         assert_eq!(pick_address(&[v6]), Some(v6));
         assert_eq!(pick_address(&[]), None);
         assert_eq!(preference_order(&[v6, v4, v4b]), vec![v4, v4b, v6]);
+    }
+
+    #[test]
+    fn the_preferred_family_goes_first_and_alone_without_fallback() {
+        let v6: SocketAddr = "[::1]:80".parse().unwrap();
+        let v6b: SocketAddr = "[fe80::1]:80".parse().unwrap();
+        let v4: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        let ip6 = |fallback| IpPreference {
+            preferred: IpProtocol::Ip6,
+            fallback,
+        };
+        assert_eq!(ip6(true).order(&[v4, v6, v6b]), vec![v6, v6b, v4]);
+        assert_eq!(ip6(true).order(&[v4]), vec![v4]);
+        assert_eq!(ip6(false).order(&[v4, v6]), vec![v6]);
+        assert!(ip6(false).order(&[v4]).is_empty());
+        let ip4_only = IpPreference {
+            preferred: IpProtocol::Ip4,
+            fallback: false,
+        };
+        assert!(ip4_only.order(&[v6]).is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_address_of_the_wrong_family_is_refused_without_fallback() {
+        let target = Target::from_url(&url("http://127.0.0.1:80/")).unwrap();
+        let only_v6 = IpPreference {
+            preferred: IpProtocol::Ip6,
+            fallback: false,
+        };
+        let e = resolve(&target, only_v6).await.unwrap_err();
+        assert_eq!(e.kind(), "resolve");
+        assert!(e.to_string().contains("no ip6 address"), "{e}");
+        let fallback = IpPreference {
+            fallback: true,
+            ..only_v6
+        };
+        assert_eq!(resolve(&target, fallback).await.unwrap().len(), 1);
     }
 
     #[test]

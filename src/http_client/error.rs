@@ -36,11 +36,15 @@ pub enum ClientError {
         #[source]
         source: io::Error,
     },
-    /// The host name resolved to no address.
-    #[error("resolve {host}: no address found: check the host name and this host's DNS settings")]
+    /// The host name resolved to no address (of the family the call must use, when
+    /// `family` is set).
+    #[error("{}", no_address_message(.host, *.family))]
     NoAddress {
         /// The host name.
         host: String,
+        /// The only family the call may use (`ip4`, `ip6`), when the host has addresses of
+        /// the other one only.
+        family: Option<&'static str>,
     },
     /// The TCP connection failed.
     #[error("{}", connect_message(.addr, .source))]
@@ -151,6 +155,18 @@ impl ClientError {
             | ClientError::BadRedirect { .. }
             | ClientError::Credentials { .. } => None,
         }
+    }
+}
+
+fn no_address_message(host: &str, family: Option<&str>) -> String {
+    match family {
+        None => format!(
+            "resolve {host}: no address found: check the host name and this host's DNS settings"
+        ),
+        Some(f) => format!(
+            "resolve {host}: no {f} address, and ip_protocol_fallback is off: turn it on, or \
+             set preferred_ip_protocol to the family the target has"
+        ),
     }
 }
 

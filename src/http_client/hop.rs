@@ -15,7 +15,8 @@ use reqwest::Url;
 use tokio::time::Instant;
 
 use super::connect::{
-    connect, handshake, resolve, tls_info, ConnTask, KeptConn, Stream, Target, KEPT_READ_BUFFER,
+    connect, handshake, resolve, tls_info, ConnTask, IpPreference, KeptConn, Stream, Target,
+    KEPT_READ_BUFFER,
 };
 use super::headers::build_request;
 use super::proxy;
@@ -33,6 +34,8 @@ pub(super) struct HopRequest<'a> {
     pub(super) deadline: Instant,
     /// The call's timeout, for the error that says it ran out.
     pub(super) timeout: Duration,
+    /// The address family to connect over.
+    pub(super) ip: IpPreference,
 }
 
 impl HopRequest<'_> {
@@ -137,9 +140,15 @@ impl HttpClient {
             },
             _ => e,
         };
-        let addrs = phase(trace, Phase::Resolve, deadline, timeout, resolve(&dial))
-            .await
-            .map_err(unreachable)?;
+        let addrs = phase(
+            trace,
+            Phase::Resolve,
+            deadline,
+            timeout,
+            resolve(&dial, hop.ip),
+        )
+        .await
+        .map_err(unreachable)?;
         // A probe measures the preferred address only, as the blackbox exporter does. A
         // scheduled request falls back to the host's other addresses, as Prometheus' dialer
         // does: `localhost` may resolve to ::1 and 127.0.0.1 with the exporter on only one.

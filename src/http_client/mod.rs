@@ -77,7 +77,9 @@ use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
 pub(crate) use self::connect::tls_info;
-pub use self::connect::{pick_address, preference_order, Host, KeepAlive, KEPT_READ_BUFFER};
+pub use self::connect::{
+    pick_address, preference_order, Host, IpPreference, KeepAlive, KEPT_READ_BUFFER,
+};
 pub use self::error::ClientError;
 pub use self::redirect::{changes_to_get, is_redirect, resolve_location, same_origin};
 pub use self::response::Response;
@@ -116,6 +118,8 @@ pub struct Request {
     pub follow_redirects: bool,
     /// Most redirects followed before [`ClientError::TooManyRedirects`].
     pub max_redirects: u32,
+    /// The address family to connect over (IPv4 first by default).
+    pub ip: IpPreference,
 }
 
 impl Request {
@@ -130,6 +134,7 @@ impl Request {
             body_limit: DEFAULT_BODY_LIMIT,
             follow_redirects: true,
             max_redirects: DEFAULT_MAX_REDIRECTS,
+            ip: IpPreference::default(),
         }
     }
 }
@@ -146,6 +151,7 @@ impl fmt::Debug for Request {
             .field("body_limit", &self.body_limit)
             .field("follow_redirects", &self.follow_redirects)
             .field("max_redirects", &self.max_redirects)
+            .field("ip", &self.ip)
             .finish()
     }
 }
@@ -256,6 +262,7 @@ impl HttpClient {
                 body: body.as_ref(),
                 deadline,
                 timeout: request.timeout,
+                ip: request.ip,
             };
             let hop = self.hop(&hop_request, trace, keep).await?;
             let location = match hop.response.headers().get(header::LOCATION) {

@@ -10,11 +10,25 @@
 //!   `probe_http_redirects`, `probe_http_ssl`, `probe_http_version`, `probe_ip_protocol`;
 //! - with TLS only: `probe_ssl_earliest_cert_expiry` and `probe_tls_version_info{version}`
 //!   (removed again, with a staleness marker, when a run has no TLS facts);
+//! - `probe_failed_due_to_regex` (1 when a body or header regular expression failed a run
+//!   whose status passed),
+//!   `probe_failed_due_to_json` (with `fail_if_body_json` only), and, when present,
+//!   `probe_http_last_modified_timestamp_seconds` (the `Last-Modified` header; a date that
+//!   does not parse is left out, not a failure) and
+//!   `probe_ssl_client_cert_expiry_timestamp_seconds` (the `notAfter` of `tls.cert_file`'s
+//!   certificate, read each run);
 //! - cumulative: `pushprobe_probe_latency_seconds` (histogram of run durations, observed for
 //!   every run that received a complete HTTP response, whatever its status: a timeout or a
 //!   refused connection measures the failure, not the service, and would skew the latency)
 //!   and `pushprobe_probe_requests_total{code, error}` (`code` = status or `none`, `error` =
 //!   [`ClientError::kind`] or `none`).
+//!
+//! The response checks (`fail_if_*`, `valid_http_versions`) are evaluated in `assert`, the
+//! body decoded for them in `decode`; each failed check is named in the report's reason and
+//! as a detail of its own.
+
+mod assert;
+mod decode;
 
 use std::time::Duration;
 
@@ -26,9 +40,7 @@ use super::{ProbeError, ProbeReport};
 use crate::auth::Authorizer;
 use crate::config::HttpProbeSettings;
 use crate::http_client::cert::format_unix;
-use crate::http_client::{
-    ClientError, HttpClient, Phase, Request, Response, Trace, DEFAULT_BODY_LIMIT,
-};
+use crate::http_client::{ClientError, HttpClient, Phase, Request, Response, Trace};
 use crate::secret::redact_url;
 use crate::series::{LabelError, MetricType, Registry};
 
@@ -60,6 +72,14 @@ pub const TLS_VERSION_INFO: &str = "probe_tls_version_info";
 pub const LATENCY: &str = "pushprobe_probe_latency_seconds";
 /// Runs by `code` and `error`.
 pub const REQUESTS: &str = "pushprobe_probe_requests_total";
+/// 1 when a body or header regular expression failed the run.
+pub const FAILED_DUE_TO_REGEX: &str = "probe_failed_due_to_regex";
+/// 1 when a `fail_if_body_json` check failed the run (only with such checks).
+pub const FAILED_DUE_TO_JSON: &str = "probe_failed_due_to_json";
+/// The `Last-Modified` header, Unix seconds (only when it parses).
+pub const HTTP_LAST_MODIFIED: &str = "probe_http_last_modified_timestamp_seconds";
+/// `notAfter` of the configured client certificate (`tls.cert_file`), Unix seconds.
+pub const CLIENT_CERT_EXPIRY: &str = "probe_ssl_client_cert_expiry_timestamp_seconds";
 
 const FAMILIES: &[(&str, MetricType, &str)] = &[
     (
@@ -128,6 +148,26 @@ const FAMILIES: &[(&str, MetricType, &str)] = &[
         MetricType::Counter,
         "Probe runs by response status code and error kind",
     ),
+    (
+        FAILED_DUE_TO_REGEX,
+        MetricType::Gauge,
+        "Indicates if probe failed due to regex",
+    ),
+    (
+        FAILED_DUE_TO_JSON,
+        MetricType::Gauge,
+        "Indicates if probe failed due to a fail_if_body_json check",
+    ),
+    (
+        HTTP_LAST_MODIFIED,
+        MetricType::Gauge,
+        "Returns the Last-Modified HTTP response header in unixtime",
+    ),
+    (
+        CLIENT_CERT_EXPIRY,
+        MetricType::Gauge,
+        "Returns the expiry of the configured TLS client certificate in unixtime",
+    ),
 ];
 
 /// An HTTP(S) probe.
@@ -161,6 +201,12 @@ struct Outcome {
     response: Option<ResponseFacts>,
     /// The first error, if any; with a response, it happened while reading the body.
     error: Option<ClientError>,
+    /// The checks the response failed (none without a response).
+    failed: Vec<assert::Failed>,
+    /// Body bytes, decoded when `compression` is set.
+    body_length: u64,
+    /// `notAfter` of the configured client certificate, when there is one and it reads.
+    client_cert_expiry: Option<i64>,
 }
 
 /// The parts of the final response that are recorded.
@@ -169,6 +215,8 @@ struct ResponseFacts {
     status: u16,
     version: Version,
     content_length: Option<u64>,
+    /// `Last-Modified`, Unix seconds, when present and valid.
+    last_modified: Option<i64>,
 }
 
 /// Whether a run succeeded, and what to say about it.
@@ -196,7 +244,20 @@ impl HttpProbe {
         request.headers = crate::secret::expose_headers(&settings.headers);
         request.body = settings.body.clone().map(Bytes::from);
         request.follow_redirects = settings.follow_redirects;
-        request.body_limit = DEFAULT_BODY_LIMIT;
+        request.body_limit = settings.checks.body_limit;
+        request.ip = settings.checks.ip;
+        if let Some(c) = settings.checks.compression {
+            // A configured Accept-Encoding wins, as the probe's own headers always do.
+            if !request
+                .headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("accept-encoding"))
+            {
+                request
+                    .headers
+                    .push(("accept-encoding".into(), c.as_str().into()));
+            }
+        }
         let mut labels = vec![
             ("probe".to_string(), settings.name.clone()),
             ("instance".to_string(), instance_label(&settings.url)),
@@ -254,24 +315,73 @@ impl HttpProbe {
     pub async fn run(&mut self, registry: &mut Registry) -> ProbeReport {
         let started = Instant::now();
         let mut trace = Trace::default();
+        let checks = &self.settings.checks;
+        let mut failed = Vec::new();
+        let mut body_length = None;
         let (response, error) = match self.exchange(&mut trace).await {
             Ok(mut response) => {
                 let facts = ResponseFacts {
                     status: response.status().as_u16(),
                     version: response.version(),
                     content_length: response.content_length(),
+                    last_modified: last_modified(response.headers()),
                 };
-                // The body is read (and dropped) so that `transfer` and the size limit mean
-                // what they mean in the blackbox exporter.
-                (Some(facts), response.discard(&mut trace).await.err())
+                // The body is read whole so that `transfer` and the size limit mean what they
+                // mean in the blackbox exporter; it is kept only when a check needs it.
+                let (body, error) = if checks.reads_body() {
+                    match response.read_to_end(&mut trace).await {
+                        Ok(b) => (Some(b), None),
+                        Err(e) => (None, Some(e)),
+                    }
+                } else {
+                    (None, response.discard(&mut trace).await.err())
+                };
+                let (body, error) = match (body, checks.compression) {
+                    (Some(raw), Some(c)) => match decode::decode(c, &raw, checks.body_limit) {
+                        Ok(decoded) => (Some(Bytes::from(decoded)), error),
+                        Err(decode::DecodeError::TooLarge { limit }) => {
+                            (None, Some(ClientError::BodyTooLarge { limit }))
+                        }
+                        Err(e) => {
+                            failed.push(assert::Failed {
+                                key: "compression".into(),
+                                problem: e.to_string(),
+                                family: assert::Family::Other,
+                            });
+                            (None, error)
+                        }
+                    },
+                    (body, _) => (body, error),
+                };
+                if checks.compression.is_some() {
+                    body_length = Some(body.as_ref().map_or(0, |b| b.len() as u64));
+                }
+                let received = assert::Received {
+                    version: facts.version,
+                    tls: response.url().scheme() == "https",
+                    headers: response.headers(),
+                    body: body.as_deref(),
+                };
+                failed.extend(assert::evaluate(checks, &received));
+                (Some(facts), error)
             }
             Err(e) => (None, Some(e)),
         };
+        let client_cert_expiry = self.settings.tls.cert_file.as_deref().and_then(|path| {
+            crate::tls::client_cert_not_after(path)
+                .inspect_err(|e| {
+                    tracing::debug!(probe = %self.settings.name, error = %e, "client certificate expiry not read")
+                })
+                .ok()
+        });
         let outcome = Outcome {
             duration: started.elapsed(),
+            body_length: body_length.unwrap_or(trace.body_bytes),
             trace,
             response,
             error,
+            failed,
+            client_cert_expiry,
         };
         let verdict = judge(&outcome, &self.settings.valid_status_codes);
         if let Err(e) = self.record(registry, &outcome, &verdict) {
@@ -324,7 +434,7 @@ impl HttpProbe {
             &base,
             response.map_or(0.0, |r| r.content_length.map_or(-1.0, |n| n as f64)),
         )?;
-        registry.gauge_set(HTTP_BODY_LENGTH, &base, trace.body_bytes as f64)?;
+        registry.gauge_set(HTTP_BODY_LENGTH, &base, outcome.body_length as f64)?;
         registry.gauge_set(HTTP_REDIRECTS, &base, f64::from(trace.redirects))?;
         let final_tls = trace.url.as_ref().is_some_and(|u| u.scheme() == "https");
         registry.gauge_set(HTTP_SSL, &base, bool_value(response.is_some() && final_tls))?;
@@ -365,6 +475,25 @@ impl HttpProbe {
                 outcome.duration.as_secs_f64(),
             )?;
         }
+        // As in the blackbox exporter, a check "failed the run" only when the status passed:
+        // a 503 whose body also fails a regexp failed because of its status.
+        let status_passed = response
+            .is_some_and(|r| status_problem(r.status, &self.settings.valid_status_codes).is_none());
+        let failed_by =
+            |family| bool_value(status_passed && outcome.failed.iter().any(|f| f.family == family));
+        registry.gauge_set(FAILED_DUE_TO_REGEX, &base, failed_by(assert::Family::Regex))?;
+        if !self.settings.checks.json.is_empty() {
+            registry.gauge_set(FAILED_DUE_TO_JSON, &base, failed_by(assert::Family::Json))?;
+        }
+        match response.and_then(|r| r.last_modified) {
+            Some(t) => registry.gauge_set(HTTP_LAST_MODIFIED, &base, t as f64)?,
+            None => registry.remove(HTTP_LAST_MODIFIED, &base),
+        }
+        match outcome.client_cert_expiry {
+            Some(t) => registry.gauge_set(CLIENT_CERT_EXPIRY, &base, t as f64)?,
+            None => registry.remove(CLIENT_CERT_EXPIRY, &base),
+        }
+
         let code = response.map_or_else(|| "none".to_string(), |r| r.status.to_string());
         let error = outcome.error.as_ref().map_or("none", ClientError::kind);
         registry.counter_add(
@@ -394,18 +523,24 @@ fn judge(outcome: &Outcome, valid_status_codes: &[u16]) -> Verdict {
             reason: Some("no response received".into()),
         };
     };
-    match status_problem(r.status, valid_status_codes) {
-        None => Verdict {
-            success: true,
-            status: r.status.to_string(),
-            reason: None,
-        },
-        Some(problem) => Verdict {
-            success: false,
-            status: r.status.to_string(),
-            reason: Some(problem),
-        },
+    // Every problem is named, the status first: one run's reason shows all there is to fix.
+    let problems: Vec<String> = status_problem(r.status, valid_status_codes)
+        .into_iter()
+        .chain(outcome.failed.iter().map(ToString::to_string))
+        .collect();
+    Verdict {
+        success: problems.is_empty(),
+        status: r.status.to_string(),
+        reason: (!problems.is_empty()).then(|| problems.join("; ")),
     }
+}
+
+/// The `Last-Modified` header as Unix seconds; `None` when absent or not an HTTP date.
+fn last_modified(headers: &http::HeaderMap) -> Option<i64> {
+    let text = headers.get(http::header::LAST_MODIFIED)?.to_str().ok()?;
+    let t = httpdate::parse_http_date(text).ok()?;
+    let secs = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    i64::try_from(secs).ok()
 }
 
 /// Why `status` is not accepted, or `None` when it is (empty list: any 2xx).
@@ -466,6 +601,12 @@ fn details(outcome: &Outcome) -> Vec<(String, super::Detail)> {
             out.push(("cert_not_after".into(), format_unix(exp).into()));
         }
     }
+    if let Some(exp) = outcome.client_cert_expiry {
+        out.push(("client_cert_not_after".into(), format_unix(exp).into()));
+    }
+    for f in &outcome.failed {
+        out.push((f.key.clone(), f.problem.clone().into()));
+    }
     out
 }
 
@@ -513,8 +654,12 @@ mod tests {
                 status,
                 version: Version::HTTP_11,
                 content_length: None,
+                last_modified: None,
             }),
             error,
+            failed: Vec::new(),
+            body_length: 0,
+            client_cert_expiry: None,
         }
     }
 
@@ -571,6 +716,61 @@ mod tests {
             .reason
             .is_some_and(|r| r.contains("waiting for the response headers")));
         assert!(!judge(&outcome(None, None), &[]).success);
+    }
+
+    #[test]
+    fn failed_checks_join_the_status_in_the_reason_and_each_is_a_detail() {
+        let mut o = outcome(Some(503), None);
+        o.failed = vec![
+            assert::Failed {
+                key: "fail_if_body_not_matches_regexp[0]".into(),
+                problem: "/ok/ did not match".into(),
+                family: assert::Family::Regex,
+            },
+            assert::Failed {
+                key: "fail_if_body_json[1]".into(),
+                problem: "/status: expected \"up\", got \"down\"".into(),
+                family: assert::Family::Json,
+            },
+        ];
+        let v = judge(&o, &[]);
+        assert!(!v.success);
+        assert_eq!(v.status, "503");
+        assert_eq!(
+            v.reason.as_deref(),
+            Some(
+                "status 503 is not 2xx: fix the target, or list the codes to accept in \
+                 valid_status_codes; fail_if_body_not_matches_regexp[0] /ok/ did not match; \
+                 fail_if_body_json[1] /status: expected \"up\", got \"down\""
+            )
+        );
+        let d = details(&o);
+        assert!(d.contains(&(
+            "fail_if_body_json[1]".to_string(),
+            "/status: expected \"up\", got \"down\"".into()
+        )));
+        o.response = outcome(Some(200), None).response;
+        o.failed.truncate(1);
+        assert_eq!(
+            judge(&o, &[]).reason.as_deref(),
+            Some("fail_if_body_not_matches_regexp[0] /ok/ did not match")
+        );
+    }
+
+    #[test]
+    fn last_modified_reads_http_dates_and_ignores_the_rest() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(last_modified(&h), None);
+        h.insert(
+            http::header::LAST_MODIFIED,
+            http::HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(last_modified(&h), Some(1_445_412_480));
+        h.insert(
+            http::header::LAST_MODIFIED,
+            http::HeaderValue::from_static("yesterday"),
+        );
+        assert_eq!(last_modified(&h), None);
     }
 
     #[test]

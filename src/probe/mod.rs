@@ -18,6 +18,9 @@
 //! [`http_client`](crate::http_client), which also reads the server's certificate expiry for
 //! `probe_ssl_earliest_cert_expiry`; the gRPC kind opens its own HTTP/2 connection with the
 //! same TLS settings.
+//!
+//! What every kind gets without knowing of it lives here too: [`Probe::run_attempts`] makes
+//! up to `retries + 1` attempts of a run, and says how each went.
 
 pub mod address;
 pub mod dns;
@@ -97,6 +100,39 @@ impl From<Duration> for Detail {
     }
 }
 
+/// How the attempts of one run went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunAttempts {
+    /// RunAttempts that succeeded (0 or 1: a success ends the run).
+    pub succeeded: u32,
+    /// RunAttempts that failed.
+    pub failed: u32,
+}
+
+impl RunAttempts {
+    /// All attempts made.
+    pub fn total(self) -> u32 {
+        self.succeeded + self.failed
+    }
+}
+
+/// The report of a run of several attempts: the last attempt's, with the number of attempts
+/// as a detail and, when every one failed, said in the reason.
+fn report_of_attempts(mut last: ProbeReport, attempts: RunAttempts) -> ProbeReport {
+    let n = attempts.total();
+    if n > 1 {
+        last.details
+            .push(("attempts".into(), Detail::Count(u64::from(n))));
+        if !last.success {
+            last.reason = Some(format!(
+                "all {n} attempts failed; the last: {}",
+                last.reason.as_deref().unwrap_or(&last.status)
+            ));
+        }
+    }
+    last
+}
+
 /// Why a probe could not be built from its settings.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -163,6 +199,35 @@ impl Probe {
         }
     }
 
+    /// Runs up to `retries + 1` attempts, one after another, each within the probe's own
+    /// timeout and recorded into `registry` (so its gauges end as the last attempt left them,
+    /// and its counters count every attempt), until one succeeds. The report is the last
+    /// attempt's.
+    pub async fn run_attempts(
+        &mut self,
+        registry: &mut Registry,
+        retries: u32,
+    ) -> (ProbeReport, RunAttempts) {
+        let mut attempts = RunAttempts::default();
+        loop {
+            let report = self.run(registry).await;
+            if report.success {
+                attempts.succeeded += 1;
+            } else {
+                attempts.failed += 1;
+            }
+            if report.success || attempts.failed > retries {
+                return (report_of_attempts(report, attempts), attempts);
+            }
+            tracing::debug!(
+                probe = self.name(),
+                attempt = attempts.total(),
+                reason = report.reason.as_deref().unwrap_or(""),
+                "probe attempt failed; trying again"
+            );
+        }
+    }
+
     /// Runs once, within the probe's own timeout, recording into `registry`. Never panics on
     /// anything the target sends.
     pub async fn run(&mut self, registry: &mut Registry) -> ProbeReport {
@@ -174,5 +239,62 @@ impl Probe {
             Probe::Dns(p) => p.run(registry).await,
             Probe::Grpc(p) => p.run(registry).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(success: bool, reason: Option<&str>) -> ProbeReport {
+        ProbeReport {
+            success,
+            duration: Duration::from_millis(3),
+            status: if success { "200" } else { "503" }.into(),
+            reason: reason.map(String::from),
+            details: vec![],
+        }
+    }
+
+    #[test]
+    fn one_attempt_reports_as_it_was() {
+        let r = report(false, Some("status 503"));
+        let once = RunAttempts {
+            succeeded: 0,
+            failed: 1,
+        };
+        assert_eq!(report_of_attempts(r.clone(), once), r);
+    }
+
+    #[test]
+    fn several_attempts_are_counted_and_said() {
+        let ok = report_of_attempts(
+            report(true, None),
+            RunAttempts {
+                succeeded: 1,
+                failed: 1,
+            },
+        );
+        assert!(ok.success && ok.reason.is_none());
+        assert_eq!(ok.details, vec![("attempts".to_string(), Detail::Count(2))]);
+        let failed = report_of_attempts(
+            report(false, Some("status 503")),
+            RunAttempts {
+                succeeded: 0,
+                failed: 3,
+            },
+        );
+        assert_eq!(
+            failed.reason.as_deref(),
+            Some("all 3 attempts failed; the last: status 503")
+        );
+        assert_eq!(
+            RunAttempts {
+                succeeded: 1,
+                failed: 2
+            }
+            .total(),
+            3
+        );
     }
 }
