@@ -59,6 +59,9 @@ pub enum AgentError {
     /// A scrape job's HTTP client could not be built.
     #[error(transparent)]
     Scrape(#[from] ScrapeSetupError),
+    /// A discovery mechanism could not be set up.
+    #[error(transparent)]
+    Discovery(#[from] crate::discovery::ProviderError),
     /// Another process holds the data directory.
     #[error(
         "agent.data_dir {dir} is in use by another pushprobe process (it holds the lock on \
@@ -518,9 +521,18 @@ pub struct Agent {
     telemetry: Arc<Telemetry>,
     /// One scrape loop per `[[scrape]]` target.
     scrapers: Vec<Scraper>,
+    /// Scrape jobs whose targets are discovered while running (file or HTTP discovery).
+    discovered_scrapes: Vec<DiscoveredScrape>,
     /// Metadata of the scraped families, sent by `metadata_senders`.
     metadata: Arc<MetadataStore>,
     metadata_senders: Vec<MetadataSender>,
+}
+
+/// A scrape job with file or HTTP discovery: its targets come and go while it runs.
+struct DiscoveredScrape {
+    job: Arc<crate::config::ScrapeSettings>,
+    client: JobClient,
+    providers: Vec<Box<dyn crate::discovery::Provider>>,
 }
 
 /// What `once` found.
@@ -755,14 +767,25 @@ impl Agent {
         }
         let gateway_status = gateways.iter().map(PushgatewaySink::status).collect();
         let mut scrapers = Vec::new();
+        let mut discovered_scrapes = Vec::new();
         for job in &settings.scrapes {
             let client = JobClient::new(job)?;
+            if job.discovery.is_dynamic() {
+                // Its static targets run under the same manager as the discovered ones.
+                discovered_scrapes.push(DiscoveredScrape {
+                    providers: crate::discovery::providers(&job.job, &job.discovery)?,
+                    job: Arc::new(job.clone()),
+                    client,
+                });
+                continue;
+            }
             for target in &job.targets {
                 scrapers.push(Scraper::new(job, target, client.clone()));
             }
         }
         let mut metadata_senders = Vec::new();
-        if !scrapers.is_empty() && settings.agent.metadata_interval.is_some() {
+        let any_scrape = !scrapers.is_empty() || !discovered_scrapes.is_empty();
+        if any_scrape && settings.agent.metadata_interval.is_some() {
             // A 2.0 series carries its metadata; separate metadata requests are 1.0's way.
             for rw in settings
                 .remote_write
@@ -789,6 +812,7 @@ impl Agent {
             gateway_status,
             telemetry,
             scrapers,
+            discovered_scrapes,
             metadata,
             metadata_senders,
         })
@@ -1001,6 +1025,9 @@ impl Agent {
                 shutdown.clone(),
             ));
         }
+        for job in std::mem::take(&mut self.discovered_scrapes) {
+            probes.spawn(self.run_discovered_scrape(job, shutdown.clone()));
+        }
         if let Some(interval) = self.settings.agent.metadata_interval {
             for sender in std::mem::take(&mut self.metadata_senders) {
                 probes.spawn(sender.run(self.metadata.clone(), interval, shutdown.clone()));
@@ -1064,6 +1091,55 @@ impl Agent {
         Ok(())
     }
 
+    /// The task of a scrape job with discovery: its target manager starts a scrape loop per
+    /// final target and stops the loops of targets that go (each queues its staleness markers
+    /// as it ends, on removal as on shutdown).
+    fn run_discovered_scrape(
+        &self,
+        d: DiscoveredScrape,
+        shutdown: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (pipeline, telemetry, metadata) = (
+            self.pipeline.clone(),
+            self.telemetry.clone(),
+            self.metadata.clone(),
+        );
+        let job = d.job.clone();
+        let client = d.client.clone();
+        let start = {
+            let telemetry = telemetry.clone();
+            move |t: &crate::discovery::Target, stop: CancellationToken| {
+                let Some(target) = crate::config::ScrapeTargetSettings::from_target(t) else {
+                    // Built targets are checked already; nothing to run for one that is not.
+                    return tokio::spawn(async {});
+                };
+                let scraper = Scraper::new(&job, &target, client.clone());
+                let pipeline = pipeline.clone();
+                let source = scraper.key().to_owned();
+                tokio::spawn(scraper.run(
+                    move |s: Scraped| pipeline.publish_scraped(&source, s.samples, s.report_from),
+                    telemetry.clone(),
+                    Some(metadata.clone()),
+                    stop,
+                ))
+            }
+        };
+        let manager = crate::discovery::manager::TargetManager::new(
+            d.job.job.clone(),
+            shutdown.clone(),
+            Box::new(start),
+        );
+        crate::discovery::run_job(
+            d.job.job.clone(),
+            d.job.discovery.clone(),
+            d.providers,
+            d.job.defaults.clone(),
+            manager,
+            telemetry,
+            shutdown,
+        )
+    }
+
     /// Runs every probe once, concurrently, sends everything and waits for delivery up to
     /// the drain deadline.
     pub async fn once(mut self, abort: CancellationToken) -> OnceSummary {
@@ -1118,7 +1194,19 @@ impl Agent {
     /// many scrapes failed.
     async fn scrape_once(&mut self, abort: &CancellationToken) -> usize {
         let mut set = JoinSet::new();
-        for mut scraper in std::mem::take(&mut self.scrapers) {
+        let mut scrapers = std::mem::take(&mut self.scrapers);
+        for d in std::mem::take(&mut self.discovered_scrapes) {
+            let targets = tokio::select! {
+                t = crate::discovery::discover_once(&d.job.job, &d.job.discovery, d.providers, &d.job.defaults, &self.telemetry) => t,
+                _ = abort.cancelled() => Vec::new(),
+            };
+            for t in &targets {
+                if let Some(target) = crate::config::ScrapeTargetSettings::from_target(t) {
+                    scrapers.push(Scraper::new(&d.job, &target, d.client.clone()));
+                }
+            }
+        }
+        for mut scraper in scrapers {
             let (telemetry, metadata, abort) =
                 (self.telemetry.clone(), self.metadata.clone(), abort.clone());
             set.spawn(async move {

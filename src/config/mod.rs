@@ -29,6 +29,7 @@
 //! - [`duration`] and [`bytesize`]: Prometheus-style durations and byte sizes.
 
 pub mod bytesize;
+pub mod discovery;
 pub mod duration;
 pub mod oauth2;
 pub mod openai;
