@@ -1,6 +1,6 @@
 //! The discovery keys `[[scrape]]` and `[[probe]]` share, with Prometheus' names and shapes:
 //! `static_configs`, `file_sd_configs`, `http_sd_configs` and `relabel_configs` (target
-//! relabeling). [`validate_discovery`] turns them into [`DiscoverySettings`]; the
+//! relabeling). `validate_discovery` turns them into [`DiscoverySettings`]; the
 //! [`discovery`](crate::discovery) room runs them.
 
 use std::collections::BTreeMap;

@@ -6,7 +6,7 @@
 //!   keeps its last good answer, and [`run_job`], which merges the groups of a job's providers
 //!   and hands the final targets to its [`TargetManager`](manager::TargetManager);
 //! - [`target`]: groups plus `relabel_configs` into final targets (pure);
-//! - [`file`]: target files (JSON or YAML, globs), re-read when they change;
+//! - [`file`](mod@file): target files (JSON or YAML, globs), re-read when they change;
 //! - [`http`]: Prometheus' HTTP SD protocol over the pooled client;
 //! - [`manager`]: the per-job set of running target tasks, reconciled on each update.
 //!
