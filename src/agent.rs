@@ -523,6 +523,8 @@ pub struct Agent {
     scrapers: Vec<Scraper>,
     /// Scrape jobs whose targets are discovered while running (file or HTTP discovery).
     discovered_scrapes: Vec<DiscoveredScrape>,
+    /// Probes whose targets are discovered.
+    discovered_probes: Vec<DiscoveredProbe>,
     /// Metadata of the scraped families, sent by `metadata_senders`.
     metadata: Arc<MetadataStore>,
     metadata_senders: Vec<MetadataSender>,
@@ -533,6 +535,36 @@ struct DiscoveredScrape {
     job: Arc<crate::config::ScrapeSettings>,
     client: JobClient,
     providers: Vec<Box<dyn crate::discovery::Provider>>,
+}
+
+/// A probe with discovered targets: one probe loop per final target.
+struct DiscoveredProbe {
+    settings: Arc<crate::config::ProbeDiscovery>,
+    providers: Vec<Box<dyn crate::discovery::Provider>>,
+}
+
+/// The probe of one discovered target and the source its results are published as
+/// (`probe/instance`); `None` (logged) when the target cannot be probed.
+fn target_probe(template: &ProbeSettings, t: &crate::discovery::Target) -> Option<(Probe, String)> {
+    let built = template
+        .with_target(t)
+        .map_err(|e| e.to_string())
+        .and_then(|s| Probe::new(&s).map_err(|e| e.to_string()));
+    match built {
+        Ok(p) => {
+            let instance = t.labels.get("instance").unwrap_or(&t.address);
+            let source = format!(
+                "{}/{}",
+                template.name(),
+                crate::secret::redact_url_text(instance)
+            );
+            Some((p, source))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "discovered probe target skipped");
+            None
+        }
+    }
 }
 
 /// What `once` found.
@@ -783,6 +815,15 @@ impl Agent {
                 scrapers.push(Scraper::new(job, target, client.clone()));
             }
         }
+        let mut discovered_probes = Vec::new();
+        for d in &settings.probe_discovery {
+            // Built once with its stand-in target, so bad TLS files or credentials fail here.
+            drop(Probe::new(&d.probe)?);
+            discovered_probes.push(DiscoveredProbe {
+                providers: crate::discovery::providers(d.probe.name(), &d.discovery)?,
+                settings: Arc::new(d.clone()),
+            });
+        }
         let mut metadata_senders = Vec::new();
         let any_scrape = !scrapers.is_empty() || !discovered_scrapes.is_empty();
         if any_scrape && settings.agent.metadata_interval.is_some() {
@@ -813,6 +854,7 @@ impl Agent {
             telemetry,
             scrapers,
             discovered_scrapes,
+            discovered_probes,
             metadata,
             metadata_senders,
         })
@@ -1028,6 +1070,9 @@ impl Agent {
         for job in std::mem::take(&mut self.discovered_scrapes) {
             probes.spawn(self.run_discovered_scrape(job, shutdown.clone()));
         }
+        for probe in std::mem::take(&mut self.discovered_probes) {
+            probes.spawn(self.run_discovered_probe(probe, shutdown.clone()));
+        }
         if let Some(interval) = self.settings.agent.metadata_interval {
             for sender in std::mem::take(&mut self.metadata_senders) {
                 probes.spawn(sender.run(self.metadata.clone(), interval, shutdown.clone()));
@@ -1140,6 +1185,72 @@ impl Agent {
         )
     }
 
+    /// The task of a probe with discovered targets: one probe loop per final target, each at
+    /// its own phase; a target that goes ends every series it reported with a staleness
+    /// marker (on shutdown, as for configured probes, none are written).
+    fn run_discovered_probe(
+        &self,
+        d: DiscoveredProbe,
+        shutdown: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (pipeline, telemetry) = (self.pipeline.clone(), self.telemetry.clone());
+        let external = self.settings.agent.external_labels.to_string();
+        let settings = d.settings.clone();
+        let start = {
+            let (telemetry, shutdown) = (telemetry.clone(), shutdown.clone());
+            move |t: &crate::discovery::Target, stop: CancellationToken| {
+                let Some((probe, source)) = target_probe(&settings.probe, t) else {
+                    return tokio::spawn(async {});
+                };
+                let interval = t.interval;
+                let phase = crate::clock::spread_offset(&format!("{source}{external}"), interval);
+                let offset = crate::clock::aligned_delay(now_ms(), interval, phase);
+                let (pipeline, telemetry, shutdown) =
+                    (pipeline.clone(), telemetry.clone(), shutdown.clone());
+                tokio::spawn(async move {
+                    let registry = probe_target_loop(
+                        probe,
+                        source.clone(),
+                        interval,
+                        offset,
+                        pipeline.clone(),
+                        telemetry,
+                        stop,
+                    )
+                    .await;
+                    if !shutdown.is_cancelled() {
+                        let ts = now_ms();
+                        let markers: Vec<Sample> = registry
+                            .samples_at(ts)
+                            .into_iter()
+                            .map(|mut s| {
+                                s.value = crate::series::stale_nan();
+                                s
+                            })
+                            .collect();
+                        tracing::debug!(source = %source, markers = markers.len(), "probe target removed; its series end");
+                        pipeline.publish_from(Origin::new(&source, Priority::Report), markers);
+                    }
+                })
+            }
+        };
+        let name = d.settings.probe.name().to_string();
+        let manager = crate::discovery::manager::TargetManager::new(
+            name.clone(),
+            shutdown.clone(),
+            Box::new(start),
+        );
+        crate::discovery::run_job(
+            name,
+            d.settings.discovery.clone(),
+            d.providers,
+            d.settings.defaults.clone(),
+            manager,
+            telemetry,
+            shutdown,
+        )
+    }
+
     /// Runs every probe once, concurrently, sends everything and waits for delivery up to
     /// the drain deadline.
     pub async fn once(mut self, abort: CancellationToken) -> OnceSummary {
@@ -1149,7 +1260,25 @@ impl Agent {
 
         let mut set = JoinSet::new();
         let native = self.telemetry.native();
-        for (i, mut probe) in std::mem::take(&mut self.probes).into_iter().enumerate() {
+        let mut probes: Vec<(Probe, String)> = std::mem::take(&mut self.probes)
+            .into_iter()
+            .map(|p| {
+                let name = p.name().to_string();
+                (p, name)
+            })
+            .collect();
+        for d in std::mem::take(&mut self.discovered_probes) {
+            let targets = tokio::select! {
+                t = crate::discovery::discover_once(d.settings.probe.name(), &d.settings.discovery, d.providers, &d.settings.defaults, &self.telemetry) => t,
+                _ = abort.cancelled() => Vec::new(),
+            };
+            probes.extend(
+                targets
+                    .iter()
+                    .filter_map(|t| target_probe(&d.settings.probe, t)),
+            );
+        }
+        for (i, (mut probe, source)) in probes.into_iter().enumerate() {
             let abort = abort.clone();
             set.spawn(async move {
                 let mut registry = Registry::with_native(native);
@@ -1158,14 +1287,21 @@ impl Agent {
                     r = probe.run(&mut registry) => r,
                     _ = abort.cancelled() => return None,
                 };
-                Some((i, probe.name().to_string(), report, registry, started))
+                Some((
+                    i,
+                    probe.name().to_string(),
+                    source,
+                    report,
+                    registry,
+                    started,
+                ))
             });
         }
         let mut reports = Vec::new();
         while let Some(joined) = set.join_next().await {
             match joined {
-                Ok(Some((i, name, report, registry, started))) => {
-                    record_run(&self.telemetry, &name, &report);
+                Ok(Some((i, probe, name, report, registry, started))) => {
+                    record_run(&self.telemetry, &probe, &report);
                     self.pipeline.publish_run(&name, &registry, started);
                     reports.push((i, name, report));
                 }
@@ -1292,13 +1428,31 @@ fn record_run(telemetry: &Telemetry, name: &str, report: &ProbeReport) {
 /// Runs one probe every `interval`, the first run `offset` after start, until cancelled. A run
 /// that overruns its interval delays the next one instead of bunching runs up.
 async fn probe_loop(
-    mut probe: Probe,
+    probe: Probe,
     interval: Duration,
     offset: Duration,
     pipeline: Arc<Pipeline>,
     telemetry: Arc<Telemetry>,
     shutdown: CancellationToken,
 ) {
+    let source = probe.name().to_string();
+    probe_target_loop(
+        probe, source, interval, offset, pipeline, telemetry, shutdown,
+    )
+    .await;
+}
+
+/// [`probe_loop`] publishing as `source` (a discovered target's `probe/instance`), handing
+/// back the registry when stopped so its series can be ended.
+async fn probe_target_loop(
+    mut probe: Probe,
+    source: String,
+    interval: Duration,
+    offset: Duration,
+    pipeline: Arc<Pipeline>,
+    telemetry: Arc<Telemetry>,
+    shutdown: CancellationToken,
+) -> Registry {
     let mut registry = Registry::with_native(telemetry.native());
     // Both outcomes exist from the start, so the first failure is an increase, not a new series.
     for outcome in ["success", "failure"] {
@@ -1312,20 +1466,20 @@ async fn probe_loop(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return registry,
             _ = ticker.tick() => {}
         }
         // The measurement's timestamp is when it started, as a Prometheus scrape's is.
         let started = now_ms();
         let report = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return registry,
             r = probe.run(&mut registry) => r,
         };
         record_run(&telemetry, probe.name(), &report);
-        pipeline.publish_run(probe.name(), &registry, started);
+        pipeline.publish_run(&source, &registry, started);
         // Series this run no longer reports (e.g. TLS facts after a failed handshake) end now.
         pipeline.publish_from(
-            Origin::new(probe.name(), Priority::Report),
+            Origin::new(&source, Priority::Report),
             registry.take_stale_markers(started),
         );
     }

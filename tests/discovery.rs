@@ -217,3 +217,65 @@ async fn http_sd_answers_change_the_targets_and_failures_keep_the_last_good_set(
     run.assert_running();
     run.terminate(Duration::from_secs(30)).await.assert_code(0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_probe_definition_probes_each_discovered_target_as_its_own_instance() {
+    let Some(prom) = Prometheus::start().await else {
+        return;
+    };
+    let a = TargetServer::start().await;
+    let b = TargetServer::start().await;
+    let a_url = a.url("/health");
+    let b_addr = b.addr().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("web.yaml");
+    // A full URL, and a bare host:port (probed as http://host:port/).
+    std::fs::write(
+        &file,
+        format!("- targets: ['{a_url}', '{b_addr}']\n  labels:\n    site: edge-1\n"),
+    )
+    .unwrap();
+    let config = format!(
+        "{}\n[[probe]]\nname = \"web\"\nkind = \"http\"\ninterval = \"1s\"\ntimeout = \"1s\"\n\
+         [[probe.file_sd_configs]]\nfiles = [{}]\nrefresh_interval = \"1s\"\n",
+        agent_header(&prom.write_url()),
+        toml_string(&file.display().to_string()),
+    );
+    let agent = Pushprobe::with_config(&config);
+    let mut run = agent.spawn_run(&[]);
+    let ok = prom
+        .wait_for(
+            r#"probe_success{probe="web"}"#,
+            |r| r.len() == 2,
+            DATA_TIMEOUT,
+        )
+        .await;
+    let mut want = vec![a_url.clone(), format!("http://{b_addr}/")];
+    want.sort();
+    assert_eq!(instances(&ok), want);
+    assert!(
+        ok.iter()
+            .all(|r| r.value == 1.0 && r.labels["site"] == "edge-1"),
+        "{ok:?}"
+    );
+
+    // b leaves the file: its series end at once, a's go on.
+    write_atomically(&file, &format!("- targets: ['{a_url}']\n"));
+    let ok = prom
+        .wait_for(
+            r#"probe_success{probe="web"}"#,
+            |r| r.len() == 1,
+            DATA_TIMEOUT,
+        )
+        .await;
+    assert_eq!(ok[0].labels["instance"], a_url);
+    let left = prom
+        .query(&format!(r#"{{probe="web",instance="http://{b_addr}/"}}"#))
+        .await;
+    assert!(
+        left.is_empty(),
+        "the removed target's series are stale: {left:?}"
+    );
+    run.assert_running();
+    run.terminate(Duration::from_secs(30)).await.assert_code(0);
+}

@@ -503,14 +503,16 @@ output_per_mtok = "eight"
                  name, url, interval, timeout, method, headers, body, valid_status_codes, \
                  follow_redirects, basic_auth, bearer_token, bearer_token_file, tls, proxy_url, \
                  no_proxy, proxy_from_environment, proxy_connect_header, proxy_password_file, \
-                 oauth2, buckets, labels, job (in pushprobe.toml, line 12)",
+                 oauth2, buckets, labels, job, targets, static_configs, file_sd_configs, \
+                 http_sd_configs, relabel_configs (in pushprobe.toml, line 12)",
                 "probe[0].timeout: \"5\": missing unit (ms, s, m, h, d, w, y) \
                  (in pushprobe.toml, line 13)",
                 "probe[0].colour: unknown key; expected one of: name, url, interval, timeout, \
                  method, headers, body, valid_status_codes, follow_redirects, basic_auth, \
                  bearer_token, bearer_token_file, tls, proxy_url, no_proxy, \
                  proxy_from_environment, proxy_connect_header, proxy_password_file, oauth2, \
-                 buckets, labels, job (in pushprobe.toml, line 14)",
+                 buckets, labels, job, targets, static_configs, file_sd_configs, \
+                 http_sd_configs, relabel_configs (in pushprobe.toml, line 14)",
                 "probe[1].model: is required (in pushprobe.toml, line 16)",
                 "pricing.\"gpt-4.1\".output_per_mtok: expected f64, found string \"eight\" \
                  (in pushprobe.toml, line 23)",

@@ -63,7 +63,9 @@ pub use duration::{parse_duration, ConfigDuration, MAX_DURATION};
 pub use load::{load, Origin, ENV_PREFIX};
 pub use oauth2::{OAuth2Config, OAuth2Settings};
 pub use openai::{ModelPriceConfig, OpenAiProbeConfig, OpenAiProbeSettings};
-pub use probe::{HttpProbeConfig, HttpProbeSettings, ProbeConfig, ProbeSettings};
+pub use probe::{
+    HttpProbeConfig, HttpProbeSettings, ProbeConfig, ProbeDiscovery, ProbeSettings, TargetError,
+};
 pub use proxy::{ConnectHeadersConfig, ProxyConfig};
 pub use pushgateway::{PushMethod, PushgatewayConfig, PushgatewaySettings};
 pub use remote_write::{
@@ -150,6 +152,8 @@ pub struct Settings {
     pub pushgateway: Vec<PushgatewaySettings>,
     /// Scrape jobs.
     pub scrapes: Vec<ScrapeSettings>,
+    /// Probes whose targets are discovered (not in `probes`).
+    pub probe_discovery: Vec<ProbeDiscovery>,
     /// The configuration as read, for `config check` (secrets redacted when printed).
     pub file: ConfigFile,
 }
@@ -173,7 +177,8 @@ impl ConfigFile {
         let agent = agent::validate_agent(&mut c, &self.agent);
         let remote_write = remote_write::validate_remote_writes(&mut c, &self.remote_write);
         let pricing = openai::validate_pricing(&mut c, &self.pricing);
-        let probes = probe::validate_probes(&mut c, &self.probe, &pricing, agent.probe_job());
+        let mut probes = probe::validate_probes(&mut c, &self.probe, &pricing, agent.probe_job());
+        let probe_discovery = probe::validate_probe_discovery(&mut c, &self.probe, &mut probes);
         let pushgateway = pushgateway::validate_pushgateways(&mut c, &self.pushgateway);
         let scrapes = scrape::validate_scrapes(&mut c, &self.scrape);
         if !c.errors.is_empty() {
@@ -185,6 +190,7 @@ impl ConfigFile {
             probes,
             pushgateway,
             scrapes,
+            probe_discovery,
             file: self,
         })
     }

@@ -703,4 +703,64 @@ bearer_token_file = "token"
         .unwrap_err();
         assert!(e.contains("scrape_interval"), "{e}");
     }
+
+    #[test]
+    fn static_configs_and_relabel_configs_build_the_static_targets() {
+        let s = parse(&format!(
+            r#"{RW}
+[[scrape]]
+job = "node"
+targets = ["a:9100"]
+labels = {{ env = "prod" }}
+
+[[scrape.static_configs]]
+targets = ["b:9100", "c:9100"]
+labels = {{ rack = "r1" }}
+
+[[scrape.relabel_configs]]
+source_labels = ["__address__"]
+regex = "c:.*"
+action = "drop"
+
+[[scrape.relabel_configs]]
+source_labels = ["__address__"]
+regex = "(.*):9100"
+target_label = "__param_host"
+"#
+        ))
+        .unwrap();
+        let job = &s.scrapes[0];
+        assert!(!job.discovery.is_dynamic());
+        let got: Vec<(String, String)> = job
+            .targets
+            .iter()
+            .map(|t| (t.url.to_string(), t.labels.to_string()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "http://a:9100/metrics?host=a".to_string(),
+                    r#"{env="prod",instance="a:9100",job="node"}"#.to_string()
+                ),
+                (
+                    "http://b:9100/metrics?host=b".to_string(),
+                    r#"{instance="b:9100",job="node",rack="r1"}"#.to_string()
+                ),
+            ]
+        );
+        let e = parse(&format!(
+            "{RW}[[scrape]]\njob = \"j\"\n[[scrape.file_sd_configs]]\nfiles = [\"t.txt\", \"*/x.json\"]\n\
+             [[scrape.http_sd_configs]]\nurl = \"ftp://x\"\n[[scrape.relabel_configs]]\naction = \"hashmod\"\n"
+        ))
+        .unwrap_err();
+        for want in [
+            "scrape[0].file_sd_configs[0].files[0]: \"t.txt\" must end in .json, .yml or .yaml",
+            "scrape[0].file_sd_configs[0].files[1]: only the file name may be a glob",
+            "scrape[0].http_sd_configs[0].url",
+            "scrape[0].relabel_configs[0].",
+        ] {
+            assert!(e.contains(want), "missing {want:?} in:\n{e}");
+        }
+    }
 }
