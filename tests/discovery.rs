@@ -279,3 +279,46 @@ async fn one_probe_definition_probes_each_discovered_target_as_its_own_instance(
     run.assert_running();
     run.terminate(Duration::from_secs(30)).await.assert_code(0);
 }
+
+/// The example configuration loads, its target files parse, and its rules keep this agent's
+/// share of the production hosts and every website.
+#[test]
+fn the_file_sd_example_loads_and_its_target_files_parse() {
+    use pushprobe::discovery::{build_targets, file::parse_file};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let settings = pushprobe::config::load(&root.join("examples/file-sd.toml"), true)
+        .unwrap()
+        .validate("examples/file-sd.toml")
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let groups = |name: &str| {
+        parse_file(
+            &root.join("examples/file-sd").join(name),
+            &std::fs::read(root.join("examples/file-sd").join(name)).unwrap(),
+        )
+        .unwrap()
+    };
+    let job = &settings.scrapes[0];
+    assert!(job.discovery.is_dynamic());
+    let nodes = build_targets(&groups("nodes.json"), &job.discovery.relabel, &job.defaults);
+    assert!(nodes.errors.is_empty(), "{:?}", nodes.errors);
+    // 7 production hosts, about a third of them on shard 0; never the staging one.
+    assert!(
+        !nodes.targets.is_empty() && nodes.targets.len() < 7,
+        "{:?}",
+        nodes.targets
+    );
+    assert!(nodes
+        .targets
+        .iter()
+        .all(|t| t.labels.get("env") == Some("prod")));
+    let probe = &settings.probe_discovery[0];
+    let sites = build_targets(
+        &groups("websites.yml"),
+        &probe.discovery.relabel,
+        &probe.defaults,
+    );
+    assert_eq!(sites.targets.len(), 3);
+    for t in &sites.targets {
+        probe.probe.with_target(t).unwrap();
+    }
+}
