@@ -1230,6 +1230,9 @@ impl Agent {
                             .collect();
                         tracing::debug!(source = %source, markers = markers.len(), "probe target removed; its series end");
                         pipeline.publish_from(Origin::new(&source, Priority::Report), markers);
+                        if let Some(feed) = &pipeline.feed {
+                            feed.remove(&source);
+                        }
                     }
                 })
             }
@@ -1548,6 +1551,12 @@ mod tests {
         assert_eq!(feed.generation(), 1);
         let (_, rendered) = feed.render(&Default::default());
         assert_eq!(rendered.text, "# TYPE up untyped\nup{probe=\"a\"} 1\n");
+        // A discovered target that goes leaves the group.
+        feed.remove("a");
+        assert_eq!(feed.generation(), 2);
+        assert_eq!(feed.render(&Default::default()).1.text, "");
+        feed.remove("a");
+        assert_eq!(feed.generation(), 2, "removing nothing wakes no sink");
     }
 
     #[test]

@@ -322,3 +322,26 @@ fn the_file_sd_example_loads_and_its_target_files_parse() {
         probe.probe.with_target(t).unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_discovers_then_scrapes_each_target_once() {
+    let Some(prom) = Prometheus::start().await else {
+        return;
+    };
+    let a = TargetServer::start_with(exporter_body("a")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t.json");
+    std::fs::write(&file, format!(r#"[{{"targets": ["{}"]}}]"#, a.addr())).unwrap();
+    let config = format!(
+        "{}\n[[scrape]]\njob = \"once\"\ntimeout = \"5s\"\n\
+         [[scrape.file_sd_configs]]\nfiles = [{}]\n",
+        agent_header(&prom.write_url()),
+        toml_string(&file.display().to_string()),
+    );
+    Pushprobe::with_config(&config).once().await.assert_code(0);
+    assert_eq!(a.hits(), 1);
+    let things = prom
+        .wait_for(r#"sd_thing{job="once"}"#, |r| r.len() == 1, DATA_TIMEOUT)
+        .await;
+    assert_eq!(things[0].labels["instance"], a.addr().to_string());
+}
