@@ -59,6 +59,9 @@ pub enum AgentError {
     /// A scrape job's HTTP client could not be built.
     #[error(transparent)]
     Scrape(#[from] ScrapeSetupError),
+    /// A discovery mechanism could not be set up.
+    #[error(transparent)]
+    Discovery(#[from] crate::discovery::ProviderError),
     /// Another process holds the data directory.
     #[error(
         "agent.data_dir {dir} is in use by another pushprobe process (it holds the lock on \
@@ -518,9 +521,50 @@ pub struct Agent {
     telemetry: Arc<Telemetry>,
     /// One scrape loop per `[[scrape]]` target.
     scrapers: Vec<Scraper>,
+    /// Scrape jobs whose targets are discovered while running (file or HTTP discovery).
+    discovered_scrapes: Vec<DiscoveredScrape>,
+    /// Probes whose targets are discovered.
+    discovered_probes: Vec<DiscoveredProbe>,
     /// Metadata of the scraped families, sent by `metadata_senders`.
     metadata: Arc<MetadataStore>,
     metadata_senders: Vec<MetadataSender>,
+}
+
+/// A scrape job with file or HTTP discovery: its targets come and go while it runs.
+struct DiscoveredScrape {
+    job: Arc<crate::config::ScrapeSettings>,
+    client: JobClient,
+    providers: Vec<Box<dyn crate::discovery::Provider>>,
+}
+
+/// A probe with discovered targets: one probe loop per final target.
+struct DiscoveredProbe {
+    settings: Arc<crate::config::ProbeDiscovery>,
+    providers: Vec<Box<dyn crate::discovery::Provider>>,
+}
+
+/// The probe of one discovered target and the source its results are published as
+/// (`probe/instance`); `None` (logged) when the target cannot be probed.
+fn target_probe(template: &ProbeSettings, t: &crate::discovery::Target) -> Option<(Probe, String)> {
+    let built = template
+        .with_target(t)
+        .map_err(|e| e.to_string())
+        .and_then(|s| Probe::new(&s).map_err(|e| e.to_string()));
+    match built {
+        Ok(p) => {
+            let instance = t.labels.get("instance").unwrap_or(&t.address);
+            let source = format!(
+                "{}/{}",
+                template.name(),
+                crate::secret::redact_url_text(instance)
+            );
+            Some((p, source))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "discovered probe target skipped");
+            None
+        }
+    }
 }
 
 /// What `once` found.
@@ -755,14 +799,34 @@ impl Agent {
         }
         let gateway_status = gateways.iter().map(PushgatewaySink::status).collect();
         let mut scrapers = Vec::new();
+        let mut discovered_scrapes = Vec::new();
         for job in &settings.scrapes {
             let client = JobClient::new(job)?;
+            if job.discovery.is_dynamic() {
+                // Its static targets run under the same manager as the discovered ones.
+                discovered_scrapes.push(DiscoveredScrape {
+                    providers: crate::discovery::providers(&job.job, &job.discovery)?,
+                    job: Arc::new(job.clone()),
+                    client,
+                });
+                continue;
+            }
             for target in &job.targets {
                 scrapers.push(Scraper::new(job, target, client.clone()));
             }
         }
+        let mut discovered_probes = Vec::new();
+        for d in &settings.probe_discovery {
+            // Built once with its stand-in target, so bad TLS files or credentials fail here.
+            drop(Probe::new(&d.probe)?);
+            discovered_probes.push(DiscoveredProbe {
+                providers: crate::discovery::providers(d.probe.name(), &d.discovery)?,
+                settings: Arc::new(d.clone()),
+            });
+        }
         let mut metadata_senders = Vec::new();
-        if !scrapers.is_empty() && settings.agent.metadata_interval.is_some() {
+        let any_scrape = !scrapers.is_empty() || !discovered_scrapes.is_empty();
+        if any_scrape && settings.agent.metadata_interval.is_some() {
             // A 2.0 series carries its metadata; separate metadata requests are 1.0's way.
             for rw in settings
                 .remote_write
@@ -789,6 +853,8 @@ impl Agent {
             gateway_status,
             telemetry,
             scrapers,
+            discovered_scrapes,
+            discovered_probes,
             metadata,
             metadata_senders,
         })
@@ -983,9 +1049,11 @@ impl Agent {
             let retries = self.settings.retries_of(probe.name());
             probes.spawn(probe_loop(
                 probe,
-                interval,
-                retries,
-                offset,
+                Schedule {
+                    interval,
+                    retries,
+                    offset,
+                },
                 self.pipeline.clone(),
                 self.telemetry.clone(),
                 shutdown.clone(),
@@ -1002,6 +1070,12 @@ impl Agent {
                 Some(self.metadata.clone()),
                 shutdown.clone(),
             ));
+        }
+        for job in std::mem::take(&mut self.discovered_scrapes) {
+            probes.spawn(self.run_discovered_scrape(job, shutdown.clone()));
+        }
+        for probe in std::mem::take(&mut self.discovered_probes) {
+            probes.spawn(self.run_discovered_probe(probe, shutdown.clone()));
         }
         if let Some(interval) = self.settings.agent.metadata_interval {
             for sender in std::mem::take(&mut self.metadata_senders) {
@@ -1066,6 +1140,128 @@ impl Agent {
         Ok(())
     }
 
+    /// The task of a scrape job with discovery: its target manager starts a scrape loop per
+    /// final target and stops the loops of targets that go (each queues its staleness markers
+    /// as it ends, on removal as on shutdown).
+    fn run_discovered_scrape(
+        &self,
+        d: DiscoveredScrape,
+        shutdown: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (pipeline, telemetry, metadata) = (
+            self.pipeline.clone(),
+            self.telemetry.clone(),
+            self.metadata.clone(),
+        );
+        let job = d.job.clone();
+        let client = d.client.clone();
+        let start = {
+            let telemetry = telemetry.clone();
+            move |t: &crate::discovery::Target, stop: CancellationToken| {
+                let Some(target) = crate::config::ScrapeTargetSettings::from_target(t) else {
+                    // Built targets are checked already; nothing to run for one that is not.
+                    return tokio::spawn(async {});
+                };
+                let scraper = Scraper::new(&job, &target, client.clone());
+                let pipeline = pipeline.clone();
+                let source = scraper.key().to_owned();
+                tokio::spawn(scraper.run(
+                    move |s: Scraped| pipeline.publish_scraped(&source, s.samples, s.report_from),
+                    telemetry.clone(),
+                    Some(metadata.clone()),
+                    stop,
+                ))
+            }
+        };
+        let manager = crate::discovery::manager::TargetManager::new(
+            d.job.job.clone(),
+            shutdown.clone(),
+            Box::new(start),
+        );
+        crate::discovery::run_job(
+            d.job.job.clone(),
+            d.job.discovery.clone(),
+            d.providers,
+            d.job.defaults.clone(),
+            manager,
+            telemetry,
+            shutdown,
+        )
+    }
+
+    /// The task of a probe with discovered targets: one probe loop per final target, each at
+    /// its own phase; a target that goes ends every series it reported with a staleness
+    /// marker (on shutdown, as for configured probes, none are written).
+    fn run_discovered_probe(
+        &self,
+        d: DiscoveredProbe,
+        shutdown: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (pipeline, telemetry) = (self.pipeline.clone(), self.telemetry.clone());
+        let external = self.settings.agent.external_labels.to_string();
+        let settings = d.settings.clone();
+        let retries = self.settings.retries_of(settings.probe.name());
+        let start = {
+            let (telemetry, shutdown) = (telemetry.clone(), shutdown.clone());
+            move |t: &crate::discovery::Target, stop: CancellationToken| {
+                let Some((probe, source)) = target_probe(&settings.probe, t) else {
+                    return tokio::spawn(async {});
+                };
+                let interval = t.interval;
+                let phase = crate::clock::spread_offset(&format!("{source}{external}"), interval);
+                let offset = crate::clock::aligned_delay(now_ms(), interval, phase);
+                let (pipeline, telemetry, shutdown) =
+                    (pipeline.clone(), telemetry.clone(), shutdown.clone());
+                tokio::spawn(async move {
+                    let registry = probe_target_loop(
+                        probe,
+                        source.clone(),
+                        Schedule {
+                            interval,
+                            retries,
+                            offset,
+                        },
+                        pipeline.clone(),
+                        telemetry,
+                        stop,
+                    )
+                    .await;
+                    if !shutdown.is_cancelled() {
+                        let ts = now_ms();
+                        let markers: Vec<Sample> = registry
+                            .samples_at(ts)
+                            .into_iter()
+                            .map(|mut s| {
+                                s.value = crate::series::stale_nan();
+                                s
+                            })
+                            .collect();
+                        tracing::debug!(source = %source, markers = markers.len(), "probe target removed; its series end");
+                        pipeline.publish_from(Origin::new(&source, Priority::Report), markers);
+                        if let Some(feed) = &pipeline.feed {
+                            feed.remove(&source);
+                        }
+                    }
+                })
+            }
+        };
+        let name = d.settings.probe.name().to_string();
+        let manager = crate::discovery::manager::TargetManager::new(
+            name.clone(),
+            shutdown.clone(),
+            Box::new(start),
+        );
+        crate::discovery::run_job(
+            name,
+            d.settings.discovery.clone(),
+            d.providers,
+            d.settings.defaults.clone(),
+            manager,
+            telemetry,
+            shutdown,
+        )
+    }
+
     /// Runs every probe once, concurrently, sends everything and waits for delivery up to
     /// the drain deadline.
     pub async fn once(mut self, abort: CancellationToken) -> OnceSummary {
@@ -1075,7 +1271,25 @@ impl Agent {
 
         let mut set = JoinSet::new();
         let native = self.telemetry.native();
-        for (i, mut probe) in std::mem::take(&mut self.probes).into_iter().enumerate() {
+        let mut probes: Vec<(Probe, String)> = std::mem::take(&mut self.probes)
+            .into_iter()
+            .map(|p| {
+                let name = p.name().to_string();
+                (p, name)
+            })
+            .collect();
+        for d in std::mem::take(&mut self.discovered_probes) {
+            let targets = tokio::select! {
+                t = crate::discovery::discover_once(d.settings.probe.name(), &d.settings.discovery, d.providers, &d.settings.defaults, &self.telemetry) => t,
+                _ = abort.cancelled() => Vec::new(),
+            };
+            probes.extend(
+                targets
+                    .iter()
+                    .filter_map(|t| target_probe(&d.settings.probe, t)),
+            );
+        }
+        for (i, (mut probe, source)) in probes.into_iter().enumerate() {
             let abort = abort.clone();
             let retries = self.settings.retries_of(probe.name());
             set.spawn(async move {
@@ -1088,6 +1302,7 @@ impl Agent {
                 Some((
                     i,
                     probe.name().to_string(),
+                    source,
                     report,
                     attempts,
                     registry,
@@ -1098,8 +1313,8 @@ impl Agent {
         let mut reports = Vec::new();
         while let Some(joined) = set.join_next().await {
             match joined {
-                Ok(Some((i, name, report, attempts, registry, started))) => {
-                    record_run(&self.telemetry, &name, &report, attempts);
+                Ok(Some((i, probe, name, report, attempts, registry, started))) => {
+                    record_run(&self.telemetry, &probe, &report, attempts);
                     self.pipeline.publish_run(&name, &registry, started);
                     reports.push((i, name, report));
                 }
@@ -1128,7 +1343,19 @@ impl Agent {
     /// many scrapes failed.
     async fn scrape_once(&mut self, abort: &CancellationToken) -> usize {
         let mut set = JoinSet::new();
-        for mut scraper in std::mem::take(&mut self.scrapers) {
+        let mut scrapers = std::mem::take(&mut self.scrapers);
+        for d in std::mem::take(&mut self.discovered_scrapes) {
+            let targets = tokio::select! {
+                t = crate::discovery::discover_once(&d.job.job, &d.job.discovery, d.providers, &d.job.defaults, &self.telemetry) => t,
+                _ = abort.cancelled() => Vec::new(),
+            };
+            for t in &targets {
+                if let Some(target) = crate::config::ScrapeTargetSettings::from_target(t) {
+                    scrapers.push(Scraper::new(&d.job, &target, d.client.clone()));
+                }
+            }
+        }
+        for mut scraper in scrapers {
             let (telemetry, metadata, abort) =
                 (self.telemetry.clone(), self.metadata.clone(), abort.clone());
             set.spawn(async move {
@@ -1223,17 +1450,42 @@ fn record_run(telemetry: &Telemetry, name: &str, report: &ProbeReport, attempts:
     }
 }
 
-/// Runs one probe every `interval`, the first run `offset` after start, until cancelled. A run
-/// that overruns its interval delays the next one instead of bunching runs up.
-async fn probe_loop(
-    mut probe: Probe,
+/// When a probe runs: every `interval`, the first run `offset` after start, each run making up
+/// to `retries + 1` attempts.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
     interval: Duration,
     retries: u32,
     offset: Duration,
+}
+
+/// Runs one probe on its [`Schedule`] until cancelled. A run that overruns its interval delays
+/// the next one instead of bunching runs up.
+async fn probe_loop(
+    probe: Probe,
+    schedule: Schedule,
     pipeline: Arc<Pipeline>,
     telemetry: Arc<Telemetry>,
     shutdown: CancellationToken,
 ) {
+    let source = probe.name().to_string();
+    probe_target_loop(probe, source, schedule, pipeline, telemetry, shutdown).await;
+}
+
+/// [`probe_loop`] publishing as `source` (a discovered target's `probe/instance`), handing
+/// back the registry when stopped so its series can be ended.
+async fn probe_target_loop(
+    mut probe: Probe,
+    source: String,
+    Schedule {
+        interval,
+        retries,
+        offset,
+    }: Schedule,
+    pipeline: Arc<Pipeline>,
+    telemetry: Arc<Telemetry>,
+    shutdown: CancellationToken,
+) -> Registry {
     let mut registry = Registry::with_native(telemetry.native());
     // Both outcomes exist from the start, so the first failure is an increase, not a new series.
     for outcome in ["success", "failure"] {
@@ -1249,20 +1501,20 @@ async fn probe_loop(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return registry,
             _ = ticker.tick() => {}
         }
         // The measurement's timestamp is when it started, as a Prometheus scrape's is.
         let started = now_ms();
         let (report, attempts) = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return registry,
             r = probe.run_attempts(&mut registry, retries) => r,
         };
         record_run(&telemetry, probe.name(), &report, attempts);
-        pipeline.publish_run(probe.name(), &registry, started);
+        pipeline.publish_run(&source, &registry, started);
         // Series this run no longer reports (e.g. TLS facts after a failed handshake) end now.
         pipeline.publish_from(
-            Origin::new(probe.name(), Priority::Report),
+            Origin::new(&source, Priority::Report),
             registry.take_stale_markers(started),
         );
     }
@@ -1354,6 +1606,12 @@ mod tests {
         assert_eq!(feed.generation(), 1);
         let (_, rendered) = feed.render(&Default::default());
         assert_eq!(rendered.text, "# TYPE up untyped\nup{probe=\"a\"} 1\n");
+        // A discovered target that goes leaves the group.
+        feed.remove("a");
+        assert_eq!(feed.generation(), 2);
+        assert_eq!(feed.render(&Default::default()).1.text, "");
+        feed.remove("a");
+        assert_eq!(feed.generation(), 2, "removing nothing wakes no sink");
     }
 
     #[test]

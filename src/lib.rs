@@ -7,6 +7,8 @@
 //!   registry. [`pricing`]: model prices and the cost of a probe's tokens (pure).
 //! - [`scrape`]: scraping exporters: parsers, relabeling and target state (pure), and the
 //!   scrape loops (I/O).
+//! - [`discovery`]: static, file and HTTP service discovery into target groups, target
+//!   relabeling into final targets (pure), and the per-job target manager.
 //! - [`exec`]: `pushprobe exec`, a command run as a monitored job.
 //! - [`series`]: label sets, samples, and the registry that turns measurements into samples.
 //! - [`queue`]: the bounded buffer between the sources and each receiver (memory or disk).
@@ -48,6 +50,7 @@ pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod discovery;
 pub mod dns;
 pub mod exec;
 pub mod exit;

@@ -75,12 +75,27 @@ pub const RW_PARTIAL_WRITES: &str = "pushprobe_remote_write_partial_writes_total
 /// Answers that broke the protocol, per `endpoint` and `reason` (`written_not_a_number`,
 /// `written_exceeds_sent`, `success_with_body`).
 pub const RW_INVALID_ANSWERS: &str = "pushprobe_remote_write_invalid_answers_total";
+/// Discovery refreshes that failed (the last good targets stay), by `mechanism` (file,
+/// http) and `config` (the job or probe), as Prometheus' `prometheus_sd_refresh_failures_total`.
+pub const SD_REFRESH_FAILURES: &str = "pushprobe_sd_refresh_failures_total";
+/// Targets discovered before relabeling, per `config`, as `prometheus_sd_discovered_targets`.
+pub const SD_DISCOVERED_TARGETS: &str = "pushprobe_sd_discovered_targets";
 /// Always 1, labelled with `version`: the agent's heartbeat series.
 pub const BUILD_INFO: &str = "pushprobe_build_info";
 /// Unix time at which the agent started.
 pub const START_TIME: &str = "pushprobe_start_time_seconds";
 
 const DESCRIPTIONS: &[(&str, MetricType, &str)] = &[
+    (
+        SD_REFRESH_FAILURES,
+        MetricType::Counter,
+        "Discovery refreshes that failed; the last good targets stay.",
+    ),
+    (
+        SD_DISCOVERED_TARGETS,
+        MetricType::Gauge,
+        "Targets discovered before relabeling.",
+    ),
     (
         RW_SAMPLES_SENT,
         MetricType::Counter,

@@ -33,6 +33,7 @@
 //! - [`duration`] and [`bytesize`]: Prometheus-style durations and byte sizes.
 
 pub mod bytesize;
+pub mod discovery;
 pub mod dns;
 pub mod duration;
 pub mod grpc;
@@ -77,7 +78,8 @@ pub use load::{load, Origin, ENV_PREFIX};
 pub use oauth2::{OAuth2Config, OAuth2Settings};
 pub use openai::{ModelPriceConfig, OpenAiProbeConfig, OpenAiProbeSettings};
 pub use probe::{
-    HttpProbeConfig, HttpProbeSettings, ProbeConfig, ProbeEntry, ProbeSettings, MAX_RETRIES,
+    HttpProbeConfig, HttpProbeSettings, ProbeConfig, ProbeDiscovery, ProbeEntry, ProbeSettings,
+    TargetError, MAX_RETRIES,
 };
 pub use proxy::{ConnectHeadersConfig, ProxyConfig};
 pub use pushgateway::{PushMethod, PushgatewayConfig, PushgatewaySettings};
@@ -168,6 +170,8 @@ pub struct Settings {
     pub pushgateway: Vec<PushgatewaySettings>,
     /// Scrape jobs.
     pub scrapes: Vec<ScrapeSettings>,
+    /// Probes whose targets are discovered (not in `probes`).
+    pub probe_discovery: Vec<ProbeDiscovery>,
     /// The configuration as read, for `config check` (secrets redacted when printed).
     pub file: ConfigFile,
 }
@@ -196,8 +200,9 @@ impl ConfigFile {
         let agent = agent::validate_agent(&mut c, &self.agent);
         let remote_write = remote_write::validate_remote_writes(&mut c, &self.remote_write);
         let pricing = openai::validate_pricing(&mut c, &self.pricing);
-        let probes = probe::validate_probes(&mut c, &self.probe, &pricing, agent.probe_job());
         let probe_retries = probe::probe_retries(&self.probe);
+        let mut probes = probe::validate_probes(&mut c, &self.probe, &pricing, agent.probe_job());
+        let probe_discovery = probe::validate_probe_discovery(&mut c, &self.probe, &mut probes);
         let pushgateway = pushgateway::validate_pushgateways(&mut c, &self.pushgateway);
         let scrapes = scrape::validate_scrapes(&mut c, &self.scrape);
         if !c.errors.is_empty() {
@@ -210,6 +215,7 @@ impl ConfigFile {
             probe_retries,
             pushgateway,
             scrapes,
+            probe_discovery,
             file: self,
         })
     }

@@ -196,7 +196,7 @@ pub struct OpenAiProbeConfig {
     pub name: String,
     /// The API root, e.g. `https://api.example.com/v1`; `/models` and `/chat/completions`
     /// are appended to its path.
-    pub base_url: UrlConfig,
+    pub base_url: Option<UrlConfig>,
     /// Name of the environment variable holding the API key.
     pub api_key_env: Option<String>,
     /// File holding the API key (one trailing newline removed).
@@ -255,6 +255,22 @@ pub struct OpenAiProbeConfig {
     /// Most response bytes read; a larger or endless body fails the check.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: u64,
+    /// Discovered API roots instead of `base_url` (see `config::discovery`): one probe per
+    /// target, `__address__` the API root.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
+    /// Target groups with their labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub static_configs: Vec<super::discovery::StaticConfig>,
+    /// Target files, watched for changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub file_sd_configs: Vec<super::discovery::FileSdConfig>,
+    /// HTTP SD endpoints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_sd_configs: Vec<super::discovery::HttpSdConfig>,
+    /// Target relabeling.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relabel_configs: Vec<crate::scrape::relabel::RelabelConfig>,
 }
 
 /// One `[pricing."MODEL"]` entry: dollars per million tokens.
@@ -401,7 +417,30 @@ pub(super) fn validate_openai_probe(
     o: &OpenAiProbeConfig,
     pricing: &Arc<PriceTable>,
 ) -> Option<OpenAiProbeSettings> {
-    let base_url = c.url(format!("{key}.base_url"), o.base_url.as_str());
+    let discovered = !o.targets.is_empty()
+        || !o.static_configs.is_empty()
+        || !o.file_sd_configs.is_empty()
+        || !o.http_sd_configs.is_empty();
+    let base_url = match &o.base_url {
+        Some(_) if discovered => {
+            c.fail(
+                format!("{key}.base_url"),
+                "set either base_url or discovered targets (targets, static_configs, \
+                 file_sd_configs, http_sd_configs), not both",
+            );
+            None
+        }
+        Some(u) => c.url(format!("{key}.base_url"), u.as_str()),
+        None if discovered => reqwest::Url::parse(super::probe::DISCOVERED_URL).ok(),
+        None => {
+            c.fail(
+                format!("{key}.base_url"),
+                "missing: set base_url, or targets, static_configs, file_sd_configs or \
+                 http_sd_configs",
+            );
+            None
+        }
+    };
     if let Some(u) = &base_url {
         if !u.username().is_empty() || u.password().is_some() || u.fragment().is_some() {
             c.fail(

@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::discovery::{
+    validate_discovery, DiscoveryKeys, DiscoverySettings, FileSdConfig, HttpSdConfig, StaticConfig,
+};
 use super::dns::{validate_dns_probe, DnsProbeConfig, DnsProbeSettings};
 use super::grpc::{validate_grpc_probe, GrpcProbeConfig, GrpcProbeSettings};
 use super::http_checks::{validate_http_checks, HeaderMatchConfig, HttpChecks, JsonCheckConfig};
@@ -24,6 +27,19 @@ use super::{
 };
 use crate::http_client::proxy::ProxySettings;
 use crate::pricing::PriceTable;
+use crate::scrape::relabel::RelabelConfig;
+
+/// Gathers a probe table's discovery keys (fields of the same names).
+macro_rules! discovery_keys {
+    ($p:expr) => {
+        DiscoveryKeys {
+            static_configs: &$p.static_configs,
+            file_sd_configs: &$p.file_sd_configs,
+            http_sd_configs: &$p.http_sd_configs,
+            relabel_configs: &$p.relabel_configs,
+        }
+    };
+}
 use crate::secret::{HeaderText, Secret};
 
 fn default_interval() -> ConfigDuration {
@@ -216,8 +232,8 @@ impl ProbeConfig {
 pub struct HttpProbeConfig {
     /// Unique name; the `probe` label of its series.
     pub name: String,
-    /// Target URL (http or https).
-    pub url: UrlConfig,
+    /// Target URL (http or https); leave it out to discover the targets instead.
+    pub url: Option<UrlConfig>,
     /// How often to probe.
     #[serde(default = "default_interval")]
     pub interval: ConfigDuration,
@@ -309,6 +325,64 @@ pub struct HttpProbeConfig {
     /// Whether the other family is used when the preferred one has no address.
     #[serde(default = "default_true")]
     pub ip_protocol_fallback: bool,
+    /// Discovered targets instead of `url` (see `config::discovery`): one probe per target.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
+    /// Target groups with their labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub static_configs: Vec<StaticConfig>,
+    /// Target files, watched for changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub file_sd_configs: Vec<FileSdConfig>,
+    /// HTTP SD endpoints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_sd_configs: Vec<HttpSdConfig>,
+    /// Target relabeling; `__address__` ends up as the probed URL.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relabel_configs: Vec<RelabelConfig>,
+}
+
+/// The URL a probe with discovered targets is validated with; each target replaces it.
+pub(super) const DISCOVERED_URL: &str = "http://discovered.invalid/";
+
+/// A probe whose targets are discovered: its settings (with a stand-in target) and where
+/// the targets come from.
+#[derive(Debug, Clone)]
+pub struct ProbeDiscovery {
+    /// The probe's settings; [`ProbeSettings::with_target`] makes each target's.
+    pub probe: ProbeSettings,
+    /// Static groups, file and HTTP discovery, relabel rules.
+    pub discovery: DiscoverySettings,
+    /// What a target starts from (the probe's job, interval and timeout; scheme http).
+    pub defaults: crate::discovery::TargetDefaults,
+}
+
+/// Why a discovered target cannot be probed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("probe {probe}: target {target:?}: {message}")]
+pub struct TargetError {
+    /// The probe.
+    pub probe: String,
+    /// The target's address (password redacted).
+    pub target: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The labels of a discovered target's series: the probe's own, then the target's (which
+/// win), without the names the probe kind sets itself.
+fn target_labels(
+    own: &[(String, String)],
+    target: &crate::series::Labels,
+    reserved: &[&str],
+) -> Vec<(String, String)> {
+    let mut map: BTreeMap<String, String> = own.iter().cloned().collect();
+    for l in target.iter() {
+        if !reserved.contains(&l.name) {
+            map.insert(l.name.to_string(), l.value.to_string());
+        }
+    }
+    map.into_iter().collect()
 }
 
 /// A validated probe.
@@ -378,6 +452,147 @@ impl ProbeSettings {
             ProbeSettings::Grpc(p) => &p.labels,
         }
     }
+
+    /// This probe aimed at one discovered target: its URL from `__address__` (a URL, or
+    /// `host:port` with `__scheme__`), its interval and timeout, and its labels (`instance`
+    /// included) on every series. One arm per probe kind.
+    pub fn with_target(
+        &self,
+        target: &crate::discovery::Target,
+    ) -> Result<ProbeSettings, TargetError> {
+        let fail = |message: &str| TargetError {
+            probe: self.name().to_string(),
+            target: crate::secret::redact_url_text(&target.address),
+            message: message.to_string(),
+        };
+        let url = target
+            .probe_url()
+            .ok_or_else(|| fail("is neither a URL nor host:port"))?;
+        match self {
+            ProbeSettings::Http(p) => {
+                let mut s = p.clone();
+                s.url = url;
+                // The HTTP probe's `instance` is the URL it probes, as the blackbox
+                // exporter's is its `target`.
+                s.labels = target_labels(
+                    &p.labels,
+                    &target.labels,
+                    &["probe", "instance", "phase", "code", "error"],
+                );
+                s.interval = target.interval;
+                s.timeout = target.timeout;
+                Ok(ProbeSettings::Http(s))
+            }
+            ProbeSettings::Openai(p) => {
+                if !url.username().is_empty() || url.password().is_some() {
+                    return Err(fail("must not hold credentials"));
+                }
+                let mut s = p.clone();
+                s.provider = super::openai::provider_label(&url);
+                s.base_url = url;
+                let mut labels = target_labels(
+                    &p.labels,
+                    &target.labels,
+                    &[
+                        "probe", "provider", "model", "check", "outcome", "reason", "kind",
+                    ],
+                );
+                labels.retain(|(n, _)| n != "instance");
+                labels.push((
+                    "instance".to_string(),
+                    target
+                        .labels
+                        .get("instance")
+                        .unwrap_or(&target.address)
+                        .to_string(),
+                ));
+                s.labels = labels;
+                s.interval = target.interval;
+                s.timeout = target.timeout;
+                Ok(ProbeSettings::Openai(s))
+            }
+            // Validation gives discovery keys to http and openai probes only.
+            _ => Err(fail(
+                "this probe kind takes a single target, not discovered ones",
+            )),
+        }
+    }
+}
+
+/// The discovery of each `[[probe]]` that has some (matched with its validated settings by
+/// name); errors name `probe[i].<key>`.
+pub(super) fn validate_probe_discovery(
+    c: &mut Checker<'_>,
+    configs: &[ProbeEntry],
+    probes: &mut Vec<ProbeSettings>,
+) -> Vec<ProbeDiscovery> {
+    let mut out = Vec::new();
+    for (i, p) in configs.iter().map(|e| &e.probe).enumerate() {
+        let key = format!("probe[{i}]");
+        let (targets, keys) = match p {
+            ProbeConfig::Http(h) => (&h.targets, discovery_keys!(h)),
+            ProbeConfig::Openai(o) => (&o.targets, discovery_keys!(o)),
+            ProbeConfig::Icmp(_)
+            | ProbeConfig::Tcp(_)
+            | ProbeConfig::Dns(_)
+            | ProbeConfig::Grpc(_) => continue,
+        };
+        let has = !targets.is_empty()
+            || !keys.static_configs.is_empty()
+            || !keys.file_sd_configs.is_empty()
+            || !keys.http_sd_configs.is_empty();
+        if !has {
+            if !keys.relabel_configs.is_empty() {
+                c.fail(
+                    format!("{key}.relabel_configs"),
+                    "applies to discovered targets only; add targets, static_configs, \
+                     file_sd_configs or http_sd_configs",
+                );
+            }
+            continue;
+        }
+        let first = (!targets.is_empty()).then(|| {
+            crate::discovery::Group::of(format!("{key}.targets"), targets, Default::default())
+        });
+        let discovery = validate_discovery(c, &key, keys, first);
+        let Some(pos) = probes.iter().position(|s| s.name() == p.name()) else {
+            continue;
+        };
+        let probe = probes.remove(pos);
+        let defaults = crate::discovery::TargetDefaults {
+            job: probe
+                .labels()
+                .iter()
+                .find(|(n, _)| n == "job")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default(),
+            scheme: "http".to_string(),
+            metrics_path: String::new(),
+            params: BTreeMap::new(),
+            interval: probe.interval(),
+            timeout: probe.timeout(),
+            address_may_be_url: true,
+        };
+        let built = crate::discovery::build_targets(
+            &discovery.static_groups,
+            &discovery.relabel,
+            &defaults,
+        );
+        for e in &built.errors {
+            c.fail(format!("{key}.static_configs"), e.clone());
+        }
+        for t in &built.targets {
+            if let Err(e) = probe.with_target(t) {
+                c.fail(format!("{key}.static_configs"), e.to_string());
+            }
+        }
+        out.push(ProbeDiscovery {
+            probe,
+            discovery,
+            defaults,
+        });
+    }
+    out
 }
 
 /// A validated HTTP probe.
@@ -556,7 +771,30 @@ fn validate_http_probe(
     key: &str,
     h: &HttpProbeConfig,
 ) -> Option<HttpProbeSettings> {
-    let url = c.url(format!("{key}.url"), h.url.as_str());
+    let discovered = !h.targets.is_empty()
+        || !h.static_configs.is_empty()
+        || !h.file_sd_configs.is_empty()
+        || !h.http_sd_configs.is_empty();
+    let url = match &h.url {
+        Some(_) if discovered => {
+            c.fail(
+                format!("{key}.url"),
+                "set either url or discovered targets (targets, static_configs, \
+                 file_sd_configs, http_sd_configs), not both",
+            );
+            None
+        }
+        Some(u) => c.url(format!("{key}.url"), u.as_str()),
+        None if discovered => reqwest::Url::parse(DISCOVERED_URL).ok(),
+        None => {
+            c.fail(
+                format!("{key}.url"),
+                "missing: set url, or targets, static_configs, file_sd_configs or \
+                 http_sd_configs",
+            );
+            None
+        }
+    };
     let interval = c.positive(format!("{key}.interval"), h.interval);
     let timeout = c.positive(format!("{key}.timeout"), h.timeout);
     let method = match http::Method::from_bytes(h.method.to_ascii_uppercase().as_bytes()) {
@@ -744,5 +982,111 @@ mod tests {
         );
         // Equal is fine: a run may take the whole interval.
         parse(&GOOD.replace("timeout = \"5s\"", "timeout = \"30s\"")).unwrap();
+    }
+
+    #[test]
+    fn discovered_probes_take_targets_instead_of_url_and_each_gets_its_own_url_and_labels() {
+        let discovered = GOOD
+            .replace("url = \"http://127.0.0.1:8080/health\"", "")
+            .replace(
+                "timeout = \"5s\"",
+                "timeout = \"5s\"\njob = \"web\"\nlabels = { team = \"t\" }\n\
+             targets = [\"h:8080\", \"https://x.example/up\"]\n\
+             [[probe.static_configs]]\ntargets = [\"skip:1\"]\nlabels = { skip = \"yes\" }\n\
+             [[probe.relabel_configs]]\nsource_labels = [\"skip\"]\nregex = \"yes\"\n\
+             action = \"drop\"\n",
+            );
+        let s = parse(&discovered).unwrap();
+        assert!(
+            s.probes.is_empty(),
+            "a discovered probe runs per target only"
+        );
+        let d = &s.probe_discovery[0];
+        assert_eq!(d.defaults.job, "web");
+        let built = crate::discovery::build_targets(
+            &d.discovery.static_groups,
+            &d.discovery.relabel,
+            &d.defaults,
+        );
+        assert_eq!(built.targets.len(), 2, "{built:?}");
+        let urls: Vec<(String, Vec<(String, String)>)> = built
+            .targets
+            .iter()
+            .map(|t| match d.probe.with_target(t).unwrap() {
+                super::ProbeSettings::Http(h) => (h.url.to_string(), h.labels),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let l = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            urls,
+            [
+                (
+                    "http://h:8080/".to_string(),
+                    l(&[("job", "web"), ("team", "t")])
+                ),
+                (
+                    "https://x.example/up".to_string(),
+                    l(&[("job", "web"), ("team", "t")])
+                ),
+            ]
+        );
+
+        let both = GOOD.replace("timeout = \"5s\"", "timeout = \"5s\"\ntargets = [\"h:1\"]");
+        let e = parse(&both).unwrap_err();
+        assert!(
+            e.contains("probe[0].url: set either url or discovered targets"),
+            "{e}"
+        );
+        let none = GOOD.replace("url = \"http://127.0.0.1:8080/health\"", "");
+        let e = parse(&none).unwrap_err();
+        assert!(e.contains("probe[0].url: missing"), "{e}");
+        let stray = GOOD.replace(
+            "timeout = \"5s\"",
+            "timeout = \"5s\"\n[[probe.relabel_configs]]\naction = \"drop\"\nsource_labels = [\"a\"]",
+        );
+        let e = parse(&stray).unwrap_err();
+        assert!(
+            e.contains("probe[0].relabel_configs: applies to discovered targets only"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_discovered_openai_probe_takes_its_api_root_from_the_address() {
+        let openai = "[[probe]]\nname = \"ai\"\nkind = \"openai\"\napi_key_file = \"key\"\n\
+                      model = \"m\"\nchecks = [\"models\"]\n\
+                      targets = [\"https://a.example/v1\", \"http://b.example:4000/v1\"]\n";
+        let s = super::super::tests::parse_in_jail(openai, &[], &[("key", "sk-1\n")]).unwrap();
+        let d = &s.probe_discovery[0];
+        let built = crate::discovery::build_targets(
+            &d.discovery.static_groups,
+            &d.discovery.relabel,
+            &d.defaults,
+        );
+        let got: Vec<(String, String, Option<String>)> = built
+            .targets
+            .iter()
+            .map(|t| match d.probe.with_target(t).unwrap() {
+                super::ProbeSettings::Openai(o) => (
+                    o.base_url.to_string(),
+                    o.provider.clone(),
+                    o.labels
+                        .iter()
+                        .find(|(n, _)| n == "instance")
+                        .map(|(_, v)| v.clone()),
+                ),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(got[0].0, "https://a.example/v1");
+        assert_eq!(got[0].1, "a.example");
+        assert_eq!(got[0].2.as_deref(), Some("https://a.example/v1"));
+        assert_eq!(got[1].1, "b.example:4000");
     }
 }

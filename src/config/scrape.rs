@@ -1,8 +1,9 @@
 //! `[[scrape]]`: Prometheus-style scrape jobs whose samples pushprobe forwards with remote
 //! write, so an edge host needs no Prometheus agent next to its exporters.
 //!
-//! The keys and defaults are Prometheus' `scrape_config` ones where TOML allows it; static
-//! targets only (`host:port`), as `static_configs` has them.
+//! The keys and defaults are Prometheus' `scrape_config` ones where TOML allows it. Targets
+//! come from `targets` (with `labels`), `static_configs`, `file_sd_configs` and
+//! `http_sd_configs` (see [`discovery`](super::discovery)), through `relabel_configs`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,6 +12,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::discovery::{
+    validate_discovery, DiscoveryKeys, DiscoverySettings, FileSdConfig, HttpSdConfig, StaticConfig,
+};
 use super::oauth2::{validate_oauth2, OAuth2Config};
 use super::{
     Auth, BasicAuthConfig, ByteSize, Checker, ConfigDuration, ConnectHeadersConfig, TlsConfig,
@@ -76,6 +80,7 @@ pub struct ScrapeConfig {
     /// The `job` label of every series scraped; unique across `[[scrape]]` tables.
     pub job: String,
     /// Static targets as `host:port`; each becomes the `instance` label.
+    #[serde(default)]
     pub targets: Vec<String>,
     /// The HTTP path scraped.
     #[serde(default = "default_metrics_path")]
@@ -150,6 +155,18 @@ pub struct ScrapeConfig {
     /// `always_scrape_classic_histograms` does.
     #[serde(default)]
     pub always_scrape_classic_histograms: bool,
+    /// Target groups with their labels, as Prometheus' `static_configs`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub static_configs: Vec<StaticConfig>,
+    /// Target files, watched for changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub file_sd_configs: Vec<FileSdConfig>,
+    /// HTTP SD endpoints, asked every `refresh_interval`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_sd_configs: Vec<HttpSdConfig>,
+    /// Target relabeling, before any scrape (`__address__`, `__meta_*`, `hashmod`, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relabel_configs: Vec<RelabelConfig>,
 }
 
 /// One validated target of a job.
@@ -161,6 +178,24 @@ pub struct ScrapeTargetSettings {
     pub url: reqwest::Url,
     /// Target labels: `job`, `instance` and the extra labels, sorted, without `__name__`.
     pub labels: crate::series::Labels,
+    /// Scrape period (the job's, unless `__scrape_interval__` was relabeled).
+    pub interval: Duration,
+    /// Scrape deadline (the job's, unless `__scrape_timeout__` was relabeled).
+    pub timeout: Duration,
+}
+
+impl ScrapeTargetSettings {
+    /// The scrape target a discovered target stands for; `None` when its address is not
+    /// `host[:port]`.
+    pub fn from_target(t: &crate::discovery::Target) -> Option<ScrapeTargetSettings> {
+        Some(ScrapeTargetSettings {
+            address: t.address.clone(),
+            url: t.scrape_url()?,
+            labels: t.labels.clone(),
+            interval: t.interval,
+            timeout: t.timeout,
+        })
+    }
 }
 
 /// A validated scrape job.
@@ -198,6 +233,10 @@ pub struct ScrapeSettings {
     pub accept: String,
     /// Native histograms keep their classic buckets too.
     pub always_scrape_classic_histograms: bool,
+    /// Where targets come from, and their relabeling; the static ones are in `targets`.
+    pub discovery: DiscoverySettings,
+    /// What a discovered target starts from (job, scheme, path, params, timing).
+    pub defaults: crate::discovery::TargetDefaults,
 }
 
 /// Validates the `[[scrape]]` tables; errors name `scrape[i].<key>`.
@@ -247,8 +286,16 @@ fn validate_scrape(c: &mut Checker<'_>, key: &str, s: &ScrapeConfig) -> Option<S
     if !s.metrics_path.starts_with('/') {
         c.fail(format!("{key}.metrics_path"), "must start with /");
     }
-    if s.targets.is_empty() {
-        c.fail(format!("{key}.targets"), "list at least one host:port");
+    if s.targets.is_empty()
+        && s.static_configs.is_empty()
+        && s.file_sd_configs.is_empty()
+        && s.http_sd_configs.is_empty()
+    {
+        c.fail(
+            format!("{key}.targets"),
+            "list at least one host:port (or use static_configs, file_sd_configs or \
+             http_sd_configs)",
+        );
     }
     for name in s.params.keys() {
         if name.is_empty() {
@@ -285,7 +332,6 @@ fn validate_scrape(c: &mut Checker<'_>, key: &str, s: &ScrapeConfig) -> Option<S
         Some(names) => scrape_protocols(c, &format!("{key}.scrape_protocols"), names),
     };
 
-    let mut targets = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (t, address) in s.targets.iter().enumerate() {
         let tkey = format!("{key}.targets[{t}]");
@@ -293,30 +339,51 @@ fn validate_scrape(c: &mut Checker<'_>, key: &str, s: &ScrapeConfig) -> Option<S
         let shown = crate::secret::redact_url_text(address);
         if !seen.insert(address.as_str()) {
             c.fail(tkey, format!("{shown:?} is listed twice"));
-            continue;
-        }
-        let Some(url) = target_url(s, address) else {
+        } else if target_url(s, address).is_none() {
             c.fail(
                 tkey,
                 format!("{shown:?} is not host:port (no scheme, path or user info)"),
             );
-            continue;
-        };
-        // Target labels as Prometheus builds them: job and instance first, then the
-        // configured labels, which may override both.
-        let mut labels = std::collections::BTreeMap::new();
-        labels.insert("job".to_string(), s.job.clone());
-        labels.insert("instance".to_string(), address.clone());
-        for (k, v) in &extra {
-            labels.insert(k.clone(), v.clone());
         }
-        let labels = crate::series::Labels::from_pairs(labels).unwrap_or_default();
-        targets.push(ScrapeTargetSettings {
-            address: address.clone(),
-            url,
-            labels,
-        });
     }
+    // `targets` and `labels` are one more static group, listed first.
+    let first = (!s.targets.is_empty()).then(|| {
+        crate::discovery::Group::of(
+            format!("{key}.targets"),
+            &s.targets,
+            extra.iter().cloned().collect(),
+        )
+    });
+    let discovery = validate_discovery(
+        c,
+        key,
+        DiscoveryKeys {
+            static_configs: &s.static_configs,
+            file_sd_configs: &s.file_sd_configs,
+            http_sd_configs: &s.http_sd_configs,
+            relabel_configs: &s.relabel_configs,
+        },
+        first,
+    );
+    let defaults = crate::discovery::TargetDefaults {
+        job: s.job.clone(),
+        scheme: s.scheme.as_str().to_string(),
+        metrics_path: s.metrics_path.clone(),
+        params: s.params.clone(),
+        interval,
+        timeout,
+        address_may_be_url: false,
+    };
+    let built =
+        crate::discovery::build_targets(&discovery.static_groups, &discovery.relabel, &defaults);
+    for e in &built.errors {
+        c.fail(format!("{key}.static_configs"), e.clone());
+    }
+    let targets: Vec<ScrapeTargetSettings> = built
+        .targets
+        .iter()
+        .filter_map(ScrapeTargetSettings::from_target)
+        .collect();
     if c.errors.len() > errors_before {
         return None;
     }
@@ -337,6 +404,8 @@ fn validate_scrape(c: &mut Checker<'_>, key: &str, s: &ScrapeConfig) -> Option<S
         enable_compression: s.enable_compression,
         accept,
         always_scrape_classic_histograms: s.always_scrape_classic_histograms,
+        discovery,
+        defaults,
     })
 }
 
@@ -633,5 +702,65 @@ bearer_token_file = "token"
         ))
         .unwrap_err();
         assert!(e.contains("scrape_interval"), "{e}");
+    }
+
+    #[test]
+    fn static_configs_and_relabel_configs_build_the_static_targets() {
+        let s = parse(&format!(
+            r#"{RW}
+[[scrape]]
+job = "node"
+targets = ["a:9100"]
+labels = {{ env = "prod" }}
+
+[[scrape.static_configs]]
+targets = ["b:9100", "c:9100"]
+labels = {{ rack = "r1" }}
+
+[[scrape.relabel_configs]]
+source_labels = ["__address__"]
+regex = "c:.*"
+action = "drop"
+
+[[scrape.relabel_configs]]
+source_labels = ["__address__"]
+regex = "(.*):9100"
+target_label = "__param_host"
+"#
+        ))
+        .unwrap();
+        let job = &s.scrapes[0];
+        assert!(!job.discovery.is_dynamic());
+        let got: Vec<(String, String)> = job
+            .targets
+            .iter()
+            .map(|t| (t.url.to_string(), t.labels.to_string()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "http://a:9100/metrics?host=a".to_string(),
+                    r#"{env="prod",instance="a:9100",job="node"}"#.to_string()
+                ),
+                (
+                    "http://b:9100/metrics?host=b".to_string(),
+                    r#"{instance="b:9100",job="node",rack="r1"}"#.to_string()
+                ),
+            ]
+        );
+        let e = parse(&format!(
+            "{RW}[[scrape]]\njob = \"j\"\n[[scrape.file_sd_configs]]\nfiles = [\"t.txt\", \"*/x.json\"]\n\
+             [[scrape.http_sd_configs]]\nurl = \"ftp://x\"\n[[scrape.relabel_configs]]\naction = \"hashmod\"\n"
+        ))
+        .unwrap_err();
+        for want in [
+            "scrape[0].file_sd_configs[0].files[0]: \"t.txt\" must end in .json, .yml or .yaml",
+            "scrape[0].file_sd_configs[0].files[1]: only the file name may be a glob",
+            "scrape[0].http_sd_configs[0].url",
+            "scrape[0].relabel_configs[0].",
+        ] {
+            assert!(e.contains(want), "missing {want:?} in:\n{e}");
+        }
     }
 }

@@ -149,6 +149,14 @@ impl Feed {
         self.generation.send_modify(|g| *g += 1);
     }
 
+    /// Forgets `source` (a discovered target that went) and wakes every sink, so the group
+    /// no longer carries its results.
+    pub fn remove(&self, source: &str) {
+        if self.lock().remove(source).is_some() {
+            self.generation.send_modify(|g| *g += 1);
+        }
+    }
+
     /// The current generation (bumped on every change).
     pub fn generation(&self) -> u64 {
         *self.generation.borrow()

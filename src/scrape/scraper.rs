@@ -224,8 +224,16 @@ impl Scraper {
             normalize_le_quantile: job.normalize_le_quantile,
             keep_classic_histograms: job.always_scrape_classic_histograms,
         };
-        let mut request = Request::new(Method::GET, target.url.clone(), job.timeout);
+        let mut request = Request::new(Method::GET, target.url.clone(), target.timeout);
         request.headers = client.headers.clone();
+        if target.timeout != job.timeout {
+            // Relabeled `__scrape_timeout__`: the header tells the target its own deadline.
+            for (name, value) in &mut request.headers {
+                if name == "x-prometheus-scrape-timeout-seconds" {
+                    *value = timeout_header(target.timeout);
+                }
+            }
+        }
         request.body_limit = job.body_size_limit;
         request.max_redirects = MAX_REDIRECTS;
         Scraper {
@@ -234,8 +242,8 @@ impl Scraper {
             request,
             client,
             connection: KeepAlive::default(),
-            interval: job.interval,
-            timeout: job.timeout,
+            interval: target.interval,
+            timeout: target.timeout,
             state: TargetState::new(target.labels.clone(), opts),
             down: false,
         }

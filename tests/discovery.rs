@@ -1,0 +1,347 @@
+//! Service discovery and target relabeling end to end: pushprobe discovers scrape and probe
+//! targets from files (rewritten during the test, renamed over, half written) and from an
+//! HTTP SD endpoint (that changes its answer, then fails), and a real Prometheus shows new
+//! targets appearing with their own `instance`, removed ones ending at once (staleness
+//! markers), and bad input keeping the last good targets.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::target::{Reply, TargetServer};
+use common::*;
+
+/// An exposition naming its target, so each target's series can be told apart.
+fn exporter_body(name: &str) -> Reply {
+    Reply {
+        body: format!("# TYPE sd_thing gauge\nsd_thing{{served_by=\"{name}\"}} 1\n"),
+        ..Reply::default()
+    }
+}
+
+fn agent_header(write_url: &str) -> String {
+    format!(
+        "[agent]\ndrain_timeout = \"10s\"\nself_metrics_interval = \"1s\"\n\n\
+         [[remote_write]]\nurl = {}\nbatch_send_deadline = \"1s\"\n",
+        toml_string(write_url)
+    )
+}
+
+/// Writes `text` to `path` the way config management does: a temporary file renamed over.
+fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn instances(results: &[QueryResult]) -> Vec<String> {
+    let mut out: Vec<String> = results
+        .iter()
+        .map(|r| r.labels.get("instance").cloned().unwrap_or_default())
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_sd_targets_come_and_go_with_staleness_and_bad_files_keep_the_last_good_set() {
+    let Some(prom) = Prometheus::start().await else {
+        return;
+    };
+    let a = TargetServer::start_with(exporter_body("a")).await;
+    let b = TargetServer::start_with(exporter_body("b")).await;
+    let c = TargetServer::start_with(exporter_body("c")).await;
+    let skipped = TargetServer::start_with(exporter_body("skipped")).await;
+    let (a_addr, b_addr, c_addr) = (
+        a.addr().to_string(),
+        b.addr().to_string(),
+        c.addr().to_string(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("targets.json");
+    let yaml = dir.path().join("more.yml");
+    std::fs::write(
+        &json,
+        format!(
+            r#"[{{"targets": ["{a_addr}"], "labels": {{"team": "alpha"}}}},
+                {{"targets": ["{}"], "labels": {{"skip": "yes"}}}}]"#,
+            skipped.addr()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &yaml,
+        format!("- targets: ['{b_addr}']\n  labels:\n    team: beta\n"),
+    )
+    .unwrap();
+    let config = format!(
+        "{}\n[[scrape]]\njob = \"fsd\"\ninterval = \"1s\"\ntimeout = \"1s\"\n\
+         [[scrape.file_sd_configs]]\nfiles = [{}, {}]\nrefresh_interval = \"1s\"\n\
+         [[scrape.relabel_configs]]\nsource_labels = [\"skip\"]\nregex = \"yes\"\naction = \"drop\"\n\
+         [[scrape.relabel_configs]]\nsource_labels = [\"__meta_filepath\"]\nregex = \".*/(.*)\"\n\
+         target_label = \"from_file\"\n",
+        agent_header(&prom.write_url()),
+        toml_string(&json.display().to_string()),
+        toml_string(&dir.path().join("*.yml").display().to_string()),
+    );
+    let agent = Pushprobe::with_config(&config);
+    let mut run = agent.spawn_run(&[]);
+
+    // Both targets, each its own instance, with their group's labels and no meta label.
+    let up = prom
+        .wait_for(r#"up{job="fsd"}"#, |r| r.len() == 2, DATA_TIMEOUT)
+        .await;
+    let mut want = vec![a_addr.clone(), b_addr.clone()];
+    want.sort();
+    assert_eq!(instances(&up), want);
+    let things = prom
+        .wait_for(r#"sd_thing{job="fsd"}"#, |r| r.len() == 2, DATA_TIMEOUT)
+        .await;
+    let a_series = only(&things, &[("served_by", "a")]);
+    assert_eq!(a_series.labels["instance"], a_addr);
+    assert_eq!(a_series.labels["team"], "alpha");
+    assert_eq!(a_series.labels["from_file"], "targets.json");
+    assert!(a_series.labels.keys().all(|k| !k.starts_with("__meta")));
+    assert_eq!(only(&things, &[("served_by", "b")]).labels["team"], "beta");
+    assert_eq!(skipped.hits(), 0, "a dropped target is never scraped");
+
+    // Renamed over: a goes, c comes. a's series end at once (staleness markers), c's appear.
+    write_atomically(&json, &format!(r#"[{{"targets": ["{c_addr}"]}}]"#));
+    prom.wait_for(
+        r#"sd_thing{job="fsd"}"#,
+        |r| {
+            let mut s: Vec<&str> = r.iter().map(|x| x.labels["served_by"].as_str()).collect();
+            s.sort();
+            s == ["b", "c"]
+        },
+        DATA_TIMEOUT,
+    )
+    .await;
+    let up = prom
+        .wait_for(r#"up{job="fsd"}"#, |r| r.len() == 2, DATA_TIMEOUT)
+        .await;
+    let mut want = vec![b_addr.clone(), c_addr.clone()];
+    want.sort();
+    assert_eq!(instances(&up), want, "the removed target's up ended too");
+    let a_hits = a.hits();
+
+    // Half written: the file's last good targets stay, and the failure is counted and named.
+    std::fs::write(&json, format!(r#"[{{"targets": ["{c_addr}", "#)).unwrap();
+    prom.wait_for(
+        r#"pushprobe_sd_refresh_failures_total{mechanism="file",config="fsd"}"#,
+        |r| r.len() == 1 && r[0].value >= 1.0,
+        DATA_TIMEOUT,
+    )
+    .await;
+    let hits_before = c.hits();
+    prom.wait_for(r#"sd_thing{job="fsd"}"#, |r| r.len() == 2, DATA_TIMEOUT)
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(c.hits() > hits_before, "c is still scraped");
+    assert_eq!(
+        instances(&prom.query(r#"up{job="fsd"}"#).await),
+        want,
+        "the last good set is kept"
+    );
+    assert!(a.hits() <= a_hits + 1, "the removed target stays removed");
+    prom.wait_for(
+        r#"pushprobe_sd_discovered_targets{config="fsd"}"#,
+        |r| r.len() == 1 && r[0].value == 2.0,
+        DATA_TIMEOUT,
+    )
+    .await;
+    run.assert_running();
+
+    let done = run.terminate(Duration::from_secs(30)).await;
+    done.assert_code(0);
+    let log = done.stderr;
+    assert!(
+        log.contains(&format!("{}:1:", json.display())),
+        "the error names the file and position:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_sd_answers_change_the_targets_and_failures_keep_the_last_good_set() {
+    let Some(prom) = Prometheus::start().await else {
+        return;
+    };
+    let a = TargetServer::start_with(exporter_body("a")).await;
+    let b = TargetServer::start_with(exporter_body("b")).await;
+    let sd = TargetServer::start_with(Reply {
+        body: format!(
+            r#"[{{"targets": ["{}"], "labels": {{"env": "prod"}}}}]"#,
+            a.addr()
+        ),
+        content_type: "application/json".into(),
+        ..Reply::default()
+    })
+    .await;
+    let config = format!(
+        "{}\n[[scrape]]\njob = \"hsd\"\ninterval = \"1s\"\ntimeout = \"1s\"\n\
+         [[scrape.http_sd_configs]]\nurl = {}\nrefresh_interval = \"1s\"\n",
+        agent_header(&prom.write_url()),
+        toml_string(&sd.url("/sd")),
+    );
+    let agent = Pushprobe::with_config(&config);
+    let mut run = agent.spawn_run(&[]);
+    let things = prom
+        .wait_for(r#"sd_thing{job="hsd"}"#, |r| r.len() == 1, DATA_TIMEOUT)
+        .await;
+    assert_eq!(things[0].labels["env"], "prod");
+    assert_eq!(things[0].labels["instance"], a.addr().to_string());
+
+    // A new answer: b replaces a, whose series end.
+    sd.set_body(&format!(r#"[{{"targets": ["{}"]}}]"#, b.addr()));
+    prom.wait_for(
+        r#"sd_thing{job="hsd"}"#,
+        |r| r.len() == 1 && r[0].labels["served_by"] == "b",
+        DATA_TIMEOUT,
+    )
+    .await;
+
+    // Failing: b stays, failures are counted.
+    sd.set_status(503);
+    prom.wait_for(
+        r#"pushprobe_sd_refresh_failures_total{mechanism="http",config="hsd"}"#,
+        |r| r.len() == 1 && r[0].value >= 2.0,
+        DATA_TIMEOUT,
+    )
+    .await;
+    let hits = b.hits();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(b.hits() > hits, "the last good target is still scraped");
+    let things = prom.query(r#"sd_thing{job="hsd"}"#).await;
+    assert_eq!(things.len(), 1, "{things:?}");
+    run.assert_running();
+    run.terminate(Duration::from_secs(30)).await.assert_code(0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_probe_definition_probes_each_discovered_target_as_its_own_instance() {
+    let Some(prom) = Prometheus::start().await else {
+        return;
+    };
+    let a = TargetServer::start().await;
+    let b = TargetServer::start().await;
+    let a_url = a.url("/health");
+    let b_addr = b.addr().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("web.yaml");
+    // A full URL, and a bare host:port (probed as http://host:port/).
+    std::fs::write(
+        &file,
+        format!("- targets: ['{a_url}', '{b_addr}']\n  labels:\n    site: edge-1\n"),
+    )
+    .unwrap();
+    let config = format!(
+        "{}\n[[probe]]\nname = \"web\"\nkind = \"http\"\ninterval = \"1s\"\ntimeout = \"1s\"\n\
+         [[probe.file_sd_configs]]\nfiles = [{}]\nrefresh_interval = \"1s\"\n",
+        agent_header(&prom.write_url()),
+        toml_string(&file.display().to_string()),
+    );
+    let agent = Pushprobe::with_config(&config);
+    let mut run = agent.spawn_run(&[]);
+    let ok = prom
+        .wait_for(
+            r#"probe_success{probe="web"}"#,
+            |r| r.len() == 2,
+            DATA_TIMEOUT,
+        )
+        .await;
+    let mut want = vec![a_url.clone(), format!("http://{b_addr}/")];
+    want.sort();
+    assert_eq!(instances(&ok), want);
+    assert!(
+        ok.iter()
+            .all(|r| r.value == 1.0 && r.labels["site"] == "edge-1"),
+        "{ok:?}"
+    );
+
+    // b leaves the file: its series end at once, a's go on.
+    write_atomically(&file, &format!("- targets: ['{a_url}']\n"));
+    let ok = prom
+        .wait_for(
+            r#"probe_success{probe="web"}"#,
+            |r| r.len() == 1,
+            DATA_TIMEOUT,
+        )
+        .await;
+    assert_eq!(ok[0].labels["instance"], a_url);
+    let left = prom
+        .query(&format!(r#"{{probe="web",instance="http://{b_addr}/"}}"#))
+        .await;
+    assert!(
+        left.is_empty(),
+        "the removed target's series are stale: {left:?}"
+    );
+    run.assert_running();
+    run.terminate(Duration::from_secs(30)).await.assert_code(0);
+}
+
+/// The example configuration loads, its target files parse, and its rules keep this agent's
+/// share of the production hosts and every website.
+#[test]
+fn the_file_sd_example_loads_and_its_target_files_parse() {
+    use pushprobe::discovery::{build_targets, file::parse_file};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let settings = pushprobe::config::load(&root.join("examples/file-sd.toml"), true)
+        .unwrap()
+        .validate("examples/file-sd.toml")
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let groups = |name: &str| {
+        parse_file(
+            &root.join("examples/file-sd").join(name),
+            &std::fs::read(root.join("examples/file-sd").join(name)).unwrap(),
+        )
+        .unwrap()
+    };
+    let job = &settings.scrapes[0];
+    assert!(job.discovery.is_dynamic());
+    let nodes = build_targets(&groups("nodes.json"), &job.discovery.relabel, &job.defaults);
+    assert!(nodes.errors.is_empty(), "{:?}", nodes.errors);
+    // 7 production hosts, about a third of them on shard 0; never the staging one.
+    assert!(
+        !nodes.targets.is_empty() && nodes.targets.len() < 7,
+        "{:?}",
+        nodes.targets
+    );
+    assert!(nodes
+        .targets
+        .iter()
+        .all(|t| t.labels.get("env") == Some("prod")));
+    let probe = &settings.probe_discovery[0];
+    let sites = build_targets(
+        &groups("websites.yml"),
+        &probe.discovery.relabel,
+        &probe.defaults,
+    );
+    assert_eq!(sites.targets.len(), 3);
+    for t in &sites.targets {
+        probe.probe.with_target(t).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_discovers_then_scrapes_each_target_once() {
+    let Some(prom) = Prometheus::start().await else {
+        return;
+    };
+    let a = TargetServer::start_with(exporter_body("a")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t.json");
+    std::fs::write(&file, format!(r#"[{{"targets": ["{}"]}}]"#, a.addr())).unwrap();
+    let config = format!(
+        "{}\n[[scrape]]\njob = \"once\"\ntimeout = \"5s\"\n\
+         [[scrape.file_sd_configs]]\nfiles = [{}]\n",
+        agent_header(&prom.write_url()),
+        toml_string(&file.display().to_string()),
+    );
+    Pushprobe::with_config(&config).once().await.assert_code(0);
+    assert_eq!(a.hits(), 1);
+    let things = prom
+        .wait_for(r#"sd_thing{job="once"}"#, |r| r.len() == 1, DATA_TIMEOUT)
+        .await;
+    assert_eq!(things[0].labels["instance"], a.addr().to_string());
+}
