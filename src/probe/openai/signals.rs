@@ -490,6 +490,55 @@ mod tests {
         assert_eq!(describe_finish(FinishReason::Stop, Some(2), 5), "stop");
     }
 
+    #[test]
+    fn gaps_go_to_a_native_histogram_when_the_registry_keeps_them() {
+        use super::super::metrics::Measured;
+        use std::sync::Arc;
+        use std::time::Duration;
+        let mut r =
+            Registry::with_native(Some(crate::series::native::NativeOptions::from_factor(1.1)));
+        describe(&mut r);
+        let (l, t, b) = (
+            BaseLabels::new("p", "h", "deepseek-v3.2", &[]),
+            pricing(),
+            Arc::from(vec![0.5, 1.0]),
+        );
+        let cx = RecordContext {
+            labels: &l,
+            model: "deepseek-v3.2",
+            pricing: &t,
+            buckets: &b,
+        };
+        let run = CheckRun {
+            check: Check::ChatStream,
+            duration: Duration::from_secs(1),
+            phases: vec![],
+            cert_expiry: None,
+            result: Ok(Measured::default()),
+        };
+        let sig = Signals {
+            timing: Some(TimingSummary {
+                gaps: vec![Duration::from_millis(100), Duration::from_millis(900)],
+                longest_gap: Some(Duration::from_millis(900)),
+                stalls: 1,
+                chunks: 3,
+                ..TimingSummary::default()
+            }),
+            ..Signals::default()
+        };
+        let mut h = History::default();
+        let details = record(&mut r, &cx, 5, &run, &sig, &mut h);
+        let at = l.with(&[("check", "chat_stream")]);
+        assert_eq!(r.value(STALLS, &at), Some(1.0));
+        assert_eq!(r.value(LONGEST_GAP, &at), Some(0.9));
+        assert!(r
+            .samples_at(0)
+            .iter()
+            .any(|s| s.labels.metric_name() == INTER_TOKEN_GAP && s.histogram().is_some()));
+        let line = summary_line(Check::ChatStream, &details);
+        assert_eq!(line, "longest gap 0.90s, 1 stalls");
+    }
+
     proptest! {
         #[test]
         fn any_label_value_is_bounded_and_printable(s in any::<String>()) {
