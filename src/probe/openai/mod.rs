@@ -754,6 +754,24 @@ mod tests {
     }
 
     #[test]
+    fn the_canary_sends_temperature_and_seed_only_when_set() {
+        let limit = (TokenLimitField::MaxTokens, 5);
+        let v: serde_json::Value =
+            serde_json::from_slice(&chat_body_with("m", "p", limit, true, Some(0.0), Some(42)))
+                .unwrap();
+        assert_eq!(
+            (v["temperature"].as_f64(), v["seed"].as_i64()),
+            (Some(0.0), Some(42))
+        );
+        let v: serde_json::Value =
+            serde_json::from_slice(&chat_body_with("m", "p", limit, false, None, None)).unwrap();
+        assert!(
+            v.get("temperature").is_none() && v.get("seed").is_none(),
+            "{v}"
+        );
+    }
+
+    #[test]
     fn reasoning_models_get_max_completion_tokens_instead() {
         let limit = (TokenLimitField::MaxCompletionTokens, 7);
         let v: serde_json::Value =
