@@ -208,6 +208,17 @@ fn verbose_lines(out: &mut String, rows: &[(String, String)], style: &TableStyle
     }
 }
 
+/// The `summary` detail of a report, on one line, if it has one.
+fn summary_detail(report: &ProbeReport) -> Option<String> {
+    report
+        .details
+        .iter()
+        .find(|(k, _)| k == "summary")
+        .and_then(|(_, v)| v.as_text())
+        .map(one_line)
+        .filter(|s| !s.is_empty())
+}
+
 /// Renders one line per probe — mark, name, status, latency, failure reason — with columns
 /// aligned and every line within `style.width`; with `style.verbose`, the whole reason and
 /// every detail under each line. Ends with a summary line.
@@ -262,6 +273,14 @@ pub fn render_table(reports: &[(String, ProbeReport)], style: &TableStyle) -> St
             if !shown.is_empty() {
                 line.push_str("  ");
                 line.push_str(&style.paint(RED, &shown));
+            }
+        } else if let Some(note) = summary_detail(report) {
+            // A probe that succeeded may still have something to say (an AI check's finish
+            // reason, longest stream gap, rate-limit headroom): shown dimmed, cut to fit.
+            let room = style.width.saturating_sub(width(&fixed) + 2);
+            if room >= MIN_REASON {
+                line.push_str("  ");
+                line.push_str(&style.paint(DIM, &truncate(&note, room)));
             }
         }
         out.push_str(line.trim_end());
@@ -480,6 +499,22 @@ mod tests {
         assert!(t.contains("\x1b[31mconnection refused\x1b[0m"), "{t:?}");
         assert!(!render_table(&reports(), &plain()).contains('\x1b'));
         assert!(!render_table(&reports(), &verbose()).contains('\x1b'));
+    }
+
+    #[test]
+    fn a_successful_probe_shows_its_summary_on_its_line() {
+        let mut r = reports();
+        r[0].1.details = vec![(
+            "summary".into(),
+            "chat_stream: finish length, longest gap 0.40s, 0 stalls, headroom 7.5%".into(),
+        )];
+        let t = render_table(&r, &plain());
+        let first = t.lines().next().unwrap();
+        assert!(first.contains("finish length, longest gap 0.40s"), "{t}");
+        // A failure's reason takes the room instead.
+        r[2].1.details = r[0].1.details.clone();
+        let t = render_table(&r, &plain());
+        assert!(!t.lines().nth(2).unwrap().contains("finish length"), "{t}");
     }
 
     #[test]

@@ -333,6 +333,10 @@ fn settings(base: &str, checks: &[Check]) -> OpenAiProbeSettings {
         buckets: Arc::from(DEFAULT_BUCKETS),
         max_body_bytes: 1024 * 1024,
         pricing: pricing(),
+        stall_threshold: Duration::from_secs(2),
+        expect: None,
+        temperature: None,
+        seed: None,
     }
 }
 
@@ -468,8 +472,9 @@ async fn all_checks_succeed_and_record_tokens_cost_and_ttft() {
             Some(1.0)
         );
         for phase in ["resolve", "connect", "processing", "transfer"] {
+            // Split by model and provider like every AI series.
             assert!(
-                probe_value(&r, m::PHASE_DURATION, &[("check", check), ("phase", phase)]).is_some(),
+                value(&r, m::PHASE_DURATION, &at(check, &[("phase", phase)])).is_some(),
                 "{check} {phase}"
             );
         }
@@ -517,7 +522,14 @@ async fn all_checks_succeed_and_record_tokens_cost_and_ttft() {
         value(&r, m::MISSING_USAGE, &at("chat_stream", &[])),
         Some(0.0)
     );
-    assert_eq!(probe_value(&r, m::PROBE_SUCCESS, &[]), Some(1.0));
+    assert_eq!(
+        value(
+            &r,
+            m::PROBE_SUCCESS,
+            &[("probe", "relay"), ("team", "ai"), ("model", MODEL)]
+        ),
+        Some(1.0)
+    );
     assert_eq!(
         probe_value(&r, m::SPEND_TODAY, &[]),
         Some(chat_cost + stream_cost)
@@ -595,7 +607,8 @@ async fn unauthorized_names_each_key_defect_without_the_key() {
         assert_eq!(report.status, "401");
         let reason = report.reason.clone().unwrap();
         assert!(reason.contains(want), "{key:?}: {reason}");
-        assert_eq!(reason_count(&r, "models", "auth"), Some(1.0));
+        // The provider's code says the key itself is invalid, a finer reason than "auth".
+        assert_eq!(reason_count(&r, "models", "invalid_api_key"), Some(1.0));
         assert_eq!(value(&r, m::UP, &at("models", &[])), Some(0.0));
         assert_no_secrets(&report, &r);
         assert!(!reason.contains("sk-"), "{reason}");
@@ -948,12 +961,9 @@ async fn https_records_tls_phase_and_certificate_expiry() {
         probe_value(&r, "probe_ssl_earliest_cert_expiry", &[]),
         Some(not_after as f64)
     );
-    assert!(probe_value(
-        &r,
-        m::PHASE_DURATION,
-        &[("check", "models"), ("phase", "tls")]
-    )
-    .is_some_and(|t| t > 0.0));
+    assert!(
+        value(&r, m::PHASE_DURATION, &at("models", &[("phase", "tls")])).is_some_and(|t| t > 0.0)
+    );
     // Without the CA the handshake fails, classified as tls.
     let mut s = settings(&server.base, &[Check::Models]);
     s.tls.ca_file = None;

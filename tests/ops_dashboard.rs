@@ -324,7 +324,8 @@ async fn every_dashboard_query_returns_data_pushed_by_pushprobe() {
         .await;
     assert_eq!(probes_in(&expiring), BTreeSet::from(["tls".to_string()]));
 
-    // Every request of the wrong key fails with reason auth; the good key's never fail.
+    // Every request of the wrong key fails with reason invalid_api_key (the provider's error
+    // code says the key itself is invalid); the good key's never fail.
     let ai_errors = prom
         .wait_for_any(&alert_expr("PushprobeAIErrorRatioHigh"))
         .await;
@@ -333,7 +334,7 @@ async fn every_dashboard_query_returns_data_pushed_by_pushprobe() {
         BTreeSet::from(["ai-bad-key".to_string()])
     );
     for r in &ai_errors {
-        assert_eq!(r.labels["reason"], "auth", "{r:?}");
+        assert_eq!(r.labels["reason"], "invalid_api_key", "{r:?}");
         assert!((r.value - 1.0).abs() < 1e-9, "{r:?}");
     }
     let guard = prom

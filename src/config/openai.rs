@@ -22,6 +22,7 @@ use super::{
 };
 use crate::http_client::proxy::ProxySettings;
 use crate::pricing::{Price, PriceTable};
+use crate::probe::openai::expect::Expect;
 
 /// One request a probe run makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -165,6 +166,11 @@ const RESERVED_AI_LABELS: &[&str] = &[
     "kind",
     "phase",
     "served_model",
+    "finish_reason",
+    "anomaly",
+    "resource",
+    "requested_model",
+    "answering_model",
     "le",
     "instance",
 ];
@@ -187,6 +193,13 @@ fn default_ai_timeout() -> ConfigDuration {
 fn default_max_body_bytes() -> u64 {
     DEFAULT_MAX_BODY_BYTES
 }
+fn default_stall_threshold() -> ConfigDuration {
+    ConfigDuration(crate::probe::openai::timing::DEFAULT_STALL_THRESHOLD)
+}
+
+/// The `seed` a probe with `expect` sends when none is configured: any fixed value makes a
+/// provider that honours seeds answer the same way each time.
+pub const DEFAULT_SEED: i64 = 42;
 
 /// A probe of an OpenAI-compatible API (OpenAI, relays, vLLM, DeepSeek, local servers).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -271,6 +284,30 @@ pub struct OpenAiProbeConfig {
     /// Target relabeling.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub relabel_configs: Vec<crate::scrape::relabel::RelabelConfig>,
+    /// A pause between two streamed text chunks longer than this counts as a stall.
+    #[serde(default = "default_stall_threshold")]
+    pub stall_threshold: ConfigDuration,
+    /// A check on the chat checks' answer: `{ regex = "…" }` or `{ json_fields = [...] }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<ExpectConfig>,
+    /// `temperature` of chat requests; 0 when `expect` is set and this is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// `seed` of chat requests; [`DEFAULT_SEED`] when `expect` is set and this is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+}
+
+/// `expect`: exactly one of its keys.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectConfig {
+    /// The answer must contain a match of this regular expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    /// The answer must be a JSON object with these fields (dotted paths) present, not null.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_fields: Option<Vec<String>>,
 }
 
 /// One `[pricing."MODEL"]` entry: dollars per million tokens.
@@ -329,6 +366,14 @@ pub struct OpenAiProbeSettings {
     pub max_body_bytes: u64,
     /// The price table shared by every probe.
     pub pricing: Arc<PriceTable>,
+    /// Gap between streamed text chunks that counts as a stall.
+    pub stall_threshold: Duration,
+    /// The answer check, if any.
+    pub expect: Option<Expect>,
+    /// `temperature` sent with chat requests, if any.
+    pub temperature: Option<f64>,
+    /// `seed` sent with chat requests, if any.
+    pub seed: Option<i64>,
 }
 
 /// Validates `[pricing]`; errors name the entry.
@@ -519,6 +564,18 @@ pub(super) fn validate_openai_probe(
     if o.max_body_bytes == 0 {
         c.fail(format!("{key}.max_body_bytes"), "must be > 0");
     }
+    let stall_threshold = c.positive(format!("{key}.stall_threshold"), o.stall_threshold);
+    let expect = validate_expect(c, key, o);
+    if let Some(t) = o.temperature {
+        if !(t.is_finite() && (0.0..=2.0).contains(&t)) {
+            c.fail(format!("{key}.temperature"), "must be a number from 0 to 2");
+        }
+    }
+    // A canary answer is only comparable run after run when sampling is deterministic.
+    let (temperature, seed) = match &expect {
+        Some(_) => (o.temperature.or(Some(0.0)), o.seed.or(Some(DEFAULT_SEED))),
+        None => (o.temperature, o.seed),
+    };
     let base_url = base_url?;
     Some(OpenAiProbeSettings {
         name: o.name.clone(),
@@ -540,7 +597,39 @@ pub(super) fn validate_openai_probe(
         buckets,
         max_body_bytes: o.max_body_bytes,
         pricing: pricing.clone(),
+        stall_threshold,
+        expect,
+        temperature,
+        seed,
     })
+}
+
+/// Validates `expect`: exactly one of `regex`, `json_fields`, and it must compile.
+fn validate_expect(c: &mut Checker<'_>, key: &str, o: &OpenAiProbeConfig) -> Option<Expect> {
+    let e = o.expect.as_ref()?;
+    if !o.checks.iter().any(|c| c.is_paid()) {
+        c.fail(
+            format!("{key}.expect"),
+            "checks the chat answer, but no chat check is listed in checks",
+        );
+    }
+    let built = match (&e.regex, &e.json_fields) {
+        (Some(re), None) => Expect::regex(re).map_err(|m| (format!("{key}.expect.regex"), m)),
+        (None, Some(f)) => {
+            Expect::json_fields(f).map_err(|m| (format!("{key}.expect.json_fields"), m))
+        }
+        _ => Err((
+            format!("{key}.expect"),
+            "set exactly one of regex, json_fields".to_string(),
+        )),
+    };
+    match built {
+        Ok(x) => Some(x),
+        Err((k, m)) => {
+            c.fail(k, m);
+            None
+        }
+    }
 }
 
 // figment's Jail closures return figment's own (large) error type; that is its API, not ours.
@@ -733,6 +822,70 @@ mod tests {
             e.contains("max_completion_tokens"),
             "names the accepted values: {e}"
         );
+    }
+
+    #[test]
+    fn expect_stall_threshold_temperature_and_seed() {
+        let s = parse_with(AI, Some("k")).unwrap();
+        let o = openai(&s);
+        assert_eq!(o.stall_threshold, Duration::from_secs(2));
+        assert_eq!(
+            (o.expect.is_none(), o.temperature, o.seed),
+            (true, None, None)
+        );
+        let toml = AI.replace(
+            "model = ",
+            "expect = { regex = \"(?i)paris\" }\nstall_threshold = \"750ms\"\nmodel = ",
+        );
+        let s = parse_with(&toml, Some("k")).unwrap();
+        let o = openai(&s);
+        assert!(matches!(&o.expect, Some(Expect::Regex(r)) if r.as_str() == "(?i)paris"));
+        assert_eq!(o.stall_threshold, Duration::from_millis(750));
+        // The canary is deterministic by default.
+        assert_eq!((o.temperature, o.seed), (Some(0.0), Some(DEFAULT_SEED)));
+        let toml = AI.replace(
+            "model = ",
+            "expect = { json_fields = [\"a\", \"b.c\"] }\nseed = 7\ntemperature = 0.5\nmodel = ",
+        );
+        let o = parse_with(&toml, Some("k")).unwrap();
+        let o = openai(&o);
+        assert_eq!(
+            o.expect,
+            Some(Expect::JsonFields(vec!["a".into(), "b.c".into()]))
+        );
+        assert_eq!((o.temperature, o.seed), (Some(0.5), Some(7)));
+        let bad = |to: &str| {
+            parse_with(
+                &AI.replace("model = ", &format!("{to}\nmodel = ")),
+                Some("k"),
+            )
+            .unwrap_err()
+        };
+        let e = bad("expect = { regex = \"(\" }");
+        assert!(
+            e.contains("probe[0].expect.regex: is not a valid regular expression"),
+            "{e}"
+        );
+        let e = bad("expect = { regex = \"a\", json_fields = [\"b\"] }");
+        assert!(
+            e.contains("probe[0].expect: set exactly one of regex, json_fields"),
+            "{e}"
+        );
+        let e = bad("expect = {}");
+        assert!(e.contains("probe[0].expect: set exactly one"), "{e}");
+        let e = bad("expect = { json_fields = [\"a..b\"] }");
+        assert!(e.contains("probe[0].expect.json_fields"), "{e}");
+        let e = bad("expect = { contains = \"x\" }");
+        assert!(e.contains("contains"), "{e}");
+        let e = bad("temperature = -1.0");
+        assert!(
+            e.contains("probe[0].temperature: must be a number from 0 to 2"),
+            "{e}"
+        );
+        let e = bad("stall_threshold = \"0s\"");
+        assert!(e.contains("probe[0].stall_threshold"), "{e}");
+        let e = bad("checks = [\"models\"]\nexpect = { regex = \"x\" }");
+        assert!(e.contains("probe[0].expect: checks the chat answer"), "{e}");
     }
 
     #[test]

@@ -14,11 +14,13 @@ use super::Check;
 use crate::pricing::{cost, PriceTable, Usage};
 use crate::series::{MetricType, Registry};
 
-/// 1 if the last run succeeded (all checks that ran), per probe: blackbox compatibility.
+/// 1 if the last run succeeded (all checks that ran), per probe, with the probe's `provider`
+/// and `model`: blackbox compatibility.
 pub const PROBE_SUCCESS: &str = "probe_success";
 /// Wall time of the last run in seconds: blackbox compatibility.
 pub const PROBE_DURATION: &str = "probe_duration_seconds";
-/// Seconds per phase of each check's last request, by `check` and `phase`.
+/// Seconds per phase of each check's last request, by `check` and `phase`, with `provider`
+/// and `model`.
 pub const PHASE_DURATION: &str = "probe_http_duration_seconds";
 /// Earliest expiry (Unix seconds) of the certificates the server sent.
 pub const CERT_EXPIRY: &str = "probe_ssl_earliest_cert_expiry";
@@ -28,7 +30,7 @@ pub const UP: &str = "pushprobe_ai_up";
 pub const REQUESTS: &str = "pushprobe_ai_requests_total";
 /// Latency of successful requests, request sent to body read (streams: to `[DONE]`).
 pub const REQUEST_DURATION: &str = "pushprobe_ai_request_duration_seconds";
-/// Time from sending a streamed request to the first generated token.
+/// Time from sending a streamed request to the first visible (answer) token.
 pub const TTFT: &str = "pushprobe_ai_time_to_first_token_seconds";
 /// Completion tokens per second after the first token, last stream.
 pub const TOKENS_PER_SECOND: &str = "pushprobe_ai_output_tokens_per_second";
@@ -99,7 +101,7 @@ const DESCRIPTIONS: &[(&str, MetricType, &str)] = &[
     (
         TTFT,
         MetricType::Histogram,
-        "Time from sending a streamed chat request to the first generated token, in seconds.",
+        "Time from sending a streamed chat request to the first visible token, in seconds.",
     ),
     (
         TOKENS_PER_SECOND,
@@ -170,6 +172,7 @@ pub fn describe(r: &mut Registry) {
     for (name, kind, help) in DESCRIPTIONS {
         r.describe(name, *kind, help);
     }
+    super::signals::describe(r);
 }
 
 /// Publishes at 0 every counter whose labels are known before the first request (per check:
@@ -178,6 +181,7 @@ pub fn describe(r: &mut Registry) {
 /// instead of a series that appears already at 1. Adding 0 to an existing counter changes
 /// nothing, so this is safe on every run.
 pub fn declare_counters(r: &mut Registry, labels: &BaseLabels, checks: &[Check]) {
+    super::signals::declare_counters(r, labels, checks);
     for check in checks {
         let c = check.as_str();
         let at = |extra: &[(&'static str, &'static str)]| {
@@ -225,8 +229,11 @@ pub struct Measured {
     pub models: Option<ModelList>,
     /// Usage and served model (chat checks).
     pub reply: ChatReply,
-    /// Time to first token (`chat_stream`).
+    /// Time to the first visible token (`chat_stream`).
     pub time_to_first_token: Option<Duration>,
+    /// Time to the first generated token of any kind, reasoning included: where decoding
+    /// starts, so the output rate counts from it. `None`: the same as `time_to_first_token`.
+    pub first_text: Option<Duration>,
 }
 
 /// What recording a check worked out about money, for the spend guard, logs and the report.
@@ -254,13 +261,14 @@ pub struct BaseLabels {
 }
 
 impl BaseLabels {
-    /// Builds the label sets of a probe.
+    /// Builds the label sets of a probe; `provider` and `model` are capped and cleaned (see
+    /// [`super::signals::label_value`]).
     pub fn new(probe: &str, provider: &str, model: &str, extra: &[(String, String)]) -> Self {
         let mut probe_only = vec![("probe".to_string(), probe.to_string())];
         probe_only.extend(extra.iter().cloned());
         let mut all = probe_only.clone();
-        all.push(("provider".into(), provider.into()));
-        all.push(("model".into(), model.into()));
+        all.push(("provider".into(), super::signals::label_value(provider)));
+        all.push(("model".into(), super::signals::label_value(model)));
         BaseLabels {
             all,
             probe: probe_only,
@@ -329,7 +337,7 @@ pub fn record_check(r: &mut Registry, cx: &RecordContext<'_>, run: &CheckRun) ->
         l
     };
     for (phase, d) in &run.phases {
-        let mut l = cx.labels.probe_with(&[("check", check)]);
+        let mut l = cx.labels.with(&[("check", check)]);
         l.push(("phase", phase));
         ignore(r.gauge_set(PHASE_DURATION, &l, d.as_secs_f64()));
     }
@@ -366,9 +374,10 @@ pub fn record_check(r: &mut Registry, cx: &RecordContext<'_>, run: &CheckRun) ->
         return Accounting::default();
     }
     let served = m.reply.served_model.as_deref().unwrap_or(cx.model);
-    let served_label = served_model_label(served, cx.model, cx.pricing);
+    let served_label =
+        super::signals::label_value(served_model_label(served, cx.model, cx.pricing));
     let mut l = at(&[]);
-    l.push(("served_model", served_label));
+    l.push(("served_model", &served_label));
     ignore(r.counter_add(RESPONSES, &l, 1.0));
 
     let mut acc = Accounting::default();
@@ -385,8 +394,9 @@ pub fn record_check(r: &mut Registry, cx: &RecordContext<'_>, run: &CheckRun) ->
         ignore(r.histogram_observe(TTFT, &at(&[]), cx.buckets, ttft.as_secs_f64()));
     }
     if run.check == Check::ChatStream {
+        let decode_start = m.first_text.or(m.time_to_first_token);
         acc.tokens_per_second =
-            output_tokens_per_second(usage.as_ref(), m.time_to_first_token, run.duration);
+            output_tokens_per_second(usage.as_ref(), decode_start, run.duration);
         match acc.tokens_per_second {
             Some(tps) => ignore(r.gauge_set(TOKENS_PER_SECOND, &at(&[]), tps)),
             // A stale rate would mislead; without a new one the series goes away.
@@ -449,8 +459,13 @@ pub fn record_run(
     duration: Duration,
     cert_expiry: Option<i64>,
 ) {
+    // One dashboard splits every AI series by model and provider, this one included.
+    ignore(r.gauge_set(
+        PROBE_SUCCESS,
+        &labels.with(&[]),
+        if success { 1.0 } else { 0.0 },
+    ));
     let l = labels.probe_with(&[]);
-    ignore(r.gauge_set(PROBE_SUCCESS, &l, if success { 1.0 } else { 0.0 }));
     ignore(r.gauge_set(PROBE_DURATION, &l, duration.as_secs_f64()));
     if let Some(t) = cert_expiry {
         ignore(r.gauge_set(CERT_EXPIRY, &l, t as f64));
@@ -498,6 +513,7 @@ mod tests {
                     served_model: served.map(str::to_string),
                 },
                 time_to_first_token: Some(Duration::from_secs(1)),
+                first_text: None,
             }),
         }
     }
@@ -560,7 +576,7 @@ mod tests {
             r.value(REQUESTS, &at(&[("outcome", "success"), ("reason", "ok")])),
             Some(1.0)
         );
-        let phase = l.probe_with(&[("check", "chat_stream"), ("phase", "connect")]);
+        let phase = l.with(&[("check", "chat_stream"), ("phase", "connect")]);
         assert_eq!(r.value(PHASE_DURATION, &phase), Some(0.005));
     }
 

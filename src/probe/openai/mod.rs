@@ -2,15 +2,21 @@
 //! answer and start streaming, why does it fail, and what do the probes cost.
 //!
 //! The pure core lives in the submodules: [`sse`] (incremental event-stream parser),
-//! [`response`] (reading models, completions and stream chunks), [`classify`] (bounded failure
-//! reasons and key diagnosis), [`spend`] (the daily spend guard) and [`metrics`] (recording).
-//! This module is the thin I/O shell that sends the requests through the shared HTTP client.
+//! [`response`] (reading models, completions and stream chunks), [`timing`] (stream chunk
+//! timing: gaps, stalls, first tokens), [`classify`] (bounded failure reasons and key
+//! diagnosis), [`ratelimit`] (rate-limit headers), [`expect`] (answer checks), [`spend`] (the
+//! daily spend guard), [`metrics`] and [`signals`] (recording). This module is the thin I/O
+//! shell that sends the requests through the shared HTTP client.
 
 pub mod classify;
+pub mod expect;
 pub mod metrics;
+pub mod ratelimit;
 pub mod response;
+pub mod signals;
 pub mod spend;
 pub mod sse;
+pub mod timing;
 
 pub use crate::config::openai::{Check, TokenLimitField};
 
@@ -23,7 +29,8 @@ use tokio::time::Instant;
 
 use self::classify::{classify_status, diagnose_key, Failure, KeyDiagnosis, KeySource, Reason};
 use self::metrics::{Accounting, BaseLabels, CheckRun, Measured, RecordContext};
-use self::response::{ResponseError, StreamState};
+use self::response::{AnswerFacts, ResponseError, StreamState};
+use self::signals::{Anomaly, History, Signals};
 use self::spend::SpendGuard;
 use self::sse::SseParser;
 use super::{ProbeError, ProbeReport};
@@ -57,6 +64,7 @@ pub struct OpenAiProbe {
     guard_was_engaged: bool,
     last_key_state: Option<KeyDiagnosis>,
     warned_unpriced: HashSet<String>,
+    history: History,
 }
 
 /// `{base_url}/{endpoint}`, keeping the base path and any query string (gateways use
@@ -70,6 +78,19 @@ pub fn endpoint_url(base: &reqwest::Url, endpoint: &str) -> reqwest::Url {
 
 /// The JSON body of a chat request.
 pub fn chat_body(model: &str, prompt: &str, limit: (TokenLimitField, u32), stream: bool) -> Bytes {
+    chat_body_with(model, prompt, limit, stream, None, None)
+}
+
+/// The JSON body of a chat request with `temperature` and `seed` when given (the canary of
+/// an answer check sends both, so its answer is deterministic where the provider allows).
+pub fn chat_body_with(
+    model: &str,
+    prompt: &str,
+    limit: (TokenLimitField, u32),
+    stream: bool,
+    temperature: Option<f64>,
+    seed: Option<i64>,
+) -> Bytes {
     let mut body = serde_json::json!({
         "model": model,
         "messages": [{"role": "user", "content": prompt}],
@@ -78,6 +99,12 @@ pub fn chat_body(model: &str, prompt: &str, limit: (TokenLimitField, u32), strea
     if stream {
         body["stream"] = true.into();
         body["stream_options"] = serde_json::json!({"include_usage": true});
+    }
+    if let Some(t) = temperature {
+        body["temperature"] = t.into();
+    }
+    if let Some(seed) = seed {
+        body["seed"] = seed.into();
     }
     Bytes::from(body.to_string())
 }
@@ -111,6 +138,25 @@ pub fn client_failure(check: Check, e: &ClientError) -> Failure {
         _ => e.to_string(),
     };
     Failure::new(reason, message)
+}
+
+/// Checks the answer against `expect`; a mismatch is the failure `answer_mismatch`.
+fn check_answer(
+    expect: Option<&expect::Expect>,
+    facts: &AnswerFacts,
+    max_tokens: u32,
+) -> Result<(), Failure> {
+    let Some(e) = expect else {
+        return Ok(());
+    };
+    e.check(&facts.answer).map_err(|m| {
+        let hint = if facts.finish_reason == Some(timing::FinishReason::Length) {
+            format!("; the answer stopped at max_tokens ({max_tokens}): raise max_tokens so the whole answer fits")
+        } else {
+            "; the relay may serve another model, or the prompt has no single answer".to_string()
+        };
+        Failure::new(Reason::AnswerMismatch, format!("{m}{hint}"))
+    })
 }
 
 /// A failure to read a 2xx answer. The message does not name the check: the report puts
@@ -169,6 +215,7 @@ impl OpenAiProbe {
             guard_was_engaged: false,
             last_key_state: None,
             warned_unpriced: HashSet::new(),
+            history: History::default(),
             client,
             env,
             clock,
@@ -223,11 +270,13 @@ impl OpenAiProbe {
             ),
             Check::Chat | Check::ChatStream => {
                 let stream = check == Check::ChatStream;
-                let body = chat_body(
+                let body = chat_body_with(
                     &self.settings.model,
                     &self.settings.prompt,
                     (self.settings.token_limit_field, self.settings.max_tokens),
                     stream,
+                    self.settings.temperature,
+                    self.settings.seed,
                 );
                 let accept = if stream {
                     "text/event-stream"
@@ -267,6 +316,7 @@ impl OpenAiProbe {
         request: &Request,
         key_state: &str,
         trace: &mut Trace,
+        signals: &mut Signals,
     ) -> Result<Measured, Failure> {
         let mut response = self
             .client
@@ -274,6 +324,14 @@ impl OpenAiProbe {
             .await
             .map_err(|e| client_failure(check, &e))?;
         let status = response.status().as_u16();
+        // Read on every answer, a 429 above all: it tells how far off the limit was.
+        signals.ratelimits = Some(ratelimit::parse_headers(
+            response
+                .headers()
+                .iter()
+                .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?))),
+            (self.clock)(),
+        ));
         if !(200..300).contains(&status) {
             let retry_after = response
                 .headers()
@@ -317,67 +375,139 @@ impl OpenAiProbe {
                     .await
                     .map_err(|e| client_failure(check, &e))?;
                 let reply = response::parse_chat(&body).map_err(|e| response_failure(&e, 0))?;
+                let facts = response::parse_chat_facts(&body);
+                signals.answering_model = reply.served_model.clone();
+                let checked = check_answer(
+                    self.settings.expect.as_ref(),
+                    &facts,
+                    self.settings.max_tokens,
+                );
+                signals.facts = Some(facts);
+                checked?;
                 Ok(Measured {
                     reply,
                     ..Measured::default()
                 })
             }
-            Check::ChatStream => self.read_stream(&mut response, trace).await,
+            Check::ChatStream => {
+                self.read_stream(&mut response, trace, key_state, signals)
+                    .await
+            }
         }
     }
 
     /// Reads a chat stream chunk by chunk, timing each event as it arrives, up to `[DONE]`.
+    /// Its timing and integrity go into `signals`, also when the stream fails.
     async fn read_stream(
         &self,
         response: &mut Response,
         trace: &mut Trace,
+        key_state: &str,
+        signals: &mut Signals,
     ) -> Result<Measured, Failure> {
+        let mut state = StreamState::with_stall_threshold(self.settings.stall_threshold);
+        let mut events = 0u64;
+        let result = self
+            .follow_stream(response, trace, &mut state, &mut events)
+            .await;
+        signals.timing = Some(state.timing());
+        if let Err(e) = result {
+            return Err(match e {
+                Ok(f) => f,
+                Err(ResponseError::StreamError) => {
+                    signals.anomalies.push(Anomaly::ErrorEvent);
+                    let empty = serde_json::Value::Object(Default::default());
+                    classify::classify_stream_error(
+                        state.error_event().unwrap_or(&empty),
+                        key_state,
+                    )
+                }
+                Err(e) => response_failure(&e, events),
+            });
+        }
+        let summary = match state.finish() {
+            Ok(s) => s,
+            Err(e) => {
+                if e == ResponseError::NoDone && events > 0 {
+                    signals.anomalies.push(Anomaly::MissingDone);
+                }
+                return Err(response_failure(&e, events));
+            }
+        };
+        if !summary.usage_seen {
+            signals.anomalies.push(Anomaly::MissingUsage);
+        }
+        signals.answering_model = summary.reply.served_model.clone();
+        let checked = check_answer(
+            self.settings.expect.as_ref(),
+            &summary.facts,
+            self.settings.max_tokens,
+        );
+        signals.facts = Some(summary.facts);
+        checked?;
+        Ok(Measured {
+            models: None,
+            reply: summary.reply,
+            time_to_first_token: summary.time_to_first_token,
+            first_text: summary.timing.first_text(),
+        })
+    }
+
+    /// Feeds the body to `state` until `[DONE]` or its end. Errors: `Ok(failure)` for the
+    /// transport or framing, `Err(e)` for what an event said.
+    async fn follow_stream(
+        &self,
+        response: &mut Response,
+        trace: &mut Trace,
+        state: &mut StreamState,
+        events: &mut u64,
+    ) -> Result<(), Result<Failure, ResponseError>> {
         let check = Check::ChatStream;
         let started = trace.started.unwrap_or_else(Instant::now);
         let limit = usize::try_from(self.settings.max_body_bytes).unwrap_or(usize::MAX);
         let mut parser = SseParser::new(limit);
-        let mut state = StreamState::new();
-        let mut events = 0u64;
         while !state.is_done() {
             let Some(chunk) = response
                 .chunk(trace)
                 .await
-                .map_err(|e| client_failure(check, &e))?
+                .map_err(|e| Ok(client_failure(check, &e)))?
             else {
                 break;
             };
             let at = started.elapsed();
             let parsed = parser
                 .feed(&chunk)
-                .map_err(|e| Failure::new(Reason::InvalidResponse, e.to_string()))?;
+                .map_err(|e| Ok(Failure::new(Reason::InvalidResponse, e.to_string())))?;
             for event in parsed {
-                events += 1;
-                state
-                    .on_event(&event, at)
-                    .map_err(|e| response_failure(&e, events))?;
+                *events += 1;
+                state.on_event(&event, at).map_err(Err)?;
             }
         }
-        let summary = state.finish().map_err(|e| response_failure(&e, events))?;
-        Ok(Measured {
-            models: None,
-            reply: summary.reply,
-            time_to_first_token: summary.time_to_first_token,
-        })
+        Ok(())
     }
 
-    async fn run_check(&self, check: Check, key: Option<&str>, key_state: &str) -> CheckRun {
+    async fn run_check(
+        &self,
+        check: Check,
+        key: Option<&str>,
+        key_state: &str,
+    ) -> (CheckRun, Signals) {
         let request = self.request(check, key);
         let mut trace = Trace::default();
+        let mut signals = Signals::default();
         let began = Instant::now();
-        let result = self.exchange(check, &request, key_state, &mut trace).await;
+        let result = self
+            .exchange(check, &request, key_state, &mut trace, &mut signals)
+            .await;
         let duration = trace.started.unwrap_or(began).elapsed();
-        CheckRun {
+        let run = CheckRun {
             check,
             duration,
             phases: trace.phases.iter().map(|(p, d)| (p.as_str(), d)).collect(),
             cert_expiry: trace.tls.as_ref().and_then(|t| t.earliest_cert_expiry),
             result,
-        }
+        };
+        (run, signals)
     }
 
     /// Runs every configured check once, recording into `registry`. Never panics on anything
@@ -391,6 +521,7 @@ impl OpenAiProbe {
         let mut details: Vec<(String, Detail)> = Vec::new();
         let mut failures: Vec<(Check, Failure)> = Vec::new();
         let mut cert_expiry: Option<i64> = None;
+        let mut notes: Vec<String> = Vec::new();
         let checks = self.settings.checks.clone();
         for check in checks {
             let name = check.as_str();
@@ -402,25 +533,35 @@ impl OpenAiProbe {
                 ));
                 continue;
             }
-            let run = self.run_check(check, key.as_deref(), &key_state).await;
+            let (run, signals) = self.run_check(check, key.as_deref(), &key_state).await;
             if let Some(t) = run.cert_expiry {
                 cert_expiry = Some(cert_expiry.map_or(t, |c| c.min(t)));
             }
-            let acc = metrics::record_check(
+            let cx = RecordContext {
+                labels: &self.labels,
+                model: &self.settings.model,
+                pricing: &self.settings.pricing,
+                buckets: &self.settings.buckets,
+            };
+            let acc = metrics::record_check(registry, &cx, &run);
+            let signal_details = signals::record(
                 registry,
-                &RecordContext {
-                    labels: &self.labels,
-                    model: &self.settings.model,
-                    pricing: &self.settings.pricing,
-                    buckets: &self.settings.buckets,
-                },
+                &cx,
+                self.settings.max_tokens,
                 &run,
+                &signals,
+                &mut self.history,
             );
             if let Some(dollars) = acc.cost {
                 self.guard.record((self.clock)(), dollars);
             }
             self.warn_unpriced(&acc);
             describe_run(&run, &acc, &mut details);
+            let line = signals::summary_line(check, &signal_details);
+            if !line.is_empty() {
+                notes.push(format!("{name}: {line}"));
+            }
+            details.extend(signal_details);
             if let Err(f) = run.result {
                 failures.push((check, f));
             }
@@ -439,6 +580,10 @@ impl OpenAiProbe {
         metrics::record_spend(registry, &self.labels, spent, engaged);
         if self.settings.max_probe_spend_per_day.is_some() || spent > 0.0 {
             details.push(("spend_today_dollars".into(), Detail::Dollars(spent)));
+        }
+        if !notes.is_empty() {
+            // Shown on the probe's line in `check` when no failure takes the room.
+            details.push(("summary".into(), notes.join("; ").into()));
         }
         let duration = began.elapsed();
         metrics::record_run(
@@ -606,6 +751,24 @@ mod tests {
         ))
         .unwrap();
         assert!(v.get("stream").is_none());
+    }
+
+    #[test]
+    fn the_canary_sends_temperature_and_seed_only_when_set() {
+        let limit = (TokenLimitField::MaxTokens, 5);
+        let v: serde_json::Value =
+            serde_json::from_slice(&chat_body_with("m", "p", limit, true, Some(0.0), Some(42)))
+                .unwrap();
+        assert_eq!(
+            (v["temperature"].as_f64(), v["seed"].as_i64()),
+            (Some(0.0), Some(42))
+        );
+        let v: serde_json::Value =
+            serde_json::from_slice(&chat_body_with("m", "p", limit, false, None, None)).unwrap();
+        assert!(
+            v.get("temperature").is_none() && v.get("seed").is_none(),
+            "{v}"
+        );
     }
 
     #[test]

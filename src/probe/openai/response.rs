@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::expect::push_answer;
 use super::sse::SseEvent;
+use super::timing::{FinishReason, StreamTiming, TextKind, TimingSummary};
 use crate::pricing::Usage;
 
 /// Why a response could not be used.
@@ -107,6 +109,52 @@ pub fn parse_chat(body: &[u8]) -> Result<ChatReply, ResponseError> {
     })
 }
 
+/// What a chat answer said besides usage: its text (for `expect`), why it stopped and the
+/// provider's `system_fingerprint`. Bounded: the text is capped, the fingerprint too.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AnswerFacts {
+    /// The visible answer text, at most [`super::expect::MAX_ANSWER_BYTES`].
+    pub answer: String,
+    /// Why generation stopped.
+    pub finish_reason: Option<FinishReason>,
+    /// The backend configuration the provider says served the request.
+    pub system_fingerprint: Option<String>,
+}
+
+/// Longest `system_fingerprint` kept; real ones are about 12 characters.
+const MAX_FINGERPRINT: usize = 128;
+
+fn fingerprint(v: &Value) -> Option<String> {
+    v.get("system_fingerprint")
+        .and_then(Value::as_str)
+        .filter(|f| !f.is_empty())
+        .map(|f| f.chars().take(MAX_FINGERPRINT).collect())
+}
+
+/// Reads the answer facts of a (non-streamed) chat completion; absent fields stay empty.
+pub fn parse_chat_facts(body: &[u8]) -> AnswerFacts {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return AnswerFacts::default();
+    };
+    let choice = v.get("choices").and_then(|c| c.get(0));
+    let mut answer = String::new();
+    if let Some(text) = choice
+        .and_then(|c| c.get("message"))
+        .and_then(|m| m.get("content"))
+        .and_then(Value::as_str)
+    {
+        push_answer(&mut answer, text);
+    }
+    AnswerFacts {
+        answer,
+        finish_reason: choice
+            .and_then(|c| c.get("finish_reason"))
+            .and_then(Value::as_str)
+            .map(FinishReason::parse),
+        system_fingerprint: fingerprint(&v),
+    }
+}
+
 /// What an error body's `error.code` or `error.type` says, reduced to what classification needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorHint {
@@ -138,25 +186,63 @@ pub fn error_hint(body: &[u8]) -> ErrorHint {
 pub struct StreamSummary {
     /// Usage and served model from the chunks.
     pub reply: ChatReply,
-    /// Time from sending the request to the first chunk with generated text.
+    /// Time from sending the request to the first chunk with visible text.
     pub time_to_first_token: Option<Duration>,
     /// Content chunks received.
     pub chunks: u64,
+    /// Chunk arrival times, gaps, stalls and the finish reason.
+    pub timing: TimingSummary,
+    /// Answer text and fingerprint.
+    pub facts: AnswerFacts,
+    /// Whether a usage chunk arrived.
+    pub usage_seen: bool,
 }
 
 /// Follows a chat stream event by event.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StreamState {
     reply: ChatReply,
-    first_token: Option<Duration>,
-    chunks: u64,
+    timing: StreamTiming,
+    answer: String,
+    fingerprint: Option<String>,
+    error: Option<Value>,
+    usage_seen: bool,
     done: bool,
 }
 
+impl Default for StreamState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl StreamState {
-    /// Starts following a stream.
+    /// Starts following a stream with the default stall threshold.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_stall_threshold(super::timing::DEFAULT_STALL_THRESHOLD)
+    }
+
+    /// Starts following a stream; text gaps longer than `stall_threshold` are stalls.
+    pub fn with_stall_threshold(stall_threshold: Duration) -> Self {
+        StreamState {
+            reply: ChatReply::default(),
+            timing: StreamTiming::new(stall_threshold),
+            answer: String::new(),
+            fingerprint: None,
+            error: None,
+            usage_seen: false,
+            done: false,
+        }
+    }
+
+    /// The error object of an error event, once [`ResponseError::StreamError`] was returned.
+    pub fn error_event(&self) -> Option<&Value> {
+        self.error.as_ref()
+    }
+
+    /// The timing so far (also when the stream fails).
+    pub fn timing(&self) -> TimingSummary {
+        self.timing.summary()
     }
 
     /// Tells whether `data: [DONE]` has arrived (later events are ignored).
@@ -173,33 +259,51 @@ impl StreamState {
             self.done = true;
             return Ok(());
         }
-        let v = parse_json(event.data.as_bytes())?;
-        if v.get("error").is_some_and(|e| !e.is_null()) {
+        let mut v = parse_json(event.data.as_bytes())?;
+        if let Some(e) = v.get_mut("error").filter(|e| !e.is_null()) {
+            // Kept for classification: the error object says why, like an HTTP error body.
+            let e = e.take();
+            self.error = Some(if e.is_object() {
+                e
+            } else {
+                serde_json::json!({})
+            });
             return Err(ResponseError::StreamError);
         }
         if let Some(m) = served_model(&v) {
             self.reply.served_model = Some(m);
         }
+        if let Some(f) = fingerprint(&v) {
+            self.fingerprint = Some(f);
+        }
+        if v.get("usage").is_some_and(Value::is_object) {
+            self.usage_seen = true;
+        }
         if let Some(u) = parse_usage(&v) {
             self.reply.usage = Some(u);
         }
-        let delta = v
-            .get("choices")
-            .and_then(|c| c.get(0))
-            .and_then(|c| c.get("delta"));
-        // Reasoning models stream `reasoning_content` before `content`; either is the first
-        // token a user waits for, and a short probe may never get past the reasoning.
-        let has_text = ["content", "reasoning_content"].iter().any(|f| {
+        let choice = v.get("choices").and_then(|c| c.get(0));
+        let delta = choice.and_then(|c| c.get("delta"));
+        let text = |field: &str| {
             delta
-                .and_then(|d| d.get(*f))
+                .and_then(|d| d.get(field))
                 .and_then(Value::as_str)
-                .is_some_and(|s| !s.is_empty())
-        });
-        if has_text {
-            self.chunks += 1;
-            if self.first_token.is_none() {
-                self.first_token = Some(at);
-            }
+                .filter(|s| !s.is_empty())
+        };
+        // Reasoning models stream `reasoning_content` (some relays: `reasoning`) before
+        // `content`. An empty delta is no token.
+        if text("reasoning_content").or(text("reasoning")).is_some() {
+            self.timing.on_text(at, TextKind::Reasoning);
+        }
+        if let Some(t) = text("content") {
+            self.timing.on_text(at, TextKind::Visible);
+            push_answer(&mut self.answer, t);
+        }
+        if let Some(f) = choice
+            .and_then(|c| c.get("finish_reason"))
+            .and_then(Value::as_str)
+        {
+            self.timing.on_finish_reason(f);
         }
         Ok(())
     }
@@ -209,10 +313,18 @@ impl StreamState {
         if !self.done {
             return Err(ResponseError::NoDone);
         }
+        let timing = self.timing.summary();
         Ok(StreamSummary {
             reply: self.reply,
-            time_to_first_token: self.first_token,
-            chunks: self.chunks,
+            time_to_first_token: timing.first_visible,
+            chunks: timing.chunks,
+            facts: AnswerFacts {
+                answer: self.answer,
+                finish_reason: timing.finish_reason,
+                system_fingerprint: self.fingerprint,
+            },
+            usage_seen: self.usage_seen,
+            timing,
         })
     }
 }
@@ -359,6 +471,78 @@ mod tests {
             s.on_event(&ev("{not json"), Duration::ZERO),
             Err(ResponseError::Json(_))
         ));
+    }
+
+    #[test]
+    fn stream_separates_reasoning_from_visible_text_and_keeps_the_facts() {
+        let ms = Duration::from_millis;
+        let mut s = StreamState::with_stall_threshold(ms(100));
+        let events = [
+            (
+                r#"{"model":"r1","system_fingerprint":"fp_1","choices":[{"delta":{"reasoning_content":"hm"}}]}"#,
+                10,
+            ),
+            (r#"{"choices":[{"delta":{"reasoning_content":"m"}}]}"#, 20),
+            (r#"{"choices":[{"delta":{"content":""}}]}"#, 30),
+            (r#"{"choices":[{"delta":{"content":"Par"}}]}"#, 250),
+            (
+                r#"{"choices":[{"delta":{"content":"is"},"finish_reason":"length"}]}"#,
+                260,
+            ),
+            (
+                r#"{"choices":[],"usage":{"prompt_tokens":-3,"completion_tokens":"2"}}"#,
+                270,
+            ),
+            ("[DONE]", 280),
+        ];
+        for (data, at) in events {
+            s.on_event(&ev(data), ms(at)).unwrap();
+        }
+        let sum = s.finish().unwrap();
+        assert_eq!(sum.time_to_first_token, Some(ms(250)));
+        assert_eq!(sum.timing.first_reasoning, Some(ms(10)));
+        assert_eq!(sum.timing.first_text(), Some(ms(10)));
+        assert_eq!(sum.timing.longest_gap, Some(ms(230)));
+        assert_eq!(sum.timing.stalls, 1);
+        assert_eq!(sum.facts.answer, "Paris");
+        assert_eq!(sum.facts.finish_reason, Some(FinishReason::Length));
+        assert_eq!(sum.facts.system_fingerprint.as_deref(), Some("fp_1"));
+        // A usage chunk arrived, but its counts are not usable numbers: no usage, no panic.
+        assert!(sum.usage_seen);
+        assert_eq!(sum.reply.usage, None);
+    }
+
+    #[test]
+    fn error_events_are_kept_for_classification() {
+        let mut s = StreamState::new();
+        let e = s.on_event(
+            &ev(r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#),
+            Duration::ZERO,
+        );
+        assert_eq!(e, Err(ResponseError::StreamError));
+        assert_eq!(
+            s.error_event()
+                .and_then(|e| e.get("type"))
+                .and_then(Value::as_str),
+            Some("overloaded_error")
+        );
+    }
+
+    #[test]
+    fn chat_facts() {
+        let body = br#"{"model":"m","system_fingerprint":"fp_x","choices":[{"message":{"content":"{\"a\":1}"},"finish_reason":"stop"}]}"#;
+        let f = parse_chat_facts(body);
+        assert_eq!(f.answer, "{\"a\":1}");
+        assert_eq!(f.finish_reason, Some(FinishReason::Stop));
+        assert_eq!(f.system_fingerprint.as_deref(), Some("fp_x"));
+        assert_eq!(parse_chat_facts(b"nope"), AnswerFacts::default());
+        let long = format!(r#"{{"system_fingerprint":"{}"}}"#, "f".repeat(10_000));
+        assert_eq!(
+            parse_chat_facts(long.as_bytes())
+                .system_fingerprint
+                .map(|f| f.len()),
+            Some(MAX_FINGERPRINT)
+        );
     }
 
     #[test]
