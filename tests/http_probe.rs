@@ -1481,6 +1481,40 @@ async fn gzip_compression_is_asked_for_decoded_checked_and_bounded() {
     );
 }
 
+/// `{"status":"up"}\n` four times, brotli-compressed (quality 11).
+const BR_STATUS: &[u8] = &[
+    0x1b, 0x3f, 0x00, 0xf8, 0x8d, 0xd3, 0x15, 0xf3, 0x23, 0x84, 0xf5, 0x53, 0x4a, 0x91, 0xba, 0xbd,
+    0x56, 0xd0, 0x81, 0xeb, 0x53, 0x94, 0xf8, 0x53, 0x03, 0x54, 0x60, 0x53, 0x2a, 0x03,
+];
+
+#[tokio::test]
+async fn brotli_compression_is_asked_for_and_decoded() {
+    let (addr, mut seen) = recording_server(response(
+        "HTTP/1.1 200 OK\r\nContent-Encoding: br",
+        BR_STATUS,
+    ))
+    .await;
+    let checks = HttpChecks {
+        compression: Some(Compression::Br),
+        body_not_matches: vec![body_re("\"status\":\"up\"")],
+        ..HttpChecks::default()
+    };
+    let (report, r, s) = run_checks(addr, checks).await;
+    assert!(report.success, "{report:?}");
+    assert_eq!(
+        seen.recv()
+            .await
+            .unwrap()
+            .header("accept-encoding")
+            .as_deref(),
+        Some("br")
+    );
+    assert_eq!(
+        gauge(&r, &s, "probe_http_uncompressed_body_length"),
+        Some(("{\"status\":\"up\"}\n".len() * 4) as f64)
+    );
+}
+
 #[tokio::test]
 async fn fail_if_ssl_and_fail_if_not_ssl_look_at_the_final_response() {
     let cert = test_cert("pushprobe test server");

@@ -60,6 +60,8 @@ pub enum Compression {
     Gzip,
     /// deflate: zlib-wrapped (RFC 1950), or raw deflate as some servers send it.
     Deflate,
+    /// Brotli (RFC 7932).
+    Br,
     /// Not compressed: the body is read as is.
     Identity,
 }
@@ -70,6 +72,7 @@ impl Compression {
         match self {
             Compression::Gzip => "gzip",
             Compression::Deflate => "deflate",
+            Compression::Br => "br",
             Compression::Identity => "identity",
         }
     }
@@ -236,18 +239,13 @@ pub(super) fn validate_http_checks(
                 "gzip" => Some(Compression::Gzip),
                 "deflate" => Some(Compression::Deflate),
                 "identity" => Some(Compression::Identity),
-                "br" => {
-                    c.fail(
-                        format!("{key}.compression"),
-                        "\"br\" is not supported (pushprobe has no brotli decoder); use \"gzip\", \
-                     \"deflate\" or \"identity\"",
-                    );
-                    None
-                }
+                "br" => Some(Compression::Br),
                 _ => {
                     c.fail(
                         format!("{key}.compression"),
-                        format!("{name:?} is not one of \"gzip\", \"deflate\", \"identity\""),
+                        format!(
+                            "{name:?} is not one of \"gzip\", \"deflate\", \"br\", \"identity\""
+                        ),
                     );
                     None
                 }
@@ -483,10 +481,14 @@ mod tests {
         );
         let e = checks("body_size_limit = \"1GiB\"\n").unwrap_err();
         assert!(e.contains("64MiB"), "{e}");
-        let e = checks("compression = \"br\"\n").unwrap_err();
+        let e = checks("compression = \"zstd\"\n").unwrap_err();
         assert!(
-            e.starts_with("probe[0].compression: \"br\" is not supported"),
+            e.starts_with("probe[0].compression: \"zstd\" is not one of"),
             "{e}"
+        );
+        assert_eq!(
+            checks("compression = \"br\"\n").unwrap().compression,
+            Some(super::Compression::Br)
         );
         let e = checks("preferred_ip_protocol = \"ipv6\"\n").unwrap_err();
         assert!(e.starts_with("probe[0].preferred_ip_protocol: "), "{e}");
