@@ -1506,9 +1506,12 @@ async fn probe_target_loop(
         }
         // The measurement's timestamp is when it started, as a Prometheus scrape's is.
         let started = now_ms();
+        // Boxed per run: a run's future is as large as the largest probe kind's (a gRPC
+        // call's), and kept inline it would stay allocated in every probe's task between
+        // runs. Only the few runs in flight at once hold one.
         let (report, attempts) = tokio::select! {
             _ = shutdown.cancelled() => return registry,
-            r = probe.run_attempts(&mut registry, retries) => r,
+            r = Box::pin(probe.run_attempts(&mut registry, retries)) => r,
         };
         record_run(&telemetry, probe.name(), &report, attempts);
         pipeline.publish_run(&source, &registry, started);
