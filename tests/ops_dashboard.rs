@@ -5,7 +5,9 @@
 //! that only work for a single agent fail here. The targets are local: one that answers 200,
 //! one that answers 500, a port nobody listens on, an HTTPS server whose certificate expires
 //! in a week, and an OpenAI-compatible server probed with a good key (priced and unpriced
-//! models), a wrong key, and a daily spend limit so small that the guard engages.
+//! models), a wrong key, and a daily spend limit so small that the guard engages. A second,
+//! misbehaving relay has one path per problem: little rate-limit headroom left, a substituted
+//! model, streams that stall, a fingerprint that changes, and answers that fail `expect`.
 
 mod common;
 mod ops_common;
@@ -126,6 +128,181 @@ async fn tls_target(config: rustls::ServerConfig) -> SocketAddr {
 /// The API key the fake OpenAI-compatible server accepts.
 const AI_KEY: &str = "sk-dashboard-test";
 
+/// How the relay mock misbehaves, chosen by the first segment of the request path
+/// (`/{behaviour}/v1/...`), so each probe sees one problem and nothing else.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Relay {
+    /// Every response says 4 000 of 100 000 tokens are left (4 %); requests have room.
+    Limited,
+    /// Answers `gpt-4.1` requests as [`SUBSTITUTE_MODEL`].
+    Substituting,
+    /// Streams pause [`STALL_GAP`] between tokens and send no usage chunk.
+    Stalling,
+    /// A new `system_fingerprint` on every answer.
+    Drifting,
+    /// Answers "pong" to a probe that expects Paris.
+    Canary,
+}
+
+impl Relay {
+    fn from_path(path: &str) -> Option<Relay> {
+        match path.trim_start_matches('/').split('/').next()? {
+            "limited" => Some(Relay::Limited),
+            "substituting" => Some(Relay::Substituting),
+            "stalling" => Some(Relay::Stalling),
+            "drifting" => Some(Relay::Drifting),
+            "canary" => Some(Relay::Canary),
+            _ => None,
+        }
+    }
+}
+
+/// The model the substituting relay answers with: priced, so only the substitution shows.
+const SUBSTITUTE_MODEL: &str = "deepseek-v3.2";
+/// The pause inside a stalling stream, well over the probe's `stall_threshold`.
+const STALL_GAP: Duration = Duration::from_millis(300);
+/// Tokens left of [`TOKEN_LIMIT`] on the limited relay.
+const TOKENS_REMAINING: u64 = 4_000;
+/// The token limit the limited relay announces.
+const TOKEN_LIMIT: u64 = 100_000;
+
+/// Reads one request's line, head and `content-length` body; `None` on a closed socket.
+async fn read_request(s: &mut tokio::net::TcpStream) -> Option<(String, String, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let line = head.lines().next()?.to_string();
+    Some((line, head, buf[head_end..head_end + length].to_vec()))
+}
+
+/// An OpenAI-compatible relay with the key [`AI_KEY`] that misbehaves as its path says (see
+/// [`Relay`]): what the AI alerts and the stream, rate-limit and relay panels are about.
+async fn misbehaving_relay() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answers = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            let answers = answers.clone();
+            tokio::spawn(async move {
+                let Some((line, head, body)) = read_request(&mut s).await else {
+                    return;
+                };
+                let path = line.split(' ').nth(1).unwrap_or("/");
+                let authorized = head
+                    .lines()
+                    .any(|l| l.eq_ignore_ascii_case(&format!("authorization: Bearer {AI_KEY}")));
+                let Some(relay) = Relay::from_path(path).filter(|_| authorized) else {
+                    let body = r#"{"error":{"message":"no such relay, or a wrong key"}}"#;
+                    let _ = s
+                        .write_all(
+                            format!(
+                                "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\n\
+                                 content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                                body.len()
+                            )
+                            .as_bytes(),
+                        )
+                        .await;
+                    return;
+                };
+                let mut extra = String::new();
+                if relay == Relay::Limited {
+                    extra = format!(
+                        "x-ratelimit-limit-requests: 1000\r\nx-ratelimit-remaining-requests: 999\r\n\
+                         x-ratelimit-reset-requests: 60ms\r\nx-ratelimit-limit-tokens: {TOKEN_LIMIT}\r\n\
+                         x-ratelimit-remaining-tokens: {TOKENS_REMAINING}\r\nx-ratelimit-reset-tokens: 6m0s\r\n"
+                    );
+                }
+                let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let asked = request["model"].as_str().unwrap_or("unknown");
+                let model = if relay == Relay::Substituting {
+                    SUBSTITUTE_MODEL
+                } else {
+                    asked
+                };
+                let n = answers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let fingerprint = if relay == Relay::Drifting {
+                    format!("fp_{n}")
+                } else {
+                    "fp_steady".to_string()
+                };
+                let chunk = |content: &str, finish: &str| {
+                    format!(
+                        "data: {{\"model\":\"{model}\",\"system_fingerprint\":\"{fingerprint}\",\
+                         \"choices\":[{{\"delta\":{{\"content\":\"{content}\"}},\"finish_reason\":{finish}}}]}}\n\n"
+                    )
+                };
+                let (content_type, parts): (&str, Vec<String>) = if line.starts_with("GET ") {
+                    let models =
+                        r#"{"object":"list","data":[{"id":"deepseek-v3.2"},{"id":"gpt-4.1"}]}"#;
+                    ("application/json", vec![models.to_string()])
+                } else if request["stream"] == true {
+                    let mut tail = chunk("ng", "\"stop\"");
+                    // A stalling relay also drops the usage chunk: the missing_usage anomaly.
+                    if relay != Relay::Stalling {
+                        tail.push_str(
+                            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":3}}\n\n",
+                        );
+                    }
+                    tail.push_str("data: [DONE]\n\n");
+                    ("text/event-stream", vec![chunk("po", "null"), tail])
+                } else {
+                    let chat = format!(
+                        r#"{{"id":"c1","model":"{model}","system_fingerprint":"{fingerprint}","choices":[{{"index":0,"message":{{"role":"assistant","content":"pong"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}}}"#
+                    );
+                    ("application/json", vec![chat])
+                };
+                let length: usize = parts.iter().map(String::len).sum();
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\n{extra}content-length: {length}\r\nconnection: close\r\n\r\n"
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                for (i, part) in parts.iter().enumerate() {
+                    if i > 0 {
+                        let gap = if relay == Relay::Stalling {
+                            STALL_GAP
+                        } else {
+                            Duration::from_millis(30)
+                        };
+                        tokio::time::sleep(gap).await;
+                    }
+                    let _ = s.write_all(part.as_bytes()).await;
+                    let _ = s.flush().await;
+                }
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
 fn ai_probe(name: &str, base: &str, key_env: &str, model: &str, extra: &str) -> String {
     format!(
         "\n[[probe]]\nname = {}\nkind = \"openai\"\nbase_url = {}\napi_key_env = {}\nmodel = {}\n\
@@ -195,6 +372,8 @@ async fn every_dashboard_query_returns_data_pushed_by_pushprobe() {
     let (ca_pem, tls_config) = expiring_cert(7);
     let tls = tls_target(tls_config).await;
     let ai = format!("http://{}/v1", common::openai::serve(AI_KEY).await);
+    let relay = misbehaving_relay().await;
+    let relay_url = |behaviour: &str| format!("http://{relay}/{behaviour}/v1");
 
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("ca.pem");
@@ -239,6 +418,42 @@ async fn every_dashboard_query_returns_data_pushed_by_pushprobe() {
             "RELAY_API_KEY",
             "deepseek-v3.2",
             "max_probe_spend_per_day = 0.000000001\n",
+        ));
+        // One probe per misbehaviour of the relay, each running only the checks it needs.
+        toml.push_str(&ai_probe(
+            "ai-limited",
+            &relay_url("limited"),
+            "RELAY_API_KEY",
+            "deepseek-v3.2",
+            "checks = [\"chat\"]\n",
+        ));
+        toml.push_str(&ai_probe(
+            "ai-substituted",
+            &relay_url("substituting"),
+            "RELAY_API_KEY",
+            "gpt-4.1",
+            "checks = [\"chat\"]\n",
+        ));
+        toml.push_str(&ai_probe(
+            "ai-stalling",
+            &relay_url("stalling"),
+            "RELAY_API_KEY",
+            "deepseek-v3.2",
+            "checks = [\"chat_stream\"]\nstall_threshold = \"50ms\"\n",
+        ));
+        toml.push_str(&ai_probe(
+            "ai-drifting",
+            &relay_url("drifting"),
+            "RELAY_API_KEY",
+            "deepseek-v3.2",
+            "checks = [\"chat\"]\n",
+        ));
+        toml.push_str(&ai_probe(
+            "ai-canary",
+            &relay_url("canary"),
+            "RELAY_API_KEY",
+            "deepseek-v3.2",
+            "checks = [\"chat\", \"chat_stream\"]\nexpect = { regex = \"(?i)paris\" }\n",
         ));
         // Pricing tables go after every [[probe]]: a [table] header ends the array entry.
         toml.push_str(
@@ -285,7 +500,7 @@ async fn every_dashboard_query_returns_data_pushed_by_pushprobe() {
     let down = prom
         .wait_for(
             &alert_expr("PushprobeProbeDown"),
-            |r| probes_in(r).len() == 3,
+            |r| probes_in(r).len() == 4,
             DATA_TIMEOUT,
         )
         .await;
@@ -293,13 +508,14 @@ async fn every_dashboard_query_returns_data_pushed_by_pushprobe() {
         probes_in(&down),
         BTreeSet::from([
             "ai-bad-key".to_string(),
+            "ai-canary".to_string(),
             "closed-port".to_string(),
             "server-error".to_string()
         ]),
         "{down:?}"
     );
     // One per failing target and agent: the two agents are different sites.
-    assert_eq!(down.len(), 6, "{down:?}");
+    assert_eq!(down.len(), 8, "{down:?}");
 
     let errors = prom
         .wait_for(
@@ -325,16 +541,25 @@ async fn every_dashboard_query_returns_data_pushed_by_pushprobe() {
     assert_eq!(probes_in(&expiring), BTreeSet::from(["tls".to_string()]));
 
     // Every request of the wrong key fails with reason invalid_api_key (the provider's error
-    // code says the key itself is invalid); the good key's never fail.
+    // code says the key itself is invalid), every answer of the canary with answer_mismatch;
+    // the good key's other requests never fail.
     let ai_errors = prom
-        .wait_for_any(&alert_expr("PushprobeAIErrorRatioHigh"))
+        .wait_for(
+            &alert_expr("PushprobeAIErrorRatioHigh"),
+            |r| probes_in(r).len() == 2,
+            DATA_TIMEOUT,
+        )
         .await;
     assert_eq!(
         probes_in(&ai_errors),
-        BTreeSet::from(["ai-bad-key".to_string()])
+        BTreeSet::from(["ai-bad-key".to_string(), "ai-canary".to_string()])
     );
     for r in &ai_errors {
-        assert_eq!(r.labels["reason"], "invalid_api_key", "{r:?}");
+        let reason = match r.labels["probe"].as_str() {
+            "ai-canary" => "answer_mismatch",
+            _ => "invalid_api_key",
+        };
+        assert_eq!(r.labels["reason"], reason, "{r:?}");
         assert!((r.value - 1.0).abs() < 1e-9, "{r:?}");
     }
     let guard = prom
@@ -347,6 +572,64 @@ async fn every_dashboard_query_returns_data_pushed_by_pushprobe() {
     assert_eq!(
         probes_in(&unpriced),
         BTreeSet::from(["ai-unpriced".to_string()])
+    );
+
+    // The relay's misbehaviours, each caught by its alert and by no other probe's.
+    let headroom = prom
+        .wait_for_any(&alert_expr("PushprobeAIRateLimitHeadroomLow"))
+        .await;
+    assert_eq!(
+        probes_in(&headroom),
+        BTreeSet::from(["ai-limited".to_string()])
+    );
+    for r in &headroom {
+        // Requests have 99.9 % left: only tokens are short, at exactly the announced share.
+        assert_eq!(r.labels["resource"], "tokens", "{r:?}");
+        let share = TOKENS_REMAINING as f64 / TOKEN_LIMIT as f64;
+        assert!((r.value - share).abs() < 1e-9, "{r:?}");
+    }
+    for (alert, probe) in [
+        ("PushprobeAIModelSubstituted", "ai-substituted"),
+        ("PushprobeAIStreamStalls", "ai-stalling"),
+        ("PushprobeAIAnswerMismatch", "ai-canary"),
+    ] {
+        let got = prom.wait_for_any(&alert_expr(alert)).await;
+        assert_eq!(
+            probes_in(&got),
+            BTreeSet::from([probe.to_string()]),
+            "{alert}: {got:?}"
+        );
+    }
+    // The info series names the model that really answered.
+    let answered = prom
+        .wait_for_any("pushprobe_ai_answering_model_info{probe=\"ai-substituted\"}")
+        .await;
+    for r in &answered {
+        assert_eq!(r.labels["requested_model"], "gpt-4.1", "{r:?}");
+        assert_eq!(r.labels["answering_model"], SUBSTITUTE_MODEL, "{r:?}");
+    }
+    // Only the drifting relay changes its fingerprint; only the stalling one drops usage.
+    let drifted = prom
+        .wait_for_any(
+            "sum by (probe) (increase(pushprobe_ai_system_fingerprint_changes_total[5m])) > 0",
+        )
+        .await;
+    assert_eq!(
+        probes_in(&drifted),
+        BTreeSet::from(["ai-drifting".to_string()])
+    );
+    let anomalies = prom
+        .wait_for_any("sum by (probe, anomaly) (pushprobe_ai_stream_anomalies_total) > 0")
+        .await;
+    assert_eq!(
+        probes_in(&anomalies),
+        BTreeSet::from(["ai-stalling".to_string()])
+    );
+    assert!(
+        anomalies
+            .iter()
+            .all(|r| r.labels["anomaly"] == "missing_usage"),
+        "{anomalies:?}"
     );
 
     // Both agents are alive: nobody stopped pushing.
