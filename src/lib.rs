@@ -7,7 +7,7 @@
 //!   registry. [`pricing`]: model prices and the cost of a probe's tokens (pure).
 //! - [`scrape`]: scraping exporters: parsers, relabeling and target state (pure), and the
 //!   scrape loops (I/O).
-//! - [`discovery`]: static, file and HTTP service discovery into target groups, target
+//! - [`discovery`]: static, file, HTTP and DNS service discovery into target groups, target
 //!   relabeling into final targets (pure), and the per-job target manager.
 //! - [`exec`]: `pushprobe exec`, a command run as a monitored job.
 //! - [`series`]: label sets, samples, and the registry that turns measurements into samples.

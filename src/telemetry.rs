@@ -76,7 +76,7 @@ pub const RW_PARTIAL_WRITES: &str = "pushprobe_remote_write_partial_writes_total
 /// `written_exceeds_sent`, `success_with_body`).
 pub const RW_INVALID_ANSWERS: &str = "pushprobe_remote_write_invalid_answers_total";
 /// Discovery refreshes that failed (the last good targets stay), by `mechanism` (file,
-/// http) and `config` (the job or probe), as Prometheus' `prometheus_sd_refresh_failures_total`.
+/// http, dns) and `config` (the job or probe), as Prometheus' `prometheus_sd_refresh_failures_total`.
 pub const SD_REFRESH_FAILURES: &str = "pushprobe_sd_refresh_failures_total";
 /// Targets discovered before relabeling, per `config`, as `prometheus_sd_discovered_targets`.
 pub const SD_DISCOVERED_TARGETS: &str = "pushprobe_sd_discovered_targets";

@@ -1,6 +1,6 @@
 //! The discovery keys `[[scrape]]` and `[[probe]]` share, with Prometheus' names and shapes:
-//! `static_configs`, `file_sd_configs`, `http_sd_configs` and `relabel_configs` (target
-//! relabeling). `validate_discovery` turns them into [`DiscoverySettings`]; the
+//! `static_configs`, `file_sd_configs`, `http_sd_configs`, `dns_sd_configs` and
+//! `relabel_configs` (target relabeling). `validate_discovery` turns them into [`DiscoverySettings`]; the
 //! [`discovery`](crate::discovery) room runs them.
 
 use std::collections::BTreeMap;
@@ -25,12 +25,40 @@ pub const DEFAULT_FILE_REFRESH: Duration = Duration::from_secs(300);
 /// Default `http_sd_configs` `refresh_interval`: Prometheus' one minute.
 pub const DEFAULT_HTTP_REFRESH: Duration = Duration::from_secs(60);
 
+/// Default `dns_sd_configs` `refresh_interval`: Prometheus' 30 seconds.
+pub const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(30);
+
+/// The record types `dns_sd_configs` `type` accepts.
+pub const DNS_SD_TYPES: &[&str] = &["SRV", "A", "AAAA", "MX"];
+
+fn default_dns_refresh() -> ConfigDuration {
+    ConfigDuration(DEFAULT_DNS_REFRESH)
+}
+fn default_dns_type() -> String {
+    "SRV".into()
+}
 fn default_file_refresh() -> ConfigDuration {
     ConfigDuration(DEFAULT_FILE_REFRESH)
 }
 fn default_http_refresh() -> ConfigDuration {
     ConfigDuration(DEFAULT_HTTP_REFRESH)
 }
+
+/// The keys that give a probe discovered targets, for messages.
+pub(super) const TARGET_SOURCES: &str =
+    "targets, static_configs, file_sd_configs, http_sd_configs or dns_sd_configs";
+
+/// Whether a probe table (with the discovery fields) lists any target source.
+macro_rules! has_discovery {
+    ($p:expr) => {
+        !$p.targets.is_empty()
+            || !$p.static_configs.is_empty()
+            || !$p.file_sd_configs.is_empty()
+            || !$p.http_sd_configs.is_empty()
+            || !$p.dns_sd_configs.is_empty()
+    };
+}
+pub(super) use has_discovery;
 
 /// One `static_configs` entry: targets sharing labels.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -88,6 +116,40 @@ pub struct HttpSdConfig {
     pub proxy_password_file: Option<PathBuf>,
 }
 
+/// One `dns_sd_configs` entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSdConfig {
+    /// The names looked up.
+    pub names: Vec<String>,
+    /// `SRV` (default), `A`, `AAAA` or `MX`.
+    #[serde(default = "default_dns_type", rename = "type")]
+    pub record_type: String,
+    /// The port of each target; required for `A`, `AAAA` and `MX` (SRV records carry theirs).
+    pub port: Option<u16>,
+    /// How often the names are looked up again.
+    #[serde(default = "default_dns_refresh")]
+    pub refresh_interval: ConfigDuration,
+    /// The DNS server asked, `host:port` (port 53 when left out); pushprobe's own key.
+    /// Unset: the first `nameserver` of /etc/resolv.conf.
+    pub server: Option<String>,
+}
+
+/// A validated `dns_sd_configs` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsSdSettings {
+    /// The names looked up.
+    pub names: Vec<String>,
+    /// The record type asked for.
+    pub record_type: crate::dns::RecordType,
+    /// The port of A, AAAA and MX targets (`0` for SRV when unset: each record has its own).
+    pub port: u16,
+    /// Refresh period.
+    pub refresh_interval: Duration,
+    /// The server asked.
+    pub server: super::dns::DnsServer,
+}
+
 /// A validated `file_sd_configs` entry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileSdSettings {
@@ -121,14 +183,16 @@ pub struct DiscoverySettings {
     pub files: Vec<FileSdSettings>,
     /// `http_sd_configs`.
     pub http: Vec<HttpSdSettings>,
+    /// `dns_sd_configs`.
+    pub dns: Vec<DnsSdSettings>,
     /// Compiled `relabel_configs`.
     pub relabel: Arc<[RelabelRule]>,
 }
 
 impl DiscoverySettings {
-    /// Whether targets may change while running (file or HTTP discovery).
+    /// Whether targets may change while running (file, HTTP or DNS discovery).
     pub fn is_dynamic(&self) -> bool {
-        !self.files.is_empty() || !self.http.is_empty()
+        !self.files.is_empty() || !self.http.is_empty() || !self.dns.is_empty()
     }
 
     /// Whether any target source is configured.
@@ -143,6 +207,7 @@ pub(super) struct DiscoveryKeys<'a> {
     pub static_configs: &'a [StaticConfig],
     pub file_sd_configs: &'a [FileSdConfig],
     pub http_sd_configs: &'a [HttpSdConfig],
+    pub dns_sd_configs: &'a [DnsSdConfig],
     pub relabel_configs: &'a [RelabelConfig],
 }
 
@@ -240,6 +305,12 @@ pub(super) fn validate_discovery(
             });
         }
     }
+    let dns = keys
+        .dns_sd_configs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| validate_dns_sd(c, &format!("{key}.dns_sd_configs[{i}]"), d))
+        .collect();
     let relabel = match compile(keys.relabel_configs) {
         Ok(rules) => Arc::from(rules),
         Err(e) => {
@@ -254,6 +325,69 @@ pub(super) fn validate_discovery(
         static_groups,
         files,
         http,
+        dns,
         relabel,
     }
+}
+
+/// Validates one `dns_sd_configs` entry at `k`.
+fn validate_dns_sd(c: &mut Checker<'_>, k: &str, d: &DnsSdConfig) -> Option<DnsSdSettings> {
+    if d.names.is_empty() {
+        c.fail(format!("{k}.names"), "list at least one name to look up");
+    }
+    for (j, name) in d.names.iter().enumerate() {
+        if name.is_empty() {
+            c.fail(format!("{k}.names[{j}]"), "must not be empty");
+        } else if let Err(e) = crate::dns::message::fqdn(name) {
+            c.fail(format!("{k}.names[{j}]"), e);
+        }
+    }
+    let upper = d.record_type.to_ascii_uppercase();
+    let record_type = if DNS_SD_TYPES.contains(&upper.as_str()) {
+        upper.parse::<crate::dns::RecordType>().ok()
+    } else {
+        c.fail(
+            format!("{k}.type"),
+            format!(
+                "{:?} is not one of: {}",
+                d.record_type,
+                DNS_SD_TYPES.join(", ")
+            ),
+        );
+        None
+    };
+    let port = match (d.port, upper.as_str()) {
+        (Some(0), _) => {
+            c.fail(format!("{k}.port"), "0 is not a port (1 to 65535)");
+            None
+        }
+        (Some(p), _) => Some(p),
+        (None, "SRV") => Some(0),
+        (None, _) if record_type.is_some() => {
+            c.fail(
+                format!("{k}.port"),
+                format!("missing: {upper} records carry no port; set the targets' port"),
+            );
+            None
+        }
+        (None, _) => None,
+    };
+    let refresh = c.positive(format!("{k}.refresh_interval"), d.refresh_interval);
+    let server = match &d.server {
+        None => Some(super::dns::DnsServer::ResolvConf),
+        Some(s) => match crate::dns::split_host_port(s, 53) {
+            Ok((host, port)) => Some(super::dns::DnsServer::Given { host, port }),
+            Err(e) => {
+                c.fail(format!("{k}.server"), e);
+                None
+            }
+        },
+    };
+    Some(DnsSdSettings {
+        names: d.names.clone(),
+        record_type: record_type?,
+        port: port?,
+        refresh_interval: refresh,
+        server: server?,
+    })
 }

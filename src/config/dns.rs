@@ -92,6 +92,25 @@ pub struct DnsProbeConfig {
     /// The `job` label of this probe's series; unset: `agent.job`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<String>,
+    /// Discovered targets instead of `server` (see `config::discovery`): one probe per
+    /// target, its `__address__` as the server `host:port`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
+    /// Target groups with their labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub static_configs: Vec<super::discovery::StaticConfig>,
+    /// Target files, watched for changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub file_sd_configs: Vec<super::discovery::FileSdConfig>,
+    /// HTTP SD endpoints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_sd_configs: Vec<super::discovery::HttpSdConfig>,
+    /// DNS lookups giving the targets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_sd_configs: Vec<super::discovery::DnsSdConfig>,
+    /// Target relabeling, before each target becomes `server`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relabel_configs: Vec<crate::scrape::relabel::RelabelConfig>,
 }
 
 /// Regexes over one section's records, each record in its text form
@@ -185,7 +204,18 @@ pub(super) fn validate_dns_probe(
 ) -> Option<DnsProbeSettings> {
     let interval = c.positive(format!("{key}.interval"), d.interval);
     let timeout = c.positive(format!("{key}.timeout"), d.timeout);
+    let discovered = super::discovery::has_discovery!(d);
+    if d.server.is_some() && discovered {
+        c.fail(
+            format!("{key}.server"),
+            format!(
+                "set either server or discovered targets ({}), not both",
+                super::discovery::TARGET_SOURCES
+            ),
+        );
+    }
     let server = match &d.server {
+        // A discovered probe's stand-in; each target names its server.
         None => Some(DnsServer::ResolvConf),
         Some(s) => match crate::dns::split_host_port(s, 53) {
             Ok((host, port)) => Some(DnsServer::Given { host, port }),

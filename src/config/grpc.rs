@@ -32,8 +32,9 @@ fn default_true() -> bool {
 pub struct GrpcProbeConfig {
     /// Unique name; the `probe` label of its series.
     pub name: String,
-    /// `host:port` of the gRPC server (port left out: 443 with TLS, 80 without).
-    pub target: String,
+    /// `host:port` of the gRPC server (port left out: 443 with TLS, 80 without); leave it
+    /// out to discover the targets instead.
+    pub target: Option<String>,
     /// The service whose health to ask for; empty asks about the server as a whole.
     #[serde(default)]
     pub service: String,
@@ -64,6 +65,25 @@ pub struct GrpcProbeConfig {
     /// The `job` label of this probe's series; unset: `agent.job`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<String>,
+    /// Discovered targets instead of `target` (see `config::discovery`): one probe per
+    /// target, its `__address__` as `host:port`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
+    /// Target groups with their labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub static_configs: Vec<super::discovery::StaticConfig>,
+    /// Target files, watched for changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub file_sd_configs: Vec<super::discovery::FileSdConfig>,
+    /// HTTP SD endpoints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_sd_configs: Vec<super::discovery::HttpSdConfig>,
+    /// DNS lookups giving the targets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_sd_configs: Vec<super::discovery::DnsSdConfig>,
+    /// Target relabeling, before each target becomes `target`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relabel_configs: Vec<crate::scrape::relabel::RelabelConfig>,
 }
 
 /// Where a gRPC probe connects: a host (name or IP literal) and a port.
@@ -191,13 +211,21 @@ pub(super) fn validate_grpc_probe(
     let interval = c.positive(format!("{key}.interval"), g.interval);
     let timeout = c.positive(format!("{key}.timeout"), g.timeout);
     let default_port = if g.tls { 443 } else { 80 };
-    let target = match parse_target(&g.target, default_port) {
+    let text = super::probe::single_target(
+        c,
+        key,
+        "target",
+        g.target.as_deref(),
+        super::discovery::has_discovery!(g),
+        super::probe::DISCOVERED_HOST_PORT,
+    );
+    let target = text.and_then(|text| match parse_target(text, default_port) {
         Ok(t) => Some(t),
         Err(message) => {
             c.fail(format!("{key}.target"), message);
             None
         }
-    };
+    });
     let metadata_key = format!("{key}.metadata");
     let metadata = c.headers(&metadata_key, &g.metadata);
     for (name, _) in &metadata {
@@ -238,7 +266,7 @@ pub(super) fn validate_grpc_probe(
     }
     Some(GrpcProbeSettings {
         name: g.name.clone(),
-        target_text: g.target.clone(),
+        target_text: text?.to_string(),
         target: target?,
         service: g.service.clone(),
         tls,

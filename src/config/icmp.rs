@@ -59,7 +59,7 @@ pub struct IcmpProbeConfig {
     /// Unique name; the `probe` label of its series.
     pub name: String,
     /// Host name or IP address to ping (no port, no scheme).
-    pub target: String,
+    pub target: Option<String>,
     /// How often to probe.
     #[serde(default = "default_interval")]
     pub interval: ConfigDuration,
@@ -91,6 +91,25 @@ pub struct IcmpProbeConfig {
     /// The `job` label of this probe's series; unset: `agent.job`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<String>,
+    /// Discovered targets instead of `target` (see `config::discovery`): one probe per
+    /// target, its `__address__` as the host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
+    /// Target groups with their labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub static_configs: Vec<super::discovery::StaticConfig>,
+    /// Target files, watched for changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub file_sd_configs: Vec<super::discovery::FileSdConfig>,
+    /// HTTP SD endpoints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_sd_configs: Vec<super::discovery::HttpSdConfig>,
+    /// DNS lookups giving the targets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_sd_configs: Vec<super::discovery::DnsSdConfig>,
+    /// Target relabeling, before each target becomes `target`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relabel_configs: Vec<crate::scrape::relabel::RelabelConfig>,
 }
 
 /// A validated ICMP probe.
@@ -130,13 +149,21 @@ pub(super) fn validate_icmp_probe(
 ) -> Option<IcmpProbeSettings> {
     let interval = c.positive(format!("{key}.interval"), p.interval);
     let timeout = c.positive(format!("{key}.timeout"), p.timeout);
-    let target = match target_problem(&p.target) {
+    let target = super::probe::single_target(
+        c,
+        key,
+        "target",
+        p.target.as_deref(),
+        super::discovery::has_discovery!(p),
+        super::probe::DISCOVERED_HOST,
+    )
+    .and_then(|text| match target_problem(text) {
         Ok(t) => Some(t),
         Err(problem) => {
             c.fail(format!("{key}.target"), problem);
             None
         }
-    };
+    });
     let source = p.source_ip_address.as_deref().and_then(|s| {
         let parsed = s.parse::<IpAddr>();
         if parsed.is_err() {
@@ -196,7 +223,7 @@ pub(super) fn validate_icmp_probe(
 }
 
 /// The target to resolve (an IPv6 address may come in brackets), or why it is not one.
-fn target_problem(target: &str) -> Result<String, String> {
+pub(super) fn target_problem(target: &str) -> Result<String, String> {
     let bare = target
         .strip_prefix('[')
         .and_then(|t| t.strip_suffix(']'))

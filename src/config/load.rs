@@ -508,7 +508,7 @@ output_per_mtok = "eight"
                  fail_if_header_not_matches, fail_if_body_json, valid_http_versions, fail_if_ssl, \
                  fail_if_not_ssl, body_size_limit, compression, preferred_ip_protocol, \
                  ip_protocol_fallback, targets, static_configs, file_sd_configs, \
-                 http_sd_configs, relabel_configs (in pushprobe.toml, line 12)",
+                 http_sd_configs, dns_sd_configs, relabel_configs (in pushprobe.toml, line 12)",
                 "probe[0].timeout: \"5\": missing unit (ms, s, m, h, d, w, y) \
                  (in pushprobe.toml, line 13)",
                 "probe[0].colour: unknown key; expected one of: name, url, interval, timeout, \
@@ -520,7 +520,7 @@ output_per_mtok = "eight"
                  fail_if_header_not_matches, fail_if_body_json, valid_http_versions, fail_if_ssl, \
                  fail_if_not_ssl, body_size_limit, compression, preferred_ip_protocol, \
                  ip_protocol_fallback, targets, static_configs, file_sd_configs, \
-                 http_sd_configs, relabel_configs (in pushprobe.toml, line 14)",
+                 http_sd_configs, dns_sd_configs, relabel_configs (in pushprobe.toml, line 14)",
                 "probe[1].model: is required (in pushprobe.toml, line 16)",
                 "pricing.\"gpt-4.1\".output_per_mtok: expected f64, found string \"eight\" \
                  (in pushprobe.toml, line 23)",

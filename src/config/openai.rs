@@ -281,6 +281,9 @@ pub struct OpenAiProbeConfig {
     /// HTTP SD endpoints.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http_sd_configs: Vec<super::discovery::HttpSdConfig>,
+    /// DNS lookups giving the targets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_sd_configs: Vec<super::discovery::DnsSdConfig>,
     /// Target relabeling.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub relabel_configs: Vec<crate::scrape::relabel::RelabelConfig>,
@@ -462,16 +465,13 @@ pub(super) fn validate_openai_probe(
     o: &OpenAiProbeConfig,
     pricing: &Arc<PriceTable>,
 ) -> Option<OpenAiProbeSettings> {
-    let discovered = !o.targets.is_empty()
-        || !o.static_configs.is_empty()
-        || !o.file_sd_configs.is_empty()
-        || !o.http_sd_configs.is_empty();
+    let discovered = super::discovery::has_discovery!(o);
     let base_url = match &o.base_url {
         Some(_) if discovered => {
             c.fail(
                 format!("{key}.base_url"),
                 "set either base_url or discovered targets (targets, static_configs, \
-                 file_sd_configs, http_sd_configs), not both",
+                 file_sd_configs, http_sd_configs, dns_sd_configs), not both",
             );
             None
         }
@@ -480,8 +480,8 @@ pub(super) fn validate_openai_probe(
         None => {
             c.fail(
                 format!("{key}.base_url"),
-                "missing: set base_url, or targets, static_configs, file_sd_configs or \
-                 http_sd_configs",
+                "missing: set base_url, or targets, static_configs, file_sd_configs, \
+                 http_sd_configs or dns_sd_configs",
             );
             None
         }

@@ -11,7 +11,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::discovery::{
-    validate_discovery, DiscoveryKeys, DiscoverySettings, FileSdConfig, HttpSdConfig, StaticConfig,
+    has_discovery, validate_discovery, DiscoveryKeys, DiscoverySettings, DnsSdConfig, FileSdConfig,
+    HttpSdConfig, StaticConfig, TARGET_SOURCES,
 };
 use super::dns::{validate_dns_probe, DnsProbeConfig, DnsProbeSettings};
 use super::grpc::{validate_grpc_probe, GrpcProbeConfig, GrpcProbeSettings};
@@ -36,6 +37,7 @@ macro_rules! discovery_keys {
             static_configs: &$p.static_configs,
             file_sd_configs: &$p.file_sd_configs,
             http_sd_configs: &$p.http_sd_configs,
+            dns_sd_configs: &$p.dns_sd_configs,
             relabel_configs: &$p.relabel_configs,
         }
     };
@@ -337,6 +339,9 @@ pub struct HttpProbeConfig {
     /// HTTP SD endpoints.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http_sd_configs: Vec<HttpSdConfig>,
+    /// DNS lookups giving the targets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_sd_configs: Vec<DnsSdConfig>,
     /// Target relabeling; `__address__` ends up as the probed URL.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub relabel_configs: Vec<RelabelConfig>,
@@ -344,6 +349,42 @@ pub struct HttpProbeConfig {
 
 /// The URL a probe with discovered targets is validated with; each target replaces it.
 pub(super) const DISCOVERED_URL: &str = "http://discovered.invalid/";
+
+/// The stand-in target of a discovered `tcp` or `grpc` probe, validated before each target
+/// replaces it.
+pub(super) const DISCOVERED_HOST_PORT: &str = "discovered.invalid:1";
+/// The stand-in host of a discovered `icmp` probe.
+pub(super) const DISCOVERED_HOST: &str = "discovered.invalid";
+
+/// The single target of a probe (`url`, `target`, `server`), or `stand_in` when its targets
+/// are discovered: exactly one of the two is set. Errors name `{key}.{field}`.
+pub(super) fn single_target<'a>(
+    c: &mut Checker<'_>,
+    key: &str,
+    field: &str,
+    value: Option<&'a str>,
+    discovered: bool,
+    stand_in: &'a str,
+) -> Option<&'a str> {
+    match value {
+        Some(_) if discovered => {
+            c.fail(
+                format!("{key}.{field}"),
+                format!("set either {field} or discovered targets ({TARGET_SOURCES}), not both"),
+            );
+            None
+        }
+        Some(v) => Some(v),
+        None if discovered => Some(stand_in),
+        None => {
+            c.fail(
+                format!("{key}.{field}"),
+                format!("missing: set {field}, or {TARGET_SOURCES}"),
+            );
+            None
+        }
+    }
+}
 
 /// A probe whose targets are discovered: its settings (with a stand-in target) and where
 /// the targets come from.
@@ -453,9 +494,11 @@ impl ProbeSettings {
         }
     }
 
-    /// This probe aimed at one discovered target: its URL from `__address__` (a URL, or
-    /// `host:port` with `__scheme__`), its interval and timeout, and its labels (`instance`
-    /// included) on every series. One arm per probe kind.
+    /// This probe aimed at one discovered target, its interval and timeout, and its labels
+    /// on every series. One arm per probe kind: an http or openai probe takes its URL from
+    /// `__address__` (a URL, or `host:port` with `__scheme__`), and its `instance` label from
+    /// the target; a tcp or grpc probe takes `__address__` as its `host:port`, an icmp probe
+    /// as its host, a dns probe as its server, and their `instance` is that address.
     pub fn with_target(
         &self,
         target: &crate::discovery::Target,
@@ -465,11 +508,15 @@ impl ProbeSettings {
             target: crate::secret::redact_url_text(&target.address),
             message: message.to_string(),
         };
-        let url = target
-            .probe_url()
-            .ok_or_else(|| fail("is neither a URL nor host:port"))?;
+        let url = || {
+            target
+                .probe_url()
+                .ok_or_else(|| fail("is neither a URL nor host:port"))
+        };
+        let address = target.address.as_str();
         match self {
             ProbeSettings::Http(p) => {
+                let url = url()?;
                 let mut s = p.clone();
                 s.url = url;
                 // The HTTP probe's `instance` is the URL it probes, as the blackbox
@@ -484,6 +531,7 @@ impl ProbeSettings {
                 Ok(ProbeSettings::Http(s))
             }
             ProbeSettings::Openai(p) => {
+                let url = url()?;
                 if !url.username().is_empty() || url.password().is_some() {
                     return Err(fail("must not hold credentials"));
                 }
@@ -511,10 +559,48 @@ impl ProbeSettings {
                 s.timeout = target.timeout;
                 Ok(ProbeSettings::Openai(s))
             }
-            // Validation gives discovery keys to http and openai probes only.
-            _ => Err(fail(
-                "this probe kind takes a single target, not discovered ones",
-            )),
+            ProbeSettings::Tcp(p) => {
+                let (host, port) = super::tcp::split_target(address).map_err(|m| fail(&m))?;
+                let mut s = p.clone();
+                (s.target, s.host, s.port) = (address.to_string(), host, port);
+                s.labels =
+                    target_labels(&p.labels, &target.labels, &["probe", "instance", "version"]);
+                (s.interval, s.timeout) = (target.interval, target.timeout);
+                Ok(ProbeSettings::Tcp(s))
+            }
+            ProbeSettings::Grpc(p) => {
+                let default_port = if p.tls.is_some() { 443 } else { 80 };
+                let parsed =
+                    super::grpc::parse_target(address, default_port).map_err(|m| fail(&m))?;
+                let mut s = p.clone();
+                (s.target_text, s.target) = (address.to_string(), parsed);
+                s.labels = target_labels(
+                    &p.labels,
+                    &target.labels,
+                    &["probe", "instance", "phase", "serving_status", "version"],
+                );
+                (s.interval, s.timeout) = (target.interval, target.timeout);
+                Ok(ProbeSettings::Grpc(s))
+            }
+            ProbeSettings::Icmp(p) => {
+                let host = super::icmp::target_problem(address).map_err(|m| fail(&m))?;
+                let mut s = p.clone();
+                s.target = host;
+                s.labels =
+                    target_labels(&p.labels, &target.labels, &["probe", "instance", "phase"]);
+                (s.interval, s.timeout) = (target.interval, target.timeout);
+                Ok(ProbeSettings::Icmp(s))
+            }
+            ProbeSettings::Dns(p) => {
+                let (host, port) =
+                    crate::dns::split_host_port(address, 53).map_err(|m| fail(&m))?;
+                let mut s = p.clone();
+                s.server = super::dns::DnsServer::Given { host, port };
+                s.labels =
+                    target_labels(&p.labels, &target.labels, &["probe", "instance", "phase"]);
+                (s.interval, s.timeout) = (target.interval, target.timeout);
+                Ok(ProbeSettings::Dns(s))
+            }
         }
     }
 }
@@ -529,24 +615,19 @@ pub(super) fn validate_probe_discovery(
     let mut out = Vec::new();
     for (i, p) in configs.iter().map(|e| &e.probe).enumerate() {
         let key = format!("probe[{i}]");
-        let (targets, keys) = match p {
-            ProbeConfig::Http(h) => (&h.targets, discovery_keys!(h)),
-            ProbeConfig::Openai(o) => (&o.targets, discovery_keys!(o)),
-            ProbeConfig::Icmp(_)
-            | ProbeConfig::Tcp(_)
-            | ProbeConfig::Dns(_)
-            | ProbeConfig::Grpc(_) => continue,
+        let (targets, keys, has) = match p {
+            ProbeConfig::Http(h) => (&h.targets, discovery_keys!(h), has_discovery!(h)),
+            ProbeConfig::Openai(o) => (&o.targets, discovery_keys!(o), has_discovery!(o)),
+            ProbeConfig::Icmp(i) => (&i.targets, discovery_keys!(i), has_discovery!(i)),
+            ProbeConfig::Tcp(t) => (&t.targets, discovery_keys!(t), has_discovery!(t)),
+            ProbeConfig::Dns(d) => (&d.targets, discovery_keys!(d), has_discovery!(d)),
+            ProbeConfig::Grpc(g) => (&g.targets, discovery_keys!(g), has_discovery!(g)),
         };
-        let has = !targets.is_empty()
-            || !keys.static_configs.is_empty()
-            || !keys.file_sd_configs.is_empty()
-            || !keys.http_sd_configs.is_empty();
         if !has {
             if !keys.relabel_configs.is_empty() {
                 c.fail(
                     format!("{key}.relabel_configs"),
-                    "applies to discovered targets only; add targets, static_configs, \
-                     file_sd_configs or http_sd_configs",
+                    format!("applies to discovered targets only; add {TARGET_SOURCES}"),
                 );
             }
             continue;
@@ -571,7 +652,8 @@ pub(super) fn validate_probe_discovery(
             params: BTreeMap::new(),
             interval: probe.interval(),
             timeout: probe.timeout(),
-            address_may_be_url: true,
+            // Only URL-taking kinds accept a URL; the others want host[:port].
+            address_may_be_url: matches!(probe, ProbeSettings::Http(_) | ProbeSettings::Openai(_)),
         };
         let built = crate::discovery::build_targets(
             &discovery.static_groups,
@@ -771,30 +853,15 @@ fn validate_http_probe(
     key: &str,
     h: &HttpProbeConfig,
 ) -> Option<HttpProbeSettings> {
-    let discovered = !h.targets.is_empty()
-        || !h.static_configs.is_empty()
-        || !h.file_sd_configs.is_empty()
-        || !h.http_sd_configs.is_empty();
-    let url = match &h.url {
-        Some(_) if discovered => {
-            c.fail(
-                format!("{key}.url"),
-                "set either url or discovered targets (targets, static_configs, \
-                 file_sd_configs, http_sd_configs), not both",
-            );
-            None
-        }
-        Some(u) => c.url(format!("{key}.url"), u.as_str()),
-        None if discovered => reqwest::Url::parse(DISCOVERED_URL).ok(),
-        None => {
-            c.fail(
-                format!("{key}.url"),
-                "missing: set url, or targets, static_configs, file_sd_configs or \
-                 http_sd_configs",
-            );
-            None
-        }
-    };
+    let url = single_target(
+        c,
+        key,
+        "url",
+        h.url.as_ref().map(|u| u.as_str()),
+        has_discovery!(h),
+        DISCOVERED_URL,
+    )
+    .and_then(|u| c.url(format!("{key}.url"), u));
     let interval = c.positive(format!("{key}.interval"), h.interval);
     let timeout = c.positive(format!("{key}.timeout"), h.timeout);
     let method = match http::Method::from_bytes(h.method.to_ascii_uppercase().as_bytes()) {
@@ -1088,5 +1155,182 @@ mod tests {
         assert_eq!(got[0].1, "a.example");
         assert_eq!(got[0].2.as_deref(), Some("https://a.example/v1"));
         assert_eq!(got[1].1, "b.example:4000");
+    }
+
+    /// The settings of each target of a probe's static targets.
+    fn per_target(s: &crate::config::Settings) -> Vec<super::ProbeSettings> {
+        let d = &s.probe_discovery[0];
+        let built = crate::discovery::build_targets(
+            &d.discovery.static_groups,
+            &d.discovery.relabel,
+            &d.defaults,
+        );
+        assert!(built.errors.is_empty(), "{built:?}");
+        built
+            .targets
+            .iter()
+            .map(|t| d.probe.with_target(t).unwrap())
+            .collect()
+    }
+
+    fn instance(labels: &[(String, String)]) -> Option<&str> {
+        labels
+            .iter()
+            .find(|(n, _)| n == "instance")
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn tcp_icmp_dns_and_grpc_probes_take_discovered_targets() {
+        const RW: &str = "[[remote_write]]\nurl = \"http://127.0.0.1:9090/api/v1/write\"\n";
+        let probe = |kind: &str, rest: &str| {
+            format!("{RW}[[probe]]\nname = \"p\"\nkind = \"{kind}\"\n{rest}")
+        };
+        let targets = "[[probe.static_configs]]\ntargets = [\"127.0.0.1:7001\", \"[::1]:7002\"]\n\
+                       labels = { zone = \"a\" }\n";
+        let s = parse(&probe("tcp", targets)).unwrap();
+        assert!(s.probes.is_empty());
+        let got: Vec<(String, u16, Option<String>)> = per_target(&s)
+            .into_iter()
+            .map(|p| match p {
+                super::ProbeSettings::Tcp(t) => {
+                    assert!(t.labels.contains(&("zone".into(), "a".into())));
+                    assert_eq!(instance(&t.labels), None, "the probe sets instance itself");
+                    (t.target, t.port, None)
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("127.0.0.1:7001".to_string(), 7001, None),
+                ("[::1]:7002".to_string(), 7002, None)
+            ]
+        );
+
+        let s = parse(&probe("grpc", targets)).unwrap();
+        match &per_target(&s)[1] {
+            super::ProbeSettings::Grpc(g) => {
+                assert_eq!((g.target.host.as_str(), g.target.port), ("::1", 7002));
+                assert_eq!(g.target_text, "[::1]:7002");
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let s = parse(&probe(
+            "dns",
+            &format!("query_name = \"example.com\"\n{targets}"),
+        ))
+        .unwrap();
+        match &per_target(&s)[0] {
+            super::ProbeSettings::Dns(d) => assert_eq!(
+                d.server,
+                crate::config::dns::DnsServer::Given {
+                    host: "127.0.0.1".into(),
+                    port: 7001
+                }
+            ),
+            other => panic!("{other:?}"),
+        }
+
+        let s = parse(&probe("icmp", "targets = [\"127.0.0.1\", \"127.0.0.2\"]\n")).unwrap();
+        let hosts: Vec<String> = per_target(&s)
+            .into_iter()
+            .map(|p| match p {
+                super::ProbeSettings::Icmp(i) => i.target,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(hosts, ["127.0.0.1", "127.0.0.2"]);
+    }
+
+    #[test]
+    fn single_target_kinds_take_one_target_or_discovery_and_bad_addresses_are_refused() {
+        const RW: &str = "[[remote_write]]\nurl = \"http://127.0.0.1:9090/api/v1/write\"\n";
+        let probe = |kind: &str, rest: &str| {
+            format!("{RW}[[probe]]\nname = \"p\"\nkind = \"{kind}\"\n{rest}")
+        };
+        let e = parse(&probe("tcp", "target = \"h:1\"\ntargets = [\"h:2\"]\n")).unwrap_err();
+        assert!(
+            e.contains(
+                "probe[0].target: set either target or discovered targets (targets, \
+                        static_configs, file_sd_configs, http_sd_configs or dns_sd_configs), \
+                        not both"
+            ),
+            "{e}"
+        );
+        let e = parse(&probe("grpc", "")).unwrap_err();
+        assert!(
+            e.contains("probe[0].target: missing: set target, or targets"),
+            "{e}"
+        );
+        let e = parse(&probe(
+            "dns",
+            "query_name = \"x\"\nserver = \"127.0.0.1\"\ntargets = [\"127.0.0.1:53\"]\n",
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("probe[0].server: set either server or discovered"),
+            "{e}"
+        );
+        // A tcp target needs a port; an icmp target must be a bare host.
+        let e = parse(&probe("tcp", "targets = [\"h\"]\n")).unwrap_err();
+        assert!(e.contains("probe p: target \"h\""), "{e}");
+        let e = parse(&probe("icmp", "targets = [\"h:1\"]\n")).unwrap_err();
+        assert!(e.contains("probe p: target \"h:1\""), "{e}");
+        let e = parse(&probe("icmp", "targets = [\"http://h/\"]\n")).unwrap_err();
+        assert!(e.contains("is not host[:port]"), "{e}");
+    }
+
+    #[test]
+    fn dns_sd_configs_are_validated_with_their_key_paths() {
+        const RW: &str = "[[remote_write]]\nurl = \"http://127.0.0.1:9090/api/v1/write\"\n";
+        let scrape =
+            |sd: &str| format!("{RW}[[scrape]]\njob = \"j\"\n[[scrape.dns_sd_configs]]\n{sd}");
+        let s = parse(&scrape(
+            "names = [\"_m._tcp.example\"]\nserver = \"127.0.0.1:5353\"\n",
+        ))
+        .unwrap();
+        let d = &s.scrapes[0].discovery.dns[0];
+        assert_eq!(d.record_type, crate::dns::RecordType::SRV);
+        assert_eq!(d.refresh_interval, std::time::Duration::from_secs(30));
+        assert!(s.scrapes[0].discovery.is_dynamic());
+        let s = parse(&scrape(
+            "names = [\"h.example\"]\ntype = \"a\"\nport = 9100\n",
+        ))
+        .unwrap();
+        let d = &s.scrapes[0].discovery.dns[0];
+        assert_eq!((d.record_type, d.port), (crate::dns::RecordType::A, 9100));
+        assert_eq!(d.server, crate::config::dns::DnsServer::ResolvConf);
+        for (sd, want) in [
+            (
+                "names = []\n",
+                "scrape[0].dns_sd_configs[0].names: list at least one",
+            ),
+            (
+                "names = [\"h\"]\ntype = \"AAAA\"\n",
+                "scrape[0].dns_sd_configs[0].port: missing",
+            ),
+            (
+                "names = [\"h\"]\ntype = \"TXT\"\n",
+                "scrape[0].dns_sd_configs[0].type: \"TXT\" is not one of",
+            ),
+            (
+                "names = [\"h\"]\nserver = \"a b\"\n",
+                "scrape[0].dns_sd_configs[0].server",
+            ),
+            (
+                "names = [\"h\"]\nrefresh_interval = \"0s\"\n",
+                "scrape[0].dns_sd_configs[0].refresh_interval",
+            ),
+            (
+                "names = [\"h\"]\nport = 0\ntype = \"A\"\n",
+                "scrape[0].dns_sd_configs[0].port: 0 is not a port",
+            ),
+        ] {
+            let e = parse(&scrape(sd)).unwrap_err();
+            assert!(e.contains(want), "{sd:?}: {e}");
+        }
     }
 }

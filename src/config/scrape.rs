@@ -13,7 +13,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::discovery::{
-    validate_discovery, DiscoveryKeys, DiscoverySettings, FileSdConfig, HttpSdConfig, StaticConfig,
+    validate_discovery, DiscoveryKeys, DiscoverySettings, DnsSdConfig, FileSdConfig, HttpSdConfig,
+    StaticConfig,
 };
 use super::oauth2::{validate_oauth2, OAuth2Config};
 use super::{
@@ -164,6 +165,9 @@ pub struct ScrapeConfig {
     /// HTTP SD endpoints, asked every `refresh_interval`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http_sd_configs: Vec<HttpSdConfig>,
+    /// DNS lookups (SRV, A, AAAA, MX) giving the targets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_sd_configs: Vec<DnsSdConfig>,
     /// Target relabeling, before any scrape (`__address__`, `__meta_*`, `hashmod`, …).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub relabel_configs: Vec<RelabelConfig>,
@@ -290,11 +294,12 @@ fn validate_scrape(c: &mut Checker<'_>, key: &str, s: &ScrapeConfig) -> Option<S
         && s.static_configs.is_empty()
         && s.file_sd_configs.is_empty()
         && s.http_sd_configs.is_empty()
+        && s.dns_sd_configs.is_empty()
     {
         c.fail(
             format!("{key}.targets"),
-            "list at least one host:port (or use static_configs, file_sd_configs or \
-             http_sd_configs)",
+            "list at least one host:port (or use static_configs, file_sd_configs, \
+             http_sd_configs or dns_sd_configs)",
         );
     }
     for name in s.params.keys() {
@@ -361,6 +366,7 @@ fn validate_scrape(c: &mut Checker<'_>, key: &str, s: &ScrapeConfig) -> Option<S
             static_configs: &s.static_configs,
             file_sd_configs: &s.file_sd_configs,
             http_sd_configs: &s.http_sd_configs,
+            dns_sd_configs: &s.dns_sd_configs,
             relabel_configs: &s.relabel_configs,
         },
         first,

@@ -42,8 +42,9 @@ pub struct QueryStepConfig {
 pub struct TcpProbeConfig {
     /// Unique name; the `probe` label of its series.
     pub name: String,
-    /// Where to connect: `host:port` (an IPv6 address in brackets: `[::1]:25`).
-    pub target: String,
+    /// Where to connect: `host:port` (an IPv6 address in brackets: `[::1]:25`); leave it
+    /// out to discover the targets instead.
+    pub target: Option<String>,
     /// How often to probe.
     #[serde(default = "default_interval")]
     pub interval: ConfigDuration,
@@ -73,6 +74,25 @@ pub struct TcpProbeConfig {
     /// The `job` label of this probe's series; unset: `agent.job`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<String>,
+    /// Discovered targets instead of `target` (see `config::discovery`): one probe per
+    /// target, its `__address__` as `host:port`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
+    /// Target groups with their labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub static_configs: Vec<super::discovery::StaticConfig>,
+    /// Target files, watched for changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub file_sd_configs: Vec<super::discovery::FileSdConfig>,
+    /// HTTP SD endpoints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_sd_configs: Vec<super::discovery::HttpSdConfig>,
+    /// DNS lookups giving the targets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_sd_configs: Vec<super::discovery::DnsSdConfig>,
+    /// Target relabeling, before each target becomes `target`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relabel_configs: Vec<crate::scrape::relabel::RelabelConfig>,
 }
 
 fn is_default_tls(tls: &TlsConfig) -> bool {
@@ -200,13 +220,21 @@ pub(super) fn validate_tcp_probe(
     key: &str,
     t: &TcpProbeConfig,
 ) -> Option<TcpProbeSettings> {
-    let target = match split_target(&t.target) {
+    let text = super::probe::single_target(
+        c,
+        key,
+        "target",
+        t.target.as_deref(),
+        super::discovery::has_discovery!(t),
+        super::probe::DISCOVERED_HOST_PORT,
+    );
+    let target = text.and_then(|text| match split_target(text) {
         Ok(hp) => Some(hp),
         Err(message) => {
             c.fail(format!("{key}.target"), message);
             None
         }
-    };
+    });
     let interval = c.positive(format!("{key}.interval"), t.interval);
     let timeout = c.positive(format!("{key}.timeout"), t.timeout);
     let source_ip_address = t.source_ip_address.as_deref().and_then(|s| {
@@ -241,7 +269,7 @@ pub(super) fn validate_tcp_probe(
     let (host, port) = target?;
     Some(TcpProbeSettings {
         name: t.name.clone(),
-        target: t.target.clone(),
+        target: text?.to_string(),
         host,
         port,
         interval,

@@ -1,5 +1,5 @@
-//! Service discovery: turns `static_configs`, `file_sd_configs` and `http_sd_configs` into
-//! target groups carrying Prometheus' `__meta_*` labels, and keeps them current.
+//! Service discovery: turns `static_configs`, `file_sd_configs`, `http_sd_configs` and
+//! `dns_sd_configs` into target groups carrying Prometheus' `__meta_*` labels, and keeps them current.
 //!
 //! - this file: [`Group`] (targets and their labels, as every mechanism yields them), the
 //!   [`Provider`] trait one mechanism implements, the refresh loop that runs a provider and
@@ -8,11 +8,13 @@
 //! - [`target`]: groups plus `relabel_configs` into final targets (pure);
 //! - [`file`](mod@file): target files (JSON or YAML, globs), re-read when they change;
 //! - [`http`]: Prometheus' HTTP SD protocol over the pooled client;
+//! - [`dns`]: SRV, A, AAAA and MX lookups with the project's DNS client;
 //! - [`manager`]: the per-job set of running target tasks, reconciled on each update.
 //!
-//! A new mechanism (DNS, say) is one more file: a type implementing [`Provider`], and one
+//! A new mechanism is one more file: a type implementing [`Provider`], and one
 //! more arm in [`providers`].
 
+pub mod dns;
 pub mod file;
 pub mod http;
 pub mod manager;
@@ -77,7 +79,7 @@ pub struct Refreshed {
 
 /// One discovery mechanism of one job.
 pub trait Provider: Send {
-    /// The `mechanism` label of its failures: `static`, `file`, `http`.
+    /// The `mechanism` label of its failures: `static`, `file`, `http`, `dns`.
     fn mechanism(&self) -> &'static str;
     /// How long to wait between refreshes.
     fn interval(&self) -> Duration;
@@ -113,6 +115,9 @@ pub fn providers(
             message,
         })?;
         out.push(Box::new(p));
+    }
+    for d in &discovery.dns {
+        out.push(Box::new(dns::DnsProvider::new(d.clone())));
     }
     Ok(out)
 }
