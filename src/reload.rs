@@ -9,7 +9,7 @@
 //!
 //! Entries are compared in their serialized file form, by name (`[[probe]] name`, `[[scrape]]
 //! job`), with every secret serialized as a fingerprint of its value
-//! ([`crate::secret::with_fingerprints`]), so a rotated inline password counts as a change
+//! (`secret::with_fingerprints`), so a rotated inline password counts as a change
 //! without the value leaving memory.
 
 use std::collections::BTreeMap;
@@ -133,6 +133,37 @@ pub fn applicable(
     file.remote_write = old.file.remote_write.clone();
     file.pushgateway = old.file.pushgateway.clone();
     file.validate(source_name)
+}
+
+/// A request to reload, answered with the errors that kept it from applying (none: applied).
+pub struct ReloadRequest {
+    /// Where the outcome goes; the requester may have stopped waiting.
+    pub reply: tokio::sync::oneshot::Sender<Result<(), Vec<String>>>,
+}
+
+/// What SIGHUP and `POST /-/reload` use to ask the running agent for a reload; every request
+/// goes through the agent's one loop, so reloads never overlap.
+#[derive(Clone)]
+pub struct ReloadTrigger(tokio::sync::mpsc::Sender<ReloadRequest>);
+
+impl ReloadTrigger {
+    /// A trigger and the receiving end the agent reads.
+    pub fn channel() -> (ReloadTrigger, tokio::sync::mpsc::Receiver<ReloadRequest>) {
+        // Requests queue while one is applied; a burst of signals waits its turn.
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        (ReloadTrigger(tx), rx)
+    }
+
+    /// Asks for a reload and waits for its outcome: every error that kept it from applying.
+    pub async fn reload(&self) -> Result<(), Vec<String>> {
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        if self.0.send(ReloadRequest { reply }).await.is_err() {
+            return Err(vec!["the agent is shutting down".to_string()]);
+        }
+        outcome
+            .await
+            .unwrap_or_else(|_| Err(vec!["the agent is shutting down".to_string()]))
+    }
 }
 
 #[cfg(test)]
