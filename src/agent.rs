@@ -7,6 +7,10 @@
 //! stored says what the flush achieved, nothing pending, not what it started from) and the
 //! senders are stopped. Flush and stop share `drain_timeout`; after it the senders are aborted.
 //! Every task lives in a [`TaskTracker`] and is awaited; none is left running.
+//!
+//! Reload, for `run`: each probe and scrape job runs as its own unit under a child of the
+//! shutdown token, keyed by name, so a reload (see [`crate::reload`]) stops, restarts or starts
+//! units one by one; the senders, queues and Pushgateway sinks are left as they are.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
