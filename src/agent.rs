@@ -7,6 +7,10 @@
 //! stored says what the flush achieved, nothing pending, not what it started from) and the
 //! senders are stopped. Flush and stop share `drain_timeout`; after it the senders are aborted.
 //! Every task lives in a [`TaskTracker`] and is awaited; none is left running.
+//!
+//! Reload, for `run`: each probe and scrape job runs as its own unit under a child of the
+//! shutdown token, keyed by name, so a reload (see [`crate::reload`]) stops, restarts or starts
+//! units one by one; the senders, queues and Pushgateway sinks are left as they are.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -528,6 +532,48 @@ pub struct Agent {
     /// Metadata of the scraped families, sent by `metadata_senders`.
     metadata: Arc<MetadataStore>,
     metadata_senders: Vec<MetadataSender>,
+    /// Where `run` reloads its configuration from, and the requests to do so (none: `run`
+    /// does not reload).
+    reload: Option<Reloading>,
+}
+
+/// What `run` needs to reload: the file, the requests, and a trigger for the listener.
+struct Reloading {
+    path: PathBuf,
+    requests: tokio::sync::mpsc::Receiver<crate::reload::ReloadRequest>,
+    trigger: crate::reload::ReloadTrigger,
+}
+
+/// A probe or scrape job ready to start: built from settings, so a reload can fail before it
+/// stops anything.
+// A few per reload at most: variant sizes cost nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
+enum Job {
+    /// A `[[probe]]` with one configured target.
+    Probe(Probe, Schedule),
+    /// A `[[probe]]` with discovered targets.
+    DiscoveredProbe(DiscoveredProbe),
+    /// The static targets of a `[[scrape]]` job.
+    Scrapes(Vec<Scraper>),
+    /// A `[[scrape]]` job with discovery.
+    DiscoveredScrape(DiscoveredScrape),
+}
+
+/// A started probe or scrape job: stopping its token ends it (its series with staleness
+/// markers), and its task ends once they are queued.
+struct Unit {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Key of a probe's unit.
+fn probe_key(name: &str) -> String {
+    format!("probe/{name}")
+}
+
+/// Key of a scrape job's unit.
+fn scrape_key(job: &str) -> String {
+    format!("scrape/{job}")
 }
 
 /// A scrape job with file or HTTP discovery: its targets come and go while it runs.
@@ -857,7 +903,205 @@ impl Agent {
             discovered_probes,
             metadata,
             metadata_senders,
+            reload: None,
         })
+    }
+
+    /// Lets `run` reload its configuration from `path` (SIGHUP, `POST /-/reload`): returns the
+    /// trigger that asks for a reload.
+    pub fn enable_reload(&mut self, path: PathBuf) -> crate::reload::ReloadTrigger {
+        let (trigger, requests) = crate::reload::ReloadTrigger::channel();
+        self.reload = Some(Reloading {
+            path,
+            requests,
+            trigger: trigger.clone(),
+        });
+        trigger
+    }
+
+    /// Builds the probe or scrape job `key` of `settings` (a [`probe_key`] or [`scrape_key`]).
+    fn prepare(&self, settings: &Settings, key: &str) -> Result<Option<Job>, AgentError> {
+        if let Some(name) = key.strip_prefix("probe/") {
+            if let Some(p) = settings.probes.iter().find(|p| p.name() == name) {
+                let probe = Probe::new(p)?;
+                let interval = p.interval();
+                // The phase is fixed in wall-clock time, from the probe's name and the agent's
+                // external labels: two agents that differ in an external label (a Mimir HA
+                // pair's replica) do not hit the target in the same instant, and two that write
+                // the same series (a pair deduplicated by VictoriaMetrics) stamp them in step.
+                let phase = crate::clock::spread_offset(
+                    &format!("{}{}", name, settings.agent.external_labels),
+                    interval,
+                );
+                let schedule = Schedule {
+                    interval,
+                    retries: settings.retries_of(name),
+                    offset: crate::clock::aligned_delay(now_ms(), interval, phase),
+                };
+                return Ok(Some(Job::Probe(probe, schedule)));
+            }
+            if let Some(d) = settings
+                .probe_discovery
+                .iter()
+                .find(|d| d.probe.name() == name)
+            {
+                drop(Probe::new(&d.probe)?);
+                return Ok(Some(Job::DiscoveredProbe(DiscoveredProbe {
+                    providers: crate::discovery::providers(name, &d.discovery)?,
+                    settings: Arc::new(d.clone()),
+                })));
+            }
+        }
+        if let Some(name) = key.strip_prefix("scrape/") {
+            if let Some(job) = settings.scrapes.iter().find(|j| j.job == name) {
+                let client = JobClient::new(job)?;
+                if job.discovery.is_dynamic() {
+                    return Ok(Some(Job::DiscoveredScrape(DiscoveredScrape {
+                        providers: crate::discovery::providers(&job.job, &job.discovery)?,
+                        job: Arc::new(job.clone()),
+                        client,
+                    })));
+                }
+                return Ok(Some(Job::Scrapes(
+                    job.targets
+                        .iter()
+                        .map(|t| Scraper::new(job, t, client.clone()))
+                        .collect(),
+                )));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Starts a prepared job under its own `stop` token; `shutdown` is the agent's, so the job
+    /// can tell being removed (its series end) from the agent stopping (they do not).
+    fn start(&self, job: Job, settings: &Settings, shutdown: &CancellationToken) -> Unit {
+        let stop = shutdown.child_token();
+        let task = match job {
+            Job::Probe(probe, schedule) => {
+                let (pipeline, telemetry) = (self.pipeline.clone(), self.telemetry.clone());
+                let (stop, shutdown) = (stop.clone(), shutdown.clone());
+                tokio::spawn(async move {
+                    let source = probe.name().to_string();
+                    let registry = probe_target_loop(
+                        probe,
+                        source.clone(),
+                        schedule,
+                        pipeline.clone(),
+                        telemetry,
+                        stop,
+                    )
+                    .await;
+                    if !shutdown.is_cancelled() {
+                        end_series(&pipeline, &source, &registry);
+                    }
+                })
+            }
+            Job::DiscoveredProbe(d) => {
+                tokio::spawn(self.run_discovered_probe(d, settings, stop.clone(), shutdown.clone()))
+            }
+            Job::Scrapes(scrapers) => {
+                // Scrape loops queue their end-of-run staleness markers before returning.
+                let loops = TaskTracker::new();
+                for scraper in scrapers {
+                    let pipeline = self.pipeline.clone();
+                    let source = scraper.key().to_owned();
+                    loops.spawn(scraper.run(
+                        move |s: Scraped| {
+                            pipeline.publish_scraped(&source, s.samples, s.report_from)
+                        },
+                        self.telemetry.clone(),
+                        Some(self.metadata.clone()),
+                        stop.clone(),
+                    ));
+                }
+                loops.close();
+                tokio::spawn(async move { loops.wait().await })
+            }
+            Job::DiscoveredScrape(d) => tokio::spawn(self.run_discovered_scrape(d, stop.clone())),
+        };
+        Unit { stop, task }
+    }
+
+    /// Reads, validates and applies the configuration file: every error comes back and the
+    /// running configuration stays; on success the difference is applied (see
+    /// [`crate::reload`]).
+    async fn reload(
+        &mut self,
+        path: &Path,
+        units: &mut std::collections::BTreeMap<String, Unit>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Vec<String>> {
+        let source = path.display().to_string();
+        let strings = |errs: Vec<crate::config::ConfigError>| {
+            errs.iter().map(ToString::to_string).collect::<Vec<_>>()
+        };
+        let new = crate::config::load(path, true)
+            .and_then(|f| f.validate(&source))
+            .map_err(strings)?;
+        let applied = crate::reload::applicable(&self.settings, &new, &source).map_err(strings)?;
+        let plan = crate::reload::diff(&self.settings.file, &applied.file);
+        if !plan.restart_needed.is_empty() {
+            tracing::warn!(
+                sections = %plan.restart_needed.join(","),
+                "configuration reload: these sections changed and need a restart; they keep their running values until then"
+            );
+        }
+        // Everything that starts is built first: a probe that cannot be built fails the
+        // reload before anything stops.
+        let keys = |c: &crate::reload::Changes, key: fn(&str) -> String| {
+            c.added
+                .iter()
+                .chain(&c.changed)
+                .map(|n| key(n))
+                .collect::<Vec<_>>()
+        };
+        let mut prepared = Vec::new();
+        for key in keys(&plan.probes, probe_key)
+            .into_iter()
+            .chain(keys(&plan.scrapes, scrape_key))
+        {
+            match self.prepare(&applied, &key) {
+                Ok(Some(job)) => prepared.push((key, job)),
+                Ok(None) => {}
+                Err(e) => return Err(vec![e.to_string()]),
+            }
+        }
+        let stopping = plan
+            .probes
+            .removed
+            .iter()
+            .chain(&plan.probes.changed)
+            .map(|n| probe_key(n))
+            .chain(
+                plan.scrapes
+                    .removed
+                    .iter()
+                    .chain(&plan.scrapes.changed)
+                    .map(|n| scrape_key(n)),
+            );
+        for key in stopping {
+            if let Some(unit) = units.remove(&key) {
+                unit.stop.cancel();
+                if let Err(e) = unit.task.await {
+                    tracing::error!(unit = %key, error = %e, "stopped task failed");
+                }
+            }
+        }
+        for (key, job) in prepared {
+            units.insert(key, self.start(job, &applied, shutdown));
+        }
+        tracing::info!(
+            probes_added = %plan.probes.added.join(","),
+            probes_removed = %plan.probes.removed.join(","),
+            probes_changed = %plan.probes.changed.join(","),
+            scrapes_added = %plan.scrapes.added.join(","),
+            scrapes_removed = %plan.scrapes.removed.join(","),
+            scrapes_changed = %plan.scrapes.changed.join(","),
+            "configuration reloaded"
+        );
+        self.settings = applied;
+        Ok(())
     }
 
     /// Builds everything [`Agent::new`] builds (probes, senders, Pushgateway sinks, scrape
@@ -1017,6 +1261,7 @@ impl Agent {
                 Some(tokio::spawn(listener.serve(
                     health.clone(),
                     self.telemetry.clone(),
+                    self.reload.as_ref().map(|r| r.trigger.clone()),
                     listener_stop.clone(),
                 )))
             }
@@ -1028,55 +1273,31 @@ impl Agent {
         self.spawn_senders(&senders, &drain, &abort);
         self.spawn_gateways(&senders, &drain, &abort);
 
+        // Each probe and scrape job runs as its own unit, so a reload can stop or restart one
+        // alone; the ones built by `new` are dropped and built again the same way.
+        self.probes.clear();
+        self.scrapers.clear();
+        self.discovered_scrapes.clear();
+        self.discovered_probes.clear();
+        let mut units = std::collections::BTreeMap::new();
+        let settings = self.settings.clone();
+        let keys = settings
+            .file
+            .probe
+            .iter()
+            .map(|p| probe_key(p.name()))
+            .chain(settings.scrapes.iter().map(|j| scrape_key(&j.job)));
+        for key in keys {
+            match self.prepare(&settings, &key) {
+                Ok(Some(job)) => {
+                    units.insert(key, self.start(job, &settings, &shutdown));
+                }
+                Ok(None) => {}
+                // `new` built the same parts from the same settings.
+                Err(e) => tracing::error!(unit = %key, error = %e, "could not start"),
+            }
+        }
         let probes = TaskTracker::new();
-        for probe in std::mem::take(&mut self.probes) {
-            let interval = self
-                .settings
-                .probes
-                .iter()
-                .find(|p| p.name() == probe.name())
-                .map(ProbeSettings::interval)
-                .unwrap_or(Duration::from_secs(30));
-            // The phase is fixed in wall-clock time, from the probe's name and the agent's
-            // external labels: two agents that differ in an external label (a Mimir HA pair's
-            // replica) do not hit the target in the same instant, and two that write the
-            // same series (a pair deduplicated by VictoriaMetrics) stamp them in step.
-            let phase = crate::clock::spread_offset(
-                &format!("{}{}", probe.name(), self.settings.agent.external_labels),
-                interval,
-            );
-            let offset = crate::clock::aligned_delay(now_ms(), interval, phase);
-            let retries = self.settings.retries_of(probe.name());
-            probes.spawn(probe_loop(
-                probe,
-                Schedule {
-                    interval,
-                    retries,
-                    offset,
-                },
-                self.pipeline.clone(),
-                self.telemetry.clone(),
-                shutdown.clone(),
-            ));
-        }
-        // Scrape loops queue their end-of-run staleness markers before returning, so the
-        // markers are in the queues before the drain starts.
-        for scraper in std::mem::take(&mut self.scrapers) {
-            let pipeline = self.pipeline.clone();
-            let source = scraper.key().to_owned();
-            probes.spawn(scraper.run(
-                move |s: Scraped| pipeline.publish_scraped(&source, s.samples, s.report_from),
-                self.telemetry.clone(),
-                Some(self.metadata.clone()),
-                shutdown.clone(),
-            ));
-        }
-        for job in std::mem::take(&mut self.discovered_scrapes) {
-            probes.spawn(self.run_discovered_scrape(job, shutdown.clone()));
-        }
-        for probe in std::mem::take(&mut self.discovered_probes) {
-            probes.spawn(self.run_discovered_probe(probe, shutdown.clone()));
-        }
         if let Some(interval) = self.settings.agent.metadata_interval {
             for sender in std::mem::take(&mut self.metadata_senders) {
                 probes.spawn(sender.run(self.metadata.clone(), interval, shutdown.clone()));
@@ -1109,10 +1330,52 @@ impl Agent {
             );
         }
         health.set_ready(true);
+        self.telemetry
+            .set(telemetry::CONFIG_LAST_RELOAD_SUCCESSFUL, &[], 1.0);
+        self.telemetry.set(
+            telemetry::CONFIG_LAST_RELOAD_SUCCESS_TIME,
+            &[],
+            now_ms() as f64 / 1000.0,
+        );
 
-        shutdown.cancelled().await;
+        match self.reload.take() {
+            Some(mut r) => loop {
+                let request = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    Some(request) = r.requests.recv() => request,
+                };
+                let outcome = self.reload(&r.path, &mut units, &shutdown).await;
+                match &outcome {
+                    Ok(()) => {
+                        self.telemetry
+                            .set(telemetry::CONFIG_LAST_RELOAD_SUCCESSFUL, &[], 1.0);
+                        self.telemetry.set(
+                            telemetry::CONFIG_LAST_RELOAD_SUCCESS_TIME,
+                            &[],
+                            now_ms() as f64 / 1000.0,
+                        );
+                    }
+                    Err(errors) => {
+                        self.telemetry
+                            .set(telemetry::CONFIG_LAST_RELOAD_SUCCESSFUL, &[], 0.0);
+                        tracing::error!(
+                            errors = %errors.join("; "),
+                            "configuration reload refused: the running configuration stays"
+                        );
+                    }
+                }
+                // The requester may have stopped waiting; the outcome is logged either way.
+                let _ = request.reply.send(outcome);
+            },
+            None => shutdown.cancelled().await,
+        }
         health.set_ready(false);
         tracing::info!("shutting down: stopping probes, then flushing queued samples");
+        for (key, unit) in std::mem::take(&mut units) {
+            if let Err(e) = unit.task.await {
+                tracing::error!(unit = %key, error = %e, "task failed");
+            }
+        }
         probes.wait().await;
         self.pipeline.publish(self.pipeline.self_metrics(now_ms()));
         self.drain(senders, drain, abort, true).await;
@@ -1195,14 +1458,17 @@ impl Agent {
     fn run_discovered_probe(
         &self,
         d: DiscoveredProbe,
-        shutdown: CancellationToken,
+        config: &Settings,
+        stop: CancellationToken,
+        agent_shutdown: CancellationToken,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let shutdown = stop;
         let (pipeline, telemetry) = (self.pipeline.clone(), self.telemetry.clone());
-        let external = self.settings.agent.external_labels.to_string();
+        let external = config.agent.external_labels.to_string();
         let settings = d.settings.clone();
-        let retries = self.settings.retries_of(settings.probe.name());
+        let retries = config.retries_of(settings.probe.name());
         let start = {
-            let (telemetry, shutdown) = (telemetry.clone(), shutdown.clone());
+            let (telemetry, shutdown) = (telemetry.clone(), agent_shutdown);
             move |t: &crate::discovery::Target, stop: CancellationToken| {
                 let Some((probe, source)) = target_probe(&settings.probe, t) else {
                     return tokio::spawn(async {});
@@ -1227,20 +1493,7 @@ impl Agent {
                     )
                     .await;
                     if !shutdown.is_cancelled() {
-                        let ts = now_ms();
-                        let markers: Vec<Sample> = registry
-                            .samples_at(ts)
-                            .into_iter()
-                            .map(|mut s| {
-                                s.value = crate::series::stale_nan();
-                                s
-                            })
-                            .collect();
-                        tracing::debug!(source = %source, markers = markers.len(), "probe target removed; its series end");
-                        pipeline.publish_from(Origin::new(&source, Priority::Report), markers);
-                        if let Some(feed) = &pipeline.feed {
-                            feed.remove(&source);
-                        }
+                        end_series(&pipeline, &source, &registry);
                     }
                 })
             }
@@ -1418,6 +1671,25 @@ impl Agent {
     }
 }
 
+/// Ends every series a stopped probe reported (a discovered target that went, a probe a
+/// reload removed or restarts) with a staleness marker, and takes its group off the
+/// Pushgateway feed.
+fn end_series(pipeline: &Pipeline, source: &str, registry: &Registry) {
+    let markers: Vec<Sample> = registry
+        .samples_at(now_ms())
+        .into_iter()
+        .map(|mut s| {
+            s.value = crate::series::stale_nan();
+            s
+        })
+        .collect();
+    tracing::debug!(source = %source, markers = markers.len(), "probe stopped; its series end");
+    pipeline.publish_from(Origin::new(source, Priority::Report), markers);
+    if let Some(feed) = &pipeline.feed {
+        feed.remove(source);
+    }
+}
+
 /// Counts a probe run and its attempts, and logs a failure.
 fn record_run(telemetry: &Telemetry, name: &str, report: &ProbeReport, attempts: RunAttempts) {
     let outcome = if report.success { "success" } else { "failure" };
@@ -1459,21 +1731,10 @@ struct Schedule {
     offset: Duration,
 }
 
-/// Runs one probe on its [`Schedule`] until cancelled. A run that overruns its interval delays
-/// the next one instead of bunching runs up.
-async fn probe_loop(
-    probe: Probe,
-    schedule: Schedule,
-    pipeline: Arc<Pipeline>,
-    telemetry: Arc<Telemetry>,
-    shutdown: CancellationToken,
-) {
-    let source = probe.name().to_string();
-    probe_target_loop(probe, source, schedule, pipeline, telemetry, shutdown).await;
-}
-
-/// [`probe_loop`] publishing as `source` (a discovered target's `probe/instance`), handing
-/// back the registry when stopped so its series can be ended.
+/// Runs one probe on its [`Schedule`] until cancelled, publishing as `source` (its name, or a
+/// discovered target's `probe/instance`), and hands back the registry when stopped so its
+/// series can be ended. A run that overruns its interval delays the next one instead of
+/// bunching runs up.
 async fn probe_target_loop(
     mut probe: Probe,
     source: String,

@@ -227,7 +227,7 @@ fn run_command(cli: &Cli) -> u8 {
             Command::Run => Agent::new(settings),
             _ => short_lived_agent(settings),
         };
-        let agent = match built {
+        let mut agent = match built {
             Ok(a) => a,
             Err(e) => {
                 eprintln!("pushprobe: {e}");
@@ -242,6 +242,12 @@ fn run_command(cli: &Cli) -> u8 {
         let shutdown = CancellationToken::new();
         let abort = CancellationToken::new();
         let signals = tokio::spawn(watch_signals(shutdown.clone(), abort.clone()));
+        let hangups = match cli.command {
+            Command::Run => Some(tokio::spawn(watch_hangups(
+                agent.enable_reload(cli.config.clone()),
+            ))),
+            _ => None,
+        };
         let code = match cli.command {
             Command::Run => match agent.run(shutdown.clone(), abort.clone()).await {
                 Ok(()) => EXIT_OK,
@@ -266,6 +272,10 @@ fn run_command(cli: &Cli) -> u8 {
         };
         signals.abort();
         let _ = signals.await;
+        if let Some(hangups) = hangups {
+            hangups.abort();
+            let _ = hangups.await;
+        }
         code
     });
     finish(runtime);
@@ -479,6 +489,22 @@ async fn watch_signals(shutdown: CancellationToken, abort: CancellationToken) {
             return;
         }
         token.cancel();
+    }
+}
+
+/// Every SIGHUP asks `run` to reload its configuration; the agent logs the outcome.
+async fn watch_hangups(trigger: crate::reload::ReloadTrigger) {
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGHUP: reload with POST /-/reload instead");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the configuration");
+        // The outcome is logged by the agent; the reply only says it is done.
+        let _ = trigger.reload().await;
     }
 }
 

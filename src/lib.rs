@@ -31,7 +31,7 @@
 //!
 //! The edges:
 //! - [`agent`]: wiring: schedules probes and scrapes, fans samples out to queues, drains on
-//!   shutdown.
+//!   shutdown, applies a reload's plan. [`reload`]: what a new configuration changes (pure).
 //! - [`listener`]: the optional health/metrics HTTP listener of `run` ([`exposition`] renders
 //!   the text format).
 //! - [`check`]: `pushprobe check`'s table and JSON renderings (pure).
@@ -61,6 +61,7 @@ pub mod pricing;
 pub mod probe;
 pub mod pushgateway;
 pub mod queue;
+pub mod reload;
 pub mod remote_write;
 pub mod scrape;
 pub mod secret;

@@ -7,6 +7,8 @@
 //!   replica that is going away.
 //! - `/metrics`: the self-metrics in the Prometheus text format, for a local scrape; the same
 //!   numbers are pushed with every other series.
+//! - `POST /-/reload`: reloads the configuration, as SIGHUP does; 200 when it applied, 500 with
+//!   the configuration errors (which name keys, never secret values) when it did not.
 //!
 //! `once` and `exec` never start it: a short-lived command has nobody to answer.
 
@@ -33,6 +35,8 @@ pub const HEALTHY_PATH: &str = "/-/healthy";
 pub const READY_PATH: &str = "/-/ready";
 /// Path of the self-metrics endpoint.
 pub const METRICS_PATH: &str = "/metrics";
+/// Path of the reload endpoint (`POST`).
+pub const RELOAD_PATH: &str = "/-/reload";
 /// The port documented and used by the deployment examples.
 pub const DEFAULT_PORT: u16 = 9465;
 
@@ -104,6 +108,7 @@ impl Listener {
         self,
         health: Arc<Health>,
         telemetry: Arc<Telemetry>,
+        reload: Option<crate::reload::ReloadTrigger>,
         shutdown: CancellationToken,
     ) {
         let connections = TaskTracker::new();
@@ -122,10 +127,22 @@ impl Listener {
             let health = health.clone();
             let telemetry = telemetry.clone();
             let shutdown = shutdown.clone();
+            let reload = reload.clone();
             connections.spawn(async move {
-                let service = service_fn(move |req| {
-                    let response = respond(&req, &health, &telemetry);
-                    async move { Ok::<_, std::convert::Infallible>(response) }
+                let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    // A reload waits on the agent, so it is answered in the future below.
+                    let answer = if req.method() == Method::POST && req.uri().path() == RELOAD_PATH
+                    {
+                        Err(reload.clone())
+                    } else {
+                        Ok(respond(&req, &health, &telemetry))
+                    };
+                    async move {
+                        Ok::<_, std::convert::Infallible>(match answer {
+                            Ok(r) => r,
+                            Err(trigger) => reload_response(trigger).await,
+                        })
+                    }
                 });
                 let conn = http1::Builder::new()
                     .timer(TokioTimer::new())
@@ -186,6 +203,31 @@ pub fn respond<B>(
             "not found: pushprobe serves /-/healthy, /-/ready and /metrics\n",
         ),
     }
+}
+
+/// Runs a reload through `trigger` and answers with its outcome; without one (a listener not
+/// started by `run`) there is nothing to reload.
+async fn reload_response(trigger: Option<crate::reload::ReloadTrigger>) -> Response<Full<Bytes>> {
+    let Some(trigger) = trigger else {
+        return text(StatusCode::NOT_FOUND, "reload is not available here\n");
+    };
+    let (status, body) = match trigger.reload().await {
+        Ok(()) => (StatusCode::OK, "configuration reloaded\n".to_string()),
+        Err(errors) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "configuration not reloaded; the running one stays:\n{}\n",
+                errors.join("\n")
+            ),
+        ),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
@@ -257,8 +299,12 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let health = Health::new();
         let stop = CancellationToken::new();
-        let task =
-            tokio::spawn(listener.serve(health.clone(), Arc::new(Telemetry::new()), stop.clone()));
+        let task = tokio::spawn(listener.serve(
+            health.clone(),
+            Arc::new(Telemetry::new()),
+            None,
+            stop.clone(),
+        ));
         assert_eq!(fetch(addr, HEALTHY_PATH).await.0, "HTTP/1.1 200 OK");
         assert_eq!(
             fetch(addr, READY_PATH).await.0,

@@ -46,8 +46,35 @@ impl fmt::Display for Secret {
 
 impl serde::Serialize for Secret {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if FINGERPRINTS.with(std::cell::Cell::get) {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            self.0.hash(&mut h);
+            return s.serialize_str(&format!("<redacted:{:016x}>", h.finish()));
+        }
         s.serialize_str("<redacted>")
     }
+}
+
+thread_local! {
+    /// Set while [`with_fingerprints`] runs.
+    static FINGERPRINTS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with every [`Secret`] serializing as a hash of its value instead of a fixed
+/// placeholder, so that comparing two serialized configurations (a reload's difference) sees a
+/// changed password without the value ever being written out. What `f` serializes must stay
+/// in memory: a hash of a short secret can be guessed.
+pub(crate) fn with_fingerprints<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            FINGERPRINTS.with(|c| c.set(false));
+        }
+    }
+    FINGERPRINTS.with(|c| c.set(true));
+    let _reset = Reset;
+    f()
 }
 
 impl<'de> serde::Deserialize<'de> for Secret {

@@ -84,8 +84,23 @@ pub const SD_DISCOVERED_TARGETS: &str = "pushprobe_sd_discovered_targets";
 pub const BUILD_INFO: &str = "pushprobe_build_info";
 /// Unix time at which the agent started.
 pub const START_TIME: &str = "pushprobe_start_time_seconds";
+/// 1 when the last configuration reload applied, 0 when it was refused.
+pub const CONFIG_LAST_RELOAD_SUCCESSFUL: &str = "pushprobe_config_last_reload_successful";
+/// Unix time of the last configuration load or reload that applied.
+pub const CONFIG_LAST_RELOAD_SUCCESS_TIME: &str =
+    "pushprobe_config_last_reload_success_timestamp_seconds";
 
 const DESCRIPTIONS: &[(&str, MetricType, &str)] = &[
+    (
+        CONFIG_LAST_RELOAD_SUCCESSFUL,
+        MetricType::Gauge,
+        "1 if the last configuration reload applied, 0 if it was refused.",
+    ),
+    (
+        CONFIG_LAST_RELOAD_SUCCESS_TIME,
+        MetricType::Gauge,
+        "Unix time of the last configuration load or reload that applied.",
+    ),
     (
         SD_REFRESH_FAILURES,
         MetricType::Counter,

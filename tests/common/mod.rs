@@ -1118,6 +1118,11 @@ impl RunningAgent {
         self.guard.stderr()
     }
 
+    /// Sends `signal` (e.g. `HUP`) to the agent.
+    pub fn signal(&self, signal: &str) {
+        self.guard.signal(signal);
+    }
+
     /// Kills the agent with SIGKILL (no shutdown, no flush: as the OOM killer does) and
     /// returns what it had logged.
     pub fn kill(mut self) -> String {

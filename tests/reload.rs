@@ -1,0 +1,304 @@
+//! Live reload end to end: the real binary pushing to a real Prometheus, its configuration
+//! rewritten under it and reloaded with SIGHUP and with `POST /-/reload`. A probe added shows
+//! up, a removed one's series end at once (staleness markers), a changed one runs with its new
+//! settings; a broken configuration leaves collection running and sets
+//! `pushprobe_config_last_reload_successful` to 0; and a reload while the receiver is down,
+//! with the disk queue holding a backlog, loses and duplicates nothing.
+//!
+//! Every check counts samples or series; none measures time.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// An agent with its listener on `listen`, one receiver, and `probes` (name, URL) run every
+/// second; `data_dir` adds a disk queue.
+fn config(write_url: &str, listen: u16, data_dir: bool, probes: &[(&str, &str)]) -> String {
+    let mut out = format!(
+        "[agent]\nlisten = \"127.0.0.1:{listen}\"\nself_metrics_interval = \"1s\"\n\
+         drain_timeout = \"60s\"\n{}\n\
+         [[remote_write]]\nname = \"prom\"\nurl = {}\nbatch_send_deadline = \"500ms\"\n\
+         max_backoff = \"1s\"\n",
+        if data_dir {
+            "data_dir = \"data\"\n"
+        } else {
+            ""
+        },
+        toml_string(write_url)
+    );
+    for (name, url) in probes {
+        out += &format!(
+            "\n[[probe]]\nname = \"{name}\"\nkind = \"http\"\nurl = {}\ninterval = \"1s\"\n\
+             timeout = \"1s\"\n",
+            toml_string(url)
+        );
+    }
+    out
+}
+
+/// The value of the agent's self-metric `name` (unlabelled), from its `/metrics`.
+async fn agent_metric(listen: u16, name: &str) -> Option<f64> {
+    let text = http_get_text(
+        &http_client(),
+        &format!("http://127.0.0.1:{listen}/metrics"),
+    )
+    .await
+    .ok()?;
+    text.lines()
+        .find(|l| l.split(' ').next() == Some(name))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// Polls the agent's self-metric `name` until `cond` holds on it.
+async fn wait_metric(listen: u16, name: &str, cond: impl Fn(f64) -> bool) -> f64 {
+    let deadline = Instant::now() + DATA_TIMEOUT;
+    loop {
+        if let Some(v) = agent_metric(listen, name).await.filter(|v| cond(*v)) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{name} never satisfied the test");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Names of the probes whose `probe_success` Prometheus holds now (stale ones are gone).
+fn probe_names(results: &[QueryResult]) -> Vec<String> {
+    let mut names: Vec<String> = results
+        .iter()
+        .map(|r| r.labels.get("probe").cloned().unwrap_or_default())
+        .collect();
+    names.sort();
+    names
+}
+
+async fn wait_probes(prom: &Prometheus, want: &[&str]) -> Vec<QueryResult> {
+    prom.wait_for(
+        "probe_success",
+        |r| probe_names(r) == want,
+        Duration::from_secs(120),
+    )
+    .await
+}
+
+/// Samples of `keep`'s `probe_success` stored so far.
+async fn kept_samples(prom: &Prometheus) -> u64 {
+    prom.query(r#"count_over_time(probe_success{probe="keep"}[30m])"#)
+        .await
+        .first()
+        .map_or(0, |r| r.value as u64)
+}
+
+/// Waits until `keep` has more samples than `before`: collection went on.
+async fn wait_collecting(prom: &Prometheus, before: u64) {
+    prom.wait_for(
+        r#"count_over_time(probe_success{probe="keep"}[30m])"#,
+        |r| r.first().is_some_and(|s| s.value as u64 > before + 2),
+        Duration::from_secs(120),
+    )
+    .await;
+}
+
+async fn post_reload(listen: u16) -> (u16, String) {
+    let resp = http_client()
+        .post(format!("http://127.0.0.1:{listen}/-/reload"))
+        .send()
+        .await
+        .expect("POST /-/reload");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_and_post_reload_apply_the_difference_and_a_broken_file_changes_nothing() {
+    let Some(prom) = Prometheus::start().await else {
+        return;
+    };
+    let target = TargetServer::start().await;
+    let listen = free_port();
+    let ok = target.url("/ok");
+    // Nothing listens there: a probe pointed at it fails.
+    let closed = format!("http://127.0.0.1:{}/", free_port());
+    let pp = Pushprobe::with_config(&config(
+        &prom.write_url(),
+        listen,
+        false,
+        &[("keep", &ok), ("change", &ok), ("drop", &ok)],
+    ));
+    let mut agent = pp.spawn_run(&[]);
+    wait_probes(&prom, &["change", "drop", "keep"]).await;
+    assert_eq!(
+        wait_metric(listen, "pushprobe_config_last_reload_successful", |_| true).await,
+        1.0
+    );
+    let loaded_at = wait_metric(
+        listen,
+        "pushprobe_config_last_reload_success_timestamp_seconds",
+        |v| v > 0.0,
+    )
+    .await;
+
+    // SIGHUP: `drop` goes (its series end at once), `new` comes, `change` probes elsewhere.
+    pp.rewrite_config(&config(
+        &prom.write_url(),
+        listen,
+        false,
+        &[("keep", &ok), ("change", &closed), ("new", &ok)],
+    ));
+    agent.signal("HUP");
+    wait_probes(&prom, &["change", "keep", "new"]).await;
+    prom.wait_for(
+        r#"probe_success{probe="change"} == 0"#,
+        |r| r.len() == 1,
+        Duration::from_secs(120),
+    )
+    .await;
+    wait_metric(
+        listen,
+        "pushprobe_config_last_reload_success_timestamp_seconds",
+        |v| v > loaded_at,
+    )
+    .await;
+    agent.assert_running();
+
+    // A broken file: refused, counted, and collection goes on with the running configuration.
+    pp.rewrite_config("[[probe]]\nname = \"half\"\nkind = \"http\"\nurl = \n");
+    agent.signal("HUP");
+    wait_metric(listen, "pushprobe_config_last_reload_successful", |v| {
+        v == 0.0
+    })
+    .await;
+    let before = kept_samples(&prom).await;
+    wait_collecting(&prom, before).await;
+    assert_eq!(
+        probe_names(&prom.query("probe_success").await),
+        ["change", "keep", "new"]
+    );
+    agent.assert_running();
+
+    // POST /-/reload with an invalid value: 500 naming the key, nothing changes.
+    let mut bad = config(&prom.write_url(), listen, false, &[("keep", &ok)]);
+    bad = bad.replace("interval = \"1s\"", "interval = \"soon\"");
+    pp.rewrite_config(&bad);
+    let (status, body) = post_reload(listen).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("interval"), "{body}");
+    assert_eq!(
+        agent_metric(listen, "pushprobe_config_last_reload_successful").await,
+        Some(0.0)
+    );
+
+    // Fixed: 200, the metric back at 1, and the difference applied.
+    pp.rewrite_config(&config(
+        &prom.write_url(),
+        listen,
+        false,
+        &[("keep", &ok), ("again", &ok)],
+    ));
+    let (status, body) = post_reload(listen).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        agent_metric(listen, "pushprobe_config_last_reload_successful").await,
+        Some(1.0)
+    );
+    wait_probes(&prom, &["again", "keep"]).await;
+    let stopped = agent.terminate(Duration::from_secs(90)).await;
+    stopped.assert_code(0);
+    assert!(
+        stopped.stderr.contains("configuration reload refused"),
+        "{}",
+        stopped.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_during_a_receiver_outage_loses_and_duplicates_nothing() {
+    let Some(mut prom) = Prometheus::start().await else {
+        return;
+    };
+    let target = TargetServer::start().await;
+    let other = TargetServer::start().await;
+    let listen = free_port();
+    let pp = Pushprobe::with_config(&config(
+        &prom.write_url(),
+        listen,
+        true,
+        &[("x", &target.url("/x"))],
+    ));
+    let agent = pp.spawn_run(&[]);
+    prom.wait_for_any(r#"probe_success{probe="x"}"#).await;
+
+    prom.kill();
+    let hits_at_kill = target.hits();
+    let deadline = Instant::now() + DATA_TIMEOUT;
+    while target.hits() < hits_at_kill + 4 {
+        assert!(Instant::now() < deadline, "probe x stopped running");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_metric(
+        listen,
+        "pushprobe_remote_write_pending_samples{endpoint=\"prom\"}",
+        |v| v > 0.0,
+    )
+    .await;
+
+    // Reloaded with the backlog on disk: `x` keeps running, `y` joins.
+    let loaded_at = wait_metric(
+        listen,
+        "pushprobe_config_last_reload_success_timestamp_seconds",
+        |v| v > 0.0,
+    )
+    .await;
+    pp.rewrite_config(&config(
+        &prom.write_url(),
+        listen,
+        true,
+        &[("x", &target.url("/x")), ("y", &other.url("/y"))],
+    ));
+    agent.signal("HUP");
+    wait_metric(
+        listen,
+        "pushprobe_config_last_reload_success_timestamp_seconds",
+        |v| v > loaded_at,
+    )
+    .await;
+    let deadline = Instant::now() + DATA_TIMEOUT;
+    while other.hits() < 2 {
+        assert!(Instant::now() < deadline, "probe y never ran");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    prom.restart().await;
+
+    let hits_at_restart = target.hits();
+    prom.wait_for(
+        r#"count_over_time(probe_success{probe="x"}[30m])"#,
+        |r| {
+            r.first()
+                .is_some_and(|s| s.value as u64 + 1 >= hits_at_restart)
+        },
+        Duration::from_secs(120),
+    )
+    .await;
+    prom.wait_for_any(r#"probe_success{probe="y"}"#).await;
+    agent
+        .terminate(Duration::from_secs(90))
+        .await
+        .assert_code(0);
+
+    // Every run of `x` the agent published arrived once: before, during and after the reload.
+    let runs = prom
+        .query(r#"sum(last_over_time(pushprobe_probe_runs_total{probe="x"}[30m]))"#)
+        .await
+        .first()
+        .map_or(0, |r| r.value as u64);
+    let stored = prom
+        .query(r#"count_over_time(probe_success{probe="x"}[30m])"#)
+        .await
+        .first()
+        .map_or(0, |r| r.value as u64);
+    let hits = target.hits();
+    assert!(runs >= hits_at_kill + 4, "runs {runs}");
+    assert!(hits == runs || hits == runs + 1, "hits {hits}, runs {runs}");
+    assert_eq!(stored, runs, "one sample per run, none lost, none doubled");
+}
