@@ -17,6 +17,7 @@
 # PEERS=current (the default) runs the current peers that scripts/install-tools.sh installs:
 # blackbox exporter 0.28, Prometheus 3.5 agent and VictoriaMetrics 1.145; PEERS=stable runs
 # Debian stable's (blackbox exporter 0.23, Prometheus 2.42, VictoriaMetrics 1.79).
+# PREBUILT=1 skips the release build and measures the binaries already in the target dir.
 # Needs: cargo, python3, curl, and those peers (scripts/install-deps.sh, scripts/install-tools.sh).
 # Exit status: 0 when both sides delivered probe results (whatever the figures), 1 otherwise.
 set -euo pipefail
@@ -78,8 +79,12 @@ for tool in "$PROMETHEUS" "$VICTORIA" "$BLACKBOX"; do
 done
 echo "== Peers: $("$BLACKBOX" --version 2>&1 | head -n1); $("$PROMETHEUS" --version 2>&1 | head -n1)"
 
-echo "== Building release binaries"
-cargo build --release --locked --bin pushprobe --example bench_target
+if [ -n "${PREBUILT:-}" ]; then
+    echo "== Using the release binaries already built (PREBUILT is set)"
+else
+    echo "== Building release binaries"
+    cargo build --release --locked --bin pushprobe --example bench_target
+fi
 PUSHPROBE="${CARGO_TARGET_DIR:-$PWD/target}/release/pushprobe"
 TARGET_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/examples/bench_target"
 
