@@ -22,7 +22,8 @@
 #   and only the live set is still present (the removed targets' series ended with staleness
 #   markers).
 #
-# The targets and the receiver are not measured.
+# The targets and the receiver are not measured. In MODE=scale, the script can take up to a
+# minute to exit after the report: the Prometheus agent flushes its remote write when it stops.
 # Usage: [MODE=scale] scripts/bench-discovery.sh [N] [DURATION]    (defaults: 5000 60)
 #        MODE=churn scripts/bench-discovery.sh [N] [ROUND]          (defaults: 10000 500)
 # KEEP_WORKDIR=1 keeps the scratch directory (logs, configs, receiver data).
