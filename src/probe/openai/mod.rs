@@ -1,18 +1,24 @@
 //! Probe of an OpenAI-compatible API (`kind = "openai"`): is the model up, how fast does it
 //! answer and start streaming, why does it fail, and what do the probes cost.
 //!
+//! With `api = "anthropic"` the chat checks speak Anthropic's Messages API instead
+//! ([`anthropic`]); the `embeddings` check reads `POST /embeddings` ([`embeddings`]). Both map
+//! into the same reply and usage, so metrics, cost and failure handling are shared.
+//!
 //! The pure core lives in the submodules: [`sse`] (incremental event-stream parser),
 //! [`response`] (reading models, completions and stream chunks), [`classify`] (bounded failure
 //! reasons and key diagnosis), [`spend`] (the daily spend guard) and [`metrics`] (recording).
 //! This module is the thin I/O shell that sends the requests through the shared HTTP client.
 
+pub mod anthropic;
 pub mod classify;
+pub mod embeddings;
 pub mod metrics;
 pub mod response;
 pub mod spend;
 pub mod sse;
 
-pub use crate::config::openai::{Check, TokenLimitField};
+pub use crate::config::openai::{Api, Check, TokenLimitField};
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -21,7 +27,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use self::anthropic::{AnthropicError, AnthropicStream};
 use self::classify::{classify_status, diagnose_key, Failure, KeyDiagnosis, KeySource, Reason};
+use self::embeddings::EmbeddingError;
 use self::metrics::{Accounting, BaseLabels, CheckRun, Measured, RecordContext};
 use self::response::{ResponseError, StreamState};
 use self::spend::SpendGuard;
@@ -53,6 +61,7 @@ pub struct OpenAiProbe {
     labels: BaseLabels,
     models_url: reqwest::Url,
     chat_url: reqwest::Url,
+    embeddings_url: reqwest::Url,
     guard: SpendGuard,
     guard_was_engaged: bool,
     last_key_state: Option<KeyDiagnosis>,
@@ -80,6 +89,28 @@ pub fn chat_body(model: &str, prompt: &str, limit: (TokenLimitField, u32), strea
         body["stream_options"] = serde_json::json!({"include_usage": true});
     }
     Bytes::from(body.to_string())
+}
+
+/// A failure to read an Anthropic Messages answer (see [`response_failure`]).
+fn anthropic_failure(e: &AnthropicError, events: u64) -> Failure {
+    match e {
+        AnthropicError::NoStop if events > 0 => Failure::new(
+            Reason::StreamInterrupted,
+            "the stream broke off before message_stop",
+        ),
+        AnthropicError::NoStop => Failure::new(
+            Reason::InvalidResponse,
+            "the response has no server-sent events; does the server support \"stream\": true?",
+        ),
+        AnthropicError::Error { .. } => Failure::new(Reason::ServerError, e.to_string()),
+        _ => Failure::new(Reason::InvalidResponse, e.to_string()),
+    }
+}
+
+/// A failure to read an embeddings answer: every shape problem, a dimension mismatch
+/// included, is an invalid response whose message says which.
+fn embedding_failure(e: &EmbeddingError) -> Failure {
+    Failure::new(Reason::InvalidResponse, e.to_string())
 }
 
 /// Maps an HTTP-client error to a bounded reason and an actionable message.
@@ -164,7 +195,14 @@ impl OpenAiProbe {
         );
         Ok(OpenAiProbe {
             models_url: endpoint_url(&settings.base_url, "models"),
-            chat_url: endpoint_url(&settings.base_url, "chat/completions"),
+            chat_url: endpoint_url(
+                &settings.base_url,
+                match settings.api {
+                    Api::Openai => "chat/completions",
+                    Api::Anthropic => "messages",
+                },
+            ),
+            embeddings_url: endpoint_url(&settings.base_url, "embeddings"),
             guard: SpendGuard::new(settings.max_probe_spend_per_day),
             guard_was_engaged: false,
             last_key_state: None,
@@ -221,14 +259,31 @@ impl OpenAiProbe {
                 None,
                 "application/json",
             ),
+            Check::Embeddings => (
+                http::Method::POST,
+                &self.embeddings_url,
+                Some(embeddings::embeddings_body(
+                    &self.settings.embeddings.model,
+                    &self.settings.embeddings.input,
+                )),
+                "application/json",
+            ),
             Check::Chat | Check::ChatStream => {
                 let stream = check == Check::ChatStream;
-                let body = chat_body(
-                    &self.settings.model,
-                    &self.settings.prompt,
-                    (self.settings.token_limit_field, self.settings.max_tokens),
-                    stream,
-                );
+                let body = match self.settings.api {
+                    Api::Openai => chat_body(
+                        &self.settings.model,
+                        &self.settings.prompt,
+                        (self.settings.token_limit_field, self.settings.max_tokens),
+                        stream,
+                    ),
+                    Api::Anthropic => anthropic::messages_body(
+                        &self.settings.model,
+                        &self.settings.prompt,
+                        self.settings.max_tokens,
+                        stream,
+                    ),
+                };
                 let accept = if stream {
                     "text/event-stream"
                 } else {
@@ -250,12 +305,28 @@ impl OpenAiProbe {
         req.body = body;
         // A key that cannot be a header value (empty, a newline) is left out: the server's
         // 401 is then reported with the key's defect named.
+        if self.settings.api == Api::Anthropic {
+            req.headers.push((
+                "anthropic-version".into(),
+                self.settings.anthropic_version.clone(),
+            ));
+        }
         if let Some(k) = key.filter(|k| !k.is_empty()) {
-            let auth = crate::auth::Auth::Bearer(crate::secret::Secret::new(k).into());
-            if auth.header_value().is_ok() {
-                let text = auth.header_text();
-                req.headers
-                    .push(("authorization".into(), text.expose().to_string()));
+            match self.settings.api {
+                Api::Openai => {
+                    let auth = crate::auth::Auth::Bearer(crate::secret::Secret::new(k).into());
+                    if auth.header_value().is_ok() {
+                        let text = auth.header_text();
+                        req.headers
+                            .push(("authorization".into(), text.expose().to_string()));
+                    }
+                }
+                // The client marks every configured header sensitive, so the key never shows.
+                Api::Anthropic => {
+                    if http::HeaderValue::from_str(k).is_ok() {
+                        req.headers.push(("x-api-key".into(), k.to_string()));
+                    }
+                }
             }
         }
         req
@@ -316,13 +387,41 @@ impl OpenAiProbe {
                     .read_to_end(trace)
                     .await
                     .map_err(|e| client_failure(check, &e))?;
-                let reply = response::parse_chat(&body).map_err(|e| response_failure(&e, 0))?;
+                let reply = match self.settings.api {
+                    Api::Openai => {
+                        response::parse_chat(&body).map_err(|e| response_failure(&e, 0))?
+                    }
+                    Api::Anthropic => {
+                        anthropic::parse_message(&body)
+                            .map_err(|e| anthropic_failure(&e, 0))?
+                            .reply
+                    }
+                };
                 Ok(Measured {
                     reply,
                     ..Measured::default()
                 })
             }
-            Check::ChatStream => self.read_stream(&mut response, trace).await,
+            Check::ChatStream => match self.settings.api {
+                Api::Openai => self.read_stream(&mut response, trace).await,
+                Api::Anthropic => self.read_anthropic_stream(&mut response, trace).await,
+            },
+            Check::Embeddings => {
+                let body = response
+                    .read_to_end(trace)
+                    .await
+                    .map_err(|e| client_failure(check, &e))?;
+                let e = embeddings::parse_embeddings(
+                    &body,
+                    self.settings.embeddings.expected_dimensions,
+                )
+                .map_err(|e| embedding_failure(&e))?;
+                Ok(Measured {
+                    reply: e.reply,
+                    embedding_dimensions: Some(e.dimensions),
+                    ..Measured::default()
+                })
+            }
         }
     }
 
@@ -362,6 +461,49 @@ impl OpenAiProbe {
             models: None,
             reply: summary.reply,
             time_to_first_token: summary.time_to_first_token,
+            embedding_dimensions: None,
+        })
+    }
+
+    /// Reads an Anthropic Messages stream event by event, up to `message_stop`.
+    async fn read_anthropic_stream(
+        &self,
+        response: &mut Response,
+        trace: &mut Trace,
+    ) -> Result<Measured, Failure> {
+        let check = Check::ChatStream;
+        let started = trace.started.unwrap_or_else(Instant::now);
+        let limit = usize::try_from(self.settings.max_body_bytes).unwrap_or(usize::MAX);
+        let mut parser = SseParser::new(limit);
+        let mut state = AnthropicStream::new();
+        let mut events = 0u64;
+        while !state.is_done() {
+            let chunk = response.chunk(trace).await.map_err(|e| {
+                let mut f = client_failure(check, &e);
+                if f.reason == Reason::StreamInterrupted {
+                    f.message = format!("the stream broke off before message_stop: {e}");
+                }
+                f
+            })?;
+            let Some(chunk) = chunk else {
+                break;
+            };
+            let at = started.elapsed();
+            let parsed = parser
+                .feed(&chunk)
+                .map_err(|e| Failure::new(Reason::InvalidResponse, e.to_string()))?;
+            for event in parsed {
+                events += 1;
+                state
+                    .on_event(&event, at)
+                    .map_err(|e| anthropic_failure(&e, events))?;
+            }
+        }
+        let summary = state.finish().map_err(|e| anthropic_failure(&e, events))?;
+        Ok(Measured {
+            reply: summary.reply,
+            time_to_first_token: summary.time_to_first_token,
+            ..Measured::default()
         })
     }
 
@@ -410,7 +552,12 @@ impl OpenAiProbe {
                 registry,
                 &RecordContext {
                     labels: &self.labels,
-                    model: &self.settings.model,
+                    // The embeddings check asks for its own model, priced as such.
+                    model: if check == Check::Embeddings {
+                        &self.settings.embeddings.model
+                    } else {
+                        &self.settings.model
+                    },
                     pricing: &self.settings.pricing,
                     buckets: &self.settings.buckets,
                 },
@@ -491,6 +638,9 @@ fn describe_run(run: &CheckRun, acc: &Accounting, details: &mut Vec<(String, Det
     if let Some(ttft) = m.time_to_first_token {
         add("time_to_first_token_seconds", ttft.into());
     }
+    if let Some(d) = m.embedding_dimensions {
+        add("dimensions", Detail::Count(d as u64));
+    }
     if let Some(tps) = acc.tokens_per_second {
         add("output_tokens_per_second", Detail::PerSecond(tps));
     }
@@ -513,6 +663,12 @@ fn describe_run(run: &CheckRun, acc: &Accounting, details: &mut Vec<(String, Det
                     Detail::Count(u.billable_cached_tokens()),
                 );
                 add("output_tokens", Detail::Count(u.completion_tokens));
+                if u.cache_write_tokens > 0 {
+                    add(
+                        "cache_write_input_tokens",
+                        Detail::Count(u.billable_cache_write_tokens()),
+                    );
+                }
             }
             (None, None) => add("tokens", "no usage reported".into()),
         }
