@@ -993,4 +993,27 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn shipped_anthropic_relay_example_validates() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("RELAY_API_KEY", "sk-example");
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/anthropic-relay.toml");
+            let s = load(&path, true)
+                .unwrap()
+                .validate("examples/anthropic-relay.toml")
+                .unwrap_or_else(|e| panic!("{e:?}"));
+            let apis: Vec<(Api, &[Check])> = s
+                .probes
+                .iter()
+                .map(|p| match p {
+                    ProbeSettings::Openai(o) => (o.api, o.checks.as_slice()),
+                    other => panic!("not an openai probe: {other:?}"),
+                })
+                .collect();
+            assert_eq!(apis[0].0, Api::Anthropic);
+            assert_eq!(apis[2].1, [Check::Embeddings]);
+            Ok(())
+        });
+    }
 }
