@@ -528,3 +528,64 @@ async fn embeddings_dimensions_tokens_and_cost() {
         "{why}"
     );
 }
+
+/// A `tracing` writer into a shared buffer.
+struct LogBuf(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_x_api_key_never_reaches_a_log_line() {
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let writer = {
+        let buf = buf.clone();
+        move || LogBuf(buf.clone())
+    };
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(writer)
+        .finish();
+    // This test's runtime has one thread, so everything the probe and the client log is here.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (base, log) = serve(anthropic(good_events())).await;
+    let mut s = settings(
+        &base,
+        Api::Anthropic,
+        &[Check::Models, Check::Chat, Check::ChatStream],
+    );
+    // An unpriced answering model is logged, so the capture has a line to check.
+    s.pricing = Arc::new(PriceTable::default());
+    let (ok, _) = run_once(s).await;
+    assert!(ok.success, "{ok:?}");
+    // A server refusing the key, quoting it in its error body.
+    let (refused, _) = {
+        let (base, _) = serve(|_: &Captured| {
+            reply(
+                401,
+                &format!(r#"{{"type":"error","error":{{"type":"authentication_error","message":"bad key {KEY}"}}}}"#),
+            )
+        })
+        .await;
+        run_once(settings(&base, Api::Anthropic, &[Check::Chat])).await
+    };
+    assert_eq!(refused.status, "401");
+    assert_eq!(
+        log.lock().unwrap()[0].header("x-api-key"),
+        Some(KEY),
+        "the key was sent"
+    );
+    let text = String::from_utf8_lossy(&buf.lock().unwrap()).into_owned();
+    assert!(text.contains("has no [pricing] entry"), "{text}");
+    assert!(!text.contains(KEY), "a log line shows the key:\n{text}");
+    assert!(!format!("{refused:?}").contains(KEY));
+}

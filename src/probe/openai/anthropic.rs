@@ -37,10 +37,10 @@ pub enum AnthropicError {
     #[error("response has no {0}")]
     Missing(&'static str),
     /// The body or the stream carried an `error` object; its `type` if it is a known one.
-    #[error("the {where_} carried an error ({kind})")]
+    #[error("the {place} carried an error ({kind})")]
     Error {
         /// `response` or `stream`.
-        where_: &'static str,
+        place: &'static str,
         /// Anthropic's error type (`overloaded_error`, …) or `unknown`.
         kind: &'static str,
     },
@@ -189,7 +189,7 @@ pub fn parse_message(body: &[u8]) -> Result<MessageReply, AnthropicError> {
     let v = parse_json(body)?;
     if v.get("type").and_then(Value::as_str) == Some("error") {
         return Err(AnthropicError::Error {
-            where_: "response",
+            place: "response",
             kind: error_kind(&v),
         });
     }
@@ -350,7 +350,7 @@ impl AnthropicStream {
             }
             "error" => {
                 return Err(AnthropicError::Error {
-                    where_: "stream",
+                    place: "stream",
                     kind: error_kind(&v),
                 })
             }
@@ -591,7 +591,7 @@ mod tests {
         assert_eq!(
             e,
             AnthropicError::Error {
-                where_: "stream",
+                place: "stream",
                 kind: "overloaded_error"
             }
         );
@@ -665,7 +665,7 @@ mod tests {
         assert_eq!(
             parse_message(br#"{"type":"error","error":{"type":"overloaded_error"}}"#),
             Err(AnthropicError::Error {
-                where_: "response",
+                place: "response",
                 kind: "overloaded_error"
             })
         );
