@@ -303,10 +303,10 @@ async fn probes_see_the_upstream_through_litellm() {
         );
     }
 
-    // The upstream's 429: rate limited through both shapes. LiteLLM forwards the upstream's
-    // x-ratelimit-* headers on its OpenAI shape, but its Retry-After only renamed
-    // (llm_provider-retry-after), so the probe sees no wait to report.
-    for (api, wait) in [(Api::Openai, 0.0), (Api::Anthropic, 0.0)] {
+    // The upstream's 429: rate limited through both shapes. On its OpenAI shape LiteLLM
+    // forwards the upstream's Retry-After only renamed (llm_provider-retry-after), which the
+    // probe reads too; its /v1/messages error answer carries neither name.
+    for (api, wait) in [(Api::Openai, 7.0), (Api::Anthropic, 0.0)] {
         let (report, r) = run(settings(&base, api, LIMITED, &[Check::Chat]), RELAY_KEY).await;
         assert_eq!(report.status, "429", "{api:?}: {report:?}");
         assert!(failed_with(&r, "chat", "rate_limited"), "{api:?}");

@@ -54,6 +54,9 @@ pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 /// Returns the current Unix time in milliseconds; injectable for the spend guard's day.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
+/// The header in which LiteLLM forwards the upstream provider's `Retry-After`.
+const LITELLM_RETRY_AFTER: &str = "llm_provider-retry-after";
+
 /// Most distinct unpriced model names warned about, so a server inventing names cannot grow
 /// the set without bound.
 const MAX_WARNED_MODELS: usize = 64;
@@ -451,10 +454,10 @@ impl OpenAiProbe {
             (self.clock)(),
         ));
         if !(200..300).contains(&status) {
-            let retry_after = response
-                .headers()
-                .get(http::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
+            // LiteLLM forwards the upstream's Retry-After only as `llm_provider-retry-after`.
+            let retry_after = [http::header::RETRY_AFTER.as_str(), LITELLM_RETRY_AFTER]
+                .iter()
+                .find_map(|name| response.headers().get(*name)?.to_str().ok())
                 .map(str::to_string);
             // The error body only feeds classification hints; a failure to read it changes
             // nothing about the status.
