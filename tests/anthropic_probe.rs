@@ -555,6 +555,239 @@ async fn embeddings_dimensions_tokens_and_cost() {
     );
 }
 
+/// A chunked event stream with extra response headers; an event named `PAUSE_EVENT` is a
+/// pause instead.
+fn sse_with(headers: &str, events: &[(&str, &str)], complete: bool) -> Vec<Vec<u8>> {
+    let mut out = vec![format!("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n{headers}transfer-encoding: chunked\r\nconnection: close\r\n\r\n").into_bytes()];
+    for (event, data) in events {
+        if *event == PAUSE_EVENT {
+            out.push(Vec::new());
+            continue;
+        }
+        let text = format!("event: {event}\ndata: {data}\n\n");
+        out.push(format!("{:x}\r\n{text}\r\n", text.len()).into_bytes());
+    }
+    if complete {
+        out.push(b"0\r\n\r\n".to_vec());
+    }
+    out
+}
+
+const PAUSE_EVENT: &str = "(pause)";
+const THINKING: &str = r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"The capital of France"}}"#;
+const DELTA_PAR: &str =
+    r#"{"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"Par"}}"#;
+const DELTA_IS: &str =
+    r#"{"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"is"}}"#;
+/// Anthropic's headers with little left: 3 of 1000 requests, 100 of 80000 output tokens.
+/// The clock of `run_once` is 2025-03-01T12:00:00Z, so the request window resets in 30 s.
+const LOW_HEADROOM: &str = "anthropic-ratelimit-requests-limit: 1000\r\nanthropic-ratelimit-requests-remaining: 3\r\nanthropic-ratelimit-requests-reset: 2025-03-01T12:00:30Z\r\nanthropic-ratelimit-output-tokens-limit: 80000\r\nanthropic-ratelimit-output-tokens-remaining: 100\r\n";
+
+#[tokio::test]
+async fn an_anthropic_stream_feeds_timing_finish_reasons_headroom_and_expect() {
+    let events = vec![
+        ("message_start", START),
+        ("content_block_delta", THINKING),
+        ("content_block_delta", DELTA_PAR),
+        (PAUSE_EVENT, ""),
+        ("content_block_delta", DELTA_IS),
+        (
+            "message_delta",
+            r#"{"type":"message_delta","delta":{"stop_reason":"max_tokens"},"usage":{"output_tokens":5}}"#,
+        ),
+        ("message_stop", STOP),
+    ];
+    let (base, log) = serve(move |_: &Captured| sse_with(LOW_HEADROOM, &events, true)).await;
+    let mut s = settings(&base, Api::Anthropic, &[Check::ChatStream]);
+    s.stall_threshold = Duration::from_millis(300);
+    s.expect = Some(pushprobe::probe::openai::expect::Expect::regex("(?i)paris").unwrap());
+    s.temperature = Some(0.0);
+    let (report, r) = run_once(s).await;
+    assert!(report.success, "{report:?}");
+    let body: serde_json::Value = serde_json::from_str(&log.lock().unwrap()[0].body).unwrap();
+    assert_eq!(body["temperature"], 0.0);
+    assert!(body.get("seed").is_none(), "Anthropic has no seed");
+
+    let v = |name: &str, extra: &[(&str, &str)]| value(&r, name, "chat_stream", extra);
+    let count = |name: &str| v(&format!("{name}_count"), &[]);
+    // Thinking first, then visible text: both first tokens, and two gaps across them.
+    assert_eq!(count(sig::TTFRT), Some(1.0));
+    assert_eq!(count(m::TTFT), Some(1.0));
+    assert_eq!(count(sig::INTER_TOKEN_GAP), Some(2.0));
+    // The paused gap is at least the pause, so at least one stall.
+    let longest = v(sig::LONGEST_GAP, &[]).unwrap();
+    assert!(longest >= PAUSE.as_secs_f64(), "{longest}");
+    let stalls = v(sig::STALLS, &[]).unwrap();
+    assert!((1.0..=2.0).contains(&stalls), "{stalls}");
+    // stop_reason max_tokens is finish_reason length.
+    assert_eq!(
+        v(sig::FINISH_REASONS, &[("finish_reason", "length")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        v(sig::FINISH_REASONS, &[("finish_reason", "stop")]),
+        Some(0.0)
+    );
+    for a in ["missing_done", "error_event", "missing_usage"] {
+        assert_eq!(v(sig::ANOMALIES, &[("anomaly", a)]), Some(0.0), "{a}");
+    }
+    // Anthropic's rate-limit headers.
+    let rl = |name: &str, res: &str| v(name, &[("resource", res)]);
+    assert_eq!(rl(sig::RATELIMIT_LIMIT, "requests"), Some(1000.0));
+    assert_eq!(rl(sig::RATELIMIT_REMAINING, "requests"), Some(3.0));
+    assert_eq!(rl(sig::RATELIMIT_RESET, "requests"), Some(30.0));
+    assert_eq!(rl(sig::RATELIMIT_REMAINING, "output_tokens"), Some(100.0));
+    let Some(Detail::Text(headroom)) = detail(&report, "chat_stream.ratelimit_headroom") else {
+        panic!("{report:?}");
+    };
+    assert!(headroom.contains("output_tokens"), "{headroom}");
+    // The answering model is the requested one.
+    assert_eq!(v(sig::MODEL_MISMATCHES, &[]), Some(0.0));
+}
+
+#[tokio::test]
+async fn an_anthropic_stream_without_message_stop_or_usage_is_an_anomaly() {
+    // A stream that ends cleanly at the transport level but never says message_stop.
+    let events = vec![("message_start", START), ("content_block_delta", DELTA_PO)];
+    let (base, _) = serve(move |_: &Captured| sse_with("", &events, true)).await;
+    let (report, r) = run_once(settings(&base, Api::Anthropic, &[Check::ChatStream])).await;
+    assert!(!report.success);
+    let v = |r: &Registry, a: &str| value(r, sig::ANOMALIES, "chat_stream", &[("anomaly", a)]);
+    assert_eq!(v(&r, "missing_done"), Some(1.0));
+    assert_eq!(reason(&r, "chat_stream", "stream_interrupted"), Some(1.0));
+    // message_delta without usage: the output count never arrived.
+    let events = vec![
+        ("message_start", START),
+        ("content_block_delta", DELTA_PO),
+        (
+            "message_delta",
+            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"}}"#,
+        ),
+        ("message_stop", STOP),
+    ];
+    let (base, _) = serve(move |_: &Captured| sse_with("", &events, true)).await;
+    let (report, r) = run_once(settings(&base, Api::Anthropic, &[Check::ChatStream])).await;
+    assert!(report.success, "{report:?}");
+    assert_eq!(v(&r, "missing_usage"), Some(1.0));
+    assert_eq!(v(&r, "missing_done"), Some(0.0));
+    assert_eq!(
+        value(
+            &r,
+            sig::FINISH_REASONS,
+            "chat_stream",
+            &[("finish_reason", "stop")]
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn anthropic_answers_are_checked_and_their_model_compared() {
+    // Another model answers "pong": a substitution, and an answer that fails `expect`.
+    let other = MESSAGE.replace("claude-sonnet-4-5", "claude-haiku-4-5");
+    let (base, _) = serve(move |_: &Captured| reply(200, &other)).await;
+    let mut s = settings(&base, Api::Anthropic, &[Check::Chat]);
+    s.expect = Some(pushprobe::probe::openai::expect::Expect::regex("(?i)paris").unwrap());
+    let (report, r) = run_once(s).await;
+    assert_eq!(
+        reason(&r, "chat", "answer_mismatch"),
+        Some(1.0),
+        "{report:?}"
+    );
+    assert_eq!(value(&r, sig::MODEL_MISMATCHES, "chat", &[]), Some(1.0));
+    assert_eq!(
+        value(
+            &r,
+            sig::ANSWERING_MODEL_INFO,
+            "chat",
+            &[
+                ("requested_model", MODEL),
+                ("answering_model", "claude-haiku-4-5")
+            ]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &r,
+            sig::FINISH_REASONS,
+            "chat",
+            &[("finish_reason", "length")]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        !format!("{report:?}").contains("pong"),
+        "never quotes the answer"
+    );
+    // The same answer passes a check it matches.
+    let (base, _) = serve(|_: &Captured| reply(200, MESSAGE)).await;
+    let mut s = settings(&base, Api::Anthropic, &[Check::Chat]);
+    s.expect = Some(pushprobe::probe::openai::expect::Expect::regex("^po").unwrap());
+    let (report, _) = run_once(s).await;
+    assert!(report.success, "{report:?}");
+    // An error object in a 200 body is classified like the HTTP error it stands for.
+    let (base, _) = serve(|_: &Captured| {
+        reply(
+            200,
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+        )
+    })
+    .await;
+    let (_, r) = run_once(settings(&base, Api::Anthropic, &[Check::Chat])).await;
+    assert_eq!(reason(&r, "chat", "overloaded"), Some(1.0));
+}
+
+#[tokio::test]
+async fn embeddings_record_the_answering_model_and_headroom() {
+    let (base, _) = serve(|_: &Captured| {
+        let body = r#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,0.2]}],"model":"text-embedding-ada-002","usage":{"prompt_tokens":2,"total_tokens":2}}"#;
+        vec![format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-ratelimit-limit-requests: 500\r\nx-ratelimit-remaining-requests: 7\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()]
+    })
+    .await;
+    let (report, r) = run_once(settings(&base, Api::Openai, &[Check::Embeddings])).await;
+    assert!(report.success, "{report:?}");
+    let at = |name: &str, extra: &[(&str, &str)]| {
+        let mut labels = vec![
+            ("probe", "relay"),
+            ("model", MODEL),
+            ("check", "embeddings"),
+        ];
+        labels.extend_from_slice(extra);
+        r.samples_at(0)
+            .into_iter()
+            .find(|s| {
+                s.labels.metric_name() == name
+                    && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v))
+            })
+            .map(|s| s.value)
+    };
+    // Compared with the embedding model asked for, not the chat model.
+    assert_eq!(at(sig::MODEL_MISMATCHES, &[]), Some(1.0));
+    assert_eq!(
+        at(
+            sig::ANSWERING_MODEL_INFO,
+            &[
+                ("requested_model", EMBEDDING_MODEL),
+                ("answering_model", "text-embedding-ada-002")
+            ]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        at(sig::RATELIMIT_REMAINING, &[("resource", "requests")]),
+        Some(7.0)
+    );
+    // No stream series for embeddings.
+    assert_eq!(at(sig::STALLS, &[]), None);
+    assert_eq!(at(&format!("{}_count", sig::INTER_TOKEN_GAP), &[]), None);
+    assert_eq!(at(sig::FINISH_REASONS, &[("finish_reason", "stop")]), None);
+}
+
 /// A `tracing` writer into a shared buffer.
 struct LogBuf(Arc<Mutex<Vec<u8>>>);
 
