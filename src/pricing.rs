@@ -25,6 +25,13 @@ pub struct Price {
     pub output_per_mtok: f64,
     /// Price of prompt tokens served from cache; `None` bills them as ordinary input.
     pub cached_input_per_mtok: Option<f64>,
+    /// Price of prompt tokens written to the cache (Anthropic's cache writes); `None` bills
+    /// them as ordinary input.
+    pub cache_write_per_mtok: Option<f64>,
+    /// Price of prompt tokens read from the cache; `None` falls back to
+    /// `cached_input_per_mtok`, then to the input price. The same tokens as the cached input
+    /// of OpenAI-style usage, under Anthropic's name.
+    pub cache_read_per_mtok: Option<f64>,
 }
 
 /// Token counts of one response, as its `usage` object reports them.
@@ -36,6 +43,9 @@ pub struct Usage {
     pub completion_tokens: u64,
     /// `prompt_tokens_details.cached_tokens`: the part of `prompt_tokens` read from cache.
     pub cached_tokens: u64,
+    /// The part of `prompt_tokens` written to the cache (Anthropic's
+    /// `cache_creation_input_tokens`); 0 where the API does not report it.
+    pub cache_write_tokens: u64,
 }
 
 /// The most tokens of one kind a single request can plausibly report: 2^24 (about 16.8 M),
@@ -52,28 +62,46 @@ impl Usage {
             self.prompt_tokens,
             self.completion_tokens,
             self.cached_tokens,
+            self.cache_write_tokens,
         ]
         .iter()
         .all(|&n| n <= MAX_PLAUSIBLE_TOKENS)
     }
 
-    /// Input tokens billed at the full input price (the cached part removed).
+    /// Input tokens billed at the full input price (the cache reads and writes removed).
     pub fn uncached_prompt_tokens(&self) -> u64 {
-        self.prompt_tokens.saturating_sub(self.cached_tokens)
+        self.prompt_tokens
+            .saturating_sub(self.billable_cached_tokens())
+            .saturating_sub(self.billable_cache_write_tokens())
     }
 
     /// Cached tokens, never more than the prompt (a server may report nonsense).
     pub fn billable_cached_tokens(&self) -> u64 {
         self.cached_tokens.min(self.prompt_tokens)
     }
+
+    /// Cache-write tokens, never more than the prompt left after the cache reads, so no token
+    /// is billed twice whatever a server reports.
+    pub fn billable_cache_write_tokens(&self) -> u64 {
+        self.cache_write_tokens.min(
+            self.prompt_tokens
+                .saturating_sub(self.billable_cached_tokens()),
+        )
+    }
 }
 
 /// Dollars `usage` costs at `price`: each kind of token times its price over a million, summed,
-/// with no rounding.
+/// with no rounding. Cache reads cost `cache_read_per_mtok`, else `cached_input_per_mtok`,
+/// else the input price; cache writes cost `cache_write_per_mtok`, else the input price.
 pub fn cost(usage: &Usage, price: &Price) -> f64 {
-    let cached_price = price.cached_input_per_mtok.unwrap_or(price.input_per_mtok);
+    let read_price = price
+        .cache_read_per_mtok
+        .or(price.cached_input_per_mtok)
+        .unwrap_or(price.input_per_mtok);
+    let write_price = price.cache_write_per_mtok.unwrap_or(price.input_per_mtok);
     usage.uncached_prompt_tokens() as f64 * price.input_per_mtok / TOKENS_PER_PRICE_UNIT
-        + usage.billable_cached_tokens() as f64 * cached_price / TOKENS_PER_PRICE_UNIT
+        + usage.billable_cached_tokens() as f64 * read_price / TOKENS_PER_PRICE_UNIT
+        + usage.billable_cache_write_tokens() as f64 * write_price / TOKENS_PER_PRICE_UNIT
         + usage.completion_tokens as f64 * price.output_per_mtok / TOKENS_PER_PRICE_UNIT
 }
 
@@ -220,9 +248,17 @@ impl PriceTable {
         for (name, price, aliases) in entries {
             let checked = check_price("input_per_mtok", price.input_per_mtok)
                 .and_then(|_| check_price("output_per_mtok", price.output_per_mtok))
-                .and_then(|_| match price.cached_input_per_mtok {
-                    Some(c) => check_price("cached_input_per_mtok", c).map(|_| ()),
-                    None => Ok(()),
+                .and_then(|_| {
+                    [
+                        ("cached_input_per_mtok", price.cached_input_per_mtok),
+                        ("cache_write_per_mtok", price.cache_write_per_mtok),
+                        ("cache_read_per_mtok", price.cache_read_per_mtok),
+                    ]
+                    .into_iter()
+                    .try_for_each(|(field, v)| match v {
+                        Some(v) => check_price(field, v).map(|_| ()),
+                        None => Ok(()),
+                    })
                 });
             if let Err(e) = checked {
                 errors.push((name.to_string(), e));
@@ -301,6 +337,8 @@ mod tests {
             input_per_mtok: input,
             output_per_mtok: output,
             cached_input_per_mtok: None,
+            cache_write_per_mtok: None,
+            cache_read_per_mtok: None,
         }
     }
 
@@ -413,11 +451,14 @@ mod tests {
             input_per_mtok: 0.42,
             output_per_mtok: 1.12,
             cached_input_per_mtok: Some(0.07),
+            cache_write_per_mtok: None,
+            cache_read_per_mtok: None,
         };
         let u = Usage {
             prompt_tokens: 12,
             completion_tokens: 5,
             cached_tokens: 4,
+            cache_write_tokens: 0,
         };
         let expected = 8.0 * 0.42 / 1e6 + 4.0 * 0.07 / 1e6 + 5.0 * 1.12 / 1e6;
         assert_eq!(cost(&u, &price), expected);
@@ -426,11 +467,14 @@ mod tests {
             input_per_mtok: 0.5,
             output_per_mtok: 2.0,
             cached_input_per_mtok: None,
+            cache_write_per_mtok: None,
+            cache_read_per_mtok: None,
         };
         let u = Usage {
             prompt_tokens: 1_000_000,
             completion_tokens: 500_000,
             cached_tokens: 250_000,
+            cache_write_tokens: 0,
         };
         assert_eq!(cost(&u, &price), 1.5);
         // Cached tokens beyond the prompt are not billed twice.
@@ -438,8 +482,66 @@ mod tests {
             prompt_tokens: 2,
             completion_tokens: 0,
             cached_tokens: 10,
+            cache_write_tokens: 0,
         };
         assert_eq!(u.uncached_prompt_tokens(), 0);
         assert_eq!(cost(&u, &price), 2.0 * 0.5 / 1e6);
+    }
+
+    #[test]
+    fn cache_writes_and_reads_have_their_own_prices_with_documented_fallbacks() {
+        // Anthropic-style usage: 100 fresh input, 1000 written to cache, 4000 read from it.
+        let u = Usage {
+            prompt_tokens: 5100,
+            completion_tokens: 10,
+            cached_tokens: 4000,
+            cache_write_tokens: 1000,
+        };
+        assert_eq!(u.uncached_prompt_tokens(), 100);
+        let mut price = Price {
+            input_per_mtok: 4.0,
+            output_per_mtok: 16.0,
+            cached_input_per_mtok: Some(2.0),
+            cache_write_per_mtok: Some(8.0),
+            cache_read_per_mtok: Some(0.5),
+        };
+        let expected =
+            100.0 * 4.0 / 1e6 + 4000.0 * 0.5 / 1e6 + 1000.0 * 8.0 / 1e6 + 10.0 * 16.0 / 1e6;
+        assert_eq!(cost(&u, &price), expected);
+        // No cache_read price: the OpenAI-style cached price, then the input price.
+        price.cache_read_per_mtok = None;
+        let expected =
+            100.0 * 4.0 / 1e6 + 4000.0 * 2.0 / 1e6 + 1000.0 * 8.0 / 1e6 + 10.0 * 16.0 / 1e6;
+        assert_eq!(cost(&u, &price), expected);
+        price.cached_input_per_mtok = None;
+        price.cache_write_per_mtok = None;
+        let expected =
+            100.0 * 4.0 / 1e6 + 4000.0 * 4.0 / 1e6 + 1000.0 * 4.0 / 1e6 + 10.0 * 16.0 / 1e6;
+        assert_eq!(cost(&u, &price), expected);
+        // Reads and writes beyond the prompt are never billed twice, never negative.
+        let u = Usage {
+            prompt_tokens: 10,
+            completion_tokens: 0,
+            cached_tokens: 6,
+            cache_write_tokens: u64::MAX,
+        };
+        assert_eq!(u.billable_cache_write_tokens(), 4);
+        assert_eq!(u.uncached_prompt_tokens(), 0);
+        assert!(cost(&u, &price) >= 0.0);
+        let e = table(&[(
+            "a",
+            Price {
+                cache_write_per_mtok: Some(-1.0),
+                ..p(1.0, 1.0)
+            },
+            &[],
+        )])
+        .unwrap_err();
+        assert_eq!(
+            e[0].1,
+            PricingError::BadPrice {
+                field: "cache_write_per_mtok"
+            }
+        );
     }
 }

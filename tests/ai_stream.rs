@@ -171,6 +171,8 @@ fn pricing() -> Arc<PriceTable> {
                 input_per_mtok: 0.5,
                 output_per_mtok: 2.0,
                 cached_input_per_mtok: None,
+                cache_read_per_mtok: None,
+                cache_write_per_mtok: None,
             },
             aliases.as_slice(),
         )])
@@ -204,6 +206,13 @@ fn settings(base: &str, checks: &[Check]) -> OpenAiProbeSettings {
         expect: None,
         temperature: None,
         seed: None,
+        api: pushprobe::probe::openai::Api::Openai,
+        anthropic_version: "2023-06-01".into(),
+        embeddings: pushprobe::config::openai::EmbeddingSettings {
+            model: MODEL.into(),
+            input: "hello".into(),
+            expected_dimensions: None,
+        },
     }
 }
 

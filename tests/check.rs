@@ -173,11 +173,14 @@ async fn the_table_rounds_the_cost_and_the_json_keeps_it_exact() {
         input_per_mtok: 0.27,
         output_per_mtok: 1.1,
         cached_input_per_mtok: None,
+        cache_write_per_mtok: None,
+        cache_read_per_mtok: None,
     };
     let usage = pushprobe::pricing::Usage {
         prompt_tokens: CHAT_PROMPT_TOKENS,
         completion_tokens: CHAT_COMPLETION_TOKENS,
         cached_tokens: CHAT_CACHED_TOKENS,
+        cache_write_tokens: 0,
     };
     let exact = pushprobe::pricing::cost(&usage, &price);
 

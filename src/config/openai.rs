@@ -34,6 +34,29 @@ pub enum Check {
     Chat,
     /// `POST /chat/completions` with `"stream": true`: paid; time to first token.
     ChatStream,
+    /// `POST /embeddings`: paid; latency, dimensions and input tokens.
+    Embeddings,
+}
+
+/// The API shape a probe speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Api {
+    /// OpenAI's: `/chat/completions`, `Authorization: Bearer`.
+    #[default]
+    Openai,
+    /// Anthropic's Messages API: `/messages`, `x-api-key` and `anthropic-version`.
+    Anthropic,
+}
+
+impl Api {
+    /// The value as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::Openai => "openai",
+            Api::Anthropic => "anthropic",
+        }
+    }
 }
 
 /// The request field that carries the chat checks' output-token limit.
@@ -65,6 +88,7 @@ impl Check {
             Check::Models => "models",
             Check::Chat => "chat",
             Check::ChatStream => "chat_stream",
+            Check::Embeddings => "embeddings",
         }
     }
 
@@ -145,6 +169,13 @@ pub const DEFAULT_PROMPT: &str = "ping";
 pub const DEFAULT_MAX_TOKENS: u32 = 5;
 /// Default response size limit (1 MiB): a model list of thousands of entries fits.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+/// Default `anthropic-version` header: the version Anthropic's Messages API documents.
+pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
+/// Default text of the embeddings check: short, so it costs a few tokens.
+pub const DEFAULT_EMBEDDING_INPUT: &str = "pushprobe embeddings check";
+
+/// Headers an `api = "anthropic"` probe sets itself.
+const RESERVED_ANTHROPIC_HEADERS: &[&str] = &["x-api-key", "anthropic-version"];
 
 /// Request headers the probe sets itself.
 const RESERVED_AI_HEADERS: &[&str] = &[
@@ -299,6 +330,17 @@ pub struct OpenAiProbeConfig {
     /// `seed` of chat requests; [`DEFAULT_SEED`] when `expect` is set and this is not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<i64>,
+    /// The API shape: `openai` (default) or `anthropic` (Messages API).
+    #[serde(default)]
+    pub api: Api,
+    /// The `anthropic-version` header of `api = "anthropic"`; default `2023-06-01`.
+    pub anthropic_version: Option<String>,
+    /// The model of the `embeddings` check; default: `model`.
+    pub embedding_model: Option<String>,
+    /// The text the `embeddings` check embeds; default: a short fixed text.
+    pub embedding_input: Option<String>,
+    /// The number of dimensions the embedding must have; a different number fails the check.
+    pub expected_dimensions: Option<u32>,
 }
 
 /// `expect`: exactly one of its keys.
@@ -323,6 +365,10 @@ pub struct ModelPriceConfig {
     pub output_per_mtok: f64,
     /// Cached input tokens; input price if absent.
     pub cached_input_per_mtok: Option<f64>,
+    /// Input tokens written to the cache (Anthropic); input price if absent.
+    pub cache_write_per_mtok: Option<f64>,
+    /// Input tokens read from the cache; `cached_input_per_mtok`, then input price, if absent.
+    pub cache_read_per_mtok: Option<f64>,
     /// Other names of this model: literal names or globs (`*`, `?`).
     #[serde(default)]
     pub aliases: Vec<String>,
@@ -377,6 +423,23 @@ pub struct OpenAiProbeSettings {
     pub temperature: Option<f64>,
     /// `seed` sent with chat requests, if any.
     pub seed: Option<i64>,
+    /// The API shape.
+    pub api: Api,
+    /// The `anthropic-version` header (sent only with `api = "anthropic"`).
+    pub anthropic_version: String,
+    /// What the `embeddings` check sends and expects.
+    pub embeddings: EmbeddingSettings,
+}
+
+/// The `embeddings` check's request and expectation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddingSettings {
+    /// The model asked for (priced by the `[pricing]` table like any model).
+    pub model: String,
+    /// The text embedded.
+    pub input: String,
+    /// The dimension count the embedding must have, if any.
+    pub expected_dimensions: Option<u32>,
 }
 
 /// Validates `[pricing]`; errors name the entry.
@@ -391,6 +454,8 @@ pub(super) fn validate_pricing(
                 input_per_mtok: p.input_per_mtok,
                 output_per_mtok: p.output_per_mtok,
                 cached_input_per_mtok: p.cached_input_per_mtok,
+                cache_write_per_mtok: p.cache_write_per_mtok,
+                cache_read_per_mtok: p.cache_read_per_mtok,
             },
             p.aliases.as_slice(),
         )
@@ -501,7 +566,7 @@ pub(super) fn validate_openai_probe(
     if o.checks.is_empty() {
         c.fail(
             format!("{key}.checks"),
-            "list at least one of \"models\", \"chat\", \"chat_stream\"",
+            "list at least one of \"models\", \"chat\", \"chat_stream\", \"embeddings\"",
         );
     }
     let mut checks = Vec::new();
@@ -541,13 +606,17 @@ pub(super) fn validate_openai_probe(
     }
     let headers = c.headers(&format!("{key}.headers"), &o.headers);
     for (name, _) in &headers {
-        if RESERVED_AI_HEADERS.contains(&name.as_str()) {
+        let reserved = RESERVED_AI_HEADERS.contains(&name.as_str())
+            || (o.api == Api::Anthropic && RESERVED_ANTHROPIC_HEADERS.contains(&name.as_str()));
+        if reserved {
             c.fail(
                 format!("{key}.headers.{name}"),
                 "is set by the probe itself (the key comes from api_key_env or api_key_file)",
             );
         }
     }
+    let anthropic_version = validate_api(c, key, o, &checks);
+    let embeddings = validate_embeddings(c, key, o, &checks, pricing);
     c.tls(&format!("{key}.tls"), &o.tls);
     let proxy = super::proxy::validate_proxy(c, key, &super::proxy::proxy_config!(o));
     c.tls_files(&format!("{key}.tls"), &o.tls);
@@ -571,10 +640,26 @@ pub(super) fn validate_openai_probe(
             c.fail(format!("{key}.temperature"), "must be a number from 0 to 2");
         }
     }
+    if o.api == Api::Anthropic {
+        // Anthropic's Messages API takes a temperature from 0 to 1 and has no seed.
+        if o.temperature.is_some_and(|t| t > 1.0) {
+            c.fail(
+                format!("{key}.temperature"),
+                "must be from 0 to 1 with api = \"anthropic\"",
+            );
+        }
+        if o.seed.is_some() {
+            c.fail(
+                format!("{key}.seed"),
+                "Anthropic's API has no seed; remove it with api = \"anthropic\"",
+            );
+        }
+    }
     // A canary answer is only comparable run after run when sampling is deterministic.
-    let (temperature, seed) = match &expect {
-        Some(_) => (o.temperature.or(Some(0.0)), o.seed.or(Some(DEFAULT_SEED))),
-        None => (o.temperature, o.seed),
+    let (temperature, seed) = match (&expect, o.api) {
+        (Some(_), Api::Openai) => (o.temperature.or(Some(0.0)), o.seed.or(Some(DEFAULT_SEED))),
+        (Some(_), Api::Anthropic) => (o.temperature.or(Some(0.0)), None),
+        (None, _) => (o.temperature, o.seed),
     };
     let base_url = base_url?;
     Some(OpenAiProbeSettings {
@@ -601,13 +686,104 @@ pub(super) fn validate_openai_probe(
         expect,
         temperature,
         seed,
+        api: o.api,
+        anthropic_version,
+        embeddings,
     })
+}
+
+/// Checks `api` and `anthropic_version`; returns the version header to send.
+fn validate_api(c: &mut Checker<'_>, key: &str, o: &OpenAiProbeConfig, checks: &[Check]) -> String {
+    match (o.api, &o.anthropic_version) {
+        (Api::Openai, Some(_)) => c.fail(
+            format!("{key}.anthropic_version"),
+            "applies only with api = \"anthropic\"; remove it or set api",
+        ),
+        (Api::Anthropic, Some(v)) if v.is_empty() || http::HeaderValue::from_str(v).is_err() => c
+            .fail(
+                format!("{key}.anthropic_version"),
+                "must be a version date such as \"2023-06-01\"",
+            ),
+        _ => {}
+    }
+    if o.api == Api::Anthropic && checks.contains(&Check::Embeddings) {
+        c.fail(
+            format!("{key}.checks"),
+            "\"embeddings\" needs api = \"openai\": Anthropic's API has no embeddings endpoint; \
+             probe the embeddings provider with its own probe",
+        );
+    }
+    o.anthropic_version
+        .clone()
+        .unwrap_or_else(|| DEFAULT_ANTHROPIC_VERSION.to_string())
+}
+
+/// Checks the `embeddings` check's keys; they are refused without the check, where they
+/// would silently do nothing.
+fn validate_embeddings(
+    c: &mut Checker<'_>,
+    key: &str,
+    o: &OpenAiProbeConfig,
+    checks: &[Check],
+    pricing: &PriceTable,
+) -> EmbeddingSettings {
+    let enabled = checks.contains(&Check::Embeddings);
+    for (field, set) in [
+        ("embedding_model", o.embedding_model.is_some()),
+        ("embedding_input", o.embedding_input.is_some()),
+        ("expected_dimensions", o.expected_dimensions.is_some()),
+    ] {
+        if set && !enabled {
+            c.fail(
+                format!("{key}.{field}"),
+                "applies only to the \"embeddings\" check; add it to checks or remove this key",
+            );
+        }
+    }
+    if o.embedding_model
+        .as_deref()
+        .is_some_and(|m| m.trim().is_empty())
+    {
+        c.fail(format!("{key}.embedding_model"), "must name a model");
+    }
+    if o.embedding_input.as_deref() == Some("") {
+        c.fail(format!("{key}.embedding_input"), "must not be empty");
+    }
+    if o.expected_dimensions == Some(0) {
+        c.fail(format!("{key}.expected_dimensions"), "must be > 0");
+    }
+    let model = o.embedding_model.clone().unwrap_or_else(|| o.model.clone());
+    if enabled
+        && o.max_probe_spend_per_day
+            .is_some_and(|l| l.is_finite() && l > 0.0)
+        && model != o.model
+        && pricing.lookup(&model).is_none()
+    {
+        c.fail(
+            format!("{key}.embedding_model"),
+            format!(
+                "model {model:?} has no [pricing] entry, so max_probe_spend_per_day cannot measure its spend; add one (or an alias)"
+            ),
+        );
+    }
+    EmbeddingSettings {
+        model,
+        input: o
+            .embedding_input
+            .clone()
+            .unwrap_or_else(|| DEFAULT_EMBEDDING_INPUT.to_string()),
+        expected_dimensions: o.expected_dimensions,
+    }
 }
 
 /// Validates `expect`: exactly one of `regex`, `json_fields`, and it must compile.
 fn validate_expect(c: &mut Checker<'_>, key: &str, o: &OpenAiProbeConfig) -> Option<Expect> {
     let e = o.expect.as_ref()?;
-    if !o.checks.iter().any(|c| c.is_paid()) {
+    if !o
+        .checks
+        .iter()
+        .any(|c| matches!(c, Check::Chat | Check::ChatStream))
+    {
         c.fail(
             format!("{key}.expect"),
             "checks the chat answer, but no chat check is listed in checks",
@@ -795,8 +971,9 @@ mod tests {
         );
         let e = bad("model = ", "checks = [\"chat\", \"chat\"]\nmodel = ");
         assert!(e.contains("\"chat\" is listed twice"), "{e}");
-        let e = bad("model = ", "checks = [\"embeddings\"]\nmodel = ");
-        assert!(e.contains("embeddings"), "{e}");
+        let e = bad("model = ", "checks = [\"images\"]\nmodel = ");
+        assert!(e.contains("images"), "{e}");
+        assert!(e.contains("embeddings"), "names the accepted values: {e}");
         let e = bad(
             "model = ",
             "headers = { Authorization = \"Bearer x\" }\nmodel = ",
@@ -886,6 +1063,28 @@ mod tests {
         assert!(e.contains("probe[0].stall_threshold"), "{e}");
         let e = bad("checks = [\"models\"]\nexpect = { regex = \"x\" }");
         assert!(e.contains("probe[0].expect: checks the chat answer"), "{e}");
+        // An embedding has no answer text to check.
+        let e = bad("checks = [\"embeddings\"]\nexpect = { regex = \"x\" }");
+        assert!(e.contains("probe[0].expect: checks the chat answer"), "{e}");
+        // Anthropic's API: temperature 0 to 1, no seed, and no default seed with expect.
+        let anthropic = |extra: &str| {
+            AI.replace(
+                "model = ",
+                &format!("api = \"anthropic\"\n{extra}\nmodel = "),
+            )
+        };
+        let o = parse_with(&anthropic("expect = { regex = \"x\" }"), Some("k")).unwrap();
+        assert_eq!((openai(&o).temperature, openai(&o).seed), (Some(0.0), None));
+        let e = parse_with(&anthropic("temperature = 1.5"), Some("k")).unwrap_err();
+        assert!(
+            e.contains("probe[0].temperature: must be from 0 to 1"),
+            "{e}"
+        );
+        let e = parse_with(&anthropic("seed = 3"), Some("k")).unwrap_err();
+        assert!(
+            e.contains("probe[0].seed: Anthropic's API has no seed"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -912,6 +1111,142 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e:?}"));
             assert!(!s.probes.is_empty());
             assert!(!s.remote_write.is_empty());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn anthropic_api_and_its_version() {
+        let toml = AI.replace("model = ", "api = \"anthropic\"\nmodel = ");
+        let s = parse_with(&toml, Some("sk-ant-1")).unwrap();
+        assert_eq!(openai(&s).api, Api::Anthropic);
+        assert_eq!(openai(&s).anthropic_version, DEFAULT_ANTHROPIC_VERSION);
+        let toml = AI.replace(
+            "model = ",
+            "api = \"anthropic\"\nanthropic_version = \"2024-01-01\"\nmodel = ",
+        );
+        let s = parse_with(&toml, Some("sk-ant-1")).unwrap();
+        assert_eq!(openai(&s).anthropic_version, "2024-01-01");
+        assert_eq!(openai(&parse_with(AI, Some("k")).unwrap()).api, Api::Openai);
+
+        let bad = |extra: &str| {
+            parse_with(
+                &AI.replace("model = ", &format!("{extra}\nmodel = ")),
+                Some("k"),
+            )
+            .unwrap_err()
+        };
+        let e = bad("anthropic_version = \"2023-06-01\"");
+        assert!(
+            e.contains("probe[0].anthropic_version: applies only with api = \"anthropic\""),
+            "{e}"
+        );
+        let e = bad("api = \"anthropic\"\nanthropic_version = \"\"");
+        assert!(e.contains("probe[0].anthropic_version: must be"), "{e}");
+        let e = bad("api = \"gemini\"");
+        assert!(e.contains("gemini") && e.contains("anthropic"), "{e}");
+        let e = bad("api = \"anthropic\"\nheaders = { \"X-Api-Key\" = \"k\" }");
+        assert!(
+            e.contains("probe[0].headers.x-api-key: is set by the probe"),
+            "{e}"
+        );
+        // With the OpenAI shape, x-api-key is an ordinary gateway header.
+        let toml = AI.replace("model = ", "headers = { \"X-Api-Key\" = \"k\" }\nmodel = ");
+        assert!(parse_with(&toml, Some("k")).is_ok());
+        let e = bad("api = \"anthropic\"\nchecks = [\"chat\", \"embeddings\"]");
+        assert!(
+            e.contains("probe[0].checks: \"embeddings\" needs api = \"openai\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn embeddings_keys_default_and_validate() {
+        let with = |extra: &str| AI.replace("model = ", &format!("{extra}\nmodel = "));
+        let s = parse_with(&with("checks = [\"embeddings\"]"), Some("k")).unwrap();
+        let e = &openai(&s).embeddings;
+        assert_eq!(e.model, "deepseek-v3.2");
+        assert_eq!(e.input, DEFAULT_EMBEDDING_INPUT);
+        assert_eq!(e.expected_dimensions, None);
+        assert!(Check::Embeddings.is_paid());
+        let s = parse_with(
+            &with("checks = [\"embeddings\"]\nembedding_model = \"deepseek-chat\"\nembedding_input = \"hi\"\nexpected_dimensions = 1536"),
+            Some("k"),
+        )
+        .unwrap();
+        let e = &openai(&s).embeddings;
+        assert_eq!(
+            (e.model.as_str(), e.input.as_str(), e.expected_dimensions),
+            ("deepseek-chat", "hi", Some(1536))
+        );
+
+        let bad = |extra: &str| parse_with(&with(extra), Some("k")).unwrap_err();
+        let e = bad("expected_dimensions = 3");
+        assert!(
+            e.contains("probe[0].expected_dimensions: applies only to the \"embeddings\" check"),
+            "{e}"
+        );
+        let e = bad("checks = [\"embeddings\"]\nexpected_dimensions = 0");
+        assert!(
+            e.contains("probe[0].expected_dimensions: must be > 0"),
+            "{e}"
+        );
+        let e = bad("checks = [\"embeddings\"]\nembedding_input = \"\"");
+        assert!(
+            e.contains("probe[0].embedding_input: must not be empty"),
+            "{e}"
+        );
+        // A spend limit needs the embedding model priced too.
+        let e = bad("checks = [\"embeddings\"]\nembedding_model = \"text-embedding-3-small\"");
+        assert!(
+            e.contains(
+                "probe[0].embedding_model: model \"text-embedding-3-small\" has no [pricing] entry"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn cache_prices_are_read_and_checked() {
+        let toml = AI.replace(
+            "cached_input_per_mtok = 0.07",
+            "cached_input_per_mtok = 0.07\ncache_write_per_mtok = 0.5\ncache_read_per_mtok = 0.04",
+        );
+        let s = parse_with(&toml, Some("k")).unwrap();
+        let p = openai(&s).pricing.lookup("deepseek-v3.2").unwrap().price;
+        assert_eq!(
+            (p.cache_write_per_mtok, p.cache_read_per_mtok),
+            (Some(0.5), Some(0.04))
+        );
+        let toml = AI.replace("cached_input_per_mtok = 0.07", "cache_read_per_mtok = -0.1");
+        let e = parse_with(&toml, Some("k")).unwrap_err();
+        assert!(
+            e.contains(
+                "pricing.\"deepseek-v3.2\": cache_read_per_mtok must be a finite number >= 0"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn shipped_anthropic_relay_example_validates() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("RELAY_API_KEY", "sk-example");
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/anthropic-relay.toml");
+            let s = load(&path, true)
+                .unwrap()
+                .validate("examples/anthropic-relay.toml")
+                .unwrap_or_else(|e| panic!("{e:?}"));
+            let apis: Vec<(Api, &[Check])> = s
+                .probes
+                .iter()
+                .map(|p| match p {
+                    ProbeSettings::Openai(o) => (o.api, o.checks.as_slice()),
+                    other => panic!("not an openai probe: {other:?}"),
+                })
+                .collect();
+            assert_eq!(apis[0].0, Api::Anthropic);
+            assert_eq!(apis[2].1, [Check::Embeddings]);
             Ok(())
         });
     }

@@ -9,6 +9,7 @@
 // Each test binary includes this module and uses only part of it.
 #![allow(dead_code)]
 
+pub mod litellm;
 pub mod oauth2;
 pub mod openai;
 pub mod passthrough;

@@ -247,7 +247,12 @@ fn hinted(hint: BodyHint, status: &str, key: &str) -> Option<(Reason, String)> {
 
 /// Classifies an error event inside a 200 stream like the HTTP error it stands for.
 pub fn classify_stream_error(err: &Value, key: &str) -> Failure {
-    let what = "the stream carried an error event";
+    classify_error_object(err, "the stream carried an error event", key)
+}
+
+/// Classifies an error object that arrived with a 200 status (`what` says where) like the
+/// HTTP error it stands for.
+pub fn classify_error_object(err: &Value, what: &str, key: &str) -> Failure {
     let hint = error_object_hint(err);
     let (reason, message) = match hinted(hint, what, key) {
         Some(x) => x,

@@ -38,7 +38,8 @@ pub const TOKENS_PER_SECOND: &str = "pushprobe_ai_output_tokens_per_second";
 pub const MODELS_AVAILABLE: &str = "pushprobe_ai_models_available";
 /// 1 if the configured model was in the last successful model list, else 0.
 pub const MODEL_LISTED: &str = "pushprobe_ai_model_listed";
-/// Tokens by `check` and `kind` (`input`, `output`, `cached_input`, a subset of `input`).
+/// Tokens by `check` and `kind` (`input`, `output`; `cached_input` (read from the prompt
+/// cache) and `cache_write` (written to it), both subsets of `input`).
 pub const TOKENS: &str = "pushprobe_ai_tokens_total";
 /// Dollars spent by the probe's requests, by `check`.
 pub const COST: &str = "pushprobe_ai_cost_dollars_total";
@@ -58,6 +59,8 @@ pub const SPEND_GUARD_ENGAGED: &str = "pushprobe_ai_spend_guard_engaged";
 pub const SPEND_TODAY: &str = "pushprobe_ai_probe_spend_today_dollars";
 /// Checks not run, by `check` and `reason` (`spend_guard`).
 pub const SKIPPED: &str = "pushprobe_ai_checks_skipped_total";
+/// Dimensions of the embedding the last successful `embeddings` check received.
+pub const EMBEDDING_DIMENSIONS: &str = "pushprobe_ai_embedding_dimensions";
 
 /// The `served_model` value of a server-named model no configuration knows.
 pub const OTHER_MODEL: &str = "other";
@@ -121,7 +124,7 @@ const DESCRIPTIONS: &[(&str, MetricType, &str)] = &[
     (
         TOKENS,
         MetricType::Counter,
-        "Tokens used by the probe's requests, by kind (cached_input is part of input).",
+        "Tokens used by the probe's requests, by kind (cached_input and cache_write are part of input).",
     ),
     (
         COST,
@@ -165,6 +168,11 @@ const DESCRIPTIONS: &[(&str, MetricType, &str)] = &[
         "Dollars the probe spent since 00:00 UTC (reset when the agent restarts).",
     ),
     (SKIPPED, MetricType::Counter, "Checks not run, by reason."),
+    (
+        EMBEDDING_DIMENSIONS,
+        MetricType::Gauge,
+        "Dimensions of the embedding the last successful embeddings check received.",
+    ),
 ];
 
 /// Declares every family with its type and help text.
@@ -197,7 +205,7 @@ pub fn declare_counters(r: &mut Registry, labels: &BaseLabels, checks: &[Check])
         if !check.is_paid() {
             continue;
         }
-        for kind in ["input", "output", "cached_input"] {
+        for kind in ["input", "output", "cached_input", "cache_write"] {
             ignore(r.counter_add(TOKENS, &at(&[("kind", kind)]), 0.0));
         }
         for name in [COST, UNPRICED, MISSING_USAGE, INVALID_USAGE] {
@@ -234,6 +242,8 @@ pub struct Measured {
     /// Time to the first generated token of any kind, reasoning included: where decoding
     /// starts, so the output rate counts from it. `None`: the same as `time_to_first_token`.
     pub first_text: Option<Duration>,
+    /// Dimensions of the embedding (`embeddings`).
+    pub embedding_dimensions: Option<usize>,
 }
 
 /// What recording a check worked out about money, for the spend guard, logs and the report.
@@ -370,6 +380,9 @@ pub fn record_check(r: &mut Registry, cx: &RecordContext<'_>, run: &CheckRun) ->
             if list.listed { 1.0 } else { 0.0 },
         ));
     }
+    if let Some(d) = m.embedding_dimensions {
+        ignore(r.gauge_set(EMBEDDING_DIMENSIONS, &at(&[]), d as f64));
+    }
     if !run.check.is_paid() {
         return Accounting::default();
     }
@@ -414,6 +427,7 @@ pub fn record_check(r: &mut Registry, cx: &RecordContext<'_>, run: &CheckRun) ->
         ("input", usage.prompt_tokens),
         ("output", usage.completion_tokens),
         ("cached_input", usage.billable_cached_tokens()),
+        ("cache_write", usage.billable_cache_write_tokens()),
     ] {
         ignore(r.counter_add(TOKENS, &at(&[("kind", kind)]), n as f64));
     }
@@ -485,6 +499,8 @@ mod tests {
                 input_per_mtok: 0.5,
                 output_per_mtok: 2.0,
                 cached_input_per_mtok: Some(0.25),
+                cache_write_per_mtok: None,
+                cache_read_per_mtok: None,
             },
             aliases.as_slice(),
         )])
@@ -514,6 +530,7 @@ mod tests {
                 },
                 time_to_first_token: Some(Duration::from_secs(1)),
                 first_text: None,
+                embedding_dimensions: None,
             }),
         }
     }
@@ -551,6 +568,7 @@ mod tests {
             prompt_tokens: 10,
             completion_tokens: 4,
             cached_tokens: 2,
+            cache_write_tokens: 0,
         };
         let acc = record_check(&mut r, &cx, &chat_run(Some("deepseek-chat"), Some(usage)));
         let expected = 8.0 * 0.5 / 1e6 + 2.0 * 0.25 / 1e6 + 4.0 * 2.0 / 1e6;
@@ -589,7 +607,7 @@ mod tests {
         for name in [COST, UNPRICED, MISSING_USAGE, INVALID_USAGE] {
             assert_eq!(r.value(name, &chat), Some(0.0), "{name}");
         }
-        for kind in ["input", "output", "cached_input"] {
+        for kind in ["input", "output", "cached_input", "cache_write"] {
             let mut tok = chat.clone();
             tok.push(("kind", kind));
             assert_eq!(r.value(TOKENS, &tok), Some(0.0), "{kind}");
@@ -627,6 +645,7 @@ mod tests {
                 prompt_tokens,
                 completion_tokens: 2,
                 cached_tokens: 0,
+                cache_write_tokens: 0,
             };
             let acc = record_check(&mut r, &cx, &chat_run(Some("deepseek-chat"), Some(usage)));
             assert_eq!(acc.usage, None);
@@ -643,6 +662,7 @@ mod tests {
             prompt_tokens: crate::pricing::MAX_PLAUSIBLE_TOKENS,
             completion_tokens: 2,
             cached_tokens: 0,
+            cache_write_tokens: 0,
         };
         let acc = record_check(&mut r, &cx, &chat_run(Some("deepseek-chat"), Some(usage)));
         assert_eq!(acc.usage, Some(usage));
@@ -666,6 +686,7 @@ mod tests {
             prompt_tokens: 3,
             completion_tokens: 1,
             cached_tokens: 0,
+            cache_write_tokens: 0,
         };
         // The configured model is priced, but a different one answered: never priced as it.
         let acc = record_check(&mut r, &cx, &chat_run(Some("gpt-4.1-mini"), Some(usage)));

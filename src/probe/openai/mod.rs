@@ -1,6 +1,10 @@
 //! Probe of an OpenAI-compatible API (`kind = "openai"`): is the model up, how fast does it
 //! answer and start streaming, why does it fail, and what do the probes cost.
 //!
+//! With `api = "anthropic"` the chat checks speak Anthropic's Messages API instead
+//! ([`anthropic`]); the `embeddings` check reads `POST /embeddings` ([`embeddings`]). Both map
+//! into the same reply and usage, so metrics, cost and failure handling are shared.
+//!
 //! The pure core lives in the submodules: [`sse`] (incremental event-stream parser),
 //! [`response`] (reading models, completions and stream chunks), [`timing`] (stream chunk
 //! timing: gaps, stalls, first tokens), [`classify`] (bounded failure reasons and key
@@ -8,7 +12,9 @@
 //! daily spend guard), [`metrics`] and [`signals`] (recording). This module is the thin I/O
 //! shell that sends the requests through the shared HTTP client.
 
+pub mod anthropic;
 pub mod classify;
+pub mod embeddings;
 pub mod expect;
 pub mod metrics;
 pub mod ratelimit;
@@ -18,7 +24,7 @@ pub mod spend;
 pub mod sse;
 pub mod timing;
 
-pub use crate::config::openai::{Check, TokenLimitField};
+pub use crate::config::openai::{Api, Check, TokenLimitField};
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -27,7 +33,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use self::anthropic::{AnthropicError, AnthropicStream};
 use self::classify::{classify_status, diagnose_key, Failure, KeyDiagnosis, KeySource, Reason};
+use self::embeddings::EmbeddingError;
 use self::metrics::{Accounting, BaseLabels, CheckRun, Measured, RecordContext};
 use self::response::{AnswerFacts, ResponseError, StreamState};
 use self::signals::{Anomaly, History, Signals};
@@ -46,6 +54,9 @@ pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 /// Returns the current Unix time in milliseconds; injectable for the spend guard's day.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
+/// The header in which LiteLLM forwards the upstream provider's `Retry-After`.
+const LITELLM_RETRY_AFTER: &str = "llm_provider-retry-after";
+
 /// Most distinct unpriced model names warned about, so a server inventing names cannot grow
 /// the set without bound.
 const MAX_WARNED_MODELS: usize = 64;
@@ -60,6 +71,7 @@ pub struct OpenAiProbe {
     labels: BaseLabels,
     models_url: reqwest::Url,
     chat_url: reqwest::Url,
+    embeddings_url: reqwest::Url,
     guard: SpendGuard,
     guard_was_engaged: bool,
     last_key_state: Option<KeyDiagnosis>,
@@ -107,6 +119,74 @@ pub fn chat_body_with(
         body["seed"] = seed.into();
     }
     Bytes::from(body.to_string())
+}
+
+/// A stream parser the event loop feeds: OpenAI's chunks or Anthropic's events.
+trait EventStream {
+    /// What an event can say is wrong.
+    type Error;
+    /// Whether the end marker arrived.
+    fn is_done(&self) -> bool;
+    /// Takes one event that arrived `at` after the request was sent.
+    fn on_event(&mut self, event: &sse::SseEvent, at: Duration) -> Result<(), Self::Error>;
+}
+
+impl EventStream for StreamState {
+    type Error = ResponseError;
+    fn is_done(&self) -> bool {
+        StreamState::is_done(self)
+    }
+    fn on_event(&mut self, event: &sse::SseEvent, at: Duration) -> Result<(), ResponseError> {
+        StreamState::on_event(self, event, at)
+    }
+}
+
+impl EventStream for AnthropicStream {
+    type Error = AnthropicError;
+    fn is_done(&self) -> bool {
+        AnthropicStream::is_done(self)
+    }
+    fn on_event(&mut self, event: &sse::SseEvent, at: Duration) -> Result<(), AnthropicError> {
+        AnthropicStream::on_event(self, event, at)
+    }
+}
+
+/// A failure of a (non-streamed) Anthropic reply: an error object in a 200 body is classified
+/// like the HTTP error it stands for (`overloaded_error` is `overloaded`, …).
+fn anthropic_body_failure(e: &AnthropicError, body: &[u8], key_state: &str) -> Failure {
+    if let AnthropicError::Error { .. } = e {
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        let empty = serde_json::Value::Object(Default::default());
+        let err = v.get("error").filter(|e| e.is_object()).unwrap_or(&empty);
+        return classify::classify_error_object(
+            err,
+            "the 200 response carried an error",
+            key_state,
+        );
+    }
+    anthropic_failure(e, 0)
+}
+
+/// A failure to read an Anthropic Messages answer (see [`response_failure`]).
+fn anthropic_failure(e: &AnthropicError, events: u64) -> Failure {
+    match e {
+        AnthropicError::NoStop if events > 0 => Failure::new(
+            Reason::StreamInterrupted,
+            "the stream broke off before message_stop",
+        ),
+        AnthropicError::NoStop => Failure::new(
+            Reason::InvalidResponse,
+            "the response has no server-sent events; does the server support \"stream\": true?",
+        ),
+        AnthropicError::Error { .. } => Failure::new(Reason::ServerError, e.to_string()),
+        _ => Failure::new(Reason::InvalidResponse, e.to_string()),
+    }
+}
+
+/// A failure to read an embeddings answer: every shape problem, a dimension mismatch
+/// included, is an invalid response whose message says which.
+fn embedding_failure(e: &EmbeddingError) -> Failure {
+    Failure::new(Reason::InvalidResponse, e.to_string())
 }
 
 /// Maps an HTTP-client error to a bounded reason and an actionable message.
@@ -210,7 +290,14 @@ impl OpenAiProbe {
         );
         Ok(OpenAiProbe {
             models_url: endpoint_url(&settings.base_url, "models"),
-            chat_url: endpoint_url(&settings.base_url, "chat/completions"),
+            chat_url: endpoint_url(
+                &settings.base_url,
+                match settings.api {
+                    Api::Openai => "chat/completions",
+                    Api::Anthropic => "messages",
+                },
+            ),
+            embeddings_url: endpoint_url(&settings.base_url, "embeddings"),
             guard: SpendGuard::new(settings.max_probe_spend_per_day),
             guard_was_engaged: false,
             last_key_state: None,
@@ -268,16 +355,34 @@ impl OpenAiProbe {
                 None,
                 "application/json",
             ),
+            Check::Embeddings => (
+                http::Method::POST,
+                &self.embeddings_url,
+                Some(embeddings::embeddings_body(
+                    &self.settings.embeddings.model,
+                    &self.settings.embeddings.input,
+                )),
+                "application/json",
+            ),
             Check::Chat | Check::ChatStream => {
                 let stream = check == Check::ChatStream;
-                let body = chat_body_with(
-                    &self.settings.model,
-                    &self.settings.prompt,
-                    (self.settings.token_limit_field, self.settings.max_tokens),
-                    stream,
-                    self.settings.temperature,
-                    self.settings.seed,
-                );
+                let body = match self.settings.api {
+                    Api::Openai => chat_body_with(
+                        &self.settings.model,
+                        &self.settings.prompt,
+                        (self.settings.token_limit_field, self.settings.max_tokens),
+                        stream,
+                        self.settings.temperature,
+                        self.settings.seed,
+                    ),
+                    Api::Anthropic => anthropic::messages_body_with(
+                        &self.settings.model,
+                        &self.settings.prompt,
+                        self.settings.max_tokens,
+                        stream,
+                        self.settings.temperature,
+                    ),
+                };
                 let accept = if stream {
                     "text/event-stream"
                 } else {
@@ -299,12 +404,28 @@ impl OpenAiProbe {
         req.body = body;
         // A key that cannot be a header value (empty, a newline) is left out: the server's
         // 401 is then reported with the key's defect named.
+        if self.settings.api == Api::Anthropic {
+            req.headers.push((
+                "anthropic-version".into(),
+                self.settings.anthropic_version.clone(),
+            ));
+        }
         if let Some(k) = key.filter(|k| !k.is_empty()) {
-            let auth = crate::auth::Auth::Bearer(crate::secret::Secret::new(k).into());
-            if auth.header_value().is_ok() {
-                let text = auth.header_text();
-                req.headers
-                    .push(("authorization".into(), text.expose().to_string()));
+            match self.settings.api {
+                Api::Openai => {
+                    let auth = crate::auth::Auth::Bearer(crate::secret::Secret::new(k).into());
+                    if auth.header_value().is_ok() {
+                        let text = auth.header_text();
+                        req.headers
+                            .push(("authorization".into(), text.expose().to_string()));
+                    }
+                }
+                // The client marks every configured header sensitive, so the key never shows.
+                Api::Anthropic => {
+                    if http::HeaderValue::from_str(k).is_ok() {
+                        req.headers.push(("x-api-key".into(), k.to_string()));
+                    }
+                }
             }
         }
         req
@@ -333,10 +454,10 @@ impl OpenAiProbe {
             (self.clock)(),
         ));
         if !(200..300).contains(&status) {
-            let retry_after = response
-                .headers()
-                .get(http::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
+            // LiteLLM forwards the upstream's Retry-After only as `llm_provider-retry-after`.
+            let retry_after = [http::header::RETRY_AFTER.as_str(), LITELLM_RETRY_AFTER]
+                .iter()
+                .find_map(|name| response.headers().get(*name)?.to_str().ok())
                 .map(str::to_string);
             // The error body only feeds classification hints; a failure to read it changes
             // nothing about the status.
@@ -374,8 +495,16 @@ impl OpenAiProbe {
                     .read_to_end(trace)
                     .await
                     .map_err(|e| client_failure(check, &e))?;
-                let reply = response::parse_chat(&body).map_err(|e| response_failure(&e, 0))?;
-                let facts = response::parse_chat_facts(&body);
+                let (reply, facts) = match self.settings.api {
+                    Api::Openai => (
+                        response::parse_chat(&body).map_err(|e| response_failure(&e, 0))?,
+                        response::parse_chat_facts(&body),
+                    ),
+                    Api::Anthropic => match anthropic::parse_message(&body) {
+                        Ok(m) => (m.reply, m.facts),
+                        Err(e) => return Err(anthropic_body_failure(&e, &body, key_state)),
+                    },
+                };
                 signals.answering_model = reply.served_model.clone();
                 let checked = check_answer(
                     self.settings.expect.as_ref(),
@@ -389,9 +518,32 @@ impl OpenAiProbe {
                     ..Measured::default()
                 })
             }
-            Check::ChatStream => {
-                self.read_stream(&mut response, trace, key_state, signals)
+            Check::ChatStream => match self.settings.api {
+                Api::Openai => {
+                    self.read_stream(&mut response, trace, key_state, signals)
+                        .await
+                }
+                Api::Anthropic => {
+                    self.read_anthropic_stream(&mut response, trace, key_state, signals)
+                        .await
+                }
+            },
+            Check::Embeddings => {
+                let body = response
+                    .read_to_end(trace)
                     .await
+                    .map_err(|e| client_failure(check, &e))?;
+                let e = embeddings::parse_embeddings(
+                    &body,
+                    self.settings.embeddings.expected_dimensions,
+                )
+                .map_err(|e| embedding_failure(&e))?;
+                signals.answering_model = e.reply.served_model.clone();
+                Ok(Measured {
+                    reply: e.reply,
+                    embedding_dimensions: Some(e.dimensions),
+                    ..Measured::default()
+                })
             }
         }
     }
@@ -446,22 +598,22 @@ impl OpenAiProbe {
         signals.facts = Some(summary.facts);
         checked?;
         Ok(Measured {
-            models: None,
             reply: summary.reply,
             time_to_first_token: summary.time_to_first_token,
             first_text: summary.timing.first_text(),
+            ..Measured::default()
         })
     }
 
     /// Feeds the body to `state` until `[DONE]` or its end. Errors: `Ok(failure)` for the
     /// transport or framing, `Err(e)` for what an event said.
-    async fn follow_stream(
+    async fn follow_stream<S: EventStream>(
         &self,
         response: &mut Response,
         trace: &mut Trace,
-        state: &mut StreamState,
+        state: &mut S,
         events: &mut u64,
-    ) -> Result<(), Result<Failure, ResponseError>> {
+    ) -> Result<(), Result<Failure, S::Error>> {
         let check = Check::ChatStream;
         let started = trace.started.unwrap_or_else(Instant::now);
         let limit = usize::try_from(self.settings.max_body_bytes).unwrap_or(usize::MAX);
@@ -484,6 +636,69 @@ impl OpenAiProbe {
             }
         }
         Ok(())
+    }
+
+    /// Reads an Anthropic Messages stream like [`Self::read_stream`], up to `message_stop`:
+    /// the same timing, anomalies and answer check.
+    async fn read_anthropic_stream(
+        &self,
+        response: &mut Response,
+        trace: &mut Trace,
+        key_state: &str,
+        signals: &mut Signals,
+    ) -> Result<Measured, Failure> {
+        let mut state = AnthropicStream::with_stall_threshold(self.settings.stall_threshold);
+        let mut events = 0u64;
+        let result = self
+            .follow_stream(response, trace, &mut state, &mut events)
+            .await;
+        signals.timing = Some(state.timing());
+        if let Err(e) = result {
+            return Err(match e {
+                Ok(mut f) => {
+                    if f.reason == Reason::StreamInterrupted {
+                        f.message = f.message.replace("data: [DONE]", "message_stop");
+                    }
+                    f
+                }
+                Err(AnthropicError::Error { .. }) => {
+                    signals.anomalies.push(Anomaly::ErrorEvent);
+                    let empty = serde_json::Value::Object(Default::default());
+                    classify::classify_stream_error(
+                        state.error_event().unwrap_or(&empty),
+                        key_state,
+                    )
+                }
+                Err(e) => anthropic_failure(&e, events),
+            });
+        }
+        let summary = match state.finish() {
+            Ok(s) => s,
+            Err(e) => {
+                if e == AnthropicError::NoStop && events > 0 {
+                    // Anthropic's end marker is message_stop: the same anomaly as [DONE].
+                    signals.anomalies.push(Anomaly::MissingDone);
+                }
+                return Err(anthropic_failure(&e, events));
+            }
+        };
+        if !summary.usage_seen {
+            signals.anomalies.push(Anomaly::MissingUsage);
+        }
+        signals.answering_model = summary.reply.served_model.clone();
+        let checked = check_answer(
+            self.settings.expect.as_ref(),
+            &summary.facts,
+            self.settings.max_tokens,
+        );
+        signals.facts = Some(summary.facts);
+        checked?;
+        Ok(Measured {
+            reply: summary.reply,
+            time_to_first_token: summary.time_to_first_token,
+            first_text: summary.timing.first_text(),
+            ..Measured::default()
+        })
     }
 
     async fn run_check(
@@ -539,7 +754,12 @@ impl OpenAiProbe {
             }
             let cx = RecordContext {
                 labels: &self.labels,
-                model: &self.settings.model,
+                // The embeddings check asks for its own model, priced and compared as such.
+                model: if check == Check::Embeddings {
+                    &self.settings.embeddings.model
+                } else {
+                    &self.settings.model
+                },
                 pricing: &self.settings.pricing,
                 buckets: &self.settings.buckets,
             };
@@ -636,6 +856,9 @@ fn describe_run(run: &CheckRun, acc: &Accounting, details: &mut Vec<(String, Det
     if let Some(ttft) = m.time_to_first_token {
         add("time_to_first_token_seconds", ttft.into());
     }
+    if let Some(d) = m.embedding_dimensions {
+        add("dimensions", Detail::Count(d as u64));
+    }
     if let Some(tps) = acc.tokens_per_second {
         add("output_tokens_per_second", Detail::PerSecond(tps));
     }
@@ -658,6 +881,12 @@ fn describe_run(run: &CheckRun, acc: &Accounting, details: &mut Vec<(String, Det
                     Detail::Count(u.billable_cached_tokens()),
                 );
                 add("output_tokens", Detail::Count(u.completion_tokens));
+                if u.cache_write_tokens > 0 {
+                    add(
+                        "cache_write_input_tokens",
+                        Detail::Count(u.billable_cache_write_tokens()),
+                    );
+                }
             }
             (None, None) => add("tokens", "no usage reported".into()),
         }

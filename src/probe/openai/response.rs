@@ -86,6 +86,7 @@ pub fn parse_usage(v: &Value) -> Option<Usage> {
         prompt_tokens,
         completion_tokens,
         cached_tokens,
+        cache_write_tokens: 0,
     })
 }
 
@@ -388,7 +389,8 @@ mod tests {
             Some(Usage {
                 prompt_tokens: 9,
                 completion_tokens: 2,
-                cached_tokens: 4
+                cached_tokens: 4,
+                cache_write_tokens: 0,
             })
         );
         let deepseek = br#"{"choices":[{}],"usage":{"prompt_tokens":9,"completion_tokens":2,"prompt_cache_hit_tokens":3}}"#;
@@ -551,6 +553,7 @@ mod tests {
             prompt_tokens: 1,
             completion_tokens: 10,
             cached_tokens: 0,
+            cache_write_tokens: 0,
         };
         let s = Duration::from_secs;
         assert_eq!(

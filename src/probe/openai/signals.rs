@@ -181,10 +181,14 @@ pub fn declare_counters(r: &mut Registry, labels: &BaseLabels, checks: &[Check])
             l.extend_from_slice(extra);
             l
         };
+        ignore(r.counter_add(MODEL_MISMATCHES, &at(&[]), 0.0));
+        // An embedding has no finish reason and no fingerprint.
+        if *check == Check::Embeddings {
+            continue;
+        }
         for f in FinishReason::ALL {
             ignore(r.counter_add(FINISH_REASONS, &at(&[("finish_reason", f.as_str())]), 0.0));
         }
-        ignore(r.counter_add(MODEL_MISMATCHES, &at(&[]), 0.0));
         ignore(r.counter_add(FINGERPRINT_CHANGES, &at(&[]), 0.0));
         if *check == Check::ChatStream {
             ignore(r.counter_add(STALLS, &at(&[]), 0.0));
@@ -451,6 +455,8 @@ mod tests {
                 input_per_mtok: 0.5,
                 output_per_mtok: 2.0,
                 cached_input_per_mtok: None,
+                cache_read_per_mtok: None,
+                cache_write_per_mtok: None,
             },
             aliases.as_slice(),
         )])
