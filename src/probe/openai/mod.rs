@@ -220,6 +220,18 @@ pub fn client_failure(check: Check, e: &ClientError) -> Failure {
     Failure::new(reason, message)
 }
 
+/// An error event inside a 200 stream, of either API shape: counted as an anomaly and
+/// classified like the HTTP error it stands for.
+fn error_event_failure(
+    event: Option<&serde_json::Value>,
+    key_state: &str,
+    signals: &mut Signals,
+) -> Failure {
+    signals.anomalies.push(Anomaly::ErrorEvent);
+    let empty = serde_json::Value::Object(Default::default());
+    classify::classify_stream_error(event.unwrap_or(&empty), key_state)
+}
+
 /// Checks the answer against `expect`; a mismatch is the failure `answer_mismatch`.
 fn check_answer(
     expect: Option<&expect::Expect>,
@@ -567,12 +579,7 @@ impl OpenAiProbe {
             return Err(match e {
                 Ok(f) => f,
                 Err(ResponseError::StreamError) => {
-                    signals.anomalies.push(Anomaly::ErrorEvent);
-                    let empty = serde_json::Value::Object(Default::default());
-                    classify::classify_stream_error(
-                        state.error_event().unwrap_or(&empty),
-                        key_state,
-                    )
+                    error_event_failure(state.error_event(), key_state, signals)
                 }
                 Err(e) => response_failure(&e, events),
             });
@@ -586,23 +593,14 @@ impl OpenAiProbe {
                 return Err(response_failure(&e, events));
             }
         };
-        if !summary.usage_seen {
-            signals.anomalies.push(Anomaly::MissingUsage);
-        }
-        signals.answering_model = summary.reply.served_model.clone();
-        let checked = check_answer(
-            self.settings.expect.as_ref(),
-            &summary.facts,
-            self.settings.max_tokens,
-        );
-        signals.facts = Some(summary.facts);
-        checked?;
-        Ok(Measured {
-            reply: summary.reply,
-            time_to_first_token: summary.time_to_first_token,
-            first_text: summary.timing.first_text(),
-            ..Measured::default()
-        })
+        let first_text = summary.timing.first_text();
+        self.conclude_stream(
+            signals,
+            summary.reply,
+            (summary.time_to_first_token, first_text),
+            summary.facts,
+            summary.usage_seen,
+        )
     }
 
     /// Feeds the body to `state` until `[DONE]` or its end. Errors: `Ok(failure)` for the
@@ -662,12 +660,7 @@ impl OpenAiProbe {
                     f
                 }
                 Err(AnthropicError::Error { .. }) => {
-                    signals.anomalies.push(Anomaly::ErrorEvent);
-                    let empty = serde_json::Value::Object(Default::default());
-                    classify::classify_stream_error(
-                        state.error_event().unwrap_or(&empty),
-                        key_state,
-                    )
+                    error_event_failure(state.error_event(), key_state, signals)
                 }
                 Err(e) => anthropic_failure(&e, events),
             });
@@ -682,21 +675,42 @@ impl OpenAiProbe {
                 return Err(anthropic_failure(&e, events));
             }
         };
-        if !summary.usage_seen {
+        let first_text = summary.timing.first_text();
+        self.conclude_stream(
+            signals,
+            summary.reply,
+            (summary.time_to_first_token, first_text),
+            summary.facts,
+            summary.usage_seen,
+        )
+    }
+
+    /// What both stream readers do with a finished stream: a missing usage chunk and the
+    /// answering model into `signals`, the answer check, and the measurement. `first` is the
+    /// time to the first visible token and to the first text of any kind.
+    fn conclude_stream(
+        &self,
+        signals: &mut Signals,
+        reply: response::ChatReply,
+        first: (Option<Duration>, Option<Duration>),
+        facts: AnswerFacts,
+        usage_seen: bool,
+    ) -> Result<Measured, Failure> {
+        if !usage_seen {
             signals.anomalies.push(Anomaly::MissingUsage);
         }
-        signals.answering_model = summary.reply.served_model.clone();
+        signals.answering_model = reply.served_model.clone();
         let checked = check_answer(
             self.settings.expect.as_ref(),
-            &summary.facts,
+            &facts,
             self.settings.max_tokens,
         );
-        signals.facts = Some(summary.facts);
+        signals.facts = Some(facts);
         checked?;
         Ok(Measured {
-            reply: summary.reply,
-            time_to_first_token: summary.time_to_first_token,
-            first_text: summary.timing.first_text(),
+            reply,
+            time_to_first_token: first.0,
+            first_text: first.1,
             ..Measured::default()
         })
     }
