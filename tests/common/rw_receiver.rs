@@ -72,6 +72,9 @@ struct State {
     /// Accepted requests by body encoding.
     accepted_snappy: usize,
     accepted_zstd: usize,
+    /// zstd bodies let past the refusal gate; counted at the gate so that concurrent
+    /// requests cannot both slip in under the limit.
+    admitted_zstd: usize,
     /// zstd requests refused for their encoding.
     refused_zstd: usize,
     requests: usize,
@@ -337,10 +340,11 @@ async fn respond(
     if zstd {
         let mut st = state.lock().expect("receiver state");
         if let Some((after, status)) = options.refuse_zstd_after {
-            if st.accepted_zstd >= after {
+            if st.admitted_zstd >= after {
                 st.refused_zstd += 1;
                 return reply(status, "unsupported Content-Encoding: zstd");
             }
+            st.admitted_zstd += 1;
         }
     }
     let plain = if zstd {
