@@ -590,22 +590,28 @@ struct DiscoveredProbe {
 }
 
 /// The probe of one discovered target and the source its results are published as
-/// (`probe/instance`); `None` (logged) when the target cannot be probed.
+/// (`probe/instance`, the `instance` its series carry, or what it probes when the kind names
+/// it); `None` (logged) when the target cannot be probed.
 fn target_probe(template: &ProbeSettings, t: &crate::discovery::Target) -> Option<(Probe, String)> {
     let built = template
         .with_target(t)
         .map_err(|e| e.to_string())
-        .and_then(|s| Probe::new(&s).map_err(|e| e.to_string()));
+        .and_then(|s| {
+            let instance = s
+                .labels()
+                .iter()
+                .find(|(n, _)| n == "instance")
+                .map_or_else(
+                    || crate::secret::redact_url_text(crate::config::probed_address(t)),
+                    |(_, v)| v.clone(),
+                );
+            let source = format!("{}/{instance}", template.name());
+            Probe::new(&s)
+                .map(|p| (p, source))
+                .map_err(|e| e.to_string())
+        });
     match built {
-        Ok(p) => {
-            let instance = t.labels.get("instance").unwrap_or(&t.address);
-            let source = format!(
-                "{}/{}",
-                template.name(),
-                crate::secret::redact_url_text(instance)
-            );
-            Some((p, source))
-        }
+        Ok(built) => Some(built),
         Err(e) => {
             tracing::warn!(error = %e, "discovered probe target skipped");
             None
