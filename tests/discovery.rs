@@ -345,3 +345,135 @@ async fn once_discovers_then_scrapes_each_target_once() {
         .await;
     assert_eq!(things[0].labels["instance"], a.addr().to_string());
 }
+
+/// Polls `f` until it gives something (at most [`DATA_TIMEOUT`]).
+async fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + DATA_TIMEOUT;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The agent's `/metrics` lines of `family` (without its comments).
+async fn metric_lines(listen: u16, family: &str) -> Vec<String> {
+    let text = http_get_text(
+        &http_client(),
+        &format!("http://127.0.0.1:{listen}/metrics"),
+    )
+    .await
+    .unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A relabeled `instance` names a tcp probe's series; a blackbox exporter job's relabel
+/// rules, copied as they are, probe `__param_target` (not the exporter address they set) and
+/// name it `instance`; and a discovered probe a reload removes takes its self-metrics with
+/// it: off `/metrics`, and ended on the wire with staleness markers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relabeled_instances_and_the_self_metrics_of_a_removed_probe() {
+    use common::rw_receiver::RwReceiver;
+    let receiver = RwReceiver::start(|_, _| 200).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            drop(socket);
+        }
+    });
+    let listen = free_port();
+    let header = agent_header(&receiver.write_url()).replacen(
+        "[agent]\n",
+        &format!("[agent]\nlisten = \"127.0.0.1:{listen}\"\n"),
+        1,
+    );
+    let ports = format!(
+        "[[probe]]\nname = \"ports\"\nkind = \"tcp\"\ninterval = \"1s\"\ntimeout = \"1s\"\n\
+         [[probe.static_configs]]\ntargets = [{a}]\n\
+         [[probe.relabel_configs]]\ntarget_label = \"instance\"\nreplacement = \"edge-a\"\n",
+        a = toml_string(&addr)
+    );
+    // Nothing listens on port 9: probing the exporter address would fail.
+    let ssh = format!(
+        "[[probe]]\nname = \"ssh\"\nkind = \"tcp\"\ninterval = \"1s\"\ntimeout = \"1s\"\n\
+         targets = [{a}]\n\
+         [[probe.relabel_configs]]\nsource_labels = [\"__address__\"]\n\
+         target_label = \"__param_target\"\n\
+         [[probe.relabel_configs]]\nsource_labels = [\"__param_target\"]\n\
+         target_label = \"instance\"\n\
+         [[probe.relabel_configs]]\ntarget_label = \"__address__\"\nreplacement = \"127.0.0.1:9\"\n",
+        a = toml_string(&addr)
+    );
+    let agent = Pushprobe::with_config(&format!("{header}\n{ports}\n{ssh}"));
+    let mut run = agent.spawn_run(&[]);
+    let success = |probe: &str| {
+        receiver
+            .accepted_samples()
+            .into_iter()
+            .rev()
+            .find(|s| {
+                s.label("__name__") == Some("probe_success") && s.label("probe") == Some(probe)
+            })
+            .map(|s| (s.label("instance").unwrap_or_default().to_string(), s.value))
+    };
+    let ports_success = wait_until("probe_success of ports", || success("ports")).await;
+    assert_eq!(ports_success, ("edge-a".to_string(), 1.0));
+    let ssh_success = wait_until("probe_success of ssh", || success("ssh")).await;
+    assert_eq!(ssh_success, (addr.clone(), 1.0));
+    let runs = metric_lines(listen, "pushprobe_probe_runs_total").await;
+    assert!(
+        runs.iter().any(|l| l.contains("probe=\"ports\"")),
+        "{runs:?}"
+    );
+
+    // The reload removes "ports": its self-metrics go, "ssh"'s stay.
+    agent.rewrite_config(&format!("{header}\n{ssh}"));
+    run.signal("HUP");
+    let deadline = std::time::Instant::now() + DATA_TIMEOUT;
+    loop {
+        let mut lines = metric_lines(listen, "pushprobe_probe_runs_total").await;
+        lines.extend(metric_lines(listen, "pushprobe_probe_attempts_total").await);
+        lines.extend(metric_lines(listen, "pushprobe_sd_discovered_targets").await);
+        lines.extend(metric_lines(listen, "pushprobe_sd_refresh_failures_total").await);
+        let gone = !lines
+            .iter()
+            .any(|l| l.contains("probe=\"ports\"") || l.contains("config=\"ports\""));
+        if gone {
+            assert!(
+                lines.iter().any(|l| l.contains("probe=\"ssh\"")),
+                "{lines:?}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the removed probe's self-metrics stay: {lines:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stale = |family: &str, label: &str| {
+        receiver.accepted_samples().into_iter().any(|s| {
+            s.label("__name__") == Some(family)
+                && s.label(label) == Some("ports")
+                && pushprobe::series::is_stale_nan(s.value)
+        })
+    };
+    wait_until(
+        "staleness markers of the removed probe's self-metrics",
+        || {
+            (stale("pushprobe_probe_runs_total", "probe")
+                && stale("pushprobe_probe_attempts_total", "probe")
+                && stale("pushprobe_sd_discovered_targets", "config"))
+            .then_some(())
+        },
+    )
+    .await;
+    run.assert_running();
+    run.terminate(Duration::from_secs(30)).await.assert_code(0);
+}
