@@ -477,3 +477,106 @@ async fn relabeled_instances_and_the_self_metrics_of_a_removed_probe() {
     run.assert_running();
     run.terminate(Duration::from_secs(30)).await.assert_code(0);
 }
+
+/// `config check` says what each discovering probe and scrape job reads its targets from and
+/// how many there are now after relabeling, reading target files but asking no HTTP or DNS
+/// discovery; a broken file is named with its line and column. Table and JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_check_shows_what_discovery_reads_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.json");
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &good,
+        r#"[{"targets": ["10.0.0.1:9100", "10.0.0.2:9100"], "labels": {"env": "prod"}}]"#,
+    )
+    .unwrap();
+    std::fs::write(&bad, "[{\"targets\": [\"10.0.0.3:9100\"]\n").unwrap();
+    let config = format!(
+        "[[remote_write]]\nurl = \"http://127.0.0.1:9/api/v1/write\"\n\n\
+         [[probe]]\nname = \"web\"\nkind = \"http\"\n\
+         [[probe.static_configs]]\ntargets = [\"a.example:80\", \"b.example:80\", \"skip.example:80\"]\n\
+         [[probe.relabel_configs]]\nsource_labels = [\"__address__\"]\nregex = \"skip.*\"\n\
+         action = \"drop\"\n\
+         [[probe.http_sd_configs]]\nurl = \"http://127.0.0.1:9/sd\"\n\n\
+         [[scrape]]\njob = \"node\"\n\
+         [[scrape.file_sd_configs]]\nfiles = [{}]\n\
+         [[scrape.dns_sd_configs]]\nnames = [\"_node._tcp.example.com\"]\n\n\
+         [[scrape]]\njob = \"plain\"\ntargets = [\"127.0.0.1:9\"]\n",
+        toml_string(&dir.path().join("*.json").display().to_string()),
+    );
+    let agent = Pushprobe::with_config(&config);
+    let out = agent.config_check().await;
+    out.assert_code(0);
+    let table = out.stdout;
+    for line in [
+        "# probe \"web\": 2 targets after relabeling + those resolved at run time, 1 dropped by relabeling",
+        "#   static_configs: 3 listed",
+        "#   http_sd_configs http://127.0.0.1:9/sd: resolved at run time",
+        "# scrape \"node\": 2 targets after relabeling + those resolved at run time, 0 dropped by relabeling",
+        "#   dns_sd_configs _node._tcp.example.com (SRV): resolved at run time",
+    ] {
+        assert!(table.lines().any(|l| l == line), "{line:?} missing:\n{table}");
+    }
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("#   file_sd_configs ") && l.ends_with("*.json: 2 listed")),
+        "{table}"
+    );
+    // The file, then its line and column.
+    let problem = format!("#   problem: {}:2:", bad.display());
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&problem) && l.contains("EOF")),
+        "{problem:?} missing:\n{table}"
+    );
+    assert!(
+        !table.contains("# scrape \"plain\""),
+        "a job with targets only discovers nothing"
+    );
+    // The output is still a configuration file.
+    toml::from_str::<toml::Value>(&table).unwrap();
+
+    let config_path = agent.config_path().to_string_lossy().into_owned();
+    let out = agent
+        .run_to_end(
+            "config-check-json",
+            &[
+                "config",
+                "check",
+                "--config",
+                &config_path,
+                "--output",
+                "json",
+            ],
+            Duration::from_secs(60),
+        )
+        .await;
+    out.assert_code(0);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(doc["valid"], true);
+    assert_eq!(doc["configuration"]["probe"][0]["name"], "web");
+    let jobs = doc["discovery"].as_array().unwrap();
+    assert_eq!(jobs.len(), 2, "{jobs:?}");
+    assert_eq!(
+        (
+            &jobs[0]["section"],
+            &jobs[0]["name"],
+            &jobs[0]["targets"],
+            &jobs[0]["dropped"]
+        ),
+        (&"probe".into(), &"web".into(), &2.into(), &1.into())
+    );
+    assert_eq!(jobs[0]["sources"][1]["targets"], serde_json::Value::Null);
+    assert_eq!(jobs[1]["name"], "node");
+    assert_eq!(jobs[1]["more_at_run_time"], true);
+    assert!(
+        jobs[1]["problems"][0]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{}:2:", bad.display())),
+        "{jobs:?}"
+    );
+}
