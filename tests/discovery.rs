@@ -580,3 +580,92 @@ async fn config_check_shows_what_discovery_reads_now() {
         "{jobs:?}"
     );
 }
+
+/// A readable PEM file of CA certificates on this machine.
+fn ca_file() -> String {
+    [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).is_file())
+    .expect("a system CA bundle")
+    .to_string()
+}
+
+/// The multi-target probe examples of the discovery and blackbox migration pages are valid
+/// as written, and each static target is probed under its own address as `instance`: the
+/// blackbox exporter's relabel rules copied as they are included.
+#[test]
+fn the_documented_multi_target_probes_work_as_written() {
+    use pushprobe::config::ProbeSettings;
+    use pushprobe::discovery::build_targets;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for page in ["docs/discovery.md", "docs/blackbox-migration.md"] {
+        let text = std::fs::read_to_string(root.join(page)).unwrap();
+        let blocks = text
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|b| b.split("```").next());
+        for (i, block) in blocks.enumerate() {
+            let discovers = ["targets", "static_configs", "sd_configs"]
+                .iter()
+                .any(|k| block.contains(k));
+            if !block.contains("[[probe]]") || !discovers {
+                continue;
+            }
+            let path = dir.path().join(format!("{i}.toml"));
+            // Validation reads a CA file, and the page's is the reader's: this machine's
+            // CA bundle stands in for it.
+            let block = block.replace("/etc/ssl/internal-ca.pem", &ca_file());
+            std::fs::write(
+                &path,
+                format!("[[remote_write]]\nurl = \"http://127.0.0.1:9/api/v1/write\"\n\n{block}"),
+            )
+            .unwrap();
+            let settings = pushprobe::config::load(&path, true)
+                .and_then(|f| f.validate(page))
+                .unwrap_or_else(|e| panic!("{page} block {i}: {e:?}\n{block}"));
+            for d in &settings.probe_discovery {
+                let built = build_targets(
+                    &d.discovery.static_groups,
+                    &d.discovery.relabel,
+                    &d.defaults,
+                );
+                assert!(built.errors.is_empty(), "{page} block {i}: {built:?}");
+                for t in &built.targets {
+                    let probe = d.probe.with_target(t).unwrap();
+                    let (aimed_at, instance) = match &probe {
+                        ProbeSettings::Tcp(p) => (p.target.clone(), p.labels.clone()),
+                        ProbeSettings::Grpc(p) => (p.target_text.clone(), p.labels.clone()),
+                        ProbeSettings::Icmp(p) => (p.target.clone(), p.labels.clone()),
+                        ProbeSettings::Dns(p) => match &p.server {
+                            pushprobe::config::DnsServer::Given { host, .. } => {
+                                (host.clone(), p.labels.clone())
+                            }
+                            other => panic!("{other:?}"),
+                        },
+                        other => panic!("{page} block {i}: {other:?}"),
+                    };
+                    let original = t.labels.get("instance").unwrap();
+                    assert!(
+                        original.starts_with(&aimed_at),
+                        "{page} block {i}: aims at {aimed_at}, target {original}"
+                    );
+                    // The series' instance: the kind's own (the address) or the same one
+                    // relabeling gave.
+                    let named = instance.iter().find(|(n, _)| n == "instance");
+                    assert!(
+                        named.is_none_or(|(_, v)| v == original),
+                        "{page} block {i}: {named:?} for {original}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    // ssh (twice), dns, icmp and grpc static targets, two each.
+    assert!(checked >= 10, "only {checked} documented targets checked");
+}
