@@ -316,12 +316,17 @@ impl Pipeline {
             self.telemetry.with(|r| catalog.note_registry(r));
         }
         let mut samples = self.telemetry.samples_at(timestamp_ms);
-        for sample in &mut samples {
+        self.label_as_self(&mut samples);
+        samples
+    }
+
+    /// Gives the agent's own samples the labels they are pushed with.
+    fn label_as_self(&self, samples: &mut [Sample]) {
+        for sample in samples {
             for (name, value) in &self.self_labels {
                 sample.labels = sample.labels.with(name, value);
             }
         }
-        samples
     }
 
     /// Exports the disk queue's figures: gauges as they are, counters by what they grew.
@@ -590,22 +595,28 @@ struct DiscoveredProbe {
 }
 
 /// The probe of one discovered target and the source its results are published as
-/// (`probe/instance`); `None` (logged) when the target cannot be probed.
+/// (`probe/instance`, the `instance` its series carry, or what it probes when the kind names
+/// it); `None` (logged) when the target cannot be probed.
 fn target_probe(template: &ProbeSettings, t: &crate::discovery::Target) -> Option<(Probe, String)> {
     let built = template
         .with_target(t)
         .map_err(|e| e.to_string())
-        .and_then(|s| Probe::new(&s).map_err(|e| e.to_string()));
+        .and_then(|s| {
+            let instance = s
+                .labels()
+                .iter()
+                .find(|(n, _)| n == "instance")
+                .map_or_else(
+                    || crate::secret::redact_url_text(crate::config::probed_address(t)),
+                    |(_, v)| v.clone(),
+                );
+            let source = format!("{}/{instance}", template.name());
+            Probe::new(&s)
+                .map(|p| (p, source))
+                .map_err(|e| e.to_string())
+        });
     match built {
-        Ok(p) => {
-            let instance = t.labels.get("instance").unwrap_or(&t.address);
-            let source = format!(
-                "{}/{}",
-                template.name(),
-                crate::secret::redact_url_text(instance)
-            );
-            Some((p, source))
-        }
+        Ok(built) => Some(built),
         Err(e) => {
             tracing::warn!(error = %e, "discovered probe target skipped");
             None
@@ -994,6 +1005,7 @@ impl Agent {
                     .await;
                     if !shutdown.is_cancelled() {
                         end_series(&pipeline, &source, &registry);
+                        end_self_series(&pipeline, telemetry::Subject::Probe(&source));
                     }
                 })
             }
@@ -1467,6 +1479,7 @@ impl Agent {
         let external = config.agent.external_labels.to_string();
         let settings = d.settings.clone();
         let retries = config.retries_of(settings.probe.name());
+        let ended = (pipeline.clone(), agent_shutdown.clone());
         let start = {
             let (telemetry, shutdown) = (telemetry.clone(), agent_shutdown);
             move |t: &crate::discovery::Target, stop: CancellationToken| {
@@ -1504,15 +1517,22 @@ impl Agent {
             shutdown.clone(),
             Box::new(start),
         );
-        crate::discovery::run_job(
-            name,
+        let job = crate::discovery::run_job(
+            name.clone(),
             d.settings.discovery.clone(),
             d.providers,
             d.settings.defaults.clone(),
             manager,
             telemetry,
             shutdown,
-        )
+        );
+        async move {
+            job.await;
+            let (pipeline, agent_shutdown) = ended;
+            if !agent_shutdown.is_cancelled() {
+                end_self_series(&pipeline, telemetry::Subject::Probe(&name));
+            }
+        }
     }
 
     /// Runs every probe once, concurrently, sends everything and waits for delivery up to
@@ -1688,6 +1708,16 @@ fn end_series(pipeline: &Pipeline, source: &str, registry: &Registry) {
     if let Some(feed) = &pipeline.feed {
         feed.remove(source);
     }
+}
+
+/// Ends the agent's own series about a probe that is gone (removed, or replaced by a reload):
+/// they leave `/metrics` and get staleness markers on the wire. Not on shutdown, whose last
+/// self-metrics keep them.
+fn end_self_series(pipeline: &Pipeline, subject: telemetry::Subject<'_>) {
+    let mut markers = pipeline.telemetry.end(subject, now_ms());
+    pipeline.label_as_self(&mut markers);
+    tracing::debug!(?subject, markers = markers.len(), "its self-metrics end");
+    pipeline.publish(markers);
 }
 
 /// Counts a probe run and its attempts, and logs a failure.

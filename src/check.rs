@@ -9,6 +9,8 @@
 //! every detail, indented under the probe's line. Numbers are rounded here, for display only:
 //! the reports, and so the JSON, keep them exact.
 
+pub mod discovery;
+
 use std::fmt::Write as _;
 
 use crate::agent::SinkDelivery;

@@ -116,8 +116,15 @@ pub enum Command {
 /// `config` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Validate the configuration and print it as pushprobe reads it, secrets redacted.
-    Check,
+    /// Validate the configuration and print it as pushprobe reads it, secrets redacted,
+    /// with what each probe and scrape job discovers its targets from (target files read
+    /// now; HTTP and DNS discovery are resolved at run time).
+    Check {
+        /// Output format: the configuration as TOML with discovery as comments, or one JSON
+        /// document.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
 }
 
 /// Parses arguments and runs the command; the binary's whole `main`.
@@ -196,8 +203,8 @@ fn run_command(cli: &Cli) -> u8 {
     };
     match &cli.command {
         Command::Config {
-            command: ConfigCommand::Check,
-        } => return config_check(&settings),
+            command: ConfigCommand::Check { output },
+        } => return config_check(&settings, *output),
         Command::Exec { job, command } => return exec_command(settings, job.as_deref(), command),
         Command::Check { push: false, .. } => {
             settings.remote_write.clear();
@@ -445,8 +452,8 @@ fn started(built: std::io::Result<tokio::runtime::Runtime>) -> Result<tokio::run
 
 /// `config check`: refuses what `run` would refuse short of opening sockets (by building the
 /// agent's parts and dropping them), warns about what may stop `run` in `data_dir`, then
-/// prints the configuration, secrets redacted.
-fn config_check(settings: &Settings) -> u8 {
+/// prints the configuration, secrets redacted, and what discovery finds now.
+fn config_check(settings: &Settings, output: OutputFormat) -> u8 {
     // The parts are built as `run` builds them, inside a runtime; nothing is started.
     let runtime = match current_thread_runtime() {
         Ok(r) => r,
@@ -459,7 +466,15 @@ fn config_check(settings: &Settings) -> u8 {
             for w in warnings {
                 tracing::warn!("{w}");
             }
-            print_effective_config(settings)
+            let discovery = crate::check::discovery::gather(settings);
+            match output {
+                OutputFormat::Table => {
+                    let code = print_effective_config(settings);
+                    print!("{}", crate::check::discovery::render_table(&discovery));
+                    code
+                }
+                OutputFormat::Json => print_config_json(settings, &discovery),
+            }
         }
         Err(e) => {
             eprintln!("pushprobe: invalid configuration:\n  {e}");
@@ -480,6 +495,27 @@ fn print_effective_config(settings: &Settings) -> u8 {
             EXIT_INTERNAL
         }
     }
+}
+
+/// `config check --output json`: `{"valid", "configuration", "discovery"}`.
+fn print_config_json(
+    settings: &Settings,
+    discovery: &[crate::check::discovery::JobDiscovery],
+) -> u8 {
+    let configuration = match serde_json::to_value(&settings.file) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("pushprobe: cannot print the configuration: {e}");
+            return EXIT_INTERNAL;
+        }
+    };
+    let doc = serde_json::json!({
+        "valid": true,
+        "configuration": configuration,
+        "discovery": crate::check::discovery::to_json(discovery),
+    });
+    println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    EXIT_OK
 }
 
 /// First SIGINT/SIGTERM: graceful shutdown. Second: stop without waiting for delivery.

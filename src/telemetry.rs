@@ -250,6 +250,41 @@ const DESCRIPTIONS: &[(&str, MetricType, &str)] = &[
     ),
 ];
 
+/// What some of the agent's own series are about, so that they can end with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject<'a> {
+    /// A probe, by name: its runs and attempts, and its discovery's series.
+    Probe(&'a str),
+    /// A scrape job, by name: its failures and rejected samples, and its discovery's series.
+    ScrapeJob(&'a str),
+}
+
+impl<'a> Subject<'a> {
+    /// Its name, and the families with series about it, each with the label naming it.
+    fn families(self) -> (&'a str, &'static [(&'static str, &'static str)]) {
+        match self {
+            Subject::Probe(name) => (
+                name,
+                &[
+                    (PROBE_RUNS, "probe"),
+                    (PROBE_ATTEMPTS, "probe"),
+                    (SD_REFRESH_FAILURES, "config"),
+                    (SD_DISCOVERED_TARGETS, "config"),
+                ],
+            ),
+            Subject::ScrapeJob(name) => (
+                name,
+                &[
+                    (SCRAPE_FAILURES, "scrape_job"),
+                    (SCRAPE_SAMPLES_REJECTED, "scrape_job"),
+                    (SD_REFRESH_FAILURES, "config"),
+                    (SD_DISCOVERED_TARGETS, "config"),
+                ],
+            ),
+        }
+    }
+}
+
 /// The agent's self-metrics registry.
 pub struct Telemetry {
     registry: Mutex<Registry>,
@@ -318,8 +353,99 @@ impl Telemetry {
         self.with(|r| r.value(name, labels))
     }
 
+    /// Removes the series about `subject`, a probe or scrape job that is gone (removed or
+    /// replaced by a reload), and returns their staleness markers stamped `timestamp_ms`:
+    /// kept, they would stay on `/metrics` and on the wire for as long as the agent runs.
+    pub fn end(&self, subject: Subject<'_>, timestamp_ms: i64) -> Vec<Sample> {
+        let (name, families) = subject.families();
+        self.with(|r| {
+            let ended: Vec<(&str, crate::series::Labels)> = families
+                .iter()
+                .flat_map(|&(family, label)| {
+                    r.families()
+                        .find(|f| f.meta.name == family)
+                        .into_iter()
+                        .flat_map(|f| f.series.keys())
+                        .filter(move |key| key.get(label) == Some(name))
+                        .map(move |key| (family, key.clone()))
+                })
+                .collect();
+            for (family, key) in &ended {
+                let pairs: Vec<(&str, &str)> = key.iter().map(|l| (l.name, l.value)).collect();
+                r.remove(family, &pairs);
+            }
+            r.take_stale_markers(timestamp_ms)
+        })
+    }
+
     /// All self-metrics as samples stamped `timestamp_ms`.
     pub fn samples_at(&self, timestamp_ms: i64) -> Vec<Sample> {
         self.with(|r| r.samples_at(timestamp_ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A probe that goes takes its runs, attempts and discovery series with it, as staleness
+    /// markers; another probe's, and a scrape job's of the same name, stay.
+    #[test]
+    fn ending_a_subject_removes_its_series_and_marks_them_stale() {
+        let t = Telemetry::new();
+        for probe in ["gone", "kept"] {
+            t.add(PROBE_RUNS, &[("probe", probe), ("outcome", "success")], 1.0);
+            t.add(
+                PROBE_ATTEMPTS,
+                &[("probe", probe), ("outcome", "failure")],
+                2.0,
+            );
+            t.set(SD_DISCOVERED_TARGETS, &[("config", probe)], 3.0);
+        }
+        t.add(
+            SCRAPE_FAILURES,
+            &[("scrape_job", "gone"), ("reason", "http")],
+            1.0,
+        );
+        let markers = t.end(Subject::Probe("gone"), 1234);
+        let mut ended: Vec<String> = markers
+            .iter()
+            .map(|s| {
+                assert!(crate::series::is_stale_nan(s.value), "{s:?}");
+                assert_eq!(s.timestamp_ms, 1234);
+                s.labels.metric_name().to_string()
+            })
+            .collect();
+        ended.sort();
+        assert_eq!(
+            ended,
+            [PROBE_ATTEMPTS, PROBE_RUNS, SD_DISCOVERED_TARGETS],
+            "{markers:?}"
+        );
+        assert_eq!(
+            t.value(PROBE_RUNS, &[("probe", "gone"), ("outcome", "success")]),
+            None
+        );
+        assert_eq!(
+            t.value(PROBE_RUNS, &[("probe", "kept"), ("outcome", "success")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            t.value(SD_DISCOVERED_TARGETS, &[("config", "kept")]),
+            Some(3.0)
+        );
+        assert_eq!(
+            t.value(
+                SCRAPE_FAILURES,
+                &[("scrape_job", "gone"), ("reason", "http")]
+            ),
+            Some(1.0)
+        );
+        assert!(t.end(Subject::Probe("gone"), 1300).is_empty(), "ended once");
+        let rendered = t.with(|r| crate::exposition::render(r));
+        assert!(
+            !rendered.contains("probe=\"gone\"") && !rendered.contains("config=\"gone\""),
+            "{rendered}"
+        );
     }
 }

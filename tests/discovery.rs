@@ -345,3 +345,327 @@ async fn once_discovers_then_scrapes_each_target_once() {
         .await;
     assert_eq!(things[0].labels["instance"], a.addr().to_string());
 }
+
+/// Polls `f` until it gives something (at most [`DATA_TIMEOUT`]).
+async fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + DATA_TIMEOUT;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The agent's `/metrics` lines of `family` (without its comments).
+async fn metric_lines(listen: u16, family: &str) -> Vec<String> {
+    let text = http_get_text(
+        &http_client(),
+        &format!("http://127.0.0.1:{listen}/metrics"),
+    )
+    .await
+    .unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A relabeled `instance` names a tcp probe's series; a blackbox exporter job's relabel
+/// rules, copied as they are, probe `__param_target` (not the exporter address they set) and
+/// name it `instance`; and a discovered probe a reload removes takes its self-metrics with
+/// it: off `/metrics`, and ended on the wire with staleness markers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relabeled_instances_and_the_self_metrics_of_a_removed_probe() {
+    use common::rw_receiver::RwReceiver;
+    let receiver = RwReceiver::start(|_, _| 200).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            drop(socket);
+        }
+    });
+    let listen = free_port();
+    let header = agent_header(&receiver.write_url()).replacen(
+        "[agent]\n",
+        &format!("[agent]\nlisten = \"127.0.0.1:{listen}\"\n"),
+        1,
+    );
+    let ports = format!(
+        "[[probe]]\nname = \"ports\"\nkind = \"tcp\"\ninterval = \"1s\"\ntimeout = \"1s\"\n\
+         [[probe.static_configs]]\ntargets = [{a}]\n\
+         [[probe.relabel_configs]]\ntarget_label = \"instance\"\nreplacement = \"edge-a\"\n",
+        a = toml_string(&addr)
+    );
+    // Nothing listens on port 9: probing the exporter address would fail.
+    let ssh = format!(
+        "[[probe]]\nname = \"ssh\"\nkind = \"tcp\"\ninterval = \"1s\"\ntimeout = \"1s\"\n\
+         targets = [{a}]\n\
+         [[probe.relabel_configs]]\nsource_labels = [\"__address__\"]\n\
+         target_label = \"__param_target\"\n\
+         [[probe.relabel_configs]]\nsource_labels = [\"__param_target\"]\n\
+         target_label = \"instance\"\n\
+         [[probe.relabel_configs]]\ntarget_label = \"__address__\"\nreplacement = \"127.0.0.1:9\"\n",
+        a = toml_string(&addr)
+    );
+    let agent = Pushprobe::with_config(&format!("{header}\n{ports}\n{ssh}"));
+    let mut run = agent.spawn_run(&[]);
+    let success = |probe: &str| {
+        receiver
+            .accepted_samples()
+            .into_iter()
+            .rev()
+            .find(|s| {
+                s.label("__name__") == Some("probe_success") && s.label("probe") == Some(probe)
+            })
+            .map(|s| (s.label("instance").unwrap_or_default().to_string(), s.value))
+    };
+    let ports_success = wait_until("probe_success of ports", || success("ports")).await;
+    assert_eq!(ports_success, ("edge-a".to_string(), 1.0));
+    let ssh_success = wait_until("probe_success of ssh", || success("ssh")).await;
+    assert_eq!(ssh_success, (addr.clone(), 1.0));
+    let runs = metric_lines(listen, "pushprobe_probe_runs_total").await;
+    assert!(
+        runs.iter().any(|l| l.contains("probe=\"ports\"")),
+        "{runs:?}"
+    );
+
+    // The reload removes "ports": its self-metrics go, "ssh"'s stay.
+    agent.rewrite_config(&format!("{header}\n{ssh}"));
+    run.signal("HUP");
+    let deadline = std::time::Instant::now() + DATA_TIMEOUT;
+    loop {
+        let mut lines = metric_lines(listen, "pushprobe_probe_runs_total").await;
+        lines.extend(metric_lines(listen, "pushprobe_probe_attempts_total").await);
+        lines.extend(metric_lines(listen, "pushprobe_sd_discovered_targets").await);
+        lines.extend(metric_lines(listen, "pushprobe_sd_refresh_failures_total").await);
+        let gone = !lines
+            .iter()
+            .any(|l| l.contains("probe=\"ports\"") || l.contains("config=\"ports\""));
+        if gone {
+            assert!(
+                lines.iter().any(|l| l.contains("probe=\"ssh\"")),
+                "{lines:?}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the removed probe's self-metrics stay: {lines:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stale = |family: &str, label: &str| {
+        receiver.accepted_samples().into_iter().any(|s| {
+            s.label("__name__") == Some(family)
+                && s.label(label) == Some("ports")
+                && pushprobe::series::is_stale_nan(s.value)
+        })
+    };
+    wait_until(
+        "staleness markers of the removed probe's self-metrics",
+        || {
+            (stale("pushprobe_probe_runs_total", "probe")
+                && stale("pushprobe_probe_attempts_total", "probe")
+                && stale("pushprobe_sd_discovered_targets", "config"))
+            .then_some(())
+        },
+    )
+    .await;
+    run.assert_running();
+    run.terminate(Duration::from_secs(30)).await.assert_code(0);
+}
+
+/// `config check` says what each discovering probe and scrape job reads its targets from and
+/// how many there are now after relabeling, reading target files but asking no HTTP or DNS
+/// discovery; a broken file is named with its line and column. Table and JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_check_shows_what_discovery_reads_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.json");
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &good,
+        r#"[{"targets": ["10.0.0.1:9100", "10.0.0.2:9100"], "labels": {"env": "prod"}}]"#,
+    )
+    .unwrap();
+    std::fs::write(&bad, "[{\"targets\": [\"10.0.0.3:9100\"]\n").unwrap();
+    let config = format!(
+        "[[remote_write]]\nurl = \"http://127.0.0.1:9/api/v1/write\"\n\n\
+         [[probe]]\nname = \"web\"\nkind = \"http\"\n\
+         [[probe.static_configs]]\ntargets = [\"a.example:80\", \"b.example:80\", \"skip.example:80\"]\n\
+         [[probe.relabel_configs]]\nsource_labels = [\"__address__\"]\nregex = \"skip.*\"\n\
+         action = \"drop\"\n\
+         [[probe.http_sd_configs]]\nurl = \"http://127.0.0.1:9/sd\"\n\n\
+         [[scrape]]\njob = \"node\"\n\
+         [[scrape.file_sd_configs]]\nfiles = [{}]\n\
+         [[scrape.dns_sd_configs]]\nnames = [\"_node._tcp.example.com\"]\n\n\
+         [[scrape]]\njob = \"plain\"\ntargets = [\"127.0.0.1:9\"]\n",
+        toml_string(&dir.path().join("*.json").display().to_string()),
+    );
+    let agent = Pushprobe::with_config(&config);
+    let out = agent.config_check().await;
+    out.assert_code(0);
+    let table = out.stdout;
+    for line in [
+        "# probe \"web\": 2 targets after relabeling + those resolved at run time, 1 dropped by relabeling",
+        "#   static_configs: 3 listed",
+        "#   http_sd_configs http://127.0.0.1:9/sd: resolved at run time",
+        "# scrape \"node\": 2 targets after relabeling + those resolved at run time, 0 dropped by relabeling",
+        "#   dns_sd_configs _node._tcp.example.com (SRV): resolved at run time",
+    ] {
+        assert!(table.lines().any(|l| l == line), "{line:?} missing:\n{table}");
+    }
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("#   file_sd_configs ") && l.ends_with("*.json: 2 listed")),
+        "{table}"
+    );
+    // The file, then its line and column.
+    let problem = format!("#   problem: {}:2:", bad.display());
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&problem) && l.contains("EOF")),
+        "{problem:?} missing:\n{table}"
+    );
+    assert!(
+        !table.contains("# scrape \"plain\""),
+        "a job with targets only discovers nothing"
+    );
+    // The output is still a configuration file.
+    toml::from_str::<toml::Value>(&table).unwrap();
+
+    let config_path = agent.config_path().to_string_lossy().into_owned();
+    let out = agent
+        .run_to_end(
+            "config-check-json",
+            &[
+                "config",
+                "check",
+                "--config",
+                &config_path,
+                "--output",
+                "json",
+            ],
+            Duration::from_secs(60),
+        )
+        .await;
+    out.assert_code(0);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(doc["valid"], true);
+    assert_eq!(doc["configuration"]["probe"][0]["name"], "web");
+    let jobs = doc["discovery"].as_array().unwrap();
+    assert_eq!(jobs.len(), 2, "{jobs:?}");
+    assert_eq!(
+        (
+            &jobs[0]["section"],
+            &jobs[0]["name"],
+            &jobs[0]["targets"],
+            &jobs[0]["dropped"]
+        ),
+        (&"probe".into(), &"web".into(), &2.into(), &1.into())
+    );
+    assert_eq!(jobs[0]["sources"][1]["targets"], serde_json::Value::Null);
+    assert_eq!(jobs[1]["name"], "node");
+    assert_eq!(jobs[1]["more_at_run_time"], true);
+    assert!(
+        jobs[1]["problems"][0]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{}:2:", bad.display())),
+        "{jobs:?}"
+    );
+}
+
+/// A readable PEM file of CA certificates on this machine.
+fn ca_file() -> String {
+    [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).is_file())
+    .expect("a system CA bundle")
+    .to_string()
+}
+
+/// The multi-target probe examples of the discovery and blackbox migration pages are valid
+/// as written, and each static target is probed under its own address as `instance`: the
+/// blackbox exporter's relabel rules copied as they are included.
+#[test]
+fn the_documented_multi_target_probes_work_as_written() {
+    use pushprobe::config::ProbeSettings;
+    use pushprobe::discovery::build_targets;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for page in ["docs/discovery.md", "docs/blackbox-migration.md"] {
+        let text = std::fs::read_to_string(root.join(page)).unwrap();
+        let blocks = text
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|b| b.split("```").next());
+        for (i, block) in blocks.enumerate() {
+            let discovers = ["targets", "static_configs", "sd_configs"]
+                .iter()
+                .any(|k| block.contains(k));
+            if !block.contains("[[probe]]") || !discovers {
+                continue;
+            }
+            let path = dir.path().join(format!("{i}.toml"));
+            // Validation reads a CA file, and the page's is the reader's: this machine's
+            // CA bundle stands in for it.
+            let block = block.replace("/etc/ssl/internal-ca.pem", &ca_file());
+            std::fs::write(
+                &path,
+                format!("[[remote_write]]\nurl = \"http://127.0.0.1:9/api/v1/write\"\n\n{block}"),
+            )
+            .unwrap();
+            let settings = pushprobe::config::load(&path, true)
+                .and_then(|f| f.validate(page))
+                .unwrap_or_else(|e| panic!("{page} block {i}: {e:?}\n{block}"));
+            for d in &settings.probe_discovery {
+                let built = build_targets(
+                    &d.discovery.static_groups,
+                    &d.discovery.relabel,
+                    &d.defaults,
+                );
+                assert!(built.errors.is_empty(), "{page} block {i}: {built:?}");
+                for t in &built.targets {
+                    let probe = d.probe.with_target(t).unwrap();
+                    let (aimed_at, instance) = match &probe {
+                        ProbeSettings::Tcp(p) => (p.target.clone(), p.labels.clone()),
+                        ProbeSettings::Grpc(p) => (p.target_text.clone(), p.labels.clone()),
+                        ProbeSettings::Icmp(p) => (p.target.clone(), p.labels.clone()),
+                        ProbeSettings::Dns(p) => match &p.server {
+                            pushprobe::config::DnsServer::Given { host, .. } => {
+                                (host.clone(), p.labels.clone())
+                            }
+                            other => panic!("{other:?}"),
+                        },
+                        other => panic!("{page} block {i}: {other:?}"),
+                    };
+                    let original = t.labels.get("instance").unwrap();
+                    assert!(
+                        original.starts_with(&aimed_at),
+                        "{page} block {i}: aims at {aimed_at}, target {original}"
+                    );
+                    // The series' instance: the kind's own (the address) or the same one
+                    // relabeling gave.
+                    let named = instance.iter().find(|(n, _)| n == "instance");
+                    assert!(
+                        named.is_none_or(|(_, v)| v == original),
+                        "{page} block {i}: {named:?} for {original}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    // ssh (twice), dns, icmp and grpc static targets, two each.
+    assert!(checked >= 10, "only {checked} documented targets checked");
+}

@@ -78,8 +78,8 @@ pub use load::{load, Origin, ENV_PREFIX};
 pub use oauth2::{OAuth2Config, OAuth2Settings};
 pub use openai::{ModelPriceConfig, OpenAiProbeConfig, OpenAiProbeSettings};
 pub use probe::{
-    HttpProbeConfig, HttpProbeSettings, ProbeConfig, ProbeDiscovery, ProbeEntry, ProbeSettings,
-    TargetError, MAX_RETRIES,
+    probed_address, HttpProbeConfig, HttpProbeSettings, ProbeConfig, ProbeDiscovery, ProbeEntry,
+    ProbeSettings, TargetError, MAX_RETRIES,
 };
 pub use proxy::{ConnectHeadersConfig, ProxyConfig};
 pub use pushgateway::{PushMethod, PushgatewayConfig, PushgatewaySettings};

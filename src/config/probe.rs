@@ -411,19 +411,46 @@ pub struct TargetError {
 }
 
 /// The labels of a discovered target's series: the probe's own, then the target's (which
-/// win), without the names the probe kind sets itself.
+/// win) without the names the probe kind sets itself (`reserved`), and `instance`: the
+/// target's when its labels or relabeling set one (see [`relabeled_instance`]), else
+/// `default` (`None`: the probe names its target itself, see
+/// [`series_labels`](crate::probe::series_labels)).
 fn target_labels(
     own: &[(String, String)],
-    target: &crate::series::Labels,
+    target: &crate::discovery::Target,
     reserved: &[&str],
+    default: Option<String>,
 ) -> Vec<(String, String)> {
     let mut map: BTreeMap<String, String> = own.iter().cloned().collect();
-    for l in target.iter() {
-        if !reserved.contains(&l.name) {
+    for l in target.labels.iter() {
+        if l.name != "instance" && !reserved.contains(&l.name) {
             map.insert(l.name.to_string(), l.value.to_string());
         }
     }
+    if let Some(instance) = relabeled_instance(target).or(default) {
+        map.insert("instance".to_string(), instance);
+    }
     map.into_iter().collect()
+}
+
+/// The target's `instance` (password redacted) when its labels or relabeling set it to
+/// something other than its `__address__`; `None` when it is the address (discovery's
+/// default), which leaves each kind to name its target as a configured probe does (an http
+/// probe by its URL).
+fn relabeled_instance(target: &crate::discovery::Target) -> Option<String> {
+    let instance = target.labels.get("instance")?;
+    (instance != target.address).then(|| crate::secret::redact_url_text(instance))
+}
+
+/// What a discovered target's probe aims at: its `__param_target` when relabeling set one
+/// (as a blackbox exporter scrape job does, whose `__address__` is then the exporter), else
+/// its `__address__`.
+pub fn probed_address(target: &crate::discovery::Target) -> &str {
+    target
+        .params
+        .iter()
+        .find(|(name, _)| name == "target")
+        .map_or(target.address.as_str(), |(_, value)| value.as_str())
 }
 
 /// A validated probe.
@@ -495,40 +522,38 @@ impl ProbeSettings {
     }
 
     /// This probe aimed at one discovered target, its interval and timeout, and its labels
-    /// on every series. One arm per probe kind: an http or openai probe takes its URL from
-    /// `__address__` (a URL, or `host:port` with `__scheme__`), and its `instance` label from
-    /// the target; a tcp or grpc probe takes `__address__` as its `host:port`, an icmp probe
-    /// as its host, a dns probe as its server, and their `instance` is that address.
+    /// on every series. The kind's arm takes the target from [`probed_address`]: an http or
+    /// openai probe as its URL (a URL, or `host:port` with `__scheme__` and
+    /// `__metrics_path__`), a tcp or grpc probe as its `host:port`, an icmp probe as its host,
+    /// a dns probe as its server. What every kind shares is set once after it: the target's
+    /// labels, interval and timeout, and the `instance` of [`target_labels`].
     pub fn with_target(
         &self,
         target: &crate::discovery::Target,
     ) -> Result<ProbeSettings, TargetError> {
+        let address = probed_address(target);
         let fail = |message: &str| TargetError {
             probe: self.name().to_string(),
-            target: crate::secret::redact_url_text(&target.address),
+            target: crate::secret::redact_url_text(address),
             message: message.to_string(),
         };
         let url = || {
-            target
+            let probed = crate::discovery::Target {
+                address: address.to_string(),
+                ..target.clone()
+            };
+            probed
                 .probe_url()
                 .ok_or_else(|| fail("is neither a URL nor host:port"))
         };
-        let address = target.address.as_str();
-        match self {
+        // Only an openai probe's series carry no `instance` of its own (a configured one has
+        // the agent's): a discovered one is named by its address.
+        let mut default_instance = None;
+        let mut s = match self {
             ProbeSettings::Http(p) => {
-                let url = url()?;
                 let mut s = p.clone();
-                s.url = url;
-                // The HTTP probe's `instance` is the URL it probes, as the blackbox
-                // exporter's is its `target`.
-                s.labels = target_labels(
-                    &p.labels,
-                    &target.labels,
-                    &["probe", "instance", "phase", "code", "error"],
-                );
-                s.interval = target.interval;
-                s.timeout = target.timeout;
-                Ok(ProbeSettings::Http(s))
+                s.url = url()?;
+                ProbeSettings::Http(s)
             }
             ProbeSettings::Openai(p) => {
                 let url = url()?;
@@ -538,35 +563,14 @@ impl ProbeSettings {
                 let mut s = p.clone();
                 s.provider = super::openai::provider_label(&url);
                 s.base_url = url;
-                let mut labels = target_labels(
-                    &p.labels,
-                    &target.labels,
-                    &[
-                        "probe", "provider", "model", "check", "outcome", "reason", "kind",
-                    ],
-                );
-                labels.retain(|(n, _)| n != "instance");
-                labels.push((
-                    "instance".to_string(),
-                    target
-                        .labels
-                        .get("instance")
-                        .unwrap_or(&target.address)
-                        .to_string(),
-                ));
-                s.labels = labels;
-                s.interval = target.interval;
-                s.timeout = target.timeout;
-                Ok(ProbeSettings::Openai(s))
+                default_instance = Some(address.to_string());
+                ProbeSettings::Openai(s)
             }
             ProbeSettings::Tcp(p) => {
                 let (host, port) = super::tcp::split_target(address).map_err(|m| fail(&m))?;
                 let mut s = p.clone();
                 (s.target, s.host, s.port) = (address.to_string(), host, port);
-                s.labels =
-                    target_labels(&p.labels, &target.labels, &["probe", "instance", "version"]);
-                (s.interval, s.timeout) = (target.interval, target.timeout);
-                Ok(ProbeSettings::Tcp(s))
+                ProbeSettings::Tcp(s)
             }
             ProbeSettings::Grpc(p) => {
                 let default_port = if p.tls.is_some() { 443 } else { 80 };
@@ -574,33 +578,55 @@ impl ProbeSettings {
                     super::grpc::parse_target(address, default_port).map_err(|m| fail(&m))?;
                 let mut s = p.clone();
                 (s.target_text, s.target) = (address.to_string(), parsed);
-                s.labels = target_labels(
-                    &p.labels,
-                    &target.labels,
-                    &["probe", "instance", "phase", "serving_status", "version"],
-                );
-                (s.interval, s.timeout) = (target.interval, target.timeout);
-                Ok(ProbeSettings::Grpc(s))
+                ProbeSettings::Grpc(s)
             }
             ProbeSettings::Icmp(p) => {
-                let host = super::icmp::target_problem(address).map_err(|m| fail(&m))?;
                 let mut s = p.clone();
-                s.target = host;
-                s.labels =
-                    target_labels(&p.labels, &target.labels, &["probe", "instance", "phase"]);
-                (s.interval, s.timeout) = (target.interval, target.timeout);
-                Ok(ProbeSettings::Icmp(s))
+                s.target = super::icmp::target_problem(address).map_err(|m| fail(&m))?;
+                ProbeSettings::Icmp(s)
             }
             ProbeSettings::Dns(p) => {
                 let (host, port) =
                     crate::dns::split_host_port(address, 53).map_err(|m| fail(&m))?;
                 let mut s = p.clone();
                 s.server = super::dns::DnsServer::Given { host, port };
-                s.labels =
-                    target_labels(&p.labels, &target.labels, &["probe", "instance", "phase"]);
-                (s.interval, s.timeout) = (target.interval, target.timeout);
-                Ok(ProbeSettings::Dns(s))
+                ProbeSettings::Dns(s)
             }
+        };
+        let labels = target_labels(
+            self.labels(),
+            target,
+            self.own_label_names(),
+            default_instance,
+        );
+        let (own, interval, timeout) = s.shared_mut();
+        (*own, *interval, *timeout) = (labels, target.interval, target.timeout);
+        Ok(s)
+    }
+
+    /// The label names the kind sets on its series itself, which a discovered target's
+    /// labels do not override (`instance` aside: see [`target_labels`]).
+    fn own_label_names(&self) -> &'static [&'static str] {
+        match self {
+            ProbeSettings::Http(_) => &["probe", "phase", "code", "error"],
+            ProbeSettings::Openai(_) => &[
+                "probe", "provider", "model", "check", "outcome", "reason", "kind",
+            ],
+            ProbeSettings::Tcp(_) => &["probe", "version"],
+            ProbeSettings::Grpc(_) => &["probe", "phase", "serving_status", "version"],
+            ProbeSettings::Icmp(_) | ProbeSettings::Dns(_) => &["probe", "phase"],
+        }
+    }
+
+    /// The labels, interval and timeout, which every kind has.
+    fn shared_mut(&mut self) -> (&mut Vec<(String, String)>, &mut Duration, &mut Duration) {
+        match self {
+            ProbeSettings::Http(p) => (&mut p.labels, &mut p.interval, &mut p.timeout),
+            ProbeSettings::Openai(p) => (&mut p.labels, &mut p.interval, &mut p.timeout),
+            ProbeSettings::Icmp(p) => (&mut p.labels, &mut p.interval, &mut p.timeout),
+            ProbeSettings::Tcp(p) => (&mut p.labels, &mut p.interval, &mut p.timeout),
+            ProbeSettings::Dns(p) => (&mut p.labels, &mut p.interval, &mut p.timeout),
+            ProbeSettings::Grpc(p) => (&mut p.labels, &mut p.interval, &mut p.timeout),
         }
     }
 }
@@ -1243,6 +1269,128 @@ mod tests {
             })
             .collect();
         assert_eq!(hosts, ["127.0.0.1", "127.0.0.2"]);
+    }
+
+    /// Every kind's series carry the `instance` relabeling gives a target, and the target's
+    /// other labels; without one, each kind names its target as a configured probe does.
+    #[test]
+    fn every_kind_takes_a_relabeled_instance() {
+        const RW: &str = "[[remote_write]]\nurl = \"http://127.0.0.1:9090/api/v1/write\"\n";
+        let rules = "[[probe.relabel_configs]]\nsource_labels = [\"__address__\"]\n\
+                     regex = \"127\\\\.0\\\\.0\\\\.(\\\\d+).*\"\ntarget_label = \"instance\"\n\
+                     replacement = \"edge-$1\"\n";
+        for (kind, rest, address, own) in [
+            ("http", "", "127.0.0.1:7001", "http://127.0.0.1:7001/"),
+            ("tcp", "", "127.0.0.1:7001", "127.0.0.1:7001"),
+            ("grpc", "", "127.0.0.1:7001", "127.0.0.1:7001"),
+            ("icmp", "", "127.0.0.1", "127.0.0.1"),
+            (
+                "dns",
+                "query_name = \"example.com\"\n",
+                "127.0.0.1:7001",
+                "127.0.0.1:7001",
+            ),
+        ] {
+            let config = |rules: &str| {
+                format!(
+                    "{RW}[[probe]]\nname = \"p\"\nkind = \"{kind}\"\n{rest}\
+                     [[probe.static_configs]]\ntargets = [\"{address}\"]\n\
+                     labels = {{ zone = \"a\" }}\n{rules}"
+                )
+            };
+            let s = parse(&config(rules)).unwrap();
+            let probe = &per_target(&s)[0];
+            assert_eq!(instance(probe.labels()), Some("edge-1"), "{kind}");
+            assert!(
+                probe.labels().contains(&("zone".into(), "a".into())),
+                "{kind}"
+            );
+            let series = series_labels_of(probe);
+            assert_eq!(
+                series.iter().filter(|(n, _)| n == "instance").count(),
+                1,
+                "{kind}: {series:?}"
+            );
+            assert_eq!(instance(&series), Some("edge-1"), "{kind}: {series:?}");
+
+            let s = parse(&config("")).unwrap();
+            let probe = &per_target(&s)[0];
+            assert_eq!(instance(probe.labels()), None, "{kind}: the kind names it");
+            assert_eq!(instance(&series_labels_of(probe)), Some(own), "{kind}");
+        }
+
+        let openai = "[[probe]]\nname = \"ai\"\nkind = \"openai\"\napi_key_file = \"key\"\n\
+                      model = \"m\"\nchecks = [\"models\"]\n\
+                      targets = [\"https://a.example/v1\"]\n\
+                      [[probe.relabel_configs]]\ntarget_label = \"instance\"\n\
+                      replacement = \"gateway-a\"\n";
+        let s = super::super::tests::parse_in_jail(openai, &[], &[("key", "sk-1\n")]).unwrap();
+        assert_eq!(instance(per_target(&s)[0].labels()), Some("gateway-a"));
+    }
+
+    /// The labels a probe built from `settings` starts its series with.
+    fn series_labels_of(settings: &super::ProbeSettings) -> Vec<(String, String)> {
+        let own = match settings {
+            super::ProbeSettings::Http(h) => h.url.to_string(),
+            super::ProbeSettings::Tcp(t) => t.target.clone(),
+            super::ProbeSettings::Grpc(g) => g.target_text.clone(),
+            super::ProbeSettings::Icmp(i) => i.target.clone(),
+            super::ProbeSettings::Dns(d) => match &d.server {
+                crate::config::DnsServer::Given { host, port } => format!("{host}:{port}"),
+                other => panic!("{other:?}"),
+            },
+            super::ProbeSettings::Openai(_) => String::new(),
+        };
+        crate::probe::series_labels(settings.name(), || own, settings.labels())
+    }
+
+    /// A blackbox exporter job's relabel rules, copied as they are: what is probed is
+    /// `__param_target` (the `__address__` they point at the exporter is not), and the
+    /// `instance` they set is the series'.
+    #[test]
+    fn blackbox_relabel_rules_work_as_they_are() {
+        const RW: &str = "[[remote_write]]\nurl = \"http://127.0.0.1:9090/api/v1/write\"\n";
+        let blackbox = "[[probe.relabel_configs]]\nsource_labels = [\"__address__\"]\n\
+                        target_label = \"__param_target\"\n\
+                        [[probe.relabel_configs]]\nsource_labels = [\"__param_target\"]\n\
+                        target_label = \"instance\"\n\
+                        [[probe.relabel_configs]]\ntarget_label = \"__address__\"\n\
+                        replacement = \"127.0.0.1:9115\"\n";
+        let http = format!(
+            "{RW}[[probe]]\nname = \"web\"\nkind = \"http\"\n\
+             targets = [\"https://x.example/health\", \"h:8080\"]\n{blackbox}"
+        );
+        let got: Vec<(String, Option<String>)> = per_target(&parse(&http).unwrap())
+            .into_iter()
+            .map(|p| match p {
+                super::ProbeSettings::Http(h) => {
+                    (h.url.to_string(), instance(&h.labels).map(str::to_string))
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "https://x.example/health".to_string(),
+                    Some("https://x.example/health".to_string())
+                ),
+                ("http://h:8080/".to_string(), Some("h:8080".to_string())),
+            ]
+        );
+        let tcp = format!(
+            "{RW}[[probe]]\nname = \"ssh\"\nkind = \"tcp\"\n\
+             targets = [\"bastion-1.example.com:22\"]\n{blackbox}"
+        );
+        match &per_target(&parse(&tcp).unwrap())[0] {
+            super::ProbeSettings::Tcp(t) => {
+                assert_eq!(t.target, "bastion-1.example.com:22");
+                assert_eq!(t.port, 22);
+                assert_eq!(instance(&t.labels), Some("bastion-1.example.com:22"));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -138,18 +138,14 @@ struct Verdict {
 impl DnsProbe {
     /// Builds the probe from validated settings.
     pub fn new(settings: DnsProbeSettings) -> Self {
-        let instance = match &settings.server {
+        let instance = || match &settings.server {
             DnsServer::Given { host, port } if host.contains(':') => format!("[{host}]:{port}"),
             DnsServer::Given { host, port } => format!("{host}:{port}"),
             // The name server of the moment names the series; each run reads the file again.
             DnsServer::ResolvConf => read_first_nameserver(std::path::Path::new(RESOLV_CONF))
                 .map_or_else(|_| RESOLV_CONF.to_string(), |a| a.to_string()),
         };
-        let mut labels = vec![
-            ("probe".to_string(), settings.name.clone()),
-            ("instance".to_string(), instance),
-        ];
-        labels.extend(settings.labels.iter().cloned());
+        let labels = super::series_labels(&settings.name, instance, &settings.labels);
         DnsProbe { settings, labels }
     }
 

@@ -283,11 +283,11 @@ impl GrpcProbe {
             parsed.set_sensitive(crate::secret::is_credential_header(name));
             metadata.push((key, parsed));
         }
-        let mut labels = vec![
-            ("probe".to_string(), settings.name.clone()),
-            ("instance".to_string(), settings.target_text.clone()),
-        ];
-        labels.extend(settings.labels.iter().cloned());
+        let labels = super::series_labels(
+            &settings.name,
+            || settings.target_text.clone(),
+            &settings.labels,
+        );
         Ok(GrpcProbe {
             settings,
             tls,

@@ -258,11 +258,11 @@ impl HttpProbe {
                     .push(("accept-encoding".into(), c.as_str().into()));
             }
         }
-        let mut labels = vec![
-            ("probe".to_string(), settings.name.clone()),
-            ("instance".to_string(), instance_label(&settings.url)),
-        ];
-        labels.extend(settings.labels.iter().cloned());
+        let labels = super::series_labels(
+            &settings.name,
+            || instance_label(&settings.url),
+            &settings.labels,
+        );
         let authorizer =
             Authorizer::new(settings.auth.as_ref()).map_err(|e| ProbeError::Credentials {
                 probe: settings.name.clone(),

@@ -203,11 +203,8 @@ impl IcmpProbe {
     /// Builds the probe. Sockets are opened per run: a privilege change (a widened
     /// `ping_group_range`) takes effect without a restart.
     pub fn new(settings: IcmpProbeSettings) -> Self {
-        let mut labels = vec![
-            ("probe".to_string(), settings.name.clone()),
-            ("instance".to_string(), settings.target.clone()),
-        ];
-        labels.extend(settings.labels.iter().cloned());
+        let labels =
+            super::series_labels(&settings.name, || settings.target.clone(), &settings.labels);
         IcmpProbe { settings, labels }
     }
 

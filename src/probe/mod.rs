@@ -100,6 +100,27 @@ impl From<Duration> for Detail {
     }
 }
 
+/// The labels every series of a probe starts with: `probe`, then `instance`, then the rest of
+/// the probe's `labels`. The `instance` is the one in `labels` when there is one (a
+/// discovered target's, set by [`ProbeSettings::with_target`] from its relabeling), else
+/// `own`, what the kind names its target by; configured probes may not set it in `labels`.
+pub(crate) fn series_labels(
+    name: &str,
+    own: impl FnOnce() -> String,
+    labels: &[(String, String)],
+) -> Vec<(String, String)> {
+    let instance = labels
+        .iter()
+        .find(|(n, _)| n == "instance")
+        .map_or_else(own, |(_, v)| v.clone());
+    let mut out = vec![
+        ("probe".to_string(), name.to_string()),
+        ("instance".to_string(), instance),
+    ];
+    out.extend(labels.iter().filter(|(n, _)| n != "instance").cloned());
+    out
+}
+
 /// How the attempts of one run went.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RunAttempts {

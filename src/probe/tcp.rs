@@ -386,11 +386,8 @@ impl TcpProbe {
         } else {
             None
         };
-        let mut labels = vec![
-            ("probe".to_string(), settings.name.clone()),
-            ("instance".to_string(), settings.target.clone()),
-        ];
-        labels.extend(settings.labels.iter().cloned());
+        let labels =
+            super::series_labels(&settings.name, || settings.target.clone(), &settings.labels);
         Ok(TcpProbe {
             settings,
             connector,
