@@ -1014,6 +1014,8 @@ impl Agent {
             }
             Job::Scrapes(scrapers) => {
                 // Scrape loops queue their end-of-run staleness markers before returning.
+                // Without targets no loop records anything, so there is nothing to end.
+                let job = scrapers.first().map(|s| s.job().to_owned());
                 let loops = TaskTracker::new();
                 for scraper in scrapers {
                     let pipeline = self.pipeline.clone();
@@ -1028,9 +1030,17 @@ impl Agent {
                     ));
                 }
                 loops.close();
-                tokio::spawn(async move { loops.wait().await })
+                let (pipeline, shutdown) = (self.pipeline.clone(), shutdown.clone());
+                tokio::spawn(async move {
+                    loops.wait().await;
+                    if let (Some(job), false) = (job, shutdown.is_cancelled()) {
+                        end_self_series(&pipeline, telemetry::Subject::ScrapeJob(&job));
+                    }
+                })
             }
-            Job::DiscoveredScrape(d) => tokio::spawn(self.run_discovered_scrape(d, stop.clone())),
+            Job::DiscoveredScrape(d) => {
+                tokio::spawn(self.run_discovered_scrape(d, stop.clone(), shutdown.clone()))
+            }
         };
         Unit { stop, task }
     }
@@ -1417,12 +1427,15 @@ impl Agent {
 
     /// The task of a scrape job with discovery: its target manager starts a scrape loop per
     /// final target and stops the loops of targets that go (each queues its staleness markers
-    /// as it ends, on removal as on shutdown).
+    /// as it ends, on removal as on shutdown). The job's self-metrics are per job, not per
+    /// target: they end with the job when `stop` ends it, not when `agent_shutdown` does.
     fn run_discovered_scrape(
         &self,
         d: DiscoveredScrape,
-        shutdown: CancellationToken,
+        stop: CancellationToken,
+        agent_shutdown: CancellationToken,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let shutdown = stop;
         let (pipeline, telemetry, metadata) = (
             self.pipeline.clone(),
             self.telemetry.clone(),
@@ -1453,15 +1466,23 @@ impl Agent {
             shutdown.clone(),
             Box::new(start),
         );
-        crate::discovery::run_job(
-            d.job.job.clone(),
+        let name = d.job.job.clone();
+        let job = crate::discovery::run_job(
+            name.clone(),
             d.job.discovery.clone(),
             d.providers,
             d.job.defaults.clone(),
             manager,
             telemetry,
             shutdown,
-        )
+        );
+        let ended = self.pipeline.clone();
+        async move {
+            job.await;
+            if !agent_shutdown.is_cancelled() {
+                end_self_series(&ended, telemetry::Subject::ScrapeJob(&name));
+            }
+        }
     }
 
     /// The task of a probe with discovered targets: one probe loop per final target, each at
@@ -1710,9 +1731,9 @@ fn end_series(pipeline: &Pipeline, source: &str, registry: &Registry) {
     }
 }
 
-/// Ends the agent's own series about a probe that is gone (removed, or replaced by a reload):
-/// they leave `/metrics` and get staleness markers on the wire. Not on shutdown, whose last
-/// self-metrics keep them.
+/// Ends the agent's own series about a probe or scrape job that is gone (removed, or replaced
+/// by a reload): they leave `/metrics` and get staleness markers on the wire. Not on shutdown,
+/// whose last self-metrics keep them.
 fn end_self_series(pipeline: &Pipeline, subject: telemetry::Subject<'_>) {
     let mut markers = pipeline.telemetry.end(subject, now_ms());
     pipeline.label_as_self(&mut markers);

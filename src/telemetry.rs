@@ -448,4 +448,74 @@ mod tests {
             "{rendered}"
         );
     }
+
+    /// A scrape job that goes takes its failures, rejected samples and discovery series with
+    /// it; another job's, and a probe's of the same name, stay.
+    #[test]
+    fn ending_a_scrape_job_removes_its_series_and_marks_them_stale() {
+        let t = Telemetry::new();
+        for job in ["gone", "kept"] {
+            t.add(
+                SCRAPE_FAILURES,
+                &[("scrape_job", job), ("reason", "http")],
+                1.0,
+            );
+            t.add(
+                SCRAPE_SAMPLES_REJECTED,
+                &[("scrape_job", job), ("reason", "no_metric_name")],
+                2.0,
+            );
+            t.add(
+                SD_REFRESH_FAILURES,
+                &[("mechanism", "file"), ("config", job)],
+                0.0,
+            );
+        }
+        t.add(
+            PROBE_RUNS,
+            &[("probe", "gone"), ("outcome", "success")],
+            1.0,
+        );
+        let markers = t.end(Subject::ScrapeJob("gone"), 1234);
+        let mut ended: Vec<String> = markers
+            .iter()
+            .map(|s| {
+                assert!(crate::series::is_stale_nan(s.value), "{s:?}");
+                s.labels.metric_name().to_string()
+            })
+            .collect();
+        ended.sort();
+        assert_eq!(
+            ended,
+            [
+                SCRAPE_FAILURES,
+                SCRAPE_SAMPLES_REJECTED,
+                SD_REFRESH_FAILURES
+            ],
+            "{markers:?}"
+        );
+        assert_eq!(
+            t.value(
+                SCRAPE_FAILURES,
+                &[("scrape_job", "kept"), ("reason", "http")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            t.value(
+                SD_REFRESH_FAILURES,
+                &[("mechanism", "file"), ("config", "kept")]
+            ),
+            Some(0.0)
+        );
+        assert_eq!(
+            t.value(PROBE_RUNS, &[("probe", "gone"), ("outcome", "success")]),
+            Some(1.0)
+        );
+        let rendered = t.with(|r| crate::exposition::render(r));
+        assert!(
+            !rendered.contains("scrape_job=\"gone\"") && !rendered.contains("config=\"gone\""),
+            "{rendered}"
+        );
+    }
 }

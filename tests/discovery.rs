@@ -669,3 +669,126 @@ fn the_documented_multi_target_probes_work_as_written() {
     // ssh (twice), dns, icmp and grpc static targets, two each.
     assert!(checked >= 10, "only {checked} documented targets checked");
 }
+
+/// A reload that removes scrape jobs, one with static targets and one discovering them, ends
+/// their self-metrics: off `/metrics`, and ended on the wire with staleness markers; the kept
+/// job's stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_self_metrics_of_removed_scrape_jobs_end_with_them() {
+    use common::rw_receiver::RwReceiver;
+    let receiver = RwReceiver::start(|_, _| 200).await;
+    let a = TargetServer::start_with(exporter_body("a")).await;
+    let b = TargetServer::start_with(exporter_body("b")).await;
+    let c = TargetServer::start_with(exporter_body("c")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let targets = dir.path().join("targets.json");
+    std::fs::write(&targets, format!(r#"[{{"targets": ["{}"]}}]"#, c.addr())).unwrap();
+    let listen = free_port();
+    let header = agent_header(&receiver.write_url()).replacen(
+        "[agent]\n",
+        &format!("[agent]\nlisten = \"127.0.0.1:{listen}\"\n"),
+        1,
+    );
+    let kept = format!(
+        "[[scrape]]\njob = \"kept\"\ninterval = \"1s\"\ntimeout = \"1s\"\ntargets = [{}]\n",
+        toml_string(&a.addr().to_string())
+    );
+    // Dropping the name rejects every scraped sample, so the job has rejected-sample series.
+    let gone = format!(
+        "[[scrape]]\njob = \"gone\"\ninterval = \"1s\"\ntimeout = \"1s\"\ntargets = [{}]\n\
+         [[scrape.metric_relabel_configs]]\nregex = \"__name__\"\naction = \"labeldrop\"\n",
+        toml_string(&b.addr().to_string())
+    );
+    let gone_sd = format!(
+        "[[scrape]]\njob = \"gonesd\"\ninterval = \"1s\"\ntimeout = \"1s\"\n\
+         [[scrape.file_sd_configs]]\nfiles = [{}]\nrefresh_interval = \"1s\"\n",
+        toml_string(&targets.display().to_string())
+    );
+    let agent = Pushprobe::with_config(&format!("{header}\n{kept}\n{gone}\n{gone_sd}"));
+    let mut run = agent.spawn_run(&[]);
+    let families = [
+        "pushprobe_scrape_failures_total",
+        "pushprobe_scrape_samples_rejected_total",
+        "pushprobe_sd_discovered_targets",
+        "pushprobe_sd_refresh_failures_total",
+    ];
+    let self_lines = || async {
+        let mut lines = Vec::new();
+        for family in families {
+            lines.extend(metric_lines(listen, family).await);
+        }
+        lines
+    };
+    let has = |lines: &[String], family: &str, label: &str| {
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("{family}{{")) && l.contains(label))
+    };
+    let deadline = std::time::Instant::now() + DATA_TIMEOUT;
+    loop {
+        let lines = self_lines().await;
+        if has(&lines, families[1], "scrape_job=\"gone\"")
+            && has(&lines, families[0], "scrape_job=\"gonesd\"")
+            && has(&lines, families[2], "config=\"gonesd\"")
+            && has(&lines, families[0], "scrape_job=\"kept\"")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the jobs' self-metrics never appear: {lines:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The reload removes "gone" and "gonesd": their self-metrics go, "kept"'s stay.
+    agent.rewrite_config(&format!("{header}\n{kept}"));
+    run.signal("HUP");
+    let ended = |l: &String| {
+        [
+            "scrape_job=\"gone\"",
+            "scrape_job=\"gonesd\"",
+            "config=\"gonesd\"",
+        ]
+        .iter()
+        .any(|label| l.contains(label))
+    };
+    let deadline = std::time::Instant::now() + DATA_TIMEOUT;
+    loop {
+        let lines = self_lines().await;
+        if !lines.iter().any(ended) {
+            assert!(has(&lines, families[0], "scrape_job=\"kept\""), "{lines:?}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the removed jobs' self-metrics stay: {lines:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stale = |family: &str, label: &str, value: &str| {
+        receiver.accepted_samples().into_iter().any(|s| {
+            s.label("__name__") == Some(family)
+                && s.label(label) == Some(value)
+                && pushprobe::series::is_stale_nan(s.value)
+        })
+    };
+    wait_until(
+        "staleness markers of the removed jobs' self-metrics",
+        || {
+            (stale(families[0], "scrape_job", "gone")
+                && stale(families[1], "scrape_job", "gone")
+                && stale(families[0], "scrape_job", "gonesd")
+                && stale(families[2], "config", "gonesd")
+                && stale(families[3], "config", "gonesd"))
+            .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        !stale(families[0], "scrape_job", "kept"),
+        "the kept job's self-metrics are not ended"
+    );
+    run.assert_running();
+    run.terminate(Duration::from_secs(30)).await.assert_code(0);
+}

@@ -254,6 +254,11 @@ impl Scraper {
         &self.key
     }
 
+    /// The name of its `[[scrape]]` job.
+    pub fn job(&self) -> &str {
+        &self.job
+    }
+
     /// Fetches the body, decoded and bounded by `body_limit` (what arrives, and what it decodes
     /// to) and the timeout; any non-2xx status fails the scrape.
     async fn fetch(&mut self) -> Result<(Vec<u8>, Option<String>), ScrapeError> {
