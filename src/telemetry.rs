@@ -84,6 +84,11 @@ pub const SD_DISCOVERED_TARGETS: &str = "pushprobe_sd_discovered_targets";
 pub const BUILD_INFO: &str = "pushprobe_build_info";
 /// Unix time at which the agent started.
 pub const START_TIME: &str = "pushprobe_start_time_seconds";
+/// Samples still queued for remote-write endpoints a reload removed, dropped once their drain
+/// deadline (`agent.drain_timeout`) passed; agent-wide, since the removed endpoint's own
+/// series end (its name is in the log line).
+pub const RW_REMOVED_SAMPLES_DROPPED: &str =
+    "pushprobe_remote_write_removed_endpoint_samples_dropped_total";
 /// 1 when the last configuration reload applied, 0 when it was refused.
 pub const CONFIG_LAST_RELOAD_SUCCESSFUL: &str = "pushprobe_config_last_reload_successful";
 /// Unix time of the last configuration load or reload that applied.
@@ -91,6 +96,11 @@ pub const CONFIG_LAST_RELOAD_SUCCESS_TIME: &str =
     "pushprobe_config_last_reload_success_timestamp_seconds";
 
 const DESCRIPTIONS: &[(&str, MetricType, &str)] = &[
+    (
+        RW_REMOVED_SAMPLES_DROPPED,
+        MetricType::Counter,
+        "Samples still queued for remote-write endpoints a reload removed, dropped at their drain deadline.",
+    ),
     (
         CONFIG_LAST_RELOAD_SUCCESSFUL,
         MetricType::Gauge,
