@@ -625,9 +625,9 @@ pub struct Agent {
     discovered_scrapes: Vec<DiscoveredScrape>,
     /// Probes whose targets are discovered.
     discovered_probes: Vec<DiscoveredProbe>,
-    /// Metadata of the scraped families, sent by `metadata_senders`.
+    /// Metadata of the scraped families, sent by `metadata_senders` (by endpoint name).
     metadata: Arc<MetadataStore>,
-    metadata_senders: Vec<MetadataSender>,
+    metadata_senders: Vec<(String, MetadataSender)>,
     /// Where `run` reloads its configuration from, and the requests to do so (none: `run`
     /// does not reload).
     reload: Option<Reloading>,
@@ -656,7 +656,7 @@ enum Job {
 }
 
 /// A started probe or scrape job: stopping its token ends it (its series with staleness
-/// markers), and its task ends once they are queued.
+/// markers), and its task ends once they are queued. A metadata sender runs as one too.
 struct Unit {
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -690,9 +690,22 @@ struct Sinks {
     abort: CancellationToken,
     senders: BTreeMap<String, RunningSender>,
     gateways: BTreeMap<String, RunningGateway>,
+    /// The metadata senders of 1.0 endpoints (see [`metadata_endpoints`]), by endpoint name;
+    /// they end with the shutdown.
+    metadata: BTreeMap<String, Unit>,
     /// Sinks a reload removed that still drain, by [`sink_key`]: one configured again waits
     /// for its predecessor to end, so that one name never has two senders.
     retiring: BTreeMap<String, tokio::task::JoinHandle<()>>,
+}
+
+/// The endpoints sent separate metadata requests: the 1.0 ones, while scrape jobs are
+/// configured and `metadata_interval` is set (a 2.0 series carries its metadata).
+fn metadata_endpoints(settings: &Settings) -> impl Iterator<Item = &RemoteWriteSettings> {
+    let on = !settings.scrapes.is_empty() && settings.agent.metadata_interval.is_some();
+    settings
+        .remote_write
+        .iter()
+        .filter(move |rw| on && rw.protocol == Protocol::V1)
 }
 
 /// Key of a sink among [`Sinks::retiring`]: its section and name.
@@ -708,6 +721,7 @@ impl Sinks {
             abort: abort.clone(),
             senders: BTreeMap::new(),
             gateways: BTreeMap::new(),
+            metadata: BTreeMap::new(),
             retiring: BTreeMap::new(),
         }
     }
@@ -1122,16 +1136,8 @@ impl Agent {
             });
         }
         let mut metadata_senders = Vec::new();
-        let any_scrape = !scrapers.is_empty() || !discovered_scrapes.is_empty();
-        if any_scrape && settings.agent.metadata_interval.is_some() {
-            // A 2.0 series carries its metadata; separate metadata requests are 1.0's way.
-            for rw in settings
-                .remote_write
-                .iter()
-                .filter(|rw| rw.protocol == Protocol::V1)
-            {
-                metadata_senders.push(MetadataSender::new(rw, telemetry.clone())?);
-            }
+        for rw in metadata_endpoints(&settings) {
+            metadata_senders.push((rw.name.clone(), MetadataSender::new(rw, telemetry.clone())?));
         }
         let pipeline = Arc::new(Pipeline {
             outputs: RwLock::new(outputs),
@@ -1325,6 +1331,7 @@ impl Agent {
         let gateways = self
             .prepare_gateways(&applied, &plan.pushgateway, sinks)
             .await?;
+        let metadata = self.prepare_metadata(&applied, &plan.remote_write.changed, sinks)?;
         let senders = self
             .prepare_senders(&applied, &plan.remote_write, sinks)
             .await?;
@@ -1353,7 +1360,10 @@ impl Agent {
             units.insert(key, self.start(job, &applied, shutdown));
         }
         self.apply_senders(&plan.remote_write, senders, sinks).await;
-        self.apply_gateways(&plan.pushgateway, gateways, sinks)
+        let changed = &plan.remote_write.changed;
+        self.apply_metadata(&applied, changed, metadata, sinks, shutdown)
+            .await;
+        self.apply_gateways(&applied, &plan.pushgateway, gateways, sinks)
             .await;
         tracing::info!(
             probes_added = %plan.probes.added.join(","),
@@ -1372,6 +1382,76 @@ impl Agent {
         );
         self.settings = applied;
         Ok(())
+    }
+
+    /// Starts the metadata sender of `endpoint`, until the shutdown or a reload stops it.
+    fn start_metadata(
+        &self,
+        sinks: &mut Sinks,
+        endpoint: &str,
+        sender: MetadataSender,
+        shutdown: &CancellationToken,
+    ) {
+        let Some(interval) = self.settings.agent.metadata_interval else {
+            return;
+        };
+        let stop = shutdown.child_token();
+        let task = sinks
+            .tracker
+            .spawn(sender.run(self.metadata.clone(), interval, stop.clone()));
+        sinks
+            .metadata
+            .insert(endpoint.to_string(), Unit { stop, task });
+    }
+
+    /// Builds the metadata senders a reload starts: for the endpoints [`metadata_endpoints`]
+    /// names that have none running, or whose settings changed.
+    fn prepare_metadata(
+        &self,
+        applied: &Settings,
+        changed: &[String],
+        sinks: &Sinks,
+    ) -> Result<Vec<(String, MetadataSender)>, Vec<String>> {
+        metadata_endpoints(applied)
+            .filter(|rw| !sinks.metadata.contains_key(&rw.name) || changed.contains(&rw.name))
+            .map(|rw| {
+                MetadataSender::new(rw, self.telemetry.clone())
+                    .map(|sender| (rw.name.clone(), sender))
+                    .map_err(|e| vec![e.to_string()])
+            })
+            .collect()
+    }
+
+    /// Stops the metadata senders of endpoints no longer sent metadata or changed, and starts
+    /// the ones [`Agent::prepare_metadata`] built.
+    async fn apply_metadata(
+        &self,
+        applied: &Settings,
+        changed: &[String],
+        built: Vec<(String, MetadataSender)>,
+        sinks: &mut Sinks,
+        shutdown: &CancellationToken,
+    ) {
+        let wanted: Vec<&str> = metadata_endpoints(applied)
+            .map(|rw| rw.name.as_str())
+            .collect();
+        let stopping: Vec<String> = sinks
+            .metadata
+            .keys()
+            .filter(|n| !wanted.contains(&n.as_str()) || changed.contains(n))
+            .cloned()
+            .collect();
+        for name in stopping {
+            if let Some(unit) = sinks.metadata.remove(&name) {
+                unit.stop.cancel();
+                if let Err(e) = unit.task.await {
+                    tracing::error!(endpoint = %name, error = %e, "metadata sender task failed");
+                }
+            }
+        }
+        for (name, sender) in built {
+            self.start_metadata(sinks, &name, sender, shutdown);
+        }
     }
 
     /// Builds the sinks of the Pushgateway groups a reload adds or changes (nothing runs yet).
@@ -1542,15 +1622,23 @@ impl Agent {
         }
     }
 
-    /// Carries out a reload's plan for the Pushgateway groups: a changed group's old sink
-    /// stops at once (no last push, no delete: the new one pushes the latest state at its
-    /// start), a removed one ends as at shutdown, an added one starts.
+    /// Carries out a reload's plan for the Pushgateway groups: a removed one ends as at
+    /// shutdown, and so does a changed one whose group moved (another URL, job or grouping
+    /// key); a changed one that pushes to the same group stops at once (no last push, no
+    /// delete: the new one pushes the latest state at its start); then the new ones start.
     async fn apply_gateways(
         &self,
+        applied: &Settings,
         plan: &crate::reload::Changes,
         built: Vec<(String, PushgatewaySink)>,
         sinks: &mut Sinks,
     ) {
+        let group = |s: &Settings, name: &str| {
+            s.pushgateway
+                .iter()
+                .find(|pg| pg.name == name)
+                .map(|pg| crate::pushgateway::group_url(&pg.url, &pg.job, &pg.grouping))
+        };
         for name in &plan.removed {
             let Some(running) = sinks.gateways.remove(name) else {
                 continue;
@@ -1566,11 +1654,18 @@ impl Agent {
                 .insert(sink_key(SinkKind::Pushgateway, name), task);
         }
         for name in &plan.changed {
-            if let Some(running) = sinks.gateways.remove(name) {
+            let Some(running) = sinks.gateways.remove(name) else {
+                continue;
+            };
+            if group(&self.settings, name) == group(applied, name) {
                 running.abort.cancel();
-                if let Err(e) = running.task.await {
-                    tracing::error!(gateway = %name, error = %e, "Pushgateway task failed");
-                }
+                end_within(name, running.task, &running.abort, Duration::ZERO).await;
+            } else {
+                // The old group is left as at shutdown (deleted with `delete_on_exit`)
+                // before the new one is pushed.
+                let deadline = self.settings.agent.drain_timeout;
+                running.stop.cancel();
+                end_within(name, running.task, &running.abort, deadline).await;
             }
         }
         for (name, sink) in built {
@@ -1780,10 +1875,8 @@ impl Agent {
             }
         }
         let probes = TaskTracker::new();
-        if let Some(interval) = self.settings.agent.metadata_interval {
-            for sender in std::mem::take(&mut self.metadata_senders) {
-                probes.spawn(sender.run(self.metadata.clone(), interval, shutdown.clone()));
-            }
+        for (endpoint, sender) in std::mem::take(&mut self.metadata_senders) {
+            self.start_metadata(&mut sinks, &endpoint, sender, &shutdown);
         }
         probes.spawn(self_metrics_loop(
             self.pipeline.clone(),
@@ -2118,7 +2211,7 @@ impl Agent {
             }
         }
         // One small request per receiver, each bounded by that receiver's timeout.
-        for sender in std::mem::take(&mut self.metadata_senders) {
+        for (_, sender) in std::mem::take(&mut self.metadata_senders) {
             tokio::select! {
                 _ = sender.send(&self.metadata) => {}
                 _ = abort.cancelled() => break,

@@ -10,6 +10,7 @@
 //! new receiver, an endpoint added gets what is published from then on (not the backlog kept
 //! for the others), a removed one with a backlog on disk drains what it can and releases the
 //! rest while the others go on, and a broken `[[remote_write]]` table changes nothing.
+//! Pushgateway groups move, come and go on a real Pushgateway.
 //!
 //! Every check counts samples or series; none measures time.
 
@@ -550,4 +551,107 @@ async fn a_removed_endpoint_with_a_disk_backlog_releases_it_and_the_others_go_on
         hits == stored || hits == stored + 1,
         "hits {hits}, stored {stored}"
     );
+}
+
+/// An agent with its listener on `listen`, probe `x` of `probe_url` run every second, and the
+/// Pushgateway groups (name, job) at `gateway`, each deleted at exit.
+fn gateways_config(listen: u16, gateway: &str, groups: &[(&str, &str)], probe_url: &str) -> String {
+    let mut out = format!(
+        "[agent]\nlisten = \"127.0.0.1:{listen}\"\nself_metrics_interval = \"1s\"\n\
+         drain_timeout = \"30s\"\n\n"
+    );
+    for (name, job) in groups {
+        out += &format!(
+            "[[pushgateway]]\nname = \"{name}\"\nurl = {}\njob = \"{job}\"\n\
+             delete_on_exit = true\n\n",
+            toml_string(gateway)
+        );
+    }
+    out += &format!(
+        "[[probe]]\nname = \"x\"\nkind = \"http\"\nurl = {}\ninterval = \"1s\"\n\
+         timeout = \"1s\"\n",
+        toml_string(probe_url)
+    );
+    out
+}
+
+/// The jobs of the groups holding `probe_success` of probe `x` on the Pushgateway.
+async fn jobs_with_x(gw: &Pushgateway) -> Vec<String> {
+    let mut jobs: Vec<String> = gw
+        .metric("probe_success")
+        .await
+        .into_iter()
+        .filter(|m| m.labels.get("probe").map(String::as_str) == Some("x"))
+        .filter_map(|m| m.group.get("job").cloned())
+        .collect();
+    jobs.sort();
+    jobs.dedup();
+    jobs
+}
+
+/// Waits until the groups holding probe `x` are those of `want`.
+async fn wait_jobs(gw: &Pushgateway, want: &[&str]) {
+    let deadline = Instant::now() + DATA_TIMEOUT;
+    loop {
+        let jobs = jobs_with_x(gw).await;
+        if jobs == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "groups {jobs:?}, wanted {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushgateway_groups_move_come_and_go_with_a_reload() {
+    let Some(gw) = Pushgateway::start().await else {
+        return;
+    };
+    let target = TargetServer::start().await;
+    let listen = free_port();
+    let probe = target.url("/x");
+    let url = gw.base_url();
+    let pp = Pushprobe::with_config(&gateways_config(listen, &url, &[("pg", "first")], &probe));
+    let mut agent = pp.spawn_run(&[]);
+    wait_jobs(&gw, &["first"]).await;
+
+    // Another job is another group: the old one is left as at exit (deleted), the new one
+    // gets the latest results; a second group is added beside it.
+    pp.rewrite_config(&gateways_config(
+        listen,
+        &url,
+        &[("pg", "second"), ("more", "third")],
+        &probe,
+    ));
+    reload_applied(&agent, listen).await;
+    wait_jobs(&gw, &["second", "third"]).await;
+
+    // Removed: deleted as at exit, its own series end; the other one goes on.
+    let requests = "pushprobe_pushgateway_last_success_timestamp_seconds{gateway=\"more\"}";
+    assert!(agent_metric(listen, requests).await.is_some());
+    pp.rewrite_config(&gateways_config(listen, &url, &[("pg", "second")], &probe));
+    reload_applied(&agent, listen).await;
+    wait_jobs(&gw, &["second"]).await;
+    let deadline = Instant::now() + DATA_TIMEOUT;
+    while agent_metric(listen, requests).await.is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the removed group's series linger"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    agent.assert_running();
+    let stopped = agent.terminate(Duration::from_secs(90)).await;
+    stopped.assert_code(0);
+    assert!(
+        stopped
+            .stderr
+            .contains("Pushgateway group removed by a reload"),
+        "{}",
+        stopped.stderr
+    );
+    wait_jobs(&gw, &[]).await;
 }
