@@ -31,7 +31,7 @@ use crate::config::{ProbeSettings, RemoteWriteSettings, Settings};
 use crate::probe::{Probe, ProbeError, ProbeReport, RunAttempts};
 use crate::pushgateway::{Feed, PushError, PushgatewaySink, SinkStatus};
 use crate::queue::disk::fs::RealFs;
-use crate::queue::disk::{DiskLog, DiskStats, DropCounts};
+use crate::queue::disk::{DiskLog, DropCounts};
 use crate::queue::live::LiveLane;
 use crate::queue::memory::MemoryQueue;
 use crate::queue::{AppendOutcome, Origin, Priority, QueueError, SharedQueue};
@@ -186,14 +186,19 @@ impl Pipeline {
     /// Ends the self-metrics of a sink a reload removed (every series labelled `label` =
     /// `name`) with staleness markers, so they do not linger in the receivers.
     fn end_sink_series(&self, label: &str, name: &str) {
-        if let Fanout::Disk(disk) = &self.fanout {
-            let mut ex = disk.exported.lock().unwrap_or_else(|p| p.into_inner());
+        // Held until the series are gone: see `export_disk_stats`.
+        let mut exported = match &self.fanout {
+            Fanout::Disk(disk) => Some(disk.exported.lock().unwrap_or_else(|p| p.into_inner())),
+            Fanout::Memory => None,
+        };
+        if let Some(ex) = exported.as_mut() {
             ex.per_endpoint.remove(name);
         }
         let mut markers = self.telemetry.with(|r| {
             r.remove_labelled(label, name);
             r.take_stale_markers(now_ms())
         });
+        drop(exported);
         self.add_self_labels(&mut markers);
         self.publish(markers);
     }
@@ -375,7 +380,7 @@ impl Pipeline {
             );
         }
         if let Fanout::Disk(disk) = &self.fanout {
-            self.export_disk_stats(disk, &disk.log.stats());
+            self.export_disk_stats(disk);
         }
         if let Some(catalog) = self.catalog.get() {
             self.telemetry.with(|r| catalog.note_registry(r));
@@ -386,7 +391,11 @@ impl Pipeline {
     }
 
     /// Exports the disk queue's figures: gauges as they are, counters by what they grew.
-    fn export_disk_stats(&self, disk: &DiskQueue, stats: &DiskStats) {
+    fn export_disk_stats(&self, disk: &DiskQueue) {
+        // The figures are read under the lock `end_sink_series` takes too, so that the
+        // series of an endpoint a reload removed are never exported again once ended.
+        let mut ex = disk.exported.lock().unwrap_or_else(|p| p.into_inner());
+        let stats = &disk.log.stats();
         let t = &self.telemetry;
         t.set(telemetry::QUEUE_BYTES, &[], stats.bytes as f64);
         t.set(telemetry::QUEUE_SEGMENTS, &[], stats.segments as f64);
@@ -395,7 +404,6 @@ impl Pipeline {
             &[],
             disk.capacity_bytes as f64,
         );
-        let mut ex = disk.exported.lock().unwrap_or_else(|p| p.into_inner());
         let grow = |now: u64, before: &mut u64| {
             let d = now.saturating_sub(*before);
             *before = now.max(*before);
@@ -2654,6 +2662,60 @@ mod tests {
         );
         // What was stored before is still there.
         assert_eq!(p.outputs()[0].queue.pending(), 5);
+    }
+
+    #[test]
+    fn a_removed_endpoint_leaves_the_fan_out_and_its_series_end() {
+        let p = pipeline(&[10, 10]);
+        p.publish(samples(2));
+        p.telemetry
+            .set(telemetry::RW_PENDING, &[("endpoint", "rw1")], 2.0);
+        let gone = p.remove_output("rw1").unwrap();
+        p.publish(samples(3));
+        assert_eq!(gone.queue.pending(), 2, "nothing new for it");
+        assert_eq!(p.outputs()[0].queue.pending(), 5);
+        p.end_sink_series("endpoint", "rw1");
+        let pending = |e| p.telemetry.value(telemetry::RW_PENDING, &[("endpoint", e)]);
+        assert_eq!(pending("rw1"), None);
+        let queued = p.outputs()[0].queue.with(|q| q.peek(100)).unwrap().unwrap();
+        assert!(
+            queued
+                .iter()
+                .any(|s| s.labels.metric_name() == telemetry::RW_PENDING
+                    && s.labels.get("endpoint") == Some("rw1")
+                    && crate::series::is_stale_nan(s.value)),
+            "its series end with a staleness marker"
+        );
+        // An endpoint added gets what is published from then on.
+        p.add_output(Output {
+            endpoint: "rw2".into(),
+            queue: SharedQueue::new(Box::new(MemoryQueue::new(10))),
+        });
+        p.publish(samples(1));
+        assert_eq!(p.queue_of("rw2").unwrap().pending(), 1);
+    }
+
+    #[test]
+    fn a_removed_endpoint_of_the_disk_queue_drains_only_what_was_queued_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = disk_pipeline(dir.path(), &["a", "b"]);
+        p.publish(samples(5));
+        let gone = p.remove_output("b").unwrap();
+        p.publish(samples(4));
+        assert_eq!(gone.queue.pending(), 5);
+        assert_eq!(p.pending(), 9, "a alone counts");
+        assert_eq!(gone.queue.with(|q| q.release()), 5);
+        p.self_metrics(1);
+        p.end_sink_series("endpoint", "b");
+        p.self_metrics(2);
+        assert_eq!(
+            p.telemetry.value(
+                telemetry::RW_SAMPLES_DROPPED,
+                &[("endpoint", "b"), ("reason", "disk_full")]
+            ),
+            None,
+            "no longer exported once ended"
+        );
     }
 
     #[test]
