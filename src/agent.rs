@@ -2719,6 +2719,30 @@ mod tests {
     }
 
     #[test]
+    fn metadata_requests_go_to_1_0_endpoints_while_scrape_jobs_run() {
+        let endpoints = r#"
+[[remote_write]]
+name = "v1"
+url = "http://127.0.0.1:9/one"
+
+[[remote_write]]
+name = "v2"
+url = "http://127.0.0.1:9/two"
+protobuf_message = "io.prometheus.write.v2.Request"
+"#;
+        let names = |toml: &str| -> Vec<String> {
+            let settings = crate::config::tests::parse(toml).unwrap();
+            metadata_endpoints(&settings)
+                .map(|rw| rw.name.clone())
+                .collect()
+        };
+        assert!(names(endpoints).is_empty(), "nothing scraped, no metadata");
+        let scraping =
+            format!("{endpoints}\n[[scrape]]\njob = \"node\"\ntargets = [\"127.0.0.1:9100\"]\n");
+        assert_eq!(names(&scraping), ["v1"]);
+    }
+
+    #[test]
     fn a_second_agent_on_the_same_data_dir_is_refused_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let _held = lock_data_dir(dir.path()).unwrap();
