@@ -388,6 +388,17 @@ fn once_each(runs: &[i64], receiver: &str) -> BTreeSet<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_endpoint_url_delivers_every_sample_once_across_old_and_new_receiver() {
+    changed_url(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_endpoint_url_hands_its_disk_queue_position_over() {
+    changed_url(true).await;
+}
+
+/// Moves the endpoint to another receiver mid-stream, with a memory or a disk queue, then
+/// tries a broken `[[remote_write]]` table; counts every run on both receivers.
+async fn changed_url(data_dir: bool) {
     let old = RwReceiver::start(|_, _| 204).await;
     let new = RwReceiver::start(|_, _| 204).await;
     let target = TargetServer::start().await;
@@ -395,7 +406,7 @@ async fn a_changed_endpoint_url_delivers_every_sample_once_across_old_and_new_re
     let probe = target.url("/x");
     let pp = Pushprobe::with_config(&sinks_config(
         listen,
-        false,
+        data_dir,
         "60s",
         &[("rw", &old.write_url())],
         &probe,
@@ -403,7 +414,7 @@ async fn a_changed_endpoint_url_delivers_every_sample_once_across_old_and_new_re
     let mut agent = pp.spawn_run(&[]);
     wait_runs(&old, 3).await;
 
-    let moved = sinks_config(listen, false, "60s", &[("rw", &new.write_url())], &probe);
+    let moved = sinks_config(listen, data_dir, "60s", &[("rw", &new.write_url())], &probe);
     pp.rewrite_config(&moved);
     reload_applied(&agent, listen).await;
     // The old sender is done once the reload applied: nothing more reaches the old URL.
