@@ -337,12 +337,16 @@ fn sinks_config(
             toml_string(url)
         );
     }
-    out += &format!(
+    out + &probe_x(probe_url)
+}
+
+/// The `[[probe]]` table of probe `x` of `url`, run every second.
+fn probe_x(url: &str) -> String {
+    format!(
         "[[probe]]\nname = \"x\"\nkind = \"http\"\nurl = {}\ninterval = \"1s\"\n\
          timeout = \"1s\"\n",
-        toml_string(probe_url)
-    );
-    out
+        toml_string(url)
+    )
 }
 
 /// Timestamps of the runs of probe `x` a receiver accepted, in arrival order.
@@ -578,12 +582,7 @@ fn gateways_config(listen: u16, gateway: &str, groups: &[(&str, &str)], probe_ur
             toml_string(gateway)
         );
     }
-    out += &format!(
-        "[[probe]]\nname = \"x\"\nkind = \"http\"\nurl = {}\ninterval = \"1s\"\n\
-         timeout = \"1s\"\n",
-        toml_string(probe_url)
-    );
-    out
+    out + &probe_x(probe_url)
 }
 
 /// The jobs of the groups holding `probe_success` of probe `x` on the Pushgateway.
