@@ -10,10 +10,15 @@
 //!
 //! Reload, for `run`: each probe and scrape job runs as its own unit under a child of the
 //! shutdown token, keyed by name, so a reload (see [`crate::reload`]) stops, restarts or starts
-//! units one by one; the senders, queues and Pushgateway sinks are left as they are.
+//! units one by one. Senders and Pushgateway sinks run by name too: a changed endpoint's sender
+//! finishes the window in flight and hands its queue, as it is, to a sender built from the new
+//! settings; an added endpoint gets a queue (or a position at the disk queue's tail) and a
+//! sender; a removed one leaves the fan-out and drains what was queued for it, within
+//! `drain_timeout`, before the rest is released (see docs/delivery.md).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use tokio::task::JoinSet;
@@ -26,13 +31,13 @@ use crate::config::{ProbeSettings, RemoteWriteSettings, Settings};
 use crate::probe::{Probe, ProbeError, ProbeReport, RunAttempts};
 use crate::pushgateway::{Feed, PushError, PushgatewaySink, SinkStatus};
 use crate::queue::disk::fs::RealFs;
-use crate::queue::disk::{DiskLog, DiskStats, DropCounts};
+use crate::queue::disk::{DiskLog, DropCounts};
 use crate::queue::live::LiveLane;
 use crate::queue::memory::MemoryQueue;
 use crate::queue::{AppendOutcome, Origin, Priority, QueueError, SharedQueue};
 use crate::remote_write::catalog::SeriesCatalog;
 use crate::remote_write::protocol::Protocol;
-use crate::remote_write::{Drain, Sender, SenderError};
+use crate::remote_write::{Drain, Sender, SenderControl, SenderError};
 use crate::scrape::metadata::{MetadataSender, MetadataStore};
 use crate::scrape::scraper::{JobClient, ScrapeSetupError, Scraped, Scraper};
 use crate::scrape::target::REPORT_SERIES;
@@ -126,37 +131,85 @@ struct Exported {
     corrupt_records: u64,
     write_errors: u64,
     dropped: DropCounts,
-    per_endpoint: Vec<DropCounts>,
+    /// By endpoint name: endpoints come and go with reloads.
+    per_endpoint: BTreeMap<String, DropCounts>,
 }
 
 /// The queues of every receiver; publishing appends to each of them (or once to the log).
 pub struct Pipeline {
-    outputs: Vec<Output>,
+    /// Read on every publish; written only when a reload adds or removes an endpoint.
+    outputs: RwLock<Vec<Output>>,
     fanout: Fanout,
-    /// The latest results per source, for the Pushgateway sinks (none configured: `None`).
-    feed: Option<Arc<Feed>>,
+    /// The latest results per source, for the Pushgateway sinks; set once the first one is
+    /// configured, at start or by a reload.
+    feed: OnceLock<Arc<Feed>>,
     telemetry: Arc<Telemetry>,
     /// `job` and `instance` of the agent's own series as pushed (see
     /// [`AgentSettings::self_labels`](crate::config::AgentSettings::self_labels)); the
     /// `/metrics` listener leaves them to its scraper.
     self_labels: Vec<(String, String)>,
-    /// Metadata and start times of the series sent, for remote write 2.0 endpoints (none:
-    /// `None`).
-    catalog: Option<Arc<SeriesCatalog>>,
+    /// Metadata and start times of the series sent, for remote write 2.0 endpoints; set once
+    /// the first one is configured, at start or by a reload.
+    catalog: OnceLock<Arc<SeriesCatalog>>,
 }
 
 impl Pipeline {
+    /// The receivers' queues as they are now.
+    fn outputs(&self) -> RwLockReadGuard<'_, Vec<Output>> {
+        self.outputs.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds the queue of an endpoint a reload added: it gets what is published from now on.
+    fn add_output(&self, output: Output) {
+        let mut outputs = self.outputs.write().unwrap_or_else(PoisonError::into_inner);
+        outputs.push(output);
+    }
+
+    /// Takes the queue of an endpoint a reload removed out of the fan-out: nothing published
+    /// from now on reaches it.
+    fn remove_output(&self, endpoint: &str) -> Option<Output> {
+        let mut outputs = self.outputs.write().unwrap_or_else(PoisonError::into_inner);
+        let i = outputs.iter().position(|o| o.endpoint == endpoint)?;
+        let output = outputs.remove(i);
+        output.queue.with(|q| q.end_input());
+        Some(output)
+    }
+
+    /// The queue of `endpoint`, if it is configured.
+    fn queue_of(&self, endpoint: &str) -> Option<Arc<SharedQueue>> {
+        self.outputs()
+            .iter()
+            .find(|o| o.endpoint == endpoint)
+            .map(|o| o.queue.clone())
+    }
+
+    /// Ends the self-metrics of a sink a reload removed (`Subject::Endpoint` or
+    /// `Subject::Gateway`) with staleness markers, so they do not linger in the receivers.
+    fn end_sink_series(&self, subject: telemetry::Subject<'_>) {
+        // Held until the series are gone: see `export_disk_stats`.
+        let mut exported = match &self.fanout {
+            Fanout::Disk(disk) => Some(disk.exported.lock().unwrap_or_else(|p| p.into_inner())),
+            Fanout::Memory => None,
+        };
+        if let (Some(ex), telemetry::Subject::Endpoint(name)) = (exported.as_mut(), subject) {
+            ex.per_endpoint.remove(name);
+        }
+        let markers = self.telemetry.end(subject, now_ms());
+        drop(exported);
+        self.publish_self(markers);
+    }
+
     /// Publishes one run of `source` (a probe, an `exec` job): its samples stamped
     /// `timestamp_ms` to every remote-write queue, and its registry to the Pushgateway sinks.
     pub fn publish_run(&self, source: &str, registry: &Registry, timestamp_ms: i64) {
-        if let Some(catalog) = &self.catalog {
+        if let Some(catalog) = self.catalog.get() {
             catalog.note_registry(registry);
         }
         self.publish_from(
             Origin::new(source, Priority::Report),
             registry.samples_at(timestamp_ms),
         );
-        if let Some(feed) = &self.feed {
+        if let Some(feed) = self.feed.get() {
             feed.set(source, registry);
         }
     }
@@ -182,7 +235,7 @@ impl Pipeline {
         if samples.is_empty() {
             return;
         }
-        if let Some(catalog) = &self.catalog {
+        if let Some(catalog) = self.catalog.get() {
             catalog.note_created(&samples);
         }
         match &self.fanout {
@@ -206,7 +259,8 @@ impl Pipeline {
     /// Copies the samples into each memory queue but the last, which takes them.
     fn publish_to_each(&self, origin: Origin<'_>, samples: Vec<Sample>) {
         let count = samples.len();
-        let Some((last, others)) = self.outputs.split_last() else {
+        let outputs = self.outputs();
+        let Some((last, others)) = outputs.split_last() else {
             return;
         };
         for out in others {
@@ -248,6 +302,9 @@ impl Pipeline {
     }
 
     fn publish_to_log(&self, log: &DiskLog, samples: &[Sample]) {
+        // Held across the append, so that an endpoint a reload removes meanwhile is either
+        // told of these samples or, ended at the log's tail, never reads them.
+        let outputs = self.outputs();
         match log.append(samples) {
             Ok(o) => {
                 // Samples the disk bound pushed out are counted per endpoint (reason
@@ -258,7 +315,7 @@ impl Pipeline {
                         "disk queue full: dropped the oldest samples; raise agent.queue.max_disk_bytes or check the receivers"
                     );
                 }
-                for out in &self.outputs {
+                for out in outputs.iter() {
                     out.queue.announce(samples, o.first_seq);
                 }
             }
@@ -266,12 +323,12 @@ impl Pipeline {
                 // The log counted what it could not store (reason disk_full, exported from
                 // its figures) and logs a full filesystem itself, once a minute at most.
                 tracing::debug!(error = %e, samples = samples.len(), "disk queue: no room for samples");
-                for out in &self.outputs {
+                for out in outputs.iter() {
                     out.queue.appended.notify_one();
                 }
             }
             Err(e) => {
-                for out in &self.outputs {
+                for out in outputs.iter() {
                     self.telemetry.add(
                         telemetry::RW_SAMPLES_DROPPED,
                         &[("endpoint", &out.endpoint), ("reason", "queue_error")],
@@ -287,7 +344,7 @@ impl Pipeline {
 
     /// Samples not yet acknowledged, summed over receivers.
     pub fn pending(&self) -> usize {
-        self.outputs.iter().map(|o| o.queue.pending()).sum()
+        self.outputs().iter().map(|o| o.queue.pending()).sum()
     }
 
     /// Forces queued data and positions to stable storage (disk queue only).
@@ -302,7 +359,7 @@ impl Pipeline {
 
     /// Records the queue depth gauges and returns the self-metrics as samples.
     fn self_metrics(&self, timestamp_ms: i64) -> Vec<Sample> {
-        for out in &self.outputs {
+        for out in self.outputs().iter() {
             self.telemetry.set(
                 telemetry::RW_PENDING,
                 &[("endpoint", &out.endpoint)],
@@ -310,14 +367,21 @@ impl Pipeline {
             );
         }
         if let Fanout::Disk(disk) = &self.fanout {
-            self.export_disk_stats(disk, &disk.log.stats());
+            self.export_disk_stats(disk);
         }
-        if let Some(catalog) = &self.catalog {
+        if let Some(catalog) = self.catalog.get() {
             self.telemetry.with(|r| catalog.note_registry(r));
         }
         let mut samples = self.telemetry.samples_at(timestamp_ms);
         self.label_as_self(&mut samples);
         samples
+    }
+
+    /// Publishes the agent's own samples (staleness markers of ended series) with the labels
+    /// they are pushed with.
+    fn publish_self(&self, mut samples: Vec<Sample>) {
+        self.label_as_self(&mut samples);
+        self.publish(samples);
     }
 
     /// Gives the agent's own samples the labels they are pushed with.
@@ -330,7 +394,11 @@ impl Pipeline {
     }
 
     /// Exports the disk queue's figures: gauges as they are, counters by what they grew.
-    fn export_disk_stats(&self, disk: &DiskQueue, stats: &DiskStats) {
+    fn export_disk_stats(&self, disk: &DiskQueue) {
+        // The figures are read under the lock `end_sink_series` takes too, so that the
+        // series of an endpoint a reload removed are never exported again once ended.
+        let mut ex = disk.exported.lock().unwrap_or_else(|p| p.into_inner());
+        let stats = &disk.log.stats();
         let t = &self.telemetry;
         t.set(telemetry::QUEUE_BYTES, &[], stats.bytes as f64);
         t.set(telemetry::QUEUE_SEGMENTS, &[], stats.segments as f64);
@@ -339,7 +407,6 @@ impl Pipeline {
             &[],
             disk.capacity_bytes as f64,
         );
-        let mut ex = disk.exported.lock().unwrap_or_else(|p| p.into_inner());
         let grow = |now: u64, before: &mut u64| {
             let d = now.saturating_sub(*before);
             *before = now.max(*before);
@@ -365,9 +432,8 @@ impl Pipeline {
             &[("reason", "too_old")],
             grow(stats.dropped.too_old, &mut ex.dropped.too_old),
         );
-        ex.per_endpoint
-            .resize(stats.consumers.len(), DropCounts::default());
-        for (c, before) in stats.consumers.iter().zip(ex.per_endpoint.iter_mut()) {
+        for c in &stats.consumers {
+            let before = ex.per_endpoint.entry(c.name.clone()).or_default();
             for (reason, now, before) in [
                 ("disk_full", c.dropped.disk_full, &mut before.disk_full),
                 ("too_old", c.dropped.too_old, &mut before.too_old),
@@ -519,6 +585,42 @@ fn open_disk_queue(
     ))
 }
 
+/// The memory queue of one receiver.
+fn memory_queue(rw: &RemoteWriteSettings) -> Arc<SharedQueue> {
+    SharedQueue::with_live_lane(Box::new(MemoryQueue::new(rw.queue_capacity)), live_lane(rw))
+}
+
+/// The sender of one receiver over its `queue`: a 2.0 endpoint gets the series catalog (made
+/// with the first such endpoint), one over the disk queue knows its queue is durable.
+fn build_sender(
+    rw: &RemoteWriteSettings,
+    settings: &Settings,
+    queue: Arc<SharedQueue>,
+    telemetry: &Arc<Telemetry>,
+    catalog: &OnceLock<Arc<SeriesCatalog>>,
+    metadata: &Arc<MetadataStore>,
+    durable: bool,
+) -> Result<Sender, SenderError> {
+    let sender = Sender::new(
+        rw.clone(),
+        settings.agent.external_labels.clone(),
+        queue,
+        telemetry.clone(),
+    )?;
+    let sender = if rw.protocol == Protocol::V2 {
+        let catalog =
+            catalog.get_or_init(|| Arc::new(SeriesCatalog::new(Some(metadata.clone()), now_ms())));
+        sender.with_series_meta(catalog.clone())
+    } else {
+        sender
+    };
+    Ok(if durable {
+        sender.with_durable_queue()
+    } else {
+        sender
+    })
+}
+
 /// The probes, pipeline and senders built from one configuration.
 pub struct Agent {
     settings: Settings,
@@ -534,9 +636,9 @@ pub struct Agent {
     discovered_scrapes: Vec<DiscoveredScrape>,
     /// Probes whose targets are discovered.
     discovered_probes: Vec<DiscoveredProbe>,
-    /// Metadata of the scraped families, sent by `metadata_senders`.
+    /// Metadata of the scraped families, sent by `metadata_senders` (by endpoint name).
     metadata: Arc<MetadataStore>,
-    metadata_senders: Vec<MetadataSender>,
+    metadata_senders: Vec<(String, MetadataSender)>,
     /// Where `run` reloads its configuration from, and the requests to do so (none: `run`
     /// does not reload).
     reload: Option<Reloading>,
@@ -565,10 +667,197 @@ enum Job {
 }
 
 /// A started probe or scrape job: stopping its token ends it (its series with staleness
-/// markers), and its task ends once they are queued.
+/// markers), and its task ends once they are queued. A metadata sender runs as one too.
 struct Unit {
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// A running remote-write sender, as a reload finds it.
+struct RunningSender {
+    /// Hands its queue over, or drains it alone.
+    control: SenderControl,
+    /// A child of the agent's abort token: ends this sender alone at once.
+    abort: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// A running Pushgateway sink, as a reload finds it.
+struct RunningGateway {
+    /// A child of the drain's flush token: this sink alone pushes what is unsent, deletes its
+    /// group if configured, and ends.
+    stop: CancellationToken,
+    /// A child of the agent's abort token: ends this sink alone at once.
+    abort: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The sinks `run` started, by name, and what starts more: a reload hands over, adds and
+/// retires them one by one. Every task lives in `tracker`, so the shutdown drain awaits them
+/// all, retiring ones included.
+struct Sinks {
+    tracker: TaskTracker,
+    drain: Drain,
+    abort: CancellationToken,
+    senders: BTreeMap<String, RunningSender>,
+    gateways: BTreeMap<String, RunningGateway>,
+    /// The metadata senders of 1.0 endpoints (see [`metadata_endpoints`]), by endpoint name;
+    /// they end with the shutdown.
+    metadata: BTreeMap<String, Unit>,
+    /// Sinks a reload removed that still drain, by [`sink_key`]: one configured again waits
+    /// for its predecessor to end, so that one name never has two senders.
+    retiring: BTreeMap<String, tokio::task::JoinHandle<()>>,
+}
+
+/// The endpoints sent separate metadata requests: the 1.0 ones, while scrape jobs are
+/// configured and `metadata_interval` is set (a 2.0 series carries its metadata).
+fn metadata_endpoints(settings: &Settings) -> impl Iterator<Item = &RemoteWriteSettings> {
+    let on = !settings.scrapes.is_empty() && settings.agent.metadata_interval.is_some();
+    settings
+        .remote_write
+        .iter()
+        .filter(move |rw| on && rw.protocol == Protocol::V1)
+}
+
+/// Key of a sink among [`Sinks::retiring`]: its section and name.
+fn sink_key(kind: SinkKind, name: &str) -> String {
+    format!("{}/{name}", kind.as_str())
+}
+
+impl Sinks {
+    fn new(tracker: &TaskTracker, drain: &Drain, abort: &CancellationToken) -> Sinks {
+        Sinks {
+            tracker: tracker.clone(),
+            drain: drain.clone(),
+            abort: abort.clone(),
+            senders: BTreeMap::new(),
+            gateways: BTreeMap::new(),
+            metadata: BTreeMap::new(),
+            retiring: BTreeMap::new(),
+        }
+    }
+
+    /// Starts the sender of `endpoint`.
+    fn start_sender(&mut self, endpoint: &str, sender: Sender) {
+        let handle = self.drain.handle();
+        let control = handle.control();
+        let abort = self.abort.child_token();
+        let task = self.tracker.spawn(sender.run_until(handle, abort.clone()));
+        let running = RunningSender {
+            control,
+            abort,
+            task,
+        };
+        self.senders.insert(endpoint.to_string(), running);
+    }
+
+    /// Starts the Pushgateway sink of group `name`. It drains from the flush on: the
+    /// self-metrics queued after it are not its to push.
+    fn start_gateway(&mut self, name: &str, gateway: PushgatewaySink) {
+        let stop = self.drain.flush_token().child_token();
+        let abort = self.abort.child_token();
+        let task = self.tracker.spawn(gateway.run(stop.clone(), abort.clone()));
+        let running = RunningGateway { stop, abort, task };
+        self.gateways.insert(name.to_string(), running);
+    }
+
+    /// Waits for the predecessor of the sink `key` that still drains, if any (bounded by its
+    /// drain deadline).
+    async fn wait_retired(&mut self, key: &str) {
+        if let Some(task) = self.retiring.remove(key) {
+            if let Err(e) = task.await {
+                tracing::error!(sink = %key, error = %e, "retired sink task failed");
+            }
+        }
+    }
+}
+
+/// Waits up to `deadline` for a sink's task to end by itself, then cancels its `abort` and
+/// waits for it to stop; true if it had to be aborted.
+async fn end_within(
+    sink: &str,
+    mut task: tokio::task::JoinHandle<()>,
+    abort: &CancellationToken,
+    deadline: Duration,
+) -> bool {
+    let ended = match tokio::time::timeout(deadline, &mut task).await {
+        Ok(joined) => joined,
+        Err(_) => {
+            abort.cancel();
+            return match task.await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(sink = %sink, error = %e, "sink task failed");
+                    true
+                }
+            };
+        }
+    };
+    if let Err(e) = ended {
+        tracing::error!(sink = %sink, error = %e, "sink task failed");
+    }
+    false
+}
+
+/// Stops the sender of an endpoint whose settings changed, keeping its queue: it takes no new
+/// window, and the one in flight gets up to `deadline` (the endpoint's request `timeout`) to be
+/// answered; after that it is abandoned unacknowledged, and the next sender sends it again.
+async fn hand_over(endpoint: &str, running: RunningSender, deadline: Duration) {
+    running.control.hand_over();
+    if end_within(endpoint, running.task, &running.abort, deadline).await {
+        tracing::warn!(
+            endpoint = %endpoint,
+            deadline = ?deadline,
+            "remote_write reload: the window in flight got no answer in time; it is sent again with the new settings"
+        );
+    }
+}
+
+/// The drain of an endpoint a reload removed: its sender sends what was queued for it to its
+/// old URL, up to `deadline` (`agent.drain_timeout`); what is left then is released (memory
+/// freed, disk segments no longer kept for it) and counted; its own series end.
+async fn retire_sender(
+    endpoint: String,
+    running: RunningSender,
+    queue: Arc<SharedQueue>,
+    deadline: Duration,
+    pipeline: Arc<Pipeline>,
+) {
+    running.control.drain_alone();
+    end_within(&endpoint, running.task, &running.abort, deadline).await;
+    let dropped = queue.with(|q| q.release());
+    if dropped > 0 {
+        pipeline
+            .telemetry
+            .add(telemetry::RW_REMOVED_SAMPLES_DROPPED, &[], dropped as f64);
+        tracing::warn!(
+            endpoint = %endpoint,
+            dropped,
+            deadline = ?deadline,
+            "remote_write endpoint removed by a reload: samples still queued for it at agent.drain_timeout are dropped"
+        );
+    } else {
+        tracing::info!(
+            endpoint = %endpoint,
+            "remote_write endpoint removed by a reload: everything queued for it was delivered"
+        );
+    }
+    pipeline.end_sink_series(telemetry::Subject::Endpoint(&endpoint));
+}
+
+/// The end of a Pushgateway group a reload removed: it pushes the latest state once more if
+/// unsent and deletes the group if `delete_on_exit` says so, up to `deadline`; its own series
+/// end.
+async fn retire_gateway(
+    name: String,
+    running: RunningGateway,
+    deadline: Duration,
+    pipeline: Arc<Pipeline>,
+) {
+    running.stop.cancel();
+    end_within(&name, running.task, &running.abort, deadline).await;
+    tracing::info!(gateway = %name, "Pushgateway group removed by a reload: its sink stopped");
+    pipeline.end_sink_series(telemetry::Subject::Gateway(&name));
 }
 
 /// Key of a probe's unit.
@@ -801,16 +1090,7 @@ impl Agent {
             }
             _ => (
                 Fanout::Memory,
-                settings
-                    .remote_write
-                    .iter()
-                    .map(|rw| {
-                        SharedQueue::with_live_lane(
-                            Box::new(MemoryQueue::new(rw.queue_capacity)),
-                            live_lane(rw),
-                        )
-                    })
-                    .collect(),
+                settings.remote_write.iter().map(memory_queue).collect(),
             ),
         };
         let mut outputs = Vec::new();
@@ -818,39 +1098,30 @@ impl Agent {
         let durable = matches!(fanout, Fanout::Disk(_));
         let metadata = Arc::new(MetadataStore::new());
         // Series metadata rides on every 2.0 series; only kept when an endpoint sends 2.0.
-        let catalog = settings
-            .remote_write
-            .iter()
-            .any(|rw| rw.protocol == Protocol::V2)
-            .then(|| Arc::new(SeriesCatalog::new(Some(metadata.clone()), now_ms())));
+        let catalog = OnceLock::new();
         for (rw, queue) in settings.remote_write.iter().zip(queues) {
-            let sender = Sender::new(
-                rw.clone(),
-                settings.agent.external_labels.clone(),
+            let sender = build_sender(
+                rw,
+                &settings,
                 queue.clone(),
-                telemetry.clone(),
+                &telemetry,
+                &catalog,
+                &metadata,
+                durable,
             )?;
-            let sender = match &catalog {
-                Some(c) if rw.protocol == Protocol::V2 => sender.with_series_meta(c.clone()),
-                _ => sender,
-            };
-            senders.push(if durable {
-                sender.with_durable_queue()
-            } else {
-                sender
-            });
+            senders.push(sender);
             outputs.push(Output {
                 endpoint: rw.name.clone(),
                 queue,
             });
         }
-        let feed = (!settings.pushgateway.is_empty()).then(Feed::new);
+        let feed = OnceLock::new();
         let mut gateways = Vec::new();
         for pg in &settings.pushgateway {
             gateways.push(PushgatewaySink::new(
                 pg.clone(),
                 &settings.agent.external_labels,
-                feed.clone().unwrap_or_default(),
+                feed.get_or_init(Feed::new).clone(),
                 telemetry.clone(),
             )?);
         }
@@ -882,19 +1153,11 @@ impl Agent {
             });
         }
         let mut metadata_senders = Vec::new();
-        let any_scrape = !scrapers.is_empty() || !discovered_scrapes.is_empty();
-        if any_scrape && settings.agent.metadata_interval.is_some() {
-            // A 2.0 series carries its metadata; separate metadata requests are 1.0's way.
-            for rw in settings
-                .remote_write
-                .iter()
-                .filter(|rw| rw.protocol == Protocol::V1)
-            {
-                metadata_senders.push(MetadataSender::new(rw, telemetry.clone())?);
-            }
+        for rw in metadata_endpoints(&settings) {
+            metadata_senders.push((rw.name.clone(), MetadataSender::new(rw, telemetry.clone())?));
         }
         let pipeline = Arc::new(Pipeline {
-            outputs,
+            outputs: RwLock::new(outputs),
             fanout,
             feed,
             telemetry: telemetry.clone(),
@@ -1047,11 +1310,13 @@ impl Agent {
 
     /// Reads, validates and applies the configuration file: every error comes back and the
     /// running configuration stays; on success the difference is applied (see
-    /// [`crate::reload`]).
+    /// [`crate::reload`]). Everything that starts is built before anything stops, so a part
+    /// that cannot be built fails the reload with nothing changed.
     async fn reload(
         &mut self,
         path: &Path,
-        units: &mut std::collections::BTreeMap<String, Unit>,
+        units: &mut BTreeMap<String, Unit>,
+        sinks: &mut Sinks,
         shutdown: &CancellationToken,
     ) -> Result<(), Vec<String>> {
         let source = path.display().to_string();
@@ -1062,11 +1327,12 @@ impl Agent {
             .and_then(|f| f.validate(&source))
             .map_err(strings)?;
         let applied = crate::reload::applicable(&self.settings, &new, &source).map_err(strings)?;
-        let plan = crate::reload::diff(&self.settings.file, &applied.file);
-        if !plan.restart_needed.is_empty() {
+        let plan = crate::reload::diff(&self.settings, &applied);
+        let restart_needed = crate::reload::diff(&self.settings, &new).restart_needed;
+        if !restart_needed.is_empty() {
             tracing::warn!(
-                sections = %plan.restart_needed.join(","),
-                "configuration reload: these sections changed and need a restart; they keep their running values until then"
+                keys = %restart_needed.join(","),
+                "configuration reload: these changed and need a restart; they keep their running values until then"
             );
         }
         // Everything that starts is built first: a probe that cannot be built fails the
@@ -1089,6 +1355,14 @@ impl Agent {
                 Err(e) => return Err(vec![e.to_string()]),
             }
         }
+        sinks.retiring.retain(|_, task| !task.is_finished());
+        let gateways = self
+            .prepare_gateways(&applied, &plan.pushgateway, sinks)
+            .await?;
+        let metadata = self.prepare_metadata(&applied, &plan.remote_write.changed, sinks)?;
+        let senders = self
+            .prepare_senders(&applied, &plan.remote_write, sinks)
+            .await?;
         let stopping = plan
             .probes
             .removed
@@ -1113,6 +1387,12 @@ impl Agent {
         for (key, job) in prepared {
             units.insert(key, self.start(job, &applied, shutdown));
         }
+        self.apply_senders(&plan.remote_write, senders, sinks).await;
+        let changed = &plan.remote_write.changed;
+        self.apply_metadata(&applied, changed, metadata, sinks, shutdown)
+            .await;
+        self.apply_gateways(&applied, &plan.pushgateway, gateways, sinks)
+            .await;
         tracing::info!(
             probes_added = %plan.probes.added.join(","),
             probes_removed = %plan.probes.removed.join(","),
@@ -1120,10 +1400,305 @@ impl Agent {
             scrapes_added = %plan.scrapes.added.join(","),
             scrapes_removed = %plan.scrapes.removed.join(","),
             scrapes_changed = %plan.scrapes.changed.join(","),
+            remote_write_added = %plan.remote_write.added.join(","),
+            remote_write_removed = %plan.remote_write.removed.join(","),
+            remote_write_changed = %plan.remote_write.changed.join(","),
+            pushgateway_added = %plan.pushgateway.added.join(","),
+            pushgateway_removed = %plan.pushgateway.removed.join(","),
+            pushgateway_changed = %plan.pushgateway.changed.join(","),
             "configuration reloaded"
         );
         self.settings = applied;
         Ok(())
+    }
+
+    /// Starts the metadata sender of `endpoint`, until the shutdown or a reload stops it.
+    fn start_metadata(
+        &self,
+        sinks: &mut Sinks,
+        endpoint: &str,
+        sender: MetadataSender,
+        shutdown: &CancellationToken,
+    ) {
+        let Some(interval) = self.settings.agent.metadata_interval else {
+            return;
+        };
+        let stop = shutdown.child_token();
+        let task = sinks
+            .tracker
+            .spawn(sender.run(self.metadata.clone(), interval, stop.clone()));
+        sinks
+            .metadata
+            .insert(endpoint.to_string(), Unit { stop, task });
+    }
+
+    /// Builds the metadata senders a reload starts: for the endpoints [`metadata_endpoints`]
+    /// names that have none running, or whose settings changed.
+    fn prepare_metadata(
+        &self,
+        applied: &Settings,
+        changed: &[String],
+        sinks: &Sinks,
+    ) -> Result<Vec<(String, MetadataSender)>, Vec<String>> {
+        metadata_endpoints(applied)
+            .filter(|rw| !sinks.metadata.contains_key(&rw.name) || changed.contains(&rw.name))
+            .map(|rw| {
+                MetadataSender::new(rw, self.telemetry.clone())
+                    .map(|sender| (rw.name.clone(), sender))
+                    .map_err(|e| vec![e.to_string()])
+            })
+            .collect()
+    }
+
+    /// Stops the metadata senders of endpoints no longer sent metadata or changed, and starts
+    /// the ones [`Agent::prepare_metadata`] built.
+    async fn apply_metadata(
+        &self,
+        applied: &Settings,
+        changed: &[String],
+        built: Vec<(String, MetadataSender)>,
+        sinks: &mut Sinks,
+        shutdown: &CancellationToken,
+    ) {
+        let wanted: Vec<&str> = metadata_endpoints(applied)
+            .map(|rw| rw.name.as_str())
+            .collect();
+        let stopping: Vec<String> = sinks
+            .metadata
+            .keys()
+            .filter(|n| !wanted.contains(&n.as_str()) || changed.contains(n))
+            .cloned()
+            .collect();
+        for name in stopping {
+            if let Some(unit) = sinks.metadata.remove(&name) {
+                unit.stop.cancel();
+                if let Err(e) = unit.task.await {
+                    tracing::error!(endpoint = %name, error = %e, "metadata sender task failed");
+                }
+            }
+        }
+        for (name, sender) in built {
+            self.start_metadata(sinks, &name, sender, shutdown);
+        }
+    }
+
+    /// Builds the sinks of the Pushgateway groups a reload adds or changes (nothing runs yet).
+    async fn prepare_gateways(
+        &self,
+        applied: &Settings,
+        plan: &crate::reload::Changes,
+        sinks: &mut Sinks,
+    ) -> Result<Vec<(String, PushgatewaySink)>, Vec<String>> {
+        let mut built = Vec::new();
+        for name in plan.added.iter().chain(&plan.changed) {
+            let Some(pg) = applied.pushgateway.iter().find(|pg| &pg.name == name) else {
+                continue;
+            };
+            sinks
+                .wait_retired(&sink_key(SinkKind::Pushgateway, name))
+                .await;
+            // Probes feed the group from their next run on.
+            let feed = self.pipeline.feed.get_or_init(Feed::new).clone();
+            let sink = PushgatewaySink::new(
+                pg.clone(),
+                &applied.agent.external_labels,
+                feed,
+                self.telemetry.clone(),
+            )
+            .map_err(|e| vec![e.to_string()])?;
+            built.push((name.clone(), sink));
+        }
+        Ok(built)
+    }
+
+    /// Builds the senders of the endpoints a reload adds or changes (nothing runs yet): a
+    /// changed endpoint's sender reads the queue its predecessor reads; an added one gets a
+    /// queue of its own, or a position at the tail of the disk queue. If one cannot be built,
+    /// the queues made for the others are given up again and the reload fails.
+    async fn prepare_senders(
+        &self,
+        applied: &Settings,
+        plan: &crate::reload::Changes,
+        sinks: &mut Sinks,
+    ) -> Result<Vec<(String, Sender, Option<Output>)>, Vec<String>> {
+        let durable = matches!(self.pipeline.fanout, Fanout::Disk(_));
+        let mut built: Vec<(String, Sender, Option<Output>)> = Vec::new();
+        let mut failure = None;
+        for name in plan.added.iter().chain(&plan.changed) {
+            let Some(rw) = applied.remote_write.iter().find(|rw| &rw.name == name) else {
+                continue;
+            };
+            let (queue, added) = match self.pipeline.queue_of(name) {
+                Some(queue) => (queue, false),
+                None => {
+                    sinks
+                        .wait_retired(&sink_key(SinkKind::RemoteWrite, name))
+                        .await;
+                    match self.new_queue(rw) {
+                        Ok(queue) => (queue, true),
+                        Err(e) => {
+                            failure = Some(e);
+                            break;
+                        }
+                    }
+                }
+            };
+            match build_sender(
+                rw,
+                applied,
+                queue.clone(),
+                &self.telemetry,
+                &self.pipeline.catalog,
+                &self.metadata,
+                durable,
+            ) {
+                Ok(sender) => {
+                    let output = added.then(|| Output {
+                        endpoint: name.clone(),
+                        queue,
+                    });
+                    built.push((name.clone(), sender, output));
+                }
+                Err(e) => {
+                    if added {
+                        queue.with(|q| q.release());
+                    }
+                    failure = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        let Some(failure) = failure else {
+            return Ok(built);
+        };
+        for (name, _, output) in built {
+            if let Some(output) = output {
+                output.queue.with(|q| q.release());
+                self.telemetry
+                    .with(|r| r.remove_labelled("endpoint", &name));
+            }
+        }
+        Err(vec![failure])
+    }
+
+    /// The queue of an endpoint a reload adds: a position at the tail of the disk queue (it
+    /// gets what is published from now on, not the backlog kept for the others), or a memory
+    /// queue of its own.
+    fn new_queue(&self, rw: &RemoteWriteSettings) -> Result<Arc<SharedQueue>, String> {
+        match &self.pipeline.fanout {
+            Fanout::Disk(disk) => disk
+                .log
+                .add_consumer(&rw.name)
+                .map(|c| SharedQueue::with_live_lane(Box::new(c), live_lane(rw)))
+                .map_err(|e| format!("remote_write {}: adding it to the disk queue: {e}", rw.name)),
+            Fanout::Memory => {
+                if self.settings.agent.data_dir.is_some() {
+                    tracing::warn!(
+                        endpoint = %rw.name,
+                        "the agent started without remote_write endpoints, so without a disk queue: this endpoint queues in memory until a restart"
+                    );
+                }
+                Ok(memory_queue(rw))
+            }
+        }
+    }
+
+    /// Carries out a reload's plan for the remote-write endpoints with the senders
+    /// [`Agent::prepare_senders`] built: changed ones take over their predecessor's queue once
+    /// it stopped, added ones join the fan-out, removed ones leave it and drain what they had.
+    async fn apply_senders(
+        &self,
+        plan: &crate::reload::Changes,
+        built: Vec<(String, Sender, Option<Output>)>,
+        sinks: &mut Sinks,
+    ) {
+        for name in &plan.removed {
+            let (Some(output), Some(running)) = (
+                self.pipeline.remove_output(name),
+                sinks.senders.remove(name),
+            ) else {
+                continue;
+            };
+            let task = sinks.tracker.spawn(retire_sender(
+                name.clone(),
+                running,
+                output.queue,
+                self.settings.agent.drain_timeout,
+                self.pipeline.clone(),
+            ));
+            sinks
+                .retiring
+                .insert(sink_key(SinkKind::RemoteWrite, name), task);
+        }
+        // Every changed endpoint's window in flight is waited for at once.
+        let handovers = plan.changed.iter().filter_map(|name| {
+            let running = sinks.senders.remove(name)?;
+            let deadline = self
+                .settings
+                .remote_write
+                .iter()
+                .find(|rw| &rw.name == name)
+                .map_or(self.settings.agent.drain_timeout, |rw| rw.timeout);
+            Some(hand_over(name, running, deadline))
+        });
+        futures_util::future::join_all(handovers.collect::<Vec<_>>()).await;
+        for (name, sender, output) in built {
+            if let Some(output) = output {
+                self.pipeline.add_output(output);
+            }
+            sinks.start_sender(&name, sender);
+        }
+    }
+
+    /// Carries out a reload's plan for the Pushgateway groups: a removed one ends as at
+    /// shutdown, and so does a changed one whose group moved (another URL, job or grouping
+    /// key); a changed one that pushes to the same group stops at once (no last push, no
+    /// delete: the new one pushes the latest state at its start); then the new ones start.
+    async fn apply_gateways(
+        &self,
+        applied: &Settings,
+        plan: &crate::reload::Changes,
+        built: Vec<(String, PushgatewaySink)>,
+        sinks: &mut Sinks,
+    ) {
+        let group = |s: &Settings, name: &str| {
+            s.pushgateway
+                .iter()
+                .find(|pg| pg.name == name)
+                .map(|pg| crate::pushgateway::group_url(&pg.url, &pg.job, &pg.grouping))
+        };
+        for name in &plan.removed {
+            let Some(running) = sinks.gateways.remove(name) else {
+                continue;
+            };
+            let task = sinks.tracker.spawn(retire_gateway(
+                name.clone(),
+                running,
+                self.settings.agent.drain_timeout,
+                self.pipeline.clone(),
+            ));
+            sinks
+                .retiring
+                .insert(sink_key(SinkKind::Pushgateway, name), task);
+        }
+        for name in &plan.changed {
+            let Some(running) = sinks.gateways.remove(name) else {
+                continue;
+            };
+            if group(&self.settings, name) == group(applied, name) {
+                running.abort.cancel();
+                end_within(name, running.task, &running.abort, Duration::ZERO).await;
+            } else {
+                // The old group is left as at shutdown (deleted with `delete_on_exit`)
+                // before the new one is pushed.
+                let deadline = self.settings.agent.drain_timeout;
+                running.stop.cancel();
+                end_within(name, running.task, &running.abort, deadline).await;
+            }
+        }
+        for (name, sink) in built {
+            sinks.start_gateway(&name, sink);
+        }
     }
 
     /// Builds everything [`Agent::new`] builds (probes, senders, Pushgateway sinks, scrape
@@ -1186,7 +1761,7 @@ impl Agent {
     fn deliveries(&self) -> Vec<SinkDelivery> {
         let mut sinks: Vec<SinkDelivery> = self
             .pipeline
-            .outputs
+            .outputs()
             .iter()
             .map(|o| {
                 let endpoint = ("endpoint", o.endpoint.as_str());
@@ -1198,7 +1773,7 @@ impl Agent {
                 )
             })
             .collect();
-        if let Some(feed) = &self.pipeline.feed {
+        if let Some(feed) = self.pipeline.feed.get() {
             for (pg, status) in self.settings.pushgateway.iter().zip(&self.gateway_status) {
                 let gateway = ("gateway", pg.name.as_str());
                 sinks.push(pushgateway_delivery(
@@ -1292,8 +1867,16 @@ impl Agent {
 
         let senders = TaskTracker::new();
         let drain = Drain::new();
-        self.spawn_senders(&senders, &drain, &abort);
-        self.spawn_gateways(&senders, &drain, &abort);
+        // Each sender and Pushgateway sink runs by name, so a reload can hand one over, add
+        // or retire it alone.
+        let mut sinks = Sinks::new(&senders, &drain, &abort);
+        for (sender, rw) in self.senders.drain(..).zip(&self.settings.remote_write) {
+            sinks.start_sender(&rw.name, sender);
+        }
+        senders.close();
+        for (gateway, pg) in self.gateways.drain(..).zip(&self.settings.pushgateway) {
+            sinks.start_gateway(&pg.name, gateway);
+        }
 
         // Each probe and scrape job runs as its own unit, so a reload can stop or restart one
         // alone; the ones built by `new` are dropped and built again the same way.
@@ -1301,7 +1884,7 @@ impl Agent {
         self.scrapers.clear();
         self.discovered_scrapes.clear();
         self.discovered_probes.clear();
-        let mut units = std::collections::BTreeMap::new();
+        let mut units = BTreeMap::new();
         let settings = self.settings.clone();
         let keys = settings
             .file
@@ -1320,10 +1903,8 @@ impl Agent {
             }
         }
         let probes = TaskTracker::new();
-        if let Some(interval) = self.settings.agent.metadata_interval {
-            for sender in std::mem::take(&mut self.metadata_senders) {
-                probes.spawn(sender.run(self.metadata.clone(), interval, shutdown.clone()));
-            }
+        for (endpoint, sender) in std::mem::take(&mut self.metadata_senders) {
+            self.start_metadata(&mut sinks, &endpoint, sender, &shutdown);
         }
         probes.spawn(self_metrics_loop(
             self.pipeline.clone(),
@@ -1366,7 +1947,9 @@ impl Agent {
                     _ = shutdown.cancelled() => break,
                     Some(request) = r.requests.recv() => request,
                 };
-                let outcome = self.reload(&r.path, &mut units, &shutdown).await;
+                let outcome = self
+                    .reload(&r.path, &mut units, &mut sinks, &shutdown)
+                    .await;
                 match &outcome {
                     Ok(()) => {
                         self.telemetry
@@ -1675,7 +2258,7 @@ impl Agent {
             }
         }
         // One small request per receiver, each bounded by that receiver's timeout.
-        for sender in std::mem::take(&mut self.metadata_senders) {
+        for (_, sender) in std::mem::take(&mut self.metadata_senders) {
             tokio::select! {
                 _ = sender.send(&self.metadata) => {}
                 _ = abort.cancelled() => break,
@@ -1726,7 +2309,7 @@ fn end_series(pipeline: &Pipeline, source: &str, registry: &Registry) {
         .collect();
     tracing::debug!(source = %source, markers = markers.len(), "probe stopped; its series end");
     pipeline.publish_from(Origin::new(source, Priority::Report), markers);
-    if let Some(feed) = &pipeline.feed {
+    if let Some(feed) = pipeline.feed.get() {
         feed.remove(source);
     }
 }
@@ -1735,10 +2318,9 @@ fn end_series(pipeline: &Pipeline, source: &str, registry: &Registry) {
 /// by a reload): they leave `/metrics` and get staleness markers on the wire. Not on shutdown,
 /// whose last self-metrics keep them.
 fn end_self_series(pipeline: &Pipeline, subject: telemetry::Subject<'_>) {
-    let mut markers = pipeline.telemetry.end(subject, now_ms());
-    pipeline.label_as_self(&mut markers);
+    let markers = pipeline.telemetry.end(subject, now_ms());
     tracing::debug!(?subject, markers = markers.len(), "its self-metrics end");
-    pipeline.publish(markers);
+    pipeline.publish_self(markers);
 }
 
 /// Counts a probe run and its attempts, and logs a failure.
@@ -1893,27 +2475,29 @@ mod tests {
     fn pipeline(capacities: &[usize]) -> Pipeline {
         let telemetry = Arc::new(Telemetry::new());
         Pipeline {
-            outputs: capacities
-                .iter()
-                .enumerate()
-                .map(|(i, c)| Output {
-                    endpoint: format!("rw{i}"),
-                    queue: SharedQueue::new(Box::new(MemoryQueue::new(*c))),
-                })
-                .collect(),
+            outputs: RwLock::new(
+                capacities
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| Output {
+                        endpoint: format!("rw{i}"),
+                        queue: SharedQueue::new(Box::new(MemoryQueue::new(*c))),
+                    })
+                    .collect(),
+            ),
             fanout: Fanout::Memory,
-            feed: None,
+            feed: OnceLock::new(),
             telemetry,
             self_labels: Vec::new(),
-            catalog: None,
+            catalog: OnceLock::new(),
         }
     }
 
     #[test]
     fn publish_run_reaches_the_queues_and_the_pushgateway_feed() {
-        let mut p = pipeline(&[10]);
+        let p = pipeline(&[10]);
         let feed = Feed::new();
-        p.feed = Some(feed.clone());
+        assert!(p.feed.set(feed.clone()).is_ok());
         let mut r = Registry::new();
         r.gauge_set("up", &[("probe", "a")], 1.0).unwrap();
         p.publish_run("a", &r, 1000);
@@ -1933,8 +2517,8 @@ mod tests {
     fn publish_fans_out_to_every_queue_and_counts_overflow_per_endpoint() {
         let p = pipeline(&[10, 3]);
         p.publish(samples(5));
-        assert_eq!(p.outputs[0].queue.pending(), 5);
-        assert_eq!(p.outputs[1].queue.pending(), 3);
+        assert_eq!(p.outputs()[0].queue.pending(), 5);
+        assert_eq!(p.outputs()[1].queue.pending(), 3);
         let dropped = |e: &str| {
             p.telemetry.value(
                 telemetry::RW_SAMPLES_DROPPED,
@@ -1953,7 +2537,7 @@ mod tests {
         p.publish_scraped("node/a:9100", samples(3), 1);
         p.publish_scraped("huge/b:8080", samples(20), 18);
         p.publish_scraped("node/a:9100", samples(3), 1);
-        let queued: Vec<f64> = p.outputs[0]
+        let queued: Vec<f64> = p.outputs()[0]
             .queue
             .with(|q| q.peek(100))
             .unwrap()
@@ -2044,17 +2628,17 @@ mod tests {
             })
             .collect();
         Pipeline {
-            outputs,
+            outputs: RwLock::new(outputs),
             fanout: Fanout::Disk(DiskQueue {
                 log,
                 capacity_bytes: 1 << 30,
                 _lock: lock_data_dir(dir).unwrap(),
                 exported: Mutex::new(Exported::default()),
             }),
-            feed: None,
+            feed: OnceLock::new(),
             telemetry: Arc::new(Telemetry::new()),
             self_labels: Vec::new(),
-            catalog: None,
+            catalog: OnceLock::new(),
         }
     }
 
@@ -2063,8 +2647,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = disk_pipeline(dir.path(), &["a", "b"]);
         p.publish(samples(5));
-        assert_eq!(p.outputs[0].queue.pending(), 5);
-        assert_eq!(p.outputs[1].queue.pending(), 5);
+        assert_eq!(p.outputs()[0].queue.pending(), 5);
+        assert_eq!(p.outputs()[1].queue.pending(), 5);
         let Fanout::Disk(disk) = &p.fanout else {
             unreachable!()
         };
@@ -2125,7 +2709,85 @@ mod tests {
             Some(12.0)
         );
         // What was stored before is still there.
-        assert_eq!(p.outputs[0].queue.pending(), 5);
+        assert_eq!(p.outputs()[0].queue.pending(), 5);
+    }
+
+    #[test]
+    fn a_removed_endpoint_leaves_the_fan_out_and_its_series_end() {
+        let p = pipeline(&[10, 10]);
+        p.publish(samples(2));
+        p.telemetry
+            .set(telemetry::RW_PENDING, &[("endpoint", "rw1")], 2.0);
+        let gone = p.remove_output("rw1").unwrap();
+        p.publish(samples(3));
+        assert_eq!(gone.queue.pending(), 2, "nothing new for it");
+        assert_eq!(p.outputs()[0].queue.pending(), 5);
+        p.end_sink_series(telemetry::Subject::Endpoint("rw1"));
+        let pending = |e| p.telemetry.value(telemetry::RW_PENDING, &[("endpoint", e)]);
+        assert_eq!(pending("rw1"), None);
+        let queued = p.outputs()[0].queue.with(|q| q.peek(100)).unwrap().unwrap();
+        assert!(
+            queued
+                .iter()
+                .any(|s| s.labels.metric_name() == telemetry::RW_PENDING
+                    && s.labels.get("endpoint") == Some("rw1")
+                    && crate::series::is_stale_nan(s.value)),
+            "its series end with a staleness marker"
+        );
+        // An endpoint added gets what is published from then on.
+        p.add_output(Output {
+            endpoint: "rw2".into(),
+            queue: SharedQueue::new(Box::new(MemoryQueue::new(10))),
+        });
+        p.publish(samples(1));
+        assert_eq!(p.queue_of("rw2").unwrap().pending(), 1);
+    }
+
+    #[test]
+    fn a_removed_endpoint_of_the_disk_queue_drains_only_what_was_queued_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = disk_pipeline(dir.path(), &["a", "b"]);
+        p.publish(samples(5));
+        let gone = p.remove_output("b").unwrap();
+        p.publish(samples(4));
+        assert_eq!(gone.queue.pending(), 5);
+        assert_eq!(p.pending(), 9, "a alone counts");
+        assert_eq!(gone.queue.with(|q| q.release()), 5);
+        p.self_metrics(1);
+        p.end_sink_series(telemetry::Subject::Endpoint("b"));
+        p.self_metrics(2);
+        assert_eq!(
+            p.telemetry.value(
+                telemetry::RW_SAMPLES_DROPPED,
+                &[("endpoint", "b"), ("reason", "disk_full")]
+            ),
+            None,
+            "no longer exported once ended"
+        );
+    }
+
+    #[test]
+    fn metadata_requests_go_to_1_0_endpoints_while_scrape_jobs_run() {
+        let endpoints = r#"
+[[remote_write]]
+name = "v1"
+url = "http://127.0.0.1:9/one"
+
+[[remote_write]]
+name = "v2"
+url = "http://127.0.0.1:9/two"
+protobuf_message = "io.prometheus.write.v2.Request"
+"#;
+        let names = |toml: &str| -> Vec<String> {
+            let settings = crate::config::tests::parse(toml).unwrap();
+            metadata_endpoints(&settings)
+                .map(|rw| rw.name.clone())
+                .collect()
+        };
+        assert!(names(endpoints).is_empty(), "nothing scraped, no metadata");
+        let scraping =
+            format!("{endpoints}\n[[scrape]]\njob = \"node\"\ntargets = [\"127.0.0.1:9100\"]\n");
+        assert_eq!(names(&scraping), ["v1"]);
     }
 
     #[test]

@@ -1,24 +1,35 @@
 //! Live reload: what a new configuration changes, worked out before anything is touched.
 //!
 //! [`diff`] compares the running configuration with a new, already validated one and yields a
-//! [`Plan`]: the probes and scrape jobs that start, stop or restart, and the sections that only a
-//! restart can change. [`applicable`] gives back the new configuration with those sections
-//! replaced by the running ones, so the agent applies exactly what it can and nothing it cannot.
-//! The agent (`agent::Agent::run`) carries the plan out; the triggers are SIGHUP (`cli`) and
-//! `POST /-/reload` (`listener`).
+//! [`Plan`]: the probes, scrape jobs, remote-write endpoints and Pushgateway groups that start,
+//! stop or restart, and what only a restart can change. [`applicable`] gives back the new
+//! configuration with those parts replaced by the running ones, so the agent applies exactly
+//! what it can and nothing it cannot. The agent (`agent::Agent::run`) carries the plan out; the
+//! triggers are SIGHUP (`cli`) and `POST /-/reload` (`listener`).
 //!
 //! Entries are compared in their serialized file form, by name (`[[probe]] name`, `[[scrape]]
-//! job`), with every secret serialized as a fingerprint of its value
+//! job`, the `name` of a `[[remote_write]]` or `[[pushgateway]]` table, or the name derived from
+//! its URL), with every secret serialized as a fingerprint of its value
 //! (`secret::with_fingerprints`), so a rotated inline password counts as a change
 //! without the value leaving memory.
+//!
+//! What only a restart changes: the `[agent]` section (the data directory and queue kind, the
+//! listener, the external labels and identity every sender and probe was built with), and of a
+//! remote-write endpoint that stays, the keys that shape its queue ([`QUEUE_KEYS`]): a changed
+//! endpoint keeps its queue, so that nothing queued is lost or sent twice.
 
 use std::collections::BTreeMap;
 
-use crate::config::{ConfigError, ConfigFile, Settings};
+use crate::config::{ConfigError, PushgatewayConfig, RemoteWriteConfig, Settings};
 
 /// Sections of the file that a reload cannot change: the running agent keeps their old value
 /// and logs that a restart is needed.
-pub const RESTART_SECTIONS: [&str; 3] = ["agent", "remote_write", "pushgateway"];
+pub const RESTART_SECTIONS: [&str; 1] = ["agent"];
+
+/// Keys of a `[[remote_write]]` table that shape its queue, kept as they run while the
+/// endpoint stays configured: its queue (and the live lane beside it) is handed from sender to
+/// sender as it is.
+pub const QUEUE_KEYS: [&str; 2] = ["queue_capacity", "accepts_out_of_order"];
 
 /// What changed in one kind of named entry.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -47,14 +58,22 @@ pub struct Plan {
     pub probes: Changes,
     /// `[[scrape]]` jobs, by `job`.
     pub scrapes: Changes,
-    /// Sections among [`RESTART_SECTIONS`] that differ: kept as they run until a restart.
-    pub restart_needed: Vec<&'static str>,
+    /// `[[remote_write]]` endpoints, by name.
+    pub remote_write: Changes,
+    /// `[[pushgateway]]` groups, by name.
+    pub pushgateway: Changes,
+    /// What differs yet only a restart changes (sections among [`RESTART_SECTIONS`], and
+    /// `remote_write.<name>.<key>` for [`QUEUE_KEYS`]): kept as it runs until then.
+    pub restart_needed: Vec<String>,
 }
 
 impl Plan {
     /// Whether the reload changes nothing that runs.
     pub fn is_empty(&self) -> bool {
-        self.probes.is_empty() && self.scrapes.is_empty()
+        self.probes.is_empty()
+            && self.scrapes.is_empty()
+            && self.remote_write.is_empty()
+            && self.pushgateway.is_empty()
     }
 }
 
@@ -88,41 +107,93 @@ fn compare(
     c
 }
 
+/// The `[[remote_write]]` tables of validated settings with their effective names (validation
+/// keeps every table, in order, and names the unnamed after their URL).
+fn remote_writes(s: &Settings) -> impl Iterator<Item = (&str, &RemoteWriteConfig)> {
+    s.remote_write
+        .iter()
+        .map(|rw| rw.name.as_str())
+        .zip(&s.file.remote_write)
+}
+
+/// The `[[pushgateway]]` tables of validated settings with their effective names.
+fn pushgateways(s: &Settings) -> impl Iterator<Item = (&str, &PushgatewayConfig)> {
+    s.pushgateway
+        .iter()
+        .map(|pg| pg.name.as_str())
+        .zip(&s.file.pushgateway)
+}
+
+/// The [`QUEUE_KEYS`] of one remote-write table.
+fn queue_keys(rw: &RemoteWriteConfig) -> [String; 2] {
+    [
+        rw.queue_capacity.to_string(),
+        rw.accepts_out_of_order.to_string(),
+    ]
+}
+
 /// The plan that takes the running configuration `old` to `new` (both validated).
-pub fn diff(old: &ConfigFile, new: &ConfigFile) -> Plan {
+pub fn diff(old: &Settings, new: &Settings) -> Plan {
     crate::secret::with_fingerprints(|| {
-        let probes = |f: &ConfigFile| {
-            f.probe
+        let probes = |s: &Settings| {
+            s.file
+                .probe
                 .iter()
                 .map(|p| (p.name().to_string(), form(p)))
                 .collect()
         };
-        let scrapes = |f: &ConfigFile| f.scrape.iter().map(|s| (s.job.clone(), form(s))).collect();
+        let scrapes = |s: &Settings| {
+            s.file
+                .scrape
+                .iter()
+                .map(|j| (j.job.clone(), form(j)))
+                .collect()
+        };
+        let receivers = |s: &Settings| {
+            remote_writes(s)
+                .map(|(name, rw)| (name.to_string(), form(rw)))
+                .collect()
+        };
+        let gateways = |s: &Settings| {
+            pushgateways(s)
+                .map(|(name, pg)| (name.to_string(), form(pg)))
+                .collect()
+        };
         // Prices feed the AI probes' cost series: a new price list restarts every probe, which
         // is cheap and cannot miss one.
-        let pricing_changed = form(&old.pricing) != form(&new.pricing);
+        let pricing_changed = form(&old.file.pricing) != form(&new.file.pricing);
         let mut restart_needed = Vec::new();
-        if form(&old.agent) != form(&new.agent) {
-            restart_needed.push(RESTART_SECTIONS[0]);
+        if form(&old.file.agent) != form(&new.file.agent) {
+            restart_needed.push(RESTART_SECTIONS[0].to_string());
         }
-        if form(&old.remote_write) != form(&new.remote_write) {
-            restart_needed.push(RESTART_SECTIONS[1]);
-        }
-        if form(&old.pushgateway) != form(&new.pushgateway) {
-            restart_needed.push(RESTART_SECTIONS[2]);
+        for (name, before) in remote_writes(old) {
+            let Some((_, after)) = remote_writes(new).find(|(n, _)| *n == name) else {
+                continue;
+            };
+            for ((key, a), b) in QUEUE_KEYS
+                .iter()
+                .zip(queue_keys(before))
+                .zip(queue_keys(after))
+            {
+                if a != b {
+                    restart_needed.push(format!("remote_write.{name}.{key}"));
+                }
+            }
         }
         Plan {
             probes: compare(probes(old), probes(new), pricing_changed),
             scrapes: compare(scrapes(old), scrapes(new), false),
+            remote_write: compare(receivers(old), receivers(new), false),
+            pushgateway: compare(gateways(old), gateways(new), false),
             restart_needed,
         }
     })
 }
 
-/// The configuration a reload applies: `new` (validated on its own already) with the sections
-/// only a restart can change taken from the running `old`, validated again so that probes
-/// built from it see the agent-wide values they run under (the probes' `job` label, the
-/// external labels).
+/// The configuration a reload applies: `new` (validated on its own already) with what only a
+/// restart can change taken from the running `old` (the `[agent]` section, the [`QUEUE_KEYS`]
+/// of endpoints that stay), validated again so that probes and senders built from it see the
+/// agent-wide values they run under (the probes' `job` label, the external labels).
 pub fn applicable(
     old: &Settings,
     new: &Settings,
@@ -130,8 +201,13 @@ pub fn applicable(
 ) -> Result<Settings, Vec<ConfigError>> {
     let mut file = new.file.clone();
     file.agent = old.file.agent.clone();
-    file.remote_write = old.file.remote_write.clone();
-    file.pushgateway = old.file.pushgateway.clone();
+    let names: Vec<String> = new.remote_write.iter().map(|rw| rw.name.clone()).collect();
+    for (name, rw) in names.iter().zip(&mut file.remote_write) {
+        if let Some((_, running)) = remote_writes(old).find(|(n, _)| n == name) {
+            rw.queue_capacity = running.queue_capacity;
+            rw.accepts_out_of_order = running.accepts_out_of_order;
+        }
+    }
     file.validate(source_name)
 }
 
@@ -195,8 +271,8 @@ job = "node"
 targets = ["127.0.0.1:9100"]
 "#;
 
-    fn file(toml: &str) -> ConfigFile {
-        parse(toml).unwrap().file
+    fn file(toml: &str) -> Settings {
+        parse(toml).unwrap()
     }
 
     #[test]
@@ -258,7 +334,7 @@ targets = ["127.0.0.1:9100"]
         assert_eq!(plan.scrapes.changed, ["node"]);
         assert!(diff(&file(&with("one")), &file(&with("one"))).is_empty());
         // Outside the comparison secrets print as before.
-        let shown = serde_json::to_string(&file(&with("one")).scrape).unwrap();
+        let shown = serde_json::to_string(&file(&with("one")).file.scrape).unwrap();
         assert!(
             !shown.contains("one") && shown.contains("<redacted>"),
             "{shown}"
@@ -266,23 +342,109 @@ targets = ["127.0.0.1:9100"]
     }
 
     #[test]
-    fn agent_and_sink_sections_wait_for_a_restart_and_keep_their_running_values() {
-        let new = BASE.replace("127.0.0.1:9/api", "127.0.0.1:10/api")
-            + "\n[agent]\nexternal_labels = { site = \"b\" }\n";
+    fn the_agent_section_waits_for_a_restart_and_keeps_its_running_values() {
+        let new = BASE.to_string() + "\n[agent]\nexternal_labels = { site = \"b\" }\n";
         let old = parse(BASE).unwrap();
         let new = parse(&new).unwrap();
-        let plan = diff(&old.file, &new.file);
-        assert_eq!(plan.restart_needed, ["agent", "remote_write"]);
+        let plan = diff(&old, &new);
+        assert_eq!(plan.restart_needed, ["agent"]);
         assert!(plan.is_empty(), "{plan:?}");
         let applied = applicable(&old, &new, "test").unwrap();
-        assert_eq!(
-            applied.remote_write[0].url.as_str(),
-            old.remote_write[0].url.as_str()
-        );
         assert_eq!(
             applied.agent.external_labels.to_string(),
             old.agent.external_labels.to_string()
         );
-        assert!(diff(&old.file, &applied.file).restart_needed.is_empty());
+        assert!(diff(&old, &applied).restart_needed.is_empty());
+    }
+
+    const SINKS: &str = r#"
+[[remote_write]]
+name = "keep"
+url = "http://127.0.0.1:9/keep"
+
+[[remote_write]]
+name = "change"
+url = "http://127.0.0.1:9/first"
+
+[[remote_write]]
+url = "http://127.0.0.1:9/unnamed"
+
+[[pushgateway]]
+name = "pg"
+url = "http://127.0.0.1:9091"
+job = "j"
+"#;
+
+    #[test]
+    fn remote_write_endpoints_are_added_removed_and_changed_by_name() {
+        let new = SINKS
+            .replace("http://127.0.0.1:9/first", "http://127.0.0.1:10/first")
+            .replace("http://127.0.0.1:9/unnamed", "http://127.0.0.1:9/renamed");
+        let plan = diff(&file(SINKS), &file(&new));
+        // An unnamed endpoint is named after its URL: a new URL is another endpoint.
+        assert_eq!(plan.remote_write.added, ["127.0.0.1:9/renamed"]);
+        assert_eq!(plan.remote_write.removed, ["127.0.0.1:9/unnamed"]);
+        assert_eq!(plan.remote_write.changed, ["change"]);
+        assert_eq!(plan.remote_write.unchanged, ["keep"]);
+        assert!(plan.pushgateway.is_empty() && plan.probes.is_empty());
+        assert!(plan.restart_needed.is_empty());
+        assert!(diff(&file(SINKS), &file(SINKS)).is_empty());
+    }
+
+    #[test]
+    fn a_rotated_inline_remote_write_password_changes_the_endpoint() {
+        let with = |password: &str| {
+            SINKS.replace(
+                "url = \"http://127.0.0.1:9/first\"",
+                &format!(
+                    "url = \"http://127.0.0.1:9/first\"\nbasic_auth = {{ username = \"u\", password = \"{password}\" }}"
+                ),
+            )
+        };
+        let plan = diff(&file(&with("one")), &file(&with("two")));
+        assert_eq!(plan.remote_write.changed, ["change"]);
+        assert!(diff(&file(&with("one")), &file(&with("one"))).is_empty());
+    }
+
+    #[test]
+    fn pushgateway_groups_are_compared_by_name() {
+        let new = SINKS.replace("job = \"j\"", "job = \"k\"")
+            + "\n[[pushgateway]]\nname = \"pg2\"\nurl = \"http://127.0.0.1:9092\"\njob = \"j\"\n";
+        let plan = diff(&file(SINKS), &file(&new));
+        assert_eq!(plan.pushgateway.changed, ["pg"]);
+        assert_eq!(plan.pushgateway.added, ["pg2"]);
+        assert!(plan.remote_write.is_empty());
+        let gone = SINKS.split("[[pushgateway]]").next().unwrap();
+        assert_eq!(diff(&file(SINKS), &file(gone)).pushgateway.removed, ["pg"]);
+    }
+
+    #[test]
+    fn queue_keys_of_an_endpoint_that_stays_wait_for_a_restart() {
+        let new = SINKS.replace(
+            "name = \"keep\"\n",
+            "name = \"keep\"\nqueue_capacity = 5000\naccepts_out_of_order = true\n",
+        );
+        let old = file(SINKS);
+        let new = file(&new);
+        let plan = diff(&old, &new);
+        assert_eq!(
+            plan.restart_needed,
+            [
+                "remote_write.keep.queue_capacity",
+                "remote_write.keep.accepts_out_of_order"
+            ]
+        );
+        let applied = applicable(&old, &new, "test").unwrap();
+        assert_eq!(
+            applied.remote_write[0].queue_capacity,
+            old.remote_write[0].queue_capacity
+        );
+        assert!(!applied.remote_write[0].accepts_out_of_order);
+        assert!(diff(&old, &applied).is_empty(), "nothing else changed");
+        // A new endpoint takes them as configured.
+        let added = SINKS.to_string()
+            + "\n[[remote_write]]\nname = \"new\"\nurl = \"http://127.0.0.1:9/new\"\nqueue_capacity = 5000\n";
+        let applied = applicable(&old, &file(&added), "test").unwrap();
+        assert_eq!(applied.remote_write[3].queue_capacity, 5000);
     }
 }

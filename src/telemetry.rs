@@ -84,6 +84,11 @@ pub const SD_DISCOVERED_TARGETS: &str = "pushprobe_sd_discovered_targets";
 pub const BUILD_INFO: &str = "pushprobe_build_info";
 /// Unix time at which the agent started.
 pub const START_TIME: &str = "pushprobe_start_time_seconds";
+/// Samples still queued for remote-write endpoints a reload removed, dropped once their drain
+/// deadline (`agent.drain_timeout`) passed; agent-wide, since the removed endpoint's own
+/// series end (its name is in the log line).
+pub const RW_REMOVED_SAMPLES_DROPPED: &str =
+    "pushprobe_remote_write_removed_endpoint_samples_dropped_total";
 /// 1 when the last configuration reload applied, 0 when it was refused.
 pub const CONFIG_LAST_RELOAD_SUCCESSFUL: &str = "pushprobe_config_last_reload_successful";
 /// Unix time of the last configuration load or reload that applied.
@@ -91,6 +96,11 @@ pub const CONFIG_LAST_RELOAD_SUCCESS_TIME: &str =
     "pushprobe_config_last_reload_success_timestamp_seconds";
 
 const DESCRIPTIONS: &[(&str, MetricType, &str)] = &[
+    (
+        RW_REMOVED_SAMPLES_DROPPED,
+        MetricType::Counter,
+        "Samples still queued for remote-write endpoints a reload removed, dropped at their drain deadline.",
+    ),
     (
         CONFIG_LAST_RELOAD_SUCCESSFUL,
         MetricType::Gauge,
@@ -257,12 +267,17 @@ pub enum Subject<'a> {
     Probe(&'a str),
     /// A scrape job, by name: its failures and rejected samples, and its discovery's series.
     ScrapeJob(&'a str),
+    /// A remote-write endpoint, by name: every series labelled `endpoint` with it.
+    Endpoint(&'a str),
+    /// A Pushgateway sink, by name: every series labelled `gateway` with it.
+    Gateway(&'a str),
 }
 
 impl<'a> Subject<'a> {
-    /// Its name, and the families with series about it, each with the label naming it.
-    fn families(self) -> (&'a str, &'static [(&'static str, &'static str)]) {
-        match self {
+    /// Its name, and the families with series about it, each with the label naming it; a
+    /// sink's series are in many families, all labelled alike: `None`.
+    fn families(self) -> Option<(&'a str, &'static [(&'static str, &'static str)])> {
+        Some(match self {
             Subject::Probe(name) => (
                 name,
                 &[
@@ -281,6 +296,16 @@ impl<'a> Subject<'a> {
                     (SD_DISCOVERED_TARGETS, "config"),
                 ],
             ),
+            Subject::Endpoint(_) | Subject::Gateway(_) => return None,
+        })
+    }
+
+    /// The label every series of a sink carries, and its value.
+    fn sink_label(self) -> Option<(&'static str, &'a str)> {
+        match self {
+            Subject::Endpoint(name) => Some(("endpoint", name)),
+            Subject::Gateway(name) => Some(("gateway", name)),
+            Subject::Probe(_) | Subject::ScrapeJob(_) => None,
         }
     }
 }
@@ -353,26 +378,30 @@ impl Telemetry {
         self.with(|r| r.value(name, labels))
     }
 
-    /// Removes the series about `subject`, a probe or scrape job that is gone (removed or
+    /// Removes the series about `subject`, a probe, scrape job or sink that is gone (removed or
     /// replaced by a reload), and returns their staleness markers stamped `timestamp_ms`:
     /// kept, they would stay on `/metrics` and on the wire for as long as the agent runs.
     pub fn end(&self, subject: Subject<'_>, timestamp_ms: i64) -> Vec<Sample> {
-        let (name, families) = subject.families();
         self.with(|r| {
-            let ended: Vec<(&str, crate::series::Labels)> = families
-                .iter()
-                .flat_map(|&(family, label)| {
-                    r.families()
-                        .find(|f| f.meta.name == family)
-                        .into_iter()
-                        .flat_map(|f| f.series.keys())
-                        .filter(move |key| key.get(label) == Some(name))
-                        .map(move |key| (family, key.clone()))
-                })
-                .collect();
-            for (family, key) in &ended {
-                let pairs: Vec<(&str, &str)> = key.iter().map(|l| (l.name, l.value)).collect();
-                r.remove(family, &pairs);
+            if let Some((label, name)) = subject.sink_label() {
+                r.remove_labelled(label, name);
+            }
+            if let Some((name, families)) = subject.families() {
+                let ended: Vec<(&str, crate::series::Labels)> = families
+                    .iter()
+                    .flat_map(|&(family, label)| {
+                        r.families()
+                            .find(|f| f.meta.name == family)
+                            .into_iter()
+                            .flat_map(|f| f.series.keys())
+                            .filter(move |key| key.get(label) == Some(name))
+                            .map(move |key| (family, key.clone()))
+                    })
+                    .collect();
+                for (family, key) in &ended {
+                    let pairs: Vec<(&str, &str)> = key.iter().map(|l| (l.name, l.value)).collect();
+                    r.remove(family, &pairs);
+                }
             }
             r.take_stale_markers(timestamp_ms)
         })

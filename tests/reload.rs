@@ -5,12 +5,21 @@
 //! `pushprobe_config_last_reload_successful` to 0; and a reload while the receiver is down,
 //! with the disk queue holding a backlog, loses and duplicates nothing.
 //!
+//! The remote-write endpoints themselves change too, against scripted receivers that keep
+//! every sample: an endpoint whose URL changes delivers every sample once across its old and
+//! new receiver, an endpoint added gets what is published from then on (not the backlog kept
+//! for the others), a removed one with a backlog on disk drains what it can and releases the
+//! rest while the others go on, and a broken `[[remote_write]]` table changes nothing.
+//! Pushgateway groups move, come and go on a real Pushgateway.
+//!
 //! Every check counts samples or series; none measures time.
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use common::rw_receiver::RwReceiver;
 use common::*;
 
 /// An agent with its listener on `listen`, one receiver, and `probes` (name, URL) run every
@@ -301,4 +310,358 @@ async fn a_reload_during_a_receiver_outage_loses_and_duplicates_nothing() {
     assert!(runs >= hits_at_kill + 4, "runs {runs}");
     assert!(hits == runs || hits == runs + 1, "hits {hits}, runs {runs}");
     assert_eq!(stored, runs, "one sample per run, none lost, none doubled");
+}
+
+/// An agent with its listener on `listen`, the remote-write `endpoints` (name, URL), and one
+/// probe `x` of `probe_url` run every second; `data_dir` adds a disk queue.
+fn sinks_config(
+    listen: u16,
+    data_dir: bool,
+    drain_timeout: &str,
+    endpoints: &[(&str, &str)],
+    probe_url: &str,
+) -> String {
+    let mut out = format!(
+        "[agent]\nlisten = \"127.0.0.1:{listen}\"\nself_metrics_interval = \"1s\"\n\
+         drain_timeout = \"{drain_timeout}\"\n{}\n",
+        if data_dir {
+            "data_dir = \"data\"\n"
+        } else {
+            ""
+        },
+    );
+    for (name, url) in endpoints {
+        out += &format!(
+            "[[remote_write]]\nname = \"{name}\"\nurl = {}\nbatch_send_deadline = \"500ms\"\n\
+             max_backoff = \"1s\"\n\n",
+            toml_string(url)
+        );
+    }
+    out + &probe_x(probe_url)
+}
+
+/// The `[[probe]]` table of probe `x` of `url`, run every second.
+fn probe_x(url: &str) -> String {
+    format!(
+        "[[probe]]\nname = \"x\"\nkind = \"http\"\nurl = {}\ninterval = \"1s\"\n\
+         timeout = \"1s\"\n",
+        toml_string(url)
+    )
+}
+
+/// Timestamps of the runs of probe `x` a receiver accepted, in arrival order.
+fn runs_of(receiver: &RwReceiver) -> Vec<i64> {
+    receiver
+        .accepted_samples()
+        .iter()
+        .filter(|s| s.label("__name__") == Some("probe_success") && s.label("probe") == Some("x"))
+        .map(|s| s.timestamp_ms)
+        .collect()
+}
+
+/// Waits until a receiver accepted at least `n` runs of `x`.
+async fn wait_runs(receiver: &RwReceiver, n: usize) {
+    let deadline = Instant::now() + DATA_TIMEOUT;
+    while runs_of(receiver).len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {n} runs of x arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Asks for a reload with SIGHUP and waits until it applied.
+async fn reload_applied(agent: &RunningAgent, listen: u16) {
+    let name = "pushprobe_config_last_reload_success_timestamp_seconds";
+    let loaded_at = wait_metric(listen, name, |v| v > 0.0).await;
+    agent.signal("HUP");
+    wait_metric(listen, name, |v| v > loaded_at).await;
+}
+
+/// Asserts that `runs` holds no timestamp twice, and returns them as a set.
+fn once_each(runs: &[i64], receiver: &str) -> BTreeSet<i64> {
+    let set: BTreeSet<i64> = runs.iter().copied().collect();
+    assert_eq!(
+        set.len(),
+        runs.len(),
+        "{receiver} got a run twice: {runs:?}"
+    );
+    set
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_endpoint_url_delivers_every_sample_once_across_old_and_new_receiver() {
+    changed_url(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_endpoint_url_hands_its_disk_queue_position_over() {
+    changed_url(true).await;
+}
+
+/// Moves the endpoint to another receiver mid-stream, with a memory or a disk queue, then
+/// tries a broken `[[remote_write]]` table; counts every run on both receivers.
+async fn changed_url(data_dir: bool) {
+    let old = RwReceiver::start(|_, _| 204).await;
+    let new = RwReceiver::start(|_, _| 204).await;
+    let target = TargetServer::start().await;
+    let listen = free_port();
+    let probe = target.url("/x");
+    let pp = Pushprobe::with_config(&sinks_config(
+        listen,
+        data_dir,
+        "60s",
+        &[("rw", &old.write_url())],
+        &probe,
+    ));
+    let mut agent = pp.spawn_run(&[]);
+    wait_runs(&old, 3).await;
+
+    let moved = sinks_config(listen, data_dir, "60s", &[("rw", &new.write_url())], &probe);
+    pp.rewrite_config(&moved);
+    reload_applied(&agent, listen).await;
+    // The old sender is done once the reload applied: nothing more reaches the old URL.
+    let at_old = runs_of(&old).len();
+    wait_runs(&new, 3).await;
+
+    // A broken `[[remote_write]]` table: refused, naming it, and the endpoint goes on as it was.
+    pp.rewrite_config(&moved.replace(&toml_string(&new.write_url()), "\"not a url\""));
+    let (status, body) = post_reload(listen).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("remote_write"), "{body}");
+    let at_new = runs_of(&new).len();
+    wait_runs(&new, at_new + 3).await;
+    agent.assert_running();
+
+    let stopped = agent.terminate(Duration::from_secs(90)).await;
+    stopped.assert_code(0);
+    let (old_runs, new_runs) = (runs_of(&old), runs_of(&new));
+    assert_eq!(
+        old_runs.len(),
+        at_old,
+        "the old URL got samples after the reload"
+    );
+    let before = once_each(&old_runs, "the old receiver");
+    let after = once_each(&new_runs, "the new receiver");
+    assert!(
+        before.is_disjoint(&after),
+        "{before:?} and {after:?} share runs"
+    );
+    // Every run published arrived, and only on one side; a run in flight at the stop is
+    // abandoned unpublished.
+    let hits = target.hits();
+    let stored = (before.len() + after.len()) as u64;
+    assert!(
+        hits == stored || hits == stored + 1,
+        "hits {hits}, stored {stored}"
+    );
+    // And in order: everything the old receiver got came before what the new one got.
+    assert!(before.last() < after.first(), "{before:?} / {after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_added_endpoint_gets_what_is_published_from_then_on_not_the_backlog() {
+    let first = RwReceiver::start(|_, _| 204).await;
+    let second = RwReceiver::start(|_, _| 204).await;
+    let target = TargetServer::start().await;
+    let listen = free_port();
+    let probe = target.url("/x");
+    let (a, b) = (first.write_url(), second.write_url());
+    let pp = Pushprobe::with_config(&sinks_config(listen, true, "60s", &[("a", &a)], &probe));
+    let mut agent = pp.spawn_run(&[]);
+    wait_runs(&first, 3).await;
+
+    pp.rewrite_config(&sinks_config(
+        listen,
+        true,
+        "60s",
+        &[("a", &a), ("b", &b)],
+        &probe,
+    ));
+    reload_applied(&agent, listen).await;
+    wait_runs(&second, 3).await;
+    agent.assert_running();
+    agent
+        .terminate(Duration::from_secs(90))
+        .await
+        .assert_code(0);
+
+    let all = once_each(&runs_of(&first), "a");
+    let late = once_each(&runs_of(&second), "b");
+    let from = *late.first().expect("b got runs");
+    assert!(
+        all.first() < Some(&from),
+        "b was sent the runs queued before it came"
+    );
+    let tail: BTreeSet<i64> = all.range(from..).copied().collect();
+    assert_eq!(late, tail, "b gets every run from its first on, as a does");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_endpoint_with_a_disk_backlog_releases_it_and_the_others_go_on() {
+    let kept = RwReceiver::start(|_, _| 204).await;
+    // Down for good: its backlog only grows.
+    let gone = RwReceiver::start(|_, _| 503).await;
+    let target = TargetServer::start().await;
+    let listen = free_port();
+    let probe = target.url("/x");
+    let pp = Pushprobe::with_config(&sinks_config(
+        listen,
+        true,
+        "3s",
+        &[("kept", &kept.write_url()), ("gone", &gone.write_url())],
+        &probe,
+    ));
+    let mut agent = pp.spawn_run(&[]);
+    wait_runs(&kept, 3).await;
+    let pending_gone = "pushprobe_remote_write_pending_samples{endpoint=\"gone\"}";
+    wait_metric(listen, pending_gone, |v| v >= 3.0).await;
+    let position = pp
+        .dir()
+        .join("data/queue")
+        .join(pushprobe::queue::disk::ackfile::ack_file_name("gone"));
+    assert!(position.exists(), "{}", position.display());
+
+    pp.rewrite_config(&sinks_config(
+        listen,
+        true,
+        "3s",
+        &[("kept", &kept.write_url())],
+        &probe,
+    ));
+    reload_applied(&agent, listen).await;
+    // Its drain deadline passes with the receiver still down: the backlog is dropped, counted.
+    let dropped = wait_metric(
+        listen,
+        "pushprobe_remote_write_removed_endpoint_samples_dropped_total",
+        |v| v > 0.0,
+    )
+    .await;
+    assert!(dropped >= 3.0, "{dropped}");
+    assert_eq!(
+        agent_metric(listen, pending_gone).await,
+        None,
+        "its series end"
+    );
+    assert!(!position.exists(), "its position on disk is gone");
+    let at = runs_of(&kept).len();
+    wait_runs(&kept, at + 3).await;
+    agent.assert_running();
+
+    let stopped = agent.terminate(Duration::from_secs(90)).await;
+    stopped.assert_code(0);
+    assert!(
+        stopped
+            .stderr
+            .contains("remote_write endpoint removed by a reload"),
+        "{}",
+        stopped.stderr
+    );
+    assert!(runs_of(&gone).is_empty());
+    let runs = once_each(&runs_of(&kept), "kept");
+    let hits = target.hits();
+    let stored = runs.len() as u64;
+    assert!(
+        hits == stored || hits == stored + 1,
+        "hits {hits}, stored {stored}"
+    );
+}
+
+/// An agent with its listener on `listen`, probe `x` of `probe_url` run every second, and the
+/// Pushgateway groups (name, job) at `gateway`, each deleted at exit.
+fn gateways_config(listen: u16, gateway: &str, groups: &[(&str, &str)], probe_url: &str) -> String {
+    let mut out = format!(
+        "[agent]\nlisten = \"127.0.0.1:{listen}\"\nself_metrics_interval = \"1s\"\n\
+         drain_timeout = \"30s\"\n\n"
+    );
+    for (name, job) in groups {
+        out += &format!(
+            "[[pushgateway]]\nname = \"{name}\"\nurl = {}\njob = \"{job}\"\n\
+             delete_on_exit = true\n\n",
+            toml_string(gateway)
+        );
+    }
+    out + &probe_x(probe_url)
+}
+
+/// The jobs of the groups holding `probe_success` of probe `x` on the Pushgateway.
+async fn jobs_with_x(gw: &Pushgateway) -> Vec<String> {
+    let mut jobs: Vec<String> = gw
+        .metric("probe_success")
+        .await
+        .into_iter()
+        .filter(|m| m.labels.get("probe").map(String::as_str) == Some("x"))
+        .filter_map(|m| m.group.get("job").cloned())
+        .collect();
+    jobs.sort();
+    jobs.dedup();
+    jobs
+}
+
+/// Waits until the groups holding probe `x` are those of `want`.
+async fn wait_jobs(gw: &Pushgateway, want: &[&str]) {
+    let deadline = Instant::now() + DATA_TIMEOUT;
+    loop {
+        let jobs = jobs_with_x(gw).await;
+        if jobs == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "groups {jobs:?}, wanted {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushgateway_groups_move_come_and_go_with_a_reload() {
+    let Some(gw) = Pushgateway::start().await else {
+        return;
+    };
+    let target = TargetServer::start().await;
+    let listen = free_port();
+    let probe = target.url("/x");
+    let url = gw.base_url();
+    let pp = Pushprobe::with_config(&gateways_config(listen, &url, &[("pg", "first")], &probe));
+    let mut agent = pp.spawn_run(&[]);
+    wait_jobs(&gw, &["first"]).await;
+
+    // Another job is another group: the old one is left as at exit (deleted), the new one
+    // gets the latest results; a second group is added beside it.
+    pp.rewrite_config(&gateways_config(
+        listen,
+        &url,
+        &[("pg", "second"), ("more", "third")],
+        &probe,
+    ));
+    reload_applied(&agent, listen).await;
+    wait_jobs(&gw, &["second", "third"]).await;
+
+    // Removed: deleted as at exit, its own series end; the other one goes on.
+    let requests = "pushprobe_pushgateway_last_success_timestamp_seconds{gateway=\"more\"}";
+    assert!(agent_metric(listen, requests).await.is_some());
+    pp.rewrite_config(&gateways_config(listen, &url, &[("pg", "second")], &probe));
+    reload_applied(&agent, listen).await;
+    wait_jobs(&gw, &["second"]).await;
+    let deadline = Instant::now() + DATA_TIMEOUT;
+    while agent_metric(listen, requests).await.is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the removed group's series linger"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    agent.assert_running();
+    let stopped = agent.terminate(Duration::from_secs(90)).await;
+    stopped.assert_code(0);
+    assert!(
+        stopped
+            .stderr
+            .contains("Pushgateway group removed by a reload"),
+        "{}",
+        stopped.stderr
+    );
+    wait_jobs(&gw, &[]).await;
 }

@@ -277,6 +277,15 @@ pub trait Queue: Send {
     fn ack(&mut self, seq: Seq) -> Result<(), QueueError>;
     /// Number of samples not yet acknowledged.
     fn pending(&self) -> usize;
+    /// Its endpoint was removed: nothing appended from now on is for it. A queue of its own
+    /// gets nothing more anyway; one reading a log shared with others stops at its tail.
+    fn end_input(&mut self) {}
+    /// Its endpoint was removed and its drain is over: gives up what is still queued (a log
+    /// shared with others no longer keeps it on disk; a memory queue frees it when dropped)
+    /// and says how many samples that was.
+    fn release(&mut self) -> usize {
+        self.pending()
+    }
 }
 
 /// A queue shared between the producer (the agent) and one sender, with a wake-up signal.

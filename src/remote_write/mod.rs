@@ -32,4 +32,4 @@ pub(crate) mod service;
 pub mod shard;
 pub mod split;
 
-pub use sender::{Drain, DrainHandle, Sender, SenderError};
+pub use sender::{Drain, DrainHandle, Sender, SenderControl, SenderError};

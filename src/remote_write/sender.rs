@@ -292,6 +292,7 @@ impl Sender {
             flush: drain.clone(),
             stop: drain,
             unflushed: None,
+            control: SenderControl::default(),
         };
         self.run_until(drain, abort).await;
     }
@@ -303,12 +304,11 @@ impl Sender {
     pub async fn run_until(self, mut drain: DrainHandle, abort: CancellationToken) {
         let mut state = RunState::new(self.max_shards, self.durable_queue);
         let mut live = ShardState::new();
-        let stop = drain.stop.clone();
         tokio::select! {
             biased;
             _ = abort.cancelled() => self.events.aborted(),
             _ = async {
-                self.negotiate(&stop).await;
+                self.negotiate(&drain).await;
                 self.pump(&mut drain, &mut state).await
             } => self.events.drained(),
             // Never returns: it ends with the pump (draining sends everything in order).
@@ -319,15 +319,16 @@ impl Sender {
     }
 
     /// Asks the receiver whether it takes zstd, when the endpoint's `compression` is `auto`.
-    /// Bounded by the handshake deadline, and given up when the sender is stopped: the
-    /// endpoint then stays on snappy.
-    async fn negotiate(&self, stop: &CancellationToken) {
+    /// Bounded by the handshake deadline, and given up when the sender is stopped or hands
+    /// its queue over: the endpoint then stays on snappy.
+    async fn negotiate(&self, drain: &DrainHandle) {
         if !self.negotiation().needs_handshake() {
             return;
         }
         let result = tokio::select! {
             result = self.service.handshake(self.handshake_deadline) => result,
-            _ = stop.cancelled() => return,
+            _ = drain.stop_begun() => return,
+            _ = drain.control.handover.cancelled() => return,
         };
         let now = self.negotiation().handshake(&result);
         match result {
@@ -406,30 +407,41 @@ impl Sender {
         }
     }
 
-    /// Waits until a batch should go out: true to send, false when stopping found nothing left.
+    /// Waits until a batch should go out: true to send, false when stopping found nothing left
+    /// or the queue is handed over (see [`SenderControl::hand_over`]).
     async fn wait_for_batch(&self, drain: &mut DrainHandle, st: &mut RunState) -> bool {
         loop {
+            if drain.control.handover.is_cancelled() {
+                return false;
+            }
             let pending = self.queue.pending();
             self.events.set_pending(pending);
             if pending == 0 {
                 st.oldest = None;
-                if drain.stop.is_cancelled() {
+                if drain.stopping() {
                     return false;
                 }
-                let flushing = drain.flush.is_cancelled();
+                let flushing = drain.flushing();
                 if flushing {
                     // Everything queued before the flush began is answered.
                     drain.unflushed = None;
                 }
-                // Flushing, only the stop is still to come; otherwise the flush is.
-                let next = if flushing { &drain.stop } else { &drain.flush };
+                let drain = &*drain;
                 tokio::select! {
                     _ = self.queue.appended.notified() => {}
-                    _ = next.cancelled() => {}
+                    // Flushing, only the stop is still to come; otherwise the flush is.
+                    _ = async {
+                        if flushing {
+                            drain.stop_begun().await
+                        } else {
+                            drain.flush_begun().await
+                        }
+                    } => {}
+                    _ = drain.control.handover.cancelled() => {}
                 }
                 continue;
             }
-            if pending >= self.max_samples_per_send || drain.flush.is_cancelled() {
+            if pending >= self.max_samples_per_send || drain.flushing() {
                 return true;
             }
             let since = *st.oldest.get_or_insert_with(Instant::now);
@@ -440,7 +452,8 @@ impl Sender {
             tokio::select! {
                 _ = self.queue.appended.notified() => {}
                 _ = self.timer.sleep(remaining) => return true,
-                _ = drain.flush.cancelled() => {}
+                _ = drain.flush_begun() => {}
+                _ = drain.control.handover.cancelled() => {}
             }
         }
     }
@@ -960,6 +973,7 @@ impl Drain {
             flush: self.flush.clone(),
             stop: self.stop.clone(),
             unflushed: Some(self.unflushed.token()),
+            control: SenderControl::default(),
         }
     }
 
@@ -994,6 +1008,66 @@ pub struct DrainHandle {
     stop: CancellationToken,
     /// Dropped once the queue is found empty while flushing (or when the sender ends).
     unflushed: Option<TaskTrackerToken>,
+    /// What a reload asks of this sender alone.
+    control: SenderControl,
+}
+
+impl DrainHandle {
+    /// What a reload can ask of the sender running with this handle.
+    pub fn control(&self) -> SenderControl {
+        self.control.clone()
+    }
+
+    /// Whether everything queued is to be sent without waiting for full batches.
+    fn flushing(&self) -> bool {
+        self.flush.is_cancelled() || self.control.alone.is_cancelled()
+    }
+
+    /// Whether the sender ends once its queue is empty.
+    fn stopping(&self) -> bool {
+        self.stop.is_cancelled() || self.control.alone.is_cancelled()
+    }
+
+    /// Completes when the flush begins, for every sender or this one alone.
+    async fn flush_begun(&self) {
+        tokio::select! {
+            _ = self.flush.cancelled() => {}
+            _ = self.control.alone.cancelled() => {}
+        }
+    }
+
+    /// Completes when the stop begins, for every sender or this one alone.
+    async fn stop_begun(&self) {
+        tokio::select! {
+            _ = self.stop.cancelled() => {}
+            _ = self.control.alone.cancelled() => {}
+        }
+    }
+}
+
+/// What a reload asks of one running sender, apart from the others: to hand its queue over
+/// to a sender built from new settings, or to drain it and end (its endpoint was removed).
+#[derive(Debug, Clone, Default)]
+pub struct SenderControl {
+    /// Flush and stop this sender alone.
+    alone: CancellationToken,
+    /// Take no new window; end once the one in flight is answered.
+    handover: CancellationToken,
+}
+
+impl SenderControl {
+    /// The sender takes no new window from its queue and ends once the window in flight is
+    /// answered (and acknowledged): the rest of the queue is left, untouched, to the sender
+    /// that reads it next.
+    pub fn hand_over(&self) {
+        self.handover.cancel();
+    }
+
+    /// The sender sends everything queued for it without waiting for full batches and ends
+    /// once its queue is empty, as at shutdown, while the others go on.
+    pub fn drain_alone(&self) {
+        self.alone.cancel();
+    }
 }
 
 /// A window read from the queue, with what was known when it was read.

@@ -420,6 +420,24 @@ impl Registry {
         }
     }
 
+    /// Removes every series, of any family, that carries `label` = `value` (all of a sink a
+    /// reload removed), each ended as by [`Registry::remove`].
+    pub fn remove_labelled(&mut self, label: &str, value: &str) {
+        for (name, family) in &mut self.families {
+            let gone: Vec<Labels> = family
+                .series
+                .keys()
+                .filter(|k| k.get(label) == Some(value))
+                .cloned()
+                .collect();
+            for key in gone {
+                if let Some(series) = family.series.remove(&key) {
+                    self.ended.push((name.clone(), key, series.interned));
+                }
+            }
+        }
+    }
+
     /// Staleness markers stamped `timestamp_ms` for the series removed since the last call
     /// (every sample series of a histogram), except those created again meanwhile.
     pub fn take_stale_markers(&mut self, timestamp_ms: i64) -> Vec<Sample> {

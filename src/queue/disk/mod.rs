@@ -345,6 +345,32 @@ struct ConsumerState {
     /// Too-old samples below this were already counted.
     too_old_counted: Seq,
     dropped: DropCounts,
+    /// Reads stop before this sequence number: its endpoint was removed, and it only drains
+    /// what was queued until then.
+    until: Option<Seq>,
+    /// Its endpoint is gone: it pins no data, reads nothing and has no position on disk.
+    released: bool,
+}
+
+impl ConsumerState {
+    /// A consumer at its `stored` position, or at `start` when it has none on disk yet.
+    fn new(name: &str, ack_path: PathBuf, stored: Option<Seq>, start: Seq, now: Instant) -> Self {
+        let next = stored.unwrap_or(start);
+        ConsumerState {
+            name: name.to_string(),
+            ack_path,
+            next,
+            persisted: if stored.is_some() { next } else { Seq::MAX },
+            synced: stored.is_some(),
+            last_sync: now,
+            cursor: None,
+            reader: None,
+            too_old_counted: 0,
+            dropped: DropCounts::default(),
+            until: None,
+            released: false,
+        }
+    }
 }
 
 struct Inner {
@@ -437,6 +463,18 @@ impl DiskLog {
         self.lock().append(samples)
     }
 
+    /// Adds a consumer while the log is open (an endpoint a reload added). It starts at the
+    /// log's tail: it gets what is appended from now on, not the backlog kept for the others,
+    /// and its position is written at once so that a restart resumes it there too. A name
+    /// released before is taken up again from the tail.
+    pub fn add_consumer(self: &Arc<Self>, name: &str) -> Result<DiskConsumer, QueueError> {
+        let index = self.lock().add_consumer(name)?;
+        Ok(DiskConsumer {
+            log: self.clone(),
+            index,
+        })
+    }
+
     /// What recovery found when the log was opened.
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.report
@@ -494,6 +532,21 @@ impl DiskConsumer {
     pub fn log(&self) -> &Arc<DiskLog> {
         &self.log
     }
+
+    /// Ends this consumer's view at the log's current tail: what is appended from now on is
+    /// not for it (its endpoint was removed and drains what it had).
+    pub fn end_at_tail(&self) {
+        let mut inner = self.log.lock();
+        let tail = inner.next_seq;
+        inner.consumers[self.index].until = Some(tail);
+    }
+
+    /// Gives up this consumer: the samples it has not acknowledged are released (and
+    /// returned as a count, for the caller to report), its position file is removed, and the
+    /// segments only it still needed are deleted.
+    pub fn release(&self) -> u64 {
+        self.log.lock().release(self.index)
+    }
 }
 
 impl Queue for DiskConsumer {
@@ -513,6 +566,14 @@ impl Queue for DiskConsumer {
 
     fn pending(&self) -> usize {
         usize::try_from(self.log.lock().pending(self.index)).unwrap_or(usize::MAX)
+    }
+
+    fn end_input(&mut self) {
+        self.end_at_tail();
+    }
+
+    fn release(&mut self) -> usize {
+        usize::try_from(DiskConsumer::release(self)).unwrap_or(usize::MAX)
     }
 }
 
@@ -645,19 +706,7 @@ fn recover(
             report.consumers_new.push(name.clone());
             None
         };
-        let next = stored.unwrap_or(oldest);
-        consumers.push(ConsumerState {
-            name: name.clone(),
-            ack_path,
-            next,
-            persisted: if stored.is_some() { next } else { Seq::MAX },
-            synced: stored.is_some(),
-            last_sync: now,
-            cursor: None,
-            reader: None,
-            too_old_counted: 0,
-            dropped: DropCounts::default(),
-        });
+        consumers.push(ConsumerState::new(name, ack_path, stored, oldest, now));
     }
     for file in &ack_files {
         if names.iter().any(|n| &ackfile::ack_file_name(n) == file) {
@@ -713,6 +762,55 @@ fn recover(
 }
 
 impl Inner {
+    /// The consumers whose endpoints are configured.
+    fn active(&self) -> impl Iterator<Item = &ConsumerState> {
+        self.consumers.iter().filter(|c| !c.released)
+    }
+
+    fn add_consumer(&mut self, name: &str) -> Result<usize, QueueError> {
+        if name.is_empty() || self.active().any(|c| c.name == name) {
+            return Err(QueueError::InvalidOptions {
+                field: "consumers",
+                message: format!("consumer names must be distinct and not empty: {name:?}"),
+            });
+        }
+        let ack_path = self.dir.join(ackfile::ack_file_name(name));
+        let state = ConsumerState::new(name, ack_path, None, self.next_seq, Instant::now());
+        let index = match self.consumers.iter().position(|c| c.name == name) {
+            Some(i) => {
+                self.consumers[i] = state;
+                i
+            }
+            None => {
+                self.consumers.push(state);
+                self.consumers.len() - 1
+            }
+        };
+        if let Err(e) = self.persist_ack(index, true) {
+            self.consumers[index].released = true;
+            return Err(e);
+        }
+        Ok(index)
+    }
+
+    fn release(&mut self, index: usize) -> u64 {
+        let left = self.pending(index);
+        let c = &mut self.consumers[index];
+        if c.released {
+            return 0;
+        }
+        c.released = true;
+        c.reader = None;
+        let path = c.ack_path.clone();
+        if let Err(e) = self.fs.remove(&path) {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(path = %path.display(), error = %e, "disk queue: cannot remove acknowledgement file");
+            }
+        }
+        self.collect_garbage();
+        left
+    }
+
     fn append(&mut self, samples: &[Sample]) -> Result<AppendOutcome, QueueError> {
         if samples.is_empty() {
             return Ok(AppendOutcome::default());
@@ -939,7 +1037,7 @@ impl Inner {
     /// tries again, and goes through once space is back.
     fn refuse(&mut self, samples: u64, path: String, source: io::Error) -> QueueError {
         self.write_errors += 1;
-        for c in &mut self.consumers {
+        for c in self.consumers.iter_mut().filter(|c| !c.released) {
             c.dropped.disk_full += samples;
         }
         self.dropped_disk_full += samples;
@@ -1039,8 +1137,8 @@ impl Inner {
         };
         self.bytes -= seg.len;
         let mut needed = 0;
-        let min_next = self.consumers.iter().map(|c| c.next).min();
-        for c in &mut self.consumers {
+        let min_next = self.active().map(|c| c.next).min();
+        for c in self.consumers.iter_mut().filter(|c| !c.released) {
             let lost = seg.samples_from(c.next);
             c.dropped.disk_full += lost;
         }
@@ -1065,9 +1163,8 @@ impl Inner {
 
     /// Deletes segments every consumer has acknowledged entirely (never the active one).
     fn collect_garbage(&mut self) {
-        let Some(min_next) = self.consumers.iter().map(|c| c.next).min() else {
-            return;
-        };
+        // With every consumer released, nothing is needed any more.
+        let min_next = self.active().map(|c| c.next).min().unwrap_or(self.next_seq);
         while self.segments.len() > usize::from(self.active.is_some()) {
             let Some(front) = self.segments.front() else {
                 break;
@@ -1083,14 +1180,22 @@ impl Inner {
     }
 
     fn pending(&self, index: usize) -> u64 {
-        let next = self.consumers[index].next;
-        self.segments.iter().map(|s| s.samples_from(next)).sum()
+        let c = &self.consumers[index];
+        if c.released {
+            return 0;
+        }
+        let next = c.next;
+        let until = c.until.unwrap_or(Seq::MAX);
+        self.segments
+            .iter()
+            .map(|s| s.samples_from(next) - s.samples_from(until.max(next)))
+            .sum()
     }
 
     fn ack(&mut self, index: usize, seq: Seq) -> Result<(), QueueError> {
         let target = seq.saturating_add(1).min(self.next_seq);
         let c = &mut self.consumers[index];
-        if target <= c.next {
+        if c.released || target <= c.next {
             return Ok(());
         }
         c.next = target;
@@ -1103,6 +1208,9 @@ impl Inner {
         let fsync = self.opts.fsync;
         let fs = self.fs.clone();
         let c = &mut self.consumers[index];
+        if c.released {
+            return Ok(());
+        }
         let sync = force
             || match fsync {
                 FsyncPolicy::Always => true,
@@ -1168,6 +1276,10 @@ impl Inner {
         let mut seqs: Vec<Seq> = Vec::with_capacity(max.min(4096));
         let mut last_seen: Option<Seq> = None;
         let next = self.consumers[index].next;
+        let until = self.consumers[index].until.unwrap_or(Seq::MAX);
+        if self.consumers[index].released || next >= until {
+            return Ok(None);
+        }
         let mut seg_idx = self.segments.partition_point(|s| s.end_seq() <= next);
         let mut cursor_fixed = false;
         'segments: while seg_idx < self.segments.len() && out.len() < max {
@@ -1255,7 +1367,7 @@ impl Inner {
                     if seq < next {
                         continue;
                     }
-                    if out.len() == max {
+                    if out.len() == max || seq >= until {
                         break 'segments;
                     }
                     last_seen = Some(seq);
@@ -1306,6 +1418,7 @@ impl Inner {
 
     fn stats(&self) -> DiskStats {
         let consumers: Vec<ConsumerStats> = (0..self.consumers.len())
+            .filter(|&i| !self.consumers[i].released)
             .map(|i| {
                 let c = &self.consumers[i];
                 ConsumerStats {

@@ -152,6 +152,56 @@ fn consumers_are_independent_and_segments_go_when_all_acknowledged() {
 }
 
 #[test]
+fn a_consumer_added_while_open_starts_at_the_tail_and_keeps_its_place_across_a_restart() {
+    let fs = MemFs::new();
+    {
+        let (log, _cs) = open_mem(&fs, opts(FsyncPolicy::Never), &["a"]);
+        log.append(&batch(0, 10)).unwrap();
+        let mut b = log.add_consumer("b").unwrap();
+        assert_eq!(b.pending(), 0, "the backlog kept for a is not b's");
+        log.append(&batch(10, 5)).unwrap();
+        assert_eq!(drain_values(&mut b), (10..15).collect::<Vec<_>>());
+        assert!(log.add_consumer("b").is_err(), "names stay distinct");
+        assert!(log.add_consumer("a").is_err());
+    }
+    let (_log, mut cs) = open_mem(&fs, opts(FsyncPolicy::Never), &["a", "b"]);
+    assert_eq!(drain_values(&mut cs[1]), (10..15).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_released_consumer_drains_up_to_its_end_then_pins_nothing() {
+    let fs = MemFs::new();
+    let (log, mut cs) = open_mem(&fs, opts(FsyncPolicy::Never), &["a", "b"]);
+    for i in 0..40 {
+        log.append(&batch(i * 50, 50)).unwrap();
+    }
+    cs[1].end_at_tail();
+    log.append(&batch(2000, 5)).unwrap();
+    assert_eq!(cs[1].pending(), 2000, "nothing appended after its end");
+    assert_eq!(cs[0].pending(), 2005);
+    let first = cs[1].peek(500).unwrap().unwrap();
+    cs[1].ack(first.last_seq).unwrap();
+    let rest = drain_values(&mut cs[1]);
+    assert_eq!(rest.len(), 1500);
+    assert_eq!(*rest.last().unwrap(), 1999);
+    // a delivers everything; b's backlog alone holds the segments until it is released.
+    let last = cs[0].peek(usize::MAX).unwrap().unwrap().last_seq;
+    cs[0].ack(last).unwrap();
+    assert!(log.stats().segments > 1);
+    assert_eq!(cs[1].release(), 1500);
+    assert_eq!(cs[1].pending(), 0);
+    assert_eq!(cs[1].peek(10).unwrap().map(|b| b.len()), None);
+    assert_eq!(log.stats().segments, 1, "only the active segment stays");
+    assert_eq!(log.stats().consumers.len(), 1);
+    assert!(!fs.files().contains(&dir().join("b.ack")));
+    // The name can come back, from the tail.
+    let mut again = log.add_consumer("b").unwrap();
+    assert_eq!(again.pending(), 0);
+    log.append(&batch(3000, 2)).unwrap();
+    assert_eq!(drain_values(&mut again), [3000, 3001]);
+}
+
+#[test]
 fn unconfigured_consumers_are_forgotten_and_new_ones_start_at_the_oldest_data() {
     let fs = MemFs::new();
     {

@@ -1232,6 +1232,44 @@ async fn a_flush_sends_at_once_and_the_sender_runs_on_until_the_stop() {
     assert_eq!(h.queue.pending(), 0);
 }
 
+/// A sender running with a drain that never begins, its control, and its task; two samples
+/// are queued, fewer than a batch, and the timer never fires.
+async fn controlled() -> (
+    Harness,
+    crate::remote_write::SenderControl,
+    tokio::task::JoinHandle<()>,
+) {
+    let h = Harness::new(vec![]).await;
+    let sender = h.sender(false, false, |_| {});
+    let handle = Drain::new().handle();
+    let control = handle.control();
+    let task = tokio::spawn(sender.run_until(handle, h.abort.clone()));
+    h.append(1..3);
+    (h, control, task)
+}
+
+#[tokio::test]
+async fn a_sender_handing_over_takes_no_new_window_and_leaves_the_queue_as_it_was() {
+    let (h, control, task) = controlled().await;
+    control.hand_over();
+    finish(task).await;
+    assert!(request_sizes(&h).is_empty());
+    assert_eq!(
+        h.queue.pending(),
+        2,
+        "left to the next sender, unacknowledged"
+    );
+}
+
+#[tokio::test]
+async fn a_sender_drained_alone_sends_everything_and_ends_while_the_drain_has_not_begun() {
+    let (h, control, task) = controlled().await;
+    control.drain_alone();
+    finish(task).await;
+    assert_eq!(h.timestamps(0), [1, 2]);
+    assert_eq!(h.queue.pending(), 0);
+}
+
 #[tokio::test]
 async fn zstd_bodies_carry_victoriametrics_headers() {
     let h = Harness::new(vec![]).await;
