@@ -13,8 +13,9 @@ pub fn now_ms() -> i64 {
 /// Longest step between the instants periodic jobs start at (see [`spread_offset`]).
 pub const SPREAD_STEP: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// Where in its interval a periodic job runs: a fixed offset derived from `key`, a multiple
-/// of a step of [`SPREAD_STEP`] (less for intervals under a second: a twentieth of them).
+/// Where in its interval a periodic job runs: a fixed offset derived from `key`, in the middle
+/// of one of the interval's steps of [`SPREAD_STEP`] (less for intervals under a second: a
+/// twentieth of them).
 ///
 /// Many probes with the same interval would otherwise all fire at the same instant, opening
 /// every connection at once (a peak in memory and a burst for the targets); Prometheus spreads
@@ -27,7 +28,9 @@ pub const SPREAD_STEP: std::time::Duration = std::time::Duration::from_millis(50
 /// timer wake-ups instead of 200, with about ten runs starting together.
 pub fn spread_offset(key: &str, interval: std::time::Duration) -> std::time::Duration {
     let interval_ms = interval.as_millis().min(u64::MAX as u128) as u64;
-    let step_ms = (SPREAD_STEP.as_millis() as u64).min(interval_ms / 20).max(1);
+    let step_ms = (SPREAD_STEP.as_millis() as u64)
+        .min(interval_ms / 20)
+        .max(1);
     let slots = interval_ms / step_ms;
     if slots == 0 {
         return std::time::Duration::ZERO;
@@ -36,7 +39,10 @@ pub fn spread_offset(key: &str, interval: std::time::Duration) -> std::time::Dur
     let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     });
-    std::time::Duration::from_millis(hash % slots * step_ms)
+    // The middle of a step, not its start: no job starts within half a step of a multiple of
+    // the interval, where two agents a few milliseconds apart could stamp one run on either
+    // side of a deduplication boundary.
+    std::time::Duration::from_millis(hash % slots * step_ms + step_ms / 2)
 }
 
 /// How long from `now_ms` until the next instant whose Unix time, modulo `interval`, is
@@ -71,8 +77,9 @@ mod tests {
             .map(|i| spread_offset(&format!("probe-{i}"), interval))
             .collect();
         assert!(offsets.iter().all(|o| *o < interval));
-        // Starts fall on the 20 steps of the second, and 200 keys use nearly all of them.
-        assert!(offsets.iter().all(|o| o.as_millis() % 50 == 0));
+        // Starts fall in the middle of the 20 steps of the second, and 200 keys use nearly all
+        // of them.
+        assert!(offsets.iter().all(|o| o.as_millis() % 50 == 25));
         let used: std::collections::BTreeSet<&Duration> = offsets.iter().collect();
         assert!(used.len() >= 18, "{}", used.len());
     }
@@ -83,7 +90,7 @@ mod tests {
         let used: std::collections::BTreeSet<Duration> = (0..200)
             .map(|i| spread_offset(&format!("probe-{i}"), interval))
             .collect();
-        assert!(used.iter().all(|o| *o < interval && o.as_millis() % 5 == 0));
+        assert!(used.iter().all(|o| *o < interval && o.as_millis() % 5 == 2));
         assert!(used.len() >= 18, "{}", used.len());
         // Below 20 ms there are no steps left to keep: milliseconds.
         assert!(spread_offset("a", Duration::from_millis(10)) < Duration::from_millis(10));
