@@ -169,8 +169,10 @@ pub enum SeriesValue {
     Counter(f64),
     /// A gauge's last value.
     Gauge(f64),
-    /// A histogram's state.
-    Histogram(HistogramState),
+    /// A histogram's state, boxed: inline it made every series 192 bytes instead of 48, and a
+    /// family's series map allocates room for eleven series at a time, even for the single
+    /// series most of a probe's families have (2.2 KB per family inline, 0.6 KB boxed).
+    Histogram(Box<HistogramState>),
 }
 
 /// A cumulative histogram: upper bounds, per-bucket counts (not cumulative), sum and count.
@@ -388,7 +390,7 @@ impl Registry {
     ) -> Result<(), LabelError> {
         let native = self.native;
         let s = self.series_mut(name, labels, || {
-            SeriesValue::Histogram(HistogramState::new(bounds.clone(), native))
+            SeriesValue::Histogram(Box::new(HistogramState::new(bounds.clone(), native)))
         })?;
         if let SeriesValue::Histogram(h) = &mut s.value {
             h.observe(value);
@@ -494,21 +496,21 @@ impl Registry {
                 };
                 match &s.value {
                     SeriesValue::Counter(v) | SeriesValue::Gauge(v) => push(&s.interned[0], *v),
-                    SeriesValue::Histogram(HistogramState {
-                        native: Some(n), ..
-                    }) => out.push(Sample::native(
-                        &s.interned[0],
-                        Arc::new(n.snapshot()),
-                        timestamp_ms,
-                    )),
-                    SeriesValue::Histogram(h) => {
-                        let n = h.counts.len();
-                        for (i, c) in h.cumulative().enumerate() {
-                            push(&s.interned[i], c as f64);
+                    SeriesValue::Histogram(h) => match &h.native {
+                        Some(n) => out.push(Sample::native(
+                            &s.interned[0],
+                            Arc::new(n.snapshot()),
+                            timestamp_ms,
+                        )),
+                        None => {
+                            let n = h.counts.len();
+                            for (i, c) in h.cumulative().enumerate() {
+                                push(&s.interned[i], c as f64);
+                            }
+                            push(&s.interned[n], h.sum);
+                            push(&s.interned[n + 1], h.count as f64);
                         }
-                        push(&s.interned[n], h.sum);
-                        push(&s.interned[n + 1], h.count as f64);
-                    }
+                    },
                 }
             }
         }
@@ -523,11 +525,8 @@ fn intern(name: &str, labels: &Labels, value: &SeriesValue) -> Result<Vec<Labels
         Ok(labels.with(METRIC_NAME_LABEL, metric))
     };
     match value {
-        SeriesValue::Counter(_)
-        | SeriesValue::Gauge(_)
-        | SeriesValue::Histogram(HistogramState {
-            native: Some(_), ..
-        }) => Ok(vec![named(name)?]),
+        SeriesValue::Counter(_) | SeriesValue::Gauge(_) => Ok(vec![named(name)?]),
+        SeriesValue::Histogram(h) if h.native.is_some() => Ok(vec![named(name)?]),
         SeriesValue::Histogram(h) => {
             let bucket = named(&format!("{name}_bucket"))?;
             let mut out: Vec<Labels> = h
