@@ -676,7 +676,9 @@ impl Sender {
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let (mut stats, proto) =
                     encoder.encode_uncompressed(samples, &self.external_labels);
-                match self.compress_zstd(proto, &mut body) {
+                let compressed = self.compress_zstd(proto, &mut body);
+                encoder.release();
+                match compressed {
                     Ok(()) => {
                         stats.compressed_bytes = body.len();
                         Ok(stats)
