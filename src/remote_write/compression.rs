@@ -31,13 +31,14 @@ use crate::config::CompressionConfig;
 pub const ZSTD_LEVEL: i32 = 1;
 
 /// zstd level of bodies of [`ZSTD_LARGE_BODY`] and more (a request of several thousand
-/// samples). From 256 KiB on zstd sizes its tables for large inputs: level 2's double-fast
-/// matcher then finds the label text repeated across the whole request, which level 1's
-/// single hash misses. On a generated 10,000-sample body of the scrape benchmark's series
-/// (1.65 MB of protobuf, one timestamp a scrape), the `zstd` command-line tool's level 2 gave
-/// 36 KB against level 1's 64 KB and level 3's 39 KB, and compressed faster than both (fewer
-/// literals to encode); with random values and timestamps the three were within 6 %.
-pub const ZSTD_LEVEL_LARGE: i32 = 2;
+/// samples). From 256 KiB on zstd sizes its tables for large inputs, and the double-fast
+/// matcher of levels 2 and 3 finds label text repeated across the whole request, which level
+/// 1's single hash misses. On 10,000-sample request bodies captured from the scrape benchmark
+/// (161 bytes a sample of protobuf) the `zstd` command-line tool gave 5.57 bytes a sample at
+/// level 1, 4.48 at level 3 and 4.28 at level 5 (a slower, lazy matcher). End to end, level 2
+/// took pushprobe's bytes a sample into VictoriaMetrics only from 6.55 to 6.35
+/// (docs/performance.md), so level 3.
+pub const ZSTD_LEVEL_LARGE: i32 = 3;
 
 /// Size of the uncompressed protobuf from which [`ZSTD_LEVEL_LARGE`] applies: zstd's own
 /// boundary between its small-input and large-input parameter tables.
