@@ -650,7 +650,7 @@ impl Sender {
         protocol: Protocol,
         compression: Compression,
     ) -> Option<(EncodeStats, Bytes, Compression)> {
-        // The body is built at its exact size and handed over without another copy.
+        // The compressor writes the body in place; it is handed over without another copy.
         let mut body = Vec::new();
         let mut used = compression;
         // Held for the encoding only, not for the logging and counting below. Poisoning
