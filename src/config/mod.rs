@@ -284,7 +284,7 @@ pub(crate) mod tests {
     #[test]
     fn good_config_validates_with_defaults() {
         let s = parse(GOOD).unwrap();
-        assert_eq!(s.remote_write[0].max_samples_per_send, 2000);
+        assert_eq!(s.remote_write[0].max_samples_per_send, 10_000);
         assert_eq!(s.remote_write[0].name, "127.0.0.1:9090/api/v1/write");
         assert_eq!(
             s.remote_write[0].headers,

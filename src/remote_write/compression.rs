@@ -23,12 +23,35 @@ use std::time::Duration;
 
 use crate::config::CompressionConfig;
 
-/// zstd level of request bodies. Measured on the 2,000-sample request of this module's tests
-/// (169 KB of protobuf; snappy: 22.1 KB): level 1 gives 13.9 KB at about 320 MB/s, fewer
-/// bytes than levels 2 and 3 at the same speed (for inputs this small zstd picks smaller
-/// tables from level 3 on); level 4 saves 2.5 % more at a fifth of the speed, level 9 10 %
-/// at a tenth; the `--fast` levels save no CPU worth the bytes they add.
+/// zstd level of request bodies below [`ZSTD_LARGE_BODY`]. Measured on the 2,000-sample
+/// request of this module's tests (169 KB of protobuf; snappy: 22.1 KB): level 1 gives 13.9 KB
+/// at about 320 MB/s, fewer bytes than levels 2 and 3 at the same speed (for inputs this small
+/// zstd picks smaller tables from level 3 on); level 4 saves 2.5 % more at a fifth of the
+/// speed, level 9 10 % at a tenth; the `--fast` levels save no CPU worth the bytes they add.
 pub const ZSTD_LEVEL: i32 = 1;
+
+/// zstd level of bodies of [`ZSTD_LARGE_BODY`] and more (a request of several thousand
+/// samples). From 256 KiB on zstd sizes its tables for large inputs, and the double-fast
+/// matcher of levels 2 and 3 finds label text repeated across the whole request, which level
+/// 1's single hash misses. On 10,000-sample request bodies captured from the scrape benchmark
+/// (161 bytes a sample of protobuf) the `zstd` command-line tool gave 5.57 bytes a sample at
+/// level 1, 4.48 at level 3 and 4.28 at level 5 (a slower, lazy matcher). End to end, level 2
+/// took pushprobe's bytes a sample into VictoriaMetrics only from 6.55 to 6.35
+/// (docs/performance.md), so level 3.
+pub const ZSTD_LEVEL_LARGE: i32 = 3;
+
+/// Size of the uncompressed protobuf from which [`ZSTD_LEVEL_LARGE`] applies: zstd's own
+/// boundary between its small-input and large-input parameter tables.
+pub const ZSTD_LARGE_BODY: usize = 256 * 1024;
+
+/// The zstd level for a protobuf of `len` bytes.
+pub fn zstd_level(len: usize) -> i32 {
+    if len >= ZSTD_LARGE_BODY {
+        ZSTD_LEVEL_LARGE
+    } else {
+        ZSTD_LEVEL
+    }
+}
 
 /// Longest the handshake may take: it delays the first request at most this long.
 pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
@@ -191,28 +214,39 @@ impl Negotiation {
     }
 }
 
-/// A zstd compressor that keeps its context (about a megabyte of tables) from request to
-/// request instead of allocating one per body.
+/// A zstd compressor that keeps its context (its tables, up to about half a megabyte) from
+/// request to request instead of allocating one per body.
 pub struct ZstdCompressor {
     inner: zstd::bulk::Compressor<'static>,
+    /// The level the context is set to, changed only when a body's size asks for another.
+    level: i32,
 }
 
 impl std::fmt::Debug for ZstdCompressor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ZstdCompressor").finish_non_exhaustive()
+        f.debug_struct("ZstdCompressor")
+            .field("level", &self.level)
+            .finish_non_exhaustive()
     }
 }
 
 impl ZstdCompressor {
-    /// A compressor at [`ZSTD_LEVEL`].
+    /// A compressor at [`ZSTD_LEVEL`]; each body gets the level of its size ([`zstd_level`]).
     pub fn new() -> std::io::Result<Self> {
         Ok(ZstdCompressor {
             inner: zstd::bulk::Compressor::new(ZSTD_LEVEL)?,
+            level: ZSTD_LEVEL,
         })
     }
 
-    /// Compresses `input` as one zstd frame into `out` (cleared first).
+    /// Compresses `input` as one zstd frame into `out` (cleared first), at the level of its
+    /// size.
     pub fn compress(&mut self, input: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
+        let level = zstd_level(input.len());
+        if level != self.level {
+            self.inner.set_compression_level(level)?;
+            self.level = level;
+        }
         out.clear();
         out.reserve(zstd::zstd_safe::compress_bound(input.len()));
         self.inner.compress_to_buffer(input, out)?;
@@ -315,6 +349,11 @@ mod tests {
     /// label texts repeated across series, one sample each), counters with full-precision
     /// values and histogram buckets with integer counts, with external labels.
     fn realistic_body() -> Vec<u8> {
+        realistic_body_of(1_800)
+    }
+
+    /// [`realistic_body`] with `app` application series instead of 1,800.
+    fn realistic_body_of(app: u32) -> Vec<u8> {
         let mut samples = Vec::new();
         let ts = 1_765_000_000_000;
         // xorshift64: values with the entropy of real counters, reproducibly.
@@ -345,7 +384,7 @@ mod tests {
                 });
             }
         }
-        for i in 0..1_800 {
+        for i in 0..app {
             let handler = format!("/api/v1/resource/{}", i / 40);
             let le = format!("{}", 0.005 * f64::from(1 << (i % 12)));
             let labels = Labels::from_pairs([
@@ -390,5 +429,31 @@ mod tests {
             snappy_body.len(),
             proto.len()
         );
+    }
+
+    #[test]
+    fn large_bodies_get_the_large_level_and_the_level_follows_each_body() {
+        assert_eq!(zstd_level(0), ZSTD_LEVEL);
+        assert_eq!(zstd_level(ZSTD_LARGE_BODY - 1), ZSTD_LEVEL);
+        assert_eq!(zstd_level(ZSTD_LARGE_BODY), ZSTD_LEVEL_LARGE);
+
+        let small = realistic_body();
+        let large = realistic_body_of(9_000);
+        assert!(small.len() < ZSTD_LARGE_BODY && large.len() >= ZSTD_LARGE_BODY);
+        let mut fresh = Vec::new();
+        ZstdCompressor::new()
+            .unwrap()
+            .compress(&small, &mut fresh)
+            .unwrap();
+
+        let mut compressor = ZstdCompressor::new().unwrap();
+        let mut body = Vec::new();
+        compressor.compress(&large, &mut body).unwrap();
+        assert_eq!(compressor.level, ZSTD_LEVEL_LARGE);
+        assert_eq!(zstd::bulk::decompress(&body, large.len()).unwrap(), large);
+        // Back to a small body: the same bytes as a compressor that never saw a large one.
+        compressor.compress(&small, &mut body).unwrap();
+        assert_eq!(compressor.level, ZSTD_LEVEL);
+        assert_eq!(body, fresh);
     }
 }

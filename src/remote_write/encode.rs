@@ -10,7 +10,8 @@
 //! would drop it as "default" and the receiver would read `+0.0`.
 //!
 //! [`Encoder`] owns its scratch buffers, so a sender that keeps one encodes batch after batch
-//! without allocating once the buffers have grown to the batch size.
+//! without allocating once the buffers have grown to the batch size; only the protobuf of a
+//! large request is given back after each one (see [`KEEP_PROTO_BYTES`]).
 
 use std::borrow::Borrow;
 use std::collections::hash_map::{Entry, HashMap};
@@ -69,12 +70,28 @@ const KEY_SAMPLE_TIMESTAMP: u8 = 2 << 3; // wire type 0
 /// Marks "no next group" in a hash chain.
 const NO_GROUP: u32 = u32::MAX;
 
+/// Largest protobuf buffer an [`Encoder`] keeps between requests. A larger one (a request
+/// of more than about 800 samples) is freed by [`Encoder::release`]: with the agent's fixed
+/// mmap threshold (128 KiB, `main.rs`) it is its own mapping, so freeing it returns the
+/// memory, and a 10,000-sample request's 1.6 MB is resident only while it is encoded and
+/// compressed, not from one request to the next. Allocating it again costs a few hundred
+/// page faults a request, next to milliseconds of encoding.
+pub const KEEP_PROTO_BYTES: usize = 128 * 1024;
+
+/// Body of `len` bytes for a compressor to write into: zeroed by the allocator, which for a
+/// large body is a fresh mapping whose pages become resident only where the compressed
+/// bytes land (a worst-case-sized buffer kept and zeroed would stay resident whole).
+pub(crate) fn zeroed_body(len: usize) -> Vec<u8> {
+    vec![0u8; len]
+}
+
 /// Encodes batches into snappy-compressed `WriteRequest` bodies, reusing its buffers.
 pub struct Encoder {
     /// The uncompressed protobuf of the current batch.
     proto: Vec<u8>,
-    /// Snappy output; kept at its largest size so a batch does not zero it again.
-    compressed: Vec<u8>,
+    /// Protobuf bytes a sample took in the last batch: the next one reserves its buffer at
+    /// once instead of doubling it up from empty after a [`Encoder::release`].
+    proto_per_sample: usize,
     snappy: snap::raw::Encoder,
     /// Label-set content hash → first group with that hash (others chained via
     /// `group_chain`). The hash is stored in the label set, so a lookup costs no hashing.
@@ -112,7 +129,7 @@ impl Encoder {
     pub fn new() -> Self {
         Encoder {
             proto: Vec::new(),
-            compressed: Vec::new(),
+            proto_per_sample: 0,
             snappy: snap::raw::Encoder::new(),
             by_hash: HashMap::default(),
             group_of: Vec::new(),
@@ -140,18 +157,27 @@ impl Encoder {
 
         let max = snap::raw::max_compress_len(self.proto.len());
         if max == 0 && !self.proto.is_empty() {
+            self.release();
             return Err(EncodeError::TooLarge {
                 len: self.proto.len(),
             });
         }
-        if self.compressed.len() < max.max(1) {
-            self.compressed.resize(max.max(1), 0);
-        }
-        let n = self.snappy.compress(&self.proto, &mut self.compressed)?;
-        out.clear();
-        out.extend_from_slice(self.compressed.get(..n).unwrap_or_default());
+        let mut body = zeroed_body(max.max(1));
+        let compressed = self.snappy.compress(&self.proto, &mut body);
+        self.release();
+        let n = compressed?;
+        body.truncate(n);
+        *out = body;
         stats.compressed_bytes = n;
         Ok(stats)
+    }
+
+    /// Frees the protobuf buffer when it grew past [`KEEP_PROTO_BYTES`]; a caller of
+    /// [`Encoder::encode_uncompressed`] calls it once it has compressed the bytes.
+    pub fn release(&mut self) {
+        if self.proto.capacity() > KEEP_PROTO_BYTES {
+            self.proto = Vec::new();
+        }
     }
 
     /// Encodes `samples` as one uncompressed `WriteRequest`, as [`Encoder::encode`] does
@@ -163,8 +189,15 @@ impl Encoder {
         external_labels: &Labels,
     ) -> (EncodeStats, &[u8]) {
         let mut stats = self.group(samples);
+        self.proto.clear();
+        // An estimate: `write_proto` still reserves what each series needs.
+        self.proto
+            .reserve(samples.len().saturating_mul(self.proto_per_sample));
         self.write_proto(samples, external_labels);
         stats.uncompressed_bytes = self.proto.len();
+        if !samples.is_empty() {
+            self.proto_per_sample = self.proto.len().div_ceil(samples.len());
+        }
         (stats, &self.proto)
     }
 

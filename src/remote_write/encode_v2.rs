@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use prost::Message;
 
-use super::encode::{EncodeError, EncodeStats};
+use super::encode::{zeroed_body, EncodeError, EncodeStats};
 use crate::proto_v2::{self, metadata::MetricType};
 use crate::series::native::{BucketSpan, NativeHistogram, ResetHint};
 use crate::series::{is_stale_nan, Labels, Sample, STALE_NAN_BITS};
@@ -200,7 +200,6 @@ fn histogram_type(family: Option<&FamilyInfo>, points: &[&Sample]) -> MetricType
 /// Encodes batches into snappy-compressed 2.0 request bodies, reusing its compressor.
 pub struct EncoderV2 {
     snappy: snap::raw::Encoder,
-    compressed: Vec<u8>,
 }
 
 impl std::fmt::Debug for EncoderV2 {
@@ -243,7 +242,6 @@ impl EncoderV2 {
     pub fn new() -> Self {
         EncoderV2 {
             snappy: snap::raw::Encoder::new(),
-            compressed: Vec::new(),
         }
     }
 
@@ -384,12 +382,10 @@ impl EncoderV2 {
         if max == 0 && !proto.is_empty() {
             return Err(EncodeError::TooLarge { len: proto.len() });
         }
-        if self.compressed.len() < max.max(1) {
-            self.compressed.resize(max.max(1), 0);
-        }
-        let n = self.snappy.compress(&proto, &mut self.compressed)?;
-        out.clear();
-        out.extend_from_slice(self.compressed.get(..n).unwrap_or_default());
+        let mut body = zeroed_body(max.max(1));
+        let n = self.snappy.compress(&proto, &mut body)?;
+        body.truncate(n);
+        *out = body;
         stats.compressed_bytes = n;
         Ok(stats)
     }

@@ -663,7 +663,7 @@ impl Sender {
         protocol: Protocol,
         compression: Compression,
     ) -> Option<(EncodeStats, Bytes, Compression)> {
-        // The body is built at its exact size and handed over without another copy.
+        // The compressor writes the body in place; it is handed over without another copy.
         let mut body = Vec::new();
         let mut used = compression;
         // Held for the encoding only, not for the logging and counting below. Poisoning
@@ -689,7 +689,9 @@ impl Sender {
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let (mut stats, proto) =
                     encoder.encode_uncompressed(samples, &self.external_labels);
-                match self.compress_zstd(proto, &mut body) {
+                let compressed = self.compress_zstd(proto, &mut body);
+                encoder.release();
+                match compressed {
                     Ok(()) => {
                         stats.compressed_bytes = body.len();
                         Ok(stats)
