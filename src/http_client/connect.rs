@@ -8,8 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use http_body_util::Full;
+use futures_util::FutureExt;
 use reqwest::Url;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -21,13 +20,19 @@ use tokio_rustls::TlsConnector;
 use super::{ClientError, TlsInfo};
 use crate::config::IpProtocol;
 
-/// Largest read buffer of a kept connection: a few reads per body of a node exporter's size,
-/// and an idle target costs at most this much. It also bounds the response head, which
-/// exporters keep to a few hundred bytes.
+/// Largest read buffer of a kept connection's HTTP/1.1 layer: a few reads per body of a node
+/// exporter's size. It also bounds the response head, which exporters keep to a few hundred
+/// bytes. (The buffers exist only while a request is under way: see [`KeepAlive`].)
 pub const KEPT_READ_BUFFER: usize = 8 * 1024;
 
 /// The connection a caller keeps between calls to one origin (see
 /// [`HttpClient::send_with`](super::HttpClient::send_with)). Dropping it closes the connection.
+///
+/// Between calls it holds the bare stream, not an HTTP/1.1 connection: hyper's read and write
+/// buffers (8 KiB each at least) and the task driving them exist only while a request is under
+/// way, and hand the stream back once the response has been read and the connection is idle.
+/// A scraper keeps one connection per target, so idle buffers would cost 16 KiB and more per
+/// target for the seconds between scrapes.
 #[derive(Default)]
 pub struct KeepAlive {
     conn: Option<KeptConn>,
@@ -47,40 +52,77 @@ impl KeepAlive {
         self.conn.is_some()
     }
 
-    /// Takes the held connection if it goes to `target` and can take a request now: not
-    /// closed by either side, and with the previous response read to its end. Anything else
-    /// is dropped, which closes it.
-    pub(super) fn take_idle(&mut self, target: &Target) -> Option<KeptConn> {
-        self.conn
-            .take()
-            .filter(|c| c.target == *target && c.sender.is_ready())
+    /// Takes the held connection's stream if it goes to `target` and can take a request now:
+    /// its previous response was read to the end with the connection left open by both sides
+    /// (its task has handed the stream back), the server has not closed it since, and nothing
+    /// unasked-for arrived on it. Anything else is dropped, which closes it.
+    pub(super) fn take_idle(&mut self, target: &Target) -> Option<IdleConn> {
+        let KeptConn {
+            target: kept_for,
+            addr,
+            tls,
+            mut task,
+        } = self.conn.take()?;
+        if kept_for != *target || !task.0.is_finished() {
+            return None;
+        }
+        // Finished: the output is there, and taking it does not wait.
+        let stream = (&mut task.0).now_or_never()?.ok()??;
+        stream.is_open_and_quiet().then_some(IdleConn {
+            target: kept_for,
+            addr,
+            tls,
+            stream,
+        })
     }
 
-    /// Holds `conn` for the next call, closing the one held before, if any.
-    pub(super) fn hold(&mut self, conn: KeptConn) {
-        self.conn = Some(conn);
+    /// Holds the connection whose request `task` drives, closing the one held before, if any.
+    pub(super) fn hold(
+        &mut self,
+        target: Target,
+        addr: SocketAddr,
+        tls: Option<TlsInfo>,
+        task: ConnTask<Option<Stream>>,
+    ) {
+        self.conn = Some(KeptConn {
+            target,
+            addr,
+            tls,
+            task,
+        });
     }
 }
 
 /// A connection held between calls, with what a hop on it reports.
-pub(super) struct KeptConn {
+struct KeptConn {
     /// Where it goes: only a request to the same target may use it.
+    target: Target,
+    /// The address it is connected to.
+    addr: SocketAddr,
+    /// What its TLS handshake established, reported again by every hop on it.
+    tls: Option<TlsInfo>,
+    /// Drives the latest request; ends with the stream once the connection is idle and
+    /// reusable, with `None` once it is not. Dropping it closes the connection.
+    task: ConnTask<Option<Stream>>,
+}
+
+/// A kept connection taken for a request: its stream, idle, and what a hop on it reports.
+pub(super) struct IdleConn {
+    /// Where it goes.
     pub(super) target: Target,
     /// The address it is connected to.
     pub(super) addr: SocketAddr,
-    /// What its TLS handshake established, reported again by every hop on it.
+    /// What its TLS handshake established.
     pub(super) tls: Option<TlsInfo>,
-    /// Sends the next request.
-    pub(super) sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-    /// Drives the connection; dropping it closes the connection.
-    pub(super) _task: ConnTask,
+    /// The stream, between two requests.
+    pub(super) stream: Stream,
 }
 
 /// The task that drives a connection; aborted on drop so that an abandoned endless body
 /// cannot keep a socket open.
-pub(super) struct ConnTask(pub(super) JoinHandle<()>);
+pub(super) struct ConnTask<T = ()>(pub(super) JoinHandle<T>);
 
-impl Drop for ConnTask {
+impl<T> Drop for ConnTask<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
@@ -311,6 +353,29 @@ pub(super) enum Stream {
     Plain(TcpStream),
     /// HTTPS.
     Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// Whether an idle stream can carry a request: the server has not closed it (the read
+    /// side is not at its end) and sent nothing unasked-for. Looks without waiting, and
+    /// without consuming anything: on a TLS stream, pending bytes may be records rustls has
+    /// yet to read (a TLS 1.3 session ticket), so only the end of the stream counts there.
+    fn is_open_and_quiet(&self) -> bool {
+        let (tcp, tls) = match self {
+            Stream::Plain(s) => (s, false),
+            Stream::Tls(s) => (s.get_ref().0, true),
+        };
+        let mut byte = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut byte);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match tcp.poll_peek(&mut cx, &mut buf) {
+            // Nothing to read: idle, as it should be.
+            Poll::Pending => true,
+            Poll::Ready(Ok(0)) => false,
+            Poll::Ready(Ok(_)) => tls,
+            Poll::Ready(Err(_)) => false,
+        }
+    }
 }
 
 impl AsyncRead for Stream {

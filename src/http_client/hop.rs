@@ -3,19 +3,19 @@
 //! `processing`), each phase timed into the [`Trace`] under the call's deadline, directly or
 //! through the proxy the client's settings name for the URL.
 
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use reqwest::Url;
 use tokio::time::Instant;
 
 use super::connect::{
-    connect, handshake, resolve, tls_info, ConnTask, IpPreference, KeptConn, Stream, Target,
+    connect, handshake, resolve, tls_info, ConnTask, IdleConn, IpPreference, Stream, Target,
     KEPT_READ_BUFFER,
 };
 use super::headers::build_request;
@@ -100,8 +100,8 @@ impl HttpClient {
         // yet back from finishing it) is closed and replaced: scrapes are seconds apart, so
         // waiting for it would only ever wait on a stuck body.
         if let Some(k) = keep.as_deref_mut() {
-            if let Some(kept) = k.take_idle(&target) {
-                if let Some(answered) = reuse(kept, request, hop, trace, k).await? {
+            if let Some(idle) = k.take_idle(&target) {
+                if let Some(answered) = reuse(idle, request, hop, trace, k).await? {
                     if let Some(p) = self.forwarding(hop.url) {
                         proxy::refused_forward(&answered.response, p)?;
                     }
@@ -209,32 +209,30 @@ impl HttpClient {
             Stream::Plain(tcp)
         };
 
-        let (response, sender, conn) = phase(
-            trace,
-            Phase::Processing,
-            deadline,
-            timeout,
-            first_request(stream, request, close),
-        )
-        .await?;
-        if let Some(p) = self.forwarding(hop.url) {
-            proxy::refused_forward(&response, p)?;
-        }
+        // A proxy that refuses to forward answers with its own status.
+        let refused = |response: &http::Response<Incoming>| match self.forwarding(hop.url) {
+            Some(p) => proxy::refused_forward(response, p),
+            None => Ok(()),
+        };
+        let (response, conn) = match keep {
+            Some(k) => {
+                let exchange = kept_request(stream, request);
+                let (response, task) =
+                    phase(trace, Phase::Processing, deadline, timeout, exchange).await?;
+                refused(&response)?;
+                k.hold(target, addr, trace.tls.clone(), task);
+                (response, None)
+            }
+            None => {
+                let exchange = first_request(stream, request);
+                let (response, task) =
+                    phase(trace, Phase::Processing, deadline, timeout, exchange).await?;
+                refused(&response)?;
+                (response, Some(task))
+            }
+        };
         let headers_at = Instant::now();
         trace.headers_at = Some(headers_at);
-        let conn = match keep {
-            Some(k) => {
-                k.hold(KeptConn {
-                    target,
-                    addr,
-                    tls: trace.tls.clone(),
-                    sender,
-                    _task: conn,
-                });
-                None
-            }
-            None => Some(conn),
-        };
         Ok(Hop {
             response,
             conn,
@@ -243,32 +241,38 @@ impl HttpClient {
     }
 }
 
-/// Sends `request` on a kept connection and, once it has answered, puts the connection back
-/// into `keep`. `Ok(None)` when the server had closed the connection as the request went out
-/// and the request may go again on a new one.
+/// Sends `request` on a kept connection's idle stream and, once it has answered, holds the
+/// connection in `keep` again. `Ok(None)` when the server had closed the connection as the
+/// request went out and the request may go again on a new one.
 async fn reuse(
-    mut kept: KeptConn,
+    idle: IdleConn,
     request: http::Request<Full<Bytes>>,
     hop: &HopRequest<'_>,
     trace: &mut Trace,
     keep: &mut KeepAlive,
 ) -> Result<Option<Hop>, ClientError> {
-    trace.addr = Some(kept.addr);
-    trace.first_addr.get_or_insert(kept.addr);
-    trace.tls = kept.tls.clone();
+    let IdleConn {
+        target,
+        addr,
+        tls,
+        stream,
+    } = idle;
+    trace.addr = Some(addr);
+    trace.first_addr.get_or_insert(addr);
+    trace.tls = tls.clone();
     trace.enter(Phase::Processing);
     let began = Instant::now();
-    let sent = tokio::time::timeout_at(hop.deadline, kept.sender.send_request(request)).await;
+    let sent = tokio::time::timeout_at(hop.deadline, kept_request(stream, request)).await;
     trace.phases.add(Phase::Processing, began.elapsed());
     match sent {
         Err(_) => Err(ClientError::Timeout {
             phase: Phase::Processing,
             timeout: hop.timeout,
         }),
-        Ok(Ok(response)) => {
+        Ok(Ok((response, task))) => {
             let headers_at = Instant::now();
             trace.headers_at = Some(headers_at);
-            keep.hold(kept);
+            keep.hold(target, addr, tls, task);
             Ok(Some(Hop {
                 response,
                 conn: None,
@@ -279,34 +283,30 @@ async fn reuse(
         // whenever it likes) and answered nothing: a request that may be resent goes again
         // on a fresh connection. Anything else is the server's answer to this request, and is
         // reported.
-        Ok(Err(e)) if (e.is_incomplete_message() || e.is_canceled()) && hop.may_resend() => {
+        Ok(Err(ClientError::Http { source: e, .. }))
+            if (e.is_incomplete_message() || e.is_canceled()) && hop.may_resend() =>
+        {
             Ok(None)
         }
-        Ok(Err(source)) => Err(ClientError::Http {
-            phase: Phase::Processing,
-            source,
-        }),
+        Ok(Err(e)) => Err(e),
     }
 }
 
-/// Speaks HTTP/1.1 on a new connection and sends its first request; returns the response
-/// head, the sender for later requests and the task that drives the connection.
+/// The error of the HTTP/1.1 exchange of a hop.
+fn http_err(source: hyper::Error) -> ClientError {
+    ClientError::Http {
+        phase: Phase::Processing,
+        source,
+    }
+}
+
+/// Speaks HTTP/1.1 on a new connection that closes after one request; returns the response
+/// head and the task that drives the connection.
 async fn first_request(
     stream: Stream,
     request: http::Request<Full<Bytes>>,
-    close: bool,
-) -> Result<(http::Response<Incoming>, SendRequest<Full<Bytes>>, ConnTask), ClientError> {
-    let http_err = |source| ClientError::Http {
-        phase: Phase::Processing,
-        source,
-    };
-    let mut builder = hyper::client::conn::http1::Builder::new();
-    if !close {
-        // A kept connection keeps its read buffer while idle; hyper would let it grow to
-        // about 400 KiB (the largest body read), per target.
-        builder.max_buf_size(KEPT_READ_BUFFER);
-    }
-    let (mut sender, connection) = builder
+) -> Result<(http::Response<Incoming>, ConnTask), ClientError> {
+    let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
         .handshake::<_, Full<Bytes>>(TokioIo::new(stream))
         .await
         .map_err(http_err)?;
@@ -316,5 +316,44 @@ async fn first_request(
         let _ = connection.await;
     }));
     let response = sender.send_request(request).await.map_err(http_err)?;
-    Ok((response, sender, conn))
+    Ok((response, conn))
+}
+
+/// Speaks HTTP/1.1 on a stream that is kept between requests (new or idle) for one request;
+/// returns the response head and the task that drives the connection. The task ends once the
+/// response has been read to its end, with the stream if the connection can carry another
+/// request (both sides keep it and nothing is left over), so that no HTTP state or buffer
+/// outlives the exchange.
+async fn kept_request(
+    stream: Stream,
+    request: http::Request<Full<Bytes>>,
+) -> Result<(http::Response<Incoming>, ConnTask<Option<Stream>>), ClientError> {
+    let (mut sender, mut connection) = hyper::client::conn::http1::Builder::new()
+        .max_buf_size(KEPT_READ_BUFFER)
+        .handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+        .await
+        .map_err(http_err)?;
+    // Queued now; the task below writes it.
+    let response = sender.send_request(request);
+    let conn = ConnTask(tokio::spawn(async move {
+        // hyper asks for the next request only once the response was read to its end and
+        // the connection stays open (no `Connection: close`, no body left unread); a
+        // connection that cannot go on ends instead.
+        let idle = std::future::poll_fn(|cx| {
+            if connection.poll_without_shutdown(cx).is_ready() {
+                return Poll::Ready(false);
+            }
+            sender.poll_ready(cx).map(|ready| ready.is_ok())
+        })
+        .await;
+        if !idle {
+            return None;
+        }
+        // Without its sender, the idle connection ends at once and gives its stream back.
+        drop(sender);
+        let parts = connection.without_shutdown().await.ok()?;
+        parts.read_buf.is_empty().then(|| parts.io.into_inner())
+    }));
+    let response = response.await.map_err(http_err)?;
+    Ok((response, conn))
 }

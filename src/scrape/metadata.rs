@@ -46,8 +46,8 @@ pub struct FamilyMetadata {
 #[derive(Debug, Default)]
 pub struct MetadataStore {
     by_target: Mutex<HashMap<String, Arc<Vec<FamilyMetadata>>>>,
-    /// Every family by name, the latest scrape's declaration winning, for the 2.0 encoder's
-    /// per-series lookups. Kept when a target stops: a name's metadata rarely changes, and
+    /// Every family by name, the declaration of the latest scrape that changed a target's
+    /// list winning, for the 2.0 encoder's per-series lookups. Kept when a target stops: a name's metadata rarely changes, and
     /// the index is bounded by the names all targets ever exposed.
     by_name: std::sync::RwLock<HashMap<String, Arc<FamilyMetadata>>>,
 }
@@ -73,6 +73,12 @@ impl MetadataStore {
                 unit: f.unit.unwrap_or_default(),
             })
             .collect();
+        // A target declares the same families scrape after scrape: an unchanged list touches
+        // neither index (no write lock, no copies).
+        let mut map = self.by_target.lock().unwrap_or_else(|p| p.into_inner());
+        if map.get(target).is_some_and(|old| **old == list) {
+            return;
+        }
         {
             let mut by_name = self.by_name.write().unwrap_or_else(|p| p.into_inner());
             for f in &list {
@@ -81,7 +87,6 @@ impl MetadataStore {
                 }
             }
         }
-        let mut map = self.by_target.lock().unwrap_or_else(|p| p.into_inner());
         map.insert(target.to_string(), Arc::new(list));
     }
 

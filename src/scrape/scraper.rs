@@ -458,9 +458,12 @@ impl Scraper {
                 _ = shutdown.cancelled() => break,
                 _ = ticker.tick() => {}
             }
+            // Boxed for the scrape's length: its state (the HTTP exchange, the parse) is most of
+            // the loop's size, and a task keeps its whole future allocated between scrapes, for
+            // each of thousands of targets.
             let done = tokio::select! {
                 _ = shutdown.cancelled() => false,
-                _ = self.scrape(&mut out, &telemetry, metadata.as_deref()) => true,
+                _ = Box::pin(self.scrape(&mut out, &telemetry, metadata.as_deref())) => true,
             };
             if !done {
                 break;
@@ -577,5 +580,36 @@ mod tests {
             at,
         );
         assert_ne!(a, b);
+    }
+
+    #[tokio::test]
+    async fn an_idle_scrape_loop_does_not_hold_a_scrape_s_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pushprobe.toml");
+        std::fs::write(
+            &path,
+            "[[remote_write]]\nurl = \"http://127.0.0.1:9/api/v1/write\"\n\n\
+             [[scrape]]\njob = \"j\"\ntargets = [\"127.0.0.1:1\"]\n",
+        )
+        .unwrap();
+        let settings = crate::config::load(&path, true)
+            .unwrap()
+            .validate("test")
+            .unwrap();
+        let job = &settings.scrapes[0];
+        let client = JobClient::new(job).unwrap();
+        let telemetry = Arc::new(Telemetry::new());
+        let mut scraper = Scraper::new(job, &job.targets[0], client.clone());
+        let mut out = Vec::new();
+        let scrape = std::mem::size_of_val(&scraper.scrape(&mut out, &telemetry, None));
+        let scraper = Scraper::new(job, &job.targets[0], client);
+        let idle = scraper.run(|_| {}, telemetry, None, CancellationToken::new());
+        // A task's future stays allocated as long as the task: thousands of targets would
+        // each hold room for an HTTP exchange and a parse between their scrapes.
+        assert!(
+            std::mem::size_of_val(&idle) < scrape,
+            "the loop's future ({} bytes) holds a scrape's ({scrape} bytes)",
+            std::mem::size_of_val(&idle)
+        );
     }
 }
