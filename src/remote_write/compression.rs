@@ -36,8 +36,10 @@ pub const ZSTD_LEVEL: i32 = 1;
 /// 1's single hash misses. On 10,000-sample request bodies captured from the scrape benchmark
 /// (161 bytes a sample of protobuf) the `zstd` command-line tool gave 5.57 bytes a sample at
 /// level 1, 4.48 at level 3 and 4.28 at level 5 (a slower, lazy matcher). End to end, level 2
-/// took pushprobe's bytes a sample into VictoriaMetrics only from 6.55 to 6.35
-/// (docs/performance.md), so level 3.
+/// took pushprobe's bytes a sample into VictoriaMetrics only from 6.55 to 6.35, and levels 4
+/// and 5 (set with `compression_level`) sent no fewer bytes a sample than level 3 (5.71–5.87
+/// and 5.68–5.79 against 5.66–5.75, with vmagent's own figure moving by 8 % between runs),
+/// level 5 for half as much CPU again (docs/performance.md): so level 3, the cheapest of them.
 pub const ZSTD_LEVEL_LARGE: i32 = 3;
 
 /// Size of the uncompressed protobuf from which [`ZSTD_LEVEL_LARGE`] applies: zstd's own
