@@ -157,7 +157,8 @@ fn bench(c: &mut Criterion) {
                 })
             });
 
-            let mut zstd = ZstdCompressor::new().expect("zstd context");
+            // The default levels, by body size.
+            let mut zstd = ZstdCompressor::new(None).expect("zstd context");
             let mut zstd_out = Vec::new();
             let (_, proto) = encoder.encode_uncompressed(&samples, &external);
             zstd.compress(proto, &mut zstd_out).expect("compresses");

@@ -36,20 +36,29 @@ pub const ZSTD_LEVEL: i32 = 1;
 /// 1's single hash misses. On 10,000-sample request bodies captured from the scrape benchmark
 /// (161 bytes a sample of protobuf) the `zstd` command-line tool gave 5.57 bytes a sample at
 /// level 1, 4.48 at level 3 and 4.28 at level 5 (a slower, lazy matcher). End to end, level 2
-/// took pushprobe's bytes a sample into VictoriaMetrics only from 6.55 to 6.35
-/// (docs/performance.md), so level 3.
+/// took pushprobe's bytes a sample into VictoriaMetrics only from 6.55 to 6.35, and levels 4
+/// and 5 (set with `compression_level`) sent no fewer bytes a sample than level 3 (5.71–5.87
+/// and 5.68–5.79 against 5.66–5.75, with vmagent's own figure moving by 8 % between runs),
+/// level 5 for half as much CPU again (docs/performance.md): so level 3, the cheapest of them.
 pub const ZSTD_LEVEL_LARGE: i32 = 3;
 
 /// Size of the uncompressed protobuf from which [`ZSTD_LEVEL_LARGE`] applies: zstd's own
 /// boundary between its small-input and large-input parameter tables.
 pub const ZSTD_LARGE_BODY: usize = 256 * 1024;
 
-/// The zstd level for a protobuf of `len` bytes.
-pub fn zstd_level(len: usize) -> i32 {
-    if len >= ZSTD_LARGE_BODY {
-        ZSTD_LEVEL_LARGE
-    } else {
-        ZSTD_LEVEL
+/// Levels `compression_level` accepts: zstd's regular ones. The negative (fast) levels save
+/// no CPU worth the bytes they add; levels above 19 are zstd's "ultra" ones, which its own
+/// tool refuses without `--ultra` for the memory they take.
+pub const ZSTD_LEVELS: std::ops::RangeInclusive<i32> = 1..=19;
+
+/// The zstd level for a protobuf of `len` bytes: `configured` (an endpoint's
+/// `compression_level`) for every body, or else by size, [`ZSTD_LEVEL`] below
+/// [`ZSTD_LARGE_BODY`] and [`ZSTD_LEVEL_LARGE`] from it on.
+pub fn zstd_level(len: usize, configured: Option<i32>) -> i32 {
+    match configured {
+        Some(level) => level,
+        None if len >= ZSTD_LARGE_BODY => ZSTD_LEVEL_LARGE,
+        None => ZSTD_LEVEL,
     }
 }
 
@@ -220,29 +229,35 @@ pub struct ZstdCompressor {
     inner: zstd::bulk::Compressor<'static>,
     /// The level the context is set to, changed only when a body's size asks for another.
     level: i32,
+    /// The endpoint's `compression_level`; unset: by body size.
+    configured: Option<i32>,
 }
 
 impl std::fmt::Debug for ZstdCompressor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ZstdCompressor")
             .field("level", &self.level)
+            .field("configured", &self.configured)
             .finish_non_exhaustive()
     }
 }
 
 impl ZstdCompressor {
-    /// A compressor at [`ZSTD_LEVEL`]; each body gets the level of its size ([`zstd_level`]).
-    pub fn new() -> std::io::Result<Self> {
+    /// A compressor at `configured` for every body, or, unset, at the level of each body's
+    /// size ([`zstd_level`]).
+    pub fn new(configured: Option<i32>) -> std::io::Result<Self> {
+        let level = configured.unwrap_or(ZSTD_LEVEL);
         Ok(ZstdCompressor {
-            inner: zstd::bulk::Compressor::new(ZSTD_LEVEL)?,
-            level: ZSTD_LEVEL,
+            inner: zstd::bulk::Compressor::new(level)?,
+            level,
+            configured,
         })
     }
 
-    /// Compresses `input` as one zstd frame into `out` (cleared first), at the level of its
-    /// size.
+    /// Compresses `input` as one zstd frame into `out` (cleared first), at the level
+    /// [`zstd_level`] gives it.
     pub fn compress(&mut self, input: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
-        let level = zstd_level(input.len());
+        let level = zstd_level(input.len(), self.configured);
         if level != self.level {
             self.inner.set_compression_level(level)?;
             self.level = level;
@@ -411,7 +426,7 @@ mod tests {
     #[test]
     fn zstd_bodies_decode_to_the_same_protobuf_and_are_smaller_than_snappy() {
         let proto = realistic_body();
-        let mut compressor = ZstdCompressor::new().unwrap();
+        let mut compressor = ZstdCompressor::new(None).unwrap();
         let mut zstd_body = Vec::new();
         compressor.compress(&proto, &mut zstd_body).unwrap();
         let back = zstd::bulk::decompress(&zstd_body, proto.len()).unwrap();
@@ -433,20 +448,20 @@ mod tests {
 
     #[test]
     fn large_bodies_get_the_large_level_and_the_level_follows_each_body() {
-        assert_eq!(zstd_level(0), ZSTD_LEVEL);
-        assert_eq!(zstd_level(ZSTD_LARGE_BODY - 1), ZSTD_LEVEL);
-        assert_eq!(zstd_level(ZSTD_LARGE_BODY), ZSTD_LEVEL_LARGE);
+        assert_eq!(zstd_level(0, None), ZSTD_LEVEL);
+        assert_eq!(zstd_level(ZSTD_LARGE_BODY - 1, None), ZSTD_LEVEL);
+        assert_eq!(zstd_level(ZSTD_LARGE_BODY, None), ZSTD_LEVEL_LARGE);
 
         let small = realistic_body();
         let large = realistic_body_of(9_000);
         assert!(small.len() < ZSTD_LARGE_BODY && large.len() >= ZSTD_LARGE_BODY);
         let mut fresh = Vec::new();
-        ZstdCompressor::new()
+        ZstdCompressor::new(None)
             .unwrap()
             .compress(&small, &mut fresh)
             .unwrap();
 
-        let mut compressor = ZstdCompressor::new().unwrap();
+        let mut compressor = ZstdCompressor::new(None).unwrap();
         let mut body = Vec::new();
         compressor.compress(&large, &mut body).unwrap();
         assert_eq!(compressor.level, ZSTD_LEVEL_LARGE);
@@ -455,5 +470,22 @@ mod tests {
         compressor.compress(&small, &mut body).unwrap();
         assert_eq!(compressor.level, ZSTD_LEVEL);
         assert_eq!(body, fresh);
+    }
+
+    #[test]
+    fn a_configured_level_applies_to_every_body() {
+        assert_eq!(zstd_level(0, Some(7)), 7);
+        assert_eq!(zstd_level(ZSTD_LARGE_BODY * 4, Some(2)), 2);
+
+        let small = realistic_body();
+        let large = realistic_body_of(9_000);
+        let mut compressor = ZstdCompressor::new(Some(9)).unwrap();
+        let mut body = Vec::new();
+        for proto in [&small, &large, &small] {
+            compressor.compress(proto, &mut body).unwrap();
+            assert_eq!(compressor.level, 9);
+            assert_eq!(&zstd::bulk::decompress(&body, proto.len()).unwrap(), proto);
+            assert_eq!(body, zstd::bulk::compress(proto, 9).unwrap());
+        }
     }
 }

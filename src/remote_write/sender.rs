@@ -124,6 +124,8 @@ pub struct Sender {
     negotiation: std::sync::Mutex<Negotiation>,
     /// Made at the first zstd body, then reused (its context is large).
     zstd: std::sync::Mutex<Option<ZstdCompressor>>,
+    /// The endpoint's `compression_level`; unset: by body size.
+    zstd_level: Option<i32>,
     /// Longest the compression handshake may delay the first window.
     handshake_deadline: Duration,
     /// The 2.0 encoder, used while `protocol` says 2.0.
@@ -192,6 +194,7 @@ impl Sender {
             durable_queue: false,
             negotiation: std::sync::Mutex::new(Negotiation::new(settings.compression)),
             zstd: std::sync::Mutex::new(None),
+            zstd_level: settings.compression_level,
             handshake_deadline: compression::HANDSHAKE_DEADLINE.min(settings.timeout),
             encoder_v2: std::sync::Mutex::new(EncoderV2::new()),
             meta: Arc::new(NoMeta),
@@ -722,7 +725,7 @@ impl Sender {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let compressor = match &mut *zstd {
             Some(c) => c,
-            empty => empty.insert(ZstdCompressor::new()?),
+            empty => empty.insert(ZstdCompressor::new(self.zstd_level)?),
         };
         compressor.compress(proto, out)
     }

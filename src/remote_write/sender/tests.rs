@@ -262,6 +262,7 @@ fn settings(url: reqwest::Url) -> RemoteWriteSettings {
         accepts_out_of_order: false,
         max_catchup_bytes_per_second: None,
         compression: crate::config::CompressionConfig::Snappy,
+        compression_level: None,
         protocol: Protocol::V1,
     }
 }
