@@ -526,7 +526,7 @@ impl ProbeSettings {
     /// openai probe as its URL (a URL, or `host:port` with `__scheme__` and
     /// `__metrics_path__`), a tcp or grpc probe as its `host:port`, an icmp probe as its host,
     /// a dns probe as its server. What every kind shares is set once after it: the target's
-    /// labels, interval and timeout, and the `instance` of [`target_labels`].
+    /// labels, interval and timeout, and the `instance` of `target_labels`.
     pub fn with_target(
         &self,
         target: &crate::discovery::Target,

@@ -70,7 +70,7 @@ pub struct RemoteWriteConfig {
     /// Timeout of one write request.
     #[serde(default = "default_rw_timeout")]
     pub timeout: ConfigDuration,
-    /// Most samples in one request; unset: [`DEFAULT_MAX_SAMPLES_PER_SEND`], or
+    /// Most samples in one request; unset: `DEFAULT_MAX_SAMPLES_PER_SEND` (10,000), or
     /// `queue_capacity` if that is smaller.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_samples_per_send: Option<usize>,
