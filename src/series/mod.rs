@@ -774,6 +774,28 @@ mod tests {
     }
 
     #[test]
+    fn series_stay_in_label_order_whatever_the_order_they_come_in() {
+        let mut r = Registry::new();
+        for v in ["c", "a", "d", "b"] {
+            r.gauge_set("g", &[("k", v)], 1.0).unwrap();
+        }
+        r.remove("g", &[("k", "d")]);
+        let family = r.families().next().unwrap();
+        let keys: Vec<_> = family.series.keys().map(|k| k.to_string()).collect();
+        assert_eq!(keys, [r#"{k="a"}"#, r#"{k="b"}"#, r#"{k="c"}"#]);
+        // Inserting under an existing key replaces that series and gives the old one back.
+        let mut map = family.series.clone();
+        let old = map.get(&Labels::from_pairs([("k", "b")]).unwrap()).cloned();
+        let back = map.insert(Labels::from_pairs([("k", "b")]).unwrap(), old.unwrap());
+        assert!(back.is_some());
+        assert_eq!(map.len(), 3);
+        assert!(map
+            .remove(&Labels::from_pairs([("k", "a")]).unwrap())
+            .is_some());
+        assert!(!map.contains_key(&Labels::from_pairs([("k", "a")]).unwrap()));
+    }
+
+    #[test]
     fn sets_too_large_for_the_stack_key_take_the_allocating_path() {
         let names: Vec<String> = (0..STACK_KEY_LABELS + 4)
             .map(|i| format!("l{i:02}"))
