@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use crate::exposition;
-use crate::series::{Family, Labels, METRIC_NAME_LABEL};
+use crate::series::{Family, Labels, SeriesMap, METRIC_NAME_LABEL};
 
 pub use crate::exposition::CONTENT_TYPE;
 
@@ -50,7 +50,7 @@ pub fn render<'a>(
     for group in by_name.into_values() {
         let mut merged = Family {
             meta: group[0].meta.clone(),
-            series: BTreeMap::new(),
+            series: SeriesMap::new(),
         };
         for family in group {
             for series in family.series.values() {

@@ -14,7 +14,6 @@
 //! the series. The copy costs one allocation per histogram sample, which holds the histogram
 //! anyway, and one word per label set.
 
-use std::collections::{btree_map, BTreeMap};
 use std::sync::Arc;
 
 mod labels;
@@ -243,9 +242,35 @@ pub struct Series {
     pub labels: Labels,
     /// Current value.
     pub value: SeriesValue,
-    /// Interned full label sets: one for counters, gauges and native histograms; for classic
-    /// histograms one per bucket (`+Inf` last), then `_sum`, then `_count`.
-    interned: Vec<Labels>,
+    /// Interned full label sets of the samples the series yields.
+    interned: Interned,
+}
+
+/// The full label sets a series' samples carry, built once when the series is created.
+#[derive(Clone, Debug)]
+enum Interned {
+    /// Counters, gauges and native histograms: one set, kept inline (most series of a probe).
+    One(Labels),
+    /// Classic histograms: one set per bucket (`+Inf` last), then `_sum`, then `_count`.
+    Classic(Box<[Labels]>),
+}
+
+impl Interned {
+    /// The sets in sample order.
+    fn as_slice(&self) -> &[Labels] {
+        match self {
+            Interned::One(l) => std::slice::from_ref(l),
+            Interned::Classic(all) => all,
+        }
+    }
+
+    /// The sets in sample order, owned.
+    fn into_vec(self) -> Vec<Labels> {
+        match self {
+            Interned::One(l) => vec![l],
+            Interned::Classic(all) => all.into_vec(),
+        }
+    }
 }
 
 /// A metric family: metadata plus its series keyed by their labels.
@@ -254,18 +279,104 @@ pub struct Family {
     /// Type and help.
     pub meta: FamilyMeta,
     /// Series keyed by their labels (without `__name__`).
-    pub series: BTreeMap<Labels, Series>,
+    pub series: SeriesMap,
+}
+
+/// A family's series in the order of their labels (without `__name__`), each found by them.
+///
+/// A sorted vector rather than a `BTreeMap`: most families of a probe hold one series, and a
+/// map allocates a node with room for eleven (about 0.6 KB) for it, where the vector holds
+/// just that series. Families are small (a probe's, a job's, the agent's own metrics), so the
+/// shifting an insertion costs stays short; lookups are a binary search either way.
+#[derive(Clone, Debug, Default)]
+pub struct SeriesMap {
+    /// Series sorted by [`Series::labels`], each set once.
+    sorted: Vec<Series>,
+}
+
+impl SeriesMap {
+    /// Creates an empty map.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Where the series keyed `key` is, or where it would go.
+    fn search(&self, key: &dyn SeriesKey) -> Result<usize, usize> {
+        self.sorted
+            .binary_search_by(|s| (&s.labels as &dyn SeriesKey).cmp(key))
+    }
+
+    /// The number of series.
+    pub fn len(&self) -> usize {
+        self.sorted.len()
+    }
+
+    /// Tells whether there is no series.
+    pub fn is_empty(&self) -> bool {
+        self.sorted.is_empty()
+    }
+
+    /// The series in label order.
+    pub fn values(&self) -> std::slice::Iter<'_, Series> {
+        self.sorted.iter()
+    }
+
+    /// The series' labels (their keys) in order.
+    pub fn keys(&self) -> impl Iterator<Item = &Labels> {
+        self.sorted.iter().map(|s| &s.labels)
+    }
+
+    /// The series keyed `key`.
+    pub fn get(&self, key: &Labels) -> Option<&Series> {
+        self.get_by(key)
+    }
+
+    /// Tells whether a series is keyed `key`.
+    pub fn contains_key(&self, key: &Labels) -> bool {
+        self.search(key).is_ok()
+    }
+
+    /// Stores `series` under `key` (which becomes its labels), returning the one it replaced.
+    pub fn insert(&mut self, key: Labels, mut series: Series) -> Option<Series> {
+        series.labels = key;
+        match self.search(&series.labels) {
+            Ok(i) => Some(std::mem::replace(&mut self.sorted[i], series)),
+            Err(i) => {
+                self.sorted.insert(i, series);
+                None
+            }
+        }
+    }
+
+    /// Takes out the series keyed `key`.
+    pub fn remove(&mut self, key: &Labels) -> Option<Series> {
+        self.search(key).ok().map(|i| self.sorted.remove(i))
+    }
+
+    fn get_by(&self, key: &dyn SeriesKey) -> Option<&Series> {
+        self.search(key).ok().map(|i| &self.sorted[i])
+    }
+
+    fn get_mut_by(&mut self, key: &dyn SeriesKey) -> Option<&mut Series> {
+        self.search(key).ok().map(|i| &mut self.sorted[i])
+    }
 }
 
 /// A set of metric families whose values probes update and which yields samples on demand.
 #[derive(Clone, Debug, Default)]
 pub struct Registry {
-    families: BTreeMap<String, Family>,
+    /// Families sorted by name, each once. A vector sized to its families rather than a map
+    /// keyed by a second copy of each name: a probe's registry holds a dozen or more families
+    /// and keeps them for the probe's lifetime.
+    families: Vec<Family>,
     /// Series removed since the last [`Registry::take_stale_markers`]: family name, key and
     /// interned label sets, so each can be ended with a staleness marker.
     ended: Vec<(String, Labels, Vec<Labels>)>,
     /// Whether histograms are also kept, and sent, as native histograms.
     native: Option<native::NativeOptions>,
+    /// The key of the series created last: a probe creates a dozen families' series with the
+    /// same labels in a row, and they then share this one copy instead of one each.
+    last_key: Option<Labels>,
 }
 
 impl Registry {
@@ -293,19 +404,39 @@ impl Registry {
     /// Declares a family. Calling it again with the same name keeps the existing series.
     pub fn describe(&mut self, name: &str, kind: MetricType, help: &str) {
         // Probes describe their families on every run: only a new family allocates its name.
-        if self.families.contains_key(name) {
+        let Err(i) = self.search(name) else {
             return;
-        }
-        self.families
-            .entry(name.to_string())
-            .or_insert_with(|| Family {
+        };
+        // Families are described once each, mostly on a probe's first run: room for exactly
+        // one more keeps the vector at its size for the registry's lifetime.
+        self.families.reserve_exact(1);
+        self.families.insert(
+            i,
+            Family {
                 meta: FamilyMeta {
                     name: name.to_string(),
                     kind,
                     help: help.to_string(),
                 },
-                series: BTreeMap::new(),
-            });
+                series: SeriesMap::new(),
+            },
+        );
+    }
+
+    /// Where the family `name` is, or where it would go.
+    fn search(&self, name: &str) -> Result<usize, usize> {
+        self.families
+            .binary_search_by(|f| f.meta.name.as_str().cmp(name))
+    }
+
+    /// The family `name`.
+    fn family(&self, name: &str) -> Option<&Family> {
+        self.search(name).ok().map(|i| &self.families[i])
+    }
+
+    /// The family `name`, to change.
+    fn family_mut(&mut self, name: &str) -> Option<&mut Family> {
+        self.search(name).ok().map(|i| &mut self.families[i])
     }
 
     fn series_mut(
@@ -318,36 +449,41 @@ impl Registry {
         // a dozen series: finding a series that exists searches with the pairs themselves and
         // allocates nothing. Only a new series builds (and validates) its label set.
         let hit = with_sorted_key(labels, |key| {
-            self.families
-                .get(name)
-                .is_some_and(|f| f.series.contains_key(key))
+            self.family(name)
+                .is_some_and(|f| f.series.search(key).is_ok())
         });
         if hit == Some(true) {
             return with_sorted_key(labels, |key| {
-                self.families
-                    .get_mut(name)
-                    .and_then(|f| f.series.get_mut(key))
+                self.family_mut(name).and_then(|f| f.series.get_mut_by(key))
             })
             .flatten()
             .ok_or(LabelError::MissingName);
         }
-        if !self.families.contains_key(name) {
+        if self.search(name).is_err() {
             self.describe(name, MetricType::Unknown, "");
         }
+        let mut key = Labels::from_pairs(labels.iter().copied())?;
+        if let Some(last) = self.last_key.as_ref().filter(|last| **last == key) {
+            key = last.clone();
+        }
         // Described just above if it was missing.
-        let family = self.families.get_mut(name).ok_or(LabelError::MissingName)?;
-        let key = Labels::from_pairs(labels.iter().copied())?;
-        match family.series.entry(key) {
-            btree_map::Entry::Occupied(e) => Ok(e.into_mut()),
-            btree_map::Entry::Vacant(e) => {
+        let at = self.search(name).map_err(|_| LabelError::MissingName)?;
+        let family = &mut self.families[at];
+        match family.series.search(&key) {
+            Ok(i) => Ok(&mut family.series.sorted[i]),
+            Err(i) => {
                 let value = init();
-                let interned = intern(name, e.key(), &value)?;
-                let labels = e.key().clone();
-                Ok(e.insert(Series {
-                    labels,
-                    value,
-                    interned,
-                }))
+                let interned = intern(name, &key, &value)?;
+                self.last_key = Some(key.clone());
+                family.series.sorted.insert(
+                    i,
+                    Series {
+                        labels: key,
+                        value,
+                        interned,
+                    },
+                );
+                Ok(&mut family.series.sorted[i])
             }
         }
     }
@@ -404,28 +540,26 @@ impl Registry {
         // Probes remove series that usually do not exist (a certificate expiry on plain HTTP)
         // on every run: seeing that costs no allocation.
         let absent = with_sorted_key(labels, |key| {
-            !self
-                .families
-                .get(name)
-                .is_some_and(|f| f.series.contains_key(key))
+            self.family(name)
+                .is_none_or(|f| f.series.search(key).is_err())
         });
         if absent == Some(true) {
             return;
         }
-        if let (Some(f), Ok(key)) = (
-            self.families.get_mut(name),
-            Labels::from_pairs(labels.iter().copied()),
-        ) {
-            if let Some(series) = f.series.remove(&key) {
-                self.ended.push((name.to_string(), key, series.interned));
-            }
+        let Ok(key) = Labels::from_pairs(labels.iter().copied()) else {
+            return;
+        };
+        if let Some(series) = self.family_mut(name).and_then(|f| f.series.remove(&key)) {
+            self.ended
+                .push((name.to_string(), key, series.interned.into_vec()));
         }
     }
 
     /// Removes every series, of any family, that carries `label` = `value` (all of a sink a
     /// reload removed), each ended as by [`Registry::remove`].
     pub fn remove_labelled(&mut self, label: &str, value: &str) {
-        for (name, family) in &mut self.families {
+        for family in &mut self.families {
+            let name = &family.meta.name;
             let gone: Vec<Labels> = family
                 .series
                 .keys()
@@ -434,7 +568,8 @@ impl Registry {
                 .collect();
             for key in gone {
                 if let Some(series) = family.series.remove(&key) {
-                    self.ended.push((name.clone(), key, series.interned));
+                    self.ended
+                        .push((name.clone(), key, series.interned.into_vec()));
                 }
             }
         }
@@ -447,8 +582,7 @@ impl Registry {
         let mut out = Vec::new();
         for (name, key, interned) in ended {
             let back = self
-                .families
-                .get(&name)
+                .family(&name)
                 .is_some_and(|f| f.series.contains_key(&key));
             if back {
                 continue;
@@ -465,7 +599,7 @@ impl Registry {
     /// Returns the value of a counter or gauge series, if present (for reports and tests).
     pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let key = Labels::from_pairs(labels.iter().copied()).ok()?;
-        match self.families.get(name)?.series.get(&key)?.value {
+        match self.family(name)?.series.get(&key)?.value {
             SeriesValue::Counter(v) | SeriesValue::Gauge(v) => Some(v),
             SeriesValue::Histogram(_) => None,
         }
@@ -473,7 +607,7 @@ impl Registry {
 
     /// Iterates the families in name order.
     pub fn families(&self) -> impl Iterator<Item = &Family> {
-        self.families.values()
+        self.families.iter()
     }
 
     /// Returns every series' current value as samples stamped `timestamp_ms`.
@@ -485,7 +619,7 @@ impl Registry {
 
     /// Appends every series' current value to `out`, stamped `timestamp_ms`.
     pub fn append_samples(&self, timestamp_ms: i64, out: &mut Vec<Sample>) {
-        for family in self.families.values() {
+        for family in &self.families {
             for s in family.series.values() {
                 let mut push = |labels: &Labels, value: f64| {
                     out.push(Sample {
@@ -494,21 +628,22 @@ impl Registry {
                         timestamp_ms,
                     })
                 };
+                let interned = s.interned.as_slice();
                 match &s.value {
-                    SeriesValue::Counter(v) | SeriesValue::Gauge(v) => push(&s.interned[0], *v),
+                    SeriesValue::Counter(v) | SeriesValue::Gauge(v) => push(&interned[0], *v),
                     SeriesValue::Histogram(h) => match &h.native {
                         Some(n) => out.push(Sample::native(
-                            &s.interned[0],
+                            &interned[0],
                             Arc::new(n.snapshot()),
                             timestamp_ms,
                         )),
                         None => {
                             let n = h.counts.len();
                             for (i, c) in h.cumulative().enumerate() {
-                                push(&s.interned[i], c as f64);
+                                push(&interned[i], c as f64);
                             }
-                            push(&s.interned[n], h.sum);
-                            push(&s.interned[n + 1], h.count as f64);
+                            push(&interned[n], h.sum);
+                            push(&interned[n + 1], h.count as f64);
                         }
                     },
                 }
@@ -517,7 +652,7 @@ impl Registry {
     }
 }
 
-fn intern(name: &str, labels: &Labels, value: &SeriesValue) -> Result<Vec<Labels>, LabelError> {
+fn intern(name: &str, labels: &Labels, value: &SeriesValue) -> Result<Interned, LabelError> {
     let named = |metric: &str| -> Result<Labels, LabelError> {
         if !is_valid_metric_name(metric) {
             return Err(LabelError::InvalidMetricName(metric.to_string()));
@@ -525,8 +660,8 @@ fn intern(name: &str, labels: &Labels, value: &SeriesValue) -> Result<Vec<Labels
         Ok(labels.with(METRIC_NAME_LABEL, metric))
     };
     match value {
-        SeriesValue::Counter(_) | SeriesValue::Gauge(_) => Ok(vec![named(name)?]),
-        SeriesValue::Histogram(h) if h.native.is_some() => Ok(vec![named(name)?]),
+        SeriesValue::Counter(_) | SeriesValue::Gauge(_) => Ok(Interned::One(named(name)?)),
+        SeriesValue::Histogram(h) if h.native.is_some() => Ok(Interned::One(named(name)?)),
         SeriesValue::Histogram(h) => {
             let bucket = named(&format!("{name}_bucket"))?;
             let mut out: Vec<Labels> = h
@@ -538,7 +673,7 @@ fn intern(name: &str, labels: &Labels, value: &SeriesValue) -> Result<Vec<Labels
                 .collect();
             out.push(named(&format!("{name}_sum"))?);
             out.push(named(&format!("{name}_count"))?);
-            Ok(out)
+            Ok(Interned::Classic(out.into_boxed_slice()))
         }
     }
 }
@@ -562,7 +697,7 @@ fn with_sorted_key<R>(labels: &[(&str, &str)], f: impl FnOnce(&dyn SeriesKey) ->
 }
 
 /// A series key seen as its labels' (name, value) bytes in name order: the order [`Labels`]
-/// sorts by, so a map keyed by label sets can be searched with borrowed pairs.
+/// sorts by, so a family's series can be searched with borrowed pairs.
 trait SeriesKey {
     /// The labels in name order.
     fn key_pairs(&self) -> KeyPairs<'_>;
@@ -597,12 +732,6 @@ impl SeriesKey for Labels {
 impl SeriesKey for SortedPairs<'_> {
     fn key_pairs(&self) -> KeyPairs<'_> {
         KeyPairs::Pairs(self.0.iter())
-    }
-}
-
-impl<'a> std::borrow::Borrow<dyn SeriesKey + 'a> for Labels {
-    fn borrow(&self) -> &(dyn SeriesKey + 'a) {
-        self
     }
 }
 
@@ -642,6 +771,28 @@ mod tests {
         r.gauge_set("g", &[("a", "1")], 7.0).unwrap();
         assert_eq!(r.families().next().unwrap().series.len(), 2);
         assert_eq!(r.value("g", &[("a", "1"), ("b", "2")]), Some(5.0));
+    }
+
+    #[test]
+    fn series_stay_in_label_order_whatever_the_order_they_come_in() {
+        let mut r = Registry::new();
+        for v in ["c", "a", "d", "b"] {
+            r.gauge_set("g", &[("k", v)], 1.0).unwrap();
+        }
+        r.remove("g", &[("k", "d")]);
+        let family = r.families().next().unwrap();
+        let keys: Vec<_> = family.series.keys().map(|k| k.to_string()).collect();
+        assert_eq!(keys, [r#"{k="a"}"#, r#"{k="b"}"#, r#"{k="c"}"#]);
+        // Inserting under an existing key replaces that series and gives the old one back.
+        let mut map = family.series.clone();
+        let old = map.get(&Labels::from_pairs([("k", "b")]).unwrap()).cloned();
+        let back = map.insert(Labels::from_pairs([("k", "b")]).unwrap(), old.unwrap());
+        assert!(back.is_some());
+        assert_eq!(map.len(), 3);
+        assert!(map
+            .remove(&Labels::from_pairs([("k", "a")]).unwrap())
+            .is_some());
+        assert!(!map.contains_key(&Labels::from_pairs([("k", "a")]).unwrap()));
     }
 
     #[test]
