@@ -135,18 +135,7 @@ os.replace(path + ".tmp", path)
 PY
 }
 
-vm_port="$(free_port)"
-"$VM145" \
-    -storageDataPath="$work/vm-data" \
-    -httpListenAddr="127.0.0.1:$vm_port" \
-    -retentionPeriod=1 \
-    -search.latencyOffset=0s \
-    -search.disableCache \
-    -search.maxUniqueTimeseries=5000000 \
-    -loggerLevel=WARN \
-    >"$work/victoria-metrics.log" 2>&1 &
-pids+=("$!")
-wait_http "http://127.0.0.1:$vm_port/health" victoria-metrics
+start_victoria_metrics "$VM145"
 write_url="http://127.0.0.1:$vm_port/api/v1/write"
 
 # query PROMQL: an instant query against VictoriaMetrics, now.

@@ -130,17 +130,7 @@ probe_table() {
     printf 'interval = "1s"\ntimeout = "1s"\n'
 }
 
-vm_port="$(free_port)"
-"$VICTORIA" \
-    -storageDataPath="$work/vm-data" \
-    -httpListenAddr="127.0.0.1:$vm_port" \
-    -retentionPeriod=1 \
-    -search.latencyOffset=0s \
-    -search.disableCache \
-    -loggerLevel=WARN \
-    >"$work/victoria-metrics.log" 2>&1 &
-pids+=("$!")
-wait_http "http://127.0.0.1:$vm_port/health" victoria-metrics
+start_victoria_metrics "$VICTORIA"
 write_url="http://127.0.0.1:$vm_port/api/v1/write"
 
 # --- pushprobe --------------------------------------------------------------------------------

@@ -111,18 +111,7 @@ prometheus-node-exporter --web.listen-address="127.0.0.1:$node_port" >"$work/nod
 pids+=("$!")
 wait_http "http://127.0.0.1:$node_port/metrics" node-exporter
 
-vm_port="$(free_port)"
-"$VM145" \
-    -storageDataPath="$work/vm-data" \
-    -httpListenAddr="127.0.0.1:$vm_port" \
-    -retentionPeriod=1 \
-    -search.latencyOffset=0s \
-    -search.disableCache \
-    -search.maxUniqueTimeseries=5000000 \
-    -loggerLevel=WARN \
-    >"$work/victoria-metrics.log" 2>&1 &
-pids+=("$!")
-wait_http "http://127.0.0.1:$vm_port/health" victoria-metrics
+start_victoria_metrics "$VM145"
 
 prom_rx_port="$(free_port)"
 "$PROM3" \

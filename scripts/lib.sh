@@ -47,6 +47,25 @@ wait_http() {
     exit 1
 }
 
+# start_victoria_metrics BINARY: starts a VictoriaMetrics single node on a free port with its
+# data in $work/vm-data and its log in $work/victoria-metrics.log, waits until it is healthy,
+# and sets vm_port. Queries see every sample at once (no latency offset, no cache), so a
+# benchmark can count what arrived right after its window.
+start_victoria_metrics() {
+    vm_port="$(free_port)"
+    "$1" \
+        -storageDataPath="$work/vm-data" \
+        -httpListenAddr="127.0.0.1:$vm_port" \
+        -retentionPeriod=1 \
+        -search.latencyOffset=0s \
+        -search.disableCache \
+        -search.maxUniqueTimeseries=5000000 \
+        -loggerLevel=WARN \
+        >"$work/victoria-metrics.log" 2>&1 &
+    pids+=("$!")
+    wait_http "http://127.0.0.1:$vm_port/health" victoria-metrics
+}
+
 # CPU seconds (utime + stime) a process has used so far.
 cpu_seconds() {
     # utime and stime are fields 14 and 15 of the line; the command name before them is in
