@@ -121,33 +121,108 @@ pub fn chat_body_with(
     Bytes::from(body.to_string())
 }
 
-/// A stream parser the event loop feeds: OpenAI's chunks or Anthropic's events.
-trait EventStream {
+/// A stream parser the event loop feeds: OpenAI's chunks or Anthropic's events. Both are read
+/// by one loop ([`OpenAiProbe::read_events`]); what differs is how their errors read.
+trait EventStream: Sized {
     /// What an event can say is wrong.
-    type Error;
+    type Error: PartialEq;
+    /// The end marker as a reader knows it, for messages about a stream that broke off.
+    const END_MARKER: &'static str;
     /// Whether the end marker arrived.
     fn is_done(&self) -> bool;
     /// Takes one event that arrived `at` after the request was sent.
     fn on_event(&mut self, event: &sse::SseEvent, at: Duration) -> Result<(), Self::Error>;
+    /// Timing so far, also of a stream that failed.
+    fn timing(&self) -> timing::TimingSummary;
+    /// The error event the stream carried, if any.
+    fn error_event(&self) -> Option<&serde_json::Value>;
+    /// The stream's result once it ended.
+    fn finish(self) -> Result<StreamEnd, Self::Error>;
+    /// Whether `e` is an error event inside the 200 stream.
+    fn is_error_event(e: &Self::Error) -> bool;
+    /// Whether `e` says the end marker never came.
+    fn is_missing_end(e: &Self::Error) -> bool;
+    /// The failure `e` stands for, after `events` events.
+    fn failure(e: &Self::Error, events: u64) -> Failure;
+}
+
+/// What both stream shapes yield when they end well.
+struct StreamEnd {
+    reply: response::ChatReply,
+    time_to_first_token: Option<Duration>,
+    timing: timing::TimingSummary,
+    facts: AnswerFacts,
+    usage_seen: bool,
 }
 
 impl EventStream for StreamState {
     type Error = ResponseError;
+    const END_MARKER: &'static str = "data: [DONE]";
     fn is_done(&self) -> bool {
         StreamState::is_done(self)
     }
     fn on_event(&mut self, event: &sse::SseEvent, at: Duration) -> Result<(), ResponseError> {
         StreamState::on_event(self, event, at)
     }
+    fn timing(&self) -> timing::TimingSummary {
+        StreamState::timing(self)
+    }
+    fn error_event(&self) -> Option<&serde_json::Value> {
+        StreamState::error_event(self)
+    }
+    fn finish(self) -> Result<StreamEnd, ResponseError> {
+        StreamState::finish(self).map(|s| StreamEnd {
+            reply: s.reply,
+            time_to_first_token: s.time_to_first_token,
+            timing: s.timing,
+            facts: s.facts,
+            usage_seen: s.usage_seen,
+        })
+    }
+    fn is_error_event(e: &ResponseError) -> bool {
+        *e == ResponseError::StreamError
+    }
+    fn is_missing_end(e: &ResponseError) -> bool {
+        *e == ResponseError::NoDone
+    }
+    fn failure(e: &ResponseError, events: u64) -> Failure {
+        response_failure(e, events)
+    }
 }
 
 impl EventStream for AnthropicStream {
     type Error = AnthropicError;
+    // Anthropic's end marker is message_stop: its absence is the same anomaly as [DONE]'s.
+    const END_MARKER: &'static str = "message_stop";
     fn is_done(&self) -> bool {
         AnthropicStream::is_done(self)
     }
     fn on_event(&mut self, event: &sse::SseEvent, at: Duration) -> Result<(), AnthropicError> {
         AnthropicStream::on_event(self, event, at)
+    }
+    fn timing(&self) -> timing::TimingSummary {
+        AnthropicStream::timing(self)
+    }
+    fn error_event(&self) -> Option<&serde_json::Value> {
+        AnthropicStream::error_event(self)
+    }
+    fn finish(self) -> Result<StreamEnd, AnthropicError> {
+        AnthropicStream::finish(self).map(|s| StreamEnd {
+            reply: s.reply,
+            time_to_first_token: s.time_to_first_token,
+            timing: s.timing,
+            facts: s.facts,
+            usage_seen: s.usage_seen,
+        })
+    }
+    fn is_error_event(e: &AnthropicError) -> bool {
+        matches!(e, AnthropicError::Error { .. })
+    }
+    fn is_missing_end(e: &AnthropicError) -> bool {
+        *e == AnthropicError::NoStop
+    }
+    fn failure(e: &AnthropicError, events: u64) -> Failure {
+        anthropic_failure(e, events)
     }
 }
 
@@ -532,11 +607,14 @@ impl OpenAiProbe {
             }
             Check::ChatStream => match self.settings.api {
                 Api::Openai => {
-                    self.read_stream(&mut response, trace, key_state, signals)
+                    let state = StreamState::with_stall_threshold(self.settings.stall_threshold);
+                    self.read_events(&mut response, trace, key_state, signals, state)
                         .await
                 }
                 Api::Anthropic => {
-                    self.read_anthropic_stream(&mut response, trace, key_state, signals)
+                    let state =
+                        AnthropicStream::with_stall_threshold(self.settings.stall_threshold);
+                    self.read_events(&mut response, trace, key_state, signals, state)
                         .await
                 }
             },
@@ -560,16 +638,17 @@ impl OpenAiProbe {
         }
     }
 
-    /// Reads a chat stream chunk by chunk, timing each event as it arrives, up to `[DONE]`.
-    /// Its timing and integrity go into `signals`, also when the stream fails.
-    async fn read_stream(
+    /// Reads a stream (OpenAI chunks up to `[DONE]`, or Anthropic events up to
+    /// `message_stop`) event by event, timing each as it arrives. Its timing and integrity go
+    /// into `signals`, also when the stream fails.
+    async fn read_events<S: EventStream>(
         &self,
         response: &mut Response,
         trace: &mut Trace,
         key_state: &str,
         signals: &mut Signals,
+        mut state: S,
     ) -> Result<Measured, Failure> {
-        let mut state = StreamState::with_stall_threshold(self.settings.stall_threshold);
         let mut events = 0u64;
         let result = self
             .follow_stream(response, trace, &mut state, &mut events)
@@ -577,29 +656,34 @@ impl OpenAiProbe {
         signals.timing = Some(state.timing());
         if let Err(e) = result {
             return Err(match e {
-                Ok(f) => f,
-                Err(ResponseError::StreamError) => {
+                Ok(mut f) => {
+                    if f.reason == Reason::StreamInterrupted {
+                        f.message = f.message.replace("data: [DONE]", S::END_MARKER);
+                    }
+                    f
+                }
+                Err(e) if S::is_error_event(&e) => {
                     error_event_failure(state.error_event(), key_state, signals)
                 }
-                Err(e) => response_failure(&e, events),
+                Err(e) => S::failure(&e, events),
             });
         }
-        let summary = match state.finish() {
-            Ok(s) => s,
+        let end = match state.finish() {
+            Ok(end) => end,
             Err(e) => {
-                if e == ResponseError::NoDone && events > 0 {
+                if S::is_missing_end(&e) && events > 0 {
                     signals.anomalies.push(Anomaly::MissingDone);
                 }
-                return Err(response_failure(&e, events));
+                return Err(S::failure(&e, events));
             }
         };
-        let first_text = summary.timing.first_text();
+        let first_text = end.timing.first_text();
         self.conclude_stream(
             signals,
-            summary.reply,
-            (summary.time_to_first_token, first_text),
-            summary.facts,
-            summary.usage_seen,
+            end.reply,
+            (end.time_to_first_token, first_text),
+            end.facts,
+            end.usage_seen,
         )
     }
 
@@ -634,55 +718,6 @@ impl OpenAiProbe {
             }
         }
         Ok(())
-    }
-
-    /// Reads an Anthropic Messages stream like [`Self::read_stream`], up to `message_stop`:
-    /// the same timing, anomalies and answer check.
-    async fn read_anthropic_stream(
-        &self,
-        response: &mut Response,
-        trace: &mut Trace,
-        key_state: &str,
-        signals: &mut Signals,
-    ) -> Result<Measured, Failure> {
-        let mut state = AnthropicStream::with_stall_threshold(self.settings.stall_threshold);
-        let mut events = 0u64;
-        let result = self
-            .follow_stream(response, trace, &mut state, &mut events)
-            .await;
-        signals.timing = Some(state.timing());
-        if let Err(e) = result {
-            return Err(match e {
-                Ok(mut f) => {
-                    if f.reason == Reason::StreamInterrupted {
-                        f.message = f.message.replace("data: [DONE]", "message_stop");
-                    }
-                    f
-                }
-                Err(AnthropicError::Error { .. }) => {
-                    error_event_failure(state.error_event(), key_state, signals)
-                }
-                Err(e) => anthropic_failure(&e, events),
-            });
-        }
-        let summary = match state.finish() {
-            Ok(s) => s,
-            Err(e) => {
-                if e == AnthropicError::NoStop && events > 0 {
-                    // Anthropic's end marker is message_stop: the same anomaly as [DONE].
-                    signals.anomalies.push(Anomaly::MissingDone);
-                }
-                return Err(anthropic_failure(&e, events));
-            }
-        };
-        let first_text = summary.timing.first_text();
-        self.conclude_stream(
-            signals,
-            summary.reply,
-            (summary.time_to_first_token, first_text),
-            summary.facts,
-            summary.usage_seen,
-        )
     }
 
     /// What both stream readers do with a finished stream: a missing usage chunk and the
