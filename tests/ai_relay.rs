@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::litellm::{Relay, CHAT_MODEL, EMBEDDING_MODEL, RELAY_KEY};
+use common::request::read_request;
 use pushprobe::config::openai::EmbeddingSettings;
 use pushprobe::config::{OpenAiProbeSettings, DEFAULT_BUCKETS};
 use pushprobe::pricing::{Price, PriceTable};
@@ -19,7 +20,7 @@ use pushprobe::probe::openai::metrics as m;
 use pushprobe::probe::openai::{Api, Check, OpenAiProbe, TokenLimitField};
 use pushprobe::probe::ProbeReport;
 use pushprobe::series::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 /// Scripted upstream models: each answers with one fault.
@@ -35,7 +36,7 @@ async fn scripted_upstream() -> String {
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let Some(body) = read_body(&mut sock).await else {
+                let Some(body) = read_request(&mut sock).await.map(|r| r.body) else {
                     return;
                 };
                 let model = serde_json::from_slice::<serde_json::Value>(&body)
@@ -80,36 +81,6 @@ fn json(status: u16, headers: &str, body: &str) -> Vec<u8> {
         body.len()
     )
     .into_bytes()
-}
-
-async fn read_body(sock: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        let n = sock.read(&mut tmp).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&tmp[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    let mut body = buf[head_end + 4..].to_vec();
-    while body.len() < len {
-        let n = sock.read(&mut tmp).await.ok()?;
-        if n == 0 {
-            break;
-        }
-        body.extend_from_slice(&tmp[..n]);
-    }
-    Some(body)
 }
 
 fn pricing() -> Arc<PriceTable> {

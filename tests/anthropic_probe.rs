@@ -2,6 +2,8 @@
 //! servers (raw TCP on port 0): the faults a real relay cannot be made to produce (events out
 //! of order, an overloaded 529, cache usage, malformed usage, a wrong embedding size).
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +16,7 @@ use pushprobe::probe::openai::signals as sig;
 use pushprobe::probe::openai::{Api, Check, OpenAiProbe, TokenLimitField};
 use pushprobe::probe::{Detail, ProbeReport};
 use pushprobe::series::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 const KEY: &str = "sk-ant-test-0123456789";
@@ -84,46 +86,14 @@ async fn serve(
     (format!("http://{addr}/v1"), log)
 }
 
+/// The request, its body as text.
 async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<Captured> {
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        let n = sock.read(&mut tmp).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&tmp[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next()?.split(' ');
-    let method = first.next()?.to_string();
-    let path = first.next()?.to_string();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let len: usize = headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = buf[head_end + 4..].to_vec();
-    while body.len() < len {
-        let n = sock.read(&mut tmp).await.ok()?;
-        if n == 0 {
-            break;
-        }
-        body.extend_from_slice(&tmp[..n]);
-    }
+    let r = common::request::read_request(sock).await?;
     Some(Captured {
-        method,
-        path,
-        headers,
-        body: String::from_utf8_lossy(&body).to_string(),
+        body: String::from_utf8_lossy(&r.body).into_owned(),
+        method: r.method,
+        path: r.path,
+        headers: r.headers,
     })
 }
 

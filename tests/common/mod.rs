@@ -13,6 +13,7 @@ pub mod litellm;
 pub mod oauth2;
 pub mod openai;
 pub mod passthrough;
+pub mod request;
 pub mod rw2_receiver;
 pub mod rw_receiver;
 pub mod target;

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 /// Prompt tokens a plain chat answer reports.
 pub const CHAT_PROMPT_TOKENS: u64 = 9;
@@ -19,44 +19,6 @@ pub const CHAT_CACHED_TOKENS: u64 = 4;
 pub const STREAM_PROMPT_TOKENS: u64 = 9;
 /// Completion tokens a streamed answer reports.
 pub const STREAM_COMPLETION_TOKENS: u64 = 3;
-
-/// Reads one HTTP request (headers and a `content-length` body); `None` on a closed socket.
-async fn read_request(s: &mut tokio::net::TcpStream) -> Option<(String, String, Vec<u8>)> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = s.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let length = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse::<usize>().ok())?
-        })
-        .unwrap_or(0);
-    while buf.len() < head_end + length {
-        let n = s.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let request_line = head.lines().next()?.to_string();
-    Some((
-        request_line,
-        head,
-        buf[head_end..head_end + length].to_vec(),
-    ))
-}
 
 fn json_reply(status: u16, body: &str) -> Vec<u8> {
     format!(
@@ -87,17 +49,13 @@ async fn serve_with(key: Option<&'static str>) -> SocketAddr {
                 continue;
             };
             tokio::spawn(async move {
-                let Some((line, head, body)) = read_request(&mut s).await else {
+                let Some(req) = super::request::read_request(&mut s).await else {
                     return;
                 };
-                let has_authorization = head
-                    .lines()
-                    .any(|l| l.to_ascii_lowercase().starts_with("authorization:"));
+                let authorization = req.header("authorization");
                 let authorized = match key {
-                    Some(key) => head
-                        .lines()
-                        .any(|l| l.eq_ignore_ascii_case(&format!("authorization: Bearer {key}"))),
-                    None => !has_authorization,
+                    Some(key) => authorization.is_some_and(|v| v == format!("Bearer {key}")),
+                    None => authorization.is_none(),
                 };
                 if !authorized && key.is_none() {
                     let _ = s
@@ -117,9 +75,9 @@ async fn serve_with(key: Option<&'static str>) -> SocketAddr {
                         .await;
                     return;
                 }
-                let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let request: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
                 let model = request["model"].as_str().unwrap_or("unknown").to_string();
-                if line.starts_with("GET /v1/models") {
+                if req.method == "GET" && req.path.starts_with("/v1/models") {
                     let models = r#"{"object":"list","data":[{"id":"deepseek-v3.2"},{"id":"mystery-model"}]}"#;
                     let _ = s.write_all(&json_reply(200, models)).await;
                 } else if request["stream"] == true {
