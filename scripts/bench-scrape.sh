@@ -19,8 +19,13 @@
 #      sent has landed); then pushprobe's ratios against the targets.
 # The targets and the receivers are not measured. Each sender tags its series with a
 # `forwarder` external label; the figures only count if every sender delivered every target
-# and series, and no pushprobe dropped samples from a full memory queue. Bytes include
-# pushprobe's stale markers at shutdown (one a series), which are not stored samples.
+# and series, and no pushprobe dropped samples from a full memory queue.
+# At the end of the window the synthetic exporters stop, and the senders run on for
+# SETTLE seconds before they are stopped: every sender then ends the exporters' series with
+# one staleness marker each (Prometheus and vmagent do on a failed scrape, pushprobe too), so
+# the bytes of every sender carry the same markers. (Stopped while the targets answer, only
+# pushprobe would send them, as it marks its scraped series stale when it stops.) The markers
+# are bytes on the wire but not stored samples.
 #
 # Usage: scripts/bench-scrape.sh [N] [M] [DURATION]   (defaults: 20 2500 60; INTERVAL=5s)
 # CRITERION=off skips part 1 (its bench build is a second fat-LTO build).
@@ -40,6 +45,7 @@ M="${2:-${M:-2500}}"
 DURATION="${3:-${DURATION:-60}}"
 INTERVAL="${INTERVAL:-5s}"
 WARMUP="${WARMUP:-15}"
+SETTLE="${SETTLE:-15}"
 COMPRESSION="${COMPRESSION:-off}"
 STABLE="${STABLE:-on}"
 RW_EXTRA_TOML="${RW_EXTRA_TOML:-}"
@@ -96,6 +102,7 @@ setup_workdir bench-scrape
 
 # --- Unmeasured infrastructure: targets, receivers, counting relays ----------------------------
 "$TARGET_BIN" "${target_args[@]}" "$N" "$M" >"$work/target.ports" 2>"$work/target.log" &
+target_pid="$!"
 pids+=("$!")
 for _ in $(seq 1 100); do
     [ "$(wc -l <"$work/target.ports")" -ge "$N" ] && break
@@ -316,6 +323,12 @@ done
 # stale when it stops (the Prometheus agents and vmagent do not), so after the stop an instant
 # query no longer sees them.
 window_end="$(date +%s)"
+
+# The exporters go away, and every sender ends their series on its next failed scrape.
+echo "== Stopping the exporters; the senders run on for ${SETTLE}s"
+kill -TERM "$target_pid" 2>/dev/null || true
+wait "$target_pid" 2>/dev/null || true
+sleep "$SETTLE"
 
 # Graceful stop, so what each sender sent has landed before bytes and samples are compared.
 for s in "${senders[@]}"; do
