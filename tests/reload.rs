@@ -312,32 +312,60 @@ async fn a_reload_during_a_receiver_outage_loses_and_duplicates_nothing() {
     assert_eq!(stored, runs, "one sample per run, none lost, none doubled");
 }
 
-/// An agent with its listener on `listen`, the remote-write `endpoints` (name, URL), and one
-/// probe `x` of `probe_url` run every second; `data_dir` adds a disk queue.
-fn sinks_config(
+/// What the endpoint reload tests start from: a target for probe `x`, and a port for the
+/// agent's listener.
+struct Fixture {
+    target: TargetServer,
     listen: u16,
-    data_dir: bool,
-    drain_timeout: &str,
-    endpoints: &[(&str, &str)],
-    probe_url: &str,
-) -> String {
-    let mut out = format!(
-        "[agent]\nlisten = \"127.0.0.1:{listen}\"\nself_metrics_interval = \"1s\"\n\
-         drain_timeout = \"{drain_timeout}\"\n{}\n",
-        if data_dir {
+}
+
+impl Fixture {
+    async fn start() -> Fixture {
+        Fixture {
+            target: TargetServer::start().await,
+            listen: free_port(),
+        }
+    }
+
+    /// An agent with its listener, the endpoint `tables`, and probe `x` of the target run every
+    /// second; `data_dir` adds a disk queue.
+    fn config(&self, drain_timeout: &str, data_dir: bool, tables: &str) -> String {
+        let listen = self.listen;
+        let data_dir = if data_dir {
             "data_dir = \"data\"\n"
         } else {
             ""
-        },
-    );
-    for (name, url) in endpoints {
-        out += &format!(
-            "[[remote_write]]\nname = \"{name}\"\nurl = {}\nbatch_send_deadline = \"500ms\"\n\
-             max_backoff = \"1s\"\n\n",
-            toml_string(url)
+        };
+        format!(
+            "[agent]\nlisten = \"127.0.0.1:{listen}\"\nself_metrics_interval = \"1s\"\n\
+             drain_timeout = \"{drain_timeout}\"\n{data_dir}\n{tables}{}",
+            probe_x(&self.target.url("/x"))
+        )
+    }
+
+    /// Checks that every run of probe `x` was stored once (`stored` of them): a run in
+    /// flight at the stop is abandoned unpublished.
+    fn assert_every_run_stored(&self, stored: u64) {
+        let hits = self.target.hits();
+        assert!(
+            hits == stored || hits == stored + 1,
+            "hits {hits}, stored {stored}"
         );
     }
-    out + &probe_x(probe_url)
+}
+
+/// The `[[remote_write]]` tables of `endpoints` (name, URL).
+fn rw_tables(endpoints: &[(&str, &str)]) -> String {
+    endpoints
+        .iter()
+        .map(|(name, url)| {
+            format!(
+                "[[remote_write]]\nname = \"{name}\"\nurl = {}\nbatch_send_deadline = \"500ms\"\n\
+                 max_backoff = \"1s\"\n\n",
+                toml_string(url)
+            )
+        })
+        .collect()
 }
 
 /// The `[[probe]]` table of probe `x` of `url`, run every second.
@@ -405,20 +433,17 @@ async fn a_changed_endpoint_url_hands_its_disk_queue_position_over() {
 async fn changed_url(data_dir: bool) {
     let old = RwReceiver::start(|_, _| 204).await;
     let new = RwReceiver::start(|_, _| 204).await;
-    let target = TargetServer::start().await;
-    let listen = free_port();
-    let probe = target.url("/x");
-    let pp = Pushprobe::with_config(&sinks_config(
-        listen,
-        data_dir,
+    let fx = Fixture::start().await;
+    let listen = fx.listen;
+    let pp = Pushprobe::with_config(&fx.config(
         "60s",
-        &[("rw", &old.write_url())],
-        &probe,
+        data_dir,
+        &rw_tables(&[("rw", &old.write_url())]),
     ));
     let mut agent = pp.spawn_run(&[]);
     wait_runs(&old, 3).await;
 
-    let moved = sinks_config(listen, data_dir, "60s", &[("rw", &new.write_url())], &probe);
+    let moved = fx.config("60s", data_dir, &rw_tables(&[("rw", &new.write_url())]));
     pp.rewrite_config(&moved);
     reload_applied(&agent, listen).await;
     // The old sender is done once the reload applied: nothing more reaches the old URL.
@@ -448,14 +473,8 @@ async fn changed_url(data_dir: bool) {
         before.is_disjoint(&after),
         "{before:?} and {after:?} share runs"
     );
-    // Every run published arrived, and only on one side; a run in flight at the stop is
-    // abandoned unpublished.
-    let hits = target.hits();
-    let stored = (before.len() + after.len()) as u64;
-    assert!(
-        hits == stored || hits == stored + 1,
-        "hits {hits}, stored {stored}"
-    );
+    // Every run published arrived, and only on one side.
+    fx.assert_every_run_stored((before.len() + after.len()) as u64);
     // And in order: everything the old receiver got came before what the new one got.
     assert!(before.last() < after.first(), "{before:?} / {after:?}");
 }
@@ -464,21 +483,14 @@ async fn changed_url(data_dir: bool) {
 async fn an_added_endpoint_gets_what_is_published_from_then_on_not_the_backlog() {
     let first = RwReceiver::start(|_, _| 204).await;
     let second = RwReceiver::start(|_, _| 204).await;
-    let target = TargetServer::start().await;
-    let listen = free_port();
-    let probe = target.url("/x");
+    let fx = Fixture::start().await;
+    let listen = fx.listen;
     let (a, b) = (first.write_url(), second.write_url());
-    let pp = Pushprobe::with_config(&sinks_config(listen, true, "60s", &[("a", &a)], &probe));
+    let pp = Pushprobe::with_config(&fx.config("60s", true, &rw_tables(&[("a", &a)])));
     let mut agent = pp.spawn_run(&[]);
     wait_runs(&first, 3).await;
 
-    pp.rewrite_config(&sinks_config(
-        listen,
-        true,
-        "60s",
-        &[("a", &a), ("b", &b)],
-        &probe,
-    ));
+    pp.rewrite_config(&fx.config("60s", true, &rw_tables(&[("a", &a), ("b", &b)])));
     reload_applied(&agent, listen).await;
     wait_runs(&second, 3).await;
     agent.assert_running();
@@ -503,15 +515,12 @@ async fn a_removed_endpoint_with_a_disk_backlog_releases_it_and_the_others_go_on
     let kept = RwReceiver::start(|_, _| 204).await;
     // Down for good: its backlog only grows.
     let gone = RwReceiver::start(|_, _| 503).await;
-    let target = TargetServer::start().await;
-    let listen = free_port();
-    let probe = target.url("/x");
-    let pp = Pushprobe::with_config(&sinks_config(
-        listen,
-        true,
+    let fx = Fixture::start().await;
+    let listen = fx.listen;
+    let pp = Pushprobe::with_config(&fx.config(
         "3s",
-        &[("kept", &kept.write_url()), ("gone", &gone.write_url())],
-        &probe,
+        true,
+        &rw_tables(&[("kept", &kept.write_url()), ("gone", &gone.write_url())]),
     ));
     let mut agent = pp.spawn_run(&[]);
     wait_runs(&kept, 3).await;
@@ -523,13 +532,7 @@ async fn a_removed_endpoint_with_a_disk_backlog_releases_it_and_the_others_go_on
         .join(pushprobe::queue::disk::ackfile::ack_file_name("gone"));
     assert!(position.exists(), "{}", position.display());
 
-    pp.rewrite_config(&sinks_config(
-        listen,
-        true,
-        "3s",
-        &[("kept", &kept.write_url())],
-        &probe,
-    ));
+    pp.rewrite_config(&fx.config("3s", true, &rw_tables(&[("kept", &kept.write_url())])));
     reload_applied(&agent, listen).await;
     // Its drain deadline passes with the receiver still down: the backlog is dropped, counted.
     let dropped = wait_metric(
@@ -559,30 +562,21 @@ async fn a_removed_endpoint_with_a_disk_backlog_releases_it_and_the_others_go_on
         stopped.stderr
     );
     assert!(runs_of(&gone).is_empty());
-    let runs = once_each(&runs_of(&kept), "kept");
-    let hits = target.hits();
-    let stored = runs.len() as u64;
-    assert!(
-        hits == stored || hits == stored + 1,
-        "hits {hits}, stored {stored}"
-    );
+    fx.assert_every_run_stored(once_each(&runs_of(&kept), "kept").len() as u64);
 }
 
-/// An agent with its listener on `listen`, probe `x` of `probe_url` run every second, and the
-/// Pushgateway groups (name, job) at `gateway`, each deleted at exit.
-fn gateways_config(listen: u16, gateway: &str, groups: &[(&str, &str)], probe_url: &str) -> String {
-    let mut out = format!(
-        "[agent]\nlisten = \"127.0.0.1:{listen}\"\nself_metrics_interval = \"1s\"\n\
-         drain_timeout = \"30s\"\n\n"
-    );
-    for (name, job) in groups {
-        out += &format!(
-            "[[pushgateway]]\nname = \"{name}\"\nurl = {}\njob = \"{job}\"\n\
-             delete_on_exit = true\n\n",
-            toml_string(gateway)
-        );
-    }
-    out + &probe_x(probe_url)
+/// The `[[pushgateway]]` tables of `groups` (name, job) at `gateway`, each deleted at exit.
+fn gateway_tables(gateway: &str, groups: &[(&str, &str)]) -> String {
+    groups
+        .iter()
+        .map(|(name, job)| {
+            format!(
+                "[[pushgateway]]\nname = \"{name}\"\nurl = {}\njob = \"{job}\"\n\
+                 delete_on_exit = true\n\n",
+                toml_string(gateway)
+            )
+        })
+        .collect()
 }
 
 /// The jobs of the groups holding `probe_success` of probe `x` on the Pushgateway.
@@ -620,29 +614,24 @@ async fn pushgateway_groups_move_come_and_go_with_a_reload() {
     let Some(gw) = Pushgateway::start().await else {
         return;
     };
-    let target = TargetServer::start().await;
-    let listen = free_port();
-    let probe = target.url("/x");
+    let fx = Fixture::start().await;
+    let listen = fx.listen;
     let url = gw.base_url();
-    let pp = Pushprobe::with_config(&gateways_config(listen, &url, &[("pg", "first")], &probe));
+    let config = |groups: &[(&str, &str)]| fx.config("30s", false, &gateway_tables(&url, groups));
+    let pp = Pushprobe::with_config(&config(&[("pg", "first")]));
     let mut agent = pp.spawn_run(&[]);
     wait_jobs(&gw, &["first"]).await;
 
     // Another job is another group: the old one is left as at exit (deleted), the new one
     // gets the latest results; a second group is added beside it.
-    pp.rewrite_config(&gateways_config(
-        listen,
-        &url,
-        &[("pg", "second"), ("more", "third")],
-        &probe,
-    ));
+    pp.rewrite_config(&config(&[("pg", "second"), ("more", "third")]));
     reload_applied(&agent, listen).await;
     wait_jobs(&gw, &["second", "third"]).await;
 
     // Removed: deleted as at exit, its own series end; the other one goes on.
     let requests = "pushprobe_pushgateway_last_success_timestamp_seconds{gateway=\"more\"}";
     assert!(agent_metric(listen, requests).await.is_some());
-    pp.rewrite_config(&gateways_config(listen, &url, &[("pg", "second")], &probe));
+    pp.rewrite_config(&config(&[("pg", "second")]));
     reload_applied(&agent, listen).await;
     wait_jobs(&gw, &["second"]).await;
     let deadline = Instant::now() + DATA_TIMEOUT;
