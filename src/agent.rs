@@ -2397,7 +2397,9 @@ async fn probe_target_loop(
         }
     }
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + offset, interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A tick that comes late (a busy runtime) does not move the next ones off the grid of
+    // `crate::clock::spread_offset`, where the probes that share a step start together.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return registry,
