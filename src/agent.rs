@@ -2367,8 +2367,8 @@ struct Schedule {
 
 /// Runs one probe on its [`Schedule`] until cancelled, publishing as `source` (its name, or a
 /// discovered target's `probe/instance`), and hands back the registry when stopped so its
-/// series can be ended. A run that overruns its interval delays the next one instead of
-/// bunching runs up.
+/// series can be ended. A run that overruns its interval skips the ticks it missed; the next
+/// run starts at the probe's phase (see [`crate::clock::phase_ticker`]).
 ///
 /// The probe is boxed: an HTTP probe's settings are 1.6 KB, and a probe moved by value into
 /// the task's future and on into this one's was held in both, about 3 KB more per probe for
@@ -2396,10 +2396,7 @@ async fn probe_target_loop(
             );
         }
     }
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + offset, interval);
-    // A tick that comes late (a busy runtime) does not move the next ones off the grid of
-    // `crate::clock::spread_offset`, where the probes that share a step start together.
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut ticker = crate::clock::phase_ticker(offset, interval);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return registry,

@@ -62,6 +62,23 @@ pub fn aligned_delay(
     std::time::Duration::from_millis((offset_ms - phase).rem_euclid(interval_ms) as u64)
 }
 
+/// The ticker of a periodic job whose first run is `first` from now and whose later runs
+/// follow every `interval` at the same phase.
+///
+/// A tick that comes late (a busy runtime, a run that overran its interval) is taken once and
+/// the ticks it passed are skipped: the next one is back on the phase. tokio's default would
+/// fire the missed ticks in a burst, and its `Delay` moves every later tick by the lateness of
+/// one over 5 ms late, which drifts jobs off their phase and off the [`spread_offset`] grid,
+/// where the jobs that share a step start together. Prometheus' scrape ticker also skips.
+pub fn phase_ticker(
+    first: std::time::Duration,
+    interval: std::time::Duration,
+) -> tokio::time::Interval {
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + first, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    ticker
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -94,6 +111,22 @@ mod tests {
         assert!(used.len() >= 18, "{}", used.len());
         // Below 20 ms there are no steps left to keep: milliseconds.
         assert!(spread_offset("a", Duration::from_millis(10)) < Duration::from_millis(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_tick_leaves_the_next_one_on_the_phase() {
+        let start = tokio::time::Instant::now();
+        let mut ticker = phase_ticker(Duration::from_millis(250), Duration::from_secs(1));
+        assert_eq!(ticker.tick().await - start, Duration::from_millis(250));
+        // The job is busy until 1.55 s: the tick of 1.25 s comes 300 ms late.
+        tokio::time::advance(Duration::from_millis(1_300)).await;
+        assert_eq!(ticker.tick().await - start, Duration::from_millis(1_250));
+        // The next one is at the phase (2.25 s), not an interval after the late one (2.55 s).
+        assert_eq!(ticker.tick().await - start, Duration::from_millis(2_250));
+        // A job that overran whole intervals skips them instead of running in a burst.
+        tokio::time::advance(Duration::from_millis(2_500)).await;
+        assert_eq!(ticker.tick().await - start, Duration::from_millis(3_250));
+        assert_eq!(ticker.tick().await - start, Duration::from_millis(5_250));
     }
 
     #[test]

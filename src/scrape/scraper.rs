@@ -416,16 +416,14 @@ impl Scraper {
         // Each target keeps a fixed wall-clock phase, from its job, address and URL, on the
         // grid the probes use: targets spread over the interval, a restart keeps each one's
         // phase, and the targets that share a step start together, so thousands of them wake
-        // the runtime once per step rather than once each (a third less CPU at 5,000 targets).
+        // the runtime once per step rather than once each (docs/performance.md, Discovery).
         let phase = crate::clock::spread_offset(
             &format!("{}\0{}", self.key, self.request.url),
             self.interval,
         );
         let delay = crate::clock::aligned_delay(now_ms(), self.interval, phase);
         tracing::debug!(target = %self.key, delay = ?delay, "first scrape scheduled");
-        let mut ticker = tokio::time::interval_at(Instant::now() + delay, self.interval);
-        // A tick that comes late (a busy runtime) does not move the next ones off the grid.
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut ticker = crate::clock::phase_ticker(delay, self.interval);
         let mut out = Vec::new();
         let mut reported = false;
         loop {
