@@ -16,6 +16,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PUSHGATEWAY=${PUSHGATEWAY:-/usr/bin/prometheus-pushgateway}
 PROMETHEUS=${PROMETHEUS:-/usr/bin/prometheus}
 
+# pushprobe reads PUSHPROBE_* variables as configuration keys and refuses unknown ones: the
+# binary's path stays this script's own.
+export -n PUSHPROBE_BIN
 if [[ -z "${PUSHPROBE_BIN:-}" ]]; then
   (cd "$ROOT" && cargo build --release --quiet)
   PUSHPROBE_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/pushprobe

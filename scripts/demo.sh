@@ -7,7 +7,8 @@
 # sudo). Everything runs on 127.0.0.1 on free ports in a temporary directory that is removed,
 # with every process started here, on exit.
 #
-# Usage: scripts/demo.sh            (DEMO_SECONDS=20 by default)
+# Usage: scripts/demo.sh            (DEMO_SECONDS=20 by default; PUSHPROBE_BIN=PATH runs that
+#                                   binary instead of building the release one)
 # Exit status: 0 if Prometheus returned the probe's series, non-zero otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,9 +29,15 @@ if ! command -v prometheus >/dev/null 2>&1; then
     scripts/install-deps.sh prometheus
 fi
 
-say "Building pushprobe (release)"
-cargo build --release --locked --bin pushprobe
-PUSHPROBE="${CARGO_TARGET_DIR:-$PWD/target}/release/pushprobe"
+if [ -n "${PUSHPROBE_BIN:-}" ]; then
+    PUSHPROBE="$PUSHPROBE_BIN"
+    # pushprobe reads PUSHPROBE_* variables as configuration keys and refuses unknown ones.
+    export -n PUSHPROBE_BIN
+else
+    say "Building pushprobe (release)"
+    cargo build --release --locked --bin pushprobe
+    PUSHPROBE="${CARGO_TARGET_DIR:-$PWD/target}/release/pushprobe"
+fi
 
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
@@ -72,7 +79,7 @@ name = "local-web"
 kind = "http"
 url = "http://127.0.0.1:$target_port/"
 interval = "2s"
-timeout = "5s"
+timeout = "1s"
 TOML
 
 say "Configuration"
