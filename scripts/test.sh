@@ -18,6 +18,18 @@ cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test (unit, integration, examples, benches in test mode)"
 cargo test --locked --all-targets --no-fail-fast
 
+# The README's first command, on the binary the tests just built: its configuration must pass
+# the checks the code makes, and its series must arrive.
+echo "== scripts/demo.sh (debug build)"
+if command -v prometheus >/dev/null 2>&1; then
+    PUSHPROBE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/pushprobe" DEMO_SECONDS=10 scripts/demo.sh
+elif [ -n "${CI:-}" ]; then
+    echo "test: Debian's prometheus is missing, and the demo needs it (scripts/install-deps.sh)" >&2
+    exit 1
+else
+    echo "skipped: Debian's prometheus is not installed (scripts/install-deps.sh)"
+fi
+
 echo "== cargo test --doc"
 cargo test --locked --doc
 
