@@ -73,11 +73,19 @@ bearer_token = "scrape-bearer-inline"
 /// Runs `pushprobe config check` on `toml`, from `dir`; a run that takes longer than 20s is
 /// killed (a secret file that never ends used to make it read forever).
 fn config_check(dir: &Path, toml: &str) -> Output {
+    config_check_with(dir, toml, &[])
+}
+
+/// [`config_check`] with `env` set for the process, in the project's directory (where the
+/// examples' relative paths point).
+fn config_check_with(dir: &Path, toml: &str, env: &[(&str, &str)]) -> Output {
     let path = dir.join("pushprobe.toml");
     std::fs::write(&path, toml).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_pushprobe"))
         .args(["config", "check", "--config"])
         .arg(&path)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .envs(env.iter().copied())
         .env_remove("PUSHPROBE_LOG_LEVEL")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -352,4 +360,69 @@ fn the_grafana_cloud_example_validates_once_its_token_file_exists() {
     );
     assert!(out.status.success(), "{text}");
     assert!(!text.contains("glc_example-token-value"), "{text}");
+}
+
+/// Every example in `examples/` is a working configuration once the files and variables it
+/// names exist: a key an example lacks, or a check added later that one of them fails, shows
+/// here rather than to the user who copies it.
+#[test]
+fn every_example_passes_config_check_once_its_files_exist() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut names: Vec<_> = std::fs::read_dir(&examples)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 10, "examples found: {names:?}");
+    let ca = self_signed_pem();
+    let mut failed = Vec::new();
+    for path in &names {
+        let dir = tempfile::tempdir().unwrap();
+        let example = std::fs::read_to_string(path).unwrap();
+        let config = with_local_files(&example, dir.path(), &ca);
+        let out = config_check_with(dir.path(), &config, &[("RELAY_API_KEY", "example-key")]);
+        if !out.status.success() {
+            failed.push(format!(
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+/// `example` with each absolute path it names (secret files, CA files, the data directory)
+/// moved under `dir`, where it is created: a directory for `data_dir`, `ca_pem` for a `.pem`
+/// file, a one-line secret otherwise.
+fn with_local_files(example: &str, dir: &Path, ca_pem: &str) -> String {
+    let mut config = example.to_string();
+    for (i, quoted) in example.split('"').enumerate() {
+        // Odd pieces are inside quotes.
+        if i % 2 == 0 || !quoted.starts_with('/') {
+            continue;
+        }
+        let local = dir.join(format!("file-{i}"));
+        let before = &example[..example.find(&format!("\"{quoted}\"")).unwrap()];
+        if before.trim_end().ends_with("data_dir =") {
+            std::fs::create_dir_all(&local).unwrap();
+        } else if quoted.ends_with(".pem") {
+            std::fs::write(&local, ca_pem).unwrap();
+        } else {
+            std::fs::write(&local, "example-secret\n").unwrap();
+        }
+        config = config.replace(
+            &format!("\"{quoted}\""),
+            &format!("\"{}\"", local.display()),
+        );
+    }
+    config
+}
+
+/// A self-signed certificate in PEM, to stand for an example's CA file.
+fn self_signed_pem() -> String {
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    params.self_signed(&key).unwrap().pem()
 }
