@@ -971,6 +971,23 @@ pub struct SinkDelivery {
     pub reason: Option<String>,
 }
 
+impl SinkDelivery {
+    /// What did not arrive and why, in words: `N samples not delivered: why`, or the reason
+    /// alone when nothing is missing (a failed closing delete).
+    pub fn shortfall(&self) -> String {
+        let why = self.reason.as_deref().unwrap_or("not delivered");
+        if self.undelivered > 0 {
+            format!(
+                "{} {} not delivered: {why}",
+                self.undelivered,
+                self.kind.unit()
+            )
+        } else {
+            why.to_string()
+        }
+    }
+}
+
 /// Requests of one sink by outcome, as its self-metrics counted them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Attempts {
@@ -1828,11 +1845,19 @@ impl Agent {
             .await
             .is_err()
         {
-            let left = self.pipeline.pending();
+            // Per sink, in its own unit: a Pushgateway's unsent series are in no queue, so a
+            // queued-sample count alone reads 0 while it still waits.
+            let waiting: Vec<String> = self
+                .deliveries()
+                .into_iter()
+                .filter(|s| !s.delivered)
+                .map(|s| format!("{} {}: {}", s.kind.as_str(), s.name, s.shortfall()))
+                .collect();
             tracing::warn!(
-                pending = left,
+                queued_samples = self.pipeline.pending(),
+                waiting = %waiting.join("; "),
                 deadline = ?timeout,
-                "drain deadline reached: stopping senders with samples still queued"
+                "drain deadline reached: stopping the senders that have not delivered everything"
             );
             abort.cancel();
             tracker.wait().await;
@@ -2866,6 +2891,24 @@ protobuf_message = "io.prometheus.write.v2.Request"
         assert_eq!(
             pushgateway_delivery("pg", false, 0, none).reason.as_deref(),
             Some("pushed, but deleting the group (delete_on_exit) failed")
+        );
+    }
+
+    #[test]
+    fn a_shortfall_counts_in_the_sinks_own_unit() {
+        let none = Attempts::default();
+        assert_eq!(
+            pushgateway_delivery("pg", false, 4, none).shortfall(),
+            "4 series not delivered: no answer before agent.drain_timeout"
+        );
+        assert_eq!(
+            remote_write_delivery("vm", 5, 0, none).shortfall(),
+            "5 samples not delivered: no answer before agent.drain_timeout"
+        );
+        // Nothing missing: the reason alone.
+        assert_eq!(
+            pushgateway_delivery("pg", false, 0, none).shortfall(),
+            "pushed, but deleting the group (delete_on_exit) failed"
         );
     }
 }

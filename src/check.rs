@@ -337,17 +337,7 @@ pub fn render_delivery(sinks: &[SinkDelivery], style: &TableStyle) -> String {
         let (mark, colour, result) = if sink.delivered {
             ("✓", GREEN, "delivered".to_string())
         } else {
-            let why = sink.reason.as_deref().unwrap_or("not delivered");
-            let result = if sink.undelivered > 0 {
-                format!(
-                    "{} {} not delivered: {why}",
-                    sink.undelivered,
-                    sink.kind.unit()
-                )
-            } else {
-                why.to_string()
-            };
-            ("✗", RED, result)
+            ("✗", RED, sink.shortfall())
         };
         let room = style.width.saturating_sub(2 + name_width + 2);
         let shown = truncate(&result, room);
