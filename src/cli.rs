@@ -28,10 +28,11 @@ pub enum LogFormat {
     Json,
 }
 
-/// Output format of `check`.
+/// Output format of `check` and `config check`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
-    /// One aligned line per probe.
+    /// For people: `check` prints one aligned line per probe, `config check` the effective
+    /// configuration as TOML.
     Table,
     /// One JSON document, for scripts.
     Json,
