@@ -1735,6 +1735,23 @@ impl Agent {
             .and_then(data_dir_warning)
             .into_iter()
             .collect();
+        if settings.remote_write.is_empty() && settings.pushgateway.is_empty() {
+            warnings.push(
+                "no [[remote_write]] or [[pushgateway]] configured: `run`, `once` and `exec` \
+                 send nothing anywhere (`check` needs none)"
+                    .to_string(),
+            );
+        }
+        if settings.probes.is_empty()
+            && settings.probe_discovery.is_empty()
+            && settings.scrapes.is_empty()
+        {
+            warnings.push(
+                "no [[probe]] or [[scrape]] configured: the agent collects nothing but its own \
+                 metrics"
+                    .to_string(),
+            );
+        }
         warnings.extend(settings.identity_warnings());
         Ok(warnings)
     }

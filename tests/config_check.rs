@@ -426,3 +426,35 @@ fn self_signed_pem() -> String {
     let key = rcgen::KeyPair::generate().unwrap();
     params.self_signed(&key).unwrap().pem()
 }
+
+/// A configuration that sends nowhere, or collects nothing, is valid (`check` needs no sink)
+/// but `config check` says so before it is deployed.
+#[test]
+fn config_check_warns_about_a_configuration_that_sends_or_collects_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let no_sink = r#"
+[agent]
+external_labels = { site = "a" }
+
+[[probe]]
+name = "web"
+kind = "http"
+url = "http://127.0.0.1:9/"
+"#;
+    let nothing_to_collect = r#"
+[[remote_write]]
+url = "http://127.0.0.1:9/api/v1/write"
+"#;
+    let no_sink_warning = "no [[remote_write]] or [[pushgateway]] configured";
+    let nothing_warning = "no [[probe]] or [[scrape]] configured";
+    for (toml, warned, not_warned) in [
+        (no_sink, no_sink_warning, nothing_warning),
+        (nothing_to_collect, nothing_warning, no_sink_warning),
+    ] {
+        let out = config_check(dir.path(), toml);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(stderr.contains(warned), "{stderr}");
+        assert!(!stderr.contains(not_warned), "{stderr}");
+    }
+}
