@@ -2235,6 +2235,7 @@ impl Agent {
             match joined {
                 Ok(Some((i, probe, name, report, attempts, registry, started))) => {
                     record_run(&self.telemetry, &probe, &report, attempts);
+                    log_run(&name, &report, None);
                     self.pipeline.publish_run(&name, &registry, started);
                     reports.push((i, name, report));
                 }
@@ -2366,7 +2367,7 @@ fn end_self_series(pipeline: &Pipeline, subject: telemetry::Subject<'_>) {
     pipeline.publish_self(markers);
 }
 
-/// Counts a probe run and its attempts, and logs a failure.
+/// Counts a probe run and its attempts.
 fn record_run(telemetry: &Telemetry, name: &str, report: &ProbeReport, attempts: RunAttempts) {
     let outcome = if report.success { "success" } else { "failure" };
     telemetry.add(
@@ -2386,15 +2387,57 @@ fn record_run(telemetry: &Telemetry, name: &str, report: &ProbeReport, attempts:
             );
         }
     }
-    if !report.success {
-        tracing::warn!(
-            probe = name,
+}
+
+/// How a probe run is logged, given whether the run before it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunLog {
+    /// The first failure, at `warn`.
+    Failed,
+    /// A failure after a failure, at `debug`: a target that stays down would otherwise log
+    /// every interval (scrapes do the same).
+    FailedAgain,
+    /// The first success after a failure, at `info`.
+    Recovered,
+    /// A success after a success, at `debug`.
+    Succeeded,
+}
+
+impl RunLog {
+    /// The log of a run that `succeeded`, after one that failed when `was_failing`.
+    fn of(was_failing: bool, succeeded: bool) -> RunLog {
+        match (was_failing, succeeded) {
+            (false, false) => RunLog::Failed,
+            (true, false) => RunLog::FailedAgain,
+            (true, true) => RunLog::Recovered,
+            (false, true) => RunLog::Succeeded,
+        }
+    }
+}
+
+/// Logs a run of the probe publishing as `source`, by [`RunLog`]; `was_failing` is `None`
+/// for a one-off run (`once`, `check`), which has no run before or after it.
+fn log_run(source: &str, report: &ProbeReport, was_failing: Option<bool>) {
+    let reason = report.reason.as_deref().unwrap_or("");
+    match RunLog::of(was_failing.unwrap_or(false), report.success) {
+        RunLog::Failed if was_failing.is_none() => {
+            tracing::warn!(probe = source, status = %report.status, reason, "probe failed")
+        }
+        RunLog::Failed => tracing::warn!(
+            probe = source,
             status = %report.status,
-            reason = report.reason.as_deref().unwrap_or(""),
-            "probe failed"
-        );
-    } else {
-        tracing::debug!(probe = name, status = %report.status, duration = ?report.duration, "probe succeeded");
+            reason,
+            "probe failed; further failures are logged at debug until it succeeds"
+        ),
+        RunLog::FailedAgain => {
+            tracing::debug!(probe = source, status = %report.status, reason, "probe failed again")
+        }
+        RunLog::Recovered => {
+            tracing::info!(probe = source, status = %report.status, "probe succeeded again")
+        }
+        RunLog::Succeeded => {
+            tracing::debug!(probe = source, status = %report.status, duration = ?report.duration, "probe succeeded")
+        }
     }
 }
 
@@ -2439,6 +2482,8 @@ async fn probe_target_loop(
         }
     }
     let mut ticker = crate::clock::phase_ticker(offset, interval);
+    // Whether the latest run failed: a failure is logged at `warn` once, not every run.
+    let mut failing = false;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return registry,
@@ -2454,6 +2499,8 @@ async fn probe_target_loop(
             r = Box::pin(probe.run_attempts(&mut registry, retries)) => r,
         };
         record_run(&telemetry, probe.name(), &report, attempts);
+        log_run(&source, &report, Some(failing));
+        failing = !report.success;
         pipeline.publish_run(&source, &registry, started);
         // Series this run no longer reports (e.g. TLS facts after a failed handshake) end now.
         pipeline.publish_from(
@@ -2908,6 +2955,32 @@ protobuf_message = "io.prometheus.write.v2.Request"
         assert_eq!(
             pushgateway_delivery("pg", false, 0, none).reason.as_deref(),
             Some("pushed, but deleting the group (delete_on_exit) failed")
+        );
+    }
+
+    #[test]
+    fn a_probe_failure_is_logged_loudly_once_and_its_recovery_too() {
+        let outcomes = [true, false, false, false, true, true, false];
+        let mut failing = false;
+        let logs: Vec<RunLog> = outcomes
+            .iter()
+            .map(|&ok| {
+                let log = RunLog::of(failing, ok);
+                failing = !ok;
+                log
+            })
+            .collect();
+        assert_eq!(
+            logs,
+            [
+                RunLog::Succeeded,
+                RunLog::Failed,
+                RunLog::FailedAgain,
+                RunLog::FailedAgain,
+                RunLog::Recovered,
+                RunLog::Succeeded,
+                RunLog::Failed,
+            ]
         );
     }
 
