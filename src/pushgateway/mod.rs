@@ -414,8 +414,16 @@ impl PushgatewaySink {
                 Decision::Drop { .. } => return Some(result.map(|()| generation)),
                 Decision::Retry { after } => {
                     self.record(outcome.retried_label());
-                    if let Err(e) = &result {
-                        tracing::warn!(error = %e, retry_in = ?after, attempt, "Pushgateway request failed; retrying");
+                    // One warning per push, as remote write logs one per batch: a long outage
+                    // would otherwise log every backoff step.
+                    match &result {
+                        Err(e) if attempt == 0 => {
+                            tracing::warn!(error = %e, retry_in = ?after, "Pushgateway request failed; retrying (further attempts are logged at debug)")
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, retry_in = ?after, attempt, "Pushgateway request failed again; retrying")
+                        }
+                        Ok(()) => {}
                     }
                     tokio::select! {
                         _ = abort.cancelled() => return None,
