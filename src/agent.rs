@@ -1735,7 +1735,7 @@ impl Agent {
             .and_then(data_dir_warning)
             .into_iter()
             .collect();
-        if settings.remote_write.is_empty() && settings.pushgateway.is_empty() {
+        if !settings.has_sinks() {
             warnings.push(
                 "no [[remote_write]] or [[pushgateway]] configured: `run`, `once` and `exec` \
                  send nothing anywhere (`check` needs none)"
@@ -1747,8 +1747,8 @@ impl Agent {
             && settings.scrapes.is_empty()
         {
             warnings.push(
-                "no [[probe]] or [[scrape]] configured: the agent collects nothing but its own \
-                 metrics"
+                "no [[probe]] or [[scrape]] configured: `run` and `once` collect nothing but the \
+                 agent's own metrics (`exec` needs none: it reports its command)"
                     .to_string(),
             );
         }
@@ -1758,7 +1758,7 @@ impl Agent {
 
     /// Tells whether any sink (remote write or Pushgateway) is configured.
     pub fn has_sinks(&self) -> bool {
-        !self.settings.remote_write.is_empty() || !self.settings.pushgateway.is_empty()
+        self.settings.has_sinks()
     }
 
     /// Makes every Pushgateway sink use `method` instead of its configured one (`exec` posts
@@ -1870,11 +1870,17 @@ impl Agent {
                 .filter(|s| !s.delivered)
                 .map(|s| format!("{} {}: {}", s.kind.as_str(), s.name, s.shortfall()))
                 .collect();
+            // A sink can have delivered everything and still be sending (a closing delete).
+            let waiting = if waiting.is_empty() {
+                "every sink has its data; a closing request is still in flight".to_string()
+            } else {
+                waiting.join("; ")
+            };
             tracing::warn!(
                 queued_samples = self.pipeline.pending(),
-                waiting = %waiting.join("; "),
+                waiting = %waiting,
                 deadline = ?timeout,
-                "drain deadline reached: stopping the senders that have not delivered everything"
+                "drain deadline reached: stopping the senders still at work"
             );
             abort.cancel();
             tracker.wait().await;
@@ -2389,54 +2395,27 @@ fn record_run(telemetry: &Telemetry, name: &str, report: &ProbeReport, attempts:
     }
 }
 
-/// How a probe run is logged, given whether the run before it failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RunLog {
-    /// The first failure, at `warn`.
-    Failed,
-    /// A failure after a failure, at `debug`: a target that stays down would otherwise log
-    /// every interval (scrapes do the same).
-    FailedAgain,
-    /// The first success after a failure, at `info`.
-    Recovered,
-    /// A success after a success, at `debug`.
-    Succeeded,
-}
-
-impl RunLog {
-    /// The log of a run that `succeeded`, after one that failed when `was_failing`.
-    fn of(was_failing: bool, succeeded: bool) -> RunLog {
-        match (was_failing, succeeded) {
-            (false, false) => RunLog::Failed,
-            (true, false) => RunLog::FailedAgain,
-            (true, true) => RunLog::Recovered,
-            (false, true) => RunLog::Succeeded,
-        }
-    }
-}
-
-/// Logs a run of the probe publishing as `source`, by [`RunLog`]; `was_failing` is `None`
-/// for a one-off run (`once`, `check`), which has no run before or after it.
+/// Logs a run of the probe publishing as `source`. As scrapes do, a failure is logged at
+/// `warn` when it starts, then at `debug` while it goes on (a target that stays down would
+/// otherwise log every interval), and the recovery at `info`. `was_failing` is `None` for a
+/// one-off run (`once`, `check`), which has no run before or after it.
 fn log_run(source: &str, report: &ProbeReport, was_failing: Option<bool>) {
     let reason = report.reason.as_deref().unwrap_or("");
-    match RunLog::of(was_failing.unwrap_or(false), report.success) {
-        RunLog::Failed if was_failing.is_none() => {
-            tracing::warn!(probe = source, status = %report.status, reason, "probe failed")
-        }
-        RunLog::Failed => tracing::warn!(
+    let status = &report.status;
+    match (was_failing, report.success) {
+        (None, false) => tracing::warn!(probe = source, %status, reason, "probe failed"),
+        (Some(false), false) => tracing::warn!(
             probe = source,
-            status = %report.status,
+            %status,
             reason,
             "probe failed; further failures are logged at debug until it succeeds"
         ),
-        RunLog::FailedAgain => {
-            tracing::debug!(probe = source, status = %report.status, reason, "probe failed again")
+        (Some(true), false) => {
+            tracing::debug!(probe = source, %status, reason, "probe failed again")
         }
-        RunLog::Recovered => {
-            tracing::info!(probe = source, status = %report.status, "probe succeeded again")
-        }
-        RunLog::Succeeded => {
-            tracing::debug!(probe = source, status = %report.status, duration = ?report.duration, "probe succeeded")
+        (Some(true), true) => tracing::info!(probe = source, %status, "probe succeeded again"),
+        (_, true) => {
+            tracing::debug!(probe = source, %status, duration = ?report.duration, "probe succeeded")
         }
     }
 }
@@ -2955,32 +2934,6 @@ protobuf_message = "io.prometheus.write.v2.Request"
         assert_eq!(
             pushgateway_delivery("pg", false, 0, none).reason.as_deref(),
             Some("pushed, but deleting the group (delete_on_exit) failed")
-        );
-    }
-
-    #[test]
-    fn a_probe_failure_is_logged_loudly_once_and_its_recovery_too() {
-        let outcomes = [true, false, false, false, true, true, false];
-        let mut failing = false;
-        let logs: Vec<RunLog> = outcomes
-            .iter()
-            .map(|&ok| {
-                let log = RunLog::of(failing, ok);
-                failing = !ok;
-                log
-            })
-            .collect();
-        assert_eq!(
-            logs,
-            [
-                RunLog::Succeeded,
-                RunLog::Failed,
-                RunLog::FailedAgain,
-                RunLog::FailedAgain,
-                RunLog::Recovered,
-                RunLog::Succeeded,
-                RunLog::Failed,
-            ]
         );
     }
 

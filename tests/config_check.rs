@@ -70,7 +70,7 @@ bearer_token = "scrape-bearer-inline"
     )
 }
 
-/// Runs `pushprobe config check` on `toml`, from `dir`; a run that takes longer than 20s is
+/// Runs `pushprobe config check` on `toml`, written to `dir`; a run that takes longer than 20s is
 /// killed (a secret file that never ends used to make it read forever).
 fn config_check(dir: &Path, toml: &str) -> Output {
     config_check_with(dir, toml, &[])
@@ -395,29 +395,38 @@ fn every_example_passes_config_check_once_its_files_exist() {
 
 /// `example` with each absolute path it names (secret files, CA files, the data directory)
 /// moved under `dir`, where it is created: a directory for `data_dir`, `ca_pem` for a `.pem`
-/// file, a one-line secret otherwise.
+/// file, a one-line secret otherwise. The file is parsed and written back, so comments go.
 fn with_local_files(example: &str, dir: &Path, ca_pem: &str) -> String {
-    let mut config = example.to_string();
-    for (i, quoted) in example.split('"').enumerate() {
-        // Odd pieces are inside quotes.
-        if i % 2 == 0 || !quoted.starts_with('/') {
-            continue;
+    fn localise(key: &str, value: &mut toml::Value, dir: &Path, ca_pem: &str, n: &mut usize) {
+        match value {
+            toml::Value::String(path) if path.starts_with('/') => {
+                *n += 1;
+                let local = dir.join(format!("file-{n}"));
+                if key == "data_dir" {
+                    std::fs::create_dir_all(&local).unwrap();
+                } else if path.ends_with(".pem") {
+                    std::fs::write(&local, ca_pem).unwrap();
+                } else {
+                    std::fs::write(&local, "example-secret\n").unwrap();
+                }
+                *path = local.display().to_string();
+            }
+            toml::Value::Table(table) => {
+                for (k, v) in table.iter_mut() {
+                    localise(k, v, dir, ca_pem, n);
+                }
+            }
+            toml::Value::Array(items) => {
+                for v in items {
+                    localise(key, v, dir, ca_pem, n);
+                }
+            }
+            _ => {}
         }
-        let local = dir.join(format!("file-{i}"));
-        let before = &example[..example.find(&format!("\"{quoted}\"")).unwrap()];
-        if before.trim_end().ends_with("data_dir =") {
-            std::fs::create_dir_all(&local).unwrap();
-        } else if quoted.ends_with(".pem") {
-            std::fs::write(&local, ca_pem).unwrap();
-        } else {
-            std::fs::write(&local, "example-secret\n").unwrap();
-        }
-        config = config.replace(
-            &format!("\"{quoted}\""),
-            &format!("\"{}\"", local.display()),
-        );
     }
-    config
+    let mut value: toml::Value = toml::from_str(example).unwrap();
+    localise("", &mut value, dir, ca_pem, &mut 0);
+    toml::to_string(&value).unwrap()
 }
 
 /// A self-signed certificate in PEM, to stand for an example's CA file.

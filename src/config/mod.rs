@@ -177,6 +177,11 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Whether any sink (remote write or Pushgateway) is configured.
+    pub fn has_sinks(&self) -> bool {
+        !self.remote_write.is_empty() || !self.pushgateway.is_empty()
+    }
+
     /// Warnings about this agent's identity among others pushing to the same receivers
     /// (`config check` prints them): see the fleet documentation.
     pub fn identity_warnings(&self) -> Vec<String> {

@@ -416,14 +416,13 @@ impl PushgatewaySink {
                     self.record(outcome.retried_label());
                     // One warning per push, as remote write logs one per batch: a long outage
                     // would otherwise log every backoff step.
-                    match &result {
-                        Err(e) if attempt == 0 => {
-                            tracing::warn!(error = %e, retry_in = ?after, "Pushgateway request failed; retrying (further attempts are logged at debug)")
+                    if let Err(e) = &result {
+                        let gateway = self.settings.name.as_str();
+                        if attempt == 0 {
+                            tracing::warn!(gateway, error = %e, retry_in = ?after, "Pushgateway request failed; retrying (further attempts are logged at debug)");
+                        } else {
+                            tracing::debug!(gateway, error = %e, retry_in = ?after, attempt = attempt + 1, "Pushgateway request failed again; retrying");
                         }
-                        Err(e) => {
-                            tracing::debug!(error = %e, retry_in = ?after, attempt, "Pushgateway request failed again; retrying")
-                        }
-                        Ok(()) => {}
                     }
                     tokio::select! {
                         _ = abort.cancelled() => return None,
