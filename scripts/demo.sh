@@ -11,13 +11,19 @@
 #                                   binary instead of building the release one)
 # Exit status: 0 if Prometheus returned the probe's series, non-zero otherwise.
 set -euo pipefail
+# A relative PUSHPROBE_BIN is relative to where the demo was started, not to the checkout.
+if [ -n "${PUSHPROBE_BIN:-}" ]; then
+    PUSHPROBE_BIN="$(realpath "$PUSHPROBE_BIN")"
+fi
 cd "$(dirname "$0")/.."
 
 DEMO_SECONDS="${DEMO_SECONDS:-20}"
 
 say() { printf '\n== %s\n' "$*"; }
 
-for tool in cargo python3 curl; do
+needed=(python3 curl)
+[ -n "${PUSHPROBE_BIN:-}" ] || needed+=(cargo)
+for tool in "${needed[@]}"; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         echo "demo: $tool is required but not installed" >&2
         exit 1
