@@ -10,7 +10,6 @@ use http::header::{self, HeaderMap};
 use http::{StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use reqwest::Url;
 use tokio::time::Instant;
 
 use super::connect::ConnTask;
@@ -22,7 +21,6 @@ pub struct Response {
     status: StatusCode,
     version: Version,
     headers: HeaderMap,
-    url: Url,
     body: Incoming,
     deadline: Instant,
     timeout: Duration,
@@ -39,7 +37,6 @@ impl fmt::Debug for Response {
         f.debug_struct("Response")
             .field("status", &self.status)
             .field("version", &self.version)
-            .field("url", &crate::secret::redact_url(&self.url))
             .finish_non_exhaustive()
     }
 }
@@ -47,19 +44,12 @@ impl fmt::Debug for Response {
 impl Response {
     /// The response of a call's last hop, its body to be read by `deadline` and within
     /// `limit` bytes (`timeout` is the call's, for the error that says it ran out).
-    pub(super) fn new(
-        hop: Hop,
-        url: Url,
-        deadline: Instant,
-        timeout: Duration,
-        limit: u64,
-    ) -> Response {
+    pub(super) fn new(hop: Hop, deadline: Instant, timeout: Duration, limit: u64) -> Response {
         let (parts, incoming) = hop.response.into_parts();
         Response {
             status: parts.status,
             version: parts.version,
             headers: parts.headers,
-            url,
             body: incoming,
             deadline,
             timeout,
@@ -84,11 +74,6 @@ impl Response {
     /// Response headers.
     pub fn headers(&self) -> &HeaderMap {
         &self.headers
-    }
-
-    /// The URL that answered (after redirects).
-    pub fn url(&self) -> &Url {
-        &self.url
     }
 
     /// The `Content-Length` header, if present and valid.

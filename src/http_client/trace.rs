@@ -115,8 +115,11 @@ pub struct Trace {
     pub first_addr: Option<SocketAddr>,
     /// The address of the last hop.
     pub addr: Option<SocketAddr>,
-    /// The URL of the last hop.
+    /// The URL of the last hop when a redirect led there; `None` without a redirect (the
+    /// request's own URL), so that a call does not copy its URL for the trace.
     pub url: Option<Url>,
+    /// Whether the last hop's URL is `https` (a redirect may change the scheme).
+    pub https: bool,
     /// TLS facts of the last hop; `None` when it was plain HTTP or the handshake failed.
     pub tls: Option<TlsInfo>,
     /// Body bytes read so far.

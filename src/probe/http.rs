@@ -358,7 +358,7 @@ impl HttpProbe {
                 }
                 let received = assert::Received {
                     version: facts.version,
-                    tls: response.url().scheme() == "https",
+                    tls: trace.https,
                     headers: response.headers(),
                     body: body.as_deref(),
                 };
@@ -436,8 +436,11 @@ impl HttpProbe {
         )?;
         registry.gauge_set(HTTP_BODY_LENGTH, &base, outcome.body_length as f64)?;
         registry.gauge_set(HTTP_REDIRECTS, &base, f64::from(trace.redirects))?;
-        let final_tls = trace.url.as_ref().is_some_and(|u| u.scheme() == "https");
-        registry.gauge_set(HTTP_SSL, &base, bool_value(response.is_some() && final_tls))?;
+        registry.gauge_set(
+            HTTP_SSL,
+            &base,
+            bool_value(response.is_some() && trace.https),
+        )?;
         registry.gauge_set(
             HTTP_VERSION,
             &base,
