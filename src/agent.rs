@@ -1220,14 +1220,13 @@ impl Agent {
                 // external labels: two agents that differ in an external label (a Mimir HA
                 // pair's replica) do not hit the target in the same instant, and two that write
                 // the same series (a pair deduplicated by VictoriaMetrics) stamp them in step.
-                let phase = crate::clock::spread_offset(
-                    &format!("{}{}", name, settings.agent.external_labels),
-                    interval,
-                );
                 let schedule = Schedule {
                     interval,
                     retries: settings.retries_of(name),
-                    offset: crate::clock::aligned_delay(now_ms(), interval, phase),
+                    offset: crate::clock::delay_to_phase(
+                        &format!("{}{}", name, settings.agent.external_labels),
+                        interval,
+                    ),
                 };
                 return Ok(Some(Job::Probe(Box::new(probe), schedule)));
             }
@@ -2140,8 +2139,7 @@ impl Agent {
                 };
                 let probe = Box::new(probe);
                 let interval = t.interval;
-                let phase = crate::clock::spread_offset(&format!("{source}{external}"), interval);
-                let offset = crate::clock::aligned_delay(now_ms(), interval, phase);
+                let offset = crate::clock::delay_to_phase(&format!("{source}{external}"), interval);
                 let (pipeline, telemetry, shutdown) =
                     (pipeline.clone(), telemetry.clone(), shutdown.clone());
                 tokio::spawn(async move {

@@ -62,6 +62,12 @@ pub fn aligned_delay(
     std::time::Duration::from_millis((offset_ms - phase).rem_euclid(interval_ms) as u64)
 }
 
+/// How long from now until the periodic job `key` is next at its phase: its
+/// [`spread_offset`], fixed in wall-clock time ([`aligned_delay`]).
+pub fn delay_to_phase(key: &str, interval: std::time::Duration) -> std::time::Duration {
+    aligned_delay(now_ms(), interval, spread_offset(key, interval))
+}
+
 /// The ticker of a periodic job whose first run is `first` from now and whose later runs
 /// follow every `interval` at the same phase.
 ///

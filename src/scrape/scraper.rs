@@ -417,11 +417,10 @@ impl Scraper {
         // grid the probes use: targets spread over the interval, a restart keeps each one's
         // phase, and the targets that share a step start together, so thousands of them wake
         // the runtime once per step rather than once each (docs/performance.md, Discovery).
-        let phase = crate::clock::spread_offset(
+        let delay = crate::clock::delay_to_phase(
             &format!("{}\0{}", self.key, self.request.url),
             self.interval,
         );
-        let delay = crate::clock::aligned_delay(now_ms(), self.interval, phase);
         tracing::debug!(target = %self.key, delay = ?delay, "first scrape scheduled");
         let mut ticker = crate::clock::phase_ticker(delay, self.interval);
         let mut out = Vec::new();
