@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""Writes scripts/hot-text.ld from callgrind profiles of pushprobe (see scripts/hot-text.sh).
+
+usage: hot_text.py BINARY OUT.ld NAME=CALLGRIND_OUT [NAME=CALLGRIND_OUT ...]
+
+BINARY is the build the profiles were taken of, with its symbol table (not stripped) and
+without the hot-text layout (valgrind attributes code outside `.text` to no object). Each
+profile was recorded with `--dump-instr=yes`, so it lists every instruction address that ran.
+
+The script maps those addresses to the binary's functions and writes a linker script that
+gathers the input sections of those functions into one output section, `.text.hot`, placed
+before `.text`: first the functions every workload ran, then those of each workload in the
+order given. A function's section is named after its symbol (`.text.<symbol>`, or
+`.text.unlikely.<symbol>` for code the compiler judged cold). Symbols carry hashes that
+change with the toolchain, the dependencies and even the build profile (`strip`), so the
+patterns leave them out: a legacy symbol's final hash, and a v0 symbol's crate
+disambiguators. A pattern then matches every instantiation of a generic function, which
+costs some code that did not run; a name with its hash would match nothing in any other
+build, and each function that ran but is left in `.text` maps the pages around it.
+"""
+
+import bisect
+import re
+import subprocess
+import sys
+from collections import defaultdict
+
+# Rust legacy mangling: `17h<16 hex digits>E` ends every symbol.
+LEGACY_HASH = re.compile(r"17h[0-9a-f]{16}E$")
+# Rust v0 mangling: `Cs<base-62 hash>_` names a crate (the standard library's are v0).
+V0_CRATE = re.compile(r"Cs[0-9A-Za-z]+_")
+# GCC's clones of C functions (zstd, ring) keep their origin's name before a suffix.
+CLONE_SUFFIX = re.compile(r"\.(constprop|isra|part|cold|lto_priv)(\.\d+)*$")
+POSITION = re.compile(r"^(0x[0-9a-fA-F]+|[+-]\d+|\*|\d+)")
+NAMED = re.compile(r"^(c?ob)=\((\d+)\)(?: (.*))?$")
+
+
+def executed_addresses(profile, binary):
+    """Instruction addresses in `binary`'s object that ran, from one callgrind profile."""
+    objects, current, addr, out = {}, None, 0, set()
+    with open(profile, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            line = line.rstrip("\n")
+            m = NAMED.match(line)
+            if m:
+                kind, ident, name = m.groups()
+                if name:
+                    objects[ident] = name
+                if kind == "ob":
+                    current = objects.get(ident)
+                continue
+            m = POSITION.match(line)
+            if not m:
+                continue
+            p = m.group(1)
+            if p.startswith("0x"):
+                addr = int(p, 16)
+            elif p[0] == "+":
+                addr += int(p[1:])
+            elif p[0] == "-":
+                addr -= int(p[1:])
+            elif p != "*":
+                addr = int(p)
+            if current == binary:
+                out.add(addr)
+    return out
+
+
+def text_symbols(binary):
+    """The binary's function symbols as sorted (address, size, name)."""
+    nm = subprocess.run(
+        ["nm", "--defined-only", "-S", binary], check=True, capture_output=True, text=True
+    ).stdout
+    syms = []
+    for line in nm.splitlines():
+        fields = line.split()
+        if len(fields) == 4 and fields[2] in "tTwW":
+            syms.append((int(fields[0], 16), int(fields[1], 16), fields[3]))
+    syms.sort()
+    return syms
+
+
+def pattern(name):
+    """The glob a symbol's sections are matched with: hashes and clone suffixes left out."""
+    stem = CLONE_SUFFIX.sub("", LEGACY_HASH.sub("", name))
+    if stem.startswith("_R"):
+        stem = V0_CRATE.sub("Cs*_", stem)
+    return stem + "*"
+
+
+def main(argv):
+    if len(argv) < 4:
+        sys.exit(__doc__)
+    binary, out_path, profiles = argv[1], argv[2], argv[3:]
+    syms = text_symbols(binary)
+    if not syms:
+        sys.exit(f"hot_text: {binary} has no symbol table; build it with strip = none")
+    starts = [s[0] for s in syms]
+    ran = defaultdict(set)  # symbol name -> workloads that ran it
+    order = []  # symbol names, in address order, workload by workload
+    workloads = []
+    for spec in profiles:
+        workload, _, path = spec.partition("=")
+        workloads.append(workload)
+        addrs = executed_addresses(path, binary)
+        if not addrs:
+            sys.exit(f"hot_text: {path} has no instruction of {binary}: was it profiled?")
+        unmatched = 0
+        for a in sorted(addrs):
+            i = bisect.bisect_right(starts, a) - 1
+            if i < 0 or a >= syms[i][0] + syms[i][1]:
+                unmatched += 1
+                continue
+            name = syms[i][2]
+            if name not in ran:
+                order.append(name)
+            ran[name].add(workload)
+        if unmatched > len(addrs) // 10:
+            sys.exit(
+                f"hot_text: {unmatched} of {len(addrs)} addresses in {path} fall in no function "
+                f"of {binary}: was the profile taken of this build?"
+            )
+    # Bytes each pattern matches in this build, counted once per pattern.
+    matched = defaultdict(int)
+    for _, size, name in syms:
+        matched[pattern(name)] += size
+
+    # A function joins the group of the first workload that ran it.
+    groups = [("every workload", lambda w: len(w) == len(workloads))]
+    groups += [
+        (f"{w} (first), not by every workload", lambda s, w=w: s != set(workloads) and w in s)
+        for w in workloads
+    ]
+    placed, lines, hot_bytes = set(), [], 0
+    for title, belongs in groups:
+        lines.append(f"    /* Run by {title}. */")
+        for name in order:
+            glob = pattern(name)
+            if glob in placed or not belongs(ran[name]):
+                continue
+            placed.add(glob)
+            hot_bytes += matched[glob]
+            lines.append(f"    *(.text.{glob} .text.unlikely.{glob})")
+    with open(out_path, "w", encoding="utf-8") as f:
+        f.write(
+            "/* pushprobe's hot text: the functions its workloads run, gathered before the\n"
+            " * rest of the code so that they share as few pages as possible. Generated by\n"
+            " * scripts/hot-text.sh from callgrind profiles; see docs/performance.md. A pattern\n"
+            " * that matches nothing (a renamed function, another toolchain's hash) is harmless.\n"
+            " */\n"
+            "SECTIONS\n{\n  .text.hot :\n  {\n"
+        )
+        f.write("\n".join(lines))
+        f.write("\n  }\n}\nINSERT BEFORE .text;\n")
+    print(
+        f"hot_text: {len(ran)} functions ran ({', '.join(workloads)}); "
+        f"{len(lines) - len(groups)} patterns, about {hot_bytes / 1024:.0f} KiB of hot text"
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv)
