@@ -68,18 +68,10 @@ esac
 TOOLS="${PUSHPROBE_TOOLS:-$HOME/.cache/pushprobe/tools}/bin"
 PROM3="$TOOLS/prometheus-3.5.3"
 VM145="$TOOLS/victoria-metrics-1.145.0"
-for tool in cargo python3 curl; do
-    if ! command -v "$tool" >/dev/null 2>&1; then
-        echo "bench: $tool is required" >&2
-        exit 1
-    fi
-done
-for tool in "$PROM3" "$VM145"; do
-    if [ ! -x "$tool" ]; then
-        echo "bench: $tool is missing; run scripts/install-tools.sh" >&2
-        exit 1
-    fi
-done
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+require_commands cargo python3 curl
+require_executables "$PROM3" "$VM145"
 # Every target holds a listening socket in the target server and a connection in each scraper.
 if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((3 * TARGET_PORTS + 200)) ]; then
     echo "bench: open-file limit $(ulimit -n) is too low for $TARGET_PORTS target ports; raise it (ulimit -n) or set TARGET_PORTS lower" >&2
@@ -91,8 +83,6 @@ cargo build --release --locked --bin pushprobe --example scrape_target
 PUSHPROBE="${CARGO_TARGET_DIR:-$PWD/target}/release/pushprobe"
 TARGET_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/examples/scrape_target"
 
-# shellcheck source=scripts/lib.sh
-source scripts/lib.sh
 setup_workdir bench-discovery
 
 # --- Unmeasured infrastructure: the targets and the receiver ----------------------------------

@@ -65,18 +65,10 @@ case "${PEERS:-current}" in
         exit 1
         ;;
 esac
-for tool in cargo python3 curl; do
-    if ! command -v "$tool" >/dev/null 2>&1; then
-        echo "bench: $tool is required" >&2
-        exit 1
-    fi
-done
-for tool in "$PROMETHEUS" "$VICTORIA" "$BLACKBOX"; do
-    if [ ! -x "$tool" ]; then
-        echo "bench: $tool is missing; see scripts/install-deps.sh and scripts/install-tools.sh" >&2
-        exit 1
-    fi
-done
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+require_commands cargo python3 curl
+require_executables "$PROMETHEUS" "$VICTORIA" "$BLACKBOX"
 echo "== Peers: $("$BLACKBOX" --version 2>&1 | head -n1); $("$PROMETHEUS" --version 2>&1 | head -n1)"
 
 if [ -n "${PREBUILT:-}" ]; then
@@ -88,8 +80,6 @@ fi
 PUSHPROBE="${CARGO_TARGET_DIR:-$PWD/target}/release/pushprobe"
 TARGET_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/examples/bench_target"
 
-# shellcheck source=scripts/lib.sh
-source scripts/lib.sh
 setup_workdir bench
 
 # --- Unmeasured infrastructure: the targets and the receiver -------------------------------

@@ -63,25 +63,13 @@ TOOLS="${PUSHPROBE_TOOLS:-$HOME/.cache/pushprobe/tools}/bin"
 PROM3="$TOOLS/prometheus-3.5.3"
 VM145="$TOOLS/victoria-metrics-1.145.0"
 VMAGENT145="$TOOLS/vmagent-1.145.0"
-for tool in cargo python3 curl prometheus-node-exporter; do
-    if ! command -v "$tool" >/dev/null 2>&1; then
-        echo "bench: $tool is required; see scripts/install-deps.sh" >&2
-        exit 1
-    fi
-done
-for tool in "$PROM3" "$VM145" "$VMAGENT145"; do
-    if [ ! -x "$tool" ]; then
-        echo "bench: $tool is missing; run scripts/install-tools.sh" >&2
-        exit 1
-    fi
-done
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+require_commands cargo python3 curl prometheus-node-exporter
+require_executables "$PROM3" "$VM145" "$VMAGENT145"
 if [ "$STABLE" = on ]; then
-    for tool in prometheus vmagent; do
-        if ! command -v "$tool" >/dev/null 2>&1; then
-            echo "bench: $tool (Debian stable) is required with STABLE=on; see scripts/install-deps.sh" >&2
-            exit 1
-        fi
-    done
+    # Debian stable's peers; STABLE=off leaves them out.
+    require_commands prometheus vmagent
 fi
 
 if [ "$CRITERION" = on ]; then
@@ -96,8 +84,6 @@ cargo build --release --locked --bin pushprobe --example scrape_target
 PUSHPROBE="${CARGO_TARGET_DIR:-$PWD/target}/release/pushprobe"
 TARGET_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/examples/scrape_target"
 
-# shellcheck source=scripts/lib.sh
-source scripts/lib.sh
 setup_workdir bench-scrape
 
 # --- Unmeasured infrastructure: targets, receivers, counting relays ----------------------------
@@ -113,10 +99,7 @@ if [ "${#ports[@]}" -lt "$N" ]; then
     echo "bench: target server did not start" >&2
     exit 1
 fi
-node_port="$(free_port)"
-prometheus-node-exporter --web.listen-address="127.0.0.1:$node_port" >"$work/node-exporter.log" 2>&1 &
-pids+=("$!")
-wait_http "http://127.0.0.1:$node_port/metrics" node-exporter
+start_node_exporter
 
 start_victoria_metrics "$VM145"
 

@@ -28,18 +28,10 @@ SECONDS_EACH="${1:-60}"
 TOOLS="${PUSHPROBE_TOOLS:-$HOME/.cache/pushprobe/tools}/bin"
 PROM3="$TOOLS/prometheus-3.5.3"
 VM145="$TOOLS/victoria-metrics-1.145.0"
-for tool in cargo valgrind nm python3 curl prometheus-node-exporter; do
-    if ! command -v "$tool" >/dev/null 2>&1; then
-        echo "hot-text: $tool is required" >&2
-        exit 1
-    fi
-done
-for tool in "$PROM3" "$VM145"; do
-    if [ ! -x "$tool" ]; then
-        echo "hot-text: $tool is missing; run scripts/install-tools.sh" >&2
-        exit 1
-    fi
-done
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+require_commands cargo valgrind nm python3 curl prometheus-node-exporter
+require_executables "$PROM3" "$VM145"
 
 # Its own target directory: the profiled build differs from the release one (no layout, symbols
 # kept), and sharing a directory would rebuild each in turn.
@@ -49,8 +41,6 @@ HOT_TEXT_LAYOUT=off CARGO_TARGET_DIR="$TARGET_DIR" CARGO_PROFILE_RELEASE_STRIP=n
     cargo build --release --locked --bin pushprobe --example scrape_target --example bench_target
 PUSHPROBE="$TARGET_DIR/release/pushprobe"
 
-# shellcheck source=scripts/lib.sh
-source scripts/lib.sh
 setup_workdir hot-text
 
 # 500 series a target, not the benchmark's 2,500: the code that runs is the same, and under
@@ -71,10 +61,7 @@ if [ "${#scrape_ports[@]}" -lt 20 ] || [ "${#probe_ports[@]}" -lt 4 ]; then
     echo "hot-text: the target servers did not start" >&2
     exit 1
 fi
-node_port="$(free_port)"
-prometheus-node-exporter --web.listen-address="127.0.0.1:$node_port" >"$work/node-exporter.log" 2>&1 &
-pids+=("$!")
-wait_http "http://127.0.0.1:$node_port/metrics" node-exporter
+start_node_exporter
 start_victoria_metrics "$VM145"
 prom_port="$(free_port)"
 "$PROM3" --config.file=/dev/null --storage.tsdb.path="$work/prom" \

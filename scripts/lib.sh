@@ -27,6 +27,28 @@ cleanup_workdir() {
     fi
 }
 
+# require_commands CMD...: exits with a message if a command is not on the PATH.
+require_commands() {
+    local tool
+    for tool in "$@"; do
+        if ! command -v "$tool" >/dev/null 2>&1; then
+            echo "$(basename "$0"): $tool is required; see scripts/install-deps.sh" >&2
+            exit 1
+        fi
+    done
+}
+
+# require_executables PATH...: exits with a message if a peer's binary is missing.
+require_executables() {
+    local tool
+    for tool in "$@"; do
+        if [ ! -x "$tool" ]; then
+            echo "$(basename "$0"): $tool is missing; see scripts/install-deps.sh and scripts/install-tools.sh" >&2
+            exit 1
+        fi
+    done
+}
+
 # Prints a TCP port that is free on 127.0.0.1 right now.
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -45,6 +67,15 @@ wait_http() {
     echo "$(basename "$0"): $name did not come up at $url; its log:" >&2
     tail -n 50 "$work/$name.log" >&2 || true
     exit 1
+}
+
+# start_node_exporter: starts prometheus-node-exporter on a free port with its log in
+# $work/node-exporter.log, waits until it answers, and sets node_port.
+start_node_exporter() {
+    node_port="$(free_port)"
+    prometheus-node-exporter --web.listen-address="127.0.0.1:$node_port" >"$work/node-exporter.log" 2>&1 &
+    pids+=("$!")
+    wait_http "http://127.0.0.1:$node_port/metrics" node-exporter
 }
 
 # start_victoria_metrics BINARY: starts a VictoriaMetrics single node on a free port with its
