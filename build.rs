@@ -37,12 +37,21 @@ fn hot_text_layout() {
     // matching the patterns against an unoptimised build's sections slows each link by
     // seconds.
     let optimised = env::var("PROFILE").as_deref() == Ok("release");
+    // The linker is named in the flags (`-fuse-ld=mold`) or configured (`RUSTC_LINKER`); a
+    // false match only leaves the layout out.
     let flags = env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
-    let other_linker = ["gold", "mold"].iter().any(|l| flags.contains(l));
+    let linker = env::var("RUSTC_LINKER").unwrap_or_default();
+    let other_linker = ["gold", "mold"]
+        .iter()
+        .any(|l| flags.contains(l) || linker.contains(l));
     let off = env::var("HOT_TEXT_LAYOUT").as_deref() == Ok("off");
     if target_os != "linux" || !optimised || other_linker || off {
         return;
     }
     let dir = env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
-    println!("cargo:rustc-link-arg-bin=pushprobe=-Wl,-T,{dir}/scripts/hot-text.ld");
+    // `-Xlinker`, not `-Wl,`: the latter would split a checkout path that has a comma.
+    for arg in ["-T", &format!("{dir}/scripts/hot-text.ld")] {
+        println!("cargo:rustc-link-arg-bin=pushprobe=-Xlinker");
+        println!("cargo:rustc-link-arg-bin=pushprobe={arg}");
+    }
 }
