@@ -6,13 +6,14 @@
 # Builds pushprobe without the layout and with its symbols, runs it under callgrind
 # (--dump-instr=yes: every instruction that ran) in three workloads, SECONDS each, and hands
 # the profiles to scripts/hot_text.py, which writes the script:
-#   relay     20 exporters and a node exporter scraped every 5 s, forwarded to
-#             VictoriaMetrics 1.145 (remote write 1.0, zstd after the handshake): the scrape
-#             benchmark's workload;
+#   relay     20 exporters (500 series each) and a node exporter scraped every 5 s, forwarded
+#             to VictoriaMetrics 1.145 (remote write 1.0, zstd after the handshake): the
+#             scrape benchmark's workload, smaller;
 #   probes    50 HTTP probes and a TCP probe every second, remote-written to VictoriaMetrics;
 #   relay-v2  the relay's exporters forwarded to Prometheus 3.5 with remote write 2.0.
-# Functions every workload ran come first, then each workload's own, in that order, so that a
-# deployment that only probes or only relays touches as little of the others' code as it can.
+# Functions every workload ran come first; each other function follows in the group of the
+# first workload (in the order above) that ran it, so that code only the probes or only remote
+# write 2.0 run sits apart from the relay's.
 #
 # Run it after a change that moves much code (a new dependency, a rework of the scrape or
 # send path) or a toolchain upgrade, and commit scripts/hot-text.ld. A stale script costs memory,
@@ -25,6 +26,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECONDS_EACH="${1:-60}"
+if [ "$SECONDS_EACH" -lt 10 ]; then
+    echo "hot-text: profile each workload for 10 seconds or more, not $SECONDS_EACH" >&2
+    exit 1
+fi
 TOOLS="${PUSHPROBE_TOOLS:-$HOME/.cache/pushprobe/tools}/bin"
 PROM3="$TOOLS/prometheus-3.5.3"
 VM145="$TOOLS/victoria-metrics-1.145.0"
@@ -120,7 +125,8 @@ for workload in relay probes relay-v2; do
             curl -fsS -o /dev/null "http://127.0.0.1:$listen_port$path" || true
         done
     done
-    kill -TERM "$pid"
+    # A pushprobe that already exited is reported by the wait below.
+    kill -TERM "$pid" 2>/dev/null || true
     # Under callgrind the drain and the profile's dump take a few seconds.
     wait "$pid" || {
         echo "hot-text: pushprobe failed in the $workload workload; its log:" >&2

@@ -12,14 +12,16 @@ gathers the input sections of those functions into one output section, `.text.ho
 before `.text`: first the functions every workload ran, then those of each workload in the
 order given. A function's section is named after its symbol (`.text.<symbol>`, or
 `.text.unlikely.<symbol>` for code the compiler judged cold). Symbols carry hashes that
-change with the toolchain, the dependencies and even the build profile (`strip`), so the
-patterns leave them out: a legacy symbol's final hash, and a v0 symbol's crate
-disambiguators. A pattern then matches every instantiation of a generic function, which
+change with the toolchain, the dependencies and even the build profile (`strip`), and
+numbered suffixes that change with each build, so the patterns leave them out (see
+`patterns`). A legacy pattern then matches every instantiation of a generic function, which
 costs some code that did not run; a name with its hash would match nothing in any other
-build, and each function that ran but is left in `.text` maps the pages around it.
+build, and each function that ran but is left in `.text` maps the pages around it. (v0
+names keep their back-references, which can shift with a crate hash's length.)
 """
 
 import bisect
+import os
 import re
 import subprocess
 import sys
@@ -29,6 +31,8 @@ from collections import defaultdict
 LEGACY_HASH = re.compile(r"17h[0-9a-f]{16}E$")
 # Rust v0 mangling: `Cs<base-62 hash>_` names a crate (the standard library's are v0).
 V0_CRATE = re.compile(r"Cs[0-9A-Za-z]+_")
+# LLVM's numbered copies of a symbol (`.1045`, `.llvm.1234`), numbered anew in each build.
+NUMBER_SUFFIX = re.compile(r"(\.llvm)?\.\d+$")
 # GCC's clones of C functions (zstd, ring) keep their origin's name before a suffix.
 CLONE_SUFFIX = re.compile(r"\.(constprop|isra|part|cold|lto_priv)(\.\d+)*$")
 POSITION = re.compile(r"^(0x[0-9a-fA-F]+|[+-]\d+|\*|\d+)")
@@ -37,6 +41,7 @@ NAMED = re.compile(r"^(c?ob)=\((\d+)\)(?: (.*))?$")
 
 def executed_addresses(profile, binary):
     """Instruction addresses in `binary`'s object that ran, from one callgrind profile."""
+    binary = os.path.realpath(binary)
     objects, current, addr, out = {}, None, 0, set()
     with open(profile, encoding="utf-8", errors="replace") as f:
         for line in f:
@@ -47,7 +52,7 @@ def executed_addresses(profile, binary):
                 if name:
                     objects[ident] = name
                 if kind == "ob":
-                    current = objects.get(ident)
+                    current = os.path.realpath(objects.get(ident, ""))
                 continue
             m = POSITION.match(line)
             if not m:
@@ -80,12 +85,19 @@ def text_symbols(binary):
     return syms
 
 
-def pattern(name):
-    """The glob a symbol's sections are matched with: hashes and clone suffixes left out."""
-    stem = CLONE_SUFFIX.sub("", LEGACY_HASH.sub("", name))
-    if stem.startswith("_R"):
-        stem = V0_CRATE.sub("Cs*_", stem)
-    return stem + "*"
+def patterns(name):
+    """The globs a symbol's section is matched with, without hashes or numbered suffixes.
+
+    A legacy Rust symbol matches by everything before its hash, so every instantiation of a
+    generic function matches; any other symbol matches by its whole name, with any suffix
+    after a dot (a numbered copy, a clone) and, in v0 names, any crate hash.
+    """
+    base = CLONE_SUFFIX.sub("", NUMBER_SUFFIX.sub("", name))
+    if LEGACY_HASH.search(base):
+        return (LEGACY_HASH.sub("", base) + "17h*",)
+    if base.startswith("_R"):
+        base = V0_CRATE.sub("Cs*_", base)
+    return (base, base + ".*")
 
 
 def main(argv):
@@ -123,7 +135,7 @@ def main(argv):
     # Bytes each pattern matches in this build, counted once per pattern.
     matched = defaultdict(int)
     for _, size, name in syms:
-        matched[pattern(name)] += size
+        matched[patterns(name)] += size
 
     # A function joins the group of the first workload that ran it.
     groups = [("every workload", lambda w: len(w) == len(workloads))]
@@ -135,12 +147,13 @@ def main(argv):
     for title, belongs in groups:
         lines.append(f"    /* Run by {title}. */")
         for name in order:
-            glob = pattern(name)
-            if glob in placed or not belongs(ran[name]):
+            globs = patterns(name)
+            if globs in placed or not belongs(ran[name]):
                 continue
-            placed.add(glob)
-            hot_bytes += matched[glob]
-            lines.append(f"    *(.text.{glob} .text.unlikely.{glob})")
+            placed.add(globs)
+            hot_bytes += matched[globs]
+            sections = " ".join(f".text.{g} .text.unlikely.{g}" for g in globs)
+            lines.append(f"    *({sections})")
     with open(out_path, "w", encoding="utf-8") as f:
         f.write(
             "/* pushprobe's hot text: the functions its workloads run, gathered before the\n"

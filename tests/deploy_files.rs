@@ -214,6 +214,14 @@ fn dockerfile_is_multi_stage_non_root_and_reads_the_mounted_config() {
     assert!(instructions
         .iter()
         .any(|l| l.starts_with("COPY --from=build")));
+    // build.rs links release builds with the hot-text script: without it the build stage
+    // would link a binary without the layout.
+    assert!(
+        instructions
+            .iter()
+            .any(|l| l.starts_with("COPY scripts/hot-text.ld")),
+        "the build stage does not copy scripts/hot-text.ld"
+    );
     let user = instructions
         .iter()
         .rev()
