@@ -68,8 +68,12 @@ source scripts/lib.sh
 require_commands cargo python3 curl prometheus-node-exporter
 require_executables "$PROM3" "$VM145" "$VMAGENT145"
 if [ "$STABLE" = on ]; then
-    # Debian stable's peers; STABLE=off leaves them out.
-    require_commands prometheus vmagent
+    for tool in prometheus vmagent; do
+        if ! command -v "$tool" >/dev/null 2>&1; then
+            echo "bench: $tool (Debian stable) is required with STABLE=on; see scripts/install-deps.sh" >&2
+            exit 1
+        fi
+    done
 fi
 
 if [ "$CRITERION" = on ]; then

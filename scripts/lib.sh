@@ -1,5 +1,6 @@
-# Helpers shared by pushprobe's scripts: a scratch directory, processes stopped on exit,
-# free loopback ports and readiness polling. Source it, then call `setup_workdir NAME`.
+# Helpers shared by pushprobe's scripts: checks for the commands and peers a script needs, a
+# scratch directory, processes stopped on exit, free loopback ports, readiness polling, and
+# starting a node exporter or VictoriaMetrics. Source it, then call `setup_workdir NAME`.
 #
 # After `setup_workdir`, `$work` is a temporary directory removed on exit (kept with
 # KEEP_WORKDIR=1), and every PID appended to the `pids` array is stopped (newest first) on

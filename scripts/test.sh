@@ -25,7 +25,8 @@ cargo build --locked --release --bin pushprobe
 release_bin="${CARGO_TARGET_DIR:-$PWD/target}/release/pushprobe"
 if [ "$(uname -s)" = Linux ] && [ "${HOT_TEXT_LAYOUT:-}" != off ] &&
     ! grep -q ' \.text\.hot ' <<<"$(readelf -SW "$release_bin")"; then
-    echo "test: the release binary has no .text.hot section: scripts/hot-text.ld was not applied" >&2
+    echo "test: the release binary has no .text.hot section: build.rs did not apply" \
+        "scripts/hot-text.ld (see its warning; HOT_TEXT_LAYOUT=off builds without it)" >&2
     exit 1
 fi
 
