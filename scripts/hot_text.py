@@ -137,22 +137,25 @@ def main(argv):
     for _, size, name in syms:
         matched[patterns(name)] += size
 
-    # A function joins the group of the first workload that ran it.
-    groups = [("every workload", lambda w: len(w) == len(workloads))]
-    groups += [
-        (f"{w} (first), not by every workload", lambda s, w=w: s != set(workloads) and w in s)
-        for w in workloads
-    ]
+    # Group 0 holds what every workload ran; group i the rest of what workload i (from 1) was
+    # the first to run. A pattern shared by functions of several groups joins the first.
+    every = set(workloads)
+    titles = ["every workload"] + [f"{w} (first), not by every workload" for w in workloads]
+
+    def group(name):
+        runs = ran[name]
+        return 0 if runs == every else 1 + min(workloads.index(w) for w in runs)
+
     placed, lines, hot_bytes = set(), [], 0
-    for title, belongs in groups:
+    for g, title in enumerate(titles):
         lines.append(f"    /* Run by {title}. */")
         for name in order:
             globs = patterns(name)
-            if globs in placed or not belongs(ran[name]):
+            if globs in placed or group(name) != g:
                 continue
             placed.add(globs)
             hot_bytes += matched[globs]
-            sections = " ".join(f".text.{g} .text.unlikely.{g}" for g in globs)
+            sections = " ".join(f".text.{p} .text.unlikely.{p}" for p in globs)
             lines.append(f"    *({sections})")
     with open(out_path, "w", encoding="utf-8") as f:
         f.write(
@@ -167,7 +170,7 @@ def main(argv):
         f.write("\n  }\n}\nINSERT BEFORE .text;\n")
     print(
         f"hot_text: {len(ran)} functions ran ({', '.join(workloads)}); "
-        f"{len(lines) - len(groups)} patterns, about {hot_bytes / 1024:.0f} KiB of hot text"
+        f"{len(lines) - len(titles)} patterns, about {hot_bytes / 1024:.0f} KiB of hot text"
     )
 
 
