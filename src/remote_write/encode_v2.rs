@@ -39,8 +39,8 @@ use super::encode::{zeroed_body, EncodeError, EncodeStats};
 use crate::proto_v2::{self, metadata::MetricType};
 use crate::series::native::{BucketSpan, NativeHistogram, ResetHint};
 use crate::series::{
-    field_len, is_stale_nan, put_varint, seeded_hash, varint_len, Labels, PassThrough, Sample,
-    STALE_NAN_BITS,
+    cmp_names, field_len, is_stale_nan, put_varint, seeded_hash, varint_len, Field, Labels,
+    PassThrough, Sample, STALE_NAN_BITS,
 };
 
 /// `Request.symbols` (4, length-delimited).
@@ -290,6 +290,64 @@ impl<'a> Symbols<'a> {
     }
 }
 
+/// A label merged into series' own labels: its name, its name's and value's symbol
+/// references, and whether it is an external label (which a series' own label overrides).
+type Splice<'a> = (&'a [u8], u32, u32, bool);
+
+/// The labels series with base `base` get merged into their own: the base's and the external
+/// labels the base does not have, by name, as symbol references.
+fn splice_list<'a>(
+    base: Option<&'a Labels>,
+    external: &'a Labels,
+    symbols: &mut Symbols<'a>,
+    out: &mut Vec<Splice<'a>>,
+) {
+    out.clear();
+    for f in base.into_iter().flat_map(Labels::own_fields) {
+        out.push((f.name, symbols.get(f.name), symbols.get(f.value), false));
+    }
+    let shared = out.len();
+    for e in external.fields() {
+        if !out[..shared].iter().any(|s| s.0 == e.name) {
+            out.push((e.name, symbols.get(e.name), symbols.get(e.value), true));
+        }
+    }
+    out.sort_by(|a, b| cmp_names(a.0, b.0));
+}
+
+/// A series' `labels_refs`: its own labels merged by name with `splice` (from
+/// [`splice_list`]), an external label left out where the series has its own.
+fn label_refs<'a>(
+    labels: &'a Labels,
+    splice: &[Splice<'a>],
+    symbols: &mut Symbols<'a>,
+    out: &mut Vec<u32>,
+) {
+    out.clear();
+    let mut own = labels.own_fields().peekable();
+    let mut push_own = |f: Field<'a>, out: &mut Vec<u32>| {
+        // The protocol forbids empty names and values; a label set never holds one, so
+        // this only guards the invariant.
+        if !f.name.is_empty() && !f.value.is_empty() {
+            out.push(symbols.get(f.name));
+            out.push(symbols.get(f.value));
+        }
+    };
+    for &(name, name_ref, value_ref, external) in splice {
+        while let Some(f) = own.next_if(|f| cmp_names(f.name, name).is_lt()) {
+            push_own(f, out);
+        }
+        if external && own.peek().is_some_and(|f| f.name == name) {
+            continue;
+        }
+        out.push(name_ref);
+        out.push(value_ref);
+    }
+    for f in own {
+        push_own(f, out);
+    }
+}
+
 /// A series' `Metadata`, as symbol references.
 #[derive(Clone, Copy)]
 struct MetadataRefs {
@@ -503,34 +561,40 @@ impl EncoderV2 {
         let mut symbols = Symbols::new();
         let mut series_buf =
             Vec::with_capacity(samples.len().saturating_mul(self.bytes_per_sample));
-        let mut pairs: Vec<(&[u8], &[u8])> = Vec::new();
         let mut refs: Vec<u32> = Vec::new();
         let mut histograms: Vec<proto_v2::Histogram> = Vec::new();
+        // The labels a series' own are merged with (its base's, and the external labels the
+        // base lacks), as references, made once per run of series with one base (a scrape
+        // target's, or one of its metric names').
+        let mut splice: Vec<Splice<'_>> = Vec::new();
+        let mut splice_for: Option<usize> = None;
+        // Series of one family come in runs: their metadata's references are found once.
+        let mut last_meta: Option<(&FamilyInfo, MetadataRefs)> = None;
         for (entry, (info, start)) in entries.iter().zip(&infos) {
-            pairs.clear();
-            pairs.extend(entry.labels.fields().map(|f| (f.name, f.value)));
-            let own = pairs.len();
-            for e in external_labels.fields() {
-                if !pairs[..own].iter().any(|(n, _)| *n == e.name) {
-                    pairs.push((e.name, e.value));
+            let base = entry.labels.base();
+            let key = base.map_or(0, Labels::addr);
+            if splice_for != Some(key) {
+                splice_list(base, external_labels, &mut symbols, &mut splice);
+                splice_for = Some(key);
+            }
+            label_refs(entry.labels, &splice, &mut symbols, &mut refs);
+            let metadata = info.as_ref().map(|i| match last_meta {
+                Some((last, refs))
+                    if last.kind == i.kind
+                        && Arc::ptr_eq(&last.help, &i.help)
+                        && Arc::ptr_eq(&last.unit, &i.unit) =>
+                {
+                    refs
                 }
-            }
-            if pairs.len() > own {
-                pairs.sort_by(|a, b| a.0.cmp(b.0));
-            }
-            refs.clear();
-            for &(n, v) in &pairs {
-                // The protocol forbids empty names and values; a label set never holds one,
-                // so this only guards the invariant.
-                if !n.is_empty() && !v.is_empty() {
-                    refs.push(symbols.get(n));
-                    refs.push(symbols.get(v));
+                _ => {
+                    let refs = MetadataRefs {
+                        kind: i.kind as i32,
+                        help: symbols.get(i.help.as_bytes()),
+                        unit: symbols.get(i.unit.as_bytes()),
+                    };
+                    last_meta = Some((i, refs));
+                    refs
                 }
-            }
-            let metadata = info.as_ref().map(|i| MetadataRefs {
-                kind: i.kind as i32,
-                help: symbols.get(i.help.as_bytes()),
-                unit: symbols.get(i.unit.as_bytes()),
             });
             // 0 means "unset" in the protocol: a start at the epoch is sent 1 ms later.
             let start_timestamp = match start {
@@ -1025,8 +1089,26 @@ mod tests {
                 prop_assert_eq!(stats.series, req.timeseries.len());
                 prop_assert_eq!(stats.samples, samples.len());
                 // Every series' labels: its own and the external ones it lacks, by name.
+                let expected: Vec<Vec<(String, String)>> = samples
+                    .iter()
+                    .map(|s| {
+                        let mut all: Vec<(String, String)> = s
+                            .labels
+                            .iter()
+                            .map(|l| (l.name.to_string(), l.value.to_string()))
+                            .collect();
+                        for e in ext.iter() {
+                            if s.labels.get(e.name).is_none() {
+                                all.push((e.name.to_string(), e.value.to_string()));
+                            }
+                        }
+                        all.sort();
+                        all
+                    })
+                    .collect();
                 for ts in &req.timeseries {
                     let got = resolved(&req, ts);
+                    prop_assert!(expected.contains(&got), "unexpected labels {:?}", got);
                     let mut names: Vec<&String> = got.iter().map(|(n, _)| n).collect();
                     let sorted = {
                         let mut s = names.clone();
