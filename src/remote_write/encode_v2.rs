@@ -28,7 +28,7 @@
 //! written, where prost would drop it as "default" and the receiver would read `+0.0`.
 //! Native histograms, which are few, are still written with prost.
 
-use std::borrow::Borrow;
+use std::borrow::{Borrow, Cow};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -42,6 +42,9 @@ use crate::series::{
     cmp_names, field_len, is_stale_nan, put_varint, seeded_hash, varint_len, Field, Labels,
     PassThrough, Sample, STALE_NAN_BITS,
 };
+
+/// Marks a sample of no series (one without `__name__`).
+const NO_GROUP: u32 = u32::MAX;
 
 /// `Request.symbols` (4, length-delimited).
 const KEY_REQUEST_SYMBOLS: u8 = (4 << 3) | 2;
@@ -100,15 +103,6 @@ impl SeriesMeta for NoMeta {
     }
 }
 
-/// The points of one label set in a request, by kind (2.0 never mixes them in a series).
-#[derive(Default)]
-struct SeriesPoints<'a> {
-    /// Float samples (staleness markers included).
-    floats: Vec<&'a Sample>,
-    /// Native histogram samples.
-    histograms: Vec<&'a Sample>,
-}
-
 /// One `TimeSeries` to write: a label set and the points of one kind.
 struct Entry<'a> {
     labels: &'a Labels,
@@ -117,8 +111,8 @@ struct Entry<'a> {
 
 /// The points of one `TimeSeries`, in timestamp order.
 enum Kind<'a> {
-    /// Float samples.
-    Floats(Vec<&'a Sample>),
+    /// Float samples: most series' run of the batch's samples as it is.
+    Floats(Cow<'a, [&'a Sample]>),
     /// Native histograms, and staleness markers sent in histogram form.
     Histograms(Vec<&'a Sample>),
 }
@@ -127,28 +121,31 @@ impl Kind<'_> {
     /// Timestamp of the oldest point (`i64::MAX` when there is none), to order the two
     /// entries of a series that changed kind.
     fn first_ms(&self) -> i64 {
-        let (Kind::Floats(p) | Kind::Histograms(p)) = self;
-        p.first().map_or(i64::MAX, |s| s.timestamp_ms)
+        let first = match self {
+            Kind::Floats(p) => p.first(),
+            Kind::Histograms(p) => p.first(),
+        };
+        first.map_or(i64::MAX, |s| s.timestamp_ms)
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Kind::Floats(p) => p.is_empty(),
+            Kind::Histograms(p) => p.is_empty(),
+        }
     }
 }
 
-/// Splits one label set's points into the `TimeSeries` entries 2.0 allows (see the module
-/// documentation): floats alone, histograms alone, or histograms (with the staleness
-/// markers) and, when the series changed kind, the other floats apart.
-fn split_kinds<'a>(labels: &'a Labels, mut points: SeriesPoints<'a>, out: &mut Vec<Entry<'a>>) {
-    points.floats.sort_by_key(|s| s.timestamp_ms);
-    if points.histograms.is_empty() {
-        out.push(Entry {
-            labels,
-            kind: Kind::Floats(points.floats),
-        });
-        return;
-    }
-    let (stale, floats): (Vec<&Sample>, Vec<&Sample>) = points
-        .floats
-        .into_iter()
-        .partition(|s| is_stale_nan(s.value));
-    let mut histograms = points.histograms;
+/// Splits the points of a label set that has native histograms (`points`, in timestamp
+/// order) into the `TimeSeries` entries 2.0 allows (see the module documentation):
+/// histograms alone, or histograms with the staleness markers and, when the series changed
+/// kind, the other floats apart.
+fn split_kinds<'a>(labels: &'a Labels, points: &'a [&'a Sample], out: &mut Vec<Entry<'a>>) {
+    let (histograms, floats): (Vec<&Sample>, Vec<&Sample>) =
+        points.iter().partition(|s| s.histogram().is_some());
+    let (stale, floats): (Vec<&Sample>, Vec<&Sample>) =
+        floats.into_iter().partition(|s| is_stale_nan(s.value));
+    let mut histograms = histograms;
     histograms.extend(stale);
     // Stable: a marker stamped like a histogram stays after it.
     histograms.sort_by_key(|s| s.timestamp_ms);
@@ -159,15 +156,13 @@ fn split_kinds<'a>(labels: &'a Labels, mut points: SeriesPoints<'a>, out: &mut V
         },
         Entry {
             labels,
-            kind: Kind::Floats(floats),
+            kind: Kind::Floats(Cow::Owned(floats)),
         },
     ];
     if entries[1].kind.first_ms() < entries[0].kind.first_ms() {
         entries.swap(0, 1);
     }
-    out.extend(entries.into_iter().filter(|e| match &e.kind {
-        Kind::Floats(p) | Kind::Histograms(p) => !p.is_empty(),
-    }));
+    out.extend(entries.into_iter().filter(|e| !e.kind.is_empty()));
 }
 
 /// The 2.0 `Histogram` of a native histogram sample, or of a staleness marker (a histogram
@@ -498,30 +493,67 @@ impl EncoderV2 {
         out: &mut Vec<u8>,
     ) -> Result<EncodeStats, EncodeError> {
         let mut stats = EncodeStats::default();
-        let mut series: Vec<(&Labels, SeriesPoints<'_>)> = Vec::new();
-        // Keyed by the label sets' stored hashes, which need no hashing again.
-        let mut by_labels: HashMap<&Labels, usize, PassThrough> = HashMap::default();
+        // Series in order of first appearance, found by their label sets' stored hashes:
+        // (labels, samples, whether any is a native histogram).
+        let mut groups: Vec<(&Labels, usize, bool)> = Vec::new();
+        let mut group_of: Vec<u32> = Vec::with_capacity(samples.len());
+        let mut by_labels: HashMap<&Labels, u32, PassThrough> = HashMap::default();
         for s in samples {
             let s = s.borrow();
             if !s.labels.has_metric_name() {
                 stats.skipped_no_name += 1;
+                group_of.push(NO_GROUP);
                 continue;
             }
-            let i = *by_labels.entry(&s.labels).or_insert_with(|| {
-                series.push((&s.labels, SeriesPoints::default()));
-                series.len() - 1
+            let g = *by_labels.entry(&s.labels).or_insert_with(|| {
+                groups.push((&s.labels, 0, false));
+                (groups.len() - 1) as u32
             });
-            let points = &mut series[i].1;
-            if s.histogram().is_some() {
-                points.histograms.push(s);
-            } else {
-                points.floats.push(s);
+            if let Some(group) = groups.get_mut(g as usize) {
+                group.1 += 1;
+                group.2 |= s.histogram().is_some();
             }
+            group_of.push(g);
             stats.samples += 1;
         }
-        let mut entries: Vec<Entry<'_>> = Vec::with_capacity(series.len());
-        for (labels, points) in series {
-            split_kinds(labels, points, &mut entries);
+        // Each series' samples side by side in batch order (a counting sort), then sorted by
+        // timestamp where they are not already.
+        let mut starts = Vec::with_capacity(groups.len());
+        let mut total = 0usize;
+        for g in &groups {
+            starts.push(total);
+            total += g.1;
+        }
+        let mut next = starts.clone();
+        let mut at = vec![0u32; total];
+        for (i, &g) in group_of.iter().enumerate() {
+            if let Some(slot) = next.get_mut(g as usize) {
+                at[*slot] = i as u32;
+                *slot += 1;
+            }
+        }
+        let mut order: Vec<&Sample> = at.iter().map(|&i| samples[i as usize].borrow()).collect();
+        drop((group_of, next, at));
+        for (g, &start) in groups.iter().zip(&starts) {
+            let run = &mut order[start..start + g.1];
+            if !run
+                .windows(2)
+                .all(|w| w[0].timestamp_ms <= w[1].timestamp_ms)
+            {
+                run.sort_by_key(|s| s.timestamp_ms);
+            }
+        }
+        let mut entries: Vec<Entry<'_>> = Vec::with_capacity(groups.len());
+        for (&(labels, n, histograms), &start) in groups.iter().zip(&starts) {
+            let run = &order[start..start + n];
+            if histograms {
+                split_kinds(labels, run, &mut entries);
+            } else {
+                entries.push(Entry {
+                    labels,
+                    kind: Kind::Floats(Cow::Borrowed(run)),
+                });
+            }
         }
         stats.series = entries.len();
 
