@@ -20,7 +20,9 @@ use prost::Message;
 
 use crate::proto;
 use crate::series::native::{BucketSpan, NativeHistogram};
-use crate::series::{cmp_names, field_len, put_varint, varint_len, Labels, PassThrough, Sample};
+use crate::series::{
+    cmp_names, field_len, put_varint, varint_len, Field, Labels, PassThrough, Sample,
+};
 
 /// Why a batch could not be encoded.
 #[derive(Debug, thiserror::Error)]
@@ -448,29 +450,33 @@ pub fn encode_write_request(
     Encoder::new().encode(samples, external_labels, buf)
 }
 
-/// A label to splice into series' own labels: its name, its encoded field, and whether it is
-/// an external label (which a series' own label of the same name overrides).
-type Splice<'a> = (&'a [u8], &'a [u8], bool);
+/// A label to splice into series' own labels: its field (name, value, encoded bytes), and
+/// whether it is an external label (which a series' own label of the same name overrides).
+pub(super) type Splice<'a> = (Field<'a>, bool);
 
 /// The labels series with base `base` get spliced into their own: the base's (a scrape
 /// target's `job` and `instance`, see `Labels::with_shared_base`) and the external labels the
 /// base does not have (the series' wins a clash, as in Prometheus), merged by name. Made once
 /// per run of series sharing a base, so each series only walks its own labels.
-fn splice_list<'a>(base: Option<&'a Labels>, external: &'a Labels, out: &mut Vec<Splice<'a>>) {
+pub(super) fn splice_list<'a>(
+    base: Option<&'a Labels>,
+    external: &'a Labels,
+    out: &mut Vec<Splice<'a>>,
+) {
     out.clear();
     out.extend(
         base.into_iter()
             .flat_map(|b| b.own_fields())
-            .map(|f| (f.name, f.bytes, false)),
+            .map(|f| (f, false)),
     );
     let shared = out.len();
     for e in external.fields() {
-        if !out[..shared].iter().any(|&(name, _, _)| name == e.name) {
-            out.push((e.name, e.bytes, true));
+        if !out[..shared].iter().any(|(f, _)| f.name == e.name) {
+            out.push((e, true));
         }
     }
-    // A few labels, once per run of series.
-    out.sort_unstable_by(|a, b| cmp_names(a.0, b.0));
+    // A few labels, once per run of series; names are unique, so unstable is stable here.
+    out.sort_unstable_by(|a, b| cmp_names(a.0.name, b.0.name));
 }
 
 /// Works out where the labels of `splice` (from [`splice_list`]) go into a series' own
@@ -482,15 +488,15 @@ fn merge_points<'a>(series: &Labels, splice: &[Splice<'a>], out: &mut Vec<(usize
     let mut own = series.own_fields();
     let mut cur = own.next();
     let mut at = 0usize;
-    for &(name, bytes, external) in splice {
-        while let Some(f) = cur.filter(|f| cmp_names(f.name, name).is_lt()) {
+    for &(label, external) in splice {
+        while let Some(f) = cur.filter(|f| cmp_names(f.name, label.name).is_lt()) {
             at += f.bytes.len();
             cur = own.next();
         }
-        if external && cur.is_some_and(|f| f.name == name) {
+        if external && cur.is_some_and(|f| f.name == label.name) {
             continue;
         }
-        out.push((at, bytes));
+        out.push((at, label.bytes));
     }
 }
 
@@ -520,7 +526,7 @@ fn sample_len(s: &Sample) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
 
     use super::*;
     use crate::series::KEY_SERIES_LABEL;
@@ -793,7 +799,7 @@ mod tests {
         assert_eq!(first, fresh);
     }
 
-    mod prop {
+    pub(in crate::remote_write) mod prop {
         use proptest::prelude::*;
 
         use super::*;
@@ -891,7 +897,9 @@ mod tests {
             }
         }
 
-        fn value() -> impl Strategy<Value = f64> {
+        /// Sample values for property tests: zero, the staleness NaN, infinity, and any
+        /// other bits but `-0.0`'s, which prost drops.
+        pub(in crate::remote_write) fn value() -> impl Strategy<Value = f64> {
             prop_oneof![
                 Just(0.0),
                 Just(stale_nan()),

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use hashbrown::HashTable;
 use prost::Message;
 
-use super::encode::{zeroed_body, EncodeError, EncodeStats};
+use super::encode::{splice_list, zeroed_body, EncodeError, EncodeStats, Splice};
 use crate::proto_v2::{self, metadata::MetricType};
 use crate::series::native::{BucketSpan, NativeHistogram, ResetHint};
 use crate::series::{
@@ -287,34 +287,31 @@ impl<'a> Symbols<'a> {
 
 /// A label merged into series' own labels: its name, its name's and value's symbol
 /// references, and whether it is an external label (which a series' own label overrides).
-type Splice<'a> = (&'a [u8], u32, u32, bool);
+type SpliceRefs<'a> = (&'a [u8], u32, u32, bool);
 
-/// The labels series with base `base` get merged into their own: the base's and the external
-/// labels the base does not have, by name, as symbol references.
-fn splice_list<'a>(
+/// The labels series with base `base` get merged into their own (1.0's splice list: the
+/// base's and the external labels the base does not have, by name), as symbol references.
+fn splice_refs<'a>(
     base: Option<&'a Labels>,
     external: &'a Labels,
     symbols: &mut Symbols<'a>,
-    out: &mut Vec<Splice<'a>>,
+    fields: &mut Vec<Splice<'a>>,
+    out: &mut Vec<SpliceRefs<'a>>,
 ) {
+    splice_list(base, external, fields);
     out.clear();
-    for f in base.into_iter().flat_map(Labels::own_fields) {
-        out.push((f.name, symbols.get(f.name), symbols.get(f.value), false));
-    }
-    let shared = out.len();
-    for e in external.fields() {
-        if !out[..shared].iter().any(|s| s.0 == e.name) {
-            out.push((e.name, symbols.get(e.name), symbols.get(e.value), true));
-        }
-    }
-    out.sort_by(|a, b| cmp_names(a.0, b.0));
+    out.extend(
+        fields
+            .iter()
+            .map(|&(f, external)| (f.name, symbols.get(f.name), symbols.get(f.value), external)),
+    );
 }
 
 /// A series' `labels_refs`: its own labels merged by name with `splice` (from
-/// [`splice_list`]), an external label left out where the series has its own.
+/// [`splice_refs`]), an external label left out where the series has its own.
 fn label_refs<'a>(
     labels: &'a Labels,
-    splice: &[Splice<'a>],
+    splice: &[SpliceRefs<'a>],
     symbols: &mut Symbols<'a>,
     out: &mut Vec<u32>,
 ) {
@@ -598,7 +595,8 @@ impl EncoderV2 {
         // The labels a series' own are merged with (its base's, and the external labels the
         // base lacks), as references, made once per run of series with one base (a scrape
         // target's, or one of its metric names').
-        let mut splice: Vec<Splice<'_>> = Vec::new();
+        let mut splice: Vec<SpliceRefs<'_>> = Vec::new();
+        let mut splice_fields: Vec<Splice<'_>> = Vec::new();
         let mut splice_for: Option<usize> = None;
         // Series of one family come in runs: their metadata's references are found once.
         let mut last_meta: Option<(&FamilyInfo, MetadataRefs)> = None;
@@ -606,7 +604,13 @@ impl EncoderV2 {
             let base = entry.labels.base();
             let key = base.map_or(0, Labels::addr);
             if splice_for != Some(key) {
-                splice_list(base, external_labels, &mut symbols, &mut splice);
+                splice_refs(
+                    base,
+                    external_labels,
+                    &mut symbols,
+                    &mut splice_fields,
+                    &mut splice,
+                );
                 splice_for = Some(key);
             }
             label_refs(entry.labels, &splice, &mut symbols, &mut refs);
@@ -1048,6 +1052,7 @@ mod tests {
 
     mod against_prost {
         use super::*;
+        use crate::remote_write::encode::tests::prop::value;
         use proptest::prelude::*;
 
         /// Label sets as sources hand them over: whole, or keeping a scrape target's labels
@@ -1069,16 +1074,6 @@ mod tests {
                 v.push(flat);
             }
             v
-        }
-
-        fn value() -> impl Strategy<Value = f64> {
-            prop_oneof![
-                Just(0.0),
-                Just(stale_nan()),
-                Just(f64::INFINITY),
-                any::<f64>()
-                    .prop_filter("prost drops -0.0", |v| v.to_bits() != (-0.0f64).to_bits()),
-            ]
         }
 
         proptest! {
