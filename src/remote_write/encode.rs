@@ -515,7 +515,7 @@ fn write_merged(buf: &mut Vec<u8>, series: &Labels, points: &[(usize, &[u8])]) {
 }
 
 /// Size of a `Sample` message's payload.
-fn sample_len(s: &Sample) -> usize {
+pub(super) fn sample_len(s: &Sample) -> usize {
     let value = if s.value.to_bits() != 0 { 1 + 8 } else { 0 };
     let ts = if s.timestamp_ms != 0 {
         1 + varint_len(s.timestamp_ms as u64)

@@ -380,11 +380,14 @@ enum Points<'p, 'a> {
     Histograms(&'p [proto_v2::Histogram]),
 }
 
-/// Payload size of a 2.0 `Sample`.
+/// Payload size of a 2.0 `Sample`: 1.0's fields (the same numbers), and the start time.
 fn sample_len(s: &Sample, start: i64) -> usize {
-    let value = if s.value.to_bits() != 0 { 1 + 8 } else { 0 };
-    let ts = |t: i64| if t == 0 { 0 } else { 1 + varint_len(t as u64) };
-    value + ts(s.timestamp_ms) + ts(start)
+    let start_len = if start == 0 {
+        0
+    } else {
+        1 + varint_len(start as u64)
+    };
+    super::encode::sample_len(s) + start_len
 }
 
 /// Writes one `TimeSeries.samples` field.
