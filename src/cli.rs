@@ -256,6 +256,12 @@ fn run_command(cli: &Cli) -> u8 {
             ))),
             _ => None,
         };
+        if matches!(cli.command, Command::Run) {
+            // Start-up is over: what it alone touched need not stay resident for the
+            // agent's lifetime (see `startup_pages`).
+            let kib = crate::startup_pages::release();
+            tracing::debug!(kib, "unmapped the code and constants of start-up");
+        }
         let code = match cli.command {
             Command::Run => match agent.run(shutdown.clone(), abort.clone()).await {
                 Ok(()) => EXIT_OK,

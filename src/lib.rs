@@ -36,6 +36,8 @@
 //!   the text format).
 //! - [`check`]: `pushprobe check`'s table and JSON renderings (pure).
 //! - [`cli`]: commands and logging set-up; [`exit`]: the exit codes both it and [`exec`] use.
+//!   [`startup_pages`]: gives back the code and constants only start-up used, before `run`
+//!   starts its work.
 //!
 //! Where a change goes: a header on every write request → `remote_write/service.rs`; a probe
 //! kind → a file in `probe/` and its schema in `config/`; a scrape config key →
@@ -66,6 +68,7 @@ pub mod remote_write;
 pub mod scrape;
 pub mod secret;
 pub mod series;
+pub mod startup_pages;
 pub mod telemetry;
 pub mod tls;
 
