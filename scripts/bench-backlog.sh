@@ -33,6 +33,7 @@ fi
 
 # shellcheck source=scripts/lib.sh
 source "$ROOT/scripts/lib.sh"
+settle_binaries "$PUSHPROBE_BIN" "$FILL_QUEUE_BIN"
 setup_workdir bench-backlog
 
 echo "== filling the queue: $SAMPLES samples over $SERIES series"

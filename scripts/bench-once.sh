@@ -26,6 +26,7 @@ fi
 
 # shellcheck source=scripts/lib.sh
 source "$ROOT/scripts/lib.sh"
+settle_binaries "$PUSHPROBE_BIN"
 setup_workdir bench-once
 
 # --- local services -------------------------------------------------------------------

@@ -79,6 +79,7 @@ else
 fi
 PUSHPROBE="${CARGO_TARGET_DIR:-$PWD/target}/release/pushprobe"
 TARGET_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/examples/bench_target"
+settle_binaries "$PUSHPROBE" "$TARGET_BIN"
 
 setup_workdir bench
 

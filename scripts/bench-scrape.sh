@@ -87,6 +87,7 @@ echo "== Building release binaries"
 cargo build --release --locked --bin pushprobe --example scrape_target
 PUSHPROBE="${CARGO_TARGET_DIR:-$PWD/target}/release/pushprobe"
 TARGET_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/examples/scrape_target"
+settle_binaries "$PUSHPROBE" "$TARGET_BIN"
 
 setup_workdir bench-scrape
 
