@@ -18,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::body::{BodyReader, ContentEncoding, ACCEPT_ENCODING_GZIP};
 use super::metadata::MetadataStore;
-use super::target::{ScrapeError, ScrapeSummary, TargetOptions, TargetState, REPORT_SERIES};
+use super::target::{
+    JobSets, ScrapeError, ScrapeSummary, TargetOptions, TargetState, REPORT_SERIES,
+};
 use crate::auth::Authorizer;
 use crate::clock::now_ms;
 use crate::config::{ScrapeSettings, ScrapeTargetSettings};
@@ -97,7 +99,8 @@ pub enum ScrapeSetupError {
     },
 }
 
-/// The HTTP client and request headers shared by a job's targets.
+/// What a job's targets share: the HTTP client and request headers, and the label sets their
+/// series have in common.
 #[derive(Clone)]
 pub struct JobClient {
     client: HttpClient,
@@ -105,6 +108,8 @@ pub struct JobClient {
     headers: Vec<(String, String)>,
     /// Sets the credentials of every scrape (rotated files included).
     authorizer: Authorizer,
+    /// The own label sets the job's targets keep once between them.
+    job_sets: Arc<JobSets>,
 }
 
 impl std::fmt::Debug for JobClient {
@@ -146,6 +151,7 @@ impl JobClient {
             client,
             headers,
             authorizer,
+            job_sets: Arc::default(),
         })
     }
 }
@@ -193,6 +199,7 @@ impl Scraper {
             rules: job.metric_relabel.clone(),
             normalize_le_quantile: job.normalize_le_quantile,
             keep_classic_histograms: job.always_scrape_classic_histograms,
+            job_sets: client.job_sets.clone(),
         };
         let mut request = Request::new(Method::GET, target.url.clone(), target.timeout);
         request.headers = client.headers.clone();

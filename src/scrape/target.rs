@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use hashbrown::HashTable;
 
+pub use self::shared::JobSets;
 use self::shared::SharedNames;
 use super::body::DecodeError;
 use super::relabel::{relabel, RelabelRule};
@@ -52,6 +53,8 @@ pub struct TargetOptions {
     pub normalize_le_quantile: bool,
     /// A native histogram's classic buckets are kept beside it (protobuf format).
     pub keep_classic_histograms: bool,
+    /// The own label sets the job's targets keep once between them.
+    pub job_sets: Arc<JobSets>,
 }
 
 impl Default for TargetOptions {
@@ -65,6 +68,7 @@ impl Default for TargetOptions {
             rules: Arc::from(Vec::new()),
             normalize_le_quantile: true,
             keep_classic_histograms: false,
+            job_sets: Arc::default(),
         }
     }
 }
@@ -292,12 +296,13 @@ impl TargetState {
                 .with(METRIC_NAME_LABEL, name)
                 .with_shared_base(&target_labels)
         });
+        let names = SharedNames::new(&opts.job_sets);
         TargetState {
             target_labels,
             opts,
             series: Table::default(),
             aliases: HashMap::new(),
-            names: SharedNames::default(),
+            names,
             ended: HashMap::default(),
             generation: 0,
             live: 0,

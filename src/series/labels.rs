@@ -83,9 +83,50 @@ struct Head {
     /// Labels of the set stored once for many sets: never empty, never with a base of its
     /// own, and sharing no name with the own labels.
     base: Option<Labels>,
+    /// What few sets carry besides: their own labels kept elsewhere, or a native histogram.
+    /// One pointer, so that the many sets with neither pay 8 bytes for both.
+    extra: Option<Arc<Extra>>,
+}
+
+/// The rarer parts of a label set (see [`Head::extra`]).
+enum Extra {
+    /// The set's own labels are those of this set, stored once for the sets of many targets
+    /// that expose the same series (see [`SharedOwn`]); the set's own bytes are then empty.
+    /// Always a set that stores its own labels itself.
+    Own(Labels),
     /// The native histogram of the one sample this copy of the set was made for (see
     /// [`crate::series::Sample::native`]); ignored by equality, hashing and order.
-    histogram: Option<Arc<NativeHistogram>>,
+    Histogram(Arc<NativeHistogram>),
+}
+
+/// The own labels (those beyond a [`Labels::base`]) of one label set, for other sets with the
+/// same own labels to store theirs in (see [`Labels::with_own_in`]). Every node exporter of a
+/// job exposes `node_cpu_seconds_total{cpu="0",mode="idle"}`; its series on each target differ
+/// only in their base (`job`, `instance`), and keep one copy of the rest between them.
+#[derive(Clone)]
+pub struct SharedOwn(Arc<Extra>);
+
+impl SharedOwn {
+    /// The shared own labels' encoding (see [`Labels::own_wire_bytes`]).
+    pub fn own_wire_bytes(&self) -> &[u8] {
+        match &*self.0 {
+            Extra::Own(labels) => labels.inline_bytes(),
+            Extra::Histogram(_) => &[],
+        }
+    }
+
+    /// Tells whether no label set stores its own labels here any more.
+    pub fn is_unused(&self) -> bool {
+        Arc::strong_count(&self.0) == 1
+    }
+}
+
+impl fmt::Debug for SharedOwn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedOwn")
+            .field("bytes", &self.own_wire_bytes().len())
+            .finish()
+    }
 }
 
 impl Default for Labels {
@@ -165,7 +206,7 @@ impl Labels {
         let head = Head {
             hash: hash_bytes(seed(), &buf),
             base: None,
-            histogram: None,
+            extra: None,
         };
         Labels {
             inner: ThinArc::from_header_and_slice(head, &buf),
@@ -198,7 +239,7 @@ impl Labels {
             // The same content as `self`, so the same hash.
             hash: self.content_hash(),
             base: Some(base.clone()),
-            histogram: None,
+            extra: None,
         };
         Labels {
             inner: ThinArc::from_header_and_slice(head, &own),
@@ -207,12 +248,12 @@ impl Labels {
 
     /// A copy of this set (the same labels, hash and base) that carries `histogram`: the
     /// label set of one native histogram sample. A float sample stays three words this way;
-    /// the histogram sample pays one allocation, which the histogram needs anyway.
+    /// the histogram sample pays for the copy and its link to the histogram.
     pub fn with_histogram(&self, histogram: Arc<NativeHistogram>) -> Labels {
         let head = Head {
             hash: self.content_hash(),
             base: self.base().cloned(),
-            histogram: Some(histogram),
+            extra: Some(Arc::new(Extra::Histogram(histogram))),
         };
         Labels {
             inner: ThinArc::from_header_and_slice(head, self.own_wire_bytes()),
@@ -221,7 +262,46 @@ impl Labels {
 
     /// The native histogram this copy of the set carries (see [`Labels::with_histogram`]).
     pub fn histogram(&self) -> Option<&Arc<NativeHistogram>> {
-        self.inner.header.header.histogram.as_ref()
+        match self.inner.header.header.extra.as_deref() {
+            Some(Extra::Histogram(h)) => Some(h),
+            _ => None,
+        }
+    }
+
+    /// This set's own labels, for other sets to store theirs in (see
+    /// [`Labels::with_own_in`]): where the set keeps them itself, a new handle to them; where
+    /// it keeps them in another set's already, that set's handle.
+    pub fn share_own(&self) -> SharedOwn {
+        match &self.inner.header.header.extra {
+            Some(extra) if matches!(**extra, Extra::Own(_)) => SharedOwn(extra.clone()),
+            _ => SharedOwn(Arc::new(Extra::Own(self.clone()))),
+        }
+    }
+
+    /// The same set, keeping its own labels in `own` rather than in a copy of its own: 48
+    /// bytes of allocation whatever its labels. A clone when `own` holds other labels, or the
+    /// set carries a histogram (whose copy is made for one sample only).
+    pub fn with_own_in(&self, own: &SharedOwn) -> Labels {
+        if own.own_wire_bytes() != self.own_wire_bytes() || self.histogram().is_some() {
+            return self.clone();
+        }
+        let head = Head {
+            hash: self.content_hash(),
+            base: self.base().cloned(),
+            extra: Some(own.0.clone()),
+        };
+        Labels {
+            inner: ThinArc::from_header_and_slice(head, &[]),
+        }
+    }
+
+    /// Tells whether the set keeps its own labels in another set's (see
+    /// [`Labels::with_own_in`]).
+    pub fn own_is_shared(&self) -> bool {
+        matches!(
+            self.inner.header.header.extra.as_deref(),
+            Some(Extra::Own(_))
+        )
     }
 
     /// The shared labels this set keeps apart from its own (see
@@ -337,6 +417,14 @@ impl Labels {
     /// The set's own labels (all of them when it has no [`Labels::base`]) as remote write
     /// encodes them: a run of `TimeSeries.labels` fields.
     pub fn own_wire_bytes(&self) -> &[u8] {
+        match self.inner.header.header.extra.as_deref() {
+            Some(Extra::Own(elsewhere)) => elsewhere.inline_bytes(),
+            _ => self.inline_bytes(),
+        }
+    }
+
+    /// The bytes stored in this set's own allocation.
+    fn inline_bytes(&self) -> &[u8] {
         &self.inner.slice
     }
 
@@ -914,6 +1002,53 @@ mod tests {
         // Sharing a whole set leaves the own part empty but the set not.
         let whole = target.with_shared_base(&target);
         assert_same_set(&whole, &target);
+    }
+
+    #[test]
+    fn own_labels_kept_in_another_targets_set_keep_the_set_whole() {
+        let series = |instance: &str| {
+            let target = Labels::from_pairs([("instance", instance), ("job", "node")]).unwrap();
+            let flat = Labels::with_name(
+                "node_cpu_seconds_total",
+                [
+                    ("cpu", "0"),
+                    ("instance", instance),
+                    ("job", "node"),
+                    ("mode", "idle"),
+                ],
+            )
+            .unwrap();
+            let base = target.with(METRIC_NAME_LABEL, "node_cpu_seconds_total");
+            (flat.with_shared_base(&base), flat)
+        };
+        let (a, _) = series("10.0.0.7:9100");
+        let (b_split, b_flat) = series("10.0.0.8:9100");
+        let own = a.share_own();
+        assert_eq!(own.own_wire_bytes(), a.own_wire_bytes());
+        let b = b_split.with_own_in(&own);
+        assert!(b.own_is_shared() && !b_split.own_is_shared());
+        assert!(Labels::ptr_eq(b.base().unwrap(), b_split.base().unwrap()));
+        assert_same_set(&b, &b_flat);
+        assert_eq!(b, b_split);
+        assert_eq!(b.content_hash(), b_split.content_hash());
+        assert_ne!(a, b);
+        // A set that shares hands out the same storage rather than a link to a link.
+        let (c_split, c_flat) = series("10.0.0.9:9100");
+        let c = c_split.with_own_in(&b.share_own());
+        assert_same_set(&c, &c_flat);
+        assert!(!own.is_unused());
+        drop((b, c));
+        assert!(own.is_unused());
+        // Other own labels, or a histogram's copy, are not stored there.
+        let other = Labels::with_name("node_load1", [("job", "node")]).unwrap();
+        assert!(!other.with_own_in(&own).own_is_shared());
+        let h = Arc::new(NativeHistogram::default());
+        let with_h = b_split.with_histogram(h.clone());
+        assert!(!with_h.with_own_in(&own).own_is_shared());
+        // A shared set's histogram copy keeps the labels and carries the histogram.
+        let d = b_split.with_own_in(&own).with_histogram(h.clone());
+        assert!(d.histogram().is_some_and(|x| Arc::ptr_eq(x, &h)));
+        assert_same_set(&d, &b_flat);
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub(crate) use labels::KEY_SERIES_LABEL;
 pub(crate) use labels::{cmp_names, field_len, put_varint, varint_len};
 pub use labels::{
     fingerprint, seeded_hash, Field, Fields, Iter, Label, LabelRef, Labels, OwnFields, PassThrough,
-    PassThroughHasher,
+    PassThroughHasher, SharedOwn,
 };
 
 /// The label that carries a series' metric name.

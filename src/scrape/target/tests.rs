@@ -908,3 +908,108 @@ fn decode_failures_count_under_the_existing_reasons() {
         "http"
     );
 }
+
+#[test]
+fn a_jobs_targets_keep_the_own_labels_of_their_common_series_once() {
+    let sets = Arc::new(JobSets::default());
+    let target = |i: u32| {
+        let instance = format!("10.0.0.{i}:9100");
+        let labels = Labels::from_pairs([("job", "node"), ("instance", instance.as_str())]);
+        TargetState::new(
+            labels.unwrap(),
+            TargetOptions {
+                job_sets: sets.clone(),
+                ..default_opts()
+            },
+        )
+    };
+    let body =
+        "# TYPE cpu counter\ncpu{cpu=\"0\",mode=\"idle\"} 1\ncpu{cpu=\"0\",mode=\"user\"} 2\n\
+                up_since 5\nalone{x=\"only-on-the-first\"} 1\n";
+    let mut targets: Vec<TargetState> = (1..=3).map(target).collect();
+    let mut scraped = Vec::new();
+    for (i, st) in targets.iter_mut().enumerate() {
+        let body = if i == 0 {
+            body.to_string()
+        } else {
+            body.replace("only-on-the-first", &format!("target-{i}"))
+        };
+        let (summary, samples) = scrape(st, &body, 1_000);
+        assert!(summary.up());
+        scraped.push(samples);
+    }
+    let own_shared = |samples: &[Sample], series: &str| {
+        let found = find(samples, series);
+        assert_eq!(found.len(), 1, "{series}");
+        found[0].labels.own_is_shared()
+    };
+    for (i, samples) in scraped.iter().enumerate() {
+        let instance = format!("10.0.0.{}:9100", i + 1);
+        let idle = format!("cpu{{cpu=\"0\",instance=\"{instance}\",job=\"node\",mode=\"idle\"}}");
+        // The first target's series keep their own labels; the others link to them.
+        assert_eq!(own_shared(samples, &idle), i > 0, "{idle}");
+        let user = idle.replace("idle", "user");
+        assert_eq!(own_shared(samples, &user), i > 0, "{user}");
+        // Labels no other target has stay the target's own; a name of one series has the
+        // name as its own label, the same on every target.
+        let alone = if i == 0 {
+            "only-on-the-first".to_string()
+        } else {
+            format!("target-{i}")
+        };
+        let alone = format!("alone{{instance=\"{instance}\",job=\"node\",x=\"{alone}\"}}");
+        assert!(!own_shared(samples, &alone), "{alone}");
+        let up_since = format!("up_since{{instance=\"{instance}\",job=\"node\"}}");
+        assert_eq!(own_shared(samples, &up_since), i > 0, "{up_since}");
+    }
+    // Every target's samples are the whole series, and encode the same as a flat set.
+    let second = &scraped[1];
+    let idle = find(
+        second,
+        "cpu{cpu=\"0\",instance=\"10.0.0.2:9100\",job=\"node\",mode=\"idle\"}",
+    );
+    let flat = Labels::with_name(
+        "cpu",
+        [
+            ("cpu", "0"),
+            ("instance", "10.0.0.2:9100"),
+            ("job", "node"),
+            ("mode", "idle"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(idle[0].labels, flat);
+    assert_eq!(idle[0].labels.content_hash(), flat.content_hash());
+    // The next scrape finds its series again, with the same sets.
+    let (_, again) = scrape(
+        &mut targets[1],
+        &body.replace("only-on-the-first", "target-1"),
+        2_000,
+    );
+    let idle_again = find(
+        &again,
+        "cpu{cpu=\"0\",instance=\"10.0.0.2:9100\",job=\"node\",mode=\"idle\"}",
+    );
+    assert!(Labels::ptr_eq(&idle_again[0].labels, &idle[0].labels));
+    // The table forgets what no series uses once the targets are gone.
+    assert!(sets.len() >= 2);
+    drop(again);
+    drop(scraped);
+    drop(targets);
+    assert_eq!(sets.len(), 0);
+}
+
+#[test]
+fn a_job_of_one_target_registers_nothing() {
+    let sets = Arc::new(JobSets::default());
+    let mut st = TargetState::new(
+        target_labels(),
+        TargetOptions {
+            job_sets: sets.clone(),
+            ..default_opts()
+        },
+    );
+    let (_, samples) = scrape(&mut st, "m{a=\"1\"} 1\nm{a=\"2\"} 2\n", 1_000);
+    assert!(samples.iter().all(|s| !s.labels.own_is_shared()));
+    assert_eq!(sets.len(), 0);
+}
