@@ -111,6 +111,7 @@ impl SharedOwn {
     pub fn own_wire_bytes(&self) -> &[u8] {
         match &*self.0 {
             Extra::Own(labels) => labels.inline_bytes(),
+            // Never made: only `Labels::share_own` makes a `SharedOwn`, always of `Own`.
             Extra::Histogram(_) => &[],
         }
     }

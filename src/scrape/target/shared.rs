@@ -162,6 +162,17 @@ impl OwnEntry {
         }
     }
 
+    /// The storage later series link to, made from the first series' labels when a second
+    /// one asks.
+    fn shared(&mut self) -> SharedOwn {
+        let shared = match self {
+            OwnEntry::First(first) => first.share_own(),
+            OwnEntry::Shared(shared) => return shared.clone(),
+        };
+        *self = OwnEntry::Shared(shared.clone());
+        shared
+    }
+
     /// Whether no series uses the labels any more, so the entry only holds memory.
     fn unused(&self) -> bool {
         match self {
@@ -187,30 +198,18 @@ impl JobSets {
         }
         let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
         let hash = seeded_hash(own);
-        let entry = table.entries.find_mut(hash, |e| e.own_wire_bytes() == own);
-        let shared = match entry {
-            Some(OwnEntry::Shared(shared)) => shared.clone(),
-            Some(entry) => {
-                let OwnEntry::First(first) = &*entry else {
-                    return labels;
-                };
-                let shared = first.share_own();
-                *entry = OwnEntry::Shared(shared.clone());
-                shared
-            }
-            None => {
-                table
-                    .entries
-                    .insert_unique(hash, OwnEntry::First(labels.clone()), |e| {
-                        seeded_hash(e.own_wire_bytes())
-                    });
-                if table.entries.len() >= 2 * table.swept_len + 64 {
-                    table.sweep();
-                }
-                return labels;
-            }
-        };
-        labels.with_own_in(&shared)
+        if let Some(entry) = table.entries.find_mut(hash, |e| e.own_wire_bytes() == own) {
+            return labels.with_own_in(&entry.shared());
+        }
+        table
+            .entries
+            .insert_unique(hash, OwnEntry::First(labels.clone()), |e| {
+                seeded_hash(e.own_wire_bytes())
+            });
+        if table.entries.len() >= 2 * table.swept_len + 64 {
+            table.sweep();
+        }
+        labels
     }
 
     /// Own labels registered.
