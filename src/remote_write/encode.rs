@@ -95,6 +95,13 @@ pub struct Encoder {
     /// once instead of doubling it up from empty after a [`Encoder::release`].
     proto_per_sample: usize,
     snappy: snap::raw::Encoder,
+    /// The batch's samples by series.
+    groups: SeriesGroups,
+}
+
+/// A batch's samples grouped by series, for both encoders: reused from batch to batch.
+#[derive(Debug, Default)]
+pub(super) struct SeriesGroups {
     /// Label-set content hash → first group with that hash (others chained via
     /// `group_chain`). The hash is stored in the label set, so a lookup costs no hashing.
     by_hash: HashMap<u64, u32, PassThrough>,
@@ -112,100 +119,10 @@ pub struct Encoder {
     order: Vec<u32>,
 }
 
-impl Default for Encoder {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl std::fmt::Debug for Encoder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Encoder")
-            .field("proto_capacity", &self.proto.capacity())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Encoder {
-    /// Creates an encoder with empty scratch buffers.
-    pub fn new() -> Self {
-        Encoder {
-            proto: Vec::new(),
-            proto_per_sample: 0,
-            snappy: snap::raw::Encoder::new(),
-            by_hash: HashMap::default(),
-            group_of: Vec::new(),
-            group_rep: Vec::new(),
-            group_chain: Vec::new(),
-            group_end: Vec::new(),
-            group_named: Vec::new(),
-            order: Vec::new(),
-        }
-    }
-
-    /// Encodes `samples` as one compressed `WriteRequest` into `out` (cleared first).
-    ///
-    /// Samples with the same label set become one TimeSeries, in order of first appearance;
-    /// within a series samples keep batch order, stably sorted by timestamp if they were not
-    /// already. `external_labels` are added to every series unless it has a label of the same
-    /// name. Samples whose labels lack `__name__` are left out and counted in the stats.
-    pub fn encode<S: Borrow<Sample>>(
-        &mut self,
-        samples: &[S],
-        external_labels: &Labels,
-        out: &mut Vec<u8>,
-    ) -> Result<EncodeStats, EncodeError> {
-        let (mut stats, _) = self.encode_uncompressed(samples, external_labels);
-
-        let max = snap::raw::max_compress_len(self.proto.len());
-        if max == 0 && !self.proto.is_empty() {
-            self.release();
-            return Err(EncodeError::TooLarge {
-                len: self.proto.len(),
-            });
-        }
-        let mut body = zeroed_body(max.max(1));
-        let compressed = self.snappy.compress(&self.proto, &mut body);
-        self.release();
-        let n = compressed?;
-        body.truncate(n);
-        *out = body;
-        stats.compressed_bytes = n;
-        Ok(stats)
-    }
-
-    /// Frees the protobuf buffer when it grew past [`KEEP_PROTO_BYTES`]; a caller of
-    /// [`Encoder::encode_uncompressed`] calls it once it has compressed the bytes.
-    pub fn release(&mut self) {
-        if self.proto.capacity() > KEEP_PROTO_BYTES {
-            self.proto = Vec::new();
-        }
-    }
-
-    /// Encodes `samples` as one uncompressed `WriteRequest`, as [`Encoder::encode`] does
-    /// before compressing, for a caller that compresses it otherwise; the bytes are valid until
-    /// the next call.
-    pub fn encode_uncompressed<S: Borrow<Sample>>(
-        &mut self,
-        samples: &[S],
-        external_labels: &Labels,
-    ) -> (EncodeStats, &[u8]) {
-        let mut stats = self.group(samples);
-        self.proto.clear();
-        // An estimate: `write_proto` still reserves what each series needs.
-        self.proto
-            .reserve(samples.len().saturating_mul(self.proto_per_sample));
-        self.write_proto(samples, external_labels);
-        stats.uncompressed_bytes = self.proto.len();
-        if !samples.is_empty() {
-            self.proto_per_sample = self.proto.len().div_ceil(samples.len());
-        }
-        (stats, &self.proto)
-    }
-
+impl SeriesGroups {
     /// Assigns every sample to a series group and fills `order` (each group in timestamp
     /// order); returns sample/series counts.
-    fn group<S: Borrow<Sample>>(&mut self, samples: &[S]) -> EncodeStats {
+    pub(super) fn group<S: Borrow<Sample>>(&mut self, samples: &[S]) -> EncodeStats {
         self.by_hash.clear();
         self.group_of.clear();
         self.group_rep.clear();
@@ -296,6 +213,117 @@ impl Encoder {
         new
     }
 
+    /// The groups of the last [`SeriesGroups::group`], in order of first appearance.
+    pub(super) fn iter(&self) -> impl Iterator<Item = Group<'_>> {
+        let starts = std::iter::once(0).chain(self.group_end.iter().copied());
+        self.group_end
+            .iter()
+            .zip(starts)
+            .zip(&self.group_rep)
+            .zip(&self.group_named)
+            .map(|(((&end, start), &rep), &named)| Group {
+                rep: rep as usize,
+                members: &self.order[start as usize..end as usize],
+                named,
+            })
+    }
+}
+
+/// One series of a batch (see [`SeriesGroups`]).
+pub(super) struct Group<'g> {
+    /// Index of the series' first sample, whose labels stand for the series.
+    pub(super) rep: usize,
+    /// Indices of the series' samples, in timestamp order.
+    pub(super) members: &'g [u32],
+    /// Whether the series names a metric; one that does not is left out.
+    pub(super) named: bool,
+}
+
+impl Default for Encoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoder")
+            .field("proto_capacity", &self.proto.capacity())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Encoder {
+    /// Creates an encoder with empty scratch buffers.
+    pub fn new() -> Self {
+        Encoder {
+            proto: Vec::new(),
+            proto_per_sample: 0,
+            snappy: snap::raw::Encoder::new(),
+            groups: SeriesGroups::default(),
+        }
+    }
+
+    /// Encodes `samples` as one compressed `WriteRequest` into `out` (cleared first).
+    ///
+    /// Samples with the same label set become one TimeSeries, in order of first appearance;
+    /// within a series samples keep batch order, stably sorted by timestamp if they were not
+    /// already. `external_labels` are added to every series unless it has a label of the same
+    /// name. Samples whose labels lack `__name__` are left out and counted in the stats.
+    pub fn encode<S: Borrow<Sample>>(
+        &mut self,
+        samples: &[S],
+        external_labels: &Labels,
+        out: &mut Vec<u8>,
+    ) -> Result<EncodeStats, EncodeError> {
+        let (mut stats, _) = self.encode_uncompressed(samples, external_labels);
+
+        let max = snap::raw::max_compress_len(self.proto.len());
+        if max == 0 && !self.proto.is_empty() {
+            self.release();
+            return Err(EncodeError::TooLarge {
+                len: self.proto.len(),
+            });
+        }
+        let mut body = zeroed_body(max.max(1));
+        let compressed = self.snappy.compress(&self.proto, &mut body);
+        self.release();
+        let n = compressed?;
+        body.truncate(n);
+        *out = body;
+        stats.compressed_bytes = n;
+        Ok(stats)
+    }
+
+    /// Frees the protobuf buffer when it grew past [`KEEP_PROTO_BYTES`]; a caller of
+    /// [`Encoder::encode_uncompressed`] calls it once it has compressed the bytes.
+    pub fn release(&mut self) {
+        if self.proto.capacity() > KEEP_PROTO_BYTES {
+            self.proto = Vec::new();
+        }
+    }
+
+    /// Encodes `samples` as one uncompressed `WriteRequest`, as [`Encoder::encode`] does
+    /// before compressing, for a caller that compresses it otherwise; the bytes are valid until
+    /// the next call.
+    pub fn encode_uncompressed<S: Borrow<Sample>>(
+        &mut self,
+        samples: &[S],
+        external_labels: &Labels,
+    ) -> (EncodeStats, &[u8]) {
+        let mut stats = self.groups.group(samples);
+        self.proto.clear();
+        // An estimate: `write_proto` still reserves what each series needs.
+        self.proto
+            .reserve(samples.len().saturating_mul(self.proto_per_sample));
+        self.write_proto(samples, external_labels);
+        stats.uncompressed_bytes = self.proto.len();
+        if !samples.is_empty() {
+            self.proto_per_sample = self.proto.len().div_ceil(samples.len());
+        }
+        (stats, &self.proto)
+    }
+
     /// Writes the `WriteRequest` protobuf of the grouped batch into `self.proto`.
     fn write_proto<S: Borrow<Sample>>(&mut self, samples: &[S], external: &Labels) {
         self.proto.clear();
@@ -305,14 +333,12 @@ impl Encoder {
         let mut splice: Vec<Splice<'_>> = Vec::new();
         // The base `splice` was made for; series of one target come in runs.
         let mut splice_for: Option<usize> = None;
-        let mut start = 0usize;
-        for (g, &end) in self.group_end.iter().enumerate() {
-            let members = &self.order[start..end as usize];
-            start = end as usize;
-            if !self.group_named[g] {
+        for group in self.groups.iter() {
+            if !group.named {
                 continue;
             }
-            let labels: &Labels = &samples[self.group_rep[g] as usize].borrow().labels;
+            let members = group.members;
+            let labels: &Labels = &samples[group.rep].borrow().labels;
             let base = labels.base();
             let key = base.map_or(0, Labels::addr);
             if splice_for != Some(key) {

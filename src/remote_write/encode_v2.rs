@@ -29,22 +29,18 @@
 //! Native histograms, which are few, are still written with prost.
 
 use std::borrow::{Borrow, Cow};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use hashbrown::HashTable;
 use prost::Message;
 
-use super::encode::{splice_list, zeroed_body, EncodeError, EncodeStats, Splice};
+use super::encode::{splice_list, zeroed_body, EncodeError, EncodeStats, SeriesGroups, Splice};
 use crate::proto_v2::{self, metadata::MetricType};
 use crate::series::native::{BucketSpan, NativeHistogram, ResetHint};
 use crate::series::{
-    cmp_names, field_len, is_stale_nan, put_varint, seeded_hash, varint_len, Field, Labels,
-    PassThrough, Sample, STALE_NAN_BITS,
+    cmp_names, field_len, is_stale_nan, put_varint, seeded_hash, varint_len, Field, Labels, Sample,
+    STALE_NAN_BITS,
 };
-
-/// Marks a sample of no series (one without `__name__`).
-const NO_GROUP: u32 = u32::MAX;
 
 /// `Request.symbols` (4, length-delimited).
 const KEY_REQUEST_SYMBOLS: u8 = (4 << 3) | 2;
@@ -226,9 +222,12 @@ fn histogram_type(family: Option<&FamilyInfo>, points: &[&Sample]) -> MetricType
     }
 }
 
-/// Encodes batches into snappy-compressed 2.0 request bodies, reusing its compressor.
+/// Encodes batches into snappy-compressed 2.0 request bodies, reusing its compressor and its
+/// grouping tables.
 pub struct EncoderV2 {
     snappy: snap::raw::Encoder,
+    /// The batch's samples by series, as 1.0 groups them.
+    groups: SeriesGroups,
     /// Protobuf bytes a sample took in the last batch, to size the next one's buffer at once.
     bytes_per_sample: usize,
 }
@@ -476,6 +475,7 @@ impl EncoderV2 {
     pub fn new() -> Self {
         EncoderV2 {
             snappy: snap::raw::Encoder::new(),
+            groups: SeriesGroups::default(),
             bytes_per_sample: 0,
         }
     }
@@ -492,61 +492,24 @@ impl EncoderV2 {
         meta: &dyn SeriesMeta,
         out: &mut Vec<u8>,
     ) -> Result<EncodeStats, EncodeError> {
-        let mut stats = EncodeStats::default();
-        // Series in order of first appearance, found by their label sets' stored hashes:
-        // (labels, samples, whether any is a native histogram).
-        let mut groups: Vec<(&Labels, usize, bool)> = Vec::new();
-        let mut group_of: Vec<u32> = Vec::with_capacity(samples.len());
-        let mut by_labels: HashMap<&Labels, u32, PassThrough> = HashMap::default();
-        for s in samples {
-            let s = s.borrow();
-            if !s.labels.has_metric_name() {
-                stats.skipped_no_name += 1;
-                group_of.push(NO_GROUP);
+        // Series in order of first appearance, each one's samples in timestamp order.
+        let mut stats = self.groups.group(samples);
+        let order: Vec<&Sample> = self
+            .groups
+            .iter()
+            .flat_map(|g| g.members)
+            .map(|&i| samples[i as usize].borrow())
+            .collect();
+        let mut entries: Vec<Entry<'_>> = Vec::with_capacity(stats.series);
+        let mut start = 0;
+        for group in self.groups.iter() {
+            let run = &order[start..start + group.members.len()];
+            start += run.len();
+            if !group.named {
                 continue;
             }
-            let g = *by_labels.entry(&s.labels).or_insert_with(|| {
-                groups.push((&s.labels, 0, false));
-                (groups.len() - 1) as u32
-            });
-            if let Some(group) = groups.get_mut(g as usize) {
-                group.1 += 1;
-                group.2 |= s.histogram().is_some();
-            }
-            group_of.push(g);
-            stats.samples += 1;
-        }
-        // Each series' samples side by side in batch order (a counting sort), then sorted by
-        // timestamp where they are not already.
-        let mut starts = Vec::with_capacity(groups.len());
-        let mut total = 0usize;
-        for g in &groups {
-            starts.push(total);
-            total += g.1;
-        }
-        let mut next = starts.clone();
-        let mut at = vec![0u32; total];
-        for (i, &g) in group_of.iter().enumerate() {
-            if let Some(slot) = next.get_mut(g as usize) {
-                at[*slot] = i as u32;
-                *slot += 1;
-            }
-        }
-        let mut order: Vec<&Sample> = at.iter().map(|&i| samples[i as usize].borrow()).collect();
-        drop((group_of, next, at));
-        for (g, &start) in groups.iter().zip(&starts) {
-            let run = &mut order[start..start + g.1];
-            if !run
-                .windows(2)
-                .all(|w| w[0].timestamp_ms <= w[1].timestamp_ms)
-            {
-                run.sort_by_key(|s| s.timestamp_ms);
-            }
-        }
-        let mut entries: Vec<Entry<'_>> = Vec::with_capacity(groups.len());
-        for (&(labels, n, histograms), &start) in groups.iter().zip(&starts) {
-            let run = &order[start..start + n];
-            if histograms {
+            let labels = &samples[group.rep].borrow().labels;
+            if run.iter().any(|s| s.histogram().is_some()) {
                 split_kinds(labels, run, &mut entries);
             } else {
                 entries.push(Entry {
