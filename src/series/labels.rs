@@ -204,8 +204,12 @@ impl Labels {
     }
 
     fn from_buf(buf: Vec<u8>) -> Labels {
+        let named = OwnFields { rest: &buf }
+            .map(|f| f.name)
+            .take_while(|n| cmp_names(n, METRIC_NAME_LABEL.as_bytes()).is_le())
+            .any(|n| n == METRIC_NAME_LABEL.as_bytes());
         let head = Head {
-            hash: hash_bytes(seed(), &buf),
+            hash: with_named_bit(hash_bytes(seed(), &buf), named),
             base: None,
             extra: None,
         };
@@ -338,18 +342,9 @@ impl Labels {
 
     /// Tells whether the set has a `__name__` label (without decoding any value).
     pub fn has_metric_name(&self) -> bool {
-        // The encoder asks this of every series it writes. Names are sorted, so the walk
-        // stops at the first name after `__name__`: at once for a series that keeps its
-        // name in a shared set, as the series of one name of a scrape target do.
-        let name = METRIC_NAME_LABEL.as_bytes();
-        for f in self.own_fields() {
-            match cmp_names(f.name, name) {
-                Ordering::Less => {}
-                Ordering::Equal => return true,
-                Ordering::Greater => break,
-            }
-        }
-        self.base().is_some_and(Labels::has_metric_name)
+        // The encoder asks this of every series of every request: one bit of the stored
+        // hash, set when the set was built (see `NAMED_BIT`).
+        self.content_hash() & NAMED_BIT != 0
     }
 
     /// Returns the value of label `name`, if present.
@@ -476,7 +471,37 @@ pub struct OwnFields<'a> {
 impl<'a> Iterator for OwnFields<'a> {
     type Item = Field<'a>;
 
+    #[inline]
     fn next(&mut self) -> Option<Field<'a>> {
+        // The encoder walks every series' fields on every request. Nearly every label's
+        // name and value are under 128 bytes, so each length is one byte: read those
+        // directly, and anything else through the general varint path below.
+        let all = self.rest;
+        if let [KEY_SERIES_LABEL, msg, KEY_LABEL_NAME, name, ..] = *all {
+            let (msg, name) = (usize::from(msg), usize::from(name));
+            let end = 2 + msg;
+            if msg < 0x80 && name < 0x80 && end <= all.len() {
+                if let (Some(&KEY_LABEL_VALUE), Some(&value)) =
+                    (all.get(4 + name), all.get(5 + name))
+                {
+                    if value < 0x80 && 6 + name + usize::from(value) == end {
+                        self.rest = &all[end..];
+                        return Some(Field {
+                            name: &all[4..4 + name],
+                            value: &all[6 + name..end],
+                            bytes: &all[..end],
+                        });
+                    }
+                }
+            }
+        }
+        self.next_general()
+    }
+}
+
+impl<'a> OwnFields<'a> {
+    /// [`Iterator::next`] for any field: lengths of any size.
+    fn next_general(&mut self) -> Option<Field<'a>> {
         // The buffer is only ever written by `from_sorted`, so every read below succeeds;
         // a malformed buffer would end the iteration rather than panic.
         let all = self.rest;
@@ -692,6 +717,17 @@ fn read_field(b: &[u8], key: u8) -> Option<(&[u8], &[u8])> {
     Some(b.split_at(len))
 }
 
+/// The bit of a label set's stored hash that says whether the whole set (its base
+/// included) has `__name__`. A set's content decides it, as it decides the rest of the hash,
+/// so equal sets still hash equally. Bit 56: below the top seven bits that hash tables keep
+/// as tags, and far above any bucket index they take from the low bits.
+const NAMED_BIT: u64 = 1 << 56;
+
+/// `hash` with [`NAMED_BIT`] set to `named`.
+fn with_named_bit(hash: u64, named: bool) -> u64 {
+    (hash & !NAMED_BIT) | if named { NAMED_BIT } else { 0 }
+}
+
 /// The per-process hash seeds, random so that no input can be built to collide on purpose.
 fn seeds() -> [u64; 2] {
     static SEEDS: OnceLock<[u64; 2]> = OnceLock::new();
@@ -865,6 +901,23 @@ mod tests {
     }
 
     #[test]
+    fn fields_read_back_on_both_sides_of_one_byte_lengths() {
+        // Names and values whose lengths, or whose label's length, need a second varint byte.
+        for name_len in [1, 60, 125, 126, 127, 128, 200] {
+            for value_len in [1, 60, 121, 122, 123, 127, 128, 300] {
+                let name = "n".repeat(name_len);
+                let value = "v".repeat(value_len);
+                let l = Labels::from_pairs([("__name__", "up"), (name.as_str(), value.as_str())])
+                    .unwrap();
+                let pairs: Vec<(&str, &str)> = l.iter().map(|l| (l.name, l.value)).collect();
+                assert_eq!(pairs, [("__name__", "up"), (name.as_str(), value.as_str())]);
+                let bytes: usize = l.own_fields().map(|f| f.bytes.len()).sum();
+                assert_eq!(bytes, l.own_wire_bytes().len(), "{name_len} {value_len}");
+            }
+        }
+    }
+
+    #[test]
     fn buffer_is_the_prost_encoding_of_the_labels() {
         let long = "v".repeat(300);
         let l =
@@ -884,6 +937,35 @@ mod tests {
         assert_eq!(names, ["__name__", "a", "job"]);
         assert_eq!(l.get("job"), Some(long.as_str()));
         assert_eq!(l.len(), 3);
+    }
+
+    #[test]
+    fn whether_a_set_names_its_metric_is_known_however_it_is_stored() {
+        let pairs = |p: &[(&str, &str)]| Labels::from_pairs(p.iter().copied()).unwrap();
+        // Names that sort before `__name__` (upper case), and one just after it.
+        let named = pairs(&[("A", "1"), ("__name__", "up"), ("_a", "2"), ("job", "j")]);
+        let unnamed = pairs(&[("A", "1"), ("_a", "2"), ("job", "j")]);
+        assert!(named.has_metric_name());
+        assert!(!unnamed.has_metric_name());
+        assert!(!Labels::default().has_metric_name());
+        // The name in the set's own labels beside a base, then only in its base.
+        let base = pairs(&[("__name__", "up"), ("job", "j")]);
+        let split = named.with_shared_base(&pairs(&[("A", "1"), ("job", "j")]));
+        assert!(split.base().is_some());
+        assert!(split.has_metric_name());
+        let in_base =
+            pairs(&[("__name__", "up"), ("job", "j"), ("x", "1")]).with_shared_base(&base);
+        assert!(in_base.base().is_some() && in_base.has_metric_name());
+        let unnamed_split = unnamed.with_shared_base(&pairs(&[("job", "j")]));
+        assert!(unnamed_split.base().is_some() && !unnamed_split.has_metric_name());
+        // The flag is part of the content, so equal sets still hash equally.
+        assert_eq!(split.content_hash(), named.content_hash());
+        assert_ne!(
+            named.content_hash() & NAMED_BIT,
+            unnamed.content_hash() & NAMED_BIT
+        );
+        assert!(named.with("zz", "1").has_metric_name());
+        assert!(!named.without("__name__").has_metric_name());
     }
 
     #[test]
