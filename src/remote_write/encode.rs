@@ -329,8 +329,8 @@ impl Encoder {
         self.proto.clear();
         let buf = &mut self.proto;
         // Allocated per batch because they borrow the batch's label sets.
-        let mut points: Vec<(usize, &[u8])> = Vec::new();
         let mut splice: Vec<Splice<'_>> = Vec::new();
+        let mut splice_bytes: Vec<u8> = Vec::new();
         // The base `splice` was made for; series of one target come in runs.
         let mut splice_for: Option<usize> = None;
         for group in self.groups.iter() {
@@ -343,11 +343,10 @@ impl Encoder {
             let key = base.map_or(0, Labels::addr);
             if splice_for != Some(key) {
                 splice_list(base, external, &mut splice);
+                splice_bytes.clear();
+                splice_bytes.extend(splice.iter().flat_map(|(f, _)| f.bytes));
                 splice_for = Some(key);
             }
-            merge_points(labels, &splice, &mut points);
-            let labels_len =
-                labels.own_wire_bytes().len() + points.iter().map(|(_, f)| f.len()).sum::<usize>();
             let samples_len: usize = members
                 .iter()
                 .map(|&i| {
@@ -358,13 +357,20 @@ impl Encoder {
                     }
                 })
                 .sum();
-            let series_len = labels_len + samples_len;
-            // Slack for `write_sample`'s fixed-size copies.
-            buf.reserve(field_len(series_len) + 8);
-
+            // As if every external label were written: a series that has a label of the
+            // same name, which keeps its own, is rare, and rewritten below.
+            let series_len = labels.own_wire_bytes().len() + splice_bytes.len() + samples_len;
+            buf.reserve(field_len(series_len));
+            let start = buf.len();
             buf.push(KEY_WRITE_REQUEST_TIMESERIES);
             put_varint(buf, series_len as u64);
-            write_merged(buf, labels, &points);
+            let left_out = write_merged(buf, labels, &splice, &splice_bytes);
+            if left_out > 0 {
+                buf.truncate(start);
+                buf.push(KEY_WRITE_REQUEST_TIMESERIES);
+                put_varint(buf, (series_len - left_out) as u64);
+                write_merged(buf, labels, &splice, &splice_bytes);
+            }
             let mut histograms = false;
             for &i in members {
                 let s = samples[i as usize].borrow();
@@ -393,8 +399,10 @@ fn write_sample(buf: &mut Vec<u8>, s: &Sample) {
     let bits = s.value.to_bits();
     let ts = s.timestamp_ms;
     // The usual sample: a value and a timestamp after 1970 whose varint fits one word
-    // (before the year 4254). Built in registers and appended in fixed-size copies: bytes
-    // assembled on the stack and read back as words stall on store forwarding.
+    // (before the year 4254). Assembled in one record and appended with one copy: the
+    // release build optimises for size, which leaves each append a call of its own. Four
+    // appends a sample cost more than reading the record back (a store-forwarding stall):
+    // 150 instructions a sample instead of 256, and less user CPU on the relay bench.
     if bits != 0 && ts > 0 && ts < 1 << 56 {
         let mut v = ts as u64;
         let mut word = 0u64;
@@ -408,11 +416,12 @@ fn write_sample(buf: &mut Vec<u8>, s: &Sample) {
         n += 1;
         // Payload: value key + 8 bytes + timestamp key + varint, at most 18 bytes.
         let len = (1 + 8 + 1 + n) as u8;
-        buf.extend_from_slice(&[KEY_TIMESERIES_SAMPLES, len, KEY_SAMPLE_VALUE]);
-        buf.extend_from_slice(&bits.to_le_bytes());
-        buf.push(KEY_SAMPLE_TIMESTAMP);
-        buf.extend_from_slice(&word.to_le_bytes());
-        buf.truncate(buf.len() - (8 - n));
+        let mut record = [0u8; 20];
+        record[..3].copy_from_slice(&[KEY_TIMESERIES_SAMPLES, len, KEY_SAMPLE_VALUE]);
+        record[3..11].copy_from_slice(&bits.to_le_bytes());
+        record[11] = KEY_SAMPLE_TIMESTAMP;
+        record[12..].copy_from_slice(&word.to_le_bytes());
+        buf.extend_from_slice(&record[..12 + n]);
         return;
     }
     buf.push(KEY_TIMESERIES_SAMPLES);
@@ -505,39 +514,52 @@ pub(super) fn splice_list<'a>(
     out.sort_unstable_by(|a, b| cmp_names(a.0.name, b.0.name));
 }
 
-/// Works out where the labels of `splice` (from [`splice_list`]) go into a series' own
-/// encoded labels, both sorted by name: for each, in order, the byte offset to insert it at;
-/// an external label the series has is left out. The walk stops at the last label to
-/// insert, so a typical series is decoded only a few labels deep.
-fn merge_points<'a>(series: &Labels, splice: &[Splice<'a>], out: &mut Vec<(usize, &'a [u8])>) {
-    out.clear();
-    let mut own = series.own_fields();
-    let mut cur = own.next();
-    let mut at = 0usize;
+/// Writes a series' own labels with those of `splice` (from [`splice_list`]; `spliced` is
+/// their bytes laid end to end) merged in by name, leaving out an external label the series
+/// has; returns the bytes left out so. All are encoded label fields already, so this copies
+/// runs of bytes: splice labels that land together in one copy. The walk of the series'
+/// own labels stops at the last splice label, so a typical series is decoded only a few
+/// labels deep.
+fn write_merged(
+    buf: &mut Vec<u8>,
+    series: &Labels,
+    splice: &[Splice<'_>],
+    spliced: &[u8],
+) -> usize {
+    let own = series.own_wire_bytes();
+    let mut fields = series.own_fields();
+    let mut cur = fields.next();
+    // Own bytes copied so far, and own bytes before `cur`.
+    let (mut copied, mut walked) = (0usize, 0usize);
+    // Splice bytes waiting to be copied at `copied`.
+    let mut pending = 0..0;
+    let mut left_out = 0usize;
+    let mut from = 0usize;
     for &(label, external) in splice {
+        let to = from + label.bytes.len();
         while let Some(f) = cur.filter(|f| cmp_names(f.name, label.name).is_lt()) {
-            at += f.bytes.len();
-            cur = own.next();
+            walked += f.bytes.len();
+            cur = fields.next();
         }
         if external && cur.is_some_and(|f| f.name == label.name) {
-            continue;
+            left_out += label.bytes.len();
+        } else if walked == copied && pending.end == from {
+            pending.end = to;
+        } else {
+            if !pending.is_empty() {
+                buf.extend_from_slice(spliced.get(pending).unwrap_or_default());
+            }
+            buf.extend_from_slice(own.get(copied..walked).unwrap_or_default());
+            copied = walked;
+            pending = from..to;
         }
-        out.push((at, label.bytes));
+        from = to;
     }
-}
-
-/// Writes a series' labels with its base's and the external labels inserted at `points`
-/// (from [`merge_points`]): all are already encoded label fields, so this copies runs of
-/// bytes.
-fn write_merged(buf: &mut Vec<u8>, series: &Labels, points: &[(usize, &[u8])]) {
-    let bytes = series.own_wire_bytes();
-    let mut run = 0usize;
-    for &(at, field) in points {
-        buf.extend_from_slice(bytes.get(run..at).unwrap_or_default());
-        buf.extend_from_slice(field);
-        run = at;
+    if !pending.is_empty() {
+        buf.extend_from_slice(spliced.get(pending).unwrap_or_default());
     }
-    buf.extend_from_slice(bytes.get(run..).unwrap_or_default());
+    buf.extend_from_slice(own.get(copied..).unwrap_or_default());
+    left_out
 }
 
 /// Size of a `Sample` message's payload.
@@ -587,6 +609,53 @@ pub(super) mod tests {
             .iter()
             .map(|l| (l.name.as_str(), l.value.as_str()))
             .collect()
+    }
+
+    #[test]
+    fn spliced_labels_merge_by_name_and_the_series_own_label_wins() {
+        let pairs = |p: &[(&str, &str)]| Labels::from_pairs(p.iter().copied()).unwrap();
+        let series = pairs(&[("b", "1"), ("d", "2")]);
+        let base = pairs(&[("a", "x")]);
+        let external = pairs(&[("c", "y"), ("cc", "z"), ("d", "ext"), ("e", "w")]);
+        let mut splice = Vec::new();
+        splice_list(Some(&base), &external, &mut splice);
+        let spliced: Vec<u8> = splice.iter().flat_map(|(f, _)| f.bytes.to_vec()).collect();
+        let mut out = vec![7u8];
+        let left_out = write_merged(&mut out, &series, &splice, &spliced);
+        // Appended after what the buffer held; the external `d` left out for the series' own.
+        let want = pairs(&[
+            ("a", "x"),
+            ("b", "1"),
+            ("c", "y"),
+            ("cc", "z"),
+            ("d", "2"),
+            ("e", "w"),
+        ]);
+        assert_eq!(out[0], 7);
+        assert_eq!(&out[1..], want.own_wire_bytes());
+        let d = external
+            .own_fields()
+            .find(|f| f.name == b"d")
+            .unwrap()
+            .bytes
+            .len();
+        assert_eq!(left_out, d);
+
+        // Splice labels at both ends and none in between; and a series with no labels.
+        let series = pairs(&[("m", "1"), ("n", "2")]);
+        let external = pairs(&[("a", "1"), ("z", "2")]);
+        splice_list(None, &external, &mut splice);
+        let spliced: Vec<u8> = splice.iter().flat_map(|(f, _)| f.bytes.to_vec()).collect();
+        let mut out = Vec::new();
+        assert_eq!(write_merged(&mut out, &series, &splice, &spliced), 0);
+        let want = pairs(&[("a", "1"), ("m", "1"), ("n", "2"), ("z", "2")]);
+        assert_eq!(out, want.own_wire_bytes());
+        out.clear();
+        assert_eq!(
+            write_merged(&mut out, &Labels::default(), &splice, &spliced),
+            0
+        );
+        assert_eq!(out, external.own_wire_bytes());
     }
 
     #[test]
