@@ -69,6 +69,11 @@ const KEY_SAMPLE_VALUE: u8 = (1 << 3) | 1;
 /// Sample.timestamp (2, varint).
 const KEY_SAMPLE_TIMESTAMP: u8 = 2 << 3; // wire type 0
 
+/// Protobuf bytes [`Encoder::encode_in_pieces`] gathers before handing them on. Twice this
+/// stays below the agent's fixed mmap threshold (128 KiB, `main.rs`), so the buffer is
+/// kept in the heap, not mapped and faulted in afresh for each request.
+pub const PIECE_BYTES: usize = 32 * 1024;
+
 /// Marks "no next group" in a hash chain.
 const NO_GROUP: u32 = u32::MAX;
 
@@ -314,19 +319,63 @@ impl Encoder {
         let mut stats = self.groups.group(samples);
         self.proto.clear();
         // An estimate: `write_proto` still reserves what each series needs.
-        self.proto
-            .reserve(samples.len().saturating_mul(self.proto_per_sample));
-        self.write_proto(samples, external_labels);
+        self.proto.reserve(self.expected_len(samples.len()));
+        let whole: Result<usize, std::convert::Infallible> =
+            self.write_proto(samples, external_labels, usize::MAX, &mut |_| Ok(()));
+        let Ok(_) = whole;
         stats.uncompressed_bytes = self.proto.len();
-        if !samples.is_empty() {
-            self.proto_per_sample = self.proto.len().div_ceil(samples.len());
-        }
+        self.learn_size(samples.len(), self.proto.len());
         (stats, &self.proto)
     }
 
-    /// Writes the `WriteRequest` protobuf of the grouped batch into `self.proto`.
-    fn write_proto<S: Borrow<Sample>>(&mut self, samples: &[S], external: &Labels) {
+    /// Encodes `samples` as one uncompressed `WriteRequest`, as [`Encoder::encode_uncompressed`]
+    /// does, but hands it to `sink` in pieces of about [`PIECE_BYTES`] as they are written,
+    /// for a streaming compressor: a large request is never whole in memory, and the one
+    /// small buffer the pieces pass through is kept from request to request.
+    pub fn encode_in_pieces<S: Borrow<Sample>, E>(
+        &mut self,
+        samples: &[S],
+        external_labels: &Labels,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<EncodeStats, E> {
+        let mut stats = self.groups.group(samples);
         self.proto.clear();
+        self.proto.reserve(2 * PIECE_BYTES);
+        let mut len = self.write_proto(samples, external_labels, PIECE_BYTES, sink)?;
+        if !self.proto.is_empty() {
+            sink(&self.proto)?;
+            len += self.proto.len();
+            self.proto.clear();
+        }
+        stats.uncompressed_bytes = len;
+        self.learn_size(samples.len(), len);
+        Ok(stats)
+    }
+
+    /// The protobuf size to expect for a batch of `samples` samples, from the last batch's.
+    pub fn expected_len(&self, samples: usize) -> usize {
+        samples.saturating_mul(self.proto_per_sample)
+    }
+
+    /// Remembers the protobuf bytes a sample took, for [`Encoder::expected_len`].
+    fn learn_size(&mut self, samples: usize, len: usize) {
+        if samples > 0 {
+            self.proto_per_sample = len.div_ceil(samples);
+        }
+    }
+
+    /// Writes the `WriteRequest` protobuf of the grouped batch into `self.proto`, handing
+    /// the bytes written so far to `sink` and starting afresh whenever they reach `piece`
+    /// at the start of a series; returns the bytes handed over.
+    fn write_proto<S: Borrow<Sample>, E>(
+        &mut self,
+        samples: &[S],
+        external: &Labels,
+        piece: usize,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        self.proto.clear();
+        let mut handed = 0usize;
         let buf = &mut self.proto;
         // Allocated per batch because they borrow the batch's label sets.
         let mut splice: Vec<Splice<'_>> = Vec::new();
@@ -336,6 +385,11 @@ impl Encoder {
         for group in self.groups.iter() {
             if !group.named {
                 continue;
+            }
+            if buf.len() >= piece {
+                sink(buf)?;
+                handed += buf.len();
+                buf.clear();
             }
             let members = group.members;
             let labels: &Labels = &samples[group.rep].borrow().labels;
@@ -390,6 +444,7 @@ impl Encoder {
                 }
             }
         }
+        Ok(handed)
     }
 }
 
@@ -609,6 +664,53 @@ pub(super) mod tests {
             .iter()
             .map(|l| (l.name.as_str(), l.value.as_str()))
             .collect()
+    }
+
+    #[test]
+    fn a_batch_in_pieces_is_the_batch_at_once_through_a_small_kept_buffer() {
+        let ext = Labels::from_pairs([("cluster", "c")]).unwrap();
+        let samples: Vec<Sample> = (0..5_000)
+            .map(|i| {
+                let l = labels("m", &[("series", &i.to_string()), ("pad", &"p".repeat(40))]);
+                sample(&l, f64::from(i), 1_765_000_000_000 + i64::from(i))
+            })
+            .collect();
+        let mut encoder = Encoder::new();
+        let (at_once_stats, at_once) = encoder.encode_uncompressed(&samples, &ext);
+        let at_once = at_once.to_vec();
+        assert!(at_once.len() > 4 * PIECE_BYTES);
+        encoder.release();
+
+        let mut pieces: Vec<Vec<u8>> = Vec::new();
+        let stats = encoder
+            .encode_in_pieces(&samples, &ext, &mut |p| {
+                pieces.push(p.to_vec());
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+        assert_eq!(pieces.concat(), at_once);
+        assert_eq!(stats, at_once_stats);
+        // Each piece ends at a series' end, just past the piece size.
+        assert!(pieces.len() > 4);
+        assert!(pieces.iter().all(|p| p.len() < PIECE_BYTES + 256));
+        assert!(encoder.proto.capacity() <= KEEP_PROTO_BYTES);
+        assert_eq!(
+            encoder.expected_len(samples.len()) / samples.len(),
+            at_once.len().div_ceil(samples.len())
+        );
+
+        // A sink's error stops the encoding and is handed back.
+        let mut calls = 0;
+        let e = encoder.encode_in_pieces(&samples, &ext, &mut |_| {
+            calls += 1;
+            if calls == 2 {
+                Err("full")
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(e, Err("full"));
+        assert_eq!(calls, 2);
     }
 
     #[test]

@@ -690,15 +690,8 @@ impl Sender {
                     .encoder
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let (mut stats, proto) =
-                    encoder.encode_uncompressed(samples, &self.external_labels);
-                let compressed = self.compress_zstd(proto, &mut body);
-                encoder.release();
-                match compressed {
-                    Ok(()) => {
-                        stats.compressed_bytes = body.len();
-                        Ok(stats)
-                    }
+                match self.encode_zstd(&mut encoder, samples, &mut body) {
+                    Ok(stats) => Ok(stats),
                     Err(e) => {
                         self.events.zstd_failed(&e);
                         used = Compression::Snappy;
@@ -717,8 +710,14 @@ impl Sender {
         (stats.samples > 0).then(|| (stats, Bytes::from(body), used))
     }
 
-    /// Compresses a protobuf with the sender's zstd compressor, making it the first time.
-    fn compress_zstd(&self, proto: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
+    /// Encodes `samples` as a 1.0 request compressed with the sender's zstd compressor
+    /// (made the first time), piece by piece as the protobuf is written.
+    fn encode_zstd<S: Borrow<Sample>>(
+        &self,
+        encoder: &mut Encoder,
+        samples: &[S],
+        out: &mut Vec<u8>,
+    ) -> std::io::Result<EncodeStats> {
         let mut zstd = self
             .zstd
             .lock()
@@ -727,7 +726,15 @@ impl Sender {
             Some(c) => c,
             empty => empty.insert(ZstdCompressor::new(self.zstd_level)?),
         };
-        compressor.compress(proto, out)
+        compressor.start(encoder.expected_len(samples.len()), out)?;
+        let encoded = encoder.encode_in_pieces(samples, &self.external_labels, &mut |piece| {
+            compressor.write(piece, out)
+        });
+        encoder.release();
+        let mut stats = encoded?;
+        compressor.finish(out)?;
+        stats.compressed_bytes = out.len();
+        Ok(stats)
     }
 
     /// Waits until the catch-up byte budget allows `bytes` more.
