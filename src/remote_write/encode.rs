@@ -11,7 +11,9 @@
 //!
 //! [`Encoder`] owns its scratch buffers, so a sender that keeps one encodes batch after batch
 //! without allocating once the buffers have grown to the batch size; only the protobuf of a
-//! large request is given back after each one (see [`KEEP_PROTO_BYTES`]).
+//! large request is given back after each one (see [`KEEP_PROTO_BYTES`]). For a streaming
+//! compressor (zstd), [`Encoder::encode_in_pieces`] hands the protobuf on in pieces instead,
+//! so that a large request is never whole in memory.
 
 use std::borrow::Borrow;
 use std::collections::hash_map::{Entry, HashMap};

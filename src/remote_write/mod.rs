@@ -1,7 +1,8 @@
 //! Remote write 1.0 and 2.0, one file per role:
-//! - [`encode`] (pure): samples into a snappy-compressed 1.0 `WriteRequest` body.
+//! - [`encode`] (pure): samples into a snappy-compressed 1.0 `WriteRequest` body, or its
+//!   protobuf whole or in pieces for zstd.
 //! - [`compression`] (pure): snappy or zstd per endpoint (the receiver's handshake, the
-//!   fallback when it refuses zstd), and the zstd compressor.
+//!   fallback when it refuses zstd), and the zstd compressor, fed whole or in pieces.
 //! - [`encode_v2`] (pure): samples into a snappy-compressed 2.0 `Request` body, with the
 //!   metadata and start times [`catalog`] keeps beside the samples.
 //! - [`protocol`] (pure): which message an endpoint is sent, and what a 2.0 answer's
