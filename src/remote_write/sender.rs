@@ -711,7 +711,8 @@ impl Sender {
     }
 
     /// Encodes `samples` as a 1.0 request compressed with the sender's zstd compressor
-    /// (made the first time), piece by piece as the protobuf is written.
+    /// (made the first time): a large one piece by piece as the protobuf is written, a
+    /// small one whole.
     fn encode_zstd<S: Borrow<Sample>>(
         &self,
         encoder: &mut Encoder,
@@ -726,7 +727,17 @@ impl Sender {
             Some(c) => c,
             empty => empty.insert(ZstdCompressor::new(self.zstd_level)?),
         };
-        compressor.start(encoder.expected_len(samples.len()), out)?;
+        let expected = encoder.expected_len(samples.len());
+        if expected < compression::ZSTD_LARGE_BODY {
+            // Small enough to hold whole, and zstd fits its parameters to a whole body's size.
+            let (mut stats, proto) = encoder.encode_uncompressed(samples, &self.external_labels);
+            let compressed = compressor.compress(proto, out);
+            encoder.release();
+            compressed?;
+            stats.compressed_bytes = out.len();
+            return Ok(stats);
+        }
+        compressor.start(expected, out)?;
         let encoded = encoder.encode_in_pieces(samples, &self.external_labels, &mut |piece| {
             compressor.write(piece, out)
         });
