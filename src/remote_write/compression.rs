@@ -72,6 +72,14 @@ const ZSTD_LARGE_WINDOW_LOG: u32 = 20;
 /// boundary between its small-input and large-input parameter tables.
 pub const ZSTD_LARGE_BODY: usize = 256 * 1024;
 
+/// Whether a body of about `expected_len` bytes of protobuf is compressed in pieces as it is
+/// encoded ([`ZstdCompressor::start`]) rather than whole ([`ZstdCompressor::compress`]): from
+/// [`ZSTD_LARGE_BODY`] on. A large body is then never whole in memory, and comes out as small
+/// as whole; a small one is cheap to hold, and whole lets zstd fit its parameters to the size.
+pub fn in_pieces(expected_len: usize) -> bool {
+    expected_len >= ZSTD_LARGE_BODY
+}
+
 /// Levels `compression_level` accepts: zstd's regular ones. The negative (fast) levels save
 /// no CPU worth the bytes they add; levels above 19 are zstd's "ultra" ones, which its own
 /// tool refuses without `--ultra` for the memory they take.
@@ -619,6 +627,13 @@ mod tests {
             assert_eq!(&zstd::bulk::decompress(&body, proto.len()).unwrap(), proto);
             assert_eq!(body, zstd::bulk::compress(proto, 9).unwrap());
         }
+    }
+
+    #[test]
+    fn only_large_bodies_go_in_pieces() {
+        assert!(!in_pieces(0));
+        assert!(!in_pieces(ZSTD_LARGE_BODY - 1));
+        assert!(in_pieces(ZSTD_LARGE_BODY));
     }
 
     #[test]

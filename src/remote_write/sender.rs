@@ -728,8 +728,7 @@ impl Sender {
             empty => empty.insert(ZstdCompressor::new(self.zstd_level)?),
         };
         let expected = encoder.expected_len(samples.len());
-        if expected < compression::ZSTD_LARGE_BODY {
-            // Small enough to hold whole, and zstd fits its parameters to a whole body's size.
+        if !compression::in_pieces(expected) {
             let (mut stats, proto) = encoder.encode_uncompressed(samples, &self.external_labels);
             let compressed = compressor.compress(proto, out);
             encoder.release();
