@@ -126,8 +126,6 @@ pub(super) struct SeriesGroups {
     group_chain: Vec<u32>,
     /// Per group: sample count, then (after grouping) the group's end offset in `order`.
     group_end: Vec<u32>,
-    /// Per group: whether its labels name a metric.
-    group_named: Vec<bool>,
     /// Sample indices, grouped by series, in batch order within each group.
     order: Vec<u32>,
 }
@@ -141,7 +139,6 @@ impl SeriesGroups {
         self.group_rep.clear();
         self.group_chain.clear();
         self.group_end.clear();
-        self.group_named.clear();
         self.order.clear();
 
         for i in 0..samples.len() {
@@ -183,7 +180,8 @@ impl SeriesGroups {
         let mut start = 0u32;
         for (g, &end) in self.group_end.iter().enumerate() {
             let n = (end - start) as usize;
-            if self.group_named[g] {
+            let rep = &samples[self.group_rep[g] as usize].borrow().labels;
+            if rep.has_metric_name() {
                 stats.series += 1;
                 stats.samples += n;
             } else {
@@ -222,7 +220,6 @@ impl SeriesGroups {
         self.group_rep.push(i as u32);
         self.group_chain.push(head);
         self.group_end.push(0);
-        self.group_named.push(labels.has_metric_name());
         new
     }
 
@@ -233,11 +230,9 @@ impl SeriesGroups {
             .iter()
             .zip(starts)
             .zip(&self.group_rep)
-            .zip(&self.group_named)
-            .map(|(((&end, start), &rep), &named)| Group {
+            .map(|((&end, start), &rep)| Group {
                 rep: rep as usize,
                 members: &self.order[start as usize..end as usize],
-                named,
             })
     }
 }
@@ -246,10 +241,9 @@ impl SeriesGroups {
 pub(super) struct Group<'g> {
     /// Index of the series' first sample, whose labels stand for the series.
     pub(super) rep: usize,
-    /// Indices of the series' samples, in timestamp order.
+    /// Indices of the series' samples, in timestamp order. A series whose labels do not
+    /// name a metric (`Labels::has_metric_name`) is left out by the encoders.
     pub(super) members: &'g [u32],
-    /// Whether the series names a metric; one that does not is left out.
-    pub(super) named: bool,
 }
 
 impl Default for Encoder {
@@ -397,7 +391,8 @@ impl Encoder {
         // The base `splice` was made for; series of one target come in runs.
         let mut splice_for: Option<usize> = None;
         for group in self.groups.iter() {
-            if !group.named {
+            let labels: &Labels = &samples[group.rep].borrow().labels;
+            if !labels.has_metric_name() {
                 continue;
             }
             if buf.len() >= piece {
@@ -406,7 +401,6 @@ impl Encoder {
                 buf.clear();
             }
             let members = group.members;
-            let labels: &Labels = &samples[group.rep].borrow().labels;
             let base = labels.base();
             let key = base.map_or(0, Labels::addr);
             if splice_for != Some(key) {

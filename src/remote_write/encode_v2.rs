@@ -503,10 +503,10 @@ impl EncoderV2 {
         for group in groups.iter() {
             let run = &order[start..start + group.members.len()];
             start += run.len();
-            if !group.named {
+            let labels = &samples[group.rep].borrow().labels;
+            if !labels.has_metric_name() {
                 continue;
             }
-            let labels = &samples[group.rep].borrow().labels;
             if run.iter().any(|s| s.histogram().is_some()) {
                 split_kinds(labels, run, &mut entries);
             } else {
